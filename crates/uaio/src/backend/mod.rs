@@ -1,0 +1,81 @@
+//! Execution backends: what actually performs the I/O of validated requests.
+//!
+//! The engine (validation, slot accounting, the completion ring, waiting,
+//! cancellation) is the same for every backend; a backend only starts
+//! operations, hands back their results, and lets a thread sleep until results
+//! may be there. Every method is called from the application's own threads
+//! (or the progress thread); none may block on I/O except [`Backend::wait`].
+
+use std::fmt::Debug;
+use std::time::Duration;
+
+use rustix::io::Errno;
+
+pub(crate) mod uring;
+
+/// What a validated request does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OpKind {
+    /// `pread` into `addr`/`len`.
+    Read,
+    /// `pwrite` from `addr`/`len`.
+    Write,
+    /// `preadv` with the iovec array at `addr`, `len` entries.
+    Readv,
+    /// `pwritev` with the iovec array at `addr`, `len` entries.
+    Writev,
+    /// `fsync`.
+    Fsync,
+    /// `fdatasync`.
+    Fdatasync,
+    /// One-shot poll for the events in `poll_mask`.
+    Poll,
+}
+
+/// One operation handed to a backend.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Op {
+    /// Request id, returned with the completion.
+    pub id: u32,
+    /// What to do.
+    pub kind: OpKind,
+    /// File descriptor.
+    pub fd: i32,
+    /// Buffer or iovec array address.
+    pub addr: u64,
+    /// Buffer length or iovec count.
+    pub len: u32,
+    /// File offset.
+    pub off: u64,
+    /// `RWF_*` flags (reads and writes).
+    pub rw_flags: u32,
+    /// I/O priority (0: the thread's own).
+    pub ioprio: u16,
+    /// Poll event mask.
+    pub poll_mask: u32,
+}
+
+/// The seam between the engine and an executor.
+pub(crate) trait Backend: Send + Sync + Debug {
+    /// Starts `ops`. Never blocks on I/O. On error none of them started.
+    fn submit(&self, ops: &[Op]) -> Result<(), Errno>;
+    /// Hands every available completion to `sink` as `(id, result)`. Calls are
+    /// serialised by the caller. Returns how many entries were consumed,
+    /// including internal ones that were not passed to `sink`.
+    fn drain(&self, sink: &mut dyn FnMut(u32, i32)) -> usize;
+    /// Whether [`Backend::drain`] would find something.
+    fn has_completions(&self) -> bool;
+    /// Sleeps until at least `min` completions were produced after the call
+    /// started, [`Backend::wake`] was called, `timeout` passed (`ETIME`) or a
+    /// signal arrived (`EINTR`). `sigmask`, when given, is the signal mask in
+    /// force during the sleep, installed atomically.
+    fn wait(&self, min: u32, timeout: Option<Duration>, sigmask: Option<&u64>) -> Result<(), Errno>;
+    /// Makes a current or imminent [`Backend::wait`] return.
+    fn wake(&self);
+    /// Asks for request `id` to be cancelled; its completion still arrives.
+    fn cancel(&self, id: u32);
+    /// Asks for every pending request to be cancelled.
+    fn cancel_all(&self);
+    /// Turns the progress thread's notification for this backend on or off.
+    fn set_notify(&self, on: bool);
+}

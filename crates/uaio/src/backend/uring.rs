@@ -1,0 +1,400 @@
+//! The io_uring backend: one ring per AIO context.
+//!
+//! Submission queue entries are written under a lock and pushed with one
+//! `io_uring_enter` per `io_submit`; completions are consumed straight from
+//! the completion queue by whichever thread harvests (the caller of
+//! `io_getevents` or `io_submit`, or the progress thread when nobody calls).
+//! All system calls go through rustix's raw syscall layer, never through the
+//! C library's `syscall()`, which the drop-in library interposes.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rustix::io::Errno;
+use rustix::io_uring::{
+    io_uring_enter, io_uring_enter_arg, io_uring_getevents_arg, io_uring_params, io_uring_ptr, io_uring_register,
+    io_uring_setup, IoringEnterFlags, IoringRegisterOp, IoringSetupFlags,
+};
+
+use super::{Backend, Op, OpKind};
+
+const OP_NOP: u8 = 0;
+const OP_READV: u8 = 1;
+const OP_WRITEV: u8 = 2;
+const OP_FSYNC: u8 = 3;
+const OP_POLL_ADD: u8 = 6;
+const OP_ASYNC_CANCEL: u8 = 14;
+const OP_READ: u8 = 22;
+const OP_WRITE: u8 = 23;
+
+const FSYNC_DATASYNC: u32 = 1;
+const CANCEL_ALL: u32 = 1 << 0;
+const CANCEL_ANY: u32 = 1 << 2;
+const CQ_EVENTFD_DISABLED: u32 = 1;
+
+/// user_data of internal entries (never a request id, which fits in 32 bits).
+const TAG_WAKE: u64 = u64::MAX;
+const TAG_CANCEL: u64 = u64::MAX - 1;
+
+/// An io_uring submission queue entry (64 bytes).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+struct Sqe {
+    opcode: u8,
+    flags: u8,
+    ioprio: u16,
+    fd: i32,
+    off: u64,
+    addr: u64,
+    len: u32,
+    op_flags: u32,
+    user_data: u64,
+    buf_index: u16,
+    personality: u16,
+    splice_fd_in: i32,
+    addr3: u64,
+    pad: u64,
+}
+
+/// An io_uring completion queue entry (16 bytes).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+struct Cqe {
+    user_data: u64,
+    res: i32,
+    flags: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<Sqe>() == 64);
+const _: () = assert!(core::mem::size_of::<Cqe>() == 16);
+
+#[derive(Debug)]
+struct Map {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+impl Map {
+    fn new(fd: BorrowedFd<'_>, len: usize, offset: u64) -> Result<Map, Errno> {
+        // SAFETY: mapping the io_uring region the kernel describes at `offset`.
+        let p = unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                len,
+                rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+                rustix::mm::MapFlags::SHARED | rustix::mm::MapFlags::POPULATE,
+                fd,
+                offset,
+            )?
+        };
+        Ok(Map { ptr: NonNull::new(p.cast()).ok_or(Errno::NOMEM)?, len })
+    }
+
+    fn at<T>(&self, off: u32) -> *mut T {
+        debug_assert!((off as usize) < self.len);
+        // SAFETY: offsets come from the kernel and lie inside the mapping.
+        unsafe { self.ptr.as_ptr().add(off as usize).cast() }
+    }
+}
+
+impl Drop for Map {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping, unmapped once.
+        unsafe {
+            let _ = rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Sq {
+    head: *const AtomicU32,
+    tail: *const AtomicU32,
+    mask: u32,
+    entries: u32,
+    array: *mut u32,
+    sqes: *mut Sqe,
+    /// Entries written but not yet handed to the kernel.
+    pending: u32,
+    local_tail: u32,
+}
+
+/// io_uring backend state for one context.
+#[derive(Debug)]
+pub(crate) struct Uring {
+    fd: OwnedFd,
+    sq: Mutex<Sq>,
+    cq_head: *const AtomicU32,
+    cq_tail: *const AtomicU32,
+    cq_flags: *const AtomicU32,
+    cq_mask: u32,
+    cqes: *const Cqe,
+    _rings: Map,
+    _sqes: Map,
+}
+
+// SAFETY: the raw pointers point into mappings owned by this struct; the SQ
+// side is guarded by the mutex, the CQ side is serialised by the caller of
+// `drain` (the context's completion lock) and otherwise only read atomically.
+unsafe impl Send for Uring {}
+// SAFETY: as above.
+unsafe impl Sync for Uring {}
+
+fn ptr_of<T>(p: *const T) -> io_uring_ptr {
+    io_uring_ptr::new(p as *mut T as *mut core::ffi::c_void)
+}
+
+impl Uring {
+    /// Creates a ring able to hold `capacity` requests in flight; when
+    /// `notify` is given, that eventfd is signalled on completions (unless
+    /// turned off with `set_notify`).
+    pub(crate) fn new(capacity: u32, notify: Option<BorrowedFd<'_>>) -> Result<Uring, Errno> {
+        let sq_entries = capacity.clamp(8, 4096).next_power_of_two();
+        let cq_entries = (capacity.saturating_mul(2).saturating_add(64)).next_power_of_two().min(65536);
+        let mut fd = None;
+        let mut params = io_uring_params::default();
+        for extra in [IoringSetupFlags::NO_SQARRAY, IoringSetupFlags::empty()] {
+            params = io_uring_params::default();
+            params.flags = IoringSetupFlags::CQSIZE | IoringSetupFlags::SUBMIT_ALL | IoringSetupFlags::CLAMP | extra;
+            params.cq_entries = cq_entries;
+            // SAFETY: params is a valid, zero-initialised io_uring_params.
+            match unsafe { io_uring_setup(sq_entries, &mut params) } {
+                Ok(f) => {
+                    fd = Some(f);
+                    break;
+                }
+                Err(Errno::INVAL) if !extra.is_empty() => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        let fd = fd.ok_or(Errno::INVAL)?;
+        let no_sqarray = params.flags.contains(IoringSetupFlags::NO_SQARRAY);
+        let sq_off = params.sq_off;
+        let cq_off = params.cq_off;
+        let sq_len = sq_off.array as usize + if no_sqarray { 0 } else { params.sq_entries as usize * 4 };
+        let cq_len = cq_off.cqes as usize + params.cq_entries as usize * core::mem::size_of::<Cqe>();
+        // IORING_FEAT_SINGLE_MMAP (5.4+): one mapping holds both rings.
+        let rings = Map::new(fd.as_fd(), sq_len.max(cq_len), 0)?;
+        let sqes = Map::new(fd.as_fd(), params.sq_entries as usize * 64, 0x1000_0000)?;
+        let sq = Sq {
+            head: rings.at(sq_off.head),
+            tail: rings.at(sq_off.tail),
+            // SAFETY: ring_mask/ring_entries are u32 fields inside the mapping.
+            mask: unsafe { *rings.at::<u32>(sq_off.ring_mask) },
+            // SAFETY: as above.
+            entries: unsafe { *rings.at::<u32>(sq_off.ring_entries) },
+            array: if no_sqarray { std::ptr::null_mut() } else { rings.at(sq_off.array) },
+            sqes: sqes.ptr.as_ptr().cast(),
+            pending: 0,
+            // SAFETY: the tail field is a live u32 in the mapping.
+            local_tail: unsafe { (*rings.at::<AtomicU32>(sq_off.tail)).load(Ordering::Relaxed) },
+        };
+        let u = Uring {
+            cq_head: rings.at(cq_off.head),
+            cq_tail: rings.at(cq_off.tail),
+            cq_flags: rings.at(cq_off.flags),
+            // SAFETY: as above.
+            cq_mask: unsafe { *rings.at::<u32>(cq_off.ring_mask) },
+            cqes: rings.at(cq_off.cqes),
+            sq: Mutex::new(sq),
+            fd,
+            _rings: rings,
+            _sqes: sqes,
+        };
+        if let Some(efd) = notify {
+            let raw = efd.as_raw_fd();
+            // SAFETY: IORING_REGISTER_EVENTFD takes a pointer to one i32.
+            unsafe {
+                io_uring_register(u.fd.as_fd(), IoringRegisterOp::RegisterEventfd, (&raw as *const i32).cast(), 1)?;
+            }
+        }
+        Ok(u)
+    }
+
+    fn push(&self, sqes: &[Sqe]) -> Result<(), Errno> {
+        let mut sq = self.sq.lock().unwrap_or_else(|e| e.into_inner());
+        for e in sqes {
+            // SAFETY: head is a live atomic in the SQ ring.
+            if sq.local_tail.wrapping_sub(unsafe { (*sq.head).load(Ordering::Acquire) }) == sq.entries {
+                self.flush(&mut sq)?;
+            }
+            let idx = sq.local_tail & sq.mask;
+            // SAFETY: idx <= mask < entries, inside the SQE array; the slot is
+            // free because the kernel consumed it (head has passed it).
+            unsafe {
+                sq.sqes.add(idx as usize).write(*e);
+                if !sq.array.is_null() {
+                    sq.array.add(idx as usize).write(idx);
+                }
+            }
+            sq.local_tail = sq.local_tail.wrapping_add(1);
+            sq.pending += 1;
+        }
+        self.flush(&mut sq)
+    }
+
+    fn flush(&self, sq: &mut Sq) -> Result<(), Errno> {
+        // SAFETY: tail is a live atomic in the SQ ring; the release store
+        // publishes the SQEs written above.
+        unsafe { (*sq.tail).store(sq.local_tail, Ordering::Release) };
+        while sq.pending > 0 {
+            // SAFETY: plain io_uring_enter on our ring, no argument.
+            match unsafe { io_uring_enter(self.fd.as_fd(), sq.pending, 0, IoringEnterFlags::empty()) } {
+                Ok(n) => sq.pending -= n.min(sq.pending),
+                Err(Errno::INTR) => {}
+                Err(Errno::AGAIN) | Err(Errno::BUSY) => std::thread::yield_now(),
+                Err(e) => {
+                    // Take the entries back so the queue stays consistent.
+                    sq.local_tail = sq.local_tail.wrapping_sub(sq.pending);
+                    // SAFETY: as above.
+                    unsafe { (*sq.tail).store(sq.local_tail, Ordering::Release) };
+                    sq.pending = 0;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn sqe_for(op: &Op) -> Sqe {
+        let (opcode, op_flags) = match op.kind {
+            OpKind::Read => (OP_READ, op.rw_flags),
+            OpKind::Write => (OP_WRITE, op.rw_flags),
+            OpKind::Readv => (OP_READV, op.rw_flags),
+            OpKind::Writev => (OP_WRITEV, op.rw_flags),
+            OpKind::Fsync => (OP_FSYNC, 0),
+            OpKind::Fdatasync => (OP_FSYNC, FSYNC_DATASYNC),
+            // A wake-up completes the kernel's AIO poll with the waker's whole
+            // mask; asking for the usual companions of IN and OUT as well
+            // reproduces that for pipes, eventfds and sockets.
+            OpKind::Poll => (OP_POLL_ADD, poll_companions(op.poll_mask)),
+        };
+        let (addr, len, off) = match op.kind {
+            OpKind::Fsync | OpKind::Fdatasync | OpKind::Poll => (0, 0, 0),
+            _ => (op.addr, op.len, op.off),
+        };
+        Sqe {
+            opcode,
+            ioprio: op.ioprio,
+            fd: op.fd,
+            off,
+            addr,
+            len,
+            op_flags,
+            user_data: op.id as u64,
+            ..Sqe::default()
+        }
+    }
+}
+
+fn poll_companions(m: u32) -> u32 {
+    let mut m = m;
+    if m & libc::POLLIN as u32 != 0 {
+        m |= libc::POLLRDNORM as u32;
+    }
+    if m & libc::POLLOUT as u32 != 0 {
+        m |= libc::POLLWRNORM as u32;
+    }
+    m
+}
+
+impl Backend for Uring {
+    fn submit(&self, ops: &[Op]) -> Result<(), Errno> {
+        let mut buf = [Sqe::default(); 32];
+        for chunk in ops.chunks(32) {
+            for (s, op) in buf.iter_mut().zip(chunk) {
+                *s = Self::sqe_for(op);
+            }
+            self.push(&buf[..chunk.len()])?;
+        }
+        Ok(())
+    }
+
+    fn drain(&self, sink: &mut dyn FnMut(u32, i32)) -> usize {
+        // SAFETY: cq_head/cq_tail are live atomics; we are the only consumer
+        // (the caller serialises drains) so reading entries up to tail and
+        // then releasing them by storing head is the io_uring protocol.
+        unsafe {
+            let head = (*self.cq_head).load(Ordering::Relaxed);
+            let tail = (*self.cq_tail).load(Ordering::Acquire);
+            let mut h = head;
+            while h != tail {
+                let cqe = self.cqes.add((h & self.cq_mask) as usize).read();
+                h = h.wrapping_add(1);
+                if cqe.user_data <= u32::MAX as u64 {
+                    sink(cqe.user_data as u32, cqe.res);
+                }
+            }
+            (*self.cq_head).store(tail, Ordering::Release);
+            tail.wrapping_sub(head) as usize
+        }
+    }
+
+    fn has_completions(&self) -> bool {
+        // SAFETY: live atomics in the CQ ring.
+        unsafe { (*self.cq_head).load(Ordering::Relaxed) != (*self.cq_tail).load(Ordering::Acquire) }
+    }
+
+    fn wait(&self, min: u32, timeout: Option<Duration>, sigmask: Option<&u64>) -> Result<(), Errno> {
+        let ts = timeout.map(|d| rustix::fs::Timespec { tv_sec: d.as_secs() as i64, tv_nsec: d.subsec_nanos() as _ });
+        let mut arg = io_uring_getevents_arg::default();
+        if let Some(m) = sigmask {
+            arg.sigmask = ptr_of(m as *const u64);
+            arg.sigmask_sz = 8;
+        }
+        if let Some(ts) = ts.as_ref() {
+            arg.ts = ptr_of(ts as *const rustix::fs::Timespec);
+        }
+        let flags = IoringEnterFlags::GETEVENTS | IoringEnterFlags::EXT_ARG;
+        // SAFETY: arg and what it points to live across the call.
+        match unsafe { io_uring_enter_arg(self.fd.as_fd(), 0, min.max(1), flags, Some(&arg)) } {
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn wake(&self) {
+        let _ = self.push(&[Sqe { opcode: OP_NOP, user_data: TAG_WAKE, ..Sqe::default() }]);
+    }
+
+    fn cancel(&self, id: u32) {
+        let _ = self.push(&[Sqe {
+            opcode: OP_ASYNC_CANCEL,
+            fd: -1,
+            addr: id as u64,
+            user_data: TAG_CANCEL,
+            ..Sqe::default()
+        }]);
+    }
+
+    fn cancel_all(&self) {
+        let _ = self.push(&[Sqe {
+            opcode: OP_ASYNC_CANCEL,
+            fd: -1,
+            op_flags: CANCEL_ALL | CANCEL_ANY,
+            user_data: TAG_CANCEL,
+            ..Sqe::default()
+        }]);
+    }
+
+    fn set_notify(&self, on: bool) {
+        // SAFETY: the CQ flags word is a live atomic; only the
+        // EVENTFD_DISABLED bit is ours to change.
+        unsafe {
+            if on {
+                (*self.cq_flags).fetch_and(!CQ_EVENTFD_DISABLED, Ordering::SeqCst);
+            } else {
+                (*self.cq_flags).fetch_or(CQ_EVENTFD_DISABLED, Ordering::SeqCst);
+            }
+        }
+    }
+}
+
+/// Whether io_uring can be set up in this process (used for the backend
+/// choice and reported by [`crate::backend_name`]).
+pub(crate) fn available() -> bool {
+    Uring::new(8, None).is_ok()
+}

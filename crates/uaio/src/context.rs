@@ -1,0 +1,779 @@
+//! One AIO context: request validation in the kernel's order, slot
+//! accounting, the completion ring, waiting, cancellation and teardown.
+//!
+//! Locking: `st` (the completion lock) guards the request table, the ring's
+//! producer side and the accounting; the backend has its own submission
+//! lock. Slots are reserved lock-free (`used`), and reclaimed under `st` from
+//! the reader's `head`, as the kernel does.
+//!
+//! Waiting: one waiter at a time (the leader) sleeps inside the backend and
+//! harvests what arrives; the others (followers) sleep on the futex `seq`,
+//! which every publication of events bumps. When the leader leaves, followers
+//! are woken so one of them takes over.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rustix::io::Errno;
+use slab::Slab;
+use uaio_abi::*;
+
+use crate::backend::{Backend, Op, OpKind};
+use crate::ring::{Geometry, Ring};
+use crate::sys::{self, FdInfo};
+use crate::uaccess::{self, access_ok, read_user, write_user};
+
+/// Largest byte count of one read or write (`MAX_RW_COUNT`).
+const MAX_RW_COUNT: u64 = 0x7fff_f000;
+/// Every `RWF_*` flag this kernel generation knows.
+const RWF_SUPPORTED: u32 = RWF_HIPRI
+    | RWF_DSYNC
+    | RWF_SYNC
+    | RWF_NOWAIT
+    | RWF_APPEND
+    | RWF_NOAPPEND
+    | RWF_ATOMIC
+    | RWF_DONTCACHE
+    | RWF_NOSIGNAL;
+
+/// A pending request.
+#[derive(Debug)]
+struct Req {
+    data: u64,
+    obj: u64,
+    poll: bool,
+    /// Poll: the events the application asked for, plus ERR and HUP.
+    wanted: u32,
+    /// Poll: submitted by the `start` call still running (a completion now
+    /// comes from the initial readiness check, not from a wake-up).
+    fresh: bool,
+    resfd: i32,
+    cancelled: bool,
+    /// The iovec array the backend reads (vectored requests).
+    _iov: Option<Box<[iovec]>>,
+}
+
+#[derive(Debug)]
+struct State {
+    /// uaio's own tail (the page's copy is only ever written).
+    tail: u32,
+    /// Events written to the ring whose slots are not reclaimed yet.
+    unreclaimed: u32,
+    /// Requests handed to the backend and not yet harvested.
+    in_flight: u32,
+    reqs: Slab<Req>,
+}
+
+/// What a validated iocb becomes.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    kind: Option<OpKind>,
+    fd: i32,
+    addr: u64,
+    len: u32,
+    off: u64,
+    rw_flags: u32,
+    ioprio: u16,
+    poll_mask: u32,
+    resfd: i32,
+    data: u64,
+    obj: u64,
+    iov: Option<Box<[iovec]>>,
+}
+
+/// When `io_getevents` gives up waiting.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Deadline {
+    /// Do not wait.
+    Now,
+    /// Wait until this instant.
+    At(Instant),
+    /// Wait as long as it takes.
+    Never,
+}
+
+/// An AIO context.
+#[derive(Debug)]
+pub(crate) struct Context {
+    ring: Ring,
+    /// `io_setup`'s `nr_events`, counted against `aio-max-nr`.
+    pub(crate) max_reqs: u32,
+    /// Index in the process table (`ring->id`).
+    pub(crate) id: u32,
+    capacity: u32,
+    dead: AtomicBool,
+    used: AtomicU32,
+    st: Mutex<State>,
+    backend: Box<dyn Backend>,
+    seq: AtomicU32,
+    leader: AtomicBool,
+    followers: AtomicU32,
+    active: AtomicU32,
+}
+
+/// Small per-call cache of file descriptor facts.
+#[derive(Debug, Default)]
+pub(crate) struct FdCache {
+    entries: Vec<FdInfo>,
+}
+
+impl FdCache {
+    fn get(&mut self, fd: u32) -> Result<&mut FdInfo, Errno> {
+        if let Some(i) = self.entries.iter().position(|e| e.fd == fd as i32) {
+            return Ok(&mut self.entries[i]);
+        }
+        let info = FdInfo::get(fd)?;
+        if self.entries.len() >= 8 {
+            self.entries.remove(0);
+        }
+        self.entries.push(info);
+        Ok(self.entries.last_mut().expect("just pushed"))
+    }
+}
+
+fn check_ioprio(prio: i16) -> Result<(), Errno> {
+    let p = prio as i32;
+    let class = ((p >> IOPRIO_CLASS_SHIFT) & 0x7) as u32;
+    match class {
+        IOPRIO_CLASS_RT => {
+            if !sys::can_use_rt_ioprio() {
+                return Err(Errno::PERM);
+            }
+            Ok(())
+        }
+        IOPRIO_CLASS_BE | IOPRIO_CLASS_IDLE | IOPRIO_CLASS_NONE => Ok(()),
+        _ => Err(Errno::INVAL),
+    }
+}
+
+fn check_rw_flags(flags: u32, write: bool) -> Result<(), Errno> {
+    if flags == 0 {
+        return Ok(());
+    }
+    if flags & !RWF_SUPPORTED != 0 {
+        return Err(Errno::OPNOTSUPP);
+    }
+    if flags & RWF_APPEND != 0 && flags & RWF_NOAPPEND != 0 {
+        return Err(Errno::INVAL);
+    }
+    if flags & RWF_ATOMIC != 0 && !write {
+        return Err(Errno::OPNOTSUPP);
+    }
+    Ok(())
+}
+
+/// Copies and checks an iovec array the way `__import_iovec` does.
+fn import_iovecs(addr: u64, n: u64) -> Result<(Box<[iovec]>, u64), Errno> {
+    if n > UIO_MAXIOV {
+        return Err(Errno::INVAL);
+    }
+    let mut v = vec![iovec::default(); n as usize].into_boxed_slice();
+    // SAFETY: `v` has room for n iovecs.
+    let whole = unsafe { uaccess::copy_from_user(v.as_mut_ptr().cast(), addr, n as usize * 16) };
+    if whole.is_err() {
+        // Find which comes first, a negative length or the fault.
+        for (i, slot) in v.iter_mut().enumerate() {
+            *slot = read_user::<iovec>(addr + 16 * i as u64).map_err(|_| Errno::FAULT)?;
+            if (slot.iov_len as i64) < 0 {
+                return Err(Errno::INVAL);
+            }
+        }
+    }
+    if v.iter().any(|e| (e.iov_len as i64) < 0) {
+        return Err(Errno::INVAL);
+    }
+    let mut total = 0u64;
+    for e in v.iter_mut() {
+        if !access_ok(e.iov_base, e.iov_len) {
+            return Err(Errno::FAULT);
+        }
+        if e.iov_len > MAX_RW_COUNT - total {
+            e.iov_len = MAX_RW_COUNT - total;
+        }
+        total += e.iov_len;
+    }
+    Ok((v, total))
+}
+
+impl Context {
+    /// Creates a context for `nr_events` with a ring of geometry `geo`.
+    pub(crate) fn new(nr_events: u32, geo: Geometry, id: u32, backend: Box<dyn Backend>) -> std::io::Result<Context> {
+        Ok(Context {
+            ring: Ring::new(geo, id)?,
+            max_reqs: nr_events,
+            id,
+            capacity: geo.capacity,
+            dead: AtomicBool::new(false),
+            used: AtomicU32::new(0),
+            st: Mutex::new(State {
+                tail: 0,
+                unreclaimed: 0,
+                in_flight: 0,
+                reqs: Slab::with_capacity(geo.capacity.min(4096) as usize),
+            }),
+            backend,
+            seq: AtomicU32::new(0),
+            leader: AtomicBool::new(false),
+            followers: AtomicU32::new(0),
+            active: AtomicU32::new(0),
+        })
+    }
+
+    /// The handle (ring address).
+    pub(crate) fn handle(&self) -> u64 {
+        self.ring.addr()
+    }
+
+    /// Event slots in the ring.
+    pub(crate) fn ring_nr(&self) -> u32 {
+        self.ring.nr()
+    }
+
+    /// Whether the progress thread may harvest now (no caller inside).
+    pub(crate) fn idle(&self) -> bool {
+        self.active.load(Ordering::SeqCst) == 0
+    }
+
+    /// Whether completions wait in the backend.
+    pub(crate) fn has_completions(&self) -> bool {
+        self.backend.has_completions()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.st.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn enter(&self) {
+        if self.active.fetch_add(1, Ordering::SeqCst) == 0 {
+            self.backend.set_notify(false);
+        }
+    }
+
+    fn leave(&self) {
+        if self.active.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.backend.set_notify(true);
+            // Completions that arrived while notification was off.
+            if self.backend.has_completions() {
+                self.harvest();
+            }
+        }
+    }
+
+    /// Reclaims the slots of events the reader has consumed; returns how many.
+    fn reclaim(&self) -> u32 {
+        let mut st = self.lock();
+        let nr = self.ring.nr();
+        let head = self.ring.head();
+        let in_ring = (st.tail + nr - head) % nr;
+        let r = st.unreclaimed - in_ring.min(st.unreclaimed);
+        st.unreclaimed -= r;
+        if r > 0 {
+            self.used.fetch_sub(r, Ordering::SeqCst);
+        }
+        r
+    }
+
+    fn reserve_slot(&self) -> bool {
+        loop {
+            let u = self.used.load(Ordering::SeqCst);
+            if u < self.capacity {
+                if self.used.compare_exchange(u, u + 1, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+                    return true;
+                }
+                continue;
+            }
+            if self.reclaim() == 0 {
+                return false;
+            }
+        }
+    }
+
+    fn release_slot(&self) {
+        self.used.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Validates the iocb at user address `obj`, in the kernel's order.
+    pub(crate) fn prepare(&self, obj: u64, fds: &mut FdCache) -> Result<Prepared, Errno> {
+        let cb: iocb = read_user(obj).map_err(|_| Errno::FAULT)?;
+        if cb.aio_reserved2 != 0 {
+            return Err(Errno::INVAL);
+        }
+        if (cb.aio_nbytes as i64) < 0 {
+            return Err(Errno::INVAL);
+        }
+        if !self.reserve_slot() {
+            return Err(Errno::AGAIN);
+        }
+        self.prepare_reserved(&cb, obj, fds).inspect_err(|_| self.release_slot())
+    }
+
+    fn prepare_reserved(&self, cb: &iocb, obj: u64, fds: &mut FdCache) -> Result<Prepared, Errno> {
+        fds.get(cb.aio_fildes)?;
+        let resfd = if cb.aio_flags & IOCB_FLAG_RESFD != 0 {
+            let r = fds.get(cb.aio_resfd)?;
+            if !r.is_eventfd() {
+                return Err(Errno::INVAL);
+            }
+            r.fd
+        } else {
+            -1
+        };
+        // SAFETY: writing KIOCB_KEY into the application's iocb, as the kernel does.
+        unsafe { write_user(obj + 8, &KIOCB_KEY) }.map_err(|_| Errno::FAULT)?;
+        let f = fds.get(cb.aio_fildes)?;
+        let mut p = Prepared {
+            kind: None,
+            fd: f.fd,
+            addr: 0,
+            len: 0,
+            off: 0,
+            rw_flags: 0,
+            ioprio: 0,
+            poll_mask: 0,
+            resfd,
+            data: cb.aio_data,
+            obj,
+            iov: None,
+        };
+        match cb.aio_lio_opcode {
+            IOCB_CMD_PREAD | IOCB_CMD_PWRITE | IOCB_CMD_PREADV | IOCB_CMD_PWRITEV => {
+                let write = matches!(cb.aio_lio_opcode, IOCB_CMD_PWRITE | IOCB_CMD_PWRITEV);
+                let vectored = matches!(cb.aio_lio_opcode, IOCB_CMD_PREADV | IOCB_CMD_PWRITEV);
+                if cb.aio_flags & IOCB_FLAG_IOPRIO != 0 {
+                    check_ioprio(cb.aio_reqprio)?;
+                    p.ioprio = cb.aio_reqprio as u16;
+                }
+                check_rw_flags(cb.aio_rw_flags, write)?;
+                if write {
+                    if !f.writable() {
+                        return Err(Errno::BADF);
+                    }
+                } else {
+                    if !f.readable() {
+                        return Err(Errno::BADF);
+                    }
+                    if f.is_dir() {
+                        return Err(Errno::INVAL);
+                    }
+                }
+                let count = if vectored {
+                    let (iov, total) = import_iovecs(cb.aio_buf, cb.aio_nbytes)?;
+                    p.addr = iov.as_ptr() as u64;
+                    p.len = iov.len() as u32;
+                    p.iov = Some(iov);
+                    total
+                } else {
+                    let len = cb.aio_nbytes.min(MAX_RW_COUNT);
+                    if !access_ok(cb.aio_buf, len) {
+                        return Err(Errno::FAULT);
+                    }
+                    p.addr = cb.aio_buf;
+                    p.len = len as u32;
+                    len
+                };
+                if cb.aio_offset < 0 || cb.aio_offset.checked_add(count as i64).is_none() {
+                    return Err(Errno::INVAL);
+                }
+                p.off = cb.aio_offset as u64;
+                p.rw_flags = cb.aio_rw_flags & !RWF_HIPRI;
+                p.kind = Some(match (write, vectored) {
+                    (false, false) => OpKind::Read,
+                    (true, false) => OpKind::Write,
+                    (false, true) => OpKind::Readv,
+                    (true, true) => OpKind::Writev,
+                });
+            }
+            IOCB_CMD_FSYNC | IOCB_CMD_FDSYNC => {
+                if cb.aio_buf != 0 || cb.aio_offset != 0 || cb.aio_nbytes != 0 || cb.aio_rw_flags != 0 {
+                    return Err(Errno::INVAL);
+                }
+                if !f.can_fsync() {
+                    return Err(Errno::INVAL);
+                }
+                p.kind = Some(if cb.aio_lio_opcode == IOCB_CMD_FSYNC { OpKind::Fsync } else { OpKind::Fdatasync });
+            }
+            IOCB_CMD_POLL => {
+                if cb.aio_buf as u16 as u64 != cb.aio_buf {
+                    return Err(Errno::INVAL);
+                }
+                if cb.aio_offset != 0 || cb.aio_nbytes != 0 || cb.aio_rw_flags != 0 {
+                    return Err(Errno::INVAL);
+                }
+                p.poll_mask = cb.aio_buf as u32;
+                p.kind = Some(OpKind::Poll);
+            }
+            IOCB_CMD_NOOP => {}
+            _ => return Err(Errno::INVAL),
+        }
+        Ok(p)
+    }
+
+    /// Starts validated requests; NOOPs complete at once.
+    pub(crate) fn start(&self, preps: &mut Vec<Prepared>) {
+        if preps.is_empty() {
+            return;
+        }
+        self.enter();
+        let mut ops: Vec<Op> = Vec::with_capacity(preps.len());
+        let mut published = 0u32;
+        let mut signals: Vec<(i32, u64)> = Vec::new();
+        let mut polls = false;
+        {
+            let mut guard = self.lock();
+            let st = &mut *guard;
+            for p in preps.drain(..) {
+                match p.kind {
+                    None => {
+                        self.ring.write_event(st.tail, &io_event { data: p.data, obj: p.obj, res: 0, res2: 0 });
+                        st.tail = (st.tail + 1) % self.ring.nr();
+                        published += 1;
+                        if p.resfd >= 0 {
+                            add_signal(&mut signals, p.resfd);
+                        }
+                    }
+                    Some(kind) => {
+                        let id = st.reqs.insert(Req {
+                            data: p.data,
+                            obj: p.obj,
+                            poll: kind == OpKind::Poll,
+                            wanted: p.poll_mask | (libc::POLLERR | libc::POLLHUP) as u32,
+                            fresh: true,
+                            resfd: p.resfd,
+                            cancelled: false,
+                            _iov: p.iov,
+                        }) as u32;
+                        st.in_flight += 1;
+                        if kind == OpKind::Poll {
+                            polls = true;
+                        }
+                        ops.push(Op {
+                            id,
+                            kind,
+                            fd: p.fd,
+                            addr: p.addr,
+                            len: p.len,
+                            off: p.off,
+                            rw_flags: p.rw_flags,
+                            ioprio: p.ioprio,
+                            poll_mask: p.poll_mask,
+                        });
+                    }
+                }
+            }
+            if published > 0 {
+                self.ring.publish_tail(st.tail);
+                st.unreclaimed += published;
+            }
+        }
+        for (fd, n) in signals {
+            sys::eventfd_add(fd, n);
+        }
+        if published > 0 {
+            self.notify_waiters(true);
+        }
+        if !ops.is_empty() {
+            if let Err(e) = self.backend.submit(&ops) {
+                self.fail(&ops, e);
+            }
+            if self.backend.has_completions() {
+                self.harvest();
+            }
+            if polls {
+                let mut st = self.lock();
+                for op in ops.iter().filter(|o| o.kind == OpKind::Poll) {
+                    if let Some(r) = st.reqs.get_mut(op.id as usize) {
+                        r.fresh = false;
+                    }
+                }
+            }
+        }
+        self.leave();
+    }
+
+    /// Completes operations the backend refused with `-e`.
+    fn fail(&self, ops: &[Op], e: Errno) {
+        let mut signals = Vec::new();
+        {
+            let mut st = self.lock();
+            for op in ops {
+                let req = st.reqs.remove(op.id as usize);
+                let tail = st.tail;
+                self.ring.write_event(
+                    tail,
+                    &io_event { data: req.data, obj: req.obj, res: -(e.raw_os_error() as i64), res2: 0 },
+                );
+                st.tail = (tail + 1) % self.ring.nr();
+                st.in_flight -= 1;
+                st.unreclaimed += 1;
+                if req.resfd >= 0 {
+                    add_signal(&mut signals, req.resfd);
+                }
+            }
+            self.ring.publish_tail(st.tail);
+        }
+        for (fd, n) in signals {
+            sys::eventfd_add(fd, n);
+        }
+        self.notify_waiters(true);
+    }
+
+    /// Moves completions from the backend into the ring. Returns the number
+    /// of backend entries consumed.
+    pub(crate) fn harvest(&self) -> usize {
+        let mut published = 0u32;
+        let consumed;
+        let mut signals = Vec::new();
+        {
+            let mut guard = self.lock();
+            let st = &mut *guard;
+            let nr = self.ring.nr();
+            let ring = &self.ring;
+            let mut tail = st.tail;
+            let reqs = &mut st.reqs;
+            consumed = self.backend.drain(&mut |id, res| {
+                let Some(req) = reqs.try_remove(id as usize) else { return };
+                let res = res as i64;
+                let res = if req.poll && res == -(libc::ECANCELED as i64) {
+                    0
+                } else if req.poll && req.fresh && res > 0 {
+                    // The kernel's initial check reports only what was asked.
+                    res & req.wanted as i64
+                } else if req.cancelled && (res == -(libc::ECANCELED as i64) || res == -(libc::EINTR as i64)) {
+                    -(libc::ECANCELED as i64)
+                } else {
+                    res
+                };
+                ring.write_event(tail, &io_event { data: req.data, obj: req.obj, res, res2: 0 });
+                tail = (tail + 1) % nr;
+                published += 1;
+                if req.resfd >= 0 {
+                    add_signal(&mut signals, req.resfd);
+                }
+            });
+            if published > 0 {
+                st.tail = tail;
+                ring.publish_tail(tail);
+                st.in_flight -= published;
+                st.unreclaimed += published;
+            }
+        }
+        for (fd, n) in signals {
+            sys::eventfd_add(fd, n);
+        }
+        if consumed > 0 {
+            self.notify_waiters(published > 0);
+        }
+        consumed
+    }
+
+    fn notify_waiters(&self, published: bool) {
+        if published {
+            self.seq.fetch_add(1, Ordering::SeqCst);
+            if self.followers.load(Ordering::SeqCst) > 0 {
+                let _ = rustix::thread::futex::wake(&self.seq, rustix::thread::futex::Flags::PRIVATE, i32::MAX as u32);
+            }
+        }
+        if self.leader.load(Ordering::SeqCst) {
+            self.backend.wake();
+        }
+    }
+
+    /// Copies up to `max` events from the ring to the user array at `out`.
+    fn consume(&self, out: u64, max: usize) -> Result<usize, Errno> {
+        if max == 0 {
+            return Ok(0);
+        }
+        let st = self.lock();
+        let nr = self.ring.nr();
+        let mut head = self.ring.head();
+        let tail = st.tail;
+        let mut done = 0usize;
+        while done < max && head != tail {
+            let end = if head < tail { tail } else { nr };
+            let n = ((end - head) as usize).min(max - done);
+            // SAFETY: the slots [head, head + n) lie in the ring; `out` is the
+            // application's events array, which it gave us to fill.
+            unsafe { uaccess::copy_to_user(out + 32 * done as u64, self.ring.slot_ptr(head), 32 * n) }
+                .map_err(|_| Errno::FAULT)?;
+            done += n;
+            head = (head + n as u32) % nr;
+        }
+        if done > 0 {
+            self.ring.set_head(head);
+        }
+        Ok(done)
+    }
+
+    fn ring_has_events(&self) -> bool {
+        self.ring.head() != self.lock().tail
+    }
+
+    fn in_flight(&self) -> u32 {
+        self.lock().in_flight
+    }
+
+    /// `io_getevents`: at least `min_nr`, at most `nr` events into `out`.
+    pub(crate) fn getevents(
+        &self,
+        min_nr: usize,
+        nr: usize,
+        out: u64,
+        deadline: Deadline,
+        sigmask: Option<u64>,
+    ) -> Result<usize, Errno> {
+        self.enter();
+        let r = self.getevents_inner(min_nr, nr, out, deadline, sigmask);
+        self.leave();
+        r
+    }
+
+    fn getevents_inner(
+        &self,
+        min_nr: usize,
+        nr: usize,
+        out: u64,
+        deadline: Deadline,
+        sigmask: Option<u64>,
+    ) -> Result<usize, Errno> {
+        let mut got = 0usize;
+        let mut saved_mask: Option<u64> = None;
+        let result = loop {
+            match self.consume(out + 32 * got as u64, nr - got) {
+                Ok(n) => got += n,
+                Err(e) => break if got > 0 { Ok(got) } else { Err(e) },
+            }
+            if got >= min_nr {
+                break Ok(got);
+            }
+            if self.dead.load(Ordering::SeqCst) {
+                break if got > 0 { Ok(got) } else { Err(Errno::INVAL) };
+            }
+            if self.backend.has_completions() && self.harvest() > 0 {
+                continue;
+            }
+            let timeout = match deadline {
+                Deadline::Now => break Ok(got),
+                Deadline::Never => None,
+                Deadline::At(t) => {
+                    let now = Instant::now();
+                    if t <= now {
+                        break Ok(got);
+                    }
+                    Some(t - now)
+                }
+            };
+            let seq = self.seq.load(Ordering::SeqCst);
+            // Signals that arrive from here on are delivered inside the wait,
+            // where they end it with EINTR.
+            let old = *saved_mask.get_or_insert_with(sys::block_all_signals);
+            let wait_mask = sigmask.unwrap_or(old);
+            let r = if self.leader.compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+                let r = if self.ring_has_events() || self.backend.has_completions() || self.dead.load(Ordering::SeqCst)
+                {
+                    Ok(())
+                } else {
+                    let want = if self.followers.load(Ordering::SeqCst) > 0 {
+                        1
+                    } else {
+                        ((min_nr - got) as u32).min(self.in_flight()).max(1)
+                    };
+                    self.backend.wait(want, timeout, Some(&wait_mask))
+                };
+                self.leader.store(false, Ordering::SeqCst);
+                if self.followers.load(Ordering::SeqCst) > 0 {
+                    self.seq.fetch_add(1, Ordering::SeqCst);
+                    let _ =
+                        rustix::thread::futex::wake(&self.seq, rustix::thread::futex::Flags::PRIVATE, i32::MAX as u32);
+                }
+                r
+            } else {
+                self.followers.fetch_add(1, Ordering::SeqCst);
+                let r = if self.seq.load(Ordering::SeqCst) != seq
+                    || self.dead.load(Ordering::SeqCst)
+                    || !self.leader.load(Ordering::SeqCst)
+                {
+                    Ok(())
+                } else {
+                    let ts = timeout.map(|d| rustix::thread::futex::Timespec {
+                        tv_sec: d.as_secs() as i64,
+                        tv_nsec: d.subsec_nanos() as _,
+                    });
+                    sys::set_signal_mask(wait_mask);
+                    let r =
+                        rustix::thread::futex::wait(&self.seq, rustix::thread::futex::Flags::PRIVATE, seq, ts.as_ref());
+                    sys::block_all_signals();
+                    match r {
+                        Err(Errno::AGAIN) => Ok(()),
+                        Err(Errno::TIMEDOUT) => Err(Errno::TIME),
+                        other => other,
+                    }
+                };
+                self.followers.fetch_sub(1, Ordering::SeqCst);
+                r
+            };
+            match r {
+                Ok(()) | Err(Errno::TIME) => continue,
+                Err(Errno::INTR) => {
+                    break if got > 0 { Ok(got) } else { Err(Errno::INTR) };
+                }
+                Err(_) => continue,
+            }
+        };
+        if let Some(m) = saved_mask {
+            sys::set_signal_mask(m);
+        }
+        result
+    }
+
+    /// `io_cancel` of the request whose iocb is at `obj`.
+    pub(crate) fn cancel(&self, obj: u64) -> Result<(), Errno> {
+        let id = {
+            let mut st = self.lock();
+            let Some((id, req)) = st.reqs.iter_mut().find(|(_, r)| r.obj == obj && !r.cancelled) else {
+                return Err(Errno::INVAL);
+            };
+            req.cancelled = true;
+            id as u32
+        };
+        self.enter();
+        self.backend.cancel(id);
+        if self.backend.has_completions() {
+            self.harvest();
+        }
+        self.leave();
+        Ok(())
+    }
+
+    /// Marks the context dead, cancels what is pending, wakes every waiter,
+    /// and returns once no request is in flight.
+    pub(crate) fn kill(&self) {
+        self.dead.store(true, Ordering::SeqCst);
+        self.enter();
+        {
+            let mut st = self.lock();
+            for (_, r) in st.reqs.iter_mut() {
+                r.cancelled = true;
+            }
+        }
+        self.backend.cancel_all();
+        self.seq.fetch_add(1, Ordering::SeqCst);
+        let _ = rustix::thread::futex::wake(&self.seq, rustix::thread::futex::Flags::PRIVATE, i32::MAX as u32);
+        self.backend.wake();
+        loop {
+            self.harvest();
+            if self.in_flight() == 0 {
+                break;
+            }
+            let _ = self.backend.wait(1, Some(Duration::from_millis(10)), None);
+        }
+        self.leave();
+    }
+}
+
+fn add_signal(v: &mut Vec<(i32, u64)>, fd: i32) {
+    match v.iter_mut().find(|(f, _)| *f == fd) {
+        Some((_, n)) => *n += 1,
+        None => v.push((fd, 1)),
+    }
+}

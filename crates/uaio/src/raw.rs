@@ -1,0 +1,208 @@
+//! The raw interface: the six AIO calls with the kernel's arguments.
+//!
+//! Each function takes what the system call takes and returns what it
+//! returns, with errors as negative errno values (the libaio convention; the
+//! drop-in library turns them into `-1`/`errno` where the `syscall()`
+//! convention is wanted). Pointers are the application's and are never
+//! trusted: unreadable or unwritable memory gives `-EFAULT`, never a crash.
+//!
+//! # Safety
+//! The functions are `unsafe` because they write where the application
+//! points (`*ctxp`, `aio_key` of each iocb, the events array) and because
+//! submitted buffers are read and written by the I/O until the request
+//! completes: the caller must own that memory, exactly as with the kernel.
+
+use std::time::{Duration, Instant};
+
+use rustix::io::Errno;
+use uaio_abi::{aio_context_t, aio_sigset, io_event, iocb};
+
+use crate::context::{Deadline, FdCache, Prepared};
+use crate::table;
+use crate::uaccess::{read_user, write_user};
+
+fn neg(e: Errno) -> i64 {
+    -(e.raw_os_error() as i64)
+}
+
+/// `io_setup(2)`: creates a context able to hold `nr_events` requests and
+/// stores its handle in `*ctxp`, which must be 0. Returns 0 or `-errno`.
+///
+/// # Safety
+/// `ctxp` is written if it is readable and holds 0.
+pub unsafe fn io_setup(nr_events: u32, ctxp: *mut aio_context_t) -> i64 {
+    let Ok(cur) = read_user::<u64>(ctxp as u64) else { return neg(Errno::FAULT) };
+    if cur != 0 || nr_events == 0 {
+        return neg(Errno::INVAL);
+    }
+    match table::create(nr_events) {
+        Ok(handle) => {
+            // SAFETY: the caller handed us ctxp to fill in.
+            if unsafe { write_user(ctxp as u64, &handle) }.is_err() {
+                if let Some(ctx) = table::remove(handle) {
+                    ctx.kill();
+                }
+                return neg(Errno::FAULT);
+            }
+            0
+        }
+        Err(e) => neg(e),
+    }
+}
+
+/// `io_destroy(2)`: cancels what is pending, waits for every request in
+/// flight, and invalidates the handle. Returns 0 or `-EINVAL`.
+///
+/// # Safety
+/// None beyond the module's: the handle is only looked up.
+pub unsafe fn io_destroy(ctx: aio_context_t) -> i64 {
+    match table::remove(ctx) {
+        Some(c) => {
+            c.kill();
+            0
+        }
+        None => neg(Errno::INVAL),
+    }
+}
+
+/// `io_submit(2)`: submits up to `nr` iocbs; returns how many were
+/// submitted, or `-errno` when the first one fails.
+///
+/// # Safety
+/// See the module documentation: buffers of submitted requests must stay
+/// valid until their completion is reaped.
+pub unsafe fn io_submit(ctx: aio_context_t, nr: i64, iocbpp: *mut *mut iocb) -> i64 {
+    if nr < 0 {
+        return neg(Errno::INVAL);
+    }
+    let Some(c) = table::lookup(ctx) else { return neg(Errno::INVAL) };
+    let nr = nr.min(c.ring_nr() as i64) as usize;
+    if nr == 0 {
+        return 0;
+    }
+    let mut fds = FdCache::default();
+    let mut preps: Vec<Prepared> = Vec::with_capacity(nr);
+    let mut err = None;
+    for i in 0..nr {
+        let Ok(obj) = read_user::<u64>(iocbpp as u64 + 8 * i as u64) else {
+            err = Some(Errno::FAULT);
+            break;
+        };
+        match c.prepare(obj, &mut fds) {
+            Ok(p) => preps.push(p),
+            Err(e) => {
+                err = Some(e);
+                break;
+            }
+        }
+    }
+    let n = preps.len();
+    c.start(&mut preps);
+    match (n, err) {
+        (0, Some(e)) => neg(e),
+        (n, _) => n as i64,
+    }
+}
+
+/// `io_cancel(2)`: asks for the request whose iocb is `iocb` to be
+/// cancelled. Returns `-EINPROGRESS` when it was pending (its event comes
+/// through the ring), else `-EINVAL`, or `-EFAULT` for an unreadable iocb.
+/// `result` is not used, as in current kernels.
+///
+/// # Safety
+/// None beyond the module's.
+pub unsafe fn io_cancel(ctx: aio_context_t, iocb: *mut iocb, _result: *mut io_event) -> i64 {
+    let Ok(key) = read_user::<u32>(iocb as u64 + 8) else { return neg(Errno::FAULT) };
+    if key != uaio_abi::KIOCB_KEY {
+        return neg(Errno::INVAL);
+    }
+    let Some(c) = table::lookup(ctx) else { return neg(Errno::INVAL) };
+    match c.cancel(iocb as u64) {
+        Ok(()) => neg(Errno::INPROGRESS),
+        Err(e) => neg(e),
+    }
+}
+
+fn deadline(timeout: *const libc::timespec) -> Result<Deadline, Errno> {
+    if timeout.is_null() {
+        return Ok(Deadline::Never);
+    }
+    let ts: [i64; 2] = read_user(timeout as u64).map_err(|_| Errno::FAULT)?;
+    let ns = (ts[0] as i128) * 1_000_000_000 + ts[1] as i128;
+    if ns == 0 {
+        return Ok(Deadline::Now);
+    }
+    if ns < 0 {
+        return Ok(Deadline::At(Instant::now()));
+    }
+    let d = Duration::from_nanos(ns.min(u64::MAX as i128) as u64);
+    Ok(Instant::now().checked_add(d).map(Deadline::At).unwrap_or(Deadline::Never))
+}
+
+/// `io_getevents(2)`: waits for at least `min_nr` and reaps at most `nr`
+/// events into `events`, for at most `timeout` (relative; null waits as long
+/// as needed; zero does not wait). Returns the count or `-errno`.
+///
+/// # Safety
+/// `events` must have room for `nr` events (it is written as the kernel
+/// would; unmapped memory gives `-EFAULT`).
+pub unsafe fn io_getevents(
+    ctx: aio_context_t,
+    min_nr: i64,
+    nr: i64,
+    events: *mut io_event,
+    timeout: *mut libc::timespec,
+) -> i64 {
+    // SAFETY: forwarded contract.
+    unsafe { getevents(ctx, min_nr, nr, events, timeout, None) }
+}
+
+/// `io_pgetevents(2)`: `io_getevents` with the signal mask of `sig` in force
+/// while waiting. Returns the count or `-errno`.
+///
+/// # Safety
+/// As [`io_getevents`].
+pub unsafe fn io_pgetevents(
+    ctx: aio_context_t,
+    min_nr: i64,
+    nr: i64,
+    events: *mut io_event,
+    timeout: *mut libc::timespec,
+    sig: *const aio_sigset,
+) -> i64 {
+    // SAFETY: forwarded contract.
+    unsafe { getevents(ctx, min_nr, nr, events, timeout, Some(sig)) }
+}
+
+unsafe fn getevents(
+    ctx: aio_context_t,
+    min_nr: i64,
+    nr: i64,
+    events: *mut io_event,
+    timeout: *mut libc::timespec,
+    sig: Option<*const aio_sigset>,
+) -> i64 {
+    let deadline = match deadline(timeout) {
+        Ok(d) => d,
+        Err(e) => return neg(e),
+    };
+    let mut mask = None;
+    if let Some(sig) = sig.filter(|s| !s.is_null()) {
+        let Ok(s) = read_user::<[u64; 2]>(sig as u64) else { return neg(Errno::FAULT) };
+        if s[0] != 0 {
+            if s[1] != 8 {
+                return neg(Errno::INVAL);
+            }
+            let Ok(m) = read_user::<u64>(s[0]) else { return neg(Errno::FAULT) };
+            mask = Some(m);
+        }
+    }
+    let Some(c) = table::lookup(ctx) else { return neg(Errno::INVAL) };
+    if min_nr < 0 || nr < 0 || min_nr > nr {
+        return neg(Errno::INVAL);
+    }
+    match c.getevents(min_nr as usize, nr as usize, events as u64, deadline, mask) {
+        Ok(n) => n as i64,
+        Err(e) => neg(e),
+    }
+}

@@ -1,0 +1,145 @@
+//! Small system helpers: file descriptor facts, capabilities, signal masks.
+//!
+//! Everything here goes through rustix's raw system calls or C library
+//! functions that do not route through `syscall()`.
+
+use std::os::fd::BorrowedFd;
+
+use rustix::io::Errno;
+
+/// What uaio needs to know about a file descriptor to validate a request.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FdInfo {
+    /// The descriptor.
+    pub fd: i32,
+    /// Open file status flags (`F_GETFL`).
+    pub flags: u32,
+    /// `st_mode`, fetched on demand.
+    mode: Option<u32>,
+}
+
+/// Mode bits of an anonymous inode (eventfd, epoll, timerfd, ...): no type.
+const S_IFMT: u32 = 0o170000;
+
+impl FdInfo {
+    /// Looks the descriptor up: `EBADF` when it is not open (or is `O_PATH`,
+    /// which the kernel refuses for I/O).
+    pub(crate) fn get(fd: u32) -> Result<FdInfo, Errno> {
+        let fd = fd as i32;
+        if fd < 0 {
+            return Err(Errno::BADF);
+        }
+        // SAFETY: F_GETFL on an arbitrary number is harmless; EBADF if closed.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        if flags < 0 {
+            return Err(Errno::BADF);
+        }
+        if flags & libc::O_PATH != 0 {
+            return Err(Errno::BADF);
+        }
+        Ok(FdInfo { fd, flags: flags as u32, mode: None })
+    }
+
+    /// `st_mode` of the file.
+    pub(crate) fn mode(&mut self) -> u32 {
+        if let Some(m) = self.mode {
+            return m;
+        }
+        // SAFETY: the descriptor was open a moment ago; if it was closed
+        // since, fstat fails and we report a type nothing accepts.
+        let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
+        let m = rustix::fs::fstat(fd).map(|st| st.st_mode).unwrap_or(0);
+        self.mode = Some(m);
+        m
+    }
+
+    /// Opened for reading.
+    pub(crate) fn readable(&self) -> bool {
+        matches!(self.flags as i32 & libc::O_ACCMODE, libc::O_RDONLY | libc::O_RDWR)
+    }
+
+    /// Opened for writing.
+    pub(crate) fn writable(&self) -> bool {
+        matches!(self.flags as i32 & libc::O_ACCMODE, libc::O_WRONLY | libc::O_RDWR)
+    }
+
+    /// A directory (no `read_iter`: reads get `EINVAL`).
+    pub(crate) fn is_dir(&mut self) -> bool {
+        self.mode() & S_IFMT == libc::S_IFDIR
+    }
+
+    /// The file implements `fsync` (regular files, directories, block devices).
+    pub(crate) fn can_fsync(&mut self) -> bool {
+        matches!(self.mode() & S_IFMT, libc::S_IFREG | libc::S_IFDIR | libc::S_IFBLK)
+    }
+
+    /// The file is an eventfd. Anonymous inodes carry no type bits; among
+    /// them only an eventfd accepts an 8-byte write, and adding 0 to its
+    /// counter changes nothing.
+    pub(crate) fn is_eventfd(&mut self) -> bool {
+        if self.mode() & S_IFMT != 0 {
+            return false;
+        }
+        let zero = 0u64.to_ne_bytes();
+        // SAFETY: as in `mode`.
+        let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
+        matches!(rustix::io::write(fd, &zero), Ok(8))
+    }
+}
+
+/// Signals an eventfd `n` times (adds `n` to its counter).
+pub(crate) fn eventfd_add(fd: i32, n: u64) {
+    // SAFETY: the descriptor was validated at submission; if the application
+    // closed it since, the write fails harmlessly (or hits whatever took the
+    // number, exactly as with a stale eventfd in the kernel's case it cannot).
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    let _ = rustix::io::write(fd, &n.to_ne_bytes());
+}
+
+/// The calling thread holds `CAP_SYS_ADMIN` or `CAP_SYS_NICE` (effective).
+pub(crate) fn can_use_rt_ioprio() -> bool {
+    use rustix::thread::CapabilitySet;
+    match rustix::thread::capabilities(None) {
+        Ok(c) => c.effective.intersects(CapabilitySet::SYS_ADMIN | CapabilitySet::SYS_NICE),
+        Err(_) => false,
+    }
+}
+
+/// Blocks every signal in the calling thread; returns the previous mask.
+pub(crate) fn block_all_signals() -> u64 {
+    let all = !0u64;
+    let mut old = 0u64;
+    // SAFETY: rt_sigprocmask through the C library (not via syscall()), with
+    // 8-byte kernel sigsets, which is what pthread_sigmask passes on x86-64.
+    unsafe {
+        let mut set: libc::sigset_t = core::mem::zeroed();
+        let mut prev: libc::sigset_t = core::mem::zeroed();
+        core::ptr::copy_nonoverlapping(
+            (&all as *const u64).cast::<u8>(),
+            (&mut set as *mut libc::sigset_t).cast::<u8>(),
+            8,
+        );
+        libc::pthread_sigmask(libc::SIG_SETMASK, &set, &mut prev);
+        core::ptr::copy_nonoverlapping(
+            (&prev as *const libc::sigset_t).cast::<u8>(),
+            (&mut old as *mut u64).cast::<u8>(),
+            8,
+        );
+    }
+    old
+}
+
+/// Installs `mask` (8-byte kernel sigset) as the thread's signal mask.
+pub(crate) fn set_signal_mask(mask: u64) {
+    // SAFETY: as in block_all_signals. The C library silently keeps its own
+    // internal signals unblocked, as it does for every caller.
+    unsafe {
+        let mut set: libc::sigset_t = core::mem::zeroed();
+        core::ptr::copy_nonoverlapping(
+            (&mask as *const u64).cast::<u8>(),
+            (&mut set as *mut libc::sigset_t).cast::<u8>(),
+            8,
+        );
+        libc::pthread_sigmask(libc::SIG_SETMASK, &set, core::ptr::null_mut());
+    }
+}

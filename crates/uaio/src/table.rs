@@ -1,0 +1,163 @@
+//! The process-wide context table, the `aio-max-nr` budget, fork handling and
+//! the progress thread.
+//!
+//! All process state hangs off one pointer. A `fork` child (through the
+//! `pthread_atfork` handler registered at the first `io_setup`) swaps in a
+//! fresh, empty state and leaks the parent's: the child then sees none of the
+//! parent's contexts (`EINVAL`, as with the kernel), can create its own, and
+//! cannot deadlock on a lock some parent thread held at the moment of fork.
+//!
+//! The progress thread exists so that completions reach the ring when no
+//! thread calls into uaio (programs that reap from the ring themselves or
+//! wait on an eventfd). It sleeps on one eventfd that every backend signals
+//! while no caller is inside the context, and costs nothing while idle.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::{Arc, Mutex, Once, RwLock};
+
+use rustix::io::Errno;
+
+use crate::backend::uring::Uring;
+use crate::backend::Backend;
+use crate::context::Context;
+use crate::ring::{page_size, possible_cpus, Geometry};
+
+#[derive(Debug, Default)]
+struct Table {
+    by_handle: HashMap<u64, Arc<Context>>,
+    ids: Vec<bool>,
+    /// Sum of `max_reqs` of live contexts.
+    budget_used: u64,
+}
+
+#[derive(Debug)]
+struct Process {
+    table: RwLock<Table>,
+    progress: Mutex<Option<Arc<OwnedFd>>>,
+}
+
+static PROCESS: AtomicPtr<Process> = AtomicPtr::new(std::ptr::null_mut());
+static INIT: Once = Once::new();
+
+fn fresh() -> *mut Process {
+    Box::into_raw(Box::new(Process { table: RwLock::new(Table::default()), progress: Mutex::new(None) }))
+}
+
+extern "C" fn after_fork_in_child() {
+    // The parent's state is leaked on purpose: other threads may have held
+    // its locks at the moment of fork, and its contexts are not ours.
+    PROCESS.store(fresh(), Ordering::SeqCst);
+}
+
+fn process() -> &'static Process {
+    INIT.call_once(|| {
+        PROCESS.store(fresh(), Ordering::SeqCst);
+        // SAFETY: registering a plain extern "C" handler with no arguments.
+        unsafe {
+            libc::pthread_atfork(None, None, Some(after_fork_in_child));
+        }
+    });
+    // SAFETY: the pointer is set above and never freed (a replaced state is leaked).
+    unsafe { &*PROCESS.load(Ordering::SeqCst) }
+}
+
+fn process_if_any() -> Option<&'static Process> {
+    let p = PROCESS.load(Ordering::SeqCst);
+    // SAFETY: as in `process`.
+    (!p.is_null()).then(|| unsafe { &*p })
+}
+
+/// The live context behind `handle`, if it is one of this process's.
+pub(crate) fn lookup(handle: u64) -> Option<Arc<Context>> {
+    let p = process_if_any()?;
+    let t = p.table.read().unwrap_or_else(|e| e.into_inner());
+    t.by_handle.get(&handle).cloned()
+}
+
+/// `/proc/sys/fs/aio-max-nr`, uaio's per-process budget.
+pub(crate) fn aio_max_nr() -> u64 {
+    std::fs::read_to_string("/proc/sys/fs/aio-max-nr").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(65536)
+}
+
+/// Creates a context and returns its handle.
+pub(crate) fn create(nr_events: u32) -> Result<u64, Errno> {
+    let geo = Geometry::for_events(nr_events, possible_cpus(), page_size())?;
+    let max = aio_max_nr();
+    if nr_events as u64 > max {
+        return Err(Errno::AGAIN);
+    }
+    let p = process();
+    let notify = progress_fd(p)?;
+    let backend: Box<dyn Backend> = Box::new(Uring::new(geo.capacity, Some(notify.as_fd())).map_err(|e| match e {
+        Errno::NOMEM | Errno::PERM | Errno::NOSYS => Errno::AGAIN,
+        e => e,
+    })?);
+    let mut t = p.table.write().unwrap_or_else(|e| e.into_inner());
+    if t.budget_used + nr_events as u64 > max {
+        return Err(Errno::AGAIN);
+    }
+    let id = match t.ids.iter().position(|used| !used) {
+        Some(i) => i,
+        None => {
+            t.ids.push(false);
+            t.ids.len() - 1
+        }
+    };
+    let ctx = Context::new(nr_events, geo, id as u32, backend).map_err(|_| Errno::NOMEM)?;
+    let handle = ctx.handle();
+    t.ids[id] = true;
+    t.budget_used += nr_events as u64;
+    t.by_handle.insert(handle, Arc::new(ctx));
+    Ok(handle)
+}
+
+/// Removes the context from the table (later lookups fail) and returns it.
+pub(crate) fn remove(handle: u64) -> Option<Arc<Context>> {
+    let p = process_if_any()?;
+    let mut t = p.table.write().unwrap_or_else(|e| e.into_inner());
+    let ctx = t.by_handle.remove(&handle)?;
+    t.ids[ctx.id as usize] = false;
+    t.budget_used -= ctx.max_reqs as u64;
+    Some(ctx)
+}
+
+/// Number of live contexts in this process.
+pub(crate) fn live_contexts() -> usize {
+    process_if_any().map(|p| p.table.read().unwrap_or_else(|e| e.into_inner()).by_handle.len()).unwrap_or(0)
+}
+
+fn progress_fd(p: &'static Process) -> Result<Arc<OwnedFd>, Errno> {
+    let mut g = p.progress.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(fd) = g.as_ref() {
+        return Ok(fd.clone());
+    }
+    let fd = Arc::new(rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC)?);
+    let efd = fd.clone();
+    std::thread::Builder::new()
+        .name("uaio-progress".into())
+        .spawn(move || progress_loop(p, efd))
+        .map_err(|_| Errno::AGAIN)?;
+    *g = Some(fd.clone());
+    Ok(fd)
+}
+
+fn progress_loop(p: &'static Process, efd: Arc<OwnedFd>) {
+    let mut buf = [0u8; 8];
+    loop {
+        match rustix::io::read(efd.as_fd(), &mut buf) {
+            Ok(_) | Err(Errno::INTR) => {}
+            Err(_) => return,
+        }
+        let ctxs: Vec<Arc<Context>> = {
+            let t = p.table.read().unwrap_or_else(|e| e.into_inner());
+            t.by_handle.values().cloned().collect()
+        };
+        for c in ctxs {
+            if c.idle() && c.has_completions() {
+                c.harvest();
+            }
+        }
+    }
+}
