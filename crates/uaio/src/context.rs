@@ -637,7 +637,9 @@ impl Context {
         sigmask: Option<u64>,
     ) -> Result<usize, Errno> {
         let mut got = 0usize;
-        let mut saved_mask: Option<u64> = None;
+        // With a mask given (io_pgetevents), signals are held back for the
+        // whole call except while sleeping, where the mask is in force.
+        let mut saved_mask: Option<u64> = sigmask.map(|_| sys::block_all_signals());
         let result = loop {
             match self.consume(out + 32 * got as u64, nr - got) {
                 Ok(n) => got += n,
@@ -688,7 +690,11 @@ impl Context {
                 }
                 r
             } else {
-                self.followers.fetch_add(1, Ordering::SeqCst);
+                if self.followers.fetch_add(1, Ordering::SeqCst) == 0 {
+                    // The leader may be waiting for several completions; make
+                    // it come back and wait for one at a time from now on.
+                    self.backend.wake();
+                }
                 let r = if self.seq.load(Ordering::SeqCst) != seq
                     || self.dead.load(Ordering::SeqCst)
                     || !self.leader.load(Ordering::SeqCst)

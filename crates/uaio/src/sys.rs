@@ -16,6 +16,8 @@ pub(crate) struct FdInfo {
     pub flags: u32,
     /// `st_mode`, fetched on demand.
     mode: Option<u32>,
+    /// Whether it is an eventfd, found out on demand.
+    eventfd: Option<bool>,
 }
 
 /// Mode bits of an anonymous inode (eventfd, epoll, timerfd, ...): no type.
@@ -37,7 +39,7 @@ impl FdInfo {
         if flags & libc::O_PATH != 0 {
             return Err(Errno::BADF);
         }
-        Ok(FdInfo { fd, flags: flags as u32, mode: None })
+        Ok(FdInfo { fd, flags: flags as u32, mode: None, eventfd: None })
     }
 
     /// `st_mode` of the file.
@@ -77,13 +79,17 @@ impl FdInfo {
     /// them only an eventfd accepts an 8-byte write, and adding 0 to its
     /// counter changes nothing.
     pub(crate) fn is_eventfd(&mut self) -> bool {
-        if self.mode() & S_IFMT != 0 {
-            return false;
+        if let Some(e) = self.eventfd {
+            return e;
         }
-        let zero = 0u64.to_ne_bytes();
-        // SAFETY: as in `mode`.
-        let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
-        matches!(rustix::io::write(fd, &zero), Ok(8))
+        let e = self.mode() & S_IFMT == 0 && {
+            let zero = 0u64.to_ne_bytes();
+            // SAFETY: as in `mode`.
+            let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
+            matches!(rustix::io::write(fd, &zero), Ok(8))
+        };
+        self.eventfd = Some(e);
+        e
     }
 }
 
