@@ -40,9 +40,18 @@ mod uaccess;
 pub use api::{Completion, Context, Op, Request, Ticket};
 pub use uaio_abi as abi;
 
-/// Name of the backend that executes I/O in this process (`"io_uring"`).
+/// Name of the backend that executes I/O in this process: `"io_uring"` or
+/// `"threads"`. Decided once per process (see the README: `UAIO_BACKEND`).
 pub fn backend_name() -> &'static str {
-    "io_uring"
+    match table::choice() {
+        table::Choice::Uring => "io_uring",
+        table::Choice::Threads => "threads",
+    }
+}
+
+/// Worker and poller threads of the thread-pool backend alive now.
+pub fn pool_threads() -> usize {
+    backend::threads::threads_alive()
 }
 
 /// Whether io_uring can be used by this process.

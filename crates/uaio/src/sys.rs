@@ -149,3 +149,79 @@ pub(crate) fn set_signal_mask(mask: u64) {
         libc::pthread_sigmask(libc::SIG_SETMASK, &set, core::ptr::null_mut());
     }
 }
+
+/// `ppoll` on one descriptor for `POLLIN`, with `sigmask` (8-byte kernel
+/// sigset) installed atomically while waiting. Returns the count of ready
+/// descriptors (0 on timeout).
+pub(crate) fn ppoll_one(fd: i32, timeout: Option<std::time::Duration>, sigmask: Option<&u64>) -> Result<usize, Errno> {
+    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    let ts = timeout.map(|d| libc::timespec { tv_sec: d.as_secs() as _, tv_nsec: d.subsec_nanos() as _ });
+    // SAFETY: ppoll(2) through the C library with a valid pollfd, timespec
+    // and sigset; glibc copies only the 8 bytes the kernel uses.
+    let r = unsafe {
+        let mut set: libc::sigset_t = core::mem::zeroed();
+        if let Some(m) = sigmask {
+            core::ptr::copy_nonoverlapping(
+                (m as *const u64).cast::<u8>(),
+                (&mut set as *mut libc::sigset_t).cast::<u8>(),
+                8,
+            );
+        }
+        libc::ppoll(
+            &mut pfd,
+            1,
+            ts.as_ref().map_or(core::ptr::null(), |t| t as *const libc::timespec),
+            if sigmask.is_some() { &set } else { core::ptr::null() },
+        )
+    };
+    if r < 0 {
+        Err(Errno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EINTR)))
+    } else {
+        Ok(r as usize)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn raw_syscall3(nr: usize, a: usize, b: usize, c: usize) -> isize {
+    let ret: isize;
+    // SAFETY: the `syscall` instruction with the x86-64 Linux convention; the
+    // callers pass only scalar arguments (no memory is read or written). This
+    // avoids the C library's `syscall()`, which the drop-in library wraps.
+    unsafe {
+        core::arch::asm!(
+            "syscall",
+            inlateout("rax") nr as isize => ret,
+            in("rdi") a,
+            in("rsi") b,
+            in("rdx") c,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack)
+        );
+    }
+    ret
+}
+
+const IOPRIO_WHO_PROCESS: usize = 1;
+
+/// The calling thread's I/O priority.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn ioprio_get_thread() -> i32 {
+    raw_syscall3(252, IOPRIO_WHO_PROCESS, 0, 0).max(0) as i32
+}
+
+/// Sets the calling thread's I/O priority (errors ignored: best effort).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn ioprio_set_thread(prio: i32) {
+    let _ = raw_syscall3(251, IOPRIO_WHO_PROCESS, 0, prio as usize);
+}
+
+/// The calling thread's I/O priority (not available on this architecture).
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) fn ioprio_get_thread() -> i32 {
+    0
+}
+
+/// No-op on this architecture.
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) fn ioprio_set_thread(_prio: i32) {}

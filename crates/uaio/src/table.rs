@@ -19,7 +19,8 @@ use std::sync::{Arc, Mutex, Once, RwLock};
 
 use rustix::io::Errno;
 
-use crate::backend::uring::Uring;
+use crate::backend::threads::{self, Threads};
+use crate::backend::uring::{self, Uring};
 use crate::backend::Backend;
 use crate::context::Context;
 use crate::ring::{page_size, possible_cpus, Geometry};
@@ -49,6 +50,33 @@ extern "C" fn after_fork_in_child() {
     // The parent's state is leaked on purpose: other threads may have held
     // its locks at the moment of fork, and its contexts are not ours.
     PROCESS.store(fresh(), Ordering::SeqCst);
+    threads::after_fork_in_child();
+}
+
+/// Which backend executes I/O in this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Choice {
+    /// io_uring.
+    Uring,
+    /// The thread pool.
+    Threads,
+}
+
+/// The backend, decided once per process: `UAIO_BACKEND=uring|threads`
+/// forces one; otherwise io_uring when `io_uring_setup` works here.
+pub(crate) fn choice() -> Choice {
+    static C: std::sync::OnceLock<Choice> = std::sync::OnceLock::new();
+    *C.get_or_init(|| match std::env::var("UAIO_BACKEND").as_deref() {
+        Ok("threads") | Ok("thread") | Ok("pool") => Choice::Threads,
+        Ok("uring") | Ok("io_uring") => Choice::Uring,
+        _ => {
+            if uring::available() {
+                Choice::Uring
+            } else {
+                Choice::Threads
+            }
+        }
+    })
 }
 
 fn process() -> &'static Process {
@@ -90,10 +118,13 @@ pub(crate) fn create(nr_events: u32) -> Result<u64, Errno> {
     }
     let p = process();
     let notify = progress_fd(p)?;
-    let backend: Box<dyn Backend> = Box::new(Uring::new(geo.capacity, Some(notify.as_fd())).map_err(|e| match e {
-        Errno::NOMEM | Errno::PERM | Errno::NOSYS => Errno::AGAIN,
-        e => e,
-    })?);
+    let backend: Box<dyn Backend> = match choice() {
+        Choice::Uring => Box::new(Uring::new(geo.capacity, Some(notify.as_fd())).map_err(|e| match e {
+            Errno::NOMEM | Errno::PERM | Errno::NOSYS => Errno::AGAIN,
+            e => e,
+        })?),
+        Choice::Threads => Box::new(Threads::new(Some(notify.clone()))?),
+    };
     let mut t = p.table.write().unwrap_or_else(|e| e.into_inner());
     if t.budget_used + nr_events as u64 > max {
         return Err(Errno::AGAIN);
