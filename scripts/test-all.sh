@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Every test: formatting, lints, unit tests, doc tests, and the conformance
-# suite (each case against kernel AIO and against uaio).
+# suite (each case against kernel AIO and against uaio) on both backends,
+# plus the seccomp fallback test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
+echo "== all tests, automatic backend (io_uring here)"
 cargo test --workspace
+echo "== engine tests and conformance suite on the thread-pool backend"
+UAIO_BACKEND=threads cargo test -p uaio --tests
+UAIO_BACKEND=threads cargo test -p uaio-conform --test conformance
