@@ -75,6 +75,36 @@ impl FdInfo {
         matches!(self.mode() & S_IFMT, libc::S_IFREG | libc::S_IFDIR | libc::S_IFBLK)
     }
 
+    /// The file can take `RWF_ATOMIC` writes: a regular file or block
+    /// device opened `O_DIRECT` whose atomic write unit (statx) is non-zero.
+    pub(crate) fn can_atomic_write(&mut self) -> bool {
+        if !matches!(self.mode() & S_IFMT, libc::S_IFREG | libc::S_IFBLK) || self.flags & libc::O_DIRECT as u32 == 0 {
+            return false;
+        }
+        // SAFETY: statx(2) on the descriptor with an empty path into a zeroed struct.
+        unsafe {
+            let mut sx: libc::statx = core::mem::zeroed();
+            let r = libc::statx(self.fd, c"".as_ptr(), libc::AT_EMPTY_PATH, libc::STATX_WRITE_ATOMIC, &mut sx);
+            r == 0 && sx.stx_mask & libc::STATX_WRITE_ATOMIC != 0 && sx.stx_atomic_write_unit_max > 0
+        }
+    }
+
+    /// The file may take `RWF_DONTCACHE`: only regular files and block
+    /// devices have a page cache to drop (the file system may still refuse,
+    /// which then shows in the event).
+    pub(crate) fn can_dontcache(&mut self) -> bool {
+        matches!(self.mode() & S_IFMT, libc::S_IFREG | libc::S_IFBLK)
+    }
+
+    /// The inode carries the append-only attribute (`chattr +a`).
+    pub(crate) fn append_only_inode(&mut self) -> bool {
+        const FS_APPEND_FL: libc::c_long = 0x20;
+        let mut attr: libc::c_long = 0;
+        // SAFETY: FS_IOC_GETFLAGS writes one long into `attr`.
+        let r = unsafe { libc::ioctl(self.fd, libc::FS_IOC_GETFLAGS, &mut attr) };
+        r == 0 && attr & FS_APPEND_FL != 0
+    }
+
     /// The file is an eventfd. Anonymous inodes carry no type bits; among
     /// them only an eventfd accepts an 8-byte write, and adding 0 to its
     /// counter changes nothing.
@@ -225,3 +255,25 @@ pub(crate) fn ioprio_get_thread() -> i32 {
 /// No-op on this architecture.
 #[cfg(not(target_arch = "x86_64"))]
 pub(crate) fn ioprio_set_thread(_prio: i32) {}
+
+/// `preadv2(2)` into an array of `n` iovecs (uaio's iovec layout is the C
+/// one); a stream (pipe, socket) has no position, so `ESPIPE` is retried at
+/// position -1. Returns the byte count or `-errno`, and whether the file is
+/// a stream (where reads consume data, so any count is final).
+pub(crate) fn preadv2(fd: i32, iov: *const uaio_abi::iovec, n: usize, off: i64, flags: u32) -> (i64, bool) {
+    let call = |off: i64| {
+        // SAFETY: the iovecs were validated against the user address range;
+        // the kernel reports unmapped buffers as EFAULT. glibc's preadv2 is a
+        // direct system call.
+        let r = unsafe { libc::preadv2(fd, iov.cast(), n as i32, off, flags as i32) };
+        if r < 0 {
+            -(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO) as i64)
+        } else {
+            r as i64
+        }
+    };
+    match call(off) {
+        r if r == -(libc::ESPIPE as i64) => (call(-1), true),
+        r => (r, false),
+    }
+}
