@@ -116,10 +116,14 @@ pub(crate) struct Context {
     active: AtomicU32,
 }
 
-/// Small per-call cache of file descriptor facts.
+/// Per-call state of one `io_submit`: a small cache of file descriptor
+/// facts, and whether reads may be tried inline.
 #[derive(Debug, Default)]
 pub(crate) struct FdCache {
     entries: Vec<FdInfo>,
+    /// Small batches try reads inline (one system call per read); large
+    /// ones go to the backend together, where one call carries them all.
+    pub(crate) inline_reads: bool,
 }
 
 impl FdCache {
@@ -333,8 +337,10 @@ impl Context {
     }
 
     fn prepare_reserved(&self, cb: &iocb, obj: u64, fds: &mut FdCache) -> Result<Prepared, Errno> {
-        if let Some(p) = self.try_inline_read(cb, obj, fds) {
-            return Ok(p);
+        if fds.inline_reads {
+            if let Some(p) = self.try_inline_read(cb, obj, fds) {
+                return Ok(p);
+            }
         }
         self.prepare_checked(cb, obj, fds)
     }

@@ -81,6 +81,7 @@ pub unsafe fn io_submit(ctx: aio_context_t, nr: i64, iocbpp: *mut *mut iocb) -> 
         return 0;
     }
     let mut fds = FdCache::default();
+    fds.inline_reads = nr < 4;
     let mut preps: Vec<Prepared> = Vec::with_capacity(nr);
     let mut err = None;
     for i in 0..nr {
