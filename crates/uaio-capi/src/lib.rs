@@ -1,0 +1,286 @@
+//! The C face of uaio: the functions of libaio (`io_setup`, `io_submit`,
+//! `io_getevents`, `io_pgetevents`, `io_cancel`, `io_destroy`, and the
+//! `io_queue_*` helpers) with libaio's symbol versions, and a `syscall()`
+//! that sends the AIO system call numbers to uaio.
+//!
+//! `scripts/build-libaio.sh` links this static library into
+//! `libaio.so.1` with `libaio.map`, which gives the version nodes
+//! `LIBAIO_0.1`, `LIBAIO_0.4` and `LIBAIO_0.5`. The three names that exist
+//! in two versions (`io_cancel`, `io_getevents`, `io_queue_wait`: the old ABI
+//! at `LIBAIO_0.1`, the current one as default at `LIBAIO_0.4`) are bound by
+//! `compat.c` with `.symver` to `uaio_io_*` and `uaio_compat_*` here. The libaio functions return a negative errno and leave
+//! `errno` alone, as libaio does; `syscall()` keeps the kernel's `-1` and
+//! `errno` convention. No constructor runs and no thread starts until the
+//! first `io_setup`.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use libc::{c_int, c_long, c_void, timespec};
+use uaio::abi::{aio_context_t, aio_sigset, io_event, iocb};
+use uaio::raw;
+
+/// libaio's completion callback type (`io_callback_t`).
+pub type IoCallback = unsafe extern "C" fn(ctx: aio_context_t, iocb: *mut iocb, res: c_long, res2: c_long);
+
+/// `io_setup(maxevents, ctxp)`: 0 or a negative errno.
+///
+/// # Safety
+/// `ctxp` as for the system call.
+#[no_mangle]
+pub unsafe extern "C" fn io_setup(maxevents: c_int, ctxp: *mut aio_context_t) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { raw::io_setup(maxevents as u32, ctxp) as c_int }
+}
+
+/// `io_destroy(ctx)`: 0 or a negative errno.
+///
+/// # Safety
+/// None beyond the system call's.
+#[no_mangle]
+pub unsafe extern "C" fn io_destroy(ctx: aio_context_t) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { raw::io_destroy(ctx) as c_int }
+}
+
+/// `io_submit(ctx, nr, iocbs)`: count submitted or a negative errno.
+///
+/// # Safety
+/// As for the system call.
+#[no_mangle]
+pub unsafe extern "C" fn io_submit(ctx: aio_context_t, nr: c_long, iocbs: *mut *mut iocb) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { raw::io_submit(ctx, nr, iocbs) as c_int }
+}
+
+/// `io_cancel(ctx, iocb, evt)`: a negative errno (`-EINPROGRESS` when the
+/// cancellation started).
+///
+/// # Safety
+/// As for the system call.
+#[no_mangle]
+pub unsafe extern "C" fn uaio_io_cancel(ctx: aio_context_t, iocb: *mut iocb, evt: *mut io_event) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { raw::io_cancel(ctx, iocb, evt) as c_int }
+}
+
+/// `io_getevents(ctx, min_nr, nr, events, timeout)`: count or a negative errno.
+///
+/// # Safety
+/// As for the system call.
+#[no_mangle]
+pub unsafe extern "C" fn uaio_io_getevents(
+    ctx: aio_context_t,
+    min_nr: c_long,
+    nr: c_long,
+    events: *mut io_event,
+    timeout: *mut timespec,
+) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { raw::io_getevents(ctx, min_nr, nr, events, timeout) as c_int }
+}
+
+/// `io_pgetevents(ctx, min_nr, nr, events, timeout, sigmask)`: count or a
+/// negative errno; `sigmask` (may be null) is in force while waiting.
+///
+/// # Safety
+/// As for the system call; `sigmask` null or a valid `sigset_t`.
+#[no_mangle]
+pub unsafe extern "C" fn io_pgetevents(
+    ctx: aio_context_t,
+    min_nr: c_long,
+    nr: c_long,
+    events: *mut io_event,
+    timeout: *mut timespec,
+    sigmask: *const libc::sigset_t,
+) -> c_int {
+    let sig = aio_sigset { sigmask: sigmask.cast(), sigsetsize: 8 };
+    // SAFETY: forwarded contract; `sig` lives across the call.
+    unsafe { raw::io_pgetevents(ctx, min_nr, nr, events, timeout, &sig) as c_int }
+}
+
+/// `io_queue_init(maxevents, ctxp)`: `io_setup` for a positive count.
+///
+/// # Safety
+/// As [`io_setup`].
+#[no_mangle]
+pub unsafe extern "C" fn io_queue_init(maxevents: c_int, ctxp: *mut aio_context_t) -> c_int {
+    if maxevents <= 0 {
+        return -libc::EINVAL;
+    }
+    if !ctxp.is_null() {
+        // SAFETY: libaio clears the handle before creating the context; a bad
+        // pointer faults in the application, as it would with libaio.
+        unsafe { ctxp.write(0) };
+    }
+    // SAFETY: forwarded contract.
+    unsafe { io_setup(maxevents, ctxp) }
+}
+
+/// `io_queue_release(ctx)`: `io_destroy`.
+///
+/// # Safety
+/// As [`io_destroy`].
+#[no_mangle]
+pub unsafe extern "C" fn io_queue_release(ctx: aio_context_t) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { io_destroy(ctx) }
+}
+
+/// `io_queue_wait(ctx, timeout)`: waits for nothing, as libaio does
+/// (`io_getevents(ctx, 0, 0, NULL, timeout)`).
+///
+/// # Safety
+/// As [`io_getevents`].
+#[no_mangle]
+pub unsafe extern "C" fn uaio_io_queue_wait(ctx: aio_context_t, timeout: *mut timespec) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { uaio_io_getevents(ctx, 0, 0, std::ptr::null_mut(), timeout) }
+}
+
+/// `io_queue_run(ctx)`: reaps what is ready (without waiting) and calls
+/// each iocb's callback, stored in `aio_data` by libaio's `io_set_callback`.
+///
+/// # Safety
+/// Every completed iocb's `aio_data` must be an [`IoCallback`].
+#[no_mangle]
+pub unsafe extern "C" fn io_queue_run(ctx: aio_context_t) -> c_int {
+    let mut evs = [io_event::default(); 32];
+    let mut ts = timespec { tv_sec: 0, tv_nsec: 0 };
+    loop {
+        // SAFETY: 32 events of room, a valid timeout.
+        let r = unsafe { uaio_io_getevents(ctx, 1, 32, evs.as_mut_ptr(), &mut ts) };
+        if r <= 0 {
+            return r;
+        }
+        for e in &evs[..r as usize] {
+            if e.data != 0 {
+                // SAFETY: per the contract, data holds the callback.
+                let cb: IoCallback = unsafe { std::mem::transmute::<usize, IoCallback>(e.data as usize) };
+                // SAFETY: calling the application's callback as libaio would.
+                unsafe { cb(ctx, e.obj as *mut iocb, e.res as c_long, e.res2 as c_long) };
+            }
+        }
+        if r < 32 {
+            return 0;
+        }
+    }
+}
+
+/// Old-ABI `io_cancel@LIBAIO_0.1(ctx, iocb)`.
+///
+/// # Safety
+/// As [`io_cancel`].
+#[no_mangle]
+pub unsafe extern "C" fn uaio_compat_io_cancel_0_1(ctx: aio_context_t, iocb: *mut iocb) -> c_int {
+    let mut ev = io_event::default();
+    // SAFETY: forwarded contract.
+    unsafe { uaio_io_cancel(ctx, iocb, &mut ev) }
+}
+
+/// Old-ABI `io_getevents@LIBAIO_0.1(ctx, nr, events, timeout)`: waits for
+/// at least one event.
+///
+/// # Safety
+/// As [`io_getevents`].
+#[no_mangle]
+pub unsafe extern "C" fn uaio_compat_io_getevents_0_1(
+    ctx: aio_context_t,
+    nr: c_long,
+    events: *mut io_event,
+    timeout: *const timespec,
+) -> c_int {
+    let mut ts = if timeout.is_null() {
+        None
+    } else {
+        // SAFETY: a caller-provided timeout, read once as libaio does.
+        Some(unsafe { timeout.read() })
+    };
+    let p = ts.as_mut().map_or(std::ptr::null_mut(), |t| t as *mut timespec);
+    // SAFETY: forwarded contract.
+    unsafe { uaio_io_getevents(ctx, 1, nr, events, p) }
+}
+
+/// Old-ABI `io_queue_wait@LIBAIO_0.1(ctx, timeout)`.
+///
+/// # Safety
+/// As [`io_getevents`].
+#[no_mangle]
+pub unsafe extern "C" fn uaio_compat_io_queue_wait_0_1(ctx: aio_context_t, timeout: *const timespec) -> c_int {
+    // SAFETY: forwarded contract; the kernel-style call only reads timeout.
+    unsafe { uaio_io_getevents(ctx, 0, 0, std::ptr::null_mut(), timeout as *mut timespec) }
+}
+
+static REAL_SYSCALL: AtomicUsize = AtomicUsize::new(0);
+
+type SyscallFn = unsafe extern "C" fn(c_long, c_long, c_long, c_long, c_long, c_long, c_long) -> c_long;
+
+fn real_syscall() -> Option<SyscallFn> {
+    let mut f = REAL_SYSCALL.load(Ordering::Acquire);
+    if f == 0 {
+        // SAFETY: dlsym with a valid, NUL-terminated name.
+        f = unsafe { libc::dlsym(libc::RTLD_NEXT, c"syscall".as_ptr()) } as usize;
+        REAL_SYSCALL.store(f, Ordering::Release);
+    }
+    // SAFETY: the C library's syscall(); passing six longs is how every
+    // caller's variadic arguments arrive on this ABI.
+    (f != 0).then(|| unsafe { std::mem::transmute::<*mut c_void, SyscallFn>(f as *mut c_void) })
+}
+
+fn kernel_convention(r: i64) -> c_long {
+    if r < 0 {
+        // SAFETY: errno is thread-local storage of the C library.
+        unsafe { *libc::__errno_location() = (-r) as c_int };
+        -1
+    } else {
+        r as c_long
+    }
+}
+
+/// `syscall(2)`: the AIO numbers are served by uaio (with `-1`/`errno`),
+/// every other number goes to the C library's `syscall` with all six
+/// arguments unchanged.
+///
+/// # Safety
+/// As for the system call requested.
+#[no_mangle]
+pub unsafe extern "C" fn syscall(
+    n: c_long,
+    a1: c_long,
+    a2: c_long,
+    a3: c_long,
+    a4: c_long,
+    a5: c_long,
+    a6: c_long,
+) -> c_long {
+    // SAFETY (all arms): the arguments are the caller's, with the system
+    // call's meaning; uaio's raw functions check every pointer.
+    let r = unsafe {
+        match n {
+            libc::SYS_io_setup => raw::io_setup(a1 as u32, a2 as *mut aio_context_t),
+            libc::SYS_io_destroy => raw::io_destroy(a1 as aio_context_t),
+            libc::SYS_io_submit => raw::io_submit(a1 as aio_context_t, a2, a3 as *mut *mut iocb),
+            libc::SYS_io_cancel => raw::io_cancel(a1 as aio_context_t, a2 as *mut iocb, a3 as *mut io_event),
+            libc::SYS_io_getevents => {
+                raw::io_getevents(a1 as aio_context_t, a2, a3, a4 as *mut io_event, a5 as *mut timespec)
+            }
+            SYS_IO_PGETEVENTS => raw::io_pgetevents(
+                a1 as aio_context_t,
+                a2,
+                a3,
+                a4 as *mut io_event,
+                a5 as *mut timespec,
+                a6 as *const aio_sigset,
+            ),
+            _ => {
+                return match real_syscall() {
+                    Some(f) => f(n, a1, a2, a3, a4, a5, a6),
+                    None => kernel_convention(-(libc::ENOSYS as i64)),
+                };
+            }
+        }
+    };
+    kernel_convention(r)
+}
+
+/// `io_pgetevents` system call number (x86-64).
+const SYS_IO_PGETEVENTS: c_long = 333;
