@@ -11,3 +11,5 @@ cargo test --workspace
 echo "== engine tests and conformance suite on the thread-pool backend"
 UAIO_BACKEND=threads cargo test -p uaio --tests
 UAIO_BACKEND=threads cargo test -p uaio-conform --test conformance
+echo "== unmodified programs on the drop-in libaio.so.1 (fio, qemu-img)"
+bash scripts/test-dropin.sh
