@@ -171,6 +171,10 @@ impl Uring {
             }
         }
         let fd = fd.ok_or(Errno::INVAL)?;
+        // Waiting with a timeout and a signal mask needs IORING_ENTER_EXT_ARG (5.11).
+        if !params.features.contains(rustix::io_uring::IoringFeatureFlags::EXT_ARG) {
+            return Err(Errno::NOSYS);
+        }
         let no_sqarray = params.flags.contains(IoringSetupFlags::NO_SQARRAY);
         let sq_off = params.sq_off;
         let cq_off = params.cq_off;
