@@ -49,6 +49,7 @@ run_probed() {
 
 export UAIO_FIO_DIR="$work"
 cp tests/fio/*.fio "$work/"
+cd "$work"
 if command -v fio >/dev/null; then
     run_probed "fio on the kernel's libaio (probe check)" moves fio --section=randrw-qd32 "$work/jobs.fio"
     for backend in uring threads; do
