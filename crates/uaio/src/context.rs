@@ -224,6 +224,64 @@ fn import_iovecs(addr: u64, n: u64) -> Result<(Box<[iovec]>, u64), Errno> {
     Ok((v, total))
 }
 
+/// The RESFD rules: a valid descriptor (`EBADF`) that is an eventfd
+/// (`EINVAL`). Returns the eventfd, or -1 without `IOCB_FLAG_RESFD`.
+fn check_resfd(cb: &iocb, fds: &mut FdCache) -> Result<i32, Errno> {
+    if cb.aio_flags & IOCB_FLAG_RESFD == 0 {
+        return Ok(-1);
+    }
+    let r = fds.get(cb.aio_resfd)?;
+    if !r.is_eventfd() {
+        return Err(Errno::INVAL);
+    }
+    Ok(r.fd)
+}
+
+/// Iovecs (vectored requests), address and length for the backend.
+type Buffer = (Option<Box<[iovec]>>, u64, u32);
+
+/// The data buffer of a read or write: one range (`EFAULT` outside user
+/// space, length capped at `MAX_RW_COUNT`) or an imported iovec array; then
+/// the offset rules of `rw_verify_area`. Returns the iovecs (vectored only),
+/// the address and length for the backend, and the byte count.
+fn import_buffer(cb: &iocb, vectored: bool) -> Result<Buffer, Errno> {
+    let (iov, addr, len, count) = if vectored {
+        let (iov, total) = import_iovecs(cb.aio_buf, cb.aio_nbytes)?;
+        let (addr, n) = (iov.as_ptr() as u64, iov.len() as u32);
+        (Some(iov), addr, n, total)
+    } else {
+        let len = cb.aio_nbytes.min(MAX_RW_COUNT);
+        if !access_ok(cb.aio_buf, len) {
+            return Err(Errno::FAULT);
+        }
+        (None, cb.aio_buf, len as u32, len)
+    };
+    if cb.aio_offset < 0 || cb.aio_offset.checked_add(count as i64).is_none() {
+        return Err(Errno::INVAL);
+    }
+    Ok((iov, addr, len))
+}
+
+impl Prepared {
+    fn new(cb: &iocb, obj: u64, resfd: i32) -> Prepared {
+        Prepared {
+            kind: None,
+            inline: 0,
+            fd: cb.aio_fildes as i32,
+            addr: 0,
+            len: 0,
+            off: 0,
+            rw_flags: 0,
+            ioprio: 0,
+            poll_mask: 0,
+            resfd,
+            data: cb.aio_data,
+            obj,
+            iov: None,
+        }
+    }
+}
+
 impl Context {
     /// Creates a context for `nr_events` with a ring of geometry `geo`.
     pub(crate) fn new(nr_events: u32, geo: Geometry, id: u32, backend: Box<dyn Backend>) -> std::io::Result<Context> {
@@ -357,34 +415,14 @@ impl Context {
             IOCB_CMD_PREADV => true,
             _ => return None,
         };
-        let resfd = if cb.aio_flags & IOCB_FLAG_RESFD != 0 {
-            let r = fds.get(cb.aio_resfd).ok()?;
-            if !r.is_eventfd() {
-                return None;
-            }
-            r.fd
-        } else {
-            -1
-        };
+        let resfd = check_resfd(cb, fds).ok()?;
         if cb.aio_flags & IOCB_FLAG_IOPRIO != 0 {
             check_ioprio(cb.aio_reqprio).ok()?;
         }
         check_rw_flags(cb.aio_rw_flags, false).ok()?;
-        let mut one = iovec::default();
-        let (iov, count): (Option<Box<[iovec]>>, u64) = if vectored {
-            let (v, total) = import_iovecs(cb.aio_buf, cb.aio_nbytes).ok()?;
-            (Some(v), total)
-        } else {
-            let len = cb.aio_nbytes.min(MAX_RW_COUNT);
-            if !access_ok(cb.aio_buf, len) {
-                return None;
-            }
-            one = iovec { iov_base: cb.aio_buf, iov_len: len };
-            (None, len)
-        };
-        if cb.aio_offset < 0 || cb.aio_offset.checked_add(count as i64).is_none() {
-            return None;
-        }
+        let (iov, addr, len) = import_buffer(cb, vectored).ok()?;
+        let count = iov.as_ref().map_or(len as u64, |v| v.iter().map(|e| e.iov_len).sum());
+        let one = iovec { iov_base: addr, iov_len: len as u64 };
         // SAFETY: writing KIOCB_KEY into the application's iocb, as the kernel does.
         unsafe { write_user(obj + 8, &KIOCB_KEY) }.ok()?;
         let (ptr, n) = match &iov {
@@ -402,52 +440,16 @@ impl Context {
             }
             return None;
         }
-        Some(Prepared {
-            kind: None,
-            inline: r,
-            fd: cb.aio_fildes as i32,
-            addr: 0,
-            len: 0,
-            off: 0,
-            rw_flags: 0,
-            ioprio: 0,
-            poll_mask: 0,
-            resfd,
-            data: cb.aio_data,
-            obj,
-            iov: None,
-        })
+        Some(Prepared { inline: r, ..Prepared::new(cb, obj, resfd) })
     }
 
     fn prepare_checked(&self, cb: &iocb, obj: u64, fds: &mut FdCache) -> Result<Prepared, Errno> {
         fds.get(cb.aio_fildes)?;
-        let resfd = if cb.aio_flags & IOCB_FLAG_RESFD != 0 {
-            let r = fds.get(cb.aio_resfd)?;
-            if !r.is_eventfd() {
-                return Err(Errno::INVAL);
-            }
-            r.fd
-        } else {
-            -1
-        };
+        let resfd = check_resfd(cb, fds)?;
         // SAFETY: writing KIOCB_KEY into the application's iocb, as the kernel does.
         unsafe { write_user(obj + 8, &KIOCB_KEY) }.map_err(|_| Errno::FAULT)?;
         let f = fds.get(cb.aio_fildes)?;
-        let mut p = Prepared {
-            kind: None,
-            inline: 0,
-            fd: f.fd,
-            addr: 0,
-            len: 0,
-            off: 0,
-            rw_flags: 0,
-            ioprio: 0,
-            poll_mask: 0,
-            resfd,
-            data: cb.aio_data,
-            obj,
-            iov: None,
-        };
+        let mut p = Prepared::new(cb, obj, resfd);
         match cb.aio_lio_opcode {
             IOCB_CMD_PREAD | IOCB_CMD_PWRITE | IOCB_CMD_PREADV | IOCB_CMD_PWRITEV => {
                 let write = matches!(cb.aio_lio_opcode, IOCB_CMD_PWRITE | IOCB_CMD_PWRITEV);
@@ -470,24 +472,7 @@ impl Context {
                         return Err(Errno::INVAL);
                     }
                 }
-                let count = if vectored {
-                    let (iov, total) = import_iovecs(cb.aio_buf, cb.aio_nbytes)?;
-                    p.addr = iov.as_ptr() as u64;
-                    p.len = iov.len() as u32;
-                    p.iov = Some(iov);
-                    total
-                } else {
-                    let len = cb.aio_nbytes.min(MAX_RW_COUNT);
-                    if !access_ok(cb.aio_buf, len) {
-                        return Err(Errno::FAULT);
-                    }
-                    p.addr = cb.aio_buf;
-                    p.len = len as u32;
-                    len
-                };
-                if cb.aio_offset < 0 || cb.aio_offset.checked_add(count as i64).is_none() {
-                    return Err(Errno::INVAL);
-                }
+                (p.iov, p.addr, p.len) = import_buffer(cb, vectored)?;
                 p.off = cb.aio_offset as u64;
                 p.rw_flags = cb.aio_rw_flags & !RWF_HIPRI;
                 p.kind = Some(match (write, vectored) {
