@@ -103,8 +103,6 @@ pub(crate) struct Context {
     ring: Ring,
     /// `io_setup`'s `nr_events`, counted against `aio-max-nr`.
     pub(crate) max_reqs: u32,
-    /// Index in the process table (`ring->id`).
-    pub(crate) id: u32,
     capacity: u32,
     dead: AtomicBool,
     used: AtomicU32,
@@ -288,7 +286,6 @@ impl Context {
         Ok(Context {
             ring: Ring::new(geo, id)?,
             max_reqs: nr_events,
-            id,
             capacity: geo.capacity,
             dead: AtomicBool::new(false),
             used: AtomicU32::new(0),
@@ -463,6 +460,11 @@ impl Context {
                 if write {
                     if !f.writable() {
                         return Err(Errno::BADF);
+                    }
+                    // Anonymous inodes (eventfd, timerfd, signalfd, epoll...)
+                    // have no `write_iter`.
+                    if f.is_anon_inode() {
+                        return Err(Errno::INVAL);
                     }
                 } else {
                     if !f.readable() {

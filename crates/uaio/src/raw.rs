@@ -134,7 +134,9 @@ fn deadline(timeout: *const libc::timespec) -> Result<Deadline, Errno> {
         return Ok(Deadline::Now);
     }
     if ns < 0 {
-        return Ok(Deadline::At(Instant::now()));
+        // The kernel turns a negative relative timeout into an expiry that
+        // looks like an overflow, and waits without limit.
+        return Ok(Deadline::Never);
     }
     let d = Duration::from_nanos(ns.min(u64::MAX as i128) as u64);
     Ok(Instant::now().checked_add(d).map(Deadline::At).unwrap_or(Deadline::Never))

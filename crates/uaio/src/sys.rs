@@ -75,6 +75,11 @@ impl FdInfo {
         matches!(self.mode() & S_IFMT, libc::S_IFREG | libc::S_IFDIR | libc::S_IFBLK)
     }
 
+    /// An anonymous inode (eventfd, timerfd, epoll, ...): no file type bits.
+    pub(crate) fn is_anon_inode(&mut self) -> bool {
+        self.mode() & S_IFMT == 0
+    }
+
     /// The file can take `RWF_ATOMIC` writes: a regular file or block
     /// device opened `O_DIRECT` whose atomic write unit (statx) is non-zero.
     pub(crate) fn can_atomic_write(&mut self) -> bool {

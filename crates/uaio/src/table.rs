@@ -12,7 +12,6 @@
 //! wait on an eventfd). It sleeps on one eventfd that every backend signals
 //! while no caller is inside the context, and costs nothing while idle.
 
-use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::{Arc, Mutex, Once, RwLock};
@@ -24,11 +23,12 @@ use crate::backend::uring::{self, Uring};
 use crate::backend::Backend;
 use crate::context::Context;
 use crate::ring::{page_size, possible_cpus, Geometry};
+use crate::uaccess::read_user;
 
 #[derive(Debug, Default)]
 struct Table {
-    by_handle: HashMap<u64, Arc<Context>>,
-    ids: Vec<bool>,
+    /// Contexts by id (`ring->id`), as the kernel's `ioctx_table`.
+    slots: Vec<Option<Arc<Context>>>,
     /// Sum of `max_reqs` of live contexts.
     budget_used: u64,
 }
@@ -97,11 +97,17 @@ fn process_if_any() -> Option<&'static Process> {
     (!p.is_null()).then(|| unsafe { &*p })
 }
 
-/// The live context behind `handle`, if it is one of this process's.
+/// The live context behind `handle`, found as the kernel finds it: the
+/// `id` field of the ring header at that address (read defensively: the page
+/// is the application's) indexes the table, and the context there must have
+/// exactly this handle. A forged handle, a destroyed one, or a ring whose
+/// `id` was overwritten gives `None` (`EINVAL`).
 pub(crate) fn lookup(handle: u64) -> Option<Arc<Context>> {
     let p = process_if_any()?;
+    let id = read_user::<u32>(handle).ok()?;
     let t = p.table.read().unwrap_or_else(|e| e.into_inner());
-    t.by_handle.get(&handle).cloned()
+    let ctx = t.slots.get(id as usize)?.as_ref()?;
+    (ctx.handle() == handle).then(|| ctx.clone())
 }
 
 /// `/proc/sys/fs/aio-max-nr`, uaio's per-process budget.
@@ -129,34 +135,39 @@ pub(crate) fn create(nr_events: u32) -> Result<u64, Errno> {
     if t.budget_used + nr_events as u64 > max {
         return Err(Errno::AGAIN);
     }
-    let id = match t.ids.iter().position(|used| !used) {
+    let id = match t.slots.iter().position(Option::is_none) {
         Some(i) => i,
         None => {
-            t.ids.push(false);
-            t.ids.len() - 1
+            t.slots.push(None);
+            t.slots.len() - 1
         }
     };
     let ctx = Context::new(nr_events, geo, id as u32, backend).map_err(|_| Errno::NOMEM)?;
     let handle = ctx.handle();
-    t.ids[id] = true;
     t.budget_used += nr_events as u64;
-    t.by_handle.insert(handle, Arc::new(ctx));
+    t.slots[id] = Some(Arc::new(ctx));
     Ok(handle)
 }
 
 /// Removes the context from the table (later lookups fail) and returns it.
 pub(crate) fn remove(handle: u64) -> Option<Arc<Context>> {
     let p = process_if_any()?;
+    let id = read_user::<u32>(handle).ok()?;
     let mut t = p.table.write().unwrap_or_else(|e| e.into_inner());
-    let ctx = t.by_handle.remove(&handle)?;
-    t.ids[ctx.id as usize] = false;
+    let slot = t.slots.get_mut(id as usize)?;
+    if slot.as_ref()?.handle() != handle {
+        return None;
+    }
+    let ctx = slot.take()?;
     t.budget_used -= ctx.max_reqs as u64;
     Some(ctx)
 }
 
 /// Number of live contexts in this process.
 pub(crate) fn live_contexts() -> usize {
-    process_if_any().map(|p| p.table.read().unwrap_or_else(|e| e.into_inner()).by_handle.len()).unwrap_or(0)
+    process_if_any()
+        .map(|p| p.table.read().unwrap_or_else(|e| e.into_inner()).slots.iter().flatten().count())
+        .unwrap_or(0)
 }
 
 fn progress_fd(p: &'static Process) -> Result<Arc<OwnedFd>, Errno> {
@@ -183,7 +194,7 @@ fn progress_loop(p: &'static Process, efd: Arc<OwnedFd>) {
         }
         let ctxs: Vec<Arc<Context>> = {
             let t = p.table.read().unwrap_or_else(|e| e.into_inner());
-            t.by_handle.values().cloned().collect()
+            t.slots.iter().flatten().cloned().collect()
         };
         for c in ctxs {
             if c.idle() && c.has_completions() {

@@ -2,11 +2,24 @@
 
 use crate::Case;
 
+mod cancel_destroy;
+mod concurrency;
 mod core;
+mod getevents;
+mod process;
+mod ring;
+mod submit_more;
+mod util;
 
 /// Every case of every area.
 pub(crate) fn all() -> Vec<Case> {
     let mut v = Vec::new();
     v.extend(core::cases());
+    v.extend(submit_more::cases());
+    v.extend(getevents::cases());
+    v.extend(ring::cases());
+    v.extend(cancel_destroy::cases());
+    v.extend(process::cases());
+    v.extend(concurrency::cases());
     v
 }

@@ -1,0 +1,371 @@
+//! io_getevents and io_pgetevents: counts, timeouts, faults, signal masks
+//! and interruption by signals.
+
+use std::os::fd::AsRawFd;
+
+use super::util::*;
+use crate::*;
+
+/// Submits `n` one-byte reads of a small file (data 1..=n) and waits until
+/// their events are in the ring.
+fn ready_reads(e: &mut Env, ctx: u64, n: u64) -> std::os::fd::OwnedFd {
+    let f = e.file(b"abcdefghijklmnop", libc::O_RDWR);
+    for i in 1..=n {
+        let buf = leak_buf(1).as_mut_ptr() as u64;
+        sub1(e, ctx, cb(IOCB_CMD_PREAD, f.as_raw_fd(), buf, 1, i as i64, i));
+    }
+    let ok = wait_ready(ctx, n as u32);
+    e.rec(format!("{n} events ready = {ok}"));
+    f
+}
+
+/// Raw io_getevents, recorded as its return value and the sorted data of
+/// the events it returned.
+fn raw_get(e: &mut Env, what: &str, ctx: u64, min: i64, nr: i64, t: Option<libc::timespec>) -> i64 {
+    let mut evs = vec![io_event::default(); 64];
+    let mut t = t;
+    let tp = t.as_mut().map_or(std::ptr::null_mut(), |t| t as *mut _);
+    // SAFETY: room for 64 events; callers never ask for more than are ready.
+    let r = unsafe { e.aio.getevents(ctx, min, nr, evs.as_mut_ptr(), tp) };
+    let mut data: Vec<u64> = evs.iter().take(r.clamp(0, 64) as usize).map(|e| e.data).collect();
+    data.sort();
+    e.rec(format!("{what}: getevents = {} data {data:?}", ret(r)));
+    r
+}
+
+/// Raw io_pgetevents with the given signal argument, recorded.
+fn raw_pget(
+    e: &mut Env,
+    what: &str,
+    ctx: u64,
+    min: i64,
+    nr: i64,
+    t: Option<libc::timespec>,
+    sig: *const aio_sigset,
+) -> i64 {
+    let mut evs = vec![io_event::default(); 64];
+    let mut t = t;
+    let tp = t.as_mut().map_or(std::ptr::null_mut(), |t| t as *mut _);
+    // SAFETY: room for 64 events; the signal argument is what the case tests.
+    let r = unsafe { e.aio.pgetevents(ctx, min, nr, evs.as_mut_ptr(), tp, sig) };
+    let mut data: Vec<u64> = evs.iter().take(r.clamp(0, 64) as usize).map(|e| e.data).collect();
+    data.sort();
+    e.rec(format!("{what}: pgetevents = {} data {data:?}", ret(r)));
+    r
+}
+
+fn mask_of(sig: i32) -> &'static u64 {
+    Box::leak(Box::new(1u64 << (sig - 1)))
+}
+
+fn sigarg(mask: *const u64, size: usize) -> &'static aio_sigset {
+    Box::leak(Box::new(aio_sigset { sigmask: mask, sigsetsize: size }))
+}
+
+/// A POLL on an empty pipe that never completes unless fed.
+fn pending_poll(e: &mut Env, ctx: u64, data: u64) -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    let (r, w) = pipe();
+    sub1(e, ctx, cb(IOCB_CMD_POLL, r.as_raw_fd(), libc::POLLIN as u64, 0, 0, data));
+    (r, w)
+}
+
+pub(crate) fn cases() -> Vec<Case> {
+    vec![
+        c("getevents/zero_timeout_does_not_wait", |e| {
+            let ctx = e.setup(4);
+            let _p = pending_poll(e, ctx, 1);
+            raw_get(e, "min 1 {0,0}", ctx, 1, 1, Some(ts(0, 0)));
+            raw_get(e, "min 4 {0,0}", ctx, 4, 4, Some(ts(0, 0)));
+            let _f = ready_reads(e, ctx, 2);
+            raw_get(e, "min 4 {0,0} with 2 ready", ctx, 4, 4, Some(ts(0, 0)));
+        }),
+        c("getevents/null_timeout_min_zero_returns", |e| {
+            let ctx = e.setup(4);
+            let _p = pending_poll(e, ctx, 1);
+            raw_get(e, "nothing ready", ctx, 0, 4, None);
+            let _f = ready_reads(e, ctx, 2);
+            raw_get(e, "two ready", ctx, 0, 4, None);
+            raw_get(e, "min 0 nr 0", ctx, 0, 0, None);
+        }),
+        c("getevents/min_zero_returns_what_is_ready", |e| {
+            let ctx = e.setup(8);
+            let _f = ready_reads(e, ctx, 3);
+            raw_get(e, "min 0 nr 10", ctx, 0, 10, Some(ts(0, 0)));
+            raw_get(e, "again", ctx, 0, 10, Some(ts(0, 0)));
+        }),
+        c("getevents/nr_smaller_than_ready", |e| {
+            let ctx = e.setup(8);
+            let _f = ready_reads(e, ctx, 3);
+            let mut all = Vec::new();
+            for nr in [2i64, 10] {
+                let mut evs = vec![io_event::default(); 10];
+                let mut t = ts(0, 0);
+                // SAFETY: room for 10 events.
+                let r = unsafe { e.aio.getevents(ctx, 0, nr, evs.as_mut_ptr(), &mut t) };
+                e.rec(format!("nr {nr}: getevents = {}", ret(r)));
+                all.extend(evs.iter().take(r.max(0) as usize).map(|e| e.data));
+            }
+            all.sort();
+            e.rec(format!("all data {all:?}"));
+        }),
+        c("getevents/min_nr_more_than_available", |e| {
+            let ctx = e.setup(8);
+            let _f = ready_reads(e, ctx, 2);
+            raw_get(e, "min 3 30ms", ctx, 3, 10, Some(ts(0, 30_000_000)));
+            let _f2 = ready_reads(e, ctx, 1);
+            raw_get(e, "min 1000 nr 1000 20ms", ctx, 1000, 1000, Some(ts(0, 20_000_000)));
+        }),
+        c("getevents/null_events_buffer", |e| {
+            let ctx = e.setup(4);
+            for (min, t) in [(0, ts(0, 0)), (1, ts(0, 20_000_000))] {
+                let mut t = t;
+                // SAFETY: the events pointer is null; nothing is ready.
+                let r = unsafe { e.aio.getevents(ctx, min, 1, std::ptr::null_mut(), &mut t) };
+                e.rec(format!("nothing ready, min {min}: getevents = {}", ret(r)));
+            }
+            let _f = ready_reads(e, ctx, 1);
+            let mut t = ts(0, 0);
+            // SAFETY: as above, with one event ready.
+            let r = unsafe { e.aio.getevents(ctx, 0, 1, std::ptr::null_mut(), &mut t) };
+            e.rec(format!("one ready: getevents = {}", ret(r)));
+            raw_get(e, "then", ctx, 0, 4, Some(ts(0, 0)));
+        }),
+        c("getevents/nr_zero_leaves_events", |e| {
+            let ctx = e.setup(4);
+            let _f = ready_reads(e, ctx, 2);
+            raw_get(e, "nr 0", ctx, 0, 0, Some(ts(0, 0)));
+            raw_get(e, "nr 0 null timeout", ctx, 0, 0, None);
+            raw_get(e, "then", ctx, 0, 4, Some(ts(0, 0)));
+        }),
+        c("getevents/efault_partway_keeps_all_events", |e| {
+            let ctx = e.setup(4);
+            let _f = ready_reads(e, ctx, 2);
+            // Room for exactly one event before the hole.
+            let p = page_then_hole() + 4096 - 32;
+            let mut t = ts(0, 0);
+            // SAFETY: the first event slot is writable, the second faults.
+            let r = unsafe { e.aio.getevents(ctx, 0, 2, p as *mut io_event, &mut t) };
+            e.rec(format!("buffer for one, two ready: getevents = {}", ret(r)));
+            let mut t = ts(0, 0);
+            // SAFETY: as above, asking for one only.
+            let r = unsafe { e.aio.getevents(ctx, 0, 1, p as *mut io_event, &mut t) };
+            // SAFETY: reading back the slot we own.
+            let d = unsafe { (*(p as *const io_event)).data };
+            e.rec(format!("buffer for one, nr 1: getevents = {} (data in 1..=2: {})", ret(r), (1..=2).contains(&d)));
+            let mut evs = [io_event::default(); 4];
+            let mut t = ts(0, 0);
+            // SAFETY: room for four events.
+            let r = unsafe { e.aio.getevents(ctx, 0, 4, evs.as_mut_ptr(), &mut t) };
+            e.rec(format!("then: getevents = {}", ret(r)));
+        }),
+        c("getevents/huge_nr_small_buffer", |e| {
+            let ctx = e.setup(4);
+            let _f = ready_reads(e, ctx, 2);
+            raw_get(e, "nr 2^40", ctx, 0, 1 << 40, Some(ts(0, 0)));
+            let _f2 = ready_reads(e, ctx, 1);
+            raw_get(e, "min 1 nr i64::MAX", ctx, 1, i64::MAX, Some(ts(1, 0)));
+        }),
+        c("getevents/negative_timeout_waits_like_none", |e| {
+            // On 6.18 a negative relative timeout overflows the hrtimer's
+            // expiry check and is treated as "no timeout": the call waits
+            // for min_nr events. Each call here is fed after 100 ms.
+            let ctx = e.setup(4);
+            for (i, (what, t)) in
+                [("{-1,0}", ts(-1, 0)), ("{0,-1}", ts(0, -1)), ("{-1000,0}", ts(-1000, 0))].into_iter().enumerate()
+            {
+                let (_r, w) = pending_poll(e, ctx, i as u64 + 1);
+                let wfd = w.as_raw_fd();
+                let feeder = later(100, move || {
+                    write_fd(wfd, b"x");
+                });
+                raw_get(e, what, ctx, 1, 1, Some(t));
+                feeder.join().unwrap();
+                raw_get(e, "left over", ctx, 0, 4, Some(ts(0, 0)));
+            }
+        }),
+        c("getevents/unnormalised_timeouts_accepted", |e| {
+            let ctx = e.setup(4);
+            let _p = pending_poll(e, ctx, 100);
+            raw_get(e, "{-5, 5.01e9} = 10ms", ctx, 1, 1, Some(ts(-5, 5_010_000_000)));
+            raw_get(e, "{0, 1e9} min 0", ctx, 0, 1, Some(ts(0, 1_000_000_000)));
+            raw_get(e, "{0, 999999999999} min 0", ctx, 0, 1, Some(ts(0, 999_999_999_999)));
+            let _f = ready_reads(e, ctx, 1);
+            raw_get(e, "{0, 2e9} event ready", ctx, 1, 1, Some(ts(0, 2_000_000_000)));
+        }),
+        c("getevents/huge_timeout_waits_for_event", |e| {
+            let ctx = e.setup(4);
+            let (_r, w) = pending_poll(e, ctx, 1);
+            let wfd = w.as_raw_fd();
+            let t = later(30, move || {
+                write_fd(wfd, b"x");
+            });
+            raw_get(e, "{i64::MAX, 999999999}", ctx, 1, 1, Some(ts(i64::MAX, 999_999_999)));
+            t.join().unwrap();
+            let (_r2, w2) = pending_poll(e, ctx, 2);
+            let wfd = w2.as_raw_fd();
+            let t = later(30, move || {
+                write_fd(wfd, b"x");
+            });
+            raw_get(e, "{2^40, 0}", ctx, 1, 1, Some(ts(1 << 40, 0)));
+            t.join().unwrap();
+        }),
+        c("getevents/faults_checked_before_context_and_counts", |e| {
+            let ctx = e.setup(4);
+            let bad_ts = no_access_page() as *mut libc::timespec;
+            let mut evs = [io_event::default(); 2];
+            let mut one = |e: &mut Env, what: &str, ctx: u64, min: i64, nr: i64| {
+                // SAFETY: the timeout pointer is unreadable on purpose.
+                let r = unsafe { e.aio.getevents(ctx, min, nr, evs.as_mut_ptr(), bad_ts) };
+                e.rec(format!("{what}: getevents = {}", ret(r)));
+            };
+            one(e, "bad ts, min>nr", ctx, 2, 1);
+            one(e, "bad ts, min<0", ctx, -1, 1);
+            one(e, "bad ts, destroyed-looking ctx", 0xdead_0000, 0, 1);
+            let bad_sig = no_access_page() as *const aio_sigset;
+            raw_pget(e, "bad sig, bad ctx", 0, 0, 1, Some(ts(0, 0)), bad_sig);
+            raw_pget(e, "bad sig, min>nr", ctx, 2, 1, Some(ts(0, 0)), bad_sig);
+            let bad_mask = sigarg(no_access_page() as *const u64, 8);
+            raw_pget(e, "bad mask, bad ctx", 0, 0, 1, Some(ts(0, 0)), bad_mask);
+            let size7 = sigarg(mask_of(SIG), 7);
+            raw_pget(e, "size 7, bad ctx", 0, 0, 1, Some(ts(0, 0)), size7);
+            raw_pget(e, "size 7, min>nr", ctx, 2, 1, Some(ts(0, 0)), size7);
+            let mut evs = [io_event::default(); 2];
+            // SAFETY: both the timeout and the signal argument are unreadable.
+            let r = unsafe { e.aio.pgetevents(ctx, 0, 1, evs.as_mut_ptr(), bad_ts, bad_sig) };
+            e.rec(format!("bad ts and bad sig: pgetevents = {}", ret(r)));
+        }),
+        c("pgetevents/sigset_rules", |e| {
+            let ctx = e.setup(4);
+            let m = mask_of(SIG);
+            for (what, s) in [
+                ("null sig", std::ptr::null::<aio_sigset>()),
+                ("mask, size 8", sigarg(m, 8) as *const _),
+                ("mask, size 0", sigarg(m, 0) as *const _),
+                ("mask, size 4", sigarg(m, 4) as *const _),
+                ("mask, size 16", sigarg(m, 16) as *const _),
+                ("mask, size 128", sigarg(m, 128) as *const _),
+                ("null mask, size 0", sigarg(std::ptr::null(), 0) as *const _),
+                ("null mask, size 7", sigarg(std::ptr::null(), 7) as *const _),
+                ("null mask, size usize::MAX", sigarg(std::ptr::null(), usize::MAX) as *const _),
+                ("unreadable mask, size 8", sigarg(no_access_page() as *const u64, 8) as *const _),
+                ("unreadable mask, size 7", sigarg(no_access_page() as *const u64, 7) as *const _),
+                ("unreadable sig", no_access_page() as *const aio_sigset),
+                ("kernel-address sig", 0xffff_8000_0000_0000u64 as *const aio_sigset),
+            ] {
+                raw_pget(e, what, ctx, 0, 1, Some(ts(0, 0)), s);
+            }
+        }),
+        c("pgetevents/returns_events_with_mask", |e| {
+            let ctx = e.setup(4);
+            let _f = ready_reads(e, ctx, 2);
+            let s = sigarg(mask_of(SIG), 8);
+            raw_pget(e, "with mask", ctx, 1, 1, Some(ts(1, 0)), s);
+            raw_pget(e, "null sig", ctx, 1, 1, Some(ts(1, 0)), std::ptr::null());
+            raw_pget(e, "empty", ctx, 1, 1, Some(ts(0, 10_000_000)), s);
+        }),
+        c("pgetevents/mask_restored_after_call", |e| {
+            let ctx = e.setup(4);
+            install_handler(false);
+            set_blocked(libc::SIGUSR1, true);
+            let all = Box::leak(Box::new(!0u64));
+            let s = sigarg(all, 8);
+            raw_pget(e, "block everything for 10ms", ctx, 1, 1, Some(ts(0, 10_000_000)), s);
+            let m = thread_mask();
+            e.rec(format!("after: SIGUSR1 blocked = {}, SIG blocked = {}", has(&m, libc::SIGUSR1), has(&m, SIG)));
+            let none = Box::leak(Box::new(0u64));
+            let s = sigarg(none, 8);
+            raw_pget(e, "unblock everything for 10ms", ctx, 1, 1, Some(ts(0, 10_000_000)), s);
+            let m = thread_mask();
+            e.rec(format!("after: SIGUSR1 blocked = {}, SIG blocked = {}", has(&m, libc::SIGUSR1), has(&m, SIG)));
+            set_blocked(libc::SIGUSR1, false);
+        }),
+        c("signal/interrupts_getevents", |e| {
+            let ctx = e.setup(4);
+            let _p = pending_poll(e, ctx, 1);
+            install_handler(false);
+            SIG_COUNT.store(0, std::sync::atomic::Ordering::SeqCst);
+            // SAFETY: pthread_self of the case thread.
+            let sp = Spammer::start(unsafe { libc::pthread_self() });
+            raw_get(e, "no SA_RESTART", ctx, 1, 1, Some(ts(5, 0)));
+            sp.stop();
+            e.rec(format!("handler ran = {}", SIG_COUNT.load(std::sync::atomic::Ordering::SeqCst) > 0));
+        }),
+        c("signal/interrupts_getevents_despite_sa_restart", |e| {
+            let ctx = e.setup(4);
+            let _p = pending_poll(e, ctx, 1);
+            install_handler(true);
+            SIG_COUNT.store(0, std::sync::atomic::Ordering::SeqCst);
+            // SAFETY: pthread_self of the case thread.
+            let sp = Spammer::start(unsafe { libc::pthread_self() });
+            raw_get(e, "SA_RESTART", ctx, 1, 1, Some(ts(5, 0)));
+            sp.stop();
+            e.rec(format!("handler ran = {}", SIG_COUNT.load(std::sync::atomic::Ordering::SeqCst) > 0));
+            install_handler(false);
+        }),
+        c("signal/interrupts_getevents_without_timeout", |e| {
+            let ctx = e.setup(4);
+            let _p = pending_poll(e, ctx, 1);
+            install_handler(false);
+            // SAFETY: pthread_self of the case thread.
+            let sp = Spammer::start(unsafe { libc::pthread_self() });
+            raw_get(e, "null timeout", ctx, 1, 1, None);
+            sp.stop();
+        }),
+        c("signal/interrupted_with_some_events_returns_them", |e| {
+            let ctx = e.setup(4);
+            let _p = pending_poll(e, ctx, 1);
+            let _f = ready_reads(e, ctx, 1);
+            install_handler(false);
+            // SAFETY: pthread_self of the case thread.
+            let sp = Spammer::start(unsafe { libc::pthread_self() });
+            raw_get(e, "min 2, one ready", ctx, 2, 2, Some(ts(5, 0)));
+            sp.stop();
+        }),
+        c("signal/interrupts_pgetevents", |e| {
+            let ctx = e.setup(4);
+            let _p = pending_poll(e, ctx, 1);
+            install_handler(true);
+            let s = sigarg(mask_of(libc::SIGUSR1), 8);
+            // SAFETY: pthread_self of the case thread.
+            let sp = Spammer::start(unsafe { libc::pthread_self() });
+            raw_pget(e, "mask without SIG", ctx, 1, 1, Some(ts(5, 0)), s);
+            raw_pget(e, "null sig", ctx, 1, 1, Some(ts(5, 0)), std::ptr::null());
+            sp.stop();
+            install_handler(false);
+        }),
+        c("signal/pgetevents_mask_unblocks_blocked_signal", |e| {
+            let ctx = e.setup(4);
+            let _p = pending_poll(e, ctx, 1);
+            install_handler(false);
+            set_blocked(SIG, true);
+            let none = Box::leak(Box::new(0u64));
+            let s = sigarg(none, 8);
+            // SAFETY: pthread_self of the case thread.
+            let sp = Spammer::start(unsafe { libc::pthread_self() });
+            raw_get(e, "getevents with SIG blocked, 150ms", ctx, 1, 1, Some(ts(0, 150_000_000)));
+            raw_pget(e, "pgetevents with empty mask", ctx, 1, 1, Some(ts(5, 0)), s);
+            sp.stop();
+            e.rec(format!("SIG still blocked = {}", has(&thread_mask(), SIG)));
+            while take_pending(SIG, 0) {}
+            set_blocked(SIG, false);
+        }),
+        c("signal/pgetevents_mask_blocks_signal", |e| {
+            let ctx = e.setup(4);
+            let (_r, w) = pending_poll(e, ctx, 1);
+            install_handler(false);
+            SIG_COUNT.store(0, std::sync::atomic::Ordering::SeqCst);
+            let s = sigarg(mask_of(SIG), 8);
+            // SAFETY: pthread_self of the case thread.
+            let sp = Spammer::start(unsafe { libc::pthread_self() });
+            raw_pget(e, "SIG blocked, 200ms, nothing comes", ctx, 1, 1, Some(ts(0, 200_000_000)), s);
+            let wfd = w.as_raw_fd();
+            let t = later(150, move || {
+                write_fd(wfd, b"x");
+            });
+            raw_pget(e, "SIG blocked, event after 150ms", ctx, 1, 1, Some(ts(5, 0)), s);
+            t.join().unwrap();
+            sp.stop();
+            e.rec(format!("handler ran after = {}", SIG_COUNT.load(std::sync::atomic::Ordering::SeqCst) > 0));
+        }),
+    ]
+}
