@@ -13,3 +13,5 @@ UAIO_BACKEND=threads cargo test -p uaio --tests
 UAIO_BACKEND=threads cargo test -p uaio-conform --test conformance
 echo "== unmodified programs on the drop-in libaio.so.1 (fio, qemu-img)"
 bash scripts/test-dropin.sh
+echo "== C programs (libaio API and raw syscall()) on the kernel and on uaio, outputs compared"
+bash scripts/test-c-conformance.sh

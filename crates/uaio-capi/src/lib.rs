@@ -29,7 +29,7 @@ pub type IoCallback = unsafe extern "C" fn(ctx: aio_context_t, iocb: *mut iocb, 
 #[no_mangle]
 pub unsafe extern "C" fn io_setup(maxevents: c_int, ctxp: *mut aio_context_t) -> c_int {
     // SAFETY: forwarded contract.
-    unsafe { raw::io_setup(maxevents as u32, ctxp) as c_int }
+    keep_errno(|| unsafe { raw::io_setup(maxevents as u32, ctxp) as c_int })
 }
 
 /// `io_destroy(ctx)`: 0 or a negative errno.
@@ -39,7 +39,7 @@ pub unsafe extern "C" fn io_setup(maxevents: c_int, ctxp: *mut aio_context_t) ->
 #[no_mangle]
 pub unsafe extern "C" fn io_destroy(ctx: aio_context_t) -> c_int {
     // SAFETY: forwarded contract.
-    unsafe { raw::io_destroy(ctx) as c_int }
+    keep_errno(|| unsafe { raw::io_destroy(ctx) as c_int })
 }
 
 /// `io_submit(ctx, nr, iocbs)`: count submitted or a negative errno.
@@ -49,7 +49,7 @@ pub unsafe extern "C" fn io_destroy(ctx: aio_context_t) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn io_submit(ctx: aio_context_t, nr: c_long, iocbs: *mut *mut iocb) -> c_int {
     // SAFETY: forwarded contract.
-    unsafe { raw::io_submit(ctx, nr, iocbs) as c_int }
+    keep_errno(|| unsafe { raw::io_submit(ctx, nr, iocbs) as c_int })
 }
 
 /// `io_cancel(ctx, iocb, evt)`: a negative errno (`-EINPROGRESS` when the
@@ -60,7 +60,7 @@ pub unsafe extern "C" fn io_submit(ctx: aio_context_t, nr: c_long, iocbs: *mut *
 #[no_mangle]
 pub unsafe extern "C" fn uaio_io_cancel(ctx: aio_context_t, iocb: *mut iocb, evt: *mut io_event) -> c_int {
     // SAFETY: forwarded contract.
-    unsafe { raw::io_cancel(ctx, iocb, evt) as c_int }
+    keep_errno(|| unsafe { raw::io_cancel(ctx, iocb, evt) as c_int })
 }
 
 /// `io_getevents(ctx, min_nr, nr, events, timeout)`: count or a negative errno.
@@ -75,8 +75,11 @@ pub unsafe extern "C" fn uaio_io_getevents(
     events: *mut io_event,
     timeout: *mut timespec,
 ) -> c_int {
+    if raw::libaio_empty_poll(ctx, timeout) {
+        return 0;
+    }
     // SAFETY: forwarded contract.
-    unsafe { raw::io_getevents(ctx, min_nr, nr, events, timeout) as c_int }
+    keep_errno(|| unsafe { raw::io_getevents(ctx, min_nr, nr, events, timeout) as c_int })
 }
 
 /// `io_pgetevents(ctx, min_nr, nr, events, timeout, sigmask)`: count or a
@@ -93,9 +96,12 @@ pub unsafe extern "C" fn io_pgetevents(
     timeout: *mut timespec,
     sigmask: *const libc::sigset_t,
 ) -> c_int {
+    if raw::libaio_empty_poll(ctx, timeout) {
+        return 0;
+    }
     let sig = aio_sigset { sigmask: sigmask.cast(), sigsetsize: 8 };
     // SAFETY: forwarded contract; `sig` lives across the call.
-    unsafe { raw::io_pgetevents(ctx, min_nr, nr, events, timeout, &sig) as c_int }
+    keep_errno(|| unsafe { raw::io_pgetevents(ctx, min_nr, nr, events, timeout, &sig) as c_int })
 }
 
 /// `io_queue_init(maxevents, ctxp)`: `io_setup` for a positive count.
@@ -210,6 +216,26 @@ pub unsafe extern "C" fn uaio_compat_io_queue_wait_0_1(ctx: aio_context_t, timeo
     unsafe { uaio_io_getevents(ctx, 0, 0, std::ptr::null_mut(), timeout as *mut timespec) }
 }
 
+fn errno() -> c_int {
+    // SAFETY: errno is thread-local storage of the C library.
+    unsafe { *libc::__errno_location() }
+}
+
+fn set_errno(e: c_int) {
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = e };
+}
+
+/// Runs `f` with `errno` restored afterwards: libaio's functions return
+/// negative errno values and leave `errno` as they found it, while uaio's
+/// own system calls may set it.
+fn keep_errno<T>(f: impl FnOnce() -> T) -> T {
+    let saved = errno();
+    let r = f();
+    set_errno(saved);
+    r
+}
+
 static REAL_SYSCALL: AtomicUsize = AtomicUsize::new(0);
 
 type SyscallFn = unsafe extern "C" fn(c_long, c_long, c_long, c_long, c_long, c_long, c_long) -> c_long;
@@ -228,8 +254,7 @@ fn real_syscall() -> Option<SyscallFn> {
 
 fn kernel_convention(r: i64) -> c_long {
     if r < 0 {
-        // SAFETY: errno is thread-local storage of the C library.
-        unsafe { *libc::__errno_location() = (-r) as c_int };
+        set_errno((-r) as c_int);
         -1
     } else {
         r as c_long
@@ -252,6 +277,7 @@ pub unsafe extern "C" fn syscall(
     a5: c_long,
     a6: c_long,
 ) -> c_long {
+    let saved = errno();
     // SAFETY (all arms): the arguments are the caller's, with the system
     // call's meaning; uaio's raw functions check every pointer.
     let r = unsafe {
@@ -279,6 +305,7 @@ pub unsafe extern "C" fn syscall(
             }
         }
     };
+    set_errno(saved);
     kernel_convention(r)
 }
 

@@ -209,3 +209,21 @@ unsafe fn getevents(
         Err(e) => neg(e),
     }
 }
+
+/// libaio's user-space shortcut, checked without risk: true when `timeout`
+/// is `{0, 0}` and the ring at `ctx` (with a valid magic) holds no event, in
+/// which case libaio's `io_getevents` returns 0 without entering the kernel
+/// (even where the kernel would have refused the arguments).
+pub fn libaio_empty_poll(ctx: aio_context_t, timeout: *const libc::timespec) -> bool {
+    if ctx == 0 || timeout.is_null() {
+        return false;
+    }
+    let Ok(ts) = read_user::<[i64; 2]>(timeout as u64) else { return false };
+    if ts != [0, 0] {
+        return false;
+    }
+    match read_user::<uaio_abi::aio_ring>(ctx) {
+        Ok(h) => h.magic == uaio_abi::AIO_RING_MAGIC && h.head == h.tail,
+        Err(_) => false,
+    }
+}

@@ -105,6 +105,23 @@ struct Job {
     shared: Arc<Shared>,
     op: Op,
     tok: u64,
+    /// A duplicate of the request's descriptor, held while the job waits or
+    /// runs (the kernel holds a file reference the same way): closing the
+    /// application's descriptor does not disturb the request.
+    _hold: Option<OwnedFd>,
+}
+
+impl Job {
+    fn new(shared: Arc<Shared>, mut op: Op, tok: u64) -> Job {
+        // SAFETY: F_DUPFD_CLOEXEC on the descriptor number; the new one is ours.
+        let d = unsafe { libc::fcntl(op.fd, libc::F_DUPFD_CLOEXEC, 0) };
+        let hold = (d >= 0).then(|| {
+            op.fd = d;
+            // SAFETY: freshly duplicated, owned by this job only.
+            unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(d) }
+        });
+        Job { shared, op, tok, _hold: hold }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -202,8 +219,9 @@ impl Threads {
         let p = pool();
         let tok = token();
         self.shared.places.lock().unwrap_or_else(|e| e.into_inner()).insert(op.id, (Place::Queued, tok));
+        let job = Job::new(self.shared.clone(), op, tok);
         let mut st = p.st.lock().unwrap_or_else(|e| e.into_inner());
-        st.queue.push_back(Job { shared: self.shared.clone(), op, tok });
+        st.queue.push_back(job);
         if st.idle == 0 && st.threads < p.max_threads {
             st.threads += 1;
             let spawned = std::thread::Builder::new().name("uaio-worker".into()).spawn(move || worker(p));
@@ -219,8 +237,9 @@ impl Threads {
         let p = pool();
         let tok = token();
         self.shared.places.lock().unwrap_or_else(|e| e.into_inner()).insert(op.id, (Place::Polling, tok));
+        let job = Job::new(self.shared.clone(), op, tok);
         let mut st = p.st.lock().unwrap_or_else(|e| e.into_inner());
-        st.polls.push(Job { shared: self.shared.clone(), op, tok });
+        st.polls.push(job);
         if !st.poller {
             st.poller = true;
             if std::thread::Builder::new().name("uaio-poller".into()).spawn(move || poller(p)).is_err() {

@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# C conformance: programs written against <libaio.h> and raw syscall(2)
+# (tests/c/*.c) run three times each -- on kernel AIO through the system
+# libaio, through `uaio run` on the io_uring backend, and through `uaio run
+# --backend threads` -- and their outputs (plus exit status) must be
+# identical.
+#
+# It also proves uaio served the calls: every run is watched by
+# tests/c/aio_probe.c, which samples /proc/sys/fs/aio-nr (every ~3 ms) and
+# looks for kernel AIO rings ("[aio]" mappings) in the program's process
+# group. A uaio run fails if its program ever holds a kernel AIO ring, or if
+# aio-nr rises above its starting value while no process on the host holds a
+# ring that explains it (such a rise is checked once more by re-running, so
+# another test suite using kernel AIO at the same moment cannot fail this
+# one; a rise while another process visibly holds a ring is reported, not
+# failed). The kernel run of libaio_conform must show the rise, so the probe
+# is known to work.
+#
+# Usage: scripts/test-c-conformance.sh      (needs gcc and libaio-dev)
+# Output: target/c-conformance/ (binaries, logs/); last line "N passed, M failed".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+out=target/c-conformance
+logs=$out/logs
+uaio=target/release/uaio
+mkdir -p "$logs"
+rm -f "$logs"/*
+
+echo "== building target/release/libaio.so.1"
+bash scripts/build-libaio.sh >/dev/null || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
+if [ ! -e /usr/include/libaio.h ]; then
+	echo "libaio.h missing: apt-get install -y libaio-dev"
+	echo "0 passed, 1 failed"
+	exit 1
+fi
+
+passed=0
+failed=0
+failures=()
+pass() { passed=$((passed + 1)); echo "  ok    $1"; }
+fail() { failed=$((failed + 1)); failures+=("$1"); echo "  FAIL  $1"; }
+
+echo "== compiling into $out/"
+cflags=(-O2 -g -Wall -Wextra -pthread)
+compile() { # name extra-libs...
+	local name=$1
+	shift
+	if gcc "${cflags[@]}" -o "$out/$name" "tests/c/$name.c" "$@" 2>"$logs/$name.cc"; then
+		pass "compile $name"
+	else
+		cat "$logs/$name.cc"
+		fail "compile $name"
+	fi
+}
+compile aio_probe
+compile libaio_conform -laio
+compile syscall_conform
+compile exit_inflight -laio
+if [ "$failed" -ne 0 ]; then
+	echo "$passed passed, $failed failed"
+	exit 1
+fi
+
+# run_probed TAG -- CMD...: runs CMD under the probe; stdout (plus a final
+# "exit status N" line) to $logs/TAG.out, stderr to TAG.err, probe report
+# to TAG.probe.
+run_probed() {
+	local tag=$1
+	shift 2
+	local rc
+	timeout 30 "$out/aio_probe" "$logs/$tag.probe" -- "$@" >"$logs/$tag.out" 2>"$logs/$tag.err"
+	rc=$?
+	echo "exit status $rc" >>"$logs/$tag.out"
+	[ -s "$logs/$tag.probe" ] || echo "baseline=-1 max=-1 samples=0 rise=0 ours=0 foreign=0 unexplained=0 (no report)" >"$logs/$tag.probe"
+	return "$rc"
+}
+
+field() { # FIELD FILE
+	sed -n "s/.*\b$1=\(-\?[0-9]*\).*/\1/p" "$2"
+}
+
+probe_demonstrated=0
+
+check_case() { # NAME PROG ARGS...
+	local name=$1
+	shift
+	local prog=("$out/$1")
+	shift
+	prog+=("$@")
+	echo "== $name"
+
+	local krc
+	run_probed "$name.kernel" -- "${prog[@]}"
+	krc=$?
+	if [ "$krc" -eq 0 ]; then
+		pass "$name: kernel run exits 0"
+	else
+		fail "$name: kernel run exits $krc"
+		sed 's/^/    stderr: /' "$logs/$name.kernel.err" | head -20
+	fi
+	echo "    probe, kernel run: $(cat "$logs/$name.kernel.probe")"
+	if [ "$probe_demonstrated" -eq 0 ] && [ "$name" = libaio_conform ]; then
+		probe_demonstrated=1
+		# aio-nr is host-wide: another process releasing contexts at the same
+		# moment can hide the rise, so up to two more tries.
+		local b m o try=0 ptag=$name.kernel
+		while :; do
+			b=$(field baseline "$logs/$ptag.probe")
+			m=$(field max "$logs/$ptag.probe")
+			o=$(field ours "$logs/$ptag.probe")
+			{ [ "${m:--1}" -gt "${b:-0}" ] && [ "${o:-0}" -gt 0 ]; } || [ "$try" -ge 2 ] && break
+			echo "    no rise seen ($(cat "$logs/$ptag.probe")); running on kernel AIO again"
+			try=$((try + 1))
+			ptag=$name.kernel.probe-retry$try
+			run_probed "$ptag" -- "${prog[@]}"
+		done
+		if [ "${m:--1}" -gt "${b:-0}" ] && [ "${o:-0}" -gt 0 ]; then
+			pass "probe works: kernel run raised aio-nr $b -> $m and held a kernel AIO ring in $o samples"
+		else
+			fail "probe works: kernel run did not show kernel AIO use (aio-nr $b -> $m, ring samples $o)"
+		fi
+	fi
+
+	local backend tag rc
+	for backend in uring threads; do
+		tag=$name.$backend
+		run_probed "$tag" -- "$uaio" run --backend "$backend" -- "${prog[@]}"
+		rc=$?
+		if [ "$rc" -eq 0 ]; then
+			pass "$name [$backend]: exits 0"
+		else
+			fail "$name [$backend]: exits $rc"
+			sed 's/^/    stderr: /' "$logs/$tag.err" | head -20
+		fi
+		if diff -u "$logs/$name.kernel.out" "$logs/$tag.out" >"$logs/$tag.diff"; then
+			pass "$name [$backend]: output identical to kernel AIO ($(wc -l <"$logs/$tag.out") lines)"
+		else
+			fail "$name [$backend]: output differs from kernel AIO"
+			grep '^[-+][^-+]' "$logs/$tag.diff" | head -60 | sed 's/^/    /'
+		fi
+
+		# Kernel AIO must not be used by the uaio run.
+		local o u f b
+		o=$(field ours "$logs/$tag.probe")
+		u=$(field unexplained "$logs/$tag.probe")
+		if [ "${o:-1}" -eq 0 ] && [ "${u:-1}" -ne 0 ]; then
+			echo "    aio-nr rose with no kernel AIO ring in view ($(cat "$logs/$tag.probe")); re-running once"
+			run_probed "$tag.retry" -- "$uaio" run --backend "$backend" -- "${prog[@]}"
+			cp "$logs/$tag.retry.probe" "$logs/$tag.probe"
+			o=$(field ours "$logs/$tag.probe")
+			u=$(field unexplained "$logs/$tag.probe")
+		fi
+		f=$(field foreign "$logs/$tag.probe")
+		b=$(field baseline "$logs/$tag.probe")
+		m=$(field max "$logs/$tag.probe")
+		if [ "${o:-1}" -ne 0 ]; then
+			fail "$name [$backend]: the program held a kernel AIO ring ($(cat "$logs/$tag.probe"))"
+		elif [ "${u:-1}" -ne 0 ]; then
+			fail "$name [$backend]: aio-nr rose above its starting value ($(cat "$logs/$tag.probe"))"
+		elif [ "${f:-0}" -ne 0 ]; then
+			pass "$name [$backend]: no kernel AIO (aio-nr moved only while another process held a kernel AIO ring: $(cat "$logs/$tag.probe"))"
+		else
+			pass "$name [$backend]: no kernel AIO (aio-nr never above its starting value $b in $(field samples "$logs/$tag.probe") samples)"
+		fi
+	done
+}
+
+start=$(date +%s)
+check_case libaio_conform libaio_conform
+check_case syscall_conform syscall_conform
+check_case exit_inflight.exit exit_inflight exit
+check_case exit_inflight.exec exit_inflight exec
+check_case exit_inflight.exit-waiter exit_inflight exit-waiter
+check_case exit_inflight.return exit_inflight return
+
+echo "== done in $(($(date +%s) - start)) s; logs in $logs/"
+if [ "$failed" -ne 0 ]; then
+	echo "failures:"
+	printf '  %s\n' "${failures[@]}"
+fi
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,175 @@
+/* aio_probe: runs a command and watches kernel AIO use while it runs.
+ *
+ *   aio_probe REPORT -- CMD [ARGS...]
+ *
+ * Samples /proc/sys/fs/aio-nr every millisecond (the host-wide count of
+ * kernel AIO events reserved by io_setup) and, at each sample, looks for
+ * kernel AIO rings ("[aio]" mappings) in the command's process group (the
+ * command and everything it forks). When aio-nr is above its starting
+ * value and the command holds no ring, the other processes on the host are
+ * searched for one, so a rise caused by someone else (another test suite
+ * using kernel AIO at the same time) can be told apart from a rise nobody
+ * visible explains. Writes one line to REPORT:
+ *
+ *   baseline=B max=M samples=S rise=R ours=O foreign=F unexplained=U
+ *
+ * rise: samples with aio-nr > B; ours: samples in which the command's
+ * process group held a kernel AIO ring; foreign/unexplained: rise samples
+ * without a ring of ours, with/without a ring seen in another process.
+ * Exits with the command's status (128+signal if it was killed). */
+#define _GNU_SOURCE
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static long read_aio_nr(void)
+{
+	char b[64];
+	int fd = open("/proc/sys/fs/aio-nr", O_RDONLY);
+	if (fd < 0)
+		return -1;
+	ssize_t n = read(fd, b, sizeof b - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	b[n] = 0;
+	return atol(b);
+}
+
+/* Whether /proc/PID/maps shows a kernel AIO ring. */
+static int has_aio_ring(const char *pid)
+{
+	static char *buf;
+	static size_t cap;
+	char p[64];
+	snprintf(p, sizeof p, "/proc/%s/maps", pid);
+	int fd = open(p, O_RDONLY);
+	if (fd < 0)
+		return 0;
+	size_t len = 0;
+	for (;;) {
+		if (cap - len < 65536) {
+			cap = cap ? cap * 2 : 1 << 20;
+			buf = realloc(buf, cap);
+		}
+		ssize_t n = read(fd, buf + len, cap - len - 1);
+		if (n <= 0)
+			break;
+		len += n;
+	}
+	close(fd);
+	buf[len] = 0;
+	return strstr(buf, "[aio]") != NULL;
+}
+
+static long pgrp_of(const char *pid)
+{
+	char p[64], b[512];
+	snprintf(p, sizeof p, "/proc/%s/stat", pid);
+	int fd = open(p, O_RDONLY);
+	if (fd < 0)
+		return -1;
+	ssize_t n = read(fd, b, sizeof b - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	b[n] = 0;
+	char *s = strrchr(b, ')'); /* comm may hold spaces */
+	if (!s)
+		return -1;
+	char state;
+	long ppid, pgrp;
+	if (sscanf(s + 1, " %c %ld %ld", &state, &ppid, &pgrp) != 3)
+		return -1;
+	return pgrp;
+}
+
+/* Scans /proc: *ours = a ring in process group g; *foreign = a ring elsewhere
+ * (only looked for when want_foreign). */
+static void scan(long g, int want_foreign, int *ours, int *foreign)
+{
+	*ours = 0;
+	*foreign = 0;
+	DIR *d = opendir("/proc");
+	if (!d)
+		return;
+	struct dirent *e;
+	pid_t self = getpid();
+	while ((e = readdir(d))) {
+		if (!isdigit((unsigned char)e->d_name[0]) || atol(e->d_name) == self)
+			continue;
+		long pg = pgrp_of(e->d_name);
+		if (pg == g) {
+			if (!*ours && has_aio_ring(e->d_name))
+				*ours = 1;
+		} else if (want_foreign && !*foreign && has_aio_ring(e->d_name)) {
+			*foreign = 1;
+		}
+	}
+	closedir(d);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 4 || strcmp(argv[2], "--") != 0) {
+		fprintf(stderr, "usage: aio_probe REPORT -- CMD [ARGS...]\n");
+		return 2;
+	}
+	long base = read_aio_nr();
+	pid_t pid = fork();
+	if (pid < 0) {
+		perror("fork");
+		return 2;
+	}
+	if (pid == 0) {
+		setpgid(0, 0);
+		execvp(argv[3], argv + 3);
+		perror(argv[3]);
+		_exit(127);
+	}
+	setpgid(pid, pid);
+	long max = base;
+	long samples = 0, rise = 0, ours = 0, foreign = 0, unexplained = 0;
+	int status = 0;
+	for (;;) {
+		pid_t w = waitpid(pid, &status, WNOHANG);
+		long v = read_aio_nr();
+		int o = 0, f = 0;
+		scan(pid, v > base, &o, &f);
+		samples++;
+		if (v > max)
+			max = v;
+		if (o)
+			ours++;
+		if (v > base) {
+			rise++;
+			if (!o) {
+				if (f)
+					foreign++;
+				else
+					unexplained++;
+			}
+		}
+		if (w == pid)
+			break;
+		struct timespec t = { 0, 1000000L };
+		nanosleep(&t, NULL);
+	}
+	FILE *r = fopen(argv[1], "w");
+	if (r) {
+		fprintf(r, "baseline=%ld max=%ld samples=%ld rise=%ld ours=%ld foreign=%ld unexplained=%ld\n", base, max,
+			samples, rise, ours, foreign, unexplained);
+		fclose(r);
+	}
+	if (WIFSIGNALED(status))
+		return 128 + WTERMSIG(status);
+	return WEXITSTATUS(status);
+}

@@ -1,0 +1,99 @@
+/* Leaving a process with AIO requests still in flight. Every mode must end
+ * with status 0 and print the same lines on kernel AIO and on uaio.
+ *
+ *   exit_inflight exit         POLLs pending on an empty pipe + a queue of
+ *                              large file writes and syncs, then exit(0)
+ *   exit_inflight exec         the same, then execv("/bin/true")
+ *   exit_inflight exit-waiter  the same, with a second thread blocked in
+ *                              io_getevents on the context, then exit(0)
+ *   exit_inflight return       the same, returning from main without
+ *                              destroying the contexts
+ *
+ * Build: gcc -O2 -Wall -pthread -o exit_inflight exit_inflight.c -laio */
+#include "conform_common.h"
+
+#include <libaio.h>
+#include <poll.h>
+#include <pthread.h>
+
+#define NPOLL 8
+#define NWRITE 48
+#define WSIZE (256 * 1024)
+
+static struct iocb cb[NPOLL + NWRITE + 2];
+static struct iocb *cbp[NPOLL + NWRITE + 2];
+static io_context_t ctx_poll, ctx_write;
+
+static void *waiter(void *a)
+{
+	(void)a;
+	struct io_event e[4];
+	io_getevents(ctx_poll, 1, 4, e, NULL); /* never returns: nothing completes */
+	return NULL;
+}
+
+int main(int argc, char **argv)
+{
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	const char *mode = argc > 1 ? argv[1] : "exit";
+	printf("mode %s\n", mode);
+	make_tmpdir();
+	int fd = tmpfile_open("big", O_RDWR | O_TRUNC);
+	/* The directory and file go away now; the descriptor stays usable. */
+	rm_tmpdir();
+
+	int p[2];
+	if (pipe(p) != 0)
+		return 2;
+	printf("io_setup(poll) = %s\n", negret(io_setup(NPOLL + 4, &ctx_poll)));
+	printf("io_setup(write) = %s\n", negret(io_setup(NWRITE + 4, &ctx_write)));
+
+	for (int i = 0; i < NPOLL; i++) {
+		io_prep_poll(&cb[i], p[0], POLLIN);
+		cb[i].data = (void *)(uintptr_t)i;
+		cbp[i] = &cb[i];
+	}
+	printf("io_submit(%d POLLs on an empty pipe) = %s\n", NPOLL, negret(io_submit(ctx_poll, NPOLL, cbp)));
+
+	char *buf = malloc(WSIZE);
+	fill(buf, WSIZE, 3);
+	for (int i = 0; i < NWRITE; i++) {
+		int k = NPOLL + i;
+		io_prep_pwrite(&cb[k], fd, buf, WSIZE, (long long)i * WSIZE);
+		cb[k].data = (void *)(uintptr_t)k;
+		cbp[k] = &cb[k];
+	}
+	io_prep_fsync(&cb[NPOLL + NWRITE], fd);
+	cbp[NPOLL + NWRITE] = &cb[NPOLL + NWRITE];
+	io_prep_fdsync(&cb[NPOLL + NWRITE + 1], fd);
+	cbp[NPOLL + NWRITE + 1] = &cb[NPOLL + NWRITE + 1];
+	printf("io_submit(%d writes of %d KiB + fsync + fdsync) = %s\n", NWRITE, WSIZE / 1024,
+	       negret(io_submit(ctx_write, NWRITE + 2, &cbp[NPOLL])));
+
+	struct timespec z = { 0, 0 };
+	struct io_event e[NPOLL];
+	printf("io_getevents(poll ctx, 0, %d, {0,0}) = %s\n", NPOLL, negret(io_getevents(ctx_poll, 0, NPOLL, e, &z)));
+
+	if (!strcmp(mode, "exit-waiter")) {
+		pthread_t th;
+		pthread_create(&th, NULL, waiter, NULL);
+		sleep_ms(20);
+		printf("waiter thread started\n");
+	}
+
+	/* The buffer is freed only by the process going away. */
+	if (!strcmp(mode, "exec")) {
+		printf("execv /bin/true\n");
+		fflush(stdout);
+		char *av[] = { "/bin/true", NULL };
+		execv("/bin/true", av);
+		printf("execv failed: %s\n", ename(errno));
+		return 1;
+	}
+	if (!strcmp(mode, "return")) {
+		printf("return 0 from main\n");
+		return 0;
+	}
+	printf("exit(0)\n");
+	exit(0);
+}
