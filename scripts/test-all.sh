@@ -4,6 +4,12 @@
 # plus the seccomp fallback test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Programs the drop-in tests run (unmodified fio, qemu-img; libaio.h for the C ones).
+if ! command -v fio >/dev/null || ! command -v qemu-img >/dev/null || [ ! -e /usr/include/libaio.h ]; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fio qemu-utils libaio-dev >/dev/null
+    fi
+fi
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== all tests, automatic backend (io_uring here)"
