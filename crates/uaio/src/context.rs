@@ -470,7 +470,7 @@ impl Context {
                     if !f.readable() {
                         return Err(Errno::BADF);
                     }
-                    if f.is_dir() {
+                    if f.is_dir() || (f.is_anon_inode() && !f.anon_reads_iter()) {
                         return Err(Errno::INVAL);
                     }
                 }

@@ -80,6 +80,16 @@ impl FdInfo {
         self.mode() & S_IFMT == 0
     }
 
+    /// An anonymous inode whose kind implements `read_iter` (eventfd,
+    /// timerfd, signalfd); epoll, inotify, fanotify and the rest do not, and
+    /// the kernel refuses AIO reads of them. The kind is the name the
+    /// kernel gives the file (`anon_inode:[eventfd]`).
+    pub(crate) fn anon_reads_iter(&mut self) -> bool {
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", self.fd)).unwrap_or_default();
+        let name = link.to_string_lossy();
+        ["[eventfd]", "[timerfd]", "[signalfd]"].iter().any(|k| name.ends_with(k))
+    }
+
     /// The file can take `RWF_ATOMIC` writes: a regular file or block
     /// device opened `O_DIRECT` whose atomic write unit (statx) is non-zero.
     pub(crate) fn can_atomic_write(&mut self) -> bool {

@@ -2,6 +2,7 @@
 
 use crate::Case;
 
+mod anon;
 mod cancel_destroy;
 mod concurrency;
 mod core;
@@ -21,5 +22,6 @@ pub(crate) fn all() -> Vec<Case> {
     v.extend(cancel_destroy::cases());
     v.extend(process::cases());
     v.extend(concurrency::cases());
+    v.extend(anon::cases());
     v
 }
