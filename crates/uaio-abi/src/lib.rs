@@ -8,6 +8,7 @@
 //! offsets (x86-64 and other little-endian 64-bit targets).
 #![no_std]
 #![deny(missing_docs)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 use core::mem::{offset_of, size_of};
 

@@ -12,6 +12,8 @@
 //! `errno` alone, as libaio does; `syscall()` keeps the kernel's `-1` and
 //! `errno` convention. No constructor runs and no thread starts until the
 //! first `io_setup`.
+#![deny(missing_docs, missing_debug_implementations)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -278,8 +280,9 @@ pub unsafe extern "C" fn syscall(
     a6: c_long,
 ) -> c_long {
     let saved = errno();
-    // SAFETY (all arms): the arguments are the caller's, with the system
-    // call's meaning; uaio's raw functions check every pointer.
+    // SAFETY: in every arm the arguments are the caller's, with the system
+    // call's meaning (this function's contract); uaio's raw functions check
+    // every pointer, and other numbers go unchanged to the C library.
     let r = unsafe {
         match n {
             libc::SYS_io_setup => raw::io_setup(a1 as u32, a2 as *mut aio_context_t),

@@ -6,6 +6,7 @@
 //!   dynamically linked program on uaio's drop-in `libaio.so.1` (both first on
 //!   the library path and preloaded, which also catches `syscall(SYS_io_*)`).
 //! - `uaio info` shows the backend and limits.
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;

@@ -4,6 +4,7 @@
 //! deliberate extensions are cases whose traces must differ exactly as
 //! documented.
 #![deny(missing_docs, missing_debug_implementations)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 use std::fmt::Write as _;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -81,18 +82,27 @@ impl Aio for Kernel {
         "kernel"
     }
     unsafe fn setup(&self, nr: u32, ctxp: *mut u64) -> i64 {
+        // SAFETY: the caller upholds the system call's contract (see the
+        // trait's # Safety); the kernel checks every pointer itself.
         sc(unsafe { libc::syscall(libc::SYS_io_setup, nr as libc::c_long, ctxp) })
     }
     unsafe fn destroy(&self, ctx: u64) -> i64 {
+        // SAFETY: io_destroy takes no pointer; the handle is only looked up.
         sc(unsafe { libc::syscall(libc::SYS_io_destroy, ctx) })
     }
     unsafe fn submit(&self, ctx: u64, nr: i64, iocbpp: *mut *mut iocb) -> i64 {
+        // SAFETY: the caller upholds the system call's contract (see the
+        // trait's # Safety); the kernel checks every pointer itself.
         sc(unsafe { libc::syscall(libc::SYS_io_submit, ctx, nr, iocbpp) })
     }
     unsafe fn cancel(&self, ctx: u64, cb: *mut iocb, res: *mut io_event) -> i64 {
+        // SAFETY: the caller upholds the system call's contract (see the
+        // trait's # Safety); the kernel checks every pointer itself.
         sc(unsafe { libc::syscall(libc::SYS_io_cancel, ctx, cb, res) })
     }
     unsafe fn getevents(&self, ctx: u64, min_nr: i64, nr: i64, ev: *mut io_event, ts: *mut libc::timespec) -> i64 {
+        // SAFETY: the caller upholds the system call's contract (see the
+        // trait's # Safety); the kernel checks every pointer itself.
         sc(unsafe { libc::syscall(libc::SYS_io_getevents, ctx, min_nr, nr, ev, ts) })
     }
     unsafe fn pgetevents(
@@ -104,6 +114,8 @@ impl Aio for Kernel {
         ts: *mut libc::timespec,
         sig: *const aio_sigset,
     ) -> i64 {
+        // SAFETY: the caller upholds the system call's contract (see the
+        // trait's # Safety); the kernel checks every pointer itself.
         sc(unsafe { libc::syscall(SYS_IO_PGETEVENTS, ctx, min_nr, nr, ev, ts, sig) })
     }
 }
@@ -113,18 +125,27 @@ impl Aio for Uaio {
         "uaio"
     }
     unsafe fn setup(&self, nr: u32, ctxp: *mut u64) -> i64 {
+        // SAFETY: the caller upholds the system call's contract (see the
+        // trait's # Safety), which is uaio::raw's contract too.
         unsafe { uaio::raw::io_setup(nr, ctxp) }
     }
     unsafe fn destroy(&self, ctx: u64) -> i64 {
+        // SAFETY: io_destroy takes no pointer; the handle is only looked up.
         unsafe { uaio::raw::io_destroy(ctx) }
     }
     unsafe fn submit(&self, ctx: u64, nr: i64, iocbpp: *mut *mut iocb) -> i64 {
+        // SAFETY: the caller upholds the system call's contract (see the
+        // trait's # Safety), which is uaio::raw's contract too.
         unsafe { uaio::raw::io_submit(ctx, nr, iocbpp) }
     }
     unsafe fn cancel(&self, ctx: u64, cb: *mut iocb, res: *mut io_event) -> i64 {
+        // SAFETY: the caller upholds the system call's contract (see the
+        // trait's # Safety), which is uaio::raw's contract too.
         unsafe { uaio::raw::io_cancel(ctx, cb, res) }
     }
     unsafe fn getevents(&self, ctx: u64, min_nr: i64, nr: i64, ev: *mut io_event, ts: *mut libc::timespec) -> i64 {
+        // SAFETY: the caller upholds the system call's contract (see the
+        // trait's # Safety), which is uaio::raw's contract too.
         unsafe { uaio::raw::io_getevents(ctx, min_nr, nr, ev, ts) }
     }
     unsafe fn pgetevents(
@@ -136,6 +157,8 @@ impl Aio for Uaio {
         ts: *mut libc::timespec,
         sig: *const aio_sigset,
     ) -> i64 {
+        // SAFETY: the caller upholds the system call's contract (see the
+        // trait's # Safety), which is uaio::raw's contract too.
         unsafe { uaio::raw::io_pgetevents(ctx, min_nr, nr, ev, ts, sig) }
     }
 }
@@ -398,6 +421,8 @@ impl<'a> Env<'a> {
 
     /// Whole content of a file, recorded as length and checksum.
     pub fn record_file(&mut self, fd: &OwnedFd) {
+        // SAFETY: libc::stat is plain integer fields, for which all-zero bytes
+        // are a valid value.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         // SAFETY: fstat on an open descriptor into a valid struct.
         unsafe { libc::fstat(fd.as_raw_fd(), &mut st) };

@@ -3,6 +3,7 @@
 //! profile does), then runs the whole conformance suite against the kernel
 //! and uaio. uaio must pick the thread pool by itself and agree with the
 //! kernel on every case.
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 #[repr(C)]
 struct SockFilter {

@@ -22,6 +22,7 @@
 //! `UAIO_BACKEND` picks uaio's backend as usual.
 //!
 //! Run with `cargo run --release -p uaio --example quickbench`.
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 use std::error::Error;
 use std::fmt::Write as _;

@@ -27,6 +27,7 @@
 //! # }
 //! ```
 #![deny(missing_docs, missing_debug_implementations)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 mod api;
 mod backend;

@@ -1,4 +1,5 @@
 //! The safe API: owned buffers come back, cancellation, destroy on drop.
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;

@@ -1,6 +1,7 @@
 //! The thread-pool backend's life cycle: threads named and started on
 //! demand, gone after the last context, and a fork child able to work while
 //! the parent's workers run. One test, so nothing else shares the pool.
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};

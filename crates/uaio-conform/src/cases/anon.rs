@@ -39,7 +39,11 @@ pub(crate) fn cases() -> Vec<Case> {
                 it_value: libc::timespec { tv_sec: 0, tv_nsec: 1000 },
             };
             libc::timerfd_settime(t, 0, &its, std::ptr::null_mut());
-            (own(t), own(libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC)), own(libc::epoll_create1(libc::EPOLL_CLOEXEC)))
+            (
+                own(t),
+                own(libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC)),
+                own(libc::epoll_create1(libc::EPOLL_CLOEXEC)),
+            )
         };
         std::thread::sleep(std::time::Duration::from_millis(2));
         let efd = eventfd();

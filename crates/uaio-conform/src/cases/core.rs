@@ -17,15 +17,24 @@ pub(crate) fn cases() -> Vec<Case> {
         }),
         c("setup/ctxp_not_zero", |e| {
             let mut ctx = 1u64;
+            // SAFETY: valid pointer to a live local; both implementations read
+            // the 1 there and refuse it (EINVAL) without writing.
             let r = unsafe { e.aio.setup(4, &mut ctx) };
             e.rec(format!("setup = {}", ret(r)));
         }),
         c("setup/ctxp_null", |e| {
+            // SAFETY: the pointer is deliberately null; both implementations
+            // must report EFAULT without dereferencing it in this process (the
+            // kernel checks it, uaio probes it with a fault-recovering copy).
             let r = unsafe { e.aio.setup(4, std::ptr::null_mut()) };
             e.rec(format!("setup = {}", ret(r)));
         }),
         c("setup/ctxp_readonly", |e| {
             let p = read_only_page(&[0u8; 8]);
+            // SAFETY: p is a leaked read-only page holding 0: reading it is
+            // fine, and the failed write of the handle is reported as EFAULT
+            // (the kernel checks it, uaio uses a fault-recovering copy) instead
+            // of faulting here.
             let r = unsafe { e.aio.setup(4, p as *mut u64) };
             e.rec(format!("setup = {}", ret(r)));
         }),
@@ -42,6 +51,9 @@ pub(crate) fn cases() -> Vec<Case> {
         c("setup/ring_header", |e| {
             for nr in [1u32, 4, 100, 128, 1000, 4096] {
                 let ctx = e.setup(nr);
+                // SAFETY: setup succeeded, so ctx is the address of the
+                // context's ring, mapped in the kernel's struct aio_ring layout
+                // by both implementations and alive until the case ends.
                 let h = unsafe { *(ctx as *const aio_ring) };
                 e.rec(format!(
                     "nr_events={nr} ring nr={} head={} tail={} magic={:#x} compat={} incompat={} hlen={}",
@@ -52,6 +64,9 @@ pub(crate) fn cases() -> Vec<Case> {
         c("setup/ring_ids_count_up", |e| {
             let a = e.setup(4);
             let b = e.setup(4);
+            // SAFETY: a and b are the addresses of two live rings (struct
+            // aio_ring layout, mapped by both implementations until the case
+            // ends).
             let (ia, ib) = unsafe { ((*(a as *const aio_ring)).id, (*(b as *const aio_ring)).id) };
             e.rec(format!("second id - first id = {}", ib as i64 - ia as i64));
         }),
@@ -64,23 +79,39 @@ pub(crate) fn cases() -> Vec<Case> {
         }),
         c("submit/negative_nr_and_zero", |e| {
             let ctx = e.setup(4);
+            // SAFETY: nr < 0 is refused before the (null) array is looked at.
             let r = unsafe { e.aio.submit(ctx, -1, std::ptr::null_mut()) };
             e.rec(format!("nr=-1 = {}", ret(r)));
+            // SAFETY: nr == 0 returns before the (null) array is looked at.
             let r = unsafe { e.aio.submit(ctx, 0, std::ptr::null_mut()) };
             e.rec(format!("nr=0 = {}", ret(r)));
+            // SAFETY: nr == 0 with a bad handle: nothing is dereferenced; the
+            // handle is only looked up.
             let r = unsafe { e.aio.submit(0, 0, std::ptr::null_mut()) };
             e.rec(format!("bad ctx nr=0 = {}", ret(r)));
         }),
         c("submit/array_unreadable", |e| {
             let ctx = e.setup(4);
+            // SAFETY: the array pointer is deliberately a PROT_NONE page; both
+            // implementations must report EFAULT without dereferencing it in
+            // this process (the kernel checks it, uaio probes it with a
+            // fault-recovering copy).
             let r = unsafe { e.aio.submit(ctx, 1, no_access_page() as *mut *mut iocb) };
             e.rec(format!("= {}", ret(r)));
+            // SAFETY: the array pointer is deliberately null; both
+            // implementations must report EFAULT without dereferencing it in
+            // this process (the kernel checks it, uaio probes it with a
+            // fault-recovering copy).
             let r = unsafe { e.aio.submit(ctx, 1, std::ptr::null_mut()) };
             e.rec(format!("null = {}", ret(r)));
         }),
         c("submit/iocb_unreadable", |e| {
             let ctx = e.setup(4);
             let mut p = [no_access_page() as *mut iocb];
+            // SAFETY: p is a live local array whose one entry deliberately
+            // points to a PROT_NONE page; reading that iocb must give EFAULT
+            // (the kernel checks it, uaio probes it with a fault-recovering
+            // copy).
             let r = unsafe { e.aio.submit(ctx, 1, p.as_mut_ptr()) };
             e.rec(format!("= {}", ret(r)));
         }),
@@ -270,6 +301,9 @@ pub(crate) fn cases() -> Vec<Case> {
             let mut n = 0;
             loop {
                 let mut p = [&mut cbs[n] as *mut iocb];
+                // SAFETY: p holds a pointer to a live iocb of cbs; the iocb is
+                // read (and its aio_key written) only during the call, and a
+                // poll request has no buffer.
                 let r = unsafe { e.aio.submit(ctx, 1, p.as_mut_ptr()) };
                 if r != 1 {
                     e.rec(format!("submitted {n}, then {}", ret(r)));
@@ -340,6 +374,9 @@ pub(crate) fn cases() -> Vec<Case> {
             let ctx = e.setup(4);
             let (r, w) = pipe();
             drop(r);
+            // SAFETY: SIG_IGN installs no handler code; it only makes the write
+            // to the closed pipe fail with EPIPE instead of killing the
+            // process.
             unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
             let buf = [1u8; 4];
             let mut a = cb(IOCB_CMD_PWRITE, w.as_raw_fd(), buf.as_ptr() as u64, 4, 0, 1);
@@ -363,9 +400,12 @@ pub(crate) fn cases() -> Vec<Case> {
             let mut b = cb(IOCB_CMD_POLL, r.as_raw_fd(), libc::POLLIN as u64, 0, 0, 2);
             e.submit(ctx, &mut [&mut b]);
             e.getevents(ctx, 0, 1, Some(Duration::ZERO));
+            // SAFETY: b is a live local iocb, only read by io_cancel; the
+            // result pointer is null and unused by both implementations.
             let res = unsafe { e.aio.cancel(ctx, &mut b, std::ptr::null_mut()) };
             e.rec(format!("cancel = {}", ret(res)));
             e.reap(ctx, 1);
+            // SAFETY: as above.
             let res = unsafe { e.aio.cancel(ctx, &mut b, std::ptr::null_mut()) };
             e.rec(format!("cancel again = {}", ret(res)));
         }),
@@ -377,6 +417,8 @@ pub(crate) fn cases() -> Vec<Case> {
             let wfd = w.as_raw_fd();
             let t = std::thread::spawn(move || {
                 std::thread::sleep(Duration::from_millis(20));
+                // SAFETY: one-byte write from a static buffer to the pipe's
+                // write end, which the case keeps open until after the join.
                 unsafe { libc::write(wfd, b"x".as_ptr().cast(), 1) };
             });
             e.reap(ctx, 1);
@@ -384,15 +426,23 @@ pub(crate) fn cases() -> Vec<Case> {
         }),
         c("cancel/rules", |e| {
             let ctx = e.setup(4);
+            // SAFETY: the iocb pointer is deliberately null; both
+            // implementations must report EFAULT without dereferencing it in
+            // this process (the kernel checks it, uaio probes it with a
+            // fault-recovering copy).
             let r = unsafe { e.aio.cancel(ctx, std::ptr::null_mut(), std::ptr::null_mut()) };
             e.rec(format!("null iocb = {}", ret(r)));
             let mut a = cb(IOCB_CMD_PREAD, 0, 0, 0, 0, 1);
             a.aio_key = 1;
+            // SAFETY: a is a live local iocb, only read by io_cancel; the
+            // result pointer is null and unused by both implementations.
             let r = unsafe { e.aio.cancel(ctx, &mut a, std::ptr::null_mut()) };
             e.rec(format!("key 1 = {}", ret(r)));
             a.aio_key = 0;
+            // SAFETY: as above; the handle is only looked up.
             let r = unsafe { e.aio.cancel(0, &mut a, std::ptr::null_mut()) };
             e.rec(format!("bad ctx = {}", ret(r)));
+            // SAFETY: as above.
             let r = unsafe { e.aio.cancel(ctx, &mut a, std::ptr::null_mut()) };
             e.rec(format!("never submitted = {}", ret(r)));
         }),
@@ -403,9 +453,16 @@ pub(crate) fn cases() -> Vec<Case> {
             e.getevents(ctx, 0, -1, Some(Duration::ZERO));
             e.getevents(ctx, 2, 1, Some(Duration::ZERO));
             e.getevents(ctx, 0, 0, None);
+            // SAFETY: the timeout pointer is deliberately a PROT_NONE page;
+            // both implementations check it first and must report EFAULT
+            // without dereferencing it in this process (the kernel checks it,
+            // uaio probes it with a fault-recovering copy), so the null events
+            // array is never used.
             let r =
                 unsafe { e.aio.getevents(ctx, 0, 1, std::ptr::null_mut(), no_access_page() as *mut libc::timespec) };
             e.rec(format!("bad timeout = {}", ret(r)));
+            // SAFETY: as above, with a bad handle as well: the timeout is still
+            // checked first, and the handle is only looked up.
             let r = unsafe { e.aio.getevents(0, 0, 1, std::ptr::null_mut(), no_access_page() as *mut libc::timespec) };
             e.rec(format!("bad timeout bad ctx = {}", ret(r)));
         }),
@@ -421,6 +478,10 @@ pub(crate) fn cases() -> Vec<Case> {
             e.submit(ctx, &mut [&mut a]);
             std::thread::sleep(Duration::from_millis(20));
             let mut ts = libc::timespec { tv_sec: 1, tv_nsec: 0 };
+            // SAFETY: ts is a live local; the events pointer is deliberately a
+            // PROT_NONE page, and writing the ready event there must give
+            // EFAULT (the kernel checks it, uaio uses a fault-recovering copy)
+            // without faulting here.
             let r = unsafe { e.aio.getevents(ctx, 1, 1, no_access_page() as *mut io_event, &mut ts) };
             e.rec(format!("bad events = {}", ret(r)));
             e.reap(ctx, 1);
@@ -434,13 +495,24 @@ pub(crate) fn cases() -> Vec<Case> {
             let ring = ctx as *mut aio_ring;
             let mut spins = 0;
             loop {
+                // SAFETY: ctx is the address of the live context's ring (struct
+                // aio_ring layout, mapped read/write by both implementations
+                // until the case ends).
                 let tail = unsafe { std::ptr::read_volatile(&(*ring).tail) };
+                // SAFETY: as above.
                 let head = unsafe { std::ptr::read_volatile(&(*ring).head) };
                 if tail != head {
                     std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+                    // SAFETY: head < nr as the implementation keeps it (nothing
+                    // in this case corrupts it), so the slot lies inside the
+                    // ring mapping, and tail != head means it holds a published
+                    // event.
                     let ev = unsafe { *((ctx + 32 + 32 * head as u64) as *const io_event) };
                     let l = e.ev(&ev);
                     e.rec(format!("from ring: {l}"));
+                    // SAFETY: the ring header is the program's to write:
+                    // advancing head is how a user-space reaper consumes the
+                    // event it has read.
                     unsafe { std::ptr::write_volatile(&mut (*ring).head, (head + 1) % (*ring).nr) };
                     break;
                 }
@@ -455,13 +527,17 @@ pub(crate) fn cases() -> Vec<Case> {
         }),
         c("destroy/rules", |e| {
             let ctx = e.setup(4);
+            // SAFETY: io_destroy takes no pointer; the handle is only looked
+            // up.
             let r = unsafe { e.aio.destroy(ctx) };
             e.rec(format!("destroy = {}", ret(r)));
+            // SAFETY: as above; the second destroy finds nothing (EINVAL).
             let r = unsafe { e.aio.destroy(ctx) };
             e.rec(format!("again = {}", ret(r)));
             e.getevents(ctx, 0, 1, Some(Duration::ZERO));
             let mut a = cb(IOCB_CMD_PREAD, 0, 0, 0, 0, 1);
             e.submit(ctx, &mut [&mut a]);
+            // SAFETY: as above; handle 0 is invalid (EINVAL).
             let r = unsafe { e.aio.destroy(0) };
             e.rec(format!("destroy 0 = {}", ret(r)));
         }),
@@ -474,9 +550,14 @@ pub(crate) fn cases() -> Vec<Case> {
                 let mut evs = [io_event::default(); 1];
                 let mut ts = libc::timespec { tv_sec: 5, tv_nsec: 0 };
                 let a: &dyn Aio = if is_kernel { &Kernel } else { &Uaio };
+                // SAFETY: evs and ts are locals of this thread, alive for the
+                // whole call; the context being destroyed meanwhile is
+                // reported, not a memory hazard.
                 unsafe { a.getevents(ctx, 1, 1, evs.as_mut_ptr(), &mut ts) }
             });
             std::thread::sleep(Duration::from_millis(50));
+            // SAFETY: io_destroy takes no pointer; the handle is only looked
+            // up.
             let r = unsafe { e.aio.destroy(ctx) };
             e.rec(format!("destroy = {}", ret(r)));
             let w = t.join().unwrap();
@@ -491,11 +572,18 @@ pub(crate) fn cases() -> Vec<Case> {
                 let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
                 out.push(format!(
                     "child getevents = {}",
+                    // SAFETY: evs and ts are live locals of the child; the
+                    // parent's handle is only looked up.
                     ret(unsafe { a.getevents(ctx, 0, 1, evs.as_mut_ptr(), &mut ts) })
                 ));
+                // SAFETY: io_destroy takes no pointer; the parent's handle is
+                // only looked up.
                 out.push(format!("child destroy = {}", ret(unsafe { a.destroy(ctx) })));
                 let mut c2 = 0u64;
+                // SAFETY: valid pointer to a live local holding 0.
                 out.push(format!("child setup = {}", ret(unsafe { a.setup(4, &mut c2) })));
+                // SAFETY: destroying the child's own context; no pointer
+                // involved.
                 out.push(format!("child destroy own = {}", ret(unsafe { a.destroy(c2) })));
             });
             for l in lines {
@@ -536,10 +624,16 @@ pub(crate) fn cases() -> Vec<Case> {
                 let feeder = e.is_kernel().then(|| {
                     std::thread::spawn(move || {
                         std::thread::sleep(Duration::from_millis(50));
+                        // SAFETY: four-byte write from a static buffer to the
+                        // pipe's write end, which the case keeps open until
+                        // after the join.
                         unsafe { libc::write(wfd, b"abcd".as_ptr().cast(), 4) };
                     })
                 });
                 e.submit(ctx, &mut [&mut a]);
+                // SAFETY: a is a live iocb, only read by io_cancel; its buffer
+                // stays alive until the event is reaped below, and the result
+                // pointer is null and unused by both implementations.
                 let res = unsafe { e.aio.cancel(ctx, &mut a, std::ptr::null_mut()) };
                 e.rec(format!("cancel = {}", ret(res)));
                 e.reap(ctx, 1);

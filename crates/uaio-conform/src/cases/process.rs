@@ -246,22 +246,22 @@ pub(crate) fn cases() -> Vec<Case> {
                 let mut p = [&mut a as *mut iocb];
                 // SAFETY: a valid iocb; the handle is the parent's.
                 out.push(format!("child submit = {}", ret(unsafe { aio.submit(ctx, 1, p.as_mut_ptr()) })));
-                // SAFETY: the parent's pending iocb, inherited memory.
                 out.push(format!(
                     "child cancel = {}",
+                    // SAFETY: the parent's pending iocb, inherited memory.
                     ret(unsafe { aio.cancel(ctx, pp as *mut iocb, std::ptr::null_mut()) })
                 ));
                 let mut ev = [io_event::default(); 1];
                 let mut t = ts(0, 0);
                 let s = aio_sigset { sigmask: std::ptr::null(), sigsetsize: 8 };
-                // SAFETY: room for one event.
                 out.push(format!(
                     "child pgetevents = {}",
+                    // SAFETY: room for one event.
                     ret(unsafe { aio.pgetevents(ctx, 0, 1, ev.as_mut_ptr(), &mut t, &s) })
                 ));
-                // SAFETY: as above.
                 out.push(format!(
                     "child getevents = {}",
+                    // SAFETY: as above.
                     ret(unsafe { aio.getevents(ctx, 0, 1, ev.as_mut_ptr(), &mut t) })
                 ));
                 // SAFETY: destroying the parent's handle must fail.

@@ -135,6 +135,7 @@ pub(crate) fn cases() -> Vec<Case> {
                 (*r).incompat_features = saved.incompat_features;
                 (*r).header_length = saved.header_length;
             }
+            // SAFETY: reading nr from the header of the live context's ring.
             e.rec(format!("nr unchanged = {}", unsafe { (*r).nr } == saved.nr));
         }),
         c("ring/corrupted_id_makes_handle_invalid", |e| {
