@@ -3,9 +3,9 @@
 //! The kernel reads iocbs, pointer arrays and iovecs, and writes `aio_key` and
 //! events, with instructions that may fault; a fault turns into `EFAULT`
 //! through its exception table. uaio does the same in user space: every such
-//! copy goes through one `rep movsb` instruction whose address is known, and a
-//! `SIGSEGV`/`SIGBUS` handler that sees a fault at exactly that instruction
-//! resumes execution after it with the count of bytes left. Faults anywhere
+//! copy goes through one small assembly routine whose address range is
+//! known, and a `SIGSEGV`/`SIGBUS` handler that sees a fault inside that range
+//! resumes execution at the routine's failure exit. Faults anywhere
 //! else are handed to the handler that was installed before (or the default
 //! action), so the application's own crash handling is untouched.
 //!
@@ -40,6 +40,9 @@ pub(crate) fn access_ok(addr: u64, len: u64) -> bool {
 mod arch {
     use std::sync::OnceLock;
 
+    // Copies `rdx` bytes from `rsi` to `rdi`, eight at a time, then the
+    // tail byte by byte. Returns 0; a fault anywhere between `begin` and
+    // `end` resumes at `fault`, which returns 1.
     core::arch::global_asm!(
         ".pushsection .text.uaio_uaccess,\"ax\",@progbits",
         ".p2align 4",
@@ -47,25 +50,50 @@ mod arch {
         ".hidden uaio_uaccess_copy",
         ".type uaio_uaccess_copy,@function",
         "uaio_uaccess_copy:",
-        "    mov rcx, rdx",
-        ".globl uaio_uaccess_insn",
-        ".hidden uaio_uaccess_insn",
-        "uaio_uaccess_insn:",
-        "    rep movsb",
-        ".globl uaio_uaccess_resume",
-        ".hidden uaio_uaccess_resume",
-        "uaio_uaccess_resume:",
-        "    mov rax, rcx",
+        "    xor eax, eax",
+        ".globl uaio_uaccess_begin",
+        ".hidden uaio_uaccess_begin",
+        "uaio_uaccess_begin:",
+        "    cmp rdx, 8",
+        "    jb 2f",
+        "1:",
+        "    mov rcx, qword ptr [rsi]",
+        "    mov qword ptr [rdi], rcx",
+        "    add rsi, 8",
+        "    add rdi, 8",
+        "    sub rdx, 8",
+        "    cmp rdx, 8",
+        "    jae 1b",
+        "2:",
+        "    test rdx, rdx",
+        "    jz 3f",
+        "4:",
+        "    mov cl, byte ptr [rsi]",
+        "    mov byte ptr [rdi], cl",
+        "    inc rsi",
+        "    inc rdi",
+        "    dec rdx",
+        "    jnz 4b",
+        "3:",
+        ".globl uaio_uaccess_end",
+        ".hidden uaio_uaccess_end",
+        "uaio_uaccess_end:",
+        "    ret",
+        ".globl uaio_uaccess_fault",
+        ".hidden uaio_uaccess_fault",
+        "uaio_uaccess_fault:",
+        "    mov eax, 1",
         "    ret",
         ".size uaio_uaccess_copy, .-uaio_uaccess_copy",
         ".popsection",
     );
 
     extern "C" {
-        /// Copies `len` bytes; returns the number of bytes NOT copied.
+        /// Copies `len` bytes; returns 0, or non-zero when a fault stopped it.
         fn uaio_uaccess_copy(dst: *mut u8, src: *const u8, len: usize) -> usize;
-        static uaio_uaccess_insn: u8;
-        static uaio_uaccess_resume: u8;
+        static uaio_uaccess_begin: u8;
+        static uaio_uaccess_end: u8;
+        static uaio_uaccess_fault: u8;
     }
 
     /// Handlers in place before ours: index 0 for SIGSEGV, 1 for SIGBUS.
@@ -75,12 +103,12 @@ mod arch {
         // SAFETY: the kernel passes a valid ucontext_t to an SA_SIGINFO handler.
         let uc = unsafe { &mut *(uctx as *mut libc::ucontext_t) };
         let rip = uc.uc_mcontext.gregs[libc::REG_RIP as usize] as usize;
-        let insn = core::ptr::addr_of!(uaio_uaccess_insn) as usize;
-        if rip == insn {
-            // Resuming after the faulting `rep movsb`, with rcx holding the
-            // count of bytes left, is what the asm routine expects.
-            let resume = core::ptr::addr_of!(uaio_uaccess_resume) as usize;
-            uc.uc_mcontext.gregs[libc::REG_RIP as usize] = resume as i64;
+        let begin = core::ptr::addr_of!(uaio_uaccess_begin) as usize;
+        let end = core::ptr::addr_of!(uaio_uaccess_end) as usize;
+        if (begin..end).contains(&rip) {
+            // Resume at the routine's failure exit, which reports the fault.
+            let fault = core::ptr::addr_of!(uaio_uaccess_fault) as usize;
+            uc.uc_mcontext.gregs[libc::REG_RIP as usize] = fault as i64;
             return;
         }
         forward(sig, info, uctx);
