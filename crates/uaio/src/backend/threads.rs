@@ -143,7 +143,6 @@ struct Pool {
 }
 
 static POOL: AtomicPtr<Pool> = AtomicPtr::new(std::ptr::null_mut());
-static POOL_INIT: std::sync::Once = std::sync::Once::new();
 
 fn max_threads() -> usize {
     std::env::var("UAIO_THREADS")
@@ -153,29 +152,38 @@ fn max_threads() -> usize {
         .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() * 4).unwrap_or(8).clamp(4, 64))
 }
 
-fn new_pool() -> *mut Pool {
+/// The process's pool, created on first use (again in a fork child).
+fn pool() -> &'static Pool {
+    let p = POOL.load(Ordering::Acquire);
+    if !p.is_null() {
+        // SAFETY: pools are never freed (a fork child's old one is leaked).
+        return unsafe { &*p };
+    }
     let poll_wake =
         rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK)
             .expect("eventfd for the poller");
-    Box::into_raw(Box::new(Pool {
+    let fresh = Box::into_raw(Box::new(Pool {
         st: Mutex::new(PoolState::default()),
         cv: Condvar::new(),
         poll_wake,
         max_threads: max_threads(),
-    }))
-}
-
-fn pool() -> &'static Pool {
-    POOL_INIT.call_once(|| POOL.store(new_pool(), Ordering::SeqCst));
-    // SAFETY: set above, never freed (a fork child's replaced pool is leaked).
-    unsafe { &*POOL.load(Ordering::SeqCst) }
-}
-
-/// Called in a fork child: the parent's threads do not exist here.
-pub(crate) fn after_fork_in_child() {
-    if !POOL.load(Ordering::SeqCst).is_null() {
-        POOL.store(new_pool(), Ordering::SeqCst);
+    }));
+    match POOL.compare_exchange(std::ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
+        // SAFETY: just published, never freed.
+        Ok(_) => unsafe { &*fresh },
+        Err(other) => {
+            // SAFETY: ours lost the race and was never shared.
+            drop(unsafe { Box::from_raw(fresh) });
+            // SAFETY: as above.
+            unsafe { &*other }
+        }
     }
+}
+
+/// Called in a fork child: the parent's threads do not exist here, and its
+/// pool's locks may be held; the next use creates a new pool.
+pub(crate) fn after_fork_in_child() {
+    POOL.store(std::ptr::null_mut(), Ordering::SeqCst);
 }
 
 /// Number of pool and poller threads alive now.
