@@ -152,16 +152,21 @@ fn max_threads() -> usize {
         .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() * 4).unwrap_or(8).clamp(4, 64))
 }
 
-/// The process's pool, created on first use (again in a fork child).
+/// The process's pool. It exists whenever a [`Threads`] does (created by
+/// [`try_pool`] in [`Threads::new`]).
 fn pool() -> &'static Pool {
+    try_pool().expect("the pool exists while a context uses it")
+}
+
+/// The process's pool, created on first use (again in a fork child).
+fn try_pool() -> Result<&'static Pool, Errno> {
     let p = POOL.load(Ordering::Acquire);
     if !p.is_null() {
         // SAFETY: pools are never freed (a fork child's old one is leaked).
-        return unsafe { &*p };
+        return Ok(unsafe { &*p });
     }
     let poll_wake =
-        rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK)
-            .expect("eventfd for the poller");
+        rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK)?;
     let fresh = Box::into_raw(Box::new(Pool {
         st: Mutex::new(PoolState::default()),
         cv: Condvar::new(),
@@ -170,12 +175,12 @@ fn pool() -> &'static Pool {
     }));
     match POOL.compare_exchange(std::ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
         // SAFETY: just published, never freed.
-        Ok(_) => unsafe { &*fresh },
+        Ok(_) => Ok(unsafe { &*fresh }),
         Err(other) => {
             // SAFETY: ours lost the race and was never shared.
             drop(unsafe { Box::from_raw(fresh) });
             // SAFETY: as above.
-            unsafe { &*other }
+            Ok(unsafe { &*other })
         }
     }
 }
@@ -208,7 +213,7 @@ impl Threads {
     pub(crate) fn new(notify: Option<Arc<OwnedFd>>) -> Result<Threads, Errno> {
         let wake_fd =
             rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK)?;
-        let p = pool();
+        let p = try_pool()?;
         p.st.lock().unwrap_or_else(|e| e.into_inner()).instances += 1;
         Ok(Threads {
             shared: Arc::new(Shared {
