@@ -24,6 +24,9 @@ use crate::ring::{Geometry, Ring};
 use crate::sys::{self, FdInfo};
 use crate::uaccess::{self, access_ok, read_user, write_user};
 
+/// What `vfs_poll` reports for a file without a poll method.
+const DEFAULT_POLLMASK: u32 = (libc::POLLIN | libc::POLLOUT | libc::POLLRDNORM | libc::POLLWRNORM) as u32;
+
 /// Largest byte count of one read or write (`MAX_RW_COUNT`).
 const MAX_RW_COUNT: u64 = 0x7fff_f000;
 /// Every `RWF_*` flag this kernel generation knows.
@@ -191,8 +194,25 @@ fn check_rw_flags_file(flags: u32, f: &mut FdInfo) -> Result<(), Errno> {
 
 /// Copies and checks an iovec array the way `__import_iovec` does.
 fn import_iovecs(addr: u64, n: u64) -> Result<(Box<[iovec]>, u64), Errno> {
+    // The kernel takes the count as an `unsigned int`.
+    let n = n as u32 as u64;
     if n > UIO_MAXIOV {
         return Err(Errno::INVAL);
+    }
+    if n == 1 {
+        // One segment is imported like a plain buffer: a negative length is
+        // refused, then the length is capped at MAX_RW_COUNT before the
+        // range check.
+        let mut one = read_user::<iovec>(addr).map_err(|_| Errno::FAULT)?;
+        if (one.iov_len as i64) < 0 {
+            return Err(Errno::INVAL);
+        }
+        one.iov_len = one.iov_len.min(MAX_RW_COUNT);
+        if !access_ok(one.iov_base, one.iov_len) {
+            return Err(Errno::FAULT);
+        }
+        let total = one.iov_len;
+        return Ok((vec![one].into_boxed_slice(), total));
     }
     let mut v = vec![iovec::default(); n as usize].into_boxed_slice();
     // SAFETY: `v` has room for n iovecs.
@@ -419,6 +439,11 @@ impl Context {
         check_rw_flags(cb.aio_rw_flags, false).ok()?;
         let (iov, addr, len) = import_buffer(cb, vectored).ok()?;
         let count = iov.as_ref().map_or(len as u64, |v| v.iter().map(|e| e.iov_len).sum());
+        if count == 0 {
+            // A zero-length read succeeds before the file is looked at, so
+            // it would prove nothing about the descriptor.
+            return None;
+        }
         let one = iovec { iov_base: addr, iov_len: len as u64 };
         // SAFETY: writing KIOCB_KEY into the application's iocb, as the kernel does.
         unsafe { write_user(obj + 8, &KIOCB_KEY) }.ok()?;
@@ -428,7 +453,15 @@ impl Context {
         };
         let flags = (cb.aio_rw_flags & !RWF_HIPRI) | RWF_NOWAIT;
         let (r, stream) = sys::preadv2(cb.aio_fildes as i32, ptr, n, cb.aio_offset, flags);
-        if r < 0 || ((r as u64) < count && r != 0 && !stream) {
+        // Errors raised before any data moves (would block, no such
+        // descriptor or mode, no read_iter, NOWAIT unsupported) leave no
+        // trace: the full path decides. Any other error may follow a side
+        // effect (an eventfd's counter is taken before the copy faults), so
+        // it is the request's result, as the kernel would report it.
+        let untouched = [libc::EAGAIN, libc::EOPNOTSUPP, libc::EBADF, libc::EINVAL, libc::EISDIR, libc::ESPIPE]
+            .iter()
+            .any(|&e| r == -(e as i64));
+        if untouched || (r > 0 && (r as u64) < count && !stream) {
             // Would block, failed, or served only in part: undo the key
             // write if it changed anything and let the full path decide.
             if cb.aio_key != KIOCB_KEY {
@@ -477,6 +510,25 @@ impl Context {
                 (p.iov, p.addr, p.len) = import_buffer(cb, vectored)?;
                 p.off = cb.aio_offset as u64;
                 p.rw_flags = cb.aio_rw_flags & !RWF_HIPRI;
+                // Requests that cannot block by definition are done here, as
+                // the kernel does, with the file's own answer: RWF_NOWAIT
+                // ones, and those on pipes, sockets, eventfds and devices
+                // opened O_NONBLOCK (which answer EAGAIN themselves; io_uring
+                // would wait for readiness instead).
+                let nonblock = f.flags & libc::O_NONBLOCK as u32 != 0 && !f.is_regular_or_block();
+                if p.rw_flags & RWF_NOWAIT != 0 || nonblock {
+                    let (ptr, n, one);
+                    match &p.iov {
+                        Some(v) => (ptr, n) = (v.as_ptr(), v.len()),
+                        None => {
+                            one = iovec { iov_base: p.addr, iov_len: p.len as u64 };
+                            (ptr, n) = (&one as *const iovec, 1);
+                        }
+                    }
+                    p.inline = sys::prwv2(write, f.fd, ptr, n, cb.aio_offset, p.rw_flags).0;
+                    p.iov = None;
+                    return Ok(p);
+                }
                 p.kind = Some(match (write, vectored) {
                     (false, false) => OpKind::Read,
                     (true, false) => OpKind::Write,
@@ -501,6 +553,17 @@ impl Context {
                     return Err(Errno::INVAL);
                 }
                 p.poll_mask = cb.aio_buf as u32;
+                if !f.has_poll() {
+                    // vfs_poll answers the default mask without queueing a
+                    // waiter: ready at once, or EINVAL when nothing matches.
+                    let wanted = p.poll_mask | (libc::POLLERR | libc::POLLHUP) as u32;
+                    let mask = DEFAULT_POLLMASK & wanted;
+                    if mask == 0 {
+                        return Err(Errno::INVAL);
+                    }
+                    p.inline = mask as i64;
+                    return Ok(p);
+                }
                 p.kind = Some(OpKind::Poll);
             }
             IOCB_CMD_NOOP => {}

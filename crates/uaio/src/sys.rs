@@ -75,6 +75,32 @@ impl FdInfo {
         matches!(self.mode() & S_IFMT, libc::S_IFREG | libc::S_IFDIR | libc::S_IFBLK)
     }
 
+    /// A regular file or a block device (they ignore `O_NONBLOCK`).
+    pub(crate) fn is_regular_or_block(&mut self) -> bool {
+        matches!(self.mode() & S_IFMT, libc::S_IFREG | libc::S_IFBLK)
+    }
+
+    /// The file has a poll method. Regular files, directories and block
+    /// devices have none (on local file systems), nor do the memory devices
+    /// `/dev/mem`, `/dev/null`, `/dev/port`, `/dev/zero` and `/dev/full`.
+    pub(crate) fn has_poll(&mut self) -> bool {
+        match self.mode() & S_IFMT {
+            libc::S_IFREG | libc::S_IFDIR | libc::S_IFBLK => false,
+            libc::S_IFCHR => {
+                // SAFETY: as in `mode`.
+                let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
+                match rustix::fs::fstat(fd) {
+                    Ok(st) => {
+                        let (major, minor) = (libc::major(st.st_rdev), libc::minor(st.st_rdev));
+                        !(major == 1 && matches!(minor, 1 | 3 | 4 | 5 | 7))
+                    }
+                    Err(_) => true,
+                }
+            }
+            _ => true,
+        }
+    }
+
     /// An anonymous inode (eventfd, timerfd, epoll, ...): no file type bits.
     pub(crate) fn is_anon_inode(&mut self) -> bool {
         self.mode() & S_IFMT == 0
@@ -276,11 +302,22 @@ pub(crate) fn ioprio_set_thread(_prio: i32) {}
 /// position -1. Returns the byte count or `-errno`, and whether the file is
 /// a stream (where reads consume data, so any count is final).
 pub(crate) fn preadv2(fd: i32, iov: *const uaio_abi::iovec, n: usize, off: i64, flags: u32) -> (i64, bool) {
+    prwv2(false, fd, iov, n, off, flags)
+}
+
+/// `preadv2(2)` or `pwritev2(2)`, as [`preadv2`].
+pub(crate) fn prwv2(write: bool, fd: i32, iov: *const uaio_abi::iovec, n: usize, off: i64, flags: u32) -> (i64, bool) {
     let call = |off: i64| {
         // SAFETY: the iovecs were validated against the user address range;
-        // the kernel reports unmapped buffers as EFAULT. glibc's preadv2 is a
-        // direct system call.
-        let r = unsafe { libc::preadv2(fd, iov.cast(), n as i32, off, flags as i32) };
+        // the kernel reports unmapped buffers as EFAULT. glibc's preadv2 and
+        // pwritev2 are direct system calls.
+        let r = unsafe {
+            if write {
+                libc::pwritev2(fd, iov.cast(), n as i32, off, flags as i32)
+            } else {
+                libc::preadv2(fd, iov.cast(), n as i32, off, flags as i32)
+            }
+        };
         if r < 0 {
             -(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO) as i64)
         } else {
