@@ -508,6 +508,18 @@ impl Context {
                     }
                 }
                 (p.iov, p.addr, p.len) = import_buffer(cb, vectored)?;
+                let empty = match &p.iov {
+                    Some(v) => v.iter().all(|e| e.iov_len == 0),
+                    None => p.len == 0,
+                };
+                if empty && !write && f.is_anon_inode() {
+                    // The kernel hands even an empty read to read_iter, and
+                    // eventfd, timerfd and signalfd refuse reads shorter than
+                    // their record (io_uring would answer 0 without asking).
+                    p.inline = -(libc::EINVAL as i64);
+                    p.iov = None;
+                    return Ok(p);
+                }
                 p.off = cb.aio_offset as u64;
                 p.rw_flags = cb.aio_rw_flags & !RWF_HIPRI;
                 // Requests that cannot block by definition are done here, as
