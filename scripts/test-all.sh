@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test: formatting, lints, unit tests, doc tests, and the conformance
-# suite (each case against kernel AIO and against uaio) on both backends,
-# plus the seccomp fallback test.
+# suite and the differential fuzzer (each case against kernel AIO and
+# against uaio) on both backends, the seccomp fallback test, and unmodified
+# programs (fio, qemu-img, C programs) on the drop-in library.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Programs the drop-in tests run (unmodified fio, qemu-img; libaio.h for the C ones).
@@ -18,6 +19,7 @@ cargo test --workspace
 echo "== engine tests and conformance suite on the thread-pool backend"
 UAIO_BACKEND=threads cargo test -p uaio --tests
 UAIO_BACKEND=threads cargo test -p uaio-conform --test conformance
+UAIO_BACKEND=threads cargo test -p uaio-conform --test differential
 echo "== unmodified programs on the drop-in libaio.so.1 (fio, qemu-img)"
 bash scripts/test-dropin.sh
 echo "== C programs (libaio API and raw syscall()) on the kernel and on uaio, outputs compared"
