@@ -95,6 +95,17 @@ static __attribute__((unused)) void sleep_ms(int ms)
 
 /* A private temporary directory; rm_tmpdir() removes it and the files made
  * with tmpfile_open(). */
+/* Empties a pipe without blocking, leaving its flags as they were. */
+static __attribute__((unused)) void drain_pipe(int fd)
+{
+	char b[4096];
+	int fl = fcntl(fd, F_GETFL);
+	fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+	while (read(fd, b, sizeof b) > 0)
+		;
+	fcntl(fd, F_SETFL, fl);
+}
+
 static char tmpdir[256];
 
 static __attribute__((unused)) void make_tmpdir(void)

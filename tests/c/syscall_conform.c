@@ -126,16 +126,6 @@ static void on_usr1(int s)
 	usr1_count++;
 }
 
-static void drain_pipe(int fd)
-{
-	char b[4096];
-	int fl = fcntl(fd, F_GETFL);
-	fcntl(fd, F_SETFL, fl | O_NONBLOCK);
-	while (read(fd, b, sizeof b) > 0)
-		;
-	fcntl(fd, F_SETFL, fl);
-}
-
 int main(void)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
