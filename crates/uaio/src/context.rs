@@ -537,7 +537,17 @@ impl Context {
                             (ptr, n) = (&one as *const iovec, 1);
                         }
                     }
-                    p.inline = sys::prwv2(write, f.fd, ptr, n, cb.aio_offset, p.rw_flags).0;
+                    let empty = (0..n).all(|i| {
+                        // SAFETY: `ptr` points at `n` iovecs owned by `p` or `one`.
+                        unsafe { (*ptr.add(i)).iov_len == 0 }
+                    });
+                    p.inline = if write && empty && p.rw_flags & RWF_NOWAIT != 0 && f.refuses_nowait_buffered_write() {
+                        // The C library answers an empty write itself; the
+                        // kernel's AIO asks the file system, which refuses.
+                        -(libc::EOPNOTSUPP as i64)
+                    } else {
+                        sys::prwv2(write, f.fd, ptr, n, cb.aio_offset, p.rw_flags).0
+                    };
                     p.iov = None;
                     return Ok(p);
                 }

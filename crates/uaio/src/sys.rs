@@ -101,6 +101,18 @@ impl FdInfo {
         }
     }
 
+    /// A regular file, not opened `O_DIRECT`, on ext2/3/4, whose buffered
+    /// write path refuses `RWF_NOWAIT` (`EOPNOTSUPP`).
+    pub(crate) fn refuses_nowait_buffered_write(&mut self) -> bool {
+        const EXT4_SUPER_MAGIC: i64 = 0xEF53;
+        if self.mode() & S_IFMT != libc::S_IFREG || self.flags & libc::O_DIRECT as u32 != 0 {
+            return false;
+        }
+        // SAFETY: as in `mode`.
+        let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
+        matches!(rustix::fs::fstatfs(fd), Ok(st) if st.f_type == EXT4_SUPER_MAGIC)
+    }
+
     /// An anonymous inode (eventfd, timerfd, epoll, ...): no file type bits.
     pub(crate) fn is_anon_inode(&mut self) -> bool {
         self.mode() & S_IFMT == 0
