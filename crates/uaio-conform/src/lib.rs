@@ -479,33 +479,40 @@ pub fn eventfd_count(fd: &OwnedFd) -> u64 {
     v
 }
 
-/// An anonymous mapping with no access rights (any touch faults).
-pub fn no_access_page() -> u64 {
-    // SAFETY: anonymous PROT_NONE mapping; leaked for the process lifetime.
+/// `pages` fresh anonymous read-write pages, leaked for the process lifetime.
+pub fn anon_pages(pages: usize) -> *mut u8 {
+    // SAFETY: a new private anonymous mapping that nothing else refers to.
     let p = unsafe {
-        libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_NONE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096 * pages,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
     };
     assert_ne!(p, libc::MAP_FAILED);
+    p.cast()
+}
+
+/// An anonymous mapping with no access rights (any touch faults).
+pub fn no_access_page() -> u64 {
+    let p = anon_pages(1);
+    // SAFETY: taking all rights from a page this function just mapped.
+    unsafe { libc::mprotect(p.cast(), 4096, libc::PROT_NONE) };
     p as u64
 }
 
 /// A read-only page holding `bytes` at its start.
 pub fn read_only_page(bytes: &[u8]) -> u64 {
-    // SAFETY: anonymous mapping, filled, then made read-only; leaked.
+    let p = anon_pages(1);
+    // SAFETY: filling then write-protecting a page this function just mapped.
     unsafe {
-        let p = libc::mmap(
-            std::ptr::null_mut(),
-            4096,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        );
-        assert_ne!(p, libc::MAP_FAILED);
-        std::ptr::copy_nonoverlapping(bytes.as_ptr(), p.cast(), bytes.len().min(4096));
-        libc::mprotect(p, 4096, libc::PROT_READ);
-        p as u64
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len().min(4096));
+        libc::mprotect(p.cast(), 4096, libc::PROT_READ);
     }
+    p as u64
 }
 
 /// Runs `f` in a forked child and returns the lines it printed to the pipe

@@ -600,7 +600,9 @@ impl Context {
             return;
         }
         self.enter();
-        let mut ops: Vec<Op> = Vec::with_capacity(preps.len());
+        // Allocated only when something goes to the backend (inline
+        // completions, the cached-read fast path, need none).
+        let mut ops: Vec<Op> = Vec::new();
         let mut published = 0u32;
         let mut signals: Vec<(i32, u64)> = Vec::new();
         let mut polls = false;

@@ -134,21 +134,10 @@ pub(crate) fn iocb_bytes(a: &iocb) -> Vec<u8> {
 /// Two adjacent pages, the first readable and writable, the second with no
 /// access; returns the address of the first.
 pub(crate) fn page_then_hole() -> u64 {
-    // SAFETY: anonymous mapping of two pages; the second is made inaccessible;
-    // leaked for the process lifetime.
-    unsafe {
-        let p = libc::mmap(
-            std::ptr::null_mut(),
-            8192,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        );
-        assert_ne!(p, libc::MAP_FAILED);
-        libc::mprotect((p as *mut u8).add(4096).cast(), 4096, libc::PROT_NONE);
-        p as u64
-    }
+    let p = anon_pages(2);
+    // SAFETY: taking all rights from the second page of a mapping just made.
+    unsafe { libc::mprotect(p.add(4096).cast(), 4096, libc::PROT_NONE) };
+    p as u64
 }
 
 /// Writes bytes to a descriptor.
