@@ -328,6 +328,18 @@ impl Context {
         self.ring.addr()
     }
 
+    /// Makes `addr` the handle if the ring was moved there (see
+    /// [`Ring::adopt`], which needs the completion lock).
+    pub(crate) fn adopt_handle(&self, addr: u64) -> bool {
+        let st = self.lock();
+        self.ring.adopt(addr, st.tail)
+    }
+
+    /// Unmaps the application's view of the ring (`io_destroy`).
+    pub(crate) fn unmap_ring(&self) {
+        self.ring.unmap_user()
+    }
+
     /// Event slots in the ring.
     pub(crate) fn ring_nr(&self) -> u32 {
         self.ring.nr()

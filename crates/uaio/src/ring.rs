@@ -1,6 +1,11 @@
 //! The completion ring: a mapping in the kernel's `struct aio_ring` layout
 //! whose address is the context handle.
 //!
+//! The pages are mapped twice (see [`Ring`]): the application's view is the
+//! handle, and uaio works only through a view of its own, so whatever the
+//! application does to its mapping cannot make uaio fault or write into
+//! memory that is no longer the ring.
+//!
 //! uaio is the only producer: it writes events at `ring + 32 + 32 * tail` and
 //! publishes `tail` with release ordering. Readers are uaio's own
 //! `io_getevents` and any application that reaps from the ring itself. The
@@ -11,9 +16,11 @@
 
 use std::io;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use uaio_abi::{aio_ring, io_event, AIO_RING_COMPAT_FEATURES, AIO_RING_INCOMPAT_FEATURES, AIO_RING_MAGIC};
+
+use crate::uaccess::read_user;
 
 const HEADER: usize = core::mem::size_of::<aio_ring>();
 const EVENT: usize = core::mem::size_of::<io_event>();
@@ -88,32 +95,75 @@ impl Geometry {
 }
 
 /// A mapped completion ring.
+///
+/// The ring's pages are shared memory mapped twice: once for uaio, once for
+/// the application (the handle). uaio reads `head` and writes events and
+/// `tail` only through its own view, which the application never sees and
+/// which a `fork` child does not inherit (`MADV_DONTFORK`); the application
+/// may unmap, move, replace or protect its view at any time without any
+/// effect on uaio. The application's view is an ordinary shared mapping:
+/// like the kernel's ring, a `fork` child inherits it and sees what completes
+/// in the parent afterwards. uaio touches the application's view only
+/// through the fault-safe [`read_user`] (the `id` read of a lookup, and the
+/// proof in [`Ring::adopt`]), and unmaps it in [`Ring::unmap_user`]
+/// (`io_destroy`), as the kernel does.
 #[derive(Debug)]
 pub(crate) struct Ring {
+    /// uaio's own view of the pages.
     base: NonNull<u8>,
+    /// The application's view: the handle. It changes when the application
+    /// moves the ring and uses the new address ([`Ring::adopt`]).
+    user: AtomicU64,
+    /// The application's view has not been unmapped by uaio yet.
+    user_mapped: AtomicBool,
     bytes: usize,
     nr: u32,
 }
 
-// SAFETY: the mapping is plain memory; all shared accesses go through atomics
-// (header) or are serialised by the context's completion lock (events).
+// SAFETY: uaio's view is plain memory that only this value refers to; all
+// shared accesses go through atomics (header) or are serialised by the
+// context's completion lock (events).
 unsafe impl Send for Ring {}
 // SAFETY: as above.
 unsafe impl Sync for Ring {}
 
 impl Ring {
-    /// Maps a ring of the given geometry and fills in the header.
+    /// Maps a ring of the given geometry twice (uaio's view and the
+    /// application's) and fills in the header. No file descriptor is used:
+    /// the second view is made by `mremap` with an old size of 0, which maps
+    /// the same pages of a shared anonymous mapping again.
     pub(crate) fn new(geo: Geometry, id: u32) -> io::Result<Ring> {
+        use rustix::mm::{MapFlags, MremapFlags, ProtFlags};
         // SAFETY: a fresh anonymous mapping; nothing else refers to it.
-        let p = unsafe {
+        let own = unsafe {
             rustix::mm::mmap_anonymous(
                 std::ptr::null_mut(),
                 geo.bytes,
-                rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
-                rustix::mm::MapFlags::PRIVATE,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED,
             )?
         };
-        let ring = Ring { base: NonNull::new(p.cast()).expect("mmap returned null"), bytes: geo.bytes, nr: geo.nr };
+        // SAFETY: a second mapping of the pages just mapped; the first stays
+        // where it is (old size 0 moves nothing).
+        let user = match unsafe { rustix::mm::mremap(own, 0, geo.bytes, MremapFlags::MAYMOVE) } {
+            Ok(p) => p,
+            Err(e) => {
+                // SAFETY: unmapping the mapping made above, which nothing uses.
+                let _ = unsafe { rustix::mm::munmap(own, geo.bytes) };
+                return Err(e.into());
+            }
+        };
+        let ring = Ring {
+            base: NonNull::new(own.cast()).expect("mmap returned null"),
+            user: AtomicU64::new(user as u64),
+            user_mapped: AtomicBool::new(true),
+            bytes: geo.bytes,
+            nr: geo.nr,
+        };
+        // Only after the second view exists: mremap would copy the flag.
+        // SAFETY: advice on uaio's own mapping; failure only costs the
+        // child an inherited copy it never touches.
+        let _ = unsafe { rustix::mm::madvise(own, geo.bytes, rustix::mm::Advice::LinuxDontFork) };
         let h = aio_ring {
             id,
             nr: geo.nr,
@@ -130,14 +180,66 @@ impl Ring {
         Ok(ring)
     }
 
-    /// The context handle: the ring's address.
+    /// The context handle: the address of the application's view.
     pub(crate) fn addr(&self) -> u64 {
-        self.base.as_ptr() as u64
+        self.user.load(Ordering::Acquire)
     }
 
     /// Event slots.
     pub(crate) fn nr(&self) -> u32 {
         self.nr
+    }
+
+    /// Makes `addr` the handle if the application's memory there shows this
+    /// ring's pages (the application moved its view with `mremap`, which the
+    /// kernel follows). `tail` is the producer's tail and the caller holds
+    /// the completion lock: the slot at `tail` is then written by nobody
+    /// else, and no reader looks at it (readers stop before `tail`), so
+    /// uaio may write marks there through its own view and look for them
+    /// through `addr`. A copy of the ring, or anything else with the right
+    /// `id`, does not show the marks. Returns whether `addr` is now the
+    /// handle.
+    pub(crate) fn adopt(&self, addr: u64, tail: u32) -> bool {
+        let own = self.base.as_ptr() as u64;
+        let overlaps_own = addr < own + self.bytes as u64 && own < addr.saturating_add(self.bytes as u64);
+        if !addr.is_multiple_of(page_size() as u64) || overlaps_own || !self.user_mapped.load(Ordering::Acquire) {
+            return false;
+        }
+        if addr == self.addr() {
+            return true;
+        }
+        let off = HEADER as u64 + EVENT as u64 * (tail % self.nr) as u64;
+        // SAFETY: the slot at `tail` lies in uaio's view and is ours while
+        // the caller holds the completion lock (see above); u64-aligned.
+        let word = unsafe { self.base.as_ptr().add(off as usize).cast::<u64>() };
+        // SAFETY: as above.
+        let saved = unsafe { word.read_volatile() };
+        let mut shown = read_user::<u64>(addr + off) == Ok(saved);
+        for mark in [!saved, saved ^ 0x5a5a_a5a5_0ff0_f00f] {
+            if !shown {
+                break;
+            }
+            // SAFETY: as above.
+            unsafe { word.write_volatile(mark) };
+            shown = read_user::<u64>(addr + off) == Ok(mark);
+        }
+        // SAFETY: as above: the slot's previous bytes back.
+        unsafe { word.write_volatile(saved) };
+        if shown {
+            self.user.store(addr, Ordering::Release);
+        }
+        shown
+    }
+
+    /// Unmaps the application's view at the handle, for the ring's length,
+    /// whatever lies there now (the kernel's `io_destroy` does the same).
+    /// Only the first call has an effect.
+    pub(crate) fn unmap_user(&self) {
+        if self.user_mapped.swap(false, Ordering::AcqRel) {
+            // SAFETY: the application's view is not Rust memory; uaio never
+            // dereferences it. Unmapping it is what io_destroy promises.
+            let _ = unsafe { rustix::mm::munmap(self.addr() as *mut core::ffi::c_void, self.bytes) };
+        }
     }
 
     fn field(&self, offset: usize) -> &AtomicU32 {
@@ -169,12 +271,12 @@ impl Ring {
 
     /// Writes one event at slot `idx` (caller holds the completion lock).
     pub(crate) fn write_event(&self, idx: u32, ev: &io_event) {
-        // SAFETY: the slot lies in the mapping; volatile because the
-        // application may read the page concurrently.
+        // SAFETY: the slot lies in uaio's view; volatile because the
+        // application may read the pages concurrently.
         unsafe { self.slot(idx).write_volatile(*ev) }
     }
 
-    /// Address of slot `idx`, for copying events out in bulk.
+    /// Address of slot `idx` in uaio's view, for copying events out in bulk.
     pub(crate) fn slot_ptr(&self, idx: u32) -> *const u8 {
         self.slot(idx).cast()
     }
@@ -189,7 +291,10 @@ impl Ring {
 
 impl Drop for Ring {
     fn drop(&mut self) {
-        // SAFETY: unmapping our own mapping once; nothing refers to it any more.
+        // A ring never handed out through the table still has the
+        // application's view; a destroyed one had it unmapped at io_destroy.
+        self.unmap_user();
+        // SAFETY: unmapping uaio's own view once; nothing refers to it any more.
         unsafe {
             let _ = rustix::mm::munmap(self.base.as_ptr().cast(), self.bytes);
         }
@@ -234,5 +339,63 @@ mod tests {
         // SAFETY: corrupting head in the test, as a hostile application could.
         unsafe { (*(ring.addr() as *mut aio_ring)).head = u32::MAX };
         assert!(ring.head() < ring.nr());
+    }
+
+    #[test]
+    fn the_application_view_shows_uaio_writes() {
+        let ring = Ring::new(Geometry::for_events(4, 2, 4096).unwrap(), 1).unwrap();
+        assert_ne!(ring.addr(), ring.slot_ptr(0) as u64 - HEADER as u64);
+        ring.write_event(2, &io_event { data: 7, obj: 8, res: 9, res2: 0 });
+        ring.publish_tail(3);
+        let user = ring.addr();
+        assert_eq!(read_user::<u64>(user + HEADER as u64 + 2 * EVENT as u64), Ok(7));
+        assert_eq!(read_user::<u32>(user + 12), Ok(3));
+    }
+
+    #[test]
+    fn adopt_follows_a_move_but_not_a_copy() {
+        let bytes = 4096;
+        let ring = Ring::new(Geometry::for_events(4, 2, 4096).unwrap(), 1).unwrap();
+        let old = ring.addr();
+        // A copy of the ring's page elsewhere: same id, same contents.
+        let mut copy = vec![0u8; 2 * bytes];
+        let copy_at = (copy.as_mut_ptr() as u64).next_multiple_of(bytes as u64);
+        // SAFETY: reading the application's view of a live ring into the
+        // buffer, which has room for one page after alignment.
+        unsafe { std::ptr::copy_nonoverlapping(old as *const u8, copy_at as *mut u8, bytes) };
+        assert!(!ring.adopt(copy_at, 0));
+        // uaio's own view and unaligned addresses are never a handle.
+        assert!(!ring.adopt(ring.slot_ptr(0) as u64 - HEADER as u64, 0));
+        assert!(!ring.adopt(old + 8, 0));
+        // Move the application's view, as mremap(MAYMOVE) would.
+        // SAFETY: a fresh reservation to move onto.
+        let dst = unsafe {
+            rustix::mm::mmap_anonymous(
+                std::ptr::null_mut(),
+                bytes,
+                rustix::mm::ProtFlags::READ,
+                rustix::mm::MapFlags::PRIVATE,
+            )
+        }
+        .unwrap();
+        // SAFETY: moving the application's view (not Rust memory) over the
+        // reservation.
+        let moved =
+            unsafe { rustix::mm::mremap_fixed(old as *mut _, bytes, bytes, rustix::mm::MremapFlags::MAYMOVE, dst) }
+                .unwrap();
+        assert_eq!(moved, dst);
+        assert_eq!(ring.addr(), old);
+        // The last slot: the marks go at the very end of the mapping.
+        let tail = ring.nr() - 1;
+        ring.write_event(tail, &io_event { data: 11, obj: 12, res: 13, res2: 14 });
+        assert!(ring.adopt(dst as u64, tail));
+        // The probe slot is left as it was.
+        assert_eq!(ring.read_event(tail), io_event { data: 11, obj: 12, res: 13, res2: 14 });
+        assert_eq!(ring.addr(), dst as u64);
+        // The old address (now a hole or anything else) is no longer the handle.
+        assert!(!ring.adopt(old, 0));
+        assert_eq!(read_user::<u32>(dst as u64), Ok(1));
+        ring.unmap_user();
+        assert!(!ring.adopt(copy_at, 0));
     }
 }

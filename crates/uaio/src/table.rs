@@ -102,12 +102,27 @@ fn process_if_any() -> Option<&'static Process> {
 /// is the application's) indexes the table, and the context there must have
 /// exactly this handle. A forged handle, a destroyed one, or a ring whose
 /// `id` was overwritten gives `None` (`EINVAL`).
+///
+/// The kernel follows the application's `mremap` of the ring: the new
+/// address becomes the handle and the old one stops working. uaio learns of
+/// the move when the new address is first used: if the context named by the
+/// `id` there has another handle, the memory at `handle` is proven to show
+/// that context's ring pages (not a copy; see [`Context::adopt_handle`]) and
+/// then becomes the handle.
 pub(crate) fn lookup(handle: u64) -> Option<Arc<Context>> {
     let p = process_if_any()?;
-    let id = read_user::<u32>(handle).ok()?;
     let t = p.table.read().unwrap_or_else(|e| e.into_inner());
-    let ctx = t.slots.get(id as usize)?.as_ref()?;
-    (ctx.handle() == handle).then(|| ctx.clone())
+    let id = find(&t, handle)?;
+    t.slots[id].clone()
+}
+
+/// The table index of the context `handle` names (see [`lookup`]). The
+/// caller holds the table lock, so a context being removed cannot adopt a
+/// handle meanwhile.
+fn find(t: &Table, handle: u64) -> Option<usize> {
+    let id = read_user::<u32>(handle).ok()? as usize;
+    let ctx = t.slots.get(id)?.as_ref()?;
+    (ctx.handle() == handle || ctx.adopt_handle(handle)).then_some(id)
 }
 
 /// `/proc/sys/fs/aio-max-nr`, uaio's per-process budget.
@@ -149,17 +164,16 @@ pub(crate) fn create(nr_events: u32) -> Result<u64, Errno> {
     Ok(handle)
 }
 
-/// Removes the context from the table (later lookups fail) and returns it.
+/// Removes the context from the table (later lookups fail), unmaps the
+/// application's view of its ring as the kernel's `io_destroy` does, and
+/// returns it.
 pub(crate) fn remove(handle: u64) -> Option<Arc<Context>> {
     let p = process_if_any()?;
-    let id = read_user::<u32>(handle).ok()?;
     let mut t = p.table.write().unwrap_or_else(|e| e.into_inner());
-    let slot = t.slots.get_mut(id as usize)?;
-    if slot.as_ref()?.handle() != handle {
-        return None;
-    }
-    let ctx = slot.take()?;
+    let id = find(&t, handle)?;
+    let ctx = t.slots[id].take()?;
     t.budget_used -= ctx.max_reqs as u64;
+    ctx.unmap_ring();
     Some(ctx)
 }
 

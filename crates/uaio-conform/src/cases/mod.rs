@@ -9,6 +9,7 @@ mod core;
 mod getevents;
 mod process;
 mod ring;
+mod ring_mapping;
 mod submit_more;
 mod util;
 
@@ -19,6 +20,7 @@ pub(crate) fn all() -> Vec<Case> {
     v.extend(submit_more::cases());
     v.extend(getevents::cases());
     v.extend(ring::cases());
+    v.extend(ring_mapping::cases());
     v.extend(cancel_destroy::cases());
     v.extend(process::cases());
     v.extend(concurrency::cases());
