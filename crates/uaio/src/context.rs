@@ -43,6 +43,13 @@ const RWF_SUPPORTED: u32 = RWF_HIPRI
 /// A pending request.
 #[derive(Debug)]
 struct Req {
+    /// The key the backend knows it by (see [`crate::backend::Op::key`]).
+    key: u64,
+    /// Cancelled by `io_destroy`: a POLL, or a read or write of a stream,
+    /// which may wait forever. Reads, writes and syncs of regular files and
+    /// block devices always finish, and destroy waits for them as the
+    /// kernel does.
+    forever: bool,
     data: u64,
     obj: u64,
     poll: bool,
@@ -66,6 +73,8 @@ struct State {
     /// Requests handed to the backend and not yet harvested.
     in_flight: u32,
     reqs: Slab<Req>,
+    /// Generation of the next request key (never all ones).
+    gen: u32,
 }
 
 /// What a validated iocb becomes.
@@ -87,6 +96,8 @@ pub(crate) struct Prepared {
     data: u64,
     obj: u64,
     iov: Option<Box<[iovec]>>,
+    /// See [`Req::forever`].
+    forever: bool,
 }
 
 /// When `io_getevents` gives up waiting.
@@ -108,11 +119,17 @@ pub(crate) struct Context {
     pub(crate) max_reqs: u32,
     capacity: u32,
     dead: AtomicBool,
+    /// `io_submit` calls between their lookup and the end of `start`: the
+    /// kernel's submitters hold a reference to the context, and destroy
+    /// cancels only once every one has let go.
+    submitters: AtomicU32,
     used: AtomicU32,
     st: Mutex<State>,
     backend: Box<dyn Backend>,
     seq: AtomicU32,
-    leader: AtomicBool,
+    /// Completions the waiter sleeping in the backend (the leader) waits
+    /// for; 0 when no thread leads.
+    leader: AtomicU32,
     followers: AtomicU32,
     active: AtomicU32,
 }
@@ -296,6 +313,7 @@ impl Prepared {
             data: cb.aio_data,
             obj,
             iov: None,
+            forever: false,
         }
     }
 }
@@ -308,16 +326,18 @@ impl Context {
             max_reqs: nr_events,
             capacity: geo.capacity,
             dead: AtomicBool::new(false),
+            submitters: AtomicU32::new(0),
             used: AtomicU32::new(0),
             st: Mutex::new(State {
                 tail: 0,
                 unreclaimed: 0,
                 in_flight: 0,
                 reqs: Slab::with_capacity(geo.capacity.min(4096) as usize),
+                gen: 0,
             }),
             backend,
             seq: AtomicU32::new(0),
-            leader: AtomicBool::new(false),
+            leader: AtomicU32::new(0),
             followers: AtomicU32::new(0),
             active: AtomicU32::new(0),
         })
@@ -398,10 +418,29 @@ impl Context {
                 }
                 continue;
             }
-            if self.reclaim() == 0 {
+            // Another thread may have reclaimed everything just before us:
+            // only a count still at capacity after our own reclaim (under
+            // the lock, so after theirs) means the ring is really full.
+            if self.reclaim() == 0 && self.used.load(Ordering::SeqCst) >= self.capacity {
                 return false;
             }
         }
+    }
+
+    /// Registers an `io_submit` on this context, or returns `false` once the
+    /// context is dead (the call then fails with `EINVAL`).
+    pub(crate) fn begin_submit(&self) -> bool {
+        self.submitters.fetch_add(1, Ordering::SeqCst);
+        if self.dead.load(Ordering::SeqCst) {
+            self.end_submit();
+            return false;
+        }
+        true
+    }
+
+    /// Ends what [`Context::begin_submit`] began.
+    pub(crate) fn end_submit(&self) {
+        self.submitters.fetch_sub(1, Ordering::SeqCst);
     }
 
     fn release_slot(&self) {
@@ -534,6 +573,7 @@ impl Context {
                 }
                 p.off = cb.aio_offset as u64;
                 p.rw_flags = cb.aio_rw_flags & !RWF_HIPRI;
+                p.forever = !f.is_regular_or_block();
                 // Requests that cannot block by definition are done here, as
                 // the kernel does, with the file's own answer: RWF_NOWAIT
                 // ones, and those on pipes, sockets, eventfds and devices
@@ -599,6 +639,7 @@ impl Context {
                     return Ok(p);
                 }
                 p.kind = Some(OpKind::Poll);
+                p.forever = true;
             }
             IOCB_CMD_NOOP => {}
             _ => return Err(Errno::INVAL),
@@ -632,7 +673,11 @@ impl Context {
                         }
                     }
                     Some(kind) => {
-                        let id = st.reqs.insert(Req {
+                        let entry = st.reqs.vacant_entry();
+                        let key = (st.gen as u64) << 32 | entry.key() as u64;
+                        entry.insert(Req {
+                            key,
+                            forever: p.forever,
                             data: p.data,
                             obj: p.obj,
                             poll: kind == OpKind::Poll,
@@ -641,13 +686,14 @@ impl Context {
                             resfd: p.resfd,
                             cancelled: false,
                             _iov: p.iov,
-                        }) as u32;
+                        });
+                        st.gen = st.gen.wrapping_add(1) % u32::MAX;
                         st.in_flight += 1;
                         if kind == OpKind::Poll {
                             polls = true;
                         }
                         ops.push(Op {
-                            id,
+                            key,
                             kind,
                             fd: p.fd,
                             addr: p.addr,
@@ -681,7 +727,7 @@ impl Context {
             if polls {
                 let mut st = self.lock();
                 for op in ops.iter().filter(|o| o.kind == OpKind::Poll) {
-                    if let Some(r) = st.reqs.get_mut(op.id as usize) {
+                    if let Some(r) = st.reqs.get_mut(op.key as u32 as usize).filter(|r| r.key == op.key) {
                         r.fresh = false;
                     }
                 }
@@ -696,7 +742,7 @@ impl Context {
         {
             let mut st = self.lock();
             for op in ops {
-                let req = st.reqs.remove(op.id as usize);
+                let req = st.reqs.remove(op.key as u32 as usize);
                 let tail = st.tail;
                 self.ring.write_event(
                     tail,
@@ -720,6 +766,12 @@ impl Context {
     /// Moves completions from the backend into the ring. Returns the number
     /// of backend entries consumed.
     pub(crate) fn harvest(&self) -> usize {
+        self.harvest_by(false)
+    }
+
+    /// [`Context::harvest`], by the leading waiter when `leader` (which need
+    /// not be woken by its own publication).
+    fn harvest_by(&self, leader: bool) -> usize {
         let mut published = 0u32;
         let consumed;
         let mut signals = Vec::new();
@@ -730,8 +782,12 @@ impl Context {
             let ring = &self.ring;
             let mut tail = st.tail;
             let reqs = &mut st.reqs;
-            consumed = self.backend.drain(&mut |id, res| {
-                let Some(req) = reqs.try_remove(id as usize) else { return };
+            consumed = self.backend.drain(&mut |key, res| {
+                let idx = key as u32 as usize;
+                if reqs.get(idx).is_none_or(|r| r.key != key) {
+                    return;
+                }
+                let req = reqs.remove(idx);
                 let res = res as i64;
                 let res = if req.poll && res == -(libc::ECANCELED as i64) {
                     0
@@ -760,20 +816,21 @@ impl Context {
         for (fd, n) in signals {
             sys::eventfd_add(fd, n);
         }
-        if consumed > 0 {
-            self.notify_waiters(published > 0);
+        if published > 0 {
+            self.notify_waiters(!leader);
         }
         consumed
     }
 
-    fn notify_waiters(&self, published: bool) {
-        if published {
-            self.seq.fetch_add(1, Ordering::SeqCst);
-            if self.followers.load(Ordering::SeqCst) > 0 {
-                let _ = rustix::thread::futex::wake(&self.seq, rustix::thread::futex::Flags::PRIVATE, i32::MAX as u32);
-            }
+    /// Tells waiters that events were published: followers through the
+    /// futex, and the leader, unless `wake_leader` is false (the leader
+    /// published them itself), through the backend.
+    fn notify_waiters(&self, wake_leader: bool) {
+        self.seq.fetch_add(1, Ordering::SeqCst);
+        if self.followers.load(Ordering::SeqCst) > 0 {
+            wake_all(&self.seq);
         }
-        if self.leader.load(Ordering::SeqCst) {
+        if wake_leader && self.leader.load(Ordering::SeqCst) != 0 {
             self.backend.wake();
         }
     }
@@ -836,9 +893,10 @@ impl Context {
         sigmask: Option<u64>,
     ) -> Result<usize, Errno> {
         let mut got = 0usize;
+        let mut leading = false;
         // With a mask given (io_pgetevents), signals are held back for the
         // whole call except while sleeping, where the mask is in force.
-        let saved_mask: Option<u64> = sigmask.map(|_| sys::block_all_signals());
+        let saved_mask: Option<u64> = sigmask.map(|_| sys::block_async_signals());
         let result = loop {
             match self.consume(out + 32 * got as u64, nr - got) {
                 Ok(n) => got += n,
@@ -850,7 +908,7 @@ impl Context {
             if self.dead.load(Ordering::SeqCst) {
                 break if got > 0 { Ok(got) } else { Err(Errno::INVAL) };
             }
-            if self.backend.has_completions() && self.harvest() > 0 {
+            if self.backend.has_completions() && self.harvest_by(leading) > 0 {
                 continue;
             }
             let timeout = match deadline {
@@ -864,63 +922,12 @@ impl Context {
                     Some(t - now)
                 }
             };
-            let seq = self.seq.load(Ordering::SeqCst);
-            // io_pgetevents: signals are held back outside the wait (see
-            // above) and the caller's mask is installed atomically inside it.
-            // io_getevents: a signal that lands before the sleep starts is
-            // indistinguishable from one sent just before the call.
-            let wait_mask = sigmask;
-            let r = if self.leader.compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
-                let r = if self.ring_has_events() || self.backend.has_completions() || self.dead.load(Ordering::SeqCst)
-                {
-                    Ok(())
-                } else {
-                    let want = if self.followers.load(Ordering::SeqCst) > 0 {
-                        1
-                    } else {
-                        ((min_nr - got) as u32).min(self.in_flight()).max(1)
-                    };
-                    self.backend.wait(want, timeout, wait_mask.as_ref())
-                };
-                self.leader.store(false, Ordering::SeqCst);
-                if self.followers.load(Ordering::SeqCst) > 0 {
-                    self.seq.fetch_add(1, Ordering::SeqCst);
-                    let _ =
-                        rustix::thread::futex::wake(&self.seq, rustix::thread::futex::Flags::PRIVATE, i32::MAX as u32);
-                }
-                r
+            let want = ((min_nr - got) as u32).min(self.in_flight()).max(1);
+            let r = if leading || self.leader.compare_exchange(0, want, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+                leading = true;
+                self.lead(want, timeout, sigmask.as_ref())
             } else {
-                if self.followers.fetch_add(1, Ordering::SeqCst) == 0 {
-                    // The leader may be waiting for several completions; make
-                    // it come back and wait for one at a time from now on.
-                    self.backend.wake();
-                }
-                let r = if self.seq.load(Ordering::SeqCst) != seq
-                    || self.dead.load(Ordering::SeqCst)
-                    || !self.leader.load(Ordering::SeqCst)
-                {
-                    Ok(())
-                } else {
-                    let ts = timeout.map(|d| rustix::thread::futex::Timespec {
-                        tv_sec: d.as_secs() as i64,
-                        tv_nsec: d.subsec_nanos() as _,
-                    });
-                    if let Some(m) = wait_mask {
-                        sys::set_signal_mask(m);
-                    }
-                    let r =
-                        rustix::thread::futex::wait(&self.seq, rustix::thread::futex::Flags::PRIVATE, seq, ts.as_ref());
-                    if wait_mask.is_some() {
-                        sys::block_all_signals();
-                    }
-                    match r {
-                        Err(Errno::AGAIN) => Ok(()),
-                        Err(Errno::TIMEDOUT) => Err(Errno::TIME),
-                        other => other,
-                    }
-                };
-                self.followers.fetch_sub(1, Ordering::SeqCst);
-                r
+                self.follow(timeout, sigmask)
             };
             match r {
                 Ok(()) | Err(Errno::TIME) => continue,
@@ -930,24 +937,87 @@ impl Context {
                 Err(_) => continue,
             }
         };
+        if leading {
+            self.leader.store(0, Ordering::SeqCst);
+            // A follower takes over.
+            if self.followers.load(Ordering::SeqCst) > 0 {
+                self.seq.fetch_add(1, Ordering::SeqCst);
+                wake_all(&self.seq);
+            }
+        }
         if let Some(m) = saved_mask {
             sys::set_signal_mask(m);
         }
         result
     }
 
+    /// One sleep of the leader inside the backend, for `want` completions
+    /// (one when followers wait too, so that they hear of every event).
+    /// Leadership is kept across sleeps: it passes on only when the leader
+    /// leaves `io_getevents`.
+    fn lead(&self, want: u32, timeout: Option<Duration>, sigmask: Option<&u64>) -> Result<(), Errno> {
+        let want = if self.followers.load(Ordering::SeqCst) > 0 { 1 } else { want };
+        // Announce what we wait for before looking: a publisher that misses
+        // our look sees the announcement and wakes the backend (see
+        // `notify_waiters`).
+        self.leader.store(want, Ordering::SeqCst);
+        if self.ring_has_events() || self.backend.has_completions() || self.dead.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.backend.wait(want, timeout, sigmask)
+    }
+
+    /// One sleep of a follower on the futex `seq`, which moves whenever
+    /// events are published or the leader leaves.
+    fn follow(&self, timeout: Option<Duration>, sigmask: Option<u64>) -> Result<(), Errno> {
+        let seq = self.seq.load(Ordering::SeqCst);
+        if self.followers.fetch_add(1, Ordering::SeqCst) == 0 && self.leader.load(Ordering::SeqCst) > 1 {
+            // The leader waits for several completions; make it come back
+            // and wait for one at a time while followers are there.
+            self.backend.wake();
+        }
+        let r = if self.seq.load(Ordering::SeqCst) != seq
+            || self.dead.load(Ordering::SeqCst)
+            || self.leader.load(Ordering::SeqCst) == 0
+            || self.ring_has_events()
+        {
+            Ok(())
+        } else {
+            // Always with a time limit: an interrupted timed futex wait
+            // returns EINTR whatever the handler's SA_RESTART, as
+            // io_getevents does; an untimed one would be restarted and the
+            // signal would go unnoticed.
+            let d = timeout.unwrap_or(Duration::from_secs(3600));
+            let ts = rustix::thread::futex::Timespec { tv_sec: d.as_secs() as i64, tv_nsec: d.subsec_nanos() as _ };
+            if let Some(m) = sigmask {
+                sys::set_signal_mask(m);
+            }
+            let r = rustix::thread::futex::wait(&self.seq, rustix::thread::futex::Flags::PRIVATE, seq, Some(&ts));
+            if sigmask.is_some() {
+                sys::block_async_signals();
+            }
+            match r {
+                Err(Errno::AGAIN) => Ok(()),
+                Err(Errno::TIMEDOUT) => Err(Errno::TIME),
+                other => other,
+            }
+        };
+        self.followers.fetch_sub(1, Ordering::SeqCst);
+        r
+    }
+
     /// `io_cancel` of the request whose iocb is at `obj`.
     pub(crate) fn cancel(&self, obj: u64) -> Result<(), Errno> {
-        let id = {
+        let key = {
             let mut st = self.lock();
-            let Some((id, req)) = st.reqs.iter_mut().find(|(_, r)| r.obj == obj && !r.cancelled) else {
+            let Some((_, req)) = st.reqs.iter_mut().find(|(_, r)| r.obj == obj && !r.cancelled) else {
                 return Err(Errno::INVAL);
             };
             req.cancelled = true;
-            id as u32
+            req.key
         };
         self.enter();
-        self.backend.cancel(id);
+        self.backend.cancel(key);
         if self.backend.has_completions() {
             self.harvest();
         }
@@ -955,20 +1025,39 @@ impl Context {
         Ok(())
     }
 
-    /// Marks the context dead, cancels what is pending, wakes every waiter,
-    /// and returns once no request is in flight.
+    /// `io_destroy`: marks the context dead, waits until no `io_submit`
+    /// still works on it, cancels what could wait forever (POLLs, reads and
+    /// writes of streams), wakes every waiter, and returns once no request
+    /// is in flight. Reads, writes and syncs of files are waited for, never
+    /// cancelled, as the kernel does.
     pub(crate) fn kill(&self) {
         self.dead.store(true, Ordering::SeqCst);
-        self.enter();
-        {
-            let mut st = self.lock();
-            for (_, r) in st.reqs.iter_mut() {
-                r.cancelled = true;
+        let mut spins = 0u32;
+        while self.submitters.load(Ordering::SeqCst) > 0 {
+            spins += 1;
+            if spins < 100 {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(Duration::from_micros(50));
             }
         }
-        self.backend.cancel_all();
+        self.enter();
+        let keys: Vec<u64> = {
+            let mut st = self.lock();
+            st.reqs
+                .iter_mut()
+                .filter(|(_, r)| r.forever && !r.cancelled)
+                .map(|(_, r)| {
+                    r.cancelled = true;
+                    r.key
+                })
+                .collect()
+        };
+        for key in keys {
+            self.backend.cancel(key);
+        }
         self.seq.fetch_add(1, Ordering::SeqCst);
-        let _ = rustix::thread::futex::wake(&self.seq, rustix::thread::futex::Flags::PRIVATE, i32::MAX as u32);
+        wake_all(&self.seq);
         self.backend.wake();
         loop {
             self.harvest();
@@ -979,6 +1068,11 @@ impl Context {
         }
         self.leave();
     }
+}
+
+/// Wakes every thread sleeping on the futex `seq`.
+fn wake_all(seq: &AtomicU32) {
+    let _ = rustix::thread::futex::wake(seq, rustix::thread::futex::Flags::PRIVATE, i32::MAX as u32);
 }
 
 fn add_signal(v: &mut Vec<(i32, u64)>, fd: i32) {

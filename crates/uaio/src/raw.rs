@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use rustix::io::Errno;
 use uaio_abi::{aio_context_t, aio_sigset, io_event, iocb};
 
-use crate::context::{Deadline, FdCache, Prepared};
+use crate::context::{Context, Deadline, FdCache, Prepared};
 use crate::table;
 use crate::uaccess::{read_user, write_user};
 
@@ -76,6 +76,15 @@ pub unsafe fn io_submit(ctx: aio_context_t, nr: i64, iocbpp: *mut *mut iocb) -> 
         return neg(Errno::INVAL);
     }
     let Some(c) = table::lookup(ctx) else { return neg(Errno::INVAL) };
+    if !c.begin_submit() {
+        return neg(Errno::INVAL);
+    }
+    let r = submit_to(&c, nr, iocbpp);
+    c.end_submit();
+    r
+}
+
+fn submit_to(c: &Context, nr: i64, iocbpp: *mut *mut iocb) -> i64 {
     let nr = nr.min(c.ring_nr() as i64) as usize;
     if nr == 0 {
         return 0;

@@ -194,9 +194,15 @@ pub(crate) fn can_use_rt_ioprio() -> bool {
     }
 }
 
-/// Blocks every signal in the calling thread; returns the previous mask.
-pub(crate) fn block_all_signals() -> u64 {
-    let all = !0u64;
+/// Signals a fault raises synchronously: never blocked by uaio, since a
+/// blocked one kills the process instead of reaching a handler (uaio's own
+/// fault recovery included).
+const SYNCHRONOUS: [libc::c_int; 4] = [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE];
+
+/// Blocks every signal but the synchronous ones (`SIGSEGV`, `SIGBUS`,
+/// `SIGILL`, `SIGFPE`) in the calling thread; returns the previous mask.
+pub(crate) fn block_async_signals() -> u64 {
+    let all = SYNCHRONOUS.iter().fold(!0u64, |m, &s| m & !(1u64 << (s - 1)));
     let mut old = 0u64;
     // SAFETY: rt_sigprocmask through the C library (not via syscall()), with
     // 8-byte kernel sigsets, which is what pthread_sigmask passes on x86-64.
@@ -219,8 +225,9 @@ pub(crate) fn block_all_signals() -> u64 {
 }
 
 /// Installs `mask` (8-byte kernel sigset) as the thread's signal mask.
+/// uaio installs masks only around its own sleeps, where nothing faults.
 pub(crate) fn set_signal_mask(mask: u64) {
-    // SAFETY: as in block_all_signals. The C library silently keeps its own
+    // SAFETY: as in block_async_signals. The C library silently keeps its own
     // internal signals unblocked, as it does for every caller.
     unsafe {
         let mut set: libc::sigset_t = core::mem::zeroed();

@@ -8,6 +8,7 @@ mod concurrency;
 mod core;
 mod getevents;
 mod process;
+mod races;
 mod ring;
 mod ring_mapping;
 mod submit_more;
@@ -24,6 +25,7 @@ pub(crate) fn all() -> Vec<Case> {
     v.extend(cancel_destroy::cases());
     v.extend(process::cases());
     v.extend(concurrency::cases());
+    v.extend(races::cases());
     v.extend(anon::cases());
     v
 }

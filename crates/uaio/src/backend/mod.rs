@@ -36,8 +36,12 @@ pub(crate) enum OpKind {
 /// One operation handed to a backend.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Op {
-    /// Request id, returned with the completion.
-    pub id: u32,
+    /// The request's key, returned with its completion and named by
+    /// [`Backend::cancel`]. A context never gives two requests the same key
+    /// while a cancel could still name the first (a slot index in the low
+    /// half, a generation in the high half), and the high half is never all
+    /// ones, which leaves those values to a backend's internal entries.
+    pub key: u64,
     /// What to do.
     pub kind: OpKind,
     /// File descriptor.
@@ -60,10 +64,10 @@ pub(crate) struct Op {
 pub(crate) trait Backend: Send + Sync + Debug {
     /// Starts `ops`. Never blocks on I/O. On error none of them started.
     fn submit(&self, ops: &[Op]) -> Result<(), Errno>;
-    /// Hands every available completion to `sink` as `(id, result)`. Calls are
+    /// Hands every available completion to `sink` as `(key, result)`. Calls are
     /// serialised by the caller. Returns how many entries were consumed,
     /// including internal ones that were not passed to `sink`.
-    fn drain(&self, sink: &mut dyn FnMut(u32, i32)) -> usize;
+    fn drain(&self, sink: &mut dyn FnMut(u64, i32)) -> usize;
     /// Whether [`Backend::drain`] would find something.
     fn has_completions(&self) -> bool;
     /// Sleeps until at least `min` completions were produced after the call
@@ -73,10 +77,9 @@ pub(crate) trait Backend: Send + Sync + Debug {
     fn wait(&self, min: u32, timeout: Option<Duration>, sigmask: Option<&u64>) -> Result<(), Errno>;
     /// Makes a current or imminent [`Backend::wait`] return.
     fn wake(&self);
-    /// Asks for request `id` to be cancelled; its completion still arrives.
-    fn cancel(&self, id: u32);
-    /// Asks for every pending request to be cancelled.
-    fn cancel_all(&self);
+    /// Asks for the request with `key` to be cancelled; its completion still
+    /// arrives. A key that names no pending request is ignored.
+    fn cancel(&self, key: u64);
     /// Turns the progress thread's notification for this backend on or off.
     fn set_notify(&self, on: bool);
 }

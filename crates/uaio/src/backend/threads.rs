@@ -37,11 +37,11 @@ enum Place {
 /// Per-context state shared with the pool and the poller.
 #[derive(Debug)]
 struct Shared {
-    done: Mutex<Vec<(u32, i32)>>,
+    done: Mutex<Vec<(u64, i32)>>,
     ndone: AtomicUsize,
     /// Requests not done, with the token of the job that carries them (ids
     /// are reused once a completion is harvested; tokens never are).
-    places: Mutex<std::collections::HashMap<u32, (Place, u64)>>,
+    places: Mutex<std::collections::HashMap<u64, (Place, u64)>>,
     wake_fd: OwnedFd,
     waiting: AtomicBool,
     notify: Option<Arc<OwnedFd>>,
@@ -57,7 +57,7 @@ fn token() -> u64 {
 impl Shared {
     /// Completes the request carried by the job with `token`, unless it was
     /// completed already (cancelled while a thread was working on it).
-    fn finish(&self, id: u32, tok: u64, res: i32) {
+    fn finish(&self, id: u64, tok: u64, res: i32) {
         {
             let mut pl = self.places.lock().unwrap_or_else(|e| e.into_inner());
             match pl.get(&id) {
@@ -70,19 +70,19 @@ impl Shared {
         self.complete(id, res);
     }
 
-    fn set_place(&self, id: u32, tok: u64, place: Place) {
+    fn set_place(&self, id: u64, tok: u64, place: Place) {
         let mut pl = self.places.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(e) = pl.get_mut(&id).filter(|e| e.1 == tok) {
             e.0 = place;
         }
     }
 
-    fn is_current(&self, id: u32, tok: u64) -> bool {
+    fn is_current(&self, id: u64, tok: u64) -> bool {
         self.places.lock().unwrap_or_else(|e| e.into_inner()).get(&id).is_some_and(|e| e.1 == tok)
     }
 
     /// Publishes a result (the caller made sure it is the only one).
-    fn complete(&self, id: u32, res: i32) {
+    fn complete(&self, id: u64, res: i32) {
         self.done.lock().unwrap_or_else(|e| e.into_inner()).push((id, res));
         self.ndone.fetch_add(1, Ordering::SeqCst);
         if self.waiting.load(Ordering::SeqCst) {
@@ -231,7 +231,7 @@ impl Threads {
     fn to_worker(&self, op: Op) {
         let p = pool();
         let tok = token();
-        self.shared.places.lock().unwrap_or_else(|e| e.into_inner()).insert(op.id, (Place::Queued, tok));
+        self.shared.places.lock().unwrap_or_else(|e| e.into_inner()).insert(op.key, (Place::Queued, tok));
         let job = Job::new(self.shared.clone(), op, tok);
         let mut st = p.st.lock().unwrap_or_else(|e| e.into_inner());
         st.queue.push_back(job);
@@ -249,7 +249,7 @@ impl Threads {
     fn to_poller(&self, op: Op) {
         let p = pool();
         let tok = token();
-        self.shared.places.lock().unwrap_or_else(|e| e.into_inner()).insert(op.id, (Place::Polling, tok));
+        self.shared.places.lock().unwrap_or_else(|e| e.into_inner()).insert(op.key, (Place::Polling, tok));
         let job = Job::new(self.shared.clone(), op, tok);
         let mut st = p.st.lock().unwrap_or_else(|e| e.into_inner());
         st.polls.push(job);
@@ -354,9 +354,9 @@ fn worker(p: &'static Pool) {
                 st.idle -= 1;
             }
         };
-        job.shared.set_place(job.op.id, job.tok, Place::Running);
+        job.shared.set_place(job.op.key, job.tok, Place::Running);
         let r = execute(&job.op);
-        job.shared.finish(job.op.id, job.tok, r);
+        job.shared.finish(job.op.key, job.tok, r);
     }
 }
 
@@ -390,7 +390,7 @@ fn poller(p: &'static Pool) {
             std::mem::take(&mut st.polls)
         };
         // Drop what was cancelled meanwhile (already completed by `cancel`).
-        let mut jobs: Vec<Job> = jobs.into_iter().filter(|j| j.shared.is_current(j.op.id, j.tok)).collect();
+        let mut jobs: Vec<Job> = jobs.into_iter().filter(|j| j.shared.is_current(j.op.key, j.tok)).collect();
         fds.clear();
         fds.push(libc::pollfd { fd: p.poll_wake.as_raw_fd(), events: libc::POLLIN, revents: 0 });
         fds.extend(jobs.iter().map(|j| libc::pollfd { fd: j.op.fd, events: poll_events(&j.op), revents: 0 }));
@@ -411,14 +411,14 @@ fn poller(p: &'static Pool) {
                 continue;
             }
             if j.op.kind == OpKind::Poll {
-                j.shared.finish(j.op.id, j.tok, (f.revents as u16) as i32);
+                j.shared.finish(j.op.key, j.tok, (f.revents as u16) as i32);
                 continue;
             }
             let r = rw(&j.op, RWF_NOWAIT);
             if r == -libc::EAGAIN && j.op.rw_flags as i32 & RWF_NOWAIT == 0 {
                 keep.push(j);
             } else {
-                j.shared.finish(j.op.id, j.tok, r);
+                j.shared.finish(j.op.key, j.tok, r);
             }
         }
         p.st.lock().unwrap_or_else(|e| e.into_inner()).polls.append(&mut keep);
@@ -443,7 +443,7 @@ impl Backend for Threads {
                     let user_nowait = op.rw_flags as i32 & RWF_NOWAIT != 0;
                     let would_block = r == -libc::EAGAIN || (r == -libc::EOPNOTSUPP && !user_nowait);
                     if !would_block || user_nowait {
-                        self.shared.complete(op.id, r);
+                        self.shared.complete(op.key, r);
                     } else if is_regular_or_block(op.fd) {
                         self.to_worker(*op);
                     } else {
@@ -456,7 +456,7 @@ impl Backend for Threads {
                     // SAFETY: poll(2) on one pollfd, no waiting.
                     let n = unsafe { libc::poll(&mut pfd, 1, 0) };
                     if n > 0 {
-                        self.shared.complete(op.id, (pfd.revents as u16) as i32);
+                        self.shared.complete(op.key, (pfd.revents as u16) as i32);
                     } else {
                         self.to_poller(*op);
                     }
@@ -466,7 +466,7 @@ impl Backend for Threads {
         Ok(())
     }
 
-    fn drain(&self, sink: &mut dyn FnMut(u32, i32)) -> usize {
+    fn drain(&self, sink: &mut dyn FnMut(u64, i32)) -> usize {
         if self.shared.ndone.load(Ordering::SeqCst) == 0 {
             return 0;
         }
@@ -503,7 +503,7 @@ impl Backend for Threads {
         write_one(self.shared.wake_fd.as_fd());
     }
 
-    fn cancel(&self, id: u32) {
+    fn cancel(&self, id: u64) {
         let entry = self.shared.places.lock().unwrap_or_else(|e| e.into_inner()).get(&id).copied();
         match entry {
             Some((Place::Queued, tok)) => {
@@ -519,13 +519,6 @@ impl Backend for Threads {
                 write_one(pool().poll_wake.as_fd());
             }
             Some((Place::Running, _)) | None => {}
-        }
-    }
-
-    fn cancel_all(&self) {
-        let ids: Vec<u32> = self.shared.places.lock().unwrap_or_else(|e| e.into_inner()).keys().copied().collect();
-        for id in ids {
-            self.cancel(id);
         }
     }
 

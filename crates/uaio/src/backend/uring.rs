@@ -21,21 +21,25 @@ use rustix::io_uring::{
 
 use super::{Backend, Op, OpKind};
 
-const OP_NOP: u8 = 0;
 const OP_READV: u8 = 1;
 const OP_WRITEV: u8 = 2;
 const OP_FSYNC: u8 = 3;
 const OP_POLL_ADD: u8 = 6;
+const OP_TIMEOUT: u8 = 11;
 const OP_ASYNC_CANCEL: u8 = 14;
 const OP_READ: u8 = 22;
 const OP_WRITE: u8 = 23;
 
 const FSYNC_DATASYNC: u32 = 1;
-const CANCEL_ALL: u32 = 1 << 0;
-const CANCEL_ANY: u32 = 1 << 2;
 const CQ_EVENTFD_DISABLED: u32 = 1;
 
-/// user_data of internal entries (never a request id, which fits in 32 bits).
+/// The relative timeout of a wake-up entry: expires at once. The kernel
+/// copies it when the entry is submitted.
+static WAKE_NOW: rustix::fs::Timespec = rustix::fs::Timespec { tv_sec: 0, tv_nsec: 1 };
+
+/// High half of the user_data of internal entries (never that of a request key).
+const INTERNAL_HIGH: u64 = 0xffff_ffff;
+/// user_data of internal entries.
 const TAG_WAKE: u64 = u64::MAX;
 const TAG_CANCEL: u64 = u64::MAX - 1;
 
@@ -280,17 +284,7 @@ impl Uring {
             OpKind::Fsync | OpKind::Fdatasync | OpKind::Poll => (0, 0, 0),
             _ => (op.addr, op.len, op.off),
         };
-        Sqe {
-            opcode,
-            ioprio: op.ioprio,
-            fd: op.fd,
-            off,
-            addr,
-            len,
-            op_flags,
-            user_data: op.id as u64,
-            ..Sqe::default()
-        }
+        Sqe { opcode, ioprio: op.ioprio, fd: op.fd, off, addr, len, op_flags, user_data: op.key, ..Sqe::default() }
     }
 }
 
@@ -317,7 +311,7 @@ impl Backend for Uring {
         Ok(())
     }
 
-    fn drain(&self, sink: &mut dyn FnMut(u32, i32)) -> usize {
+    fn drain(&self, sink: &mut dyn FnMut(u64, i32)) -> usize {
         // SAFETY: cq_head/cq_tail are live atomics; we are the only consumer
         // (the caller serialises drains) so reading entries up to tail and
         // then releasing them by storing head is the io_uring protocol.
@@ -328,8 +322,8 @@ impl Backend for Uring {
             while h != tail {
                 let cqe = self.cqes.add((h & self.cq_mask) as usize).read();
                 h = h.wrapping_add(1);
-                if cqe.user_data <= u32::MAX as u64 {
-                    sink(cqe.user_data as u32, cqe.res);
+                if cqe.user_data >> 32 != INTERNAL_HIGH {
+                    sink(cqe.user_data, cqe.res);
                 }
             }
             (*self.cq_head).store(tail, Ordering::Release);
@@ -361,27 +355,20 @@ impl Backend for Uring {
     }
 
     fn wake(&self) {
-        let _ = self.push(&[Sqe { opcode: OP_NOP, user_data: TAG_WAKE, ..Sqe::default() }]);
-    }
-
-    fn cancel(&self, id: u32) {
+        // A timeout completion ends every wait in io_uring_enter, whatever
+        // number of completions it waits for (a NOP would count as one).
         let _ = self.push(&[Sqe {
-            opcode: OP_ASYNC_CANCEL,
-            fd: -1,
-            addr: id as u64,
-            user_data: TAG_CANCEL,
+            opcode: OP_TIMEOUT,
+            addr: &WAKE_NOW as *const rustix::fs::Timespec as u64,
+            len: 1,
+            user_data: TAG_WAKE,
             ..Sqe::default()
         }]);
     }
 
-    fn cancel_all(&self) {
-        let _ = self.push(&[Sqe {
-            opcode: OP_ASYNC_CANCEL,
-            fd: -1,
-            op_flags: CANCEL_ALL | CANCEL_ANY,
-            user_data: TAG_CANCEL,
-            ..Sqe::default()
-        }]);
+    fn cancel(&self, key: u64) {
+        let _ =
+            self.push(&[Sqe { opcode: OP_ASYNC_CANCEL, fd: -1, addr: key, user_data: TAG_CANCEL, ..Sqe::default() }]);
     }
 
     fn set_notify(&self, on: bool) {
@@ -401,4 +388,68 @@ impl Backend for Uring {
 /// choice and reported by [`crate::backend_name`]).
 pub(crate) fn available() -> bool {
     Uring::new(8, None).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::{AsRawFd, OwnedFd};
+    use std::time::Duration;
+
+    use super::*;
+
+    fn pipe() -> (OwnedFd, OwnedFd) {
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).expect("pipe")
+    }
+
+    fn poll_op(key: u64, fd: &OwnedFd) -> Op {
+        Op {
+            key,
+            kind: OpKind::Poll,
+            fd: fd.as_raw_fd(),
+            addr: 0,
+            len: 0,
+            off: 0,
+            rw_flags: 0,
+            ioprio: 0,
+            poll_mask: libc::POLLIN as u32,
+        }
+    }
+
+    /// Waits for the completion of `key` and returns its result.
+    fn result_of(u: &Uring, key: u64) -> i32 {
+        loop {
+            let mut found = None;
+            u.drain(&mut |k, r| {
+                if k == key {
+                    found = Some(r);
+                }
+            });
+            if let Some(r) = found {
+                return r;
+            }
+            u.wait(1, Some(Duration::from_secs(10)), None).expect("a completion within 10 s");
+        }
+    }
+
+    #[test]
+    fn a_cancel_names_only_the_request_with_its_key() {
+        let Ok(u) = Uring::new(8, None) else {
+            println!("skipped: io_uring is not available here");
+            return;
+        };
+        // Two requests in the same slot (low half 5), one after the other:
+        // a cancel that names the first, arriving after it completed, must
+        // not touch the second.
+        let (r1, w1) = pipe();
+        let (r2, w2) = pipe();
+        rustix::io::write(&w1, b"x").expect("write");
+        let first = 1 << 32 | 5;
+        let second = 2 << 32 | 5;
+        u.submit(&[poll_op(first, &r1)]).expect("submit");
+        assert!(result_of(&u, first) > 0);
+        u.submit(&[poll_op(second, &r2)]).expect("submit");
+        u.cancel(first);
+        rustix::io::write(&w2, b"x").expect("write");
+        assert_eq!(result_of(&u, second) & libc::POLLIN as i32, libc::POLLIN as i32);
+    }
 }
