@@ -36,7 +36,7 @@ impl FdInfo {
         if flags < 0 {
             return Err(Errno::BADF);
         }
-        if flags & libc::O_PATH != 0 {
+        if flags & libc::O_PATH != 0 || internal_fds::is_internal(fd) {
             return Err(Errno::BADF);
         }
         Ok(FdInfo { fd, flags: flags as u32, mode: None, eventfd: None })
@@ -346,5 +346,153 @@ pub(crate) fn prwv2(write: bool, fd: i32, iov: *const uaio_abi::iovec, n: usize,
     match call(off) {
         r if r == -(libc::ESPIPE as i64) => (call(-1), true),
         r => (r, false),
+    }
+}
+
+/// uaio's own descriptors (io_uring instances, eventfds) and the rule that
+/// keeps them out of the application's way:
+/// - they live at high numbers, at or above a floor (half the soft
+///   `RLIMIT_NOFILE`, at most 4096), so the low numbers the application
+///   gets from `open` stay free, and a number it closed is never reused by
+///   uaio behind its back;
+/// - a request naming one of them is refused with `EBADF`, as the kernel
+///   refuses a descriptor the application does not have;
+/// - they use at most a quarter of the soft limit: past that, new contexts
+///   run on the thread pool instead of opening another io_uring
+///   (see [`internal_fd_budget_left`]).
+pub(crate) mod internal_fds {
+    use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+    use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
+
+    use rustix::io::Errno;
+
+    /// Numbers tracked exactly above the floor (a bit each).
+    const SPAN: usize = 4096;
+    static FLOOR: AtomicI32 = AtomicI32::new(0);
+    static BITS: [AtomicU64; SPAN / 64] = [const { AtomicU64::new(0) }; SPAN / 64];
+    static COUNT: AtomicUsize = AtomicUsize::new(0);
+
+    fn soft_limit() -> usize {
+        let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit into a valid struct.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0 || rl.rlim_cur == libc::RLIM_INFINITY {
+            return 1 << 20;
+        }
+        rl.rlim_cur as usize
+    }
+
+    fn floor() -> i32 {
+        match FLOOR.load(Ordering::Relaxed) {
+            0 => {
+                let f = (soft_limit() / 2).clamp(3, SPAN) as i32;
+                FLOOR.store(f, Ordering::Relaxed);
+                f
+            }
+            f => f,
+        }
+    }
+
+    /// A descriptor of uaio's own, at a high number, refused in requests.
+    #[derive(Debug)]
+    pub(crate) struct InternalFd(OwnedFd);
+
+    impl InternalFd {
+        /// Moves `fd` to a number at or above the floor (close-on-exec) and
+        /// records it as uaio's. `EMFILE` when no number is left there.
+        pub(crate) fn new(fd: OwnedFd) -> Result<InternalFd, Errno> {
+            let min = floor();
+            // SAFETY: F_DUPFD_CLOEXEC on a descriptor we own; the result, if
+            // any, is a new descriptor that only this function holds.
+            let d = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) };
+            if d < 0 {
+                return Err(Errno::MFILE);
+            }
+            // SAFETY: `d` was just created and is owned by nobody else.
+            let owned = unsafe { OwnedFd::from_raw_fd(d) };
+            drop(fd);
+            set(d, true);
+            COUNT.fetch_add(1, Ordering::SeqCst);
+            Ok(InternalFd(owned))
+        }
+    }
+
+    impl InternalFd {
+        /// The descriptor, staying recorded as uaio's for the rest of the
+        /// process (for descriptors that live as long as the process).
+        pub(crate) fn into_permanent(self) -> OwnedFd {
+            let me = std::mem::ManuallyDrop::new(self);
+            // SAFETY: `me` is never used or dropped again, so the descriptor
+            // moves out exactly once.
+            unsafe { std::ptr::read(&me.0) }
+        }
+    }
+
+    impl AsFd for InternalFd {
+        fn as_fd(&self) -> BorrowedFd<'_> {
+            self.0.as_fd()
+        }
+    }
+
+    impl AsRawFd for InternalFd {
+        fn as_raw_fd(&self) -> i32 {
+            self.0.as_raw_fd()
+        }
+    }
+
+    impl Drop for InternalFd {
+        fn drop(&mut self) {
+            set(self.0.as_raw_fd(), false);
+            COUNT.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    fn set(fd: i32, on: bool) {
+        let i = fd - FLOOR.load(Ordering::Relaxed);
+        if i < 0 || i as usize >= SPAN {
+            return;
+        }
+        let (w, b) = (i as usize / 64, 1u64 << (i % 64));
+        if on {
+            BITS[w].fetch_or(b, Ordering::SeqCst);
+        } else {
+            BITS[w].fetch_and(!b, Ordering::SeqCst);
+        }
+    }
+
+    /// Whether `fd` is one of uaio's own descriptors (a request naming it
+    /// gets `EBADF`). Numbers below the floor cost one comparison.
+    #[inline]
+    pub(crate) fn is_internal(fd: i32) -> bool {
+        let f = FLOOR.load(Ordering::Relaxed);
+        if f == 0 || fd < f {
+            return false;
+        }
+        let i = (fd - f) as usize;
+        i < SPAN && BITS[i / 64].load(Ordering::Relaxed) & (1u64 << (i % 64)) != 0
+    }
+
+    /// In a fork child: the parent's descriptors of uaio's are closed (the
+    /// child inherits no context, as with the kernel) and the record starts
+    /// empty. Only async-signal-safe calls.
+    pub(crate) fn after_fork_in_child() {
+        let f = FLOOR.load(Ordering::Relaxed);
+        for (w, word) in BITS.iter().enumerate() {
+            let mut bits = word.swap(0, Ordering::SeqCst);
+            while bits != 0 {
+                let b = bits.trailing_zeros() as i32;
+                bits &= bits - 1;
+                // SAFETY: closing the child's copy of a descriptor that was
+                // uaio's in the parent; nothing in the child refers to it.
+                unsafe { libc::close(f + w as i32 * 64 + b) };
+            }
+        }
+        COUNT.store(0, Ordering::SeqCst);
+        FLOOR.store(0, Ordering::Relaxed);
+    }
+
+    /// Whether uaio may open one more descriptor of its own: it keeps to a
+    /// quarter of the soft `RLIMIT_NOFILE`.
+    pub(crate) fn internal_fd_budget_left() -> bool {
+        COUNT.load(Ordering::SeqCst) < (soft_limit() / 4).max(1)
     }
 }

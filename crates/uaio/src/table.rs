@@ -23,6 +23,7 @@ use crate::backend::uring::{self, Uring};
 use crate::backend::Backend;
 use crate::context::Context;
 use crate::ring::{page_size, possible_cpus, Geometry};
+use crate::sys::internal_fds;
 use crate::uaccess::read_user;
 
 #[derive(Debug, Default)]
@@ -51,6 +52,7 @@ extern "C" fn after_fork_in_child() {
     // its locks at the moment of fork, and its contexts are not ours.
     PROCESS.store(fresh(), Ordering::SeqCst);
     threads::after_fork_in_child();
+    internal_fds::after_fork_in_child();
 }
 
 /// Which backend executes I/O in this process.
@@ -138,13 +140,19 @@ pub(crate) fn create(nr_events: u32) -> Result<u64, Errno> {
         return Err(Errno::AGAIN);
     }
     let p = process();
-    let notify = progress_fd(p)?;
-    let backend: Box<dyn Backend> = match choice() {
-        Choice::Uring => Box::new(Uring::new(geo.capacity, Some(notify.as_fd())).map_err(|e| match e {
-            Errno::NOMEM | Errno::PERM | Errno::NOSYS => Errno::AGAIN,
-            e => e,
-        })?),
-        Choice::Threads => Box::new(Threads::new(Some(notify.clone()))?),
+    // Running out of descriptors is uaio's concern, not the caller's: the
+    // kernel never answers EMFILE here.
+    let notify = progress_fd(p).map_err(|e| if e == Errno::MFILE || e == Errno::NFILE { Errno::AGAIN } else { e })?;
+    // A context runs on io_uring while uaio's own descriptors keep within
+    // their budget and the kernel grants the ring (memory, limits);
+    // otherwise on the thread pool, never failing for uaio's own reasons.
+    let ring = match choice() {
+        Choice::Uring if internal_fds::internal_fd_budget_left() => Uring::new(geo.capacity, Some(notify.as_fd())).ok(),
+        _ => None,
+    };
+    let backend: Box<dyn Backend> = match ring {
+        Some(u) => Box::new(u),
+        None => Box::new(Threads::new(Some(notify.clone()))?),
     };
     let mut t = p.table.write().unwrap_or_else(|e| e.into_inner());
     if t.budget_used + nr_events as u64 > max {
@@ -189,7 +197,8 @@ fn progress_fd(p: &'static Process) -> Result<Arc<OwnedFd>, Errno> {
     if let Some(fd) = g.as_ref() {
         return Ok(fd.clone());
     }
-    let fd = Arc::new(rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC)?);
+    let fd = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC)?;
+    let fd = Arc::new(internal_fds::InternalFd::new(fd)?.into_permanent());
     let efd = fd.clone();
     std::thread::Builder::new()
         .name("uaio-progress".into())

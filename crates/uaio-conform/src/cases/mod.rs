@@ -6,6 +6,7 @@ mod anon;
 mod cancel_destroy;
 mod concurrency;
 mod core;
+mod fds;
 mod getevents;
 mod process;
 mod races;
@@ -26,6 +27,7 @@ pub(crate) fn all() -> Vec<Case> {
     v.extend(process::cases());
     v.extend(concurrency::cases());
     v.extend(races::cases());
+    v.extend(fds::cases());
     v.extend(anon::cases());
     v
 }

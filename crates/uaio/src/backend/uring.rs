@@ -7,7 +7,7 @@
 //! All system calls go through rustix's raw syscall layer, never through the
 //! C library's `syscall()`, which the drop-in library interposes.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
@@ -20,6 +20,7 @@ use rustix::io_uring::{
 };
 
 use super::{Backend, Op, OpKind};
+use crate::sys::internal_fds::InternalFd;
 
 const OP_READV: u8 = 1;
 const OP_WRITEV: u8 = 2;
@@ -129,7 +130,7 @@ struct Sq {
 /// io_uring backend state for one context.
 #[derive(Debug)]
 pub(crate) struct Uring {
-    fd: OwnedFd,
+    fd: InternalFd,
     sq: Mutex<Sq>,
     cq_head: *const AtomicU32,
     cq_tail: *const AtomicU32,
@@ -174,7 +175,7 @@ impl Uring {
                 Err(e) => return Err(e),
             }
         }
-        let fd = fd.ok_or(Errno::INVAL)?;
+        let fd = InternalFd::new(fd.ok_or(Errno::INVAL)?)?;
         // Waiting with a timeout and a signal mask needs IORING_ENTER_EXT_ARG (5.11).
         if !params.features.contains(rustix::io_uring::IoringFeatureFlags::EXT_ARG) {
             return Err(Errno::NOSYS);

@@ -1,0 +1,117 @@
+//! uaio's own descriptors and the application's: a number the application
+//! closed stays invalid after `io_setup`, uaio's descriptors are refused in
+//! requests, and a low `RLIMIT_NOFILE` limits neither the contexts a
+//! program can make nor its own `open` afterwards.
+
+use std::os::fd::{AsRawFd, IntoRawFd};
+
+use super::util::*;
+use crate::*;
+
+pub(crate) fn cases() -> Vec<Case> {
+    vec![
+        c("fds/number_closed_before_setup_stays_ebadf", |e| {
+            let aio = aio_of(e);
+            let lines = in_child(move |out| {
+                // SAFETY: alarm(2); the child is killed if it hangs.
+                unsafe { libc::alarm(20) };
+                // The lowest free number, closed again: the next descriptor
+                // anyone opens would get it.
+                let n = open("/dev/null", libc::O_RDONLY).into_raw_fd();
+                // SAFETY: closing the descriptor just opened.
+                unsafe { libc::close(n) };
+                let mut ctxs = [0u64; 4];
+                for c in ctxs.iter_mut() {
+                    // SAFETY: a valid pointer to a zeroed handle.
+                    out.push(format!("setup = {}", ret(unsafe { aio.setup(4, c) })));
+                }
+                let buf = leak_buf(8);
+                let a = leak(cb(IOCB_CMD_PREAD, n, buf.as_mut_ptr() as u64, 8, 0, 1));
+                let mut p = [a as *mut iocb];
+                // SAFETY: one valid iocb naming a number nobody should have.
+                let r = unsafe { aio.submit(ctxs[0], 1, p.as_mut_ptr()) };
+                out.push(format!("read of the closed number = {}", ret(r)));
+                let w = leak(cb(IOCB_CMD_PWRITE, n, buf.as_mut_ptr() as u64, 8, 0, 2));
+                let mut p = [w as *mut iocb];
+                // SAFETY: as above.
+                let r = unsafe { aio.submit(ctxs[0], 1, p.as_mut_ptr()) };
+                out.push(format!("write to the closed number = {}", ret(r)));
+                for c in ctxs {
+                    // SAFETY: destroying the contexts made above.
+                    unsafe { aio.destroy(c) };
+                }
+            });
+            for l in lines {
+                e.rec(l);
+            }
+        }),
+        c("fds/low_nofile_limit_many_contexts_and_own_open_works", |e| {
+            const CONTEXTS: usize = 40;
+            let aio = aio_of(e);
+            let f = e.file(b"abcd", libc::O_RDONLY);
+            let fd = f.as_raw_fd();
+            let lines = in_child(move |out| {
+                // SAFETY: alarm(2); the child is killed if it hangs.
+                unsafe { libc::alarm(30) };
+                // Close what the child does not need, so the limit counts
+                // from a small table (the test harness may hold many).
+                for n in 3..1024 {
+                    if n != fd {
+                        // SAFETY: closing descriptors of this child only.
+                        unsafe { libc::close(n) };
+                    }
+                }
+                let rl = libc::rlimit { rlim_cur: 32, rlim_max: 32 };
+                // SAFETY: setrlimit with a valid struct.
+                out.push(format!("setrlimit = {}", unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &rl) }));
+                let mut ctxs = Vec::new();
+                let mut first_error = 0;
+                for _ in 0..CONTEXTS {
+                    let mut c = 0u64;
+                    // SAFETY: a valid pointer to a zeroed handle.
+                    let r = unsafe { aio.setup(4, &mut c) };
+                    if r != 0 {
+                        first_error = r;
+                        break;
+                    }
+                    ctxs.push(c);
+                }
+                out.push(format!("contexts made: {} (first error {})", ctxs.len(), ret(first_error)));
+                // Each context still works.
+                let mut ok = 0;
+                for &c in &ctxs {
+                    let buf = leak_buf(4);
+                    let a = leak(cb(IOCB_CMD_PREAD, fd, buf.as_mut_ptr() as u64, 4, 0, 1));
+                    let mut p = [a as *mut iocb];
+                    let mut ev = [io_event::default(); 1];
+                    let mut t = ts(5, 0);
+                    // SAFETY: one valid iocb; room for one event.
+                    let r = unsafe {
+                        aio.submit(c, 1, p.as_mut_ptr());
+                        aio.getevents(c, 1, 1, ev.as_mut_ptr(), &mut t)
+                    };
+                    if r == 1 && ev[0].res == 4 && buf == b"abcd" {
+                        ok += 1;
+                    }
+                }
+                out.push(format!("contexts that read the file: {ok}"));
+                let c_path = c"/dev/null";
+                let mut opened = 0;
+                for _ in 0..8 {
+                    // SAFETY: open(2) with a valid C string; the descriptor is leaked on purpose.
+                    if unsafe { libc::open(c_path.as_ptr(), libc::O_RDONLY) } >= 0 {
+                        opened += 1;
+                    }
+                }
+                out.push(format!("own opens that worked: {opened} of 8"));
+                for c in ctxs {
+                    // SAFETY: destroying the contexts made above.
+                    unsafe { aio.destroy(c) };
+                }
+            });
+            for l in lines {
+                e.rec(l);
+            }
+        }),
+    ]
+}
