@@ -7,7 +7,10 @@
 //! known, and a `SIGSEGV`/`SIGBUS` handler that sees a fault inside that range
 //! resumes execution at the routine's failure exit. Faults anywhere
 //! else are handed to the handler that was installed before (or the default
-//! action), so the application's own crash handling is untouched.
+//! action), so the application's own crash handling is untouched. A handler
+//! the application installs after uaio's is noticed at the next entry point
+//! (see [`keep_handler_first`]), put behind uaio's and sent every fault that
+//! is not uaio's.
 //!
 //! Measured on the development machine: one `process_vm_readv` of 64 bytes on
 //! the own process costs 1.3 µs (and 430 ns per extra iovec), against a few
@@ -16,7 +19,7 @@
 //! Like the kernel's `access_ok`, addresses outside the user half of the
 //! address space are refused before any access.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Once;
 
 /// Highest user address + 1 on x86-64 with 4-level paging (`TASK_SIZE_MAX`).
@@ -38,7 +41,8 @@ pub(crate) fn access_ok(addr: u64, len: u64) -> bool {
 
 #[cfg(target_arch = "x86_64")]
 mod arch {
-    use std::sync::OnceLock;
+    use std::cell::Cell;
+    use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 
     // Copies `rdx` bytes from `rsi` to `rdi`, eight at a time, then the
     // tail byte by byte. Returns 0; a fault anywhere between `begin` and
@@ -96,8 +100,20 @@ mod arch {
         static uaio_uaccess_fault: u8;
     }
 
-    /// Handlers in place before ours: index 0 for SIGSEGV, 1 for SIGBUS.
-    static PREVIOUS: OnceLock<[libc::sigaction; 2]> = OnceLock::new();
+    /// The handlers uaio forwards foreign faults to (index 0 for SIGSEGV,
+    /// 1 for SIGBUS): the one in place before ours, or one the application
+    /// installed over ours later (see [`super::keep_handler_first`]). Kept
+    /// in atomics, since the signal handler reads them.
+    static NEXT_HANDLER: [AtomicUsize; 2] = [AtomicUsize::new(libc::SIG_DFL), AtomicUsize::new(libc::SIG_DFL)];
+    static NEXT_FLAGS: [AtomicI32; 2] = [AtomicI32::new(0), AtomicI32::new(0)];
+
+    thread_local! {
+        /// Set while this thread forwards a fault: a handler that calls the
+        /// one it replaced (ours) must not send the fault back to itself.
+        static FORWARDING: Cell<bool> = const { Cell::new(false) };
+    }
+
+    const SIGNALS: [libc::c_int; 2] = [libc::SIGSEGV, libc::SIGBUS];
 
     extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mut libc::c_void) {
         // SAFETY: the kernel passes a valid ucontext_t to an SA_SIGINFO handler.
@@ -111,26 +127,36 @@ mod arch {
             uc.uc_mcontext.gregs[libc::REG_RIP as usize] = fault as i64;
             return;
         }
+        if FORWARDING.with(|f| f.replace(true)) {
+            // Sent back to us by the handler we forwarded to: end the loop
+            // with the default action.
+            set_default(sig);
+            return;
+        }
         forward(sig, info, uctx);
+        FORWARDING.with(|f| f.set(false));
+    }
+
+    fn set_default(sig: libc::c_int) {
+        // Put the default action back; the faulting instruction runs again
+        // and the process gets the default treatment with the real state.
+        // SAFETY: plain sigaction(2) with a zeroed, valid struct.
+        unsafe {
+            let mut dfl: libc::sigaction = core::mem::zeroed();
+            dfl.sa_sigaction = libc::SIG_DFL;
+            libc::sigaction(sig, &dfl, core::ptr::null_mut());
+        }
     }
 
     fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mut libc::c_void) {
         let idx = if sig == libc::SIGSEGV { 0 } else { 1 };
-        let Some(prev) = PREVIOUS.get() else { return };
-        let prev = &prev[idx];
-        let h = prev.sa_sigaction;
+        let h = NEXT_HANDLER[idx].load(Ordering::SeqCst);
+        let flags = NEXT_FLAGS[idx].load(Ordering::SeqCst);
         if h == libc::SIG_DFL || h == libc::SIG_IGN {
-            // Put the default action back; the faulting instruction runs again
-            // and the process gets the default treatment with the real state.
-            // SAFETY: plain sigaction(2) with a zeroed, valid struct.
-            unsafe {
-                let mut dfl: libc::sigaction = core::mem::zeroed();
-                dfl.sa_sigaction = libc::SIG_DFL;
-                libc::sigaction(sig, &dfl, core::ptr::null_mut());
-            }
-        } else if prev.sa_flags & libc::SA_SIGINFO != 0 {
-            // SAFETY: the previous handler was installed with SA_SIGINFO, so it
-            // has this signature; we call it as the kernel would have.
+            set_default(sig);
+        } else if flags & libc::SA_SIGINFO != 0 {
+            // SAFETY: the handler was installed with SA_SIGINFO, so it has
+            // this signature; we call it as the kernel would have.
             let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
                 unsafe { core::mem::transmute(h) };
             f(sig, info, uctx);
@@ -141,20 +167,28 @@ mod arch {
         }
     }
 
+    /// Puts uaio's handler in place for SIGSEGV and SIGBUS unless it is
+    /// there already. Whatever handler it displaces (the one from before
+    /// uaio, or one the application installed later) receives the faults
+    /// that are not uaio's.
     pub(super) fn install() {
-        // SAFETY: sigaction(2) with valid, zero-initialised structs; the
-        // previous actions are recorded before ours goes in.
-        unsafe {
-            let mut old: [libc::sigaction; 2] = core::mem::zeroed();
-            libc::sigaction(libc::SIGSEGV, core::ptr::null(), &mut old[0]);
-            libc::sigaction(libc::SIGBUS, core::ptr::null(), &mut old[1]);
-            let _ = PREVIOUS.set(old);
-            let mut act: libc::sigaction = core::mem::zeroed();
-            act.sa_sigaction = on_fault as *const () as usize;
-            act.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_NODEFER;
-            libc::sigemptyset(&mut act.sa_mask);
-            libc::sigaction(libc::SIGSEGV, &act, core::ptr::null_mut());
-            libc::sigaction(libc::SIGBUS, &act, core::ptr::null_mut());
+        let ours = on_fault as *const () as usize;
+        for (i, &sig) in SIGNALS.iter().enumerate() {
+            // SAFETY: sigaction(2) with valid, zero-initialised structs.
+            unsafe {
+                let mut cur: libc::sigaction = core::mem::zeroed();
+                libc::sigaction(sig, core::ptr::null(), &mut cur);
+                if cur.sa_sigaction == ours {
+                    continue;
+                }
+                NEXT_FLAGS[i].store(cur.sa_flags, Ordering::SeqCst);
+                NEXT_HANDLER[i].store(cur.sa_sigaction, Ordering::SeqCst);
+                let mut act: libc::sigaction = core::mem::zeroed();
+                act.sa_sigaction = ours;
+                act.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_NODEFER;
+                libc::sigemptyset(&mut act.sa_mask);
+                libc::sigaction(sig, &act, core::ptr::null_mut());
+            }
         }
     }
 
@@ -199,6 +233,35 @@ fn ensure_installed() {
             READY.store(true, Ordering::Release);
         });
     }
+}
+
+/// Coarse clock tick of the last check of [`keep_handler_first`].
+static LAST_CHECK: AtomicU64 = AtomicU64::new(0);
+
+/// Makes sure uaio's fault handler is the one installed, at most once per
+/// coarse clock tick (a few milliseconds), or at once when `now`. A program
+/// that installs its own SIGSEGV or SIGBUS handler after uaio's (a crash
+/// reporter that does not expect faults it did not cause) would otherwise
+/// receive the fault of a bad pointer handed to uaio, where the kernel
+/// answers `EFAULT`; uaio puts its handler back on top and forwards to the
+/// program's every fault that is not its own. The check is one `sigaction`
+/// call per signal; the entry points call it (io_setup and io_destroy every
+/// time, the others at most once per tick), so a handler installed less
+/// than a tick before a call with a bad pointer can still see that fault.
+pub(crate) fn keep_handler_first(now: bool) {
+    if !READY.load(Ordering::Acquire) {
+        return;
+    }
+    if !now {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: clock_gettime into a valid timespec (a vDSO call).
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+        let tick = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+        if LAST_CHECK.swap(tick, Ordering::Relaxed) == tick {
+            return;
+        }
+    }
+    arch::install();
 }
 
 /// Copies `len` bytes from the user address `src` into `dst`.

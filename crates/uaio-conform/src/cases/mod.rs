@@ -8,6 +8,7 @@ mod concurrency;
 mod core;
 mod fds;
 mod getevents;
+mod handlers;
 mod process;
 mod races;
 mod ring;
@@ -28,6 +29,7 @@ pub(crate) fn all() -> Vec<Case> {
     v.extend(concurrency::cases());
     v.extend(races::cases());
     v.extend(fds::cases());
+    v.extend(handlers::cases());
     v.extend(anon::cases());
     v
 }
