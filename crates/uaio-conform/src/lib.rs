@@ -211,6 +211,9 @@ pub struct Outcome {
 pub fn run_case(c: &Case) -> Outcome {
     let k = trace_of(c, &Kernel);
     let u = trace_of(c, &Uaio);
+    if std::env::var_os("UAIO_CONFORM_TRACE").is_some() {
+        eprintln!("-- {} (kernel | uaio)\n{}", c.name, diff(&k, &u));
+    }
     let failure = match c.expect {
         Expect::Same => (k != u).then(|| diff(&k, &u)),
         Expect::Differs { kernel, uaio, .. } => {

@@ -359,7 +359,7 @@ pub(crate) fn prwv2(write: bool, fd: i32, iov: *const uaio_abi::iovec, n: usize,
 ///   refuses a descriptor the application does not have;
 /// - they use at most a quarter of the soft limit: past that, new contexts
 ///   run on the thread pool instead of opening another io_uring
-///   (see [`internal_fd_budget_left`]).
+///   (see [`internal_fds::room_for_one_more`]).
 pub(crate) mod internal_fds {
     use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
     use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
@@ -491,8 +491,23 @@ pub(crate) mod internal_fds {
     }
 
     /// Whether uaio may open one more descriptor of its own: it keeps to a
-    /// quarter of the soft `RLIMIT_NOFILE`.
-    pub(crate) fn internal_fd_budget_left() -> bool {
-        COUNT.load(Ordering::SeqCst) < (soft_limit() / 4).max(1)
+    /// quarter of the soft `RLIMIT_NOFILE`, and takes none while the
+    /// program's next descriptor (the lowest free number, found by
+    /// duplicating `any`) is past half the limit, so that a program short
+    /// of descriptors never loses one to uaio.
+    pub(crate) fn room_for_one_more(any: BorrowedFd<'_>) -> bool {
+        let limit = soft_limit();
+        if COUNT.load(Ordering::SeqCst) >= (limit / 4).max(1) {
+            return false;
+        }
+        // SAFETY: F_DUPFD_CLOEXEC of a valid descriptor; the duplicate is
+        // closed at once.
+        let low = unsafe { libc::fcntl(any.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+        if low < 0 {
+            return false;
+        }
+        // SAFETY: closing the duplicate just made.
+        unsafe { libc::close(low) };
+        (low as usize) < limit / 2
     }
 }

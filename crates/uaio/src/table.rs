@@ -147,7 +147,9 @@ pub(crate) fn create(nr_events: u32) -> Result<u64, Errno> {
     // their budget and the kernel grants the ring (memory, limits);
     // otherwise on the thread pool, never failing for uaio's own reasons.
     let ring = match choice() {
-        Choice::Uring if internal_fds::internal_fd_budget_left() => Uring::new(geo.capacity, Some(notify.as_fd())).ok(),
+        Choice::Uring if internal_fds::room_for_one_more(notify.as_fd()) => {
+            Uring::new(geo.capacity, Some(notify.as_fd())).ok()
+        }
         _ => None,
     };
     let backend: Box<dyn Backend> = match ring {
