@@ -39,6 +39,7 @@ impl FdInfo {
         if flags & libc::O_PATH != 0 || internal_fds::is_internal(fd) {
             return Err(Errno::BADF);
         }
+        direct_hint::record(fd, flags as u32);
         Ok(FdInfo { fd, flags: flags as u32, mode: None, eventfd: None })
     }
 
@@ -173,6 +174,60 @@ impl FdInfo {
         };
         self.eventfd = Some(e);
         e
+    }
+}
+
+/// Which descriptors are open `O_DIRECT`, as last seen: a hint that keeps
+/// `io_submit` from trying a read inline where even a `RWF_NOWAIT` read
+/// waits for the device (a direct read through `preadv2` is synchronous:
+/// the kernel waits for the bio, `RWF_NOWAIT` only refuses to queue behind
+/// a busy device). A stale hint costs speed, never correctness: every full
+/// validation refreshes it, and a "buffered" hint is re-checked every
+/// [`direct_hint::RECHECK`] uses.
+pub(crate) mod direct_hint {
+    use std::sync::atomic::{AtomicU8, Ordering};
+
+    /// Descriptor numbers with a hint; others are looked up each time.
+    const SPAN: usize = 4096;
+    /// Uses of a "buffered" hint between two checks.
+    pub(crate) const RECHECK: u8 = 64;
+    const UNKNOWN: u8 = 0;
+    const DIRECT: u8 = 1;
+    /// Values from 2 up: buffered, with uses left before the next check.
+    const BUFFERED_FRESH: u8 = 2 + RECHECK;
+
+    static HINT: [AtomicU8; SPAN] = [const { AtomicU8::new(UNKNOWN) }; SPAN];
+
+    /// Records what `F_GETFL` said about `fd`.
+    pub(crate) fn record(fd: i32, flags: u32) {
+        if let Some(h) = usize::try_from(fd).ok().and_then(|i| HINT.get(i)) {
+            let direct = flags & libc::O_DIRECT as u32 != 0;
+            h.store(if direct { DIRECT } else { BUFFERED_FRESH }, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether `fd` is (probably) open `O_DIRECT`; asks the kernel when
+    /// there is no fresh hint.
+    pub(crate) fn is_direct(fd: i32) -> bool {
+        let Some(h) = usize::try_from(fd).ok().and_then(|i| HINT.get(i)) else { return lookup(fd) };
+        match h.load(Ordering::Relaxed) {
+            DIRECT => true,
+            v if v > 2 => {
+                h.store(v - 1, Ordering::Relaxed);
+                false
+            }
+            _ => lookup(fd),
+        }
+    }
+
+    fn lookup(fd: i32) -> bool {
+        // SAFETY: F_GETFL on a descriptor number; a closed one just fails.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        if flags < 0 {
+            return false;
+        }
+        record(fd, flags as u32);
+        flags & libc::O_DIRECT != 0
     }
 }
 
