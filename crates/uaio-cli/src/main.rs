@@ -6,17 +6,22 @@
 //!   dynamically linked program on uaio's drop-in `libaio.so.1` (both first on
 //!   the library path and preloaded, which also catches `syscall(SYS_io_*)`).
 //! - `uaio info` shows the backend and limits.
+//! - `uaio stress [OPTIONS]` runs many threads of submit, reap, cancel and
+//!   destroy on uaio (or `--kernel`) and checks every result (see `stress`).
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod stress;
+
 fn usage() -> ExitCode {
     eprintln!("usage: uaio check [FILTER]    run the conformance cases on the kernel and on uaio");
     eprintln!("       uaio run [--backend uring|threads] [--verbose] -- CMD [ARGS...]");
     eprintln!("                              run a program with uaio's libaio.so.1 in place of the kernel's AIO");
     eprintln!("       uaio info              show the backend and limits");
+    eprintln!("       uaio stress [OPTIONS]  submit/reap/cancel/destroy from many threads, check every result");
     ExitCode::from(2)
 }
 
@@ -87,6 +92,7 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         Some("check") | None => check(args.get(1).map(String::as_str).unwrap_or("")),
         Some("run") => run(&args[1..]),
+        Some("stress") => stress::main(&args[1..]),
         Some("info") => {
             println!("backend: {}", uaio::backend_name());
             println!("io_uring available: {}", uaio::io_uring_available());
