@@ -785,6 +785,9 @@ struct World {
     counts: [AtomicU64; 7],
     printed: AtomicU64,
     t0: Instant,
+    /// The scratch directory, when the run created it (removed at the end,
+    /// also when the watchdog ends the run).
+    scratch: Option<PathBuf>,
 }
 
 /// Per-thread state.
@@ -2690,6 +2693,9 @@ fn watchdog(w: &World, done: &AtomicBool, summary: &dyn Fn(&World)) {
             }
             w.viol(Kind::Hang, msg);
             summary(w);
+            if let Some(d) = &w.scratch {
+                let _ = std::fs::remove_dir_all(d);
+            }
             std::process::exit(1);
         }
     }
@@ -2736,7 +2742,10 @@ pub fn main(args: &[String]) -> ExitCode {
         None => (std::env::temp_dir().join(format!("uaio-stress-{}-{}", std::process::id(), o.seed)), true),
     };
     let world = match build_world(&o, aio, target, &dir) {
-        Ok(w) => Arc::new(w),
+        Ok(mut w) => {
+            w.scratch = own_dir.then(|| dir.clone());
+            Arc::new(w)
+        }
         Err(e) => {
             eprintln!("uaio stress: setting up in {}: {e}", dir.display());
             if own_dir {
@@ -2959,6 +2968,7 @@ fn build_world(o: &Options, aio: &'static dyn Aio, target: String, dir: &std::pa
         counts: Default::default(),
         printed: AtomicU64::new(0),
         t0: Instant::now(),
+        scratch: None,
     };
     let t = Thr { id: o.threads, rng: Rng::new(0), quarantine: VecDeque::new(), private: None, events: Vec::new() };
     for slot in 0..o.shared {
