@@ -870,6 +870,11 @@ impl Context {
         self.ring.head() != self.lock().tail
     }
 
+    /// Whether requests are in flight in the backend.
+    pub(crate) fn busy(&self) -> bool {
+        self.in_flight() > 0
+    }
+
     fn in_flight(&self) -> u32 {
         self.lock().in_flight
     }

@@ -12,7 +12,7 @@
 //! wait on an eventfd). It sleeps on one eventfd that every backend signals
 //! while no caller is inside the context, and costs nothing while idle.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::{Arc, Mutex, Once, RwLock};
 
@@ -210,21 +210,36 @@ fn progress_fd(p: &'static Process) -> Result<Arc<OwnedFd>, Errno> {
     Ok(fd)
 }
 
+/// How often the progress thread looks at contexts with requests in flight
+/// even without a notification: a safety net for a completion whose
+/// notification was lost between io_uring turning the eventfd back on and
+/// posting (the kernel orders its tail store and its read of the flag with
+/// no full barrier). Idle processes (nothing in flight) are never woken.
+const PROGRESS_SAFETY_NET: std::time::Duration = std::time::Duration::from_millis(50);
+
 fn progress_loop(p: &'static Process, efd: Arc<OwnedFd>) {
     let mut buf = [0u8; 8];
+    let mut timeout = None;
     loop {
-        match rustix::io::read(efd.as_fd(), &mut buf) {
-            Ok(_) | Err(Errno::INTR) => {}
+        match crate::sys::ppoll_one(efd.as_raw_fd(), timeout, None) {
+            Ok(0) => {}
+            Ok(_) => {
+                let _ = rustix::io::read(efd.as_fd(), &mut buf);
+            }
+            Err(Errno::INTR) => {}
             Err(_) => return,
         }
         let ctxs: Vec<Arc<Context>> = {
             let t = p.table.read().unwrap_or_else(|e| e.into_inner());
             t.slots.iter().flatten().cloned().collect()
         };
+        let mut busy = false;
         for c in ctxs {
             if c.idle() && c.has_completions() {
                 c.harvest();
             }
+            busy |= c.busy();
         }
+        timeout = busy.then_some(PROGRESS_SAFETY_NET);
     }
 }
