@@ -66,7 +66,9 @@ fn parse_cpu_list(s: &str) -> Option<u32> {
     (n > 0).then_some(n)
 }
 
-/// System page size.
+/// System page size. With rustix's `use-libc-auxv` feature (workspace
+/// Cargo.toml) this is the C library's `sysconf(_SC_PAGESIZE)`: rustix's own
+/// aux-vector reader gets valgrind's aux vector under valgrind and crashed.
 pub(crate) fn page_size() -> usize {
     rustix::param::page_size()
 }
