@@ -129,32 +129,50 @@ unsafe impl Send for Ring {}
 // SAFETY: as above.
 unsafe impl Sync for Ring {}
 
+/// Two views of the same fresh, zeroed shared pages: uaio's own and the
+/// application's. Normally with no descriptor at all (a shared anonymous
+/// mapping, then `mremap` with old size 0, which maps the same pages a
+/// second time). Where that is refused (valgrind answers `EINVAL`), through
+/// a memfd that is closed as soon as both views exist.
+fn two_views(bytes: usize) -> io::Result<(*mut core::ffi::c_void, *mut core::ffi::c_void)> {
+    use rustix::mm::{MapFlags, MremapFlags, ProtFlags};
+    let rw = ProtFlags::READ | ProtFlags::WRITE;
+    // SAFETY: a fresh anonymous mapping; nothing else refers to it.
+    let own = unsafe { rustix::mm::mmap_anonymous(std::ptr::null_mut(), bytes, rw, MapFlags::SHARED)? };
+    // SAFETY: a second mapping of the pages just mapped; the first stays
+    // where it is (old size 0 moves nothing).
+    match unsafe { rustix::mm::mremap(own, 0, bytes, MremapFlags::MAYMOVE) } {
+        Ok(user) => return Ok((own, user)),
+        Err(e) => {
+            // SAFETY: unmapping the mapping made above, which nothing uses.
+            let _ = unsafe { rustix::mm::munmap(own, bytes) };
+            if e != rustix::io::Errno::INVAL {
+                return Err(e.into());
+            }
+        }
+    }
+    let fd = rustix::fs::memfd_create("uaio-ring", rustix::fs::MemfdFlags::CLOEXEC)?;
+    rustix::fs::ftruncate(&fd, bytes as u64)?;
+    // SAFETY: a fresh shared mapping of the memfd made above.
+    let own = unsafe { rustix::mm::mmap(std::ptr::null_mut(), bytes, rw, MapFlags::SHARED, &fd, 0)? };
+    // SAFETY: as above, the same pages a second time.
+    match unsafe { rustix::mm::mmap(std::ptr::null_mut(), bytes, rw, MapFlags::SHARED, &fd, 0) } {
+        Ok(user) => Ok((own, user)),
+        Err(e) => {
+            // SAFETY: unmapping the first view, which nothing uses yet.
+            let _ = unsafe { rustix::mm::munmap(own, bytes) };
+            Err(e.into())
+        }
+    }
+}
+
 impl Ring {
     /// Maps a ring of the given geometry twice (uaio's view and the
     /// application's) and fills in the header. No file descriptor is used:
     /// the second view is made by `mremap` with an old size of 0, which maps
     /// the same pages of a shared anonymous mapping again.
     pub(crate) fn new(geo: Geometry, id: u32) -> io::Result<Ring> {
-        use rustix::mm::{MapFlags, MremapFlags, ProtFlags};
-        // SAFETY: a fresh anonymous mapping; nothing else refers to it.
-        let own = unsafe {
-            rustix::mm::mmap_anonymous(
-                std::ptr::null_mut(),
-                geo.bytes,
-                ProtFlags::READ | ProtFlags::WRITE,
-                MapFlags::SHARED,
-            )?
-        };
-        // SAFETY: a second mapping of the pages just mapped; the first stays
-        // where it is (old size 0 moves nothing).
-        let user = match unsafe { rustix::mm::mremap(own, 0, geo.bytes, MremapFlags::MAYMOVE) } {
-            Ok(p) => p,
-            Err(e) => {
-                // SAFETY: unmapping the mapping made above, which nothing uses.
-                let _ = unsafe { rustix::mm::munmap(own, geo.bytes) };
-                return Err(e.into());
-            }
-        };
+        let (own, user) = two_views(geo.bytes)?;
         let ring = Ring {
             base: NonNull::new(own.cast()).expect("mmap returned null"),
             user: AtomicU64::new(user as u64),

@@ -72,13 +72,21 @@ pub(crate) fn choice() -> Choice {
         Ok("threads") | Ok("thread") | Ok("pool") => Choice::Threads,
         Ok("uring") | Ok("io_uring") => Choice::Uring,
         _ => {
-            if uring::available() {
+            if !under_valgrind() && uring::available() {
                 Choice::Uring
             } else {
                 Choice::Threads
             }
         }
     })
+}
+
+/// Whether the process runs under valgrind (its preloaded core library is
+/// in `LD_PRELOAD`). Valgrind 3.19 holds its global lock across
+/// `io_uring_enter`, so a waiting thread stops every other thread, and a
+/// signal during the wait aborts it: the thread pool is used instead.
+fn under_valgrind() -> bool {
+    std::env::var_os("LD_PRELOAD").is_some_and(|v| v.to_string_lossy().contains("/vgpreload_"))
 }
 
 fn process() -> &'static Process {
