@@ -455,8 +455,15 @@ pub(crate) mod internal_fds {
         /// Moves `fd` to a number at or above the floor (close-on-exec) and
         /// records it as uaio's. `EMFILE` when no number is left there.
         pub(crate) fn new(fd: OwnedFd) -> Result<InternalFd, Errno> {
+            Self::dup_of(fd.as_fd())
+        }
+
+        /// A duplicate of `fd` (which stays open, and may be the
+        /// application's) at a number at or above the floor (close-on-exec),
+        /// recorded as uaio's. `EMFILE` when no number is left there.
+        pub(crate) fn dup_of(fd: BorrowedFd<'_>) -> Result<InternalFd, Errno> {
             let min = floor();
-            // SAFETY: F_DUPFD_CLOEXEC on a descriptor we own; the result, if
+            // SAFETY: F_DUPFD_CLOEXEC on an open descriptor; the result, if
             // any, is a new descriptor that only this function holds.
             let d = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) };
             if d < 0 {
@@ -464,7 +471,6 @@ pub(crate) mod internal_fds {
             }
             // SAFETY: `d` was just created and is owned by nobody else.
             let owned = unsafe { OwnedFd::from_raw_fd(d) };
-            drop(fd);
             set(d, true);
             COUNT.fetch_add(1, Ordering::SeqCst);
             Ok(InternalFd(owned))
