@@ -10,28 +10,115 @@
 //! never waits for a pipe, so cancellation of anything queued or polling is
 //! immediate, and `io_destroy` only ever waits for I/O that finishes.
 //!
+//! **Partial transfers.** A non-blocking attempt on a regular file or block
+//! device may move only part of the request (the cached pages of a read).
+//! That is not the result: the rest goes to a worker, which adds its count,
+//! as the kernel's read goes on past the cached part. On a stream a partial
+//! read is final (a pipe read returns what is there), while a partial write
+//! goes on until everything is written, as a blocking pipe or socket write
+//! does.
+//!
+//! **Claiming.** Each queued or polling request is a job with a state. A
+//! worker or the poller claims a job (waiting → running) before it touches
+//! the file or the buffer, and a claimed job can no longer be cancelled; a
+//! cancellation claims it the other way (waiting → done), completes it with
+//! `-ECANCELED` and nobody touches the buffer after that. A cancellation
+//! that finds the poller holding the job is remembered: if the poller finds
+//! nothing to do, it completes the job as cancelled instead of waiting
+//! again. A request with bytes already transferred (the first part of a
+//! stream write, or of a file read) reports that count when cancelled,
+//! never `-ECANCELED`, so that no byte is lost silently.
+//!
+//! **Descriptors.** A queued job holds a duplicate of the request's
+//! descriptor, as the kernel holds a reference to the file: closing the
+//! application's descriptor does not disturb the request. Jobs on the same
+//! open file share one duplicate (found by descriptor number, and used only
+//! if that number still names a file with the same device, inode and status
+//! flags). A job's duplicate is released as soon as the job is done or
+//! cancelled, before its event is visible. uaio's own descriptors
+//! (duplicates, the poller's eventfd, the eventfds of `io_pgetevents`
+//! sleepers) are [`InternalFd`]s: at or above a floor (half the soft
+//! `RLIMIT_NOFILE`, at most 4096), so that they never take the low numbers
+//! the application reuses. No descriptor is spent per context: waiters
+//! sleep on a futex, or, when `io_pgetevents` gives a signal mask, in
+//! `ppoll` on an eventfd lent to the sleeping thread, so that the mask is
+//! installed atomically. When no duplicate can be had above the floor (or
+//! no thread can be started), the request runs in the submitting thread
+//! (`io_submit` then blocks, as the kernel's does for buffered I/O and for
+//! pipes), and a POLL that is not ready at once completes with `-EAGAIN`:
+//! uaio never takes a number below the floor.
+//!
+//! **Processes sharing memory but not descriptors.** The pool belongs to
+//! the process that created it. A child made with `clone(CLONE_VM)` without
+//! `CLONE_FILES` that submits through a context of that process resolves
+//! descriptors in its own table, which the pool's threads cannot see; such
+//! a child never starts a thread either (its exit would wait for it). Its
+//! requests therefore run in its submitting thread: `io_submit` blocks for
+//! file and stream I/O until it is done, and a POLL that is not ready at
+//! once completes with `-EAGAIN`. Such a process never writes or closes the
+//! pool's descriptors (their numbers mean nothing in its table): a
+//! duplicate it lets go of (cancelling an owner's request) is closed by the
+//! owner's threads, completions it produces are published by its own
+//! `io_submit`, and waiters sleeping on the futex are woken; a thread of
+//! the owner sleeping in `io_pgetevents`
+//! with a signal mask is not woken by them (it returns at its timeout, on a
+//! signal or with the next completion of the owner), and such a child's
+//! own `io_pgetevents` installs its mask just before sleeping, not
+//! atomically.
+//!
 //! Threads start on demand and leave once the last context using this
 //! backend is gone; a `fork` child starts from an empty pool.
 
-use std::collections::VecDeque;
+use std::cell::Cell;
+use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use rustix::io::Errno;
+use rustix::thread::futex;
 
 use super::{Backend, Op, OpKind};
 use crate::sys;
+use crate::sys::internal_fds::InternalFd;
 
 const RWF_NOWAIT: i32 = uaio_abi::RWF_NOWAIT as i32;
 
-/// Where a request is while it is not done.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Place {
-    Queued,
-    Running,
-    Polling,
+/// Job state: queued for a worker, or waiting in the poller.
+const WAITING: u8 = 0;
+/// Job state: claimed by a worker or the poller.
+const RUNNING: u8 = 1;
+/// Job state: claimed, and a cancellation arrived meanwhile.
+const RUNNING_CANCEL: u8 = 2;
+/// Job state: completed (by its claimer, or cancelled while waiting).
+const DONE: u8 = 3;
+
+/// Longest single futex sleep when the caller gave no timeout: a timed wait
+/// returns `EINTR` on a signal whatever the handler's `SA_RESTART`, as
+/// `io_getevents` does.
+const LONG_SLEEP: Duration = Duration::from_secs(3600);
+/// Eventfds kept for `io_pgetevents` sleepers once they are done.
+const SPARE_EVENTFDS: usize = 4;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+}
+
+/// The requests of one context that a worker or the poller has, by key, and
+/// the keys cancelled before their job existed.
+#[derive(Debug, Default)]
+struct Jobs {
+    live: HashMap<u64, Arc<Job>>,
+    /// Keys whose cancellation found no job: a submission still on its way
+    /// (it completes them as cancelled), or a request that already
+    /// completed. At most one key per slot (its newest): an older one can no
+    /// longer be submitted.
+    early: Vec<u64>,
 }
 
 /// Per-context state shared with the pool and the poller.
@@ -39,60 +126,120 @@ enum Place {
 struct Shared {
     done: Mutex<Vec<(u64, i32)>>,
     ndone: AtomicUsize,
-    /// Requests not done, with the token of the job that carries them (ids
-    /// are reused once a completion is harvested; tokens never are).
-    places: Mutex<std::collections::HashMap<u64, (Place, u64)>>,
-    wake_fd: OwnedFd,
-    waiting: AtomicBool,
+    jobs: Mutex<Jobs>,
+    /// Length of `jobs.early`, read without the lock.
+    nearly: AtomicUsize,
+    /// Futex word, bumped by every completion and wake-up.
+    seq: AtomicU32,
+    /// Threads sleeping on `seq`.
+    sleepers: AtomicU32,
+    /// A wake-up for the current or next sleeper.
+    kicked: AtomicBool,
+    /// Eventfds of threads sleeping in `ppoll` (`io_pgetevents` with a
+    /// signal mask), numbers in the owner's table.
+    ppollers: Mutex<Vec<i32>>,
+    nppoll: AtomicU32,
     notify: Option<Arc<OwnedFd>>,
     notify_on: AtomicBool,
 }
 
-static TOKENS: AtomicUsize = AtomicUsize::new(1);
+/// Whether the calling thread belongs to the process that owns the pool,
+/// found out on first need.
+#[derive(Debug)]
+struct Here {
+    owner: i32,
+    known: Cell<Option<bool>>,
+}
 
-fn token() -> u64 {
-    TOKENS.fetch_add(1, Ordering::Relaxed) as u64
+impl Here {
+    /// A thread of unknown process.
+    fn caller(p: &Pool) -> Here {
+        Here { owner: p.owner, known: Cell::new(None) }
+    }
+
+    /// A pool thread, which lives in the owner.
+    fn pool_thread() -> Here {
+        Here { owner: 0, known: Cell::new(Some(true)) }
+    }
+
+    fn owner(&self) -> bool {
+        if let Some(k) = self.known.get() {
+            return k;
+        }
+        // SAFETY: getpid(2) takes no arguments and cannot fail.
+        let k = unsafe { libc::getpid() } == self.owner;
+        self.known.set(Some(k));
+        k
+    }
 }
 
 impl Shared {
-    /// Completes the request carried by the job with `token`, unless it was
-    /// completed already (cancelled while a thread was working on it).
-    fn finish(&self, id: u64, tok: u64, res: i32) {
-        {
-            let mut pl = self.places.lock().unwrap_or_else(|e| e.into_inner());
-            match pl.get(&id) {
-                Some(&(_, t)) if t == tok => {
-                    pl.remove(&id);
-                }
-                _ => return,
-            }
-        }
-        self.complete(id, res);
-    }
-
-    fn set_place(&self, id: u64, tok: u64, place: Place) {
-        let mut pl = self.places.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(e) = pl.get_mut(&id).filter(|e| e.1 == tok) {
-            e.0 = place;
-        }
-    }
-
-    fn is_current(&self, id: u64, tok: u64) -> bool {
-        self.places.lock().unwrap_or_else(|e| e.into_inner()).get(&id).is_some_and(|e| e.1 == tok)
-    }
-
     /// Publishes a result (the caller made sure it is the only one).
-    fn complete(&self, id: u64, res: i32) {
-        self.done.lock().unwrap_or_else(|e| e.into_inner()).push((id, res));
+    fn complete(&self, key: u64, res: i32, here: &Here) {
+        lock(&self.done).push((key, res));
         self.ndone.fetch_add(1, Ordering::SeqCst);
-        if self.waiting.load(Ordering::SeqCst) {
-            write_one(self.wake_fd.as_fd());
-        }
-        if self.notify_on.load(Ordering::SeqCst) {
+        self.signal(here);
+        if self.notify_on.load(Ordering::SeqCst) && here.owner() {
             if let Some(n) = &self.notify {
                 write_one(n.as_fd());
             }
         }
+    }
+
+    /// Wakes whoever sleeps in [`Backend::wait`]. The eventfds of `ppoll`
+    /// sleepers are numbers in the owner's table, written only there.
+    fn signal(&self, here: &Here) {
+        self.seq.fetch_add(1, Ordering::SeqCst);
+        if self.sleepers.load(Ordering::SeqCst) > 0 {
+            let _ = futex::wake(&self.seq, futex::Flags::PRIVATE, i32::MAX as u32);
+        }
+        if self.nppoll.load(Ordering::SeqCst) > 0 && here.owner() {
+            for &fd in lock(&self.ppollers).iter() {
+                // SAFETY: a sleeper's eventfd, open while it is listed (the
+                // sleeper unlists it under this lock before giving it back).
+                write_one(unsafe { BorrowedFd::borrow_raw(fd) });
+            }
+        }
+    }
+
+    /// Makes `job` findable by [`Backend::cancel`]; `false` (and nothing
+    /// registered) if its key was cancelled already.
+    fn register(&self, job: &Arc<Job>) -> bool {
+        let mut j = lock(&self.jobs);
+        if let Some(i) = j.early.iter().position(|&k| k == job.key) {
+            j.early.swap_remove(i);
+            self.nearly.store(j.early.len(), Ordering::SeqCst);
+            return false;
+        }
+        j.live.insert(job.key, job.clone());
+        true
+    }
+
+    /// Takes `key`'s slot out of the cancelled-early list (an older key of
+    /// the slot is stale); `true` if `key` itself was there.
+    fn take_early(&self, key: u64) -> bool {
+        if self.nearly.load(Ordering::SeqCst) == 0 {
+            return false;
+        }
+        let mut j = lock(&self.jobs);
+        let Some(i) = j.early.iter().position(|&k| k as u32 == key as u32) else { return false };
+        let k = j.early.swap_remove(i);
+        self.nearly.store(j.early.len(), Ordering::SeqCst);
+        k == key
+    }
+
+    /// Removes the finished `job` and publishes its result.
+    fn finish(&self, job: &Job, res: i32, here: &Here) {
+        job.state.store(DONE, Ordering::SeqCst);
+        // The duplicate goes before the event is visible.
+        pool().release(lock(&job.hold).take(), here);
+        {
+            let mut j = lock(&self.jobs);
+            if j.live.get(&job.key).is_some_and(|l| std::ptr::eq(&**l, job)) {
+                j.live.remove(&job.key);
+            }
+        }
+        self.complete(job.key, res, here);
     }
 }
 
@@ -100,46 +247,278 @@ fn write_one(fd: BorrowedFd<'_>) {
     let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
 }
 
+/// Where a read or write stands: what is left to transfer, where, and how
+/// much was transferred already.
+#[derive(Debug)]
+struct Cursor {
+    iov: Vec<libc::iovec>,
+    off: u64,
+    done: i64,
+}
+
+// SAFETY: the iovecs point into the application's buffers, which the
+// request owns until its completion is reaped; exactly one thread (the
+// job's claimer) uses them at a time.
+unsafe impl Send for Cursor {}
+
+impl Cursor {
+    /// The buffers of `op` (a read or write): uaio's own iovec array for
+    /// vectored requests is copied, since the remainder may be adjusted.
+    fn new(op: &Op) -> Cursor {
+        let iov = match op.kind {
+            OpKind::Read | OpKind::Write => {
+                vec![libc::iovec { iov_base: op.addr as *mut libc::c_void, iov_len: op.len as usize }]
+            }
+            OpKind::Readv | OpKind::Writev => {
+                // SAFETY: for vectored requests `addr` is the context's own
+                // array of `len` iovecs (C layout), alive until the request
+                // is harvested, which is after this job completes.
+                let v = unsafe { std::slice::from_raw_parts(op.addr as *const uaio_abi::iovec, op.len as usize) };
+                v.iter()
+                    .map(|e| libc::iovec { iov_base: e.iov_base as *mut libc::c_void, iov_len: e.iov_len as usize })
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
+        Cursor { iov, off: op.off, done: 0 }
+    }
+
+    /// Bytes left to transfer.
+    fn remaining(&self) -> u64 {
+        self.iov.iter().map(|e| e.iov_len as u64).sum()
+    }
+
+    /// Records `n` more bytes transferred and moves past them.
+    fn advance(&mut self, n: usize) {
+        self.done += n as i64;
+        self.off += n as u64;
+        let mut n = n;
+        let full = self.iov.iter().take_while(|e| {
+            if n >= e.iov_len {
+                n -= e.iov_len;
+                true
+            } else {
+                false
+            }
+        });
+        let k = full.count();
+        self.iov.drain(..k);
+        if n > 0 {
+            let e = &mut self.iov[0];
+            // SAFETY: `n` is less than this iovec's length, so the new base
+            // stays inside the same buffer.
+            e.iov_base = unsafe { e.iov_base.cast::<u8>().add(n) }.cast();
+            e.iov_len -= n;
+        }
+    }
+
+    /// The request's result after a last call that returned `r`: bytes
+    /// moved earlier count even if that call failed.
+    fn result(&self, r: i32) -> i32 {
+        match (self.done, r) {
+            (0, r) => r,
+            (d, r) if r < 0 => d as i32,
+            (d, r) => (d + r as i64) as i32,
+        }
+    }
+
+    /// Result of a cancelled request: the bytes moved so far, if any.
+    fn cancelled(&self) -> i32 {
+        if self.done > 0 {
+            self.done as i32
+        } else {
+            -libc::ECANCELED
+        }
+    }
+
+    /// One `preadv2`/`pwritev2` of the remainder on `fd`.
+    fn io(&self, kind: OpKind, fd: i32, flags: i32) -> i32 {
+        prw(kind, fd, self.iov.as_ptr(), self.iov.len(), self.off, flags)
+    }
+}
+
+/// One `preadv2`/`pwritev2` of `cnt` iovecs at `iov` on `fd`. A stream has
+/// no position: AIO ignores the offset there, and -1 is how preadv2 says
+/// "no position".
+fn prw(kind: OpKind, fd: i32, iov: *const libc::iovec, cnt: usize, off: u64, flags: i32) -> i32 {
+    let call = |off: i64| {
+        // SAFETY: the iovecs and the buffers they name were validated at
+        // submission and belong to the request until its completion is
+        // reaped. preadv2/pwritev2 are direct system calls in the C library.
+        let r = unsafe {
+            match kind {
+                OpKind::Read | OpKind::Readv => libc::preadv2(fd, iov, cnt as i32, off, flags),
+                _ => libc::pwritev2(fd, iov, cnt as i32, off, flags),
+            }
+        };
+        if r < 0 {
+            -errno()
+        } else {
+            r as i32
+        }
+    };
+    match call(off as i64) {
+        r if r == -libc::ESPIPE => call(-1),
+        r => r,
+    }
+}
+
+/// The first, non-blocking attempt of a read or write, on the request's own
+/// buffers (no copy); returns the result and the request's byte count.
+fn first_try(op: &Op, flags: i32) -> (i32, u64) {
+    match op.kind {
+        OpKind::Read | OpKind::Write => {
+            let one = libc::iovec { iov_base: op.addr as *mut libc::c_void, iov_len: op.len as usize };
+            (prw(op.kind, op.fd, &one, 1, op.off, flags), op.len as u64)
+        }
+        _ => {
+            let iov = op.addr as *const libc::iovec;
+            let r = prw(op.kind, op.fd, iov, op.len as usize, op.off, flags);
+            let total = if r > 0 {
+                // SAFETY: as in `Cursor::new`: the context's own array of
+                // `len` iovecs, alive until the request is harvested.
+                let v = unsafe { std::slice::from_raw_parts(iov, op.len as usize) };
+                v.iter().map(|e| e.iov_len as u64).sum()
+            } else {
+                0
+            };
+            (r, total)
+        }
+    }
+}
+
+/// A duplicate of an application's open file, shared by the jobs on it and
+/// closed with the last of them.
+#[derive(Debug)]
+struct Held {
+    fd: InternalFd,
+    /// The pool whose registry lists it.
+    pool: &'static Pool,
+    /// The application's descriptor number it was taken from.
+    app_fd: i32,
+    dev: u64,
+    ino: u64,
+    flags: i32,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut reg = lock(&self.pool.held);
+        if reg.get(&self.app_fd).is_some_and(|w| std::ptr::eq(w.as_ptr(), self)) {
+            reg.remove(&self.app_fd);
+        }
+    }
+}
+
+/// One queued or polling request.
 #[derive(Debug)]
 struct Job {
     shared: Arc<Shared>,
-    op: Op,
-    tok: u64,
-    /// A duplicate of the request's descriptor, held while the job waits or
-    /// runs (the kernel holds a file reference the same way): closing the
-    /// application's descriptor does not disturb the request.
-    _hold: Option<OwnedFd>,
+    key: u64,
+    kind: OpKind,
+    /// The held duplicate's number.
+    fd: i32,
+    rw_flags: i32,
+    ioprio: u16,
+    poll_mask: u32,
+    /// `WAITING`, `RUNNING`, `RUNNING_CANCEL` or `DONE`.
+    state: AtomicU8,
+    /// Waits in the poller (not in the workers' queue).
+    polled: bool,
+    /// The duplicate, released as soon as the job is done.
+    hold: Mutex<Option<Arc<Held>>>,
+    cur: Mutex<Cursor>,
 }
 
 impl Job {
-    fn new(shared: Arc<Shared>, mut op: Op, tok: u64) -> Job {
-        // SAFETY: F_DUPFD_CLOEXEC on the descriptor number; the new one is ours.
-        let d = unsafe { libc::fcntl(op.fd, libc::F_DUPFD_CLOEXEC, 0) };
-        let hold = (d >= 0).then(|| {
-            op.fd = d;
-            // SAFETY: freshly duplicated, owned by this job only.
-            unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(d) }
-        });
-        Job { shared, op, tok, _hold: hold }
+    /// Claims a waiting job for its runner.
+    fn claim(&self) -> bool {
+        self.state.compare_exchange(WAITING, RUNNING, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+    }
+
+    /// Puts a claimed job back to waiting; `false` if a cancellation came
+    /// meanwhile (the caller then completes it as cancelled).
+    fn unclaim(&self) -> bool {
+        self.state.compare_exchange(RUNNING, WAITING, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+    }
+
+    fn is_done(&self) -> bool {
+        self.state.load(Ordering::SeqCst) == DONE
+    }
+
+    /// Runs a claimed job to the end, blocking (workers).
+    fn run(&self) -> i32 {
+        let cur = lock(&self.cur);
+        run_blocking(self.kind, self.fd, &cur, self.rw_flags, self.ioprio)
+    }
+}
+
+/// Runs a read, write or sync to the end on `fd`, blocking.
+fn run_blocking(kind: OpKind, fd: i32, cur: &Cursor, rw_flags: i32, ioprio: u16) -> i32 {
+    match kind {
+        OpKind::Read | OpKind::Readv | OpKind::Write | OpKind::Writev => {
+            let r = if ioprio != 0 {
+                let old = sys::ioprio_get_thread();
+                sys::ioprio_set_thread(ioprio as i32);
+                let r = cur.io(kind, fd, rw_flags);
+                sys::ioprio_set_thread(old);
+                r
+            } else {
+                cur.io(kind, fd, rw_flags)
+            };
+            cur.result(r)
+        }
+        OpKind::Fsync | OpKind::Fdatasync => {
+            // SAFETY: plain fsync/fdatasync on a descriptor number.
+            let r = unsafe {
+                if kind == OpKind::Fsync {
+                    libc::fsync(fd)
+                } else {
+                    libc::fdatasync(fd)
+                }
+            };
+            if r < 0 {
+                -errno()
+            } else {
+                0
+            }
+        }
+        OpKind::Poll => 0,
     }
 }
 
 #[derive(Debug, Default)]
 struct PoolState {
-    queue: VecDeque<Job>,
+    queue: VecDeque<Arc<Job>>,
     instances: usize,
     threads: usize,
     idle: usize,
-    polls: Vec<Job>,
+    /// Jobs handed to the poller since its last pass.
+    polls: Vec<Arc<Job>>,
     poller: bool,
+    /// The poller's wake-up eventfd, made with the poller and closed when
+    /// it leaves.
+    poll_wake: Option<Arc<InternalFd>>,
+    /// Jobs cancelled since `queue` and `polls` were last swept.
+    husks: usize,
 }
 
 #[derive(Debug)]
 struct Pool {
     st: Mutex<PoolState>,
     cv: Condvar,
-    poll_wake: OwnedFd,
     max_threads: usize,
+    /// The process whose descriptor table the pool's threads use.
+    owner: i32,
+    /// Held duplicates by the application's descriptor number.
+    held: Mutex<HashMap<i32, Weak<Held>>>,
+    /// Eventfds lent to `io_pgetevents` sleepers.
+    spare_efds: Mutex<Vec<InternalFd>>,
+    /// Duplicates let go of in another process (a CLONE_VM child, where
+    /// their numbers mean nothing), closed by the next pool thread or
+    /// owner's call that passes by.
+    orphans: Mutex<Vec<Arc<Held>>>,
+    norphans: AtomicUsize,
 }
 
 static POOL: AtomicPtr<Pool> = AtomicPtr::new(std::ptr::null_mut());
@@ -150,6 +529,12 @@ fn max_threads() -> usize {
         .and_then(|s| s.parse().ok())
         .filter(|&n: &usize| n > 0)
         .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() * 4).unwrap_or(8).clamp(4, 64))
+}
+
+/// A new eventfd of uaio's own (high number, close-on-exec, non-blocking).
+fn new_eventfd() -> Result<InternalFd, Errno> {
+    let fd = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK)?;
+    InternalFd::new(fd)
 }
 
 /// The process's pool. It exists whenever a [`Threads`] does (created by
@@ -165,13 +550,16 @@ fn try_pool() -> Result<&'static Pool, Errno> {
         // SAFETY: pools are never freed (a fork child's old one is leaked).
         return Ok(unsafe { &*p });
     }
-    let poll_wake =
-        rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK)?;
     let fresh = Box::into_raw(Box::new(Pool {
         st: Mutex::new(PoolState::default()),
         cv: Condvar::new(),
-        poll_wake,
         max_threads: max_threads(),
+        // SAFETY: getpid(2) takes no arguments and cannot fail.
+        owner: unsafe { libc::getpid() },
+        held: Mutex::new(HashMap::new()),
+        spare_efds: Mutex::new(Vec::new()),
+        orphans: Mutex::new(Vec::new()),
+        norphans: AtomicUsize::new(0),
     }));
     match POOL.compare_exchange(std::ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
         // SAFETY: just published, never freed.
@@ -181,6 +569,131 @@ fn try_pool() -> Result<&'static Pool, Errno> {
             drop(unsafe { Box::from_raw(fresh) });
             // SAFETY: as above.
             Ok(unsafe { &*other })
+        }
+    }
+}
+
+impl Pool {
+    /// A duplicate of the application's `fd` (whose `fstat` is `st`) for a
+    /// job: the one other jobs hold if `fd` still names the same file,
+    /// otherwise a new one at or above the floor. `None` when there is no
+    /// room there (or `fd` is not open).
+    fn hold(&'static self, fd: i32, st: &libc::stat) -> Option<Arc<Held>> {
+        // SAFETY: F_GETFL on a descriptor number.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        if flags < 0 {
+            return None;
+        }
+        let same = |h: &Held| h.dev == st.st_dev && h.ino == st.st_ino && h.flags == flags;
+        // Dropped outside the lock: the last reference's drop takes it.
+        let known = lock(&self.held).get(&fd).and_then(Weak::upgrade);
+        if let Some(h) = known.filter(|h| same(h)) {
+            return Some(h);
+        }
+        // SAFETY: `fd` was open a moment ago; if it was closed since, the
+        // duplication fails.
+        let dup = InternalFd::dup_of(unsafe { BorrowedFd::borrow_raw(fd) }).ok()?;
+        let h = Arc::new(Held { fd: dup, pool: self, app_fd: fd, dev: st.st_dev, ino: st.st_ino, flags });
+        lock(&self.held).insert(fd, Arc::downgrade(&h));
+        Some(h)
+    }
+
+    /// Hands a registered job to a worker; `Err` if no worker can run it.
+    fn queue(&'static self, job: Arc<Job>) -> Result<(), Arc<Job>> {
+        let mut st = lock(&self.st);
+        if st.idle == 0 && st.threads < self.max_threads {
+            st.threads += 1;
+            if std::thread::Builder::new().name("uaio-worker".into()).spawn(move || worker(self)).is_err() {
+                st.threads -= 1;
+                if st.threads == 0 {
+                    return Err(job);
+                }
+            }
+        }
+        st.queue.push_back(job);
+        drop(st);
+        self.cv.notify_one();
+        Ok(())
+    }
+
+    /// Hands a registered job to the poller; `Err` if there is none.
+    fn watch(&'static self, job: Arc<Job>) -> Result<(), Arc<Job>> {
+        let mut st = lock(&self.st);
+        if !st.poller {
+            let Ok(wake) = new_eventfd().map(Arc::new) else { return Err(job) };
+            let w = wake.clone();
+            if std::thread::Builder::new().name("uaio-poller".into()).spawn(move || poller(self, w)).is_err() {
+                return Err(job);
+            }
+            st.poller = true;
+            st.poll_wake = Some(wake);
+        }
+        st.polls.push(job);
+        wake_poller(&st);
+        Ok(())
+    }
+
+    /// Counts a job cancelled while queued or polling, and sweeps such jobs
+    /// out of the queue and the poller's inbox once they are many.
+    fn husk(&self, polled: bool, here: &Here) {
+        let mut st = lock(&self.st);
+        st.husks += 1;
+        if st.husks >= 64 && st.husks * 2 >= st.queue.len() + st.polls.len() {
+            st.queue.retain(|j| !j.is_done());
+            st.polls.retain(|j| !j.is_done());
+            st.husks = 0;
+        }
+        if polled && here.owner() {
+            // The poller's current pass may hold it: let it drop it (and the
+            // file reference its sleep holds).
+            wake_poller(&st);
+        }
+    }
+
+    /// Lets go of a job's duplicate: at once in the owner; in another
+    /// process (whose table has something else at that number), left to
+    /// the owner's threads, a worker woken for it.
+    fn release(&self, held: Option<Arc<Held>>, here: &Here) {
+        let Some(h) = held else { return };
+        if here.owner() {
+            drop(h);
+            return;
+        }
+        let mut o = lock(&self.orphans);
+        o.push(h);
+        self.norphans.store(o.len(), Ordering::SeqCst);
+        drop(o);
+        self.cv.notify_all();
+    }
+
+    /// Closes the duplicates [`Pool::release`] left (owner's threads only).
+    fn reap_orphans(&self) {
+        if self.norphans.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        let v = {
+            let mut o = lock(&self.orphans);
+            self.norphans.store(0, Ordering::SeqCst);
+            std::mem::take(&mut *o)
+        };
+        drop(v);
+    }
+
+    /// An eventfd for a `ppoll` sleeper.
+    fn take_efd(&self) -> Option<InternalFd> {
+        if let Some(fd) = lock(&self.spare_efds).pop() {
+            return Some(fd);
+        }
+        new_eventfd().ok()
+    }
+
+    /// Gives back an eventfd taken with [`Pool::take_efd`], emptied.
+    fn put_efd(&self, fd: InternalFd) {
+        let mut b = [0u8; 8];
+        let _ = rustix::io::read(&fd, &mut b);
+        let mut spare = lock(&self.spare_efds);
+        if spare.len() < SPARE_EVENTFDS {
+            spare.push(fd);
         }
     }
 }
@@ -198,7 +711,7 @@ pub(crate) fn threads_alive() -> usize {
         return 0;
     }
     // SAFETY: as in `pool`.
-    let st = unsafe { &*p }.st.lock().unwrap_or_else(|e| e.into_inner());
+    let st = lock(&unsafe { &*p }.st);
     st.threads + st.poller as usize
 }
 
@@ -208,165 +721,286 @@ pub(crate) struct Threads {
     shared: Arc<Shared>,
 }
 
+/// Where a request that cannot complete at once goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Worker,
+    Poller,
+}
+
 impl Threads {
     /// A backend whose completions signal `notify` while notification is on.
     pub(crate) fn new(notify: Option<Arc<OwnedFd>>) -> Result<Threads, Errno> {
-        let wake_fd =
-            rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK)?;
         let p = try_pool()?;
-        p.st.lock().unwrap_or_else(|e| e.into_inner()).instances += 1;
+        lock(&p.st).instances += 1;
         Ok(Threads {
             shared: Arc::new(Shared {
                 done: Mutex::new(Vec::new()),
                 ndone: AtomicUsize::new(0),
-                places: Mutex::new(Default::default()),
-                wake_fd,
-                waiting: AtomicBool::new(false),
+                jobs: Mutex::new(Jobs::default()),
+                nearly: AtomicUsize::new(0),
+                seq: AtomicU32::new(0),
+                sleepers: AtomicU32::new(0),
+                kicked: AtomicBool::new(false),
+                ppollers: Mutex::new(Vec::new()),
+                nppoll: AtomicU32::new(0),
                 notify,
                 notify_on: AtomicBool::new(true),
             }),
         })
     }
 
-    fn to_worker(&self, op: Op) {
-        let p = pool();
-        let tok = token();
-        self.shared.places.lock().unwrap_or_else(|e| e.into_inner()).insert(op.key, (Place::Queued, tok));
-        let job = Job::new(self.shared.clone(), op, tok);
-        let mut st = p.st.lock().unwrap_or_else(|e| e.into_inner());
-        st.queue.push_back(job);
-        if st.idle == 0 && st.threads < p.max_threads {
-            st.threads += 1;
-            let spawned = std::thread::Builder::new().name("uaio-worker".into()).spawn(move || worker(p));
-            if spawned.is_err() {
-                st.threads -= 1;
+    fn submit_one(&self, p: &'static Pool, op: &Op, here: &Here) {
+        if self.shared.take_early(op.key) {
+            self.shared.complete(op.key, -libc::ECANCELED, here);
+            return;
+        }
+        match op.kind {
+            OpKind::Read | OpKind::Readv | OpKind::Write | OpKind::Writev => {
+                let flags = op.rw_flags as i32;
+                // A direct transfer waits for the device even with
+                // RWF_NOWAIT: it goes to a worker untried.
+                let (r, total) = if flags & RWF_NOWAIT == 0 && sys::direct_hint::is_direct(op.fd) {
+                    (-libc::EAGAIN, 0)
+                } else {
+                    first_try(op, flags | RWF_NOWAIT)
+                };
+                if flags & RWF_NOWAIT != 0 {
+                    self.shared.complete(op.key, r, here);
+                    return;
+                }
+                let would_block = r == -libc::EAGAIN || r == -libc::EOPNOTSUPP;
+                let partial = r > 0 && (r as u64) < total;
+                if !would_block && !partial {
+                    self.shared.complete(op.key, r, here);
+                    return;
+                }
+                let st = fstat(op.fd);
+                let file = st.as_ref().is_none_or(is_regular_or_block);
+                let write = matches!(op.kind, OpKind::Write | OpKind::Writev);
+                if partial {
+                    // A stream read returns what was there; anything else
+                    // goes on with the rest.
+                    if !file && !write {
+                        self.shared.complete(op.key, r, here);
+                        return;
+                    }
+                }
+                let mut cur = Cursor::new(op);
+                if partial {
+                    cur.advance(r as usize);
+                }
+                let route = if file { Route::Worker } else { Route::Poller };
+                self.start(p, op, cur, route, st, here);
+            }
+            OpKind::Fsync | OpKind::Fdatasync => {
+                let st = fstat(op.fd);
+                self.start(p, op, Cursor::new(op), Route::Worker, st, here);
+            }
+            OpKind::Poll => {
+                let mut pfd = libc::pollfd { fd: op.fd, events: op.poll_mask as i16, revents: 0 };
+                // SAFETY: poll(2) on one pollfd, no waiting.
+                let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+                if n > 0 {
+                    self.shared.complete(op.key, (pfd.revents as u16) as i32, here);
+                } else {
+                    let st = fstat(op.fd);
+                    self.start(p, op, Cursor::new(op), Route::Poller, st, here);
+                }
             }
         }
-        drop(st);
-        p.cv.notify_one();
     }
 
-    fn to_poller(&self, op: Op) {
-        let p = pool();
-        let tok = token();
-        self.shared.places.lock().unwrap_or_else(|e| e.into_inner()).insert(op.key, (Place::Polling, tok));
-        let job = Job::new(self.shared.clone(), op, tok);
-        let mut st = p.st.lock().unwrap_or_else(|e| e.into_inner());
-        st.polls.push(job);
-        if !st.poller {
-            st.poller = true;
-            if std::thread::Builder::new().name("uaio-poller".into()).spawn(move || poller(p)).is_err() {
-                st.poller = false;
+    /// Hands a request that cannot complete now to a worker or the poller,
+    /// or runs it here when they cannot take it.
+    fn start(&self, p: &'static Pool, op: &Op, cur: Cursor, route: Route, st: Option<libc::stat>, here: &Here) {
+        let held = match st {
+            Some(st) if here.owner() => p.hold(op.fd, &st),
+            _ => None,
+        };
+        let Some(held) = held else {
+            return self.run_here(op, &cur, route, here);
+        };
+        let job = Arc::new(Job {
+            shared: self.shared.clone(),
+            key: op.key,
+            kind: op.kind,
+            fd: held.fd.as_raw_fd(),
+            rw_flags: op.rw_flags as i32,
+            ioprio: op.ioprio,
+            poll_mask: op.poll_mask,
+            state: AtomicU8::new(WAITING),
+            polled: route == Route::Poller,
+            hold: Mutex::new(Some(held)),
+            cur: Mutex::new(cur),
+        });
+        if !self.shared.register(&job) {
+            let res = lock(&job.cur).cancelled();
+            drop(job);
+            self.shared.complete(op.key, res, here);
+            return;
+        }
+        let handed = match route {
+            Route::Worker => p.queue(job),
+            Route::Poller => p.watch(job),
+        };
+        if let Err(job) = handed {
+            // No thread to take it: run it here, unless cancelled meanwhile.
+            if job.claim() {
+                let cur = lock(&job.cur);
+                let res = match route {
+                    Route::Worker => run_blocking(job.kind, job.fd, &cur, job.rw_flags, job.ioprio),
+                    Route::Poller if job.kind == OpKind::Poll => -libc::EAGAIN,
+                    Route::Poller => run_blocking(job.kind, job.fd, &cur, job.rw_flags, job.ioprio),
+                };
+                drop(cur);
+                self.shared.finish(&job, res, here);
             }
         }
-        drop(st);
-        write_one(p.poll_wake.as_fd());
+    }
+
+    /// Runs a request in the submitting thread, on the application's own
+    /// descriptor: blocking for reads, writes and syncs; a POLL not ready
+    /// completes with `-EAGAIN`.
+    fn run_here(&self, op: &Op, cur: &Cursor, route: Route, here: &Here) {
+        let res = if route == Route::Poller && op.kind == OpKind::Poll {
+            -libc::EAGAIN
+        } else {
+            run_blocking(op.kind, op.fd, cur, op.rw_flags as i32, op.ioprio)
+        };
+        self.shared.complete(op.key, res, here);
+    }
+
+    /// Sleeps on the futex `seq`.
+    fn wait_futex(&self, timeout: Option<Duration>) -> Result<(), Errno> {
+        let sh = &self.shared;
+        sh.sleepers.fetch_add(1, Ordering::SeqCst);
+        let seq = sh.seq.load(Ordering::SeqCst);
+        let r = if sh.kicked.swap(false, Ordering::SeqCst) || self.has_completions() {
+            Ok(())
+        } else {
+            let d = timeout.unwrap_or(LONG_SLEEP);
+            let ts = futex::Timespec { tv_sec: d.as_secs() as i64, tv_nsec: d.subsec_nanos() as _ };
+            match futex::wait(&sh.seq, futex::Flags::PRIVATE, seq, Some(&ts)) {
+                Err(Errno::TIMEDOUT) if timeout.is_some() => Err(Errno::TIME),
+                Err(Errno::INTR) => Err(Errno::INTR),
+                _ => Ok(()),
+            }
+        };
+        sh.sleepers.fetch_sub(1, Ordering::SeqCst);
+        sh.kicked.store(false, Ordering::SeqCst);
+        r
+    }
+
+    /// Sleeps in `ppoll` on a lent eventfd with `mask` installed atomically.
+    fn wait_ppoll(&self, p: &Pool, efd: InternalFd, timeout: Option<Duration>, mask: &u64) -> Result<(), Errno> {
+        let sh = &self.shared;
+        let fd = efd.as_raw_fd();
+        {
+            let mut l = lock(&sh.ppollers);
+            l.push(fd);
+            sh.nppoll.fetch_add(1, Ordering::SeqCst);
+        }
+        let r = if sh.kicked.swap(false, Ordering::SeqCst) || self.has_completions() {
+            Ok(1)
+        } else {
+            sys::ppoll_one(fd, timeout, Some(mask))
+        };
+        {
+            let mut l = lock(&sh.ppollers);
+            if let Some(i) = l.iter().position(|&x| x == fd) {
+                l.swap_remove(i);
+            }
+            sh.nppoll.fetch_sub(1, Ordering::SeqCst);
+        }
+        sh.kicked.store(false, Ordering::SeqCst);
+        p.put_efd(efd);
+        match r {
+            Ok(0) => Err(Errno::TIME),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 }
 
 impl Drop for Threads {
     fn drop(&mut self) {
         let p = pool();
-        p.st.lock().unwrap_or_else(|e| e.into_inner()).instances -= 1;
+        let mut st = lock(&p.st);
+        st.instances -= 1;
+        let last = st.instances == 0;
+        if Here::caller(p).owner() {
+            wake_poller(&st);
+        }
+        drop(st);
         p.cv.notify_all();
-        write_one(p.poll_wake.as_fd());
+        if last {
+            // Nothing of the pool outlives the last context: the poller and
+            // the workers leave, and the spare eventfds go.
+            drop(std::mem::take(&mut *lock(&p.spare_efds)));
+        }
     }
 }
 
-/// Runs a read or write once; `extra` is OR-ed into the flags.
-fn rw(op: &Op, extra: i32) -> i32 {
-    let one = libc::iovec { iov_base: op.addr as *mut libc::c_void, iov_len: op.len as usize };
-    let (iov, cnt) = match op.kind {
-        OpKind::Read | OpKind::Write => (&one as *const libc::iovec, 1),
-        _ => (op.addr as *const libc::iovec, op.len as i32),
-    };
-    let flags = op.rw_flags as i32 | extra;
-    let call = |off: i64| {
-        // SAFETY: the buffers were validated at submission and belong to the
-        // application until the completion is reaped; uaio's iovec layout is
-        // the C one. preadv2/pwritev2 are direct system calls in the C library.
-        let r = unsafe {
-            match op.kind {
-                OpKind::Read | OpKind::Readv => libc::preadv2(op.fd, iov, cnt, off, flags),
-                _ => libc::pwritev2(op.fd, iov, cnt, off, flags),
-            }
-        };
-        if r < 0 {
-            -std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
-        } else {
-            r as i32
-        }
-    };
-    match call(op.off as i64) {
-        // Pipes, sockets and other streams have no position: AIO ignores the
-        // offset there, and offset -1 is how preadv2 says "no position".
-        r if r == -libc::ESPIPE => call(-1),
-        r => r,
+/// Wakes the poller, if it exists (owner's threads only).
+fn wake_poller(st: &PoolState) {
+    if let Some(w) = &st.poll_wake {
+        write_one(w.as_fd());
     }
 }
 
-fn execute(op: &Op) -> i32 {
-    match op.kind {
-        OpKind::Read | OpKind::Readv | OpKind::Write | OpKind::Writev => {
-            if op.ioprio != 0 {
-                let old = sys::ioprio_get_thread();
-                sys::ioprio_set_thread(op.ioprio as i32);
-                let r = rw(op, 0);
-                sys::ioprio_set_thread(old);
-                r
-            } else {
-                rw(op, 0)
-            }
-        }
-        OpKind::Fsync | OpKind::Fdatasync => {
-            // SAFETY: plain fsync/fdatasync on a descriptor number.
-            let r = unsafe {
-                if op.kind == OpKind::Fsync {
-                    libc::fsync(op.fd)
-                } else {
-                    libc::fdatasync(op.fd)
-                }
-            };
-            if r < 0 {
-                -std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
-            } else {
-                0
-            }
-        }
-        OpKind::Poll => 0,
+fn fstat(fd: i32) -> Option<libc::stat> {
+    // SAFETY: fstat(2) into a zeroed struct; an invalid descriptor just fails.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        (libc::fstat(fd, &mut st) == 0).then_some(st)
     }
+}
+
+fn is_regular_or_block(st: &libc::stat) -> bool {
+    matches!(st.st_mode & libc::S_IFMT, libc::S_IFREG | libc::S_IFBLK)
 }
 
 fn worker(p: &'static Pool) {
+    let here = Here::pool_thread();
     loop {
         let job = {
-            let mut st = p.st.lock().unwrap_or_else(|e| e.into_inner());
+            let mut st = lock(&p.st);
             loop {
                 if let Some(j) = st.queue.pop_front() {
-                    break j;
+                    break Some(j);
                 }
                 if st.instances == 0 {
                     st.threads -= 1;
+                    drop(st);
+                    p.reap_orphans();
                     return;
+                }
+                if p.norphans.load(Ordering::SeqCst) > 0 {
+                    break None;
                 }
                 st.idle += 1;
                 st = p.cv.wait(st).unwrap_or_else(|e| e.into_inner());
                 st.idle -= 1;
             }
         };
-        job.shared.set_place(job.op.key, job.tok, Place::Running);
-        let r = execute(&job.op);
-        job.shared.finish(job.op.key, job.tok, r);
+        p.reap_orphans();
+        // A job cancelled while queued is done already: leave it alone.
+        let Some(job) = job else { continue };
+        if job.claim() {
+            let r = job.run();
+            job.shared.finish(&job, r, &here);
+        }
     }
 }
 
 /// Readiness events a request waits for.
-fn poll_events(op: &Op) -> i16 {
-    match op.kind {
+fn poll_events(job: &Job) -> i16 {
+    match job.kind {
         OpKind::Read | OpKind::Readv => libc::POLLIN | libc::POLLRDNORM,
         OpKind::Write | OpKind::Writev => libc::POLLOUT | libc::POLLWRNORM,
         _ => {
-            let mut m = op.poll_mask as i16;
+            let mut m = job.poll_mask as i16;
             if m & libc::POLLIN != 0 {
                 m |= libc::POLLRDNORM;
             }
@@ -378,90 +1012,83 @@ fn poll_events(op: &Op) -> i16 {
     }
 }
 
-fn poller(p: &'static Pool) {
+/// One non-blocking attempt of a claimed stream read or write the poller
+/// found ready. Returns the result when the job is over, `None` when it must
+/// wait again.
+fn attempt(job: &Job) -> Option<i32> {
+    let mut cur = lock(&job.cur);
+    let r = cur.io(job.kind, job.fd, job.rw_flags | RWF_NOWAIT);
+    let write = matches!(job.kind, OpKind::Write | OpKind::Writev);
+    if r == -libc::EAGAIN {
+        return None;
+    }
+    if write && r > 0 && (r as u64) < cur.remaining() {
+        cur.advance(r as usize);
+        return None;
+    }
+    Some(cur.result(r))
+}
+
+fn poller(p: &'static Pool, wake: Arc<InternalFd>) {
+    let here = Here::pool_thread();
+    let mut jobs: Vec<Arc<Job>> = Vec::new();
     let mut fds: Vec<libc::pollfd> = Vec::new();
     loop {
-        let jobs: Vec<Job> = {
-            let mut st = p.st.lock().unwrap_or_else(|e| e.into_inner());
-            if st.instances == 0 && st.polls.is_empty() {
+        p.reap_orphans();
+        {
+            let mut st = lock(&p.st);
+            jobs.append(&mut st.polls);
+            // Cancelled jobs are done already; their duplicates are closed.
+            jobs.retain(|j| !j.is_done());
+            if st.instances == 0 && jobs.is_empty() {
+                // Every context is gone (destroy cancels what polls).
                 st.poller = false;
+                st.poll_wake = None;
                 return;
             }
-            std::mem::take(&mut st.polls)
-        };
-        // Drop what was cancelled meanwhile (already completed by `cancel`).
-        let mut jobs: Vec<Job> = jobs.into_iter().filter(|j| j.shared.is_current(j.op.key, j.tok)).collect();
+        }
         fds.clear();
-        fds.push(libc::pollfd { fd: p.poll_wake.as_raw_fd(), events: libc::POLLIN, revents: 0 });
-        fds.extend(jobs.iter().map(|j| libc::pollfd { fd: j.op.fd, events: poll_events(&j.op), revents: 0 }));
+        fds.push(libc::pollfd { fd: wake.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+        fds.extend(jobs.iter().map(|j| libc::pollfd { fd: j.fd, events: poll_events(j), revents: 0 }));
         // SAFETY: poll(2) over a valid array of pollfds.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
         if n < 0 {
-            p.st.lock().unwrap_or_else(|e| e.into_inner()).polls.append(&mut jobs);
             continue;
         }
         if fds[0].revents != 0 {
             let mut b = [0u8; 8];
-            let _ = rustix::io::read(p.poll_wake.as_fd(), &mut b);
+            let _ = rustix::io::read(wake.as_fd(), &mut b);
         }
-        let mut keep = Vec::new();
-        for (j, f) in jobs.into_iter().zip(fds[1..].iter()) {
-            if f.revents == 0 {
-                keep.push(j);
+        for (j, f) in jobs.iter().zip(fds[1..].iter()) {
+            // A job cancelled during the sleep is done: its descriptor
+            // number may name another file by now, and is not used.
+            if f.revents == 0 || !j.claim() {
                 continue;
             }
-            if j.op.kind == OpKind::Poll {
-                j.shared.finish(j.op.key, j.tok, (f.revents as u16) as i32);
-                continue;
-            }
-            let r = rw(&j.op, RWF_NOWAIT);
-            if r == -libc::EAGAIN && j.op.rw_flags as i32 & RWF_NOWAIT == 0 {
-                keep.push(j);
-            } else {
-                j.shared.finish(j.op.key, j.tok, r);
+            let res = if j.kind == OpKind::Poll { Some((f.revents as u16) as i32) } else { attempt(j) };
+            match res {
+                Some(r) => j.shared.finish(j, r, &here),
+                None => {
+                    if !j.unclaim() {
+                        // Cancelled while we held it, and nothing happened.
+                        let r = lock(&j.cur).cancelled();
+                        j.shared.finish(j, r, &here);
+                    }
+                }
             }
         }
-        p.st.lock().unwrap_or_else(|e| e.into_inner()).polls.append(&mut keep);
-    }
-}
-
-fn is_regular_or_block(fd: i32) -> bool {
-    // SAFETY: fstat on a descriptor number; an invalid one just fails.
-    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-    match rustix::fs::fstat(fd) {
-        Ok(st) => matches!(st.st_mode & libc::S_IFMT, libc::S_IFREG | libc::S_IFBLK),
-        Err(_) => true,
     }
 }
 
 impl Backend for Threads {
     fn submit(&self, ops: &[Op]) -> Result<(), Errno> {
+        let p = pool();
+        let here = Here::caller(p);
+        if p.norphans.load(Ordering::SeqCst) > 0 && here.owner() {
+            p.reap_orphans();
+        }
         for op in ops {
-            match op.kind {
-                OpKind::Read | OpKind::Readv | OpKind::Write | OpKind::Writev => {
-                    let r = rw(op, RWF_NOWAIT);
-                    let user_nowait = op.rw_flags as i32 & RWF_NOWAIT != 0;
-                    let would_block = r == -libc::EAGAIN || (r == -libc::EOPNOTSUPP && !user_nowait);
-                    if !would_block || user_nowait {
-                        self.shared.complete(op.key, r);
-                    } else if is_regular_or_block(op.fd) {
-                        self.to_worker(*op);
-                    } else {
-                        self.to_poller(*op);
-                    }
-                }
-                OpKind::Fsync | OpKind::Fdatasync => self.to_worker(*op),
-                OpKind::Poll => {
-                    let mut pfd = libc::pollfd { fd: op.fd, events: op.poll_mask as i16, revents: 0 };
-                    // SAFETY: poll(2) on one pollfd, no waiting.
-                    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
-                    if n > 0 {
-                        self.shared.complete(op.key, (pfd.revents as u16) as i32);
-                    } else {
-                        self.to_poller(*op);
-                    }
-                }
-            }
+            self.submit_one(p, op, &here);
         }
         Ok(())
     }
@@ -470,10 +1097,10 @@ impl Backend for Threads {
         if self.shared.ndone.load(Ordering::SeqCst) == 0 {
             return 0;
         }
-        let v = std::mem::take(&mut *self.shared.done.lock().unwrap_or_else(|e| e.into_inner()));
+        let v = std::mem::take(&mut *lock(&self.shared.done));
         self.shared.ndone.fetch_sub(v.len(), Ordering::SeqCst);
-        for &(id, res) in &v {
-            sink(id, res);
+        for &(key, res) in &v {
+            sink(key, res);
         }
         v.len()
     }
@@ -483,46 +1110,123 @@ impl Backend for Threads {
     }
 
     fn wait(&self, _min: u32, timeout: Option<Duration>, sigmask: Option<&u64>) -> Result<(), Errno> {
-        self.shared.waiting.store(true, Ordering::SeqCst);
-        if self.has_completions() {
-            self.shared.waiting.store(false, Ordering::SeqCst);
-            return Ok(());
+        let Some(mask) = sigmask else { return self.wait_futex(timeout) };
+        let p = pool();
+        if Here::caller(p).owner() {
+            if let Some(efd) = p.take_efd() {
+                return self.wait_ppoll(p, efd, timeout, mask);
+            }
         }
-        let r = sys::ppoll_one(self.shared.wake_fd.as_raw_fd(), timeout, sigmask);
-        self.shared.waiting.store(false, Ordering::SeqCst);
-        let mut b = [0u8; 8];
-        let _ = rustix::io::read(self.shared.wake_fd.as_fd(), &mut b);
-        match r {
-            Ok(0) => Err(Errno::TIME),
-            Ok(_) => Ok(()),
-            Err(e) => Err(e),
+        // No eventfd this process can use: the mask goes in just before the
+        // sleep. A signal it unblocks that is pending already is taken now.
+        let mut pending = 0u64;
+        // SAFETY: sigpending(2) into a sigset, of which the first 8 bytes
+        // are the kernel's set on this architecture.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigpending(&mut set);
+            std::ptr::copy_nonoverlapping(
+                (&set as *const libc::sigset_t).cast::<u8>(),
+                (&mut pending as *mut u64).cast::<u8>(),
+                8,
+            );
         }
+        sys::set_signal_mask(*mask);
+        let r = if pending & !*mask != 0 { Err(Errno::INTR) } else { self.wait_futex(timeout) };
+        sys::block_async_signals();
+        r
     }
 
     fn wake(&self) {
-        write_one(self.shared.wake_fd.as_fd());
+        self.shared.kicked.store(true, Ordering::SeqCst);
+        self.shared.signal(&Here::caller(pool()));
     }
 
-    fn cancel(&self, id: u64) {
-        let entry = self.shared.places.lock().unwrap_or_else(|e| e.into_inner()).get(&id).copied();
-        match entry {
-            Some((Place::Queued, tok)) => {
-                let p = pool();
-                let mut st = p.st.lock().unwrap_or_else(|e| e.into_inner());
-                st.queue.retain(|j| j.tok != tok);
-                drop(st);
-                self.shared.finish(id, tok, -libc::ECANCELED);
+    fn cancel(&self, key: u64) {
+        let job = {
+            let mut j = lock(&self.shared.jobs);
+            match j.live.get(&key) {
+                Some(job) => job.clone(),
+                None => {
+                    // Not registered yet (its submission is on its way) or
+                    // over already: remembered, one key per slot.
+                    j.early.retain(|&k| k as u32 != key as u32);
+                    j.early.push(key);
+                    self.shared.nearly.store(j.early.len(), Ordering::SeqCst);
+                    return;
+                }
             }
-            Some((Place::Polling, tok)) => {
-                // The poller drops the job on its next pass.
-                self.shared.finish(id, tok, -libc::ECANCELED);
-                write_one(pool().poll_wake.as_fd());
+        };
+        loop {
+            match job.state.compare_exchange(WAITING, DONE, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => break,
+                Err(RUNNING) => {
+                    let to = RUNNING_CANCEL;
+                    if job.state.compare_exchange(RUNNING, to, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+                        return;
+                    }
+                }
+                Err(_) => return,
             }
-            Some((Place::Running, _)) | None => {}
         }
+        // Ours: nobody will touch the file or the buffer again.
+        let here = Here::caller(pool());
+        let res = lock(&job.cur).cancelled();
+        self.shared.finish(&job, res, &here);
+        pool().husk(job.polled, &here);
     }
 
     fn set_notify(&self, on: bool) {
         self.shared.notify_on.store(on, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cursor(lens: &[usize]) -> (Vec<u8>, Cursor) {
+        let total: usize = lens.iter().sum();
+        let mut buf = vec![0u8; total];
+        let mut iov = Vec::new();
+        let mut at = 0;
+        for &l in lens {
+            // SAFETY: `at` stays within `buf`.
+            let base = unsafe { buf.as_mut_ptr().add(at) };
+            iov.push(libc::iovec { iov_base: base.cast(), iov_len: l });
+            at += l;
+        }
+        (buf, Cursor { iov, off: 100, done: 0 })
+    }
+
+    #[test]
+    fn advance_moves_through_iovecs() {
+        let (buf, mut c) = cursor(&[4, 0, 8, 4]);
+        let base = buf.as_ptr() as usize;
+        c.advance(2);
+        assert_eq!((c.done, c.off, c.remaining()), (2, 102, 14));
+        assert_eq!(c.iov[0].iov_base as usize, base + 2);
+        c.advance(2);
+        // The exhausted first iovec and the empty one are gone.
+        assert_eq!(c.iov.len(), 2);
+        assert_eq!((c.iov[0].iov_base as usize, c.iov[0].iov_len), (base + 4, 8));
+        c.advance(9);
+        assert_eq!(c.iov.len(), 1);
+        assert_eq!((c.iov[0].iov_base as usize, c.iov[0].iov_len), (base + 13, 3));
+        c.advance(3);
+        assert!(c.iov.is_empty());
+        assert_eq!((c.done, c.off, c.remaining()), (16, 116, 0));
+    }
+
+    #[test]
+    fn results_count_earlier_bytes() {
+        let (_buf, mut c) = cursor(&[16]);
+        assert_eq!(c.result(-libc::EIO), -libc::EIO);
+        assert_eq!(c.cancelled(), -libc::ECANCELED);
+        c.advance(4);
+        assert_eq!(c.result(12), 16);
+        assert_eq!(c.result(0), 4);
+        assert_eq!(c.result(-libc::EIO), 4);
+        assert_eq!(c.cancelled(), 4);
     }
 }
