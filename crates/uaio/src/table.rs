@@ -164,6 +164,7 @@ pub(crate) fn create(nr_events: u32) -> Result<u64, Errno> {
         Some(u) => Box::new(u),
         None => Box::new(Threads::new(Some(notify.clone()))?),
     };
+    let backend = crate::backend::faulty::wrap(backend)?;
     let mut t = p.table.write().unwrap_or_else(|e| e.into_inner());
     if t.budget_used + nr_events as u64 > max {
         return Err(Errno::AGAIN);

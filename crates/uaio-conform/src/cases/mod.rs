@@ -6,6 +6,7 @@ mod anon;
 mod cancel_destroy;
 mod concurrency;
 mod core;
+mod faults;
 mod fds;
 mod getevents;
 mod handlers;
@@ -29,6 +30,7 @@ pub(crate) fn all() -> Vec<Case> {
     v.extend(concurrency::cases());
     v.extend(races::cases());
     v.extend(fds::cases());
+    v.extend(faults::cases());
     v.extend(handlers::cases());
     v.extend(anon::cases());
     v

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use rustix::io::Errno;
 
+pub(crate) mod faulty;
 pub(crate) mod threads;
 pub(crate) mod uring;
 
