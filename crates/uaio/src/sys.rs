@@ -181,41 +181,47 @@ impl FdInfo {
 /// `io_submit` from trying a read inline where even a `RWF_NOWAIT` read
 /// waits for the device (a direct read through `preadv2` is synchronous:
 /// the kernel waits for the bio, `RWF_NOWAIT` only refuses to queue behind
-/// a busy device). A stale hint costs speed, never correctness: every full
-/// validation refreshes it, and a "buffered" hint is re-checked every
-/// [`direct_hint::RECHECK`] uses.
+/// a busy device). A "direct" hint costs speed when stale, never
+/// correctness, and every full validation refreshes it. A "buffered" hint
+/// is trusted only within the coarse clock tick (a few milliseconds) in
+/// which it was taken, since a stale one would let a read wait for a device
+/// inside `io_submit` (the program closed the descriptor and opened a
+/// direct one under the same number); a fork child starts with none.
 pub(crate) mod direct_hint {
-    use std::sync::atomic::{AtomicU8, Ordering};
+    use std::sync::atomic::{AtomicU64, Ordering};
 
     /// Descriptor numbers with a hint; others are looked up each time.
     const SPAN: usize = 4096;
-    /// Uses of a "buffered" hint between two checks.
-    pub(crate) const RECHECK: u8 = 64;
-    const UNKNOWN: u8 = 0;
-    const DIRECT: u8 = 1;
-    /// Values from 2 up: buffered, with uses left before the next check.
-    const BUFFERED_FRESH: u8 = 2 + RECHECK;
+    const DIRECT: u64 = 1;
+    const BUFFERED: u64 = 2;
 
-    static HINT: [AtomicU8; SPAN] = [const { AtomicU8::new(UNKNOWN) }; SPAN];
+    /// Per descriptor: the tick the hint was taken in, shifted left by 2,
+    /// and the state in the low 2 bits (0: none).
+    static HINT: [AtomicU64; SPAN] = [const { AtomicU64::new(0) }; SPAN];
+
+    fn tick() -> u64 {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: clock_gettime into a valid timespec (a vDSO call).
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+        (ts.tv_sec as u64) << 8 | (ts.tv_nsec as u64) >> 22
+    }
 
     /// Records what `F_GETFL` said about `fd`.
     pub(crate) fn record(fd: i32, flags: u32) {
         if let Some(h) = usize::try_from(fd).ok().and_then(|i| HINT.get(i)) {
-            let direct = flags & libc::O_DIRECT as u32 != 0;
-            h.store(if direct { DIRECT } else { BUFFERED_FRESH }, Ordering::Relaxed);
+            let state = if flags & libc::O_DIRECT as u32 != 0 { DIRECT } else { BUFFERED };
+            h.store(tick() << 2 | state, Ordering::Relaxed);
         }
     }
 
     /// Whether `fd` is (probably) open `O_DIRECT`; asks the kernel when
-    /// there is no fresh hint.
+    /// there is no trustworthy hint.
     pub(crate) fn is_direct(fd: i32) -> bool {
         let Some(h) = usize::try_from(fd).ok().and_then(|i| HINT.get(i)) else { return lookup(fd) };
-        match h.load(Ordering::Relaxed) {
+        let v = h.load(Ordering::Relaxed);
+        match v & 3 {
             DIRECT => true,
-            v if v > 2 => {
-                h.store(v - 1, Ordering::Relaxed);
-                false
-            }
+            BUFFERED if v >> 2 == tick() => false,
             _ => lookup(fd),
         }
     }
@@ -228,6 +234,13 @@ pub(crate) mod direct_hint {
         }
         record(fd, flags as u32);
         flags & libc::O_DIRECT != 0
+    }
+
+    /// In a fork child: no hint survives (async-signal-safe stores only).
+    pub(crate) fn after_fork_in_child() {
+        for h in HINT.iter() {
+            h.store(0, Ordering::Relaxed);
+        }
     }
 }
 

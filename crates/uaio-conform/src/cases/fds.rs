@@ -1,6 +1,6 @@
 //! uaio's own descriptors and the application's: a number the application
 //! closed stays invalid after `io_setup`, uaio's descriptors are refused in
-//! requests, and a low `RLIMIT_NOFILE` limits neither the contexts a
+//! requests, and a low `RLIMIT_NOFILE` (a dozen free numbers) limits neither the contexts a
 //! program can make nor its own `open` afterwards.
 
 use std::os::fd::{AsRawFd, IntoRawFd};
@@ -53,15 +53,20 @@ pub(crate) fn cases() -> Vec<Case> {
             let lines = in_child(move |out| {
                 // SAFETY: alarm(2); the child is killed if it hangs.
                 unsafe { libc::alarm(30) };
-                // Close what the child does not need, so the limit counts
-                // from a small table (the test harness may hold many).
-                for n in 3..1024 {
-                    if n != fd {
-                        // SAFETY: closing descriptors of this child only.
+                // Exactly a dozen free numbers: every hole below the
+                // highest open descriptor is filled first.
+                let highest = std::fs::read_dir("/proc/self/fd")
+                    .map(|d| d.flatten().filter_map(|e| e.file_name().to_str()?.parse::<u64>().ok()).max().unwrap_or(2))
+                    .unwrap_or(2);
+                loop {
+                    let n = open("/dev/null", libc::O_RDONLY).into_raw_fd();
+                    if n as u64 > highest {
+                        // SAFETY: closing the descriptor just opened, above every other.
                         unsafe { libc::close(n) };
+                        break;
                     }
                 }
-                let rl = libc::rlimit { rlim_cur: 32, rlim_max: 32 };
+                let rl = libc::rlimit { rlim_cur: highest + 13, rlim_max: highest + 13 };
                 // SAFETY: setrlimit with a valid struct.
                 out.push(format!("setrlimit = {}", unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &rl) }));
                 let mut ctxs = Vec::new();

@@ -10,6 +10,7 @@ mod faults;
 mod fds;
 mod getevents;
 mod handlers;
+mod nowait;
 mod process;
 mod races;
 mod ring;
@@ -32,6 +33,7 @@ pub(crate) fn all() -> Vec<Case> {
     v.extend(fds::cases());
     v.extend(faults::cases());
     v.extend(handlers::cases());
+    v.extend(nowait::cases());
     v.extend(anon::cases());
     v
 }
