@@ -27,16 +27,12 @@ fn kernel_aio_passes() {
     stress(&["--kernel"], None);
 }
 
-// Enabled once the engine fixes under way land (destroy racing submit,
-// cancellation races, lost wake-ups); until then these runs report them.
 #[test]
-#[ignore = "uaio engine bugs found by the stress run are being fixed"]
 fn uaio_io_uring_passes() {
     stress(&[], Some("uring"));
 }
 
 #[test]
-#[ignore = "uaio engine bugs found by the stress run are being fixed"]
 fn uaio_threads_passes() {
     stress(&[], Some("threads"));
 }

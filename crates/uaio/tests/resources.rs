@@ -50,7 +50,7 @@ fn usage() -> Usage {
     Usage {
         // The directory's own descriptor is counted, the same every time.
         fds: std::fs::read_dir("/proc/self/fd").unwrap().count(),
-        threads: status_field("Threads:") - stuck_poller(),
+        threads: status_field("Threads:"),
         maps: std::fs::read_to_string("/proc/self/maps").unwrap().lines().count(),
         rss_kib: status_field("VmRSS:"),
     }
@@ -89,14 +89,6 @@ const RSS_SLACK_KIB: usize = 32 * 1024;
 /// the pool's on-demand workers make vary from run to run. A leak per
 /// context or per request would show as hundreds or thousands of lines.
 const MAPS_SLACK: usize = 8;
-
-/// 1 when the thread pool's poller is alive although no context is, else
-/// 0. That is a known bug, isolated in the ignored test
-/// [`the_poller_leaves_after_the_last_context`] and left out of the thread
-/// counts here, so that these checks keep finding everything else.
-fn stuck_poller() -> usize {
-    (uaio::live_contexts() == 0 && thread_names().iter().any(|n| n == "uaio-poller")) as usize
-}
 
 /// Waits (watchdog 30 s) until descriptors, threads and mappings are back
 /// to `base` and RSS within the slack; panics with the numbers otherwise.
@@ -538,8 +530,6 @@ fn low_memlock_and_descriptor_limits_never_fail_the_application() {
 }
 
 #[test]
-#[ignore = "issue 7 item 9, being fixed: each context holds descriptors (uaio: 24 contexts on io_uring, 22 on the \
-            thread pool, then EMFILE, and the application's open() fails; the kernel: 40 and open() works)"]
 fn many_contexts_under_a_low_descriptor_limit() {
     let _g = lock();
     let (ok, lines) = in_child(many_contexts_child);
@@ -550,8 +540,6 @@ fn many_contexts_under_a_low_descriptor_limit() {
 }
 
 #[test]
-#[ignore = "threads backend: the poller thread can outlive the last context (it checks whether to leave before \
-            dropping cancelled jobs, and the wake-up of the last context's end was consumed with the cancellation's)"]
 fn the_poller_leaves_after_the_last_context() {
     let _g = lock();
     let (rd, _wr) = pipe();
