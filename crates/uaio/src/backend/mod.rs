@@ -63,7 +63,12 @@ pub(crate) struct Op {
 
 /// The seam between the engine and an executor.
 pub(crate) trait Backend: Send + Sync + Debug {
-    /// Starts `ops`. Never blocks on I/O. On error none of them started.
+    /// Starts `ops`. Never blocks on I/O, with the thread pool's two
+    /// documented exceptions (see its module doc): a process that shares
+    /// memory but not descriptors with the pool's owner (`CLONE_VM` without
+    /// `CLONE_FILES`), and no descriptor number left for uaio's held
+    /// duplicate; the request then runs in the submitting thread. On error
+    /// none of them started.
     fn submit(&self, ops: &[Op]) -> Result<(), Errno>;
     /// Hands every available completion to `sink` as `(key, result)`. Calls are
     /// serialised by the caller. Returns how many entries were consumed,
