@@ -491,10 +491,12 @@ int main(void)
 	L("io_submit(4 writes)", io_submit(ctx, 4, &cbp[30]));
 	{
 		struct timespec t = { 5, 0 };
+		/* Which three complete first is up to the I/O (the kernel's
+		 * buffered writes finish in order, a thread pool's need not): the
+		 * counts are compared, and the four events together. */
 		L("io_getevents(3,3,5s)", io_getevents(ctx, 3, 3, ev, &t));
-		print_events("first3", ev, 3);
-		L("io_getevents(1,8,5s)", io_getevents(ctx, 1, 8, ev, &t));
-		print_events("last1", ev, 1);
+		L("io_getevents(1,8,5s)", io_getevents(ctx, 1, 8, ev + 3, &t));
+		print_events("all4", ev, 4);
 	}
 
 	CASE("io_getevents into a bad events pointer");
