@@ -20,6 +20,9 @@ use uaio::abi::{
 };
 use uaio::raw;
 
+mod util;
+use util::{cb, pipe};
+
 const PLAN: &str = "eio:every=7,enospc:every=11,short:every=5,slow:every=3:ms=20";
 const SLOW: Duration = Duration::from_millis(20);
 const BLOCK: usize = 4096;
@@ -106,26 +109,6 @@ impl Drop for Ctx {
             self.destroy();
         }
     }
-}
-
-fn cb(op: u16, fd: i32, buf: u64, len: u64, off: i64, data: u64) -> iocb {
-    iocb {
-        aio_data: data,
-        aio_lio_opcode: op,
-        aio_fildes: fd as u32,
-        aio_buf: buf,
-        aio_nbytes: len,
-        aio_offset: off,
-        ..Default::default()
-    }
-}
-
-fn pipe() -> (OwnedFd, OwnedFd) {
-    let mut p = [0i32; 2];
-    // SAFETY: pipe2 fills two descriptors, which we then own.
-    assert_eq!(unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-    // SAFETY: fresh descriptors owned by nobody else.
-    unsafe { (OwnedFd::from_raw_fd(p[0]), OwnedFd::from_raw_fd(p[1])) }
 }
 
 /// The byte every block `i` is written with.

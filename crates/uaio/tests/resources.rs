@@ -19,12 +19,15 @@
 //! (`UAIO_BACKEND=uring|threads`).
 #![deny(clippy::undocumented_unsafe_blocks)]
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use uaio::abi::{aio_context_t, io_event, iocb, IOCB_CMD_NOOP, IOCB_CMD_POLL, IOCB_CMD_PREAD, IOCB_CMD_PWRITE};
 use uaio::raw;
+
+mod util;
+use util::{cb, pipe};
 
 fn lock() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
@@ -172,26 +175,6 @@ impl Drop for Ctx {
         // SAFETY: our own handle, destroyed once.
         assert_eq!(unsafe { raw::io_destroy(self.0) }, 0);
     }
-}
-
-fn cb(op: u16, fd: i32, buf: u64, len: u64, off: i64, data: u64) -> iocb {
-    iocb {
-        aio_data: data,
-        aio_lio_opcode: op,
-        aio_fildes: fd as u32,
-        aio_buf: buf,
-        aio_nbytes: len,
-        aio_offset: off,
-        ..Default::default()
-    }
-}
-
-fn pipe() -> (OwnedFd, OwnedFd) {
-    let mut p = [0i32; 2];
-    // SAFETY: pipe2 fills two descriptors, which we then own.
-    assert_eq!(unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-    // SAFETY: fresh descriptors owned by nobody else.
-    unsafe { (OwnedFd::from_raw_fd(p[0]), OwnedFd::from_raw_fd(p[1])) }
 }
 
 /// `total` requests in batches of 64: NOOPs, and every fourth batch small

@@ -20,6 +20,9 @@ use uaio::abi::{
 };
 use uaio::raw;
 
+mod util;
+use util::{cb, pipe};
+
 /// Forces the thread pool (before the first uaio call of this process) and
 /// serialises the tests; `None` (test skipped) if another backend runs.
 fn setup() -> Option<MutexGuard<'static, ()>> {
@@ -77,26 +80,6 @@ impl Drop for Ctx {
         // SAFETY: our own handle, destroyed once.
         unsafe { raw::io_destroy(self.0) };
     }
-}
-
-fn cb(op: u16, fd: i32, buf: u64, len: u64, off: i64, data: u64) -> iocb {
-    iocb {
-        aio_data: data,
-        aio_lio_opcode: op,
-        aio_fildes: fd as u32,
-        aio_buf: buf,
-        aio_nbytes: len,
-        aio_offset: off,
-        ..Default::default()
-    }
-}
-
-fn pipe() -> (OwnedFd, OwnedFd) {
-    let mut p = [0i32; 2];
-    // SAFETY: pipe2 fills two descriptors, which we then own.
-    assert_eq!(unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-    // SAFETY: fresh descriptors owned by nobody else.
-    unsafe { (OwnedFd::from_raw_fd(p[0]), OwnedFd::from_raw_fd(p[1])) }
 }
 
 fn open_fds() -> usize {
