@@ -59,6 +59,7 @@ compile() { # name extra-libs...
 compile aio_probe
 compile libaio_conform -laio
 compile syscall_conform
+compile signals_conform
 compile exit_inflight -laio
 if [ "$failed" -ne 0 ]; then
 	echo "$passed passed, $failed failed"
@@ -172,6 +173,9 @@ check_case() { # NAME PROG ARGS...
 start=$(date +%s)
 check_case libaio_conform libaio_conform
 check_case syscall_conform syscall_conform
+check_case signals_conform.longjmp signals_conform longjmp
+check_case signals_conform.blocked signals_conform blocked
+check_case signals_conform.pending signals_conform pending
 check_case exit_inflight.exit exit_inflight exit
 check_case exit_inflight.exec exit_inflight exec
 check_case exit_inflight.exit-waiter exit_inflight exit-waiter
@@ -244,6 +248,7 @@ if command -v valgrind >/dev/null; then
 	echo "== valgrind runs ($(valgrind --version)); valgrind's own logs: $logs/*.vg.<pid>"
 	valgrind_case libaio_conform libaio_conform
 	valgrind_case syscall_conform syscall_conform
+	valgrind_case signals_conform.pending signals_conform pending
 	valgrind_case exit_inflight.exit exit_inflight exit
 	valgrind_case exit_inflight.exec exit_inflight exec
 	valgrind_case exit_inflight.exit-waiter exit_inflight exit-waiter

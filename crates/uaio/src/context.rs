@@ -123,6 +123,8 @@ pub(crate) struct Context {
     /// kernel's submitters hold a reference to the context, and destroy
     /// cancels only once every one has let go.
     submitters: AtomicU32,
+    /// Threads inside `io_getevents` on this context.
+    getters: AtomicU32,
     used: AtomicU32,
     st: Mutex<State>,
     backend: Box<dyn Backend>,
@@ -327,6 +329,7 @@ impl Context {
             capacity: geo.capacity,
             dead: AtomicBool::new(false),
             submitters: AtomicU32::new(0),
+            getters: AtomicU32::new(0),
             used: AtomicU32::new(0),
             st: Mutex::new(State {
                 tail: 0,
@@ -794,7 +797,9 @@ impl Context {
                 }
                 let req = reqs.remove(idx);
                 let res = res as i64;
-                let res = if req.poll && res == -(libc::ECANCELED as i64) {
+                let res = if req.poll && (res == -(libc::ECANCELED as i64) || req.cancelled) {
+                    // A cancelled POLL completes with 0, as the kernel's does
+                    // (readiness that raced the cancel is not reported).
                     0
                 } else if req.poll && req.fresh && res > 0 {
                     // The kernel's initial check reports only what was asked.
@@ -888,9 +893,11 @@ impl Context {
         deadline: Deadline,
         sigmask: Option<u64>,
     ) -> Result<usize, Errno> {
+        self.getters.fetch_add(1, Ordering::SeqCst);
         self.enter();
         let r = self.getevents_inner(min_nr, nr, out, deadline, sigmask);
         self.leave();
+        self.getters.fetch_sub(1, Ordering::SeqCst);
         r
     }
 
@@ -953,6 +960,16 @@ impl Context {
             if self.followers.load(Ordering::SeqCst) > 0 {
                 self.seq.fetch_add(1, Ordering::SeqCst);
                 wake_all(&self.seq);
+            }
+        }
+        let mut result = result;
+        if let (Ok(0), Some(m)) = (result, sigmask) {
+            // io_pgetevents with nothing to return: a signal pending that
+            // the caller's mask lets through interrupts the call, as the
+            // kernel's check after its wait does (even without a wait).
+            if sys::pending_signals() & !m & !SYNCHRONOUS_MASK != 0 {
+                sys::set_signal_mask(m);
+                result = Err(Errno::INTR);
             }
         }
         if let Some(m) = saved_mask {
@@ -1018,6 +1035,13 @@ impl Context {
 
     /// `io_cancel` of the request whose iocb is at `obj`.
     pub(crate) fn cancel(&self, obj: u64) -> Result<(), Errno> {
+        // What has completed already is no longer pending (the kernel knows
+        // at once; uaio learns it from the backend).
+        if self.backend.has_completions() {
+            self.enter();
+            self.harvest();
+            self.leave();
+        }
         let key = {
             let mut st = self.lock();
             let Some((_, req)) = st.reqs.iter_mut().find(|(_, r)| r.obj == obj && !r.cancelled) else {
@@ -1042,15 +1066,16 @@ impl Context {
     /// cancelled, as the kernel does.
     pub(crate) fn kill(&self) {
         self.dead.store(true, Ordering::SeqCst);
-        let mut spins = 0u32;
-        while self.submitters.load(Ordering::SeqCst) > 0 {
-            spins += 1;
-            if spins < 100 {
-                std::thread::yield_now();
-            } else {
-                std::thread::sleep(Duration::from_micros(50));
-            }
-        }
+        wait_until_zero(&self.submitters, u32::MAX);
+        // Waiters learn of the death before anything is cancelled, so that
+        // they answer EINVAL rather than reap the cancellations' events (the
+        // kernel's cancellations run only after its waiters were woken). A
+        // waiter always leaves once woken; the bound only guards against a
+        // thread stuck elsewhere (in a signal handler, say).
+        self.seq.fetch_add(1, Ordering::SeqCst);
+        wake_all(&self.seq);
+        self.backend.wake();
+        wait_until_zero(&self.getters, 10_000);
         self.enter();
         let keys: Vec<u64> = {
             let mut st = self.lock();
@@ -1077,6 +1102,27 @@ impl Context {
             let _ = self.backend.wait(1, Some(Duration::from_millis(10)), None);
         }
         self.leave();
+    }
+}
+
+/// Signals uaio never blocks (see [`sys::block_async_signals`]): a pending
+/// one of them is not the caller's business.
+const SYNCHRONOUS_MASK: u64 =
+    1 << (libc::SIGSEGV - 1) | 1 << (libc::SIGBUS - 1) | 1 << (libc::SIGILL - 1) | 1 << (libc::SIGFPE - 1);
+
+/// Waits (yielding, then napping) until `count` is zero, for at most
+/// `rounds` naps.
+fn wait_until_zero(count: &AtomicU32, rounds: u32) {
+    let mut spins = 0u32;
+    while count.load(Ordering::SeqCst) > 0 {
+        spins += 1;
+        if spins < 100 {
+            std::thread::yield_now();
+        } else if spins - 100 >= rounds {
+            return;
+        } else {
+            std::thread::sleep(Duration::from_micros(50));
+        }
     }
 }
 

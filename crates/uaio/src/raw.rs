@@ -19,7 +19,7 @@ use uaio_abi::{aio_context_t, aio_sigset, io_event, iocb};
 
 use crate::context::{Context, Deadline, FdCache, Prepared};
 use crate::table;
-use crate::uaccess::{keep_handler_first, read_user, write_user};
+use crate::uaccess::{self, read_user, write_user};
 
 fn neg(e: Errno) -> i64 {
     -(e.raw_os_error() as i64)
@@ -31,7 +31,7 @@ fn neg(e: Errno) -> i64 {
 /// # Safety
 /// `ctxp` is written if it is readable and holds 0.
 pub unsafe fn io_setup(nr_events: u32, ctxp: *mut aio_context_t) -> i64 {
-    keep_handler_first(true);
+    let _faults = uaccess::enter(true);
     let Ok(cur) = read_user::<u64>(ctxp as u64) else { return neg(Errno::FAULT) };
     if cur != 0 || nr_events == 0 {
         return neg(Errno::INVAL);
@@ -57,7 +57,7 @@ pub unsafe fn io_setup(nr_events: u32, ctxp: *mut aio_context_t) -> i64 {
 /// # Safety
 /// None beyond the module's: the handle is only looked up.
 pub unsafe fn io_destroy(ctx: aio_context_t) -> i64 {
-    keep_handler_first(true);
+    let _faults = uaccess::enter(true);
     match table::remove(ctx) {
         Some(c) => {
             c.kill();
@@ -74,7 +74,7 @@ pub unsafe fn io_destroy(ctx: aio_context_t) -> i64 {
 /// See the module documentation: buffers of submitted requests must stay
 /// valid until their completion is reaped.
 pub unsafe fn io_submit(ctx: aio_context_t, nr: i64, iocbpp: *mut *mut iocb) -> i64 {
-    keep_handler_first(false);
+    let _faults = uaccess::enter(false);
     if nr < 0 {
         return neg(Errno::INVAL);
     }
@@ -125,7 +125,7 @@ fn submit_to(c: &Context, nr: i64, iocbpp: *mut *mut iocb) -> i64 {
 /// # Safety
 /// None beyond the module's.
 pub unsafe fn io_cancel(ctx: aio_context_t, iocb: *mut iocb, _result: *mut io_event) -> i64 {
-    keep_handler_first(false);
+    let _faults = uaccess::enter(false);
     let Ok(key) = read_user::<u32>(iocb as u64 + 8) else { return neg(Errno::FAULT) };
     if key != uaio_abi::KIOCB_KEY {
         return neg(Errno::INVAL);
@@ -198,7 +198,7 @@ unsafe fn getevents(
     timeout: *mut libc::timespec,
     sig: Option<*const aio_sigset>,
 ) -> i64 {
-    keep_handler_first(false);
+    let _faults = uaccess::enter(false);
     let deadline = match deadline(timeout) {
         Ok(d) => d,
         Err(e) => return neg(e),
@@ -229,6 +229,7 @@ unsafe fn getevents(
 /// which case libaio's `io_getevents` returns 0 without entering the kernel
 /// (even where the kernel would have refused the arguments).
 pub fn libaio_empty_poll(ctx: aio_context_t, timeout: *const libc::timespec) -> bool {
+    let _faults = uaccess::enter(false);
     if ctx == 0 || timeout.is_null() {
         return false;
     }

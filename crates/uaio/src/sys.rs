@@ -292,6 +292,24 @@ pub(crate) fn block_async_signals() -> u64 {
     old
 }
 
+/// Signals pending for the calling thread or its process, as an 8-byte
+/// kernel sigset.
+pub(crate) fn pending_signals() -> u64 {
+    let mut out = 0u64;
+    // SAFETY: sigpending into a zeroed set; its first 8 bytes are the
+    // kernel's sigset on x86-64.
+    unsafe {
+        let mut set: libc::sigset_t = core::mem::zeroed();
+        libc::sigpending(&mut set);
+        core::ptr::copy_nonoverlapping(
+            (&set as *const libc::sigset_t).cast::<u8>(),
+            (&mut out as *mut u64).cast::<u8>(),
+            8,
+        );
+    }
+    out
+}
+
 /// Installs `mask` (8-byte kernel sigset) as the thread's signal mask.
 /// uaio installs masks only around its own sleeps, where nothing faults.
 pub(crate) fn set_signal_mask(mask: u64) {

@@ -9,7 +9,7 @@
 //! else are handed to the handler that was installed before (or the default
 //! action), so the application's own crash handling is untouched. A handler
 //! the application installs after uaio's is noticed at the next entry point
-//! (see [`keep_handler_first`]), put behind uaio's and sent every fault that
+//! (see [`enter`]), put behind uaio's and sent every fault that
 //! is not uaio's.
 //!
 //! Measured on the development machine: one `process_vm_readv` of 64 bytes on
@@ -19,6 +19,7 @@
 //! Like the kernel's `access_ok`, addresses outside the user half of the
 //! address space are refused before any access.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Once;
 
@@ -41,7 +42,6 @@ pub(crate) fn access_ok(addr: u64, len: u64) -> bool {
 
 #[cfg(target_arch = "x86_64")]
 mod arch {
-    use std::cell::Cell;
     use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 
     // Copies `rdx` bytes from `rsi` to `rdi`, eight at a time, then the
@@ -102,16 +102,22 @@ mod arch {
 
     /// The handlers uaio forwards foreign faults to (index 0 for SIGSEGV,
     /// 1 for SIGBUS): the one in place before ours, or one the application
-    /// installed over ours later (see [`super::keep_handler_first`]). Kept
+    /// installed over ours later (see [`super::enter`]). Kept
     /// in atomics, since the signal handler reads them.
     static NEXT_HANDLER: [AtomicUsize; 2] = [AtomicUsize::new(libc::SIG_DFL), AtomicUsize::new(libc::SIG_DFL)];
     static NEXT_FLAGS: [AtomicI32; 2] = [AtomicI32::new(0), AtomicI32::new(0)];
 
-    thread_local! {
-        /// Set while this thread forwards a fault: a handler that calls the
-        /// one it replaced (ours) must not send the fault back to itself.
-        static FORWARDING: Cell<bool> = const { Cell::new(false) };
-    }
+    /// Written into the last word of a siginfo while uaio forwards that
+    /// fault: a handler that calls the one it replaced (ours) with the same
+    /// siginfo must not be sent the fault again. The kernel fills every
+    /// siginfo it delivers, padding included, so a fresh fault never carries
+    /// the mark, even where the program's handler left ours with
+    /// `siglongjmp` (a thread-local flag would then stay set for good).
+    const FORWARD_MARK: u32 = 0x75_61_69_6f;
+    /// Offset of that word: the end of the 128-byte siginfo, padding for
+    /// SIGSEGV and SIGBUS.
+    const MARK_AT: usize = 124;
+    const _: () = assert!(core::mem::size_of::<libc::siginfo_t>() == MARK_AT + 4);
 
     const SIGNALS: [libc::c_int; 2] = [libc::SIGSEGV, libc::SIGBUS];
 
@@ -127,14 +133,19 @@ mod arch {
             uc.uc_mcontext.gregs[libc::REG_RIP as usize] = fault as i64;
             return;
         }
-        if FORWARDING.with(|f| f.replace(true)) {
+        // SAFETY: `info` is the 128-byte siginfo of this delivery (or the
+        // same one handed on by a handler we forwarded to); its last word is
+        // padding for these signals.
+        let mark = unsafe { &mut *(info as *mut u8).add(MARK_AT).cast::<u32>() };
+        if *mark == FORWARD_MARK {
             // Sent back to us by the handler we forwarded to: end the loop
             // with the default action.
             set_default(sig);
             return;
         }
+        *mark = FORWARD_MARK;
         forward(sig, info, uctx);
-        FORWARDING.with(|f| f.set(false));
+        *mark = 0;
     }
 
     fn set_default(sig: libc::c_int) {
@@ -235,33 +246,89 @@ fn ensure_installed() {
     }
 }
 
-/// Coarse clock tick of the last check of [`keep_handler_first`].
+/// Coarse clock tick of the last check of uaio's handler.
 static LAST_CHECK: AtomicU64 = AtomicU64::new(0);
 
-/// Makes sure uaio's fault handler is the one installed, at most once per
-/// coarse clock tick (a few milliseconds), or at once when `now`. A program
-/// that installs its own SIGSEGV or SIGBUS handler after uaio's (a crash
-/// reporter that does not expect faults it did not cause) would otherwise
-/// receive the fault of a bad pointer handed to uaio, where the kernel
-/// answers `EFAULT`; uaio puts its handler back on top and forwards to the
-/// program's every fault that is not its own. The check is one `sigaction`
-/// call per signal; the entry points call it (io_setup and io_destroy every
-/// time, the others at most once per tick), so a handler installed less
-/// than a tick before a call with a bad pointer can still see that fault.
-pub(crate) fn keep_handler_first(now: bool) {
-    if !READY.load(Ordering::Acquire) {
-        return;
+thread_local! {
+    /// Per thread: the tick of the last look at the signal mask, and
+    /// whether it blocked SIGSEGV or SIGBUS then.
+    static MASK_SEEN: Cell<(u64, bool)> = const { Cell::new((0, false)) };
+}
+
+fn coarse_tick() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime into a valid timespec (a vDSO call).
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn fault_signals() -> libc::sigset_t {
+    // SAFETY: building a set of two signals in a zeroed sigset_t.
+    unsafe {
+        let mut set: libc::sigset_t = core::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGSEGV);
+        libc::sigaddset(&mut set, libc::SIGBUS);
+        set
     }
-    if !now {
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-        // SAFETY: clock_gettime into a valid timespec (a vDSO call).
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-        let tick = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
-        if LAST_CHECK.swap(tick, Ordering::Relaxed) == tick {
-            return;
+}
+
+/// Keeps uaio's fault recovery working for the length of one call into
+/// uaio (see [`enter`]): restores the thread's signal mask on drop when
+/// `enter` had to unblock SIGSEGV and SIGBUS.
+#[derive(Debug)]
+pub(crate) struct FaultScope {
+    restore: Option<libc::sigset_t>,
+}
+
+impl Drop for FaultScope {
+    fn drop(&mut self) {
+        if let Some(old) = self.restore.as_ref() {
+            // SAFETY: putting back the mask the thread had on entry.
+            unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, old, core::ptr::null_mut()) };
         }
     }
-    arch::install();
+}
+
+/// Called at every entry point before application memory is touched, so
+/// that a bad pointer gives `EFAULT` as with the kernel, whatever the
+/// program did to its signal handling:
+/// - A program that installs its own SIGSEGV or SIGBUS handler after uaio's
+///   (a crash reporter that does not expect faults it did not cause) would
+///   receive the fault; uaio puts its handler back on top and forwards to
+///   the program's every fault that is not uaio's.
+/// - A thread that blocks SIGSEGV or SIGBUS would be killed by a fault
+///   (the kernel does not deliver a blocked synchronous fault signal); uaio
+///   unblocks them for the call and puts the mask back when the returned
+///   scope ends.
+///
+/// Both are looked at with a system call, so at most once per coarse clock
+/// tick (a few milliseconds; per process for the handler, per thread for
+/// the mask), or at once when `now` (`io_setup`, `io_destroy`). A change
+/// made less than a tick before a call with a bad pointer can still let
+/// that fault through; the README says so.
+pub(crate) fn enter(now: bool) -> FaultScope {
+    let tick = coarse_tick();
+    if READY.load(Ordering::Acquire) && (now || LAST_CHECK.swap(tick, Ordering::Relaxed) != tick) {
+        arch::install();
+    }
+    let (seen, blocked) = MASK_SEEN.with(Cell::get);
+    if !now && seen == tick && !blocked {
+        return FaultScope { restore: None };
+    }
+    let set = fault_signals();
+    // SAFETY: unblocking two signals for this thread; the previous mask
+    // comes back in `old`.
+    let old = unsafe {
+        let mut old: libc::sigset_t = core::mem::zeroed();
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, &mut old);
+        old
+    };
+    // SAFETY: sigismember on a valid set.
+    let was_blocked =
+        unsafe { libc::sigismember(&old, libc::SIGSEGV) == 1 || libc::sigismember(&old, libc::SIGBUS) == 1 };
+    MASK_SEEN.with(|m| m.set((tick, was_blocked)));
+    FaultScope { restore: was_blocked.then_some(old) }
 }
 
 /// Copies `len` bytes from the user address `src` into `dst`.

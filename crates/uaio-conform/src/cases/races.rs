@@ -341,6 +341,77 @@ pub(crate) fn cases() -> Vec<Case> {
                 e.rec(l);
             }
         }),
+        c("races/waiter_sees_einval_when_destroy_cancels_its_poll", |e| {
+            const REPS: usize = 200;
+            let aio = aio_of(e);
+            let lines = in_child(move |out| {
+                // SAFETY: alarm(2); the child is killed if it hangs.
+                unsafe { libc::alarm(60) };
+                let (r, _w) = pipe();
+                let rfd = r.as_raw_fd();
+                let mut einval = 0;
+                for i in 0..REPS {
+                    let mut ctx = 0u64;
+                    // SAFETY: a valid pointer to a zeroed handle.
+                    if unsafe { aio.setup(8, &mut ctx) } != 0 {
+                        break;
+                    }
+                    let a = leak(cb(IOCB_CMD_POLL, rfd, libc::POLLIN as u64, 0, 0, 0x1234));
+                    let mut p = [a as *mut iocb];
+                    // SAFETY: one valid iocb.
+                    unsafe { aio.submit(ctx, 1, p.as_mut_ptr()) };
+                    let waiter = std::thread::spawn(move || {
+                        let mut ev = [io_event::default(); 4];
+                        // SAFETY: room for four events; no time limit (the
+                        // destroy ends the wait).
+                        unsafe { aio.getevents(ctx, 1, 4, ev.as_mut_ptr(), std::ptr::null_mut()) }
+                    });
+                    std::thread::sleep(Duration::from_micros(50 * (i % 20) as u64));
+                    // SAFETY: destroying the context made above.
+                    unsafe { aio.destroy(ctx) };
+                    if waiter.join().expect("waiter") == -(libc::EINVAL as i64) {
+                        einval += 1;
+                    }
+                }
+                out.push(format!("waiter got EINVAL: {einval} of {REPS}"));
+            });
+            for l in lines {
+                e.rec(l);
+            }
+        }),
+        c("races/poll_cancelled_while_it_becomes_ready_reports_0", |e| {
+            const REPS: usize = 400;
+            let aio = aio_of(e);
+            let ctx = e.setup(8);
+            let (mut inprogress, mut nonzero) = (0, 0);
+            for i in 0..REPS {
+                let (r, w) = pipe();
+                let a = leak(cb(IOCB_CMD_POLL, r.as_raw_fd(), libc::POLLIN as u64, 0, 0, 7));
+                let mut p = [a as *mut iocb];
+                // SAFETY: one valid iocb.
+                unsafe { aio.submit(ctx, 1, p.as_mut_ptr()) };
+                let wfd = w.as_raw_fd();
+                let writer = std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_micros((i % 7) as u64 * 10));
+                    write_fd(wfd, b"x");
+                });
+                // SAFETY: cancelling the POLL just submitted.
+                let c = unsafe { aio.cancel(ctx, a, std::ptr::null_mut()) };
+                writer.join().expect("writer");
+                let mut ev = [io_event::default(); 1];
+                let mut t = ts(5, 0);
+                // SAFETY: room for one event.
+                unsafe { aio.getevents(ctx, 1, 1, ev.as_mut_ptr(), &mut t) };
+                if c == -(libc::EINPROGRESS as i64) {
+                    inprogress += 1;
+                    if ev[0].res != 0 {
+                        nonzero += 1;
+                    }
+                }
+            }
+            e.rec(format!("cancels that found the POLL pending: some = {}", inprogress > 0));
+            e.rec(format!("of those, events with res != 0: {nonzero}"));
+        }),
         c("races/few_in_flight_never_eagain", |e| {
             const THREADS: usize = 4;
             const PER: usize = 4000;
