@@ -875,6 +875,20 @@ impl Context {
         self.ring.head() != self.lock().tail
     }
 
+    /// Waits until no request that always finishes (file and block device
+    /// I/O, syncs) is in flight; the events go to the ring as usual.
+    pub(crate) fn finish_file_io(&self) {
+        self.enter();
+        loop {
+            self.harvest();
+            if !self.lock().reqs.iter().any(|(_, r)| !r.forever) {
+                break;
+            }
+            let _ = self.backend.wait(1, Some(Duration::from_millis(10)), None);
+        }
+        self.leave();
+    }
+
     /// Whether requests are in flight in the backend.
     pub(crate) fn busy(&self) -> bool {
         self.in_flight() > 0

@@ -97,9 +97,29 @@ fn process() -> &'static Process {
         unsafe {
             libc::pthread_atfork(None, None, Some(after_fork_in_child));
         }
+        // SAFETY: registering a plain extern "C" function with no arguments.
+        unsafe { libc::atexit(finish_file_io_at_exit) };
     });
     // SAFETY: the pointer is set above and never freed (a replaced state is leaked).
     unsafe { &*PROCESS.load(Ordering::SeqCst) }
+}
+
+/// Runs when the process calls `exit` or returns from `main`: the kernel
+/// lets every request in flight finish before a process is gone, so reads,
+/// writes and syncs of files still in flight are waited for here (uaio's
+/// threads and io_uring's workers would otherwise die with the process and
+/// take accepted writes with them). What could wait forever (POLLs, stream
+/// reads) is not waited for. `_exit`, `exec` and fatal signals run no such
+/// hook; the README says what that means.
+extern "C" fn finish_file_io_at_exit() {
+    let Some(p) = process_if_any() else { return };
+    let ctxs: Vec<Arc<Context>> = {
+        let t = p.table.read().unwrap_or_else(|e| e.into_inner());
+        t.slots.iter().flatten().cloned().collect()
+    };
+    for c in ctxs {
+        c.finish_file_io();
+    }
 }
 
 fn process_if_any() -> Option<&'static Process> {
