@@ -11,8 +11,9 @@
 //! which every publication of events bumps. When the leader leaves, followers
 //! are woken so one of them takes over.
 
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rustix::io::Errno;
@@ -21,6 +22,7 @@ use uaio_abi::*;
 
 use crate::backend::{Backend, Op, OpKind};
 use crate::ring::{Geometry, Ring};
+use crate::sys::internal_fds::InternalFd;
 use crate::sys::{self, FdInfo};
 use crate::uaccess::{self, access_ok, read_user, write_user};
 
@@ -40,6 +42,30 @@ const RWF_SUPPORTED: u32 = RWF_HIPRI
     | RWF_DONTCACHE
     | RWF_NOSIGNAL;
 
+/// The eventfd of a request's `IOCB_FLAG_RESFD`, held for the request's
+/// life as the kernel holds a reference to it: a duplicate of uaio's, so
+/// that the program closing its number (and the number going to another
+/// file) never sends the completion's 8 bytes elsewhere.
+#[derive(Debug, Clone)]
+pub(crate) enum Resfd {
+    /// No `IOCB_FLAG_RESFD`.
+    None,
+    /// uaio's duplicate.
+    Held(Arc<InternalFd>),
+    /// By number only: no descriptor number was left for a duplicate.
+    Number(i32),
+}
+
+impl Resfd {
+    fn raw(&self) -> Option<i32> {
+        match self {
+            Resfd::None => None,
+            Resfd::Held(h) => Some(h.as_raw_fd()),
+            Resfd::Number(n) => Some(*n),
+        }
+    }
+}
+
 /// A pending request.
 #[derive(Debug)]
 struct Req {
@@ -58,7 +84,7 @@ struct Req {
     /// Poll: submitted by the `start` call still running (a completion now
     /// comes from the initial readiness check, not from a wake-up).
     fresh: bool,
-    resfd: i32,
+    resfd: Resfd,
     cancelled: bool,
     /// The iovec array the backend reads (vectored requests).
     _iov: Option<Box<[iovec]>>,
@@ -92,7 +118,7 @@ pub(crate) struct Prepared {
     rw_flags: u32,
     ioprio: u16,
     poll_mask: u32,
-    resfd: i32,
+    resfd: Resfd,
     data: u64,
     obj: u64,
     iov: Option<Box<[iovec]>>,
@@ -125,6 +151,9 @@ pub(crate) struct Context {
     submitters: AtomicU32,
     /// Threads inside `io_getevents` on this context.
     getters: AtomicU32,
+    /// uaio's duplicates of the RESFD eventfds seen last, by the program's
+    /// number (a few; each also held by the requests that use it).
+    resfds: Mutex<Vec<(i32, Arc<InternalFd>)>>,
     used: AtomicU32,
     st: Mutex<State>,
     backend: Box<dyn Backend>,
@@ -300,7 +329,7 @@ fn import_buffer(cb: &iocb, vectored: bool) -> Result<Buffer, Errno> {
 }
 
 impl Prepared {
-    fn new(cb: &iocb, obj: u64, resfd: i32) -> Prepared {
+    fn new(cb: &iocb, obj: u64, resfd: Resfd) -> Prepared {
         Prepared {
             kind: None,
             inline: 0,
@@ -330,6 +359,7 @@ impl Context {
             dead: AtomicBool::new(false),
             submitters: AtomicU32::new(0),
             getters: AtomicU32::new(0),
+            resfds: Mutex::new(Vec::new()),
             used: AtomicU32::new(0),
             st: Mutex::new(State {
                 tail: 0,
@@ -430,6 +460,34 @@ impl Context {
         }
     }
 
+    /// Holds the RESFD eventfd `fd` (-1: none) for a request: a duplicate
+    /// shared with the other requests naming the same open file, told apart
+    /// from a new file under the same number with `kcmp`.
+    fn hold_resfd(&self, fd: i32) -> Resfd {
+        if fd < 0 {
+            return Resfd::None;
+        }
+        let mut cache = self.resfds.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, h)) = cache.iter().find(|(n, h)| *n == fd && sys::same_open_file(fd, h.as_raw_fd())) {
+            return Resfd::Held(h.clone());
+        }
+        // SAFETY: the number was just validated as an open eventfd; the
+        // borrow lasts for the duplication only.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        match InternalFd::dup_of(borrowed) {
+            Ok(d) => {
+                let h = Arc::new(d);
+                cache.retain(|(n, _)| *n != fd);
+                if cache.len() >= 4 {
+                    cache.remove(0);
+                }
+                cache.push((fd, h.clone()));
+                Resfd::Held(h)
+            }
+            Err(_) => Resfd::Number(fd),
+        }
+    }
+
     /// Registers an `io_submit` on this context, or returns `false` once the
     /// context is dead (the call then fails with `EINVAL`).
     pub(crate) fn begin_submit(&self) -> bool {
@@ -486,7 +544,7 @@ impl Context {
             IOCB_CMD_PREADV => true,
             _ => return None,
         };
-        let resfd = check_resfd(cb, fds).ok()?;
+        let resfd = self.hold_resfd(check_resfd(cb, fds).ok()?);
         if cb.aio_flags & IOCB_FLAG_IOPRIO != 0 {
             check_ioprio(cb.aio_reqprio).ok()?;
         }
@@ -534,7 +592,7 @@ impl Context {
 
     fn prepare_checked(&self, cb: &iocb, obj: u64, fds: &mut FdCache) -> Result<Prepared, Errno> {
         fds.get(cb.aio_fildes)?;
-        let resfd = check_resfd(cb, fds)?;
+        let resfd = self.hold_resfd(check_resfd(cb, fds)?);
         // SAFETY: writing KIOCB_KEY into the application's iocb, as the kernel does.
         unsafe { write_user(obj + 8, &KIOCB_KEY) }.map_err(|_| Errno::FAULT)?;
         let f = fds.get(cb.aio_fildes)?;
@@ -665,7 +723,7 @@ impl Context {
         // completions, the cached-read fast path, need none).
         let mut ops: Vec<Op> = Vec::new();
         let mut published = 0u32;
-        let mut signals: Vec<(i32, u64)> = Vec::new();
+        let mut signals: Vec<(Resfd, u64)> = Vec::new();
         let mut polls = false;
         {
             let mut guard = self.lock();
@@ -676,9 +734,7 @@ impl Context {
                         self.ring.write_event(st.tail, &io_event { data: p.data, obj: p.obj, res: p.inline, res2: 0 });
                         st.tail = (st.tail + 1) % self.ring.nr();
                         published += 1;
-                        if p.resfd >= 0 {
-                            add_signal(&mut signals, p.resfd);
-                        }
+                        add_signal(&mut signals, &p.resfd);
                     }
                     Some(kind) => {
                         let entry = st.reqs.vacant_entry();
@@ -719,9 +775,7 @@ impl Context {
                 st.unreclaimed += published;
             }
         }
-        for (fd, n) in signals {
-            sys::eventfd_add(fd, n);
-        }
+        signal_all(signals);
         if published > 0 {
             self.notify_waiters(true);
         }
@@ -759,15 +813,11 @@ impl Context {
                 st.tail = (tail + 1) % self.ring.nr();
                 st.in_flight -= 1;
                 st.unreclaimed += 1;
-                if req.resfd >= 0 {
-                    add_signal(&mut signals, req.resfd);
-                }
+                add_signal(&mut signals, &req.resfd);
             }
             self.ring.publish_tail(st.tail);
         }
-        for (fd, n) in signals {
-            sys::eventfd_add(fd, n);
-        }
+        signal_all(signals);
         self.notify_waiters(true);
     }
 
@@ -812,9 +862,7 @@ impl Context {
                 ring.write_event(tail, &io_event { data: req.data, obj: req.obj, res, res2: 0 });
                 tail = (tail + 1) % nr;
                 published += 1;
-                if req.resfd >= 0 {
-                    add_signal(&mut signals, req.resfd);
-                }
+                add_signal(&mut signals, &req.resfd);
             });
             if published > 0 {
                 st.tail = tail;
@@ -823,9 +871,7 @@ impl Context {
                 st.unreclaimed += published;
             }
         }
-        for (fd, n) in signals {
-            sys::eventfd_add(fd, n);
-        }
+        signal_all(signals);
         if published > 0 {
             self.notify_waiters(!leader);
         }
@@ -1145,9 +1191,21 @@ fn wake_all(seq: &AtomicU32) {
     let _ = rustix::thread::futex::wake(seq, rustix::thread::futex::Flags::PRIVATE, i32::MAX as u32);
 }
 
-fn add_signal(v: &mut Vec<(i32, u64)>, fd: i32) {
-    match v.iter_mut().find(|(f, _)| *f == fd) {
+/// Counts one completion for `r`'s eventfd (nothing without RESFD).
+fn add_signal(v: &mut Vec<(Resfd, u64)>, r: &Resfd) {
+    let Some(fd) = r.raw() else { return };
+    match v.iter_mut().find(|(f, _)| f.raw() == Some(fd)) {
         Some((_, n)) => *n += 1,
-        None => v.push((fd, 1)),
+        None => v.push((r.clone(), 1)),
+    }
+}
+
+/// Signals the counted eventfds (after the events are in the ring); each
+/// held duplicate stays open until its signal is written.
+fn signal_all(v: Vec<(Resfd, u64)>) {
+    for (r, n) in v {
+        if let Some(fd) = r.raw() {
+            sys::eventfd_add(fd, n);
+        }
     }
 }

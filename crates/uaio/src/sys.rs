@@ -378,6 +378,45 @@ fn raw_syscall3(nr: usize, a: usize, b: usize, c: usize) -> isize {
     ret
 }
 
+#[cfg(target_arch = "x86_64")]
+fn raw_syscall5(nr: usize, a: usize, b: usize, c: usize, d: usize, e: usize) -> isize {
+    let ret: isize;
+    // SAFETY: as in raw_syscall3, with two more scalar arguments.
+    unsafe {
+        core::arch::asm!(
+            "syscall",
+            inlateout("rax") nr as isize => ret,
+            in("rdi") a,
+            in("rsi") b,
+            in("rdx") c,
+            in("r10") d,
+            in("r8") e,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack)
+        );
+    }
+    ret
+}
+
+/// Whether descriptors `a` and `b` of this process name the same open file
+/// (`kcmp(KCMP_FILE)`); false when that cannot be told (no kcmp here, or a
+/// seccomp filter refuses it).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn same_open_file(a: i32, b: i32) -> bool {
+    const SYS_KCMP: usize = 312;
+    const KCMP_FILE: usize = 0;
+    let pid = rustix::process::getpid().as_raw_nonzero().get() as usize;
+    raw_syscall5(SYS_KCMP, pid, pid, KCMP_FILE, a as usize, b as usize) == 0
+}
+
+/// Whether two descriptors name the same open file (not known on this
+/// architecture: never).
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) fn same_open_file(_a: i32, _b: i32) -> bool {
+    false
+}
+
 const IOPRIO_WHO_PROCESS: usize = 1;
 
 /// The calling thread's I/O priority.

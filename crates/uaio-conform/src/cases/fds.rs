@@ -45,6 +45,26 @@ pub(crate) fn cases() -> Vec<Case> {
                 e.rec(l);
             }
         }),
+        c("fds/resfd_closed_and_its_number_reused_while_pending", |e| {
+            let ctx = e.setup(8);
+            let (r, w) = pipe();
+            let efd = eventfd();
+            let n = efd.as_raw_fd();
+            let mut a = cb(IOCB_CMD_POLL, r.as_raw_fd(), libc::POLLIN as u64, 0, 0, 1);
+            a.aio_flags = IOCB_FLAG_RESFD;
+            a.aio_resfd = n as u32;
+            sub1(e, ctx, a);
+            drop(efd);
+            // The next eventfd takes the closed number.
+            let other = eventfd();
+            e.rec(format!("new eventfd has the old number: {}", other.as_raw_fd() == n));
+            write_fd(w.as_raw_fd(), b"x");
+            let ev = e.reap(ctx, 1);
+            e.rec(format!("event res = {}", ev.first().map_or(-1, |v| v.res)));
+            // The completion signals the eventfd the request named, which is
+            // closed; the file now under its number hears nothing.
+            e.rec(format!("count of the new eventfd: {}", eventfd_count(&other)));
+        }),
         c("fds/low_nofile_limit_many_contexts_and_own_open_works", |e| {
             const CONTEXTS: usize = 40;
             let aio = aio_of(e);
