@@ -518,8 +518,26 @@ pub(crate) mod internal_fds {
     }
 
     /// A descriptor of uaio's own, at a high number, refused in requests.
+    ///
+    /// Held by number, not as an `OwnedFd`: a program may close it behind
+    /// uaio's back (`close_range` in a daemon), and the number may then
+    /// name a file of the program's. Its file's device and inode are
+    /// recorded, and it is closed on drop only while the number still
+    /// names a file with the same device and inode.
     #[derive(Debug)]
-    pub(crate) struct InternalFd(OwnedFd);
+    pub(crate) struct InternalFd {
+        fd: i32,
+        id: Option<(u64, u64)>,
+    }
+
+    fn file_id(fd: i32) -> Option<(u64, u64)> {
+        // SAFETY: fstat of a descriptor number into a zeroed struct; a
+        // closed number just fails.
+        unsafe {
+            let mut st: libc::stat = core::mem::zeroed();
+            (libc::fstat(fd, &mut st) == 0).then_some((st.st_dev, st.st_ino))
+        }
+    }
 
     impl InternalFd {
         /// Moves `fd` to a number at or above the floor (close-on-exec) and
@@ -539,11 +557,9 @@ pub(crate) mod internal_fds {
             if d < 0 {
                 return Err(Errno::MFILE);
             }
-            // SAFETY: `d` was just created and is owned by nobody else.
-            let owned = unsafe { OwnedFd::from_raw_fd(d) };
             set(d, true);
             COUNT.fetch_add(1, Ordering::SeqCst);
-            Ok(InternalFd(owned))
+            Ok(InternalFd { fd: d, id: file_id(d) })
         }
     }
 
@@ -552,28 +568,36 @@ pub(crate) mod internal_fds {
         /// process (for descriptors that live as long as the process).
         pub(crate) fn into_permanent(self) -> OwnedFd {
             let me = std::mem::ManuallyDrop::new(self);
-            // SAFETY: `me` is never used or dropped again, so the descriptor
-            // moves out exactly once.
-            unsafe { std::ptr::read(&me.0) }
+            // SAFETY: the descriptor was created by `dup_of` and `me` is
+            // never dropped, so ownership passes exactly once.
+            unsafe { OwnedFd::from_raw_fd(me.fd) }
         }
     }
 
     impl AsFd for InternalFd {
         fn as_fd(&self) -> BorrowedFd<'_> {
-            self.0.as_fd()
+            // SAFETY: uaio's own descriptor, open until this value drops
+            // (unless the program closes it behind uaio's back, which then
+            // makes uaio's calls on it fail, never touch memory).
+            unsafe { BorrowedFd::borrow_raw(self.fd) }
         }
     }
 
     impl AsRawFd for InternalFd {
         fn as_raw_fd(&self) -> i32 {
-            self.0.as_raw_fd()
+            self.fd
         }
     }
 
     impl Drop for InternalFd {
         fn drop(&mut self) {
-            set(self.0.as_raw_fd(), false);
+            set(self.fd, false);
             COUNT.fetch_sub(1, Ordering::SeqCst);
+            if self.id.is_some() && file_id(self.fd) == self.id {
+                // SAFETY: the number still names the file uaio duplicated;
+                // closing it releases uaio's reference.
+                unsafe { libc::close(self.fd) };
+            }
         }
     }
 

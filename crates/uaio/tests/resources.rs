@@ -550,3 +550,60 @@ fn the_poller_leaves_after_the_last_context() {
         }
     }
 }
+
+/// A daemon closing every descriptor it does not know (here: every
+/// anonymous-inode one, which is what uaio's io_uring and eventfds are):
+/// the documented limit is that the context stops working, not that any
+/// call hangs, crashes or fails to return. Every call must come back within
+/// its timeout, and destroy must succeed.
+fn closed_internals_child(out: &mut Vec<String>) -> bool {
+    let ctx = Ctx::new(8);
+    let (r, w) = pipe();
+    let mut poll = cb(IOCB_CMD_POLL, r.as_raw_fd(), libc::POLLIN as u64, 0, 0, 1);
+    let mut p = [&mut poll as *mut iocb];
+    out.push(format!("submit POLL = {}", ctx.submit(&mut p)));
+    let mut closed = 0;
+    for e in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        let Ok(n) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let link = std::fs::read_link(e.path()).unwrap_or_default();
+        if link.to_string_lossy().starts_with("anon_inode:") {
+            // SAFETY: closing a descriptor behind uaio's back, on purpose.
+            unsafe { libc::close(n) };
+            closed += 1;
+        }
+    }
+    out.push(format!("closed {closed} anonymous-inode descriptors"));
+    let mut ev = [io_event::default(); 1];
+    let mut t = libc::timespec { tv_sec: 1, tv_nsec: 0 };
+    // SAFETY: room for one event; a one-second timeout.
+    let g = unsafe { raw::io_getevents(ctx.0, 1, 1, ev.as_mut_ptr(), &mut t) };
+    out.push(format!("io_getevents(1 s) returned {g}"));
+    // SAFETY: one byte from a valid buffer.
+    unsafe { libc::write(w.as_raw_fd(), b"x".as_ptr().cast(), 1) };
+    let mut t = libc::timespec { tv_sec: 1, tv_nsec: 0 };
+    // SAFETY: as above.
+    let g = unsafe { raw::io_getevents(ctx.0, 1, 1, ev.as_mut_ptr(), &mut t) };
+    out.push(format!("io_getevents(1 s) after the pipe became readable returned {g}"));
+    let f = tempfile::tempfile().unwrap();
+    let buf = *b"abcd";
+    let mut wr = cb(IOCB_CMD_PWRITE, f.as_raw_fd(), buf.as_ptr() as u64, 4, 0, 2);
+    let mut p = [&mut wr as *mut iocb];
+    out.push(format!("submit write = {}", ctx.submit(&mut p)));
+    let mut t = libc::timespec { tv_sec: 1, tv_nsec: 0 };
+    // SAFETY: as above.
+    let g = unsafe { raw::io_getevents(ctx.0, 1, 1, ev.as_mut_ptr(), &mut t) };
+    out.push(format!("io_getevents(1 s) for the write returned {g} (res {})", ev[0].res));
+    drop(ctx);
+    out.push("destroy returned 0".into());
+    true
+}
+
+#[test]
+fn closed_internal_descriptors_break_no_call() {
+    let _g = lock();
+    let (ok, lines) = in_child(closed_internals_child);
+    for l in &lines {
+        println!("{l}");
+    }
+    assert!(ok, "with uaio's descriptors closed behind its back: {lines:#?}");
+}
