@@ -180,6 +180,7 @@ check_case exit_inflight.exit exit_inflight exit
 check_case exit_inflight.exec exit_inflight exec
 check_case exit_inflight.exit-waiter exit_inflight exit-waiter
 check_case exit_inflight.return exit_inflight return
+check_case exit_inflight.exit-busy exit_inflight exit-busy
 
 # valgrind_case NAME PROG ARGS...: the program on uaio under valgrind
 # (memcheck), on the thread pool and on the backend uaio picks by itself. It

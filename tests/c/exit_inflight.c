@@ -11,6 +11,12 @@
  *                              io_getevents on the context, then exit(0)
  *   exit_inflight return       the same, returning from main without
  *                              destroying the contexts
+ *   exit_inflight exit-busy    two threads keep submitting direct writes
+ *                              (each keeping 32 or more in flight on its
+ *                              own context) while the main thread calls
+ *                              exit(0): the process must be gone promptly
+ *                              and every write io_submit accepted must be
+ *                              on the file
  *
  * Build: gcc -O2 -Wall -pthread -o exit_inflight exit_inflight.c -laio */
 #include "conform_common.h"
@@ -18,6 +24,8 @@
 #include <libaio.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 
 #define NPOLL 8
@@ -36,12 +44,101 @@ static void *waiter(void *a)
 	return NULL;
 }
 
+#define BUSY_SLOTS (1 << 18)
+#define BUSY_BS 4096
+
+/* Shared with the parent: the next slot to write, and which slots'
+ * writes io_submit accepted. */
+struct busy {
+	atomic_long next;
+	char accepted[BUSY_SLOTS];
+};
+static struct busy *busy;
+static int busy_fd;
+static char *busy_buf;
+
+static void *busy_writer(void *a)
+{
+	(void)a;
+	io_context_t c = 0;
+	if (io_setup(64, &c) != 0)
+		return NULL;
+	struct iocb cbs[8], *p[8];
+	struct io_event ev[64];
+	long in_flight = 0;
+	for (;;) {
+		long b = atomic_fetch_add(&busy->next, 8);
+		if (b + 8 > BUSY_SLOTS)
+			pause();
+		for (int k = 0; k < 8; k++) {
+			io_prep_pwrite(&cbs[k], busy_fd, busy_buf, BUSY_BS, (b + k) * (long long)BUSY_BS);
+			p[k] = &cbs[k];
+		}
+		int r = io_submit(c, 8, p);
+		for (int k = 0; k < r; k++)
+			busy->accepted[b + k] = 1;
+		if (r > 0)
+			in_flight += r;
+		int g = io_getevents(c, in_flight > 32 ? in_flight - 32 : 0, 64, ev, NULL);
+		if (g > 0)
+			in_flight -= g;
+	}
+	return NULL;
+}
+
+/* The exit-busy mode: returns the exit status of the program. */
+static int exit_busy(void)
+{
+	busy = mmap(NULL, sizeof *busy, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	busy_fd = tmpfile_open("busy", O_RDWR | O_TRUNC | O_DIRECT);
+	rm_tmpdir();
+	if (posix_memalign((void **)&busy_buf, 4096, BUSY_BS) != 0)
+		return 2;
+	memset(busy_buf, 0x5a, BUSY_BS);
+	pid_t child = fork();
+	if (child == 0) {
+		pthread_t t;
+		for (int i = 0; i < 2; i++)
+			pthread_create(&t, NULL, busy_writer, NULL);
+		sleep_ms(1000);
+		exit(0);
+	}
+	int status = 0, gone = 0;
+	for (int i = 0; i < 20000 && !gone; i++) {
+		if (waitpid(child, &status, WNOHANG) == child)
+			gone = 1;
+		else
+			sleep_ms(1);
+	}
+	if (!gone) {
+		kill(child, SIGKILL);
+		waitpid(child, &status, 0);
+	}
+	printf("the process was gone within 20 s of exit(): %d\n", gone);
+	long accepted = 0, missing = 0, n = atomic_load(&busy->next);
+	char *got;
+	if (posix_memalign((void **)&got, 4096, BUSY_BS) != 0)
+		return 2;
+	for (long i = 0; i < n && i < BUSY_SLOTS; i++) {
+		if (!busy->accepted[i])
+			continue;
+		accepted++;
+		if (pread(busy_fd, got, BUSY_BS, i * (off_t)BUSY_BS) != BUSY_BS || memcmp(got, busy_buf, BUSY_BS))
+			missing++;
+	}
+	printf("writes accepted: %s; accepted writes missing from the file: %ld\n", accepted > 0 ? "some" : "none",
+	       missing);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	const char *mode = argc > 1 ? argv[1] : "exit";
 	printf("mode %s\n", mode);
 	make_tmpdir();
+	if (!strcmp(mode, "exit-busy"))
+		return exit_busy();
 	int fd = tmpfile_open("big", O_RDWR | O_TRUNC);
 	/* The directory and file go away now; the descriptor stays usable. */
 	rm_tmpdir();

@@ -12,7 +12,7 @@
 //! are woken so one of them takes over.
 
 use std::os::fd::{AsRawFd, BorrowedFd};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -290,19 +290,6 @@ fn import_iovecs(addr: u64, n: u64) -> Result<(Box<[iovec]>, u64), Errno> {
     Ok((v, total))
 }
 
-/// The RESFD rules: a valid descriptor (`EBADF`) that is an eventfd
-/// (`EINVAL`). Returns the eventfd, or -1 without `IOCB_FLAG_RESFD`.
-fn check_resfd(cb: &iocb, fds: &mut FdCache) -> Result<i32, Errno> {
-    if cb.aio_flags & IOCB_FLAG_RESFD == 0 {
-        return Ok(-1);
-    }
-    let r = fds.get(cb.aio_resfd)?;
-    if !r.is_eventfd() {
-        return Err(Errno::INVAL);
-    }
-    Ok(r.fd)
-}
-
 /// Iovecs (vectored requests), address and length for the backend.
 type Buffer = (Option<Box<[iovec]>>, u64, u32);
 
@@ -460,31 +447,43 @@ impl Context {
         }
     }
 
-    /// Holds the RESFD eventfd `fd` (-1: none) for a request: a duplicate
-    /// shared with the other requests naming the same open file, told apart
-    /// from a new file under the same number with `kcmp`.
-    fn hold_resfd(&self, fd: i32) -> Resfd {
-        if fd < 0 {
-            return Resfd::None;
+    /// The RESFD rules, and the hold: the descriptor must be open (`EBADF`)
+    /// and an eventfd (`EINVAL`). It is held for the request's life as a
+    /// duplicate shared with the other requests naming the same open file
+    /// (told apart from a new file under the same number with `kcmp`), and
+    /// it is the duplicate that is checked, so that a number closed and
+    /// reused while `io_submit` runs cannot turn a completion into 8 bytes
+    /// written to the new file. `Resfd::None` without `IOCB_FLAG_RESFD`.
+    fn hold_resfd(&self, cb: &iocb, fds: &mut FdCache) -> Result<Resfd, Errno> {
+        if cb.aio_flags & IOCB_FLAG_RESFD == 0 {
+            return Ok(Resfd::None);
         }
+        let fd = fds.get(cb.aio_resfd)?.fd;
         let mut cache = self.resfds.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((_, h)) = cache.iter().find(|(n, h)| *n == fd && sys::same_open_file(fd, h.as_raw_fd())) {
-            return Resfd::Held(h.clone());
+            return Ok(Resfd::Held(h.clone()));
         }
-        // SAFETY: the number was just validated as an open eventfd; the
-        // borrow lasts for the duplication only.
+        // SAFETY: the number was open a moment ago; if it was closed since,
+        // the duplication fails. The borrow lasts for the duplication only.
         let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
         match InternalFd::dup_of(borrowed) {
             Ok(d) => {
+                if !sys::is_eventfd(d.as_raw_fd()) {
+                    return Err(Errno::INVAL);
+                }
                 let h = Arc::new(d);
                 cache.retain(|(n, _)| *n != fd);
                 if cache.len() >= 4 {
                     cache.remove(0);
                 }
                 cache.push((fd, h.clone()));
-                Resfd::Held(h)
+                Ok(Resfd::Held(h))
             }
-            Err(_) => Resfd::Number(fd),
+            Err(Errno::BADF) => Err(Errno::BADF),
+            // No number left for a duplicate: checked afresh (not from the
+            // cache of this call) and held by number.
+            Err(_) if FdInfo::get(cb.aio_resfd)?.is_eventfd() => Ok(Resfd::Number(fd)),
+            Err(_) => Err(Errno::INVAL),
         }
     }
 
@@ -492,6 +491,16 @@ impl Context {
     /// context is dead (the call then fails with `EINVAL`).
     pub(crate) fn begin_submit(&self) -> bool {
         self.submitters.fetch_add(1, Ordering::SeqCst);
+        if EXITING.load(Ordering::SeqCst) != 0 && EXITING.load(Ordering::SeqCst) != sys::gettid() {
+            // The process is leaving (another thread called exit): this
+            // submission never returns, so nothing it would accept can be
+            // lost, and the exit does not wait for it. The thread ends with
+            // the process, as it would on the kernel.
+            self.end_submit();
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
         if self.dead.load(Ordering::SeqCst) {
             self.end_submit();
             return false;
@@ -544,7 +553,7 @@ impl Context {
             IOCB_CMD_PREADV => true,
             _ => return None,
         };
-        let resfd = self.hold_resfd(check_resfd(cb, fds).ok()?);
+        let resfd = self.hold_resfd(cb, fds).ok()?;
         if cb.aio_flags & IOCB_FLAG_IOPRIO != 0 {
             check_ioprio(cb.aio_reqprio).ok()?;
         }
@@ -592,7 +601,7 @@ impl Context {
 
     fn prepare_checked(&self, cb: &iocb, obj: u64, fds: &mut FdCache) -> Result<Prepared, Errno> {
         fds.get(cb.aio_fildes)?;
-        let resfd = self.hold_resfd(check_resfd(cb, fds)?);
+        let resfd = self.hold_resfd(cb, fds)?;
         // SAFETY: writing KIOCB_KEY into the application's iocb, as the kernel does.
         unsafe { write_user(obj + 8, &KIOCB_KEY) }.map_err(|_| Errno::FAULT)?;
         let f = fds.get(cb.aio_fildes)?;
@@ -923,11 +932,19 @@ impl Context {
 
     /// Waits until no request that always finishes (file and block device
     /// I/O, syncs) is in flight; the events go to the ring as usual.
+    /// Only requests accepted before the call are waited for (see
+    /// [`begin_exit`], which holds new submissions back first).
     pub(crate) fn finish_file_io(&self) {
+        wait_until_zero(&self.submitters, u32::MAX);
         self.enter();
+        let keys: Vec<u64> = self.lock().reqs.iter().filter(|(_, r)| !r.forever).map(|(_, r)| r.key).collect();
         loop {
             self.harvest();
-            if !self.lock().reqs.iter().any(|(_, r)| !r.forever) {
+            let pending = {
+                let st = self.lock();
+                keys.iter().any(|&k| st.reqs.get(k as u32 as usize).is_some_and(|r| r.key == k))
+            };
+            if !pending {
                 break;
             }
             let _ = self.backend.wait(1, Some(Duration::from_millis(10)), None);
@@ -1169,6 +1186,17 @@ impl Context {
 /// one of them is not the caller's business.
 const SYNCHRONOUS_MASK: u64 =
     1 << (libc::SIGSEGV - 1) | 1 << (libc::SIGBUS - 1) | 1 << (libc::SIGILL - 1) | 1 << (libc::SIGFPE - 1);
+
+/// The thread id of the thread running the process's exit (0: none yet).
+static EXITING: AtomicI32 = AtomicI32::new(0);
+
+/// The calling thread is running the process's `exit`: from now on other
+/// threads' `io_submit` calls never return (they end with the process), so
+/// that the requests to wait for are exactly those accepted so far. The
+/// exiting thread itself may still submit (an exit handler may).
+pub(crate) fn begin_exit() {
+    EXITING.store(sys::gettid(), Ordering::SeqCst);
+}
 
 /// Waits (yielding, then napping) until `count` is zero, for at most
 /// `rounds` naps.

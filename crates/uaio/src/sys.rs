@@ -244,6 +244,18 @@ pub(crate) mod direct_hint {
     }
 }
 
+/// Whether `fd` is an eventfd: an anonymous inode (no file type bits) that
+/// takes an 8-byte write (adding 0 changes nothing).
+pub(crate) fn is_eventfd(fd: i32) -> bool {
+    // SAFETY: fstat of a descriptor number into a zeroed struct.
+    let anon = unsafe {
+        let mut st: libc::stat = core::mem::zeroed();
+        libc::fstat(fd, &mut st) == 0 && st.st_mode & S_IFMT == 0
+    };
+    // SAFETY: an 8-byte write from a local buffer, to an anonymous inode.
+    anon && unsafe { libc::write(fd, 0u64.to_ne_bytes().as_ptr().cast(), 8) == 8 }
+}
+
 /// Signals an eventfd `n` times (adds `n` to its counter).
 pub(crate) fn eventfd_add(fd: i32, n: u64) {
     // SAFETY: the descriptor was validated at submission; if the application
@@ -290,6 +302,11 @@ pub(crate) fn block_async_signals() -> u64 {
         );
     }
     old
+}
+
+/// The calling thread's id (never 0).
+pub(crate) fn gettid() -> i32 {
+    rustix::thread::gettid().as_raw_nonzero().get()
 }
 
 /// Signals pending for the calling thread or its process, as an 8-byte
@@ -548,14 +565,18 @@ pub(crate) mod internal_fds {
 
         /// A duplicate of `fd` (which stays open, and may be the
         /// application's) at a number at or above the floor (close-on-exec),
-        /// recorded as uaio's. `EMFILE` when no number is left there.
+        /// recorded as uaio's. `EMFILE` when no number is left there, `EBADF`
+        /// when `fd` is no longer open.
         pub(crate) fn dup_of(fd: BorrowedFd<'_>) -> Result<InternalFd, Errno> {
             let min = floor();
             // SAFETY: F_DUPFD_CLOEXEC on an open descriptor; the result, if
             // any, is a new descriptor that only this function holds.
             let d = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) };
             if d < 0 {
-                return Err(Errno::MFILE);
+                // EBADF when the descriptor was closed meanwhile; any other
+                // failure means no number is left above the floor.
+                let e = std::io::Error::last_os_error().raw_os_error();
+                return Err(if e == Some(libc::EBADF) { Errno::BADF } else { Errno::MFILE });
             }
             set(d, true);
             COUNT.fetch_add(1, Ordering::SeqCst);

@@ -113,6 +113,7 @@ fn process() -> &'static Process {
 /// hook; the README says what that means.
 extern "C" fn finish_file_io_at_exit() {
     let Some(p) = process_if_any() else { return };
+    crate::context::begin_exit();
     let ctxs: Vec<Arc<Context>> = {
         let t = p.table.read().unwrap_or_else(|e| e.into_inner());
         t.slots.iter().flatten().cloned().collect()

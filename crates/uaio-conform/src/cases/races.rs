@@ -52,6 +52,23 @@ fn write_then_destroy(aio: &'static dyn Aio, fd: i32, bufs: *mut u8, n: usize, l
     out.push(format!("blocks missing after destroy: {missing} of {n}"));
 }
 
+/// `n` bytes of zeroed memory shared with forked children.
+fn anon_shared(n: usize) -> *mut u8 {
+    // SAFETY: a new shared anonymous mapping that nothing else refers to.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            n,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(p, libc::MAP_FAILED);
+    p.cast()
+}
+
 /// Runs `f` with `SIG`'s counting handler (with `SA_RESTART`) in the child.
 fn with_restart_handler(f: impl FnOnce(&mut Vec<String>)) -> Vec<String> {
     in_child(move |out| {
@@ -411,6 +428,156 @@ pub(crate) fn cases() -> Vec<Case> {
             }
             e.rec(format!("cancels that found the POLL pending: some = {}", inprogress > 0));
             e.rec(format!("of those, events with res != 0: {nonzero}"));
+        }),
+        c("races/exit_while_threads_submit_is_prompt_and_keeps_accepted_writes", |e| {
+            const SLOTS: usize = 1 << 18;
+            const BLOCK: usize = 4096;
+            let aio = aio_of(e);
+            let f = e.file(b"", libc::O_RDWR);
+            let path = std::ffi::CString::new(format!("/proc/self/fd/{}", f.as_raw_fd())).expect("path");
+            // SAFETY: open(2) of our own file again, with O_DIRECT.
+            let d = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_DIRECT | libc::O_CLOEXEC) };
+            if d < 0 {
+                e.rec("skipped: the scratch file system refuses O_DIRECT");
+                return;
+            }
+            let d = own(d);
+            let fd = d.as_raw_fd();
+            // Which slots' writes io_submit accepted, shared with the child.
+            let accepted = anon_shared(SLOTS) as usize;
+            let lines = in_child(move |_| {
+                // SAFETY: alarm(2): a child whose exit hangs is killed.
+                unsafe { libc::alarm(30) };
+                for t in 0..2usize {
+                    std::thread::spawn(move || {
+                        let mut ctx = 0u64;
+                        // SAFETY: a valid pointer to a zeroed handle.
+                        if unsafe { aio.setup(64, &mut ctx) } != 0 {
+                            return;
+                        }
+                        let mut in_flight = 0i64;
+                        let buf = anon_pages(1);
+                        // SAFETY: filling the page just mapped.
+                        unsafe { buf.write_bytes(0x5a, BLOCK) };
+                        let mut slot = t;
+                        let mut ev = [io_event::default(); 64];
+                        // Until the process is gone: an exit that waits for
+                        // these threads to stop submitting never ends.
+                        loop {
+                            if slot + 16 >= SLOTS {
+                                // SAFETY: pause(2): nothing left to write.
+                                unsafe { libc::pause() };
+                            }
+                            let mut batch: Vec<*mut iocb> = (0..8)
+                                .map(|k| {
+                                    let s = (slot + 2 * k) % SLOTS;
+                                    leak(cb(
+                                        IOCB_CMD_PWRITE,
+                                        fd,
+                                        buf as u64,
+                                        BLOCK as u64,
+                                        (BLOCK * s) as i64,
+                                        s as u64,
+                                    )) as *mut iocb
+                                })
+                                .collect();
+                            // SAFETY: eight valid iocbs whose buffer lives for the process.
+                            let n = unsafe { aio.submit(ctx, 8, batch.as_mut_ptr()) };
+                            for k in 0..n.max(0) as usize {
+                                // SAFETY: slots < SLOTS bytes of shared memory.
+                                unsafe { (accepted as *mut u8).add((slot + 2 * k) % SLOTS).write_volatile(1) };
+                            }
+                            slot = (slot + 2 * n.max(0) as usize) % SLOTS;
+                            in_flight += n.max(0);
+                            // Reap, keeping at least 32 in flight all along.
+                            let min = (in_flight - 32).max(0);
+                            // SAFETY: room for 64 events; waits for `min`.
+                            let g =
+                                unsafe { aio.getevents(ctx, min.min(64), 64, ev.as_mut_ptr(), std::ptr::null_mut()) };
+                            in_flight -= g.max(0);
+                        }
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(1000));
+                // SAFETY: exit(3) from the main thread while the others submit.
+                unsafe { libc::exit(0) };
+            });
+            let (mut acc, mut missing) = (0, 0);
+            let mut b = vec![0u8; BLOCK];
+            for slot in 0..SLOTS {
+                // SAFETY: slot < SLOTS bytes of shared memory.
+                if unsafe { (accepted as *const u8).add(slot).read_volatile() } == 1 {
+                    acc += 1;
+                    // SAFETY: pread into a local buffer of BLOCK bytes.
+                    let n = unsafe { libc::pread(f.as_raw_fd(), b.as_mut_ptr().cast(), BLOCK, (BLOCK * slot) as i64) };
+                    if n != BLOCK as isize || b.iter().any(|&x| x != 0x5a) {
+                        missing += 1;
+                    }
+                }
+            }
+            for l in lines {
+                e.rec(l);
+            }
+            e.rec(format!("some writes accepted: {}", acc > 0));
+            e.rec(format!("accepted writes missing from the file: {missing}"));
+        }),
+        c("races/resfd_number_swapped_during_submit_never_writes_a_file", |e| {
+            let aio = aio_of(e);
+            let target = e.file(b"", libc::O_RDWR);
+            let tfd = target.as_raw_fd();
+            let victim = e.file(b"", libc::O_RDWR);
+            let vpath = format!("/proc/self/fd/{}", victim.as_raw_fd());
+            let vpath = std::fs::read_link(&vpath).expect("victim path");
+            let ctx = e.setup(64);
+            // The number the swapper keeps closing and reopening, first as
+            // an eventfd, then as the victim file, then as an eventfd again.
+            let n = eventfd();
+            let num = n.as_raw_fd();
+            std::mem::forget(n);
+            let stop = Arc::new(AtomicU64::new(0));
+            let st = stop.clone();
+            let swapper = std::thread::spawn(move || {
+                let c_path = std::ffi::CString::new(vpath.as_os_str().as_encoded_bytes()).expect("path");
+                while st.load(Ordering::SeqCst) == 0 {
+                    // SAFETY: closing and reopening the one number this case
+                    // owns; each open takes the lowest free number, `num`.
+                    unsafe {
+                        libc::close(num);
+                        let v = libc::open(c_path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
+                        libc::close(v);
+                        libc::eventfd(0, libc::EFD_CLOEXEC);
+                    }
+                }
+            });
+            let buf = leak_buf(8);
+            let mut done = 0;
+            for i in 0..20_000u64 {
+                let mut a = cb(IOCB_CMD_PWRITE, tfd, buf.as_ptr() as u64, 8, 0, i);
+                a.aio_flags = IOCB_FLAG_RESFD;
+                a.aio_resfd = num as u32;
+                let a = leak(a);
+                let mut p = [a as *mut iocb];
+                // SAFETY: one valid iocb.
+                if unsafe { aio.submit(ctx, 1, p.as_mut_ptr()) } == 1 {
+                    let mut ev = [io_event::default(); 1];
+                    let mut t = ts(5, 0);
+                    // SAFETY: room for one event.
+                    unsafe { aio.getevents(ctx, 1, 1, ev.as_mut_ptr(), &mut t) };
+                    done += 1;
+                }
+            }
+            stop.store(1, Ordering::SeqCst);
+            swapper.join().expect("swapper");
+            // SAFETY: closing the swapped number, which this case owns.
+            unsafe { libc::close(num) };
+            e.rec(format!("some writes accepted: {}", done > 0));
+            // SAFETY: fstat into a zeroed struct.
+            let size = unsafe {
+                let mut s: libc::stat = std::mem::zeroed();
+                libc::fstat(victim.as_raw_fd(), &mut s);
+                s.st_size
+            };
+            e.rec(format!("bytes in the file that took the eventfd's number: {size}"));
         }),
         c("races/few_in_flight_never_eagain", |e| {
             const THREADS: usize = 4;
