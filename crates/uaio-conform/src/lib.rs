@@ -331,6 +331,11 @@ impl<'a> Env<'a> {
         self.trace.push(line.into());
     }
 
+    /// Adds lines to the trace (those a forked child reported, say).
+    pub fn rec_all(&mut self, lines: impl IntoIterator<Item = String>) {
+        self.trace.extend(lines);
+    }
+
     /// `io_setup(nr)`, recorded; returns the handle (0 on failure). The
     /// context is destroyed when the case ends.
     pub fn setup(&mut self, nr: u32) -> u64 {

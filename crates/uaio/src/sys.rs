@@ -199,18 +199,11 @@ pub(crate) mod direct_hint {
     /// and the state in the low 2 bits (0: none).
     static HINT: [AtomicU64; SPAN] = [const { AtomicU64::new(0) }; SPAN];
 
-    fn tick() -> u64 {
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-        // SAFETY: clock_gettime into a valid timespec (a vDSO call).
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-        (ts.tv_sec as u64) << 8 | (ts.tv_nsec as u64) >> 22
-    }
-
     /// Records what `F_GETFL` said about `fd`.
     pub(crate) fn record(fd: i32, flags: u32) {
         if let Some(h) = usize::try_from(fd).ok().and_then(|i| HINT.get(i)) {
             let state = if flags & libc::O_DIRECT as u32 != 0 { DIRECT } else { BUFFERED };
-            h.store(tick() << 2 | state, Ordering::Relaxed);
+            h.store(super::coarse_clock_ns() << 2 | state, Ordering::Relaxed);
         }
     }
 
@@ -221,7 +214,7 @@ pub(crate) mod direct_hint {
         let v = h.load(Ordering::Relaxed);
         match v & 3 {
             DIRECT => true,
-            BUFFERED if v >> 2 == tick() => false,
+            BUFFERED if v >> 2 == super::coarse_clock_ns() => false,
             _ => lookup(fd),
         }
     }
@@ -254,6 +247,15 @@ pub(crate) fn is_eventfd(fd: i32) -> bool {
     };
     // SAFETY: an 8-byte write from a local buffer, to an anonymous inode.
     anon && unsafe { libc::write(fd, 0u64.to_ne_bytes().as_ptr().cast(), 8) == 8 }
+}
+
+/// The coarse monotonic clock in nanoseconds: a vDSO read that moves once
+/// per clock tick (a few milliseconds), for checks done at most once a tick.
+pub(crate) fn coarse_clock_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime into a valid timespec (a vDSO call).
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Signals an eventfd `n` times (adds `n` to its counter).
@@ -376,29 +378,15 @@ pub(crate) fn ppoll_one(fd: i32, timeout: Option<std::time::Duration>, sigmask: 
 
 #[cfg(target_arch = "x86_64")]
 fn raw_syscall3(nr: usize, a: usize, b: usize, c: usize) -> isize {
-    let ret: isize;
-    // SAFETY: the `syscall` instruction with the x86-64 Linux convention; the
-    // callers pass only scalar arguments (no memory is read or written). This
-    // avoids the C library's `syscall()`, which the drop-in library wraps.
-    unsafe {
-        core::arch::asm!(
-            "syscall",
-            inlateout("rax") nr as isize => ret,
-            in("rdi") a,
-            in("rsi") b,
-            in("rdx") c,
-            lateout("rcx") _,
-            lateout("r11") _,
-            options(nostack)
-        );
-    }
-    ret
+    raw_syscall5(nr, a, b, c, 0, 0)
 }
 
 #[cfg(target_arch = "x86_64")]
 fn raw_syscall5(nr: usize, a: usize, b: usize, c: usize, d: usize, e: usize) -> isize {
     let ret: isize;
-    // SAFETY: as in raw_syscall3, with two more scalar arguments.
+    // SAFETY: the `syscall` instruction with the x86-64 Linux convention; the
+    // callers pass only scalar arguments (no memory is read or written). This
+    // avoids the C library's `syscall()`, which the drop-in library wraps.
     unsafe {
         core::arch::asm!(
             "syscall",

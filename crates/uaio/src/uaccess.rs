@@ -255,13 +255,6 @@ thread_local! {
     static MASK_SEEN: Cell<(u64, bool)> = const { Cell::new((0, false)) };
 }
 
-fn coarse_tick() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime into a valid timespec (a vDSO call).
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 fn fault_signals() -> libc::sigset_t {
     // SAFETY: building a set of two signals in a zeroed sigset_t.
     unsafe {
@@ -308,7 +301,7 @@ impl Drop for FaultScope {
 /// made less than a tick before a call with a bad pointer can still let
 /// that fault through; the README says so.
 pub(crate) fn enter(now: bool) -> FaultScope {
-    let tick = coarse_tick();
+    let tick = crate::sys::coarse_clock_ns();
     if READY.load(Ordering::Acquire) && (now || LAST_CHECK.swap(tick, Ordering::Relaxed) != tick) {
         arch::install();
     }

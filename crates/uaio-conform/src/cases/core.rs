@@ -586,9 +586,7 @@ pub(crate) fn cases() -> Vec<Case> {
                 // involved.
                 out.push(format!("child destroy own = {}", ret(unsafe { a.destroy(c2) })));
             });
-            for l in lines {
-                e.rec(l);
-            }
+            e.rec_all(lines);
             e.getevents(ctx, 0, 1, Some(Duration::ZERO));
         }),
         Case {

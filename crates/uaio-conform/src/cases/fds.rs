@@ -41,9 +41,7 @@ pub(crate) fn cases() -> Vec<Case> {
                     unsafe { aio.destroy(c) };
                 }
             });
-            for l in lines {
-                e.rec(l);
-            }
+            e.rec_all(lines);
         }),
         c("fds/resfd_closed_and_its_number_reused_while_pending", |e| {
             let ctx = e.setup(8);
@@ -134,9 +132,7 @@ pub(crate) fn cases() -> Vec<Case> {
                     unsafe { aio.destroy(c) };
                 }
             });
-            for l in lines {
-                e.rec(l);
-            }
+            e.rec_all(lines);
         }),
     ]
 }

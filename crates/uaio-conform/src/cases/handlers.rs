@@ -82,8 +82,6 @@ pub(crate) fn cases() -> Vec<Case> {
             };
             out.push(format!("the program's own fault: {how}"));
         });
-        for l in lines {
-            e.rec(l);
-        }
+        e.rec_all(lines);
     })]
 }

@@ -121,8 +121,6 @@ pub(crate) fn cases() -> Vec<Case> {
         });
         drop(slow);
         let _ = std::fs::remove_dir_all(&dir);
-        for l in lines {
-            e.rec(l);
-        }
+        e.rec_all(lines);
     })]
 }

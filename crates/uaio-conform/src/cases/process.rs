@@ -80,12 +80,6 @@ fn quiet_setup(o: &mut Owned, nr: u32) -> (i64, u64) {
     (r, ctx)
 }
 
-fn child_lines(e: &mut Env, lines: Vec<String>) {
-    for l in lines {
-        e.rec(l);
-    }
-}
-
 /// In a forked child: io_setup, one read of `fd`, reap, destroy; each step
 /// recorded.
 fn child_io(a: &dyn Aio, fd: i32, out: &mut Vec<String>) {
@@ -227,7 +221,7 @@ pub(crate) fn cases() -> Vec<Case> {
                 // SAFETY: destroying our own context.
                 out.push(format!("destroy = {}", ret(unsafe { aio.destroy(ctx) })));
             });
-            child_lines(e, lines);
+            e.rec_all(lines);
         }),
         c("fork/parent_handle_invalid_for_every_call", |e| {
             let ctx = e.setup(4);
@@ -267,7 +261,7 @@ pub(crate) fn cases() -> Vec<Case> {
                 // SAFETY: destroying the parent's handle must fail.
                 out.push(format!("child destroy = {}", ret(unsafe { aio.destroy(ctx) })));
             });
-            child_lines(e, lines);
+            e.rec_all(lines);
             cancel(e, "parent cancels its poll", ctx, pending);
             e.reap(ctx, 1);
         }),
@@ -282,7 +276,7 @@ pub(crate) fn cases() -> Vec<Case> {
                 child_io(aio, fd, out);
                 child_io(aio, fd, out);
             });
-            child_lines(e, lines);
+            e.rec_all(lines);
         }),
         c("fork/parent_unaffected_by_child", |e| {
             let ctx = e.setup(4);
@@ -298,7 +292,7 @@ pub(crate) fn cases() -> Vec<Case> {
                 out.push(format!("child destroy parent ctx = {}", ret(unsafe { aio.destroy(ctx) })));
                 child_io(aio, fd, out);
             });
-            child_lines(e, lines);
+            e.rec_all(lines);
             e.getevents(ctx, 0, 1, Some(Duration::ZERO));
             write_fd(w.as_raw_fd(), b"x");
             e.reap(ctx, 1);
@@ -322,7 +316,7 @@ pub(crate) fn cases() -> Vec<Case> {
                 out.push(format!("child submit = {}", ret(unsafe { aio.submit(c2, 1, p.as_mut_ptr()) })));
                 // Exit without destroying anything.
             });
-            child_lines(e, lines);
+            e.rec_all(lines);
             let f = e.file(b"xyz", libc::O_RDWR);
             let buf = leak_buf(3).as_mut_ptr() as u64;
             sub1(e, ctx, cb(IOCB_CMD_PREAD, f.as_raw_fd(), buf, 3, 0, 2));
@@ -353,7 +347,7 @@ pub(crate) fn cases() -> Vec<Case> {
                         unsafe { aio.destroy(c) };
                     }
                 });
-                child_lines(e, lines);
+                e.rec_all(lines);
             },
         },
     ]

@@ -52,6 +52,19 @@ fn write_then_destroy(aio: &'static dyn Aio, fd: i32, bufs: *mut u8, n: usize, l
     out.push(format!("blocks missing after destroy: {missing} of {n}"));
 }
 
+/// `io_setup(4)` and one POLL for input on `rfd` (an empty pipe), each
+/// recorded; returns the handle.
+fn setup_with_pending_poll(aio: &'static dyn Aio, rfd: i32, out: &mut Vec<String>) -> u64 {
+    let mut ctx = 0u64;
+    // SAFETY: a valid pointer to a zeroed handle.
+    out.push(format!("setup = {}", ret(unsafe { aio.setup(4, &mut ctx) })));
+    let a = leak(cb(IOCB_CMD_POLL, rfd, libc::POLLIN as u64, 0, 0, 1));
+    let mut p = [a as *mut iocb];
+    // SAFETY: one valid iocb, leaked so it outlives the request.
+    out.push(format!("submit = {}", ret(unsafe { aio.submit(ctx, 1, p.as_mut_ptr()) })));
+    ctx
+}
+
 /// `n` bytes of zeroed memory shared with forked children.
 fn anon_shared(n: usize) -> *mut u8 {
     // SAFETY: a new shared anonymous mapping that nothing else refers to.
@@ -132,9 +145,7 @@ pub(crate) fn cases() -> Vec<Case> {
                 unsafe { libc::alarm(60) };
                 write_then_destroy(aio, fd, bufs, N, LEN, out);
             });
-            for l in lines {
-                e.rec(l);
-            }
+            e.rec_all(lines);
         }),
         c("races/destroy_waits_for_direct_writes", |e| {
             const N: usize = 64;
@@ -157,9 +168,7 @@ pub(crate) fn cases() -> Vec<Case> {
                 unsafe { libc::alarm(60) };
                 write_then_destroy(aio, fd, bufs, N, LEN, out);
             });
-            for l in lines {
-                e.rec(l);
-            }
+            e.rec_all(lines);
         }),
         c("races/destroy_racing_submit_of_polls_finishes", |e| {
             const REPS: u64 = 100;
@@ -215,9 +224,7 @@ pub(crate) fn cases() -> Vec<Case> {
                 out.push(format!("destroy returned 0: {destroy_ok} of {REPS}"));
                 out.push(format!("submitter saw EINVAL after destroy: {finished} of {REPS}"));
             });
-            for l in lines {
-                e.rec(l);
-            }
+            e.rec_all(lines);
         }),
         c("races/pgetevents_with_mask_and_unwritable_events_is_efault", |e| {
             let aio = aio_of(e);
@@ -250,9 +257,7 @@ pub(crate) fn cases() -> Vec<Case> {
                 // SAFETY: destroying the context made above.
                 unsafe { aio.destroy(ctx) };
             });
-            for l in lines {
-                e.rec(l);
-            }
+            e.rec_all(lines);
         }),
         c("races/completions_inside_submit_wake_a_waiter_of_several", |e| {
             let aio = aio_of(e);
@@ -293,9 +298,7 @@ pub(crate) fn cases() -> Vec<Case> {
                 // SAFETY: destroying the context made above (cancels the polls).
                 out.push(format!("destroy = {}", ret(unsafe { aio.destroy(ctx) })));
             });
-            for l in lines {
-                e.rec(l);
-            }
+            e.rec_all(lines);
         }),
         c("races/idle_waiters_sleep", |e| {
             let aio = aio_of(e);
@@ -303,13 +306,7 @@ pub(crate) fn cases() -> Vec<Case> {
                 // SAFETY: alarm(2); the child is killed if it hangs.
                 unsafe { libc::alarm(20) };
                 let (r, _w) = pipe();
-                let mut ctx = 0u64;
-                // SAFETY: a valid pointer to a zeroed handle.
-                out.push(format!("setup = {}", ret(unsafe { aio.setup(4, &mut ctx) })));
-                let a = leak(cb(IOCB_CMD_POLL, r.as_raw_fd(), libc::POLLIN as u64, 0, 0, 1));
-                let mut p = [a as *mut iocb];
-                // SAFETY: one valid iocb.
-                out.push(format!("submit = {}", ret(unsafe { aio.submit(ctx, 1, p.as_mut_ptr()) })));
+                let ctx = setup_with_pending_poll(aio, r.as_raw_fd(), out);
                 let (_, hs) = waiters(aio, ctx, 2, Some(Duration::from_secs(1)));
                 for h in hs {
                     let (r, switches) = h.join().expect("waiter");
@@ -320,9 +317,7 @@ pub(crate) fn cases() -> Vec<Case> {
                 // SAFETY: destroying the context made above.
                 unsafe { aio.destroy(ctx) };
             });
-            for l in lines {
-                e.rec(l);
-            }
+            e.rec_all(lines);
         }),
         c("races/signal_interrupts_every_waiter", |e| {
             let aio = aio_of(e);
@@ -330,13 +325,7 @@ pub(crate) fn cases() -> Vec<Case> {
                 // SAFETY: alarm(2); the child is killed if a waiter never wakes.
                 unsafe { libc::alarm(20) };
                 let (r, _w) = pipe();
-                let mut ctx = 0u64;
-                // SAFETY: a valid pointer to a zeroed handle.
-                out.push(format!("setup = {}", ret(unsafe { aio.setup(4, &mut ctx) })));
-                let a = leak(cb(IOCB_CMD_POLL, r.as_raw_fd(), libc::POLLIN as u64, 0, 0, 1));
-                let mut p = [a as *mut iocb];
-                // SAFETY: one valid iocb.
-                out.push(format!("submit = {}", ret(unsafe { aio.submit(ctx, 1, p.as_mut_ptr()) })));
+                let ctx = setup_with_pending_poll(aio, r.as_raw_fd(), out);
                 // No time limit: only the signal can end these waits, even
                 // with SA_RESTART (io_getevents is never restarted).
                 let (ids, hs) = waiters(aio, ctx, 3, None);
@@ -354,9 +343,7 @@ pub(crate) fn cases() -> Vec<Case> {
                 // SAFETY: destroying the context made above.
                 unsafe { aio.destroy(ctx) };
             });
-            for l in lines {
-                e.rec(l);
-            }
+            e.rec_all(lines);
         }),
         c("races/waiter_sees_einval_when_destroy_cancels_its_poll", |e| {
             const REPS: usize = 200;
@@ -392,9 +379,7 @@ pub(crate) fn cases() -> Vec<Case> {
                 }
                 out.push(format!("waiter got EINVAL: {einval} of {REPS}"));
             });
-            for l in lines {
-                e.rec(l);
-            }
+            e.rec_all(lines);
         }),
         c("races/poll_cancelled_while_it_becomes_ready_reports_0", |e| {
             const REPS: usize = 400;
@@ -515,9 +500,7 @@ pub(crate) fn cases() -> Vec<Case> {
                     }
                 }
             }
-            for l in lines {
-                e.rec(l);
-            }
+            e.rec_all(lines);
             e.rec(format!("some writes accepted: {}", acc > 0));
             e.rec(format!("accepted writes missing from the file: {missing}"));
         }),

@@ -139,9 +139,7 @@ fn child(e: &mut Env, f: fn(&dyn Aio, &mut Vec<String>)) {
         unsafe { libc::alarm(20) };
         f(a, out);
     });
-    for l in lines {
-        e.rec(l);
-    }
+    e.rec_all(lines);
 }
 
 /// Reads the ring's header fields `(id, head, tail)` at `ctx`.
@@ -341,9 +339,7 @@ pub(crate) fn cases() -> Vec<Case> {
                 let ev = unsafe { std::ptr::read_volatile((ctx + 32) as *const io_event) };
                 out.push(format!("child: event data={} res={}", ev.data, ev.res));
             });
-            for l in lines {
-                e.rec(l);
-            }
+            e.rec_all(lines);
             e.reap(ctx, 1);
         }),
         Case {
