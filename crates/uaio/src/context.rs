@@ -46,9 +46,10 @@ const RWF_SUPPORTED: u32 = RWF_HIPRI
 /// life as the kernel holds a reference to it: a duplicate of uaio's, so
 /// that the program closing its number (and the number going to another
 /// file) never sends the completion's 8 bytes elsewhere.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub(crate) enum Resfd {
     /// No `IOCB_FLAG_RESFD`.
+    #[default]
     None,
     /// uaio's duplicate.
     Held(Arc<InternalFd>),
@@ -103,8 +104,11 @@ struct State {
     gen: u32,
 }
 
-/// What a validated iocb becomes.
-#[derive(Debug)]
+/// What a validated iocb becomes. Filled in place in the submitting call's
+/// array: moving a freshly built one costs more than everything else a
+/// NOOP does (its small fields, stored one by one, are copied back with
+/// wide loads that the processor cannot forward from those stores).
+#[derive(Debug, Default)]
 pub(crate) struct Prepared {
     /// What the backend does; `None` when already complete (`inline`).
     kind: Option<OpKind>,
@@ -316,23 +320,22 @@ fn import_buffer(cb: &iocb, vectored: bool) -> Result<Buffer, Errno> {
 }
 
 impl Prepared {
-    fn new(cb: &iocb, obj: u64, resfd: Resfd) -> Prepared {
-        Prepared {
-            kind: None,
-            inline: 0,
-            fd: cb.aio_fildes as i32,
-            addr: 0,
-            len: 0,
-            off: 0,
-            rw_flags: 0,
-            ioprio: 0,
-            poll_mask: 0,
-            resfd,
-            data: cb.aio_data,
-            obj,
-            iov: None,
-            forever: false,
-        }
+    /// Makes this the start of the request of `cb` at `obj`.
+    fn reset(&mut self, cb: &iocb, obj: u64, resfd: Resfd) {
+        self.kind = None;
+        self.inline = 0;
+        self.fd = cb.aio_fildes as i32;
+        self.addr = 0;
+        self.len = 0;
+        self.off = 0;
+        self.rw_flags = 0;
+        self.ioprio = 0;
+        self.poll_mask = 0;
+        self.resfd = resfd;
+        self.data = cb.aio_data;
+        self.obj = obj;
+        self.iov = None;
+        self.forever = false;
     }
 }
 
@@ -517,8 +520,40 @@ impl Context {
         self.used.fetch_sub(1, Ordering::SeqCst);
     }
 
-    /// Validates the iocb at user address `obj`, in the kernel's order.
-    pub(crate) fn prepare(&self, obj: u64, fds: &mut FdCache) -> Result<Prepared, Errno> {
+    /// Takes up to `n` event slots at once for one `io_submit` (one atomic
+    /// operation instead of one per request); returns how many it got.
+    /// Those not used go back through [`Context::release_slots`].
+    pub(crate) fn reserve_slots(&self, n: u32) -> u32 {
+        let mut u = self.used.load(Ordering::SeqCst);
+        loop {
+            let k = n.min(self.capacity.saturating_sub(u));
+            if k == 0 {
+                return 0;
+            }
+            match self.used.compare_exchange_weak(u, u + k, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => return k,
+                Err(now) => u = now,
+            }
+        }
+    }
+
+    /// Gives back `n` slots taken by [`Context::reserve_slots`].
+    pub(crate) fn release_slots(&self, n: u32) {
+        if n > 0 {
+            self.used.fetch_sub(n, Ordering::SeqCst);
+        }
+    }
+
+    /// Validates the iocb at user address `obj`, in the kernel's order, into
+    /// `p`. `reserved` counts the event slots the call holds already; one is
+    /// taken from it, or reserved afresh when none is left.
+    pub(crate) fn prepare(
+        &self,
+        obj: u64,
+        fds: &mut FdCache,
+        p: &mut Prepared,
+        reserved: &mut u32,
+    ) -> Result<(), Errno> {
         let cb: iocb = read_user(obj).map_err(|_| Errno::FAULT)?;
         if cb.aio_reserved2 != 0 {
             return Err(Errno::INVAL);
@@ -526,19 +561,23 @@ impl Context {
         if (cb.aio_nbytes as i64) < 0 {
             return Err(Errno::INVAL);
         }
-        if !self.reserve_slot() {
+        if *reserved > 0 {
+            *reserved -= 1;
+        } else if !self.reserve_slot() {
             return Err(Errno::AGAIN);
         }
-        self.prepare_reserved(&cb, obj, fds).inspect_err(|_| self.release_slot())
+        let r = self.prepare_reserved(&cb, obj, fds, p);
+        if r.is_err() {
+            self.release_slot();
+        }
+        r
     }
 
-    fn prepare_reserved(&self, cb: &iocb, obj: u64, fds: &mut FdCache) -> Result<Prepared, Errno> {
-        if fds.inline_reads {
-            if let Some(p) = self.try_inline_read(cb, obj, fds) {
-                return Ok(p);
-            }
+    fn prepare_reserved(&self, cb: &iocb, obj: u64, fds: &mut FdCache, p: &mut Prepared) -> Result<(), Errno> {
+        if fds.inline_reads && self.try_inline_read(cb, obj, fds, p) {
+            return Ok(());
         }
-        self.prepare_checked(cb, obj, fds)
+        self.prepare_checked(cb, obj, fds, p)
     }
 
     /// The fast path for reads: every check that does not need the data
@@ -547,7 +586,11 @@ impl Context {
     /// (open, readable, not a directory), so it saves their system calls and
     /// the trip through the backend. Anything else returns `None` and the
     /// full path decides, in the kernel's order, with no trace left.
-    fn try_inline_read(&self, cb: &iocb, obj: u64, fds: &mut FdCache) -> Option<Prepared> {
+    fn try_inline_read(&self, cb: &iocb, obj: u64, fds: &mut FdCache, p: &mut Prepared) -> bool {
+        self.try_inline_read_inner(cb, obj, fds, p).is_some()
+    }
+
+    fn try_inline_read_inner(&self, cb: &iocb, obj: u64, fds: &mut FdCache, p: &mut Prepared) -> Option<()> {
         let vectored = match cb.aio_lio_opcode {
             IOCB_CMD_PREAD => false,
             IOCB_CMD_PREADV => true,
@@ -596,16 +639,18 @@ impl Context {
             }
             return None;
         }
-        Some(Prepared { inline: r, ..Prepared::new(cb, obj, resfd) })
+        p.reset(cb, obj, resfd);
+        p.inline = r;
+        Some(())
     }
 
-    fn prepare_checked(&self, cb: &iocb, obj: u64, fds: &mut FdCache) -> Result<Prepared, Errno> {
+    fn prepare_checked(&self, cb: &iocb, obj: u64, fds: &mut FdCache, p: &mut Prepared) -> Result<(), Errno> {
         fds.get(cb.aio_fildes)?;
         let resfd = self.hold_resfd(cb, fds)?;
         // SAFETY: writing KIOCB_KEY into the application's iocb, as the kernel does.
         unsafe { write_user(obj + 8, &KIOCB_KEY) }.map_err(|_| Errno::FAULT)?;
         let f = fds.get(cb.aio_fildes)?;
-        let mut p = Prepared::new(cb, obj, resfd);
+        p.reset(cb, obj, resfd);
         match cb.aio_lio_opcode {
             IOCB_CMD_PREAD | IOCB_CMD_PWRITE | IOCB_CMD_PREADV | IOCB_CMD_PWRITEV => {
                 let write = matches!(cb.aio_lio_opcode, IOCB_CMD_PWRITE | IOCB_CMD_PWRITEV);
@@ -644,7 +689,7 @@ impl Context {
                     // their record (io_uring would answer 0 without asking).
                     p.inline = -(libc::EINVAL as i64);
                     p.iov = None;
-                    return Ok(p);
+                    return Ok(());
                 }
                 p.off = cb.aio_offset as u64;
                 p.rw_flags = cb.aio_rw_flags & !RWF_HIPRI;
@@ -676,7 +721,7 @@ impl Context {
                         sys::prwv2(write, f.fd, ptr, n, cb.aio_offset, p.rw_flags).0
                     };
                     p.iov = None;
-                    return Ok(p);
+                    return Ok(());
                 }
                 p.kind = Some(match (write, vectored) {
                     (false, false) => OpKind::Read,
@@ -711,7 +756,7 @@ impl Context {
                         return Err(Errno::INVAL);
                     }
                     p.inline = mask as i64;
-                    return Ok(p);
+                    return Ok(());
                 }
                 p.kind = Some(OpKind::Poll);
                 p.forever = true;
@@ -719,11 +764,12 @@ impl Context {
             IOCB_CMD_NOOP => {}
             _ => return Err(Errno::INVAL),
         }
-        Ok(p)
+        Ok(())
     }
 
-    /// Starts validated requests; NOOPs complete at once.
-    pub(crate) fn start(&self, preps: &mut Vec<Prepared>) {
+    /// Starts validated requests; NOOPs complete at once. The entries are
+    /// left emptied (their descriptors and vectors moved out), for reuse.
+    pub(crate) fn start(&self, preps: &mut [Prepared]) {
         if preps.is_empty() {
             return;
         }
@@ -737,13 +783,14 @@ impl Context {
         {
             let mut guard = self.lock();
             let st = &mut *guard;
-            for p in preps.drain(..) {
+            for p in preps.iter_mut() {
                 match p.kind {
                     None => {
                         self.ring.write_event(st.tail, &io_event { data: p.data, obj: p.obj, res: p.inline, res2: 0 });
                         st.tail = (st.tail + 1) % self.ring.nr();
                         published += 1;
                         add_signal(&mut signals, &p.resfd);
+                        p.resfd = Resfd::None;
                     }
                     Some(kind) => {
                         let entry = st.reqs.vacant_entry();
@@ -756,9 +803,9 @@ impl Context {
                             poll: kind == OpKind::Poll,
                             wanted: p.poll_mask | (libc::POLLERR | libc::POLLHUP) as u32,
                             fresh: true,
-                            resfd: p.resfd,
+                            resfd: std::mem::take(&mut p.resfd),
                             cancelled: false,
-                            _iov: p.iov,
+                            _iov: p.iov.take(),
                         });
                         st.gen = st.gen.wrapping_add(1) % u32::MAX;
                         st.in_flight += 1;

@@ -20,6 +20,7 @@ use uaio_abi::{aio_context_t, aio_sigset, io_event, iocb};
 use crate::context::{Context, Deadline, FdCache, Prepared};
 use crate::table;
 use crate::uaccess::{self, read_user, write_user};
+use std::cell::Cell;
 
 fn neg(e: Errno) -> i64 {
     -(e.raw_os_error() as i64)
@@ -87,6 +88,16 @@ pub unsafe fn io_submit(ctx: aio_context_t, nr: i64, iocbpp: *mut *mut iocb) -> 
     r
 }
 
+thread_local! {
+    /// The submitting thread's array of prepared requests, kept between
+    /// calls (taken out for the call, so a call from a signal handler that
+    /// interrupts one makes its own).
+    static PREPS: Cell<Vec<Prepared>> = const { Cell::new(Vec::new()) };
+}
+
+/// iocb pointers read from the application per copy.
+const POINTER_CHUNK: usize = 16;
+
 fn submit_to(c: &Context, nr: i64, iocbpp: *mut *mut iocb) -> i64 {
     let nr = nr.min(c.ring_nr() as i64) as usize;
     if nr == 0 {
@@ -94,23 +105,42 @@ fn submit_to(c: &Context, nr: i64, iocbpp: *mut *mut iocb) -> i64 {
     }
     let mut fds = FdCache::default();
     fds.inline_reads = nr < 4;
-    let mut preps: Vec<Prepared> = Vec::with_capacity(nr);
+    let mut preps = PREPS.with(Cell::take);
+    let mut reserved = c.reserve_slots(nr as u32);
     let mut err = None;
-    for i in 0..nr {
-        let Ok(obj) = read_user::<u64>(iocbpp as u64 + 8 * i as u64) else {
-            err = Some(Errno::FAULT);
-            break;
-        };
-        match c.prepare(obj, &mut fds) {
-            Ok(p) => preps.push(p),
-            Err(e) => {
-                err = Some(e);
-                break;
+    let mut n = 0usize;
+    let mut ptrs = [0u64; POINTER_CHUNK];
+    'chunks: for base in (0..nr).step_by(POINTER_CHUNK) {
+        let k = (nr - base).min(POINTER_CHUNK);
+        let at = iocbpp as u64 + 8 * base as u64;
+        // One copy for the chunk; where it faults, one pointer at a time, so
+        // that the requests before an unreadable pointer are submitted.
+        let whole = k == POINTER_CHUNK && read_user::<[u64; POINTER_CHUNK]>(at).map(|v| ptrs = v).is_ok();
+        for (i, slot) in ptrs.iter_mut().enumerate().take(k) {
+            if !whole {
+                match read_user::<u64>(at + 8 * i as u64) {
+                    Ok(v) => *slot = v,
+                    Err(_) => {
+                        err = Some(Errno::FAULT);
+                        break 'chunks;
+                    }
+                }
             }
+            if preps.len() <= n {
+                preps.push(Prepared::default());
+            }
+            if let Err(e) = c.prepare(*slot, &mut fds, &mut preps[n], &mut reserved) {
+                // What a failed preparation held (a RESFD) goes now.
+                preps[n] = Prepared::default();
+                err = Some(e);
+                break 'chunks;
+            }
+            n += 1;
         }
     }
-    let n = preps.len();
-    c.start(&mut preps);
+    c.release_slots(reserved);
+    c.start(&mut preps[..n]);
+    PREPS.with(|v| v.set(preps));
     match (n, err) {
         (0, Some(e)) => neg(e),
         (n, _) => n as i64,
