@@ -24,3 +24,5 @@ echo "== unmodified programs on the drop-in libaio.so.1 (fio, qemu-img)"
 bash scripts/test-dropin.sh
 echo "== C programs (libaio API and raw syscall()) on the kernel and on uaio, outputs compared"
 bash scripts/test-c-conformance.sh
+echo "== fio comparison, quick (every workload on kernel AIO, uaio on both backends and io_uring; each run proven, no timing checked)"
+bash scripts/fio-compare.sh --quick
