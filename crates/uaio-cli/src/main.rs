@@ -8,12 +8,15 @@
 //! - `uaio info` shows the backend and limits.
 //! - `uaio stress [OPTIONS]` runs many threads of submit, reap, cancel and
 //!   destroy on uaio (or `--kernel`) and checks every result (see `stress`).
+//! - `uaio bench [OPTIONS]` measures kernel AIO and uaio (both backends) side
+//!   by side on a fixed set of workloads (see `bench`).
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod bench;
 mod stress;
 
 fn usage() -> ExitCode {
@@ -22,6 +25,7 @@ fn usage() -> ExitCode {
     eprintln!("                              run a program with uaio's libaio.so.1 in place of the kernel's AIO");
     eprintln!("       uaio info              show the backend and limits");
     eprintln!("       uaio stress [OPTIONS]  submit/reap/cancel/destroy from many threads, check every result");
+    eprintln!("       uaio bench [OPTIONS]   kernel AIO vs uaio: IOPS, latency, ratios (--help for options)");
     ExitCode::from(2)
 }
 
@@ -93,6 +97,7 @@ fn main() -> ExitCode {
         Some("check") | None => check(args.get(1).map(String::as_str).unwrap_or("")),
         Some("run") => run(&args[1..]),
         Some("stress") => stress::main(&args[1..]),
+        Some("bench") => bench::main(&args[1..]),
         Some("info") => {
             println!("backend: {}", uaio::backend_name());
             println!("io_uring available: {}", uaio::io_uring_available());

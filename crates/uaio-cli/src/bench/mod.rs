@@ -1,0 +1,671 @@
+//! `uaio bench`: kernel AIO and uaio side by side on a fixed set of
+//! workloads, with IOPS, bandwidth, latency and the ratio to kernel AIO.
+//!
+//! The command makes its own test file (by default a new file in
+//! `/var/tmp`, unlinked at once and reached by the workers through
+//! `/proc/PID/fd/N`), then runs each workload on every engine: kernel AIO
+//! (raw system calls), uaio on io_uring and uaio on the thread pool (both
+//! through [`uaio::raw`]). uaio's backend is chosen once per process, so
+//! every run happens in a worker process: this same executable started as
+//! `uaio bench --worker JOB` with `UAIO_BACKEND` set, which prints what it
+//! measured as one JSON line. The kernel's runs use workers too, so every
+//! engine starts equally cold, and the parent prepares the page cache
+//! (warms the file, or evicts it) between runs, outside any worker.
+//!
+//! For each workload the engines take turns (kernel, uaio-uring,
+//! uaio-threads, kernel, ...) for `--rounds` rounds; every engine of one
+//! round uses the same offsets. The table shows the median over the rounds
+//! of IOPS, MB/s, mean and p99 latency, the median of the per-round ratios
+//! to kernel AIO (each engine's round against the kernel's run of the same
+//! round, taken moments apart), and the spread `(max - min) / median` of
+//! IOPS. NOOP runs only on uaio (the kernel rejects `IOCB_CMD_NOOP`).
+
+mod aio;
+mod file;
+mod load;
+mod report;
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::{Arg, ArgAction};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Value};
+
+use aio::Aio;
+use file::TestFile;
+use load::{Cache, Job, Outcome, Workload};
+use report::{Cell, Report, Row};
+
+/// An implementation being measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Engine {
+    /// Kernel AIO, raw system calls.
+    Kernel,
+    /// uaio with `UAIO_BACKEND=uring`.
+    Uring,
+    /// uaio with `UAIO_BACKEND=threads`.
+    Threads,
+}
+
+impl Engine {
+    /// Name in the table, the JSON and `--engines`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Kernel => "kernel",
+            Engine::Uring => "uaio-uring",
+            Engine::Threads => "uaio-threads",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Engine> {
+        match s.trim() {
+            "kernel" | "aio" => Some(Engine::Kernel),
+            "uring" | "io_uring" | "uaio-uring" => Some(Engine::Uring),
+            "threads" | "uaio-threads" | "pool" => Some(Engine::Threads),
+            _ => None,
+        }
+    }
+
+    /// `UAIO_BACKEND` of its workers and the backend name they must report.
+    fn backend(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Engine::Kernel => None,
+            Engine::Uring => Some(("uring", "io_uring")),
+            Engine::Threads => Some(("threads", "threads")),
+        }
+    }
+}
+
+/// What `uaio bench` was asked to do.
+#[derive(Debug, Clone)]
+struct Options {
+    file: Option<PathBuf>,
+    dir: PathBuf,
+    size: u64,
+    bs: usize,
+    qd: Vec<usize>,
+    depth: usize,
+    duration: f64,
+    rounds: usize,
+    workloads: Vec<String>,
+    engines: Vec<Engine>,
+    drop_global: bool,
+    json: bool,
+    svg: Option<PathBuf>,
+    list: bool,
+}
+
+/// `256M`, `4k`, `1G`, `4096`: bytes (binary multiples).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = t.trim_end_matches("ib").trim_end_matches('b');
+    let (num, mult) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        Some('t') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    let n: f64 = num.trim().parse().map_err(|_| format!("not a size: {s:?} (e.g. 4096, 4k, 256M, 1G)"))?;
+    let v = n * mult as f64;
+    if !(v.is_finite() && v >= 1.0 && v < u64::MAX as f64) {
+        return Err(format!("size out of range: {s:?}"));
+    }
+    Ok(v as u64)
+}
+
+fn command() -> clap::Command {
+    let size = |s: &str| parse_size(s);
+    let positive = |s: &str| -> Result<f64, String> {
+        match s.parse::<f64>() {
+            Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+            _ => Err(format!("not a positive number: {s:?}")),
+        }
+    };
+    let count = |s: &str| -> Result<usize, String> {
+        match s.parse::<usize>() {
+            Ok(v) if v > 0 => Ok(v),
+            _ => Err(format!("not a positive integer: {s:?}")),
+        }
+    };
+    clap::Command::new("bench")
+        .bin_name("uaio bench")
+        .about("Measure kernel AIO and uaio (io_uring and thread-pool backends) side by side")
+        .after_help(
+            "Each run happens in a worker process (uaio's backend is chosen per process). Engines take \
+             turns within each round; the table shows medians over the rounds and the median of the \
+             per-round ratios to kernel AIO. Latency is per request, from just before its io_submit to \
+             just after the io_getevents that returned it. `--list` shows the workloads.",
+        )
+        .disable_version_flag(true)
+        .arg(Arg::new("file").long("file").value_name("PATH").value_parser(clap::value_parser!(PathBuf)).help(
+            "Test file to use (created if missing, filled when shorter than --size; the write workloads \
+             overwrite it). Default: a new file in --dir, unlinked at once",
+        ))
+        .arg(
+            Arg::new("dir")
+                .long("dir")
+                .value_name("DIR")
+                .default_value("/var/tmp")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("Where the default test file is made (O_DIRECT needs a file system that supports it)"),
+        )
+        .arg(
+            Arg::new("size")
+                .long("size")
+                .value_name("BYTES")
+                .default_value("256M")
+                .value_parser(size)
+                .help("Size of the test file (k, M, G suffixes)"),
+        )
+        .arg(
+            Arg::new("bs")
+                .long("bs")
+                .value_name("BYTES")
+                .default_value("4k")
+                .value_parser(size)
+                .help("Block size of the random workloads (the sequential read uses 128k)"),
+        )
+        .arg(
+            Arg::new("qd")
+                .long("qd")
+                .value_name("LIST")
+                .default_value("1,32,128")
+                .help("Queue depths of the random-read sweeps (page cache and O_DIRECT)"),
+        )
+        .arg(
+            Arg::new("depth")
+                .long("depth")
+                .value_name("N")
+                .default_value("32")
+                .value_parser(count)
+                .help("Queue depth of the other workloads (per thread for the two-thread ones)"),
+        )
+        .arg(
+            Arg::new("duration")
+                .long("duration")
+                .value_name("SECS")
+                .default_value("0.25")
+                .value_parser(positive)
+                .help("Measured seconds per run, after a warm-up of a quarter of it (at most 0.25 s)"),
+        )
+        .arg(
+            Arg::new("rounds")
+                .long("rounds")
+                .value_name("N")
+                .default_value("3")
+                .value_parser(count)
+                .help("Rounds of interleaved runs; medians are reported"),
+        )
+        .arg(
+            Arg::new("workloads")
+                .long("workloads")
+                .visible_alias("filter")
+                .value_name("LIST")
+                .help("Run only the workloads named, or whose name contains one of these comma-separated words"),
+        )
+        .arg(
+            Arg::new("engines")
+                .long("engines")
+                .visible_alias("backends")
+                .value_name("LIST")
+                .default_value("kernel,uring,threads")
+                .help("Engines to run: kernel, uring, threads"),
+        )
+        .arg(
+            Arg::new("drop")
+                .long("drop")
+                .value_name("HOW")
+                .default_value("fadvise")
+                .value_parser(["fadvise", "global"])
+                .help(
+                    "How the not-cached workload evicts the file before each run: posix_fadvise(DONTNEED) \
+                     of the file, or `echo 1 > /proc/sys/vm/drop_caches` (root; empties every cache)",
+                ),
+        )
+        .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("Print the results as JSON on stdout"))
+        .arg(
+            Arg::new("svg")
+                .long("svg")
+                .value_name("FILE")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("Also write a bar chart of IOPS and ratios to kernel AIO"),
+        )
+        .arg(Arg::new("list").long("list").action(ArgAction::SetTrue).help("List the workloads and exit"))
+}
+
+fn parse(args: &[String]) -> Result<Options, clap::Error> {
+    let cmd = command();
+    let m = cmd.clone().try_get_matches_from(std::iter::once("bench".to_string()).chain(args.iter().cloned()))?;
+    let bad = |msg: String| cmd.clone().error(clap::error::ErrorKind::ValueValidation, msg);
+    let mut qd = Vec::new();
+    for part in m.get_one::<String>("qd").expect("default").split(',') {
+        match part.trim().parse::<usize>() {
+            Ok(v) if v > 0 => qd.push(v),
+            _ => return Err(bad(format!("--qd: not a list of positive integers: {part:?}"))),
+        }
+    }
+    let mut engines = Vec::new();
+    for part in m.get_one::<String>("engines").expect("default").split(',') {
+        let e = Engine::parse(part).ok_or_else(|| bad(format!("--engines: unknown engine {part:?}")))?;
+        if !engines.contains(&e) {
+            engines.push(e);
+        }
+    }
+    engines.sort();
+    let bs = *m.get_one::<u64>("bs").expect("default") as usize;
+    if !bs.is_multiple_of(512) {
+        return Err(bad(format!("--bs {bs}: must be a multiple of 512 (O_DIRECT)")));
+    }
+    Ok(Options {
+        file: m.get_one::<PathBuf>("file").cloned(),
+        dir: m.get_one::<PathBuf>("dir").expect("default").clone(),
+        size: *m.get_one::<u64>("size").expect("default"),
+        bs,
+        qd,
+        depth: *m.get_one::<usize>("depth").expect("default"),
+        duration: *m.get_one::<f64>("duration").expect("default"),
+        rounds: *m.get_one::<usize>("rounds").expect("default"),
+        workloads: m
+            .get_one::<String>("workloads")
+            .map(|s| s.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect())
+            .unwrap_or_default(),
+        engines,
+        drop_global: m.get_one::<String>("drop").map(String::as_str) == Some("global"),
+        json: m.get_flag("json"),
+        svg: m.get_one::<PathBuf>("svg").cloned(),
+        list: m.get_flag("list"),
+    })
+}
+
+/// Entry point of `uaio bench ARGS`.
+pub fn main(args: &[String]) -> ExitCode {
+    if args.first().map(String::as_str) == Some("--worker") {
+        return worker(args.get(1).map(String::as_str).unwrap_or(""));
+    }
+    let opts = match parse(args) {
+        Ok(o) => o,
+        // Help goes to stdout with status 0, errors to stderr with status 2.
+        Err(e) => e.exit(),
+    };
+    let all = load::all(opts.bs, &opts.qd, opts.depth);
+    // A word selects the workloads whose name contains it, or only the one
+    // it names exactly.
+    let selects = |f: &str, w: &Workload| w.name == f || (w.name.contains(f) && !all.iter().any(|o| o.name == f));
+    let workloads: Vec<Workload> = all
+        .iter()
+        .filter(|w| opts.workloads.is_empty() || opts.workloads.iter().any(|f| selects(f, w)))
+        .cloned()
+        .collect();
+    if opts.list {
+        for w in &all {
+            println!("{:<44} {}", w.name, w.describe());
+        }
+        return ExitCode::SUCCESS;
+    }
+    if workloads.is_empty() {
+        eprintln!("uaio bench: no workload matches {:?} (see --list)", opts.workloads);
+        return ExitCode::from(2);
+    }
+    match bench(&opts, &workloads) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("uaio bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `uaio bench --worker JOB`: runs one job and prints one JSON line.
+fn worker(arg: &str) -> ExitCode {
+    let out = match Job::from_arg(arg) {
+        Err(e) => json!({ "error": e }),
+        Ok(job) => match load::run(&job) {
+            Ok(o) => {
+                let mut v = o.to_json();
+                if job.aio == Aio::Uaio {
+                    v["backend"] = json!(uaio::backend_name());
+                }
+                v
+            }
+            Err(e) => json!({ "error": e }),
+        },
+    };
+    println!("{out}");
+    ExitCode::SUCCESS
+}
+
+/// Notes printed under the table (and in the JSON).
+#[derive(Debug, Default)]
+struct Notes(Vec<String>);
+
+impl Notes {
+    fn add(&mut self, s: String) {
+        if !self.0.contains(&s) {
+            self.0.push(s);
+        }
+    }
+}
+
+/// Runs one job in a worker process.
+fn spawn(job: &Job, engine: Engine) -> Result<Outcome, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find the uaio executable: {e}"))?;
+    let mut c = Command::new(exe);
+    c.args(["bench", "--worker", &job.to_arg()]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    match engine.backend() {
+        Some((env, _)) => c.env("UAIO_BACKEND", env),
+        None => c.env_remove("UAIO_BACKEND"),
+    };
+    // A fault-injection setting of the caller must not reach the workers.
+    c.env_remove("UAIO_FAULTS");
+    let mut child = c.spawn().map_err(|e| format!("cannot start a worker: {e}"))?;
+    let limit = Instant::now() + job.warmup + job.duration + Duration::from_secs(60);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) if Instant::now() > limit => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err("the worker did not finish within 60 s of its end (killed)".into());
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => return Err(format!("waiting for the worker: {e}")),
+        }
+    };
+    let mut out = String::new();
+    let mut err = String::new();
+    if let Some(mut o) = child.stdout.take() {
+        let _ = o.read_to_string(&mut out);
+    }
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    let line = out.lines().rev().find(|l| l.starts_with('{'));
+    let Some(v) = line.and_then(|l| serde_json::from_str::<Value>(l).ok()) else {
+        return Err(format!("the worker failed ({status}): {}", err.trim()));
+    };
+    if let Some(e) = v["error"].as_str() {
+        return Err(e.to_string());
+    }
+    if let Some((_, want)) = engine.backend() {
+        let got = v["backend"].as_str().unwrap_or("?");
+        if got != want {
+            return Err(format!("UAIO_BACKEND asked for {want} but uaio ran on {got}"));
+        }
+    }
+    Outcome::from_json(&v).ok_or_else(|| format!("bad worker output: {line:?}"))
+}
+
+/// Why `engine` cannot run at all here, if so.
+fn probe_engine(engine: Engine) -> Option<String> {
+    match engine {
+        Engine::Kernel => match Aio::Kernel.setup(1) {
+            Ok(ctx) => {
+                Aio::Kernel.destroy(ctx);
+                None
+            }
+            Err(r) => Some(format!("kernel AIO unavailable: io_setup: {}", aio::errno_name(r))),
+        },
+        Engine::Uring => (!uaio::io_uring_available())
+            .then(|| "io_uring is unavailable to this process (io_uring_setup refused)".to_string()),
+        Engine::Threads => None,
+    }
+}
+
+/// Prints to stdout, or to stderr when stdout carries the JSON.
+macro_rules! say {
+    ($opts:expr, $pb:expr, $($t:tt)*) => {{
+        let s = format!($($t)*);
+        $pb.suspend(|| if $opts.json { eprintln!("{s}") } else { println!("{s}") });
+    }};
+}
+
+fn bench(opts: &Options, workloads: &[Workload]) -> Result<(), String> {
+    let hidden = ProgressBar::hidden();
+    let engine_na: BTreeMap<Engine, String> =
+        opts.engines.iter().filter_map(|&e| probe_engine(e).map(|r| (e, r))).collect();
+    let warmup = Duration::from_secs_f64((opts.duration / 4.0).min(0.25));
+    let duration = Duration::from_secs_f64(opts.duration);
+
+    let t0 = Instant::now();
+    let exists = opts.file.as_ref().is_some_and(|p| p.exists());
+    if !exists {
+        say!(opts, hidden, "uaio bench: writing a {} MiB test file...", opts.size >> 20);
+    }
+    let tf = TestFile::prepare(opts.file.as_deref(), &opts.dir, opts.size).map_err(|e| {
+        let where_ = opts.file.clone().unwrap_or_else(|| opts.dir.clone());
+        format!("cannot prepare the test file ({}): {e}", where_.display())
+    })?;
+    let fs = file::fs_name(&tf.file);
+    let mut notes = Notes::default();
+    let max_direct_bs = workloads.iter().filter(|w| w.cache == Cache::Direct).map(|w| w.bs).max().unwrap_or(opts.bs);
+    let direct_na = file::probe_direct(&tf, max_direct_bs.min(opts.size as usize))
+        .err()
+        .map(|e| format!("O_DIRECT does not work on {} ({fs}): {e}", tf.shown));
+    if direct_na.is_none() && file::memory_fs(&fs) {
+        notes.add(format!(
+            "{fs} keeps files in memory: O_DIRECT requests are memory copies, not device I/O (use --dir on a disk)"
+        ));
+    }
+
+    // Which (workload, engine) pairs run, and why the others do not.
+    let mut cells: BTreeMap<(usize, Engine), Cell> = BTreeMap::new();
+    let mut runs = 0usize;
+    for (wi, w) in workloads.iter().enumerate() {
+        for &e in &opts.engines {
+            let na = engine_na
+                .get(&e)
+                .cloned()
+                .or_else(|| (e == Engine::Kernel).then(|| w.kernel_reason().map(str::to_string)).flatten())
+                .or_else(|| (w.cache == Cache::Direct).then(|| direct_na.clone()).flatten());
+            if na.is_none() {
+                runs += opts.rounds;
+            }
+            cells.insert((wi, e), Cell { engine: e, runs: Vec::new(), failure: na });
+        }
+    }
+    let per_run = warmup.as_secs_f64() + duration.as_secs_f64() + 0.03;
+    let estimate = runs as f64 * per_run + t0.elapsed().as_secs_f64();
+    say!(
+        opts,
+        hidden,
+        "uaio bench: {} workloads x {} engines x {} rounds = {runs} runs of {:.2} s (+{:.2} s warm-up): about {:.0} s",
+        workloads.len(),
+        opts.engines.len(),
+        opts.rounds,
+        duration.as_secs_f64(),
+        warmup.as_secs_f64(),
+        estimate.ceil()
+    );
+    say!(
+        opts,
+        hidden,
+        "test file {} on {fs}, {} MiB; {} CPUs; uaio backends: {}",
+        tf.shown,
+        tf.size >> 20,
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        opts.engines
+            .iter()
+            .filter(|e| e.backend().is_some())
+            .map(|e| match engine_na.get(e) {
+                Some(_) => format!("{} (unavailable)", e.name()),
+                None => e.name().to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+
+    let pb = ProgressBar::new(runs as u64);
+    pb.set_style(
+        ProgressStyle::with_template("{bar:30.cyan/blue} {pos}/{len} runs, {elapsed} elapsed, about {eta} left  {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let drop_how = if opts.drop_global {
+        "echo 1 > /proc/sys/vm/drop_caches"
+    } else {
+        "posix_fadvise(POSIX_FADV_DONTNEED) of the file"
+    };
+    for (wi, w) in workloads.iter().enumerate() {
+        for round in 0..opts.rounds {
+            let seed = 0x5151_0000_0000_0001u64 ^ ((wi as u64) << 32) ^ round as u64;
+            for &e in &opts.engines {
+                let cell = cells.get_mut(&(wi, e)).expect("cell");
+                if cell.failure.is_some() {
+                    continue;
+                }
+                pb.set_message(format!("{} on {} (round {})", w.name, e.name(), round + 1));
+                // The page cache as the workload wants it, outside the timing.
+                let prep = (|| -> Result<(), String> {
+                    tf.sync().map_err(|e| format!("fdatasync of the test file: {e}"))?;
+                    match w.cache {
+                        Cache::Cached => {
+                            let r = tf.warm().map_err(|e| format!("reading the test file into the cache: {e}"))?;
+                            if r < 0.99 {
+                                notes.add(format!(
+                                    "{}: only {:.0}% of the file stayed in the page cache (memory pressure?)",
+                                    w.name,
+                                    r * 100.0
+                                ));
+                            }
+                            Ok(())
+                        }
+                        Cache::Uncached => {
+                            let left = tf.drop_cache(opts.drop_global)?;
+                            if left > 0.01 {
+                                Err(format!(
+                                    "{:.0}% of the file stayed in the page cache after {drop_how}{}",
+                                    left * 100.0,
+                                    if file::memory_fs(&fs) {
+                                        format!(" ({fs} keeps files in memory)")
+                                    } else {
+                                        String::new()
+                                    }
+                                ))
+                            } else {
+                                Ok(())
+                            }
+                        }
+                        _ => Ok(()),
+                    }
+                })();
+                let r = prep.and_then(|()| {
+                    let job = Job {
+                        w: w.clone(),
+                        aio: if e == Engine::Kernel { Aio::Kernel } else { Aio::Uaio },
+                        path: tf.path.clone(),
+                        size: tf.size,
+                        warmup,
+                        duration,
+                        seed,
+                    };
+                    spawn(&job, e)
+                });
+                match r {
+                    Ok(o) => {
+                        if o.exhausted {
+                            notes.add(format!(
+                                "{}: some runs ended early, every block having been read once (use a larger --size)",
+                                w.name
+                            ));
+                        }
+                        cell.runs.push(o);
+                    }
+                    Err(why) => {
+                        // A failure is not retried: the later rounds are skipped.
+                        pb.inc((opts.rounds - round - 1) as u64);
+                        cell.failure = Some(why);
+                        cell.runs.clear();
+                    }
+                }
+                pb.inc(1);
+            }
+        }
+        if w.cache == Cache::Uncached && opts.engines.iter().any(|&e| !cells[&(wi, e)].runs.is_empty()) {
+            notes.add(format!("{}: the file was evicted before each run with {drop_how}", w.name));
+        }
+    }
+    pb.finish_and_clear();
+    let _ = tf.sync();
+
+    let rows: Vec<Row> = workloads
+        .iter()
+        .enumerate()
+        .map(|(wi, w)| Row {
+            workload: w.clone(),
+            cells: opts.engines.iter().map(|&e| cells.remove(&(wi, e)).expect("cell")).collect(),
+        })
+        .collect();
+    let report = Report {
+        rows,
+        notes: notes.0,
+        config: json!({
+            "file": tf.shown,
+            "fs": fs,
+            "size": tf.size,
+            "bs": opts.bs,
+            "qd": opts.qd,
+            "depth": opts.depth,
+            "duration_s": duration.as_secs_f64(),
+            "warmup_s": warmup.as_secs_f64(),
+            "rounds": opts.rounds,
+            "drop": drop_how,
+            "engines": opts.engines.iter().map(|e| e.name()).collect::<Vec<_>>(),
+            "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            "kernel": kernel_release(),
+            "elapsed_s": t0.elapsed().as_secs_f64(),
+        }),
+    };
+    if opts.json {
+        println!("{}", serde_json::to_string_pretty(&report.to_json()).map_err(|e| e.to_string())?);
+    } else {
+        print!("{}", report.table());
+    }
+    if let Some(path) = &opts.svg {
+        report.svg(path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        if !opts.json {
+            println!("chart written to {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+/// `uname -r`.
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("4k"), Ok(4096));
+        assert_eq!(parse_size("4KiB"), Ok(4096));
+        assert_eq!(parse_size("256M"), Ok(256 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("0.5M"), Ok(512 << 10));
+        assert!(parse_size("x").is_err());
+        assert!(parse_size("0").is_err());
+    }
+
+    #[test]
+    fn options() {
+        let a = |v: &[&str]| parse(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let o = a(&[]).unwrap();
+        assert_eq!((o.size, o.bs, o.qd.clone(), o.depth, o.rounds), (256 << 20, 4096, vec![1, 32, 128], 32, 3));
+        assert_eq!(o.engines, vec![Engine::Kernel, Engine::Uring, Engine::Threads]);
+        let o = a(&["--size=8M", "--duration", "0.1", "--engines", "threads,kernel", "--qd=4,8"]).unwrap();
+        assert_eq!((o.size, o.duration, o.qd.clone()), (8 << 20, 0.1, vec![4, 8]));
+        assert_eq!(o.engines, vec![Engine::Kernel, Engine::Threads]);
+        assert!(a(&["--bogus"]).is_err());
+        assert!(a(&["--engines", "spdk"]).is_err());
+        assert!(a(&["--duration", "-1"]).is_err());
+        assert_eq!(a(&["--help"]).unwrap_err().kind(), clap::error::ErrorKind::DisplayHelp);
+    }
+}

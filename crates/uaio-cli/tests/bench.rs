@@ -1,0 +1,107 @@
+//! `uaio bench` runs end to end with tiny runs: every workload gets a row
+//! for every engine, each with positive numbers or a stated reason, and
+//! `--json` parses. No time is asserted.
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn bench(extra: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_uaio"))
+        .args(["bench", "--duration", "0.05", "--rounds", "1", "--size", "8M"])
+        .args(extra)
+        .output()
+        .expect("run uaio bench");
+    assert!(
+        out.status.success(),
+        "uaio bench {extra:?} failed: {}\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The workload names, from `--list`.
+fn workloads() -> Vec<String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_uaio")).args(["bench", "--list"]).output().expect("run uaio bench");
+    assert!(out.status.success());
+    let names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect();
+    assert_eq!(names.len(), 14, "{names:?}");
+    names
+}
+
+/// Reasons a row may give instead of numbers on some machines.
+fn acceptable(workload: &str, engine: &str, reason: &str) -> bool {
+    (engine == "kernel" && workload.starts_with("noop") && reason.contains("IOCB_CMD_NOOP"))
+        || (workload.starts_with("direct") && reason.contains("O_DIRECT"))
+        || (workload.starts_with("uncached") && reason.contains("page cache"))
+        || (engine == "kernel" && reason.contains("kernel AIO unavailable"))
+        // The host-wide aio-max-nr may be used up by other programs.
+        || (engine == "kernel" && reason.contains("io_setup") && reason.contains("EAGAIN"))
+        || (engine == "uaio-uring" && reason.contains("io_uring"))
+}
+
+#[test]
+fn table_has_every_row_and_json_parses() {
+    let names = workloads();
+    let svg = std::env::temp_dir().join(format!("uaio-bench-test-{}.svg", std::process::id()));
+    let out = bench(&["--json", "--svg", svg.to_str().unwrap()]);
+    let v: Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
+    let results = v["results"].as_array().expect("results");
+    assert_eq!(results.len(), names.len() * 3, "one result per workload and engine");
+    for name in &names {
+        for engine in ["kernel", "uaio-uring", "uaio-threads"] {
+            let r = results
+                .iter()
+                .find(|r| r["workload"] == name.as_str() && r["engine"] == engine)
+                .unwrap_or_else(|| panic!("no result for {name} on {engine}"));
+            if r["available"].as_bool() == Some(true) {
+                assert!(r["iops"].as_f64().unwrap() > 0.0, "{r}");
+                assert!(r["lat_mean_us"].as_f64().unwrap() > 0.0, "{r}");
+                assert!(r["lat_p99_us"].as_f64().unwrap() > 0.0, "{r}");
+                assert_eq!(r["rounds"].as_array().unwrap().len(), 1, "{r}");
+                if !name.starts_with("noop") {
+                    assert!(r["mb_s"].as_f64().unwrap() > 0.0, "{r}");
+                }
+                if engine != "kernel"
+                    && !name.starts_with("noop")
+                    && results
+                        .iter()
+                        .any(|k| k["workload"] == name.as_str() && k["engine"] == "kernel" && k["available"] == true)
+                {
+                    assert!(r["ratio_to_kernel"].as_f64().unwrap() > 0.0, "{r}");
+                }
+            } else {
+                let reason = r["reason"].as_str().unwrap_or("");
+                assert!(acceptable(name, engine, reason), "{name} on {engine} did not run: {reason}");
+            }
+        }
+    }
+    let chart = std::fs::read_to_string(&svg).expect("--svg writes the chart");
+    let _ = std::fs::remove_file(&svg);
+    assert!(chart.starts_with("<svg") && chart.contains("ratio to kernel AIO"));
+
+    // The table for people: every workload, every engine.
+    let out = bench(&["--engines", "kernel,threads"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for name in &names {
+        assert!(text.lines().any(|l| l.starts_with(name.as_str())), "no row for {name}:\n{text}");
+    }
+    assert!(text.contains("uaio-threads") && !text.contains("uaio-uring"), "{text}");
+    assert!(text.contains("vs kernel"), "{text}");
+}
+
+#[test]
+fn options() {
+    let run = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_uaio")).arg("bench").args(args).output().unwrap();
+    let help = run(&["--help"]);
+    assert_eq!(help.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--duration"));
+    assert_eq!(run(&["--no-such-flag"]).status.code(), Some(2));
+    assert_eq!(run(&["--engines", "spdk"]).status.code(), Some(2));
+    assert_eq!(run(&["--workloads", "no-such-workload"]).status.code(), Some(2));
+}
