@@ -25,6 +25,7 @@ use crate::ring::{Geometry, Ring};
 use crate::sys::internal_fds::InternalFd;
 use crate::sys::{self, FdInfo};
 use crate::uaccess::{self, access_ok, read_user, write_user};
+use crate::writeback;
 
 /// What `vfs_poll` reports for a file without a poll method.
 const DEFAULT_POLLMASK: u32 = (libc::POLLIN | libc::POLLOUT | libc::POLLRDNORM | libc::POLLWRNORM) as u32;
@@ -317,6 +318,14 @@ fn import_buffer(cb: &iocb, vectored: bool) -> Result<Buffer, Errno> {
         return Err(Errno::INVAL);
     }
     Ok((iov, addr, len))
+}
+
+/// Bytes a prepared read or write moves.
+fn buffer_len(p: &Prepared) -> u64 {
+    match &p.iov {
+        Some(v) => v.iter().map(|e| e.iov_len).sum(),
+        None => p.len as u64,
+    }
 }
 
 impl Prepared {
@@ -700,19 +709,27 @@ impl Context {
                 // opened O_NONBLOCK (which answer EAGAIN themselves; io_uring
                 // would wait for readiness instead).
                 let nonblock = f.flags & libc::O_NONBLOCK as u32 != 0 && !f.is_regular_or_block();
-                if p.rw_flags & RWF_NOWAIT != 0 || nonblock {
-                    let (ptr, n, one);
-                    match &p.iov {
-                        Some(v) => (ptr, n) = (v.as_ptr(), v.len()),
-                        None => {
-                            one = iovec { iov_base: p.addr, iov_len: p.len as u64 };
-                            (ptr, n) = (&one as *const iovec, 1);
-                        }
-                    }
-                    let empty = (0..n).all(|i| {
-                        // SAFETY: `ptr` points at `n` iovecs owned by `p` or `one`.
-                        unsafe { (*ptr.add(i)).iov_len == 0 }
-                    });
+                // Except a direct transfer: the system call waits for the
+                // device even with RWF_NOWAIT (a synchronous call waits for
+                // its bio; only AIO and io_uring return once it is queued),
+                // so it goes to the backend, which keeps the flag.
+                let direct = f.flags & libc::O_DIRECT as u32 != 0;
+                // A buffered write on a file system that refuses
+                // RWF_NOWAIT (ext4) runs here, as the kernel's does, when
+                // the rule of `writeback` shows it cannot wait for the device.
+                let inline_write = write
+                    && !direct
+                    && !empty
+                    && p.rw_flags & RWF_NOWAIT == 0
+                    && !self.backend.wants_every_write()
+                    && f.refuses_nowait_buffered_write()
+                    && writeback::may_write_inline(f, p.rw_flags, p.off, buffer_len(p));
+                if (p.rw_flags & RWF_NOWAIT != 0 && !direct) || nonblock || inline_write {
+                    let one = iovec { iov_base: p.addr, iov_len: p.len as u64 };
+                    let (ptr, n) = match &p.iov {
+                        Some(v) => (v.as_ptr(), v.len()),
+                        None => (&one as *const iovec, 1),
+                    };
                     p.inline = if write && empty && p.rw_flags & RWF_NOWAIT != 0 && f.refuses_nowait_buffered_write() {
                         // The C library answers an empty write itself; the
                         // kernel's AIO asks the file system, which refuses.

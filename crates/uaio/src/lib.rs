@@ -37,6 +37,7 @@ mod ring;
 mod sys;
 mod table;
 mod uaccess;
+mod writeback;
 
 pub use api::{Completion, Context, Op, Request, Ticket};
 pub use uaio_abi as abi;

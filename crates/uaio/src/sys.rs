@@ -16,6 +16,10 @@ pub(crate) struct FdInfo {
     pub flags: u32,
     /// `st_mode`, fetched on demand.
     mode: Option<u32>,
+    /// `st_dev`, fetched with `mode`.
+    dev: u64,
+    /// `fstatfs`, fetched on demand (`None` inside when it failed).
+    fs: Option<Option<rustix::fs::StatFs>>,
     /// Whether it is an eventfd, found out on demand.
     eventfd: Option<bool>,
 }
@@ -40,7 +44,7 @@ impl FdInfo {
             return Err(Errno::BADF);
         }
         direct_hint::record(fd, flags as u32);
-        Ok(FdInfo { fd, flags: flags as u32, mode: None, eventfd: None })
+        Ok(FdInfo { fd, flags: flags as u32, mode: None, dev: 0, fs: None, eventfd: None })
     }
 
     /// `st_mode` of the file.
@@ -51,9 +55,28 @@ impl FdInfo {
         // SAFETY: the descriptor was open a moment ago; if it was closed
         // since, fstat fails and we report a type nothing accepts.
         let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
-        let m = rustix::fs::fstat(fd).map(|st| st.st_mode).unwrap_or(0);
+        let (m, dev) = rustix::fs::fstat(fd).map(|st| (st.st_mode, st.st_dev)).unwrap_or((0, 0));
         self.mode = Some(m);
+        self.dev = dev;
         m
+    }
+
+    /// `st_dev` of the file (0 when `fstat` failed).
+    pub(crate) fn dev(&mut self) -> u64 {
+        self.mode();
+        self.dev
+    }
+
+    /// The file system's `statfs`, once per call.
+    pub(crate) fn fs(&mut self) -> Option<rustix::fs::StatFs> {
+        if let Some(s) = self.fs {
+            return s;
+        }
+        // SAFETY: as in `mode`.
+        let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
+        let s = rustix::fs::fstatfs(fd).ok();
+        self.fs = Some(s);
+        s
     }
 
     /// Opened for reading.
@@ -109,9 +132,7 @@ impl FdInfo {
         if self.mode() & S_IFMT != libc::S_IFREG || self.flags & libc::O_DIRECT as u32 != 0 {
             return false;
         }
-        // SAFETY: as in `mode`.
-        let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
-        matches!(rustix::fs::fstatfs(fd), Ok(st) if st.f_type == EXT4_SUPER_MAGIC)
+        matches!(self.fs(), Some(st) if st.f_type == EXT4_SUPER_MAGIC)
     }
 
     /// An anonymous inode (eventfd, timerfd, epoll, ...): no file type bits.

@@ -10,6 +10,7 @@ mod faults;
 mod fds;
 mod getevents;
 mod handlers;
+mod inline;
 mod nowait;
 mod process;
 mod races;
@@ -35,5 +36,6 @@ pub(crate) fn all() -> Vec<Case> {
     v.extend(handlers::cases());
     v.extend(nowait::cases());
     v.extend(anon::cases());
+    v.extend(inline::cases());
     v
 }

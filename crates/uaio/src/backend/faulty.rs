@@ -396,6 +396,10 @@ impl Backend for Faulty {
     fn set_notify(&self, on: bool) {
         self.inner.set_notify(on)
     }
+
+    fn wants_every_write(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

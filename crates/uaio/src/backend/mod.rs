@@ -88,4 +88,9 @@ pub(crate) trait Backend: Send + Sync + Debug {
     fn cancel(&self, key: u64);
     /// Turns the progress thread's notification for this backend on or off.
     fn set_notify(&self, on: bool);
+    /// Whether buffered writes must reach the backend rather than run
+    /// during submission (the fault-injection seam, whose plan counts them).
+    fn wants_every_write(&self) -> bool {
+        false
+    }
 }

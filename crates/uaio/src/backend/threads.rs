@@ -759,13 +759,11 @@ impl Threads {
             OpKind::Read | OpKind::Readv | OpKind::Write | OpKind::Writev => {
                 let flags = op.rw_flags as i32;
                 // A direct transfer waits for the device even with
-                // RWF_NOWAIT: it goes to a worker untried.
-                let (r, total) = if flags & RWF_NOWAIT == 0 && sys::direct_hint::is_direct(op.fd) {
-                    (-libc::EAGAIN, 0)
-                } else {
-                    first_try(op, flags | RWF_NOWAIT)
-                };
-                if flags & RWF_NOWAIT != 0 {
+                // RWF_NOWAIT: it goes to a worker untried (with the
+                // program's RWF_NOWAIT, if it gave one, for its answer).
+                let direct = sys::direct_hint::is_direct(op.fd);
+                let (r, total) = if direct { (-libc::EAGAIN, 0) } else { first_try(op, flags | RWF_NOWAIT) };
+                if flags & RWF_NOWAIT != 0 && !direct {
                     self.shared.complete(op.key, r, here);
                     return;
                 }

@@ -1,0 +1,111 @@
+//! Page-cache I/O is complete when `io_submit` returns. Kernel AIO does
+//! buffered reads and writes inside `io_submit`, and programs rely on it:
+//! they reap with `min_nr = 0` and no timeout right after submitting
+//! (libaio's own test harness does, and so do poll-mode reapers). uaio must
+//! have every event in the ring by then, whatever the batch size, when the
+//! data is in the page cache (reads) or can be copied there without waiting
+//! for the device (writes: whole pages, or pages already cached).
+
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use super::util::*;
+use crate::*;
+
+/// Size of the test file: every request below falls inside it.
+const FILE: usize = 256 << 10;
+
+/// Submits `cbs` in one call, then reaps with `min_nr = 0` and a zero
+/// timeout, and records how many events were ready, the events, and the
+/// file's content afterwards.
+fn submit_then_peek(e: &mut Env, fd: &std::os::fd::OwnedFd, mut cbs: Vec<iocb>) {
+    let ctx = e.setup(64);
+    let n = cbs.len() as i64;
+    let mut refs: Vec<&mut iocb> = cbs.iter_mut().collect();
+    e.submit(ctx, &mut refs);
+    e.getevents(ctx, 0, n, Some(Duration::ZERO));
+    // Whatever was not ready (a failure above), so the case ends cleanly.
+    e.getevents(ctx, 0, n, Some(Duration::from_secs(10)));
+    e.record_file(fd);
+}
+
+/// A file of `FILE` bytes of a pattern, just written (so cached), opened
+/// read-write.
+fn cached_file(e: &mut Env) -> std::os::fd::OwnedFd {
+    let content: Vec<u8> = (0..FILE).map(|i| (i * 7 % 251) as u8).collect();
+    e.file(&content, libc::O_RDWR)
+}
+
+/// Reads of `len` bytes at `n` spread offsets into leaked buffers.
+fn reads(fd: i32, n: usize, len: usize) -> Vec<iocb> {
+    (0..n)
+        .map(|i| {
+            let buf = leak_buf(len);
+            cb(IOCB_CMD_PREAD, fd, buf.as_mut_ptr() as u64, len as u64, ((i * 37) % 60 * 4096) as i64, i as u64)
+        })
+        .collect()
+}
+
+/// Writes of `len` bytes at offsets `off(i)`, each buffer filled with `i + 1`.
+fn writes(fd: i32, n: usize, len: usize, off: impl Fn(usize) -> i64) -> Vec<iocb> {
+    (0..n)
+        .map(|i| {
+            let buf = leak_buf(len);
+            buf.fill(i as u8 + 1);
+            cb(IOCB_CMD_PWRITE, fd, buf.as_ptr() as u64, len as u64, off(i), 100 + i as u64)
+        })
+        .collect()
+}
+
+pub(crate) fn cases() -> Vec<Case> {
+    vec![
+        c("inline/cached_reads_ready_at_submit_batches_of_1_4_32", |e| {
+            let f = cached_file(e);
+            for n in [1, 4, 32] {
+                submit_then_peek(e, &f, reads(f.as_raw_fd(), n, 4096));
+            }
+        }),
+        c("inline/cached_unaligned_reads_ready_at_submit", |e| {
+            let f = cached_file(e);
+            let mut cbs = reads(f.as_raw_fd(), 6, 1000);
+            for (i, c) in cbs.iter_mut().enumerate() {
+                c.aio_offset += 13 * i as i64;
+            }
+            submit_then_peek(e, &f, cbs);
+        }),
+        c("inline/page_writes_ready_at_submit_batches_of_1_4_32", |e| {
+            let f = cached_file(e);
+            for n in [1, 4, 32] {
+                submit_then_peek(e, &f, writes(f.as_raw_fd(), n, 4096, |i| (i * 4096) as i64));
+            }
+        }),
+        c("inline/partial_page_writes_of_cached_pages_ready_at_submit", |e| {
+            let f = cached_file(e);
+            submit_then_peek(e, &f, writes(f.as_raw_fd(), 8, 100, |i| (i * 5000 + 3) as i64));
+        }),
+        c("inline/writes_past_the_end_ready_at_submit", |e| {
+            let f = cached_file(e);
+            submit_then_peek(e, &f, writes(f.as_raw_fd(), 4, 700, |i| (FILE + i * 9000) as i64));
+        }),
+        c("inline/mixed_vectored_reads_and_writes_ready_at_submit", |e| {
+            let f = cached_file(e);
+            let fd = f.as_raw_fd();
+            let mut cbs = Vec::new();
+            for i in 0..8usize {
+                let iov: &'static mut [iovec] = Box::leak(
+                    (0..3)
+                        .map(|k| {
+                            let b = leak_buf(512);
+                            b.fill((i * 3 + k) as u8);
+                            iovec { iov_base: b.as_mut_ptr() as u64, iov_len: 512 }
+                        })
+                        .collect::<Vec<_>>()
+                        .into_boxed_slice(),
+                );
+                let op = if i % 2 == 0 { IOCB_CMD_PREADV } else { IOCB_CMD_PWRITEV };
+                cbs.push(cb(op, fd, iov.as_ptr() as u64, 3, (i * 8192 + 512) as i64, i as u64));
+            }
+            submit_then_peek(e, &f, cbs);
+        }),
+    ]
+}

@@ -1,0 +1,306 @@
+//! When a buffered write runs inside `io_submit`.
+//!
+//! Kernel AIO copies a buffered write into the page cache inside
+//! `io_submit`, and so does uaio where that cannot wait for the device:
+//! the event is in the ring when the call returns, as programs written
+//! against the kernel expect, and the write costs one system call instead
+//! of a trip through a worker. File systems that take `RWF_NOWAIT` buffered
+//! writes (XFS, btrfs, tmpfs) say themselves when a write would wait, and
+//! the backend tries them that way. ext2/3/4 refuse the flag
+//! (`ext4_buffered_write_iter` answers `EOPNOTSUPP`), so for them uaio
+//! decides itself, from what makes a buffered write wait in the kernel:
+//!
+//! - **Synchronous writes** (`O_SYNC`, `O_DSYNC`, `RWF_SYNC`, `RWF_DSYNC`)
+//!   and `RWF_DONTCACHE` start or wait for writeback: never inline.
+//! - **Reading a partial page** (`write_begin` reads the block of a page the
+//!   write covers only in part unless the page is in the cache): a write
+//!   that starts or ends inside a page runs inline only when that page is
+//!   cached and up to date, or starts at or past the end of the file, which
+//!   a one-byte `RWF_NOWAIT` read of the page proves.
+//! - **Dirty-page throttling** (`balance_dirty_pages`, which makes writers
+//!   sleep once dirty and writeback pages pass the "free-run ceiling",
+//!   midway between the background and the foreground thresholds): inline
+//!   writes draw on a budget of half the room left below that ceiling,
+//!   computed from `/proc/vmstat` and the `vm.dirty_*` settings at most once
+//!   per coarse clock tick, so the system is kept well below the point
+//!   where the kernel would throttle.
+//! - **Block allocation**: with delayed allocation (ext4's default) a
+//!   buffered write only reserves blocks; the allocation, and its reads of
+//!   bitmaps, happen at writeback. File systems mounted `nodelalloc` or
+//!   `data=journal`, and ext4 close to full (it drops delayed allocation
+//!   when free space is under twice the dirty data), are never inline.
+//!
+//! What is left is what kernel AIO waits for too: the inode lock held by
+//! another writer, the start of a journal handle to update the file's
+//! times while the journal commits, and memory reclaim.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use uaio_abi::{iovec, RWF_APPEND};
+
+use crate::sys::{self, FdInfo};
+
+/// Largest write run inline: bigger ones go to the backend, where a long
+/// copy does not hold up `io_submit`.
+const INLINE_WRITE_MAX: u64 = 1 << 20;
+/// Page size assumed for partial-page checks (x86-64).
+const PAGE: u64 = 4096;
+/// Free space ext4 must keep, beyond twice the dirty data, for inline writes.
+const FREE_SPACE_MARGIN: u64 = 256 << 20;
+
+/// Whether the buffered write of `count` bytes at `off` (not `RWF_NOWAIT`,
+/// flags `rw_flags` without `RWF_HIPRI`) on `f` runs inline (see the module
+/// documentation). `f` refuses `RWF_NOWAIT` buffered writes.
+pub(crate) fn may_write_inline(f: &mut FdInfo, rw_flags: u32, off: u64, count: u64) -> bool {
+    let sync = (libc::O_DSYNC | libc::O_SYNC) as u32;
+    if count == 0 || count > INLINE_WRITE_MAX || rw_flags & !RWF_APPEND != 0 || f.flags & sync != 0 {
+        return false;
+    }
+    if !delalloc_fs(f) {
+        return false;
+    }
+    // O_APPEND and RWF_APPEND write at the end of the file, wherever that
+    // is when the write runs: the partial-page check needs the position.
+    let append = rw_flags & RWF_APPEND != 0 || f.flags & libc::O_APPEND as u32 != 0;
+    if append {
+        let Some(size) = file_size(f.fd) else { return false };
+        if !edges_ready(f.fd, size, count) {
+            return false;
+        }
+    } else if !edges_ready(f.fd, off, count) {
+        return false;
+    }
+    budget::take(count)
+}
+
+/// The file's size, for appending writes.
+fn file_size(fd: i32) -> Option<u64> {
+    // SAFETY: fstat of a descriptor number that was open a moment ago.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    rustix::fs::fstat(fd).ok().map(|st| st.st_size as u64)
+}
+
+/// The first and last pages of `[off, off + count)` need no read from the
+/// device: each is covered whole, or cached and up to date, or starts at
+/// or past the end of the file.
+fn edges_ready(fd: i32, off: u64, count: u64) -> bool {
+    let end = off + count;
+    let first = off / PAGE * PAGE;
+    let last = (end - 1) / PAGE * PAGE;
+    let head_partial = !off.is_multiple_of(PAGE) || (first == last && !end.is_multiple_of(PAGE));
+    let tail_partial = !end.is_multiple_of(PAGE) && last != first;
+    (!head_partial || page_ready(fd, first)) && (!tail_partial || page_ready(fd, last))
+}
+
+/// A one-byte `RWF_NOWAIT` read of the page at `at`: data means the page is
+/// cached and up to date, 0 that it lies at or past the end of the file.
+fn page_ready(fd: i32, at: u64) -> bool {
+    let mut b = 0u8;
+    let one = iovec { iov_base: &mut b as *mut u8 as u64, iov_len: 1 };
+    sys::preadv2(fd, &one, 1, at as i64, uaio_abi::RWF_NOWAIT).0 >= 0
+}
+
+/// An ext2/3/4 file system with delayed allocation and room to spare.
+fn delalloc_fs(f: &mut FdInfo) -> bool {
+    let Some(st) = f.fs() else { return false };
+    let free = st.f_bfree.saturating_mul(st.f_bsize as u64);
+    if free < FREE_SPACE_MARGIN.saturating_add(budget::dirty_bytes().saturating_mul(2)) {
+        return false;
+    }
+    mount_allows(f.dev())
+}
+
+/// Per device number: whether its mount keeps delayed allocation (neither
+/// `nodelalloc` nor `data=journal`), from `/proc/self/mountinfo`.
+fn mount_allows(dev: u64) -> bool {
+    static SEEN: Mutex<Vec<(u64, bool)>> = Mutex::new(Vec::new());
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(&(_, ok)) = seen.iter().find(|(d, _)| *d == dev) {
+        return ok;
+    }
+    let ok = std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|text| {
+        let want = format!("{}:{}", libc::major(dev), libc::minor(dev));
+        let mut found = false;
+        for line in text.lines() {
+            let fields: Vec<&str> = line.split(' ').collect();
+            if fields.get(2) != Some(&want.as_str()) {
+                continue;
+            }
+            found = true;
+            // The super block's options are the last field.
+            let opts = fields.last().copied().unwrap_or("");
+            if opts.split(',').any(|o| o == "nodelalloc" || o == "data=journal") {
+                return false;
+            }
+        }
+        found
+    });
+    if seen.len() >= 16 {
+        seen.remove(0);
+    }
+    seen.push((dev, ok));
+    ok
+}
+
+/// The dirty-page budget of inline writes.
+mod budget {
+    use super::*;
+
+    /// Bytes inline writes may still dirty before the next look.
+    static LEFT: AtomicI64 = AtomicI64::new(0);
+    /// Coarse tick of the last look.
+    static TICK: AtomicU64 = AtomicU64::new(0);
+    /// Dirty and writeback bytes at the last look.
+    static DIRTY: AtomicU64 = AtomicU64::new(0);
+    static LOOKING: Mutex<()> = Mutex::new(());
+
+    /// Dirty and writeback bytes in the system, as last seen.
+    pub(super) fn dirty_bytes() -> u64 {
+        refresh();
+        DIRTY.load(Ordering::Relaxed)
+    }
+
+    /// Takes `n` bytes from the budget; `false` when there is not enough.
+    pub(super) fn take(n: u64) -> bool {
+        refresh();
+        let n = n as i64;
+        if LEFT.fetch_sub(n, Ordering::Relaxed) >= n {
+            true
+        } else {
+            LEFT.fetch_add(n, Ordering::Relaxed);
+            false
+        }
+    }
+
+    /// Looks at the system's dirty memory again once per coarse tick.
+    fn refresh() {
+        let tick = sys::coarse_clock_ns();
+        if TICK.load(Ordering::Relaxed) == tick {
+            return;
+        }
+        // One thread looks; the others use the budget as it is.
+        let Ok(_g) = LOOKING.try_lock() else { return };
+        if TICK.load(Ordering::Relaxed) == tick {
+            return;
+        }
+        let (dirty, ceiling) = look().unwrap_or((u64::MAX / 4, 0));
+        DIRTY.store(dirty, Ordering::Relaxed);
+        let room = (ceiling / 2).saturating_sub(dirty);
+        LEFT.store(room.min(i64::MAX as u64) as i64, Ordering::Relaxed);
+        TICK.store(tick, Ordering::Relaxed);
+    }
+
+    /// [`look`], for the unit tests.
+    #[cfg(test)]
+    pub(super) fn look_for_test() -> Option<(u64, u64)> {
+        look()
+    }
+
+    /// Dirty plus writeback bytes, and the free-run ceiling, in bytes.
+    fn look() -> Option<(u64, u64)> {
+        let vm = std::fs::read_to_string("/proc/vmstat").ok()?;
+        let get = |k: &str| {
+            vm.lines().find_map(|l| l.strip_prefix(k).and_then(|r| r.strip_prefix(' ')).and_then(|v| v.parse().ok()))
+        };
+        let pages = |k: &str| get(k).map(|v: u64| v * PAGE);
+        let dirty = pages("nr_dirty")? + pages("nr_writeback")?;
+        let dirtyable = pages("nr_free_pages")? + pages("nr_inactive_file")? + pages("nr_active_file")?;
+        let [fg_bytes, fg_ratio, bg_bytes, bg_ratio] = settings()?;
+        let threshold = |bytes: u64, ratio: u64| if bytes > 0 { bytes } else { dirtyable / 100 * ratio };
+        let fg = threshold(fg_bytes, fg_ratio);
+        let bg = threshold(bg_bytes, bg_ratio);
+        Some((dirty, (fg + bg.min(fg)) / 2))
+    }
+
+    /// `vm.dirty_bytes`, `vm.dirty_ratio`, `vm.dirty_background_bytes` and
+    /// `vm.dirty_background_ratio`, read again once a second.
+    fn settings() -> Option<[u64; 4]> {
+        static SEEN: Mutex<Option<(u64, [u64; 4])>> = Mutex::new(None);
+        let now = sys::coarse_clock_ns();
+        let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, v)) = *seen {
+            if now.saturating_sub(at) < 1_000_000_000 {
+                return Some(v);
+            }
+        }
+        let read = |name: &str| -> Option<u64> {
+            std::fs::read_to_string(format!("/proc/sys/vm/{name}")).ok()?.trim().parse().ok()
+        };
+        let v = [
+            read("dirty_bytes")?,
+            read("dirty_ratio")?,
+            read("dirty_background_bytes")?,
+            read("dirty_background_ratio")?,
+        ];
+        *seen = Some((now, v));
+        Some(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+
+    use super::*;
+
+    /// A file of two pages, written and flushed, then dropped from the
+    /// page cache.
+    fn uncached_file() -> std::fs::File {
+        let mut f = tempfile::tempfile_in("/var/tmp").expect("temp file");
+        f.write_all(&[7u8; 8192]).expect("write");
+        f.sync_all().expect("fsync");
+        // SAFETY: advice on an open descriptor.
+        unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        f
+    }
+
+    #[test]
+    fn whole_pages_need_no_look_and_partial_ones_need_the_cache() {
+        let f = uncached_file();
+        let fd = f.as_raw_fd();
+        assert!(edges_ready(fd, 0, 4096));
+        assert!(edges_ready(fd, 4096, 4096));
+        assert!(edges_ready(fd, 8192 + 10, 100), "past the end: nothing to read");
+        if page_ready(fd, 0) {
+            println!("skipped the uncached half: the page cache kept the page after POSIX_FADV_DONTNEED");
+            return;
+        }
+        assert!(!edges_ready(fd, 10, 100));
+        assert!(!edges_ready(fd, 4096, 4000));
+        assert!(!edges_ready(fd, 0, 4097));
+        // Reading the pages brings them in.
+        let mut b = [0u8; 8192];
+        // SAFETY: pread into a local buffer.
+        assert_eq!(unsafe { libc::pread(fd, b.as_mut_ptr().cast(), b.len(), 0) }, 8192);
+        assert!(edges_ready(fd, 10, 100));
+        assert!(edges_ready(fd, 4000, 200));
+    }
+
+    #[test]
+    fn synchronous_and_dontcache_writes_never_run_inline() {
+        let f = tempfile::tempfile_in("/var/tmp").expect("temp file");
+        let mut info = FdInfo::get(f.as_raw_fd() as u32).expect("open");
+        for flags in [uaio_abi::RWF_DSYNC, uaio_abi::RWF_SYNC, uaio_abi::RWF_DONTCACHE] {
+            assert!(!may_write_inline(&mut info, flags, 0, 4096));
+        }
+        assert!(!may_write_inline(&mut info, 0, 0, 0));
+        assert!(!may_write_inline(&mut info, 0, 0, INLINE_WRITE_MAX + 1));
+        info.flags |= libc::O_DSYNC as u32;
+        assert!(!may_write_inline(&mut info, 0, 0, 4096));
+    }
+
+    #[test]
+    fn the_budget_is_half_the_room_below_the_free_run_ceiling() {
+        let (dirty, ceiling) = budget::look_for_test().expect("/proc/vmstat and vm.dirty_* readable");
+        assert!(ceiling > 0);
+        println!("dirty {dirty} bytes, free-run ceiling {ceiling} bytes");
+        // More than the whole ceiling is never granted, and a refusal takes nothing.
+        assert!(!budget::take(ceiling));
+        assert!(!budget::take(ceiling));
+        if dirty < ceiling / 4 {
+            assert!(budget::take(4096));
+        }
+    }
+}
