@@ -41,11 +41,15 @@ fn write_then_destroy(aio: &'static dyn Aio, fd: i32, bufs: *mut u8, n: usize, l
     // SAFETY: destroying the context just made.
     out.push(format!("destroy = {}", ret(unsafe { aio.destroy(ctx) })));
     let mut missing = 0;
-    let mut got = vec![0u8; len];
+    // Page-aligned, since `fd` may be open O_DIRECT (a heap buffer made the
+    // check fail whenever the allocator's address was not block-aligned).
+    let got_ptr = anon_pages(len.div_ceil(4096));
+    // SAFETY: anon_pages maps at least len bytes, leaked for the process.
+    let got = unsafe { std::slice::from_raw_parts_mut(got_ptr, len) };
     for i in 0..n {
-        // SAFETY: pread into a local buffer of len bytes.
+        // SAFETY: pread into a buffer of len bytes.
         let k = unsafe { libc::pread(fd, got.as_mut_ptr().cast(), len, (i * len) as i64) };
-        if k != len as isize || got != block(i, len) {
+        if k != len as isize || *got != block(i, len)[..] {
             missing += 1;
         }
     }
