@@ -105,7 +105,7 @@ fn submit_to(c: &Context, nr: i64, iocbpp: *mut *mut iocb) -> i64 {
     }
     let mut fds = FdCache::default();
     fds.inline_reads = nr < 4;
-    let mut preps = PREPS.with(Cell::take);
+    let mut preps = PREPS.try_with(Cell::take).unwrap_or_default();
     let mut reserved = c.reserve_slots(nr as u32);
     let mut err = None;
     let mut n = 0usize;
@@ -140,7 +140,7 @@ fn submit_to(c: &Context, nr: i64, iocbpp: *mut *mut iocb) -> i64 {
     }
     c.release_slots(reserved);
     c.start(&mut preps[..n]);
-    PREPS.with(|v| v.set(preps));
+    let _ = PREPS.try_with(|v| v.set(preps));
     match (n, err) {
         (0, Some(e)) => neg(e),
         (n, _) => n as i64,

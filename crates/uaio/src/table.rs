@@ -12,9 +12,10 @@
 //! wait on an eventfd). It sleeps on one eventfd that every backend signals
 //! while no caller is inside the context, and costs nothing while idle.
 
+use std::cell::Cell;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicPtr, Ordering};
-use std::sync::{Arc, Mutex, Once, RwLock};
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Once, RwLock, Weak};
 
 use rustix::io::Errno;
 
@@ -51,6 +52,7 @@ extern "C" fn after_fork_in_child() {
     // The parent's state is leaked on purpose: other threads may have held
     // its locks at the moment of fork, and its contexts are not ours.
     PROCESS.store(fresh(), Ordering::SeqCst);
+    EPOCH.fetch_add(1, Ordering::AcqRel);
     threads::after_fork_in_child();
     internal_fds::after_fork_in_child();
     crate::sys::direct_hint::after_fork_in_child();
@@ -141,11 +143,40 @@ fn process_if_any() -> Option<&'static Process> {
 /// `id` there has another handle, the memory at `handle` is proven to show
 /// that context's ring pages (not a copy; see [`Context::adopt_handle`]) and
 /// then becomes the handle.
+///
+/// Each thread remembers the context it found last, valid while no context
+/// was removed or moved and no fork happened since ([`EPOCH`]): then the
+/// lookup costs one read of `id` instead of the table's lock.
 pub(crate) fn lookup(handle: u64) -> Option<Arc<Context>> {
+    let epoch = EPOCH.load(Ordering::Acquire);
+    // Taken out while in use: a call from a signal handler meanwhile finds
+    // nothing and looks in the table.
+    if let Some((h, e, weak)) = LAST.try_with(Cell::take).ok().flatten() {
+        if h == handle && e == epoch {
+            if let Some(c) = weak.upgrade() {
+                if read_user::<u32>(handle) == Ok(c.id()) {
+                    let _ = LAST.try_with(|l| l.set(Some((h, e, weak))));
+                    return Some(c);
+                }
+            }
+        }
+    }
     let p = process_if_any()?;
     let t = p.table.read().unwrap_or_else(|e| e.into_inner());
     let id = find(&t, handle)?;
-    t.slots[id].clone()
+    let c = t.slots[id].clone()?;
+    // (Not during the thread's exit, when its thread-locals are gone.)
+    let _ = LAST.try_with(|l| l.set(Some((handle, epoch, Arc::downgrade(&c)))));
+    Some(c)
+}
+
+/// Moves on whenever a context is removed or takes a new handle, and in a
+/// fork child: every thread's remembered lookup ([`LAST`]) is then stale.
+static EPOCH: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// The thread's last lookup: handle, [`EPOCH`] then, and the context.
+    static LAST: Cell<Option<(u64, u64, Weak<Context>)>> = const { Cell::new(None) };
 }
 
 /// The table index of the context `handle` names (see [`lookup`]). The
@@ -154,7 +185,14 @@ pub(crate) fn lookup(handle: u64) -> Option<Arc<Context>> {
 fn find(t: &Table, handle: u64) -> Option<usize> {
     let id = read_user::<u32>(handle).ok()? as usize;
     let ctx = t.slots.get(id)?.as_ref()?;
-    (ctx.handle() == handle || ctx.adopt_handle(handle)).then_some(id)
+    if ctx.handle() == handle {
+        return Some(id);
+    }
+    if ctx.adopt_handle(handle) {
+        EPOCH.fetch_add(1, Ordering::AcqRel);
+        return Some(id);
+    }
+    None
 }
 
 /// `/proc/sys/fs/aio-max-nr`, uaio's per-process budget.
@@ -213,6 +251,7 @@ pub(crate) fn remove(handle: u64) -> Option<Arc<Context>> {
     let mut t = p.table.write().unwrap_or_else(|e| e.into_inner());
     let id = find(&t, handle)?;
     let ctx = t.slots[id].take()?;
+    EPOCH.fetch_add(1, Ordering::AcqRel);
     t.budget_used -= ctx.max_reqs as u64;
     ctx.unmap_ring();
     Some(ctx)
