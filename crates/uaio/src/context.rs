@@ -1104,6 +1104,9 @@ impl Context {
                     Some(t - now)
                 }
             };
+            if self.await_submitter() {
+                continue;
+            }
             let want = ((min_nr - got) as u32).min(self.in_flight()).max(1);
             let r = if leading || self.leader.compare_exchange(0, want, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
                 leading = true;
@@ -1141,6 +1144,24 @@ impl Context {
             sys::set_signal_mask(m);
         }
         result
+    }
+
+    /// While another thread is inside `io_submit` on this context, whose
+    /// page-cache requests complete there, spins a little for its events
+    /// instead of going to sleep at once: a sleep and a wake-up cost more
+    /// than the submission takes. Returns whether events were published.
+    fn await_submitter(&self) -> bool {
+        let seq = self.seq.load(Ordering::SeqCst);
+        for _ in 0..SUBMITTER_SPINS {
+            if self.submitters.load(Ordering::Relaxed) == 0 {
+                break;
+            }
+            if self.seq.load(Ordering::Relaxed) != seq {
+                return true;
+            }
+            core::hint::spin_loop();
+        }
+        self.seq.load(Ordering::SeqCst) != seq
     }
 
     /// One sleep of the leader inside the backend, for `want` completions
@@ -1269,6 +1290,9 @@ impl Context {
         self.leave();
     }
 }
+
+/// Rounds of [`Context::await_submitter`]'s spin (a few microseconds).
+const SUBMITTER_SPINS: u32 = 2000;
 
 /// Signals uaio never blocks (see [`sys::block_async_signals`]): a pending
 /// one of them is not the caller's business.
