@@ -722,15 +722,15 @@ impl Context {
                 // its bio; only AIO and io_uring return once it is queued),
                 // so it goes to the backend, which keeps the flag.
                 let direct = f.flags & libc::O_DIRECT as u32 != 0;
-                // A buffered write on a file system that refuses
-                // RWF_NOWAIT (ext4) runs here, as the kernel's does, when
-                // the rule of `writeback` shows it cannot wait for the device.
+                // A buffered write to ext4 or XFS runs here, as the
+                // kernel's does, when the rule of `writeback` shows it
+                // cannot wait for the device.
                 let inline_write = write
                     && !direct
                     && !empty
                     && p.rw_flags & RWF_NOWAIT == 0
                     && !self.backend.wants_every_write()
-                    && f.refuses_nowait_buffered_write()
+                    && f.is_regular()
                     && writeback::may_write_inline(f, p.rw_flags, p.off, buffer_len(p));
                 if (p.rw_flags & RWF_NOWAIT != 0 && !direct) || nonblock || inline_write {
                     let one = iovec { iov_base: p.addr, iov_len: p.len as u64 };

@@ -125,6 +125,11 @@ impl FdInfo {
         }
     }
 
+    /// A regular file.
+    pub(crate) fn is_regular(&mut self) -> bool {
+        self.mode() & S_IFMT == libc::S_IFREG
+    }
+
     /// A regular file, not opened `O_DIRECT`, on ext2/3/4, whose buffered
     /// write path refuses `RWF_NOWAIT` (`EOPNOTSUPP`).
     pub(crate) fn refuses_nowait_buffered_write(&mut self) -> bool {

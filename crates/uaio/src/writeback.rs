@@ -4,11 +4,12 @@
 //! `io_submit`, and so does uaio where that cannot wait for the device:
 //! the event is in the ring when the call returns, as programs written
 //! against the kernel expect, and the write costs one system call instead
-//! of a trip through a worker. File systems that take `RWF_NOWAIT` buffered
-//! writes (XFS, btrfs, tmpfs) say themselves when a write would wait, and
-//! the backend tries them that way. ext2/3/4 refuse the flag
-//! (`ext4_buffered_write_iter` answers `EOPNOTSUPP`), so for them uaio
-//! decides itself, from what makes a buffered write wait in the kernel:
+//! of a trip through a worker. ext2/3/4 refuse `RWF_NOWAIT` buffered writes
+//! (`ext4_buffered_write_iter` answers `EOPNOTSUPP`), and XFS, which takes
+//! them, refuses one whenever the file's times must change (every write
+//! of a new clock tick, or after a `stat`), so io_uring would send most
+//! writes to its workers. uaio decides itself, for ext2/3/4 and XFS, from
+//! what makes a buffered write wait in the kernel:
 //!
 //! - **Synchronous writes** (`O_SYNC`, `O_DSYNC`, `RWF_SYNC`, `RWF_DSYNC`)
 //!   and `RWF_DONTCACHE` start or wait for writeback: never inline.
@@ -24,15 +25,19 @@
 //!   computed from `/proc/vmstat` and the `vm.dirty_*` settings at most once
 //!   per coarse clock tick, so the system is kept well below the point
 //!   where the kernel would throttle.
-//! - **Block allocation**: with delayed allocation (ext4's default) a
-//!   buffered write only reserves blocks; the allocation, and its reads of
-//!   bitmaps, happen at writeback. File systems mounted `nodelalloc` or
-//!   `data=journal`, and ext4 close to full (it drops delayed allocation
-//!   when free space is under twice the dirty data), are never inline.
+//! - **Block allocation**: with delayed allocation (ext4's default, and
+//!   always on XFS for buffered writes) a buffered write only reserves
+//!   blocks; the allocation, and its reads of bitmaps, happen at writeback.
+//!   ext4 mounted `nodelalloc` or `data=journal`, and a file system close
+//!   to full (ext4 drops delayed allocation when free space is under twice
+//!   the dirty data; XFS flushes to find space), are never inline. Other
+//!   file systems go to the backend (btrfs waits for writeback of the range
+//!   it overwrites).
 //!
 //! What is left is what kernel AIO waits for too: the inode lock held by
-//! another writer, the start of a journal handle to update the file's
-//! times while the journal commits, and memory reclaim.
+//! another writer, the journal (ext4) or log (XFS) reservation that updates
+//! the file's times while the journal commits or the log is full, and
+//! memory reclaim.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -101,15 +106,55 @@ fn page_ready(fd: i32, at: u64) -> bool {
     sys::preadv2(fd, &one, 1, at as i64, uaio_abi::RWF_NOWAIT).0 >= 0
 }
 
-/// An ext2/3/4 file system with delayed allocation and room to spare.
+/// `statfs` magic of ext2/3/4.
+const EXT4_SUPER_MAGIC: i64 = 0xEF53;
+/// `statfs` magic of XFS.
+const XFS_SUPER_MAGIC: i64 = 0x5846_5342;
+
+/// ext2/3/4 with delayed allocation, or XFS (which always delays it for
+/// buffered writes), with room to spare. Others are left to the backend:
+/// btrfs, for one, waits for writeback of the range it overwrites.
 fn delalloc_fs(f: &mut FdInfo) -> bool {
-    let Some(st) = f.fs() else { return false };
-    let free = st.f_bfree.saturating_mul(st.f_bsize as u64);
+    let dev = f.dev();
+    let Some((kind, free)) = fs_facts(f, dev) else { return false };
     if free < FREE_SPACE_MARGIN.saturating_add(budget::dirty_bytes().saturating_mul(2)) {
         return false;
     }
-    mount_allows(f.dev())
+    match kind {
+        EXT4_SUPER_MAGIC => mount_allows(dev),
+        XFS_SUPER_MAGIC => true,
+        _ => false,
+    }
 }
+
+/// The file system's magic and free bytes, by device number: a `statfs`
+/// at most every [`FS_FACTS_AGE`] per device (free space moves slowly next
+/// to the margin it is checked against).
+fn fs_facts(f: &mut FdInfo, dev: u64) -> Option<(i64, u64)> {
+    static SEEN: Mutex<Vec<(u64, u64, i64, u64)>> = Mutex::new(Vec::new());
+    let now = sys::coarse_clock_ns();
+    {
+        let seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(&(_, at, kind, free)) = seen.iter().find(|e| e.0 == dev) {
+            if now.saturating_sub(at) < FS_FACTS_AGE {
+                return Some((kind, free));
+            }
+        }
+    }
+    let st = f.fs()?;
+    let kind = st.f_type;
+    let free = st.f_bfree.saturating_mul(st.f_bsize as u64);
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    seen.retain(|e| e.0 != dev);
+    if seen.len() >= 16 {
+        seen.remove(0);
+    }
+    seen.push((dev, now, kind, free));
+    Some((kind, free))
+}
+
+/// How long [`fs_facts`] trusts what it saw, in nanoseconds.
+const FS_FACTS_AGE: u64 = 100_000_000;
 
 /// Per device number: whether its mount keeps delayed allocation (neither
 /// `nodelalloc` nor `data=journal`), from `/proc/self/mountinfo`.
