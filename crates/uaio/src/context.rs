@@ -883,6 +883,11 @@ impl Context {
         }
         if to_backend {
             self.leave();
+        } else if self.backend.has_completions() {
+            // Earlier requests finished meanwhile (a sync behind inline
+            // writes): their events join the ring now, not at the progress
+            // thread's next turn.
+            self.harvest();
         }
     }
 
@@ -1053,6 +1058,11 @@ impl Context {
         // machinery (no sleep can follow, so no one needs to know we are here).
         let mut got = 0;
         if sigmask.is_none() && nr > 0 {
+            // Completions waiting in the backend join the ring first, so
+            // that a caller finding enough events there sees them too.
+            if self.backend.has_completions() {
+                self.harvest();
+            }
             got = self.consume(out, nr)?;
             if got >= min_nr.max(1) {
                 return Ok(got);
