@@ -5,6 +5,9 @@
 //! have every event in the ring by then, whatever the batch size, when the
 //! data is in the page cache (reads) or can be copied there without waiting
 //! for the device (writes: whole pages, or pages already cached).
+//!
+//! Also here: the iocb pointer array read in chunks must still stop exactly
+//! at the first unreadable pointer, as the kernel's one-by-one reads do.
 
 use std::os::fd::AsRawFd;
 use std::time::Duration;
@@ -57,8 +60,35 @@ fn writes(fd: i32, n: usize, len: usize, off: impl Fn(usize) -> i64) -> Vec<iocb
         .collect()
 }
 
+/// Submits `n` reads whose pointer array ends at an unreadable
+/// page after `readable` pointers; records what was submitted and reaped.
+fn pointers_into_unmapped_page(e: &mut Env, n: usize, readable: usize) {
+    let f = cached_file(e);
+    let ctx = e.setup(64);
+    let cbs: Vec<&'static mut iocb> = reads(f.as_raw_fd(), n, 512).into_iter().map(leak).collect();
+    let page = anon_pages(2);
+    // SAFETY: the second page of a fresh two-page mapping of ours.
+    unsafe { libc::mprotect(page.add(4096).cast(), 4096, libc::PROT_NONE) };
+    // SAFETY: the array's readable part ends where the first page does.
+    let arr = unsafe { page.add(4096 - 8 * readable) }.cast::<*mut iocb>();
+    for (i, c) in cbs.into_iter().enumerate().take(readable) {
+        e.name_iocb(&*c);
+        // SAFETY: slot i lies in the readable page.
+        unsafe { arr.add(i).write(c) };
+    }
+    // SAFETY: the first `readable` pointers are valid iocbs; the rest of the
+    // array lies on a PROT_NONE page, which must give EFAULT for the first
+    // pointer there, after the ones before it were submitted.
+    let r = unsafe { e.aio.submit(ctx, n as i64, arr) };
+    e.rec(format!("submit(n={n}) with {readable} readable pointers = {}", ret(r)));
+    e.getevents(ctx, r.max(0), n as i64, Some(Duration::from_secs(10)));
+}
+
 pub(crate) fn cases() -> Vec<Case> {
     vec![
+        c("inline/pointer_array_unreadable_after_17_of_20", |e| pointers_into_unmapped_page(e, 20, 17)),
+        c("inline/pointer_array_unreadable_after_5_of_40", |e| pointers_into_unmapped_page(e, 40, 5)),
+        c("inline/pointer_array_unreadable_after_32_of_33", |e| pointers_into_unmapped_page(e, 33, 32)),
         c("inline/cached_reads_ready_at_submit_batches_of_1_4_32", |e| {
             let f = cached_file(e);
             for n in [1, 4, 32] {
