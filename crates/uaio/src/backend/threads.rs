@@ -66,14 +66,22 @@
 //! own `io_pgetevents` installs its mask just before sleeping, not
 //! atomically.
 //!
-//! Threads start on demand and leave once the last context using this
-//! backend is gone; a `fork` child starts from an empty pool.
+//! **Workers.** A direct read or write waits for the device in its worker,
+//! so a deep queue needs as many workers as requests in flight: there are
+//! at most `UAIO_THREADS` workers, 256 by default, whatever the number of
+//! cores. The jobs of one `io_submit` are queued together, and each job
+//! that no worker already on its way will take wakes one sleeping worker
+//! (the one that slept last) or starts a new one, up to that bound;
+//! beyond it, jobs wait in the queue for the next free worker. A worker
+//! that has had nothing to do for 10 seconds leaves, and every thread
+//! leaves once the last context using this backend is gone; a `fork` child
+//! starts from an empty pool.
 
 use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use rustix::io::Errno;
@@ -491,8 +499,14 @@ fn run_blocking(kind: OpKind, fd: i32, cur: &Cursor, rw_flags: i32, ioprio: u16)
 struct PoolState {
     queue: VecDeque<Arc<Job>>,
     instances: usize,
+    /// Workers alive (the poller not counted).
     threads: usize,
-    idle: usize,
+    /// Workers asleep, the most recent last: woken from the end, so that
+    /// the same few stay busy and the others reach their idle timeout.
+    sleepers: Vec<Arc<Sleeper>>,
+    /// Workers woken or started for queued jobs that have not looked at
+    /// the queue yet: each will take a job, so a new job needs another.
+    seeking: usize,
     /// Jobs handed to the poller since its last pass.
     polls: Vec<Arc<Job>>,
     poller: bool,
@@ -503,10 +517,61 @@ struct PoolState {
     husks: usize,
 }
 
+/// The futex word of one sleeping worker: 0 while it sleeps, 1 once a
+/// waker took it off [`PoolState::sleepers`].
+#[derive(Debug, Default)]
+struct Sleeper {
+    woken: AtomicU32,
+}
+
+impl Sleeper {
+    /// Sleeps until woken or `idle` has passed; `true` if woken.
+    fn sleep(&self, idle: Duration) -> bool {
+        let end = std::time::Instant::now() + idle;
+        loop {
+            if self.woken.load(Ordering::SeqCst) != 0 {
+                return true;
+            }
+            let Some(d) = end.checked_duration_since(std::time::Instant::now()).filter(|d| !d.is_zero()) else {
+                return false;
+            };
+            let ts = futex::Timespec { tv_sec: d.as_secs() as i64, tv_nsec: d.subsec_nanos() as _ };
+            // Woken, timed out, interrupted or spurious: the loop looks again.
+            let _ = futex::wait(&self.woken, futex::Flags::PRIVATE, 0, Some(&ts));
+        }
+    }
+
+    /// Wakes the worker that [`PoolState::take_sleepers`] marked.
+    fn wake(&self) {
+        let _ = futex::wake(&self.woken, futex::Flags::PRIVATE, 1);
+    }
+}
+
+impl PoolState {
+    /// Marks up to `n` sleeping workers woken (counted as seeking) and
+    /// returns them, for [`Sleeper::wake`] once the lock is let go.
+    fn take_sleepers(&mut self, n: usize) -> Vec<Arc<Sleeper>> {
+        let n = n.min(self.sleepers.len());
+        let v = self.sleepers.split_off(self.sleepers.len() - n);
+        for s in &v {
+            s.woken.store(1, Ordering::SeqCst);
+        }
+        self.seeking += v.len();
+        v
+    }
+}
+
+/// How long a worker with nothing to do waits for a job before it leaves.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default bound on the workers: enough for one blocked worker per request
+/// of a deep queue of direct I/O (which waits for the device in the
+/// worker), whatever the number of cores.
+const DEFAULT_MAX_THREADS: usize = 256;
+
 #[derive(Debug)]
 struct Pool {
     st: Mutex<PoolState>,
-    cv: Condvar,
     max_threads: usize,
     /// The process whose descriptor table the pool's threads use.
     owner: i32,
@@ -528,7 +593,7 @@ fn max_threads() -> usize {
         .ok()
         .and_then(|s| s.parse().ok())
         .filter(|&n: &usize| n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() * 4).unwrap_or(8).clamp(4, 64))
+        .unwrap_or(DEFAULT_MAX_THREADS)
 }
 
 /// A new eventfd of uaio's own (high number, close-on-exec, non-blocking).
@@ -552,7 +617,6 @@ fn try_pool() -> Result<&'static Pool, Errno> {
     }
     let fresh = Box::into_raw(Box::new(Pool {
         st: Mutex::new(PoolState::default()),
-        cv: Condvar::new(),
         max_threads: max_threads(),
         // SAFETY: getpid(2) takes no arguments and cannot fail.
         owner: unsafe { libc::getpid() },
@@ -598,22 +662,51 @@ impl Pool {
         Some(h)
     }
 
-    /// Hands a registered job to a worker; `Err` if no worker can run it.
-    fn queue(&'static self, job: Arc<Job>) -> Result<(), Arc<Job>> {
-        let mut st = lock(&self.st);
-        if st.idle == 0 && st.threads < self.max_threads {
-            st.threads += 1;
-            if std::thread::Builder::new().name("uaio-worker".into()).spawn(move || worker(self)).is_err() {
-                st.threads -= 1;
-                if st.threads == 0 {
-                    return Err(job);
-                }
-            }
+    /// Hands registered jobs to the workers: each job that no woken or
+    /// starting worker will take wakes a sleeping one or starts a new one,
+    /// up to the bound. Returns the jobs if no worker exists to run them.
+    fn queue(&'static self, jobs: &mut Vec<Arc<Job>>) -> Result<(), Vec<Arc<Job>>> {
+        if jobs.is_empty() {
+            return Ok(());
         }
-        st.queue.push_back(job);
+        let mut st = lock(&self.st);
+        st.queue.extend(jobs.drain(..));
+        let mut need = st.queue.len().saturating_sub(st.seeking);
+        let woken = st.take_sleepers(need);
+        need -= woken.len();
+        while need > 0 && st.threads < self.max_threads {
+            st.threads += 1;
+            st.seeking += 1;
+            let b = std::thread::Builder::new().name("uaio-worker".into());
+            if b.spawn(move || worker(self, true)).is_err() {
+                st.threads -= 1;
+                st.seeking -= 1;
+                break;
+            }
+            need -= 1;
+        }
+        if st.threads == 0 {
+            // No worker at all: whatever is queued was queued just now
+            // (workers leave only once the queue is empty).
+            return Err(st.queue.drain(..).collect());
+        }
         drop(st);
-        self.cv.notify_one();
+        for s in woken {
+            s.wake();
+        }
         Ok(())
+    }
+
+    /// Wakes every sleeping worker (to leave, or to close orphans).
+    fn wake_all(&self) {
+        let woken = {
+            let mut st = lock(&self.st);
+            let n = st.sleepers.len();
+            st.take_sleepers(n)
+        };
+        for s in woken {
+            s.wake();
+        }
     }
 
     /// Hands a registered job to the poller; `Err` if there is none.
@@ -663,7 +756,7 @@ impl Pool {
         o.push(h);
         self.norphans.store(o.len(), Ordering::SeqCst);
         drop(o);
-        self.cv.notify_all();
+        self.wake_all();
     }
 
     /// Closes the duplicates [`Pool::release`] left (owner's threads only).
@@ -721,6 +814,27 @@ pub(crate) struct Threads {
     shared: Arc<Shared>,
 }
 
+/// What one [`Backend::submit`] call gathers for the workers, handed over
+/// together at its end.
+#[derive(Debug, Default)]
+struct Batch {
+    jobs: Vec<Arc<Job>>,
+}
+
+/// Runs a registered job that no thread could take in the calling thread,
+/// unless it was cancelled meanwhile.
+fn run_unhanded(job: &Job, route: Route, here: &Here) {
+    if job.claim() {
+        let cur = lock(&job.cur);
+        let res = match route {
+            Route::Poller if job.kind == OpKind::Poll => -libc::EAGAIN,
+            _ => run_blocking(job.kind, job.fd, &cur, job.rw_flags, job.ioprio),
+        };
+        drop(cur);
+        job.shared.finish(job, res, here);
+    }
+}
+
 /// Where a request that cannot complete at once goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route {
@@ -750,7 +864,7 @@ impl Threads {
         })
     }
 
-    fn submit_one(&self, p: &'static Pool, op: &Op, here: &Here) {
+    fn submit_one(&self, p: &'static Pool, op: &Op, here: &Here, batch: &mut Batch) {
         if self.shared.take_early(op.key) {
             self.shared.complete(op.key, -libc::ECANCELED, here);
             return;
@@ -789,11 +903,11 @@ impl Threads {
                     cur.advance(r as usize);
                 }
                 let route = if file { Route::Worker } else { Route::Poller };
-                self.start(p, op, cur, route, st, here);
+                self.start(p, op, cur, route, st, here, batch);
             }
             OpKind::Fsync | OpKind::Fdatasync => {
                 let st = fstat(op.fd);
-                self.start(p, op, Cursor::new(op), Route::Worker, st, here);
+                self.start(p, op, Cursor::new(op), Route::Worker, st, here, batch);
             }
             OpKind::Poll => {
                 let mut pfd = libc::pollfd { fd: op.fd, events: op.poll_mask as i16, revents: 0 };
@@ -803,7 +917,7 @@ impl Threads {
                     self.shared.complete(op.key, (pfd.revents as u16) as i32, here);
                 } else {
                     let st = fstat(op.fd);
-                    self.start(p, op, Cursor::new(op), Route::Poller, st, here);
+                    self.start(p, op, Cursor::new(op), Route::Poller, st, here, batch);
                 }
             }
         }
@@ -811,7 +925,17 @@ impl Threads {
 
     /// Hands a request that cannot complete now to a worker or the poller,
     /// or runs it here when they cannot take it.
-    fn start(&self, p: &'static Pool, op: &Op, cur: Cursor, route: Route, st: Option<libc::stat>, here: &Here) {
+    #[allow(clippy::too_many_arguments)]
+    fn start(
+        &self,
+        p: &'static Pool,
+        op: &Op,
+        cur: Cursor,
+        route: Route,
+        st: Option<libc::stat>,
+        here: &Here,
+        batch: &mut Batch,
+    ) {
         let held = match st {
             Some(st) if here.owner() => p.hold(op.fd, &st),
             _ => None,
@@ -838,21 +962,12 @@ impl Threads {
             self.shared.complete(op.key, res, here);
             return;
         }
-        let handed = match route {
-            Route::Worker => p.queue(job),
-            Route::Poller => p.watch(job),
-        };
-        if let Err(job) = handed {
-            // No thread to take it: run it here, unless cancelled meanwhile.
-            if job.claim() {
-                let cur = lock(&job.cur);
-                let res = match route {
-                    Route::Worker => run_blocking(job.kind, job.fd, &cur, job.rw_flags, job.ioprio),
-                    Route::Poller if job.kind == OpKind::Poll => -libc::EAGAIN,
-                    Route::Poller => run_blocking(job.kind, job.fd, &cur, job.rw_flags, job.ioprio),
-                };
-                drop(cur);
-                self.shared.finish(&job, res, here);
+        match route {
+            Route::Worker => batch.jobs.push(job),
+            Route::Poller => {
+                if let Err(job) = p.watch(job) {
+                    run_unhanded(&job, route, here);
+                }
             }
         }
     }
@@ -931,7 +1046,7 @@ impl Drop for Threads {
             wake_poller(&st);
         }
         drop(st);
-        p.cv.notify_all();
+        p.wake_all();
         if last {
             // Nothing of the pool outlives the last context: the poller and
             // the workers leave, and the spare eventfds go.
@@ -959,12 +1074,20 @@ fn is_regular_or_block(st: &libc::stat) -> bool {
     matches!(st.st_mode & libc::S_IFMT, libc::S_IFREG | libc::S_IFBLK)
 }
 
-fn worker(p: &'static Pool) {
+/// A worker: runs queued jobs; sleeps when there is none, and leaves after
+/// [`IDLE_TIMEOUT`] without one or once no context uses the pool.
+/// `seeking`: started for a queued job (counted in [`PoolState::seeking`]).
+fn worker(p: &'static Pool, mut seeking: bool) {
     let here = Here::pool_thread();
+    let me = Arc::new(Sleeper::default());
     loop {
         let job = {
             let mut st = lock(&p.st);
             loop {
+                if seeking {
+                    st.seeking -= 1;
+                    seeking = false;
+                }
                 if let Some(j) = st.queue.pop_front() {
                     break Some(j);
                 }
@@ -977,9 +1100,25 @@ fn worker(p: &'static Pool) {
                 if p.norphans.load(Ordering::SeqCst) > 0 {
                     break None;
                 }
-                st.idle += 1;
-                st = p.cv.wait(st).unwrap_or_else(|e| e.into_inner());
-                st.idle -= 1;
+                me.woken.store(0, Ordering::SeqCst);
+                st.sleepers.push(me.clone());
+                drop(st);
+                let woken = me.sleep(IDLE_TIMEOUT);
+                st = lock(&p.st);
+                // A waker that marked us took us off the list and counted
+                // us as seeking; otherwise we are still listed.
+                seeking = me.woken.load(Ordering::SeqCst) != 0;
+                if !seeking {
+                    if let Some(i) = st.sleepers.iter().position(|s| Arc::ptr_eq(s, &me)) {
+                        st.sleepers.remove(i);
+                    }
+                    if !woken && st.queue.is_empty() {
+                        st.threads -= 1;
+                        drop(st);
+                        p.reap_orphans();
+                        return;
+                    }
+                }
             }
         };
         p.reap_orphans();
@@ -1085,8 +1224,14 @@ impl Backend for Threads {
         if p.norphans.load(Ordering::SeqCst) > 0 && here.owner() {
             p.reap_orphans();
         }
+        let mut batch = Batch::default();
         for op in ops {
-            self.submit_one(p, op, &here);
+            self.submit_one(p, op, &here, &mut batch);
+        }
+        if let Err(jobs) = p.queue(&mut batch.jobs) {
+            for job in jobs {
+                run_unhanded(&job, Route::Worker, &here);
+            }
         }
         Ok(())
     }
