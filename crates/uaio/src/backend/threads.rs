@@ -815,10 +815,55 @@ pub(crate) struct Threads {
 }
 
 /// What one [`Backend::submit`] call gathers for the workers, handed over
-/// together at its end.
+/// together at its end, and what it learnt of the descriptors it met.
 #[derive(Debug, Default)]
 struct Batch {
     jobs: Vec<Arc<Job>>,
+    /// One entry per descriptor number (a few at most are kept): the
+    /// engine resolves a descriptor once per `io_submit` too.
+    files: Vec<FileFacts>,
+}
+
+/// What a batch knows of one descriptor number.
+#[derive(Debug)]
+struct FileFacts {
+    fd: i32,
+    st: Option<libc::stat>,
+    /// The duplicate its jobs hold, not kept open by the batch: a
+    /// duplicate goes as soon as its last job is done.
+    held: Weak<Held>,
+}
+
+/// Descriptors a batch remembers.
+const BATCH_FILES: usize = 8;
+
+impl Batch {
+    fn facts(&mut self, fd: i32) -> &mut FileFacts {
+        if let Some(i) = self.files.iter().position(|f| f.fd == fd) {
+            return &mut self.files[i];
+        }
+        if self.files.len() >= BATCH_FILES {
+            self.files.remove(0);
+        }
+        self.files.push(FileFacts { fd, st: fstat(fd), held: Weak::new() });
+        self.files.last_mut().expect("just pushed")
+    }
+
+    /// `fstat` of `fd`, once per batch.
+    fn stat(&mut self, fd: i32) -> Option<libc::stat> {
+        self.facts(fd).st
+    }
+
+    /// [`Pool::hold`], once per batch and descriptor.
+    fn hold(&mut self, p: &'static Pool, fd: i32, st: &libc::stat) -> Option<Arc<Held>> {
+        let f = self.facts(fd);
+        if let Some(h) = f.held.upgrade() {
+            return Some(h);
+        }
+        let h = p.hold(fd, st)?;
+        f.held = Arc::downgrade(&h);
+        Some(h)
+    }
 }
 
 /// Runs a registered job that no thread could take in the calling thread,
@@ -887,7 +932,7 @@ impl Threads {
                     self.shared.complete(op.key, r, here);
                     return;
                 }
-                let st = fstat(op.fd);
+                let st = batch.stat(op.fd);
                 let file = st.as_ref().is_none_or(is_regular_or_block);
                 let write = matches!(op.kind, OpKind::Write | OpKind::Writev);
                 if partial {
@@ -906,7 +951,7 @@ impl Threads {
                 self.start(p, op, cur, route, st, here, batch);
             }
             OpKind::Fsync | OpKind::Fdatasync => {
-                let st = fstat(op.fd);
+                let st = batch.stat(op.fd);
                 self.start(p, op, Cursor::new(op), Route::Worker, st, here, batch);
             }
             OpKind::Poll => {
@@ -916,7 +961,7 @@ impl Threads {
                 if n > 0 {
                     self.shared.complete(op.key, (pfd.revents as u16) as i32, here);
                 } else {
-                    let st = fstat(op.fd);
+                    let st = batch.stat(op.fd);
                     self.start(p, op, Cursor::new(op), Route::Poller, st, here, batch);
                 }
             }
@@ -937,7 +982,7 @@ impl Threads {
         batch: &mut Batch,
     ) {
         let held = match st {
-            Some(st) if here.owner() => p.hold(op.fd, &st),
+            Some(st) if here.owner() => batch.hold(p, op.fd, &st),
             _ => None,
         };
         let Some(held) = held else {
