@@ -528,6 +528,12 @@ impl Context {
         true
     }
 
+    /// Whether another thread is inside `io_submit` on this context (the
+    /// caller being one, between `begin_submit` and `end_submit`).
+    pub(crate) fn others_submitting(&self) -> bool {
+        self.submitters.load(Ordering::Relaxed) > 1
+    }
+
     /// Ends what [`Context::begin_submit`] began.
     pub(crate) fn end_submit(&self) {
         self.submitters.fetch_sub(1, Ordering::SeqCst);

@@ -95,6 +95,10 @@ thread_local! {
     static PREPS: Cell<Vec<Prepared>> = const { Cell::new(Vec::new()) };
 }
 
+/// Batches smaller than this try reads inline (one system call per read);
+/// larger ones go to the backend together, where one call carries them all.
+const INLINE_BATCH_LIMIT: usize = 4;
+
 /// iocb pointers read from the application per copy.
 const POINTER_CHUNK: usize = 16;
 
@@ -104,7 +108,10 @@ fn submit_to(c: &Context, nr: i64, iocbpp: *mut *mut iocb) -> i64 {
         return 0;
     }
     let mut fds = FdCache::default();
-    fds.inline_reads = nr < 4;
+    // Another thread submitting to this context at the same time would
+    // queue behind this one in the io_uring (its submissions run one at a
+    // time): reads then go inline, in parallel, whatever the batch size.
+    fds.inline_reads = nr < INLINE_BATCH_LIMIT || c.others_submitting();
     let mut preps = PREPS.try_with(Cell::take).unwrap_or_default();
     let mut reserved = c.reserve_slots(nr as u32);
     let mut err = None;
