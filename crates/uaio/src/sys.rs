@@ -20,6 +20,9 @@ pub(crate) struct FdInfo {
     dev: u64,
     /// `fstatfs`, fetched on demand (`None` inside when it failed).
     fs: Option<Option<rustix::fs::StatFs>>,
+    /// Whether the file system takes inline buffered writes (see
+    /// `writeback`), found out once per call.
+    pub inline_fs: Option<bool>,
     /// Whether it is an eventfd, found out on demand.
     eventfd: Option<bool>,
 }
@@ -44,7 +47,7 @@ impl FdInfo {
             return Err(Errno::BADF);
         }
         direct_hint::record(fd, flags as u32);
-        Ok(FdInfo { fd, flags: flags as u32, mode: None, dev: 0, fs: None, eventfd: None })
+        Ok(FdInfo { fd, flags: flags as u32, mode: None, dev: 0, fs: None, inline_fs: None, eventfd: None })
     }
 
     /// `st_mode` of the file.

@@ -115,6 +115,15 @@ const XFS_SUPER_MAGIC: i64 = 0x5846_5342;
 /// buffered writes), with room to spare. Others are left to the backend:
 /// btrfs, for one, waits for writeback of the range it overwrites.
 fn delalloc_fs(f: &mut FdInfo) -> bool {
+    if let Some(ok) = f.inline_fs {
+        return ok;
+    }
+    let ok = delalloc_fs_uncached(f);
+    f.inline_fs = Some(ok);
+    ok
+}
+
+fn delalloc_fs_uncached(f: &mut FdInfo) -> bool {
     let dev = f.dev();
     let Some((kind, free)) = fs_facts(f, dev) else { return false };
     if free < FREE_SPACE_MARGIN.saturating_add(budget::dirty_bytes().saturating_mul(2)) {
