@@ -702,6 +702,13 @@ impl Context {
                     }
                 }
                 (p.iov, p.addr, p.len) = import_buffer(cb, vectored)?;
+                if cb.aio_offset != 0 && f.mode() & libc::S_IFMT == libc::S_IFSOCK {
+                    // A socket's read_iter and write_iter refuse a position
+                    // (the request's result; pipes ignore it instead).
+                    p.inline = -(libc::ESPIPE as i64);
+                    p.iov = None;
+                    return Ok(());
+                }
                 let empty = match &p.iov {
                     Some(v) => v.iter().all(|e| e.iov_len == 0),
                     None => p.len == 0,
@@ -1147,13 +1154,17 @@ impl Context {
             }
         }
         let mut result = result;
-        if let (Ok(0), Some(m)) = (result, sigmask) {
-            // io_pgetevents with nothing to return: a signal pending that
-            // the caller's mask lets through interrupts the call, as the
+        if let (Ok(n), Some(m)) = (result, sigmask) {
+            // A signal pending that the caller's mask lets through is
+            // delivered under that mask, as the kernel delivers it before
+            // putting the old mask back (installing the mask delivers it);
+            // with nothing to return it also interrupts the call, as the
             // kernel's check after its wait does (even without a wait).
             if sys::pending_signals() & !m & !SYNCHRONOUS_MASK != 0 {
                 sys::set_signal_mask(m);
-                result = Err(Errno::INTR);
+                if n == 0 {
+                    result = Err(Errno::INTR);
+                }
             }
         }
         if let Some(m) = saved_mask {

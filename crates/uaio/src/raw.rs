@@ -179,7 +179,14 @@ fn deadline(timeout: *const libc::timespec) -> Result<Deadline, Errno> {
         return Ok(Deadline::Never);
     }
     let ts: [i64; 2] = read_user(timeout as u64).map_err(|_| Errno::FAULT)?;
-    let ns = (ts[0] as i128) * 1_000_000_000 + ts[1] as i128;
+    // The kernel's conversion: seconds past the largest representable
+    // time mean no limit; otherwise the nanoseconds are computed in 64
+    // bits and wrap, as its multiplication does.
+    const KTIME_SEC_MAX: i64 = i64::MAX / 1_000_000_000;
+    if ts[0] >= KTIME_SEC_MAX {
+        return Ok(Deadline::Never);
+    }
+    let ns = ts[0].wrapping_mul(1_000_000_000).wrapping_add(ts[1]);
     if ns == 0 {
         return Ok(Deadline::Now);
     }
@@ -188,7 +195,7 @@ fn deadline(timeout: *const libc::timespec) -> Result<Deadline, Errno> {
         // looks like an overflow, and waits without limit.
         return Ok(Deadline::Never);
     }
-    let d = Duration::from_nanos(ns.min(u64::MAX as i128) as u64);
+    let d = Duration::from_nanos(ns as u64);
     Ok(Instant::now().checked_add(d).map(Deadline::At).unwrap_or(Deadline::Never))
 }
 

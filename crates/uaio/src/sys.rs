@@ -266,6 +266,13 @@ pub(crate) mod direct_hint {
     }
 }
 
+/// Whether `fd` is a socket.
+fn is_socket(fd: i32) -> bool {
+    // SAFETY: fstat of a descriptor number; a closed one just fails.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    rustix::fs::fstat(fd).is_ok_and(|st| st.st_mode & S_IFMT == libc::S_IFSOCK)
+}
+
 /// Whether `fd` is an eventfd: an anonymous inode (no file type bits) that
 /// takes an 8-byte write (adding 0 changes nothing).
 pub(crate) fn is_eventfd(fd: i32) -> bool {
@@ -546,6 +553,9 @@ pub(crate) fn preadv2(fd: i32, iov: *const uaio_abi::iovec, n: usize, off: i64, 
 pub(crate) fn prwv2(write: bool, fd: i32, iov: *const uaio_abi::iovec, n: usize, off: i64, flags: u32) -> (i64, bool) {
     let call = |off: i64| prwv2_once(write, fd, iov, n, off, flags);
     match call(off) {
+        // A socket's read_iter and write_iter refuse a position; a pipe's
+        // ignore it.
+        r if r == -(libc::ESPIPE as i64) && off != 0 && is_socket(fd) => (r, true),
         r if r == -(libc::ESPIPE as i64) => (call(-1), true),
         r => (r, false),
     }

@@ -263,6 +263,29 @@ pub(crate) fn cases() -> Vec<Case> {
             raw_pget(e, "null sig", ctx, 1, 1, Some(ts(1, 0)), std::ptr::null());
             raw_pget(e, "empty", ctx, 1, 1, Some(ts(0, 10_000_000)), s);
         }),
+        c("pgetevents/pending_signal_delivered_under_mask_with_events_ready", |e| {
+            let ctx = e.setup(4);
+            let _f = ready_reads(e, ctx, 2);
+            install_handler(false);
+            SIG_COUNT.store(0, std::sync::atomic::Ordering::SeqCst);
+            set_blocked(SIG, true);
+            // SAFETY: raising a signal that is blocked: it stays pending.
+            unsafe { libc::raise(SIG) };
+            let none = Box::leak(Box::new(0u64));
+            raw_pget(e, "empty mask, events ready", ctx, 1, 2, Some(ts(1, 0)), sigarg(none, 8));
+            let ran = SIG_COUNT.load(std::sync::atomic::Ordering::SeqCst);
+            e.rec(format!("handler ran {ran} time(s), still pending {}", pending(SIG)));
+            // Whatever is left pending goes before the mask comes back.
+            take_pending(SIG, 0);
+            set_blocked(SIG, false);
+        }),
+        c("getevents/timeout_seconds_wrapping_to_a_short_wait", |e| {
+            // -18446744073 s: the kernel's 64-bit nanosecond product wraps
+            // to about 0.71 s, a finite wait that ends with no event.
+            let ctx = e.setup(4);
+            let _p = pending_poll(e, ctx, 1);
+            raw_get(e, "tv_sec -18446744073", ctx, 1, 1, Some(ts(-18_446_744_073, 0)));
+        }),
         c("pgetevents/mask_restored_after_call", |e| {
             let ctx = e.setup(4);
             install_handler(false);

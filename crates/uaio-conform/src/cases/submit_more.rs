@@ -799,6 +799,20 @@ pub(crate) fn cases() -> Vec<Case> {
             e.reap(ctx, 1);
             e.rec(format!("got = {:?}", String::from_utf8_lossy(&rb[..4])));
             try_key(e, ctx, "fsync socket", cb(IOCB_CMD_FDSYNC, s0.as_raw_fd(), 0, 0, 0, 6));
+            // A position on a socket is refused (ESPIPE in the event), and
+            // the data stays in the socket; a pipe ignores it.
+            sub1(e, ctx, cb(WR, s0.as_raw_fd(), msg.as_ptr() as u64, 4, 0, 7));
+            e.reap(ctx, 1);
+            sub1(e, ctx, cb(RD, s1.as_raw_fd(), rb.as_mut_ptr() as u64, 8, 5, 8));
+            sub1(e, ctx, cb(WR, s0.as_raw_fd(), msg.as_ptr() as u64, 4, 3, 9));
+            e.reap(ctx, 2);
+            sub1(e, ctx, cb(RD, s1.as_raw_fd(), rb.as_mut_ptr() as u64, 8, 0, 10));
+            e.reap(ctx, 1);
+            let (pr, pw) = pipe();
+            sub1(e, ctx, cb(WR, pw.as_raw_fd(), msg.as_ptr() as u64, 4, 3, 11));
+            e.reap(ctx, 1);
+            sub1(e, ctx, cb(RD, pr.as_raw_fd(), rb.as_mut_ptr() as u64, 8, 5, 12));
+            e.reap(ctx, 1);
         }),
         c("resfd/counts_only_completed_requests", |e| {
             let ctx = e.setup(8);
