@@ -129,10 +129,19 @@ struct Jobs {
     early: Vec<u64>,
 }
 
+/// Results not yet drained.
+#[derive(Debug, Default)]
+struct Done {
+    list: Vec<(u64, i32)>,
+    /// Whoever waits for this list was told since the last drain, by a
+    /// thread of the owner (which reaches every kind of sleeper).
+    told: bool,
+}
+
 /// Per-context state shared with the pool and the poller.
 #[derive(Debug)]
 struct Shared {
-    done: Mutex<Vec<(u64, i32)>>,
+    done: Mutex<Done>,
     ndone: AtomicUsize,
     jobs: Mutex<Jobs>,
     /// Length of `jobs.early`, read without the lock.
@@ -183,9 +192,28 @@ impl Here {
 
 impl Shared {
     /// Publishes a result (the caller made sure it is the only one).
+    ///
+    /// Only the first result after a drain wakes anyone (or the first from
+    /// the owner, which alone reaches every kind of sleeper): a sleeper
+    /// (which sleeps only when no result waits) or the progress thread
+    /// woken for it takes the later ones too, and a result pushed just
+    /// after a drain took the list finds it empty and wakes them itself.
     fn complete(&self, key: u64, res: i32, here: &Here) {
-        lock(&self.done).push((key, res));
-        self.ndone.fetch_add(1, Ordering::SeqCst);
+        let tell = {
+            let mut d = lock(&self.done);
+            d.list.push((key, res));
+            // Counted under the lock: a sleeper that finds no result left
+            // must find the list empty, which the next result will see.
+            self.ndone.store(d.list.len(), Ordering::SeqCst);
+            let tell = d.list.len() == 1 || !d.told;
+            if tell && here.owner() {
+                d.told = true;
+            }
+            tell
+        };
+        if !tell {
+            return;
+        }
         self.signal(here);
         if self.notify_on.load(Ordering::SeqCst) && here.owner() {
             if let Some(n) = &self.notify {
@@ -517,19 +545,28 @@ struct PoolState {
     husks: usize,
 }
 
-/// The futex word of one sleeping worker: 0 while it sleeps, 1 once a
-/// waker took it off [`PoolState::sleepers`].
+/// Sleeper state: listed in [`PoolState::sleepers`], not asleep yet.
+const LISTED: u32 = 0;
+/// Sleeper state: taken off the list by a waker.
+const WOKEN: u32 = 1;
+/// Sleeper state: listed, asleep on its futex word.
+const ASLEEP: u32 = 2;
+
+/// The futex word of one idle worker: `LISTED`, `WOKEN` or `ASLEEP`.
 #[derive(Debug, Default)]
 struct Sleeper {
-    woken: AtomicU32,
+    state: AtomicU32,
 }
 
 impl Sleeper {
-    /// Sleeps until woken or `idle` has passed; `true` if woken.
+    /// Waits until woken or `idle` has passed; `true` if woken.
     fn sleep(&self, idle: Duration) -> bool {
         let end = std::time::Instant::now() + idle;
+        if self.state.compare_exchange(LISTED, ASLEEP, Ordering::SeqCst, Ordering::SeqCst).is_err() {
+            return true;
+        }
         loop {
-            if self.woken.load(Ordering::SeqCst) != 0 {
+            if self.state.load(Ordering::SeqCst) == WOKEN {
                 return true;
             }
             let Some(d) = end.checked_duration_since(std::time::Instant::now()).filter(|d| !d.is_zero()) else {
@@ -537,27 +574,31 @@ impl Sleeper {
             };
             let ts = futex::Timespec { tv_sec: d.as_secs() as i64, tv_nsec: d.subsec_nanos() as _ };
             // Woken, timed out, interrupted or spurious: the loop looks again.
-            let _ = futex::wait(&self.woken, futex::Flags::PRIVATE, 0, Some(&ts));
+            let _ = futex::wait(&self.state, futex::Flags::PRIVATE, ASLEEP, Some(&ts));
         }
     }
 
-    /// Wakes the worker that [`PoolState::take_sleepers`] marked.
+    /// Marks the worker woken; `true` if it sleeps on its futex and needs
+    /// [`Sleeper::wake`] (once the pool's lock is let go).
+    fn mark(&self) -> bool {
+        self.state.swap(WOKEN, Ordering::SeqCst) == ASLEEP
+    }
+
     fn wake(&self) {
-        let _ = futex::wake(&self.woken, futex::Flags::PRIVATE, 1);
+        let _ = futex::wake(&self.state, futex::Flags::PRIVATE, 1);
     }
 }
 
 impl PoolState {
-    /// Marks up to `n` sleeping workers woken (counted as seeking) and
-    /// returns them, for [`Sleeper::wake`] once the lock is let go.
-    fn take_sleepers(&mut self, n: usize) -> Vec<Arc<Sleeper>> {
+    /// Takes up to `n` idle workers off the list (counted as seeking);
+    /// returns how many, and those asleep, for [`Sleeper::wake`] once the
+    /// lock is let go.
+    fn take_sleepers(&mut self, n: usize) -> (usize, Vec<Arc<Sleeper>>) {
         let n = n.min(self.sleepers.len());
-        let v = self.sleepers.split_off(self.sleepers.len() - n);
-        for s in &v {
-            s.woken.store(1, Ordering::SeqCst);
-        }
-        self.seeking += v.len();
-        v
+        let mut v = self.sleepers.split_off(self.sleepers.len() - n);
+        v.retain(|s| s.mark());
+        self.seeking += n;
+        (n, v)
     }
 }
 
@@ -672,8 +713,8 @@ impl Pool {
         let mut st = lock(&self.st);
         st.queue.extend(jobs.drain(..));
         let mut need = st.queue.len().saturating_sub(st.seeking);
-        let woken = st.take_sleepers(need);
-        need -= woken.len();
+        let (taken, woken) = st.take_sleepers(need);
+        need -= taken;
         while need > 0 && st.threads < self.max_threads {
             st.threads += 1;
             st.seeking += 1;
@@ -702,7 +743,7 @@ impl Pool {
         let woken = {
             let mut st = lock(&self.st);
             let n = st.sleepers.len();
-            st.take_sleepers(n)
+            st.take_sleepers(n).1
         };
         for s in woken {
             s.wake();
@@ -894,7 +935,7 @@ impl Threads {
         lock(&p.st).instances += 1;
         Ok(Threads {
             shared: Arc::new(Shared {
-                done: Mutex::new(Vec::new()),
+                done: Mutex::new(Done::default()),
                 ndone: AtomicUsize::new(0),
                 jobs: Mutex::new(Jobs::default()),
                 nearly: AtomicUsize::new(0),
@@ -1145,14 +1186,14 @@ fn worker(p: &'static Pool, mut seeking: bool) {
                 if p.norphans.load(Ordering::SeqCst) > 0 {
                     break None;
                 }
-                me.woken.store(0, Ordering::SeqCst);
+                me.state.store(LISTED, Ordering::SeqCst);
                 st.sleepers.push(me.clone());
                 drop(st);
                 let woken = me.sleep(IDLE_TIMEOUT);
                 st = lock(&p.st);
                 // A waker that marked us took us off the list and counted
                 // us as seeking; otherwise we are still listed.
-                seeking = me.woken.load(Ordering::SeqCst) != 0;
+                seeking = me.state.load(Ordering::SeqCst) == WOKEN;
                 if !seeking {
                     if let Some(i) = st.sleepers.iter().position(|s| Arc::ptr_eq(s, &me)) {
                         st.sleepers.remove(i);
@@ -1285,8 +1326,12 @@ impl Backend for Threads {
         if self.shared.ndone.load(Ordering::SeqCst) == 0 {
             return 0;
         }
-        let v = std::mem::take(&mut *lock(&self.shared.done));
-        self.shared.ndone.fetch_sub(v.len(), Ordering::SeqCst);
+        let v = {
+            let mut d = lock(&self.shared.done);
+            d.told = false;
+            self.shared.ndone.store(0, Ordering::SeqCst);
+            std::mem::take(&mut d.list)
+        };
         for &(key, res) in &v {
             sink(key, res);
         }
