@@ -88,6 +88,9 @@ struct Req {
     fresh: bool,
     resfd: Resfd,
     cancelled: bool,
+    /// A buffered write to a regular file, counted in
+    /// [`writeback::BACKEND_WRITES`] until it completes.
+    buffered_write: bool,
     /// The iovec array the backend reads (vectored requests).
     _iov: Option<Box<[iovec]>>,
 }
@@ -129,6 +132,8 @@ pub(crate) struct Prepared {
     iov: Option<Box<[iovec]>>,
     /// See [`Req::forever`].
     forever: bool,
+    /// See [`Req::buffered_write`].
+    buffered_write: bool,
 }
 
 /// When `io_getevents` gives up waiting.
@@ -347,6 +352,7 @@ impl Prepared {
         self.obj = obj;
         self.iov = None;
         self.forever = false;
+        self.buffered_write = false;
     }
 }
 
@@ -761,6 +767,7 @@ impl Context {
                     p.iov = None;
                     return Ok(());
                 }
+                p.buffered_write = write && !direct && f.is_regular();
                 p.kind = Some(match (write, vectored) {
                     (false, false) => OpKind::Read,
                     (true, false) => OpKind::Write,
@@ -848,9 +855,13 @@ impl Context {
                             fresh: true,
                             resfd: std::mem::take(&mut p.resfd),
                             cancelled: false,
+                            buffered_write: p.buffered_write,
                             _iov: p.iov.take(),
                         });
                         st.gen = st.gen.wrapping_add(1) % u32::MAX;
+                        if p.buffered_write {
+                            writeback::BACKEND_WRITES.fetch_add(1, Ordering::SeqCst);
+                        }
                         st.in_flight += 1;
                         if kind == OpKind::Poll {
                             polls = true;
@@ -911,6 +922,9 @@ impl Context {
             let mut st = self.lock();
             for op in ops {
                 let req = st.reqs.remove(op.key as u32 as usize);
+                if req.buffered_write {
+                    writeback::BACKEND_WRITES.fetch_sub(1, Ordering::SeqCst);
+                }
                 let tail = st.tail;
                 self.ring.write_event(
                     tail,
@@ -952,6 +966,9 @@ impl Context {
                     return;
                 }
                 let req = reqs.remove(idx);
+                if req.buffered_write {
+                    writeback::BACKEND_WRITES.fetch_sub(1, Ordering::SeqCst);
+                }
                 let res = res as i64;
                 let res = if req.poll && (res == -(libc::ECANCELED as i64) || req.cancelled) {
                     // A cancelled POLL completes with 0, as the kernel's does
@@ -1023,9 +1040,13 @@ impl Context {
         Ok(done)
     }
 
-    fn ring_has_events(&self) -> bool {
-        self.ring.head() != self.lock().tail
+    /// Events in the ring not yet read.
+    fn ring_available(&self) -> usize {
+        let tail = self.lock().tail;
+        let nr = self.ring.nr();
+        ((tail + nr - self.ring.head() % nr) % nr) as usize
     }
+
 
     /// Waits until no request that always finishes (file and block device
     /// I/O, syncs) is in flight; the events go to the ring as usual.
@@ -1102,10 +1123,21 @@ impl Context {
         // With a mask given (io_pgetevents), signals are held back for the
         // whole call except while sleeping, where the mask is in force.
         let saved_mask: Option<u64> = sigmask.map(|_| sys::block_async_signals());
+        let mut first = true;
         let result = loop {
-            match self.consume(out + 32 * got as u64, nr - got) {
-                Ok(n) => got += n,
-                Err(e) => break if got > 0 { Ok(got) } else { Err(e) },
+            // As the kernel's waiters (since 6.9), a waiter takes events
+            // when it starts and then only once there are enough for it, or
+            // when it leaves: fewer stay in the ring for other readers.
+            let take = first
+                || self.ring_available() >= min_nr - got
+                || self.dead.load(Ordering::SeqCst)
+                || matches!(deadline, Deadline::At(t) if t <= Instant::now());
+            first = false;
+            if take {
+                match self.consume(out + 32 * got as u64, nr - got) {
+                    Ok(n) => got += n,
+                    Err(e) => break if got > 0 { Ok(got) } else { Err(e) },
+                }
             }
             if got >= min_nr {
                 break Ok(got);
@@ -1133,13 +1165,18 @@ impl Context {
             let want = ((min_nr - got) as u32).min(self.in_flight()).max(1);
             let r = if leading || self.leader.compare_exchange(0, want, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
                 leading = true;
-                self.lead(want, timeout, sigmask.as_ref())
+                self.lead(want, min_nr - got, timeout, sigmask.as_ref())
             } else {
-                self.follow(timeout, sigmask)
+                self.follow(min_nr - got, timeout, sigmask)
             };
             match r {
                 Ok(()) | Err(Errno::TIME) => continue,
                 Err(Errno::INTR) => {
+                    // What is there goes with the interruption, as the
+                    // kernel reads once more before it leaves.
+                    if let Ok(n) = self.consume(out + 32 * got as u64, nr - got) {
+                        got += n;
+                    }
                     break if got > 0 { Ok(got) } else { Err(Errno::INTR) };
                 }
                 Err(_) => continue,
@@ -1192,24 +1229,26 @@ impl Context {
     }
 
     /// One sleep of the leader inside the backend, for `want` completions
-    /// (one when followers wait too, so that they hear of every event).
+    /// (one when followers wait too, so that they hear of every event),
+    /// unless `need` events are in the ring already.
     /// Leadership is kept across sleeps: it passes on only when the leader
     /// leaves `io_getevents`.
-    fn lead(&self, want: u32, timeout: Option<Duration>, sigmask: Option<&u64>) -> Result<(), Errno> {
+    fn lead(&self, want: u32, need: usize, timeout: Option<Duration>, sigmask: Option<&u64>) -> Result<(), Errno> {
         let want = if self.followers.load(Ordering::SeqCst) > 0 { 1 } else { want };
         // Announce what we wait for before looking: a publisher that misses
         // our look sees the announcement and wakes the backend (see
         // `notify_waiters`).
         self.leader.store(want, Ordering::SeqCst);
-        if self.ring_has_events() || self.backend.has_completions() || self.dead.load(Ordering::SeqCst) {
+        if self.ring_available() >= need || self.backend.has_completions() || self.dead.load(Ordering::SeqCst) {
             return Ok(());
         }
         self.backend.wait(want, timeout, sigmask)
     }
 
     /// One sleep of a follower on the futex `seq`, which moves whenever
-    /// events are published or the leader leaves.
-    fn follow(&self, timeout: Option<Duration>, sigmask: Option<u64>) -> Result<(), Errno> {
+    /// events are published or the leader leaves, unless `need` events are
+    /// in the ring already.
+    fn follow(&self, need: usize, timeout: Option<Duration>, sigmask: Option<u64>) -> Result<(), Errno> {
         let seq = self.seq.load(Ordering::SeqCst);
         if self.followers.fetch_add(1, Ordering::SeqCst) == 0 && self.leader.load(Ordering::SeqCst) > 1 {
             // The leader waits for several completions; make it come back
@@ -1219,7 +1258,7 @@ impl Context {
         let r = if self.seq.load(Ordering::SeqCst) != seq
             || self.dead.load(Ordering::SeqCst)
             || self.leader.load(Ordering::SeqCst) == 0
-            || self.ring_has_events()
+            || self.ring_available() >= need
         {
             Ok(())
         } else {

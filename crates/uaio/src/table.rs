@@ -56,6 +56,7 @@ extern "C" fn after_fork_in_child() {
     threads::after_fork_in_child();
     internal_fds::after_fork_in_child();
     crate::sys::direct_hint::after_fork_in_child();
+    crate::writeback::after_fork_in_child();
 }
 
 /// Which backend executes I/O in this process.

@@ -39,7 +39,7 @@
 //! the file's times while the journal commits or the log is full, and
 //! memory reclaim.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use uaio_abi::{iovec, RWF_APPEND};
@@ -54,11 +54,20 @@ const PAGE: u64 = 4096;
 /// Free space ext4 must keep, beyond twice the dirty data, for inline writes.
 const FREE_SPACE_MARGIN: u64 = 256 << 20;
 
+/// Buffered writes to regular files in flight in a backend, in the whole
+/// process. While there is one, no write runs inline: it would overtake
+/// it (the kernel's run one after the other, inside `io_submit`), and
+/// io_uring's workers run writes to one file in the order given.
+pub(crate) static BACKEND_WRITES: AtomicU32 = AtomicU32::new(0);
+
 /// Whether the buffered write of `count` bytes at `off` (not `RWF_NOWAIT`,
 /// flags `rw_flags` without `RWF_HIPRI`) on `f` runs inline (see the module
 /// documentation). `f` refuses `RWF_NOWAIT` buffered writes.
 pub(crate) fn may_write_inline(f: &mut FdInfo, rw_flags: u32, off: u64, count: u64) -> bool {
     let sync = (libc::O_DSYNC | libc::O_SYNC) as u32;
+    if BACKEND_WRITES.load(Ordering::SeqCst) != 0 {
+        return false;
+    }
     if count == 0 || count > INLINE_WRITE_MAX || rw_flags & !RWF_APPEND != 0 || f.flags & sync != 0 {
         return false;
     }
@@ -142,8 +151,7 @@ fn delalloc_fs_uncached(f: &mut FdInfo) -> bool {
 fn fs_facts(f: &mut FdInfo, dev: u64) -> Option<(i64, u64)> {
     static SEEN: Mutex<Vec<(u64, u64, i64, u64)>> = Mutex::new(Vec::new());
     let now = sys::coarse_clock_ns();
-    {
-        let seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(seen) = try_locked(&SEEN) {
         if let Some(&(_, at, kind, free)) = seen.iter().find(|e| e.0 == dev) {
             if now.saturating_sub(at) < FS_FACTS_AGE {
                 return Some((kind, free));
@@ -153,12 +161,13 @@ fn fs_facts(f: &mut FdInfo, dev: u64) -> Option<(i64, u64)> {
     let st = f.fs()?;
     let kind = st.f_type;
     let free = st.f_bfree.saturating_mul(st.f_bsize as u64);
-    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
-    seen.retain(|e| e.0 != dev);
-    if seen.len() >= 16 {
-        seen.remove(0);
+    if let Some(mut seen) = try_locked(&SEEN) {
+        seen.retain(|e| e.0 != dev);
+        if seen.len() >= 16 {
+            seen.remove(0);
+        }
+        seen.push((dev, now, kind, free));
     }
-    seen.push((dev, now, kind, free));
     Some((kind, free))
 }
 
@@ -169,9 +178,13 @@ const FS_FACTS_AGE: u64 = 100_000_000;
 /// `nodelalloc` nor `data=journal`), from `/proc/self/mountinfo`.
 fn mount_allows(dev: u64) -> bool {
     static SEEN: Mutex<Vec<(u64, bool)>> = Mutex::new(Vec::new());
-    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(&(_, ok)) = seen.iter().find(|(d, _)| *d == dev) {
-        return ok;
+    match try_locked(&SEEN) {
+        Some(seen) => {
+            if let Some(&(_, ok)) = seen.iter().find(|(d, _)| *d == dev) {
+                return ok;
+            }
+        }
+        None => return false,
     }
     let ok = std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|text| {
         let want = format!("{}:{}", libc::major(dev), libc::minor(dev));
@@ -190,11 +203,31 @@ fn mount_allows(dev: u64) -> bool {
         }
         found
     });
-    if seen.len() >= 16 {
-        seen.remove(0);
+    if let Some(mut seen) = try_locked(&SEEN) {
+        seen.retain(|e| e.0 != dev);
+        if seen.len() >= 16 {
+            seen.remove(0);
+        }
+        seen.push((dev, ok));
     }
-    seen.push((dev, ok));
     ok
+}
+
+/// The lock, unless another thread holds it (or held it when this process
+/// was forked from its parent, or the caller is a signal handler that
+/// interrupted its holder): the callers then answer "not inline", so that
+/// nothing here ever waits.
+fn try_locked<T>(m: &Mutex<T>) -> Option<std::sync::MutexGuard<'_, T>> {
+    match m.try_lock() {
+        Ok(g) => Some(g),
+        Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => None,
+    }
+}
+
+/// In a fork child: the parent's requests are not the child's.
+pub(crate) fn after_fork_in_child() {
+    BACKEND_WRITES.store(0, Ordering::SeqCst);
 }
 
 /// The dirty-page budget of inline writes.
@@ -272,8 +305,7 @@ mod budget {
     fn settings() -> Option<[u64; 4]> {
         static SEEN: Mutex<Option<(u64, [u64; 4])>> = Mutex::new(None);
         let now = sys::coarse_clock_ns();
-        let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((at, v)) = *seen {
+        if let Some((at, v)) = *try_locked(&SEEN)? {
             if now.saturating_sub(at) < 1_000_000_000 {
                 return Some(v);
             }
@@ -287,7 +319,9 @@ mod budget {
             read("dirty_background_bytes")?,
             read("dirty_background_ratio")?,
         ];
-        *seen = Some((now, v));
+        if let Some(mut seen) = try_locked(&SEEN) {
+            *seen = Some((now, v));
+        }
         Some(v)
     }
 }
@@ -299,30 +333,46 @@ mod tests {
 
     use super::*;
 
-    /// A file of two pages, written and flushed, then dropped from the
-    /// page cache.
-    fn uncached_file() -> std::fs::File {
+    /// A file of two pages, written and flushed, read at random (no
+    /// readahead: a probe of one page starts a read of that page only).
+    fn two_page_file() -> std::fs::File {
         let mut f = tempfile::tempfile_in("/var/tmp").expect("temp file");
         f.write_all(&[7u8; 8192]).expect("write");
         f.sync_all().expect("fsync");
         // SAFETY: advice on an open descriptor.
-        unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM) };
         f
+    }
+
+    /// Drops the (clean) file from the page cache; whether it went.
+    fn evict(f: &std::fs::File) -> bool {
+        // SAFETY: advice on an open descriptor.
+        unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        // A probe starts a read of the page it looks at: evict again after.
+        let gone = !page_ready(f.as_raw_fd(), 0) && !page_ready(f.as_raw_fd(), 4096);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        // SAFETY: as above.
+        unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        gone
     }
 
     #[test]
     fn whole_pages_need_no_look_and_partial_ones_need_the_cache() {
-        let f = uncached_file();
+        let f = two_page_file();
         let fd = f.as_raw_fd();
         assert!(edges_ready(fd, 0, 4096));
         assert!(edges_ready(fd, 4096, 4096));
         assert!(edges_ready(fd, 8192 + 10, 100), "past the end: nothing to read");
-        if page_ready(fd, 0) {
-            println!("skipped the uncached half: the page cache kept the page after POSIX_FADV_DONTNEED");
+        if !evict(&f) {
+            println!("skipped the uncached half: the page cache kept the file after POSIX_FADV_DONTNEED");
             return;
         }
+        // Each look below starts the read of the page it probes, so the
+        // file is evicted again before the next.
         assert!(!edges_ready(fd, 10, 100));
+        evict(&f);
         assert!(!edges_ready(fd, 4096, 4000));
+        evict(&f);
         assert!(!edges_ready(fd, 0, 4097));
         // Reading the pages brings them in.
         let mut b = [0u8; 8192];

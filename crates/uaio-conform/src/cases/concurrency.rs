@@ -123,6 +123,25 @@ pub(crate) fn cases() -> Vec<Case> {
             res.sort();
             e.rec(format!("waiters got {res:?}"));
         }),
+        c("concurrency/waiter_for_two_leaves_a_single_event_to_others", |e| {
+            // A waiter for two events is not woken by one (the kernel since
+            // 6.9): the event stays in the ring, and another reader takes it.
+            let ctx = e.setup(8);
+            let aio = aio_of(e);
+            let (r, w) = pipe();
+            sub1(e, ctx, cb(IOCB_CMD_POLL, r.as_raw_fd(), libc::POLLIN as u64, 0, 0, 1));
+            let h = std::thread::spawn(move || {
+                let mut ev = [io_event::default(); 2];
+                let mut t = ts(1, 0);
+                // SAFETY: room for two events.
+                unsafe { aio.getevents(ctx, 2, 2, ev.as_mut_ptr(), &mut t) }
+            });
+            std::thread::sleep(Duration::from_millis(200));
+            write_fd(w.as_raw_fd(), b"x");
+            std::thread::sleep(Duration::from_millis(200));
+            e.getevents(ctx, 0, 1, Some(Duration::ZERO));
+            e.rec(format!("the waiter for two got {}", ret(h.join().unwrap())));
+        }),
         c("concurrency/waiters_woken_one_completion_at_a_time", |e| {
             let ctx = e.setup(8);
             let aio = aio_of(e);
