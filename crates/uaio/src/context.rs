@@ -1047,7 +1047,6 @@ impl Context {
         ((tail + nr - self.ring.head() % nr) % nr) as usize
     }
 
-
     /// Waits until no request that always finishes (file and block device
     /// I/O, syncs) is in flight; the events go to the ring as usual.
     /// Only requests accepted before the call are waited for (see
