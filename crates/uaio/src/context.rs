@@ -632,14 +632,16 @@ impl Context {
         check_rw_flags(cb.aio_rw_flags, false).ok()?;
         let (iov, addr, len) = import_buffer(cb, vectored).ok()?;
         let count = iov.as_ref().map_or(len as u64, |v| v.iter().map(|e| e.iov_len).sum());
-        if count == 0
-            || sys::internal_fds::is_internal(cb.aio_fildes as i32)
-            || sys::direct_hint::is_direct(cb.aio_fildes as i32)
-        {
-            // A zero-length read succeeds before the file is looked at, so
-            // it would prove nothing about the descriptor; uaio's own
-            // descriptors are refused by the full path; and a direct read
-            // through preadv2 waits for the device even with RWF_NOWAIT.
+        // A zero-length read succeeds before the file is looked at, so it
+        // would prove nothing about the descriptor; uaio's own descriptors
+        // (and closed ones) are refused by the full path; and a direct read
+        // through preadv2 waits for the device even with RWF_NOWAIT. The
+        // open flags are asked afresh (once per call and descriptor): a
+        // number may have been reopened, or set O_DIRECT, a moment ago.
+        if count == 0 || sys::internal_fds::is_internal(cb.aio_fildes as i32) {
+            return None;
+        }
+        if fds.get(cb.aio_fildes).ok()?.flags & libc::O_DIRECT as u32 != 0 {
             return None;
         }
         let one = iovec { iov_base: addr, iov_len: len as u64 };

@@ -392,6 +392,55 @@ fn direct_nowait(aio: &'static dyn Aio, slow: &Slow, out: &mut Vec<String>, writ
     Ok(())
 }
 
+/// A direct read through a descriptor number that named the same device
+/// opened buffered a moment before (closed and opened again `O_DIRECT`,
+/// the number reused), after a buffered read through the old one: uaio
+/// must not trust what it saw of the number then.
+fn direct_after_reopen(aio: &'static dyn Aio, slow: &Slow, out: &mut Vec<String>) -> Result<(), String> {
+    let path = slow.file.clone().ok_or("no file system on the slow device")?;
+    let b = try_open(&path, libc::O_RDONLY)?;
+    // Bring the first page in (two seconds at the device's pace).
+    let page = anon_pages(1);
+    // SAFETY: a read of LEN bytes into a fresh page.
+    let n = unsafe { libc::pread(b.as_raw_fd(), page.cast(), LEN, 0) };
+    out.push(format!("plain read = {n}"));
+    let mut ctx = 0u64;
+    // SAFETY: a valid pointer to a zeroed handle.
+    out.push(format!("setup = {}", ret(unsafe { aio.setup(4, &mut ctx) })));
+    // A page the warm-up brought in: the buffered read is served at once.
+    let mut p = [request(IOCB_CMD_PREAD, &b, 0, 0, 0) as *mut iocb];
+    // SAFETY: one valid iocb whose buffer lives for the process.
+    out.push(format!("buffered submit = {}", ret(unsafe { aio.submit(ctx, 1, p.as_mut_ptr()) })));
+    let mut ev = [io_event::default(); 1];
+    let mut t = ts(30, 0);
+    // SAFETY: room for one event.
+    out.push(format!("buffered read reaped: {}", ret(unsafe { aio.getevents(ctx, 1, 1, ev.as_mut_ptr(), &mut t) })));
+    // At once (within the same clock tick as the buffered read): close,
+    // open O_DIRECT under the same number, submit.
+    let number = b.as_raw_fd();
+    drop(b);
+    let d = try_open(&path, libc::O_RDONLY | libc::O_DIRECT)?;
+    let mut p = [request(IOCB_CMD_PREAD, &d, 0, 1, 0) as *mut iocb];
+    // SAFETY: one valid iocb whose buffer lives for the process.
+    let r = unsafe { aio.submit(ctx, 1, p.as_mut_ptr()) };
+    let mut now = ts(0, 0);
+    // SAFETY: room for one event; a zero timeout.
+    let ready = unsafe { aio.getevents(ctx, 0, 1, ev.as_mut_ptr(), &mut now) };
+    out.push(format!("same number again: {}", d.as_raw_fd() == number));
+    out.push(format!("direct submit = {}", ret(r)));
+    out.push(format!("events ready when io_submit returned: {}", ret(ready)));
+    slow.lift();
+    if ready == 0 {
+        let mut t = ts(30, 0);
+        // SAFETY: room for one event.
+        let k = unsafe { aio.getevents(ctx, 1, 1, ev.as_mut_ptr(), &mut t) };
+        out.push(format!("then: {} event(s), res {}", ret(k), ev[0].res));
+    }
+    // SAFETY: destroying the context made above.
+    unsafe { aio.destroy(ctx) };
+    Ok(())
+}
+
 /// A buffered read of [`LEN`] bytes of the file at `path` (or of the
 /// device), after making sure none of it is in the page cache.
 fn buffered(aio: &'static dyn Aio, slow: &Slow, out: &mut Vec<String>, rw_flags: u32) -> Result<(), String> {
@@ -526,6 +575,9 @@ pub(crate) fn cases() -> Vec<Case> {
         }),
         c("nowait/direct_write_with_rwf_nowait_of_a_slow_device_leaves_submit_at_once", |e| {
             run(e, WRITE, false, |aio, slow, out| direct_nowait(aio, slow, out, true))
+        }),
+        c("nowait/direct_read_through_a_number_just_reopened_direct_leaves_submit_at_once", |e| {
+            run(e, FS, false, direct_after_reopen)
         }),
         ext("nowait/buffered_read_of_an_uncached_slow_device_leaves_submit_at_once", |e| {
             run(e, READ, true, |aio, slow, out| buffered(aio, slow, out, 0))
