@@ -73,9 +73,13 @@
 //! that no worker already on its way will take wakes one sleeping worker
 //! (the one that slept last) or starts a new one, up to that bound;
 //! beyond it, jobs wait in the queue for the next free worker. A worker
-//! that has had nothing to do for 10 seconds leaves, and every thread
-//! leaves once the last context using this backend is gone; a `fork` child
-//! starts from an empty pool.
+//! that has just finished the only job in progress may spin for up to
+//! 50 µs for the next one (one worker at a time, and only while such spins
+//! keep finding work), since with one request in flight the wake-up of a
+//! sleeping worker adds to each request's latency. A worker that has had
+//! nothing to do for 10 seconds leaves, and every thread leaves once the
+//! last context using this backend is gone; a `fork` child starts from an
+//! empty pool.
 
 use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
@@ -558,7 +562,29 @@ struct Sleeper {
     state: AtomicU32,
 }
 
+/// Longest spin of a worker waiting for its next job (see [`Pool::spin`]).
+const SPIN: Duration = Duration::from_micros(50);
+
 impl Sleeper {
+    /// Looks for a wake-up for at most [`SPIN`] without sleeping, letting
+    /// other threads of this processor go first; `true` if woken.
+    fn spin(&self) -> bool {
+        let start = std::time::Instant::now();
+        loop {
+            for _ in 0..64 {
+                if self.state.load(Ordering::SeqCst) == WOKEN {
+                    return true;
+                }
+                std::hint::spin_loop();
+            }
+            if start.elapsed() >= SPIN {
+                return false;
+            }
+            // SAFETY: sched_yield(2) takes no arguments.
+            unsafe { libc::sched_yield() };
+        }
+    }
+
     /// Waits until woken or `idle` has passed; `true` if woken.
     fn sleep(&self, idle: Duration) -> bool {
         let end = std::time::Instant::now() + idle;
@@ -614,6 +640,12 @@ const DEFAULT_MAX_THREADS: usize = 256;
 struct Pool {
     st: Mutex<PoolState>,
     max_threads: usize,
+    /// A worker spins.
+    spinning: AtomicBool,
+    /// How well spinning has paid lately (see [`Pool::spin`]).
+    spin_score: AtomicU32,
+    /// Chances to spin passed up while the score was 0.
+    spin_skips: AtomicU32,
     /// The process whose descriptor table the pool's threads use.
     owner: i32,
     /// Held duplicates by the application's descriptor number.
@@ -659,6 +691,9 @@ fn try_pool() -> Result<&'static Pool, Errno> {
     let fresh = Box::into_raw(Box::new(Pool {
         st: Mutex::new(PoolState::default()),
         max_threads: max_threads(),
+        spinning: AtomicBool::new(false),
+        spin_score: AtomicU32::new(SPIN_SCORE_MAX / 2),
+        spin_skips: AtomicU32::new(0),
         // SAFETY: getpid(2) takes no arguments and cannot fail.
         owner: unsafe { libc::getpid() },
         held: Mutex::new(HashMap::new()),
@@ -678,7 +713,33 @@ fn try_pool() -> Result<&'static Pool, Errno> {
     }
 }
 
+/// Ceiling of [`Pool::spin_score`].
+const SPIN_SCORE_MAX: u32 = 16;
+
 impl Pool {
+    /// Lets a worker that has just run a job, while no other worker was
+    /// active, wait for the next one spinning for a while instead of
+    /// sleeping: with one request in flight, the wake-up of a sleeping
+    /// worker adds to every request's latency. One worker spins at a time,
+    /// and only while spinning pays: each spin that sees no job halves the
+    /// score, each that does adds one; at 0 only one chance in 64 is tried
+    /// (a busy machine delays the submitter, and a spin then only takes
+    /// processor time from others). `true` if woken while spinning.
+    fn spin(&self, me: &Sleeper) -> bool {
+        let score = self.spin_score.load(Ordering::Relaxed);
+        if score == 0 && !self.spin_skips.fetch_add(1, Ordering::Relaxed).is_multiple_of(64) {
+            return false;
+        }
+        if self.spinning.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        let woken = me.spin();
+        self.spinning.store(false, Ordering::SeqCst);
+        let score = if woken { (score + 1).min(SPIN_SCORE_MAX) } else { score / 2 };
+        self.spin_score.store(score, Ordering::Relaxed);
+        woken
+    }
+
     /// A duplicate of the application's `fd` (whose `fstat` is `st`) for a
     /// job: the one other jobs hold if `fd` still names the same file,
     /// otherwise a new one at or above the floor. `None` when there is no
@@ -1166,6 +1227,8 @@ fn is_regular_or_block(st: &libc::stat) -> bool {
 fn worker(p: &'static Pool, mut seeking: bool) {
     let here = Here::pool_thread();
     let me = Arc::new(Sleeper::default());
+    // Whether a job ran since the last sleep.
+    let mut ran = false;
     loop {
         let job = {
             let mut st = lock(&p.st);
@@ -1188,8 +1251,10 @@ fn worker(p: &'static Pool, mut seeking: bool) {
                 }
                 me.state.store(LISTED, Ordering::SeqCst);
                 st.sleepers.push(me.clone());
+                let alone = st.threads == st.sleepers.len();
                 drop(st);
-                let woken = me.sleep(IDLE_TIMEOUT);
+                let woken = (ran && alone && p.spin(&me)) || me.sleep(IDLE_TIMEOUT);
+                ran = false;
                 st = lock(&p.st);
                 // A waker that marked us took us off the list and counted
                 // us as seeking; otherwise we are still listed.
@@ -1213,6 +1278,7 @@ fn worker(p: &'static Pool, mut seeking: bool) {
         if job.claim() {
             let r = job.run();
             job.shared.finish(&job, r, &here);
+            ran = true;
         }
     }
 }
