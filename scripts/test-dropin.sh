@@ -74,13 +74,13 @@ if command -v qemu-img >/dev/null; then
     # before its first look (seen once in CI).
     run_probed "qemu-img bench -i native on the kernel (probe check)" kernel qemu-img bench -q -f raw -t none -i native -c 200000 -d 32 "$img"
     for backend in uring threads; do
-        run_probed "qemu-img bench -i native read, backend $backend" uaio "$uaio" run --backend "$backend" -- qemu-img bench -q -f raw -t none -i native -c 20000 -d 32 "$img"
-        run_probed "qemu-img bench -i native write, backend $backend" uaio "$uaio" run --backend "$backend" -- qemu-img bench -q -f raw -t none -i native -w -c 20000 -d 32 "$img"
+        run_probed "qemu-img bench -i native read, backend $backend" uaio "$uaio" run --backend "$backend" -- qemu-img bench -q -f raw -t none -i native -c 200000 -d 32 "$img"
+        run_probed "qemu-img bench -i native write, backend $backend" uaio "$uaio" run --backend "$backend" -- qemu-img bench -q -f raw -t none -i native -w -c 200000 -d 32 "$img"
     done
     qcow="$work/disk.qcow2"
     qemu-img create -q -f qcow2 "$qcow" 64M
-    run_probed "qemu-img bench -i native qcow2 write" uaio "$uaio" run -- qemu-img bench -q -f qcow2 -t none -i native -w -c 20000 -d 16 "$qcow"
-    run_probed "qemu-img bench -i native qcow2 read" uaio "$uaio" run -- qemu-img bench -q -f qcow2 -t none -i native -c 20000 -d 16 "$qcow"
+    run_probed "qemu-img bench -i native qcow2 write" uaio "$uaio" run -- qemu-img bench -q -f qcow2 -t none -i native -w -c 100000 -d 16 "$qcow"
+    run_probed "qemu-img bench -i native qcow2 read" uaio "$uaio" run -- qemu-img bench -q -f qcow2 -t none -i native -c 100000 -d 16 "$qcow"
 else
     echo "skip qemu-img: not installed and could not be installed"
 fi
