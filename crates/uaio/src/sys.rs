@@ -474,27 +474,11 @@ fn raw_syscall6(nr: usize, a: usize, b: usize, c: usize, d: usize, e: usize, f: 
     ret
 }
 
+/// [`raw_syscall6`] with five arguments. It avoids the C library's
+/// `syscall()`, which the drop-in library wraps.
 #[cfg(target_arch = "x86_64")]
 fn raw_syscall5(nr: usize, a: usize, b: usize, c: usize, d: usize, e: usize) -> isize {
-    let ret: isize;
-    // SAFETY: the `syscall` instruction with the x86-64 Linux convention; the
-    // callers pass only scalar arguments (no memory is read or written). This
-    // avoids the C library's `syscall()`, which the drop-in library wraps.
-    unsafe {
-        core::arch::asm!(
-            "syscall",
-            inlateout("rax") nr as isize => ret,
-            in("rdi") a,
-            in("rsi") b,
-            in("rdx") c,
-            in("r10") d,
-            in("r8") e,
-            lateout("rcx") _,
-            lateout("r11") _,
-            options(nostack)
-        );
-    }
-    ret
+    raw_syscall6(nr, a, b, c, d, e, 0)
 }
 
 /// Whether descriptors `a` and `b` of this process name the same open file

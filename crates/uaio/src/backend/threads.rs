@@ -1418,18 +1418,7 @@ impl Backend for Threads {
         }
         // No eventfd this process can use: the mask goes in just before the
         // sleep. A signal it unblocks that is pending already is taken now.
-        let mut pending = 0u64;
-        // SAFETY: sigpending(2) into a sigset, of which the first 8 bytes
-        // are the kernel's set on this architecture.
-        unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigpending(&mut set);
-            std::ptr::copy_nonoverlapping(
-                (&set as *const libc::sigset_t).cast::<u8>(),
-                (&mut pending as *mut u64).cast::<u8>(),
-                8,
-            );
-        }
+        let pending = sys::pending_signals();
         sys::set_signal_mask(*mask);
         let r = if pending & !*mask != 0 { Err(Errno::INTR) } else { self.wait_futex(timeout) };
         sys::block_async_signals();
