@@ -185,6 +185,10 @@ pub(crate) struct FdCache {
     /// Small batches try reads inline (one system call per read); large
     /// ones go to the backend together, where one call carries them all.
     pub(crate) inline_reads: bool,
+    /// A buffered write of this call goes to the backend: no later write
+    /// of the call may overtake it (see [`writeback::BACKEND_WRITES`],
+    /// which counts it only once the call publishes it).
+    backend_write: bool,
 }
 
 impl FdCache {
@@ -680,6 +684,7 @@ impl Context {
         let resfd = self.hold_resfd(cb, fds)?;
         // SAFETY: writing KIOCB_KEY into the application's iocb, as the kernel does.
         unsafe { write_user(obj + 8, &KIOCB_KEY) }.map_err(|_| Errno::FAULT)?;
+        let behind_write = fds.backend_write;
         let f = fds.get(cb.aio_fildes)?;
         p.reset(cb, obj, resfd);
         match cb.aio_lio_opcode {
@@ -752,6 +757,7 @@ impl Context {
                     && p.rw_flags & RWF_NOWAIT == 0
                     && !self.backend.wants_every_write()
                     && f.is_regular()
+                    && !behind_write
                     && writeback::may_write_inline(f, p.rw_flags, p.off, buffer_len(p));
                 if (p.rw_flags & RWF_NOWAIT != 0 && !direct) || nonblock || inline_write {
                     let one = iovec { iov_base: p.addr, iov_len: p.len as u64 };
@@ -759,10 +765,18 @@ impl Context {
                         Some(v) => (v.as_ptr(), v.len()),
                         None => (&one as *const iovec, 1),
                     };
-                    p.inline = if write && empty && p.rw_flags & RWF_NOWAIT != 0 && f.refuses_nowait_buffered_write() {
+                    let refuses = write && f.refuses_nowait_buffered_write();
+                    let queued_writes = behind_write || writeback::BACKEND_WRITES.load(Ordering::SeqCst) != 0;
+                    p.inline = if write && empty && p.rw_flags & RWF_NOWAIT != 0 && refuses {
                         // The C library answers an empty write itself; the
                         // kernel's AIO asks the file system, which refuses.
                         -(libc::EOPNOTSUPP as i64)
+                    } else if write && !direct && f.is_regular() && !refuses && queued_writes {
+                        // A buffered write of the program's that would not
+                        // wait, while an earlier one waits in the backend:
+                        // done now, it could overtake it. The kernel's own
+                        // answer when a write cannot be done at once.
+                        -(libc::EAGAIN as i64)
                     } else {
                         sys::prwv2(write, f.fd, ptr, n, cb.aio_offset, p.rw_flags).0
                     };
@@ -770,6 +784,7 @@ impl Context {
                     return Ok(());
                 }
                 p.buffered_write = write && !direct && f.is_regular();
+                fds.backend_write |= p.buffered_write;
                 p.kind = Some(match (write, vectored) {
                     (false, false) => OpKind::Read,
                     (true, false) => OpKind::Write,

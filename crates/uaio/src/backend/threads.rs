@@ -66,6 +66,18 @@
 //! own `io_pgetevents` installs its mask just before sleeping, not
 //! atomically.
 //!
+//! **Write order.** Kernel AIO copies a buffered write into the page cache
+//! inside `io_submit`, so of two writes to the same bytes the one submitted
+//! last is what the file keeps. Workers run jobs in any order, so the
+//! buffered writes of one file (regular file by device and inode, block
+//! device by device number) form a chain: the first is queued, the others
+//! wait behind it, and the worker that finishes one runs the next (a
+//! cancelled one is skipped). While such a chain exists, a later buffered
+//! write to that file is not tried inline either, even where the file
+//! system would take it without blocking. Direct writes are not ordered,
+//! as on the kernel, and neither are reads against queued writes (io_uring
+//! does not order them either).
+//!
 //! **Workers.** A direct read or write waits for the device in its worker,
 //! so a deep queue needs as many workers as requests in flight: there are
 //! at most `UAIO_THREADS` workers, 256 by default, whatever the number of
@@ -468,6 +480,26 @@ struct Job {
     /// The duplicate, released as soon as the job is done.
     hold: Mutex<Option<Arc<Held>>>,
     cur: Mutex<Cursor>,
+    /// The file whose buffered writes run one after the other, in
+    /// submission order (see the module's "Write order").
+    order: Option<FileKey>,
+}
+
+/// A file as buffered writes are ordered on it: a regular file's device and
+/// inode, or a block device's device number (whatever node names it).
+type FileKey = (u64, u64);
+
+/// The key under which a buffered write to the file `st` is ordered, if
+/// it is one ([`Job::order`]).
+fn order_key(kind: OpKind, st: &libc::stat, file_flags: i32) -> Option<FileKey> {
+    if !matches!(kind, OpKind::Write | OpKind::Writev) || file_flags & libc::O_DIRECT != 0 {
+        return None;
+    }
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFREG => Some((st.st_dev, st.st_ino)),
+        libc::S_IFBLK => Some((u64::MAX, st.st_rdev)),
+        _ => None,
+    }
 }
 
 impl Job {
@@ -547,6 +579,9 @@ struct PoolState {
     poll_wake: Option<Arc<InternalFd>>,
     /// Jobs cancelled since `queue` and `polls` were last swept.
     husks: usize,
+    /// Files with a buffered write queued or running: the writes that wait
+    /// behind it, in submission order.
+    chains: HashMap<FileKey, VecDeque<Arc<Job>>>,
 }
 
 /// Sleeper state: listed in [`PoolState::sleepers`], not asleep yet.
@@ -657,6 +692,8 @@ struct Pool {
     /// owner's call that passes by.
     orphans: Mutex<Vec<Arc<Held>>>,
     norphans: AtomicUsize,
+    /// `st.chains.len()`, read without the lock.
+    nchains: AtomicUsize,
 }
 
 static POOL: AtomicPtr<Pool> = AtomicPtr::new(std::ptr::null_mut());
@@ -700,6 +737,7 @@ fn try_pool() -> Result<&'static Pool, Errno> {
         spare_efds: Mutex::new(Vec::new()),
         orphans: Mutex::new(Vec::new()),
         norphans: AtomicUsize::new(0),
+        nchains: AtomicUsize::new(0),
     }));
     match POOL.compare_exchange(std::ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
         // SAFETY: just published, never freed.
@@ -772,7 +810,19 @@ impl Pool {
             return Ok(());
         }
         let mut st = lock(&self.st);
-        st.queue.extend(jobs.drain(..));
+        for job in jobs.drain(..) {
+            match job.order {
+                Some(k) => match st.chains.get_mut(&k) {
+                    Some(behind) => behind.push_back(job),
+                    None => {
+                        st.chains.insert(k, VecDeque::new());
+                        st.queue.push_back(job);
+                    }
+                },
+                None => st.queue.push_back(job),
+            }
+        }
+        self.nchains.store(st.chains.len(), Ordering::SeqCst);
         let mut need = st.queue.len().saturating_sub(st.seeking);
         let (taken, woken) = st.take_sleepers(need);
         need -= taken;
@@ -789,8 +839,16 @@ impl Pool {
         }
         if st.threads == 0 {
             // No worker at all: whatever is queued was queued just now
-            // (workers leave only once the queue is empty).
-            return Err(st.queue.drain(..).collect());
+            // (workers leave only once the queue is empty), and so was
+            // every chain, each behind its first write in the queue.
+            let mut all = Vec::new();
+            while let Some(job) = st.queue.pop_front() {
+                let behind = job.order.and_then(|k| st.chains.remove(&k));
+                all.push(job);
+                all.extend(behind.into_iter().flatten());
+            }
+            self.nchains.store(st.chains.len(), Ordering::SeqCst);
+            return Err(all);
         }
         drop(st);
         for s in woken {
@@ -834,7 +892,9 @@ impl Pool {
         let mut st = lock(&self.st);
         st.husks += 1;
         if st.husks >= 64 && st.husks * 2 >= st.queue.len() + st.polls.len() {
-            st.queue.retain(|j| !j.is_done());
+            // The first write of a chain stays: the worker that takes it
+            // starts the next one.
+            st.queue.retain(|j| !j.is_done() || j.order.is_some());
             st.polls.retain(|j| !j.is_done());
             st.husks = 0;
         }
@@ -843,6 +903,23 @@ impl Pool {
             // file reference its sleep holds).
             wake_poller(&st);
         }
+    }
+
+    /// The next buffered write of the file `k`, once the one before it is
+    /// over (run or cancelled); `None` ends the chain.
+    fn chain_next(&self, k: FileKey) -> Option<Arc<Job>> {
+        let mut st = lock(&self.st);
+        let next = st.chains.get_mut(&k).and_then(VecDeque::pop_front);
+        if next.is_none() {
+            st.chains.remove(&k);
+            self.nchains.store(st.chains.len(), Ordering::SeqCst);
+        }
+        next
+    }
+
+    /// Whether a buffered write to the file `k` is queued or running.
+    fn chained(&self, k: FileKey) -> bool {
+        self.nchains.load(Ordering::SeqCst) > 0 && lock(&self.st).chains.contains_key(&k)
     }
 
     /// Lets go of a job's duplicate: at once in the owner; in another
@@ -924,6 +1001,8 @@ struct Batch {
     /// One entry per descriptor number (a few at most are kept): the
     /// engine resolves a descriptor once per `io_submit` too.
     files: Vec<FileFacts>,
+    /// The files of the ordered writes among `jobs` ([`Job::order`]).
+    ordered: Vec<FileKey>,
 }
 
 /// What a batch knows of one descriptor number.
@@ -1023,6 +1102,11 @@ impl Threads {
                 // RWF_NOWAIT: it goes to a worker untried (with the
                 // program's RWF_NOWAIT, if it gave one, for its answer).
                 let direct = sys::direct_hint::is_direct(op.fd);
+                if !direct && flags & RWF_NOWAIT == 0 && self.behind_writes(p, op, batch) {
+                    // After the file's queued writes, in order.
+                    let st = batch.stat(op.fd);
+                    return self.start(p, op, Cursor::new(op), Route::Worker, st, here, batch);
+                }
                 let (r, total) = if direct { (-libc::EAGAIN, 0) } else { first_try(op, flags | RWF_NOWAIT) };
                 if flags & RWF_NOWAIT != 0 && !direct {
                     self.shared.complete(op.key, r, here);
@@ -1070,6 +1154,20 @@ impl Threads {
         }
     }
 
+    /// Whether `op` is a buffered write to a file with a buffered write
+    /// queued or running (in the pool, or in this batch on its way there):
+    /// it must then run after them.
+    fn behind_writes(&self, p: &Pool, op: &Op, batch: &mut Batch) -> bool {
+        if !matches!(op.kind, OpKind::Write | OpKind::Writev) {
+            return false;
+        }
+        if p.nchains.load(Ordering::SeqCst) == 0 && batch.ordered.is_empty() {
+            return false;
+        }
+        let Some(k) = batch.stat(op.fd).and_then(|st| order_key(op.kind, &st, 0)) else { return false };
+        batch.ordered.contains(&k) || p.chained(k)
+    }
+
     /// Hands a request that cannot complete now to a worker or the poller,
     /// or runs it here when they cannot take it.
     #[allow(clippy::too_many_arguments)]
@@ -1090,6 +1188,7 @@ impl Threads {
         let Some(held) = held else {
             return self.run_here(op, &cur, route, here);
         };
+        let order = st.and_then(|st| order_key(op.kind, &st, held.flags));
         let job = Arc::new(Job {
             shared: self.shared.clone(),
             key: op.key,
@@ -1102,6 +1201,7 @@ impl Threads {
             polled: route == Route::Poller,
             hold: Mutex::new(Some(held)),
             cur: Mutex::new(cur),
+            order,
         });
         if !self.shared.register(&job) {
             let res = lock(&job.cur).cancelled();
@@ -1110,7 +1210,12 @@ impl Threads {
             return;
         }
         match route {
-            Route::Worker => batch.jobs.push(job),
+            Route::Worker => {
+                if let Some(k) = order.filter(|k| !batch.ordered.contains(k)) {
+                    batch.ordered.push(k);
+                }
+                batch.jobs.push(job)
+            }
             Route::Poller => {
                 if let Err(job) = p.watch(job) {
                     run_unhanded(&job, route, here);
@@ -1229,8 +1334,12 @@ fn worker(p: &'static Pool, mut seeking: bool) {
     let me = Arc::new(Sleeper::default());
     // Whether a job ran since the last sleep.
     let mut ran = false;
+    // The next write of a chain whose previous one this worker ran.
+    let mut next: Option<Arc<Job>> = None;
     loop {
-        let job = {
+        let job = if next.is_some() {
+            next.take()
+        } else {
             let mut st = lock(&p.st);
             loop {
                 if seeking {
@@ -1279,6 +1388,9 @@ fn worker(p: &'static Pool, mut seeking: bool) {
             let r = job.run();
             job.shared.finish(&job, r, &here);
             ran = true;
+        }
+        if let Some(k) = job.order {
+            next = p.chain_next(k);
         }
     }
 }
