@@ -191,21 +191,22 @@ fn partial_page_writes_keep_submission_order() {
 /// keeps the second.
 fn uncached_then_whole_page(aio: Aio, round: u8) -> (Vec<i64>, Vec<u8>) {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let file = File::options().read(true).write(true).create(true).open(dir.path().join("f")).expect("create");
+    let file =
+        File::options().read(true).write(true).create(true).truncate(true).open(dir.path().join("f")).expect("create");
     file.write_all_at(&vec![0xEE; 3 * 4096], 0).expect("prefill");
     file.sync_all().expect("fsync");
     // SAFETY: posix_fadvise on an open descriptor; it only drops clean
     // cached pages of the file.
     unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
     let ctx = aio.setup(8);
-    let small = vec![round.max(1); 100];
+    let small = [round.max(1); 100];
     let whole = vec![round.wrapping_add(100).max(1); 4096];
     let page = 4096 * (round as i64 % 3);
     let mut cbs = vec![
         cb(IOCB_CMD_PWRITE, file.as_raw_fd(), small.as_ptr() as u64, 100, page + 10, 1),
         cb(IOCB_CMD_PWRITE, file.as_raw_fd(), whole.as_ptr() as u64, 4096, page, 2),
     ];
-    if round % 2 == 0 {
+    if round & 1 == 0 {
         aio.submit(ctx, &mut cbs);
     } else {
         cbs.chunks_mut(1).for_each(|c| aio.submit(ctx, c));
