@@ -31,7 +31,7 @@
 
 mod api;
 mod backend;
-mod context;
+mod kioctx;
 pub mod raw;
 mod ring;
 mod sys;

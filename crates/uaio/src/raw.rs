@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use rustix::io::Errno;
 use uaio_abi::{aio_context_t, aio_sigset, io_event, iocb};
 
-use crate::context::{Context, Deadline, FdCache, Prepared};
+use crate::kioctx::{Deadline, FdCache, Kioctx, Prepared};
 use crate::table;
 use crate::uaccess::{self, read_user, write_user};
 use std::cell::Cell;
@@ -102,7 +102,7 @@ const INLINE_BATCH_LIMIT: usize = 4;
 /// iocb pointers read from the application per copy.
 const POINTER_CHUNK: usize = 16;
 
-fn submit_to(c: &Context, nr: i64, iocbpp: *mut *mut iocb) -> i64 {
+fn submit_to(c: &Kioctx, nr: i64, iocbpp: *mut *mut iocb) -> i64 {
     let nr = nr.min(c.ring_nr() as i64) as usize;
     if nr == 0 {
         return 0;

@@ -22,7 +22,7 @@ use rustix::io::Errno;
 use crate::backend::threads::{self, Threads};
 use crate::backend::uring::{self, Uring};
 use crate::backend::Backend;
-use crate::context::Context;
+use crate::kioctx::Kioctx;
 use crate::ring::{page_size, possible_cpus, Geometry};
 use crate::sys::internal_fds;
 use crate::uaccess::read_user;
@@ -30,7 +30,7 @@ use crate::uaccess::read_user;
 #[derive(Debug, Default)]
 struct Table {
     /// Contexts by id (`ring->id`), as the kernel's `ioctx_table`.
-    slots: Vec<Option<Arc<Context>>>,
+    slots: Vec<Option<Arc<Kioctx>>>,
     /// Sum of `max_reqs` of live contexts.
     budget_used: u64,
 }
@@ -116,8 +116,8 @@ fn process() -> &'static Process {
 /// hook; the README says what that means.
 extern "C" fn finish_file_io_at_exit() {
     let Some(p) = process_if_any() else { return };
-    crate::context::begin_exit();
-    let ctxs: Vec<Arc<Context>> = {
+    crate::kioctx::begin_exit();
+    let ctxs: Vec<Arc<Kioctx>> = {
         let t = p.table.read().unwrap_or_else(|e| e.into_inner());
         t.slots.iter().flatten().cloned().collect()
     };
@@ -142,13 +142,13 @@ fn process_if_any() -> Option<&'static Process> {
 /// address becomes the handle and the old one stops working. uaio learns of
 /// the move when the new address is first used: if the context named by the
 /// `id` there has another handle, the memory at `handle` is proven to show
-/// that context's ring pages (not a copy; see [`Context::adopt_handle`]) and
+/// that context's ring pages (not a copy; see [`Kioctx::adopt_handle`]) and
 /// then becomes the handle.
 ///
 /// Each thread remembers the context it found last, valid while no context
 /// was removed or moved and no fork happened since ([`EPOCH`]): then the
 /// lookup costs one read of `id` instead of the table's lock.
-pub(crate) fn lookup(handle: u64) -> Option<Arc<Context>> {
+pub(crate) fn lookup(handle: u64) -> Option<Arc<Kioctx>> {
     let epoch = EPOCH.load(Ordering::Acquire);
     // Taken out while in use: a call from a signal handler meanwhile finds
     // nothing and looks in the table.
@@ -177,7 +177,7 @@ static EPOCH: AtomicU64 = AtomicU64::new(1);
 
 thread_local! {
     /// The thread's last lookup: handle, [`EPOCH`] then, and the context.
-    static LAST: Cell<Option<(u64, u64, Weak<Context>)>> = const { Cell::new(None) };
+    static LAST: Cell<Option<(u64, u64, Weak<Kioctx>)>> = const { Cell::new(None) };
 }
 
 /// The table index of the context `handle` names (see [`lookup`]). The
@@ -237,7 +237,7 @@ pub(crate) fn create(nr_events: u32) -> Result<u64, Errno> {
             t.slots.len() - 1
         }
     };
-    let ctx = Context::new(nr_events, geo, id as u32, backend).map_err(|_| Errno::NOMEM)?;
+    let ctx = Kioctx::new(nr_events, geo, id as u32, backend).map_err(|_| Errno::NOMEM)?;
     let handle = ctx.handle();
     t.budget_used += nr_events as u64;
     t.slots[id] = Some(Arc::new(ctx));
@@ -247,7 +247,7 @@ pub(crate) fn create(nr_events: u32) -> Result<u64, Errno> {
 /// Removes the context from the table (later lookups fail), unmaps the
 /// application's view of its ring as the kernel's `io_destroy` does, and
 /// returns it.
-pub(crate) fn remove(handle: u64) -> Option<Arc<Context>> {
+pub(crate) fn remove(handle: u64) -> Option<Arc<Kioctx>> {
     let p = process_if_any()?;
     let mut t = p.table.write().unwrap_or_else(|e| e.into_inner());
     let id = find(&t, handle)?;
@@ -300,7 +300,7 @@ fn progress_loop(p: &'static Process, efd: Arc<OwnedFd>) {
             Err(Errno::INTR) => {}
             Err(_) => return,
         }
-        let ctxs: Vec<Arc<Context>> = {
+        let ctxs: Vec<Arc<Kioctx>> = {
             let t = p.table.read().unwrap_or_else(|e| e.into_inner());
             t.slots.iter().flatten().cloned().collect()
         };

@@ -48,7 +48,7 @@ use rustix::io::Errno;
 use rustix::time::{Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags, Timespec};
 use uaio_abi::iovec;
 
-use super::{Backend, Op, OpKind};
+use super::{Backend, BackendOp, OpKind};
 
 /// What a rule does to the request it selects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,9 +200,9 @@ fn timer_after(d: Duration) -> Result<OwnedFd, Errno> {
 /// `op` transferring half its bytes, with the shortened iovec array that a
 /// vectored one needs kept alive by the caller; `None` when `op` is not a
 /// read or write of at least 2 bytes.
-fn shortened(op: &Op) -> Option<(Op, Option<Box<[iovec]>>)> {
+fn shortened(op: &BackendOp) -> Option<(BackendOp, Option<Box<[iovec]>>)> {
     match op.kind {
-        OpKind::Read | OpKind::Write if op.len >= 2 => Some((Op { len: op.len / 2, ..*op }, None)),
+        OpKind::Read | OpKind::Write if op.len >= 2 => Some((BackendOp { len: op.len / 2, ..*op }, None)),
         OpKind::Readv | OpKind::Writev => {
             // SAFETY: the context keeps the `len` iovecs at `addr` (its own
             // copy of the application's array) alive while the request is
@@ -223,7 +223,7 @@ fn shortened(op: &Op) -> Option<(Op, Option<Box<[iovec]>>)> {
                 left -= n;
             }
             let out = out.into_boxed_slice();
-            let short = Op { addr: out.as_ptr() as u64, len: out.len() as u32, ..*op };
+            let short = BackendOp { addr: out.as_ptr() as u64, len: out.len() as u32, ..*op };
             Some((short, Some(out)))
         }
         _ => None,
@@ -236,7 +236,7 @@ impl Faulty {
     }
 
     /// The fault for the next numbered request, if any.
-    fn fault_for(&self, op: &Op) -> Option<Fault> {
+    fn fault_for(&self, op: &BackendOp) -> Option<Fault> {
         if op.kind == OpKind::Poll {
             return None;
         }
@@ -250,8 +250,8 @@ impl Faulty {
 }
 
 impl Backend for Faulty {
-    fn submit(&self, ops: &[Op]) -> Result<(), Errno> {
-        let mut pass: Vec<Op> = Vec::with_capacity(ops.len());
+    fn submit(&self, ops: &[BackendOp]) -> Result<(), Errno> {
+        let mut pass: Vec<BackendOp> = Vec::with_capacity(ops.len());
         let mut ready: Vec<(u64, i32)> = Vec::new();
         let mut iovs: Vec<(u64, Box<[iovec]>)> = Vec::new();
         let mut slow: Vec<(u64, u64, OwnedFd)> = Vec::new();
@@ -273,7 +273,7 @@ impl Backend for Faulty {
                     // Without a timer the request is simply not slow.
                     if let Ok(tfd) = timer_after(d) {
                         let timer = self.timer_key();
-                        pass.push(Op {
+                        pass.push(BackendOp {
                             key: timer,
                             kind: OpKind::Poll,
                             fd: tfd.as_raw_fd(),

@@ -36,7 +36,7 @@ pub(crate) enum OpKind {
 
 /// One operation handed to a backend.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Op {
+pub(crate) struct BackendOp {
     /// The request's key, returned with its completion and named by
     /// [`Backend::cancel`]. A context never gives two requests the same key
     /// while a cancel could still name the first (a slot index in the low
@@ -69,7 +69,7 @@ pub(crate) trait Backend: Send + Sync + Debug {
     /// `CLONE_FILES`), and no descriptor number left for uaio's held
     /// duplicate; the request then runs in the submitting thread. On error
     /// none of them started.
-    fn submit(&self, ops: &[Op]) -> Result<(), Errno>;
+    fn submit(&self, ops: &[BackendOp]) -> Result<(), Errno>;
     /// Hands every available completion to `sink` as `(key, result)`. Calls are
     /// serialised by the caller. Returns how many entries were consumed,
     /// including internal ones that were not passed to `sink`.

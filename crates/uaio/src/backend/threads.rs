@@ -103,7 +103,7 @@ use std::time::Duration;
 use rustix::io::Errno;
 use rustix::thread::futex;
 
-use super::{Backend, Op, OpKind};
+use super::{Backend, BackendOp, OpKind};
 use crate::sys;
 use crate::sys::internal_fds::InternalFd;
 
@@ -316,7 +316,7 @@ unsafe impl Send for Cursor {}
 impl Cursor {
     /// The buffers of `op` (a read or write): uaio's own iovec array for
     /// vectored requests is copied, since the remainder may be adjusted.
-    fn new(op: &Op) -> Cursor {
+    fn new(op: &BackendOp) -> Cursor {
         let iov = match op.kind {
             OpKind::Read | OpKind::Write => {
                 vec![libc::iovec { iov_base: op.addr as *mut libc::c_void, iov_len: op.len as usize }]
@@ -417,7 +417,7 @@ fn prw(kind: OpKind, fd: i32, iov: *const libc::iovec, cnt: usize, off: u64, fla
 
 /// The first, non-blocking attempt of a read or write, on the request's own
 /// buffers (no copy); returns the result and the request's byte count.
-fn first_try(op: &Op, flags: i32) -> (i32, u64) {
+fn first_try(op: &BackendOp, flags: i32) -> (i32, u64) {
     match op.kind {
         OpKind::Read | OpKind::Write => {
             let one = libc::iovec { iov_base: op.addr as *mut libc::c_void, iov_len: op.len as usize };
@@ -1090,7 +1090,7 @@ impl Threads {
         })
     }
 
-    fn submit_one(&self, p: &'static Pool, op: &Op, here: &Here, batch: &mut Batch) {
+    fn submit_one(&self, p: &'static Pool, op: &BackendOp, here: &Here, batch: &mut Batch) {
         if self.shared.take_early(op.key) {
             self.shared.complete(op.key, -libc::ECANCELED, here);
             return;
@@ -1157,7 +1157,7 @@ impl Threads {
     /// Whether `op` is a buffered write to a file with a buffered write
     /// queued or running (in the pool, or in this batch on its way there):
     /// it must then run after them.
-    fn behind_writes(&self, p: &Pool, op: &Op, batch: &mut Batch) -> bool {
+    fn behind_writes(&self, p: &Pool, op: &BackendOp, batch: &mut Batch) -> bool {
         if !matches!(op.kind, OpKind::Write | OpKind::Writev) {
             return false;
         }
@@ -1174,7 +1174,7 @@ impl Threads {
     fn start(
         &self,
         p: &'static Pool,
-        op: &Op,
+        op: &BackendOp,
         cur: Cursor,
         route: Route,
         st: Option<libc::stat>,
@@ -1227,7 +1227,7 @@ impl Threads {
     /// Runs a request in the submitting thread, on the application's own
     /// descriptor: blocking for reads, writes and syncs; a POLL not ready
     /// completes with `-EAGAIN`.
-    fn run_here(&self, op: &Op, cur: &Cursor, route: Route, here: &Here) {
+    fn run_here(&self, op: &BackendOp, cur: &Cursor, route: Route, here: &Here) {
         let res = if route == Route::Poller && op.kind == OpKind::Poll {
             -libc::EAGAIN
         } else {
@@ -1482,7 +1482,7 @@ fn poller(p: &'static Pool, wake: Arc<InternalFd>) {
 }
 
 impl Backend for Threads {
-    fn submit(&self, ops: &[Op]) -> Result<(), Errno> {
+    fn submit(&self, ops: &[BackendOp]) -> Result<(), Errno> {
         let p = pool();
         let here = Here::caller(p);
         if p.norphans.load(Ordering::SeqCst) > 0 && here.owner() {

@@ -19,7 +19,7 @@ use rustix::io_uring::{
     io_uring_setup, IoringEnterFlags, IoringRegisterOp, IoringSetupFlags,
 };
 
-use super::{Backend, Op, OpKind};
+use super::{Backend, BackendOp, OpKind};
 use crate::sys::internal_fds::InternalFd;
 
 const OP_READV: u8 = 1;
@@ -268,7 +268,7 @@ impl Uring {
         Ok(())
     }
 
-    fn sqe_for(op: &Op) -> Sqe {
+    fn sqe_for(op: &BackendOp) -> Sqe {
         let (opcode, op_flags) = match op.kind {
             OpKind::Read => (OP_READ, op.rw_flags),
             OpKind::Write => (OP_WRITE, op.rw_flags),
@@ -301,7 +301,7 @@ fn poll_companions(m: u32) -> u32 {
 }
 
 impl Backend for Uring {
-    fn submit(&self, ops: &[Op]) -> Result<(), Errno> {
+    fn submit(&self, ops: &[BackendOp]) -> Result<(), Errno> {
         let mut buf = [Sqe::default(); 32];
         for chunk in ops.chunks(32) {
             for (s, op) in buf.iter_mut().zip(chunk) {
@@ -402,8 +402,8 @@ mod tests {
         rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).expect("pipe")
     }
 
-    fn poll_op(key: u64, fd: &OwnedFd) -> Op {
-        Op {
+    fn poll_op(key: u64, fd: &OwnedFd) -> BackendOp {
+        BackendOp {
             key,
             kind: OpKind::Poll,
             fd: fd.as_raw_fd(),

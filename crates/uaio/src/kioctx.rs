@@ -1,0 +1,358 @@
+//! The kernel's `struct kioctx`: one AIO context, its life cycle (setup,
+//! cancellation, `io_destroy`, the wait at process exit) and the state the
+//! other parts share. The parts follow the kernel's own lines:
+//!
+//! - `submit`: `io_submit`: each iocb checked in the kernel's order (the
+//!   checks that need no context are in `validate`), event slots reserved,
+//!   and the requests that complete without waiting done inline;
+//! - `events`: events published to the ring, the backend's completions
+//!   harvested into it, and events copied out to the caller;
+//! - `wait`: `io_getevents`: one waiter (the leader) sleeps inside the
+//!   backend, the others (followers) on a futex.
+//!
+//! Locking: `st` (the completion lock) guards the request table, the ring's
+//! producer side and the accounting; the backend has its own submission
+//! lock. Slots are reserved lock-free (`used`), and reclaimed under `st` from
+//! the reader's `head`, as the kernel does.
+//!
+//! Waiting: one waiter at a time (the leader) sleeps inside the backend and
+//! harvests what arrives; the others (followers) sleep on the futex `seq`,
+//! which every publication of events bumps. When the leader leaves, followers
+//! are woken so one of them takes over.
+
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rustix::io::Errno;
+use slab::Slab;
+use uaio_abi::*;
+
+use crate::backend::Backend;
+use crate::ring::{Geometry, Ring};
+use crate::sys;
+use crate::sys::internal_fds::InternalFd;
+
+mod events;
+mod submit;
+mod validate;
+mod wait;
+
+pub(crate) use submit::{FdCache, Prepared};
+pub(crate) use wait::Deadline;
+
+/// The eventfd of a request's `IOCB_FLAG_RESFD`, held for the request's
+/// life as the kernel holds a reference to it: a duplicate of uaio's, so
+/// that the program closing its number (and the number going to another
+/// file) never sends the completion's 8 bytes elsewhere.
+#[derive(Debug, Clone, Default)]
+pub(crate) enum Resfd {
+    /// No `IOCB_FLAG_RESFD`.
+    #[default]
+    None,
+    /// uaio's duplicate.
+    Held(Arc<InternalFd>),
+    /// By number only: no descriptor number was left for a duplicate.
+    Number(i32),
+}
+
+impl Resfd {
+    fn raw(&self) -> Option<i32> {
+        match self {
+            Resfd::None => None,
+            Resfd::Held(h) => Some(h.as_raw_fd()),
+            Resfd::Number(n) => Some(*n),
+        }
+    }
+}
+
+/// A pending request.
+#[derive(Debug)]
+struct Req {
+    /// The key the backend knows it by (see [`crate::backend::BackendOp::key`]).
+    key: u64,
+    /// Cancelled by `io_destroy`: a POLL, or a read or write of a stream,
+    /// which may wait forever. Reads, writes and syncs of regular files and
+    /// block devices always finish, and destroy waits for them as the
+    /// kernel does.
+    forever: bool,
+    data: u64,
+    obj: u64,
+    poll: bool,
+    /// Poll: the events the application asked for, plus ERR and HUP.
+    wanted: u32,
+    /// Poll: submitted by the `start` call still running (a completion now
+    /// comes from the initial readiness check, not from a wake-up).
+    fresh: bool,
+    resfd: Resfd,
+    cancelled: bool,
+    /// A buffered write to a regular file, counted in
+    /// [`writeback::BACKEND_WRITES`] until it completes.
+    buffered_write: bool,
+    /// The iovec array the backend reads (vectored requests).
+    _iov: Option<Box<[iovec]>>,
+}
+
+#[derive(Debug)]
+struct State {
+    /// uaio's own tail (the page's copy is only ever written).
+    tail: u32,
+    /// Events written to the ring whose slots are not reclaimed yet.
+    unreclaimed: u32,
+    /// Requests handed to the backend and not yet harvested.
+    in_flight: u32,
+    reqs: Slab<Req>,
+    /// Generation of the next request key (never all ones).
+    gen: u32,
+}
+
+/// An AIO context.
+#[derive(Debug)]
+pub(crate) struct Kioctx {
+    ring: Ring,
+    /// Index in the process table, as written in the ring header.
+    id: u32,
+    /// `io_setup`'s `nr_events`, counted against `aio-max-nr`.
+    pub(crate) max_reqs: u32,
+    capacity: u32,
+    dead: AtomicBool,
+    /// `io_submit` calls between their lookup and the end of `start`: the
+    /// kernel's submitters hold a reference to the context, and destroy
+    /// cancels only once every one has let go.
+    submitters: AtomicU32,
+    /// Threads inside `io_getevents` on this context.
+    getters: AtomicU32,
+    /// uaio's duplicates of the RESFD eventfds seen last, by the program's
+    /// number (a few; each also held by the requests that use it).
+    resfds: Mutex<Vec<(i32, Arc<InternalFd>)>>,
+    used: AtomicU32,
+    st: Mutex<State>,
+    backend: Box<dyn Backend>,
+    seq: AtomicU32,
+    /// Completions the waiter sleeping in the backend (the leader) waits
+    /// for; 0 when no thread leads.
+    leader: AtomicU32,
+    followers: AtomicU32,
+    active: AtomicU32,
+}
+
+impl Kioctx {
+    /// Creates a context for `nr_events` with a ring of geometry `geo`.
+    pub(crate) fn new(nr_events: u32, geo: Geometry, id: u32, backend: Box<dyn Backend>) -> std::io::Result<Kioctx> {
+        Ok(Kioctx {
+            ring: Ring::new(geo, id)?,
+            id,
+            max_reqs: nr_events,
+            capacity: geo.capacity,
+            dead: AtomicBool::new(false),
+            submitters: AtomicU32::new(0),
+            getters: AtomicU32::new(0),
+            resfds: Mutex::new(Vec::new()),
+            used: AtomicU32::new(0),
+            st: Mutex::new(State {
+                tail: 0,
+                unreclaimed: 0,
+                in_flight: 0,
+                reqs: Slab::with_capacity(geo.capacity.min(4096) as usize),
+                gen: 0,
+            }),
+            backend,
+            seq: AtomicU32::new(0),
+            leader: AtomicU32::new(0),
+            followers: AtomicU32::new(0),
+            active: AtomicU32::new(0),
+        })
+    }
+
+    /// Index in the process table (the ring header's `id`).
+    pub(crate) fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The handle (ring address).
+    pub(crate) fn handle(&self) -> u64 {
+        self.ring.addr()
+    }
+
+    /// Makes `addr` the handle if the ring was moved there (see
+    /// [`Ring::adopt`], which needs the completion lock).
+    pub(crate) fn adopt_handle(&self, addr: u64) -> bool {
+        let st = self.lock();
+        self.ring.adopt(addr, st.tail)
+    }
+
+    /// Unmaps the application's view of the ring (`io_destroy`).
+    pub(crate) fn unmap_ring(&self) {
+        self.ring.unmap_user()
+    }
+
+    /// Event slots in the ring.
+    pub(crate) fn ring_nr(&self) -> u32 {
+        self.ring.nr()
+    }
+
+    /// Whether the progress thread may harvest now (no caller inside).
+    pub(crate) fn idle(&self) -> bool {
+        self.active.load(Ordering::SeqCst) == 0
+    }
+
+    /// Whether completions wait in the backend.
+    pub(crate) fn has_completions(&self) -> bool {
+        self.backend.has_completions()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.st.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn enter(&self) {
+        if self.active.fetch_add(1, Ordering::SeqCst) == 0 {
+            self.backend.set_notify(false);
+        }
+    }
+
+    fn leave(&self) {
+        if self.active.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.backend.set_notify(true);
+            // Completions that arrived while notification was off.
+            if self.backend.has_completions() {
+                self.harvest();
+            }
+        }
+    }
+
+    /// Whether requests are in flight in the backend.
+    pub(crate) fn busy(&self) -> bool {
+        self.in_flight() > 0
+    }
+
+    fn in_flight(&self) -> u32 {
+        self.lock().in_flight
+    }
+
+    /// `io_cancel` of the request whose iocb is at `obj`.
+    pub(crate) fn cancel(&self, obj: u64) -> Result<(), Errno> {
+        // What has completed already is no longer pending (the kernel knows
+        // at once; uaio learns it from the backend).
+        if self.backend.has_completions() {
+            self.enter();
+            self.harvest();
+            self.leave();
+        }
+        let key = {
+            let mut st = self.lock();
+            let Some((_, req)) = st.reqs.iter_mut().find(|(_, r)| r.obj == obj && !r.cancelled) else {
+                return Err(Errno::INVAL);
+            };
+            req.cancelled = true;
+            req.key
+        };
+        self.enter();
+        self.backend.cancel(key);
+        if self.backend.has_completions() {
+            self.harvest();
+        }
+        self.leave();
+        Ok(())
+    }
+
+    /// `io_destroy`: marks the context dead, waits until no `io_submit`
+    /// still works on it, cancels what could wait forever (POLLs, reads and
+    /// writes of streams), wakes every waiter, and returns once no request
+    /// is in flight. Reads, writes and syncs of files are waited for, never
+    /// cancelled, as the kernel does.
+    pub(crate) fn kill(&self) {
+        self.dead.store(true, Ordering::SeqCst);
+        wait_until_zero(&self.submitters, u32::MAX);
+        // Waiters learn of the death before anything is cancelled, so that
+        // they answer EINVAL rather than reap the cancellations' events (the
+        // kernel's cancellations run only after its waiters were woken). A
+        // waiter always leaves once woken; the bound only guards against a
+        // thread stuck elsewhere (in a signal handler, say).
+        self.seq.fetch_add(1, Ordering::SeqCst);
+        wake_all(&self.seq);
+        self.backend.wake();
+        wait_until_zero(&self.getters, 10_000);
+        self.enter();
+        let keys: Vec<u64> = {
+            let mut st = self.lock();
+            st.reqs
+                .iter_mut()
+                .filter(|(_, r)| r.forever && !r.cancelled)
+                .map(|(_, r)| {
+                    r.cancelled = true;
+                    r.key
+                })
+                .collect()
+        };
+        for key in keys {
+            self.backend.cancel(key);
+        }
+        self.seq.fetch_add(1, Ordering::SeqCst);
+        wake_all(&self.seq);
+        self.backend.wake();
+        loop {
+            self.harvest();
+            if self.in_flight() == 0 {
+                break;
+            }
+            let _ = self.backend.wait(1, Some(Duration::from_millis(10)), None);
+        }
+        self.leave();
+    }
+
+    /// Waits until no request that always finishes (file and block device
+    /// I/O, syncs) is in flight; the events go to the ring as usual.
+    /// Only requests accepted before the call are waited for (see
+    /// [`begin_exit`], which holds new submissions back first).
+    pub(crate) fn finish_file_io(&self) {
+        wait_until_zero(&self.submitters, u32::MAX);
+        self.enter();
+        let keys: Vec<u64> = self.lock().reqs.iter().filter(|(_, r)| !r.forever).map(|(_, r)| r.key).collect();
+        loop {
+            self.harvest();
+            let pending = {
+                let st = self.lock();
+                keys.iter().any(|&k| st.reqs.get(k as u32 as usize).is_some_and(|r| r.key == k))
+            };
+            if !pending {
+                break;
+            }
+            let _ = self.backend.wait(1, Some(Duration::from_millis(10)), None);
+        }
+        self.leave();
+    }
+}
+
+/// The thread id of the thread running the process's exit (0: none yet).
+static EXITING: AtomicI32 = AtomicI32::new(0);
+
+/// The calling thread is running the process's `exit`: from now on other
+/// threads' `io_submit` calls never return (they end with the process), so
+/// that the requests to wait for are exactly those accepted so far. The
+/// exiting thread itself may still submit (an exit handler may).
+pub(crate) fn begin_exit() {
+    EXITING.store(sys::gettid(), Ordering::SeqCst);
+}
+
+/// Waits (yielding, then napping) until `count` is zero, for at most
+/// `rounds` naps.
+fn wait_until_zero(count: &AtomicU32, rounds: u32) {
+    let mut spins = 0u32;
+    while count.load(Ordering::SeqCst) > 0 {
+        spins += 1;
+        if spins < 100 {
+            std::thread::yield_now();
+        } else if spins - 100 >= rounds {
+            return;
+        } else {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+}
+
+/// Wakes every thread sleeping on the futex `seq`.
+fn wake_all(seq: &AtomicU32) {
+    let _ = rustix::thread::futex::wake(seq, rustix::thread::futex::Flags::PRIVATE, i32::MAX as u32);
+}

@@ -1,0 +1,272 @@
+//! Events: requests handed to the backend or published at once when they
+//! completed during submission, the backend's completions harvested into
+//! the ring (with the kernel's results for cancelled requests and POLLs),
+//! RESFD eventfds signalled, waiters told, and events copied out to the
+//! caller's array.
+
+use std::sync::atomic::Ordering;
+
+use rustix::io::Errno;
+use uaio_abi::*;
+
+use super::{wake_all, Kioctx, Prepared, Req, Resfd};
+use crate::backend::{BackendOp, OpKind};
+use crate::sys;
+use crate::uaccess;
+use crate::writeback;
+
+impl Kioctx {
+    /// Starts validated requests; NOOPs complete at once. The entries are
+    /// left emptied (their descriptors and vectors moved out), for reuse.
+    pub(crate) fn start(&self, preps: &mut [Prepared]) {
+        if preps.is_empty() {
+            return;
+        }
+        // Requests completed during submission never meet the backend: no
+        // need to hold its notifications off (see `enter`).
+        let to_backend = preps.iter().any(|p| p.kind.is_some());
+        if to_backend {
+            self.enter();
+        }
+        // Allocated only when something goes to the backend (inline
+        // completions, the cached-read fast path, need none).
+        let mut ops: Vec<BackendOp> = Vec::new();
+        let mut published = 0u32;
+        let mut signals: Vec<(Resfd, u64)> = Vec::new();
+        let mut polls = false;
+        {
+            let mut guard = self.lock();
+            let st = &mut *guard;
+            for p in preps.iter_mut() {
+                match p.kind {
+                    None => {
+                        self.ring.write_event(st.tail, &io_event { data: p.data, obj: p.obj, res: p.inline, res2: 0 });
+                        st.tail = (st.tail + 1) % self.ring.nr();
+                        published += 1;
+                        add_signal(&mut signals, &p.resfd);
+                        p.resfd = Resfd::None;
+                    }
+                    Some(kind) => {
+                        let entry = st.reqs.vacant_entry();
+                        let key = (st.gen as u64) << 32 | entry.key() as u64;
+                        entry.insert(Req {
+                            key,
+                            forever: p.forever,
+                            data: p.data,
+                            obj: p.obj,
+                            poll: kind == OpKind::Poll,
+                            wanted: p.poll_mask | (libc::POLLERR | libc::POLLHUP) as u32,
+                            fresh: true,
+                            resfd: std::mem::take(&mut p.resfd),
+                            cancelled: false,
+                            buffered_write: p.buffered_write,
+                            _iov: p.iov.take(),
+                        });
+                        st.gen = st.gen.wrapping_add(1) % u32::MAX;
+                        if p.buffered_write {
+                            writeback::BACKEND_WRITES.fetch_add(1, Ordering::SeqCst);
+                        }
+                        st.in_flight += 1;
+                        if kind == OpKind::Poll {
+                            polls = true;
+                        }
+                        ops.push(BackendOp {
+                            key,
+                            kind,
+                            fd: p.fd,
+                            addr: p.addr,
+                            len: p.len,
+                            off: p.off,
+                            rw_flags: p.rw_flags,
+                            ioprio: p.ioprio,
+                            poll_mask: p.poll_mask,
+                        });
+                    }
+                }
+            }
+            if published > 0 {
+                self.ring.publish_tail(st.tail);
+                st.unreclaimed += published;
+            }
+        }
+        signal_all(signals);
+        if published > 0 {
+            self.notify_waiters(true);
+        }
+        if !ops.is_empty() {
+            if let Err(e) = self.backend.submit(&ops) {
+                self.fail(&ops, e);
+            }
+            if self.backend.has_completions() {
+                self.harvest();
+            }
+            if polls {
+                let mut st = self.lock();
+                for op in ops.iter().filter(|o| o.kind == OpKind::Poll) {
+                    if let Some(r) = st.reqs.get_mut(op.key as u32 as usize).filter(|r| r.key == op.key) {
+                        r.fresh = false;
+                    }
+                }
+            }
+        }
+        if to_backend {
+            self.leave();
+        } else if self.backend.has_completions() {
+            // Earlier requests finished meanwhile (a sync behind inline
+            // writes): their events join the ring now, not at the progress
+            // thread's next turn.
+            self.harvest();
+        }
+    }
+
+    /// Completes operations the backend refused with `-e`.
+    pub(super) fn fail(&self, ops: &[BackendOp], e: Errno) {
+        let mut signals = Vec::new();
+        {
+            let mut st = self.lock();
+            for op in ops {
+                let req = st.reqs.remove(op.key as u32 as usize);
+                if req.buffered_write {
+                    writeback::BACKEND_WRITES.fetch_sub(1, Ordering::SeqCst);
+                }
+                let tail = st.tail;
+                self.ring.write_event(
+                    tail,
+                    &io_event { data: req.data, obj: req.obj, res: -(e.raw_os_error() as i64), res2: 0 },
+                );
+                st.tail = (tail + 1) % self.ring.nr();
+                st.in_flight -= 1;
+                st.unreclaimed += 1;
+                add_signal(&mut signals, &req.resfd);
+            }
+            self.ring.publish_tail(st.tail);
+        }
+        signal_all(signals);
+        self.notify_waiters(true);
+    }
+
+    /// Moves completions from the backend into the ring. Returns the number
+    /// of backend entries consumed.
+    pub(crate) fn harvest(&self) -> usize {
+        self.harvest_by(false)
+    }
+
+    /// [`Kioctx::harvest`], by the leading waiter when `leader` (which need
+    /// not be woken by its own publication).
+    pub(super) fn harvest_by(&self, leader: bool) -> usize {
+        let mut published = 0u32;
+        let consumed;
+        let mut signals = Vec::new();
+        {
+            let mut guard = self.lock();
+            let st = &mut *guard;
+            let nr = self.ring.nr();
+            let ring = &self.ring;
+            let mut tail = st.tail;
+            let reqs = &mut st.reqs;
+            consumed = self.backend.drain(&mut |key, res| {
+                let idx = key as u32 as usize;
+                if reqs.get(idx).is_none_or(|r| r.key != key) {
+                    return;
+                }
+                let req = reqs.remove(idx);
+                if req.buffered_write {
+                    writeback::BACKEND_WRITES.fetch_sub(1, Ordering::SeqCst);
+                }
+                let res = res as i64;
+                let res = if req.poll && (res == -(libc::ECANCELED as i64) || req.cancelled) {
+                    // A cancelled POLL completes with 0, as the kernel's does
+                    // (readiness that raced the cancel is not reported).
+                    0
+                } else if req.poll && req.fresh && res > 0 {
+                    // The kernel's initial check reports only what was asked.
+                    res & req.wanted as i64
+                } else if req.cancelled && (res == -(libc::ECANCELED as i64) || res == -(libc::EINTR as i64)) {
+                    -(libc::ECANCELED as i64)
+                } else {
+                    res
+                };
+                ring.write_event(tail, &io_event { data: req.data, obj: req.obj, res, res2: 0 });
+                tail = (tail + 1) % nr;
+                published += 1;
+                add_signal(&mut signals, &req.resfd);
+            });
+            if published > 0 {
+                st.tail = tail;
+                ring.publish_tail(tail);
+                st.in_flight -= published;
+                st.unreclaimed += published;
+            }
+        }
+        signal_all(signals);
+        if published > 0 {
+            self.notify_waiters(!leader);
+        }
+        consumed
+    }
+
+    /// Tells waiters that events were published: followers through the
+    /// futex, and the leader, unless `wake_leader` is false (the leader
+    /// published them itself), through the backend.
+    pub(super) fn notify_waiters(&self, wake_leader: bool) {
+        self.seq.fetch_add(1, Ordering::SeqCst);
+        if self.followers.load(Ordering::SeqCst) > 0 {
+            wake_all(&self.seq);
+        }
+        if wake_leader && self.leader.load(Ordering::SeqCst) != 0 {
+            self.backend.wake();
+        }
+    }
+
+    /// Copies up to `max` events from the ring to the user array at `out`.
+    pub(super) fn consume(&self, out: u64, max: usize) -> Result<usize, Errno> {
+        if max == 0 {
+            return Ok(0);
+        }
+        let st = self.lock();
+        let nr = self.ring.nr();
+        let mut head = self.ring.head();
+        let tail = st.tail;
+        let mut done = 0usize;
+        while done < max && head != tail {
+            let end = if head < tail { tail } else { nr };
+            let n = ((end - head) as usize).min(max - done);
+            // SAFETY: the slots [head, head + n) lie in the ring; `out` is the
+            // application's events array, which it gave us to fill.
+            unsafe { uaccess::copy_to_user(out + 32 * done as u64, self.ring.slot_ptr(head), 32 * n) }
+                .map_err(|_| Errno::FAULT)?;
+            done += n;
+            head = (head + n as u32) % nr;
+        }
+        if done > 0 {
+            self.ring.set_head(head);
+        }
+        Ok(done)
+    }
+
+    /// Events in the ring not yet read.
+    pub(super) fn ring_available(&self) -> usize {
+        let tail = self.lock().tail;
+        let nr = self.ring.nr();
+        ((tail + nr - self.ring.head() % nr) % nr) as usize
+    }
+}
+
+/// Counts one completion for `r`'s eventfd (nothing without RESFD).
+fn add_signal(v: &mut Vec<(Resfd, u64)>, r: &Resfd) {
+    let Some(fd) = r.raw() else { return };
+    match v.iter_mut().find(|(f, _)| f.raw() == Some(fd)) {
+        Some((_, n)) => *n += 1,
+        None => v.push((r.clone(), 1)),
+    }
+}
+
+/// Signals the counted eventfds (after the events are in the ring); each
+/// held duplicate stays open until its signal is written.
+fn signal_all(v: Vec<(Resfd, u64)>) {
+    for (r, n) in v {
+        if let Some(fd) = r.raw() {
+            sys::eventfd_add(fd, n);
+        }
+    }
+}

@@ -1,0 +1,507 @@
+//! `io_submit`: each iocb checked in the kernel's order (`io_submit_one`,
+//! `aio_prep_rw`, the RESFD rules), an event slot reserved for it, and what
+//! can complete without waiting done here, as the kernel does: NOOPs,
+//! `RWF_NOWAIT` requests, reads served from the page cache, the buffered
+//! writes `writeback` allows, POLLs of files without a poll method.
+
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustix::io::Errno;
+use uaio_abi::*;
+
+use super::validate::{check_ioprio, check_rw_flags, check_rw_flags_file, import_buffer};
+use super::{Kioctx, Resfd, EXITING};
+use crate::backend::OpKind;
+use crate::sys::internal_fds::InternalFd;
+use crate::sys::{self, FdInfo};
+use crate::uaccess::{read_user, write_user};
+use crate::writeback;
+
+/// What `vfs_poll` reports for a file without a poll method.
+const DEFAULT_POLLMASK: u32 = (libc::POLLIN | libc::POLLOUT | libc::POLLRDNORM | libc::POLLWRNORM) as u32;
+
+/// What a validated iocb becomes. Filled in place in the submitting call's
+/// array: moving a freshly built one costs more than everything else a
+/// NOOP does (its small fields, stored one by one, are copied back with
+/// wide loads that the processor cannot forward from those stores).
+#[derive(Debug, Default)]
+pub(crate) struct Prepared {
+    /// What the backend does; `None` when already complete (`inline`).
+    pub(super) kind: Option<OpKind>,
+    /// Result of a request completed during submission (NOOP, or a read
+    /// that could be served without blocking).
+    pub(super) inline: i64,
+    pub(super) fd: i32,
+    pub(super) addr: u64,
+    pub(super) len: u32,
+    pub(super) off: u64,
+    pub(super) rw_flags: u32,
+    pub(super) ioprio: u16,
+    pub(super) poll_mask: u32,
+    pub(super) resfd: Resfd,
+    pub(super) data: u64,
+    pub(super) obj: u64,
+    pub(super) iov: Option<Box<[iovec]>>,
+    /// See [`Req::forever`].
+    pub(super) forever: bool,
+    /// See [`Req::buffered_write`].
+    pub(super) buffered_write: bool,
+}
+
+/// Per-call state of one `io_submit`: a small cache of file descriptor
+/// facts, and whether reads may be tried inline.
+#[derive(Debug, Default)]
+pub(crate) struct FdCache {
+    entries: Vec<FdInfo>,
+    /// Small batches try reads inline (one system call per read); large
+    /// ones go to the backend together, where one call carries them all.
+    pub(crate) inline_reads: bool,
+    /// A buffered write of this call goes to the backend: no later write
+    /// of the call may overtake it (see [`writeback::BACKEND_WRITES`],
+    /// which counts it only once the call publishes it).
+    backend_write: bool,
+}
+
+impl FdCache {
+    pub(super) fn get(&mut self, fd: u32) -> Result<&mut FdInfo, Errno> {
+        if let Some(i) = self.entries.iter().position(|e| e.fd == fd as i32) {
+            return Ok(&mut self.entries[i]);
+        }
+        let info = FdInfo::get(fd)?;
+        if self.entries.len() >= 8 {
+            self.entries.remove(0);
+        }
+        self.entries.push(info);
+        Ok(self.entries.last_mut().expect("just pushed"))
+    }
+}
+
+/// Bytes a prepared read or write moves.
+fn buffer_len(p: &Prepared) -> u64 {
+    match &p.iov {
+        Some(v) => v.iter().map(|e| e.iov_len).sum(),
+        None => p.len as u64,
+    }
+}
+
+impl Prepared {
+    /// Makes this the start of the request of `cb` at `obj`.
+    pub(super) fn reset(&mut self, cb: &iocb, obj: u64, resfd: Resfd) {
+        self.kind = None;
+        self.inline = 0;
+        self.fd = cb.aio_fildes as i32;
+        self.addr = 0;
+        self.len = 0;
+        self.off = 0;
+        self.rw_flags = 0;
+        self.ioprio = 0;
+        self.poll_mask = 0;
+        self.resfd = resfd;
+        self.data = cb.aio_data;
+        self.obj = obj;
+        self.iov = None;
+        self.forever = false;
+        self.buffered_write = false;
+    }
+}
+
+impl Kioctx {
+    /// Reclaims the slots of events the reader has consumed; returns how many.
+    pub(super) fn reclaim(&self) -> u32 {
+        let mut st = self.lock();
+        let nr = self.ring.nr();
+        let head = self.ring.head();
+        let in_ring = (st.tail + nr - head) % nr;
+        let r = st.unreclaimed - in_ring.min(st.unreclaimed);
+        st.unreclaimed -= r;
+        if r > 0 {
+            self.used.fetch_sub(r, Ordering::SeqCst);
+        }
+        r
+    }
+
+    pub(super) fn reserve_slot(&self) -> bool {
+        loop {
+            let u = self.used.load(Ordering::SeqCst);
+            if u < self.capacity {
+                if self.used.compare_exchange(u, u + 1, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+                    return true;
+                }
+                continue;
+            }
+            // Another thread may have reclaimed everything just before us:
+            // only a count still at capacity after our own reclaim (under
+            // the lock, so after theirs) means the ring is really full.
+            if self.reclaim() == 0 && self.used.load(Ordering::SeqCst) >= self.capacity {
+                return false;
+            }
+        }
+    }
+
+    /// The RESFD rules, and the hold: the descriptor must be open (`EBADF`)
+    /// and an eventfd (`EINVAL`). It is held for the request's life as a
+    /// duplicate shared with the other requests naming the same open file
+    /// (told apart from a new file under the same number with `kcmp`), and
+    /// it is the duplicate that is checked, so that a number closed and
+    /// reused while `io_submit` runs cannot turn a completion into 8 bytes
+    /// written to the new file. `Resfd::None` without `IOCB_FLAG_RESFD`.
+    pub(super) fn hold_resfd(&self, cb: &iocb, fds: &mut FdCache) -> Result<Resfd, Errno> {
+        if cb.aio_flags & IOCB_FLAG_RESFD == 0 {
+            return Ok(Resfd::None);
+        }
+        let fd = fds.get(cb.aio_resfd)?.fd;
+        let mut cache = self.resfds.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, h)) = cache.iter().find(|(n, h)| *n == fd && sys::same_open_file(fd, h.as_raw_fd())) {
+            return Ok(Resfd::Held(h.clone()));
+        }
+        // SAFETY: the number was open a moment ago; if it was closed since,
+        // the duplication fails. The borrow lasts for the duplication only.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        match InternalFd::dup_of(borrowed) {
+            Ok(d) => {
+                if !sys::is_eventfd(d.as_raw_fd()) {
+                    return Err(Errno::INVAL);
+                }
+                let h = Arc::new(d);
+                cache.retain(|(n, _)| *n != fd);
+                if cache.len() >= 4 {
+                    cache.remove(0);
+                }
+                cache.push((fd, h.clone()));
+                Ok(Resfd::Held(h))
+            }
+            Err(Errno::BADF) => Err(Errno::BADF),
+            // No number left for a duplicate: checked afresh (not from the
+            // cache of this call) and held by number.
+            Err(_) if FdInfo::get(cb.aio_resfd)?.is_eventfd() => Ok(Resfd::Number(fd)),
+            Err(_) => Err(Errno::INVAL),
+        }
+    }
+
+    /// Registers an `io_submit` on this context, or returns `false` once the
+    /// context is dead (the call then fails with `EINVAL`).
+    pub(crate) fn begin_submit(&self) -> bool {
+        self.submitters.fetch_add(1, Ordering::SeqCst);
+        if EXITING.load(Ordering::SeqCst) != 0 && EXITING.load(Ordering::SeqCst) != sys::gettid() {
+            // The process is leaving (another thread called exit): this
+            // submission never returns, so nothing it would accept can be
+            // lost, and the exit does not wait for it. The thread ends with
+            // the process, as it would on the kernel.
+            self.end_submit();
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
+        if self.dead.load(Ordering::SeqCst) {
+            self.end_submit();
+            return false;
+        }
+        true
+    }
+
+    /// Whether another thread is inside `io_submit` on this context (the
+    /// caller being one, between `begin_submit` and `end_submit`).
+    pub(crate) fn others_submitting(&self) -> bool {
+        self.submitters.load(Ordering::Relaxed) > 1
+    }
+
+    /// Ends what [`Kioctx::begin_submit`] began.
+    pub(crate) fn end_submit(&self) {
+        self.submitters.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    pub(super) fn release_slot(&self) {
+        self.used.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Takes up to `n` event slots at once for one `io_submit` (one atomic
+    /// operation instead of one per request); returns how many it got.
+    /// Those not used go back through [`Kioctx::release_slots`].
+    pub(crate) fn reserve_slots(&self, n: u32) -> u32 {
+        let mut u = self.used.load(Ordering::SeqCst);
+        loop {
+            let k = n.min(self.capacity.saturating_sub(u));
+            if k == 0 {
+                return 0;
+            }
+            match self.used.compare_exchange_weak(u, u + k, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => return k,
+                Err(now) => u = now,
+            }
+        }
+    }
+
+    /// Gives back `n` slots taken by [`Kioctx::reserve_slots`].
+    pub(crate) fn release_slots(&self, n: u32) {
+        if n > 0 {
+            self.used.fetch_sub(n, Ordering::SeqCst);
+        }
+    }
+
+    /// Validates the iocb at user address `obj`, in the kernel's order, into
+    /// `p`. `reserved` counts the event slots the call holds already; one is
+    /// taken from it, or reserved afresh when none is left.
+    pub(crate) fn prepare(
+        &self,
+        obj: u64,
+        fds: &mut FdCache,
+        p: &mut Prepared,
+        reserved: &mut u32,
+    ) -> Result<(), Errno> {
+        let cb: iocb = read_user(obj).map_err(|_| Errno::FAULT)?;
+        if cb.aio_reserved2 != 0 {
+            return Err(Errno::INVAL);
+        }
+        if (cb.aio_nbytes as i64) < 0 {
+            return Err(Errno::INVAL);
+        }
+        if *reserved > 0 {
+            *reserved -= 1;
+        } else if !self.reserve_slot() {
+            return Err(Errno::AGAIN);
+        }
+        let r = self.prepare_reserved(&cb, obj, fds, p);
+        if r.is_err() {
+            self.release_slot();
+        }
+        r
+    }
+
+    pub(super) fn prepare_reserved(
+        &self,
+        cb: &iocb,
+        obj: u64,
+        fds: &mut FdCache,
+        p: &mut Prepared,
+    ) -> Result<(), Errno> {
+        if fds.inline_reads && self.try_inline_read(cb, obj, fds, p) {
+            return Ok(());
+        }
+        self.prepare_checked(cb, obj, fds, p)
+    }
+
+    /// The fast path for reads: every check that does not need the data
+    /// descriptor passes, and a `RWF_NOWAIT` read serves the whole request
+    /// without blocking. Success proves what the descriptor checks would
+    /// (open, readable, not a directory), so it saves their system calls and
+    /// the trip through the backend. Anything else returns `None` and the
+    /// full path decides, in the kernel's order, with no trace left.
+    pub(super) fn try_inline_read(&self, cb: &iocb, obj: u64, fds: &mut FdCache, p: &mut Prepared) -> bool {
+        self.try_inline_read_inner(cb, obj, fds, p).is_some()
+    }
+
+    pub(super) fn try_inline_read_inner(&self, cb: &iocb, obj: u64, fds: &mut FdCache, p: &mut Prepared) -> Option<()> {
+        let vectored = match cb.aio_lio_opcode {
+            IOCB_CMD_PREAD => false,
+            IOCB_CMD_PREADV => true,
+            _ => return None,
+        };
+        let resfd = self.hold_resfd(cb, fds).ok()?;
+        if cb.aio_flags & IOCB_FLAG_IOPRIO != 0 {
+            check_ioprio(cb.aio_reqprio).ok()?;
+        }
+        check_rw_flags(cb.aio_rw_flags, false).ok()?;
+        let (iov, addr, len) = import_buffer(cb, vectored).ok()?;
+        let count = iov.as_ref().map_or(len as u64, |v| v.iter().map(|e| e.iov_len).sum());
+        // A zero-length read succeeds before the file is looked at, so it
+        // would prove nothing about the descriptor; uaio's own descriptors
+        // (and closed ones) are refused by the full path; and a direct read
+        // through preadv2 waits for the device even with RWF_NOWAIT. The
+        // open flags are asked afresh (once per call and descriptor): a
+        // number may have been reopened, or set O_DIRECT, a moment ago.
+        if count == 0 || sys::internal_fds::is_internal(cb.aio_fildes as i32) {
+            return None;
+        }
+        if fds.get(cb.aio_fildes).ok()?.flags & libc::O_DIRECT as u32 != 0 {
+            return None;
+        }
+        let one = iovec { iov_base: addr, iov_len: len as u64 };
+        // SAFETY: writing KIOCB_KEY into the application's iocb, as the kernel does.
+        unsafe { write_user(obj + 8, &KIOCB_KEY) }.ok()?;
+        let (ptr, n) = match &iov {
+            Some(v) => (v.as_ptr(), v.len()),
+            None => (&one as *const iovec, 1),
+        };
+        let flags = (cb.aio_rw_flags & !RWF_HIPRI) | RWF_NOWAIT;
+        let (r, stream) = sys::preadv2(cb.aio_fildes as i32, ptr, n, cb.aio_offset, flags);
+        // Errors raised before any data moves (would block, no such
+        // descriptor or mode, no read_iter, NOWAIT unsupported) leave no
+        // trace: the full path decides. Any other error may follow a side
+        // effect (an eventfd's counter is taken before the copy faults), so
+        // it is the request's result, as the kernel would report it.
+        let untouched = [libc::EAGAIN, libc::EOPNOTSUPP, libc::EBADF, libc::EINVAL, libc::EISDIR, libc::ESPIPE]
+            .iter()
+            .any(|&e| r == -(e as i64));
+        if untouched || (r > 0 && (r as u64) < count && !stream) {
+            // Would block, failed, or served only in part: undo the key
+            // write if it changed anything and let the full path decide.
+            if cb.aio_key != KIOCB_KEY {
+                // SAFETY: restoring the value the application had there.
+                let _ = unsafe { write_user(obj + 8, &cb.aio_key) };
+            }
+            return None;
+        }
+        p.reset(cb, obj, resfd);
+        p.inline = r;
+        Some(())
+    }
+
+    pub(super) fn prepare_checked(
+        &self,
+        cb: &iocb,
+        obj: u64,
+        fds: &mut FdCache,
+        p: &mut Prepared,
+    ) -> Result<(), Errno> {
+        fds.get(cb.aio_fildes)?;
+        let resfd = self.hold_resfd(cb, fds)?;
+        // SAFETY: writing KIOCB_KEY into the application's iocb, as the kernel does.
+        unsafe { write_user(obj + 8, &KIOCB_KEY) }.map_err(|_| Errno::FAULT)?;
+        let behind_write = fds.backend_write;
+        let f = fds.get(cb.aio_fildes)?;
+        p.reset(cb, obj, resfd);
+        match cb.aio_lio_opcode {
+            IOCB_CMD_PREAD | IOCB_CMD_PWRITE | IOCB_CMD_PREADV | IOCB_CMD_PWRITEV => {
+                let write = matches!(cb.aio_lio_opcode, IOCB_CMD_PWRITE | IOCB_CMD_PWRITEV);
+                let vectored = matches!(cb.aio_lio_opcode, IOCB_CMD_PREADV | IOCB_CMD_PWRITEV);
+                if cb.aio_flags & IOCB_FLAG_IOPRIO != 0 {
+                    check_ioprio(cb.aio_reqprio)?;
+                    p.ioprio = cb.aio_reqprio as u16;
+                }
+                check_rw_flags(cb.aio_rw_flags, write)?;
+                check_rw_flags_file(cb.aio_rw_flags, f)?;
+                if write {
+                    if !f.writable() {
+                        return Err(Errno::BADF);
+                    }
+                    // Anonymous inodes (eventfd, timerfd, signalfd, epoll...)
+                    // have no `write_iter`.
+                    if f.is_anon_inode() {
+                        return Err(Errno::INVAL);
+                    }
+                } else {
+                    if !f.readable() {
+                        return Err(Errno::BADF);
+                    }
+                    if f.is_dir() || (f.is_anon_inode() && !f.anon_reads_iter()) {
+                        return Err(Errno::INVAL);
+                    }
+                }
+                (p.iov, p.addr, p.len) = import_buffer(cb, vectored)?;
+                if cb.aio_offset != 0 && f.mode() & libc::S_IFMT == libc::S_IFSOCK {
+                    // A socket's read_iter and write_iter refuse a position
+                    // (the request's result; pipes ignore it instead).
+                    p.inline = -(libc::ESPIPE as i64);
+                    p.iov = None;
+                    return Ok(());
+                }
+                let empty = match &p.iov {
+                    Some(v) => v.iter().all(|e| e.iov_len == 0),
+                    None => p.len == 0,
+                };
+                if empty && !write && f.is_anon_inode() {
+                    // The kernel hands even an empty read to read_iter, and
+                    // eventfd, timerfd and signalfd refuse reads shorter than
+                    // their record (io_uring would answer 0 without asking).
+                    p.inline = -(libc::EINVAL as i64);
+                    p.iov = None;
+                    return Ok(());
+                }
+                p.off = cb.aio_offset as u64;
+                p.rw_flags = cb.aio_rw_flags & !RWF_HIPRI;
+                p.forever = !f.is_regular_or_block();
+                // Requests that cannot block by definition are done here, as
+                // the kernel does, with the file's own answer: RWF_NOWAIT
+                // ones, and those on pipes, sockets, eventfds and devices
+                // opened O_NONBLOCK (which answer EAGAIN themselves; io_uring
+                // would wait for readiness instead).
+                let nonblock = f.flags & libc::O_NONBLOCK as u32 != 0 && !f.is_regular_or_block();
+                // Except a direct transfer: the system call waits for the
+                // device even with RWF_NOWAIT (a synchronous call waits for
+                // its bio; only AIO and io_uring return once it is queued),
+                // so it goes to the backend, which keeps the flag.
+                let direct = f.flags & libc::O_DIRECT as u32 != 0;
+                // A buffered write to ext4 or XFS runs here, as the
+                // kernel's does, when the rule of `writeback` shows it
+                // cannot wait for the device.
+                let inline_write = write
+                    && !direct
+                    && !empty
+                    && p.rw_flags & RWF_NOWAIT == 0
+                    && !self.backend.wants_every_write()
+                    && f.is_regular()
+                    && !behind_write
+                    && writeback::may_write_inline(f, p.rw_flags, p.off, buffer_len(p));
+                if (p.rw_flags & RWF_NOWAIT != 0 && !direct) || nonblock || inline_write {
+                    let one = iovec { iov_base: p.addr, iov_len: p.len as u64 };
+                    let (ptr, n) = match &p.iov {
+                        Some(v) => (v.as_ptr(), v.len()),
+                        None => (&one as *const iovec, 1),
+                    };
+                    let refuses = write && f.refuses_nowait_buffered_write();
+                    let queued_writes = behind_write || writeback::BACKEND_WRITES.load(Ordering::SeqCst) != 0;
+                    p.inline = if write && empty && p.rw_flags & RWF_NOWAIT != 0 && refuses {
+                        // The C library answers an empty write itself; the
+                        // kernel's AIO asks the file system, which refuses.
+                        -(libc::EOPNOTSUPP as i64)
+                    } else if write && !direct && f.is_regular() && !refuses && queued_writes {
+                        // A buffered write of the program's that would not
+                        // wait, while an earlier one waits in the backend:
+                        // done now, it could overtake it. The kernel's own
+                        // answer when a write cannot be done at once.
+                        -(libc::EAGAIN as i64)
+                    } else {
+                        sys::prwv2(write, f.fd, ptr, n, cb.aio_offset, p.rw_flags).0
+                    };
+                    p.iov = None;
+                    return Ok(());
+                }
+                p.buffered_write = write && !direct && f.is_regular();
+                fds.backend_write |= p.buffered_write;
+                p.kind = Some(match (write, vectored) {
+                    (false, false) => OpKind::Read,
+                    (true, false) => OpKind::Write,
+                    (false, true) => OpKind::Readv,
+                    (true, true) => OpKind::Writev,
+                });
+            }
+            IOCB_CMD_FSYNC | IOCB_CMD_FDSYNC => {
+                if cb.aio_buf != 0 || cb.aio_offset != 0 || cb.aio_nbytes != 0 || cb.aio_rw_flags != 0 {
+                    return Err(Errno::INVAL);
+                }
+                if !f.can_fsync() {
+                    return Err(Errno::INVAL);
+                }
+                p.kind = Some(if cb.aio_lio_opcode == IOCB_CMD_FSYNC { OpKind::Fsync } else { OpKind::Fdatasync });
+            }
+            IOCB_CMD_POLL => {
+                if cb.aio_buf as u16 as u64 != cb.aio_buf {
+                    return Err(Errno::INVAL);
+                }
+                if cb.aio_offset != 0 || cb.aio_nbytes != 0 || cb.aio_rw_flags != 0 {
+                    return Err(Errno::INVAL);
+                }
+                p.poll_mask = cb.aio_buf as u32;
+                if !f.has_poll() {
+                    // vfs_poll answers the default mask without queueing a
+                    // waiter: ready at once, or EINVAL when nothing matches.
+                    let wanted = p.poll_mask | (libc::POLLERR | libc::POLLHUP) as u32;
+                    let mask = DEFAULT_POLLMASK & wanted;
+                    if mask == 0 {
+                        return Err(Errno::INVAL);
+                    }
+                    p.inline = mask as i64;
+                    return Ok(());
+                }
+                p.kind = Some(OpKind::Poll);
+                p.forever = true;
+            }
+            IOCB_CMD_NOOP => {}
+            _ => return Err(Errno::INVAL),
+        }
+        Ok(())
+    }
+}

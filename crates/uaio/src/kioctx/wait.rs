@@ -1,0 +1,247 @@
+//! `io_getevents` and `io_pgetevents`: the events in the ring, and the
+//! wait for more. One waiter at a time (the leader) sleeps inside the
+//! backend and harvests what arrives; the others (followers) sleep on the
+//! futex `seq`, which every publication bumps. The leader hands over when it
+//! leaves. Waiters take events as the kernel's do since 6.9: when they
+//! start, then only once there are enough for them, or when they leave.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use rustix::io::Errno;
+
+use super::{wake_all, Kioctx};
+use crate::sys;
+
+/// When `io_getevents` gives up waiting.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Deadline {
+    /// Do not wait.
+    Now,
+    /// Wait until this instant.
+    At(Instant),
+    /// Wait as long as it takes.
+    Never,
+}
+
+impl Kioctx {
+    /// `io_getevents`: at least `min_nr`, at most `nr` events into `out`.
+    pub(crate) fn getevents(
+        &self,
+        min_nr: usize,
+        nr: usize,
+        out: u64,
+        deadline: Deadline,
+        sigmask: Option<u64>,
+    ) -> Result<usize, Errno> {
+        // Events already in the ring are enough: taken without the waiting
+        // machinery (no sleep can follow, so no one needs to know we are here).
+        let mut got = 0;
+        if sigmask.is_none() && nr > 0 {
+            // Completions waiting in the backend join the ring first, so
+            // that a caller finding enough events there sees them too.
+            if self.backend.has_completions() {
+                self.harvest();
+            }
+            got = self.consume(out, nr)?;
+            if got >= min_nr.max(1) {
+                return Ok(got);
+            }
+        }
+        self.getters.fetch_add(1, Ordering::SeqCst);
+        self.enter();
+        let r = self.getevents_inner(got, min_nr, nr, out, deadline, sigmask);
+        self.leave();
+        self.getters.fetch_sub(1, Ordering::SeqCst);
+        r
+    }
+
+    pub(super) fn getevents_inner(
+        &self,
+        mut got: usize,
+        min_nr: usize,
+        nr: usize,
+        out: u64,
+        deadline: Deadline,
+        sigmask: Option<u64>,
+    ) -> Result<usize, Errno> {
+        let mut leading = false;
+        // With a mask given (io_pgetevents), signals are held back for the
+        // whole call except while sleeping, where the mask is in force.
+        let saved_mask: Option<u64> = sigmask.map(|_| sys::block_async_signals());
+        let mut first = true;
+        let result = loop {
+            // As the kernel's waiters (since 6.9), a waiter takes events
+            // when it starts and then only once there are enough for it, or
+            // when it leaves: fewer stay in the ring for other readers.
+            let take = first
+                || self.ring_available() >= min_nr - got
+                || self.dead.load(Ordering::SeqCst)
+                || matches!(deadline, Deadline::At(t) if t <= Instant::now());
+            first = false;
+            if take {
+                match self.consume(out + 32 * got as u64, nr - got) {
+                    Ok(n) => got += n,
+                    Err(e) => break if got > 0 { Ok(got) } else { Err(e) },
+                }
+            }
+            if got >= min_nr {
+                break Ok(got);
+            }
+            if self.dead.load(Ordering::SeqCst) {
+                break if got > 0 { Ok(got) } else { Err(Errno::INVAL) };
+            }
+            if self.backend.has_completions() && self.harvest_by(leading) > 0 {
+                continue;
+            }
+            let timeout = match deadline {
+                Deadline::Now => break Ok(got),
+                Deadline::Never => None,
+                Deadline::At(t) => {
+                    let now = Instant::now();
+                    if t <= now {
+                        break Ok(got);
+                    }
+                    Some(t - now)
+                }
+            };
+            if self.await_submitter() {
+                continue;
+            }
+            let want = ((min_nr - got) as u32).min(self.in_flight()).max(1);
+            let r = if leading || self.leader.compare_exchange(0, want, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+                leading = true;
+                self.lead(want, min_nr - got, timeout, sigmask.as_ref())
+            } else {
+                self.follow(min_nr - got, timeout, sigmask)
+            };
+            match r {
+                Ok(()) | Err(Errno::TIME) => continue,
+                Err(Errno::INTR) => {
+                    // What is there goes with the interruption, as the
+                    // kernel reads once more before it leaves.
+                    if let Ok(n) = self.consume(out + 32 * got as u64, nr - got) {
+                        got += n;
+                    }
+                    break if got > 0 { Ok(got) } else { Err(Errno::INTR) };
+                }
+                Err(_) => continue,
+            }
+        };
+        if leading {
+            self.leader.store(0, Ordering::SeqCst);
+            // A follower takes over.
+            if self.followers.load(Ordering::SeqCst) > 0 {
+                self.seq.fetch_add(1, Ordering::SeqCst);
+                wake_all(&self.seq);
+            }
+        }
+        let mut result = result;
+        if let (Ok(n), Some(m)) = (result, sigmask) {
+            // A signal pending that the caller's mask lets through is
+            // delivered under that mask, as the kernel delivers it before
+            // putting the old mask back (installing the mask delivers it);
+            // with nothing to return it also interrupts the call, as the
+            // kernel's check after its wait does (even without a wait).
+            if sys::pending_signals() & !m & !SYNCHRONOUS_MASK != 0 {
+                sys::set_signal_mask(m);
+                if n == 0 {
+                    result = Err(Errno::INTR);
+                }
+            }
+        }
+        if let Some(m) = saved_mask {
+            sys::set_signal_mask(m);
+        }
+        result
+    }
+
+    /// While another thread is inside `io_submit` on this context, whose
+    /// page-cache requests complete there, spins a little for its events
+    /// instead of going to sleep at once: a sleep and a wake-up cost more
+    /// than the submission takes. Returns whether events were published.
+    pub(super) fn await_submitter(&self) -> bool {
+        let seq = self.seq.load(Ordering::SeqCst);
+        for _ in 0..SUBMITTER_SPINS {
+            if self.submitters.load(Ordering::Relaxed) == 0 {
+                break;
+            }
+            if self.seq.load(Ordering::Relaxed) != seq {
+                return true;
+            }
+            core::hint::spin_loop();
+        }
+        self.seq.load(Ordering::SeqCst) != seq
+    }
+
+    /// One sleep of the leader inside the backend, for `want` completions
+    /// (one when followers wait too, so that they hear of every event),
+    /// unless `need` events are in the ring already.
+    /// Leadership is kept across sleeps: it passes on only when the leader
+    /// leaves `io_getevents`.
+    pub(super) fn lead(
+        &self,
+        want: u32,
+        need: usize,
+        timeout: Option<Duration>,
+        sigmask: Option<&u64>,
+    ) -> Result<(), Errno> {
+        let want = if self.followers.load(Ordering::SeqCst) > 0 { 1 } else { want };
+        // Announce what we wait for before looking: a publisher that misses
+        // our look sees the announcement and wakes the backend (see
+        // `notify_waiters`).
+        self.leader.store(want, Ordering::SeqCst);
+        if self.ring_available() >= need || self.backend.has_completions() || self.dead.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.backend.wait(want, timeout, sigmask)
+    }
+
+    /// One sleep of a follower on the futex `seq`, which moves whenever
+    /// events are published or the leader leaves, unless `need` events are
+    /// in the ring already.
+    pub(super) fn follow(&self, need: usize, timeout: Option<Duration>, sigmask: Option<u64>) -> Result<(), Errno> {
+        let seq = self.seq.load(Ordering::SeqCst);
+        if self.followers.fetch_add(1, Ordering::SeqCst) == 0 && self.leader.load(Ordering::SeqCst) > 1 {
+            // The leader waits for several completions; make it come back
+            // and wait for one at a time while followers are there.
+            self.backend.wake();
+        }
+        let r = if self.seq.load(Ordering::SeqCst) != seq
+            || self.dead.load(Ordering::SeqCst)
+            || self.leader.load(Ordering::SeqCst) == 0
+            || self.ring_available() >= need
+        {
+            Ok(())
+        } else {
+            // Always with a time limit: an interrupted timed futex wait
+            // returns EINTR whatever the handler's SA_RESTART, as
+            // io_getevents does; an untimed one would be restarted and the
+            // signal would go unnoticed.
+            let d = timeout.unwrap_or(Duration::from_secs(3600));
+            let ts = rustix::thread::futex::Timespec { tv_sec: d.as_secs() as i64, tv_nsec: d.subsec_nanos() as _ };
+            if let Some(m) = sigmask {
+                sys::set_signal_mask(m);
+            }
+            let r = rustix::thread::futex::wait(&self.seq, rustix::thread::futex::Flags::PRIVATE, seq, Some(&ts));
+            if sigmask.is_some() {
+                sys::block_async_signals();
+            }
+            match r {
+                Err(Errno::AGAIN) => Ok(()),
+                Err(Errno::TIMEDOUT) => Err(Errno::TIME),
+                other => other,
+            }
+        };
+        self.followers.fetch_sub(1, Ordering::SeqCst);
+        r
+    }
+}
+
+/// Rounds of [`Kioctx::await_submitter`]'s spin (a few microseconds).
+const SUBMITTER_SPINS: u32 = 2000;
+
+/// Signals uaio never blocks (see [`sys::block_async_signals`]): a pending
+/// one of them is not the caller's business.
+const SYNCHRONOUS_MASK: u64 =
+    1 << (libc::SIGSEGV - 1) | 1 << (libc::SIGBUS - 1) | 1 << (libc::SIGILL - 1) | 1 << (libc::SIGFPE - 1);
