@@ -304,10 +304,12 @@ fn safe_noop(c: &mut Criterion) {
     let mut g = c.benchmark_group("safe_noop");
     let ctx = uaio::Context::new(1).expect("Context::new");
     g.throughput(Throughput::Elements(1));
+    let mut done = Vec::with_capacity(1);
     g.bench_function(BenchmarkId::new(backend, 1), |b| {
         b.iter(|| {
-            ctx.submit(uaio::Request::new(uaio::Op::Noop)).expect("submit");
-            black_box(ctx.wait(1, None).expect("wait"))
+            ctx.submit(uaio::Request::noop()).expect("submit");
+            done.clear();
+            black_box(ctx.wait(1, None, &mut done).expect("wait"))
         })
     });
     g.finish();

@@ -12,22 +12,65 @@
 //! Two layers:
 //! - [`raw`]: the six calls with the kernel's arguments, for the C library
 //!   and for programs that speak the system call interface;
-//! - [`Context`]: a safe API with owned buffers.
+//! - [`Context`]: a safe API. [`Request`]s own their buffers ([`Vec<u8>`],
+//!   or [`AlignedBuf`] for `O_DIRECT`) and borrow or own their descriptor
+//!   ([`Fd`]); they are submitted one by one or in batches, and their
+//!   [`Completion`]s hand the buffers back. With the `tokio` feature,
+//!   `AsyncContext` runs the same requests as futures.
 //!
 //! ```
-//! use std::os::fd::AsRawFd;
-//! # fn main() -> std::io::Result<()> {
+//! use std::os::unix::fs::FileExt;
 //! let file = tempfile::tempfile()?;
 //! let ctx = uaio::Context::new(8)?;
-//! ctx.submit(uaio::Request::write(file.as_raw_fd(), b"hello".to_vec(), 0).user_data(7))?;
-//! let done = ctx.wait(1, None)?;
-//! assert_eq!(done[0].user_data, 7);
-//! assert_eq!(done[0].result, Ok(5));
-//! # Ok(())
-//! # }
+//! ctx.submit(uaio::Request::write(&file, b"hello".to_vec(), 0).user_data(7))?;
+//! let done = ctx.wait_one(None)?;
+//! assert_eq!((done.user_data(), done.result()?), (7, 5));
+//! let mut back = [0; 5];
+//! file.read_exact_at(&mut back, 0)?;
+//! assert_eq!(&back, b"hello");
+//! # Ok::<(), std::io::Error>(())
 //! ```
+//!
+//! # Process-wide effects
+//!
+//! The first context of a process (through either layer) starts the
+//! `uaio-progress` thread, installs a `SIGSEGV`/`SIGBUS` handler (bad
+//! pointers become `EFAULT`; other faults go to the previous handler), a
+//! `pthread_atfork` child handler (a child sees none of its parent's
+//! contexts) and an `atexit` hook (file I/O in flight is finished before
+//! the process exits), and reads `UAIO_BACKEND`, `UAIO_THREADS` and
+//! `UAIO_FAULTS`. [`Context`] says more about each.
+//!
+//! # Features
+//!
+//! - `tokio` (off by default): `AsyncContext`, `async fn` reads, writes,
+//!   syncs and polls driven by an eventfd registered with tokio's reactor.
+//!   The core library starts no runtime.
+//!
+//! # Supported targets
+//!
+//! Linux only (the API mirrors Linux AIO and the engine uses io_uring,
+//! eventfd, futexes and `/proc`), and 64-bit only (the engine reads the
+//! application's iocb pointers as 64-bit values). x86_64 is the tested
+//! target and the only one with the assembly fault-recovering copy; other
+//! 64-bit Linux targets (aarch64, riscv64, ...) build with portable
+//! fallbacks (`process_vm_readv`) and are not tested.
+//!
+//! # References
+//!
+//! - [`aio(7)`](https://man7.org/linux/man-pages/man7/aio.7.html),
+//!   [`io_submit(2)`](https://man7.org/linux/man-pages/man2/io_submit.2.html)
+//!   and the other `io_*` pages
+//! - [`fs/aio.c`](https://elixir.bootlin.com/linux/v6.18/source/fs/aio.c)
+//!   (Linux 6.18), the kernel implementation uaio follows
 #![deny(missing_docs, missing_debug_implementations)]
 #![deny(clippy::undocumented_unsafe_blocks)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[cfg(not(target_os = "linux"))]
+compile_error!("uaio implements Linux AIO on io_uring: it supports Linux targets only");
+#[cfg(not(target_pointer_width = "64"))]
+compile_error!("uaio supports 64-bit Linux targets only (x86_64 is tested; aarch64, riscv64 and others build)");
 
 mod api;
 mod backend;
@@ -39,7 +82,12 @@ mod table;
 mod uaccess;
 mod writeback;
 
-pub use api::{Completion, Context, Op, Request, Ticket};
+pub use api::{
+    AlignedBuf, Backend, Builder, Completion, Context, Fd, IoBuffer, Opcode, PollFlags, ReadWriteFlags, Request,
+    SubmitError, Ticket,
+};
+#[cfg(feature = "tokio")]
+pub use api::{AsyncContext, BufResult, Flight};
 pub use uaio_abi as abi;
 
 /// Name of the backend that executes I/O in this process: `"io_uring"` or

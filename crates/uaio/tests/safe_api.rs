@@ -1,62 +1,288 @@
-//! The safe API: owned buffers come back, cancellation, destroy on drop.
+//! The safe API: owned buffers come back, tickets that never name another
+//! request, batches, cancellation, destroy on drop, aligned buffers.
 #![deny(clippy::undocumented_unsafe_blocks)]
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::sync::Arc;
 use std::time::Duration;
 
-use uaio::{Context, Op, Request};
+use uaio::{AlignedBuf, Backend, Completion, Context, Opcode, PollFlags, ReadWriteFlags, Request};
+
+const LONG: Option<Duration> = Some(Duration::from_secs(10));
 
 fn pipe() -> (OwnedFd, OwnedFd) {
-    let mut fds = [0i32; 2];
-    // SAFETY: pipe2 into a valid array; the descriptors are owned below.
-    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-    // SAFETY: freshly created, owned by nobody else.
-    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+    rustix::pipe::pipe().unwrap()
+}
+
+fn write_pipe(w: impl AsFd, data: &[u8]) {
+    assert_eq!(rustix::io::write(w, data).unwrap(), data.len());
+}
+
+/// Waits until `n` completions have been reaped, through one reused vector.
+fn wait_n<'fd, B: uaio::IoBuffer>(ctx: &Context<'fd, B>, n: usize) -> Vec<Completion<'fd, B>> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        ctx.wait(n - out.len(), LONG, &mut out).unwrap();
+    }
+    out
 }
 
 #[test]
 fn write_then_read_returns_the_buffer() {
     let f = tempfile::tempfile().unwrap();
     let ctx = Context::new(8).unwrap();
-    ctx.submit(Request::write(f.as_raw_fd(), b"hello world".to_vec(), 3).user_data(1)).unwrap();
-    let c = ctx.wait(1, Some(Duration::from_secs(5))).unwrap();
-    assert_eq!((c[0].user_data, c[0].result), (1, Ok(11)));
-    ctx.submit(Request::read(f.as_raw_fd(), 20, 0).user_data(2)).unwrap();
-    let c = ctx.wait(1, Some(Duration::from_secs(5))).unwrap().pop().unwrap();
-    assert_eq!(c.result, Ok(14));
-    match c.op {
-        Op::Read { buf, .. } => assert_eq!(&buf[3..14], b"hello world"),
-        other => panic!("unexpected {other:?}"),
-    }
+    ctx.submit(Request::write(&f, b"hello world".to_vec(), 3).user_data(1)).unwrap();
+    let c = ctx.wait_one(LONG).unwrap();
+    assert_eq!((c.user_data(), c.result().unwrap(), c.opcode()), (1, 11, Opcode::Write));
+    assert_eq!(c.into_buf().unwrap(), b"hello world");
+    ctx.submit(Request::read(&f, vec![0; 20], 0).user_data(2)).unwrap();
+    let c = ctx.wait_one(LONG).unwrap();
+    let (res, buf) = c.into_result_and_buf();
+    assert_eq!(res.unwrap(), 14);
+    assert_eq!(&buf.unwrap()[3..14], b"hello world");
     assert_eq!(ctx.pending(), 0);
 }
 
 #[test]
-fn cancel_of_a_pending_pipe_read_completes_with_ecanceled() {
+fn vectored_requests_fill_and_drain_their_buffers_in_order() {
+    let f = tempfile::tempfile().unwrap();
+    let ctx = Context::new(8).unwrap();
+    ctx.submit(Request::writev(&f, vec![b"abc".to_vec(), b"".to_vec(), b"defgh".to_vec()], 1)).unwrap();
+    assert_eq!(ctx.wait_one(LONG).unwrap().result().unwrap(), 8);
+    ctx.submit(Request::readv(&f, vec![vec![0; 4], vec![0; 2], vec![0; 10]], 0)).unwrap();
+    let c = ctx.wait_one(LONG).unwrap();
+    assert_eq!(c.result().unwrap(), 9);
+    let bufs = c.into_bufs();
+    assert_eq!(bufs[0], b"\0abc");
+    assert_eq!(bufs[1], b"de");
+    assert_eq!(&bufs[2][..3], b"fgh");
+}
+
+#[test]
+fn cancel_of_a_pending_pipe_read_completes_with_ecanceled_and_the_ticket_goes_stale() {
     let (r, _w) = pipe();
     let ctx = Context::new(4).unwrap();
-    let t = ctx.submit(Request::read(r.as_raw_fd(), 16, 0).user_data(9)).unwrap();
-    assert!(ctx.wait(0, Some(Duration::ZERO)).unwrap().is_empty());
+    let t = ctx.submit(Request::read(&r, vec![0; 16], 0).user_data(9)).unwrap();
+    let mut none = Vec::new();
+    assert_eq!(ctx.wait(0, Some(Duration::ZERO), &mut none).unwrap(), 0);
     ctx.cancel(t).unwrap();
-    let c = ctx.wait(1, Some(Duration::from_secs(5))).unwrap().pop().unwrap();
-    assert_eq!((c.user_data, c.result), (9, Err(libc::ECANCELED)));
+    let c = ctx.wait_one(LONG).unwrap();
+    assert_eq!((c.user_data(), c.ticket()), (9, t));
+    assert_eq!(c.result().unwrap_err().raw_os_error(), Some(libc::ECANCELED));
+    assert_eq!(c.into_buf().unwrap().len(), 16, "the buffer comes back");
     assert_eq!(ctx.cancel(t).unwrap_err().raw_os_error(), Some(libc::EINVAL));
+}
+
+#[test]
+fn a_stale_ticket_never_cancels_the_newer_request_in_its_slot() {
+    let (r, w) = pipe();
+    let ctx = Context::new(4).unwrap();
+    let old = ctx.submit(Request::noop()).unwrap();
+    assert_eq!(ctx.wait_one(LONG).unwrap().ticket(), old);
+    // The freed slot is reused by the next request (same index, newer
+    // generation): the old ticket must not reach it.
+    let new = ctx.submit(Request::read(&r, vec![0; 4], 0).user_data(2)).unwrap();
+    assert_ne!(old, new);
+    assert_eq!(ctx.cancel(old).unwrap_err().raw_os_error(), Some(libc::EINVAL));
+    write_pipe(&w, b"data");
+    let c = ctx.wait_one(LONG).unwrap();
+    assert_eq!((c.ticket(), c.result().unwrap()), (new, 4), "the newer read was not cancelled");
+    assert_eq!(c.into_buf().unwrap(), b"data");
+}
+
+#[test]
+fn a_ticket_of_another_context_names_nothing_here() {
+    let (r, _w) = pipe();
+    let a = Context::new(4).unwrap();
+    let b = Context::new(4).unwrap();
+    let ta = a.submit(Request::read(&r, vec![0; 4], 0)).unwrap();
+    let tb = b.submit(Request::read(&r, vec![0; 4], 0)).unwrap();
+    assert_eq!(b.cancel(ta).unwrap_err().raw_os_error(), Some(libc::EINVAL));
+    assert_eq!(a.pending(), 1);
+    a.cancel(ta).unwrap();
+    b.cancel(tb).unwrap();
+    assert_eq!(wait_n(&a, 1)[0].ticket(), ta);
+    assert_eq!(wait_n(&b, 1)[0].ticket(), tb);
 }
 
 #[test]
 fn poll_reports_readiness_and_noop_completes() {
     let (r, w) = pipe();
     let ctx = Context::new(4).unwrap();
-    ctx.submit(Request::poll(r.as_raw_fd(), libc::POLLIN as u16).user_data(1)).unwrap();
-    ctx.submit(Request::new(Op::Noop).user_data(2)).unwrap();
-    let c = ctx.wait(1, Some(Duration::from_secs(5))).unwrap();
-    assert_eq!(c.len(), 1);
-    assert_eq!((c[0].user_data, c[0].result), (2, Ok(0)));
-    // SAFETY: writing one byte from a valid buffer to our pipe.
-    assert_eq!(unsafe { libc::write(w.as_raw_fd(), b"x".as_ptr().cast(), 1) }, 1);
-    let c = ctx.wait(1, Some(Duration::from_secs(5))).unwrap();
-    assert_eq!(c[0].user_data, 1);
-    assert_ne!(c[0].result.unwrap() & libc::POLLIN as u64, 0);
+    ctx.submit(Request::poll(&r, PollFlags::IN).user_data(1)).unwrap();
+    ctx.submit(Request::noop().user_data(2)).unwrap();
+    let c = ctx.wait_one(LONG).unwrap();
+    assert_eq!((c.user_data(), c.result().unwrap(), c.poll_flags()), (2, 0, None));
+    write_pipe(&w, b"x");
+    let c = ctx.wait_one(LONG).unwrap();
+    assert_eq!(c.user_data(), 1);
+    assert!(c.poll_flags().unwrap().contains(PollFlags::IN));
+}
+
+#[test]
+fn submit_errors_hand_the_request_back() {
+    let f = tempfile::tempfile().unwrap();
+    let (r, _w) = pipe();
+    let ctx = Context::new(4).unwrap();
+    let e = ctx.submit(Request::write(&f, vec![5; 3], 0).flags(ReadWriteFlags::from_bits_retain(1 << 30))).unwrap_err();
+    assert_eq!(e.error().raw_os_error(), Some(libc::EOPNOTSUPP));
+    assert_eq!(e.into_request().into_buf().unwrap(), vec![5; 3]);
+    let e = ctx.submit(Request::fdsync(&r).user_data(3)).unwrap_err();
+    let (err, req) = e.into_parts();
+    assert_eq!((err.raw_os_error(), req.get_user_data()), (Some(libc::EINVAL), 3));
+    let io: std::io::Error = ctx.submit(Request::write(&r, vec![], u64::MAX)).unwrap_err().into();
+    assert!(io.raw_os_error().is_some());
+    assert_eq!(ctx.pending(), 0);
+}
+
+#[test]
+fn a_batch_submits_the_prefix_before_a_bad_request_and_keeps_the_rest() {
+    let f = tempfile::tempfile().unwrap();
+    let (r, _w) = pipe();
+    let ctx = Context::new(16).unwrap();
+    let mut reqs = vec![
+        Request::write(&f, vec![1; 8], 0).user_data(0),
+        Request::noop().user_data(1),
+        Request::fsync(&r).user_data(2), // a pipe cannot sync: EINVAL
+        Request::noop().user_data(3),
+    ];
+    let mut tickets = Vec::new();
+    assert_eq!(ctx.submit_batch(&mut reqs, &mut tickets).unwrap(), 2);
+    assert_eq!(tickets.len(), 2);
+    assert_eq!(reqs.iter().map(|r| r.get_user_data()).collect::<Vec<_>>(), vec![2, 3]);
+    // The first is now the bad one: the error comes back, nothing moves.
+    let e = ctx.submit_batch(&mut reqs, &mut tickets).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
+    assert_eq!((reqs.len(), tickets.len()), (2, 2));
+    reqs.remove(0);
+    assert_eq!(ctx.submit_batch(&mut reqs, &mut tickets).unwrap(), 1);
+    let mut done = wait_n(&ctx, 3);
+    done.sort_by_key(|c| c.user_data());
+    assert_eq!(done.iter().map(|c| c.ticket()).collect::<Vec<_>>(), tickets);
+    assert_eq!(done[0].result().unwrap(), 8);
+}
+
+#[test]
+fn a_batch_larger_than_the_context_submits_what_fits() {
+    let ctx = Context::new(1).unwrap();
+    let mut reqs: Vec<Request> = (0..1000).map(|i| Request::noop().user_data(i)).collect();
+    let mut tickets = Vec::new();
+    let n = ctx.submit_batch(&mut reqs, &mut tickets).unwrap();
+    assert!(n > 0 && n < 1000, "{n}");
+    assert_eq!(reqs.len(), 1000 - n);
+    assert_eq!(reqs[0].get_user_data(), n as u64, "the rest stays in order");
+    assert_eq!(wait_n(&ctx, n).len(), n);
+}
+
+#[test]
+fn wait_reaps_no_more_than_the_spare_capacity_and_reuses_it() {
+    let ctx = Context::new(64).unwrap();
+    for i in 0..10 {
+        ctx.submit(Request::noop().user_data(i)).unwrap();
+    }
+    let mut out = Vec::with_capacity(4);
+    let cap = out.capacity();
+    let mut seen = Vec::new();
+    while seen.len() < 10 {
+        out.clear();
+        let n = ctx.wait(1, LONG, &mut out).unwrap();
+        assert!(n <= cap && n == out.len());
+        assert_eq!(out.capacity(), cap, "no reallocation");
+        seen.extend(out.iter().map(|c| c.user_data()));
+    }
+    seen.sort();
+    assert_eq!(seen, (0..10).collect::<Vec<_>>());
+}
+
+#[test]
+fn owned_and_shared_descriptors_live_as_long_as_their_requests() {
+    let ctx: Context<'static> = Context::new(8).unwrap();
+    let shared = Arc::new(tempfile::tempfile().unwrap());
+    ctx.submit(Request::write(shared.clone(), b"shared".to_vec(), 0)).unwrap();
+    // An owned descriptor moves into the request: the file stays open until
+    // the completion is dropped.
+    let (r, w) = pipe();
+    ctx.submit(Request::read(r, vec![0; 2], 0).user_data(7)).unwrap();
+    write_pipe(&w, b"ok");
+    let mut done = wait_n(&ctx, 2);
+    done.sort_by_key(|c| c.user_data());
+    assert_eq!(done[0].result().unwrap(), 6);
+    assert_eq!(done[1].result().unwrap(), 2);
+    let mut back = [0u8; 6];
+    shared.read_exact_at(&mut back, 0).unwrap();
+    assert_eq!(&back, b"shared");
+}
+
+#[test]
+fn eventfd_is_signalled_per_completion() {
+    let efd = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).unwrap();
+    let ctx = Context::new(4).unwrap();
+    ctx.submit(Request::noop().eventfd(&efd)).unwrap();
+    ctx.submit(Request::noop().eventfd(&efd)).unwrap();
+    let mut got = 0;
+    while got < 2 {
+        let mut count = [0u8; 8];
+        rustix::io::read(&efd, &mut count).unwrap();
+        got += u64::from_ne_bytes(count);
+    }
+    assert_eq!(got, 2);
+    assert_eq!(wait_n(&ctx, 2).len(), 2);
+}
+
+#[test]
+fn aligned_buffers_do_o_direct_io() {
+    // O_DIRECT is refused by some file systems (tmpfs): try the temporary
+    // directory, then the current one (the build tree).
+    let mut tried = Vec::new();
+    for dir in [std::env::temp_dir(), std::env::current_dir().unwrap()] {
+        let path = dir.join(format!("uaio-direct-{}", std::process::id()));
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(&path);
+        let _ = std::fs::remove_file(&path);
+        let f = match f {
+            Ok(f) => f,
+            Err(e) => {
+                tried.push(format!("{}: {e}", dir.display()));
+                continue;
+            }
+        };
+        let ctx = Context::builder().entries(8).build_for::<AlignedBuf>().unwrap();
+        let mut buf = AlignedBuf::for_direct_io(&f, 8192).unwrap();
+        assert_eq!(buf.as_ptr() as usize % buf.alignment(), 0);
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = (i % 251) as u8;
+        }
+        ctx.submit(Request::write(&f, buf, 0)).unwrap();
+        assert_eq!(ctx.wait_one(LONG).unwrap().result().unwrap(), 8192);
+        ctx.submit(Request::read(&f, AlignedBuf::new(4096), 4096)).unwrap();
+        let c = ctx.wait_one(LONG).unwrap();
+        assert_eq!(c.result().unwrap(), 4096);
+        let back = c.into_buf().unwrap();
+        assert!(back.iter().enumerate().all(|(i, &b)| b == ((i + 4096) % 251) as u8));
+        // A misaligned length is refused by the file system, not a crash.
+        ctx.submit(Request::read(&f, AlignedBuf::new(100), 0)).unwrap();
+        assert_eq!(ctx.wait_one(LONG).unwrap().result().unwrap_err().raw_os_error(), Some(libc::EINVAL));
+        return;
+    }
+    panic!("no directory here takes O_DIRECT: {tried:?}");
+}
+
+#[test]
+fn the_builder_accepts_the_process_backend_and_refuses_the_other() {
+    let here = Backend::current();
+    let ctx = Context::builder().entries(4).backend(here).build().unwrap();
+    assert_eq!(ctx.pending(), 0);
+    let other = if here == Backend::IoUring { Backend::Threads } else { Backend::IoUring };
+    let err = Context::builder().backend(other).build().unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::Unsupported);
+    assert!(err.to_string().contains("UAIO_BACKEND"), "{err}");
+    assert!(Context::builder().entries(0).build().is_err());
 }
 
 #[test]
@@ -65,47 +291,42 @@ fn drop_with_pending_requests_cancels_them_before_returning() {
     {
         let ctx = Context::new(4).unwrap();
         for i in 0..3 {
-            ctx.submit(Request::read(r.as_raw_fd(), 8, 0).user_data(i)).unwrap();
+            ctx.submit(Request::read(&r, vec![0; 8], 0).user_data(i)).unwrap();
         }
         assert_eq!(ctx.pending(), 3);
     }
     // Had any of the three reads survived the drop, it would take this data.
-    // SAFETY: an 8-byte write from a live buffer to our pipe.
-    assert_eq!(unsafe { libc::write(w.as_raw_fd(), b"abcdefgh".as_ptr().cast(), 8) }, 8);
+    write_pipe(&w, b"abcdefgh");
     let mut buf = [0u8; 16];
-    // SAFETY: a read into a live buffer from our pipe, which holds 8 bytes.
-    let n = unsafe { libc::read(r.as_raw_fd(), buf.as_mut_ptr().cast(), 16) };
-    assert_eq!(&buf[..n as usize], b"abcdefgh");
+    let n = rustix::io::read(&r, &mut buf).unwrap();
+    assert_eq!(&buf[..n], b"abcdefgh");
 }
 
 #[test]
 fn many_threads_wait_on_one_context_and_every_completion_arrives_once() {
     let (r, w) = pipe();
-    let ctx = std::sync::Arc::new(Context::new(64).unwrap());
+    let ctx = Context::new(64).unwrap();
     for i in 0..16 {
-        ctx.submit(Request::poll(r.as_raw_fd(), libc::POLLIN as u16).user_data(i)).unwrap();
+        ctx.submit(Request::poll(&r, PollFlags::IN).user_data(i)).unwrap();
     }
-    let waiters: Vec<_> = (0..4)
-        .map(|_| {
-            let ctx = ctx.clone();
-            std::thread::spawn(move || {
-                let mut seen = Vec::new();
-                while seen.len() < 4 {
-                    for c in ctx.wait(1, Some(Duration::from_millis(200))).unwrap() {
-                        seen.push(c.user_data);
+    let mut all: Vec<u64> = std::thread::scope(|s| {
+        let waiters: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut seen = Vec::new();
+                    let mut out = Vec::with_capacity(16);
+                    while ctx.pending() > 0 {
+                        out.clear();
+                        ctx.wait(1, Some(Duration::from_millis(200)), &mut out).unwrap();
+                        seen.extend(out.iter().map(|c| c.user_data()));
                     }
-                    if ctx.pending() == 0 {
-                        break;
-                    }
-                }
-                seen
+                    seen
+                })
             })
-        })
-        .collect();
-    std::thread::sleep(Duration::from_millis(50));
-    // SAFETY: one-byte write from a valid buffer.
-    unsafe { libc::write(w.as_raw_fd(), b"x".as_ptr().cast(), 1) };
-    let mut all: Vec<u64> = waiters.into_iter().flat_map(|t| t.join().unwrap()).collect();
+            .collect();
+        write_pipe(&w, b"x");
+        waiters.into_iter().flat_map(|t| t.join().unwrap()).collect()
+    });
     all.sort();
     assert_eq!(all, (0..16).collect::<Vec<_>>());
 }
@@ -115,18 +336,18 @@ fn drop_with_pending_file_writes_keeps_every_write() {
     const N: usize = 256;
     let f = tempfile::tempfile().unwrap();
     let ctx = Context::new(N as u32).unwrap();
-    for i in 0..N {
-        let block = vec![(i % 251) as u8 + 1; 4096];
-        ctx.submit(Request::write(f.as_raw_fd(), block, (i * 4096) as u64).user_data(i as u64)).unwrap();
+    let mut reqs: Vec<Request> =
+        (0..N).map(|i| Request::write(&f, vec![(i % 251) as u8 + 1; 4096], (i * 4096) as u64)).collect();
+    let mut tickets = Vec::with_capacity(N);
+    while !reqs.is_empty() {
+        ctx.submit_batch(&mut reqs, &mut tickets).unwrap();
     }
     // Dropping the context waits for the writes (only what could wait
     // forever is cancelled), as the kernel's io_destroy does.
     drop(ctx);
     let mut got = vec![0u8; 4096];
     for i in 0..N {
-        // SAFETY: pread into a local buffer of 4096 bytes.
-        let n = unsafe { libc::pread(f.as_raw_fd(), got.as_mut_ptr().cast(), 4096, (i * 4096) as i64) };
-        assert_eq!(n, 4096, "block {i}");
+        f.read_exact_at(&mut got, (i * 4096) as u64).unwrap();
         assert!(got.iter().all(|&b| b == (i % 251) as u8 + 1), "block {i}");
     }
 }

@@ -1,0 +1,685 @@
+//! The async API on tokio: one eventfd per context, registered with the
+//! runtime's reactor, signalled by every completion.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::pin::Pin;
+use std::sync::{Mutex, MutexGuard};
+use std::task::{Context as TaskContext, Poll, Waker};
+use std::time::Duration;
+
+use ::tokio::io::unix::AsyncFd;
+use ::tokio::io::Interest;
+use rustix::event::{eventfd, EventfdFlags};
+use uaio_abi::{aio_context_t, IOCB_FLAG_RESFD};
+
+use super::buf::IoBuffer;
+use super::fd::Fd;
+use super::request::Request;
+use super::slots::{data_of, Slots};
+use super::{sys, PollFlags};
+
+/// A result together with the buffer (or buffers) the operation owned,
+/// handed back whether it succeeded or not.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::io::Result<()> {
+/// let file = tempfile::tempfile()?;
+/// let ctx = uaio::AsyncContext::new(8)?;
+/// let (res, buf): uaio::BufResult<usize, Vec<u8>> = ctx.write(&file, vec![1; 10], 0).await;
+/// assert_eq!((res?, buf.len()), (10, 10));
+/// # Ok(())
+/// # }
+/// ```
+pub type BufResult<T, B> = (io::Result<T>, B);
+
+/// What the context keeps per request in flight.
+enum Slot<'fd> {
+    /// Submitted; the waker of the future that waits for it.
+    Waiting(Option<Waker>),
+    /// Reaped; the event's `res`, for the future to take.
+    Done(i64),
+    /// Its future was dropped before the completion: the request (with
+    /// its buffers and descriptor) stays here until the completion is
+    /// reaped, so that no memory the I/O may still write is freed.
+    Orphan(#[allow(dead_code)] Box<dyn Send + 'fd>),
+}
+
+struct State<'fd> {
+    slots: Slots<Slot<'fd>>,
+    /// The future whose task the eventfd's readiness wakes (the last one
+    /// that found nothing to do); when it goes, another waiting one is woken
+    /// to take its place.
+    driver: Option<(u32, u64)>,
+}
+
+/// An AIO context for tokio: `async fn` reads, writes, syncs and polls.
+///
+/// Every request carries `IOCB_FLAG_RESFD` with the context's own eventfd,
+/// which is registered with tokio's reactor ([`AsyncFd`]). Whichever future
+/// is polled when the eventfd is ready reaps every completion of the
+/// context (`io_getevents(2)` without waiting) and wakes the futures they
+/// belong to; no thread is spent waiting.
+///
+/// The descriptors and buffers follow the rules of the synchronous
+/// [`Context`](crate::Context): descriptors are [`Fd`]s (borrowed for
+/// `'fd`, or owned), buffers are [`IoBuffer`]s owned by the operation and
+/// returned in a [`BufResult`].
+///
+/// # Cancellation
+///
+/// Dropping a future before it completes cancels its request
+/// (`io_cancel(2)`). Whether or not the cancellation succeeds, the request,
+/// with its buffers and descriptor, moves into the context, which frees it
+/// only when its completion has been reaped (by another future, or when
+/// the context is dropped): memory the I/O may still write is never freed.
+///
+/// # Dropping
+///
+/// As for [`Context`](crate::Context): the drop cancels what could wait
+/// forever, waits for file I/O still in flight (blocking the thread that
+/// drops it), then frees what the requests owned. The process-wide effects
+/// described there apply too.
+///
+/// # Panics
+///
+/// [`AsyncContext::new`] panics outside a tokio runtime with I/O enabled
+/// (as tokio's [`AsyncFd`] registration does).
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::io::Result<()> {
+/// let file = tempfile::tempfile()?;
+/// let ctx = uaio::AsyncContext::new(32)?;
+/// let (res, _) = ctx.write(&file, b"hello, tokio".to_vec(), 0).await;
+/// res?;
+/// ctx.fsync(&file).await?;
+/// let (res, buf) = ctx.read(&file, vec![0; 5], 0).await;
+/// assert_eq!(&buf[..res?], b"hello");
+/// # Ok(())
+/// # }
+/// ```
+///
+/// Many operations at once, from one task:
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::io::Result<()> {
+/// use std::sync::Arc;
+/// let file = Arc::new(tempfile::tempfile()?);
+/// let ctx = uaio::AsyncContext::new(64)?;
+/// let writes = (0..16u64).map(|i| ctx.write(file.clone(), vec![i as u8; 4096], i * 4096));
+/// for (res, _) in futures_join_all(writes).await {
+///     assert_eq!(res?, 4096);
+/// }
+/// # Ok(())
+/// # }
+/// # async fn futures_join_all<F: std::future::Future>(fs: impl Iterator<Item = F>) -> Vec<F::Output> {
+/// #     let mut set = Vec::new();
+/// #     for f in fs { set.push(Box::pin(f)); }
+/// #     let mut out = Vec::new();
+/// #     // Poll them all concurrently: a minimal join_all.
+/// #     let mut done: Vec<Option<F::Output>> = set.iter().map(|_| None).collect();
+/// #     std::future::poll_fn(|cx| {
+/// #         let mut all = true;
+/// #         for (f, d) in set.iter_mut().zip(done.iter_mut()) {
+/// #             if d.is_none() {
+/// #                 match f.as_mut().poll(cx) {
+/// #                     std::task::Poll::Ready(v) => *d = Some(v),
+/// #                     std::task::Poll::Pending => all = false,
+/// #                 }
+/// #             }
+/// #         }
+/// #         if all { std::task::Poll::Ready(()) } else { std::task::Poll::Pending }
+/// #     }).await;
+/// #     out.extend(done.into_iter().map(Option::unwrap));
+/// #     out
+/// # }
+/// ```
+///
+/// # References
+///
+/// - [`io_submit(2)`](https://man7.org/linux/man-pages/man2/io_submit.2.html)
+///   (`IOCB_FLAG_RESFD`), [`eventfd(2)`](https://man7.org/linux/man-pages/man2/eventfd.2.html),
+///   [`io_cancel(2)`](https://man7.org/linux/man-pages/man2/io_cancel.2.html)
+/// - `aio_complete` in [`fs/aio.c`](https://elixir.bootlin.com/linux/v6.18/source/fs/aio.c)
+pub struct AsyncContext<'fd> {
+    handle: aio_context_t,
+    efd: AsyncFd<OwnedFd>,
+    state: Mutex<State<'fd>>,
+}
+
+/// Events reaped per `io_getevents` call.
+const REAP_BATCH: usize = 64;
+
+impl<'fd> AsyncContext<'fd> {
+    /// Creates a context for `entries` requests in flight at once
+    /// (`io_setup(2)`), with its eventfd registered with the current tokio
+    /// runtime.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime with I/O enabled.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// let ctx = uaio::AsyncContext::new(128)?;
+    /// assert_eq!(ctx.pending(), 0);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn new(entries: u32) -> io::Result<Self> {
+        let efd = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
+        // SAFETY: the AsyncFd owns the OwnedFd, which stays open, with the
+        // same number, until the AsyncFd is dropped.
+        let efd = unsafe { AsyncFd::register_with_interest(efd, Interest::READABLE) }.map_err(io::Error::from)?;
+        let handle = sys::setup(entries)?;
+        Ok(AsyncContext { handle, efd, state: Mutex::new(State { slots: Slots::default(), driver: None }) })
+    }
+
+    /// The raw context handle (see [`Context::handle`](crate::Context::handle)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// let ctx = uaio::AsyncContext::new(4)?;
+    /// assert_ne!(ctx.handle(), 0);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn handle(&self) -> aio_context_t {
+        self.handle
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State<'fd>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Requests in flight, including those whose futures were dropped and
+    /// whose completion has not been reaped yet.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// let ctx = uaio::AsyncContext::new(4)?;
+    /// ctx.noop().await?;
+    /// assert_eq!(ctx.pending(), 0);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn pending(&self) -> usize {
+        self.lock().slots.len()
+    }
+
+    /// Runs any [`Request`] and resolves to its result and the request
+    /// (with its buffers) back. The request is submitted when the future
+    /// is first polled; dropping the future cancels it (see the type's
+    /// documentation). The request's own eventfd, if any, is replaced by
+    /// the context's.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// use uaio::{ReadWriteFlags, Request};
+    /// let file = tempfile::tempfile()?;
+    /// let ctx = uaio::AsyncContext::new(4)?;
+    /// let req = Request::write(&file, vec![3; 512], 0).flags(ReadWriteFlags::DSYNC);
+    /// let (res, req) = ctx.run(req).await;
+    /// assert_eq!(res?, 512);
+    /// assert_eq!(req.into_buf().unwrap().len(), 512);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn run<B: IoBuffer>(&self, req: Request<'fd, B>) -> Flight<'_, 'fd, B> {
+        Flight { ctx: self, req: Some(req), slot: None }
+    }
+
+    /// Reads `buf.len()` bytes at `offset` into `buf`; resolves to the
+    /// count read (short at the end of the file) and the buffer.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// use std::os::unix::fs::FileExt;
+    /// let file = tempfile::tempfile()?;
+    /// file.write_all_at(b"abc", 0)?;
+    /// let ctx = uaio::AsyncContext::new(4)?;
+    /// let (n, buf) = ctx.read(&file, vec![0; 8], 0).await;
+    /// assert_eq!(&buf[..n?], b"abc");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn read<B: IoBuffer>(&self, fd: impl Into<Fd<'fd>>, buf: B, offset: u64) -> BufResult<usize, B> {
+        let (res, req) = self.run(Request::read(fd, buf, offset)).await;
+        (res, req.into_buf().expect("a read owns a buffer"))
+    }
+
+    /// Writes all of `buf` at `offset`; resolves to the count written and
+    /// the buffer.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// let file = tempfile::tempfile()?;
+    /// let ctx = uaio::AsyncContext::new(4)?;
+    /// let (n, _buf) = ctx.write(&file, vec![1; 4096], 4096).await;
+    /// assert_eq!(n?, 4096);
+    /// assert_eq!(file.metadata()?.len(), 8192);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn write<B: IoBuffer>(&self, fd: impl Into<Fd<'fd>>, buf: B, offset: u64) -> BufResult<usize, B> {
+        let (res, req) = self.run(Request::write(fd, buf, offset)).await;
+        (res, req.into_buf().expect("a write owns a buffer"))
+    }
+
+    /// Reads into `bufs` in order from `offset`; resolves to the count read
+    /// and the buffers.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// use std::os::unix::fs::FileExt;
+    /// let file = tempfile::tempfile()?;
+    /// file.write_all_at(b"abcd", 0)?;
+    /// let ctx = uaio::AsyncContext::new(4)?;
+    /// let (n, bufs) = ctx.readv(&file, vec![vec![0; 1], vec![0; 3]], 0).await;
+    /// assert_eq!((n?, bufs), (4, vec![b"a".to_vec(), b"bcd".to_vec()]));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn readv<B: IoBuffer>(
+        &self,
+        fd: impl Into<Fd<'fd>>,
+        bufs: Vec<B>,
+        offset: u64,
+    ) -> BufResult<usize, Vec<B>> {
+        let (res, req) = self.run(Request::readv(fd, bufs, offset)).await;
+        (res, req.into_bufs())
+    }
+
+    /// Writes `bufs` in order from `offset`; resolves to the count written
+    /// and the buffers.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// let file = tempfile::tempfile()?;
+    /// let ctx = uaio::AsyncContext::new(4)?;
+    /// let (n, bufs) = ctx.writev(&file, vec![vec![1; 3], vec![2; 5]], 0).await;
+    /// assert_eq!((n?, bufs.len()), (8, 2));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn writev<B: IoBuffer>(
+        &self,
+        fd: impl Into<Fd<'fd>>,
+        bufs: Vec<B>,
+        offset: u64,
+    ) -> BufResult<usize, Vec<B>> {
+        let (res, req) = self.run(Request::writev(fd, bufs, offset)).await;
+        (res, req.into_bufs())
+    }
+
+    /// `fsync(2)` of the file, without blocking a thread of the runtime.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// let file = tempfile::tempfile()?;
+    /// uaio::AsyncContext::new(4)?.fsync(&file).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn fsync(&self, fd: impl Into<Fd<'fd>>) -> io::Result<()> {
+        self.run(Request::<Vec<u8>>::fsync(fd)).await.0.map(drop)
+    }
+
+    /// `fdatasync(2)` of the file, without blocking a thread of the runtime.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// let file = tempfile::tempfile()?;
+    /// uaio::AsyncContext::new(4)?.fdsync(&file).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn fdsync(&self, fd: impl Into<Fd<'fd>>) -> io::Result<()> {
+        self.run(Request::<Vec<u8>>::fdsync(fd)).await.0.map(drop)
+    }
+
+    /// Waits until one of `events` is ready on `fd`; resolves to the ready
+    /// events.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// use uaio::PollFlags;
+    /// let (reader, writer) = rustix::pipe::pipe()?;
+    /// let ctx = uaio::AsyncContext::new(4)?;
+    /// let readable = ctx.poll(&reader, PollFlags::IN);
+    /// rustix::io::write(&writer, b"!")?;
+    /// assert!(readable.await?.contains(PollFlags::IN));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn poll(&self, fd: impl Into<Fd<'fd>>, events: PollFlags) -> io::Result<PollFlags> {
+        let (res, _) = self.run(Request::<Vec<u8>>::poll(fd, events)).await;
+        res.map(|m| PollFlags::from_bits_retain(m as u16))
+    }
+
+    /// A request that does nothing (`IOCB_CMD_NOOP`): a round trip through
+    /// the engine and the reactor.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// uaio::AsyncContext::new(4)?.noop().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn noop(&self) -> io::Result<()> {
+        self.run(Request::<Vec<u8>>::noop()).await.0.map(drop)
+    }
+
+    /// Submits `req` in a new slot; on failure the slot is freed again.
+    fn submit<B: IoBuffer>(&self, req: &mut Request<'fd, B>, waker: &Waker) -> io::Result<(u32, u64)> {
+        let mut st = self.lock();
+        let (index, gen) = st.slots.insert(Slot::Waiting(Some(waker.clone())));
+        let (cb, e) = st.slots.parts(index);
+        req.fill(cb, &mut e.iov, data_of(index, gen));
+        cb.aio_flags |= IOCB_FLAG_RESFD;
+        cb.aio_resfd = std::os::fd::AsRawFd::as_raw_fd(self.efd.get_ref()) as u32;
+        let mut ptr = [st.slots.cb_ptr(index) as u64];
+        // SAFETY: the iocb lives in a chunk of `slots` that never moves; the
+        // buffers and iovec array it names are owned by the request, which
+        // the future keeps until the slot is `Done` and, if dropped before,
+        // moves into the slot (`Orphan`) until the completion is reaped.
+        // The context frees slots only after io_destroy in Drop.
+        match unsafe { sys::submit(self.handle, &mut ptr) } {
+            Ok(1) => Ok((index, gen)),
+            r => {
+                st.slots.remove(index);
+                Err(r.err().unwrap_or_else(|| io::Error::from_raw_os_error(libc::EAGAIN)))
+            }
+        }
+    }
+
+    /// Reaps every completion ready (without waiting), records each in its
+    /// slot and wakes its future; frees the slots of orphans.
+    fn reap(&self) -> io::Result<()> {
+        loop {
+            let n = sys::with_events(REAP_BATCH, |evs| -> io::Result<usize> {
+                let n = sys::getevents(self.handle, 0, evs, Some(Duration::ZERO))?;
+                let mut st = self.lock();
+                for ev in &evs[..n] {
+                    let Some(index) = st.slots.find_data(ev.data) else { continue };
+                    let e = st.slots.entry(index);
+                    match e.value.take() {
+                        Some(Slot::Waiting(w)) => {
+                            e.value = Some(Slot::Done(ev.res));
+                            if let Some(w) = w {
+                                w.wake();
+                            }
+                        }
+                        other => {
+                            e.value = other;
+                            st.slots.remove(index);
+                        }
+                    }
+                }
+                Ok(n)
+            })?;
+            if n < REAP_BATCH {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Consumes the eventfd's count, then reaps. Pending when nothing is
+    /// ready (the task of `cx` is then woken by the next completion).
+    fn drive(&self, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        let mut guard = match self.efd.poll_read_ready(cx) {
+            Poll::Ready(Ok(g)) => g,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
+        };
+        let mut count = [0u8; 8];
+        // Read until the eventfd is empty: `try_io` clears the readiness on
+        // EAGAIN, so the next completion makes it ready again.
+        while let Ok(r) = guard.try_io(|fd| rustix::io::read(fd.get_ref(), &mut count).map_err(io::Error::from)) {
+            r?;
+        }
+        Poll::Ready(self.reap())
+    }
+
+    /// Wakes a waiting future other than `me` so that it takes over the
+    /// reactor registration.
+    fn hand_off(st: &mut State<'fd>, me: (u32, u64)) {
+        if st.driver != Some(me) {
+            return;
+        }
+        st.driver = None;
+        for (i, e) in st.slots.iter_mut() {
+            if (i, e.gen) == me {
+                continue;
+            }
+            if let Some(Slot::Waiting(Some(w))) = &e.value {
+                w.wake_by_ref();
+                return;
+            }
+        }
+    }
+
+    /// Slow path when the reactor fails: cancel, then wait for the
+    /// completion with blocking calls (short timeouts, as other threads may
+    /// reap it).
+    fn finish_blocking(&self, me: (u32, u64)) -> i64 {
+        {
+            let mut st = self.lock();
+            let (cb, _) = st.slots.parts(me.0);
+            let _ = sys::cancel(self.handle, cb);
+        }
+        loop {
+            {
+                let mut st = self.lock();
+                if let Some(Slot::Done(res)) = st.slots.entry(me.0).value {
+                    st.slots.remove(me.0);
+                    return res;
+                }
+            }
+            let _ = sys::with_events(REAP_BATCH, |evs| -> io::Result<()> {
+                let n = sys::getevents(self.handle, 1, evs, Some(Duration::from_millis(10)))?;
+                let mut st = self.lock();
+                for ev in &evs[..n] {
+                    let Some(index) = st.slots.find_data(ev.data) else { continue };
+                    let e = st.slots.entry(index);
+                    match e.value.take() {
+                        Some(Slot::Waiting(w)) => {
+                            e.value = Some(Slot::Done(ev.res));
+                            if let Some(w) = w {
+                                w.wake();
+                            }
+                        }
+                        other => {
+                            e.value = other;
+                            st.slots.remove(index);
+                        }
+                    }
+                }
+                Ok(())
+            });
+        }
+    }
+}
+
+impl fmt::Debug for AsyncContext<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncContext")
+            .field("handle", &format_args!("{:#x}", self.handle))
+            .field("pending", &self.pending())
+            .finish()
+    }
+}
+
+impl Drop for AsyncContext<'_> {
+    fn drop(&mut self) {
+        // Returns once no request is in flight; only then do the slots,
+        // with the orphaned requests, go.
+        sys::destroy(self.handle);
+    }
+}
+
+/// The future of one request on an [`AsyncContext`] (from
+/// [`AsyncContext::run`]); resolves to the result and the request back.
+/// Dropping it before it resolves cancels the request (see
+/// [`AsyncContext`]).
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::io::Result<()> {
+/// let ctx = uaio::AsyncContext::new(4)?;
+/// let flight: uaio::Flight<'_, '_, Vec<u8>> = ctx.run(uaio::Request::noop());
+/// let (res, _req) = flight.await;
+/// assert_eq!(res?, 0);
+/// # Ok(())
+/// # }
+/// ```
+#[must_use = "a request is submitted only when its future is polled"]
+pub struct Flight<'a, 'fd, B: IoBuffer> {
+    ctx: &'a AsyncContext<'fd>,
+    req: Option<Request<'fd, B>>,
+    slot: Option<(u32, u64)>,
+}
+
+// The request's memory never moves with the future (IoBuffer), and the
+// iocb lives in the context: nothing here needs pinning.
+impl<B: IoBuffer> Unpin for Flight<'_, '_, B> {}
+
+impl<B: IoBuffer> fmt::Debug for Flight<'_, '_, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Flight").field("request", &self.req).field("submitted", &self.slot.is_some()).finish()
+    }
+}
+
+impl<'fd, B: IoBuffer> Future for Flight<'_, 'fd, B> {
+    type Output = (io::Result<usize>, Request<'fd, B>);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let ctx = this.ctx;
+        let me = match this.slot {
+            Some(me) => me,
+            None => {
+                let req = this.req.as_mut().expect("Flight polled after it resolved");
+                let mut r = ctx.submit(req, cx.waker());
+                if matches!(&r, Err(e) if e.raw_os_error() == Some(libc::EAGAIN)) {
+                    // Completions of dropped futures may fill the ring:
+                    // reap them and try once more.
+                    let _ = ctx.reap();
+                    r = ctx.submit(req, cx.waker());
+                }
+                match r {
+                    Ok(me) => *this.slot.insert(me),
+                    Err(e) => return Poll::Ready((Err(e), this.req.take().expect("present"))),
+                }
+            }
+        };
+        loop {
+            {
+                let mut st = ctx.lock();
+                let e = st.slots.entry(me.0);
+                match &mut e.value {
+                    Some(Slot::Done(res)) => {
+                        let res = *res;
+                        st.slots.remove(me.0);
+                        AsyncContext::hand_off(&mut st, me);
+                        this.slot = None;
+                        drop(st);
+                        let req = this.req.take().expect("present");
+                        let out =
+                            if res < 0 { Err(io::Error::from_raw_os_error(-res as i32)) } else { Ok(res as usize) };
+                        return Poll::Ready((out, req));
+                    }
+                    Some(Slot::Waiting(w)) => {
+                        if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                            *w = Some(cx.waker().clone());
+                        }
+                    }
+                    _ => unreachable!("a live future's slot is waiting or done"),
+                }
+            }
+            match ctx.drive(cx) {
+                Poll::Ready(Ok(())) => continue,
+                Poll::Pending => {
+                    ctx.lock().driver = Some(me);
+                    return Poll::Pending;
+                }
+                Poll::Ready(Err(_)) => {
+                    let res = ctx.finish_blocking(me);
+                    this.slot = None;
+                    let req = this.req.take().expect("present");
+                    let out = if res < 0 { Err(io::Error::from_raw_os_error(-res as i32)) } else { Ok(res as usize) };
+                    return Poll::Ready((out, req));
+                }
+            }
+        }
+    }
+}
+
+impl<B: IoBuffer> Drop for Flight<'_, '_, B> {
+    fn drop(&mut self) {
+        let Some(me) = self.slot.take() else { return };
+        let mut st = self.ctx.lock();
+        match st.slots.entry(me.0).value {
+            Some(Slot::Done(_)) => {
+                st.slots.remove(me.0);
+            }
+            _ => {
+                let (cb, e) = st.slots.parts(me.0);
+                // Pending (EINPROGRESS: the completion follows) or already
+                // finished (EINVAL: its completion is on its way): either
+                // way the request must outlive its completion.
+                let _ = sys::cancel(self.ctx.handle, cb);
+                let req = self.req.take().expect("present while submitted");
+                e.value = Some(Slot::Orphan(Box::new(req)));
+            }
+        }
+        AsyncContext::hand_off(&mut st, me);
+    }
+}
