@@ -205,6 +205,10 @@ pub struct Outcome {
     pub failure: Option<String>,
     /// Whether the case is a documented extension.
     pub extension: bool,
+    /// Why the case could not run on this machine, when it could not (a
+    /// side's trace has a line `skipped: <why>`; the case then checks
+    /// nothing beyond that both sides said so).
+    pub skipped: Option<String>,
 }
 
 /// Runs one case on both sides and compares.
@@ -224,7 +228,8 @@ pub fn run_case(c: &Case) -> Outcome {
             })
         }
     };
-    Outcome { name: c.name, failure, extension: matches!(c.expect, Expect::Differs { .. }) }
+    let skipped = k.iter().chain(&u).find_map(|l| l.strip_prefix("skipped: ")).map(str::to_string);
+    Outcome { name: c.name, failure, extension: matches!(c.expect, Expect::Differs { .. }), skipped }
 }
 
 /// Runs the case on a thread of its own: io_uring queues task work on the
