@@ -35,6 +35,7 @@ use crate::sys;
 use crate::sys::internal_fds::InternalFd;
 
 mod events;
+mod rw;
 mod submit;
 mod validate;
 mod wait;

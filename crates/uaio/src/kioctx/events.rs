@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use rustix::io::Errno;
 use uaio_abi::*;
 
-use super::{wake_all, Kioctx, Prepared, Req, Resfd};
+use super::{wake_all, Kioctx, Prepared, Req, Resfd, State};
 use crate::backend::{BackendOp, OpKind};
 use crate::sys;
 use crate::uaccess;
@@ -28,6 +28,25 @@ impl Kioctx {
         if to_backend {
             self.enter();
         }
+        let (ops, polls) = self.accept(preps);
+        if !ops.is_empty() {
+            self.hand_over(&ops, polls);
+        }
+        if to_backend {
+            self.leave();
+        } else if self.backend.has_completions() {
+            // Earlier requests finished meanwhile (a sync behind inline
+            // writes): their events join the ring now, not at the progress
+            // thread's next turn.
+            self.harvest();
+        }
+    }
+
+    /// Under the completion lock, publishes the events of the requests
+    /// completed during submission and enters the others in the request
+    /// table; returns the latter as backend operations, and whether there
+    /// is a POLL among them.
+    fn accept(&self, preps: &mut [Prepared]) -> (Vec<BackendOp>, bool) {
         // Allocated only when something goes to the backend (inline
         // completions, the cached-read fast path, need none).
         let mut ops: Vec<BackendOp> = Vec::new();
@@ -47,40 +66,8 @@ impl Kioctx {
                         p.resfd = Resfd::None;
                     }
                     Some(kind) => {
-                        let entry = st.reqs.vacant_entry();
-                        let key = (st.gen as u64) << 32 | entry.key() as u64;
-                        entry.insert(Req {
-                            key,
-                            forever: p.forever,
-                            data: p.data,
-                            obj: p.obj,
-                            poll: kind == OpKind::Poll,
-                            wanted: p.poll_mask | (libc::POLLERR | libc::POLLHUP) as u32,
-                            fresh: true,
-                            resfd: std::mem::take(&mut p.resfd),
-                            cancelled: false,
-                            buffered_write: p.buffered_write,
-                            _iov: p.iov.take(),
-                        });
-                        st.gen = st.gen.wrapping_add(1) % u32::MAX;
-                        if p.buffered_write {
-                            writeback::BACKEND_WRITES.fetch_add(1, Ordering::SeqCst);
-                        }
-                        st.in_flight += 1;
-                        if kind == OpKind::Poll {
-                            polls = true;
-                        }
-                        ops.push(BackendOp {
-                            key,
-                            kind,
-                            fd: p.fd,
-                            addr: p.addr,
-                            len: p.len,
-                            off: p.off,
-                            rw_flags: p.rw_flags,
-                            ioprio: p.ioprio,
-                            poll_mask: p.poll_mask,
-                        });
+                        polls |= kind == OpKind::Poll;
+                        ops.push(enter_request(st, p, kind));
                     }
                 }
             }
@@ -93,29 +80,24 @@ impl Kioctx {
         if published > 0 {
             self.notify_waiters(true);
         }
-        if !ops.is_empty() {
-            if let Err(e) = self.backend.submit(&ops) {
-                self.fail(&ops, e);
-            }
-            if self.backend.has_completions() {
-                self.harvest();
-            }
-            if polls {
-                let mut st = self.lock();
-                for op in ops.iter().filter(|o| o.kind == OpKind::Poll) {
-                    if let Some(r) = st.reqs.get_mut(op.key as u32 as usize).filter(|r| r.key == op.key) {
-                        r.fresh = false;
-                    }
+        (ops, polls)
+    }
+
+    /// Gives `ops` to the backend, and harvests what it completed at once.
+    fn hand_over(&self, ops: &[BackendOp], polls: bool) {
+        if let Err(e) = self.backend.submit(ops) {
+            self.fail(ops, e);
+        }
+        if self.backend.has_completions() {
+            self.harvest();
+        }
+        if polls {
+            let mut st = self.lock();
+            for op in ops.iter().filter(|o| o.kind == OpKind::Poll) {
+                if let Some(r) = st.reqs.get_mut(op.key as u32 as usize).filter(|r| r.key == op.key) {
+                    r.fresh = false;
                 }
             }
-        }
-        if to_backend {
-            self.leave();
-        } else if self.backend.has_completions() {
-            // Earlier requests finished meanwhile (a sync behind inline
-            // writes): their events join the ring now, not at the progress
-            // thread's next turn.
-            self.harvest();
         }
     }
 
@@ -249,6 +231,42 @@ impl Kioctx {
         let tail = self.lock().tail;
         let nr = self.ring.nr();
         ((tail + nr - self.ring.head() % nr) % nr) as usize
+    }
+}
+
+/// Enters a request for the backend in the table (the completion lock
+/// held) and returns its backend operation.
+fn enter_request(st: &mut State, p: &mut Prepared, kind: OpKind) -> BackendOp {
+    let entry = st.reqs.vacant_entry();
+    let key = (st.gen as u64) << 32 | entry.key() as u64;
+    entry.insert(Req {
+        key,
+        forever: p.forever,
+        data: p.data,
+        obj: p.obj,
+        poll: kind == OpKind::Poll,
+        wanted: p.poll_mask | (libc::POLLERR | libc::POLLHUP) as u32,
+        fresh: true,
+        resfd: std::mem::take(&mut p.resfd),
+        cancelled: false,
+        buffered_write: p.buffered_write,
+        _iov: p.iov.take(),
+    });
+    st.gen = st.gen.wrapping_add(1) % u32::MAX;
+    if p.buffered_write {
+        writeback::BACKEND_WRITES.fetch_add(1, Ordering::SeqCst);
+    }
+    st.in_flight += 1;
+    BackendOp {
+        key,
+        kind,
+        fd: p.fd,
+        addr: p.addr,
+        len: p.len,
+        off: p.off,
+        rw_flags: p.rw_flags,
+        ioprio: p.ioprio,
+        poll_mask: p.poll_mask,
     }
 }
 

@@ -12,13 +12,13 @@ use std::time::Duration;
 use rustix::io::Errno;
 use uaio_abi::*;
 
-use super::validate::{check_ioprio, check_rw_flags, check_rw_flags_file, import_buffer};
+use super::rw::prepare_rw;
+use super::validate::{check_ioprio, check_rw_flags, import_buffer};
 use super::{Kioctx, Resfd, EXITING};
 use crate::backend::OpKind;
 use crate::sys::internal_fds::InternalFd;
 use crate::sys::{self, FdInfo};
 use crate::uaccess::{read_user, write_user};
-use crate::writeback;
 
 /// What `vfs_poll` reports for a file without a poll method.
 const DEFAULT_POLLMASK: u32 = (libc::POLLIN | libc::POLLOUT | libc::POLLRDNORM | libc::POLLWRNORM) as u32;
@@ -80,7 +80,7 @@ impl FdCache {
 }
 
 /// Bytes a prepared read or write moves.
-fn buffer_len(p: &Prepared) -> u64 {
+pub(super) fn buffer_len(p: &Prepared) -> u64 {
     match &p.iov {
         Some(v) => v.iter().map(|e| e.iov_len).sum(),
         None => p.len as u64,
@@ -88,6 +88,14 @@ fn buffer_len(p: &Prepared) -> u64 {
 }
 
 impl Prepared {
+    /// Completes the request during submission with `res` (its iovec
+    /// array is not needed any more).
+    pub(super) fn complete(&mut self, res: i64) -> Result<(), Errno> {
+        self.inline = res;
+        self.iov = None;
+        Ok(())
+    }
+
     /// Makes this the start of the request of `cb` at `obj`.
     pub(super) fn reset(&mut self, cb: &iocb, obj: u64, resfd: Resfd) {
         self.kind = None;
@@ -365,143 +373,52 @@ impl Kioctx {
         p.reset(cb, obj, resfd);
         match cb.aio_lio_opcode {
             IOCB_CMD_PREAD | IOCB_CMD_PWRITE | IOCB_CMD_PREADV | IOCB_CMD_PWRITEV => {
-                let write = matches!(cb.aio_lio_opcode, IOCB_CMD_PWRITE | IOCB_CMD_PWRITEV);
-                let vectored = matches!(cb.aio_lio_opcode, IOCB_CMD_PREADV | IOCB_CMD_PWRITEV);
-                if cb.aio_flags & IOCB_FLAG_IOPRIO != 0 {
-                    check_ioprio(cb.aio_reqprio)?;
-                    p.ioprio = cb.aio_reqprio as u16;
-                }
-                check_rw_flags(cb.aio_rw_flags, write)?;
-                check_rw_flags_file(cb.aio_rw_flags, f)?;
-                if write {
-                    if !f.writable() {
-                        return Err(Errno::BADF);
-                    }
-                    // Anonymous inodes (eventfd, timerfd, signalfd, epoll...)
-                    // have no `write_iter`.
-                    if f.is_anon_inode() {
-                        return Err(Errno::INVAL);
-                    }
-                } else {
-                    if !f.readable() {
-                        return Err(Errno::BADF);
-                    }
-                    if f.is_dir() || (f.is_anon_inode() && !f.anon_reads_iter()) {
-                        return Err(Errno::INVAL);
-                    }
-                }
-                (p.iov, p.addr, p.len) = import_buffer(cb, vectored)?;
-                if cb.aio_offset != 0 && f.mode() & libc::S_IFMT == libc::S_IFSOCK {
-                    // A socket's read_iter and write_iter refuse a position
-                    // (the request's result; pipes ignore it instead).
-                    p.inline = -(libc::ESPIPE as i64);
-                    p.iov = None;
-                    return Ok(());
-                }
-                let empty = match &p.iov {
-                    Some(v) => v.iter().all(|e| e.iov_len == 0),
-                    None => p.len == 0,
-                };
-                if empty && !write && f.is_anon_inode() {
-                    // The kernel hands even an empty read to read_iter, and
-                    // eventfd, timerfd and signalfd refuse reads shorter than
-                    // their record (io_uring would answer 0 without asking).
-                    p.inline = -(libc::EINVAL as i64);
-                    p.iov = None;
-                    return Ok(());
-                }
-                p.off = cb.aio_offset as u64;
-                p.rw_flags = cb.aio_rw_flags & !RWF_HIPRI;
-                p.forever = !f.is_regular_or_block();
-                // Requests that cannot block by definition are done here, as
-                // the kernel does, with the file's own answer: RWF_NOWAIT
-                // ones, and those on pipes, sockets, eventfds and devices
-                // opened O_NONBLOCK (which answer EAGAIN themselves; io_uring
-                // would wait for readiness instead).
-                let nonblock = f.flags & libc::O_NONBLOCK as u32 != 0 && !f.is_regular_or_block();
-                // Except a direct transfer: the system call waits for the
-                // device even with RWF_NOWAIT (a synchronous call waits for
-                // its bio; only AIO and io_uring return once it is queued),
-                // so it goes to the backend, which keeps the flag.
-                let direct = f.flags & libc::O_DIRECT as u32 != 0;
-                // A buffered write to ext4 or XFS runs here, as the
-                // kernel's does, when the rule of `writeback` shows it
-                // cannot wait for the device.
-                let inline_write = write
-                    && !direct
-                    && !empty
-                    && p.rw_flags & RWF_NOWAIT == 0
-                    && !self.backend.wants_every_write()
-                    && f.is_regular()
-                    && !behind_write
-                    && writeback::may_write_inline(f, p.rw_flags, p.off, buffer_len(p));
-                if (p.rw_flags & RWF_NOWAIT != 0 && !direct) || nonblock || inline_write {
-                    let one = iovec { iov_base: p.addr, iov_len: p.len as u64 };
-                    let (ptr, n) = match &p.iov {
-                        Some(v) => (v.as_ptr(), v.len()),
-                        None => (&one as *const iovec, 1),
-                    };
-                    let refuses = write && f.refuses_nowait_buffered_write();
-                    let queued_writes = behind_write || writeback::BACKEND_WRITES.load(Ordering::SeqCst) != 0;
-                    p.inline = if write && empty && p.rw_flags & RWF_NOWAIT != 0 && refuses {
-                        // The C library answers an empty write itself; the
-                        // kernel's AIO asks the file system, which refuses.
-                        -(libc::EOPNOTSUPP as i64)
-                    } else if write && !direct && f.is_regular() && !refuses && queued_writes {
-                        // A buffered write of the program's that would not
-                        // wait, while an earlier one waits in the backend:
-                        // done now, it could overtake it. The kernel's own
-                        // answer when a write cannot be done at once.
-                        -(libc::EAGAIN as i64)
-                    } else {
-                        sys::prwv2(write, f.fd, ptr, n, cb.aio_offset, p.rw_flags).0
-                    };
-                    p.iov = None;
-                    return Ok(());
-                }
-                p.buffered_write = write && !direct && f.is_regular();
+                let every_write = self.backend.wants_every_write();
+                prepare_rw(cb, f, p, behind_write, every_write)?;
                 fds.backend_write |= p.buffered_write;
-                p.kind = Some(match (write, vectored) {
-                    (false, false) => OpKind::Read,
-                    (true, false) => OpKind::Write,
-                    (false, true) => OpKind::Readv,
-                    (true, true) => OpKind::Writev,
-                });
             }
-            IOCB_CMD_FSYNC | IOCB_CMD_FDSYNC => {
-                if cb.aio_buf != 0 || cb.aio_offset != 0 || cb.aio_nbytes != 0 || cb.aio_rw_flags != 0 {
-                    return Err(Errno::INVAL);
-                }
-                if !f.can_fsync() {
-                    return Err(Errno::INVAL);
-                }
-                p.kind = Some(if cb.aio_lio_opcode == IOCB_CMD_FSYNC { OpKind::Fsync } else { OpKind::Fdatasync });
-            }
-            IOCB_CMD_POLL => {
-                if cb.aio_buf as u16 as u64 != cb.aio_buf {
-                    return Err(Errno::INVAL);
-                }
-                if cb.aio_offset != 0 || cb.aio_nbytes != 0 || cb.aio_rw_flags != 0 {
-                    return Err(Errno::INVAL);
-                }
-                p.poll_mask = cb.aio_buf as u32;
-                if !f.has_poll() {
-                    // vfs_poll answers the default mask without queueing a
-                    // waiter: ready at once, or EINVAL when nothing matches.
-                    let wanted = p.poll_mask | (libc::POLLERR | libc::POLLHUP) as u32;
-                    let mask = DEFAULT_POLLMASK & wanted;
-                    if mask == 0 {
-                        return Err(Errno::INVAL);
-                    }
-                    p.inline = mask as i64;
-                    return Ok(());
-                }
-                p.kind = Some(OpKind::Poll);
-                p.forever = true;
-            }
+            IOCB_CMD_FSYNC | IOCB_CMD_FDSYNC => prepare_sync(cb, f, p)?,
+            IOCB_CMD_POLL => prepare_poll(cb, f, p)?,
             IOCB_CMD_NOOP => {}
             _ => return Err(Errno::INVAL),
         }
         Ok(())
     }
+}
+
+/// `IOCB_CMD_FSYNC` and `IOCB_CMD_FDSYNC` (`aio_fsync`).
+fn prepare_sync(cb: &iocb, f: &mut FdInfo, p: &mut Prepared) -> Result<(), Errno> {
+    if cb.aio_buf != 0 || cb.aio_offset != 0 || cb.aio_nbytes != 0 || cb.aio_rw_flags != 0 {
+        return Err(Errno::INVAL);
+    }
+    if !f.can_fsync() {
+        return Err(Errno::INVAL);
+    }
+    p.kind = Some(if cb.aio_lio_opcode == IOCB_CMD_FSYNC { OpKind::Fsync } else { OpKind::Fdatasync });
+    Ok(())
+}
+
+/// `IOCB_CMD_POLL` (`aio_poll`).
+fn prepare_poll(cb: &iocb, f: &mut FdInfo, p: &mut Prepared) -> Result<(), Errno> {
+    if cb.aio_buf as u16 as u64 != cb.aio_buf {
+        return Err(Errno::INVAL);
+    }
+    if cb.aio_offset != 0 || cb.aio_nbytes != 0 || cb.aio_rw_flags != 0 {
+        return Err(Errno::INVAL);
+    }
+    p.poll_mask = cb.aio_buf as u32;
+    if !f.has_poll() {
+        // vfs_poll answers the default mask without queueing a
+        // waiter: ready at once, or EINVAL when nothing matches.
+        let wanted = p.poll_mask | (libc::POLLERR | libc::POLLHUP) as u32;
+        let mask = DEFAULT_POLLMASK & wanted;
+        if mask == 0 {
+            return Err(Errno::INVAL);
+        }
+        p.inline = mask as i64;
+        return Ok(());
+    }
+    p.kind = Some(OpKind::Poll);
+    p.forever = true;
+    Ok(())
 }

@@ -24,6 +24,21 @@ pub(crate) enum Deadline {
     Never,
 }
 
+impl Deadline {
+    /// How long a sleep may last: `None` once the deadline has passed (or
+    /// for `Now`), `Some(None)` without a limit.
+    fn remaining(self) -> Option<Option<Duration>> {
+        match self {
+            Deadline::Now => None,
+            Deadline::Never => Some(None),
+            Deadline::At(t) => {
+                let now = Instant::now();
+                (t > now).then(|| Some(t - now))
+            }
+        }
+    }
+}
+
 impl Kioctx {
     /// `io_getevents`: at least `min_nr`, at most `nr` events into `out`.
     pub(crate) fn getevents(
@@ -94,28 +109,11 @@ impl Kioctx {
             if self.backend.has_completions() && self.harvest_by(leading) > 0 {
                 continue;
             }
-            let timeout = match deadline {
-                Deadline::Now => break Ok(got),
-                Deadline::Never => None,
-                Deadline::At(t) => {
-                    let now = Instant::now();
-                    if t <= now {
-                        break Ok(got);
-                    }
-                    Some(t - now)
-                }
-            };
+            let Some(timeout) = deadline.remaining() else { break Ok(got) };
             if self.await_submitter() {
                 continue;
             }
-            let want = ((min_nr - got) as u32).min(self.in_flight()).max(1);
-            let r = if leading || self.leader.compare_exchange(0, want, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
-                leading = true;
-                self.lead(want, min_nr - got, timeout, sigmask.as_ref())
-            } else {
-                self.follow(min_nr - got, timeout, sigmask)
-            };
-            match r {
+            match self.sleep_once(&mut leading, min_nr - got, timeout, sigmask) {
                 Ok(()) | Err(Errno::TIME) => continue,
                 Err(Errno::INTR) => {
                     // What is there goes with the interruption, as the
@@ -129,33 +127,64 @@ impl Kioctx {
             }
         };
         if leading {
-            self.leader.store(0, Ordering::SeqCst);
-            // A follower takes over.
-            if self.followers.load(Ordering::SeqCst) > 0 {
-                self.seq.fetch_add(1, Ordering::SeqCst);
-                wake_all(&self.seq);
-            }
+            self.step_down();
         }
-        let mut result = result;
-        if let (Ok(n), Some(m)) = (result, sigmask) {
-            // A signal pending that the caller's mask lets through is
-            // delivered under that mask, as the kernel delivers it before
-            // putting the old mask back (installing the mask delivers it);
-            // with nothing to return it also interrupts the call, as the
-            // kernel's check after its wait does (even without a wait).
-            if sys::pending_signals() & !m & !SYNCHRONOUS_MASK != 0 {
-                sys::set_signal_mask(m);
-                if n == 0 {
-                    result = Err(Errno::INTR);
-                }
-            }
-        }
-        if let Some(m) = saved_mask {
-            sys::set_signal_mask(m);
-        }
-        result
+        end_signal_mask(result, sigmask, saved_mask)
     }
 
+    /// The leader leaves: a follower takes over.
+    fn step_down(&self) {
+        self.leader.store(0, Ordering::SeqCst);
+        if self.followers.load(Ordering::SeqCst) > 0 {
+            self.seq.fetch_add(1, Ordering::SeqCst);
+            wake_all(&self.seq);
+        }
+    }
+
+    /// One sleep, as the leader (which `leading` says this waiter is, or
+    /// becomes if no other is) or as a follower, for `need` more events.
+    pub(super) fn sleep_once(
+        &self,
+        leading: &mut bool,
+        need: usize,
+        timeout: Option<Duration>,
+        sigmask: Option<u64>,
+    ) -> Result<(), Errno> {
+        let want = (need as u32).min(self.in_flight()).max(1);
+        if *leading || self.leader.compare_exchange(0, want, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+            *leading = true;
+            self.lead(want, need, timeout, sigmask.as_ref())
+        } else {
+            self.follow(need, timeout, sigmask)
+        }
+    }
+}
+
+/// The end of an `io_pgetevents` call with the mask `sigmask`: the
+/// caller's own mask (`saved`) goes back in place, after a pending signal
+/// the call's mask lets through is delivered.
+fn end_signal_mask(result: Result<usize, Errno>, sigmask: Option<u64>, saved: Option<u64>) -> Result<usize, Errno> {
+    let mut result = result;
+    if let (Ok(n), Some(m)) = (result, sigmask) {
+        // A signal pending that the caller's mask lets through is
+        // delivered under that mask, as the kernel delivers it before
+        // putting the old mask back (installing the mask delivers it);
+        // with nothing to return it also interrupts the call, as the
+        // kernel's check after its wait does (even without a wait).
+        if sys::pending_signals() & !m & !SYNCHRONOUS_MASK != 0 {
+            sys::set_signal_mask(m);
+            if n == 0 {
+                result = Err(Errno::INTR);
+            }
+        }
+    }
+    if let Some(m) = saved {
+        sys::set_signal_mask(m);
+    }
+    result
+}
+
+impl Kioctx {
     /// While another thread is inside `io_submit` on this context, whose
     /// page-cache requests complete there, spins a little for its events
     /// instead of going to sleep at once: a sleep and a wake-up cost more

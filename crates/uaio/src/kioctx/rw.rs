@@ -1,0 +1,146 @@
+//! Reads and writes at submission: the checks of `aio_prep_rw` and of the
+//! file, the import of the buffer, and the choice between running the
+//! request inside `io_submit` (when it cannot wait, as the kernel would)
+//! and handing it to the backend.
+
+use std::sync::atomic::Ordering;
+
+use rustix::io::Errno;
+use uaio_abi::*;
+
+use super::submit::{buffer_len, Prepared};
+use super::validate::{check_ioprio, check_rw_flags, check_rw_flags_file, import_buffer};
+use crate::backend::OpKind;
+use crate::sys::{self, FdInfo};
+use crate::writeback;
+
+/// A read or write (`aio_prep_rw` and the file's checks): done here when
+/// it cannot wait, else made ready for the backend. `behind_write`: a
+/// buffered write of this call goes to the backend already;
+/// `every_write`: the backend must see every write.
+pub(super) fn prepare_rw(
+    cb: &iocb,
+    f: &mut FdInfo,
+    p: &mut Prepared,
+    behind_write: bool,
+    every_write: bool,
+) -> Result<(), Errno> {
+    let write = matches!(cb.aio_lio_opcode, IOCB_CMD_PWRITE | IOCB_CMD_PWRITEV);
+    let vectored = matches!(cb.aio_lio_opcode, IOCB_CMD_PREADV | IOCB_CMD_PWRITEV);
+    check_rw(cb, f, p, write)?;
+    (p.iov, p.addr, p.len) = import_buffer(cb, vectored)?;
+    if cb.aio_offset != 0 && f.mode() & libc::S_IFMT == libc::S_IFSOCK {
+        // A socket's read_iter and write_iter refuse a position
+        // (the request's result; pipes ignore it instead).
+        return p.complete(-(libc::ESPIPE as i64));
+    }
+    let empty = match &p.iov {
+        Some(v) => v.iter().all(|e| e.iov_len == 0),
+        None => p.len == 0,
+    };
+    if empty && !write && f.is_anon_inode() {
+        // The kernel hands even an empty read to read_iter, and
+        // eventfd, timerfd and signalfd refuse reads shorter than
+        // their record (io_uring would answer 0 without asking).
+        return p.complete(-(libc::EINVAL as i64));
+    }
+    p.off = cb.aio_offset as u64;
+    p.rw_flags = cb.aio_rw_flags & !RWF_HIPRI;
+    p.forever = !f.is_regular_or_block();
+    if runs_inline(f, p, write, empty, behind_write, every_write) {
+        let r = inline_rw(cb, f, p, write, empty, behind_write);
+        return p.complete(r);
+    }
+    p.buffered_write = write && !is_direct(f) && f.is_regular();
+    p.kind = Some(match (write, vectored) {
+        (false, false) => OpKind::Read,
+        (true, false) => OpKind::Write,
+        (false, true) => OpKind::Readv,
+        (true, true) => OpKind::Writev,
+    });
+    Ok(())
+}
+
+/// The checks of a read or write before its buffer: I/O priority, `RWF_*`
+/// flags, and the file's access mode and kind.
+fn check_rw(cb: &iocb, f: &mut FdInfo, p: &mut Prepared, write: bool) -> Result<(), Errno> {
+    if cb.aio_flags & IOCB_FLAG_IOPRIO != 0 {
+        check_ioprio(cb.aio_reqprio)?;
+        p.ioprio = cb.aio_reqprio as u16;
+    }
+    check_rw_flags(cb.aio_rw_flags, write)?;
+    check_rw_flags_file(cb.aio_rw_flags, f)?;
+    if write {
+        if !f.writable() {
+            return Err(Errno::BADF);
+        }
+        // Anonymous inodes (eventfd, timerfd, signalfd, epoll...)
+        // have no `write_iter`.
+        if f.is_anon_inode() {
+            return Err(Errno::INVAL);
+        }
+    } else {
+        if !f.readable() {
+            return Err(Errno::BADF);
+        }
+        if f.is_dir() || (f.is_anon_inode() && !f.anon_reads_iter()) {
+            return Err(Errno::INVAL);
+        }
+    }
+    Ok(())
+}
+
+fn is_direct(f: &FdInfo) -> bool {
+    f.flags & libc::O_DIRECT as u32 != 0
+}
+
+/// Whether a read or write is done inside `io_submit`.
+fn runs_inline(f: &mut FdInfo, p: &Prepared, write: bool, empty: bool, behind_write: bool, every_write: bool) -> bool {
+    // Requests that cannot block by definition are done here, as
+    // the kernel does, with the file's own answer: RWF_NOWAIT
+    // ones, and those on pipes, sockets, eventfds and devices
+    // opened O_NONBLOCK (which answer EAGAIN themselves; io_uring
+    // would wait for readiness instead).
+    let nonblock = f.flags & libc::O_NONBLOCK as u32 != 0 && !f.is_regular_or_block();
+    // Except a direct transfer: the system call waits for the
+    // device even with RWF_NOWAIT (a synchronous call waits for
+    // its bio; only AIO and io_uring return once it is queued),
+    // so it goes to the backend, which keeps the flag.
+    let direct = is_direct(f);
+    // A buffered write to ext4 or XFS runs here, as the
+    // kernel's does, when the rule of `writeback` shows it
+    // cannot wait for the device.
+    let inline_write = write
+        && !direct
+        && !empty
+        && p.rw_flags & RWF_NOWAIT == 0
+        && !every_write
+        && f.is_regular()
+        && !behind_write
+        && writeback::may_write_inline(f, p.rw_flags, p.off, buffer_len(p));
+    (p.rw_flags & RWF_NOWAIT != 0 && !direct) || nonblock || inline_write
+}
+
+/// Runs a read or write that [`runs_inline`] chose; returns its result.
+fn inline_rw(cb: &iocb, f: &mut FdInfo, p: &Prepared, write: bool, empty: bool, behind_write: bool) -> i64 {
+    let one = iovec { iov_base: p.addr, iov_len: p.len as u64 };
+    let (ptr, n) = match &p.iov {
+        Some(v) => (v.as_ptr(), v.len()),
+        None => (&one as *const iovec, 1),
+    };
+    let refuses = write && f.refuses_nowait_buffered_write();
+    let queued_writes = behind_write || writeback::BACKEND_WRITES.load(Ordering::SeqCst) != 0;
+    if write && empty && p.rw_flags & RWF_NOWAIT != 0 && refuses {
+        // The C library answers an empty write itself; the
+        // kernel's AIO asks the file system, which refuses.
+        -(libc::EOPNOTSUPP as i64)
+    } else if write && !is_direct(f) && f.is_regular() && !refuses && queued_writes {
+        // A buffered write of the program's that would not
+        // wait, while an earlier one waits in the backend:
+        // done now, it could overtake it. The kernel's own
+        // answer when a write cannot be done at once.
+        -(libc::EAGAIN as i64)
+    } else {
+        sys::prwv2(write, f.fd, ptr, n, cb.aio_offset, p.rw_flags).0
+    }
+}
