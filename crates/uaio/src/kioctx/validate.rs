@@ -148,3 +148,102 @@ pub(super) fn import_buffer(cb: &iocb, vectored: bool) -> Result<Buffer, Errno> 
     }
     Ok((iov, addr, len))
 }
+
+#[cfg(test)]
+mod tests {
+    //! The checks alone, without a context or kernel AIO: each rule with
+    //! the value on either side of its boundary.
+    use super::*;
+
+    fn iov(base: *const u8, len: u64) -> iovec {
+        iovec { iov_base: base as u64, iov_len: len }
+    }
+
+    fn rw_cb(buf: u64, nbytes: u64, off: i64) -> iocb {
+        iocb { aio_buf: buf, aio_nbytes: nbytes, aio_offset: off, ..Default::default() }
+    }
+
+    #[test]
+    fn rw_flags_known_unknown_and_contradictory() {
+        assert_eq!(check_rw_flags(0, false), Ok(()));
+        assert_eq!(check_rw_flags(RWF_SUPPORTED & !RWF_ATOMIC & !RWF_NOAPPEND, true), Ok(()));
+        assert_eq!(check_rw_flags(1 << 30, false), Err(Errno::OPNOTSUPP));
+        assert_eq!(check_rw_flags(RWF_APPEND | RWF_NOAPPEND, true), Err(Errno::INVAL));
+        assert_eq!(check_rw_flags(RWF_ATOMIC, false), Err(Errno::OPNOTSUPP));
+        assert_eq!(check_rw_flags(RWF_ATOMIC, true), Ok(()));
+        // An unknown bit is refused before the append pair is looked at.
+        assert_eq!(check_rw_flags(1 << 30 | RWF_APPEND | RWF_NOAPPEND, true), Err(Errno::OPNOTSUPP));
+    }
+
+    #[test]
+    fn ioprio_classes_and_levels() {
+        let prio = |class: u32, level: u32| ((class << IOPRIO_CLASS_SHIFT) | level) as i16;
+        assert_eq!(check_ioprio(0), Ok(()));
+        assert_eq!(check_ioprio(prio(IOPRIO_CLASS_NONE, 1)), Err(Errno::INVAL));
+        assert_eq!(check_ioprio(prio(IOPRIO_CLASS_BE, 7)), Ok(()));
+        assert_eq!(check_ioprio(prio(IOPRIO_CLASS_IDLE, 0)), Ok(()));
+        assert_eq!(check_ioprio(prio(4, 0)), Err(Errno::INVAL));
+        assert_eq!(check_ioprio(prio(7, 0)), Err(Errno::INVAL));
+    }
+
+    #[test]
+    fn iovec_count_limits() {
+        let data = [0u8; 8];
+        let v = vec![iov(data.as_ptr(), 1); UIO_MAXIOV as usize + 1];
+        let addr = v.as_ptr() as u64;
+        assert_eq!(import_iovecs(addr, UIO_MAXIOV + 1).err(), Some(Errno::INVAL));
+        let (got, total) = import_iovecs(addr, UIO_MAXIOV).expect("UIO_MAXIOV iovecs");
+        assert_eq!((got.len() as u64, total), (UIO_MAXIOV, UIO_MAXIOV));
+        // The count is an unsigned int: the high half is ignored.
+        let (got, total) = import_iovecs(addr, 1 << 32 | 3).expect("3 iovecs");
+        assert_eq!((got.len(), total), (3, 3));
+        let (got, total) = import_iovecs(addr, 0).expect("no iovec");
+        assert_eq!((got.len(), total), (0, 0));
+    }
+
+    #[test]
+    fn iovec_lengths_negative_capped_and_out_of_range() {
+        let data = [0u8; 8];
+        let p = data.as_ptr();
+        // A negative length is refused, in one segment and in several.
+        let neg = [iov(p, 1u64 << 63)];
+        assert_eq!(import_iovecs(neg.as_ptr() as u64, 1).err(), Some(Errno::INVAL));
+        let neg2 = [iov(p, 4), iov(p, 1u64 << 63)];
+        assert_eq!(import_iovecs(neg2.as_ptr() as u64, 2).err(), Some(Errno::INVAL));
+        // Lengths are capped so that the total stays at MAX_RW_COUNT.
+        let big = [iov(p, MAX_RW_COUNT - 10), iov(p, 100), iov(p, 5)];
+        let (got, total) = import_iovecs(big.as_ptr() as u64, 3).expect("capped");
+        assert_eq!(total, MAX_RW_COUNT);
+        assert_eq!(got.iter().map(|e| e.iov_len).collect::<Vec<_>>(), [MAX_RW_COUNT - 10, 10, 0]);
+        // One segment is capped before its range is checked.
+        let one = [iov(p, (1u64 << 62) + 1)];
+        let (got, total) = import_iovecs(one.as_ptr() as u64, 1).expect("one capped");
+        assert_eq!((got[0].iov_len, total), (MAX_RW_COUNT, MAX_RW_COUNT));
+        // A segment that ends past user space is a fault.
+        let high = [iov(p, 4), iovec { iov_base: u64::MAX - 2, iov_len: 8 }];
+        assert_eq!(import_iovecs(high.as_ptr() as u64, 2).err(), Some(Errno::FAULT));
+        // So is an array that is not readable.
+        assert_eq!(import_iovecs(8, 2).err(), Some(Errno::FAULT));
+    }
+
+    #[test]
+    fn buffer_range_and_offset_rules() {
+        let data = [0u8; 16];
+        let addr = data.as_ptr() as u64;
+        let (vecs, a, len) = import_buffer(&rw_cb(addr, 16, 0), false).expect("plain buffer");
+        assert_eq!((vecs.is_none(), a, len), (true, addr, 16));
+        // Longer than MAX_RW_COUNT: capped, not refused.
+        let (_, _, len) = import_buffer(&rw_cb(addr, MAX_RW_COUNT + 1, 0), false).expect("capped");
+        assert_eq!(len as u64, MAX_RW_COUNT);
+        assert_eq!(import_buffer(&rw_cb(u64::MAX - 4, 16, 0), false).err(), Some(Errno::FAULT));
+        assert_eq!(import_buffer(&rw_cb(addr, 16, -1), false).err(), Some(Errno::INVAL));
+        assert_eq!(import_buffer(&rw_cb(addr, 16, i64::MAX - 8), false).err(), Some(Errno::INVAL));
+        assert!(import_buffer(&rw_cb(addr, 16, i64::MAX - 16), false).is_ok());
+        // Vectored: the iovec count and addresses, then the offset.
+        let v = [iov(data.as_ptr(), 8), iov(data.as_ptr(), 8)];
+        let (vecs, a, n) = import_buffer(&rw_cb(v.as_ptr() as u64, 2, 4), true).expect("vectored");
+        assert_eq!((vecs.as_deref().map(<[iovec]>::len), n), (Some(2), 2));
+        assert_eq!(a, vecs.as_deref().map_or(0, |v| v.as_ptr() as u64));
+        assert_eq!(import_buffer(&rw_cb(v.as_ptr() as u64, 2, i64::MAX - 8), true).err(), Some(Errno::INVAL));
+    }
+}
