@@ -73,7 +73,14 @@ unsafe impl Sync for AlignedBuf {}
 
 impl AlignedBuf {
     /// The alignment of [`AlignedBuf::new`]: the page size of most Linux
-    /// systems, and a multiple of every logical block size in use.
+    /// systems, and a multiple of the common logical block sizes (512 and
+    /// 4096 bytes).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(uaio::AlignedBuf::new(1).alignment(), uaio::AlignedBuf::DEFAULT_ALIGN);
+    /// ```
     pub const DEFAULT_ALIGN: usize = 4096;
 
     /// A zeroed buffer of `len` bytes aligned to [`Self::DEFAULT_ALIGN`].

@@ -856,18 +856,7 @@ impl<'fd, B: IoBuffer> Context<'fd, B> {
     /// `read_events` in [`fs/aio.c`](https://elixir.bootlin.com/linux/v6.18/source/fs/aio.c)
     pub fn wait(&self, min: usize, timeout: Option<Duration>, out: &mut Vec<Completion<'fd, B>>) -> io::Result<usize> {
         let max = (out.capacity() - out.len()).max(min).max(1);
-        sys::with_events(max, |evs| {
-            let n = sys::getevents(self.handle, min, evs, timeout)?;
-            let mut g = self.lock();
-            let before = out.len();
-            for ev in &evs[..n] {
-                let Some(index) = g.slots.find_data(ev.data) else { continue };
-                let gen = g.slots.entry(index).gen;
-                let req = g.slots.remove(index).expect("found");
-                out.push(Completion { ticket: Ticket { ctx: self.id, index, gen }, res: ev.res, req });
-            }
-            Ok(out.len() - before)
-        })
+        self.reap(min, max, timeout, |c| out.push(c))
     }
 
     /// Waits for one completion, at most `timeout` (`None`: no limit), and
@@ -885,9 +874,33 @@ impl<'fd, B: IoBuffer> Context<'fd, B> {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn wait_one(&self, timeout: Option<Duration>) -> io::Result<Completion<'fd, B>> {
-        let mut one = Vec::with_capacity(1);
-        self.wait(1, timeout, &mut one)?;
-        one.pop().ok_or_else(|| io::Error::from(io::ErrorKind::TimedOut))
+        let mut one = None;
+        self.reap(1, 1, timeout, |c| one = Some(c))?;
+        one.ok_or_else(|| io::Error::from(io::ErrorKind::TimedOut))
+    }
+
+    /// `io_getevents` for `min..=max` events; each one that names a request
+    /// of this context goes to `push`, with the request. Returns the count.
+    fn reap(
+        &self,
+        min: usize,
+        max: usize,
+        timeout: Option<Duration>,
+        mut push: impl FnMut(Completion<'fd, B>),
+    ) -> io::Result<usize> {
+        sys::with_events(max, |evs| {
+            let n = sys::getevents(self.handle, min, evs, timeout)?;
+            let mut g = self.lock();
+            let mut count = 0;
+            for ev in &evs[..n] {
+                let Some(index) = g.slots.find_data(ev.data) else { continue };
+                let gen = g.slots.entry(index).gen;
+                let req = g.slots.remove(index).expect("found");
+                push(Completion { ticket: Ticket { ctx: self.id, index, gen }, res: ev.res, req });
+                count += 1;
+            }
+            Ok(count)
+        })
     }
 
     /// Asks for a submitted request to be cancelled (`io_cancel(2)`).

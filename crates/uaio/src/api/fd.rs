@@ -23,9 +23,9 @@ use std::sync::Arc;
 ///   held in a struct or shared between tasks); pass an `Arc` to share one
 ///   file between many requests without an allocation per request.
 ///
-/// (The engine itself holds the open file for each request in flight, as
-/// the kernel does, so closing a number is never unsafe; the lifetime makes
-/// the mistake a compile error instead of a silent change of target.)
+/// Either way the descriptor number stays open, and names the same file,
+/// for as long as the request may use it: a number closed and reused for
+/// another file can never receive a request's data.
 ///
 /// # Examples
 ///

@@ -61,7 +61,7 @@ pub(crate) fn getevents(
     check(unsafe { raw::io_getevents(h, min as i64, out.len() as i64, out.as_mut_ptr(), tsp) })
 }
 
-/// `io_cancel(2)` of the request submitted with the iocb `cb`: true when it
+/// `io_cancel(2)` of the request submitted with the iocb `cb`: `Ok` when it
 /// was pending (its completion comes later through the ring), else the
 /// error (`EINVAL`: not pending any more).
 pub(crate) fn cancel(h: aio_context_t, cb: &mut iocb) -> io::Result<()> {
