@@ -75,6 +75,7 @@ compile_error!("uaio supports 64-bit Linux targets only (x86_64 is tested; aarch
 mod api;
 mod backend;
 mod kioctx;
+mod progress;
 pub mod raw;
 mod ring;
 mod sys;

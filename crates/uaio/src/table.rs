@@ -1,19 +1,16 @@
-//! The process-wide context table, the `aio-max-nr` budget, fork handling and
-//! the progress thread.
+//! The process-wide context table, the `aio-max-nr` budget, the backend
+//! choice and fork handling.
 //!
 //! All process state hangs off one pointer. A `fork` child (through the
 //! `pthread_atfork` handler registered at the first `io_setup`) swaps in a
 //! fresh, empty state and leaks the parent's: the child then sees none of the
 //! parent's contexts (`EINVAL`, as with the kernel), can create its own, and
 //! cannot deadlock on a lock some parent thread held at the moment of fork.
-//!
-//! The progress thread exists so that completions reach the ring when no
-//! thread calls into uaio (programs that reap from the ring themselves or
-//! wait on an eventfd). It sleeps on one eventfd that every backend signals
-//! while no caller is inside the context, and costs nothing while idle.
+//! The progress thread (see `progress`) is started with the first context
+//! of each process.
 
 use std::cell::Cell;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Once, RwLock, Weak};
 
@@ -117,11 +114,7 @@ fn process() -> &'static Process {
 extern "C" fn finish_file_io_at_exit() {
     let Some(p) = process_if_any() else { return };
     crate::kioctx::begin_exit();
-    let ctxs: Vec<Arc<Kioctx>> = {
-        let t = p.table.read().unwrap_or_else(|e| e.into_inner());
-        t.slots.iter().flatten().cloned().collect()
-    };
-    for c in ctxs {
+    for c in contexts(p) {
         c.finish_file_io();
     }
 }
@@ -211,7 +204,13 @@ pub(crate) fn create(nr_events: u32) -> Result<u64, Errno> {
     let p = process();
     // Running out of descriptors is uaio's concern, not the caller's: the
     // kernel never answers EMFILE here.
-    let notify = progress_fd(p).map_err(|e| if e == Errno::MFILE || e == Errno::NFILE { Errno::AGAIN } else { e })?;
+    let notify = crate::progress::eventfd(&p.progress, move || contexts(p)).map_err(|e| {
+        if e == Errno::MFILE || e == Errno::NFILE {
+            Errno::AGAIN
+        } else {
+            e
+        }
+    })?;
     // A context runs on io_uring while uaio's own descriptors keep within
     // their budget and the kernel grants the ring (memory, limits);
     // otherwise on the thread pool, never failing for uaio's own reasons.
@@ -265,52 +264,8 @@ pub(crate) fn live_contexts() -> usize {
         .unwrap_or(0)
 }
 
-fn progress_fd(p: &'static Process) -> Result<Arc<OwnedFd>, Errno> {
-    let mut g = p.progress.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(fd) = g.as_ref() {
-        return Ok(fd.clone());
-    }
-    let fd = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC)?;
-    let fd = Arc::new(internal_fds::InternalFd::new(fd)?.into_permanent());
-    let efd = fd.clone();
-    std::thread::Builder::new()
-        .name("uaio-progress".into())
-        .spawn(move || progress_loop(p, efd))
-        .map_err(|_| Errno::AGAIN)?;
-    *g = Some(fd.clone());
-    Ok(fd)
-}
-
-/// How often the progress thread looks at contexts with requests in flight
-/// even without a notification: a safety net for a completion whose
-/// notification was lost between io_uring turning the eventfd back on and
-/// posting (the kernel orders its tail store and its read of the flag with
-/// no full barrier). Idle processes (nothing in flight) are never woken.
-const PROGRESS_SAFETY_NET: std::time::Duration = std::time::Duration::from_millis(50);
-
-fn progress_loop(p: &'static Process, efd: Arc<OwnedFd>) {
-    let mut buf = [0u8; 8];
-    let mut timeout = None;
-    loop {
-        match crate::sys::ppoll_one(efd.as_raw_fd(), timeout, None) {
-            Ok(0) => {}
-            Ok(_) => {
-                let _ = rustix::io::read(efd.as_fd(), &mut buf);
-            }
-            Err(Errno::INTR) => {}
-            Err(_) => return,
-        }
-        let ctxs: Vec<Arc<Kioctx>> = {
-            let t = p.table.read().unwrap_or_else(|e| e.into_inner());
-            t.slots.iter().flatten().cloned().collect()
-        };
-        let mut busy = false;
-        for c in ctxs {
-            if c.idle() && c.has_completions() {
-                c.harvest();
-            }
-            busy |= c.busy();
-        }
-        timeout = busy.then_some(PROGRESS_SAFETY_NET);
-    }
+/// The live contexts of `p`, at this moment.
+fn contexts(p: &Process) -> Vec<Arc<Kioctx>> {
+    let t = p.table.read().unwrap_or_else(|e| e.into_inner());
+    t.slots.iter().flatten().cloned().collect()
 }
