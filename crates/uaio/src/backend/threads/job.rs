@@ -1,0 +1,349 @@
+//! One request's work: where a read or write stands ([`Cursor`]), the
+//! held duplicate of its descriptor ([`Held`]), the job with its state,
+//! and the blocking and non-blocking system calls that run it.
+
+use super::*;
+
+/// Job state: queued for a worker, or waiting in the poller.
+pub(super) const WAITING: u8 = 0;
+
+/// Job state: claimed by a worker or the poller.
+pub(super) const RUNNING: u8 = 1;
+
+/// Job state: claimed, and a cancellation arrived meanwhile.
+pub(super) const RUNNING_CANCEL: u8 = 2;
+
+/// Job state: completed (by its claimer, or cancelled while waiting).
+pub(super) const DONE: u8 = 3;
+
+/// Where a read or write stands: what is left to transfer, where, and how
+/// much was transferred already.
+#[derive(Debug)]
+pub(super) struct Cursor {
+    pub(super) iov: Vec<libc::iovec>,
+    pub(super) off: u64,
+    pub(super) done: i64,
+}
+
+// SAFETY: the iovecs point into the application's buffers, which the
+// request owns until its completion is reaped; exactly one thread (the
+// job's claimer) uses them at a time.
+
+unsafe impl Send for Cursor {}
+
+impl Cursor {
+    /// The buffers of `op` (a read or write): uaio's own iovec array for
+    /// vectored requests is copied, since the remainder may be adjusted.
+    pub(super) fn new(op: &BackendOp) -> Cursor {
+        let iov = match op.kind {
+            OpKind::Read | OpKind::Write => {
+                vec![libc::iovec { iov_base: op.addr as *mut libc::c_void, iov_len: op.len as usize }]
+            }
+            OpKind::Readv | OpKind::Writev => {
+                // SAFETY: for vectored requests `addr` is the context's own
+                // array of `len` iovecs (C layout), alive until the request
+                // is harvested, which is after this job completes.
+                let v = unsafe { std::slice::from_raw_parts(op.addr as *const uaio_abi::iovec, op.len as usize) };
+                v.iter()
+                    .map(|e| libc::iovec { iov_base: e.iov_base as *mut libc::c_void, iov_len: e.iov_len as usize })
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
+        Cursor { iov, off: op.off, done: 0 }
+    }
+
+    /// Bytes left to transfer.
+    pub(super) fn remaining(&self) -> u64 {
+        self.iov.iter().map(|e| e.iov_len as u64).sum()
+    }
+
+    /// Records `n` more bytes transferred and moves past them.
+    pub(super) fn advance(&mut self, n: usize) {
+        self.done += n as i64;
+        self.off += n as u64;
+        let mut n = n;
+        let full = self.iov.iter().take_while(|e| {
+            if n >= e.iov_len {
+                n -= e.iov_len;
+                true
+            } else {
+                false
+            }
+        });
+        let k = full.count();
+        self.iov.drain(..k);
+        if n > 0 {
+            let e = &mut self.iov[0];
+            // SAFETY: `n` is less than this iovec's length, so the new base
+            // stays inside the same buffer.
+            e.iov_base = unsafe { e.iov_base.cast::<u8>().add(n) }.cast();
+            e.iov_len -= n;
+        }
+    }
+
+    /// The request's result after a last call that returned `r`: bytes
+    /// moved earlier count even if that call failed.
+    pub(super) fn result(&self, r: i32) -> i32 {
+        match (self.done, r) {
+            (0, r) => r,
+            (d, r) if r < 0 => d as i32,
+            (d, r) => (d + r as i64) as i32,
+        }
+    }
+
+    /// Result of a cancelled request: the bytes moved so far, if any.
+    pub(super) fn cancelled(&self) -> i32 {
+        if self.done > 0 {
+            self.done as i32
+        } else {
+            -libc::ECANCELED
+        }
+    }
+
+    /// One `preadv2`/`pwritev2` of the remainder on `fd`.
+    pub(super) fn io(&self, kind: OpKind, fd: i32, flags: i32) -> i32 {
+        prw(kind, fd, self.iov.as_ptr(), self.iov.len(), self.off, flags)
+    }
+}
+
+/// One `preadv2`/`pwritev2` of `cnt` iovecs at `iov` on `fd`. A stream has
+/// no position: AIO ignores the offset there, and -1 is how preadv2 says
+/// "no position".
+pub(super) fn prw(kind: OpKind, fd: i32, iov: *const libc::iovec, cnt: usize, off: u64, flags: i32) -> i32 {
+    let call = |off: i64| {
+        // SAFETY: the iovecs and the buffers they name were validated at
+        // submission and belong to the request until its completion is
+        // reaped. preadv2/pwritev2 are direct system calls in the C library.
+        let r = unsafe {
+            match kind {
+                OpKind::Read | OpKind::Readv => libc::preadv2(fd, iov, cnt as i32, off, flags),
+                _ => libc::pwritev2(fd, iov, cnt as i32, off, flags),
+            }
+        };
+        if r < 0 {
+            -errno()
+        } else {
+            r as i32
+        }
+    };
+    match call(off as i64) {
+        r if r == -libc::ESPIPE => call(-1),
+        r => r,
+    }
+}
+
+/// The first, non-blocking attempt of a read or write, on the request's own
+/// buffers (no copy); returns the result and the request's byte count.
+pub(super) fn first_try(op: &BackendOp, flags: i32) -> (i32, u64) {
+    match op.kind {
+        OpKind::Read | OpKind::Write => {
+            let one = libc::iovec { iov_base: op.addr as *mut libc::c_void, iov_len: op.len as usize };
+            (prw(op.kind, op.fd, &one, 1, op.off, flags), op.len as u64)
+        }
+        _ => {
+            let iov = op.addr as *const libc::iovec;
+            let r = prw(op.kind, op.fd, iov, op.len as usize, op.off, flags);
+            let total = if r > 0 {
+                // SAFETY: as in `Cursor::new`: the context's own array of
+                // `len` iovecs, alive until the request is harvested.
+                let v = unsafe { std::slice::from_raw_parts(iov, op.len as usize) };
+                v.iter().map(|e| e.iov_len as u64).sum()
+            } else {
+                0
+            };
+            (r, total)
+        }
+    }
+}
+
+/// A duplicate of an application's open file, shared by the jobs on it and
+/// closed with the last of them.
+#[derive(Debug)]
+pub(super) struct Held {
+    pub(super) fd: InternalFd,
+    /// The pool whose registry lists it.
+    pub(super) pool: &'static Pool,
+    /// The application's descriptor number it was taken from.
+    pub(super) app_fd: i32,
+    pub(super) dev: u64,
+    pub(super) ino: u64,
+    pub(super) flags: i32,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut reg = lock(&self.pool.held);
+        if reg.get(&self.app_fd).is_some_and(|w| std::ptr::eq(w.as_ptr(), self)) {
+            reg.remove(&self.app_fd);
+        }
+    }
+}
+
+/// One queued or polling request.
+#[derive(Debug)]
+pub(super) struct Job {
+    pub(super) shared: Arc<Shared>,
+    pub(super) key: u64,
+    pub(super) kind: OpKind,
+    /// The held duplicate's number.
+    pub(super) fd: i32,
+    pub(super) rw_flags: i32,
+    pub(super) ioprio: u16,
+    pub(super) poll_mask: u32,
+    /// `WAITING`, `RUNNING`, `RUNNING_CANCEL` or `DONE`.
+    pub(super) state: AtomicU8,
+    /// Waits in the poller (not in the workers' queue).
+    pub(super) polled: bool,
+    /// The duplicate, released as soon as the job is done.
+    pub(super) hold: Mutex<Option<Arc<Held>>>,
+    pub(super) cur: Mutex<Cursor>,
+    /// The file whose buffered writes run one after the other, in
+    /// submission order (see the module's "Write order").
+    pub(super) order: Option<FileKey>,
+}
+
+/// A file as buffered writes are ordered on it: a regular file's device and
+/// inode, or a block device's device number (whatever node names it).
+pub(super) type FileKey = (u64, u64);
+
+/// The key under which a buffered write to the file `st` is ordered, if
+/// it is one ([`Job::order`]).
+pub(super) fn order_key(kind: OpKind, st: &libc::stat, file_flags: i32) -> Option<FileKey> {
+    if !matches!(kind, OpKind::Write | OpKind::Writev) || file_flags & libc::O_DIRECT != 0 {
+        return None;
+    }
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFREG => Some((st.st_dev, st.st_ino)),
+        libc::S_IFBLK => Some((u64::MAX, st.st_rdev)),
+        _ => None,
+    }
+}
+
+impl Job {
+    /// Claims a waiting job for its runner.
+    pub(super) fn claim(&self) -> bool {
+        self.state.compare_exchange(WAITING, RUNNING, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+    }
+
+    /// Puts a claimed job back to waiting; `false` if a cancellation came
+    /// meanwhile (the caller then completes it as cancelled).
+    pub(super) fn unclaim(&self) -> bool {
+        self.state.compare_exchange(RUNNING, WAITING, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+    }
+
+    pub(super) fn is_done(&self) -> bool {
+        self.state.load(Ordering::SeqCst) == DONE
+    }
+
+    /// Runs a claimed job to the end, blocking (workers).
+    pub(super) fn run(&self) -> i32 {
+        let cur = lock(&self.cur);
+        run_blocking(self.kind, self.fd, &cur, self.rw_flags, self.ioprio)
+    }
+}
+
+/// Runs a read, write or sync to the end on `fd`, blocking.
+pub(super) fn run_blocking(kind: OpKind, fd: i32, cur: &Cursor, rw_flags: i32, ioprio: u16) -> i32 {
+    match kind {
+        OpKind::Read | OpKind::Readv | OpKind::Write | OpKind::Writev => {
+            let r = if ioprio != 0 {
+                let old = sys::ioprio_get_thread();
+                sys::ioprio_set_thread(ioprio as i32);
+                let r = cur.io(kind, fd, rw_flags);
+                sys::ioprio_set_thread(old);
+                r
+            } else {
+                cur.io(kind, fd, rw_flags)
+            };
+            cur.result(r)
+        }
+        OpKind::Fsync | OpKind::Fdatasync => {
+            // SAFETY: plain fsync/fdatasync on a descriptor number.
+            let r = unsafe {
+                if kind == OpKind::Fsync {
+                    libc::fsync(fd)
+                } else {
+                    libc::fdatasync(fd)
+                }
+            };
+            if r < 0 {
+                -errno()
+            } else {
+                0
+            }
+        }
+        OpKind::Poll => 0,
+    }
+}
+
+/// Runs a registered job that no thread could take in the calling thread,
+/// unless it was cancelled meanwhile.
+pub(super) fn run_unhanded(job: &Job, route: Route, here: &Here) {
+    if job.claim() {
+        let cur = lock(&job.cur);
+        let res = match route {
+            Route::Poller if job.kind == OpKind::Poll => -libc::EAGAIN,
+            _ => run_blocking(job.kind, job.fd, &cur, job.rw_flags, job.ioprio),
+        };
+        drop(cur);
+        job.shared.finish(job, res, here);
+    }
+}
+
+/// Where a request that cannot complete at once goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Route {
+    Worker,
+    Poller,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cursor(lens: &[usize]) -> (Vec<u8>, Cursor) {
+        let total: usize = lens.iter().sum();
+        let mut buf = vec![0u8; total];
+        let mut iov = Vec::new();
+        let mut at = 0;
+        for &l in lens {
+            // SAFETY: `at` stays within `buf`.
+            let base = unsafe { buf.as_mut_ptr().add(at) };
+            iov.push(libc::iovec { iov_base: base.cast(), iov_len: l });
+            at += l;
+        }
+        (buf, Cursor { iov, off: 100, done: 0 })
+    }
+
+    #[test]
+    fn advance_moves_through_iovecs() {
+        let (buf, mut c) = cursor(&[4, 0, 8, 4]);
+        let base = buf.as_ptr() as usize;
+        c.advance(2);
+        assert_eq!((c.done, c.off, c.remaining()), (2, 102, 14));
+        assert_eq!(c.iov[0].iov_base as usize, base + 2);
+        c.advance(2);
+        // The exhausted first iovec and the empty one are gone.
+        assert_eq!(c.iov.len(), 2);
+        assert_eq!((c.iov[0].iov_base as usize, c.iov[0].iov_len), (base + 4, 8));
+        c.advance(9);
+        assert_eq!(c.iov.len(), 1);
+        assert_eq!((c.iov[0].iov_base as usize, c.iov[0].iov_len), (base + 13, 3));
+        c.advance(3);
+        assert!(c.iov.is_empty());
+        assert_eq!((c.done, c.off, c.remaining()), (16, 116, 0));
+    }
+
+    #[test]
+    fn results_count_earlier_bytes() {
+        let (_buf, mut c) = cursor(&[16]);
+        assert_eq!(c.result(-libc::EIO), -libc::EIO);
+        assert_eq!(c.cancelled(), -libc::ECANCELED);
+        c.advance(4);
+        assert_eq!(c.result(12), 16);
+        assert_eq!(c.result(0), 4);
+        assert_eq!(c.result(-libc::EIO), 4);
+        assert_eq!(c.cancelled(), 4);
+    }
+}

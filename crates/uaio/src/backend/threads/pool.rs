@@ -1,0 +1,367 @@
+//! The process's pool: the queue of jobs, the workers' count and
+//! sleepers, the chains of ordered writes, the held duplicates, and the
+//! eventfds lent to `io_pgetevents` sleepers.
+
+use super::*;
+
+#[derive(Debug, Default)]
+pub(super) struct PoolState {
+    pub(super) queue: VecDeque<Arc<Job>>,
+    pub(super) instances: usize,
+    /// Workers alive (the poller not counted).
+    pub(super) threads: usize,
+    /// Workers asleep, the most recent last: woken from the end, so that
+    /// the same few stay busy and the others reach their idle timeout.
+    pub(super) sleepers: Vec<Arc<Sleeper>>,
+    /// Workers woken or started for queued jobs that have not looked at
+    /// the queue yet: each will take a job, so a new job needs another.
+    pub(super) seeking: usize,
+    /// Jobs handed to the poller since its last pass.
+    pub(super) polls: Vec<Arc<Job>>,
+    pub(super) poller: bool,
+    /// The poller's wake-up eventfd, made with the poller and closed when
+    /// it leaves.
+    pub(super) poll_wake: Option<Arc<InternalFd>>,
+    /// Jobs cancelled since `queue` and `polls` were last swept.
+    pub(super) husks: usize,
+    /// Files with a buffered write queued or running: the writes that wait
+    /// behind it, in submission order.
+    pub(super) chains: HashMap<FileKey, VecDeque<Arc<Job>>>,
+}
+
+impl PoolState {
+    /// Takes up to `n` idle workers off the list (counted as seeking);
+    /// returns how many, and those asleep, for [`Sleeper::wake`] once the
+    /// lock is let go.
+    pub(super) fn take_sleepers(&mut self, n: usize) -> (usize, Vec<Arc<Sleeper>>) {
+        let n = n.min(self.sleepers.len());
+        let mut v = self.sleepers.split_off(self.sleepers.len() - n);
+        v.retain(|s| s.mark());
+        self.seeking += n;
+        (n, v)
+    }
+}
+
+/// Default bound on the workers: enough for one blocked worker per request
+/// of a deep queue of direct I/O (which waits for the device in the
+/// worker), whatever the number of cores.
+pub(super) const DEFAULT_MAX_THREADS: usize = 256;
+
+#[derive(Debug)]
+pub(super) struct Pool {
+    pub(super) st: Mutex<PoolState>,
+    pub(super) max_threads: usize,
+    /// A worker spins.
+    pub(super) spinning: AtomicBool,
+    /// How well spinning has paid lately (see [`Pool::spin`]).
+    pub(super) spin_score: AtomicU32,
+    /// Chances to spin passed up while the score was 0.
+    pub(super) spin_skips: AtomicU32,
+    /// The process whose descriptor table the pool's threads use.
+    pub(super) owner: i32,
+    /// Held duplicates by the application's descriptor number.
+    pub(super) held: Mutex<HashMap<i32, Weak<Held>>>,
+    /// Eventfds lent to `io_pgetevents` sleepers.
+    pub(super) spare_efds: Mutex<Vec<InternalFd>>,
+    /// Duplicates let go of in another process (a CLONE_VM child, where
+    /// their numbers mean nothing), closed by the next pool thread or
+    /// owner's call that passes by.
+    pub(super) orphans: Mutex<Vec<Arc<Held>>>,
+    pub(super) norphans: AtomicUsize,
+    /// `st.chains.len()`, read without the lock.
+    pub(super) nchains: AtomicUsize,
+}
+
+pub(super) static POOL: AtomicPtr<Pool> = AtomicPtr::new(std::ptr::null_mut());
+
+pub(super) fn max_threads() -> usize {
+    std::env::var("UAIO_THREADS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|&n: &usize| n > 0)
+        .unwrap_or(DEFAULT_MAX_THREADS)
+}
+
+/// A new eventfd of uaio's own (high number, close-on-exec, non-blocking).
+pub(super) fn new_eventfd() -> Result<InternalFd, Errno> {
+    let fd = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK)?;
+    InternalFd::new(fd)
+}
+
+/// The process's pool. It exists whenever a [`Threads`] does (created by
+/// [`try_pool`] in [`Threads::new`]).
+pub(super) fn pool() -> &'static Pool {
+    try_pool().expect("the pool exists while a context uses it")
+}
+
+/// The process's pool, created on first use (again in a fork child).
+pub(super) fn try_pool() -> Result<&'static Pool, Errno> {
+    let p = POOL.load(Ordering::Acquire);
+    if !p.is_null() {
+        // SAFETY: pools are never freed (a fork child's old one is leaked).
+        return Ok(unsafe { &*p });
+    }
+    let fresh = Box::into_raw(Box::new(Pool {
+        st: Mutex::new(PoolState::default()),
+        max_threads: max_threads(),
+        spinning: AtomicBool::new(false),
+        spin_score: AtomicU32::new(SPIN_SCORE_MAX / 2),
+        spin_skips: AtomicU32::new(0),
+        // SAFETY: getpid(2) takes no arguments and cannot fail.
+        owner: unsafe { libc::getpid() },
+        held: Mutex::new(HashMap::new()),
+        spare_efds: Mutex::new(Vec::new()),
+        orphans: Mutex::new(Vec::new()),
+        norphans: AtomicUsize::new(0),
+        nchains: AtomicUsize::new(0),
+    }));
+    match POOL.compare_exchange(std::ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
+        // SAFETY: just published, never freed.
+        Ok(_) => Ok(unsafe { &*fresh }),
+        Err(other) => {
+            // SAFETY: ours lost the race and was never shared.
+            drop(unsafe { Box::from_raw(fresh) });
+            // SAFETY: as above.
+            Ok(unsafe { &*other })
+        }
+    }
+}
+
+/// Ceiling of [`Pool::spin_score`].
+pub(super) const SPIN_SCORE_MAX: u32 = 16;
+
+/// Eventfds kept for `io_pgetevents` sleepers once they are done.
+pub(super) const SPARE_EVENTFDS: usize = 4;
+
+impl Pool {
+    /// Lets a worker that has just run a job, while no other worker was
+    /// active, wait for the next one spinning for a while instead of
+    /// sleeping: with one request in flight, the wake-up of a sleeping
+    /// worker adds to every request's latency. One worker spins at a time,
+    /// and only while spinning pays: each spin that sees no job halves the
+    /// score, each that does adds one; at 0 only one chance in 64 is tried
+    /// (a busy machine delays the submitter, and a spin then only takes
+    /// processor time from others). `true` if woken while spinning.
+    pub(super) fn spin(&self, me: &Sleeper) -> bool {
+        let score = self.spin_score.load(Ordering::Relaxed);
+        if score == 0 && !self.spin_skips.fetch_add(1, Ordering::Relaxed).is_multiple_of(64) {
+            return false;
+        }
+        if self.spinning.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        let woken = me.spin();
+        self.spinning.store(false, Ordering::SeqCst);
+        let score = if woken { (score + 1).min(SPIN_SCORE_MAX) } else { score / 2 };
+        self.spin_score.store(score, Ordering::Relaxed);
+        woken
+    }
+
+    /// A duplicate of the application's `fd` (whose `fstat` is `st`) for a
+    /// job: the one other jobs hold if `fd` still names the same file,
+    /// otherwise a new one at or above the floor. `None` when there is no
+    /// room there (or `fd` is not open).
+    pub(super) fn hold(&'static self, fd: i32, st: &libc::stat) -> Option<Arc<Held>> {
+        // SAFETY: F_GETFL on a descriptor number.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        if flags < 0 {
+            return None;
+        }
+        let same = |h: &Held| h.dev == st.st_dev && h.ino == st.st_ino && h.flags == flags;
+        // Dropped outside the lock: the last reference's drop takes it.
+        let known = lock(&self.held).get(&fd).and_then(Weak::upgrade);
+        if let Some(h) = known.filter(|h| same(h)) {
+            return Some(h);
+        }
+        // SAFETY: `fd` was open a moment ago; if it was closed since, the
+        // duplication fails.
+        let dup = InternalFd::dup_of(unsafe { BorrowedFd::borrow_raw(fd) }).ok()?;
+        let h = Arc::new(Held { fd: dup, pool: self, app_fd: fd, dev: st.st_dev, ino: st.st_ino, flags });
+        lock(&self.held).insert(fd, Arc::downgrade(&h));
+        Some(h)
+    }
+
+    /// Hands registered jobs to the workers: each job that no woken or
+    /// starting worker will take wakes a sleeping one or starts a new one,
+    /// up to the bound. Returns the jobs if no worker exists to run them.
+    pub(super) fn queue(&'static self, jobs: &mut Vec<Arc<Job>>) -> Result<(), Vec<Arc<Job>>> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let mut st = lock(&self.st);
+        for job in jobs.drain(..) {
+            match job.order {
+                Some(k) => match st.chains.get_mut(&k) {
+                    Some(behind) => behind.push_back(job),
+                    None => {
+                        st.chains.insert(k, VecDeque::new());
+                        st.queue.push_back(job);
+                    }
+                },
+                None => st.queue.push_back(job),
+            }
+        }
+        self.nchains.store(st.chains.len(), Ordering::SeqCst);
+        let mut need = st.queue.len().saturating_sub(st.seeking);
+        let (taken, woken) = st.take_sleepers(need);
+        need -= taken;
+        while need > 0 && st.threads < self.max_threads {
+            st.threads += 1;
+            st.seeking += 1;
+            let b = std::thread::Builder::new().name("uaio-worker".into());
+            if b.spawn(move || worker(self, true)).is_err() {
+                st.threads -= 1;
+                st.seeking -= 1;
+                break;
+            }
+            need -= 1;
+        }
+        if st.threads == 0 {
+            // No worker at all: whatever is queued was queued just now
+            // (workers leave only once the queue is empty), and so was
+            // every chain, each behind its first write in the queue.
+            let mut all = Vec::new();
+            while let Some(job) = st.queue.pop_front() {
+                let behind = job.order.and_then(|k| st.chains.remove(&k));
+                all.push(job);
+                all.extend(behind.into_iter().flatten());
+            }
+            self.nchains.store(st.chains.len(), Ordering::SeqCst);
+            return Err(all);
+        }
+        drop(st);
+        for s in woken {
+            s.wake();
+        }
+        Ok(())
+    }
+
+    /// Wakes every sleeping worker (to leave, or to close orphans).
+    pub(super) fn wake_all(&self) {
+        let woken = {
+            let mut st = lock(&self.st);
+            let n = st.sleepers.len();
+            st.take_sleepers(n).1
+        };
+        for s in woken {
+            s.wake();
+        }
+    }
+
+    /// Hands a registered job to the poller; `Err` if there is none.
+    pub(super) fn watch(&'static self, job: Arc<Job>) -> Result<(), Arc<Job>> {
+        let mut st = lock(&self.st);
+        if !st.poller {
+            let Ok(wake) = new_eventfd().map(Arc::new) else { return Err(job) };
+            let w = wake.clone();
+            if std::thread::Builder::new().name("uaio-poller".into()).spawn(move || poller(self, w)).is_err() {
+                return Err(job);
+            }
+            st.poller = true;
+            st.poll_wake = Some(wake);
+        }
+        st.polls.push(job);
+        wake_poller(&st);
+        Ok(())
+    }
+
+    /// Counts a job cancelled while queued or polling, and sweeps such jobs
+    /// out of the queue and the poller's inbox once they are many.
+    pub(super) fn husk(&self, polled: bool, here: &Here) {
+        let mut st = lock(&self.st);
+        st.husks += 1;
+        if st.husks >= 64 && st.husks * 2 >= st.queue.len() + st.polls.len() {
+            // The first write of a chain stays: the worker that takes it
+            // starts the next one.
+            st.queue.retain(|j| !j.is_done() || j.order.is_some());
+            st.polls.retain(|j| !j.is_done());
+            st.husks = 0;
+        }
+        if polled && here.owner() {
+            // The poller's current pass may hold it: let it drop it (and the
+            // file reference its sleep holds).
+            wake_poller(&st);
+        }
+    }
+
+    /// The next buffered write of the file `k`, once the one before it is
+    /// over (run or cancelled); `None` ends the chain.
+    pub(super) fn chain_next(&self, k: FileKey) -> Option<Arc<Job>> {
+        let mut st = lock(&self.st);
+        let next = st.chains.get_mut(&k).and_then(VecDeque::pop_front);
+        if next.is_none() {
+            st.chains.remove(&k);
+            self.nchains.store(st.chains.len(), Ordering::SeqCst);
+        }
+        next
+    }
+
+    /// Whether a buffered write to the file `k` is queued or running.
+    pub(super) fn chained(&self, k: FileKey) -> bool {
+        self.nchains.load(Ordering::SeqCst) > 0 && lock(&self.st).chains.contains_key(&k)
+    }
+
+    /// Lets go of a job's duplicate: at once in the owner; in another
+    /// process (whose table has something else at that number), left to
+    /// the owner's threads, a worker woken for it.
+    pub(super) fn release(&self, held: Option<Arc<Held>>, here: &Here) {
+        let Some(h) = held else { return };
+        if here.owner() {
+            drop(h);
+            return;
+        }
+        let mut o = lock(&self.orphans);
+        o.push(h);
+        self.norphans.store(o.len(), Ordering::SeqCst);
+        drop(o);
+        self.wake_all();
+    }
+
+    /// Closes the duplicates [`Pool::release`] left (owner's threads only).
+    pub(super) fn reap_orphans(&self) {
+        if self.norphans.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        let v = {
+            let mut o = lock(&self.orphans);
+            self.norphans.store(0, Ordering::SeqCst);
+            std::mem::take(&mut *o)
+        };
+        drop(v);
+    }
+
+    /// An eventfd for a `ppoll` sleeper.
+    pub(super) fn take_efd(&self) -> Option<InternalFd> {
+        if let Some(fd) = lock(&self.spare_efds).pop() {
+            return Some(fd);
+        }
+        new_eventfd().ok()
+    }
+
+    /// Gives back an eventfd taken with [`Pool::take_efd`], emptied.
+    pub(super) fn put_efd(&self, fd: InternalFd) {
+        let mut b = [0u8; 8];
+        let _ = rustix::io::read(&fd, &mut b);
+        let mut spare = lock(&self.spare_efds);
+        if spare.len() < SPARE_EVENTFDS {
+            spare.push(fd);
+        }
+    }
+}
+
+/// Called in a fork child: the parent's threads do not exist here, and its
+/// pool's locks may be held; the next use creates a new pool.
+pub(crate) fn after_fork_in_child() {
+    POOL.store(std::ptr::null_mut(), Ordering::SeqCst);
+}
+
+/// Number of pool and poller threads alive now.
+pub(crate) fn threads_alive() -> usize {
+    let p = POOL.load(Ordering::SeqCst);
+    if p.is_null() {
+        return 0;
+    }
+    // SAFETY: as in `pool`.
+    let st = lock(&unsafe { &*p }.st);
+    st.threads + st.poller as usize
+}

@@ -1,0 +1,207 @@
+//! Submission to the thread pool: each request tried without blocking,
+//! then handed to a worker or the poller (or run here when neither can
+//! take it), with what one `io_submit` learns of its descriptors.
+
+use super::*;
+
+/// What one [`Backend::submit`] call gathers for the workers, handed over
+/// together at its end, and what it learnt of the descriptors it met.
+#[derive(Debug, Default)]
+pub(super) struct Batch {
+    pub(super) jobs: Vec<Arc<Job>>,
+    /// One entry per descriptor number (a few at most are kept): the
+    /// engine resolves a descriptor once per `io_submit` too.
+    pub(super) files: Vec<FileFacts>,
+    /// The files of the ordered writes among `jobs` ([`Job::order`]).
+    pub(super) ordered: Vec<FileKey>,
+}
+
+/// What a batch knows of one descriptor number.
+#[derive(Debug)]
+pub(super) struct FileFacts {
+    pub(super) fd: i32,
+    pub(super) st: Option<libc::stat>,
+    /// The duplicate its jobs hold, not kept open by the batch: a
+    /// duplicate goes as soon as its last job is done.
+    pub(super) held: Weak<Held>,
+}
+
+/// Descriptors a batch remembers.
+pub(super) const BATCH_FILES: usize = 8;
+
+impl Batch {
+    pub(super) fn facts(&mut self, fd: i32) -> &mut FileFacts {
+        if let Some(i) = self.files.iter().position(|f| f.fd == fd) {
+            return &mut self.files[i];
+        }
+        if self.files.len() >= BATCH_FILES {
+            self.files.remove(0);
+        }
+        self.files.push(FileFacts { fd, st: fstat(fd), held: Weak::new() });
+        self.files.last_mut().expect("just pushed")
+    }
+
+    /// `fstat` of `fd`, once per batch.
+    pub(super) fn stat(&mut self, fd: i32) -> Option<libc::stat> {
+        self.facts(fd).st
+    }
+
+    /// [`Pool::hold`], once per batch and descriptor.
+    pub(super) fn hold(&mut self, p: &'static Pool, fd: i32, st: &libc::stat) -> Option<Arc<Held>> {
+        let f = self.facts(fd);
+        if let Some(h) = f.held.upgrade() {
+            return Some(h);
+        }
+        let h = p.hold(fd, st)?;
+        f.held = Arc::downgrade(&h);
+        Some(h)
+    }
+}
+
+impl Threads {
+    pub(super) fn submit_one(&self, p: &'static Pool, op: &BackendOp, here: &Here, batch: &mut Batch) {
+        if self.shared.take_early(op.key) {
+            self.shared.complete(op.key, -libc::ECANCELED, here);
+            return;
+        }
+        match op.kind {
+            OpKind::Read | OpKind::Readv | OpKind::Write | OpKind::Writev => {
+                let flags = op.rw_flags as i32;
+                // A direct transfer waits for the device even with
+                // RWF_NOWAIT: it goes to a worker untried (with the
+                // program's RWF_NOWAIT, if it gave one, for its answer).
+                let direct = sys::direct_hint::is_direct(op.fd);
+                if !direct && flags & RWF_NOWAIT == 0 && self.behind_writes(p, op, batch) {
+                    // After the file's queued writes, in order.
+                    let st = batch.stat(op.fd);
+                    return self.start(p, op, Cursor::new(op), Route::Worker, st, here, batch);
+                }
+                let (r, total) = if direct { (-libc::EAGAIN, 0) } else { first_try(op, flags | RWF_NOWAIT) };
+                if flags & RWF_NOWAIT != 0 && !direct {
+                    self.shared.complete(op.key, r, here);
+                    return;
+                }
+                let would_block = r == -libc::EAGAIN || r == -libc::EOPNOTSUPP;
+                let partial = r > 0 && (r as u64) < total;
+                if !would_block && !partial {
+                    self.shared.complete(op.key, r, here);
+                    return;
+                }
+                let st = batch.stat(op.fd);
+                let file = st.as_ref().is_none_or(is_regular_or_block);
+                let write = matches!(op.kind, OpKind::Write | OpKind::Writev);
+                if partial {
+                    // A stream read returns what was there; anything else
+                    // goes on with the rest.
+                    if !file && !write {
+                        self.shared.complete(op.key, r, here);
+                        return;
+                    }
+                }
+                let mut cur = Cursor::new(op);
+                if partial {
+                    cur.advance(r as usize);
+                }
+                let route = if file { Route::Worker } else { Route::Poller };
+                self.start(p, op, cur, route, st, here, batch);
+            }
+            OpKind::Fsync | OpKind::Fdatasync => {
+                let st = batch.stat(op.fd);
+                self.start(p, op, Cursor::new(op), Route::Worker, st, here, batch);
+            }
+            OpKind::Poll => {
+                let mut pfd = libc::pollfd { fd: op.fd, events: op.poll_mask as i16, revents: 0 };
+                // SAFETY: poll(2) on one pollfd, no waiting.
+                let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+                if n > 0 {
+                    self.shared.complete(op.key, (pfd.revents as u16) as i32, here);
+                } else {
+                    let st = batch.stat(op.fd);
+                    self.start(p, op, Cursor::new(op), Route::Poller, st, here, batch);
+                }
+            }
+        }
+    }
+
+    /// Whether `op` is a buffered write to a file with a buffered write
+    /// queued or running (in the pool, or in this batch on its way there):
+    /// it must then run after them.
+    pub(super) fn behind_writes(&self, p: &Pool, op: &BackendOp, batch: &mut Batch) -> bool {
+        if !matches!(op.kind, OpKind::Write | OpKind::Writev) {
+            return false;
+        }
+        if p.nchains.load(Ordering::SeqCst) == 0 && batch.ordered.is_empty() {
+            return false;
+        }
+        let Some(k) = batch.stat(op.fd).and_then(|st| order_key(op.kind, &st, 0)) else { return false };
+        batch.ordered.contains(&k) || p.chained(k)
+    }
+
+    /// Hands a request that cannot complete now to a worker or the poller,
+    /// or runs it here when they cannot take it.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn start(
+        &self,
+        p: &'static Pool,
+        op: &BackendOp,
+        cur: Cursor,
+        route: Route,
+        st: Option<libc::stat>,
+        here: &Here,
+        batch: &mut Batch,
+    ) {
+        let held = match st {
+            Some(st) if here.owner() => batch.hold(p, op.fd, &st),
+            _ => None,
+        };
+        let Some(held) = held else {
+            return self.run_here(op, &cur, route, here);
+        };
+        let order = st.and_then(|st| order_key(op.kind, &st, held.flags));
+        let job = Arc::new(Job {
+            shared: self.shared.clone(),
+            key: op.key,
+            kind: op.kind,
+            fd: held.fd.as_raw_fd(),
+            rw_flags: op.rw_flags as i32,
+            ioprio: op.ioprio,
+            poll_mask: op.poll_mask,
+            state: AtomicU8::new(WAITING),
+            polled: route == Route::Poller,
+            hold: Mutex::new(Some(held)),
+            cur: Mutex::new(cur),
+            order,
+        });
+        if !self.shared.register(&job) {
+            let res = lock(&job.cur).cancelled();
+            drop(job);
+            self.shared.complete(op.key, res, here);
+            return;
+        }
+        match route {
+            Route::Worker => {
+                if let Some(k) = order.filter(|k| !batch.ordered.contains(k)) {
+                    batch.ordered.push(k);
+                }
+                batch.jobs.push(job)
+            }
+            Route::Poller => {
+                if let Err(job) = p.watch(job) {
+                    run_unhanded(&job, route, here);
+                }
+            }
+        }
+    }
+
+    /// Runs a request in the submitting thread, on the application's own
+    /// descriptor: blocking for reads, writes and syncs; a POLL not ready
+    /// completes with `-EAGAIN`.
+    pub(super) fn run_here(&self, op: &BackendOp, cur: &Cursor, route: Route, here: &Here) {
+        let res = if route == Route::Poller && op.kind == OpKind::Poll {
+            -libc::EAGAIN
+        } else {
+            run_blocking(op.kind, op.fd, cur, op.rw_flags as i32, op.ioprio)
+        };
+        self.shared.complete(op.key, res, here);
+    }
+}

@@ -1,0 +1,238 @@
+//! The pool's threads: the workers, which run queued jobs (and sleep,
+//! spin or leave when there is none), and the poller, which waits for
+//! the readiness of pipes, sockets and POLLs.
+
+use super::*;
+
+/// Sleeper state: listed in [`PoolState::sleepers`], not asleep yet.
+pub(super) const LISTED: u32 = 0;
+
+/// Sleeper state: taken off the list by a waker.
+pub(super) const WOKEN: u32 = 1;
+
+/// Sleeper state: listed, asleep on its futex word.
+pub(super) const ASLEEP: u32 = 2;
+
+/// The futex word of one idle worker: `LISTED`, `WOKEN` or `ASLEEP`.
+#[derive(Debug, Default)]
+pub(super) struct Sleeper {
+    pub(super) state: AtomicU32,
+}
+
+/// Longest spin of a worker waiting for its next job (see [`Pool::spin`]).
+pub(super) const SPIN: Duration = Duration::from_micros(50);
+
+impl Sleeper {
+    /// Looks for a wake-up for at most [`SPIN`] without sleeping, letting
+    /// other threads of this processor go first; `true` if woken.
+    pub(super) fn spin(&self) -> bool {
+        let start = std::time::Instant::now();
+        loop {
+            for _ in 0..64 {
+                if self.state.load(Ordering::SeqCst) == WOKEN {
+                    return true;
+                }
+                std::hint::spin_loop();
+            }
+            if start.elapsed() >= SPIN {
+                return false;
+            }
+            // SAFETY: sched_yield(2) takes no arguments.
+            unsafe { libc::sched_yield() };
+        }
+    }
+
+    /// Waits until woken or `idle` has passed; `true` if woken.
+    pub(super) fn sleep(&self, idle: Duration) -> bool {
+        let end = std::time::Instant::now() + idle;
+        if self.state.compare_exchange(LISTED, ASLEEP, Ordering::SeqCst, Ordering::SeqCst).is_err() {
+            return true;
+        }
+        loop {
+            if self.state.load(Ordering::SeqCst) == WOKEN {
+                return true;
+            }
+            let Some(d) = end.checked_duration_since(std::time::Instant::now()).filter(|d| !d.is_zero()) else {
+                return false;
+            };
+            let ts = futex::Timespec { tv_sec: d.as_secs() as i64, tv_nsec: d.subsec_nanos() as _ };
+            // Woken, timed out, interrupted or spurious: the loop looks again.
+            let _ = futex::wait(&self.state, futex::Flags::PRIVATE, ASLEEP, Some(&ts));
+        }
+    }
+
+    /// Marks the worker woken; `true` if it sleeps on its futex and needs
+    /// [`Sleeper::wake`] (once the pool's lock is let go).
+    pub(super) fn mark(&self) -> bool {
+        self.state.swap(WOKEN, Ordering::SeqCst) == ASLEEP
+    }
+
+    pub(super) fn wake(&self) {
+        let _ = futex::wake(&self.state, futex::Flags::PRIVATE, 1);
+    }
+}
+
+/// How long a worker with nothing to do waits for a job before it leaves.
+pub(super) const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A worker: runs queued jobs; sleeps when there is none, and leaves after
+/// [`IDLE_TIMEOUT`] without one or once no context uses the pool.
+/// `seeking`: started for a queued job (counted in [`PoolState::seeking`]).
+pub(super) fn worker(p: &'static Pool, mut seeking: bool) {
+    let here = Here::pool_thread();
+    let me = Arc::new(Sleeper::default());
+    // Whether a job ran since the last sleep.
+    let mut ran = false;
+    // The next write of a chain whose previous one this worker ran.
+    let mut next: Option<Arc<Job>> = None;
+    loop {
+        let job = if next.is_some() {
+            next.take()
+        } else {
+            let mut st = lock(&p.st);
+            loop {
+                if seeking {
+                    st.seeking -= 1;
+                    seeking = false;
+                }
+                if let Some(j) = st.queue.pop_front() {
+                    break Some(j);
+                }
+                if st.instances == 0 {
+                    st.threads -= 1;
+                    drop(st);
+                    p.reap_orphans();
+                    return;
+                }
+                if p.norphans.load(Ordering::SeqCst) > 0 {
+                    break None;
+                }
+                me.state.store(LISTED, Ordering::SeqCst);
+                st.sleepers.push(me.clone());
+                let alone = st.threads == st.sleepers.len();
+                drop(st);
+                let woken = (ran && alone && p.spin(&me)) || me.sleep(IDLE_TIMEOUT);
+                ran = false;
+                st = lock(&p.st);
+                // A waker that marked us took us off the list and counted
+                // us as seeking; otherwise we are still listed.
+                seeking = me.state.load(Ordering::SeqCst) == WOKEN;
+                if !seeking {
+                    if let Some(i) = st.sleepers.iter().position(|s| Arc::ptr_eq(s, &me)) {
+                        st.sleepers.remove(i);
+                    }
+                    if !woken && st.queue.is_empty() {
+                        st.threads -= 1;
+                        drop(st);
+                        p.reap_orphans();
+                        return;
+                    }
+                }
+            }
+        };
+        p.reap_orphans();
+        // A job cancelled while queued is done already: leave it alone.
+        let Some(job) = job else { continue };
+        if job.claim() {
+            let r = job.run();
+            job.shared.finish(&job, r, &here);
+            ran = true;
+        }
+        if let Some(k) = job.order {
+            next = p.chain_next(k);
+        }
+    }
+}
+
+/// Wakes the poller, if it exists (owner's threads only).
+pub(super) fn wake_poller(st: &PoolState) {
+    if let Some(w) = &st.poll_wake {
+        write_one(w.as_fd());
+    }
+}
+
+/// Readiness events a request waits for.
+pub(super) fn poll_events(job: &Job) -> i16 {
+    match job.kind {
+        OpKind::Read | OpKind::Readv => libc::POLLIN | libc::POLLRDNORM,
+        OpKind::Write | OpKind::Writev => libc::POLLOUT | libc::POLLWRNORM,
+        _ => {
+            let mut m = job.poll_mask as i16;
+            if m & libc::POLLIN != 0 {
+                m |= libc::POLLRDNORM;
+            }
+            if m & libc::POLLOUT != 0 {
+                m |= libc::POLLWRNORM;
+            }
+            m
+        }
+    }
+}
+
+/// One non-blocking attempt of a claimed stream read or write the poller
+/// found ready. Returns the result when the job is over, `None` when it must
+/// wait again.
+pub(super) fn attempt(job: &Job) -> Option<i32> {
+    let mut cur = lock(&job.cur);
+    let r = cur.io(job.kind, job.fd, job.rw_flags | RWF_NOWAIT);
+    let write = matches!(job.kind, OpKind::Write | OpKind::Writev);
+    if r == -libc::EAGAIN {
+        return None;
+    }
+    if write && r > 0 && (r as u64) < cur.remaining() {
+        cur.advance(r as usize);
+        return None;
+    }
+    Some(cur.result(r))
+}
+
+pub(super) fn poller(p: &'static Pool, wake: Arc<InternalFd>) {
+    let here = Here::pool_thread();
+    let mut jobs: Vec<Arc<Job>> = Vec::new();
+    let mut fds: Vec<libc::pollfd> = Vec::new();
+    loop {
+        p.reap_orphans();
+        {
+            let mut st = lock(&p.st);
+            jobs.append(&mut st.polls);
+            // Cancelled jobs are done already; their duplicates are closed.
+            jobs.retain(|j| !j.is_done());
+            if st.instances == 0 && jobs.is_empty() {
+                // Every context is gone (destroy cancels what polls).
+                st.poller = false;
+                st.poll_wake = None;
+                return;
+            }
+        }
+        fds.clear();
+        fds.push(libc::pollfd { fd: wake.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+        fds.extend(jobs.iter().map(|j| libc::pollfd { fd: j.fd, events: poll_events(j), revents: 0 }));
+        // SAFETY: poll(2) over a valid array of pollfds.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        if n < 0 {
+            continue;
+        }
+        if fds[0].revents != 0 {
+            let mut b = [0u8; 8];
+            let _ = rustix::io::read(wake.as_fd(), &mut b);
+        }
+        for (j, f) in jobs.iter().zip(fds[1..].iter()) {
+            // A job cancelled during the sleep is done: its descriptor
+            // number may name another file by now, and is not used.
+            if f.revents == 0 || !j.claim() {
+                continue;
+            }
+            let res = if j.kind == OpKind::Poll { Some((f.revents as u16) as i32) } else { attempt(j) };
+            match res {
+                Some(r) => j.shared.finish(j, r, &here),
+                None => {
+                    if !j.unclaim() {
+                        // Cancelled while we held it, and nothing happened.
+                        let r = lock(&j.cur).cancelled();
+                        j.shared.finish(j, r, &here);
+                    }
+                }
+            }
+        }
+    }
+}
