@@ -1,0 +1,204 @@
+//! What uaio knows about an application's file descriptor, fetched once per
+//! call and on demand: status flags, type, device, file system.
+
+use std::os::fd::BorrowedFd;
+
+use rustix::io::Errno;
+
+use super::{direct_hint, internal_fds, S_IFMT};
+
+/// What uaio needs to know about a file descriptor to validate a request.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FdInfo {
+    /// The descriptor.
+    pub fd: i32,
+    /// Open file status flags (`F_GETFL`).
+    pub flags: u32,
+    /// `st_mode`, fetched on demand.
+    mode: Option<u32>,
+    /// `st_dev`, fetched with `mode`.
+    dev: u64,
+    /// `fstatfs`, fetched on demand (`None` inside when it failed).
+    fs: Option<Option<rustix::fs::StatFs>>,
+    /// Whether the file system takes inline buffered writes (see
+    /// `writeback`), found out once per call.
+    pub inline_fs: Option<bool>,
+    /// Whether it is an eventfd, found out on demand.
+    eventfd: Option<bool>,
+}
+
+impl FdInfo {
+    /// Looks the descriptor up: `EBADF` when it is not open (or is `O_PATH`,
+    /// which the kernel refuses for I/O).
+    pub(crate) fn get(fd: u32) -> Result<FdInfo, Errno> {
+        let fd = fd as i32;
+        if fd < 0 {
+            return Err(Errno::BADF);
+        }
+        // SAFETY: F_GETFL on an arbitrary number is harmless; EBADF if closed.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        if flags < 0 {
+            return Err(Errno::BADF);
+        }
+        if flags & libc::O_PATH != 0 || internal_fds::is_internal(fd) {
+            return Err(Errno::BADF);
+        }
+        direct_hint::record(fd, flags as u32);
+        Ok(FdInfo { fd, flags: flags as u32, mode: None, dev: 0, fs: None, inline_fs: None, eventfd: None })
+    }
+
+    /// `st_mode` of the file.
+    pub(crate) fn mode(&mut self) -> u32 {
+        if let Some(m) = self.mode {
+            return m;
+        }
+        // SAFETY: the descriptor was open a moment ago; if it was closed
+        // since, fstat fails and we report a type nothing accepts.
+        let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
+        let (m, dev) = rustix::fs::fstat(fd).map(|st| (st.st_mode, st.st_dev)).unwrap_or((0, 0));
+        self.mode = Some(m);
+        self.dev = dev;
+        m
+    }
+
+    /// `st_dev` of the file (0 when `fstat` failed).
+    pub(crate) fn dev(&mut self) -> u64 {
+        self.mode();
+        self.dev
+    }
+
+    /// The file system's `statfs`, once per call.
+    pub(crate) fn fs(&mut self) -> Option<rustix::fs::StatFs> {
+        if let Some(s) = self.fs {
+            return s;
+        }
+        // SAFETY: as in `mode`.
+        let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
+        let s = rustix::fs::fstatfs(fd).ok();
+        self.fs = Some(s);
+        s
+    }
+
+    /// Opened for reading.
+    pub(crate) fn readable(&self) -> bool {
+        matches!(self.flags as i32 & libc::O_ACCMODE, libc::O_RDONLY | libc::O_RDWR)
+    }
+
+    /// Opened for writing.
+    pub(crate) fn writable(&self) -> bool {
+        matches!(self.flags as i32 & libc::O_ACCMODE, libc::O_WRONLY | libc::O_RDWR)
+    }
+
+    /// A directory (no `read_iter`: reads get `EINVAL`).
+    pub(crate) fn is_dir(&mut self) -> bool {
+        self.mode() & S_IFMT == libc::S_IFDIR
+    }
+
+    /// The file implements `fsync` (regular files, directories, block devices).
+    pub(crate) fn can_fsync(&mut self) -> bool {
+        matches!(self.mode() & S_IFMT, libc::S_IFREG | libc::S_IFDIR | libc::S_IFBLK)
+    }
+
+    /// A regular file or a block device (they ignore `O_NONBLOCK`).
+    pub(crate) fn is_regular_or_block(&mut self) -> bool {
+        matches!(self.mode() & S_IFMT, libc::S_IFREG | libc::S_IFBLK)
+    }
+
+    /// The file has a poll method. Regular files, directories and block
+    /// devices have none (on local file systems), nor do the memory devices
+    /// `/dev/mem`, `/dev/null`, `/dev/port`, `/dev/zero` and `/dev/full`.
+    pub(crate) fn has_poll(&mut self) -> bool {
+        match self.mode() & S_IFMT {
+            libc::S_IFREG | libc::S_IFDIR | libc::S_IFBLK => false,
+            libc::S_IFCHR => {
+                // SAFETY: as in `mode`.
+                let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
+                match rustix::fs::fstat(fd) {
+                    Ok(st) => {
+                        let (major, minor) = (libc::major(st.st_rdev), libc::minor(st.st_rdev));
+                        !(major == 1 && matches!(minor, 1 | 3 | 4 | 5 | 7))
+                    }
+                    Err(_) => true,
+                }
+            }
+            _ => true,
+        }
+    }
+
+    /// A regular file.
+    pub(crate) fn is_regular(&mut self) -> bool {
+        self.mode() & S_IFMT == libc::S_IFREG
+    }
+
+    /// A regular file, not opened `O_DIRECT`, on ext2/3/4, whose buffered
+    /// write path refuses `RWF_NOWAIT` (`EOPNOTSUPP`).
+    pub(crate) fn refuses_nowait_buffered_write(&mut self) -> bool {
+        const EXT4_SUPER_MAGIC: i64 = 0xEF53;
+        if self.mode() & S_IFMT != libc::S_IFREG || self.flags & libc::O_DIRECT as u32 != 0 {
+            return false;
+        }
+        matches!(self.fs(), Some(st) if st.f_type == EXT4_SUPER_MAGIC)
+    }
+
+    /// An anonymous inode (eventfd, timerfd, epoll, ...): no file type bits.
+    pub(crate) fn is_anon_inode(&mut self) -> bool {
+        self.mode() & S_IFMT == 0
+    }
+
+    /// An anonymous inode whose kind implements `read_iter` (eventfd,
+    /// timerfd, signalfd); epoll, inotify, fanotify and the rest do not, and
+    /// the kernel refuses AIO reads of them. The kind is the name the
+    /// kernel gives the file (`anon_inode:[eventfd]`).
+    pub(crate) fn anon_reads_iter(&mut self) -> bool {
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", self.fd)).unwrap_or_default();
+        let name = link.to_string_lossy();
+        ["[eventfd]", "[timerfd]", "[signalfd]"].iter().any(|k| name.ends_with(k))
+    }
+
+    /// The file can take `RWF_ATOMIC` writes: a regular file or block
+    /// device opened `O_DIRECT` whose atomic write unit (statx) is non-zero.
+    pub(crate) fn can_atomic_write(&mut self) -> bool {
+        if !matches!(self.mode() & S_IFMT, libc::S_IFREG | libc::S_IFBLK) || self.flags & libc::O_DIRECT as u32 == 0 {
+            return false;
+        }
+        // SAFETY: statx(2) on the descriptor with an empty path into a zeroed struct.
+        unsafe {
+            let mut sx: libc::statx = core::mem::zeroed();
+            let r = libc::statx(self.fd, c"".as_ptr(), libc::AT_EMPTY_PATH, libc::STATX_WRITE_ATOMIC, &mut sx);
+            r == 0 && sx.stx_mask & libc::STATX_WRITE_ATOMIC != 0 && sx.stx_atomic_write_unit_max > 0
+        }
+    }
+
+    /// The file may take `RWF_DONTCACHE`: only regular files and block
+    /// devices have a page cache to drop (the file system may still refuse,
+    /// which then shows in the event).
+    pub(crate) fn can_dontcache(&mut self) -> bool {
+        matches!(self.mode() & S_IFMT, libc::S_IFREG | libc::S_IFBLK)
+    }
+
+    /// The inode carries the append-only attribute (`chattr +a`).
+    pub(crate) fn append_only_inode(&mut self) -> bool {
+        const FS_APPEND_FL: libc::c_long = 0x20;
+        let mut attr: libc::c_long = 0;
+        // SAFETY: FS_IOC_GETFLAGS writes one long into `attr`.
+        let r = unsafe { libc::ioctl(self.fd, libc::FS_IOC_GETFLAGS, &mut attr) };
+        r == 0 && attr & FS_APPEND_FL != 0
+    }
+
+    /// The file is an eventfd. Anonymous inodes carry no type bits; among
+    /// them only an eventfd accepts an 8-byte write, and adding 0 to its
+    /// counter changes nothing.
+    pub(crate) fn is_eventfd(&mut self) -> bool {
+        if let Some(e) = self.eventfd {
+            return e;
+        }
+        let e = self.mode() & S_IFMT == 0 && {
+            let zero = 0u64.to_ne_bytes();
+            // SAFETY: as in `mode`.
+            let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
+            matches!(rustix::io::write(fd, &zero), Ok(8))
+        };
+        self.eventfd = Some(e);
+        e
+    }
+}

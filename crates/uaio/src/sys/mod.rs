@@ -1,0 +1,67 @@
+//! Small system helpers: file descriptor facts (`fdinfo`, `direct_hint`),
+//! uaio's own descriptors (`internal_fds`), signal masks (`signals`) and the
+//! system calls made directly (`syscall`).
+//!
+//! Everything here goes through rustix's raw system calls or C library
+//! functions that do not route through `syscall()`.
+
+use std::os::fd::BorrowedFd;
+
+pub(crate) mod direct_hint;
+mod fdinfo;
+pub(crate) mod internal_fds;
+mod signals;
+mod syscall;
+
+pub(crate) use fdinfo::FdInfo;
+pub(crate) use signals::*;
+pub(crate) use syscall::*;
+
+/// Mode bits of an anonymous inode (eventfd, epoll, timerfd, ...): no type.
+const S_IFMT: u32 = 0o170000;
+
+/// Whether `fd` is a socket.
+fn is_socket(fd: i32) -> bool {
+    // SAFETY: fstat of a descriptor number; a closed one just fails.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    rustix::fs::fstat(fd).is_ok_and(|st| st.st_mode & S_IFMT == libc::S_IFSOCK)
+}
+
+/// Whether `fd` is an eventfd: an anonymous inode (no file type bits) that
+/// takes an 8-byte write (adding 0 changes nothing).
+pub(crate) fn is_eventfd(fd: i32) -> bool {
+    // SAFETY: fstat of a descriptor number into a zeroed struct.
+    let anon = unsafe {
+        let mut st: libc::stat = core::mem::zeroed();
+        libc::fstat(fd, &mut st) == 0 && st.st_mode & S_IFMT == 0
+    };
+    // SAFETY: an 8-byte write from a local buffer, to an anonymous inode.
+    anon && unsafe { libc::write(fd, 0u64.to_ne_bytes().as_ptr().cast(), 8) == 8 }
+}
+
+/// The coarse monotonic clock in nanoseconds: a vDSO read that moves once
+/// per clock tick (a few milliseconds), for checks done at most once a tick.
+pub(crate) fn coarse_clock_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime into a valid timespec (a vDSO call).
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Signals an eventfd `n` times (adds `n` to its counter).
+pub(crate) fn eventfd_add(fd: i32, n: u64) {
+    // SAFETY: the descriptor was validated at submission; if the application
+    // closed it since, the write fails harmlessly (or hits whatever took the
+    // number, exactly as with a stale eventfd in the kernel's case it cannot).
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    let _ = rustix::io::write(fd, &n.to_ne_bytes());
+}
+
+/// The calling thread holds `CAP_SYS_ADMIN` or `CAP_SYS_NICE` (effective).
+pub(crate) fn can_use_rt_ioprio() -> bool {
+    use rustix::thread::CapabilitySet;
+    match rustix::thread::capabilities(None) {
+        Ok(c) => c.effective.intersects(CapabilitySet::SYS_ADMIN | CapabilitySet::SYS_NICE),
+        Err(_) => false,
+    }
+}

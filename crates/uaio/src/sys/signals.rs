@@ -1,0 +1,105 @@
+//! Signal masks: uaio holds asynchronous signals back inside its calls
+//! (except while sleeping under the caller's `io_pgetevents` mask), and
+//! sleeps in `ppoll` with a mask installed atomically.
+
+use rustix::io::Errno;
+
+/// Signals a fault raises synchronously: never blocked by uaio, since a
+/// blocked one kills the process instead of reaching a handler (uaio's own
+/// fault recovery included).
+const SYNCHRONOUS: [libc::c_int; 4] = [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE];
+
+/// Blocks every signal but the synchronous ones (`SIGSEGV`, `SIGBUS`,
+/// `SIGILL`, `SIGFPE`) in the calling thread; returns the previous mask.
+pub(crate) fn block_async_signals() -> u64 {
+    let all = SYNCHRONOUS.iter().fold(!0u64, |m, &s| m & !(1u64 << (s - 1)));
+    let mut old = 0u64;
+    // SAFETY: rt_sigprocmask through the C library (not via syscall()), with
+    // 8-byte kernel sigsets, which is what pthread_sigmask passes on x86-64.
+    unsafe {
+        let mut set: libc::sigset_t = core::mem::zeroed();
+        let mut prev: libc::sigset_t = core::mem::zeroed();
+        core::ptr::copy_nonoverlapping(
+            (&all as *const u64).cast::<u8>(),
+            (&mut set as *mut libc::sigset_t).cast::<u8>(),
+            8,
+        );
+        libc::pthread_sigmask(libc::SIG_SETMASK, &set, &mut prev);
+        core::ptr::copy_nonoverlapping(
+            (&prev as *const libc::sigset_t).cast::<u8>(),
+            (&mut old as *mut u64).cast::<u8>(),
+            8,
+        );
+    }
+    old
+}
+
+/// The calling thread's id (never 0).
+pub(crate) fn gettid() -> i32 {
+    rustix::thread::gettid().as_raw_nonzero().get()
+}
+
+/// Signals pending for the calling thread or its process, as an 8-byte
+/// kernel sigset.
+pub(crate) fn pending_signals() -> u64 {
+    let mut out = 0u64;
+    // SAFETY: sigpending into a zeroed set; its first 8 bytes are the
+    // kernel's sigset on x86-64.
+    unsafe {
+        let mut set: libc::sigset_t = core::mem::zeroed();
+        libc::sigpending(&mut set);
+        core::ptr::copy_nonoverlapping(
+            (&set as *const libc::sigset_t).cast::<u8>(),
+            (&mut out as *mut u64).cast::<u8>(),
+            8,
+        );
+    }
+    out
+}
+
+/// Installs `mask` (8-byte kernel sigset) as the thread's signal mask.
+/// uaio installs masks only around its own sleeps, where nothing faults.
+pub(crate) fn set_signal_mask(mask: u64) {
+    // SAFETY: as in block_async_signals. The C library silently keeps its own
+    // internal signals unblocked, as it does for every caller.
+    unsafe {
+        let mut set: libc::sigset_t = core::mem::zeroed();
+        core::ptr::copy_nonoverlapping(
+            (&mask as *const u64).cast::<u8>(),
+            (&mut set as *mut libc::sigset_t).cast::<u8>(),
+            8,
+        );
+        libc::pthread_sigmask(libc::SIG_SETMASK, &set, core::ptr::null_mut());
+    }
+}
+
+/// `ppoll` on one descriptor for `POLLIN`, with `sigmask` (8-byte kernel
+/// sigset) installed atomically while waiting. Returns the count of ready
+/// descriptors (0 on timeout).
+pub(crate) fn ppoll_one(fd: i32, timeout: Option<std::time::Duration>, sigmask: Option<&u64>) -> Result<usize, Errno> {
+    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    let ts = timeout.map(|d| libc::timespec { tv_sec: d.as_secs() as _, tv_nsec: d.subsec_nanos() as _ });
+    // SAFETY: ppoll(2) through the C library with a valid pollfd, timespec
+    // and sigset; glibc copies only the 8 bytes the kernel uses.
+    let r = unsafe {
+        let mut set: libc::sigset_t = core::mem::zeroed();
+        if let Some(m) = sigmask {
+            core::ptr::copy_nonoverlapping(
+                (m as *const u64).cast::<u8>(),
+                (&mut set as *mut libc::sigset_t).cast::<u8>(),
+                8,
+            );
+        }
+        libc::ppoll(
+            &mut pfd,
+            1,
+            ts.as_ref().map_or(core::ptr::null(), |t| t as *const libc::timespec),
+            if sigmask.is_some() { &set } else { core::ptr::null() },
+        )
+    };
+    if r < 0 {
+        Err(Errno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EINTR)))
+    } else {
+        Ok(r as usize)
+    }
+}

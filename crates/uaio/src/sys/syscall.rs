@@ -1,0 +1,138 @@
+//! System calls made directly (not through the C library's wrappers, which
+//! are cancellation points, nor through `syscall()`, which uaio's drop-in
+//! library interposes): `preadv2`/`pwritev2`, `kcmp`, `ioprio_get`/`set`.
+
+use super::is_socket;
+
+#[cfg(target_arch = "x86_64")]
+fn raw_syscall3(nr: usize, a: usize, b: usize, c: usize) -> isize {
+    raw_syscall5(nr, a, b, c, 0, 0)
+}
+
+/// One `preadv2`/`pwritev2` system call; `-errno` on failure.
+#[cfg(target_arch = "x86_64")]
+fn prwv2_once(write: bool, fd: i32, iov: *const uaio_abi::iovec, n: usize, off: i64, flags: u32) -> i64 {
+    let nr = if write { libc::SYS_pwritev2 } else { libc::SYS_preadv2 };
+    // The position goes in two halves; on 64-bit the low one holds it all
+    // and the high one is ignored (-1, "no position", fits as it is). The
+    // iovecs and their buffers were validated by the caller; the kernel
+    // reports unmapped ones as EFAULT.
+    raw_syscall6(nr as usize, fd as usize, iov as usize, n, off as usize, 0, flags as usize) as i64
+}
+
+/// One `preadv2`/`pwritev2` call through the C library; `-errno` on failure.
+#[cfg(not(target_arch = "x86_64"))]
+fn prwv2_once(write: bool, fd: i32, iov: *const uaio_abi::iovec, n: usize, off: i64, flags: u32) -> i64 {
+    // SAFETY: the iovecs were validated against the user address range;
+    // the kernel reports unmapped buffers as EFAULT.
+    let r = unsafe {
+        if write {
+            libc::pwritev2(fd, iov.cast(), n as i32, off, flags as i32)
+        } else {
+            libc::preadv2(fd, iov.cast(), n as i32, off, flags as i32)
+        }
+    };
+    if r < 0 {
+        -(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO) as i64)
+    } else {
+        r as i64
+    }
+}
+
+/// A system call with six arguments that may name memory the kernel reads
+/// or writes (the caller vouches for it), returning `-errno` on failure.
+#[cfg(target_arch = "x86_64")]
+fn raw_syscall6(nr: usize, a: usize, b: usize, c: usize, d: usize, e: usize, f: usize) -> isize {
+    let ret: isize;
+    // SAFETY: the `syscall` instruction with the x86-64 Linux convention.
+    // Memory named by the arguments is the caller's to hand over (the asm
+    // is not marked `nomem`, so the compiler assumes it is read and
+    // written).
+    unsafe {
+        core::arch::asm!(
+            "syscall",
+            inlateout("rax") nr as isize => ret,
+            in("rdi") a,
+            in("rsi") b,
+            in("rdx") c,
+            in("r10") d,
+            in("r8") e,
+            in("r9") f,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack)
+        );
+    }
+    ret
+}
+
+/// [`raw_syscall6`] with five arguments. It avoids the C library's
+/// `syscall()`, which the drop-in library wraps.
+#[cfg(target_arch = "x86_64")]
+fn raw_syscall5(nr: usize, a: usize, b: usize, c: usize, d: usize, e: usize) -> isize {
+    raw_syscall6(nr, a, b, c, d, e, 0)
+}
+
+/// Whether descriptors `a` and `b` of this process name the same open file
+/// (`kcmp(KCMP_FILE)`); false when that cannot be told (no kcmp here, or a
+/// seccomp filter refuses it).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn same_open_file(a: i32, b: i32) -> bool {
+    const SYS_KCMP: usize = 312;
+    const KCMP_FILE: usize = 0;
+    let pid = rustix::process::getpid().as_raw_nonzero().get() as usize;
+    raw_syscall5(SYS_KCMP, pid, pid, KCMP_FILE, a as usize, b as usize) == 0
+}
+
+/// Whether two descriptors name the same open file (not known on this
+/// architecture: never).
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) fn same_open_file(_a: i32, _b: i32) -> bool {
+    false
+}
+
+const IOPRIO_WHO_PROCESS: usize = 1;
+
+/// The calling thread's I/O priority.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn ioprio_get_thread() -> i32 {
+    raw_syscall3(252, IOPRIO_WHO_PROCESS, 0, 0).max(0) as i32
+}
+
+/// Sets the calling thread's I/O priority (errors ignored: best effort).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn ioprio_set_thread(prio: i32) {
+    let _ = raw_syscall3(251, IOPRIO_WHO_PROCESS, 0, prio as usize);
+}
+
+/// The calling thread's I/O priority (not available on this architecture).
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) fn ioprio_get_thread() -> i32 {
+    0
+}
+
+/// No-op on this architecture.
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) fn ioprio_set_thread(_prio: i32) {}
+
+/// `preadv2(2)` into an array of `n` iovecs (uaio's iovec layout is the C
+/// one); a stream (pipe, socket) has no position, so `ESPIPE` is retried at
+/// position -1. Returns the byte count or `-errno`, and whether the file is
+/// a stream (where reads consume data, so any count is final).
+pub(crate) fn preadv2(fd: i32, iov: *const uaio_abi::iovec, n: usize, off: i64, flags: u32) -> (i64, bool) {
+    prwv2(false, fd, iov, n, off, flags)
+}
+
+/// `preadv2(2)` or `pwritev2(2)`, as [`preadv2`]. Made directly: the C
+/// library's wrappers are cancellation points, whose bookkeeping around
+/// the call costs as much as a tenth of a cached 4 KiB read.
+pub(crate) fn prwv2(write: bool, fd: i32, iov: *const uaio_abi::iovec, n: usize, off: i64, flags: u32) -> (i64, bool) {
+    let call = |off: i64| prwv2_once(write, fd, iov, n, off, flags);
+    match call(off) {
+        // A socket's read_iter and write_iter refuse a position; a pipe's
+        // ignore it.
+        r if r == -(libc::ESPIPE as i64) && off != 0 && is_socket(fd) => (r, true),
+        r if r == -(libc::ESPIPE as i64) => (call(-1), true),
+        r => (r, false),
+    }
+}
