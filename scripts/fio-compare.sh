@@ -150,20 +150,20 @@ if ! command -v fio >/dev/null; then
 fi
 command -v python3 >/dev/null || die "python3 is needed to read fio's JSON output"
 
-# The drop-in library and the uaio command (cargo rebuilds only what changed).
+# The uaio command, which carries the drop-in library (cargo rebuilds only
+# what changed), and the library file it installs: what a uaio run maps.
 uses_uaio=0
 [[ " ${engines[*]} " == *" uaio-"* ]] && uses_uaio=1
+uaio="$root/target/release/uaio"
+lib=/nonexistent
 if [ $uses_uaio = 1 ]; then
     if [ $build = 1 ]; then
-        echo "fio-compare: building the drop-in library (scripts/build-libaio.sh release)" >&2
-        bash scripts/build-libaio.sh release >/dev/null || die "scripts/build-libaio.sh release failed"
+        echo "fio-compare: building uaio (cargo build --release -p uaio-cli)" >&2
+        cargo build --release -q -p uaio-cli || die "cargo build --release -p uaio-cli failed"
     fi
-    if [ ! -f target/release/libaio.so.1 ] || [ ! -x target/release/uaio ]; then
-        die "target/release/libaio.so.1 or target/release/uaio is missing (run scripts/build-libaio.sh release)"
-    fi
+    [ -x "$uaio" ] || die "target/release/uaio is missing (cargo build --release)"
+    lib=$(env -u UAIO_LIBAIO "$uaio" lib --file) || die "uaio lib --file failed"
 fi
-lib=$(realpath target/release/libaio.so.1 2>/dev/null || echo "$root/target/release/libaio.so.1")
-uaio="$root/target/release/uaio"
 
 # Work directory and test file.
 mkdir -p "$dir" || die "cannot make $dir"

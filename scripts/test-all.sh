@@ -5,12 +5,24 @@
 # programs (fio, qemu-img, C programs) on the drop-in library.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# Programs the drop-in tests run (unmodified fio, qemu-img; libaio.h for the C ones).
-if ! command -v fio >/dev/null || ! command -v qemu-img >/dev/null || [ ! -e /usr/include/libaio.h ]; then
-    if [ "$(id -u)" = 0 ]; then
-        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fio qemu-utils libaio-dev >/dev/null; } ||
-            echo "warning: could not install fio/qemu-utils/libaio-dev; the runs that need them will say they were skipped"
-    fi
+# Programs the drop-in tests run (unmodified fio, qemu-img; gcc and libaio.h
+# for the C ones; valgrind). They are required: when they are missing and
+# cannot be installed, this fails now instead of skipping those tests.
+need() {
+    local m=()
+    command -v fio >/dev/null || m+=(fio)
+    command -v qemu-img >/dev/null || m+=(qemu-utils)
+    command -v gcc >/dev/null || m+=(gcc)
+    command -v valgrind >/dev/null || m+=(valgrind)
+    [ -e /usr/include/libaio.h ] || m+=(libaio-dev)
+    echo "${m[*]}"
+}
+if [ -n "$(need)" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(need) >/dev/null; } || true
+fi
+if [ -n "$(need)" ]; then
+    echo "error: missing and not installable here: $(need) (apt-get install -y fio qemu-utils gcc valgrind libaio-dev)" >&2
+    exit 1
 fi
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings

@@ -30,10 +30,14 @@ uaio=target/release/uaio
 mkdir -p "$logs"
 rm -f "$logs"/*
 
-echo "== building target/release/libaio.so.1"
-bash scripts/build-libaio.sh >/dev/null || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
-if [ ! -e /usr/include/libaio.h ]; then
-	echo "libaio.h missing: apt-get install -y libaio-dev"
+echo "== building target/release/uaio (it carries the drop-in library; \`uaio lib\` installs it)"
+cargo build --release -q -p uaio-cli || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
+libdir=$(env -u UAIO_LIBAIO "$uaio" lib) || { echo "uaio lib failed"; echo "0 passed, 1 failed"; exit 1; }
+if { [ ! -e /usr/include/libaio.h ] || ! command -v gcc >/dev/null; } && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+	{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libaio-dev >/dev/null; } || true
+fi
+if [ ! -e /usr/include/libaio.h ] || ! command -v gcc >/dev/null; then
+	echo "gcc or libaio.h missing and not installable here: apt-get install -y gcc libaio-dev"
 	echo "0 passed, 1 failed"
 	exit 1
 fi
@@ -203,7 +207,7 @@ valgrind_case() {
 	prog+=("$@")
 	echo "== valgrind: $name"
 	local backend tag rc
-	local lib=$PWD/target/release
+	local lib=$libdir
 	for backend in threads auto; do
 		tag=$name.valgrind-$backend
 		rm -f "$logs/$tag".vg.*
@@ -213,7 +217,7 @@ valgrind_case() {
 		envset+=(LD_PRELOAD="$lib/libaio.so.1${LD_PRELOAD:+:$LD_PRELOAD}")
 		local cmd=(valgrind -q --error-exitcode=1 --leak-check=no
 			--suppressions=scripts/valgrind-uaio.supp --log-file="$logs/$tag.vg.%p" "${prog[@]}")
-		echo "    run: UAIO_BACKEND=${backend/auto/(unset)} LD_PRELOAD=target/release/libaio.so.1 ${cmd[*]}"
+		echo "    run: UAIO_BACKEND=${backend/auto/(unset)} LD_PRELOAD=$lib/libaio.so.1 ${cmd[*]}"
 		# valgrind can hang in a way SIGTERM does not end: KILL after 5 s.
 		timeout -k 5 "$valgrind_timeout" "${envset[@]}" "${cmd[@]}" >"$logs/$tag.out" 2>"$logs/$tag.err"
 		rc=$?

@@ -3,15 +3,19 @@
 //! `io_queue_*` helpers) with libaio's symbol versions, and a `syscall()`
 //! that sends the AIO system call numbers to uaio.
 //!
-//! `scripts/build-libaio.sh` links this static library into
-//! `libaio.so.1` with `libaio.map`, which gives the version nodes
-//! `LIBAIO_0.1`, `LIBAIO_0.4` and `LIBAIO_0.5`. The three names that exist
-//! in two versions (`io_cancel`, `io_getevents`, `io_queue_wait`: the old ABI
-//! at `LIBAIO_0.1`, the current one as default at `LIBAIO_0.4`) are bound by
-//! `compat.c` with `.symver` to `uaio_io_*` and `uaio_compat_*` here. The libaio functions return a negative errno and leave
-//! `errno` alone, as libaio does; `syscall()` keeps the kernel's `-1` and
-//! `errno` convention. No constructor runs and no thread starts until the
-//! first `io_setup`.
+//! `cargo build` links this crate as a cdylib, `libaio.so` (the `uaio`
+//! command carries it and installs it as `libaio.so.1` and
+//! `libaio.so.1t64`). `build.rs` gives it the soname `libaio.so.1` and
+//! `libaio.map`, which defines the version nodes `LIBAIO_0.1`, `LIBAIO_0.4`
+//! and `LIBAIO_0.5` (and `GLIBC_2.2.5` for `syscall`). No Rust function is
+//! exported under its own name: the `global_asm!` at the end of this file
+//! binds every exported name, with its version, to a function here. Three names exist in two versions
+//! (`io_cancel`, `io_getevents`, `io_queue_wait`: the old ABI at
+//! `LIBAIO_0.1`, the current one as default at `LIBAIO_0.4`).
+//!
+//! The libaio functions return a negative errno and leave `errno` alone, as
+//! libaio does; `syscall()` keeps the kernel's `-1` and `errno` convention.
+//! No constructor runs and no thread starts until the first `io_setup`.
 #![deny(missing_docs, missing_debug_implementations)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
@@ -28,7 +32,6 @@ pub type IoCallback = unsafe extern "C" fn(ctx: aio_context_t, iocb: *mut iocb, 
 ///
 /// # Safety
 /// `ctxp` as for the system call.
-#[no_mangle]
 pub unsafe extern "C" fn io_setup(maxevents: c_int, ctxp: *mut aio_context_t) -> c_int {
     // SAFETY: forwarded contract.
     keep_errno(|| unsafe { raw::io_setup(maxevents as u32, ctxp) as c_int })
@@ -38,7 +41,6 @@ pub unsafe extern "C" fn io_setup(maxevents: c_int, ctxp: *mut aio_context_t) ->
 ///
 /// # Safety
 /// None beyond the system call's.
-#[no_mangle]
 pub unsafe extern "C" fn io_destroy(ctx: aio_context_t) -> c_int {
     // SAFETY: forwarded contract.
     keep_errno(|| unsafe { raw::io_destroy(ctx) as c_int })
@@ -48,7 +50,6 @@ pub unsafe extern "C" fn io_destroy(ctx: aio_context_t) -> c_int {
 ///
 /// # Safety
 /// As for the system call.
-#[no_mangle]
 pub unsafe extern "C" fn io_submit(ctx: aio_context_t, nr: c_long, iocbs: *mut *mut iocb) -> c_int {
     // SAFETY: forwarded contract.
     keep_errno(|| unsafe { raw::io_submit(ctx, nr, iocbs) as c_int })
@@ -59,8 +60,7 @@ pub unsafe extern "C" fn io_submit(ctx: aio_context_t, nr: c_long, iocbs: *mut *
 ///
 /// # Safety
 /// As for the system call.
-#[no_mangle]
-pub unsafe extern "C" fn uaio_io_cancel(ctx: aio_context_t, iocb: *mut iocb, evt: *mut io_event) -> c_int {
+pub unsafe extern "C" fn io_cancel(ctx: aio_context_t, iocb: *mut iocb, evt: *mut io_event) -> c_int {
     // SAFETY: forwarded contract.
     keep_errno(|| unsafe { raw::io_cancel(ctx, iocb, evt) as c_int })
 }
@@ -69,8 +69,7 @@ pub unsafe extern "C" fn uaio_io_cancel(ctx: aio_context_t, iocb: *mut iocb, evt
 ///
 /// # Safety
 /// As for the system call.
-#[no_mangle]
-pub unsafe extern "C" fn uaio_io_getevents(
+pub unsafe extern "C" fn io_getevents(
     ctx: aio_context_t,
     min_nr: c_long,
     nr: c_long,
@@ -89,7 +88,6 @@ pub unsafe extern "C" fn uaio_io_getevents(
 ///
 /// # Safety
 /// As for the system call; `sigmask` null or a valid `sigset_t`.
-#[no_mangle]
 pub unsafe extern "C" fn io_pgetevents(
     ctx: aio_context_t,
     min_nr: c_long,
@@ -110,7 +108,6 @@ pub unsafe extern "C" fn io_pgetevents(
 ///
 /// # Safety
 /// As [`io_setup`].
-#[no_mangle]
 pub unsafe extern "C" fn io_queue_init(maxevents: c_int, ctxp: *mut aio_context_t) -> c_int {
     if maxevents <= 0 {
         return -libc::EINVAL;
@@ -128,7 +125,6 @@ pub unsafe extern "C" fn io_queue_init(maxevents: c_int, ctxp: *mut aio_context_
 ///
 /// # Safety
 /// As [`io_destroy`].
-#[no_mangle]
 pub unsafe extern "C" fn io_queue_release(ctx: aio_context_t) -> c_int {
     // SAFETY: forwarded contract.
     unsafe { io_destroy(ctx) }
@@ -139,10 +135,9 @@ pub unsafe extern "C" fn io_queue_release(ctx: aio_context_t) -> c_int {
 ///
 /// # Safety
 /// As [`io_getevents`].
-#[no_mangle]
-pub unsafe extern "C" fn uaio_io_queue_wait(ctx: aio_context_t, timeout: *mut timespec) -> c_int {
+pub unsafe extern "C" fn io_queue_wait(ctx: aio_context_t, timeout: *mut timespec) -> c_int {
     // SAFETY: forwarded contract.
-    unsafe { uaio_io_getevents(ctx, 0, 0, std::ptr::null_mut(), timeout) }
+    unsafe { io_getevents(ctx, 0, 0, std::ptr::null_mut(), timeout) }
 }
 
 /// `io_queue_run(ctx)`: reaps what is ready (without waiting) and calls
@@ -150,13 +145,12 @@ pub unsafe extern "C" fn uaio_io_queue_wait(ctx: aio_context_t, timeout: *mut ti
 ///
 /// # Safety
 /// Every completed iocb's `aio_data` must be an [`IoCallback`].
-#[no_mangle]
 pub unsafe extern "C" fn io_queue_run(ctx: aio_context_t) -> c_int {
     let mut evs = [io_event::default(); 32];
     let mut ts = timespec { tv_sec: 0, tv_nsec: 0 };
     loop {
         // SAFETY: 32 events of room, a valid timeout.
-        let r = unsafe { uaio_io_getevents(ctx, 1, 32, evs.as_mut_ptr(), &mut ts) };
+        let r = unsafe { io_getevents(ctx, 1, 32, evs.as_mut_ptr(), &mut ts) };
         if r <= 0 {
             return r;
         }
@@ -178,11 +172,10 @@ pub unsafe extern "C" fn io_queue_run(ctx: aio_context_t) -> c_int {
 ///
 /// # Safety
 /// As [`io_cancel`].
-#[no_mangle]
-pub unsafe extern "C" fn uaio_compat_io_cancel_0_1(ctx: aio_context_t, iocb: *mut iocb) -> c_int {
+pub unsafe extern "C" fn io_cancel_0_1(ctx: aio_context_t, iocb: *mut iocb) -> c_int {
     let mut ev = io_event::default();
     // SAFETY: forwarded contract.
-    unsafe { uaio_io_cancel(ctx, iocb, &mut ev) }
+    unsafe { io_cancel(ctx, iocb, &mut ev) }
 }
 
 /// Old-ABI `io_getevents@LIBAIO_0.1(ctx, nr, events, timeout)`: waits for
@@ -190,8 +183,7 @@ pub unsafe extern "C" fn uaio_compat_io_cancel_0_1(ctx: aio_context_t, iocb: *mu
 ///
 /// # Safety
 /// As [`io_getevents`].
-#[no_mangle]
-pub unsafe extern "C" fn uaio_compat_io_getevents_0_1(
+pub unsafe extern "C" fn io_getevents_0_1(
     ctx: aio_context_t,
     nr: c_long,
     events: *mut io_event,
@@ -205,17 +197,16 @@ pub unsafe extern "C" fn uaio_compat_io_getevents_0_1(
     };
     let p = ts.as_mut().map_or(std::ptr::null_mut(), |t| t as *mut timespec);
     // SAFETY: forwarded contract.
-    unsafe { uaio_io_getevents(ctx, 1, nr, events, p) }
+    unsafe { io_getevents(ctx, 1, nr, events, p) }
 }
 
 /// Old-ABI `io_queue_wait@LIBAIO_0.1(ctx, timeout)`.
 ///
 /// # Safety
 /// As [`io_getevents`].
-#[no_mangle]
-pub unsafe extern "C" fn uaio_compat_io_queue_wait_0_1(ctx: aio_context_t, timeout: *const timespec) -> c_int {
+pub unsafe extern "C" fn io_queue_wait_0_1(ctx: aio_context_t, timeout: *const timespec) -> c_int {
     // SAFETY: forwarded contract; the kernel-style call only reads timeout.
-    unsafe { uaio_io_getevents(ctx, 0, 0, std::ptr::null_mut(), timeout as *mut timespec) }
+    unsafe { io_getevents(ctx, 0, 0, std::ptr::null_mut(), timeout as *mut timespec) }
 }
 
 fn errno() -> c_int {
@@ -269,7 +260,6 @@ fn kernel_convention(r: i64) -> c_long {
 ///
 /// # Safety
 /// As for the system call requested.
-#[no_mangle]
 pub unsafe extern "C" fn syscall(
     n: c_long,
     a1: c_long,
@@ -314,3 +304,59 @@ pub unsafe extern "C" fn syscall(
 
 /// `io_pgetevents` system call number (x86-64).
 const SYS_IO_PGETEVENTS: c_long = 333;
+
+/// Defines each exported name as a jump to the function that serves it.
+///
+/// `stub => "name@@NODE" (default version) or "name@NODE" (old version):
+/// function`. The stub is a global symbol (`libaio.map` makes it local, so
+/// only the versioned name is exported); `.symver` gives it the exported
+/// name and version. A jump keeps the caller's registers and stack as they
+/// are, so the function receives the C arguments unchanged.
+macro_rules! export {
+    ($($stub:literal => $name:literal : $f:path),* ; $($node_stub:literal => $node:literal),* $(,)?) => {
+        std::arch::global_asm!(
+            ".pushsection .text.uaio_exports,\"ax\",@progbits",
+            $(
+                concat!(".globl ", $stub),
+                concat!(".type ", $stub, ",@function"),
+                concat!(".p2align 4"),
+                concat!($stub, ":"),
+                "jmp {}",
+                concat!(".size ", $stub, ", . - ", $stub),
+                concat!(".symver ", $stub, ", ", $name),
+            )*
+            ".popsection",
+            // Each version node's name as an absolute symbol of value 0 in
+            // its own node, as GNU ld writes them for a version script
+            // (`objdump -T` of libaio lists them).
+            $(
+                concat!(".globl ", $node_stub),
+                concat!(".set ", $node_stub, ", 0"),
+                concat!(".symver ", $node_stub, ", ", $node, "@@", $node),
+                concat!(".type \"", $node, "@@", $node, "\",@object"),
+            )*
+            $(sym $f),*
+        );
+    };
+}
+
+export! {
+    "uaio_export_io_setup" => "io_setup@@LIBAIO_0.4": io_setup,
+    "uaio_export_io_destroy" => "io_destroy@@LIBAIO_0.4": io_destroy,
+    "uaio_export_io_submit" => "io_submit@@LIBAIO_0.1": io_submit,
+    "uaio_export_io_cancel" => "io_cancel@@LIBAIO_0.4": io_cancel,
+    "uaio_export_io_cancel_0_1" => "io_cancel@LIBAIO_0.1": io_cancel_0_1,
+    "uaio_export_io_getevents" => "io_getevents@@LIBAIO_0.4": io_getevents,
+    "uaio_export_io_getevents_0_1" => "io_getevents@LIBAIO_0.1": io_getevents_0_1,
+    "uaio_export_io_pgetevents" => "io_pgetevents@@LIBAIO_0.5": io_pgetevents,
+    "uaio_export_io_queue_init" => "io_queue_init@@LIBAIO_0.1": io_queue_init,
+    "uaio_export_io_queue_release" => "io_queue_release@@LIBAIO_0.1": io_queue_release,
+    "uaio_export_io_queue_run" => "io_queue_run@@LIBAIO_0.1": io_queue_run,
+    "uaio_export_io_queue_wait" => "io_queue_wait@@LIBAIO_0.4": io_queue_wait,
+    "uaio_export_io_queue_wait_0_1" => "io_queue_wait@LIBAIO_0.1": io_queue_wait_0_1,
+    "uaio_export_syscall" => "syscall@@GLIBC_2.2.5": syscall;
+    "uaio_node_0_1" => "LIBAIO_0.1",
+    "uaio_node_0_4" => "LIBAIO_0.4",
+    "uaio_node_0_5" => "LIBAIO_0.5",
+    "uaio_node_glibc" => "GLIBC_2.2.5",
+}

@@ -1,136 +1,185 @@
 //! The `uaio` command.
 //!
-//! - `uaio check [FILTER]` runs the conformance suite: every case against
-//!   kernel AIO and against uaio, and reports where they differ.
-//! - `uaio run [--backend uring|threads] [--verbose] -- CMD ARGS...` runs a
-//!   dynamically linked program on uaio's drop-in `libaio.so.1` (both first on
-//!   the library path and preloaded, which also catches `syscall(SYS_io_*)`).
-//! - `uaio info` shows the backend and limits.
+//! - `uaio check [--list] [--json] [FILTER]` runs the conformance suite:
+//!   every case against kernel AIO and against uaio, and reports where they
+//!   differ (after checking that kernel AIO works here at all).
+//! - `uaio run [--backend uring|threads] [--verbose] [--] CMD ARGS...` runs
+//!   a dynamically linked program on uaio's drop-in library, which this
+//!   binary carries (see [`dropin`]).
+//! - `uaio lib [--file]` installs that library and prints where.
+//! - `uaio info [--json] [--nr N]` shows the kernel, the backend and why,
+//!   the limits and the ring geometry for `nr`.
 //! - `uaio stress [OPTIONS]` runs many threads of submit, reap, cancel and
 //!   destroy on uaio (or `--kernel`) and checks every result (see `stress`).
 //! - `uaio bench [OPTIONS]` measures kernel AIO and uaio (both backends) side
 //!   by side on a fixed set of workloads (see `bench`).
-#![deny(clippy::undocumented_unsafe_blocks)]
+//! - `uaio completions SHELL` prints a completion script.
+//!
+//! Exit status: 0 on success; 1 when the work itself failed (a case
+//! differs, a program cannot be started...); 2 for a usage error (an
+//! unknown option, a filter that matches no case, `uaio` with no
+//! subcommand, which prints the help to stderr as clap does).
 
-use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::ffi::OsString;
 use std::process::ExitCode;
 
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+
 mod bench;
+mod check;
+mod dropin;
+mod info;
 mod stress;
 
-fn usage() -> ExitCode {
-    eprintln!("usage: uaio check [FILTER]    run the conformance cases on the kernel and on uaio");
-    eprintln!("       uaio run [--backend uring|threads] [--verbose] -- CMD [ARGS...]");
-    eprintln!("                              run a program with uaio's libaio.so.1 in place of the kernel's AIO");
-    eprintln!("       uaio info              show the backend and limits");
-    eprintln!("       uaio stress [OPTIONS]  submit/reap/cancel/destroy from many threads, check every result");
-    eprintln!("       uaio bench [OPTIONS]   kernel AIO vs uaio: IOPS, latency, ratios (--help for options)");
-    ExitCode::from(2)
+/// Linux AIO (io_setup, io_submit, io_getevents, io_cancel, io_destroy) in
+/// user space: check it against the kernel, run programs on it, measure it.
+#[derive(Debug, Parser)]
+#[command(name = "uaio", version, arg_required_else_help = true, propagate_version = false)]
+#[command(
+    after_help = "Environment: UAIO_BACKEND=uring|threads picks the backend; UAIO_LIBAIO=PATH makes `uaio run` and `uaio lib` use that library instead of the one built in."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
 }
 
-/// Finds the drop-in library: `UAIO_LIBAIO`, or `libaio.so.1` next to this
-/// executable (where `scripts/build-libaio.sh` puts it).
-fn find_library() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("UAIO_LIBAIO") {
-        return Some(PathBuf::from(p));
-    }
-    let exe = std::env::current_exe().ok()?;
-    let p = exe.parent()?.join("libaio.so.1");
-    p.exists().then_some(p)
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run the conformance cases on kernel AIO and on uaio and compare them.
+    Check(check::Args),
+    /// Run a program with uaio's libaio.so.1 (and libaio.so.1t64) in place of the kernel's AIO.
+    Run(RunArgs),
+    /// Install the drop-in library (libaio.so.1 and libaio.so.1t64) and print its directory.
+    Lib(LibArgs),
+    /// Show the kernel, the backend and why it was chosen, the limits and the ring geometry.
+    Info(info::Args),
+    /// Submit, reap, cancel and destroy from many threads and check every result (`uaio stress --help`).
+    #[command(disable_help_flag = true)]
+    Stress(Raw),
+    /// Kernel AIO against uaio: IOPS, latency, ratios (`uaio bench --help`).
+    #[command(disable_help_flag = true)]
+    Bench(Raw),
+    /// Print a shell completion script.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
-fn run(args: &[String]) -> ExitCode {
-    let mut backend = None;
-    let mut verbose = false;
-    let mut i = 0;
-    while i < args.len() {
-        match args[i].as_str() {
-            "--backend" => {
-                backend = args.get(i + 1).cloned();
-                i += 2;
-            }
-            "--verbose" | "-v" => {
-                verbose = true;
-                i += 1;
-            }
-            "--" => {
-                i += 1;
-                break;
-            }
-            _ => break,
-        }
-    }
-    let Some(cmd) = args.get(i) else { return usage() };
-    let Some(lib) = find_library() else {
-        eprintln!("uaio run: libaio.so.1 not found next to the uaio executable; build it with scripts/build-libaio.sh or set UAIO_LIBAIO");
-        return ExitCode::from(127);
-    };
-    let lib = lib.canonicalize().unwrap_or(lib);
-    let dir = lib.parent().map(|d| d.to_path_buf()).unwrap_or_default();
-    let join = |var: &str, first: &std::path::Path, sep: &str| match std::env::var(var) {
-        Ok(old) if !old.is_empty() => format!("{}{sep}{old}", first.display()),
-        _ => first.display().to_string(),
-    };
-    let mut c = std::process::Command::new(cmd);
-    c.args(&args[i + 1..]);
-    c.env("LD_LIBRARY_PATH", join("LD_LIBRARY_PATH", &dir, ":"));
-    c.env("LD_PRELOAD", join("LD_PRELOAD", &lib, ":"));
-    if let Some(b) = &backend {
-        if !matches!(b.as_str(), "uring" | "io_uring" | "threads") {
-            eprintln!("uaio run: unknown backend {b:?} (uring or threads)");
-            return ExitCode::from(2);
-        }
-        c.env("UAIO_BACKEND", b);
-    }
-    if verbose {
-        eprintln!("uaio run: {} with {} (backend {})", cmd, lib.display(), backend.as_deref().unwrap_or("auto"));
-    }
-    let err = c.exec();
-    eprintln!("uaio run: {cmd}: {err}");
-    ExitCode::from(127)
+/// Arguments handed unparsed to a subcommand with its own parser.
+#[derive(Debug, clap::Args)]
+struct Raw {
+    /// Options of the subcommand (see its --help).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
+}
+
+/// `uaio run`.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "The library goes first on LD_LIBRARY_PATH (under both names, libaio.so.1 and libaio.so.1t64) and into LD_PRELOAD (which also serves syscall(SYS_io_*)); children of the program inherit both. Nothing is printed unless --verbose is given."
+)]
+struct RunArgs {
+    /// Backend of the program's uaio (sets UAIO_BACKEND; default: io_uring when available).
+    #[arg(long, value_enum)]
+    backend: Option<Backend>,
+    /// Say which library and backend the program gets (on stderr).
+    #[arg(short, long)]
+    verbose: bool,
+    /// The program and its arguments.
+    #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
+    command: Vec<OsString>,
+}
+
+/// `uaio lib`.
+#[derive(Debug, clap::Args)]
+struct LibArgs {
+    /// Print the library file (for LD_PRELOAD) instead of its directory (for LD_LIBRARY_PATH).
+    #[arg(long)]
+    file: bool,
+}
+
+/// A backend, as `uaio run --backend` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Backend {
+    /// io_uring.
+    #[value(alias = "io_uring")]
+    Uring,
+    /// The thread pool.
+    Threads,
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("check") | None => check(args.get(1).map(String::as_str).unwrap_or("")),
-        Some("run") => run(&args[1..]),
-        Some("stress") => stress::main(&args[1..]),
-        Some("bench") => bench::main(&args[1..]),
-        Some("info") => {
-            println!("backend: {}", uaio::backend_name());
-            println!("io_uring available: {}", uaio::io_uring_available());
-            println!("per-process aio-max-nr budget: {}", uaio::aio_max_nr());
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Check(a) => check::main(&a),
+        Cmd::Run(a) => {
+            dropin::run(a.backend.map(|b| if b == Backend::Uring { "uring" } else { "threads" }), a.verbose, &a.command)
+        }
+        Cmd::Lib(a) => dropin::print_location(a.file),
+        Cmd::Info(a) => info::main(&a),
+        Cmd::Stress(r) => stress::main(&r.args),
+        Cmd::Bench(r) => bench::main(&r.args),
+        Cmd::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "uaio", &mut std::io::stdout());
             ExitCode::SUCCESS
         }
-        _ => usage(),
     }
 }
 
-fn check(filter: &str) -> ExitCode {
-    let cases: Vec<_> = uaio_conform::all_cases().into_iter().filter(|c| c.name.contains(filter)).collect();
-    let mut bad = 0;
-    for c in &cases {
-        let o = uaio_conform::run_case(c);
-        match o.failure {
-            None => println!("ok   {}{}", o.name, if o.extension { "  (documented extension)" } else { "" }),
-            Some(why) => {
-                bad += 1;
-                println!("FAIL {}\n{why}", o.name);
-            }
-        }
+/// Ends the process with clap's usage error (message on stderr, exit 2).
+fn usage_error(msg: impl std::fmt::Display) -> ! {
+    Cli::command().error(clap::error::ErrorKind::InvalidValue, msg).exit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("uaio").chain(args.iter().copied()))
     }
-    println!(
-        "{} cases run on kernel AIO and on uaio ({}): {} agree, {} differ",
-        cases.len(),
-        uaio::backend_name(),
-        cases.len() - bad,
-        bad
-    );
-    if bad == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
+
+    #[test]
+    fn the_command_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_takes_options_with_equals_and_leaves_the_program_alone() {
+        let Cmd::Run(r) = parse(&["run", "--backend=threads", "fio", "--name=x", "-v"]).unwrap().command else {
+            panic!()
+        };
+        assert_eq!(r.backend, Some(Backend::Threads));
+        assert!(!r.verbose);
+        assert_eq!(r.command, ["fio", "--name=x", "-v"]);
+        let Cmd::Run(r) = parse(&["run", "-v", "--backend", "io_uring", "--", "--odd-name"]).unwrap().command else {
+            panic!()
+        };
+        assert_eq!(r.backend, Some(Backend::Uring));
+        assert!(r.verbose);
+        assert_eq!(r.command, ["--odd-name"]);
+    }
+
+    #[test]
+    fn run_refuses_an_unknown_option_or_backend_or_no_program() {
+        assert_eq!(parse(&["run", "--bogus", "fio"]).unwrap_err().kind(), clap::error::ErrorKind::UnknownArgument);
+        assert_eq!(
+            parse(&["run", "--backend=kernel", "fio"]).unwrap_err().kind(),
+            clap::error::ErrorKind::InvalidValue
+        );
+        assert_eq!(
+            parse(&["run", "--backend=threads"]).unwrap_err().kind(),
+            clap::error::ErrorKind::MissingRequiredArgument
+        );
+    }
+
+    #[test]
+    fn stress_and_bench_get_their_arguments_raw() {
+        let Cmd::Bench(r) = parse(&["bench", "--help"]).unwrap().command else { panic!() };
+        assert_eq!(r.args, ["--help"]);
+        let Cmd::Stress(r) = parse(&["stress", "--threads=4", "--kernel"]).unwrap().command else { panic!() };
+        assert_eq!(r.args, ["--threads=4", "--kernel"]);
     }
 }

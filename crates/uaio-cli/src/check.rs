@@ -1,0 +1,103 @@
+//! `uaio check`: the conformance cases, each run on kernel AIO and on uaio.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
+
+/// `uaio check` options.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Exit status: 0 when every case agrees, 1 when one differs or kernel AIO does not work here, 2 for a usage error (including a FILTER that matches no case)."
+)]
+pub struct Args {
+    /// Print the names of the cases (those matching FILTER) without running them.
+    #[arg(long)]
+    list: bool,
+    /// Print the results as one JSON document on stdout (progress still goes to stderr).
+    #[arg(long)]
+    json: bool,
+    /// Run only the cases whose name contains FILTER (e.g. `submit/`).
+    filter: Option<String>,
+}
+
+/// Runs `uaio check`.
+pub fn main(a: &Args) -> ExitCode {
+    let filter = a.filter.as_deref().unwrap_or("");
+    let cases: Vec<_> = uaio_conform::all_cases().into_iter().filter(|c| c.name.contains(filter)).collect();
+    if cases.is_empty() {
+        crate::usage_error(format!("no conformance case matches {filter:?} (see `uaio check --list`)"));
+    }
+    if a.list {
+        if a.json {
+            let names: Vec<_> = cases.iter().map(|c| c.name).collect();
+            println!("{}", json!({ "cases": names }));
+        } else {
+            for c in &cases {
+                println!("{}", c.name);
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
+    if let Err(why) = crate::info::kernel_aio_works() {
+        eprintln!("uaio check: kernel AIO does not work here: {why}.");
+        eprintln!("uaio check: every case compares uaio with kernel AIO, so none was run.");
+        return ExitCode::FAILURE;
+    }
+
+    let pb = ProgressBar::with_draw_target(
+        Some(cases.len() as u64),
+        if std::io::stderr().is_terminal() { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() },
+    );
+    pb.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} {elapsed} {wide_msg}").expect("a valid template"));
+    let start = Instant::now();
+    let (mut differ, mut extensions) = (0, 0);
+    let mut results = Vec::new();
+    for c in &cases {
+        pb.set_message(c.name);
+        let o = uaio_conform::run_case(c);
+        pb.inc(1);
+        extensions += usize::from(o.extension);
+        if o.failure.is_some() {
+            differ += 1;
+        }
+        if a.json {
+            results.push(json!({
+                "name": o.name,
+                "result": if o.failure.is_some() { "differ" } else { "agree" },
+                "extension": o.extension,
+                "difference": o.failure,
+            }));
+        } else {
+            pb.suspend(|| match &o.failure {
+                None => println!("ok   {}{}", o.name, if o.extension { "  (documented extension)" } else { "" }),
+                Some(why) => println!("FAIL {}\n{why}", o.name),
+            });
+        }
+    }
+    pb.finish_and_clear();
+    let secs = start.elapsed().as_secs_f64();
+    let backend = uaio::backend_name();
+    if a.json {
+        let doc = json!({
+            "backend": backend,
+            "filter": filter,
+            "cases": results,
+            "summary": { "run": cases.len(), "agree": cases.len() - differ, "differ": differ, "extensions": extensions, "seconds": secs },
+        });
+        println!("{doc:#}");
+    } else {
+        println!(
+            "{} cases run on kernel AIO and on uaio ({backend}) in {secs:.1} s: {} agree ({extensions} of them documented extensions), {differ} differ",
+            cases.len(),
+            cases.len() - differ,
+        );
+    }
+    if differ == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

@@ -1,0 +1,275 @@
+//! The drop-in library, carried inside this binary, and `uaio run`.
+//!
+//! `build.rs` builds the `uaio-capi` cdylib (soname `libaio.so.1`) and this
+//! module includes its bytes. Before the program starts, the library is
+//! written once to a private directory named after a hash of its bytes:
+//! `$XDG_RUNTIME_DIR/uaio-<hash>/`, else `$TMPDIR` (or `/tmp`)
+//! `/uaio-<uid>-<hash>/`, else `~/.cache/uaio/<hash>/` (the first whose file
+//! system allows executable mappings). The directory is created with mode
+//! 0700 and must be a directory owned by this user that nobody else can
+//! write to; the file is written under a temporary name and renamed into
+//! place, so a concurrent `uaio run` never sees half a library. The
+//! directory holds `libaio.so.1` and `libaio.so.1t64` (a symbolic link to
+//! it: programs linked on distributions after the 64-bit `time_t`
+//! transition ask for that name; both names are one file, so the dynamic
+//! loader maps it once).
+//!
+//! A file, not a memfd: `LD_PRELOAD` and `LD_LIBRARY_PATH` must stay valid
+//! in every child the program forks and executes, whatever descriptors it
+//! closes.
+//!
+//! `UAIO_LIBAIO=PATH` replaces the built-in library: the directory then
+//! holds the two names as symbolic links to `PATH`.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// The library built by `build.rs`.
+static LIBRARY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/libaio.so"));
+
+/// A hash of [`LIBRARY`] (16 hex digits), computed by `build.rs`.
+const LIBRARY_HASH: &str = include_str!(concat!(env!("OUT_DIR"), "/libaio.hash"));
+
+/// The names the library is installed under.
+pub const NAMES: [&str; 2] = ["libaio.so.1", "libaio.so.1t64"];
+
+/// Size in bytes and hash of the built-in library.
+pub fn built_in() -> (usize, &'static str) {
+    (LIBRARY.len(), LIBRARY_HASH)
+}
+
+/// An installed library: the directory to put first on `LD_LIBRARY_PATH`
+/// and the file to preload.
+#[derive(Debug)]
+pub struct Installed {
+    /// Holds both [`NAMES`].
+    pub dir: PathBuf,
+    /// The library itself (a regular file, symbolic links resolved).
+    pub file: PathBuf,
+}
+
+/// Installs the library (built-in or `UAIO_LIBAIO`), or says why not.
+pub fn install() -> Result<Installed, String> {
+    match std::env::var_os("UAIO_LIBAIO") {
+        Some(p) if !p.is_empty() => {
+            let file =
+                Path::new(&p).canonicalize().map_err(|e| format!("UAIO_LIBAIO={}: {e}", Path::new(&p).display()))?;
+            let dir = private_dir(&format!("link-{:016x}", fnv1a(file.as_os_str().as_encoded_bytes())))?;
+            for name in NAMES {
+                place_link(&dir, name, &file)?;
+            }
+            Ok(Installed { dir, file })
+        }
+        _ => {
+            let dir = private_dir(LIBRARY_HASH)?;
+            let file = dir.join(NAMES[0]);
+            place_file(&file, LIBRARY)?;
+            place_link(&dir, NAMES[1], Path::new(NAMES[0]))?;
+            Ok(Installed { dir, file })
+        }
+    }
+}
+
+/// `uaio lib`: installs the library and prints its directory (or file).
+pub fn print_location(file: bool) -> ExitCode {
+    match install() {
+        Ok(i) => {
+            println!("{}", if file { i.file.display() } else { i.dir.display() });
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("uaio lib: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `uaio run`: executes `command` with the library first on the library
+/// path and preloaded; `backend` sets `UAIO_BACKEND`. Returns only if the
+/// program could not be started.
+pub fn run(backend: Option<&str>, verbose: bool, command: &[OsString]) -> ExitCode {
+    let lib = match install() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("uaio run: cannot install the drop-in library: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let prepend = |var: &str, first: &Path| {
+        let mut v = OsString::from(first);
+        if let Some(old) = std::env::var_os(var).filter(|o| !o.is_empty()) {
+            v.push(":");
+            v.push(old);
+        }
+        v
+    };
+    let (cmd, args) = command.split_first().expect("clap requires a program");
+    let mut c = std::process::Command::new(cmd);
+    c.args(args);
+    c.env("LD_LIBRARY_PATH", prepend("LD_LIBRARY_PATH", &lib.dir));
+    c.env("LD_PRELOAD", prepend("LD_PRELOAD", &lib.file));
+    if let Some(b) = backend {
+        c.env("UAIO_BACKEND", b);
+    }
+    if verbose {
+        // One line, in this form (scripts/fio-compare.sh looks for it).
+        eprintln!(
+            "uaio run: {} with {} (backend {})",
+            Path::new(cmd).display(),
+            lib.file.display(),
+            backend.unwrap_or("auto")
+        );
+    }
+    let err = c.exec();
+    eprintln!("uaio run: {}: {err}", Path::new(cmd).display());
+    ExitCode::from(if err.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 })
+}
+
+/// The first usable private directory for `name`, created if needed.
+fn private_dir(name: &str) -> Result<PathBuf, String> {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    let mut candidates = Vec::new();
+    if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        candidates.push(PathBuf::from(d).join(format!("uaio-{name}")));
+    }
+    let tmp = std::env::var_os("TMPDIR").filter(|d| !d.is_empty()).unwrap_or_else(|| "/tmp".into());
+    candidates.push(PathBuf::from(tmp).join(format!("uaio-{uid}-{name}")));
+    if let Some(h) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        candidates.push(PathBuf::from(h).join(".cache/uaio").join(name));
+    }
+    let mut why = Vec::new();
+    for dir in candidates {
+        match usable(&dir, uid) {
+            Ok(()) => return Ok(dir),
+            Err(e) => why.push(format!("{}: {e}", dir.display())),
+        }
+    }
+    Err(why.join("; "))
+}
+
+/// Creates `dir` (mode 0700) unless it exists, and checks that it is a
+/// directory of `uid` that nobody else may write to, on a file system that
+/// allows executable mappings.
+fn usable(dir: &Path, uid: u32) -> Result<(), String> {
+    if let Some(parent) = dir.parent() {
+        // Only `~/.cache/uaio` may be missing among the parents.
+        let _ = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(parent);
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e.to_string()),
+    }
+    let m = std::fs::symlink_metadata(dir).map_err(|e| e.to_string())?;
+    if !m.is_dir() {
+        return Err("not a directory".into());
+    }
+    if m.uid() != uid {
+        return Err(format!("owned by uid {}, not {uid}", m.uid()));
+    }
+    if m.permissions().mode() & 0o022 != 0 {
+        return Err(format!("writable by others (mode {:o})", m.permissions().mode() & 0o7777));
+    }
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+    // SAFETY: statvfs writes one struct into `st`; `c` is a NUL-terminated path.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; both pointers are valid for the call.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0 && st.f_flag & libc::ST_NOEXEC != 0 {
+        return Err("its file system is mounted noexec".into());
+    }
+    Ok(())
+}
+
+/// Makes `path` hold `bytes` (mode 0755), replacing it atomically if it
+/// holds anything else.
+fn place_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file() && m.len() == bytes.len() as u64)
+        && std::fs::read(path).is_ok_and(|old| old == bytes)
+    {
+        return Ok(());
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o755).open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("{}: {e}", path.display())
+    })
+}
+
+/// Makes `dir/name` a symbolic link to `target`, replacing atomically
+/// whatever is there if it differs.
+fn place_link(dir: &Path, name: &str, target: &Path) -> Result<(), String> {
+    let path = dir.join(name);
+    if std::fs::read_link(&path).is_ok_and(|t| t == target) {
+        return Ok(());
+    }
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(target, &tmp)
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// FNV-1a, 64 bits (the same hash `build.rs` names the library with).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_built_in_library_is_an_elf_shared_object_named_by_its_hash() {
+        assert_eq!(&LIBRARY[..4], b"\x7fELF");
+        assert_eq!(LIBRARY_HASH, format!("{:016x}", fnv1a(LIBRARY)));
+    }
+
+    #[test]
+    fn a_directory_others_can_write_to_is_refused() {
+        let base = std::env::temp_dir().join(format!("uaio-dropin-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir(&base).unwrap();
+        // SAFETY: getuid has no preconditions.
+        let uid = unsafe { libc::getuid() };
+        let good = base.join("good");
+        usable(&good, uid).unwrap();
+        assert_eq!(std::fs::metadata(&good).unwrap().permissions().mode() & 0o777, 0o700);
+        let open = base.join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(usable(&open, uid).unwrap_err().contains("writable by others"));
+        let link = base.join("link");
+        std::os::unix::fs::symlink(&good, &link).unwrap();
+        assert!(usable(&link, uid).is_err(), "a symbolic link is not a private directory");
+        assert!(usable(&good, uid + 1).unwrap_err().contains("owned by uid"));
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn placing_twice_keeps_one_file_and_a_link_to_it() {
+        let dir = std::env::temp_dir().join(format!("uaio-place-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        let file = dir.join(NAMES[0]);
+        for content in [&b"one"[..], b"one", b"two"] {
+            place_file(&file, content).unwrap();
+            place_link(&dir, NAMES[1], Path::new(NAMES[0])).unwrap();
+            assert_eq!(std::fs::read(dir.join(NAMES[1])).unwrap(), content);
+        }
+        let mut names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        names.sort();
+        assert_eq!(names, NAMES, "no temporary file left behind");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,217 @@
+//! The `uaio` command line: help, version, usage errors and their exit
+//! status, `check --list/--json`, `info --json` (its ring geometry compared
+//! with the ring the kernel really makes), `run` (what the program gets)
+//! and `completions`.
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn uaio(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_uaio")).args(args).output().expect("run uaio")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn help_and_version_go_to_stdout_and_succeed() {
+    for args in [&["--help"][..], &["-h"], &["help"], &["check", "--help"], &["run", "--help"], &["info", "--help"]] {
+        let o = uaio(args);
+        assert_eq!(o.status.code(), Some(0), "uaio {args:?}: {}", text(&o.stderr));
+        assert!(text(&o.stdout).contains("Usage: uaio"), "uaio {args:?}: {}", text(&o.stdout));
+        assert!(o.stderr.is_empty(), "uaio {args:?}: {}", text(&o.stderr));
+    }
+    let o = uaio(&["--version"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(text(&o.stdout), format!("uaio {}\n", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn no_subcommand_prints_the_help_and_exits_2() {
+    let o = uaio(&[]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = text(&o.stderr);
+    assert!(err.contains("Usage: uaio") && err.contains("check") && err.contains("run"), "{err}");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    for args in [
+        &["--bogus"][..],
+        &["check", "--bogus"],
+        &["run", "--bogus", "true"],
+        &["run", "--backend=kernel", "true"],
+        &["run", "--backend=threads"],
+        &["info", "--nr", "0"],
+        &["info", "--nr=many"],
+        &["completions", "tcsh"],
+        &["frobnicate"],
+    ] {
+        let o = uaio(args);
+        assert_eq!(o.status.code(), Some(2), "uaio {args:?}: {}", text(&o.stderr));
+        assert!(text(&o.stderr).starts_with("error:"), "uaio {args:?}: {}", text(&o.stderr));
+    }
+}
+
+#[test]
+fn a_check_filter_matching_nothing_is_a_usage_error() {
+    for args in
+        [&["check", "no/such/case"][..], &["check", "--json", "no/such/case"], &["check", "--list", "no/such/case"]]
+    {
+        let o = uaio(args);
+        assert_eq!(o.status.code(), Some(2), "uaio {args:?}");
+        assert!(text(&o.stderr).contains("no conformance case matches"), "{}", text(&o.stderr));
+        assert!(o.stdout.is_empty());
+    }
+}
+
+#[test]
+fn check_lists_and_runs_with_json() {
+    let o = uaio(&["check", "--list"]);
+    assert!(o.status.success());
+    let all: Vec<String> = text(&o.stdout).lines().map(str::to_string).collect();
+    assert!(all.len() > 100, "{} cases", all.len());
+    let o = uaio(&["check", "--list", "--json", "setup/"]);
+    assert!(o.status.success());
+    let v: Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    let some: Vec<&str> = v["cases"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    assert!(!some.is_empty() && some.len() < all.len());
+    assert!(some.iter().all(|n| n.contains("setup/") && all.iter().any(|a| a == n)));
+
+    let filter = some[0];
+    let o = uaio(&["check", "--json", filter]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).expect("only JSON on stdout");
+    let n = all.iter().filter(|a| a.contains(filter)).count() as u64;
+    assert_eq!(v["summary"]["run"], n);
+    assert_eq!(v["summary"]["agree"], n);
+    assert_eq!(v["summary"]["differ"], 0);
+    assert_eq!(v["cases"].as_array().unwrap().len() as u64, n);
+    assert!(v["cases"].as_array().unwrap().iter().all(|c| c["result"] == "agree"));
+
+    let o = uaio(&["check", filter]);
+    assert!(o.status.success());
+    let out = text(&o.stdout);
+    let last = out.lines().last().unwrap();
+    assert!(last.starts_with(&format!("{n} cases run on kernel AIO and on uaio")), "{last}");
+    assert!(last.contains(&format!("{n} agree")) && last.ends_with("0 differ"), "{last}");
+}
+
+/// The ring the kernel makes for `io_setup(nr)`: `ring->nr` (the second
+/// 32-bit word of the ring header, whose address is the handle).
+fn kernel_ring_nr(nr: i64) -> u32 {
+    let mut ctx: libc::c_ulong = 0;
+    // SAFETY: io_setup writes the handle into `ctx`.
+    let r = unsafe { libc::syscall(libc::SYS_io_setup, nr, &mut ctx as *mut libc::c_ulong) };
+    assert_eq!(r, 0, "kernel io_setup({nr}): {}", std::io::Error::last_os_error());
+    // SAFETY: the handle is the address of the mapped ring; its header is
+    // readable for as long as the context lives.
+    let ring_nr = unsafe { (ctx as *const u32).add(1).read_volatile() };
+    // SAFETY: destroys the context created above.
+    unsafe { libc::syscall(libc::SYS_io_destroy, ctx) };
+    ring_nr
+}
+
+#[test]
+fn info_ring_geometry_is_the_kernels() {
+    for nr in [1, 64, 128, 1000, 4096] {
+        let o = uaio(&["info", "--json", &format!("--nr={nr}")]);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        let v: Value = serde_json::from_slice(&o.stdout).expect("JSON");
+        let ring = &v["ring"];
+        assert_eq!(ring["nr"], nr);
+        assert_eq!(ring["nr_events"], kernel_ring_nr(nr), "io_setup({nr})");
+        let bytes = ring["ring_bytes"].as_u64().unwrap();
+        assert_eq!(bytes % ring["page_size"].as_u64().unwrap(), 0);
+        assert_eq!((bytes - 32) / 32, ring["nr_events"].as_u64().unwrap());
+    }
+    let v: Value = serde_json::from_slice(&uaio(&["info", "--json", "--nr", "100000000"]).stdout).unwrap();
+    assert!(v["ring"]["error"].as_str().unwrap().contains("os error 22"), "{v}");
+}
+
+#[test]
+fn info_names_the_kernel_backend_reason_and_limits() {
+    let v: Value = serde_json::from_slice(&uaio(&["info", "--json"]).stdout).expect("JSON");
+    // SAFETY: uname fills the zeroed struct.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    unsafe { libc::uname(&mut u) };
+    // SAFETY: uname NUL-terminates the field.
+    let release = unsafe { std::ffi::CStr::from_ptr(u.release.as_ptr()) }.to_string_lossy().into_owned();
+    assert_eq!(v["kernel"]["release"], release.as_str());
+    assert!(v["backend"]["reason"].as_str().unwrap().starts_with("automatic"), "{v}");
+    let max: u64 = std::fs::read_to_string("/proc/sys/fs/aio-max-nr").unwrap().trim().parse().unwrap();
+    assert_eq!(v["limits"]["fs.aio-max-nr"], max);
+    assert_eq!(v["limits"]["uaio_budget_per_process"], max);
+
+    let o = Command::new(env!("CARGO_BIN_EXE_uaio"))
+        .args(["info", "--json"])
+        .env("UAIO_BACKEND", "threads")
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["backend"]["name"], "threads");
+    assert_eq!(v["backend"]["reason"], "set by UAIO_BACKEND");
+}
+
+#[test]
+fn run_hands_the_program_its_arguments_and_the_library_under_both_names() {
+    let o = uaio(&[
+        "run",
+        "--backend=threads",
+        "--",
+        "sh",
+        "-c",
+        "echo \"$UAIO_BACKEND\"; echo \"$LD_PRELOAD\"; echo \"${LD_LIBRARY_PATH%%:*}\"; echo \"$1\"",
+        "sh",
+        "--backend=uring",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(o.stderr.is_empty(), "not --verbose: {}", text(&o.stderr));
+    let out = text(&o.stdout);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "threads");
+    assert_eq!(lines[3], "--backend=uring", "the program's own arguments are left alone");
+    let dir = std::path::Path::new(lines[2]);
+    assert_eq!(std::path::Path::new(lines[1]), dir.join("libaio.so.1"));
+    let lib = std::fs::read(dir.join("libaio.so.1")).unwrap();
+    assert_eq!(&lib[..4], b"\x7fELF");
+    assert_eq!(std::fs::read(dir.join("libaio.so.1t64")).unwrap(), lib);
+    let o = uaio(&["lib"]);
+    assert_eq!(text(&o.stdout).trim_end(), lines[2], "uaio lib names the same directory");
+
+    let o = uaio(&["run", "--verbose", "true"]);
+    assert!(o.status.success());
+    assert_eq!(text(&o.stderr), format!("uaio run: true with {} (backend auto)\n", lines[1]));
+
+    let o = uaio(&["run", "/nonexistent/program"]);
+    assert_eq!(o.status.code(), Some(127));
+    let o = uaio(&["run", "sh", "-c", "exit 7"]);
+    assert_eq!(o.status.code(), Some(7), "the program's status is uaio run's");
+}
+
+#[test]
+fn completions_are_generated() {
+    for shell in ["bash", "zsh", "fish"] {
+        let o = uaio(&["completions", shell]);
+        assert!(o.status.success());
+        let s = text(&o.stdout);
+        for word in ["check", "run", "info", "completions", "backend", "json", "threads"] {
+            assert!(s.contains(word), "{shell} completion lacks {word}");
+        }
+    }
+    let o = uaio(&["completions", "bash"]);
+    let check = Command::new("bash")
+        .args(["-n", "/dev/stdin"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(&o.stdout)?;
+            c.wait()
+        })
+        .expect("bash -n");
+    assert!(check.success(), "the bash completion script parses");
+}
