@@ -7,13 +7,36 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
-use super::util::*;
+use super::fixtures::*;
 use crate::*;
 
 const CONTENT_LEN: usize = 4096;
 
 fn content() -> Vec<u8> {
     (0..CONTENT_LEN as u32).map(|i| (i % 251) as u8).collect()
+}
+
+/// Starts `n` threads, each waiting (up to 10 s) in `io_getevents` for one
+/// event of `ctx`; each returns the call's result and the event's `data`.
+fn waiters_for_one(aio: &'static dyn Aio, ctx: u64, n: usize) -> Vec<std::thread::JoinHandle<(i64, u64)>> {
+    (0..n)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut ev = [io_event::default(); 1];
+                let mut t = ts(10, 0);
+                // SAFETY: room for one event.
+                let r = unsafe { aio.getevents(ctx, 1, 1, ev.as_mut_ptr(), &mut t) };
+                (r, ev[0].data)
+            })
+        })
+        .collect()
+}
+
+/// Joins the waiters of [`waiters_for_one`] and records what they got, sorted.
+fn record_waiters(e: &mut Env, hs: Vec<std::thread::JoinHandle<(i64, u64)>>) {
+    let mut res: Vec<(i64, u64)> = hs.into_iter().map(|h| h.join().unwrap()).collect();
+    res.sort();
+    e.rec(format!("waiters got {res:?}"));
 }
 
 pub(crate) fn cases() -> Vec<Case> {
@@ -100,17 +123,7 @@ pub(crate) fn cases() -> Vec<Case> {
             let ctx = e.setup(8);
             let f = e.file(b"abcdef", libc::O_RDWR);
             let aio = aio_of(e);
-            let hs: Vec<_> = (0..3)
-                .map(|_| {
-                    std::thread::spawn(move || {
-                        let mut ev = [io_event::default(); 1];
-                        let mut t = ts(10, 0);
-                        // SAFETY: room for one event.
-                        let r = unsafe { aio.getevents(ctx, 1, 1, ev.as_mut_ptr(), &mut t) };
-                        (r, ev[0].data)
-                    })
-                })
-                .collect();
+            let hs = waiters_for_one(aio, ctx, 3);
             std::thread::sleep(Duration::from_millis(100));
             let bufs: Vec<u64> = (0..3).map(|_| leak_buf(1).as_mut_ptr() as u64).collect();
             let mut a = [
@@ -119,9 +132,7 @@ pub(crate) fn cases() -> Vec<Case> {
                 leak(cb(IOCB_CMD_PREAD, f.as_raw_fd(), bufs[2], 1, 2, 3)),
             ];
             e.submit(ctx, &mut a);
-            let mut res: Vec<(i64, u64)> = hs.into_iter().map(|h| h.join().unwrap()).collect();
-            res.sort();
-            e.rec(format!("waiters got {res:?}"));
+            record_waiters(e, hs);
         }),
         c("concurrency/waiter_for_two_leaves_a_single_event_to_others", |e| {
             // A waiter for two events is not woken by one (the kernel since
@@ -149,23 +160,11 @@ pub(crate) fn cases() -> Vec<Case> {
             for i in 1..=3 {
                 sub1(e, ctx, cb(IOCB_CMD_POLL, r.as_raw_fd(), libc::POLLIN as u64, 0, 0, i));
             }
-            let hs: Vec<_> = (0..3)
-                .map(|_| {
-                    std::thread::spawn(move || {
-                        let mut ev = [io_event::default(); 1];
-                        let mut t = ts(10, 0);
-                        // SAFETY: room for one event.
-                        let r = unsafe { aio.getevents(ctx, 1, 1, ev.as_mut_ptr(), &mut t) };
-                        (r, ev[0].data)
-                    })
-                })
-                .collect();
+            let hs = waiters_for_one(aio, ctx, 3);
             std::thread::sleep(Duration::from_millis(100));
             // One write completes all three polls.
             write_fd(w.as_raw_fd(), b"x");
-            let mut res: Vec<(i64, u64)> = hs.into_iter().map(|h| h.join().unwrap()).collect();
-            res.sort();
-            e.rec(format!("waiters got {res:?}"));
+            record_waiters(e, hs);
         }),
         c("concurrency/waiter_woken_by_submit_from_other_thread", |e| {
             let ctx = e.setup(4);

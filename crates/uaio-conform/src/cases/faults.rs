@@ -7,7 +7,7 @@
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use super::util::*;
+use super::fixtures::*;
 use crate::*;
 
 /// A tmpfs mounted for one case, unmounted and removed on drop.

@@ -3,7 +3,7 @@
 
 use std::os::fd::AsRawFd;
 
-use super::util::*;
+use super::fixtures::*;
 use crate::*;
 
 /// Submits `n` one-byte reads of a small file (data 1..=n) and waits until
@@ -71,6 +71,85 @@ fn pending_poll(e: &mut Env, ctx: u64, data: u64) -> (std::os::fd::OwnedFd, std:
 
 pub(crate) fn cases() -> Vec<Case> {
     vec![
+        c("getevents/arg_rules", |e| {
+            let ctx = e.setup(4);
+            e.getevents(0, 0, 1, Some(Duration::ZERO));
+            e.getevents(ctx, -1, 1, Some(Duration::ZERO));
+            e.getevents(ctx, 0, -1, Some(Duration::ZERO));
+            e.getevents(ctx, 2, 1, Some(Duration::ZERO));
+            e.getevents(ctx, 0, 0, None);
+            // SAFETY: the timeout pointer is deliberately a PROT_NONE page;
+            // both implementations check it first and must report EFAULT
+            // without dereferencing it in this process (the kernel checks it,
+            // uaio probes it with a fault-recovering copy), so the null events
+            // array is never used.
+            let r =
+                unsafe { e.aio.getevents(ctx, 0, 1, std::ptr::null_mut(), no_access_page() as *mut libc::timespec) };
+            e.rec(format!("bad timeout = {}", ret(r)));
+            // SAFETY: as above, with a bad handle as well: the timeout is still
+            // checked first, and the handle is only looked up.
+            let r = unsafe { e.aio.getevents(0, 0, 1, std::ptr::null_mut(), no_access_page() as *mut libc::timespec) };
+            e.rec(format!("bad timeout bad ctx = {}", ret(r)));
+        }),
+        c("getevents/timeout_expires", |e| {
+            let ctx = e.setup(4);
+            e.getevents(ctx, 1, 1, Some(Duration::from_millis(30)));
+        }),
+        c("getevents/efault_with_events_ready", |e| {
+            let ctx = e.setup(4);
+            let f = e.file(b"abc", libc::O_RDWR);
+            let mut buf = [0u8; 3];
+            let mut a = cb(IOCB_CMD_PREAD, f.as_raw_fd(), buf.as_mut_ptr() as u64, 3, 0, 1);
+            e.submit(ctx, &mut [&mut a]);
+            std::thread::sleep(Duration::from_millis(20));
+            let mut ts = libc::timespec { tv_sec: 1, tv_nsec: 0 };
+            // SAFETY: ts is a live local; the events pointer is deliberately a
+            // PROT_NONE page, and writing the ready event there must give
+            // EFAULT (the kernel checks it, uaio uses a fault-recovering copy)
+            // without faulting here.
+            let r = unsafe { e.aio.getevents(ctx, 1, 1, no_access_page() as *mut io_event, &mut ts) };
+            e.rec(format!("bad events = {}", ret(r)));
+            e.reap(ctx, 1);
+        }),
+        c("getevents/user_reaps_ring", |e| {
+            let ctx = e.setup(4);
+            let f = e.file(b"abcd", libc::O_RDWR);
+            let mut buf = [0u8; 4];
+            let mut a = cb(IOCB_CMD_PREAD, f.as_raw_fd(), buf.as_mut_ptr() as u64, 4, 0, 42);
+            e.submit(ctx, &mut [&mut a]);
+            let ring = ctx as *mut aio_ring;
+            let mut spins = 0;
+            loop {
+                // SAFETY: ctx is the address of the live context's ring (struct
+                // aio_ring layout, mapped read/write by both implementations
+                // until the case ends).
+                let tail = unsafe { std::ptr::read_volatile(&(*ring).tail) };
+                // SAFETY: as above.
+                let head = unsafe { std::ptr::read_volatile(&(*ring).head) };
+                if tail != head {
+                    std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+                    // SAFETY: head < nr as the implementation keeps it (nothing
+                    // in this case corrupts it), so the slot lies inside the
+                    // ring mapping, and tail != head means it holds a published
+                    // event.
+                    let ev = unsafe { *((ctx + 32 + 32 * head as u64) as *const io_event) };
+                    let l = e.ev(&ev);
+                    e.rec(format!("from ring: {l}"));
+                    // SAFETY: the ring header is the program's to write:
+                    // advancing head is how a user-space reaper consumes the
+                    // event it has read.
+                    unsafe { std::ptr::write_volatile(&mut (*ring).head, (head + 1) % (*ring).nr) };
+                    break;
+                }
+                spins += 1;
+                if spins > 1000 {
+                    e.rec("nothing in ring after 1 s");
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            e.getevents(ctx, 0, 1, Some(Duration::ZERO));
+        }),
         c("getevents/zero_timeout_does_not_wait", |e| {
             let ctx = e.setup(4);
             let _p = pending_poll(e, ctx, 1);
@@ -234,7 +313,7 @@ pub(crate) fn cases() -> Vec<Case> {
             let r = unsafe { e.aio.pgetevents(ctx, 0, 1, evs.as_mut_ptr(), bad_ts, bad_sig) };
             e.rec(format!("bad ts and bad sig: pgetevents = {}", ret(r)));
         }),
-        c("pgetevents/sigset_rules", |e| {
+        c("getevents/pgetevents/sigset_rules", |e| {
             let ctx = e.setup(4);
             let m = mask_of(SIG);
             for (what, s) in [
@@ -255,7 +334,7 @@ pub(crate) fn cases() -> Vec<Case> {
                 raw_pget(e, what, ctx, 0, 1, Some(ts(0, 0)), s);
             }
         }),
-        c("pgetevents/returns_events_with_mask", |e| {
+        c("getevents/pgetevents/returns_events_with_mask", |e| {
             let ctx = e.setup(4);
             let _f = ready_reads(e, ctx, 2);
             let s = sigarg(mask_of(SIG), 8);
@@ -263,7 +342,7 @@ pub(crate) fn cases() -> Vec<Case> {
             raw_pget(e, "null sig", ctx, 1, 1, Some(ts(1, 0)), std::ptr::null());
             raw_pget(e, "empty", ctx, 1, 1, Some(ts(0, 10_000_000)), s);
         }),
-        c("pgetevents/pending_signal_delivered_under_mask_with_events_ready", |e| {
+        c("getevents/pgetevents/pending_signal_delivered_under_mask_with_events_ready", |e| {
             let ctx = e.setup(4);
             let _f = ready_reads(e, ctx, 2);
             install_handler(false);
@@ -286,7 +365,7 @@ pub(crate) fn cases() -> Vec<Case> {
             let _p = pending_poll(e, ctx, 1);
             raw_get(e, "tv_sec -18446744073", ctx, 1, 1, Some(ts(-18_446_744_073, 0)));
         }),
-        c("pgetevents/mask_restored_after_call", |e| {
+        c("getevents/pgetevents/mask_restored_after_call", |e| {
             let ctx = e.setup(4);
             install_handler(false);
             set_blocked(libc::SIGUSR1, true);
@@ -302,7 +381,7 @@ pub(crate) fn cases() -> Vec<Case> {
             e.rec(format!("after: SIGUSR1 blocked = {}, SIG blocked = {}", has(&m, libc::SIGUSR1), has(&m, SIG)));
             set_blocked(libc::SIGUSR1, false);
         }),
-        c("signal/interrupts_getevents", |e| {
+        c("getevents/signal/interrupts_getevents", |e| {
             let ctx = e.setup(4);
             let _p = pending_poll(e, ctx, 1);
             install_handler(false);
@@ -313,7 +392,7 @@ pub(crate) fn cases() -> Vec<Case> {
             sp.stop();
             e.rec(format!("handler ran = {}", SIG_COUNT.load(std::sync::atomic::Ordering::SeqCst) > 0));
         }),
-        c("signal/interrupts_getevents_despite_sa_restart", |e| {
+        c("getevents/signal/interrupts_getevents_despite_sa_restart", |e| {
             let ctx = e.setup(4);
             let _p = pending_poll(e, ctx, 1);
             install_handler(true);
@@ -325,7 +404,7 @@ pub(crate) fn cases() -> Vec<Case> {
             e.rec(format!("handler ran = {}", SIG_COUNT.load(std::sync::atomic::Ordering::SeqCst) > 0));
             install_handler(false);
         }),
-        c("signal/interrupts_getevents_without_timeout", |e| {
+        c("getevents/signal/interrupts_getevents_without_timeout", |e| {
             let ctx = e.setup(4);
             let _p = pending_poll(e, ctx, 1);
             install_handler(false);
@@ -334,7 +413,7 @@ pub(crate) fn cases() -> Vec<Case> {
             raw_get(e, "null timeout", ctx, 1, 1, None);
             sp.stop();
         }),
-        c("signal/interrupted_with_some_events_returns_them", |e| {
+        c("getevents/signal/interrupted_with_some_events_returns_them", |e| {
             let ctx = e.setup(4);
             let _p = pending_poll(e, ctx, 1);
             let _f = ready_reads(e, ctx, 1);
@@ -344,7 +423,7 @@ pub(crate) fn cases() -> Vec<Case> {
             raw_get(e, "min 2, one ready", ctx, 2, 2, Some(ts(5, 0)));
             sp.stop();
         }),
-        c("signal/interrupts_pgetevents", |e| {
+        c("getevents/signal/interrupts_pgetevents", |e| {
             let ctx = e.setup(4);
             let _p = pending_poll(e, ctx, 1);
             install_handler(true);
@@ -356,7 +435,7 @@ pub(crate) fn cases() -> Vec<Case> {
             sp.stop();
             install_handler(false);
         }),
-        c("signal/pgetevents_mask_unblocks_blocked_signal", |e| {
+        c("getevents/signal/pgetevents_mask_unblocks_blocked_signal", |e| {
             let ctx = e.setup(4);
             let _p = pending_poll(e, ctx, 1);
             install_handler(false);
@@ -372,7 +451,7 @@ pub(crate) fn cases() -> Vec<Case> {
             while take_pending(SIG, 0) {}
             set_blocked(SIG, false);
         }),
-        c("signal/pgetevents_mask_blocks_signal", |e| {
+        c("getevents/signal/pgetevents_mask_blocks_signal", |e| {
             let ctx = e.setup(4);
             let (_r, w) = pending_poll(e, ctx, 1);
             install_handler(false);

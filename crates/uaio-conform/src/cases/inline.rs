@@ -12,7 +12,7 @@
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use super::util::*;
+use super::fixtures::*;
 use crate::*;
 
 /// Size of the test file: every request below falls inside it.

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use super::util::*;
+use super::fixtures::*;
 use crate::*;
 
 /// Bytes per second the throttled device serves.

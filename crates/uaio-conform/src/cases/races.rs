@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use super::util::*;
+use super::fixtures::*;
 use crate::*;
 
 /// Block `i` of the pattern files: every byte says which block it is.
@@ -236,11 +236,7 @@ pub(crate) fn cases() -> Vec<Case> {
             let fd = f.as_raw_fd();
             let bad = no_access_page();
             let lines = in_child(move |out| {
-                // SAFETY: alarm(2); the child is killed if it hangs.
-                unsafe { libc::alarm(20) };
-                let mut ctx = 0u64;
-                // SAFETY: a valid pointer to a zeroed handle.
-                out.push(format!("setup = {}", ret(unsafe { aio.setup(4, &mut ctx) })));
+                let ctx = child_context(aio, out);
                 let buf = leak_buf(3);
                 let a = leak(cb(IOCB_CMD_PREAD, fd, buf.as_mut_ptr() as u64, 3, 0, 5));
                 let mut p = [a as *mut iocb];

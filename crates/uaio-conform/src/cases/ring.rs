@@ -5,7 +5,7 @@
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use super::util::*;
+use super::fixtures::*;
 use crate::*;
 
 fn reads(e: &mut Env, ctx: u64, f: &std::os::fd::OwnedFd, first: u64, n: u64) {
@@ -159,7 +159,7 @@ pub(crate) fn cases() -> Vec<Case> {
                 e.reap(ctx, 1);
             }
         }),
-        c("handle/forged_and_shifted_handles", |e| {
+        c("ring/forged_and_shifted_handles", |e| {
             let ctx = e.setup(4);
             let f = e.file(b"abcdefghijklmnop", libc::O_RDWR);
             // A copy of the real header elsewhere in memory.

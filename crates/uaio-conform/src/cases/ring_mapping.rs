@@ -12,7 +12,7 @@
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use super::util::*;
+use super::fixtures::*;
 use crate::*;
 
 /// Bytes of the ring `io_setup(nr)` makes on this machine (whole pages).

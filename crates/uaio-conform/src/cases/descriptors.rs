@@ -5,12 +5,12 @@
 
 use std::os::fd::{AsRawFd, IntoRawFd};
 
-use super::util::*;
+use super::fixtures::*;
 use crate::*;
 
 pub(crate) fn cases() -> Vec<Case> {
     vec![
-        c("fds/number_closed_before_setup_stays_ebadf", |e| {
+        c("descriptors/number_closed_before_setup_stays_ebadf", |e| {
             let aio = aio_of(e);
             let lines = in_child(move |out| {
                 // SAFETY: alarm(2); the child is killed if it hangs.
@@ -43,7 +43,7 @@ pub(crate) fn cases() -> Vec<Case> {
             });
             e.rec_all(lines);
         }),
-        c("fds/resfd_closed_and_its_number_reused_while_pending", |e| {
+        c("descriptors/resfd_closed_and_its_number_reused_while_pending", |e| {
             let ctx = e.setup(8);
             let (r, w) = pipe();
             let efd = eventfd();
@@ -63,7 +63,7 @@ pub(crate) fn cases() -> Vec<Case> {
             // closed; the file now under its number hears nothing.
             e.rec(format!("count of the new eventfd: {}", eventfd_count(&other)));
         }),
-        c("fds/low_nofile_limit_many_contexts_and_own_open_works", |e| {
+        c("descriptors/low_nofile_limit_many_contexts_and_own_open_works", |e| {
             const CONTEXTS: usize = 40;
             let aio = aio_of(e);
             let f = e.file(b"abcd", libc::O_RDONLY);

@@ -6,7 +6,7 @@
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use super::util::*;
+use super::fixtures::*;
 use crate::*;
 
 extern "C" fn reporter(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
@@ -27,17 +27,13 @@ fn install_reporter() {
 }
 
 pub(crate) fn cases() -> Vec<Case> {
-    vec![c("handlers/crash_reporter_installed_after_setup", |e| {
+    vec![c("fault_handlers/crash_reporter_installed_after_setup", |e| {
         let aio = aio_of(e);
         let f = e.file(b"abc", libc::O_RDONLY);
         let fd = f.as_raw_fd();
         let bad = no_access_page();
         let lines = in_child(move |out| {
-            // SAFETY: alarm(2); the child is killed if it hangs.
-            unsafe { libc::alarm(20) };
-            let mut ctx = 0u64;
-            // SAFETY: a valid pointer to a zeroed handle.
-            out.push(format!("setup = {}", ret(unsafe { aio.setup(4, &mut ctx) })));
+            let ctx = child_context(aio, out);
             install_reporter();
             // uaio notices a handler installed after its own within a clock
             // tick (see the README); the kernel needs no such delay.

@@ -1,10 +1,21 @@
-//! Helpers shared by the case modules added after the core set.
+//! What cases are built from: iocbs and buffers that outlive the case,
+//! recorded calls, pages with chosen protections, the ring read in user
+//! space, signal handlers and masks, descriptors.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::*;
+
+/// `IOCB_CMD_PREAD`, short.
+pub(crate) const RD: u16 = IOCB_CMD_PREAD;
+
+/// `IOCB_CMD_PWRITE`, short.
+pub(crate) const WR: u16 = IOCB_CMD_PWRITE;
+
+/// An address in the kernel's half: never valid user memory.
+pub(crate) const KADDR: u64 = 0xffff_8000_0000_0000;
 
 /// A case whose traces must be identical.
 pub(crate) fn c(name: &'static str, run: fn(&mut Env)) -> Case {
@@ -45,6 +56,22 @@ pub(crate) fn try_key(e: &mut Env, ctx: u64, what: &str, a: iocb) -> i64 {
     let key = a.aio_key;
     e.rec(format!("{what}: submit = {} key={key}", ret(r)));
     r
+}
+
+/// A POLL for input on `fd`, made to live forever.
+pub(crate) fn poll_cb(fd: &std::os::fd::OwnedFd, data: u64) -> &'static mut iocb {
+    leak(cb(IOCB_CMD_POLL, std::os::fd::AsRawFd::as_raw_fd(fd), libc::POLLIN as u64, 0, 0, data))
+}
+
+/// In a forked child: arms a 20 s alarm (a hang kills the child), then
+/// `io_setup(4)`, recorded; returns the handle.
+pub(crate) fn child_context(aio: &dyn Aio, out: &mut Vec<String>) -> u64 {
+    // SAFETY: alarm(2); the child is killed if it hangs.
+    unsafe { libc::alarm(20) };
+    let mut ctx = 0u64;
+    // SAFETY: a valid pointer to a zeroed handle.
+    out.push(format!("setup = {}", ret(unsafe { aio.setup(4, &mut ctx) })));
+    ctx
 }
 
 /// Submits one iocb (made to live forever) and records the result.

@@ -1,0 +1,97 @@
+//! `IOCB_CMD_POLL`: field rules, readiness and masks, wake-ups, hang-up, a
+//! descriptor closed while the poll is pending.
+
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use super::fixtures::*;
+use crate::*;
+
+pub(crate) fn cases() -> Vec<Case> {
+    vec![
+        c("poll/ready_and_cancel", |e| {
+            let ctx = e.setup(4);
+            let (r, w) = pipe();
+            let mut a = cb(IOCB_CMD_POLL, w.as_raw_fd(), libc::POLLOUT as u64, 0, 0, 1);
+            e.submit(ctx, &mut [&mut a]);
+            e.reap(ctx, 1);
+            let mut b = cb(IOCB_CMD_POLL, r.as_raw_fd(), libc::POLLIN as u64, 0, 0, 2);
+            e.submit(ctx, &mut [&mut b]);
+            e.getevents(ctx, 0, 1, Some(Duration::ZERO));
+            // SAFETY: b is a live local iocb, only read by io_cancel; the
+            // result pointer is null and unused by both implementations.
+            let res = unsafe { e.aio.cancel(ctx, &mut b, std::ptr::null_mut()) };
+            e.rec(format!("cancel = {}", ret(res)));
+            e.reap(ctx, 1);
+            // SAFETY: as above.
+            let res = unsafe { e.aio.cancel(ctx, &mut b, std::ptr::null_mut()) };
+            e.rec(format!("cancel again = {}", ret(res)));
+        }),
+        c("poll/wakes_on_data", |e| {
+            let ctx = e.setup(4);
+            let (r, w) = pipe();
+            let mut b = cb(IOCB_CMD_POLL, r.as_raw_fd(), libc::POLLIN as u64, 0, 0, 2);
+            e.submit(ctx, &mut [&mut b]);
+            let wfd = w.as_raw_fd();
+            let t = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                // SAFETY: one-byte write from a static buffer to the pipe's
+                // write end, which the case keeps open until after the join.
+                unsafe { libc::write(wfd, b"x".as_ptr().cast(), 1) };
+            });
+            e.reap(ctx, 1);
+            t.join().unwrap();
+        }),
+        c("poll/regular_file_and_masks", |e| {
+            let ctx = e.setup(8);
+            let f = e.file(b"abc", libc::O_RDWR);
+            for (i, m) in [
+                libc::POLLIN,
+                libc::POLLOUT,
+                libc::POLLIN | libc::POLLOUT,
+                0x7fff_u16 as i16,
+                libc::POLLPRI | libc::POLLIN,
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                sub1(e, ctx, cb(IOCB_CMD_POLL, f.as_raw_fd(), m as u16 as u64, 0, 0, i as u64));
+                e.reap(ctx, 1);
+            }
+        }),
+        c("poll/hup_when_writer_closes", |e| {
+            let ctx = e.setup(4);
+            let (r, w) = pipe();
+            sub1(e, ctx, cb(IOCB_CMD_POLL, r.as_raw_fd(), libc::POLLIN as u64, 0, 0, 1));
+            e.getevents(ctx, 0, 1, Some(Duration::ZERO));
+            drop(w);
+            e.reap(ctx, 1);
+            let (r2, w2) = pipe();
+            drop(r2);
+            sub1(e, ctx, cb(IOCB_CMD_POLL, w2.as_raw_fd(), libc::POLLOUT as u64, 0, 0, 2));
+            e.reap(ctx, 1);
+        }),
+        c("poll/fd_closed_while_pending", |e| {
+            let ctx = e.setup(4);
+            let (r, w) = pipe();
+            sub1(e, ctx, cb(IOCB_CMD_POLL, r.as_raw_fd(), libc::POLLIN as u64, 0, 0, 1));
+            drop(r);
+            e.getevents(ctx, 0, 1, Some(Duration::from_millis(20)));
+            e.rec(format!("write = {}", write_fd(w.as_raw_fd(), b"x")));
+            e.reap(ctx, 1);
+        }),
+        c("poll/eventfd_with_resfd", |e| {
+            let ctx = e.setup(4);
+            let watched = eventfd();
+            let sig = eventfd();
+            let mut a = cb(IOCB_CMD_POLL, watched.as_raw_fd(), libc::POLLIN as u64, 0, 0, 1);
+            a.aio_flags = IOCB_FLAG_RESFD;
+            a.aio_resfd = sig.as_raw_fd() as u32;
+            sub1(e, ctx, a);
+            e.rec(format!("count before = {}", eventfd_count(&sig)));
+            write_fd(watched.as_raw_fd(), &3u64.to_ne_bytes());
+            e.reap(ctx, 1);
+            e.rec(format!("count after = {}", eventfd_count(&sig)));
+        }),
+    ]
+}

@@ -1,0 +1,272 @@
+//! Reads and writes and their results in events: short and zero-length
+//! transfers, bad data buffers (`-EFAULT` in the event), pipes, syncs,
+//! character devices, sockets and anonymous-inode files (the kernel accepts
+//! AIO reads only where the file implements `read_iter`: eventfd, timerfd,
+//! signalfd; and refuses every AIO write to them: none implements
+//! `write_iter`).
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::Duration;
+
+use super::fixtures::*;
+use crate::*;
+
+fn try_rw(e: &mut Env, ctx: u64, what: &str, fd: i32, write: bool) {
+    let buf = leak_buf(128);
+    let op = if write { IOCB_CMD_PWRITE } else { IOCB_CMD_PREAD };
+    let n = if write { 8 } else { 128 };
+    let a = leak(cb(op, fd, buf.as_mut_ptr() as u64, n, 0, 1));
+    e.name_iocb(a);
+    let mut p = [a as *mut iocb];
+    // SAFETY: a live iocb and a buffer leaked for the rest of the process.
+    let r = unsafe { e.aio.submit(ctx, 1, p.as_mut_ptr()) };
+    e.rec(format!("{what}: submit = {}", ret(r)));
+    if r == 1 {
+        e.reap(ctx, 1);
+    }
+}
+
+fn write_one(fd: &OwnedFd) {
+    let v = 1u64.to_ne_bytes();
+    // SAFETY: an 8-byte write from a live buffer to an eventfd.
+    unsafe { libc::write(fd.as_raw_fd(), v.as_ptr().cast(), 8) };
+}
+
+pub(crate) fn cases() -> Vec<Case> {
+    vec![
+        c("rw/read_write_roundtrip", |e| {
+            let ctx = e.setup(8);
+            let f = e.file(b"", libc::O_RDWR);
+            let data: Vec<u8> = (0..8192u32).map(|i| (i * 7) as u8).collect();
+            let mut w = cb(IOCB_CMD_PWRITE, f.as_raw_fd(), data.as_ptr() as u64, 8192, 4096, 1);
+            e.submit(ctx, &mut [&mut w]);
+            e.reap(ctx, 1);
+            let mut buf = vec![0u8; 16384];
+            let mut r = cb(IOCB_CMD_PREAD, f.as_raw_fd(), buf.as_mut_ptr() as u64, 16384, 0, 2);
+            e.submit(ctx, &mut [&mut r]);
+            e.reap(ctx, 1);
+            e.rec(format!("read back equal = {}", buf[4096..12288] == data[..]));
+            let mut past = cb(IOCB_CMD_PREAD, f.as_raw_fd(), buf.as_mut_ptr() as u64, 10, 100_000, 3);
+            e.submit(ctx, &mut [&mut past]);
+            e.reap(ctx, 1);
+            e.record_file(&f);
+        }),
+        c("rw/vectored", |e| {
+            let ctx = e.setup(8);
+            let f = e.file(b"", libc::O_RDWR);
+            let (a, b) = (vec![1u8; 100], vec![2u8; 300]);
+            let iov = [
+                iovec { iov_base: a.as_ptr() as u64, iov_len: 100 },
+                iovec { iov_base: b.as_ptr() as u64, iov_len: 300 },
+            ];
+            let mut w = cb(IOCB_CMD_PWRITEV, f.as_raw_fd(), iov.as_ptr() as u64, 2, 10, 1);
+            e.submit(ctx, &mut [&mut w]);
+            e.reap(ctx, 1);
+            let (mut x, mut y) = (vec![0u8; 50], vec![0u8; 500]);
+            let iov2 = [
+                iovec { iov_base: x.as_mut_ptr() as u64, iov_len: 50 },
+                iovec { iov_base: y.as_mut_ptr() as u64, iov_len: 500 },
+            ];
+            let mut r = cb(IOCB_CMD_PREADV, f.as_raw_fd(), iov2.as_ptr() as u64, 2, 0, 2);
+            e.submit(ctx, &mut [&mut r]);
+            e.reap(ctx, 1);
+            e.rec(format!("x[9..11]={:?} y[60..61]={:?} y[359]={}", &x[9..11], &y[60..61], y[359]));
+            e.record_file(&f);
+        }),
+        c("rw/bad_data_buffer_event_efault", |e| {
+            let ctx = e.setup(4);
+            let f = e.file(b"abc", libc::O_RDWR);
+            let mut a = cb(IOCB_CMD_PREAD, f.as_raw_fd(), no_access_page(), 3, 0, 1);
+            e.submit(ctx, &mut [&mut a]);
+            e.reap(ctx, 1);
+        }),
+        c("rw/pipe_epipe", |e| {
+            let ctx = e.setup(4);
+            let (r, w) = pipe();
+            drop(r);
+            // SAFETY: SIG_IGN installs no handler code; it only makes the write
+            // to the closed pipe fail with EPIPE instead of killing the
+            // process.
+            unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+            let buf = [1u8; 4];
+            let mut a = cb(IOCB_CMD_PWRITE, w.as_raw_fd(), buf.as_ptr() as u64, 4, 0, 1);
+            e.submit(ctx, &mut [&mut a]);
+            e.reap(ctx, 1);
+        }),
+        c("rw/fsync_fdatasync", |e| {
+            let ctx = e.setup(4);
+            let f = e.file(b"abc", libc::O_RDWR);
+            let mut a = cb(IOCB_CMD_FSYNC, f.as_raw_fd(), 0, 0, 0, 1);
+            let mut b = cb(IOCB_CMD_FDSYNC, f.as_raw_fd(), 0, 0, 0, 2);
+            e.submit(ctx, &mut [&mut a, &mut b]);
+            e.reap(ctx, 2);
+        }),
+        c("rw/short_and_zero_length", |e| {
+            let ctx = e.setup(8);
+            let f = e.file(b"abcdef", libc::O_RDWR);
+            let buf = leak_buf(16);
+            let p = buf.as_mut_ptr() as u64;
+            sub1(e, ctx, cb(RD, f.as_raw_fd(), p, 10, 4, 1));
+            e.reap(ctx, 1);
+            e.rec(format!("buf = {:?}", String::from_utf8_lossy(&buf[..4])));
+            sub1(e, ctx, cb(RD, f.as_raw_fd(), p, 10, 6, 2));
+            e.reap(ctx, 1);
+            sub1(e, ctx, cb(RD, f.as_raw_fd(), 0, 0, 0, 3));
+            e.reap(ctx, 1);
+            sub1(e, ctx, cb(WR, f.as_raw_fd(), 0, 0, 100, 4));
+            e.reap(ctx, 1);
+            sub1(e, ctx, cb(IOCB_CMD_PREADV, f.as_raw_fd(), 0, 0, 2, 5));
+            e.reap(ctx, 1);
+            sub1(e, ctx, cb(IOCB_CMD_PWRITEV, f.as_raw_fd(), 0, 0, 50, 6));
+            e.reap(ctx, 1);
+            e.record_file(&f);
+        }),
+        c("rw/zero_length_buffer_checks", |e| {
+            let ctx = e.setup(8);
+            let f = e.file(b"abcdef", libc::O_RDWR);
+            try_key(e, ctx, "read len 0 kernel addr", cb(RD, f.as_raw_fd(), KADDR, 0, 0, 1));
+            try_key(e, ctx, "read len 0 unmapped", cb(RD, f.as_raw_fd(), no_access_page(), 0, 0, 2));
+            e.getevents(ctx, 0, 4, Some(Duration::from_millis(50)));
+            let iov = Box::leak(Box::new([iovec { iov_base: KADDR, iov_len: 0 }]));
+            try_key(
+                e,
+                ctx,
+                "readv zero-length entry at kernel addr",
+                cb(IOCB_CMD_PREADV, f.as_raw_fd(), iov.as_ptr() as u64, 1, 0, 3),
+            );
+            e.getevents(ctx, 0, 4, Some(Duration::from_millis(50)));
+        }),
+        c("rw/read_into_read_only_page_event_efault", |e| {
+            let ctx = e.setup(4);
+            let f = e.file(b"abcdef", libc::O_RDWR);
+            let p = read_only_page(b"zzzzzz");
+            sub1(e, ctx, cb(RD, f.as_raw_fd(), p, 6, 0, 1));
+            e.reap(ctx, 1);
+            // SAFETY: reading the page we mapped read-only.
+            let now = unsafe { std::slice::from_raw_parts(p as *const u8, 6) };
+            e.rec(format!("page = {:?}", String::from_utf8_lossy(now)));
+        }),
+        c("rw/write_from_unmapped_event_efault", |e| {
+            let ctx = e.setup(4);
+            let f = e.file(b"abcdef", libc::O_RDWR);
+            sub1(e, ctx, cb(WR, f.as_raw_fd(), no_access_page(), 6, 0, 1));
+            e.reap(ctx, 1);
+            sub1(e, ctx, cb(WR, f.as_raw_fd(), no_access_page(), 6, 100, 2));
+            e.reap(ctx, 1);
+            e.record_file(&f);
+        }),
+        c("rw/partially_mapped_buffer_short", |e| {
+            let ctx = e.setup(4);
+            let content: Vec<u8> = (0..16384u32).map(|i| (i % 251) as u8).collect();
+            let f = e.file(&content, libc::O_RDWR);
+            let p = page_then_hole();
+            sub1(e, ctx, cb(RD, f.as_raw_fd(), p, 8192, 0, 1));
+            e.reap(ctx, 1);
+            // SAFETY: the first page is readable.
+            let got = unsafe { std::slice::from_raw_parts(p as *const u8, 4096) };
+            e.rec(format!("first page equal = {}", got == &content[..4096]));
+            sub1(e, ctx, cb(WR, f.as_raw_fd(), p, 8192, 16384, 2));
+            e.reap(ctx, 1);
+            e.record_file(&f);
+        }),
+        c("rw/pipe_ignores_offset", |e| {
+            let ctx = e.setup(4);
+            let (r, w) = pipe();
+            let data = b"hello";
+            sub1(e, ctx, cb(WR, w.as_raw_fd(), data.as_ptr() as u64, 5, 12345, 1));
+            e.reap(ctx, 1);
+            let buf = leak_buf(8);
+            sub1(e, ctx, cb(RD, r.as_raw_fd(), buf.as_mut_ptr() as u64, 8, 999, 2));
+            e.reap(ctx, 1);
+            e.rec(format!("buf = {:?}", String::from_utf8_lossy(&buf[..5])));
+            try_key(e, ctx, "pipe negative offset", cb(WR, w.as_raw_fd(), data.as_ptr() as u64, 5, -1, 3));
+            try_key(e, ctx, "read on write end", cb(RD, w.as_raw_fd(), buf.as_mut_ptr() as u64, 5, 0, 4));
+            try_key(e, ctx, "write on read end", cb(WR, r.as_raw_fd(), data.as_ptr() as u64, 5, 0, 5));
+        }),
+        c("rw/eventfd_read_write", |e| {
+            let ctx = e.setup(4);
+            let efd = eventfd();
+            let v = 5u64.to_ne_bytes();
+            // An eventfd has read_iter but no write_iter.
+            try_key(e, ctx, "aio write to eventfd", cb(WR, efd.as_raw_fd(), v.as_ptr() as u64, 8, 0, 1));
+            write_fd(efd.as_raw_fd(), &v);
+            let short = leak_buf(4);
+            sub1(e, ctx, cb(RD, efd.as_raw_fd(), short.as_mut_ptr() as u64, 4, 0, 2));
+            e.reap(ctx, 1);
+            let buf = leak_buf(8);
+            sub1(e, ctx, cb(RD, efd.as_raw_fd(), buf.as_mut_ptr() as u64, 8, 0, 3));
+            e.reap(ctx, 1);
+            e.rec(format!("value = {}", u64::from_ne_bytes(buf[..8].try_into().unwrap())));
+            let mut nw = cb(RD, efd.as_raw_fd(), buf.as_mut_ptr() as u64, 8, 0, 4);
+            nw.aio_rw_flags = RWF_NOWAIT;
+            sub1(e, ctx, nw);
+            e.reap(ctx, 1);
+            try_key(e, ctx, "fsync eventfd", cb(IOCB_CMD_FSYNC, efd.as_raw_fd(), 0, 0, 0, 5));
+        }),
+        c("rw/char_devices_and_sockets", |e| {
+            let ctx = e.setup(8);
+            let zero = open("/dev/zero", libc::O_RDONLY);
+            let null = open("/dev/null", libc::O_WRONLY);
+            let buf = leak_buf(16);
+            buf.fill(7);
+            sub1(e, ctx, cb(RD, zero.as_raw_fd(), buf.as_mut_ptr() as u64, 16, 0, 1));
+            e.reap(ctx, 1);
+            e.rec(format!("zeroed = {}", buf.iter().all(|&b| b == 0)));
+            sub1(e, ctx, cb(WR, null.as_raw_fd(), buf.as_ptr() as u64, 16, 777, 2));
+            e.reap(ctx, 1);
+            try_key(e, ctx, "fsync /dev/null", cb(IOCB_CMD_FSYNC, null.as_raw_fd(), 0, 0, 0, 3));
+            let mut sv = [0i32; 2];
+            // SAFETY: socketpair into a valid array.
+            unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0, sv.as_mut_ptr()) };
+            let (s0, s1) = (own(sv[0]), own(sv[1]));
+            let msg = b"ping";
+            sub1(e, ctx, cb(WR, s0.as_raw_fd(), msg.as_ptr() as u64, 4, 0, 4));
+            e.reap(ctx, 1);
+            let rb = leak_buf(8);
+            sub1(e, ctx, cb(RD, s1.as_raw_fd(), rb.as_mut_ptr() as u64, 8, 0, 5));
+            e.reap(ctx, 1);
+            e.rec(format!("got = {:?}", String::from_utf8_lossy(&rb[..4])));
+            try_key(e, ctx, "fsync socket", cb(IOCB_CMD_FDSYNC, s0.as_raw_fd(), 0, 0, 0, 6));
+            // A position on a socket is refused (ESPIPE in the event), and
+            // the data stays in the socket; a pipe ignores it.
+            sub1(e, ctx, cb(WR, s0.as_raw_fd(), msg.as_ptr() as u64, 4, 0, 7));
+            e.reap(ctx, 1);
+            sub1(e, ctx, cb(RD, s1.as_raw_fd(), rb.as_mut_ptr() as u64, 8, 5, 8));
+            sub1(e, ctx, cb(WR, s0.as_raw_fd(), msg.as_ptr() as u64, 4, 3, 9));
+            e.reap(ctx, 2);
+            sub1(e, ctx, cb(RD, s1.as_raw_fd(), rb.as_mut_ptr() as u64, 8, 0, 10));
+            e.reap(ctx, 1);
+            let (pr, pw) = pipe();
+            sub1(e, ctx, cb(WR, pw.as_raw_fd(), msg.as_ptr() as u64, 4, 3, 11));
+            e.reap(ctx, 1);
+            sub1(e, ctx, cb(RD, pr.as_raw_fd(), rb.as_mut_ptr() as u64, 8, 5, 12));
+            e.reap(ctx, 1);
+        }),
+        c("rw/anon_inode_read_iter_rules", |e| {
+            let ctx = e.setup(8);
+            // SAFETY: plain system calls creating descriptors owned below.
+            let (tfd, ifd, pfd) = unsafe {
+                let t = libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC);
+                let its = libc::itimerspec {
+                    it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
+                    it_value: libc::timespec { tv_sec: 0, tv_nsec: 1000 },
+                };
+                libc::timerfd_settime(t, 0, &its, std::ptr::null_mut());
+                (
+                    own(t),
+                    own(libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC)),
+                    own(libc::epoll_create1(libc::EPOLL_CLOEXEC)),
+                )
+            };
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            let efd = eventfd();
+            write_one(&efd);
+            try_rw(e, ctx, "timerfd read", tfd.as_raw_fd(), false);
+            try_rw(e, ctx, "eventfd read", efd.as_raw_fd(), false);
+            try_rw(e, ctx, "inotify read", ifd.as_raw_fd(), false);
+            try_rw(e, ctx, "epoll read", pfd.as_raw_fd(), false);
+            try_rw(e, ctx, "epoll write", pfd.as_raw_fd(), true);
+            try_rw(e, ctx, "timerfd write", tfd.as_raw_fd(), true);
+        }),
+    ]
+}
