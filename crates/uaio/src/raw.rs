@@ -19,7 +19,7 @@ use uaio_abi::{aio_context_t, aio_sigset, io_event, iocb};
 
 use crate::kioctx::{Deadline, FdCache, Kioctx, Prepared};
 use crate::table;
-use crate::uaccess::{self, read_user, write_user};
+use crate::uaccess::{self, read_user, user_field, UserPtr};
 use std::cell::Cell;
 
 fn neg(e: Errno) -> i64 {
@@ -33,14 +33,14 @@ fn neg(e: Errno) -> i64 {
 /// `ctxp` is written if it is readable and holds 0.
 pub unsafe fn io_setup(nr_events: u32, ctxp: *mut aio_context_t) -> i64 {
     let _faults = uaccess::enter(true);
-    let Ok(cur) = read_user::<u64>(ctxp as u64) else { return neg(Errno::FAULT) };
+    let handle_at = UserPtr::<u64>::new(ctxp as u64);
+    let Ok(cur) = handle_at.read() else { return neg(Errno::FAULT) };
     if cur != 0 || nr_events == 0 {
         return neg(Errno::INVAL);
     }
     match table::create(nr_events) {
         Ok(handle) => {
-            // SAFETY: the caller handed us ctxp to fill in.
-            if unsafe { write_user(ctxp as u64, &handle) }.is_err() {
+            if handle_at.write(&handle).is_err() {
                 if let Some(ctx) = table::remove(handle) {
                     ctx.kill();
                 }
@@ -119,13 +119,13 @@ fn submit_to(c: &Kioctx, nr: i64, iocbpp: *mut *mut iocb) -> i64 {
     let mut ptrs = [0u64; POINTER_CHUNK];
     'chunks: for base in (0..nr).step_by(POINTER_CHUNK) {
         let k = (nr - base).min(POINTER_CHUNK);
-        let at = iocbpp as u64 + 8 * base as u64;
+        let at = UserPtr::<u64>::new(iocbpp as u64).add(base);
         // One copy for the chunk; where it faults, one pointer at a time, so
         // that the requests before an unreadable pointer are submitted.
-        let whole = k == POINTER_CHUNK && read_user::<[u64; POINTER_CHUNK]>(at).map(|v| ptrs = v).is_ok();
+        let whole = k == POINTER_CHUNK && at.read_slice(&mut ptrs).is_ok();
         for (i, slot) in ptrs.iter_mut().enumerate().take(k) {
             if !whole {
-                match read_user::<u64>(at + 8 * i as u64) {
+                match at.add(i).read() {
                     Ok(v) => *slot = v,
                     Err(_) => {
                         err = Some(Errno::FAULT);
@@ -163,7 +163,9 @@ fn submit_to(c: &Kioctx, nr: i64, iocbpp: *mut *mut iocb) -> i64 {
 /// None beyond the module's.
 pub unsafe fn io_cancel(ctx: aio_context_t, iocb: *mut iocb, _result: *mut io_event) -> i64 {
     let _faults = uaccess::enter(false);
-    let Ok(key) = read_user::<u32>(iocb as u64 + 8) else { return neg(Errno::FAULT) };
+    let Ok(key) = user_field!(UserPtr::<iocb>::new(iocb as u64), iocb, aio_key).read() else {
+        return neg(Errno::FAULT);
+    };
     if key != uaio_abi::KIOCB_KEY {
         return neg(Errno::INVAL);
     }
@@ -262,7 +264,7 @@ unsafe fn getevents(
     if min_nr < 0 || nr < 0 || min_nr > nr {
         return neg(Errno::INVAL);
     }
-    match c.getevents(min_nr as usize, nr as usize, events as u64, deadline, mask) {
+    match c.getevents(min_nr as usize, nr as usize, UserPtr::new(events as u64), deadline, mask) {
         Ok(n) => n as i64,
         Err(e) => neg(e),
     }

@@ -15,12 +15,13 @@
 //! one in the page.
 
 use std::io;
+use std::mem::{offset_of, size_of};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use uaio_abi::{aio_ring, io_event, AIO_RING_COMPAT_FEATURES, AIO_RING_INCOMPAT_FEATURES, AIO_RING_MAGIC};
 
-use crate::uaccess::read_user;
+use crate::uaccess::{copy_to_user, read_user, Fault, UserPtr};
 
 const HEADER: usize = core::mem::size_of::<aio_ring>();
 const EVENT: usize = core::mem::size_of::<io_event>();
@@ -270,17 +271,17 @@ impl Ring {
 
     /// The reader's `head`, reduced modulo `nr` (the page is user-writable).
     pub(crate) fn head(&self) -> u32 {
-        self.field(8).load(Ordering::Acquire) % self.nr
+        self.field(offset_of!(aio_ring, head)).load(Ordering::Acquire) % self.nr
     }
 
     /// Stores a new `head` (uaio's own `io_getevents`).
     pub(crate) fn set_head(&self, head: u32) {
-        self.field(8).store(head, Ordering::Release);
+        self.field(offset_of!(aio_ring, head)).store(head, Ordering::Release);
     }
 
     /// Publishes `tail`: every event before it is visible to readers.
     pub(crate) fn publish_tail(&self, tail: u32) {
-        self.field(12).store(tail, Ordering::Release);
+        self.field(offset_of!(aio_ring, tail)).store(tail, Ordering::Release);
     }
 
     fn slot(&self, idx: u32) -> *mut io_event {
@@ -296,9 +297,14 @@ impl Ring {
         unsafe { self.slot(idx).write_volatile(*ev) }
     }
 
-    /// Address of slot `idx` in uaio's view, for copying events out in bulk.
-    pub(crate) fn slot_ptr(&self, idx: u32) -> *const u8 {
-        self.slot(idx).cast()
+    /// Copies the `n` events of slots `idx..idx + n` (which must not pass
+    /// the ring's end) to the application's array at `dst`.
+    pub(crate) fn copy_events(&self, idx: u32, n: usize, dst: UserPtr<io_event>) -> Result<(), Fault> {
+        assert!(idx as usize + n <= self.nr as usize, "events copied past the ring's end");
+        // SAFETY: slots [idx, idx + n) lie in uaio's view of the ring,
+        // mapped while `self` lives; `dst` is the application's memory (see
+        // `UserPtr`), and faults there are recovered.
+        unsafe { copy_to_user(dst.addr(), self.slot(idx).cast(), n * size_of::<io_event>()) }
     }
 
     /// Reads the event at slot `idx`.
@@ -364,7 +370,7 @@ mod tests {
     #[test]
     fn the_application_view_shows_uaio_writes() {
         let ring = Ring::new(Geometry::for_events(4, 2, 4096).unwrap(), 1).unwrap();
-        assert_ne!(ring.addr(), ring.slot_ptr(0) as u64 - HEADER as u64);
+        assert_ne!(ring.addr(), ring.slot(0) as u64 - HEADER as u64);
         ring.write_event(2, &io_event { data: 7, obj: 8, res: 9, res2: 0 });
         ring.publish_tail(3);
         let user = ring.addr();
@@ -385,7 +391,7 @@ mod tests {
         unsafe { std::ptr::copy_nonoverlapping(old as *const u8, copy_at as *mut u8, bytes) };
         assert!(!ring.adopt(copy_at, 0));
         // uaio's own view and unaligned addresses are never a handle.
-        assert!(!ring.adopt(ring.slot_ptr(0) as u64 - HEADER as u64, 0));
+        assert!(!ring.adopt(ring.slot(0) as u64 - HEADER as u64, 0));
         assert!(!ring.adopt(old + 8, 0));
         // Move the application's view, as mremap(MAYMOVE) would.
         // SAFETY: a fresh reservation to move onto.

@@ -11,7 +11,7 @@
 
 use std::cell::Cell;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Once, RwLock, Weak};
 
 use rustix::io::Errno;
@@ -22,6 +22,7 @@ use crate::backend::Backend;
 use crate::kioctx::Kioctx;
 use crate::ring::{page_size, possible_cpus, Geometry};
 use crate::sys::internal_fds;
+use crate::sys::process::{self, Leaked};
 use crate::uaccess::read_user;
 
 #[derive(Debug, Default)]
@@ -38,17 +39,17 @@ struct Process {
     progress: Mutex<Option<Arc<OwnedFd>>>,
 }
 
-static PROCESS: AtomicPtr<Process> = AtomicPtr::new(std::ptr::null_mut());
+static PROCESS: Leaked<Process> = Leaked::new();
 static INIT: Once = Once::new();
 
-fn fresh() -> *mut Process {
-    Box::into_raw(Box::new(Process { table: RwLock::new(Table::default()), progress: Mutex::new(None) }))
+fn fresh() -> Process {
+    Process { table: RwLock::new(Table::default()), progress: Mutex::new(None) }
 }
 
 extern "C" fn after_fork_in_child() {
     // The parent's state is leaked on purpose: other threads may have held
     // its locks at the moment of fork, and its contexts are not ours.
-    PROCESS.store(fresh(), Ordering::SeqCst);
+    PROCESS.replace(fresh());
     EPOCH.fetch_add(1, Ordering::AcqRel);
     threads::after_fork_in_child();
     internal_fds::after_fork_in_child();
@@ -92,16 +93,11 @@ fn under_valgrind() -> bool {
 
 fn process() -> &'static Process {
     INIT.call_once(|| {
-        PROCESS.store(fresh(), Ordering::SeqCst);
-        // SAFETY: registering a plain extern "C" handler with no arguments.
-        unsafe {
-            libc::pthread_atfork(None, None, Some(after_fork_in_child));
-        }
-        // SAFETY: registering a plain extern "C" function with no arguments.
-        unsafe { libc::atexit(finish_file_io_at_exit) };
+        PROCESS.replace(fresh());
+        process::on_fork_child(after_fork_in_child);
+        process::at_exit(finish_file_io_at_exit);
     });
-    // SAFETY: the pointer is set above and never freed (a replaced state is leaked).
-    unsafe { &*PROCESS.load(Ordering::SeqCst) }
+    PROCESS.get().expect("set on first use")
 }
 
 /// Runs when the process calls `exit` or returns from `main`: the kernel
@@ -120,9 +116,7 @@ extern "C" fn finish_file_io_at_exit() {
 }
 
 fn process_if_any() -> Option<&'static Process> {
-    let p = PROCESS.load(Ordering::SeqCst);
-    // SAFETY: as in `process`.
-    (!p.is_null()).then(|| unsafe { &*p })
+    PROCESS.get()
 }
 
 /// The live context behind `handle`, found as the kernel finds it: the

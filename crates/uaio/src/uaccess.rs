@@ -20,6 +20,8 @@
 //! address space are refused before any access.
 
 use std::cell::Cell;
+use std::marker::PhantomData;
+use std::mem::{size_of, size_of_val, MaybeUninit};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Once;
 
@@ -380,24 +382,136 @@ pub(crate) unsafe fn copy_to_user(dst: u64, src: *const u8, len: usize) -> Resul
     }
 }
 
-/// Reads a plain-data value from a user address.
-#[inline]
-pub(crate) fn read_user<T: Copy + Default>(addr: u64) -> Result<T, Fault> {
-    let mut v = T::default();
-    // SAFETY: `v` is a valid destination of size_of::<T>() bytes, and T is
-    // plain data (Copy + Default, only integer fields in this crate's uses).
-    unsafe { copy_from_user((&mut v as *mut T).cast(), addr, core::mem::size_of::<T>())? };
-    Ok(v)
-}
-
-/// Writes a plain-data value to a user address.
+/// Plain data: every bit pattern of its size is a valid value, it owns
+/// nothing (no references, no drop), and it has no padding, so that it can
+/// be copied from and to the application's memory as bytes.
 ///
 /// # Safety
-/// The application must have given uaio the right to write at `addr`.
+/// Implement only for integers, and arrays and `repr(C)` structs of them
+/// without padding (the ABI structs' layouts are checked in `uaio-abi`).
+pub(crate) unsafe trait Pod: Copy + 'static {}
+
+// SAFETY: integers: any bits are a value.
+unsafe impl Pod for u8 {}
+// SAFETY: as above.
+unsafe impl Pod for u32 {}
+// SAFETY: as above.
+unsafe impl Pod for u64 {}
+// SAFETY: as above.
+unsafe impl Pod for i64 {}
+// SAFETY: an array of plain data is plain data.
+unsafe impl<T: Pod, const N: usize> Pod for [T; N] {}
+// SAFETY: repr(C) structs of integers with no padding (layouts checked in
+// uaio-abi): `iocb`, `io_event`, `iovec`, the ring header.
+unsafe impl Pod for uaio_abi::iocb {}
+// SAFETY: as above.
+unsafe impl Pod for uaio_abi::io_event {}
+// SAFETY: as above.
+unsafe impl Pod for uaio_abi::iovec {}
+// SAFETY: as above.
+unsafe impl Pod for uaio_abi::aio_ring {}
+
+/// An address in the application's memory, holding a `T`: the kernel's
+/// `__user` pointer. It is never dereferenced; every access is a copy that
+/// turns a fault into [`Fault`] (`EFAULT`), as the kernel's `copy_from_user`
+/// and `copy_to_user` do.
+///
+/// Making one is safe: the application promised, by calling uaio's entry
+/// points (`unsafe fn`s, see `raw`), that the addresses it names, directly
+/// or in its iocbs and iovecs, are its own memory, as the kernel assumes of
+/// a process; that promise is what makes the writes sound.
+pub(crate) struct UserPtr<T> {
+    addr: u64,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for UserPtr<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for UserPtr<T> {}
+
+impl<T> PartialEq for UserPtr<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.addr == other.addr
+    }
+}
+
+impl<T> Eq for UserPtr<T> {}
+
+impl<T> std::fmt::Debug for UserPtr<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "UserPtr({:#x})", self.addr)
+    }
+}
+
+impl<T: Pod> UserPtr<T> {
+    /// The `T` at the application's address `addr`.
+    #[inline]
+    pub(crate) const fn new(addr: u64) -> Self {
+        UserPtr { addr, _t: PhantomData }
+    }
+
+    /// The address.
+    #[inline]
+    pub(crate) const fn addr(self) -> u64 {
+        self.addr
+    }
+
+    /// The `n`-th `T` of an array starting here.
+    #[inline]
+    pub(crate) const fn add(self, n: usize) -> Self {
+        UserPtr::new(self.addr.wrapping_add((n * size_of::<T>()) as u64))
+    }
+
+    /// A field of the `T` here, `offset` bytes in, named by `get` (which
+    /// gives the field's type); see [`user_field!`].
+    #[inline]
+    pub(crate) const fn field<F: Pod>(self, offset: usize, _get: fn(&T) -> &F) -> UserPtr<F> {
+        UserPtr::new(self.addr.wrapping_add(offset as u64))
+    }
+
+    /// Reads the `T` here.
+    #[inline]
+    pub(crate) fn read(self) -> Result<T, Fault> {
+        let mut v = MaybeUninit::<T>::uninit();
+        // SAFETY: `v` has room for one T; the copy fills all of it or fails.
+        unsafe { copy_from_user(v.as_mut_ptr().cast(), self.addr, size_of::<T>())? };
+        // SAFETY: filled by the copy, and any bits are a T (Pod).
+        Ok(unsafe { v.assume_init() })
+    }
+
+    /// Reads `dst.len()` consecutive `T`s starting here.
+    #[inline]
+    pub(crate) fn read_slice(self, dst: &mut [T]) -> Result<(), Fault> {
+        // SAFETY: `dst` is valid for its own size in bytes; any bits are a T.
+        unsafe { copy_from_user(dst.as_mut_ptr().cast(), self.addr, size_of_val(dst)) }
+    }
+
+    /// Writes `v` here.
+    #[inline]
+    pub(crate) fn write(self, v: &T) -> Result<(), Fault> {
+        // SAFETY: `v` is valid for reads; the application's memory (see the
+        // type's documentation).
+        unsafe { copy_to_user(self.addr, (v as *const T).cast(), size_of::<T>()) }
+    }
+}
+
+/// The field `$f` of the `$T` that `$p` (a [`UserPtr`] to a `$T`) points to,
+/// as a [`UserPtr`] of the field's type, at `offset_of!($T, $f)`.
+macro_rules! user_field {
+    ($p:expr, $T:ty, $f:ident) => {
+        $p.field(core::mem::offset_of!($T, $f), |v: &$T| &v.$f)
+    };
+}
+pub(crate) use user_field;
+
+/// Reads a plain-data value from a user address.
 #[inline]
-pub(crate) unsafe fn write_user<T: Copy>(addr: u64, v: &T) -> Result<(), Fault> {
-    // SAFETY: forwarded contract; `v` is valid for reads.
-    unsafe { copy_to_user(addr, (v as *const T).cast(), core::mem::size_of::<T>()) }
+pub(crate) fn read_user<T: Pod>(addr: u64) -> Result<T, Fault> {
+    UserPtr::<T>::new(addr).read()
 }
 
 #[cfg(test)]
@@ -433,8 +547,8 @@ mod tests {
             assert_ne!(p, libc::MAP_FAILED);
             let base = p as u64;
             assert_eq!(libc::mprotect(p, 4096, libc::PROT_READ), 0);
-            assert_eq!(write_user(base, &7u32), Err(Fault));
-            assert_eq!(write_user(base + 4096, &7u32), Ok(()));
+            assert_eq!(UserPtr::<u32>::new(base).write(&7u32), Err(Fault));
+            assert_eq!(UserPtr::<u32>::new(base + 4096).write(&7u32), Ok(()));
             // A copy straddling into an unmapped page fails as a whole.
             assert_eq!(libc::munmap((base + 4096) as *mut _, 4096), 0);
             assert_eq!(read_user::<u64>(base + 4092), Err(Fault));

@@ -83,7 +83,7 @@ pub(crate) fn may_write_inline(f: &mut FdInfo, rw_flags: u32, off: u64, count: u
     // is when the write runs: the partial-page check needs the position.
     let append = rw_flags & RWF_APPEND != 0 || f.flags & libc::O_APPEND as u32 != 0;
     if append {
-        let Some(size) = file_size(f.fd) else { return false };
+        let Some(size) = crate::sys::file_size(f.fd) else { return false };
         if !edges_ready(f.fd, size, count) {
             return false;
         }
@@ -91,13 +91,6 @@ pub(crate) fn may_write_inline(f: &mut FdInfo, rw_flags: u32, off: u64, count: u
         return false;
     }
     budget::take(count)
-}
-
-/// The file's size, for appending writes.
-fn file_size(fd: i32) -> Option<u64> {
-    // SAFETY: fstat of a descriptor number that was open a moment ago.
-    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-    rustix::fs::fstat(fd).ok().map(|st| st.st_size as u64)
 }
 
 /// The first and last pages of `[off, off + count)` need no read from the
@@ -344,20 +337,17 @@ mod tests {
         let mut f = tempfile::tempfile_in("/var/tmp").expect("temp file");
         f.write_all(&[7u8; 8192]).expect("write");
         f.sync_all().expect("fsync");
-        // SAFETY: advice on an open descriptor.
-        unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM) };
+        rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::Random).expect("fadvise");
         f
     }
 
     /// Drops the (clean) file from the page cache; whether it went.
     fn evict(f: &std::fs::File) -> bool {
-        // SAFETY: advice on an open descriptor.
-        unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        rustix::fs::fadvise(f, 0, None, rustix::fs::Advice::DontNeed).expect("fadvise");
         // A probe starts a read of the page it looks at: evict again after.
         let gone = !page_ready(f.as_raw_fd(), 0) && !page_ready(f.as_raw_fd(), 4096);
         std::thread::sleep(std::time::Duration::from_millis(20));
-        // SAFETY: as above.
-        unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        rustix::fs::fadvise(f, 0, None, rustix::fs::Advice::DontNeed).expect("fadvise");
         gone
     }
 
@@ -381,8 +371,7 @@ mod tests {
         assert!(!edges_ready(fd, 0, 4097));
         // Reading the pages brings them in.
         let mut b = [0u8; 8192];
-        // SAFETY: pread into a local buffer.
-        assert_eq!(unsafe { libc::pread(fd, b.as_mut_ptr().cast(), b.len(), 0) }, 8192);
+        assert_eq!(std::os::unix::fs::FileExt::read_at(&f, &mut b, 0).expect("read"), 8192);
         assert!(edges_ready(fd, 10, 100));
         assert!(edges_ready(fd, 4000, 200));
     }

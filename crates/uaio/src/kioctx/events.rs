@@ -12,7 +12,7 @@ use uaio_abi::*;
 use super::{wake_all, Kioctx, Prepared, Req, Resfd, State};
 use crate::backend::{BackendOp, OpKind};
 use crate::sys;
-use crate::uaccess;
+use crate::uaccess::UserPtr;
 use crate::writeback;
 
 impl Kioctx {
@@ -201,7 +201,7 @@ impl Kioctx {
     }
 
     /// Copies up to `max` events from the ring to the user array at `out`.
-    pub(super) fn consume(&self, out: u64, max: usize) -> Result<usize, Errno> {
+    pub(super) fn consume(&self, out: UserPtr<io_event>, max: usize) -> Result<usize, Errno> {
         if max == 0 {
             return Ok(0);
         }
@@ -213,10 +213,7 @@ impl Kioctx {
         while done < max && head != tail {
             let end = if head < tail { tail } else { nr };
             let n = ((end - head) as usize).min(max - done);
-            // SAFETY: the slots [head, head + n) lie in the ring; `out` is the
-            // application's events array, which it gave us to fill.
-            unsafe { uaccess::copy_to_user(out + 32 * done as u64, self.ring.slot_ptr(head), 32 * n) }
-                .map_err(|_| Errno::FAULT)?;
+            self.ring.copy_events(head, n, out.add(done)).map_err(|_| Errno::FAULT)?;
             done += n;
             head = (head + n as u32) % nr;
         }

@@ -4,7 +4,7 @@
 //! `RWF_NOWAIT` requests, reads served from the page cache, the buffered
 //! writes `writeback` allows, POLLs of files without a poll method.
 
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +18,7 @@ use super::{Kioctx, Resfd, EXITING};
 use crate::backend::OpKind;
 use crate::sys::internal_fds::InternalFd;
 use crate::sys::{self, FdInfo};
-use crate::uaccess::{read_user, write_user};
+use crate::uaccess::{user_field, UserPtr};
 
 /// What `vfs_poll` reports for a file without a poll method.
 const DEFAULT_POLLMASK: u32 = (libc::POLLIN | libc::POLLOUT | libc::POLLRDNORM | libc::POLLWRNORM) as u32;
@@ -77,6 +77,11 @@ impl FdCache {
         self.entries.push(info);
         Ok(self.entries.last_mut().expect("just pushed"))
     }
+}
+
+/// The `aio_key` of the application's iocb at `obj`.
+fn aio_key(obj: u64) -> UserPtr<u32> {
+    user_field!(UserPtr::<iocb>::new(obj), iocb, aio_key)
 }
 
 /// Bytes a prepared read or write moves.
@@ -165,10 +170,9 @@ impl Kioctx {
         if let Some((_, h)) = cache.iter().find(|(n, h)| *n == fd && sys::same_open_file(fd, h.as_raw_fd())) {
             return Ok(Resfd::Held(h.clone()));
         }
-        // SAFETY: the number was open a moment ago; if it was closed since,
-        // the duplication fails. The borrow lasts for the duplication only.
-        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-        match InternalFd::dup_of(borrowed) {
+        // The number was open a moment ago; if it was closed since, the
+        // duplication fails.
+        match InternalFd::dup_of_number(fd) {
             Ok(d) => {
                 if !sys::is_eventfd(d.as_raw_fd()) {
                     return Err(Errno::INVAL);
@@ -259,7 +263,7 @@ impl Kioctx {
         p: &mut Prepared,
         reserved: &mut u32,
     ) -> Result<(), Errno> {
-        let cb: iocb = read_user(obj).map_err(|_| Errno::FAULT)?;
+        let cb: iocb = UserPtr::<iocb>::new(obj).read().map_err(|_| Errno::FAULT)?;
         if cb.aio_reserved2 != 0 {
             return Err(Errno::INVAL);
         }
@@ -327,8 +331,8 @@ impl Kioctx {
             return None;
         }
         let one = iovec { iov_base: addr, iov_len: len as u64 };
-        // SAFETY: writing KIOCB_KEY into the application's iocb, as the kernel does.
-        unsafe { write_user(obj + 8, &KIOCB_KEY) }.ok()?;
+        // KIOCB_KEY goes into the application's iocb, as the kernel writes it.
+        aio_key(obj).write(&KIOCB_KEY).ok()?;
         let (ptr, n) = match &iov {
             Some(v) => (v.as_ptr(), v.len()),
             None => (&one as *const iovec, 1),
@@ -347,8 +351,8 @@ impl Kioctx {
             // Would block, failed, or served only in part: undo the key
             // write if it changed anything and let the full path decide.
             if cb.aio_key != KIOCB_KEY {
-                // SAFETY: restoring the value the application had there.
-                let _ = unsafe { write_user(obj + 8, &cb.aio_key) };
+                // The value the application had there comes back.
+                let _ = aio_key(obj).write(&cb.aio_key);
             }
             return None;
         }
@@ -366,8 +370,8 @@ impl Kioctx {
     ) -> Result<(), Errno> {
         fds.get(cb.aio_fildes)?;
         let resfd = self.hold_resfd(cb, fds)?;
-        // SAFETY: writing KIOCB_KEY into the application's iocb, as the kernel does.
-        unsafe { write_user(obj + 8, &KIOCB_KEY) }.map_err(|_| Errno::FAULT)?;
+        // KIOCB_KEY goes into the application's iocb, as the kernel writes it.
+        aio_key(obj).write(&KIOCB_KEY).map_err(|_| Errno::FAULT)?;
         let behind_write = fds.backend_write;
         let f = fds.get(cb.aio_fildes)?;
         p.reset(cb, obj, resfd);

@@ -7,7 +7,7 @@ use rustix::io::Errno;
 use uaio_abi::*;
 
 use crate::sys::{self, FdInfo};
-use crate::uaccess::{self, access_ok, read_user};
+use crate::uaccess::{access_ok, UserPtr};
 
 /// Largest byte count of one read or write (`MAX_RW_COUNT`).
 const MAX_RW_COUNT: u64 = 0x7fff_f000;
@@ -85,7 +85,7 @@ pub(super) fn import_iovecs(addr: u64, n: u64) -> Result<(Box<[iovec]>, u64), Er
         // One segment is imported like a plain buffer: a negative length is
         // refused, then the length is capped at MAX_RW_COUNT before the
         // range check.
-        let mut one = read_user::<iovec>(addr).map_err(|_| Errno::FAULT)?;
+        let mut one = UserPtr::<iovec>::new(addr).read().map_err(|_| Errno::FAULT)?;
         if (one.iov_len as i64) < 0 {
             return Err(Errno::INVAL);
         }
@@ -97,12 +97,12 @@ pub(super) fn import_iovecs(addr: u64, n: u64) -> Result<(Box<[iovec]>, u64), Er
         return Ok((vec![one].into_boxed_slice(), total));
     }
     let mut v = vec![iovec::default(); n as usize].into_boxed_slice();
-    // SAFETY: `v` has room for n iovecs.
-    let whole = unsafe { uaccess::copy_from_user(v.as_mut_ptr().cast(), addr, n as usize * 16) };
+    let array = UserPtr::<iovec>::new(addr);
+    let whole = array.read_slice(&mut v);
     if whole.is_err() {
         // Find which comes first, a negative length or the fault.
         for (i, slot) in v.iter_mut().enumerate() {
-            *slot = read_user::<iovec>(addr + 16 * i as u64).map_err(|_| Errno::FAULT)?;
+            *slot = array.add(i).read().map_err(|_| Errno::FAULT)?;
             if (slot.iov_len as i64) < 0 {
                 return Err(Errno::INVAL);
             }

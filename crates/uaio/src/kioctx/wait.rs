@@ -9,9 +9,11 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use rustix::io::Errno;
+use uaio_abi::io_event;
 
 use super::{wake_all, Kioctx};
 use crate::sys;
+use crate::uaccess::UserPtr;
 
 /// When `io_getevents` gives up waiting.
 #[derive(Debug, Clone, Copy)]
@@ -45,7 +47,7 @@ impl Kioctx {
         &self,
         min_nr: usize,
         nr: usize,
-        out: u64,
+        out: UserPtr<io_event>,
         deadline: Deadline,
         sigmask: Option<u64>,
     ) -> Result<usize, Errno> {
@@ -76,7 +78,7 @@ impl Kioctx {
         mut got: usize,
         min_nr: usize,
         nr: usize,
-        out: u64,
+        out: UserPtr<io_event>,
         deadline: Deadline,
         sigmask: Option<u64>,
     ) -> Result<usize, Errno> {
@@ -95,7 +97,7 @@ impl Kioctx {
                 || matches!(deadline, Deadline::At(t) if t <= Instant::now());
             first = false;
             if take {
-                match self.consume(out + 32 * got as u64, nr - got) {
+                match self.consume(out.add(got), nr - got) {
                     Ok(n) => got += n,
                     Err(e) => break if got > 0 { Ok(got) } else { Err(e) },
                 }
@@ -118,7 +120,7 @@ impl Kioctx {
                 Err(Errno::INTR) => {
                     // What is there goes with the interruption, as the
                     // kernel reads once more before it leaves.
-                    if let Ok(n) = self.consume(out + 32 * got as u64, nr - got) {
+                    if let Ok(n) = self.consume(out.add(got), nr - got) {
                         got += n;
                     }
                     break if got > 0 { Ok(got) } else { Err(Errno::INTR) };

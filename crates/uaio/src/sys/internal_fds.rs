@@ -75,10 +75,17 @@ impl InternalFd {
     /// recorded as uaio's. `EMFILE` when no number is left there, `EBADF`
     /// when `fd` is no longer open.
     pub(crate) fn dup_of(fd: BorrowedFd<'_>) -> Result<InternalFd, Errno> {
+        InternalFd::dup_of_number(fd.as_raw_fd())
+    }
+
+    /// [`InternalFd::dup_of`] by number: what the number names at the
+    /// moment of the call (`EBADF` if nothing).
+    pub(crate) fn dup_of_number(fd: i32) -> Result<InternalFd, Errno> {
         let min = floor();
-        // SAFETY: F_DUPFD_CLOEXEC on an open descriptor; the result, if
-        // any, is a new descriptor that only this function holds.
-        let d = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) };
+        // SAFETY: F_DUPFD_CLOEXEC on a descriptor number (a closed one just
+        // fails); the result, if any, is a new descriptor that only this
+        // function holds.
+        let d = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, min) };
         if d < 0 {
             // EBADF when the descriptor was closed meanwhile; any other
             // failure means no number is left above the floor.

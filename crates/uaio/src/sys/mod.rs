@@ -10,6 +10,7 @@ use std::os::fd::BorrowedFd;
 pub(crate) mod direct_hint;
 mod fdinfo;
 pub(crate) mod internal_fds;
+pub(crate) mod process;
 mod signals;
 mod syscall;
 
@@ -64,4 +65,11 @@ pub(crate) fn can_use_rt_ioprio() -> bool {
         Ok(c) => c.effective.intersects(CapabilitySet::SYS_ADMIN | CapabilitySet::SYS_NICE),
         Err(_) => false,
     }
+}
+
+/// The size of the file `fd` names (`None` if it is not open).
+pub(crate) fn file_size(fd: i32) -> Option<u64> {
+    // SAFETY: fstat of a descriptor number; a closed one just fails.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    rustix::fs::fstat(fd).ok().map(|st| st.st_size as u64)
 }
