@@ -131,3 +131,47 @@ pub fn live_contexts() -> usize {
 pub fn aio_max_nr() -> u64 {
     table::aio_max_nr()
 }
+
+/// Why this process uses the backend [`backend_name`] names: set by
+/// `UAIO_BACKEND`, or the automatic choice (io_uring when this process may
+/// use it and does not run under valgrind, else the thread pool).
+pub fn backend_reason() -> &'static str {
+    let set =
+        matches!(std::env::var("UAIO_BACKEND").as_deref(), Ok("threads" | "thread" | "pool" | "uring" | "io_uring"));
+    match (set, table::choice(), io_uring_available()) {
+        (true, _, _) => "set by UAIO_BACKEND",
+        (false, table::Choice::Uring, _) => "automatic: io_uring is available to this process",
+        (false, table::Choice::Threads, false) => "automatic: io_uring is not available to this process",
+        (false, table::Choice::Threads, true) => {
+            "automatic: the process runs under valgrind, which holds its lock across io_uring_enter"
+        }
+    }
+}
+
+/// The completion ring `io_setup(nr_events)` makes on this machine, by the
+/// kernel's sizing rule (the same for uaio and for the kernel).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RingGeometry {
+    /// Possible CPUs, as the kernel counts them for the sizing.
+    pub cpus: u32,
+    /// The page size the ring is rounded to.
+    pub page_size: usize,
+    /// Event slots (`ring->nr`): `max(nr_events, 4 * cpus) * 2 + 2`,
+    /// rounded up to whole pages of 32-byte events after a 32-byte header.
+    pub nr: u32,
+    /// Bytes mapped for the ring (whole pages).
+    pub bytes: usize,
+    /// Requests that may be pending at once (the kernel keeps per-CPU slack).
+    pub capacity: u32,
+}
+
+/// The ring geometry for `io_setup(nr_events)`, or the errno the sizing
+/// fails with (`EINVAL` when the doubled count is too large, `EAGAIN` when
+/// it wraps to 0). `io_setup`'s other checks (`nr_events == 0`,
+/// `aio-max-nr`) are not made here.
+pub fn ring_geometry(nr_events: u32) -> Result<RingGeometry, std::io::Error> {
+    let (cpus, page_size) = (ring::possible_cpus(), ring::page_size());
+    let g = ring::Geometry::for_events(nr_events, cpus, page_size)
+        .map_err(|e| std::io::Error::from_raw_os_error(e.raw_os_error()))?;
+    Ok(RingGeometry { cpus, page_size, nr: g.nr, bytes: g.bytes, capacity: g.capacity })
+}
