@@ -470,13 +470,25 @@ impl<'fd> AsyncContext<'fd> {
     }
 
     /// Consumes the eventfd's count, then reaps. Pending when nothing is
-    /// ready (the task of `cx` is then woken by the next completion).
-    fn drive(&self, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+    /// ready: the task of `cx` is then the one the next completion wakes,
+    /// and `me` is recorded as the driver. The registration and the record
+    /// happen under the state lock (`st`), so the driver is always the
+    /// future whose waker the reactor holds.
+    fn drive(
+        &self,
+        mut st: MutexGuard<'_, State<'fd>>,
+        me: (u32, u64),
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<io::Result<()>> {
         let mut guard = match self.efd.poll_read_ready(cx) {
             Poll::Ready(Ok(g)) => g,
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-            Poll::Pending => return Poll::Pending,
+            Poll::Pending => {
+                st.driver = Some(me);
+                return Poll::Pending;
+            }
         };
+        drop(st);
         let mut count = [0u8; 8];
         // Read until the eventfd is empty: `try_io` clears the readiness on
         // EAGAIN, so the next completion makes it ready again.
@@ -487,9 +499,11 @@ impl<'fd> AsyncContext<'fd> {
     }
 
     /// Wakes a waiting future other than `me` so that it takes over the
-    /// reactor registration.
+    /// reactor registration, when `me` leaves as the driver, or when there
+    /// is none: a future woken to take over may have found its completion
+    /// through the eventfd at once and is leaving without registering.
     fn hand_off(st: &mut State<'fd>, me: (u32, u64)) {
-        if st.driver != Some(me) {
+        if st.driver.is_some_and(|d| d != me) {
             return;
         }
         st.driver = None;
@@ -518,6 +532,7 @@ impl<'fd> AsyncContext<'fd> {
                 let mut st = self.lock();
                 if let Some(Slot::Done(res)) = st.slots.entry(me.0).value {
                     st.slots.remove(me.0);
+                    AsyncContext::hand_off(&mut st, me);
                     return res;
                 }
             }
@@ -621,35 +636,29 @@ impl<'fd, B: IoBuffer> Future for Flight<'_, 'fd, B> {
             }
         };
         loop {
-            {
-                let mut st = ctx.lock();
-                let e = st.slots.entry(me.0);
-                match &mut e.value {
-                    Some(Slot::Done(res)) => {
-                        let res = *res;
-                        st.slots.remove(me.0);
-                        AsyncContext::hand_off(&mut st, me);
-                        this.slot = None;
-                        drop(st);
-                        let req = this.req.take().expect("present");
-                        let out =
-                            if res < 0 { Err(io::Error::from_raw_os_error(-res as i32)) } else { Ok(res as usize) };
-                        return Poll::Ready((out, req));
-                    }
-                    Some(Slot::Waiting(w)) => {
-                        if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                            *w = Some(cx.waker().clone());
-                        }
-                    }
-                    _ => unreachable!("a live future's slot is waiting or done"),
+            let mut st = ctx.lock();
+            let e = st.slots.entry(me.0);
+            match &mut e.value {
+                Some(Slot::Done(res)) => {
+                    let res = *res;
+                    st.slots.remove(me.0);
+                    AsyncContext::hand_off(&mut st, me);
+                    this.slot = None;
+                    drop(st);
+                    let req = this.req.take().expect("present");
+                    let out = if res < 0 { Err(io::Error::from_raw_os_error(-res as i32)) } else { Ok(res as usize) };
+                    return Poll::Ready((out, req));
                 }
+                Some(Slot::Waiting(w)) => {
+                    if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                        *w = Some(cx.waker().clone());
+                    }
+                }
+                _ => unreachable!("a live future's slot is waiting or done"),
             }
-            match ctx.drive(cx) {
+            match ctx.drive(st, me, cx) {
                 Poll::Ready(Ok(())) => continue,
-                Poll::Pending => {
-                    ctx.lock().driver = Some(me);
-                    return Poll::Pending;
-                }
+                Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(_)) => {
                     let res = ctx.finish_blocking(me);
                     this.slot = None;
