@@ -255,3 +255,32 @@ async fn direct_io_with_aligned_buffers() {
     assert_eq!(n.unwrap(), 8192);
     assert!(buf.iter().all(|&b| b == 7));
 }
+
+/// Futures dropped while pending, from many tasks at once: every one is
+/// cancelled, the context keeps going, and nothing is left in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_tasks_dropping_futures_while_others_complete() {
+    let (r, _w) = rustix::pipe::pipe().unwrap();
+    let r = Arc::new(r);
+    let ctx: Arc<AsyncContext<'static>> = Arc::new(AsyncContext::new(64).unwrap());
+    let mut tasks = Vec::new();
+    for t in 0..16u64 {
+        let (ctx, r) = (ctx.clone(), r.clone());
+        tasks.push(tokio::spawn(async move {
+            let file = Arc::new(tempfile::tempfile().unwrap());
+            for i in 0..50u64 {
+                tokio::select! {
+                    _ = ctx.read(r.clone(), vec![0; 8], 0) => panic!("the pipe is empty"),
+                    (n, _) = ctx.write(file.clone(), vec![t as u8; 16], i * 16) => assert_eq!(n.unwrap(), 16),
+                }
+            }
+            file.metadata().unwrap().len()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(no_hang(t).await.unwrap(), 50 * 16);
+    }
+    while ctx.pending() > 0 {
+        no_hang(ctx.noop()).await.unwrap();
+    }
+}
