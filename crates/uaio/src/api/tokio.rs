@@ -107,40 +107,24 @@ struct State<'fd> {
 /// # }
 /// ```
 ///
-/// Many operations at once, from one task:
+/// Many operations at once, from many tasks:
 ///
 /// ```
-/// # #[tokio::main(flavor = "current_thread")]
+/// # #[tokio::main]
 /// # async fn main() -> std::io::Result<()> {
 /// use std::sync::Arc;
 /// let file = Arc::new(tempfile::tempfile()?);
-/// let ctx = uaio::AsyncContext::new(64)?;
-/// let writes = (0..16u64).map(|i| ctx.write(file.clone(), vec![i as u8; 4096], i * 4096));
-/// for (res, _) in futures_join_all(writes).await {
-///     assert_eq!(res?, 4096);
+/// let ctx = Arc::new(uaio::AsyncContext::new(64)?);
+/// let mut tasks = tokio::task::JoinSet::new();
+/// for i in 0..16u64 {
+///     let (ctx, file) = (ctx.clone(), file.clone());
+///     tasks.spawn(async move { ctx.write(file, vec![i as u8; 4096], i * 4096).await.0 });
 /// }
+/// while let Some(written) = tasks.join_next().await {
+///     assert_eq!(written??, 4096);
+/// }
+/// assert_eq!(file.metadata()?.len(), 16 * 4096);
 /// # Ok(())
-/// # }
-/// # async fn futures_join_all<F: std::future::Future>(fs: impl Iterator<Item = F>) -> Vec<F::Output> {
-/// #     let mut set = Vec::new();
-/// #     for f in fs { set.push(Box::pin(f)); }
-/// #     let mut out = Vec::new();
-/// #     // Poll them all concurrently: a minimal join_all.
-/// #     let mut done: Vec<Option<F::Output>> = set.iter().map(|_| None).collect();
-/// #     std::future::poll_fn(|cx| {
-/// #         let mut all = true;
-/// #         for (f, d) in set.iter_mut().zip(done.iter_mut()) {
-/// #             if d.is_none() {
-/// #                 match f.as_mut().poll(cx) {
-/// #                     std::task::Poll::Ready(v) => *d = Some(v),
-/// #                     std::task::Poll::Pending => all = false,
-/// #                 }
-/// #             }
-/// #         }
-/// #         if all { std::task::Poll::Ready(()) } else { std::task::Poll::Pending }
-/// #     }).await;
-/// #     out.extend(done.into_iter().map(Option::unwrap));
-/// #     out
 /// # }
 /// ```
 ///
