@@ -14,25 +14,16 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use rustix::io::Errno;
+use rustix::io::ReadWriteFlags;
 use rustix::io_uring::{
-    io_uring_enter, io_uring_enter_arg, io_uring_getevents_arg, io_uring_params, io_uring_ptr, io_uring_register,
-    io_uring_setup, IoringEnterFlags, IoringRegisterOp, IoringSetupFlags,
+    addr_or_splice_off_in_union, io_uring_cqe, io_uring_enter, io_uring_enter_arg, io_uring_getevents_arg,
+    io_uring_params, io_uring_ptr, io_uring_register, io_uring_setup, io_uring_sqe, io_uring_user_data, ioprio_union,
+    len_union, off_or_addr2_union, op_flags_union, IoringCqFlags, IoringEnterFlags, IoringFsyncFlags, IoringOp,
+    IoringRegisterOp, IoringSetupFlags, IORING_OFF_SQES,
 };
 
 use super::{Backend, BackendOp, OpKind};
 use crate::sys::internal_fds::InternalFd;
-
-const OP_READV: u8 = 1;
-const OP_WRITEV: u8 = 2;
-const OP_FSYNC: u8 = 3;
-const OP_POLL_ADD: u8 = 6;
-const OP_TIMEOUT: u8 = 11;
-const OP_ASYNC_CANCEL: u8 = 14;
-const OP_READ: u8 = 22;
-const OP_WRITE: u8 = 23;
-
-const FSYNC_DATASYNC: u32 = 1;
-const CQ_EVENTFD_DISABLED: u32 = 1;
 
 /// The relative timeout of a wake-up entry: expires at once. The kernel
 /// copies it when the entry is submitted.
@@ -44,37 +35,23 @@ const INTERNAL_HIGH: u64 = 0xffff_ffff;
 const TAG_WAKE: u64 = u64::MAX;
 const TAG_CANCEL: u64 = u64::MAX - 1;
 
-/// An io_uring submission queue entry (64 bytes).
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-struct Sqe {
-    opcode: u8,
-    flags: u8,
-    ioprio: u16,
-    fd: i32,
-    off: u64,
-    addr: u64,
-    len: u32,
-    op_flags: u32,
-    user_data: u64,
-    buf_index: u16,
-    personality: u16,
-    splice_fd_in: i32,
-    addr3: u64,
-    pad: u64,
-}
+/// A submission queue entry (rustix's copy of the kernel's ABI).
+type Sqe = io_uring_sqe;
+/// A completion queue entry.
+type Cqe = io_uring_cqe;
 
-/// An io_uring completion queue entry (16 bytes).
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-struct Cqe {
-    user_data: u64,
-    res: i32,
-    flags: u32,
+/// An entry with the fields every one of uaio's uses sets.
+fn sqe(opcode: IoringOp, fd: i32, addr: u64, len: u32, off: u64, user_data: u64) -> Sqe {
+    Sqe {
+        opcode,
+        fd,
+        off_or_addr2: off_or_addr2_union { off },
+        addr_or_splice_off_in: addr_or_splice_off_in_union { addr: io_uring_ptr::new(addr as *mut core::ffi::c_void) },
+        len: len_union { len },
+        user_data: io_uring_user_data::from_u64(user_data),
+        ..Sqe::default()
+    }
 }
-
-const _: () = assert!(core::mem::size_of::<Sqe>() == 64);
-const _: () = assert!(core::mem::size_of::<Cqe>() == 16);
 
 #[derive(Debug)]
 struct Map {
@@ -187,7 +164,7 @@ impl Uring {
         let cq_len = cq_off.cqes as usize + params.cq_entries as usize * core::mem::size_of::<Cqe>();
         // IORING_FEAT_SINGLE_MMAP (5.4+): one mapping holds both rings.
         let rings = Map::new(fd.as_fd(), sq_len.max(cq_len), 0)?;
-        let sqes = Map::new(fd.as_fd(), params.sq_entries as usize * 64, 0x1000_0000)?;
+        let sqes = Map::new(fd.as_fd(), params.sq_entries as usize * core::mem::size_of::<Sqe>(), IORING_OFF_SQES)?;
         let sq = Sq {
             head: rings.at(sq_off.head),
             tail: rings.at(sq_off.tail),
@@ -269,23 +246,24 @@ impl Uring {
     }
 
     fn sqe_for(op: &BackendOp) -> Sqe {
+        let rw = || op_flags_union { rw_flags: ReadWriteFlags::from_bits_retain(op.rw_flags) };
         let (opcode, op_flags) = match op.kind {
-            OpKind::Read => (OP_READ, op.rw_flags),
-            OpKind::Write => (OP_WRITE, op.rw_flags),
-            OpKind::Readv => (OP_READV, op.rw_flags),
-            OpKind::Writev => (OP_WRITEV, op.rw_flags),
-            OpKind::Fsync => (OP_FSYNC, 0),
-            OpKind::Fdatasync => (OP_FSYNC, FSYNC_DATASYNC),
+            OpKind::Read => (IoringOp::Read, rw()),
+            OpKind::Write => (IoringOp::Write, rw()),
+            OpKind::Readv => (IoringOp::Readv, rw()),
+            OpKind::Writev => (IoringOp::Writev, rw()),
+            OpKind::Fsync => (IoringOp::Fsync, op_flags_union { fsync_flags: IoringFsyncFlags::empty() }),
+            OpKind::Fdatasync => (IoringOp::Fsync, op_flags_union { fsync_flags: IoringFsyncFlags::DATASYNC }),
             // A wake-up completes the kernel's AIO poll with the waker's whole
             // mask; asking for the usual companions of IN and OUT as well
             // reproduces that for pipes, eventfds and sockets.
-            OpKind::Poll => (OP_POLL_ADD, poll_companions(op.poll_mask)),
+            OpKind::Poll => (IoringOp::PollAdd, op_flags_union { poll32_events: poll_companions(op.poll_mask) }),
         };
         let (addr, len, off) = match op.kind {
             OpKind::Fsync | OpKind::Fdatasync | OpKind::Poll => (0, 0, 0),
             _ => (op.addr, op.len, op.off),
         };
-        Sqe { opcode, ioprio: op.ioprio, fd: op.fd, off, addr, len, op_flags, user_data: op.key, ..Sqe::default() }
+        Sqe { ioprio: ioprio_union { ioprio: op.ioprio }, op_flags, ..sqe(opcode, op.fd, addr, len, off, op.key) }
     }
 }
 
@@ -323,8 +301,9 @@ impl Backend for Uring {
             while h != tail {
                 let cqe = self.cqes.add((h & self.cq_mask) as usize).read();
                 h = h.wrapping_add(1);
-                if cqe.user_data >> 32 != INTERNAL_HIGH {
-                    sink(cqe.user_data, cqe.res);
+                let key = cqe.user_data.u64_();
+                if key >> 32 != INTERNAL_HIGH {
+                    sink(key, cqe.res);
                 }
             }
             (*self.cq_head).store(tail, Ordering::Release);
@@ -358,18 +337,12 @@ impl Backend for Uring {
     fn wake(&self) {
         // A timeout completion ends every wait in io_uring_enter, whatever
         // number of completions it waits for (a NOP would count as one).
-        let _ = self.push(&[Sqe {
-            opcode: OP_TIMEOUT,
-            addr: &WAKE_NOW as *const rustix::fs::Timespec as u64,
-            len: 1,
-            user_data: TAG_WAKE,
-            ..Sqe::default()
-        }]);
+        let _ =
+            self.push(&[sqe(IoringOp::Timeout, 0, &WAKE_NOW as *const rustix::fs::Timespec as u64, 1, 0, TAG_WAKE)]);
     }
 
     fn cancel(&self, key: u64) {
-        let _ =
-            self.push(&[Sqe { opcode: OP_ASYNC_CANCEL, fd: -1, addr: key, user_data: TAG_CANCEL, ..Sqe::default() }]);
+        let _ = self.push(&[sqe(IoringOp::AsyncCancel, -1, key, 0, 0, TAG_CANCEL)]);
     }
 
     fn set_notify(&self, on: bool) {
@@ -377,9 +350,9 @@ impl Backend for Uring {
         // EVENTFD_DISABLED bit is ours to change.
         unsafe {
             if on {
-                (*self.cq_flags).fetch_and(!CQ_EVENTFD_DISABLED, Ordering::SeqCst);
+                (*self.cq_flags).fetch_and(!IoringCqFlags::EVENTFD_DISABLED.bits(), Ordering::SeqCst);
             } else {
-                (*self.cq_flags).fetch_or(CQ_EVENTFD_DISABLED, Ordering::SeqCst);
+                (*self.cq_flags).fetch_or(IoringCqFlags::EVENTFD_DISABLED.bits(), Ordering::SeqCst);
             }
         }
     }
