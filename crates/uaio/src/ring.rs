@@ -16,11 +16,11 @@
 
 use std::io;
 use std::mem::{offset_of, size_of};
-use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use uaio_abi::{aio_ring, io_event, AIO_RING_COMPAT_FEATURES, AIO_RING_INCOMPAT_FEATURES, AIO_RING_MAGIC};
 
+use crate::sys::mmap::Mapping;
 use crate::uaccess::{copy_to_user, read_user, Fault, UserPtr};
 
 const HEADER: usize = core::mem::size_of::<aio_ring>();
@@ -113,7 +113,7 @@ impl Geometry {
 #[derive(Debug)]
 pub(crate) struct Ring {
     /// uaio's own view of the pages.
-    base: NonNull<u8>,
+    base: Mapping,
     /// The application's view: the handle. It changes when the application
     /// moves the ring and uses the new address ([`Ring::adopt`]).
     user: AtomicU64,
@@ -135,7 +135,7 @@ unsafe impl Sync for Ring {}
 /// mapping, then `mremap` with old size 0, which maps the same pages a
 /// second time). Where that is refused (valgrind answers `EINVAL`), through
 /// a memfd that is closed as soon as both views exist.
-fn two_views(bytes: usize) -> io::Result<(*mut core::ffi::c_void, *mut core::ffi::c_void)> {
+fn two_views(bytes: usize) -> io::Result<(Mapping, *mut core::ffi::c_void)> {
     use rustix::mm::{MapFlags, MremapFlags, ProtFlags};
     let rw = ProtFlags::READ | ProtFlags::WRITE;
     // SAFETY: a fresh anonymous mapping; nothing else refers to it.
@@ -143,7 +143,8 @@ fn two_views(bytes: usize) -> io::Result<(*mut core::ffi::c_void, *mut core::ffi
     // SAFETY: a second mapping of the pages just mapped; the first stays
     // where it is (old size 0 moves nothing).
     match unsafe { rustix::mm::mremap(own, 0, bytes, MremapFlags::MAYMOVE) } {
-        Ok(user) => return Ok((own, user)),
+        // SAFETY: the first view is ours alone from now on.
+        Ok(user) => return Ok((unsafe { Mapping::own(own, bytes) }, user)),
         Err(e) => {
             // SAFETY: unmapping the mapping made above, which nothing uses.
             let _ = unsafe { rustix::mm::munmap(own, bytes) };
@@ -158,7 +159,8 @@ fn two_views(bytes: usize) -> io::Result<(*mut core::ffi::c_void, *mut core::ffi
     let own = unsafe { rustix::mm::mmap(std::ptr::null_mut(), bytes, rw, MapFlags::SHARED, &fd, 0)? };
     // SAFETY: as above, the same pages a second time.
     match unsafe { rustix::mm::mmap(std::ptr::null_mut(), bytes, rw, MapFlags::SHARED, &fd, 0) } {
-        Ok(user) => Ok((own, user)),
+        // SAFETY: as above.
+        Ok(user) => Ok((unsafe { Mapping::own(own, bytes) }, user)),
         Err(e) => {
             // SAFETY: unmapping the first view, which nothing uses yet.
             let _ = unsafe { rustix::mm::munmap(own, bytes) };
@@ -174,17 +176,17 @@ impl Ring {
     /// the same pages of a shared anonymous mapping again.
     pub(crate) fn new(geo: Geometry, id: u32) -> io::Result<Ring> {
         let (own, user) = two_views(geo.bytes)?;
+        // Only after the second view exists: mremap would copy the flag.
+        // SAFETY: advice on uaio's own mapping; failure only costs the
+        // child an inherited copy it never touches.
+        let _ = unsafe { rustix::mm::madvise(own.as_ptr().cast(), geo.bytes, rustix::mm::Advice::LinuxDontFork) };
         let ring = Ring {
-            base: NonNull::new(own.cast()).expect("mmap returned null"),
+            base: own,
             user: AtomicU64::new(user as u64),
             user_mapped: AtomicBool::new(true),
             bytes: geo.bytes,
             nr: geo.nr,
         };
-        // Only after the second view exists: mremap would copy the flag.
-        // SAFETY: advice on uaio's own mapping; failure only costs the
-        // child an inherited copy it never touches.
-        let _ = unsafe { rustix::mm::madvise(own, geo.bytes, rustix::mm::Advice::LinuxDontFork) };
         let h = aio_ring {
             id,
             nr: geo.nr,
@@ -319,11 +321,8 @@ impl Drop for Ring {
     fn drop(&mut self) {
         // A ring never handed out through the table still has the
         // application's view; a destroyed one had it unmapped at io_destroy.
+        // uaio's own view goes with `base`.
         self.unmap_user();
-        // SAFETY: unmapping uaio's own view once; nothing refers to it any more.
-        unsafe {
-            let _ = rustix::mm::munmap(self.base.as_ptr().cast(), self.bytes);
-        }
     }
 }
 

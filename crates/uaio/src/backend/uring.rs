@@ -8,7 +8,6 @@
 //! C library's `syscall()`, which the drop-in library interposes.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -24,6 +23,7 @@ use rustix::io_uring::{
 
 use super::{Backend, BackendOp, OpKind};
 use crate::sys::internal_fds::InternalFd;
+use crate::sys::mmap::Mapping;
 
 /// The relative timeout of a wake-up entry: expires at once. The kernel
 /// copies it when the entry is submitted.
@@ -54,44 +54,6 @@ fn sqe(opcode: IoringOp, fd: i32, addr: u64, len: u32, off: u64, user_data: u64)
 }
 
 #[derive(Debug)]
-struct Map {
-    ptr: NonNull<u8>,
-    len: usize,
-}
-
-impl Map {
-    fn new(fd: BorrowedFd<'_>, len: usize, offset: u64) -> Result<Map, Errno> {
-        // SAFETY: mapping the io_uring region the kernel describes at `offset`.
-        let p = unsafe {
-            rustix::mm::mmap(
-                std::ptr::null_mut(),
-                len,
-                rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
-                rustix::mm::MapFlags::SHARED | rustix::mm::MapFlags::POPULATE,
-                fd,
-                offset,
-            )?
-        };
-        Ok(Map { ptr: NonNull::new(p.cast()).ok_or(Errno::NOMEM)?, len })
-    }
-
-    fn at<T>(&self, off: u32) -> *mut T {
-        debug_assert!((off as usize) < self.len);
-        // SAFETY: offsets come from the kernel and lie inside the mapping.
-        unsafe { self.ptr.as_ptr().add(off as usize).cast() }
-    }
-}
-
-impl Drop for Map {
-    fn drop(&mut self) {
-        // SAFETY: our own mapping, unmapped once.
-        unsafe {
-            let _ = rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len);
-        }
-    }
-}
-
-#[derive(Debug)]
 struct Sq {
     head: *const AtomicU32,
     tail: *const AtomicU32,
@@ -114,8 +76,8 @@ pub(crate) struct Uring {
     cq_flags: *const AtomicU32,
     cq_mask: u32,
     cqes: *const Cqe,
-    _rings: Map,
-    _sqes: Map,
+    _rings: Mapping,
+    _sqes: Mapping,
 }
 
 // SAFETY: the raw pointers point into mappings owned by this struct; the SQ
@@ -163,8 +125,9 @@ impl Uring {
         let sq_len = sq_off.array as usize + if no_sqarray { 0 } else { params.sq_entries as usize * 4 };
         let cq_len = cq_off.cqes as usize + params.cq_entries as usize * core::mem::size_of::<Cqe>();
         // IORING_FEAT_SINGLE_MMAP (5.4+): one mapping holds both rings.
-        let rings = Map::new(fd.as_fd(), sq_len.max(cq_len), 0)?;
-        let sqes = Map::new(fd.as_fd(), params.sq_entries as usize * core::mem::size_of::<Sqe>(), IORING_OFF_SQES)?;
+        let rings = Mapping::shared(fd.as_fd(), sq_len.max(cq_len), 0)?;
+        let sqes =
+            Mapping::shared(fd.as_fd(), params.sq_entries as usize * core::mem::size_of::<Sqe>(), IORING_OFF_SQES)?;
         let sq = Sq {
             head: rings.at(sq_off.head),
             tail: rings.at(sq_off.tail),
@@ -173,7 +136,7 @@ impl Uring {
             // SAFETY: as above.
             entries: unsafe { *rings.at::<u32>(sq_off.ring_entries) },
             array: if no_sqarray { std::ptr::null_mut() } else { rings.at(sq_off.array) },
-            sqes: sqes.ptr.as_ptr().cast(),
+            sqes: sqes.as_ptr().cast(),
             pending: 0,
             // SAFETY: the tail field is a live u32 in the mapping.
             local_tail: unsafe { (*rings.at::<AtomicU32>(sq_off.tail)).load(Ordering::Relaxed) },

@@ -10,6 +10,7 @@ use std::os::fd::BorrowedFd;
 pub(crate) mod direct_hint;
 mod fdinfo;
 pub(crate) mod internal_fds;
+pub(crate) mod mmap;
 pub(crate) mod process;
 mod signals;
 mod syscall;
