@@ -26,6 +26,10 @@ if [ -n "$(need)" ]; then
 fi
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
+# Every crate inherits the workspace's rust-version and lints; no dependency
+# needs a newer Rust (clippy's incompatible_msrv, above, checks the API items
+# the code uses against the same rust-version).
+python3 scripts/check-manifests.py
 echo "== all tests, automatic backend (io_uring here)"
 cargo test --workspace
 cargo test -p uaio --all-features; UAIO_BACKEND=threads cargo test -p uaio --all-features --test tokio_api; cargo run -q -p uaio --features tokio --example tokio_copy; cargo run -q -p uaio --features tokio --example direct_read
