@@ -215,3 +215,92 @@ fn completions_are_generated() {
         .expect("bash -n");
     assert!(check.success(), "the bash completion script parses");
 }
+
+/// `uaio ARGS` in a child that a seccomp filter refuses (`EPERM`) the
+/// system calls `refused`, as a container's profile may.
+fn uaio_under_seccomp(args: &[&str], refused: &[libc::c_long]) -> Output {
+    const LD_ABS_W: u16 = 0x20;
+    const JEQ_K: u16 = 0x15;
+    const RET_K: u16 = 0x06;
+    const ALLOW: u32 = 0x7fff_0000;
+    const ERRNO_EPERM: u32 = 0x0005_0000 | libc::EPERM as u32;
+    const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+    let op = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+    // Load the architecture (offset 4), allow anything foreign; load the
+    // system call number (offset 0), refuse each listed one, allow the rest.
+    let mut prog = vec![op(LD_ABS_W, 0, 0, 4), op(JEQ_K, 1, 0, AUDIT_ARCH_X86_64), op(RET_K, 0, 0, ALLOW)];
+    prog.push(op(LD_ABS_W, 0, 0, 0));
+    for (i, &nr) in refused.iter().enumerate() {
+        prog.push(op(JEQ_K, (refused.len() - i) as u8, 0, nr as u32));
+    }
+    prog.push(op(RET_K, 0, 0, ALLOW));
+    prog.push(op(RET_K, 0, 0, ERRNO_EPERM));
+    let fprog = libc::sock_fprog { len: prog.len() as u16, filter: prog.as_mut_ptr() };
+    let fprog_addr = &fprog as *const libc::sock_fprog as usize;
+    let mut c = Command::new(env!("CARGO_BIN_EXE_uaio"));
+    c.args(args);
+    // SAFETY: the closure runs in the forked child before exec and only
+    // makes two prctl calls (async-signal-safe) with a filter program that
+    // `prog` and `fprog` keep alive until `output` returns.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut c, move || {
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(libc::PR_SET_SECCOMP, 2, fprog_addr as *const libc::sock_fprog, 0, 0) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = c.output().expect("run uaio under seccomp");
+    drop(prog);
+    out
+}
+
+#[test]
+fn check_says_plainly_when_kernel_aio_is_refused() {
+    let o = uaio_under_seccomp(&["check", "setup/"], &[libc::SYS_io_setup]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    let err = text(&o.stderr);
+    assert!(err.contains("kernel AIO does not work here"), "{err}");
+    assert!(err.contains("seccomp"), "{err}");
+    assert!(err.contains("none was run"), "{err}");
+    assert!(o.stdout.is_empty());
+}
+
+#[test]
+fn info_explains_the_fallback_when_io_uring_is_refused() {
+    let refused = [libc::SYS_io_uring_setup, libc::SYS_io_uring_enter, libc::SYS_io_uring_register, libc::SYS_io_setup];
+    let o = uaio_under_seccomp(&["info", "--json"], &refused);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    assert_eq!(v["backend"]["name"], "threads");
+    assert_eq!(v["backend"]["reason"], "automatic: io_uring is not available to this process");
+    assert_eq!(v["backend"]["io_uring_setup"]["errno"], libc::EPERM);
+    assert_eq!(v["backend"]["seccomp"], 2);
+    assert!(v["limits"]["kernel_aio"].as_str().unwrap().contains("seccomp"), "{v}");
+}
+
+#[test]
+fn uaio_libaio_replaces_the_built_in_library_under_both_names() {
+    let dir = std::env::temp_dir().join(format!("uaio-cli-override-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let lib = dir.join("my-libaio.so");
+    std::fs::write(&lib, b"not really a library").unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_uaio"))
+        .args([
+            "run",
+            "sh",
+            "-c",
+            "echo \"$LD_PRELOAD\"; d=\"${LD_LIBRARY_PATH%%:*}\"; cat \"$d/libaio.so.1\" \"$d/libaio.so.1t64\"",
+        ])
+        .env("UAIO_LIBAIO", &lib)
+        .env("LD_PRELOAD", "")
+        .output()
+        .unwrap();
+    let out = text(&o.stdout);
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some(lib.to_str().unwrap()), "{}", text(&o.stderr));
+    assert_eq!(lines.next(), Some("not really a librarynot really a library"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
