@@ -33,7 +33,7 @@ python3 scripts/check-manifests.py
 echo "== all tests, automatic backend (io_uring here)"
 cargo test --workspace
 cargo test -p uaio --all-features; UAIO_BACKEND=threads cargo test -p uaio --all-features --test tokio_api; cargo run -q -p uaio --features tokio --example tokio_copy; cargo run -q -p uaio --features tokio --example direct_read
-RUSTDOCFLAGS="-D warnings" cargo doc --workspace --exclude uaio-capi --no-deps --all-features # uaio-capi: its doc links to io_* do not resolve yet
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features
 echo "== engine tests and conformance suite on the thread-pool backend"
 UAIO_BACKEND=threads cargo test -p uaio --tests
 UAIO_BACKEND=threads cargo test -p uaio-conform --test conformance
