@@ -309,22 +309,10 @@ fn checksum(bytes: &[u8]) -> u64 {
 
 /// `-EINVAL` and the like for a negative errno result, the number otherwise.
 fn errno_name(r: i64) -> String {
-    let name = match -r as i32 {
-        libc::EINVAL => "EINVAL",
-        libc::EAGAIN => "EAGAIN",
-        libc::EBADF => "EBADF",
-        libc::EFAULT => "EFAULT",
-        libc::EINPROGRESS => "EINPROGRESS",
-        libc::ECANCELED => "ECANCELED",
-        libc::EINTR => "EINTR",
-        libc::ENOSYS => "ENOSYS",
-        libc::EOPNOTSUPP => "EOPNOTSUPP",
-        libc::EPIPE => "EPIPE",
-        libc::ENOMEM => "ENOMEM",
-        libc::EIO => "EIO",
-        _ => return r.to_string(),
-    };
-    format!("-{name}")
+    match uaio_conform::errno_symbol(-r as i32) {
+        Some(name) => format!("-{name}"),
+        None => r.to_string(),
+    }
 }
 
 /// `-ECANCELED`.

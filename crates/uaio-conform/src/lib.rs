@@ -13,6 +13,7 @@ use std::time::Duration;
 pub use uaio_abi::*;
 
 mod cases;
+pub mod kernel;
 
 /// The six AIO calls, in the raw convention (result or `-errno`).
 pub trait Aio: Sync {
@@ -58,9 +59,6 @@ pub trait Aio: Sync {
     ) -> i64;
 }
 
-/// `io_pgetevents` system call number (x86-64).
-const SYS_IO_PGETEVENTS: libc::c_long = 333;
-
 /// Kernel AIO through `syscall(2)`.
 #[derive(Debug, Clone, Copy)]
 pub struct Kernel;
@@ -69,99 +67,67 @@ pub struct Kernel;
 #[derive(Debug, Clone, Copy)]
 pub struct Uaio;
 
-fn sc(r: libc::c_long) -> i64 {
-    if r < 0 {
-        -(std::io::Error::last_os_error().raw_os_error().unwrap_or(0) as i64)
-    } else {
-        r
-    }
+/// Implements [`Aio`] for `$ty` by the six functions of module `$calls`,
+/// which take the system calls' arguments and return the result or `-errno`
+/// ([`kernel`] and `uaio::raw` alike).
+macro_rules! aio_by {
+    ($ty:ty, $name:literal, $calls:path) => {
+        impl Aio for $ty {
+            fn name(&self) -> &'static str {
+                $name
+            }
+            unsafe fn setup(&self, nr: u32, ctxp: *mut u64) -> i64 {
+                use $calls as calls;
+                // SAFETY: the caller upholds the system call's contract (see
+                // the trait's # Safety), which is this function's too.
+                unsafe { calls::io_setup(nr, ctxp) }
+            }
+            unsafe fn destroy(&self, ctx: u64) -> i64 {
+                use $calls as calls;
+                // SAFETY: as above.
+                unsafe { calls::io_destroy(ctx) }
+            }
+            unsafe fn submit(&self, ctx: u64, nr: i64, iocbpp: *mut *mut iocb) -> i64 {
+                use $calls as calls;
+                // SAFETY: as above.
+                unsafe { calls::io_submit(ctx, nr, iocbpp) }
+            }
+            unsafe fn cancel(&self, ctx: u64, cb: *mut iocb, res: *mut io_event) -> i64 {
+                use $calls as calls;
+                // SAFETY: as above.
+                unsafe { calls::io_cancel(ctx, cb, res) }
+            }
+            unsafe fn getevents(
+                &self,
+                ctx: u64,
+                min_nr: i64,
+                nr: i64,
+                ev: *mut io_event,
+                ts: *mut libc::timespec,
+            ) -> i64 {
+                use $calls as calls;
+                // SAFETY: as above.
+                unsafe { calls::io_getevents(ctx, min_nr, nr, ev, ts) }
+            }
+            unsafe fn pgetevents(
+                &self,
+                ctx: u64,
+                min_nr: i64,
+                nr: i64,
+                ev: *mut io_event,
+                ts: *mut libc::timespec,
+                sig: *const aio_sigset,
+            ) -> i64 {
+                use $calls as calls;
+                // SAFETY: as above.
+                unsafe { calls::io_pgetevents(ctx, min_nr, nr, ev, ts, sig) }
+            }
+        }
+    };
 }
 
-impl Aio for Kernel {
-    fn name(&self) -> &'static str {
-        "kernel"
-    }
-    unsafe fn setup(&self, nr: u32, ctxp: *mut u64) -> i64 {
-        // SAFETY: the caller upholds the system call's contract (see the
-        // trait's # Safety); the kernel checks every pointer itself.
-        sc(unsafe { libc::syscall(libc::SYS_io_setup, nr as libc::c_long, ctxp) })
-    }
-    unsafe fn destroy(&self, ctx: u64) -> i64 {
-        // SAFETY: io_destroy takes no pointer; the handle is only looked up.
-        sc(unsafe { libc::syscall(libc::SYS_io_destroy, ctx) })
-    }
-    unsafe fn submit(&self, ctx: u64, nr: i64, iocbpp: *mut *mut iocb) -> i64 {
-        // SAFETY: the caller upholds the system call's contract (see the
-        // trait's # Safety); the kernel checks every pointer itself.
-        sc(unsafe { libc::syscall(libc::SYS_io_submit, ctx, nr, iocbpp) })
-    }
-    unsafe fn cancel(&self, ctx: u64, cb: *mut iocb, res: *mut io_event) -> i64 {
-        // SAFETY: the caller upholds the system call's contract (see the
-        // trait's # Safety); the kernel checks every pointer itself.
-        sc(unsafe { libc::syscall(libc::SYS_io_cancel, ctx, cb, res) })
-    }
-    unsafe fn getevents(&self, ctx: u64, min_nr: i64, nr: i64, ev: *mut io_event, ts: *mut libc::timespec) -> i64 {
-        // SAFETY: the caller upholds the system call's contract (see the
-        // trait's # Safety); the kernel checks every pointer itself.
-        sc(unsafe { libc::syscall(libc::SYS_io_getevents, ctx, min_nr, nr, ev, ts) })
-    }
-    unsafe fn pgetevents(
-        &self,
-        ctx: u64,
-        min_nr: i64,
-        nr: i64,
-        ev: *mut io_event,
-        ts: *mut libc::timespec,
-        sig: *const aio_sigset,
-    ) -> i64 {
-        // SAFETY: the caller upholds the system call's contract (see the
-        // trait's # Safety); the kernel checks every pointer itself.
-        sc(unsafe { libc::syscall(SYS_IO_PGETEVENTS, ctx, min_nr, nr, ev, ts, sig) })
-    }
-}
-
-impl Aio for Uaio {
-    fn name(&self) -> &'static str {
-        "uaio"
-    }
-    unsafe fn setup(&self, nr: u32, ctxp: *mut u64) -> i64 {
-        // SAFETY: the caller upholds the system call's contract (see the
-        // trait's # Safety), which is uaio::raw's contract too.
-        unsafe { uaio::raw::io_setup(nr, ctxp) }
-    }
-    unsafe fn destroy(&self, ctx: u64) -> i64 {
-        // SAFETY: io_destroy takes no pointer; the handle is only looked up.
-        unsafe { uaio::raw::io_destroy(ctx) }
-    }
-    unsafe fn submit(&self, ctx: u64, nr: i64, iocbpp: *mut *mut iocb) -> i64 {
-        // SAFETY: the caller upholds the system call's contract (see the
-        // trait's # Safety), which is uaio::raw's contract too.
-        unsafe { uaio::raw::io_submit(ctx, nr, iocbpp) }
-    }
-    unsafe fn cancel(&self, ctx: u64, cb: *mut iocb, res: *mut io_event) -> i64 {
-        // SAFETY: the caller upholds the system call's contract (see the
-        // trait's # Safety), which is uaio::raw's contract too.
-        unsafe { uaio::raw::io_cancel(ctx, cb, res) }
-    }
-    unsafe fn getevents(&self, ctx: u64, min_nr: i64, nr: i64, ev: *mut io_event, ts: *mut libc::timespec) -> i64 {
-        // SAFETY: the caller upholds the system call's contract (see the
-        // trait's # Safety), which is uaio::raw's contract too.
-        unsafe { uaio::raw::io_getevents(ctx, min_nr, nr, ev, ts) }
-    }
-    unsafe fn pgetevents(
-        &self,
-        ctx: u64,
-        min_nr: i64,
-        nr: i64,
-        ev: *mut io_event,
-        ts: *mut libc::timespec,
-        sig: *const aio_sigset,
-    ) -> i64 {
-        // SAFETY: the caller upholds the system call's contract (see the
-        // trait's # Safety), which is uaio::raw's contract too.
-        unsafe { uaio::raw::io_pgetevents(ctx, min_nr, nr, ev, ts, sig) }
-    }
-}
+aio_by!(Kernel, "kernel", kernel);
+aio_by!(Uaio, "uaio", uaio::raw);
 
 /// How the two traces of a case must relate.
 #[derive(Debug, Clone, Copy)]
@@ -216,15 +182,18 @@ pub fn run_case(c: &Case) -> Outcome {
     let k = trace_of(c, &Kernel);
     let u = trace_of(c, &Uaio);
     if std::env::var_os("UAIO_CONFORM_TRACE").is_some() {
-        eprintln!("-- {} (kernel | uaio)\n{}", c.name, diff(&k, &u));
+        eprintln!("-- {} (kernel | uaio)\n{}", c.name, side_by_side(&k, &u));
     }
     let failure = match c.expect {
-        Expect::Same => (k != u).then(|| diff(&k, &u)),
+        Expect::Same => (k != u).then(|| side_by_side(&k, &u)),
         Expect::Differs { kernel, uaio, .. } => {
             let kk = k.iter().any(|l| l == kernel);
             let uu = u.iter().any(|l| l == uaio);
             (!kk || !uu).then(|| {
-                format!("expected kernel line {kernel:?} ({kk}) and uaio line {uaio:?} ({uu})\n{}", diff(&k, &u))
+                format!(
+                    "expected kernel line {kernel:?} ({kk}) and uaio line {uaio:?} ({uu})\n{}",
+                    side_by_side(&k, &u)
+                )
             })
         }
     };
@@ -247,7 +216,9 @@ fn trace_of(c: &Case, aio: &'static dyn Aio) -> Vec<String> {
     .unwrap_or_else(|_| vec!["case panicked".to_string()])
 }
 
-fn diff(k: &[String], u: &[String]) -> String {
+/// Two traces side by side, one line each, the lines that differ marked
+/// `!!`.
+pub fn side_by_side(k: &[String], u: &[String]) -> String {
     let mut s = String::new();
     let n = k.len().max(u.len());
     for i in 0..n {
@@ -259,9 +230,10 @@ fn diff(k: &[String], u: &[String]) -> String {
     s
 }
 
-/// Name of an errno value, for readable traces.
-pub fn errno_name(e: i64) -> String {
-    let n = match -e as i32 {
+/// The symbolic name of an errno value (`libc::EINVAL` -> `"EINVAL"`), for
+/// the errors the AIO calls and their events report; `None` for others.
+pub fn errno_symbol(errno: i32) -> Option<&'static str> {
+    Some(match errno {
         libc::EINVAL => "EINVAL",
         libc::EFAULT => "EFAULT",
         libc::EBADF => "EBADF",
@@ -277,9 +249,19 @@ pub fn errno_name(e: i64) -> String {
         libc::ESPIPE => "ESPIPE",
         libc::EOVERFLOW => "EOVERFLOW",
         libc::ENOMEM => "ENOMEM",
-        _ => return format!("-{}", -e),
-    };
-    n.to_string()
+        libc::EIO => "EIO",
+        libc::ENOSPC => "ENOSPC",
+        _ => return None,
+    })
+}
+
+/// Name of a negative errno value, for readable traces: `EINVAL`, or `-N`
+/// for one [`errno_symbol`] does not name.
+pub fn errno_name(e: i64) -> String {
+    match errno_symbol(-e as i32) {
+        Some(n) => n.to_string(),
+        None => format!("-{}", -e),
+    }
 }
 
 /// Formats a call result: a count, or an errno name.

@@ -25,8 +25,13 @@
 //! reads of an eventfd at 0) or make results depend on the order in which
 //! requests of one batch run (two requests on the same pipe or eventfd, a
 //! write and any other request on the data file).
+//!
+//! One test trial (`differential`), so `--list` and nextest see it; the
+//! iterations share their contexts and files, so they are not trials of
+//! their own.
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+use libtest_mimic::{Arguments, Failed, Trial};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -1163,17 +1168,6 @@ fn describe(reqs: &[Req], k: &Side) -> String {
     s
 }
 
-fn diff(k: &[String], u: &[String]) -> String {
-    let mut s = String::new();
-    for i in 0..k.len().max(u.len()) {
-        let a = k.get(i).map(String::as_str).unwrap_or("<none>");
-        let b = u.get(i).map(String::as_str).unwrap_or("<none>");
-        let mark = if a == b { "  " } else { "!!" };
-        s += &format!("{mark} kernel: {a:<60} | uaio: {b}\n");
-    }
-    s
-}
-
 fn env_u64(name: &str) -> Option<u64> {
     let v = std::env::var(name).ok()?;
     let v = v.trim();
@@ -1202,6 +1196,14 @@ fn detect_caps(k: &Side) -> Caps {
 }
 
 fn main() {
+    let mut args = Arguments::from_args();
+    args.test_threads = Some(1);
+    libtest_mimic::run(&args, vec![Trial::test("differential", run)]).exit();
+}
+
+/// Runs the iterations; fails on the first ten mismatches at most, each
+/// printed with how to reproduce it.
+fn run() -> Result<(), Failed> {
     let seed = env_u64("UAIO_DIFF_SEED").unwrap_or(1);
     let iters = env_u64("UAIO_DIFF_ITERS").unwrap_or(1200);
     let only = env_u64("UAIO_DIFF_ITER");
@@ -1253,7 +1255,7 @@ fn main() {
             );
         }
         if verbose {
-            println!("iteration {i}:\n{}{}", describe(&it.reqs, &k), diff(&kt, &ut));
+            println!("iteration {i}:\n{}{}", describe(&it.reqs, &k), side_by_side(&kt, &ut));
         }
         if kt == ut {
             passed += 1;
@@ -1265,7 +1267,7 @@ fn main() {
                 it.file_init,
                 it.efd_init,
                 describe(&it.reqs, &k),
-                diff(&kt, &ut)
+                side_by_side(&kt, &ut)
             );
             if failed >= 10 {
                 println!("stopping after 10 mismatches");
@@ -1274,8 +1276,9 @@ fn main() {
         }
     }
     println!("differential: {:.1} s", start.elapsed().as_secs_f64());
-    println!("{passed} passed, {failed} failed");
+    println!("differential: {passed} iterations agree, {failed} disagree");
     if failed > 0 {
-        std::process::exit(1);
+        return Err(Failed::from(format!("{failed} iterations disagree (printed above)")));
     }
+    Ok(())
 }

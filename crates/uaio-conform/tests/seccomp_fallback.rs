@@ -3,7 +3,13 @@
 //! profile does), then runs the whole conformance suite against the kernel
 //! and uaio. uaio must pick the thread pool by itself and agree with the
 //! kernel on every case.
+//!
+//! One test trial (`seccomp_fallback`), so `--list` and nextest see it; it
+//! must run before any other thread exists (the child is forked), which a
+//! single trial on the main thread guarantees.
 #![deny(clippy::undocumented_unsafe_blocks)]
+
+use libtest_mimic::{Arguments, Completion, Failed, Trial};
 
 #[repr(C)]
 struct SockFilter {
@@ -53,10 +59,21 @@ fn refuse_io_uring() {
 }
 
 fn main() {
-    if !cfg!(target_arch = "x86_64") {
-        println!("seccomp fallback: skipped (the filter is written for x86-64 system call numbers)");
-        return;
-    }
+    let mut args = Arguments::from_args();
+    args.test_threads = Some(1);
+    let trial = if cfg!(target_arch = "x86_64") {
+        Trial::test("seccomp_fallback", run)
+    } else {
+        Trial::ignorable_test("seccomp_fallback", || {
+            Ok(Completion::ignored_with("the filter is written for x86-64 system call numbers"))
+        })
+    };
+    libtest_mimic::run(&args, vec![trial]).exit();
+}
+
+/// Runs the suite in a child that refuses io_uring; fails unless the child
+/// chose the thread pool and every case agreed.
+fn run() -> Result<(), Failed> {
     // SAFETY: fork(2) before any thread exists; the child runs the suite and
     // exits with its verdict.
     let pid = unsafe { libc::fork() };
@@ -85,9 +102,9 @@ fn main() {
     let mut status = 0;
     // SAFETY: waiting for our child.
     unsafe { libc::waitpid(pid, &mut status, 0) };
-    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
-    println!("{} passed, {} failed", ok as u32, !ok as u32);
-    if !ok {
-        std::process::exit(1);
+    if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
+        Ok(())
+    } else {
+        Err(Failed::from("the child under the seccomp filter failed (its output is above)"))
     }
 }

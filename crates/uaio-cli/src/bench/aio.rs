@@ -1,10 +1,11 @@
-//! The AIO calls of one engine: the kernel's (raw system calls) or uaio's
-//! ([`uaio::raw`]), both with the kernel's arguments and the negative-errno
+//! The AIO calls of one engine: the kernel's (raw system calls, through
+//! [`uaio_conform::kernel`]) or uaio's ([`uaio::raw`]), both with the kernel's arguments and the negative-errno
 //! return convention.
 
 use std::io;
 
 use uaio::abi::{aio_context_t, io_event, iocb};
+use uaio_conform::kernel;
 
 /// Which implementation of the AIO calls a worker drives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,32 +16,11 @@ pub enum Aio {
     Uaio,
 }
 
-/// Turns a `syscall()` return (`-1` and `errno` on failure) into a negative
-/// errno value.
-fn syscall_ret(r: libc::c_long) -> i64 {
-    if r < 0 {
-        -(io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO) as i64)
-    } else {
-        r
-    }
-}
-
 /// Name of a negative errno return, for messages: `EINVAL (Invalid argument)`.
 pub fn errno_name(r: i64) -> String {
     let e = (-r) as i32;
-    let name = match e {
-        libc::EINVAL => "EINVAL",
-        libc::ENOSYS => "ENOSYS",
-        libc::EAGAIN => "EAGAIN",
-        libc::EPERM => "EPERM",
-        libc::EBADF => "EBADF",
-        libc::EFAULT => "EFAULT",
-        libc::EIO => "EIO",
-        libc::ENOSPC => "ENOSPC",
-        libc::EOPNOTSUPP => "EOPNOTSUPP",
-        libc::ENOMEM => "ENOMEM",
-        libc::EINTR => "EINTR",
-        _ => return format!("errno {e} ({})", io::Error::from_raw_os_error(e)),
+    let Some(name) = uaio_conform::errno_symbol(e) else {
+        return format!("errno {e} ({})", io::Error::from_raw_os_error(e));
     };
     let text = io::Error::from_raw_os_error(e).to_string();
     let text = text.split(" (os error").next().unwrap_or("");
@@ -54,7 +34,7 @@ impl Aio {
         let ctxp: *mut aio_context_t = &mut ctx;
         let r = match self {
             // SAFETY: ctxp points to a live, zeroed local that the call fills in.
-            Aio::Kernel => syscall_ret(unsafe { libc::syscall(libc::SYS_io_setup, nr as libc::c_long, ctxp) }),
+            Aio::Kernel => unsafe { kernel::io_setup(nr, ctxp) },
             // SAFETY: as above.
             Aio::Uaio => unsafe { uaio::raw::io_setup(nr, ctxp) },
         };
@@ -68,9 +48,10 @@ impl Aio {
     /// `io_destroy(ctx)`: returns once nothing is in flight any more.
     pub fn destroy(self, ctx: aio_context_t) {
         match self {
-            // SAFETY: io_destroy only looks the handle up.
+            // SAFETY: io_destroy looks the handle up and unmaps only the ring
+            // of a context it names; the bench maps nothing over its rings.
             Aio::Kernel => unsafe {
-                libc::syscall(libc::SYS_io_destroy, ctx);
+                kernel::io_destroy(ctx);
             },
             // SAFETY: as above.
             Aio::Uaio => unsafe {
@@ -86,10 +67,8 @@ impl Aio {
     /// valid, and are not touched, until the requests are reaped.
     pub unsafe fn submit(self, ctx: aio_context_t, nr: usize, iocbpp: *mut *mut iocb) -> i64 {
         match self {
-            Aio::Kernel => {
-                // SAFETY: forwarded contract.
-                syscall_ret(unsafe { libc::syscall(libc::SYS_io_submit, ctx, nr as libc::c_long, iocbpp) })
-            }
+            // SAFETY: forwarded contract.
+            Aio::Kernel => unsafe { kernel::io_submit(ctx, nr as i64, iocbpp) },
             // SAFETY: forwarded contract.
             Aio::Uaio => unsafe { uaio::raw::io_submit(ctx, nr as i64, iocbpp) },
         }
@@ -110,9 +89,7 @@ impl Aio {
         let tsp: *mut libc::timespec = if timeout.is_some() { &mut ts } else { std::ptr::null_mut() };
         match self {
             // SAFETY: `ev` has room for `nr` events; `tsp` is null or a live local.
-            Aio::Kernel => syscall_ret(unsafe {
-                libc::syscall(libc::SYS_io_getevents, ctx, min_nr as libc::c_long, nr as libc::c_long, ev, tsp)
-            }),
+            Aio::Kernel => unsafe { kernel::io_getevents(ctx, min_nr as i64, nr as i64, ev, tsp) },
             // SAFETY: as above.
             Aio::Uaio => unsafe { uaio::raw::io_getevents(ctx, min_nr as i64, nr as i64, ev, tsp) },
         }

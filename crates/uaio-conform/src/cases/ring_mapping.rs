@@ -22,6 +22,33 @@ fn ring_len(ctx: u64) -> usize {
     (32 + 32 * nr).div_ceil(4096) * 4096
 }
 
+/// A context made by [`setup`] with one POLL pending on an empty pipe.
+struct Pending {
+    /// The handle.
+    ctx: u64,
+    /// Bytes of its ring ([`ring_len`]).
+    len: usize,
+    /// The pipe the POLL waits on, read end.
+    r: OwnedFd,
+    /// Its write end ([`complete`] makes the POLL ready).
+    w: OwnedFd,
+    /// The eventfd the POLL's completion signals.
+    efd: OwnedFd,
+    /// The POLL's iocb (`aio_data` 1).
+    cb: u64,
+}
+
+/// `setup(a, 4)`, then a POLL (`aio_data` 1) on a new pipe, signalling a
+/// new eventfd; each step recorded as [`setup`] and [`poll`] do.
+fn pending_poll(a: &dyn Aio, out: &mut Vec<String>) -> Pending {
+    let ctx = setup(a, 4, out);
+    let len = ring_len(ctx);
+    let (r, w) = pipe();
+    let efd = eventfd();
+    let cb = poll(a, ctx, r.as_raw_fd(), efd.as_raw_fd(), 1, out);
+    Pending { ctx, len, r, w, efd, cb }
+}
+
 /// Whether the page at `addr` is mapped (`msync` fails with `ENOMEM` on a hole).
 fn mapped(addr: u64) -> bool {
     // SAFETY: msync only inspects the address range.
@@ -170,11 +197,7 @@ pub(crate) fn cases() -> Vec<Case> {
         }),
         c("ring_mapping/mremap_moves_the_handle", |e| {
             child(e, |a, out| {
-                let ctx = setup(a, 4, out);
-                let len = ring_len(ctx);
-                let (r, w) = pipe();
-                let efd = eventfd();
-                let cb1 = poll(a, ctx, r.as_raw_fd(), efd.as_raw_fd(), 1, out);
+                let Pending { ctx, len, r, w, efd, cb: cb1 } = pending_poll(a, out);
                 let dst = map(0, len, 0);
                 out.push(format!("moved = {}", move_to(ctx, len, dst)));
                 complete(&w, &efd, out);
@@ -225,11 +248,7 @@ pub(crate) fn cases() -> Vec<Case> {
         }),
         c("ring_mapping/map_fixed_over_ring_is_never_written", |e| {
             child(e, |a, out| {
-                let ctx = setup(a, 4, out);
-                let len = ring_len(ctx);
-                let (r, w) = pipe();
-                let efd = eventfd();
-                let cb = poll(a, ctx, r.as_raw_fd(), efd.as_raw_fd(), 1, out);
+                let Pending { ctx, len, r: _r, w, efd, cb } = pending_poll(a, out);
                 let m = map(ctx, len, 0xa5);
                 out.push(format!("mapped over the ring = {}", m == ctx));
                 complete(&w, &efd, out);
@@ -264,11 +283,7 @@ pub(crate) fn cases() -> Vec<Case> {
         }),
         c("ring_mapping/mprotect_none_then_restore", |e| {
             child(e, |a, out| {
-                let ctx = setup(a, 4, out);
-                let len = ring_len(ctx);
-                let (r, w) = pipe();
-                let efd = eventfd();
-                let cb = poll(a, ctx, r.as_raw_fd(), efd.as_raw_fd(), 1, out);
+                let Pending { ctx, len, r: _r, w, efd, cb } = pending_poll(a, out);
                 // SAFETY: taking all access from the program's view of its ring.
                 let p = unsafe { libc::mprotect(ctx as *mut libc::c_void, len, libc::PROT_NONE) };
                 out.push(format!("mprotect none = {p}"));
@@ -286,11 +301,7 @@ pub(crate) fn cases() -> Vec<Case> {
         }),
         c("ring_mapping/read_only_ring_still_works", |e| {
             child(e, |a, out| {
-                let ctx = setup(a, 4, out);
-                let len = ring_len(ctx);
-                let (r, w) = pipe();
-                let efd = eventfd();
-                let cb = poll(a, ctx, r.as_raw_fd(), efd.as_raw_fd(), 1, out);
+                let Pending { ctx, len, r: _r, w, efd, cb } = pending_poll(a, out);
                 // SAFETY: write-protecting the program's view of its ring.
                 let p = unsafe { libc::mprotect(ctx as *mut libc::c_void, len, libc::PROT_READ) };
                 out.push(format!("mprotect read = {p}"));
@@ -352,11 +363,7 @@ pub(crate) fn cases() -> Vec<Case> {
             },
             run: |e| {
                 child(e, |a, out| {
-                    let ctx = setup(a, 4, out);
-                    let len = ring_len(ctx);
-                    let (r, w) = pipe();
-                    let efd = eventfd();
-                    let cb = poll(a, ctx, r.as_raw_fd(), efd.as_raw_fd(), 1, out);
+                    let Pending { ctx, len, r: _r, w, efd, cb } = pending_poll(a, out);
                     // SAFETY: growing the program's view of its ring; nothing
                     // in Rust refers to it.
                     let p = unsafe { libc::mremap(ctx as *mut libc::c_void, len, 2 * len, libc::MREMAP_MAYMOVE) };
