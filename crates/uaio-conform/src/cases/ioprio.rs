@@ -107,11 +107,7 @@ pub(crate) fn cases() -> Vec<Case> {
             let fd = f.as_raw_fd();
             let aio = aio_of(e);
             let lines = in_child(move |out| {
-                // SAFETY: alarm(2); the child is killed if it hangs.
-                unsafe { libc::alarm(20) };
-                let mut ctx = 0u64;
-                // SAFETY: valid pointer to a zeroed handle.
-                out.push(format!("setup = {}", ret(unsafe { aio.setup(4, &mut ctx) })));
+                let ctx = child_context(aio, out);
                 let try_prio = |out: &mut Vec<String>, what: &str, prio: i16| {
                     let mut buf = [0u8; 3];
                     let mut a = cb(IOCB_CMD_PREAD, fd, buf.as_mut_ptr() as u64, 3, 0, 1);
