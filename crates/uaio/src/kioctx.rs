@@ -204,7 +204,7 @@ impl Kioctx {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.st.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.st)
     }
 
     fn enter(&self) {
@@ -230,6 +230,16 @@ impl Kioctx {
 
     fn in_flight(&self) -> u32 {
         self.lock().in_flight
+    }
+
+    /// Moves the futex `seq`, which ends the sleep of every follower, and
+    /// wakes those asleep. A follower counts itself before it looks at
+    /// `seq`, so one that is not counted yet will see the move.
+    fn wake_followers(&self) {
+        self.seq.fetch_add(1, Ordering::SeqCst);
+        if self.followers.load(Ordering::SeqCst) > 0 {
+            wake_all(&self.seq);
+        }
     }
 
     /// `io_cancel` of the request whose iocb is at `obj`.
@@ -271,8 +281,7 @@ impl Kioctx {
         // kernel's cancellations run only after its waiters were woken). A
         // waiter always leaves once woken; the bound only guards against a
         // thread stuck elsewhere (in a signal handler, say).
-        self.seq.fetch_add(1, Ordering::SeqCst);
-        wake_all(&self.seq);
+        self.wake_followers();
         self.backend.wake();
         wait_until_zero(&self.getters, 10_000);
         self.enter();
@@ -290,8 +299,7 @@ impl Kioctx {
         for key in keys {
             self.backend.cancel(key);
         }
-        self.seq.fetch_add(1, Ordering::SeqCst);
-        wake_all(&self.seq);
+        self.wake_followers();
         self.backend.wake();
         loop {
             self.harvest();

@@ -88,6 +88,7 @@ mod progress;
 pub mod raw;
 #[allow(unsafe_code)]
 mod ring;
+mod sync;
 #[allow(unsafe_code)]
 mod sys;
 mod table;

@@ -19,7 +19,7 @@ pub(crate) fn eventfd(
     slot: &Mutex<Option<Arc<OwnedFd>>>,
     contexts: impl Fn() -> Vec<Arc<Kioctx>> + Send + 'static,
 ) -> Result<Arc<OwnedFd>, Errno> {
-    let mut g = slot.lock().unwrap_or_else(|e| e.into_inner());
+    let mut g = crate::sync::lock(slot);
     if let Some(fd) = g.as_ref() {
         return Ok(fd.clone());
     }

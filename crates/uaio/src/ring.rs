@@ -299,6 +299,13 @@ impl Ring {
         unsafe { self.slot(idx).write_volatile(*ev) }
     }
 
+    /// Writes `ev` at slot `*tail` and moves `*tail` to the next slot
+    /// (caller holds the completion lock; nothing is published yet).
+    pub(crate) fn push_event(&self, tail: &mut u32, ev: &io_event) {
+        self.write_event(*tail, ev);
+        *tail = (*tail + 1) % self.nr;
+    }
+
     /// Copies the `n` events of slots `idx..idx + n` (which must not pass
     /// the ring's end) to the application's array at `dst`.
     pub(crate) fn copy_events(&self, idx: u32, n: usize, dst: UserPtr<io_event>) -> Result<(), Fault> {

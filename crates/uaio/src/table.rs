@@ -21,6 +21,7 @@ use crate::backend::uring::{self, Uring};
 use crate::backend::Backend;
 use crate::kioctx::Kioctx;
 use crate::ring::{page_size, possible_cpus, Geometry};
+use crate::sync;
 use crate::sys::internal_fds;
 use crate::sys::process::{self, Leaked};
 use crate::uaccess::read_user;
@@ -150,7 +151,7 @@ pub(crate) fn lookup(handle: u64) -> Option<Arc<Kioctx>> {
         }
     }
     let p = process_if_any()?;
-    let t = p.table.read().unwrap_or_else(|e| e.into_inner());
+    let t = sync::read(&p.table);
     let id = find(&t, handle)?;
     let c = t.slots[id].clone()?;
     // (Not during the thread's exit, when its thread-locals are gone.)
@@ -219,7 +220,7 @@ pub(crate) fn create(nr_events: u32) -> Result<u64, Errno> {
         None => Box::new(Threads::new(Some(notify.clone()))?),
     };
     let backend = crate::backend::faulty::wrap(backend)?;
-    let mut t = p.table.write().unwrap_or_else(|e| e.into_inner());
+    let mut t = sync::write(&p.table);
     if t.budget_used + nr_events as u64 > max {
         return Err(Errno::AGAIN);
     }
@@ -242,7 +243,7 @@ pub(crate) fn create(nr_events: u32) -> Result<u64, Errno> {
 /// returns it.
 pub(crate) fn remove(handle: u64) -> Option<Arc<Kioctx>> {
     let p = process_if_any()?;
-    let mut t = p.table.write().unwrap_or_else(|e| e.into_inner());
+    let mut t = sync::write(&p.table);
     let id = find(&t, handle)?;
     let ctx = t.slots[id].take()?;
     EPOCH.fetch_add(1, Ordering::AcqRel);
@@ -253,13 +254,11 @@ pub(crate) fn remove(handle: u64) -> Option<Arc<Kioctx>> {
 
 /// Number of live contexts in this process.
 pub(crate) fn live_contexts() -> usize {
-    process_if_any()
-        .map(|p| p.table.read().unwrap_or_else(|e| e.into_inner()).slots.iter().flatten().count())
-        .unwrap_or(0)
+    process_if_any().map(|p| sync::read(&p.table).slots.iter().flatten().count()).unwrap_or(0)
 }
 
 /// The live contexts of `p`, at this moment.
 fn contexts(p: &Process) -> Vec<Arc<Kioctx>> {
-    let t = p.table.read().unwrap_or_else(|e| e.into_inner());
+    let t = sync::read(&p.table);
     t.slots.iter().flatten().cloned().collect()
 }

@@ -232,7 +232,7 @@ fn shortened(op: &BackendOp) -> Option<(BackendOp, Option<Box<[iovec]>>)> {
 
 impl Faulty {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.st.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.st)
     }
 
     /// The fault for the next numbered request, if any.
@@ -273,17 +273,7 @@ impl Backend for Faulty {
                     // Without a timer the request is simply not slow.
                     if let Ok(tfd) = timer_after(d) {
                         let timer = self.timer_key();
-                        pass.push(BackendOp {
-                            key: timer,
-                            kind: OpKind::Poll,
-                            fd: tfd.as_raw_fd(),
-                            addr: 0,
-                            len: 0,
-                            off: 0,
-                            rw_flags: 0,
-                            ioprio: 0,
-                            poll_mask: libc::POLLIN as u32,
-                        });
+                        pass.push(BackendOp::poll(timer, tfd.as_raw_fd(), libc::POLLIN as u32));
                         slow.push((op.key, timer, tfd));
                     }
                 }

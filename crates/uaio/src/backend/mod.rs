@@ -61,6 +61,14 @@ pub(crate) struct BackendOp {
     pub poll_mask: u32,
 }
 
+impl BackendOp {
+    /// A POLL of `fd` for `mask` under `key` (the backends' own internal
+    /// entries).
+    pub(crate) fn poll(key: u64, fd: i32, mask: u32) -> BackendOp {
+        BackendOp { key, kind: OpKind::Poll, fd, addr: 0, len: 0, off: 0, rw_flags: 0, ioprio: 0, poll_mask: mask }
+    }
+}
+
 /// The seam between the engine and an executor.
 pub(crate) trait Backend: Send + Sync + Debug {
     /// Starts `ops`. Never blocks on I/O, with the thread pool's two

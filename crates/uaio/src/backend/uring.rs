@@ -29,6 +29,9 @@ use crate::sys::mmap::Mapping;
 /// copies it when the entry is submitted.
 static WAKE_NOW: rustix::fs::Timespec = rustix::fs::Timespec { tv_sec: 0, tv_nsec: 1 };
 
+/// Entries prepared on the stack and pushed to the ring at a time.
+const SUBMIT_BATCH: usize = 32;
+
 /// High half of the user_data of internal entries (never that of a request key).
 const INTERNAL_HIGH: u64 = 0xffff_ffff;
 /// user_data of internal entries.
@@ -164,7 +167,7 @@ impl Uring {
     }
 
     fn push(&self, sqes: &[Sqe]) -> Result<(), Errno> {
-        let mut sq = self.sq.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sq = crate::sync::lock(&self.sq);
         for e in sqes {
             // SAFETY: head is a live atomic in the SQ ring.
             if sq.local_tail.wrapping_sub(unsafe { (*sq.head).load(Ordering::Acquire) }) == sq.entries {
@@ -243,8 +246,8 @@ fn poll_companions(m: u32) -> u32 {
 
 impl Backend for Uring {
     fn submit(&self, ops: &[BackendOp]) -> Result<(), Errno> {
-        let mut buf = [Sqe::default(); 32];
-        for chunk in ops.chunks(32) {
+        let mut buf = [Sqe::default(); SUBMIT_BATCH];
+        for chunk in ops.chunks(SUBMIT_BATCH) {
             for (s, op) in buf.iter_mut().zip(chunk) {
                 *s = Self::sqe_for(op);
             }
@@ -339,17 +342,7 @@ mod tests {
     }
 
     fn poll_op(key: u64, fd: &OwnedFd) -> BackendOp {
-        BackendOp {
-            key,
-            kind: OpKind::Poll,
-            fd: fd.as_raw_fd(),
-            addr: 0,
-            len: 0,
-            off: 0,
-            rw_flags: 0,
-            ioprio: 0,
-            poll_mask: libc::POLLIN as u32,
-        }
+        BackendOp::poll(key, fd.as_raw_fd(), libc::POLLIN as u32)
     }
 
     /// Waits for the completion of `key` and returns its result.

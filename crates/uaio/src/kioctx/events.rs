@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use rustix::io::Errno;
 use uaio_abi::*;
 
-use super::{wake_all, Kioctx, Prepared, Req, Resfd, State};
+use super::{Kioctx, Prepared, Req, Resfd, State};
 use crate::backend::{BackendOp, OpKind};
 use crate::sys;
 use crate::uaccess::UserPtr;
@@ -59,8 +59,8 @@ impl Kioctx {
             for p in preps.iter_mut() {
                 match p.kind {
                     None => {
-                        self.ring.write_event(st.tail, &io_event { data: p.data, obj: p.obj, res: p.inline, res2: 0 });
-                        st.tail = (st.tail + 1) % self.ring.nr();
+                        let ev = io_event { data: p.data, obj: p.obj, res: p.inline, res2: 0 };
+                        self.ring.push_event(&mut st.tail, &ev);
                         published += 1;
                         add_signal(&mut signals, &p.resfd);
                         p.resfd = Resfd::None;
@@ -111,12 +111,8 @@ impl Kioctx {
                 if req.buffered_write {
                     writeback::BACKEND_WRITES.fetch_sub(1, Ordering::SeqCst);
                 }
-                let tail = st.tail;
-                self.ring.write_event(
-                    tail,
-                    &io_event { data: req.data, obj: req.obj, res: -(e.raw_os_error() as i64), res2: 0 },
-                );
-                st.tail = (tail + 1) % self.ring.nr();
+                let res = -(e.raw_os_error() as i64);
+                self.ring.push_event(&mut st.tail, &io_event { data: req.data, obj: req.obj, res, res2: 0 });
                 st.in_flight -= 1;
                 st.unreclaimed += 1;
                 add_signal(&mut signals, &req.resfd);
@@ -142,7 +138,6 @@ impl Kioctx {
         {
             let mut guard = self.lock();
             let st = &mut *guard;
-            let nr = self.ring.nr();
             let ring = &self.ring;
             let mut tail = st.tail;
             let reqs = &mut st.reqs;
@@ -168,8 +163,7 @@ impl Kioctx {
                 } else {
                     res
                 };
-                ring.write_event(tail, &io_event { data: req.data, obj: req.obj, res, res2: 0 });
-                tail = (tail + 1) % nr;
+                ring.push_event(&mut tail, &io_event { data: req.data, obj: req.obj, res, res2: 0 });
                 published += 1;
                 add_signal(&mut signals, &req.resfd);
             });
@@ -191,10 +185,7 @@ impl Kioctx {
     /// futex, and the leader, unless `wake_leader` is false (the leader
     /// published them itself), through the backend.
     pub(super) fn notify_waiters(&self, wake_leader: bool) {
-        self.seq.fetch_add(1, Ordering::SeqCst);
-        if self.followers.load(Ordering::SeqCst) > 0 {
-            wake_all(&self.seq);
-        }
+        self.wake_followers();
         if wake_leader && self.leader.load(Ordering::SeqCst) != 0 {
             self.backend.wake();
         }

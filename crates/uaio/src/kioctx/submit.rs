@@ -16,6 +16,7 @@ use super::rw::prepare_rw;
 use super::validate::{check_ioprio, check_rw_flags, import_buffer};
 use super::{Kioctx, Resfd, EXITING};
 use crate::backend::OpKind;
+use crate::sync;
 use crate::sys::internal_fds::InternalFd;
 use crate::sys::{self, FdInfo};
 use crate::uaccess::{user_field, UserPtr};
@@ -71,13 +72,19 @@ impl FdCache {
             return Ok(&mut self.entries[i]);
         }
         let info = FdInfo::get(fd)?;
-        if self.entries.len() >= 8 {
+        if self.entries.len() >= FD_CACHE_SIZE {
             self.entries.remove(0);
         }
         self.entries.push(info);
         Ok(self.entries.last_mut().expect("just pushed"))
     }
 }
+
+/// Descriptors whose facts one `io_submit` keeps (a batch names few).
+const FD_CACHE_SIZE: usize = 8;
+
+/// RESFD eventfds a context keeps a duplicate of, by the program's number.
+const RESFD_CACHE_SIZE: usize = 4;
 
 /// The `aio_key` of the application's iocb at `obj`.
 fn aio_key(obj: u64) -> UserPtr<u32> {
@@ -166,7 +173,7 @@ impl Kioctx {
             return Ok(Resfd::None);
         }
         let fd = fds.get(cb.aio_resfd)?.fd;
-        let mut cache = self.resfds.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cache = sync::lock(&self.resfds);
         if let Some((_, h)) = cache.iter().find(|(n, h)| *n == fd && sys::same_open_file(fd, h.as_raw_fd())) {
             return Ok(Resfd::Held(h.clone()));
         }
@@ -179,7 +186,7 @@ impl Kioctx {
                 }
                 let h = Arc::new(d);
                 cache.retain(|(n, _)| *n != fd);
-                if cache.len() >= 4 {
+                if cache.len() >= RESFD_CACHE_SIZE {
                     cache.remove(0);
                 }
                 cache.push((fd, h.clone()));

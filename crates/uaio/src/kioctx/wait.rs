@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use rustix::io::Errno;
 use uaio_abi::io_event;
 
-use super::{wake_all, Kioctx};
+use super::Kioctx;
 use crate::sys;
 use crate::uaccess::UserPtr;
 
@@ -138,8 +138,7 @@ impl Kioctx {
     fn step_down(&self) {
         self.leader.store(0, Ordering::SeqCst);
         if self.followers.load(Ordering::SeqCst) > 0 {
-            self.seq.fetch_add(1, Ordering::SeqCst);
-            wake_all(&self.seq);
+            self.wake_followers();
         }
     }
 

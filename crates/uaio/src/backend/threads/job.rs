@@ -111,26 +111,10 @@ impl Cursor {
 /// no position: AIO ignores the offset there, and -1 is how preadv2 says
 /// "no position".
 pub(super) fn prw(kind: OpKind, fd: i32, iov: *const libc::iovec, cnt: usize, off: u64, flags: i32) -> i32 {
-    let call = |off: i64| {
-        // SAFETY: the iovecs and the buffers they name were validated at
-        // submission and belong to the request until its completion is
-        // reaped. preadv2/pwritev2 are direct system calls in the C library.
-        let r = unsafe {
-            match kind {
-                OpKind::Read | OpKind::Readv => libc::preadv2(fd, iov, cnt as i32, off, flags),
-                _ => libc::pwritev2(fd, iov, cnt as i32, off, flags),
-            }
-        };
-        if r < 0 {
-            -errno()
-        } else {
-            r as i32
-        }
-    };
-    match call(off as i64) {
-        r if r == -libc::ESPIPE => call(-1),
-        r => r,
-    }
+    let write = !matches!(kind, OpKind::Read | OpKind::Readv);
+    // The iovecs and the buffers they name were validated at submission
+    // and belong to the request until its completion is reaped.
+    sys::prwv2(write, fd, iov.cast(), cnt, off as i64, flags as u32).0 as i32
 }
 
 /// The first, non-blocking attempt of a read or write, on the request's own

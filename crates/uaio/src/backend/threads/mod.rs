@@ -94,6 +94,7 @@
 //! empty pool.
 
 use super::{Backend, BackendOp, OpKind};
+use crate::sync::lock;
 use crate::sys;
 use crate::sys::internal_fds::InternalFd;
 use rustix::io::Errno;
@@ -102,7 +103,7 @@ use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 mod job;
@@ -125,10 +126,6 @@ const RWF_NOWAIT: i32 = uaio_abi::RWF_NOWAIT as i32;
 /// returns `EINTR` on a signal whatever the handler's `SA_RESTART`, as
 /// `io_getevents` does.
 const LONG_SLEEP: Duration = Duration::from_secs(3600);
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
