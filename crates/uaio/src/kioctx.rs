@@ -188,6 +188,11 @@ impl Kioctx {
         self.ring.unmap_user()
     }
 
+    /// The backend this context runs on: `"io_uring"` or `"threads"`.
+    pub(crate) fn backend_name(&self) -> &'static str {
+        self.backend.name()
+    }
+
     /// Event slots in the ring.
     pub(crate) fn ring_nr(&self) -> u32 {
         self.ring.nr()

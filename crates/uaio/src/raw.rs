@@ -38,7 +38,7 @@ pub unsafe fn io_setup(nr_events: u32, ctxp: *mut aio_context_t) -> i64 {
     if cur != 0 || nr_events == 0 {
         return neg(Errno::INVAL);
     }
-    match table::create(nr_events) {
+    match table::create(nr_events, None) {
         Ok(handle) => {
             if handle_at.write(&handle).is_err() {
                 if let Some(ctx) = table::remove(handle) {
@@ -50,6 +50,15 @@ pub unsafe fn io_setup(nr_events: u32, ctxp: *mut aio_context_t) -> i64 {
         }
         Err(e) => neg(e),
     }
+}
+
+/// `io_setup` for the safe API's builder: a context for `nr_events` on the
+/// backend `want` (see [`table::create`]), its handle returned.
+pub(crate) fn setup_on(nr_events: u32, want: table::Choice) -> Result<u64, Errno> {
+    if nr_events == 0 {
+        return Err(Errno::INVAL);
+    }
+    table::create(nr_events, Some(want))
 }
 
 /// `io_destroy(2)`: cancels what is pending, waits for every request in

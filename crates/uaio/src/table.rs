@@ -189,8 +189,11 @@ pub(crate) fn aio_max_nr() -> u64 {
     std::fs::read_to_string("/proc/sys/fs/aio-max-nr").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(65536)
 }
 
-/// Creates a context and returns its handle.
-pub(crate) fn create(nr_events: u32) -> Result<u64, Errno> {
+/// Creates a context and returns its handle: on the backend `want`, or on
+/// the process's choice ([`choice`]) when `None`. A context that wants
+/// io_uring and cannot have a ring fails with `EOPNOTSUPP`; one that goes
+/// with the process's choice falls back to the thread pool instead.
+pub(crate) fn create(nr_events: u32, want: Option<Choice>) -> Result<u64, Errno> {
     let geo = Geometry::for_events(nr_events, possible_cpus(), page_size())?;
     let max = aio_max_nr();
     if nr_events as u64 > max {
@@ -209,12 +212,15 @@ pub(crate) fn create(nr_events: u32) -> Result<u64, Errno> {
     // A context runs on io_uring while uaio's own descriptors keep within
     // their budget and the kernel grants the ring (memory, limits);
     // otherwise on the thread pool, never failing for uaio's own reasons.
-    let ring = match choice() {
+    let ring = match want.unwrap_or_else(choice) {
         Choice::Uring if internal_fds::room_for_one_more(notify.as_fd()) => {
             Uring::new(geo.capacity, Some(notify.as_fd())).ok()
         }
         _ => None,
     };
+    if want == Some(Choice::Uring) && ring.is_none() {
+        return Err(Errno::OPNOTSUPP);
+    }
     let backend: Box<dyn Backend> = match ring {
         Some(u) => Box::new(u),
         None => Box::new(Threads::new(Some(notify.clone()))?),
@@ -250,6 +256,11 @@ pub(crate) fn remove(handle: u64) -> Option<Arc<Kioctx>> {
     t.budget_used -= ctx.max_reqs as u64;
     ctx.unmap_ring();
     Some(ctx)
+}
+
+/// The backend of the context behind `handle` (`None`: no such context).
+pub(crate) fn backend_of(handle: u64) -> Option<&'static str> {
+    lookup(handle).map(|c| c.backend_name())
 }
 
 /// Number of live contexts in this process.

@@ -342,14 +342,22 @@ fn aligned_buffers_do_o_direct_io() {
 }
 
 #[test]
-fn the_builder_accepts_the_process_backend_and_refuses_the_other() {
+fn the_builder_puts_each_context_on_the_backend_asked_for() {
     let here = Backend::current();
-    let ctx = Context::builder().entries(4).backend(here).build().unwrap();
-    assert_eq!(ctx.pending(), 0);
-    let other = if here == Backend::IoUring { Backend::Threads } else { Backend::IoUring };
-    let err = Context::builder().backend(other).build().unwrap_err();
-    assert_eq!(err.kind(), std::io::ErrorKind::Unsupported);
-    assert!(err.to_string().contains("UAIO_BACKEND"), "{err}");
+    let auto = Context::builder().entries(4).build().unwrap();
+    // The process's default, or the pool where the kernel refused a ring.
+    assert!(auto.backend() == here || auto.backend() == Backend::Threads);
+    assert_eq!(auto.pending(), 0);
+    let pool = Context::builder().entries(4).backend(Backend::Threads).build().unwrap();
+    assert_eq!(pool.backend(), Backend::Threads);
+    match Context::builder().backend(Backend::IoUring).build() {
+        Ok(ring) => assert_eq!(ring.backend(), Backend::IoUring),
+        Err(e) => {
+            assert_eq!(e.kind(), std::io::ErrorKind::Unsupported);
+            assert!(e.to_string().contains("io_uring"), "{e}");
+            assert!(!uaio::io_uring_available(), "io_uring works here, yet a context could not have it: {e}");
+        }
+    }
     assert!(Context::builder().entries(0).build().is_err());
 }
 
@@ -418,4 +426,31 @@ fn drop_with_pending_file_writes_keeps_every_write() {
         f.read_exact_at(&mut got, (i * 4096) as u64).unwrap();
         assert!(got.iter().all(|&b| b == (i % 251) as u8 + 1), "block {i}");
     }
+}
+
+/// One process, contexts on both backends at once (where io_uring can be
+/// set up): each runs on the backend it was built for, and I/O on one file
+/// through both agrees.
+#[test]
+fn contexts_on_both_backends_live_side_by_side() {
+    let file = tempfile::tempfile().expect("temp file");
+    let pool = Context::builder().entries(8).backend(Backend::Threads).build().expect("thread-pool context");
+    assert_eq!(pool.backend(), Backend::Threads);
+    let ring = match Context::builder().entries(8).backend(Backend::IoUring).build() {
+        Ok(c) => c,
+        Err(e) => {
+            assert_eq!(e.kind(), std::io::ErrorKind::Unsupported, "{e}");
+            println!("skipped the io_uring half: {e}");
+            return;
+        }
+    };
+    assert_eq!(ring.backend(), Backend::IoUring);
+    pool.submit(Request::write(&file, b"threads".to_vec(), 0)).expect("submit on the pool");
+    assert_eq!(pool.wait_one(LONG).expect("pool write").result().expect("written"), 7);
+    ring.submit(Request::read(&file, vec![0; 7], 0)).expect("submit on the ring");
+    let done = ring.wait_one(LONG).expect("ring read");
+    assert_eq!(done.result().expect("read"), 7);
+    assert_eq!(done.into_buf().as_deref(), Some(&b"threads"[..]));
+    let auto = Context::builder().entries(8).build().expect("auto context");
+    assert_eq!(auto.backend(), Backend::current());
 }

@@ -50,13 +50,14 @@ pub struct Ticket {
 
 /// Which engine executes the I/O: io_uring, or uaio's thread pool.
 ///
-/// The choice is made **once per process**, at the first context, from the
+/// The process's default is chosen **once**, at the first context, from the
 /// `UAIO_BACKEND` environment variable (`uring` or `threads`) or, without
 /// it, by probing io_uring (`io_uring_setup` may be refused by seccomp,
-/// `kernel.io_uring_disabled` or a low memlock limit). Contexts cannot pick
-/// a backend of their own; [`Builder::backend`] checks the wish against the
-/// process's choice. Even on io_uring, a context may run on the thread pool
-/// when the kernel refuses it a ring of its own (memory, descriptors).
+/// `kernel.io_uring_disabled` or a low memlock limit); contexts made with
+/// `io_setup` or [`Backend::Auto`] use it. A context built with
+/// [`Builder::backend`] runs on the backend named there. Even on io_uring,
+/// an `Auto` context may run on the thread pool when the kernel refuses it
+/// a ring of its own (memory, descriptors); [`Context::backend`] tells.
 ///
 /// # Examples
 ///
@@ -145,44 +146,27 @@ impl Builder {
         self
     }
 
-    /// The backend the context must run on. The backend is chosen once per
-    /// process (see [`Backend`]): asking for the other one than the process
-    /// has makes [`Builder::build`] fail with [`io::ErrorKind::Unsupported`]
-    /// and a message that says so. [`Backend::Auto`] (the default) accepts
-    /// either.
+    /// The backend the context runs on, whatever the process's default
+    /// (see [`Backend`]). [`Backend::Threads`] always works;
+    /// [`Backend::IoUring`] makes [`Builder::build`] fail with
+    /// [`io::ErrorKind::Unsupported`] where io_uring cannot be set up;
+    /// [`Backend::Auto`] (the default) takes the process's default.
     ///
     /// # Examples
     ///
     /// ```
     /// use uaio::{Backend, Context};
-    /// let here = Backend::current();
-    /// let other = if here == Backend::IoUring { Backend::Threads } else { Backend::IoUring };
-    /// let ok = Context::builder().backend(here).build()?;
-    /// # ok.submit(uaio::Request::noop())?;
-    /// let err = Context::builder().backend(other).build().unwrap_err();
-    /// assert_eq!(err.kind(), std::io::ErrorKind::Unsupported);
+    /// let pool = Context::builder().backend(Backend::Threads).build()?;
+    /// assert_eq!(pool.backend(), Backend::Threads);
+    /// match Context::builder().backend(Backend::IoUring).build() {
+    ///     Ok(ring) => assert_eq!(ring.backend(), Backend::IoUring),
+    ///     Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::Unsupported),
+    /// }
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn backend(mut self, b: Backend) -> Builder {
         self.backend = b;
         self
-    }
-
-    fn check_backend(&self) -> io::Result<()> {
-        let here = Backend::current();
-        if self.backend == Backend::Auto || self.backend == here {
-            return Ok(());
-        }
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            format!(
-                "uaio: the {} backend was asked for, but this process runs on {}: the backend is chosen \
-                 once per process (set UAIO_BACKEND={} in the environment before the first context)",
-                self.backend.name(),
-                here.name(),
-                if self.backend == Backend::IoUring { "uring" } else { "threads" },
-            ),
-        ))
     }
 
     /// Creates the context (`io_setup(2)`), for requests with `Vec<u8>`
@@ -191,8 +175,8 @@ impl Builder {
     /// # Errors
     ///
     /// `EINVAL` for 0 entries or too many, `EAGAIN` past the process's
-    /// `aio-max-nr` budget, [`io::ErrorKind::Unsupported`] for a backend
-    /// this process does not run.
+    /// `aio-max-nr` budget, [`io::ErrorKind::Unsupported`] for io_uring
+    /// where it cannot be set up.
     ///
     /// # Examples
     ///
@@ -221,8 +205,7 @@ impl Builder {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn build_for<'fd, B: IoBuffer>(&self) -> io::Result<Context<'fd, B>> {
-        self.check_backend()?;
-        Context::with_entries(self.entries)
+        Context::on(self.entries, self.backend)
     }
 
     /// Creates an [`AsyncContext`](crate::AsyncContext) for tokio (see
@@ -241,8 +224,7 @@ impl Builder {
     #[cfg(feature = "tokio")]
     #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
     pub fn build_async<'fd>(&self) -> io::Result<super::tokio::AsyncContext<'fd>> {
-        self.check_backend()?;
-        super::tokio::AsyncContext::new(self.entries)
+        super::tokio::AsyncContext::on(self.entries, self.backend)
     }
 }
 
@@ -661,7 +643,7 @@ impl<'fd> Context<'fd, Vec<u8>> {
     /// [`io_setup(2)`](https://man7.org/linux/man-pages/man2/io_setup.2.html),
     /// `ioctx_alloc` in [`fs/aio.c`](https://elixir.bootlin.com/linux/v6.18/source/fs/aio.c)
     pub fn new(entries: u32) -> io::Result<Self> {
-        Context::with_entries(entries)
+        Context::on(entries, Backend::Auto)
     }
 
     /// Options for a new context: number of entries, backend, buffer type
@@ -680,8 +662,8 @@ impl<'fd> Context<'fd, Vec<u8>> {
 }
 
 impl<'fd, B: IoBuffer> Context<'fd, B> {
-    fn with_entries(entries: u32) -> io::Result<Self> {
-        let handle = sys::setup(entries)?;
+    fn on(entries: u32, backend: Backend) -> io::Result<Self> {
+        let handle = sys::setup_on(entries, backend)?;
         let inner = Inner { slots: Slots::default(), ptrs: Vec::new(), batch: Vec::new() };
         Ok(Context { handle, id: next_id(), inner: Mutex::new(inner) })
     }
@@ -705,6 +687,19 @@ impl<'fd, B: IoBuffer> Context<'fd, B> {
     /// ```
     pub fn handle(&self) -> aio_context_t {
         self.handle
+    }
+
+    /// The backend this context runs on (never [`Backend::Auto`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let ctx = uaio::Context::builder().backend(uaio::Backend::Threads).build()?;
+    /// assert_eq!(ctx.backend(), uaio::Backend::Threads);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn backend(&self) -> Backend {
+        sys::backend_of(self.handle)
     }
 
     /// Submits one request (`io_submit(2)`); the context keeps it, and its

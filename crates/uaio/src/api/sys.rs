@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use uaio_abi::{aio_context_t, io_event, iocb};
 
+use super::Backend;
 use crate::raw;
+use crate::table::Choice;
 
 fn check(r: i64) -> io::Result<usize> {
     if r < 0 {
@@ -21,6 +23,34 @@ pub(crate) fn setup(nr: u32) -> io::Result<aio_context_t> {
     // SAFETY: `h` is a valid, zeroed handle location.
     check(unsafe { raw::io_setup(nr, &mut h) })?;
     Ok(h)
+}
+
+/// `io_setup(2)` on the backend `b` ([`Backend::Auto`]: the process's).
+pub(crate) fn setup_on(nr: u32, b: Backend) -> io::Result<aio_context_t> {
+    let want = match b {
+        Backend::IoUring => Choice::Uring,
+        Backend::Threads => Choice::Threads,
+        _ => return setup(nr),
+    };
+    raw::setup_on(nr, want).map_err(|e| {
+        if e == rustix::io::Errno::OPNOTSUPP {
+            io::Error::new(
+                io::ErrorKind::Unsupported,
+                "uaio: io_uring was asked for, but this process cannot set up an io_uring \
+                 (seccomp, kernel.io_uring_disabled or the memlock limit); Backend::Auto falls back to the thread pool",
+            )
+        } else {
+            io::Error::from_raw_os_error(e.raw_os_error())
+        }
+    })
+}
+
+/// The backend the context `h` runs on.
+pub(crate) fn backend_of(h: aio_context_t) -> Backend {
+    match crate::table::backend_of(h) {
+        Some("io_uring") => Backend::IoUring,
+        _ => Backend::Threads,
+    }
 }
 
 /// `io_destroy(2)` of a handle this API created: returns once no request

@@ -163,11 +163,17 @@ impl<'fd> AsyncContext<'fd> {
     /// # }
     /// ```
     pub fn new(entries: u32) -> io::Result<Self> {
+        AsyncContext::on(entries, crate::Backend::Auto)
+    }
+
+    /// [`AsyncContext::new`] on the backend `backend` (see
+    /// [`Builder::backend`](crate::Builder::backend)).
+    pub(crate) fn on(entries: u32, backend: crate::Backend) -> io::Result<Self> {
         let efd = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
         // SAFETY: the AsyncFd owns the OwnedFd, which stays open, with the
         // same number, until the AsyncFd is dropped.
         let efd = unsafe { AsyncFd::register_with_interest(efd, Interest::READABLE) }.map_err(io::Error::from)?;
-        let handle = sys::setup(entries)?;
+        let handle = sys::setup_on(entries, backend)?;
         Ok(AsyncContext { handle, efd, state: Mutex::new(State { slots: Slots::default(), driver: None }) })
     }
 
@@ -185,6 +191,23 @@ impl<'fd> AsyncContext<'fd> {
     /// ```
     pub fn handle(&self) -> aio_context_t {
         self.handle
+    }
+
+    /// The backend this context runs on (see
+    /// [`Context::backend`](crate::Context::backend)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// let ctx = uaio::Context::builder().backend(uaio::Backend::Threads).build_async()?;
+    /// assert_eq!(ctx.backend(), uaio::Backend::Threads);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn backend(&self) -> crate::Backend {
+        sys::backend_of(self.handle)
     }
 
     fn lock(&self) -> MutexGuard<'_, State<'fd>> {

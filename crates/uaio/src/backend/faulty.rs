@@ -250,6 +250,10 @@ impl Faulty {
 }
 
 impl Backend for Faulty {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
     fn submit(&self, ops: &[BackendOp]) -> Result<(), Errno> {
         let mut pass: Vec<BackendOp> = Vec::with_capacity(ops.len());
         let mut ready: Vec<(u64, i32)> = Vec::new();

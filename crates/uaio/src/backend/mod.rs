@@ -96,6 +96,8 @@ pub(crate) trait Backend: Send + Sync + Debug {
     fn cancel(&self, key: u64);
     /// Turns the progress thread's notification for this backend on or off.
     fn set_notify(&self, on: bool);
+    /// `"io_uring"` or `"threads"`.
+    fn name(&self) -> &'static str;
     /// Whether buffered writes must reach the backend rather than run
     /// during submission (the fault-injection seam, whose plan counts them).
     fn wants_every_write(&self) -> bool {

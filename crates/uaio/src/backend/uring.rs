@@ -245,6 +245,10 @@ fn poll_companions(m: u32) -> u32 {
 }
 
 impl Backend for Uring {
+    fn name(&self) -> &'static str {
+        "io_uring"
+    }
+
     fn submit(&self, ops: &[BackendOp]) -> Result<(), Errno> {
         let mut buf = [Sqe::default(); SUBMIT_BATCH];
         for chunk in ops.chunks(SUBMIT_BATCH) {

@@ -243,6 +243,10 @@ fn is_regular_or_block(st: &libc::stat) -> bool {
 }
 
 impl Backend for Threads {
+    fn name(&self) -> &'static str {
+        "threads"
+    }
+
     fn submit(&self, ops: &[BackendOp]) -> Result<(), Errno> {
         let p = pool();
         let here = Here::caller(p);
