@@ -105,7 +105,14 @@ pub use api::{AsyncContext, BufResult, Flight};
 pub use uaio_abi as abi;
 
 /// Name of the backend that executes I/O in this process: `"io_uring"` or
-/// `"threads"`. Decided once per process (see the README: `UAIO_BACKEND`).
+/// `"threads"`. Decided once per process (see the README: `UAIO_BACKEND`);
+/// a context built with [`Builder::backend`] may run on the other one.
+///
+/// # Examples
+///
+/// ```
+/// assert!(["io_uring", "threads"].contains(&uaio::backend_name()));
+/// ```
 pub fn backend_name() -> &'static str {
     match table::choice() {
         table::Choice::Uring => "io_uring",
@@ -114,21 +121,58 @@ pub fn backend_name() -> &'static str {
 }
 
 /// Worker and poller threads of the thread-pool backend alive now.
+///
+/// # Examples
+///
+/// ```
+/// let (r, _w) = std::os::unix::net::UnixStream::pair()?;
+/// let ctx = uaio::Context::builder().backend(uaio::Backend::Threads).build()?;
+/// ctx.submit(uaio::Request::poll(&r, uaio::PollFlags::IN))?; // waits in the poller thread
+/// assert!(uaio::pool_threads() >= 1);
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub fn pool_threads() -> usize {
     backend::threads::threads_alive()
 }
 
-/// Whether io_uring can be used by this process.
+/// Whether io_uring can be used by this process (`io_uring_setup` may be
+/// refused by seccomp, `kernel.io_uring_disabled` or the memlock limit).
+///
+/// # Examples
+///
+/// ```
+/// if !uaio::io_uring_available() {
+///     assert_eq!(uaio::backend_name(), "threads");
+/// }
+/// ```
 pub fn io_uring_available() -> bool {
     backend::uring::available()
 }
 
 /// Number of live contexts in this process.
+///
+/// # Examples
+///
+/// ```
+/// let before = uaio::live_contexts();
+/// let ctx = uaio::Context::new(4)?;
+/// assert!(uaio::live_contexts() >= 1);
+/// drop(ctx);
+/// # let _ = before;
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub fn live_contexts() -> usize {
     table::live_contexts()
 }
 
-/// The per-process budget of requests (`/proc/sys/fs/aio-max-nr`).
+/// The per-process budget of requests (`/proc/sys/fs/aio-max-nr`, which
+/// the kernel applies to the whole host and uaio to each process).
+///
+/// # Examples
+///
+/// ```
+/// assert!(uaio::aio_max_nr() > 0);
+/// ```
 pub fn aio_max_nr() -> u64 {
     table::aio_max_nr()
 }
@@ -136,6 +180,12 @@ pub fn aio_max_nr() -> u64 {
 /// Why this process uses the backend [`backend_name`] names: set by
 /// `UAIO_BACKEND`, or the automatic choice (io_uring when this process may
 /// use it and does not run under valgrind, else the thread pool).
+///
+/// # Examples
+///
+/// ```
+/// println!("{} ({})", uaio::backend_name(), uaio::backend_reason());
+/// ```
 pub fn backend_reason() -> &'static str {
     let set =
         matches!(std::env::var("UAIO_BACKEND").as_deref(), Ok("threads" | "thread" | "pool" | "uring" | "io_uring"));
@@ -170,6 +220,16 @@ pub struct RingGeometry {
 /// fails with (`EINVAL` when the doubled count is too large, `EAGAIN` when
 /// it wraps to 0). `io_setup`'s other checks (`nr_events == 0`,
 /// `aio-max-nr`) are not made here.
+///
+/// # Examples
+///
+/// ```
+/// let g = uaio::ring_geometry(128)?;
+/// assert!(g.nr >= 2 * 128 + 2);
+/// assert_eq!(g.bytes % g.page_size, 0);
+/// assert!(uaio::ring_geometry(0x8000_0000).is_err());
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub fn ring_geometry(nr_events: u32) -> Result<RingGeometry, std::io::Error> {
     let (cpus, page_size) = (ring::possible_cpus(), ring::page_size());
     let g = ring::Geometry::for_events(nr_events, cpus, page_size)
