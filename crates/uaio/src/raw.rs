@@ -102,6 +102,9 @@ thread_local! {
     /// calls (taken out for the call, so a call from a signal handler that
     /// interrupts one makes its own).
     static PREPS: Cell<Vec<Prepared>> = const { Cell::new(Vec::new()) };
+    /// The submitting thread's descriptor facts, emptied for each call (its
+    /// room kept), taken out for the call as `PREPS` is.
+    static FDS: Cell<FdCache> = Cell::new(FdCache::default());
 }
 
 /// Batches smaller than this try reads inline (one system call per read);
@@ -116,11 +119,11 @@ fn submit_to(c: &Kioctx, nr: i64, iocbpp: *mut *mut iocb) -> i64 {
     if nr == 0 {
         return 0;
     }
-    let mut fds = FdCache::default();
+    let mut fds = FDS.try_with(Cell::take).unwrap_or_default();
     // Another thread submitting to this context at the same time would
     // queue behind this one in the io_uring (its submissions run one at a
     // time): reads then go inline, in parallel, whatever the batch size.
-    fds.inline_reads = nr < INLINE_BATCH_LIMIT || c.others_submitting();
+    fds.reset(nr < INLINE_BATCH_LIMIT || c.others_submitting());
     let mut preps = PREPS.try_with(Cell::take).unwrap_or_default();
     let mut reserved = c.reserve_slots(nr as u32);
     let mut err = None;
@@ -157,6 +160,7 @@ fn submit_to(c: &Kioctx, nr: i64, iocbpp: *mut *mut iocb) -> i64 {
     c.release_slots(reserved);
     c.start(&mut preps[..n]);
     let _ = PREPS.try_with(|v| v.set(preps));
+    let _ = FDS.try_with(|v| v.set(fds));
     match (n, err) {
         (0, Some(e)) => neg(e),
         (n, _) => n as i64,

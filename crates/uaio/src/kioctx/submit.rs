@@ -67,6 +67,14 @@ pub(crate) struct FdCache {
 }
 
 impl FdCache {
+    /// Ready for a new call (the entries' room is kept: no allocation per
+    /// `io_submit` once a thread has made one).
+    pub(crate) fn reset(&mut self, inline_reads: bool) {
+        self.entries.clear();
+        self.inline_reads = inline_reads;
+        self.backend_write = false;
+    }
+
     pub(super) fn get(&mut self, fd: u32) -> Result<&mut FdInfo, Errno> {
         if let Some(i) = self.entries.iter().position(|e| e.fd == fd as i32) {
             return Ok(&mut self.entries[i]);
