@@ -31,6 +31,7 @@ use uaio_abi::*;
 
 use crate::backend::Backend;
 use crate::ring::{Geometry, Ring};
+use crate::stats::{self, CtxStats};
 use crate::sys;
 use crate::sys::internal_fds::InternalFd;
 
@@ -93,6 +94,9 @@ struct Req {
     buffered_write: bool,
     /// The iovec array the backend reads (vectored requests).
     _iov: Option<Box<[iovec]>>,
+    /// `aio_lio_opcode`, and when it went to the backend (for `stats`).
+    opcode: u16,
+    start_ns: u64,
 }
 
 #[derive(Debug)]
@@ -106,6 +110,8 @@ struct State {
     reqs: Slab<Req>,
     /// Generation of the next request key (never all ones).
     gen: u32,
+    /// What the context did, when `UAIO_STATS` asks (see `stats`).
+    stats: Option<Box<CtxStats>>,
 }
 
 /// An AIO context.
@@ -157,6 +163,7 @@ impl Kioctx {
                 in_flight: 0,
                 reqs: Slab::with_capacity(geo.capacity.min(4096) as usize),
                 gen: 0,
+                stats: stats::on().then(|| CtxStats::new(id, nr_events, backend.name())),
             }),
             backend,
             seq: AtomicU32::new(0),
@@ -262,7 +269,11 @@ impl Kioctx {
                 return Err(Errno::INVAL);
             };
             req.cancelled = true;
-            req.key
+            let key = req.key;
+            if let Some(s) = st.stats.as_deref_mut() {
+                s.cancel_call();
+            }
+            key
         };
         self.enter();
         self.backend.cancel(key);
@@ -314,6 +325,15 @@ impl Kioctx {
             let _ = self.backend.wait(1, Some(Duration::from_millis(10)), None);
         }
         self.leave();
+        self.write_stats();
+    }
+
+    /// Writes what the context did where `UAIO_STATS` says (once; nothing
+    /// when it is not set).
+    pub(crate) fn write_stats(&self) {
+        if let Some(s) = self.lock().stats.as_deref_mut() {
+            s.write_out();
+        }
     }
 
     /// Waits until no request that always finishes (file and block device

@@ -88,6 +88,7 @@ mod progress;
 pub mod raw;
 #[allow(unsafe_code)]
 mod ring;
+mod stats;
 mod sync;
 #[allow(unsafe_code)]
 mod sys;

@@ -113,6 +113,7 @@ extern "C" fn finish_file_io_at_exit() {
     crate::kioctx::begin_exit();
     for c in contexts(p) {
         c.finish_file_io();
+        c.write_stats();
     }
 }
 

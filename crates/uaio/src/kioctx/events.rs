@@ -11,6 +11,7 @@ use uaio_abi::*;
 
 use super::{Kioctx, Prepared, Req, Resfd, State};
 use crate::backend::{BackendOp, OpKind};
+use crate::stats;
 use crate::sys;
 use crate::uaccess::UserPtr;
 use crate::writeback;
@@ -61,6 +62,9 @@ impl Kioctx {
                     None => {
                         let ev = io_event { data: p.data, obj: p.obj, res: p.inline, res2: 0 };
                         self.ring.push_event(&mut st.tail, &ev);
+                        if let Some(s) = st.stats.as_deref_mut() {
+                            s.completed(p.opcode, p.inline, true, 0, false);
+                        }
                         published += 1;
                         add_signal(&mut signals, &p.resfd);
                         p.resfd = Resfd::None;
@@ -74,6 +78,9 @@ impl Kioctx {
             if published > 0 {
                 self.ring.publish_tail(st.tail);
                 st.unreclaimed += published;
+            }
+            if let Some(s) = st.stats.as_deref_mut() {
+                s.depth(st.in_flight);
             }
         }
         signal_all(signals);
@@ -113,6 +120,9 @@ impl Kioctx {
                 }
                 let res = -(e.raw_os_error() as i64);
                 self.ring.push_event(&mut st.tail, &io_event { data: req.data, obj: req.obj, res, res2: 0 });
+                if let Some(s) = st.stats.as_deref_mut() {
+                    s.completed(req.opcode, res, false, stats::now_ns().saturating_sub(req.start_ns), false);
+                }
                 st.in_flight -= 1;
                 st.unreclaimed += 1;
                 add_signal(&mut signals, &req.resfd);
@@ -141,6 +151,7 @@ impl Kioctx {
             let ring = &self.ring;
             let mut tail = st.tail;
             let reqs = &mut st.reqs;
+            let mut stats = st.stats.as_deref_mut();
             consumed = self.backend.drain(&mut |key, res| {
                 let idx = key as u32 as usize;
                 if reqs.get(idx).is_none_or(|r| r.key != key) {
@@ -164,6 +175,9 @@ impl Kioctx {
                     res
                 };
                 ring.push_event(&mut tail, &io_event { data: req.data, obj: req.obj, res, res2: 0 });
+                if let Some(s) = stats.as_deref_mut() {
+                    s.completed(req.opcode, res, false, stats::now_ns().saturating_sub(req.start_ns), req.cancelled);
+                }
                 published += 1;
                 add_signal(&mut signals, &req.resfd);
             });
@@ -239,6 +253,8 @@ fn enter_request(st: &mut State, p: &mut Prepared, kind: OpKind) -> BackendOp {
         cancelled: false,
         buffered_write: p.buffered_write,
         _iov: p.iov.take(),
+        opcode: p.opcode,
+        start_ns: if st.stats.is_some() { stats::now_ns() } else { 0 },
     });
     st.gen = st.gen.wrapping_add(1) % u32::MAX;
     if p.buffered_write {

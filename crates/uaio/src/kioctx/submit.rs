@@ -50,6 +50,8 @@ pub(crate) struct Prepared {
     pub(super) forever: bool,
     /// See [`Req::buffered_write`].
     pub(super) buffered_write: bool,
+    /// `aio_lio_opcode` (for `stats`).
+    pub(super) opcode: u16,
 }
 
 /// Per-call state of one `io_submit`: a small cache of file descriptor
@@ -133,6 +135,7 @@ impl Prepared {
         self.iov = None;
         self.forever = false;
         self.buffered_write = false;
+        self.opcode = cb.aio_lio_opcode;
     }
 }
 
