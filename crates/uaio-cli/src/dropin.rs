@@ -90,8 +90,10 @@ pub fn print_location(file: bool) -> ExitCode {
 
 /// `uaio run`: executes `command` with the library first on the library
 /// path and preloaded; `backend` sets `UAIO_BACKEND`. Returns only if the
-/// program could not be started.
-pub fn run(backend: Option<&str>, verbose: bool, command: &[OsString]) -> ExitCode {
+/// program could not be started, except with `stats` (`Some`, with the
+/// JSON file to write if any): the program then runs as a child, and its
+/// exit status is returned after the statistics are printed.
+pub fn run(backend: Option<&str>, verbose: bool, stats: Option<Option<PathBuf>>, command: &[OsString]) -> ExitCode {
     let lib = match install() {
         Ok(l) => l,
         Err(e) => {
@@ -124,9 +126,42 @@ pub fn run(backend: Option<&str>, verbose: bool, command: &[OsString]) -> ExitCo
             backend.unwrap_or("auto")
         );
     }
+    if let Some(json) = stats {
+        return run_with_stats(c, cmd, json.as_deref());
+    }
     let err = c.exec();
     eprintln!("uaio run: {}: {err}", Path::new(cmd).display());
     ExitCode::from(if err.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 })
+}
+
+/// Runs `c` (the program `cmd`) as a child with `UAIO_STATS` set, waits for
+/// it, prints the statistics and returns its exit status (128 + the signal
+/// for a program killed by one, as shells report it).
+fn run_with_stats(mut c: std::process::Command, cmd: &OsString, json: Option<&Path>) -> ExitCode {
+    let file = match crate::runstats::record_file() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("uaio run --stats: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    c.env("UAIO_STATS", &file);
+    let status = match c.status() {
+        Ok(s) => s,
+        Err(err) => {
+            eprintln!("uaio run: {}: {err}", Path::new(cmd).display());
+            return ExitCode::from(if err.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 });
+        }
+    };
+    if let Err(e) = crate::runstats::report(&file, json, cmd) {
+        eprintln!("uaio run --stats: {e}");
+    }
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => ExitCode::from(code as u8),
+        (None, Some(sig)) => ExitCode::from(128 + sig as u8),
+        _ => ExitCode::FAILURE,
+    }
 }
 
 /// The first usable private directory for `name`, created if needed.

@@ -21,6 +21,7 @@
 //! subcommand, which prints the help to stderr as clap does).
 
 use std::ffi::OsString;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
@@ -29,6 +30,7 @@ mod bench;
 mod check;
 mod dropin;
 mod info;
+mod runstats;
 mod stress;
 
 /// Linux AIO (io_setup, io_submit, io_getevents, io_cancel, io_destroy) in
@@ -87,6 +89,13 @@ struct RunArgs {
     /// Say which library and backend the program gets (on stderr).
     #[arg(short, long)]
     verbose: bool,
+    /// When the program exits, print what it did with AIO (per context and opcode: requests, bytes,
+    /// latency percentiles, share completed inside io_submit, cancels, errors, queue depth) on stderr.
+    #[arg(long)]
+    stats: bool,
+    /// Also write those statistics to FILE as JSON (implies --stats).
+    #[arg(long, value_name = "FILE")]
+    stats_json: Option<PathBuf>,
     /// The program and its arguments.
     #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
     command: Vec<OsString>,
@@ -115,7 +124,9 @@ fn main() -> ExitCode {
     match cli.command {
         Cmd::Check(a) => check::main(&a),
         Cmd::Run(a) => {
-            dropin::run(a.backend.map(|b| if b == Backend::Uring { "uring" } else { "threads" }), a.verbose, &a.command)
+            let stats = (a.stats || a.stats_json.is_some()).then_some(a.stats_json);
+            let backend = a.backend.map(|b| if b == Backend::Uring { "uring" } else { "threads" });
+            dropin::run(backend, a.verbose, stats, &a.command)
         }
         Cmd::Lib(a) => dropin::print_location(a.file),
         Cmd::Info(a) => info::main(&a),

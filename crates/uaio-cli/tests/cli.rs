@@ -304,3 +304,70 @@ fn uaio_libaio_replaces_the_built_in_library_under_both_names() {
     assert_eq!(lines.next(), Some("not really a librarynot really a library"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A program that uses AIO through `syscall()` (python's ctypes, so no
+/// compiler is needed): sets up a context for 8, submits 3 NOOPs and a
+/// 5-byte write, reaps them, cancels nothing, and destroys the context;
+/// then a second context it leaves for the exit to report.
+const AIO_PROGRAM: &str = r#"
+import ctypes, os, struct, tempfile
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+def setup(n):
+    h = ctypes.c_ulong(0)
+    assert libc.syscall(206, ctypes.c_long(n), ctypes.byref(h)) == 0
+    return h.value
+def iocb(op, fd, buf, n, data):
+    return ctypes.create_string_buffer(struct.pack("QII hhI QQq QII", data, 0, 0, op, 0, fd, buf, n, 0, 0, 0, 0), 64)
+ctx = setup(8)
+f = tempfile.TemporaryFile()
+data = ctypes.create_string_buffer(b"hello", 5)
+cbs = [iocb(6, 0, 0, 0, i) for i in range(3)] + [iocb(1, f.fileno(), ctypes.addressof(data), 5, 3)]
+ptrs = (ctypes.c_void_p * 4)(*[ctypes.addressof(c) for c in cbs])
+assert libc.syscall(209, ctypes.c_ulong(ctx), ctypes.c_long(4), ptrs) == 4
+events = ctypes.create_string_buffer(32 * 4)
+got = 0
+while got < 4:
+    n = libc.syscall(208, ctypes.c_ulong(ctx), ctypes.c_long(1), ctypes.c_long(4 - got), ctypes.byref(events, 32 * got), None)
+    assert n > 0
+    got += n
+assert libc.syscall(207, ctypes.c_ulong(ctx)) == 0
+setup(4)
+"#;
+
+#[test]
+fn run_stats_reports_what_the_program_did() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let json = dir.path().join("stats.json");
+    let o = Command::new(env!("CARGO_BIN_EXE_uaio"))
+        .args(["run", "--stats-json"])
+        .arg(&json)
+        .args(["--", "python3", "-c", AIO_PROGRAM])
+        .output()
+        .expect("run uaio");
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    // The table on stderr: one context destroyed, one left to the exit.
+    assert!(err.contains("uaio run --stats: python3"), "{err}");
+    assert_eq!(err.matches(", context ").count(), 2, "{err}");
+    assert!(err.contains("(io_uring, nr_events 8)") || err.contains("(threads, nr_events 8)"), "{err}");
+    let noop = err.lines().find(|l| l.trim_start().starts_with("noop")).expect("a noop row");
+    assert_eq!(noop.split_whitespace().take(4).collect::<Vec<_>>(), ["noop", "3", "0B", "100.0%"], "{err}");
+    let write = err.lines().find(|l| l.trim_start().starts_with("pwrite")).expect("a pwrite row");
+    assert_eq!(write.split_whitespace().take(3).collect::<Vec<_>>(), ["pwrite", "1", "5B"], "{err}");
+    // The same in the JSON file.
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("JSON");
+    let ctxs = doc["contexts"].as_array().expect("contexts");
+    assert_eq!(ctxs.len(), 2, "{doc}");
+    let first = ctxs.iter().find(|c| c["nr_events"] == 8).expect("the context of 8");
+    assert_eq!(first["ops"]["noop"]["count"], 3, "{doc}");
+    assert_eq!(first["ops"]["pwrite"]["bytes"], 5, "{doc}");
+    assert_eq!(first["depth_log2"].as_array().map(|d| d.iter().map(|v| v.as_u64().unwrap()).sum::<u64>()), Some(1));
+    // The program's exit status is uaio run's.
+    let o = Command::new(env!("CARGO_BIN_EXE_uaio"))
+        .args(["run", "--stats", "--", "python3", "-c", "import sys; sys.exit(7)"])
+        .output()
+        .expect("run uaio");
+    assert_eq!(o.status.code(), Some(7));
+    assert!(text(&o.stderr).contains("no AIO context was used"), "{}", text(&o.stderr));
+}
