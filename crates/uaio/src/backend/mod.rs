@@ -69,6 +69,21 @@ impl BackendOp {
     }
 }
 
+/// The events a POLL for `mask` waits for: the kernel's AIO poll completes
+/// with the waker's whole mask, so the usual companions of IN and OUT
+/// (RDNORM, WRNORM) are asked for as well, which reproduces that for
+/// pipes, eventfds and sockets.
+pub(crate) fn poll_companions(mask: u32) -> u32 {
+    let mut m = mask;
+    if m & libc::POLLIN as u32 != 0 {
+        m |= libc::POLLRDNORM as u32;
+    }
+    if m & libc::POLLOUT as u32 != 0 {
+        m |= libc::POLLWRNORM as u32;
+    }
+    m
+}
+
 /// The seam between the engine and an executor.
 pub(crate) trait Backend: Send + Sync + Debug {
     /// Starts `ops`. Never blocks on I/O, with the thread pool's two

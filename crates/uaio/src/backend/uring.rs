@@ -21,7 +21,7 @@ use rustix::io_uring::{
     IoringRegisterOp, IoringSetupFlags, IORING_OFF_SQES,
 };
 
-use super::{Backend, BackendOp, OpKind};
+use super::{poll_companions, Backend, BackendOp, OpKind};
 use crate::sys::internal_fds::InternalFd;
 use crate::sys::mmap::Mapping;
 
@@ -94,30 +94,32 @@ fn ptr_of<T>(p: *const T) -> io_uring_ptr {
     io_uring_ptr::new(p as *mut T as *mut core::ffi::c_void)
 }
 
+/// `io_uring_setup` for `capacity` requests in flight (an SQ of at least
+/// that many entries, up to 4096, a CQ twice as large): without the SQ
+/// array where the kernel allows it (6.6+), else with it.
+fn setup(capacity: u32) -> Result<(InternalFd, io_uring_params), Errno> {
+    let sq_entries = capacity.clamp(8, 4096).next_power_of_two();
+    let cq_entries = (capacity.saturating_mul(2).saturating_add(64)).next_power_of_two().min(65536);
+    for extra in [IoringSetupFlags::NO_SQARRAY, IoringSetupFlags::empty()] {
+        let mut params = io_uring_params::default();
+        params.flags = IoringSetupFlags::CQSIZE | IoringSetupFlags::SUBMIT_ALL | IoringSetupFlags::CLAMP | extra;
+        params.cq_entries = cq_entries;
+        // SAFETY: params is a valid, zero-initialised io_uring_params.
+        match unsafe { io_uring_setup(sq_entries, &mut params) } {
+            Ok(f) => return Ok((InternalFd::new(f)?, params)),
+            Err(Errno::INVAL) if !extra.is_empty() => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Errno::INVAL)
+}
+
 impl Uring {
     /// Creates a ring able to hold `capacity` requests in flight; when
     /// `notify` is given, that eventfd is signalled on completions (unless
     /// turned off with `set_notify`).
     pub(crate) fn new(capacity: u32, notify: Option<BorrowedFd<'_>>) -> Result<Uring, Errno> {
-        let sq_entries = capacity.clamp(8, 4096).next_power_of_two();
-        let cq_entries = (capacity.saturating_mul(2).saturating_add(64)).next_power_of_two().min(65536);
-        let mut fd = None;
-        let mut params = io_uring_params::default();
-        for extra in [IoringSetupFlags::NO_SQARRAY, IoringSetupFlags::empty()] {
-            params = io_uring_params::default();
-            params.flags = IoringSetupFlags::CQSIZE | IoringSetupFlags::SUBMIT_ALL | IoringSetupFlags::CLAMP | extra;
-            params.cq_entries = cq_entries;
-            // SAFETY: params is a valid, zero-initialised io_uring_params.
-            match unsafe { io_uring_setup(sq_entries, &mut params) } {
-                Ok(f) => {
-                    fd = Some(f);
-                    break;
-                }
-                Err(Errno::INVAL) if !extra.is_empty() => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        let fd = InternalFd::new(fd.ok_or(Errno::INVAL)?)?;
+        let (fd, params) = setup(capacity)?;
         // Waiting with a timeout and a signal mask needs IORING_ENTER_EXT_ARG (5.11).
         if !params.features.contains(rustix::io_uring::IoringFeatureFlags::EXT_ARG) {
             return Err(Errno::NOSYS);
@@ -231,17 +233,6 @@ impl Uring {
         };
         Sqe { ioprio: ioprio_union { ioprio: op.ioprio }, op_flags, ..sqe(opcode, op.fd, addr, len, off, op.key) }
     }
-}
-
-fn poll_companions(m: u32) -> u32 {
-    let mut m = m;
-    if m & libc::POLLIN as u32 != 0 {
-        m |= libc::POLLRDNORM as u32;
-    }
-    if m & libc::POLLOUT as u32 != 0 {
-        m |= libc::POLLWRNORM as u32;
-    }
-    m
 }
 
 impl Backend for Uring {

@@ -65,46 +65,7 @@ impl Threads {
             return;
         }
         match op.kind {
-            OpKind::Read | OpKind::Readv | OpKind::Write | OpKind::Writev => {
-                let flags = op.rw_flags as i32;
-                // A direct transfer waits for the device even with
-                // RWF_NOWAIT: it goes to a worker untried (with the
-                // program's RWF_NOWAIT, if it gave one, for its answer).
-                let direct = sys::direct_hint::is_direct(op.fd);
-                if !direct && flags & RWF_NOWAIT == 0 && self.behind_writes(p, op, batch) {
-                    // After the file's queued writes, in order.
-                    let st = batch.stat(op.fd);
-                    return self.start(p, op, Cursor::new(op), Route::Worker, st, here, batch);
-                }
-                let (r, total) = if direct { (-libc::EAGAIN, 0) } else { first_try(op, flags | RWF_NOWAIT) };
-                if flags & RWF_NOWAIT != 0 && !direct {
-                    self.shared.complete(op.key, r, here);
-                    return;
-                }
-                let would_block = r == -libc::EAGAIN || r == -libc::EOPNOTSUPP;
-                let partial = r > 0 && (r as u64) < total;
-                if !would_block && !partial {
-                    self.shared.complete(op.key, r, here);
-                    return;
-                }
-                let st = batch.stat(op.fd);
-                let file = st.as_ref().is_none_or(is_regular_or_block);
-                let write = matches!(op.kind, OpKind::Write | OpKind::Writev);
-                if partial {
-                    // A stream read returns what was there; anything else
-                    // goes on with the rest.
-                    if !file && !write {
-                        self.shared.complete(op.key, r, here);
-                        return;
-                    }
-                }
-                let mut cur = Cursor::new(op);
-                if partial {
-                    cur.advance(r as usize);
-                }
-                let route = if file { Route::Worker } else { Route::Poller };
-                self.start(p, op, cur, route, st, here, batch);
-            }
+            OpKind::Read | OpKind::Readv | OpKind::Write | OpKind::Writev => self.submit_rw(p, op, here, batch),
             OpKind::Fsync | OpKind::Fdatasync => {
                 let st = batch.stat(op.fd);
                 self.start(p, op, Cursor::new(op), Route::Worker, st, here, batch);
@@ -121,6 +82,50 @@ impl Threads {
                 }
             }
         }
+    }
+
+    /// A read or write: tried without blocking (unless direct, or behind
+    /// the file's queued writes); what is not done goes to a worker (files)
+    /// or the poller (streams), with the part already done counted.
+    fn submit_rw(&self, p: &'static Pool, op: &BackendOp, here: &Here, batch: &mut Batch) {
+        let flags = op.rw_flags as i32;
+        // A direct transfer waits for the device even with
+        // RWF_NOWAIT: it goes to a worker untried (with the
+        // program's RWF_NOWAIT, if it gave one, for its answer).
+        let direct = sys::direct_hint::is_direct(op.fd);
+        if !direct && flags & RWF_NOWAIT == 0 && self.behind_writes(p, op, batch) {
+            // After the file's queued writes, in order.
+            let st = batch.stat(op.fd);
+            return self.start(p, op, Cursor::new(op), Route::Worker, st, here, batch);
+        }
+        let (r, total) = if direct { (-libc::EAGAIN, 0) } else { first_try(op, flags | RWF_NOWAIT) };
+        if flags & RWF_NOWAIT != 0 && !direct {
+            self.shared.complete(op.key, r, here);
+            return;
+        }
+        let would_block = r == -libc::EAGAIN || r == -libc::EOPNOTSUPP;
+        let partial = r > 0 && (r as u64) < total;
+        if !would_block && !partial {
+            self.shared.complete(op.key, r, here);
+            return;
+        }
+        let st = batch.stat(op.fd);
+        let file = st.as_ref().is_none_or(is_regular_or_block);
+        let write = matches!(op.kind, OpKind::Write | OpKind::Writev);
+        if partial {
+            // A stream read returns what was there; anything else
+            // goes on with the rest.
+            if !file && !write {
+                self.shared.complete(op.key, r, here);
+                return;
+            }
+        }
+        let mut cur = Cursor::new(op);
+        if partial {
+            cur.advance(r as usize);
+        }
+        let route = if file { Route::Worker } else { Route::Poller };
+        self.start(p, op, cur, route, st, here, batch);
     }
 
     /// Whether `op` is a buffered write to a file with a buffered write

@@ -86,49 +86,16 @@ pub(super) fn worker(p: &'static Pool, mut seeking: bool) {
     // The next write of a chain whose previous one this worker ran.
     let mut next: Option<Arc<Job>> = None;
     loop {
-        let job = if next.is_some() {
-            next.take()
-        } else {
-            let mut st = lock(&p.st);
-            loop {
-                if seeking {
-                    st.seeking -= 1;
-                    seeking = false;
-                }
-                if let Some(j) = st.queue.pop_front() {
-                    break Some(j);
-                }
-                if st.instances == 0 {
-                    st.threads -= 1;
-                    drop(st);
+        let job = match next.take() {
+            Some(j) => Some(j),
+            None => match next_job(p, &me, &mut seeking, &mut ran) {
+                Next::Run(j) => Some(j),
+                Next::Orphans => None,
+                Next::Leave => {
                     p.reap_orphans();
                     return;
                 }
-                if p.norphans.load(Ordering::SeqCst) > 0 {
-                    break None;
-                }
-                me.state.store(LISTED, Ordering::SeqCst);
-                st.sleepers.push(me.clone());
-                let alone = st.threads == st.sleepers.len();
-                drop(st);
-                let woken = (ran && alone && p.spin(&me)) || me.sleep(IDLE_TIMEOUT);
-                ran = false;
-                st = lock(&p.st);
-                // A waker that marked us took us off the list and counted
-                // us as seeking; otherwise we are still listed.
-                seeking = me.state.load(Ordering::SeqCst) == WOKEN;
-                if !seeking {
-                    if let Some(i) = st.sleepers.iter().position(|s| Arc::ptr_eq(s, &me)) {
-                        st.sleepers.remove(i);
-                    }
-                    if !woken && st.queue.is_empty() {
-                        st.threads -= 1;
-                        drop(st);
-                        p.reap_orphans();
-                        return;
-                    }
-                }
-            }
+            },
         };
         p.reap_orphans();
         // A job cancelled while queued is done already: leave it alone.
@@ -140,6 +107,57 @@ pub(super) fn worker(p: &'static Pool, mut seeking: bool) {
         }
         if let Some(k) = job.order {
             next = p.chain_next(k);
+        }
+    }
+}
+
+/// What a worker does next.
+enum Next {
+    Run(Arc<Job>),
+    /// Close the duplicates another process let go of.
+    Orphans,
+    /// Leave (counted out of the pool already).
+    Leave,
+}
+
+/// Takes the next queued job, sleeping (or spinning, see [`Pool::spin`])
+/// while there is none. `seeking`: the worker was counted as on its way
+/// to a job; `ran`: a job ran since the last sleep.
+fn next_job(p: &'static Pool, me: &Arc<Sleeper>, seeking: &mut bool, ran: &mut bool) -> Next {
+    let mut st = lock(&p.st);
+    loop {
+        if *seeking {
+            st.seeking -= 1;
+            *seeking = false;
+        }
+        if let Some(j) = st.queue.pop_front() {
+            return Next::Run(j);
+        }
+        if st.instances == 0 {
+            st.threads -= 1;
+            return Next::Leave;
+        }
+        if p.norphans.load(Ordering::SeqCst) > 0 {
+            return Next::Orphans;
+        }
+        me.state.store(LISTED, Ordering::SeqCst);
+        st.sleepers.push(me.clone());
+        let alone = st.threads == st.sleepers.len();
+        drop(st);
+        let woken = (*ran && alone && p.spin(me)) || me.sleep(IDLE_TIMEOUT);
+        *ran = false;
+        st = lock(&p.st);
+        // A waker that marked us took us off the list and counted us as
+        // seeking; otherwise we are still listed.
+        *seeking = me.state.load(Ordering::SeqCst) == WOKEN;
+        if !*seeking {
+            if let Some(i) = st.sleepers.iter().position(|s| Arc::ptr_eq(s, me)) {
+                st.sleepers.remove(i);
+            }
+            if !woken && st.queue.is_empty() {
+                st.threads -= 1;
+                return Next::Leave;
+            }
         }
     }
 }
@@ -156,16 +174,7 @@ pub(super) fn poll_events(job: &Job) -> i16 {
     match job.kind {
         OpKind::Read | OpKind::Readv => libc::POLLIN | libc::POLLRDNORM,
         OpKind::Write | OpKind::Writev => libc::POLLOUT | libc::POLLWRNORM,
-        _ => {
-            let mut m = job.poll_mask as i16;
-            if m & libc::POLLIN != 0 {
-                m |= libc::POLLRDNORM;
-            }
-            if m & libc::POLLOUT != 0 {
-                m |= libc::POLLWRNORM;
-            }
-            m
-        }
+        _ => crate::backend::poll_companions(job.poll_mask) as i16,
     }
 }
 
