@@ -1,0 +1,186 @@
+//! The fault-recovering copy and the fault handler for x86-64.
+
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+
+// Copies `rdx` bytes from `rsi` to `rdi`, eight at a time, then the
+// tail byte by byte. Returns 0; a fault anywhere between `begin` and
+// `end` resumes at `fault`, which returns 1.
+core::arch::global_asm!(
+    ".pushsection .text.uaio_uaccess,\"ax\",@progbits",
+    ".p2align 4",
+    ".globl uaio_uaccess_copy",
+    ".hidden uaio_uaccess_copy",
+    ".type uaio_uaccess_copy,@function",
+    "uaio_uaccess_copy:",
+    "    xor eax, eax",
+    ".globl uaio_uaccess_begin",
+    ".hidden uaio_uaccess_begin",
+    "uaio_uaccess_begin:",
+    // 16 bytes at a time first: a later load of a field (8 bytes) or of
+    // a pair of fields (16 bytes, as the compiler moves structures) is
+    // then contained in one store and forwarded from it, instead of
+    // stalling on a store-forwarding failure, as it did after 8-byte stores.
+    "    cmp rdx, 16",
+    "    jb 5f",
+    "6:",
+    "    movdqu xmm0, xmmword ptr [rsi]",
+    "    movdqu xmmword ptr [rdi], xmm0",
+    "    add rsi, 16",
+    "    add rdi, 16",
+    "    sub rdx, 16",
+    "    cmp rdx, 16",
+    "    jae 6b",
+    "5:",
+    "    cmp rdx, 8",
+    "    jb 2f",
+    "1:",
+    "    mov rcx, qword ptr [rsi]",
+    "    mov qword ptr [rdi], rcx",
+    "    add rsi, 8",
+    "    add rdi, 8",
+    "    sub rdx, 8",
+    "    cmp rdx, 8",
+    "    jae 1b",
+    "2:",
+    "    test rdx, rdx",
+    "    jz 3f",
+    "4:",
+    "    mov cl, byte ptr [rsi]",
+    "    mov byte ptr [rdi], cl",
+    "    inc rsi",
+    "    inc rdi",
+    "    dec rdx",
+    "    jnz 4b",
+    "3:",
+    ".globl uaio_uaccess_end",
+    ".hidden uaio_uaccess_end",
+    "uaio_uaccess_end:",
+    "    ret",
+    ".globl uaio_uaccess_fault",
+    ".hidden uaio_uaccess_fault",
+    "uaio_uaccess_fault:",
+    "    mov eax, 1",
+    "    ret",
+    ".size uaio_uaccess_copy, .-uaio_uaccess_copy",
+    ".popsection",
+);
+
+extern "C" {
+    /// Copies `len` bytes; returns 0, or non-zero when a fault stopped it.
+    fn uaio_uaccess_copy(dst: *mut u8, src: *const u8, len: usize) -> usize;
+    static uaio_uaccess_begin: u8;
+    static uaio_uaccess_end: u8;
+    static uaio_uaccess_fault: u8;
+}
+
+/// The handlers uaio forwards foreign faults to (index 0 for SIGSEGV,
+/// 1 for SIGBUS): the one in place before ours, or one the application
+/// installed over ours later (see [`super::enter`]). Kept
+/// in atomics, since the signal handler reads them.
+static NEXT_HANDLER: [AtomicUsize; 2] = [AtomicUsize::new(libc::SIG_DFL), AtomicUsize::new(libc::SIG_DFL)];
+static NEXT_FLAGS: [AtomicI32; 2] = [AtomicI32::new(0), AtomicI32::new(0)];
+
+/// Written into the last word of a siginfo while uaio forwards that
+/// fault: a handler that calls the one it replaced (ours) with the same
+/// siginfo must not be sent the fault again. The kernel fills every
+/// siginfo it delivers, padding included, so a fresh fault never carries
+/// the mark, even where the program's handler left ours with
+/// `siglongjmp` (a thread-local flag would then stay set for good).
+const FORWARD_MARK: u32 = 0x75_61_69_6f;
+/// Offset of that word: the end of the 128-byte siginfo, padding for
+/// SIGSEGV and SIGBUS.
+const MARK_AT: usize = 124;
+const _: () = assert!(core::mem::size_of::<libc::siginfo_t>() == MARK_AT + 4);
+
+const SIGNALS: [libc::c_int; 2] = [libc::SIGSEGV, libc::SIGBUS];
+
+extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid ucontext_t to an SA_SIGINFO handler.
+    let uc = unsafe { &mut *(uctx as *mut libc::ucontext_t) };
+    let rip = uc.uc_mcontext.gregs[libc::REG_RIP as usize] as usize;
+    let begin = core::ptr::addr_of!(uaio_uaccess_begin) as usize;
+    let end = core::ptr::addr_of!(uaio_uaccess_end) as usize;
+    if (begin..end).contains(&rip) {
+        // Resume at the routine's failure exit, which reports the fault.
+        let fault = core::ptr::addr_of!(uaio_uaccess_fault) as usize;
+        uc.uc_mcontext.gregs[libc::REG_RIP as usize] = fault as i64;
+        return;
+    }
+    // SAFETY: `info` is the 128-byte siginfo of this delivery (or the
+    // same one handed on by a handler we forwarded to); its last word is
+    // padding for these signals.
+    let mark = unsafe { &mut *(info as *mut u8).add(MARK_AT).cast::<u32>() };
+    if *mark == FORWARD_MARK {
+        // Sent back to us by the handler we forwarded to: end the loop
+        // with the default action.
+        set_default(sig);
+        return;
+    }
+    *mark = FORWARD_MARK;
+    forward(sig, info, uctx);
+    *mark = 0;
+}
+
+fn set_default(sig: libc::c_int) {
+    // Put the default action back; the faulting instruction runs again
+    // and the process gets the default treatment with the real state.
+    // SAFETY: plain sigaction(2) with a zeroed, valid struct.
+    unsafe {
+        let mut dfl: libc::sigaction = core::mem::zeroed();
+        dfl.sa_sigaction = libc::SIG_DFL;
+        libc::sigaction(sig, &dfl, core::ptr::null_mut());
+    }
+}
+
+fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mut libc::c_void) {
+    let idx = if sig == libc::SIGSEGV { 0 } else { 1 };
+    let h = NEXT_HANDLER[idx].load(Ordering::SeqCst);
+    let flags = NEXT_FLAGS[idx].load(Ordering::SeqCst);
+    if h == libc::SIG_DFL || h == libc::SIG_IGN {
+        set_default(sig);
+    } else if flags & libc::SA_SIGINFO != 0 {
+        // SAFETY: the handler was installed with SA_SIGINFO, so it has
+        // this signature; we call it as the kernel would have.
+        let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+            unsafe { core::mem::transmute(h) };
+        f(sig, info, uctx);
+    } else {
+        // SAFETY: a plain handler takes only the signal number.
+        let f: extern "C" fn(libc::c_int) = unsafe { core::mem::transmute(h) };
+        f(sig);
+    }
+}
+
+/// Puts uaio's handler in place for SIGSEGV and SIGBUS unless it is
+/// there already. Whatever handler it displaces (the one from before
+/// uaio, or one the application installed later) receives the faults
+/// that are not uaio's.
+pub(super) fn install() {
+    let ours = on_fault as *const () as usize;
+    for (i, &sig) in SIGNALS.iter().enumerate() {
+        // SAFETY: sigaction(2) with valid, zero-initialised structs.
+        unsafe {
+            let mut cur: libc::sigaction = core::mem::zeroed();
+            libc::sigaction(sig, core::ptr::null(), &mut cur);
+            if cur.sa_sigaction == ours {
+                continue;
+            }
+            NEXT_FLAGS[i].store(cur.sa_flags, Ordering::SeqCst);
+            NEXT_HANDLER[i].store(cur.sa_sigaction, Ordering::SeqCst);
+            let mut act: libc::sigaction = core::mem::zeroed();
+            act.sa_sigaction = ours;
+            act.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_NODEFER;
+            libc::sigemptyset(&mut act.sa_mask);
+            libc::sigaction(sig, &act, core::ptr::null_mut());
+        }
+    }
+}
+
+/// # Safety
+/// `dst..dst+len` and `src..src+len` may be unmapped but must not overlap
+/// memory Rust code holds references to (other than through raw pointers).
+#[inline]
+pub(super) unsafe fn copy(dst: *mut u8, src: *const u8, len: usize) -> usize {
+    // SAFETY: forwarded contract; faults are recovered by `on_fault`.
+    unsafe { uaio_uaccess_copy(dst, src, len) }
+}
