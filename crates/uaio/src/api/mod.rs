@@ -12,6 +12,8 @@
 //! but the aligned buffer's allocation.
 
 mod buf;
+mod builder;
+mod completion;
 mod context;
 mod fd;
 mod request;
@@ -21,7 +23,9 @@ mod sys;
 mod tokio;
 
 pub use buf::{AlignedBuf, IoBuffer};
-pub use context::{Backend, Builder, Completion, Context, SubmitError, Ticket};
+pub use builder::{Backend, Builder};
+pub use completion::{Completion, SubmitError, Ticket};
+pub use context::Context;
 pub use fd::Fd;
 pub use request::{Opcode, Request};
 pub use rustix::event::PollFlags;

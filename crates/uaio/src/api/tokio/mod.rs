@@ -2,10 +2,8 @@
 //! runtime's reactor, signalled by every completion.
 
 use std::fmt;
-use std::future::Future;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::pin::Pin;
 use std::sync::{Mutex, MutexGuard};
 use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Duration;
@@ -15,11 +13,15 @@ use ::tokio::io::Interest;
 use rustix::event::{eventfd, EventfdFlags};
 use uaio_abi::{aio_context_t, IOCB_FLAG_RESFD};
 
-use super::buf::IoBuffer;
-use super::fd::Fd;
-use super::request::Request;
-use super::slots::{data_of, Slots};
-use super::{sys, PollFlags};
+use crate::api::buf::IoBuffer;
+use crate::api::request::Request;
+use crate::api::slots::{data_of, Slots};
+use crate::api::sys;
+
+mod flight;
+mod ops;
+
+pub use flight::Flight;
 
 /// A result together with the buffer (or buffers) the operation owned,
 /// handed back whether it succeeded or not.
@@ -67,7 +69,7 @@ struct State<'fd> {
 /// belong to; no thread is spent waiting.
 ///
 /// The descriptors and buffers follow the rules of the synchronous
-/// [`Context`](crate::Context): descriptors are [`Fd`]s (borrowed for
+/// [`Context`](crate::Context): descriptors are [`Fd`](crate::Fd)s (borrowed for
 /// `'fd`, or owned), buffers are [`IoBuffer`]s owned by the operation and
 /// returned in a [`BufResult`].
 ///
@@ -257,171 +259,6 @@ impl<'fd> AsyncContext<'fd> {
         Flight { ctx: self, req: Some(req), slot: None }
     }
 
-    /// Reads `buf.len()` bytes at `offset` into `buf`; resolves to the
-    /// count read (short at the end of the file) and the buffer.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> std::io::Result<()> {
-    /// use std::os::unix::fs::FileExt;
-    /// let file = tempfile::tempfile()?;
-    /// file.write_all_at(b"abc", 0)?;
-    /// let ctx = uaio::AsyncContext::new(4)?;
-    /// let (n, buf) = ctx.read(&file, vec![0; 8], 0).await;
-    /// assert_eq!(&buf[..n?], b"abc");
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub async fn read<B: IoBuffer>(&self, fd: impl Into<Fd<'fd>>, buf: B, offset: u64) -> BufResult<usize, B> {
-        let (res, req) = self.run(Request::read(fd, buf, offset)).await;
-        (res, req.into_buf().expect("a read owns a buffer"))
-    }
-
-    /// Writes all of `buf` at `offset`; resolves to the count written and
-    /// the buffer.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> std::io::Result<()> {
-    /// let file = tempfile::tempfile()?;
-    /// let ctx = uaio::AsyncContext::new(4)?;
-    /// let (n, _buf) = ctx.write(&file, vec![1; 4096], 4096).await;
-    /// assert_eq!(n?, 4096);
-    /// assert_eq!(file.metadata()?.len(), 8192);
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub async fn write<B: IoBuffer>(&self, fd: impl Into<Fd<'fd>>, buf: B, offset: u64) -> BufResult<usize, B> {
-        let (res, req) = self.run(Request::write(fd, buf, offset)).await;
-        (res, req.into_buf().expect("a write owns a buffer"))
-    }
-
-    /// Reads into `bufs` in order from `offset`; resolves to the count read
-    /// and the buffers.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> std::io::Result<()> {
-    /// use std::os::unix::fs::FileExt;
-    /// let file = tempfile::tempfile()?;
-    /// file.write_all_at(b"abcd", 0)?;
-    /// let ctx = uaio::AsyncContext::new(4)?;
-    /// let (n, bufs) = ctx.readv(&file, vec![vec![0; 1], vec![0; 3]], 0).await;
-    /// assert_eq!((n?, bufs), (4, vec![b"a".to_vec(), b"bcd".to_vec()]));
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub async fn readv<B: IoBuffer>(
-        &self,
-        fd: impl Into<Fd<'fd>>,
-        bufs: Vec<B>,
-        offset: u64,
-    ) -> BufResult<usize, Vec<B>> {
-        let (res, req) = self.run(Request::readv(fd, bufs, offset)).await;
-        (res, req.into_bufs())
-    }
-
-    /// Writes `bufs` in order from `offset`; resolves to the count written
-    /// and the buffers.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> std::io::Result<()> {
-    /// let file = tempfile::tempfile()?;
-    /// let ctx = uaio::AsyncContext::new(4)?;
-    /// let (n, bufs) = ctx.writev(&file, vec![vec![1; 3], vec![2; 5]], 0).await;
-    /// assert_eq!((n?, bufs.len()), (8, 2));
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub async fn writev<B: IoBuffer>(
-        &self,
-        fd: impl Into<Fd<'fd>>,
-        bufs: Vec<B>,
-        offset: u64,
-    ) -> BufResult<usize, Vec<B>> {
-        let (res, req) = self.run(Request::writev(fd, bufs, offset)).await;
-        (res, req.into_bufs())
-    }
-
-    /// `fsync(2)` of the file, without blocking a thread of the runtime.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> std::io::Result<()> {
-    /// let file = tempfile::tempfile()?;
-    /// uaio::AsyncContext::new(4)?.fsync(&file).await?;
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub async fn fsync(&self, fd: impl Into<Fd<'fd>>) -> io::Result<()> {
-        self.run(Request::<Vec<u8>>::fsync(fd)).await.0.map(drop)
-    }
-
-    /// `fdatasync(2)` of the file, without blocking a thread of the runtime.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> std::io::Result<()> {
-    /// let file = tempfile::tempfile()?;
-    /// uaio::AsyncContext::new(4)?.fdsync(&file).await?;
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub async fn fdsync(&self, fd: impl Into<Fd<'fd>>) -> io::Result<()> {
-        self.run(Request::<Vec<u8>>::fdsync(fd)).await.0.map(drop)
-    }
-
-    /// Waits until one of `events` is ready on `fd`; resolves to the ready
-    /// events.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> std::io::Result<()> {
-    /// use uaio::PollFlags;
-    /// let (reader, writer) = rustix::pipe::pipe()?;
-    /// let ctx = uaio::AsyncContext::new(4)?;
-    /// let readable = ctx.poll(&reader, PollFlags::IN);
-    /// rustix::io::write(&writer, b"!")?;
-    /// assert!(readable.await?.contains(PollFlags::IN));
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub async fn poll(&self, fd: impl Into<Fd<'fd>>, events: PollFlags) -> io::Result<PollFlags> {
-        let (res, _) = self.run(Request::<Vec<u8>>::poll(fd, events)).await;
-        res.map(|m| PollFlags::from_bits_retain(m as u16))
-    }
-
-    /// A request that does nothing (`IOCB_CMD_NOOP`): a round trip through
-    /// the engine and the reactor.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> std::io::Result<()> {
-    /// uaio::AsyncContext::new(4)?.noop().await?;
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub async fn noop(&self) -> io::Result<()> {
-        self.run(Request::<Vec<u8>>::noop()).await.0.map(drop)
-    }
-
     /// Submits `req` in a new slot; on failure the slot is freed again.
     fn submit<B: IoBuffer>(&self, req: &mut Request<'fd, B>, waker: &Waker) -> io::Result<(u32, u64)> {
         let mut st = self.lock();
@@ -582,120 +419,5 @@ impl Drop for AsyncContext<'_> {
         // Returns once no request is in flight; only then do the slots,
         // with the orphaned requests, go.
         sys::destroy(self.handle);
-    }
-}
-
-/// The future of one request on an [`AsyncContext`] (from
-/// [`AsyncContext::run`]); resolves to the result and the request back.
-/// Dropping it before it resolves cancels the request (see
-/// [`AsyncContext`]).
-///
-/// # Examples
-///
-/// ```
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> std::io::Result<()> {
-/// let ctx = uaio::AsyncContext::new(4)?;
-/// let flight: uaio::Flight<'_, '_, Vec<u8>> = ctx.run(uaio::Request::noop());
-/// let (res, _req) = flight.await;
-/// assert_eq!(res?, 0);
-/// # Ok(())
-/// # }
-/// ```
-#[must_use = "a request is submitted only when its future is polled"]
-pub struct Flight<'a, 'fd, B: IoBuffer> {
-    ctx: &'a AsyncContext<'fd>,
-    req: Option<Request<'fd, B>>,
-    slot: Option<(u32, u64)>,
-}
-
-// The request's memory never moves with the future (IoBuffer), and the
-// iocb lives in the context: nothing here needs pinning.
-impl<B: IoBuffer> Unpin for Flight<'_, '_, B> {}
-
-impl<B: IoBuffer> fmt::Debug for Flight<'_, '_, B> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Flight").field("request", &self.req).field("submitted", &self.slot.is_some()).finish()
-    }
-}
-
-impl<'fd, B: IoBuffer> Future for Flight<'_, 'fd, B> {
-    type Output = (io::Result<usize>, Request<'fd, B>);
-
-    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
-        let ctx = this.ctx;
-        let me = match this.slot {
-            Some(me) => me,
-            None => {
-                let req = this.req.as_mut().expect("Flight polled after it resolved");
-                let mut r = ctx.submit(req, cx.waker());
-                if matches!(&r, Err(e) if e.raw_os_error() == Some(libc::EAGAIN)) {
-                    // Completions of dropped futures may fill the ring:
-                    // reap them and try once more.
-                    let _ = ctx.reap();
-                    r = ctx.submit(req, cx.waker());
-                }
-                match r {
-                    Ok(me) => *this.slot.insert(me),
-                    Err(e) => return Poll::Ready((Err(e), this.req.take().expect("present"))),
-                }
-            }
-        };
-        loop {
-            let mut st = ctx.lock();
-            let e = st.slots.entry(me.0);
-            match &mut e.value {
-                Some(Slot::Done(res)) => {
-                    let res = *res;
-                    st.slots.remove(me.0);
-                    AsyncContext::hand_off(&mut st, me);
-                    this.slot = None;
-                    drop(st);
-                    let req = this.req.take().expect("present");
-                    let out = if res < 0 { Err(io::Error::from_raw_os_error(-res as i32)) } else { Ok(res as usize) };
-                    return Poll::Ready((out, req));
-                }
-                Some(Slot::Waiting(w)) => {
-                    if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                        *w = Some(cx.waker().clone());
-                    }
-                }
-                _ => unreachable!("a live future's slot is waiting or done"),
-            }
-            match ctx.drive(st, me, cx) {
-                Poll::Ready(Ok(())) => continue,
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(_)) => {
-                    let res = ctx.finish_blocking(me);
-                    this.slot = None;
-                    let req = this.req.take().expect("present");
-                    let out = if res < 0 { Err(io::Error::from_raw_os_error(-res as i32)) } else { Ok(res as usize) };
-                    return Poll::Ready((out, req));
-                }
-            }
-        }
-    }
-}
-
-impl<B: IoBuffer> Drop for Flight<'_, '_, B> {
-    fn drop(&mut self) {
-        let Some(me) = self.slot.take() else { return };
-        let mut st = self.ctx.lock();
-        match st.slots.entry(me.0).value {
-            Some(Slot::Done(_)) => {
-                st.slots.remove(me.0);
-            }
-            _ => {
-                let (cb, e) = st.slots.parts(me.0);
-                // Pending (EINPROGRESS: the completion follows) or already
-                // finished (EINVAL: its completion is on its way): either
-                // way the request must outlive its completion.
-                let _ = sys::cancel(self.ctx.handle, cb);
-                let req = self.req.take().expect("present while submitted");
-                e.value = Some(Slot::Orphan(Box::new(req)));
-            }
-        }
-        AsyncContext::hand_off(&mut st, me);
     }
 }
