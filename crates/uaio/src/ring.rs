@@ -42,8 +42,7 @@ pub(crate) fn possible_cpus() -> u32 {
     use std::sync::OnceLock;
     static N: OnceLock<u32> = OnceLock::new();
     *N.get_or_init(|| {
-        std::fs::read_to_string("/sys/devices/system/cpu/possible")
-            .ok()
+        crate::sys::procfs::read(crate::sys::procfs::ProcFile::CpuPossible)
             .and_then(|s| parse_cpu_list(s.trim()))
             .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1))
     })

@@ -15,7 +15,6 @@
 //! Off unless `UAIO_STATS` is set when the process makes its first
 //! context: each hook is then one test of a field that is `None`.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -132,10 +131,7 @@ impl CtxStats {
         if std::mem::replace(&mut self.written, true) {
             return;
         }
-        let line = self.json();
-        if let Ok(mut f) = std::fs::OpenOptions::new().append(true).create(true).open(p) {
-            let _ = f.write_all(line.as_bytes());
-        }
+        crate::sys::append_to(p, self.json().as_bytes());
     }
 
     fn json(&self) -> String {

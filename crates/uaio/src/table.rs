@@ -187,7 +187,9 @@ fn find(t: &Table, handle: u64) -> Option<usize> {
 
 /// `/proc/sys/fs/aio-max-nr`, uaio's per-process budget.
 pub(crate) fn aio_max_nr() -> u64 {
-    std::fs::read_to_string("/proc/sys/fs/aio-max-nr").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(65536)
+    crate::sys::procfs::read(crate::sys::procfs::ProcFile::AioMaxNr)
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(65536)
 }
 
 /// Creates a context and returns its handle: on the backend `want`, or on

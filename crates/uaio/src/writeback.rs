@@ -45,6 +45,7 @@ use std::sync::Mutex;
 
 use uaio_abi::{iovec, RWF_APPEND};
 
+use crate::sys::procfs::ProcFile;
 use crate::sys::{self, FdInfo};
 
 /// The share of the free-run ceiling (one part in this many) kept out of
@@ -184,7 +185,7 @@ fn mount_allows(dev: u64) -> bool {
         }
         None => return false,
     }
-    let ok = std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|text| {
+    let ok = sys::procfs::read(ProcFile::Mountinfo).is_some_and(|text| {
         let want = format!("{}:{}", libc::major(dev), libc::minor(dev));
         let mut found = false;
         for line in text.lines() {
@@ -284,7 +285,7 @@ mod budget {
 
     /// Dirty plus writeback bytes, and the free-run ceiling, in bytes.
     fn look() -> Option<(u64, u64)> {
-        let vm = std::fs::read_to_string("/proc/vmstat").ok()?;
+        let vm = sys::procfs::read(ProcFile::Vmstat)?;
         let get = |k: &str| {
             vm.lines().find_map(|l| l.strip_prefix(k).and_then(|r| r.strip_prefix(' ')).and_then(|v| v.parse().ok()))
         };
@@ -308,14 +309,12 @@ mod budget {
                 return Some(v);
             }
         }
-        let read = |name: &str| -> Option<u64> {
-            std::fs::read_to_string(format!("/proc/sys/vm/{name}")).ok()?.trim().parse().ok()
-        };
+        let read = |f: ProcFile| -> Option<u64> { sys::procfs::read(f)?.trim().parse().ok() };
         let v = [
-            read("dirty_bytes")?,
-            read("dirty_ratio")?,
-            read("dirty_background_bytes")?,
-            read("dirty_background_ratio")?,
+            read(ProcFile::DirtyBytes)?,
+            read(ProcFile::DirtyRatio)?,
+            read(ProcFile::DirtyBackgroundBytes)?,
+            read(ProcFile::DirtyBackgroundRatio)?,
         ];
         if let Some(mut seen) = try_locked(&SEEN) {
             *seen = Some((now, v));

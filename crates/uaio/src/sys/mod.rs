@@ -12,6 +12,7 @@ mod fdinfo;
 pub(crate) mod internal_fds;
 pub(crate) mod mmap;
 pub(crate) mod process;
+pub(crate) mod procfs;
 mod signals;
 mod syscall;
 
@@ -73,4 +74,24 @@ pub(crate) fn file_size(fd: i32) -> Option<u64> {
     // SAFETY: fstat of a descriptor number; a closed one just fails.
     let fd = unsafe { BorrowedFd::borrow_raw(fd) };
     rustix::fs::fstat(fd).ok().map(|st| st.st_size as u64)
+}
+
+/// Appends `bytes` to the file at `path` (created if needed), in one
+/// `write`, errors ignored. The descriptor is never owned by a Rust value:
+/// a program thread may close its number behind uaio's back.
+pub(crate) fn append_to(path: &std::path::Path, bytes: &[u8]) {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return };
+    let flags = libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC;
+    // SAFETY: open(2) of a NUL-terminated path.
+    let fd = unsafe { libc::open(c.as_ptr(), flags, 0o600) };
+    if fd < 0 {
+        return;
+    }
+    // SAFETY: a write from a live buffer, then the close of the number
+    // open(2) gave (errors ignored).
+    unsafe {
+        libc::write(fd, bytes.as_ptr().cast(), bytes.len());
+        libc::close(fd);
+    }
 }

@@ -1,0 +1,145 @@
+//! The `/proc` and `/sys` files uaio reads (dirty-page counts and limits,
+//! `aio-max-nr`, the possible CPUs, the mount table), each opened once per
+//! process and kept at a high descriptor number, then read again from
+//! offset 0 whenever needed (their contents are made afresh at each read).
+//!
+//! Opening such a file inside a call would take the lowest free number
+//! for a moment: a thread of the program that closes and reuses numbers
+//! (a descriptor it owns, or one it believes it owns) could then have uaio
+//! read its pipe or eventfd, and wait on it for ever. Only the first read
+//! of each file opens it, and the number is moved above uaio's floor at
+//! once; the table of numbers is lock-free, so a `fork` child (which
+//! inherits the descriptors) keeps using it.
+
+use std::os::fd::{AsRawFd, IntoRawFd};
+
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use super::internal_fds::InternalFd;
+
+/// A file uaio reads.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ProcFile {
+    /// `/proc/vmstat`.
+    Vmstat,
+    /// `/proc/sys/vm/dirty_bytes`.
+    DirtyBytes,
+    /// `/proc/sys/vm/dirty_ratio`.
+    DirtyRatio,
+    /// `/proc/sys/vm/dirty_background_bytes`.
+    DirtyBackgroundBytes,
+    /// `/proc/sys/vm/dirty_background_ratio`.
+    DirtyBackgroundRatio,
+    /// `/proc/sys/fs/aio-max-nr`.
+    AioMaxNr,
+    /// `/sys/devices/system/cpu/possible`.
+    CpuPossible,
+    /// `/proc/self/mountinfo`.
+    Mountinfo,
+}
+
+const COUNT: usize = 8;
+
+impl ProcFile {
+    fn path(self) -> &'static str {
+        match self {
+            ProcFile::Vmstat => "/proc/vmstat",
+            ProcFile::DirtyBytes => "/proc/sys/vm/dirty_bytes",
+            ProcFile::DirtyRatio => "/proc/sys/vm/dirty_ratio",
+            ProcFile::DirtyBackgroundBytes => "/proc/sys/vm/dirty_background_bytes",
+            ProcFile::DirtyBackgroundRatio => "/proc/sys/vm/dirty_background_ratio",
+            ProcFile::AioMaxNr => "/proc/sys/fs/aio-max-nr",
+            ProcFile::CpuPossible => "/sys/devices/system/cpu/possible",
+            ProcFile::Mountinfo => "/proc/self/mountinfo",
+        }
+    }
+}
+
+/// The numbers of the files opened so far (-1: not yet).
+static FDS: [AtomicI32; COUNT] = [const { AtomicI32::new(-1) }; COUNT];
+
+/// uaio's descriptor for `f`, opened on first use; `None` if it cannot be
+/// opened (or no number is left above the floor).
+fn fd(f: ProcFile) -> Option<i32> {
+    let slot = &FDS[f as usize];
+    let known = slot.load(Ordering::Acquire);
+    if known >= 0 {
+        return Some(known);
+    }
+    let high = open_high(f.path())?;
+    match slot.compare_exchange(-1, high.as_raw_fd(), Ordering::AcqRel, Ordering::Acquire) {
+        // Kept for the life of the process.
+        Ok(_) => Some(high.into_permanent().into_raw_fd()),
+        // Another thread opened it first: ours goes.
+        Err(other) => Some(other),
+    }
+}
+
+/// Opens `path` and moves the descriptor above the floor. The low number
+/// it has for a moment is never owned by a Rust value: a program thread
+/// may close it behind uaio's back (and open something else there), so it
+/// is closed with errors ignored, and the duplicate is checked to be the
+/// file at `path` (same device and inode) before it is used.
+fn open_high(path: &'static str) -> Option<InternalFd> {
+    let c = std::ffi::CString::new(path).ok()?;
+    for _ in 0..3 {
+        // SAFETY: open(2) of a NUL-terminated path.
+        let low = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+        if low < 0 {
+            return None;
+        }
+        let high = InternalFd::dup_of_number(low);
+        // SAFETY: closing the number open(2) gave; if the program closed
+        // it meanwhile, this fails (or closes what it put there, as its
+        // own double close would).
+        unsafe { libc::close(low) };
+        let Ok(high) = high else { return None };
+        if same_file(&high, &c) {
+            return Some(high);
+        }
+    }
+    None
+}
+
+/// Whether `fd` is the file at `path`.
+fn same_file(fd: &InternalFd, path: &std::ffi::CStr) -> bool {
+    let a = rustix::fs::fstat(fd);
+    let b = rustix::fs::stat(path);
+    matches!((a, b), (Ok(a), Ok(b)) if a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+}
+
+/// The contents of `f` now (`None` if it cannot be read).
+pub(crate) fn read(f: ProcFile) -> Option<String> {
+    let fd = fd(f)?;
+    // SAFETY: uaio's own descriptor, open for the life of the process.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let mut out = Vec::with_capacity(4096);
+    let mut buf = [0u8; 4096];
+    loop {
+        match rustix::io::pread(fd, &mut buf, out.len() as u64) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => return None,
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_are_read_afresh_through_one_high_descriptor() {
+        let a = read(ProcFile::Vmstat).expect("/proc/vmstat");
+        assert!(a.contains("nr_dirty "), "{a}");
+        let first = FDS[ProcFile::Vmstat as usize].load(Ordering::SeqCst);
+        assert!(super::super::internal_fds::is_internal(first), "descriptor {first} is not above the floor");
+        let b = read(ProcFile::Vmstat).expect("again");
+        assert!(b.contains("nr_dirty "));
+        assert_eq!(FDS[ProcFile::Vmstat as usize].load(Ordering::SeqCst), first, "opened twice");
+        let n: u64 = read(ProcFile::AioMaxNr).expect("aio-max-nr").trim().parse().expect("a number");
+        assert!(n > 0);
+    }
+}
