@@ -89,6 +89,9 @@ fn run() -> Result<(), Failed> {
         let mut failed = 0;
         for c in &cases {
             let o = uaio_conform::run_case(c);
+            if o.failure.is_none() {
+                println!("ok   {}", o.name);
+            }
             if let Some(why) = o.failure {
                 failed += 1;
                 println!("FAIL {}\n{why}", o.name);
@@ -99,9 +102,31 @@ fn run() -> Result<(), Failed> {
         println!("seccomp fallback: {} cases on kernel and uaio(threads), {} disagree", cases.len(), failed);
         std::process::exit(if ok { 0 } else { 1 });
     }
+    // The suite takes under two minutes here; a child still running after
+    // LIMIT hangs, and is killed so that the run ends and says so.
+    const LIMIT: std::time::Duration = std::time::Duration::from_secs(20 * 60);
+    let start = std::time::Instant::now();
     let mut status = 0;
-    // SAFETY: waiting for our child.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
+    loop {
+        // SAFETY: polling our own child.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            break;
+        }
+        if start.elapsed() > LIMIT {
+            // SAFETY: killing and reaping our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+            }
+            return Err(Failed::from(format!(
+                "the child under the seccomp filter was still running after {} s: killed (the last case it \
+                 printed is above; the one after it hung)",
+                LIMIT.as_secs()
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
         Ok(())
     } else {
