@@ -146,7 +146,7 @@ pub(crate) struct Kioctx {
 
 impl Kioctx {
     /// Creates a context for `nr_events` with a ring of geometry `geo`.
-    pub(crate) fn new(nr_events: u32, geo: Geometry, id: u32, backend: Box<dyn Backend>) -> std::io::Result<Kioctx> {
+    pub(crate) fn new(nr_events: u32, geo: Geometry, id: u32, backend: Box<dyn Backend>) -> Result<Kioctx, Errno> {
         Ok(Kioctx {
             ring: Ring::new(geo, id)?,
             id,

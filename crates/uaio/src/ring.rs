@@ -14,10 +14,10 @@
 //! outside the mapping. uaio keeps its own copy of `tail` and never trusts the
 //! one in the page.
 
-use std::io;
 use std::mem::{offset_of, size_of};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
+use rustix::io::Errno;
 use uaio_abi::{aio_ring, io_event, AIO_RING_COMPAT_FEATURES, AIO_RING_INCOMPAT_FEATURES, AIO_RING_MAGIC};
 
 use crate::sys::mmap::Mapping;
@@ -134,7 +134,7 @@ unsafe impl Sync for Ring {}
 /// mapping, then `mremap` with old size 0, which maps the same pages a
 /// second time). Where that is refused (valgrind answers `EINVAL`), through
 /// a memfd that is closed as soon as both views exist.
-fn two_views(bytes: usize) -> io::Result<(Mapping, *mut core::ffi::c_void)> {
+fn two_views(bytes: usize) -> Result<(Mapping, *mut core::ffi::c_void), Errno> {
     use rustix::mm::{MapFlags, MremapFlags, ProtFlags};
     let rw = ProtFlags::READ | ProtFlags::WRITE;
     // SAFETY: a fresh anonymous mapping; nothing else refers to it.
@@ -147,8 +147,8 @@ fn two_views(bytes: usize) -> io::Result<(Mapping, *mut core::ffi::c_void)> {
         Err(e) => {
             // SAFETY: unmapping the mapping made above, which nothing uses.
             let _ = unsafe { rustix::mm::munmap(own, bytes) };
-            if e != rustix::io::Errno::INVAL {
-                return Err(e.into());
+            if e != Errno::INVAL {
+                return Err(e);
             }
         }
     }
@@ -163,7 +163,7 @@ fn two_views(bytes: usize) -> io::Result<(Mapping, *mut core::ffi::c_void)> {
         Err(e) => {
             // SAFETY: unmapping the first view, which nothing uses yet.
             let _ = unsafe { rustix::mm::munmap(own, bytes) };
-            Err(e.into())
+            Err(e)
         }
     }
 }
@@ -173,7 +173,7 @@ impl Ring {
     /// application's) and fills in the header. No file descriptor is used:
     /// the second view is made by `mremap` with an old size of 0, which maps
     /// the same pages of a shared anonymous mapping again.
-    pub(crate) fn new(geo: Geometry, id: u32) -> io::Result<Ring> {
+    pub(crate) fn new(geo: Geometry, id: u32) -> Result<Ring, Errno> {
         let (own, user) = two_views(geo.bytes)?;
         // Only after the second view exists: mremap would copy the flag.
         // SAFETY: advice on uaio's own mapping; failure only costs the

@@ -173,7 +173,7 @@ impl<'fd, B: IoBuffer> Context<'fd, B> {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner<'fd, B>> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.inner)
     }
 
     /// The raw context handle (the completion ring's address), for

@@ -213,7 +213,7 @@ impl<'fd> AsyncContext<'fd> {
     }
 
     fn lock(&self) -> MutexGuard<'_, State<'fd>> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.state)
     }
 
     /// Requests in flight, including those whose futures were dropped and
