@@ -11,7 +11,7 @@ use std::time::Duration;
 use ::tokio::io::unix::AsyncFd;
 use ::tokio::io::Interest;
 use rustix::event::{eventfd, EventfdFlags};
-use uaio_abi::{aio_context_t, IOCB_FLAG_RESFD};
+use uaio_abi::{aio_context_t, io_event, IOCB_FLAG_RESFD};
 
 use crate::api::buf::IoBuffer;
 use crate::api::request::Request;
@@ -282,29 +282,35 @@ impl<'fd> AsyncContext<'fd> {
         }
     }
 
+    /// Records each event in its request's slot and wakes its future; the
+    /// slot of an orphan (its future was dropped) is freed.
+    fn record(&self, evs: &[io_event]) {
+        let mut st = self.lock();
+        for ev in evs {
+            let Some(index) = st.slots.find_data(ev.data) else { continue };
+            let e = st.slots.entry(index);
+            match e.value.take() {
+                Some(Slot::Waiting(w)) => {
+                    e.value = Some(Slot::Done(ev.res));
+                    if let Some(w) = w {
+                        w.wake();
+                    }
+                }
+                other => {
+                    e.value = other;
+                    st.slots.remove(index);
+                }
+            }
+        }
+    }
+
     /// Reaps every completion ready (without waiting), records each in its
     /// slot and wakes its future; frees the slots of orphans.
     fn reap(&self) -> io::Result<()> {
         loop {
             let n = sys::with_events(REAP_BATCH, |evs| -> io::Result<usize> {
                 let n = sys::getevents(self.handle, 0, evs, Some(Duration::ZERO))?;
-                let mut st = self.lock();
-                for ev in &evs[..n] {
-                    let Some(index) = st.slots.find_data(ev.data) else { continue };
-                    let e = st.slots.entry(index);
-                    match e.value.take() {
-                        Some(Slot::Waiting(w)) => {
-                            e.value = Some(Slot::Done(ev.res));
-                            if let Some(w) = w {
-                                w.wake();
-                            }
-                        }
-                        other => {
-                            e.value = other;
-                            st.slots.remove(index);
-                        }
-                    }
-                }
+                self.record(&evs[..n]);
                 Ok(n)
             })?;
             if n < REAP_BATCH {
@@ -382,23 +388,7 @@ impl<'fd> AsyncContext<'fd> {
             }
             let _ = sys::with_events(REAP_BATCH, |evs| -> io::Result<()> {
                 let n = sys::getevents(self.handle, 1, evs, Some(Duration::from_millis(10)))?;
-                let mut st = self.lock();
-                for ev in &evs[..n] {
-                    let Some(index) = st.slots.find_data(ev.data) else { continue };
-                    let e = st.slots.entry(index);
-                    match e.value.take() {
-                        Some(Slot::Waiting(w)) => {
-                            e.value = Some(Slot::Done(ev.res));
-                            if let Some(w) = w {
-                                w.wake();
-                            }
-                        }
-                        other => {
-                            e.value = other;
-                            st.slots.remove(index);
-                        }
-                    }
-                }
+                self.record(&evs[..n]);
                 Ok(())
             });
         }
