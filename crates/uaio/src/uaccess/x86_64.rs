@@ -141,8 +141,7 @@ fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mut libc::c_void
     } else if flags & libc::SA_SIGINFO != 0 {
         // SAFETY: the handler was installed with SA_SIGINFO, so it has
         // this signature; we call it as the kernel would have.
-        let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
-            unsafe { core::mem::transmute(h) };
+        let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) = unsafe { core::mem::transmute(h) };
         f(sig, info, uctx);
     } else {
         // SAFETY: a plain handler takes only the signal number.
