@@ -8,8 +8,8 @@
 //! (a descriptor it owns, or one it believes it owns) could then have uaio
 //! read its pipe or eventfd, and wait on it for ever. Only the first read
 //! of each file opens it, and the number is moved above uaio's floor at
-//! once; the table of numbers is lock-free, so a `fork` child (which
-//! inherits the descriptors) keeps using it.
+//! once. The table of numbers is lock-free (a `fork` child, whose copies
+//! of uaio's descriptors are closed, empties it with atomic stores).
 
 use std::os::fd::{AsRawFd, IntoRawFd};
 
@@ -106,6 +106,21 @@ fn same_file(fd: &InternalFd, path: &std::ffi::CStr) -> bool {
     let a = rustix::fs::fstat(fd);
     let b = rustix::fs::stat(path);
     matches!((a, b), (Ok(a), Ok(b)) if a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+}
+
+/// How many of the files are open now (descriptors uaio keeps for the
+/// life of the process).
+pub(crate) fn open_count() -> usize {
+    FDS.iter().filter(|f| f.load(Ordering::Relaxed) >= 0).count()
+}
+
+/// In a `fork` child, after uaio's descriptors were closed there
+/// (`internal_fds::after_fork_in_child`): the files are opened again on
+/// first use. Only atomic stores.
+pub(crate) fn after_fork_in_child() {
+    for f in &FDS {
+        f.store(-1, Ordering::Relaxed);
+    }
 }
 
 /// The contents of `f` now (`None` if it cannot be read).
