@@ -120,6 +120,13 @@ enum Backend {
 }
 
 fn main() -> ExitCode {
+    // Like other command-line tools, end quietly when the reader of the
+    // output goes away (`uaio check | head`): Rust ignores SIGPIPE and
+    // would panic on the failed write instead. Programs `uaio run` starts
+    // get the default disposition either way.
+    // SAFETY: setting a signal's disposition to its default, before any
+    // thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     match cli.command {
         Cmd::Check(a) => check::main(&a),

@@ -2697,6 +2697,10 @@ fn watchdog(w: &World, done: &AtomicBool, summary: &dyn Fn(&World)) {
 
 /// Runs `uaio stress` with the arguments after `stress`.
 pub fn main(args: &[String]) -> ExitCode {
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
     let mut o = match parse_args(args) {
         Ok(o) => o,
         Err(e) => {

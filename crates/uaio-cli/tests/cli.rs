@@ -371,3 +371,12 @@ fn run_stats_reports_what_the_program_did() {
     assert_eq!(o.status.code(), Some(7));
     assert!(text(&o.stderr).contains("no AIO context was used"), "{}", text(&o.stderr));
 }
+
+#[test]
+fn stress_and_bench_help_go_to_stdout_and_succeed() {
+    for sub in ["stress", "bench"] {
+        let o = uaio(&[sub, "--help"]);
+        assert!(o.status.success(), "uaio {sub} --help: {:?}\n{}", o.status, text(&o.stderr));
+        assert!(text(&o.stdout).to_lowercase().contains("usage"), "uaio {sub} --help: {}", text(&o.stdout));
+    }
+}
