@@ -146,7 +146,16 @@ fn run_with_stats(mut c: std::process::Command, cmd: &OsString, json: Option<&Pa
         }
     };
     c.env("UAIO_STATS", &file);
-    let status = match c.status() {
+    let forwarded = forward_signals(&mut c);
+    let status = match c.spawn() {
+        Ok(mut child) => {
+            let pid = child.id() as libc::pid_t;
+            std::thread::spawn(move || forward_to(pid, forwarded));
+            child.wait()
+        }
+        Err(e) => Err(e),
+    };
+    let status = match status {
         Ok(s) => s,
         Err(err) => {
             eprintln!("uaio run: {}: {err}", Path::new(cmd).display());
@@ -161,6 +170,53 @@ fn run_with_stats(mut c: std::process::Command, cmd: &OsString, json: Option<&Pa
         (Some(code), _) => ExitCode::from(code as u8),
         (None, Some(sig)) => ExitCode::from(128 + sig as u8),
         _ => ExitCode::FAILURE,
+    }
+}
+
+/// While `uaio run --stats` waits for its program, signals meant to end
+/// it reach the program instead: SIGTERM and SIGHUP are blocked here and
+/// passed on by [`forward_to`]; SIGINT and SIGQUIT, which a terminal sends
+/// to the program as well, are ignored here. The program starts with the
+/// default disposition and mask for all four. Returns the blocked set.
+fn forward_signals(c: &mut std::process::Command) -> libc::sigset_t {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: sigset manipulation on a local set, a mask change for this
+    // thread (and the forwarder it starts, which inherits it), and two
+    // dispositions set to SIG_IGN.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGQUIT, libc::SIG_IGN);
+        set
+    };
+    // SAFETY: between fork and exec, only async-signal-safe calls: the
+    // dispositions back to default and the mask emptied (ignored signals
+    // and the mask survive exec).
+    unsafe {
+        c.pre_exec(move || {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            libc::signal(libc::SIGQUIT, libc::SIG_DFL);
+            libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+    set
+}
+
+/// Passes every signal of `set` this process receives on to `pid`.
+fn forward_to(pid: libc::pid_t, set: libc::sigset_t) {
+    loop {
+        let mut sig = 0;
+        // SAFETY: sigwait on a set blocked in this thread; kill of our child.
+        unsafe {
+            if libc::sigwait(&set, &mut sig) == 0 {
+                libc::kill(pid, sig);
+            }
+        }
     }
 }
 

@@ -380,3 +380,44 @@ fn stress_and_bench_help_go_to_stdout_and_succeed() {
         assert!(text(&o.stdout).to_lowercase().contains("usage"), "uaio {sub} --help: {}", text(&o.stdout));
     }
 }
+
+/// `uaio run --stats` waits for its program: SIGTERM and SIGHUP sent to it
+/// reach the program, whose status (128 + the signal) comes back, and the
+/// statistics are still printed and their file removed.
+#[test]
+fn run_stats_passes_termination_signals_to_the_program() {
+    for (sig, name) in [(libc::SIGTERM, "TERM"), (libc::SIGHUP, "HUP")] {
+        let runtime = tempfile::tempdir().expect("runtime dir");
+        let marker = runtime.path().join("finished");
+        let child = Command::new(env!("CARGO_BIN_EXE_uaio"))
+            .env("XDG_RUNTIME_DIR", runtime.path())
+            .args(["run", "--stats", "--", "sh", "-c"])
+            .arg(format!("sleep 3; touch {}", marker.display()))
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run uaio");
+        // The statistics' directories (the library's own directory stays).
+        let stats_dirs = || -> Vec<std::path::PathBuf> {
+            let all: Vec<std::path::PathBuf> = std::fs::read_dir(runtime.path())
+                .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+                .unwrap_or_default();
+            all.into_iter()
+                .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("uaio-stats-")))
+                .collect()
+        };
+        // Until the program runs: its statistics' directory appears.
+        let start = std::time::Instant::now();
+        while stats_dirs().is_empty() && start.elapsed() < std::time::Duration::from_secs(10) {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as libc::pid_t, sig) };
+        let o = child.wait_with_output().expect("wait");
+        assert_eq!(o.status.code(), Some(128 + sig), "SIG{name}: {:?}\n{}", o.status, text(&o.stderr));
+        assert!(text(&o.stderr).contains("uaio run --stats: sh"), "SIG{name}: {}", text(&o.stderr));
+        std::thread::sleep(std::time::Duration::from_millis(3500));
+        assert!(!marker.exists(), "SIG{name}: the program went on after uaio run was signalled");
+        assert_eq!(stats_dirs(), Vec::<std::path::PathBuf>::new(), "SIG{name}: statistics left behind");
+    }
+}
