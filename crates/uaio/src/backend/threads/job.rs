@@ -223,7 +223,22 @@ impl Job {
     /// Runs a claimed job to the end, blocking (workers).
     pub(super) fn run(&self) -> i32 {
         let cur = lock(&self.cur);
+        if !self.file_unchanged() {
+            // What an earlier part moved still counts.
+            return cur.result(-libc::EBADF);
+        }
         run_blocking(self.kind, self.fd, &cur, self.rw_flags, self.ioprio)
+    }
+
+    /// Whether the held duplicate still names the file it was taken from
+    /// (device and inode). A program that put one of its own files on
+    /// uaio's number (`dup2`) must not have the request read or write that
+    /// file: the request fails with `EBADF` instead, as when the program
+    /// closes the number.
+    pub(super) fn file_unchanged(&self) -> bool {
+        let hold = lock(&self.hold);
+        let Some(h) = hold.as_ref() else { return true };
+        fstat(self.fd).is_some_and(|st| st.st_dev == h.dev && st.st_ino == h.ino)
     }
 }
 

@@ -166,6 +166,11 @@ impl Shared {
     }
 }
 
+/// Adds 1 to one of uaio's eventfds, unless its number now names a file
+/// of another kind: a program that put one of its files on uaio's number
+/// (`dup2`) must not receive the 8 bytes.
 pub(super) fn write_one(fd: BorrowedFd<'_>) {
-    let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
+    if rustix::fs::fstat(fd).is_ok_and(|st| st.st_mode & libc::S_IFMT == 0) {
+        let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
+    }
 }

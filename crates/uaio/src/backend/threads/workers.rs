@@ -183,6 +183,9 @@ pub(super) fn poll_events(job: &Job) -> i16 {
 /// wait again.
 pub(super) fn attempt(job: &Job) -> Option<i32> {
     let mut cur = lock(&job.cur);
+    if !job.file_unchanged() {
+        return Some(cur.result(-libc::EBADF));
+    }
     let r = cur.io(job.kind, job.fd, job.rw_flags | RWF_NOWAIT);
     let write = matches!(job.kind, OpKind::Write | OpKind::Writev);
     if r == -libc::EAGAIN {
