@@ -30,8 +30,10 @@ fn floor() -> i32 {
 
 #[test]
 fn files_put_on_uaios_numbers_get_no_request_and_no_wakeup() {
-    // SAFETY (edition 2021: safe call): before the first uaio call.
+    // SAFETY (edition 2021: safe calls): before the first uaio call. One
+    // worker: the writes wait in the queue behind the sync below.
     std::env::set_var("UAIO_BACKEND", "threads");
+    std::env::set_var("UAIO_THREADS", "1");
     let dir = tempfile::tempdir_in("/var/tmp").expect("temp dir");
     let path = dir.path().join("a");
     let a = match File::options().read(true).write(true).create(true).custom_flags(libc::O_DIRECT).open(&path) {
@@ -61,6 +63,15 @@ fn files_put_on_uaios_numbers_get_no_request_and_no_wakeup() {
     // SAFETY: io_setup writes the handle.
     assert_eq!(unsafe { raw::io_setup(64, &mut ctx) }, 0);
     assert_eq!(uaio::backend_name(), "threads");
+    // A sync of 64 MiB of dirty data keeps the one worker busy while the
+    // program replaces the numbers: no write can have passed uaio's check
+    // before the replacement and run after it.
+    let dirty = tempfile::tempfile_in("/var/tmp").expect("dirty file");
+    dirty.write_all_at(&vec![7u8; 64 * MIB], 0).expect("dirty data");
+    let mut sync = cb(uaio::abi::IOCB_CMD_FSYNC, dirty.as_raw_fd(), 0, 0, 0, 99);
+    let mut sp = [&mut sync as *mut iocb];
+    // SAFETY: one valid iocb.
+    assert_eq!(unsafe { raw::io_submit(ctx, 1, sp.as_mut_ptr()) }, 1);
     let mut cbs: Vec<iocb> =
         (0..WRITES).map(|i| cb(IOCB_CMD_PWRITE, a.as_raw_fd(), buf, MIB as u64, (i * MIB) as i64, i as u64)).collect();
     let mut ptrs: Vec<*mut iocb> = cbs.iter_mut().map(|c| c as *mut iocb).collect();
@@ -73,21 +84,25 @@ fn files_put_on_uaios_numbers_get_no_request_and_no_wakeup() {
         // was there: that is the hostile part).
         unsafe { libc::dup2(victim.as_raw_fd(), n) };
     }
-    let mut evs = vec![io_event::default(); WRITES];
+    let mut evs = vec![io_event::default(); WRITES + 1];
     let mut got = 0;
-    while got < WRITES {
+    while got < WRITES + 1 {
         let mut ts = libc::timespec { tv_sec: 20, tv_nsec: 0 };
         // SAFETY: room for the remaining events.
-        let r = unsafe { raw::io_getevents(ctx, 1, (WRITES - got) as i64, evs[got..].as_mut_ptr(), &mut ts) };
+        let r = unsafe { raw::io_getevents(ctx, 1, (WRITES + 1 - got) as i64, evs[got..].as_mut_ptr(), &mut ts) };
         assert!(r > 0, "io_getevents: {r} after {got} events");
         got += r as usize;
     }
     let victim_len = victim.metadata().expect("stat").len();
+    // Read back through a buffered descriptor (an O_DIRECT read would need
+    // an aligned buffer).
+    let plain = File::open(&path).expect("reopen");
     let mut back = vec![0u8; MIB];
+    evs.retain(|e| e.data != 99);
     for e in &evs {
         assert!(e.res == MIB as i64 || e.res == -(libc::EBADF as i64), "write {}: {}", e.data, e.res);
         if e.res == MIB as i64 {
-            a.read_exact_at(&mut back, e.data * MIB as u64).expect("read back");
+            plain.read_exact_at(&mut back, e.data * MIB as u64).expect("read back");
             assert!(back.iter().all(|&b| b == b'x'), "write {} reported done but its data is not in the file", e.data);
         }
     }
