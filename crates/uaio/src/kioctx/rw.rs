@@ -129,12 +129,17 @@ fn inline_rw(cb: &iocb, f: &mut FdInfo, p: &Prepared, write: bool, empty: bool, 
         None => (&one as *const iovec, 1),
     };
     let refuses = write && f.refuses_nowait_buffered_write();
-    let queued_writes = behind_write || writeback::BACKEND_WRITES.load(Ordering::SeqCst) != 0;
     if write && empty && p.rw_flags & RWF_NOWAIT != 0 && refuses {
         // The C library answers an empty write itself; the
         // kernel's AIO asks the file system, which refuses.
         -(libc::EOPNOTSUPP as i64)
-    } else if write && !is_direct(f) && f.is_regular() && !refuses && queued_writes {
+    } else if write
+        && p.rw_flags & RWF_NOWAIT != 0
+        && !is_direct(f)
+        && f.is_regular()
+        && !refuses
+        && (behind_write || writeback::BACKEND_WRITES.load(Ordering::SeqCst) != 0)
+    {
         // A buffered write of the program's that would not
         // wait, while an earlier one waits in the backend:
         // done now, it could overtake it. The kernel's own
