@@ -9,7 +9,7 @@
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rustix::io::Errno;
@@ -69,9 +69,15 @@ struct Sq {
     local_tail: u32,
 }
 
-/// io_uring backend state for one context.
+/// The io_uring backend of one context: its ring, shared with whatever
+/// must reach the ring after the context's own calls return.
 #[derive(Debug)]
-pub(crate) struct Uring {
+pub(crate) struct Uring(Arc<Ring>);
+
+/// One io_uring instance: its descriptor, its mapped queues and the lock
+/// of the submission side.
+#[derive(Debug)]
+pub(crate) struct Ring {
     fd: InternalFd,
     sq: Mutex<Sq>,
     cq_head: *const AtomicU32,
@@ -86,9 +92,9 @@ pub(crate) struct Uring {
 // SAFETY: the raw pointers point into mappings owned by this struct; the SQ
 // side is guarded by the mutex, the CQ side is serialised by the caller of
 // `drain` (the context's completion lock) and otherwise only read atomically.
-unsafe impl Send for Uring {}
+unsafe impl Send for Ring {}
 // SAFETY: as above.
-unsafe impl Sync for Uring {}
+unsafe impl Sync for Ring {}
 
 fn ptr_of<T>(p: *const T) -> io_uring_ptr {
     io_uring_ptr::new(p as *mut T as *mut core::ffi::c_void)
@@ -119,6 +125,12 @@ impl Uring {
     /// `notify` is given, that eventfd is signalled on completions (unless
     /// turned off with `set_notify`).
     pub(crate) fn new(capacity: u32, notify: Option<BorrowedFd<'_>>) -> Result<Uring, Errno> {
+        Ring::new(capacity, notify).map(|r| Uring(Arc::new(r)))
+    }
+}
+
+impl Ring {
+    fn new(capacity: u32, notify: Option<BorrowedFd<'_>>) -> Result<Ring, Errno> {
         let (fd, params) = setup(capacity)?;
         // Waiting with a timeout and a signal mask needs IORING_ENTER_EXT_ARG (5.11).
         if !params.features.contains(rustix::io_uring::IoringFeatureFlags::EXT_ARG) {
@@ -146,7 +158,7 @@ impl Uring {
             // SAFETY: the tail field is a live u32 in the mapping.
             local_tail: unsafe { (*rings.at::<AtomicU32>(sq_off.tail)).load(Ordering::Relaxed) },
         };
-        let u = Uring {
+        let u = Ring {
             cq_head: rings.at(cq_off.head),
             cq_tail: rings.at(cq_off.tail),
             cq_flags: rings.at(cq_off.flags),
@@ -244,9 +256,9 @@ impl Backend for Uring {
         let mut buf = [Sqe::default(); SUBMIT_BATCH];
         for chunk in ops.chunks(SUBMIT_BATCH) {
             for (s, op) in buf.iter_mut().zip(chunk) {
-                *s = Self::sqe_for(op);
+                *s = Ring::sqe_for(op);
             }
-            self.push(&buf[..chunk.len()])?;
+            self.0.push(&buf[..chunk.len()])?;
         }
         Ok(())
     }
@@ -256,25 +268,25 @@ impl Backend for Uring {
         // (the caller serialises drains) so reading entries up to tail and
         // then releasing them by storing head is the io_uring protocol.
         unsafe {
-            let head = (*self.cq_head).load(Ordering::Relaxed);
-            let tail = (*self.cq_tail).load(Ordering::Acquire);
+            let head = (*self.0.cq_head).load(Ordering::Relaxed);
+            let tail = (*self.0.cq_tail).load(Ordering::Acquire);
             let mut h = head;
             while h != tail {
-                let cqe = self.cqes.add((h & self.cq_mask) as usize).read();
+                let cqe = self.0.cqes.add((h & self.0.cq_mask) as usize).read();
                 h = h.wrapping_add(1);
                 let key = cqe.user_data.u64_();
                 if key >> 32 != INTERNAL_HIGH {
                     sink(key, cqe.res);
                 }
             }
-            (*self.cq_head).store(tail, Ordering::Release);
+            (*self.0.cq_head).store(tail, Ordering::Release);
             tail.wrapping_sub(head) as usize
         }
     }
 
     fn has_completions(&self) -> bool {
         // SAFETY: live atomics in the CQ ring.
-        unsafe { (*self.cq_head).load(Ordering::Relaxed) != (*self.cq_tail).load(Ordering::Acquire) }
+        unsafe { (*self.0.cq_head).load(Ordering::Relaxed) != (*self.0.cq_tail).load(Ordering::Acquire) }
     }
 
     fn wait(&self, min: u32, timeout: Option<Duration>, sigmask: Option<&u64>) -> Result<(), Errno> {
@@ -289,7 +301,7 @@ impl Backend for Uring {
         }
         let flags = IoringEnterFlags::GETEVENTS | IoringEnterFlags::EXT_ARG;
         // SAFETY: arg and what it points to live across the call.
-        match unsafe { io_uring_enter_arg(self.fd.as_fd(), 0, min.max(1), flags, Some(&arg)) } {
+        match unsafe { io_uring_enter_arg(self.0.fd.as_fd(), 0, min.max(1), flags, Some(&arg)) } {
             Ok(_) => Ok(()),
             Err(e) => Err(e),
         }
@@ -299,11 +311,11 @@ impl Backend for Uring {
         // A timeout completion ends every wait in io_uring_enter, whatever
         // number of completions it waits for (a NOP would count as one).
         let _ =
-            self.push(&[sqe(IoringOp::Timeout, 0, &WAKE_NOW as *const rustix::fs::Timespec as u64, 1, 0, TAG_WAKE)]);
+            self.0.push(&[sqe(IoringOp::Timeout, 0, &WAKE_NOW as *const rustix::fs::Timespec as u64, 1, 0, TAG_WAKE)]);
     }
 
     fn cancel(&self, key: u64) {
-        let _ = self.push(&[sqe(IoringOp::AsyncCancel, -1, key, 0, 0, TAG_CANCEL)]);
+        let _ = self.0.push(&[sqe(IoringOp::AsyncCancel, -1, key, 0, 0, TAG_CANCEL)]);
     }
 
     fn set_notify(&self, on: bool) {
@@ -311,9 +323,9 @@ impl Backend for Uring {
         // EVENTFD_DISABLED bit is ours to change.
         unsafe {
             if on {
-                (*self.cq_flags).fetch_and(!IoringCqFlags::EVENTFD_DISABLED.bits(), Ordering::SeqCst);
+                (*self.0.cq_flags).fetch_and(!IoringCqFlags::EVENTFD_DISABLED.bits(), Ordering::SeqCst);
             } else {
-                (*self.cq_flags).fetch_or(IoringCqFlags::EVENTFD_DISABLED.bits(), Ordering::SeqCst);
+                (*self.0.cq_flags).fetch_or(IoringCqFlags::EVENTFD_DISABLED.bits(), Ordering::SeqCst);
             }
         }
     }
