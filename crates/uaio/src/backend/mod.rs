@@ -69,6 +69,27 @@ impl BackendOp {
     }
 }
 
+/// A file as buffered writes are ordered on it: a regular file's device and
+/// inode, or a block device's device number (whatever node names it).
+pub(crate) type FileKey = (u64, u64);
+
+/// The key under which `kind` on a file of type `mode` (`st_mode`), device
+/// `dev`, inode `ino` and device number `rdev` is ordered, if it is a
+/// buffered write (`direct`: the file is open `O_DIRECT`). Kernel AIO
+/// copies a buffered write into the page cache inside `io_submit`, so such
+/// writes to one file land in submission order; a backend keeps that order
+/// for those with the same key.
+pub(crate) fn order_key(kind: OpKind, direct: bool, mode: u32, dev: u64, ino: u64, rdev: u64) -> Option<FileKey> {
+    if !matches!(kind, OpKind::Write | OpKind::Writev) || direct {
+        return None;
+    }
+    match mode & libc::S_IFMT {
+        libc::S_IFREG => Some((dev, ino)),
+        libc::S_IFBLK => Some((u64::MAX, rdev)),
+        _ => None,
+    }
+}
+
 /// The events a POLL for `mask` waits for: the kernel's AIO poll completes
 /// with the waker's whole mask, so the usual companions of IN and OUT
 /// (RDNORM, WRNORM) are asked for as well, which reproduces that for

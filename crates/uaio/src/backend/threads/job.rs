@@ -187,21 +187,11 @@ pub(super) struct Job {
     pub(super) order: Option<FileKey>,
 }
 
-/// A file as buffered writes are ordered on it: a regular file's device and
-/// inode, or a block device's device number (whatever node names it).
-pub(super) type FileKey = (u64, u64);
-
-/// The key under which a buffered write to the file `st` is ordered, if
-/// it is one ([`Job::order`]).
+/// The key under which a buffered write to the file `st` opened with
+/// `file_flags` is ordered, if it is one ([`Job::order`]).
 pub(super) fn order_key(kind: OpKind, st: &libc::stat, file_flags: i32) -> Option<FileKey> {
-    if !matches!(kind, OpKind::Write | OpKind::Writev) || file_flags & libc::O_DIRECT != 0 {
-        return None;
-    }
-    match st.st_mode & libc::S_IFMT {
-        libc::S_IFREG => Some((st.st_dev, st.st_ino)),
-        libc::S_IFBLK => Some((u64::MAX, st.st_rdev)),
-        _ => None,
-    }
+    let direct = file_flags & libc::O_DIRECT != 0;
+    crate::backend::order_key(kind, direct, st.st_mode, st.st_dev, st.st_ino, st.st_rdev)
 }
 
 impl Job {
