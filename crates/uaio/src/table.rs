@@ -53,6 +53,7 @@ extern "C" fn after_fork_in_child() {
     PROCESS.replace(fresh());
     EPOCH.fetch_add(1, Ordering::AcqRel);
     threads::after_fork_in_child();
+    crate::backend::uring::after_fork_in_child();
     internal_fds::after_fork_in_child();
     crate::sys::procfs::after_fork_in_child();
     crate::sys::direct_hint::after_fork_in_child();

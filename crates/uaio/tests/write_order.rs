@@ -75,6 +75,20 @@ impl Aio {
         evs
     }
 
+    /// `io_getevents` for at least `min` events into `out`, for at most
+    /// `secs` seconds.
+    fn wait(self, ctx: aio_context_t, min: i64, out: &mut [io_event], secs: i64) -> i64 {
+        let ts = libc::timespec { tv_sec: secs, tv_nsec: 0 };
+        let (nr, ptr) = (out.len() as i64, out.as_mut_ptr());
+        match self {
+            // SAFETY: room for `nr` events at `ptr`; the timeout lives
+            // across the call.
+            Aio::Kernel => unsafe { libc::syscall(libc::SYS_io_getevents, ctx, min, nr, ptr, &ts) as i64 },
+            // SAFETY: as above.
+            Aio::Uaio => unsafe { raw::io_getevents(ctx, min, nr, ptr, &ts as *const libc::timespec as *mut _) },
+        }
+    }
+
     fn destroy(self, ctx: aio_context_t) {
         let r = match self {
             // SAFETY: a context of this process.
@@ -227,5 +241,289 @@ fn whole_page_write_after_uncached_partial_one_wins() {
         let got = uncached_then_whole_page(Aio::Uaio, round);
         assert_eq!(got.0, want.0, "round {round}: results on uaio ({}) vs kernel", uaio::backend_name());
         assert!(got.1 == want.1, "round {round}: file on uaio ({}) differs from the kernel's", uaio::backend_name());
+    }
+}
+
+/// Where a file system keeps buffered writes that io_uring cannot do
+/// without a worker: tmpfs (`/dev/shm`), when it is mounted there.
+fn tmpfs_dir() -> Option<std::path::PathBuf> {
+    let st = rustix::fs::statfs("/dev/shm").ok()?;
+    (st.f_type as i64 == libc::TMPFS_MAGIC).then(|| std::path::PathBuf::from("/dev/shm"))
+}
+
+/// `threads` threads take turns, strictly one after the other, each
+/// submitting one buffered write per turn (overlapping, of varied lengths
+/// and offsets) to one file, through one shared context or one context
+/// each; the file's contents once every write is reaped.
+fn taking_turns(aio: Aio, dir: &std::path::Path, threads: usize, own_contexts: bool, seed: u8) -> Vec<u8> {
+    use std::sync::{Condvar, Mutex};
+    const ROUNDS: usize = 16;
+    let file = tempfile::tempfile_in(dir).expect("create");
+    file.write_all_at(&[b'.'; 16384], 0).expect("prefill");
+    let bufs: Vec<Vec<u8>> = (0..threads * ROUNDS).map(|k| vec![seed.wrapping_add(k as u8).max(1); 4000]).collect();
+    let shared = (!own_contexts).then(|| aio.setup(256));
+    let turn = (Mutex::new(0usize), Condvar::new());
+    std::thread::scope(|s| {
+        for id in 0..threads {
+            let (file, bufs, turn) = (&file, &bufs, &turn);
+            s.spawn(move || {
+                let ctx = shared.unwrap_or_else(|| aio.setup(64));
+                for _ in 0..ROUNDS {
+                    let mut k = turn.0.lock().unwrap();
+                    while *k % threads != id {
+                        k = turn.1.wait(k).unwrap();
+                    }
+                    let (len, off) = (1000 + (*k * 37) % 3000, (*k * 411) % 6000);
+                    let mut one = [cb(
+                        IOCB_CMD_PWRITE,
+                        file.as_raw_fd(),
+                        bufs[*k].as_ptr() as u64,
+                        len as u64,
+                        off as i64,
+                        *k as u64,
+                    )];
+                    aio.submit(ctx, &mut one);
+                    *k += 1;
+                    turn.1.notify_all();
+                }
+                if shared.is_none() {
+                    let evs = aio.reap(ctx, ROUNDS);
+                    assert!(evs.iter().all(|e| e.res > 0), "{aio:?}: {evs:?}");
+                    aio.destroy(ctx);
+                }
+            });
+        }
+    });
+    if let Some(ctx) = shared {
+        let evs = aio.reap(ctx, threads * ROUNDS);
+        assert!(evs.iter().all(|e| e.res > 0), "{aio:?}: {evs:?}");
+        aio.destroy(ctx);
+    }
+    let mut got = vec![0u8; 16384];
+    let n = file.read_at(&mut got, 0).expect("read back");
+    got.truncate(n);
+    got
+}
+
+/// Threads taking turns, on tmpfs (where io_uring sends every buffered
+/// write to a worker of the submitting thread) and on the temporary
+/// directory's file system: the file keeps the last writer's bytes.
+fn compare_turns(own_contexts: bool) {
+    let tmp = std::env::temp_dir();
+    let dirs: Vec<std::path::PathBuf> = tmpfs_dir().into_iter().chain([tmp]).collect();
+    if dirs.len() == 1 {
+        println!("tmpfs case skipped: /dev/shm is not a tmpfs here");
+    }
+    for dir in &dirs {
+        for round in 0..8u8 {
+            let seed = round.wrapping_mul(29);
+            let want = taking_turns(Aio::Kernel, dir, 4, own_contexts, seed);
+            let got = taking_turns(Aio::Uaio, dir, 4, own_contexts, seed);
+            assert!(
+                got == want,
+                "{} round {round}: file on uaio ({}) differs from the kernel's (first difference at {:?})",
+                dir.display(),
+                uaio::backend_name(),
+                got.iter().zip(&want).position(|(a, b)| a != b)
+            );
+        }
+    }
+}
+
+#[test]
+fn threads_taking_turns_on_one_context_keep_submission_order() {
+    compare_turns(false);
+}
+
+#[test]
+fn threads_taking_turns_with_a_context_each_keep_submission_order() {
+    compare_turns(true);
+}
+
+/// Many overlapping partial-page writes in one `io_submit` to a file just
+/// dropped from the page cache (on XFS, io_uring did later ones at once,
+/// past earlier ones that had to read their page first).
+fn batch_after_cache_drop(aio: Aio, dir: &std::path::Path, n: usize, seed: u8) -> Vec<u8> {
+    let file = tempfile::tempfile_in(dir).expect("create");
+    file.write_all_at(&[b'.'; 65536], 0).expect("prefill");
+    file.sync_all().expect("fsync");
+    // SAFETY: posix_fadvise on an open descriptor; it only drops clean
+    // cached pages of the file.
+    unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    let bufs: Vec<Vec<u8>> = (0..n).map(|i| vec![seed.wrapping_add(i as u8).max(1); 3000]).collect();
+    let mut cbs: Vec<iocb> = bufs
+        .iter()
+        .enumerate()
+        .map(|(i, b)| cb(IOCB_CMD_PWRITE, file.as_raw_fd(), b.as_ptr() as u64, 3000, 1000 * i as i64, i as u64))
+        .collect();
+    let ctx = aio.setup(256);
+    aio.submit(ctx, &mut cbs);
+    let evs = aio.reap(ctx, n);
+    assert!(evs.iter().all(|e| e.res == 3000), "{aio:?}: {evs:?}");
+    aio.destroy(ctx);
+    let mut got = vec![0u8; 65536];
+    let len = file.read_at(&mut got, 0).expect("read back");
+    got.truncate(len);
+    got
+}
+
+#[test]
+fn a_large_batch_after_a_cache_drop_keeps_submission_order() {
+    let dirs: Vec<std::path::PathBuf> = tmpfs_dir().into_iter().chain([std::env::temp_dir()]).collect();
+    for dir in &dirs {
+        for round in 0..6u8 {
+            let n = 32 + 8 * round as usize;
+            let want = batch_after_cache_drop(Aio::Kernel, dir, n, round);
+            let got = batch_after_cache_drop(Aio::Uaio, dir, n, round);
+            assert!(
+                got == want,
+                "{} round {round}: file on uaio ({}) differs from the kernel's",
+                dir.display(),
+                uaio::backend_name()
+            );
+        }
+    }
+}
+
+/// A buffered write waiting for its file's earlier ones can be cancelled
+/// (uaio only: the kernel's are done inside `io_submit`). Whether the
+/// cancel finds it waiting or done, every event arrives, and the file
+/// holds the last write that was not cancelled.
+#[test]
+fn a_cancelled_waiting_write_completes_and_the_others_keep_order() {
+    let dir = tmpfs_dir().unwrap_or_else(std::env::temp_dir);
+    let mut cancelled = 0;
+    for round in 0..20u8 {
+        let file = tempfile::tempfile_in(&dir).expect("create");
+        let bufs: Vec<Vec<u8>> = (1..=4u8).map(|i| vec![i + round * 4; 8192]).collect();
+        let mut cbs: Vec<iocb> = bufs
+            .iter()
+            .enumerate()
+            .map(|(i, b)| cb(IOCB_CMD_PWRITE, file.as_raw_fd(), b.as_ptr() as u64, 8192, 0, i as u64))
+            .collect();
+        let ctx = Aio::Uaio.setup(8);
+        Aio::Uaio.submit(ctx, &mut cbs);
+        let mut ev = io_event::default();
+        // SAFETY: the last iocb was submitted on `ctx` and is alive.
+        let r = unsafe { raw::io_cancel(ctx, &mut cbs[3], &mut ev) };
+        // As the kernel's: the cancel has begun, or the request is no longer pending.
+        assert!(r == -(libc::EINPROGRESS as i64) || r == -(libc::EINVAL as i64), "io_cancel: {r}");
+        let mut evs = Aio::Uaio.reap(ctx, 4);
+        evs.sort_by_key(|e| e.data);
+        Aio::Uaio.destroy(ctx);
+        cancelled += (evs[3].res < 0) as u32;
+        let res: Vec<i64> = evs.iter().map(|e| e.res).collect();
+        assert_eq!(res[..3], [8192, 8192, 8192], "round {round}");
+        let mut got = vec![0u8; 8192];
+        assert_eq!(file.read_at(&mut got, 0).expect("read back"), 8192);
+        match res[3] {
+            8192 => assert!(got == bufs[3], "round {round}: the last write did not land last"),
+            r if r == -(libc::ECANCELED as i64) => {
+                assert!(got == bufs[2], "round {round}: the cancelled write landed, or an earlier one last")
+            }
+            r => panic!("round {round}: the cancelled write ended with {r}"),
+        }
+    }
+    println!("{cancelled} of 20 writes cancelled while they waited ({})", uaio::backend_name());
+}
+
+/// A sync submitted after buffered writes covers them, as kernel AIO's
+/// does (they are in the page cache before it starts): the writes'
+/// events come before the sync's, as on the kernel.
+fn writes_then_sync(aio: Aio, dir: &std::path::Path, round: u8) -> Vec<u64> {
+    let file = tempfile::tempfile_in(dir).expect("create");
+    let bufs: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i + round; 64 * 1024]).collect();
+    let mut cbs: Vec<iocb> = bufs
+        .iter()
+        .enumerate()
+        .map(|(i, b)| cb(IOCB_CMD_PWRITE, file.as_raw_fd(), b.as_ptr() as u64, b.len() as u64, 0, i as u64))
+        .collect();
+    let op = if round & 1 == 0 { uaio::abi::IOCB_CMD_FSYNC } else { uaio::abi::IOCB_CMD_FDSYNC };
+    cbs.push(cb(op, file.as_raw_fd(), 0, 0, 0, 9));
+    let ctx = aio.setup(8);
+    if round % 4 < 2 {
+        aio.submit(ctx, &mut cbs);
+    } else {
+        cbs.chunks_mut(1).for_each(|c| aio.submit(ctx, c));
+    }
+    let evs = aio.reap(ctx, 5);
+    aio.destroy(ctx);
+    assert!(evs.iter().all(|e| e.res >= 0), "{aio:?}: {evs:?}");
+    let mut got = vec![0u8; 64 * 1024];
+    file.read_at(&mut got, 0).expect("read back");
+    assert!(got == bufs[3], "{aio:?} round {round}: the last write did not land last");
+    evs.iter().map(|e| e.data).collect()
+}
+
+#[test]
+fn a_sync_comes_after_the_writes_submitted_before_it() {
+    let dirs: Vec<std::path::PathBuf> = tmpfs_dir().into_iter().chain([std::env::temp_dir()]).collect();
+    for dir in &dirs {
+        for round in 0..12u8 {
+            let want = writes_then_sync(Aio::Kernel, dir, round);
+            let got = writes_then_sync(Aio::Uaio, dir, round);
+            let last = |v: &[u64]| v.iter().position(|&d| d == 9);
+            assert_eq!(last(&want), Some(4), "kernel, round {round}: {want:?}");
+            assert_eq!(
+                last(&got),
+                Some(4),
+                "{} round {round}: events on uaio ({}): {got:?}",
+                dir.display(),
+                uaio::backend_name()
+            );
+        }
+    }
+}
+
+/// Two contexts write one file in turn while the first context's waiter
+/// sleeps for more events than will come soon (its other request is a
+/// POLL of an empty pipe): the second context's write must still
+/// complete, as on the kernel, where both writes are done inside
+/// `io_submit`. Returns the second write's result and the file's first
+/// bytes.
+fn second_context_write_while_first_waits(aio: Aio, dir: &std::path::Path) -> (i64, Vec<u8>) {
+    const BIG: usize = 32 << 20;
+    let file = tempfile::tempfile_in(dir).expect("create");
+    let (pipe_r, pipe_w) = util::pipe();
+    let big = vec![1u8; BIG];
+    let small = vec![2u8; 4096];
+    let a = aio.setup(8);
+    let b = aio.setup(8);
+    let mut first = [
+        cb(IOCB_CMD_PWRITE, file.as_raw_fd(), big.as_ptr() as u64, BIG as u64, 0, 1),
+        cb(uaio::abi::IOCB_CMD_POLL, pipe_r.as_raw_fd(), libc::POLLIN as u64, 0, 0, 2),
+    ];
+    aio.submit(a, &mut first);
+    let waiter = std::thread::spawn(move || aio.wait(a, 2, &mut [io_event::default(); 2], 30));
+    // The first context's waiter is asleep before its big write completes.
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    let mut second = [cb(IOCB_CMD_PWRITE, file.as_raw_fd(), small.as_ptr() as u64, 4096, 0, 3)];
+    aio.submit(b, &mut second);
+    let mut ev = [io_event::default(); 1];
+    let n = aio.wait(b, 1, &mut ev, 20);
+    assert_eq!(n, 1, "{aio:?}: the second context's write gave no event in 20 s");
+    // The POLL completes; the waiter leaves with both events.
+    rustix::io::write(&pipe_w, b"x").expect("pipe write");
+    assert_eq!(waiter.join().expect("waiter"), 2, "{aio:?}: first context's events");
+    aio.destroy(a);
+    aio.destroy(b);
+    let mut got = vec![0u8; 8192];
+    file.read_at(&mut got, 0).expect("read back");
+    (ev[0].res, got)
+}
+
+#[test]
+fn a_waiter_asleep_for_more_events_does_not_hold_up_another_context_s_write() {
+    let dirs: Vec<std::path::PathBuf> = tmpfs_dir().into_iter().chain([std::env::temp_dir()]).collect();
+    for dir in &dirs {
+        let want = second_context_write_while_first_waits(Aio::Kernel, dir);
+        let got = second_context_write_while_first_waits(Aio::Uaio, dir);
+        assert_eq!(got.0, want.0, "{}: result on uaio ({})", dir.display(), uaio::backend_name());
+        assert!(
+            got.1 == want.1,
+            "{}: file on uaio ({}) differs from the kernel's",
+            dir.display(),
+            uaio::backend_name()
+        );
     }
 }

@@ -59,13 +59,28 @@ pub(crate) struct BackendOp {
     pub ioprio: u16,
     /// Poll event mask.
     pub poll_mask: u32,
+    /// For a buffered write, the file on which the backend keeps buffered
+    /// writes in submission order ([`order_key`]), as kernel AIO, which
+    /// copies them into the page cache inside `io_submit`, does.
+    pub order: Option<FileKey>,
 }
 
 impl BackendOp {
     /// A POLL of `fd` for `mask` under `key` (the backends' own internal
     /// entries).
     pub(crate) fn poll(key: u64, fd: i32, mask: u32) -> BackendOp {
-        BackendOp { key, kind: OpKind::Poll, fd, addr: 0, len: 0, off: 0, rw_flags: 0, ioprio: 0, poll_mask: mask }
+        BackendOp {
+            key,
+            kind: OpKind::Poll,
+            fd,
+            addr: 0,
+            len: 0,
+            off: 0,
+            rw_flags: 0,
+            ioprio: 0,
+            poll_mask: mask,
+            order: None,
+        }
     }
 }
 
@@ -75,12 +90,14 @@ pub(crate) type FileKey = (u64, u64);
 
 /// The key under which `kind` on a file of type `mode` (`st_mode`), device
 /// `dev`, inode `ino` and device number `rdev` is ordered, if it is a
-/// buffered write (`direct`: the file is open `O_DIRECT`). Kernel AIO
-/// copies a buffered write into the page cache inside `io_submit`, so such
-/// writes to one file land in submission order; a backend keeps that order
-/// for those with the same key.
+/// buffered write (`direct`: the file is open `O_DIRECT`) or a sync. Kernel
+/// AIO copies a buffered write into the page cache inside `io_submit`, so
+/// such writes to one file land in submission order, and a sync submitted
+/// after them covers them; a backend keeps that order for those with the
+/// same key.
 pub(crate) fn order_key(kind: OpKind, direct: bool, mode: u32, dev: u64, ino: u64, rdev: u64) -> Option<FileKey> {
-    if !matches!(kind, OpKind::Write | OpKind::Writev) || direct {
+    let write = matches!(kind, OpKind::Write | OpKind::Writev) && !direct;
+    if !write && !matches!(kind, OpKind::Fsync | OpKind::Fdatasync) {
         return None;
     }
     match mode & libc::S_IFMT {

@@ -8,7 +8,7 @@
 //! C library's `syscall()`, which the drop-in library interposes.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,8 +22,11 @@ use rustix::io_uring::{
 };
 
 use super::{poll_companions, Backend, BackendOp, OpKind};
+
+mod order;
 use crate::sys::internal_fds::InternalFd;
 use crate::sys::mmap::Mapping;
+pub(crate) use order::after_fork_in_child;
 
 /// The relative timeout of a wake-up entry: expires at once. The kernel
 /// copies it when the entry is submitted.
@@ -37,6 +40,13 @@ const INTERNAL_HIGH: u64 = 0xffff_ffff;
 /// user_data of internal entries.
 const TAG_WAKE: u64 = u64::MAX;
 const TAG_CANCEL: u64 = u64::MAX - 1;
+
+/// An entry that ends every wait in `io_uring_enter`: a timeout's
+/// completion does, whatever number of completions the wait is for (a NOP
+/// would count as one).
+fn wake_sqe() -> Sqe {
+    sqe(IoringOp::Timeout, 0, &WAKE_NOW as *const rustix::fs::Timespec as u64, 1, 0, TAG_WAKE)
+}
 
 /// A submission queue entry (rustix's copy of the kernel's ABI).
 type Sqe = io_uring_sqe;
@@ -87,6 +97,17 @@ pub(crate) struct Ring {
     cqes: *const Cqe,
     _rings: Mapping,
     _sqes: Mapping,
+    /// Requests submitted to the kernel and not drained yet (never less
+    /// than the truth: a wait for more would not end).
+    in_kernel: AtomicI64,
+    /// Writes of this ring that are their file's one in the kernel (see
+    /// `order`).
+    heads: AtomicU32,
+    /// Completions made here, not by the kernel: an ordered write cancelled
+    /// while it waited, or one its ring refused.
+    local: Mutex<Vec<(u64, i32)>>,
+    /// `local.len()`, read without the lock.
+    nlocal: AtomicU32,
 }
 
 // SAFETY: the raw pointers point into mappings owned by this struct; the SQ
@@ -169,6 +190,10 @@ impl Ring {
             fd,
             _rings: rings,
             _sqes: sqes,
+            in_kernel: AtomicI64::new(0),
+            heads: AtomicU32::new(0),
+            local: Mutex::new(Vec::new()),
+            nlocal: AtomicU32::new(0),
         };
         if let Some(efd) = notify {
             let raw = efd.as_raw_fd();
@@ -225,6 +250,34 @@ impl Ring {
         Ok(())
     }
 
+    /// Counts `n` requests submitted to the kernel.
+    fn entered(&self, n: usize) {
+        self.in_kernel.fetch_add(n as i64, Ordering::SeqCst);
+    }
+
+    /// Completes the request `key` with `res` without the kernel.
+    fn complete_here(&self, key: u64, res: i32) {
+        let mut l = crate::sync::lock(&self.local);
+        l.push((key, res));
+        self.nlocal.store(l.len() as u32, Ordering::SeqCst);
+    }
+
+    /// Hands the completions made here to `sink`; returns how many.
+    fn drain_local(&self, sink: &mut dyn FnMut(u64, i32)) -> usize {
+        if self.nlocal.load(Ordering::SeqCst) == 0 {
+            return 0;
+        }
+        let done = {
+            let mut l = crate::sync::lock(&self.local);
+            self.nlocal.store(0, Ordering::SeqCst);
+            std::mem::take(&mut *l)
+        };
+        for &(key, res) in &done {
+            sink(key, res);
+        }
+        done.len()
+    }
+
     fn sqe_for(op: &BackendOp) -> Sqe {
         let rw = || op_flags_union { rw_flags: ReadWriteFlags::from_bits_retain(op.rw_flags) };
         let (opcode, op_flags) = match op.kind {
@@ -255,19 +308,34 @@ impl Backend for Uring {
     fn submit(&self, ops: &[BackendOp]) -> Result<(), Errno> {
         let mut buf = [Sqe::default(); SUBMIT_BATCH];
         for chunk in ops.chunks(SUBMIT_BATCH) {
-            for (s, op) in buf.iter_mut().zip(chunk) {
-                *s = Ring::sqe_for(op);
+            let mut n = 0;
+            for op in chunk {
+                let s = Ring::sqe_for(op);
+                // A buffered write or a sync behind a buffered write of its
+                // file waits for it.
+                let sync = matches!(op.kind, OpKind::Fsync | OpKind::Fdatasync);
+                if op.order.is_some_and(|f| !order::admit(&self.0, f, &s, sync)) {
+                    continue;
+                }
+                buf[n] = s;
+                n += 1;
             }
-            self.0.push(&buf[..chunk.len()])?;
+            if let Err(e) = self.0.push(&buf[..n]) {
+                order::abandon(&self.0, chunk.iter().filter(|o| o.order.is_some()).map(|o| o.key));
+                return Err(e);
+            }
+            self.0.entered(n);
         }
         Ok(())
     }
 
     fn drain(&self, sink: &mut dyn FnMut(u64, i32)) -> usize {
+        let ring = &*self.0;
+        let local = ring.drain_local(sink);
         // SAFETY: cq_head/cq_tail are live atomics; we are the only consumer
         // (the caller serialises drains) so reading entries up to tail and
         // then releasing them by storing head is the io_uring protocol.
-        unsafe {
+        let from_kernel = unsafe {
             let head = (*self.0.cq_head).load(Ordering::Relaxed);
             let tail = (*self.0.cq_tail).load(Ordering::Acquire);
             let mut h = head;
@@ -276,17 +344,22 @@ impl Backend for Uring {
                 h = h.wrapping_add(1);
                 let key = cqe.user_data.u64_();
                 if key >> 32 != INTERNAL_HIGH {
+                    ring.in_kernel.fetch_sub(1, Ordering::SeqCst);
+                    // The file's next buffered write, if this was one.
+                    order::send(order::finished(ring, key), Some(ring));
                     sink(key, cqe.res);
                 }
             }
             (*self.0.cq_head).store(tail, Ordering::Release);
             tail.wrapping_sub(head) as usize
-        }
+        };
+        local + from_kernel
     }
 
     fn has_completions(&self) -> bool {
-        // SAFETY: live atomics in the CQ ring.
-        unsafe { (*self.0.cq_head).load(Ordering::Relaxed) != (*self.0.cq_tail).load(Ordering::Acquire) }
+        self.0.nlocal.load(Ordering::SeqCst) != 0
+            // SAFETY: live atomics in the CQ ring.
+            || unsafe { (*self.0.cq_head).load(Ordering::Relaxed) != (*self.0.cq_tail).load(Ordering::Acquire) }
     }
 
     fn wait(&self, min: u32, timeout: Option<Duration>, sigmask: Option<&u64>) -> Result<(), Errno> {
@@ -300,6 +373,16 @@ impl Backend for Uring {
             arg.ts = ptr_of(ts as *const rustix::fs::Timespec);
         }
         let flags = IoringEnterFlags::GETEVENTS | IoringEnterFlags::EXT_ARG;
+        // Ordered writes waiting outside the kernel produce nothing until
+        // their turn comes: a wait for them would not end. And the
+        // completion of a file's write in the kernel must be drained at
+        // once, since the file's next write (perhaps another ring's) waits
+        // for it.
+        let min = if self.0.heads.load(Ordering::SeqCst) > 0 {
+            1
+        } else {
+            min.min(self.0.in_kernel.load(Ordering::SeqCst).clamp(1, u32::MAX as i64) as u32)
+        };
         // SAFETY: arg and what it points to live across the call.
         match unsafe { io_uring_enter_arg(self.0.fd.as_fd(), 0, min.max(1), flags, Some(&arg)) } {
             Ok(_) => Ok(()),
@@ -308,13 +391,15 @@ impl Backend for Uring {
     }
 
     fn wake(&self) {
-        // A timeout completion ends every wait in io_uring_enter, whatever
-        // number of completions it waits for (a NOP would count as one).
-        let _ =
-            self.0.push(&[sqe(IoringOp::Timeout, 0, &WAKE_NOW as *const rustix::fs::Timespec as u64, 1, 0, TAG_WAKE)]);
+        let _ = self.0.push(&[wake_sqe()]);
     }
 
     fn cancel(&self, key: u64) {
+        if order::withdraw(&self.0, key) {
+            // A write that waited for its turn never reached the kernel.
+            self.0.complete_here(key, -libc::ECANCELED);
+            return;
+        }
         let _ = self.0.push(&[sqe(IoringOp::AsyncCancel, -1, key, 0, 0, TAG_CANCEL)]);
     }
 
@@ -327,6 +412,14 @@ impl Backend for Uring {
             } else {
                 (*self.0.cq_flags).fetch_or(IoringCqFlags::EVENTFD_DISABLED.bits(), Ordering::SeqCst);
             }
+        }
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        if self.heads.load(Ordering::SeqCst) > 0 {
+            order::forget(self);
         }
     }
 }

@@ -271,6 +271,7 @@ fn enter_request(st: &mut State, p: &mut Prepared, kind: OpKind) -> BackendOp {
         rw_flags: p.rw_flags,
         ioprio: p.ioprio,
         poll_mask: p.poll_mask,
+        order: p.order,
     }
 }
 

@@ -52,12 +52,14 @@ pub(super) fn prepare_rw(
         return p.complete(r);
     }
     p.buffered_write = write && !is_direct(f) && f.is_regular();
-    p.kind = Some(match (write, vectored) {
+    let kind = match (write, vectored) {
         (false, false) => OpKind::Read,
         (true, false) => OpKind::Write,
         (false, true) => OpKind::Readv,
         (true, true) => OpKind::Writev,
-    });
+    };
+    p.order = f.order_key(kind);
+    p.kind = Some(kind);
     Ok(())
 }
 

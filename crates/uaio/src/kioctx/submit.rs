@@ -50,6 +50,8 @@ pub(crate) struct Prepared {
     pub(super) forever: bool,
     /// See [`Req::buffered_write`].
     pub(super) buffered_write: bool,
+    /// See [`crate::backend::BackendOp::order`].
+    pub(super) order: Option<crate::backend::FileKey>,
     /// `aio_lio_opcode` (for `stats`).
     pub(super) opcode: u16,
 }
@@ -135,6 +137,7 @@ impl Prepared {
         self.iov = None;
         self.forever = false;
         self.buffered_write = false;
+        self.order = None;
         self.opcode = cb.aio_lio_opcode;
     }
 }
@@ -416,7 +419,9 @@ fn prepare_sync(cb: &iocb, f: &mut FdInfo, p: &mut Prepared) -> Result<(), Errno
     if !f.can_fsync() {
         return Err(Errno::INVAL);
     }
-    p.kind = Some(if cb.aio_lio_opcode == IOCB_CMD_FSYNC { OpKind::Fsync } else { OpKind::Fdatasync });
+    let kind = if cb.aio_lio_opcode == IOCB_CMD_FSYNC { OpKind::Fsync } else { OpKind::Fdatasync };
+    p.order = f.order_key(kind);
+    p.kind = Some(kind);
     Ok(())
 }
 

@@ -18,6 +18,9 @@ pub(crate) struct FdInfo {
     mode: Option<u32>,
     /// `st_dev`, fetched with `mode`.
     dev: u64,
+    /// `st_ino` and `st_rdev`, fetched with `mode`.
+    ino: u64,
+    rdev: u64,
     /// `fstatfs`, fetched on demand (`None` inside when it failed).
     fs: Option<Option<rustix::fs::StatFs>>,
     /// Whether the file system takes inline buffered writes (see
@@ -44,7 +47,17 @@ impl FdInfo {
             return Err(Errno::BADF);
         }
         direct_hint::record(fd, flags as u32);
-        Ok(FdInfo { fd, flags: flags as u32, mode: None, dev: 0, fs: None, inline_fs: None, eventfd: None })
+        Ok(FdInfo {
+            fd,
+            flags: flags as u32,
+            mode: None,
+            dev: 0,
+            ino: 0,
+            rdev: 0,
+            fs: None,
+            inline_fs: None,
+            eventfd: None,
+        })
     }
 
     /// `st_mode` of the file.
@@ -55,9 +68,10 @@ impl FdInfo {
         // SAFETY: the descriptor was open a moment ago; if it was closed
         // since, fstat fails and we report a type nothing accepts.
         let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
-        let (m, dev) = rustix::fs::fstat(fd).map(|st| (st.st_mode, st.st_dev)).unwrap_or((0, 0));
+        let (m, dev, ino, rdev) =
+            rustix::fs::fstat(fd).map(|st| (st.st_mode, st.st_dev, st.st_ino, st.st_rdev)).unwrap_or((0, 0, 0, 0));
         self.mode = Some(m);
-        self.dev = dev;
+        (self.dev, self.ino, self.rdev) = (dev, ino, rdev);
         m
     }
 
@@ -65,6 +79,14 @@ impl FdInfo {
     pub(crate) fn dev(&mut self) -> u64 {
         self.mode();
         self.dev
+    }
+
+    /// The key under which a buffered write of `kind` to this file is kept
+    /// in submission order by the backend ([`crate::backend::order_key`]).
+    pub(crate) fn order_key(&mut self, kind: crate::backend::OpKind) -> Option<crate::backend::FileKey> {
+        let mode = self.mode();
+        let direct = self.flags & libc::O_DIRECT as u32 != 0;
+        crate::backend::order_key(kind, direct, mode, self.dev, self.ino, self.rdev)
     }
 
     /// The file system's `statfs`, once per call.

@@ -25,6 +25,27 @@ impl<T: Sync> Leaked<T> {
         (!p.is_null()).then(|| unsafe { &*p })
     }
 
+    /// The current value, or `make()`'s when none was set (if threads race,
+    /// one value wins and the others are dropped unused).
+    pub(crate) fn get_or_init(&self, make: impl FnOnce() -> T) -> &'static T {
+        if let Some(v) = self.get() {
+            return v;
+        }
+        let p = Box::into_raw(Box::new(make()));
+        match self.ptr.compare_exchange(std::ptr::null_mut(), p, Ordering::SeqCst, Ordering::SeqCst) {
+            // SAFETY: just made, never freed from now on.
+            Ok(_) => unsafe { &*p },
+            Err(winner) => {
+                // SAFETY: `p` was never shared; `winner` came from
+                // `Box::into_raw` and is never freed.
+                unsafe {
+                    drop(Box::from_raw(p));
+                    &*winner
+                }
+            }
+        }
+    }
+
     /// Puts `v` in place and returns it; the previous value is leaked.
     pub(crate) fn replace(&self, v: T) -> &'static T {
         let p = Box::into_raw(Box::new(v));

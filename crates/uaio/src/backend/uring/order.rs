@@ -1,0 +1,186 @@
+//! Buffered writes to one file land in submission order on io_uring too.
+//!
+//! Kernel AIO copies a buffered write into the page cache inside
+//! `io_submit`, so writes to one file land in the order they were
+//! submitted, whichever thread or context submitted them, and the last
+//! one's bytes are what the file keeps. io_uring keeps no such order: a
+//! write it can do without blocking runs at once, past an earlier one that
+//! had to go to a worker (a partial page that must be read first), and each
+//! submitting thread has workers of its own, so the writes of threads
+//! taking turns run side by side. Files without non-blocking buffered
+//! writes (tmpfs) send every write to those workers.
+//!
+//! So the process keeps at most one buffered write per file (its
+//! [`FileKey`], whatever ring the writes go to) in the kernel. The others
+//! wait here, in submission order, each with the ring it belongs to; when
+//! the one in the kernel completes, whichever thread drains that completion
+//! sends the next to its ring. Direct writes are not ordered (kernel AIO
+//! does not order them either). A sync (`fsync`, `fdatasync`) of a file
+//! with buffered writes here takes its place behind them, since kernel
+//! AIO's covers every write submitted before it, and the file's later
+//! writes wait for it; with none, it goes at once. The table is a short list: it holds only
+//! files with a buffered write in io_uring at this moment.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::{Ring, Sqe};
+use crate::backend::FileKey;
+use crate::sys::process::Leaked;
+
+/// A write waiting for the one before it: its entry and its ring.
+pub(super) struct Waiting {
+    /// The ring it goes to.
+    pub ring: Arc<Ring>,
+    /// Its submission queue entry (`user_data` is the request's key).
+    pub sqe: Sqe,
+}
+
+// SAFETY: the entry's only pointer is the address of the application's
+// buffer, which uaio hands to the kernel and never dereferences; the ring
+// is `Send` and `Sync` itself.
+unsafe impl Send for Waiting {}
+
+impl std::fmt::Debug for Waiting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Waiting").field("key", &self.sqe.user_data.u64_()).finish_non_exhaustive()
+    }
+}
+
+/// The buffered writes of one file that were handed to io_uring and have
+/// not completed: the one in the kernel, then the waiting ones.
+#[derive(Debug)]
+struct Chain {
+    file: FileKey,
+    /// The ring (its address) and key of the write in the kernel.
+    head: (usize, u64),
+    waiting: VecDeque<Waiting>,
+}
+
+/// Every chain of the process.
+#[derive(Debug, Default)]
+struct Table {
+    chains: Vec<Chain>,
+}
+
+/// The process's table; a `fork` child starts a new one (the parent's
+/// threads may have held the lock, and its rings are not the child's).
+static TABLE: Leaked<Mutex<Table>> = Leaked::new();
+
+fn table() -> MutexGuard<'static, Table> {
+    crate::sync::lock(TABLE.get_or_init(Mutex::default))
+}
+
+/// Called in a fork child.
+pub(crate) fn after_fork_in_child() {
+    TABLE.replace(Mutex::default());
+}
+
+/// The address that names `ring` in the table.
+fn id(ring: &Ring) -> usize {
+    ring as *const Ring as usize
+}
+
+/// Whether the write `sqe` to `file`, for `ring`, goes to the kernel now
+/// (`true`: it is the file's only one, and its completion must be reported
+/// with [`finished`]) or was kept to follow the file's earlier writes. A
+/// sync (`sync`) follows them too, and the file's later writes follow it;
+/// with none before it, it goes at once and orders nothing.
+pub(super) fn admit(ring: &Arc<Ring>, file: FileKey, sqe: &Sqe, sync: bool) -> bool {
+    let mut t = table();
+    if let Some(c) = t.chains.iter_mut().find(|c| c.file == file) {
+        c.waiting.push_back(Waiting { ring: ring.clone(), sqe: *sqe });
+        return false;
+    }
+    if sync {
+        return true;
+    }
+    t.chains.push(Chain { file, head: (id(ring), sqe.user_data.u64_()), waiting: VecDeque::new() });
+    ring.heads.fetch_add(1, Ordering::SeqCst);
+    true
+}
+
+/// The request `key` of `ring` completed (or never reached the kernel):
+/// if it was a file's write in the kernel, the file's next write, which
+/// the caller must send ([`send`]) and which takes its place.
+pub(super) fn finished(ring: &Ring, key: u64) -> Option<Waiting> {
+    if ring.heads.load(Ordering::SeqCst) == 0 {
+        return None;
+    }
+    let mut t = table();
+    let i = t.chains.iter().position(|c| c.head == (id(ring), key))?;
+    ring.heads.fetch_sub(1, Ordering::SeqCst);
+    let c = &mut t.chains[i];
+    match c.waiting.pop_front() {
+        Some(next) => {
+            c.head = (id(&next.ring), next.sqe.user_data.u64_());
+            next.ring.heads.fetch_add(1, Ordering::SeqCst);
+            Some(next)
+        }
+        None => {
+            t.chains.swap_remove(i);
+            None
+        }
+    }
+}
+
+/// Sends a write whose turn came to its ring; one that cannot be
+/// submitted completes with the error, and the next write takes its turn.
+/// `from` is the ring whose completion made the turn come (`None` when
+/// none did). A write sent to another ring comes with a wake-up of its
+/// waiter, which may be asleep waiting for more completions than that
+/// ring will now produce first: the write's completion must be drained
+/// at once, since the file's next write waits for it.
+pub(super) fn send(mut next: Option<Waiting>, from: Option<&Ring>) {
+    while let Some(w) = next.take() {
+        let key = w.sqe.user_data.u64_();
+        let own = from.is_some_and(|f| id(f) == id(&w.ring));
+        let sqes = [w.sqe, super::wake_sqe()];
+        match w.ring.push(&sqes[..if own { 1 } else { 2 }]) {
+            Ok(()) => w.ring.entered(1),
+            Err(e) => {
+                w.ring.complete_here(key, -e.raw_os_error());
+                next = finished(&w.ring, key);
+            }
+        }
+    }
+}
+
+/// Takes the waiting write `key` of `ring` out of its chain (a cancel);
+/// `false` when no write of that ring with that key waits.
+pub(super) fn withdraw(ring: &Ring, key: u64) -> bool {
+    let mut t = table();
+    for c in t.chains.iter_mut() {
+        if let Some(i) = c.waiting.iter().position(|w| id(&w.ring) == id(ring) && w.sqe.user_data.u64_() == key) {
+            c.waiting.remove(i);
+            return true;
+        }
+    }
+    false
+}
+
+/// The writes among `keys` that `ring` could not submit: each waiting one
+/// leaves its chain, and each in the kernel's place passes it on.
+pub(super) fn abandon(ring: &Ring, keys: impl Iterator<Item = u64>) {
+    for key in keys {
+        if !withdraw(ring, key) {
+            send(finished(ring, key), None);
+        }
+    }
+}
+
+/// `ring` goes away: writes it still had in the kernel's place pass it on
+/// (none should: a context waits for its writes before it is destroyed).
+pub(super) fn forget(ring: &Ring) {
+    while ring.heads.load(Ordering::SeqCst) > 0 {
+        let key = {
+            let t = table();
+            match t.chains.iter().find(|c| c.head.0 == id(ring)) {
+                Some(c) => c.head.1,
+                None => return,
+            }
+        };
+        send(finished(ring, key), None);
+    }
+}
