@@ -307,7 +307,7 @@ impl Backend for Uring {
 
     fn submit(&self, ops: &[BackendOp]) -> Result<(), Errno> {
         let mut buf = [Sqe::default(); SUBMIT_BATCH];
-        for chunk in ops.chunks(SUBMIT_BATCH) {
+        for (c, chunk) in ops.chunks(SUBMIT_BATCH).enumerate() {
             let mut n = 0;
             for op in chunk {
                 let s = Ring::sqe_for(op);
@@ -321,7 +321,9 @@ impl Backend for Uring {
                 n += 1;
             }
             if let Err(e) = self.0.push(&buf[..n]) {
-                order::abandon(&self.0, chunk.iter().filter(|o| o.order.is_some()).map(|o| o.key));
+                let pushed = |i: usize| i < c * SUBMIT_BATCH;
+                let writes = ops.iter().enumerate().filter(|(_, o)| o.order.is_some());
+                order::abandon(&self.0, writes.map(|(i, o)| (o.key, pushed(i))));
                 return Err(e);
             }
             self.0.entered(n);

@@ -160,11 +160,14 @@ pub(super) fn withdraw(ring: &Ring, key: u64) -> bool {
     false
 }
 
-/// The writes among `keys` that `ring` could not submit: each waiting one
-/// leaves its chain, and each in the kernel's place passes it on.
-pub(super) fn abandon(ring: &Ring, keys: impl Iterator<Item = u64>) {
-    for key in keys {
-        if !withdraw(ring, key) {
+/// A submission of `ring` failed, and every request of it is reported
+/// failed: of its ordered writes (`(key, pushed)`), each still waiting
+/// leaves its chain, so that none runs after its failure was reported, and
+/// each that took its file's place but was not pushed (`!pushed`) passes
+/// the place on. Those already in the kernel run and complete as usual.
+pub(super) fn abandon(ring: &Ring, writes: impl Iterator<Item = (u64, bool)>) {
+    for (key, pushed) in writes {
+        if !withdraw(ring, key) && !pushed {
             send(finished(ring, key), None);
         }
     }
