@@ -236,6 +236,16 @@ impl Pool {
         Ok(())
     }
 
+    /// Takes a queued job of the context `shared` that no worker has
+    /// claimed yet, for a waiter of that context to run itself (see
+    /// [`Threads::help`]); jobs of a chain of ordered writes stay for the
+    /// workers, which run the chain.
+    pub(super) fn take_job_of(&self, shared: &Arc<Shared>) -> Option<Arc<Job>> {
+        let mut st = lock(&self.st);
+        let i = st.queue.iter().position(|j| Arc::ptr_eq(&j.shared, shared) && j.order.is_none() && !j.is_done())?;
+        st.queue.remove(i)
+    }
+
     /// Wakes every sleeping worker (to leave, or to close orphans).
     pub(super) fn wake_all(&self) {
         let woken = {
