@@ -527,3 +527,47 @@ fn a_waiter_asleep_for_more_events_does_not_hold_up_another_context_s_write() {
         );
     }
 }
+
+/// Buffered writes submitted, then their descriptor closed and another
+/// file opened on the same number before they are reaped: the writes go
+/// to the file the descriptor named at `io_submit`, as the kernel's (done
+/// inside `io_submit`) do, and nothing goes to the other file.
+fn close_and_reuse_the_number(aio: Aio, dir: &std::path::Path, n: usize, size: usize) -> (Vec<i64>, Vec<u8>, u64) {
+    let d = tempfile::tempdir_in(dir).expect("temporary directory");
+    let (p1, p2) = (d.path().join("first"), d.path().join("second"));
+    let first = File::options().read(true).write(true).create(true).truncate(true).open(&p1).expect("create");
+    File::create(&p2).expect("create");
+    let fd = first.as_raw_fd();
+    let bufs: Vec<Vec<u8>> = (0..n).map(|i| vec![b'A' + i as u8; size]).collect();
+    let mut cbs: Vec<iocb> = bufs
+        .iter()
+        .enumerate()
+        .map(|(i, b)| cb(IOCB_CMD_PWRITE, fd, b.as_ptr() as u64, size as u64, (i * size) as i64, i as u64))
+        .collect();
+    let ctx = aio.setup(64);
+    aio.submit(ctx, &mut cbs);
+    // The number is closed and names the second file at once.
+    drop(first);
+    let second = File::options().read(true).write(true).open(&p2).expect("open");
+    assert_eq!(second.as_raw_fd(), fd, "the second file got another number");
+    let mut evs = aio.reap(ctx, n);
+    evs.sort_by_key(|e| e.data);
+    aio.destroy(ctx);
+    let second_len = second.metadata().expect("stat").len();
+    (evs.iter().map(|e| e.res).collect(), std::fs::read(&p1).expect("read back"), second_len)
+}
+
+#[test]
+fn writes_go_to_the_file_their_descriptor_named_at_submission() {
+    let dirs: Vec<std::path::PathBuf> = tmpfs_dir().into_iter().chain([std::env::temp_dir()]).collect();
+    for dir in &dirs {
+        for (n, size) in [(8, 4096), (4, 1 << 20)] {
+            let want = close_and_reuse_the_number(Aio::Kernel, dir, n, size);
+            let got = close_and_reuse_the_number(Aio::Uaio, dir, n, size);
+            let what = format!("{} {n} x {size}: uaio ({})", dir.display(), uaio::backend_name());
+            assert_eq!(got.0, want.0, "{what}: results");
+            assert_eq!(got.2, want.2, "{what}: bytes written into the file opened on the number");
+            assert!(got.1 == want.1, "{what}: the first file differs from the kernel's");
+        }
+    }
+}

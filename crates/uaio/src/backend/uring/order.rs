@@ -27,14 +27,23 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{Ring, Sqe};
 use crate::backend::FileKey;
+use crate::sys::internal_fds::InternalFd;
 use crate::sys::process::Leaked;
+use std::os::fd::{AsRawFd, BorrowedFd};
 
 /// A write waiting for the one before it: its entry and its ring.
 pub(super) struct Waiting {
     /// The ring it goes to.
     pub ring: Arc<Ring>,
-    /// Its submission queue entry (`user_data` is the request's key).
+    /// Its submission queue entry (`user_data` is the request's key), on
+    /// `file`'s number.
     pub sqe: Sqe,
+    /// A duplicate of the request's descriptor, taken at `io_submit`: the
+    /// write goes to the file the descriptor named then, as the kernel's
+    /// did, even if the program closes the number and opens another file
+    /// on it before the write's turn (io_uring looks the number up when
+    /// the entry is submitted, and takes its own reference then).
+    pub file: InternalFd,
 }
 
 // SAFETY: the entry's only pointer is the address of the application's
@@ -87,10 +96,19 @@ fn id(ring: &Ring) -> usize {
 /// with [`finished`]) or was kept to follow the file's earlier writes. A
 /// sync (`sync`) follows them too, and the file's later writes follow it;
 /// with none before it, it goes at once and orders nothing.
+///
+/// A write that cannot have its duplicate (no descriptor number left above
+/// uaio's floor) goes at once, unordered, rather than to whatever file the
+/// number may name by its turn.
 pub(super) fn admit(ring: &Arc<Ring>, file: FileKey, sqe: &Sqe, sync: bool) -> bool {
     let mut t = table();
     if let Some(c) = t.chains.iter_mut().find(|c| c.file == file) {
-        c.waiting.push_back(Waiting { ring: ring.clone(), sqe: *sqe });
+        // SAFETY: the request's descriptor, open now (the engine looked it
+        // up in this io_submit); if the program closed it meanwhile, the
+        // duplication fails.
+        let Ok(dup) = InternalFd::dup_of(unsafe { BorrowedFd::borrow_raw(sqe.fd) }) else { return true };
+        let sqe = Sqe { fd: dup.as_raw_fd(), ..*sqe };
+        c.waiting.push_back(Waiting { ring: ring.clone(), sqe, file: dup });
         return false;
     }
     if sync {
