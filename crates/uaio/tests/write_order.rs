@@ -528,8 +528,8 @@ fn a_waiter_asleep_for_more_events_does_not_hold_up_another_context_s_write() {
     }
 }
 
-/// Buffered writes submitted, then their descriptor closed and another
-/// file opened on the same number before they are reaped: the writes go
+/// Buffered writes submitted, then another file put on their descriptor's
+/// number (closing it) before they are reaped: the writes go
 /// to the file the descriptor named at `io_submit`, as the kernel's (done
 /// inside `io_submit`) do, and nothing goes to the other file.
 fn close_and_reuse_the_number(aio: Aio, dir: &std::path::Path, n: usize, size: usize) -> (Vec<i64>, Vec<u8>, u64) {
@@ -546,10 +546,20 @@ fn close_and_reuse_the_number(aio: Aio, dir: &std::path::Path, n: usize, size: u
         .collect();
     let ctx = aio.setup(64);
     aio.submit(ctx, &mut cbs);
-    // The number is closed and names the second file at once.
-    drop(first);
+    // The number names the second file from now on: `dup2` closes the
+    // first file's descriptor and puts the second there in one step (other
+    // tests of this process open files meanwhile, so a close then an open
+    // might not land on the same number).
     let second = File::options().read(true).write(true).open(&p2).expect("open");
-    assert_eq!(second.as_raw_fd(), fd, "the second file got another number");
+    // SAFETY: dup2 onto the first file's descriptor, which `first` gives
+    // up ownership of just below; the number then belongs to `_on_number`.
+    let r = unsafe { libc::dup2(second.as_raw_fd(), fd) };
+    assert_eq!(r, fd, "dup2");
+    let _on_number = {
+        use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+        // SAFETY: the number is open (the second file) and owned by nothing else.
+        unsafe { OwnedFd::from_raw_fd(first.into_raw_fd()) }
+    };
     let mut evs = aio.reap(ctx, n);
     evs.sort_by_key(|e| e.data);
     aio.destroy(ctx);

@@ -108,6 +108,11 @@ pub(crate) struct Ring {
     local: Mutex<Vec<(u64, i32)>>,
     /// `local.len()`, read without the lock.
     nlocal: AtomicU32,
+    /// Descriptors kept open until the request with the key completes (see
+    /// `order::Waiting::dup`).
+    kept: Mutex<Vec<(u64, InternalFd)>>,
+    /// `kept.len()`, read without the lock.
+    nkept: AtomicU32,
 }
 
 // SAFETY: the raw pointers point into mappings owned by this struct; the SQ
@@ -194,6 +199,8 @@ impl Ring {
             heads: AtomicU32::new(0),
             local: Mutex::new(Vec::new()),
             nlocal: AtomicU32::new(0),
+            kept: Mutex::new(Vec::new()),
+            nkept: AtomicU32::new(0),
         };
         if let Some(efd) = notify {
             let raw = efd.as_raw_fd();
@@ -253,6 +260,29 @@ impl Ring {
     /// Counts `n` requests submitted to the kernel.
     fn entered(&self, n: usize) {
         self.in_kernel.fetch_add(n as i64, Ordering::SeqCst);
+    }
+
+    /// Keeps `fd` open until the request `key` completes.
+    fn keep_until_done(&self, key: u64, fd: InternalFd) {
+        let mut k = crate::sync::lock(&self.kept);
+        k.push((key, fd));
+        self.nkept.store(k.len() as u32, Ordering::SeqCst);
+    }
+
+    /// The request `key` completed: what [`Ring::keep_until_done`] kept
+    /// for it is let go.
+    fn done_with(&self, key: u64) {
+        if self.nkept.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        let fd = {
+            let mut k = crate::sync::lock(&self.kept);
+            let i = k.iter().position(|(kk, _)| *kk == key);
+            let fd = i.map(|i| k.swap_remove(i).1);
+            self.nkept.store(k.len() as u32, Ordering::SeqCst);
+            fd
+        };
+        drop(fd);
     }
 
     /// Completes the request `key` with `res` without the kernel.
@@ -347,6 +377,7 @@ impl Backend for Uring {
                 let key = cqe.user_data.u64_();
                 if key >> 32 != INTERNAL_HIGH {
                     ring.in_kernel.fetch_sub(1, Ordering::SeqCst);
+                    ring.done_with(key);
                     // The file's next buffered write, if this was one.
                     order::send(order::finished(ring, key), Some(ring));
                     sink(key, cqe.res);

@@ -36,14 +36,14 @@ pub(super) struct Waiting {
     /// The ring it goes to.
     pub ring: Arc<Ring>,
     /// Its submission queue entry (`user_data` is the request's key), on
-    /// `file`'s number.
+    /// `dup`'s number.
     pub sqe: Sqe,
-    /// A duplicate of the request's descriptor, taken at `io_submit`: the
-    /// write goes to the file the descriptor named then, as the kernel's
-    /// did, even if the program closes the number and opens another file
-    /// on it before the write's turn (io_uring looks the number up when
-    /// the entry is submitted, and takes its own reference then).
-    pub file: InternalFd,
+    /// A duplicate of the request's descriptor, taken at `io_submit` and
+    /// kept until the request completes: the write goes to the file the
+    /// descriptor named then, as the kernel's did, even if the program
+    /// closes the number and opens another file on it before the write's
+    /// turn.
+    pub dup: InternalFd,
 }
 
 // SAFETY: the entry's only pointer is the address of the application's
@@ -108,7 +108,7 @@ pub(super) fn admit(ring: &Arc<Ring>, file: FileKey, sqe: &Sqe, sync: bool) -> b
         // duplication fails.
         let Ok(dup) = InternalFd::dup_of(unsafe { BorrowedFd::borrow_raw(sqe.fd) }) else { return true };
         let sqe = Sqe { fd: dup.as_raw_fd(), ..*sqe };
-        c.waiting.push_back(Waiting { ring: ring.clone(), sqe, file: dup });
+        c.waiting.push_back(Waiting { ring: ring.clone(), sqe, dup });
         return false;
     }
     if sync {
@@ -156,7 +156,10 @@ pub(super) fn send(mut next: Option<Waiting>, from: Option<&Ring>) {
         let own = from.is_some_and(|f| id(f) == id(&w.ring));
         let sqes = [w.sqe, super::wake_sqe()];
         match w.ring.push(&sqes[..if own { 1 } else { 2 }]) {
-            Ok(()) => w.ring.entered(1),
+            Ok(()) => {
+                w.ring.entered(1);
+                w.ring.keep_until_done(key, w.dup);
+            }
             Err(e) => {
                 w.ring.complete_here(key, -e.raw_os_error());
                 next = finished(&w.ring, key);
