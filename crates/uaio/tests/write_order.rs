@@ -581,3 +581,66 @@ fn writes_go_to_the_file_their_descriptor_named_at_submission() {
         }
     }
 }
+
+/// Buffered writes, then a direct write over the same bytes, in one
+/// `io_submit` or two: the direct write comes last, as on the kernel (the
+/// buffered ones are in the page cache before it starts, and it writes
+/// them back and replaces them). Then a direct read sees the file as the
+/// kernel's does. `None` when the file system refuses `O_DIRECT`.
+fn buffered_then_direct(aio: Aio, dir: &std::path::Path, round: u8) -> Option<(Vec<i64>, Vec<u8>)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let d = tempfile::tempdir_in(dir).expect("temporary directory");
+    let path = d.path().join("f");
+    let buffered = File::options().read(true).write(true).create(true).truncate(true).open(&path).expect("create");
+    let direct = File::options().read(true).write(true).custom_flags(libc::O_DIRECT).open(&path).ok()?;
+    let mut z = uaio::AlignedBuf::new(4096);
+    z.fill(b'Z');
+    direct.write_all_at(&z, 0).ok()?;
+    let mut x = uaio::AlignedBuf::new(4096);
+    x.fill(b'X' + round % 3);
+    let (k, o) = (vec![b'k'; 100], vec![b'o'; 100]);
+    let mut back = uaio::AlignedBuf::new(4096);
+    let mut cbs = vec![
+        cb(IOCB_CMD_PWRITE, buffered.as_raw_fd(), k.as_ptr() as u64, 100, 100, 1),
+        cb(IOCB_CMD_PWRITE, buffered.as_raw_fd(), o.as_ptr() as u64, 100, 200, 2),
+        cb(IOCB_CMD_PWRITE, direct.as_raw_fd(), x.as_ptr() as u64, 4096, 0, 3),
+    ];
+    let mut read = [cb(uaio::abi::IOCB_CMD_PREAD, direct.as_raw_fd(), back.as_mut_ptr() as u64, 4096, 0, 4)];
+    let ctx = aio.setup(8);
+    if round & 1 == 0 {
+        aio.submit(ctx, &mut cbs);
+    } else {
+        cbs.chunks_mut(2).for_each(|c| aio.submit(ctx, c));
+    }
+    let mut evs = aio.reap(ctx, 3);
+    aio.submit(ctx, &mut read);
+    evs.extend(aio.reap(ctx, 1));
+    evs.sort_by_key(|e| e.data);
+    aio.destroy(ctx);
+    let mut got = back.to_vec();
+    let mut file = vec![0u8; 4096];
+    buffered.read_at(&mut file, 0).expect("read back");
+    got.extend(file);
+    Some((evs.iter().map(|e| e.res).collect(), got))
+}
+
+#[test]
+fn a_direct_write_after_buffered_ones_comes_last() {
+    let dirs: Vec<std::path::PathBuf> = tmpfs_dir().into_iter().chain([std::env::temp_dir()]).collect();
+    for dir in &dirs {
+        for round in 0..10u8 {
+            let Some(want) = buffered_then_direct(Aio::Kernel, dir, round) else {
+                println!("{}: skipped, O_DIRECT refused there", dir.display());
+                break;
+            };
+            let got = buffered_then_direct(Aio::Uaio, dir, round).expect("O_DIRECT on uaio's turn");
+            let what = format!("{} round {round}: uaio ({})", dir.display(), uaio::backend_name());
+            assert_eq!(got.0, want.0, "{what}: results");
+            assert!(
+                got.1 == want.1,
+                "{what}: direct read then file differ from the kernel's at {:?}",
+                got.1.iter().zip(&want.1).position(|(a, b)| a != b)
+            );
+        }
+    }
+}

@@ -59,10 +59,9 @@ pub(crate) struct BackendOp {
     pub ioprio: u16,
     /// Poll event mask.
     pub poll_mask: u32,
-    /// For a buffered write, the file on which the backend keeps buffered
-    /// writes in submission order ([`order_key`]), as kernel AIO, which
-    /// copies them into the page cache inside `io_submit`, does.
-    pub order: Option<FileKey>,
+    /// How the request is ordered with the buffered writes of its file
+    /// ([`order_key`]).
+    pub order: Option<Order>,
 }
 
 impl BackendOp {
@@ -88,21 +87,35 @@ impl BackendOp {
 /// inode, or a block device's device number (whatever node names it).
 pub(crate) type FileKey = (u64, u64);
 
-/// The key under which `kind` on a file of type `mode` (`st_mode`), device
-/// `dev`, inode `ino` and device number `rdev` is ordered, if it is a
-/// buffered write (`direct`: the file is open `O_DIRECT`) or a sync. Kernel
-/// AIO copies a buffered write into the page cache inside `io_submit`, so
-/// such writes to one file land in submission order, and a sync submitted
-/// after them covers them; a backend keeps that order for those with the
-/// same key.
-pub(crate) fn order_key(kind: OpKind, direct: bool, mode: u32, dev: u64, ino: u64, rdev: u64) -> Option<FileKey> {
-    let write = matches!(kind, OpKind::Write | OpKind::Writev) && !direct;
-    if !write && !matches!(kind, OpKind::Fsync | OpKind::Fdatasync) {
-        return None;
-    }
-    match mode & libc::S_IFMT {
-        libc::S_IFREG => Some((dev, ino)),
-        libc::S_IFBLK => Some((u64::MAX, rdev)),
+/// How a request is ordered with the buffered writes of its file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Order {
+    /// A buffered write: it runs after the file's earlier ones, and the
+    /// file's later ones run after it.
+    Member(FileKey),
+    /// A sync, or a direct read or write: it runs after the file's
+    /// buffered writes submitted before it (with none, at once).
+    After(FileKey),
+}
+
+/// How `kind` on a file of type `mode` (`st_mode`), device `dev`, inode
+/// `ino` and device number `rdev` is ordered (`direct`: the file is open
+/// `O_DIRECT`). Kernel AIO copies a buffered write into the page cache
+/// inside `io_submit`, so such writes to one file land in submission order;
+/// a sync submitted after them covers them, and a direct read or write
+/// submitted after them sees them or replaces them (the kernel writes the
+/// cached range back first). A backend keeps that order for requests with
+/// the same key. Buffered reads are not ordered.
+pub(crate) fn order_key(kind: OpKind, direct: bool, mode: u32, dev: u64, ino: u64, rdev: u64) -> Option<Order> {
+    let key = match mode & libc::S_IFMT {
+        libc::S_IFREG => (dev, ino),
+        libc::S_IFBLK => (u64::MAX, rdev),
+        _ => return None,
+    };
+    match kind {
+        OpKind::Write | OpKind::Writev if !direct => Some(Order::Member(key)),
+        OpKind::Fsync | OpKind::Fdatasync => Some(Order::After(key)),
+        OpKind::Read | OpKind::Readv | OpKind::Write | OpKind::Writev if direct => Some(Order::After(key)),
         _ => None,
     }
 }

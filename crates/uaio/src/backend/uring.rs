@@ -341,10 +341,13 @@ impl Backend for Uring {
             let mut n = 0;
             for op in chunk {
                 let s = Ring::sqe_for(op);
-                // A buffered write or a sync behind a buffered write of its
-                // file waits for it.
-                let sync = matches!(op.kind, OpKind::Fsync | OpKind::Fdatasync);
-                if op.order.is_some_and(|f| !order::admit(&self.0, f, &s, sync)) {
+                // A buffered write, a sync or a direct transfer behind a
+                // buffered write of its file waits for it.
+                let ordered = op.order.map(|o| match o {
+                    super::Order::Member(k) => (k, false),
+                    super::Order::After(k) => (k, true),
+                });
+                if ordered.is_some_and(|(k, after)| !order::admit(&self.0, k, &s, after)) {
                     continue;
                 }
                 buf[n] = s;

@@ -51,7 +51,7 @@ pub(crate) struct Prepared {
     /// See [`Req::buffered_write`].
     pub(super) buffered_write: bool,
     /// See [`crate::backend::BackendOp::order`].
-    pub(super) order: Option<crate::backend::FileKey>,
+    pub(super) order: Option<crate::backend::Order>,
     /// `aio_lio_opcode` (for `stats`).
     pub(super) opcode: u16,
 }

@@ -81,9 +81,9 @@ impl FdInfo {
         self.dev
     }
 
-    /// The key under which a buffered write of `kind` to this file is kept
-    /// in submission order by the backend ([`crate::backend::order_key`]).
-    pub(crate) fn order_key(&mut self, kind: crate::backend::OpKind) -> Option<crate::backend::FileKey> {
+    /// How a request of `kind` on this file is ordered with its buffered
+    /// writes by the backend ([`crate::backend::order_key`]).
+    pub(crate) fn order_key(&mut self, kind: crate::backend::OpKind) -> Option<crate::backend::Order> {
         let mode = self.mode();
         let direct = self.flags & libc::O_DIRECT as u32 != 0;
         crate::backend::order_key(kind, direct, mode, self.dev, self.ino, self.rdev)

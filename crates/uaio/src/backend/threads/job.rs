@@ -191,11 +191,11 @@ pub(super) struct Job {
 /// `file_flags` is ordered, if it is one ([`Job::order`]; the pool does not
 /// order syncs).
 pub(super) fn order_key(kind: OpKind, st: &libc::stat, file_flags: i32) -> Option<FileKey> {
-    if !matches!(kind, OpKind::Write | OpKind::Writev) {
-        return None;
-    }
     let direct = file_flags & libc::O_DIRECT != 0;
-    crate::backend::order_key(kind, direct, st.st_mode, st.st_dev, st.st_ino, st.st_rdev)
+    match crate::backend::order_key(kind, direct, st.st_mode, st.st_dev, st.st_ino, st.st_rdev)? {
+        crate::backend::Order::Member(k) => Some(k),
+        crate::backend::Order::After(_) => None,
+    }
 }
 
 impl Job {

@@ -74,9 +74,9 @@
 //! wait behind it, and the worker that finishes one runs the next (a
 //! cancelled one is skipped). While such a chain exists, a later buffered
 //! write to that file is not tried inline either, even where the file
-//! system would take it without blocking. A sync of a file with such a
-//! chain joins it, since kernel AIO's covers the writes submitted before
-//! it (with none, it runs at once). Direct writes are not ordered,
+//! system would take it without blocking. A sync, or a direct read or
+//! write, of a file with such a chain joins it, since kernel AIO's sees
+//! the writes submitted before it done (with none, it runs at once). Direct writes are not ordered,
 //! as on the kernel, and neither are reads against queued writes (io_uring
 //! does not order them either).
 //!

@@ -162,14 +162,15 @@ impl Threads {
         let Some(held) = held else {
             return self.run_here(op, &cur, route, here);
         };
-        let order = st.and_then(|st| match op.kind {
-            // A sync follows the buffered writes of its file queued before
-            // it, which kernel AIO's covers; with none, it orders nothing.
-            OpKind::Fsync | OpKind::Fdatasync => {
-                let k = crate::backend::order_key(op.kind, false, st.st_mode, st.st_dev, st.st_ino, st.st_rdev)?;
-                (batch.ordered.contains(&k) || p.chained(k)).then_some(k)
+        let order = st.and_then(|st| {
+            let direct = held.flags & libc::O_DIRECT != 0;
+            match crate::backend::order_key(op.kind, direct, st.st_mode, st.st_dev, st.st_ino, st.st_rdev)? {
+                crate::backend::Order::Member(k) => Some(k),
+                // A sync, or a direct read or write, follows the buffered
+                // writes of its file queued before it (kernel AIO's sees
+                // them done); with none, it orders nothing.
+                crate::backend::Order::After(k) => (batch.ordered.contains(&k) || p.chained(k)).then_some(k),
             }
-            _ => order_key(op.kind, &st, held.flags),
         });
         let job = Arc::new(Job {
             shared: self.shared.clone(),

@@ -14,15 +14,15 @@
 //! [`FileKey`], whatever ring the writes go to) in the kernel. The others
 //! wait here, in submission order, each with the ring it belongs to; when
 //! the one in the kernel completes, whichever thread drains that completion
-//! sends the next to its ring. Direct writes are not ordered (kernel AIO
-//! does not order them either). A sync (`fsync`, `fdatasync`) of a file
-//! with buffered writes here takes its place behind them, since kernel
-//! AIO's covers every write submitted before it, and the file's later
-//! writes wait for it; with none, it goes at once. The table is a short list: it holds only
+//! sends the next to its ring. A sync (`fsync`, `fdatasync`) or a direct
+//! read or write of a file with buffered writes here takes its place
+//! behind them, since kernel AIO's sees every write submitted before it
+//! done, and the file's later writes wait for it; with none, it goes at
+//! once (direct writes are not ordered among themselves, as on the kernel). The table is a short list: it holds only
 //! files with a buffered write in io_uring at this moment.
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{Ring, Sqe};
@@ -77,6 +77,10 @@ struct Table {
 /// threads may have held the lock, and its rings are not the child's).
 static TABLE: Leaked<Mutex<Table>> = Leaked::new();
 
+/// Chains in the table, read without its lock: a sync or a direct transfer
+/// with none to follow goes without taking it.
+static NCHAINS: AtomicUsize = AtomicUsize::new(0);
+
 fn table() -> MutexGuard<'static, Table> {
     crate::sync::lock(TABLE.get_or_init(Mutex::default))
 }
@@ -84,6 +88,7 @@ fn table() -> MutexGuard<'static, Table> {
 /// Called in a fork child.
 pub(crate) fn after_fork_in_child() {
     TABLE.replace(Mutex::default());
+    NCHAINS.store(0, Ordering::SeqCst);
 }
 
 /// The address that names `ring` in the table.
@@ -94,13 +99,17 @@ fn id(ring: &Ring) -> usize {
 /// Whether the write `sqe` to `file`, for `ring`, goes to the kernel now
 /// (`true`: it is the file's only one, and its completion must be reported
 /// with [`finished`]) or was kept to follow the file's earlier writes. A
-/// sync (`sync`) follows them too, and the file's later writes follow it;
-/// with none before it, it goes at once and orders nothing.
+/// sync or a direct transfer (`after`) follows them too, and the file's
+/// later writes follow it; with none before it, it goes at once and orders
+/// nothing.
 ///
 /// A write that cannot have its duplicate (no descriptor number left above
 /// uaio's floor) goes at once, unordered, rather than to whatever file the
 /// number may name by its turn.
-pub(super) fn admit(ring: &Arc<Ring>, file: FileKey, sqe: &Sqe, sync: bool) -> bool {
+pub(super) fn admit(ring: &Arc<Ring>, file: FileKey, sqe: &Sqe, after: bool) -> bool {
+    if after && NCHAINS.load(Ordering::SeqCst) == 0 {
+        return true;
+    }
     let mut t = table();
     if let Some(c) = t.chains.iter_mut().find(|c| c.file == file) {
         // SAFETY: the request's descriptor, open now (the engine looked it
@@ -111,10 +120,11 @@ pub(super) fn admit(ring: &Arc<Ring>, file: FileKey, sqe: &Sqe, sync: bool) -> b
         c.waiting.push_back(Waiting { ring: ring.clone(), sqe, dup });
         return false;
     }
-    if sync {
+    if after {
         return true;
     }
     t.chains.push(Chain { file, head: (id(ring), sqe.user_data.u64_()), waiting: VecDeque::new() });
+    NCHAINS.store(t.chains.len(), Ordering::SeqCst);
     ring.heads.fetch_add(1, Ordering::SeqCst);
     true
 }
@@ -138,6 +148,7 @@ pub(super) fn finished(ring: &Ring, key: u64) -> Option<Waiting> {
         }
         None => {
             t.chains.swap_remove(i);
+            NCHAINS.store(t.chains.len(), Ordering::SeqCst);
             None
         }
     }
