@@ -866,3 +866,103 @@ fn low_limit_child(file: i32) -> i32 {
     }
     0
 }
+
+extern "C" fn on_alarm(_: libc::c_int) {}
+
+/// One fsync of 64 MiB of dirty data in flight (kernel AIO runs it in a
+/// worker too); a thread waits in `io_getevents` for two events (more than
+/// will come) without a timeout, and SIGALRM (a handler, no `SA_RESTART`)
+/// reaches it 20 ms later. The wait ends with `EINTR`, as the kernel's
+/// does, and the next call returns the sync's event. `kernel` runs the
+/// same on kernel AIO. Returns the first call's result and the second's
+/// event result.
+fn signal_during_a_lone_request(kernel: bool) -> (i64, i64) {
+    const SIZE: usize = 64 << 20;
+    let dir = std::env::var_os("CARGO_TARGET_TMPDIR").map(std::path::PathBuf::from).unwrap_or(std::env::temp_dir());
+    let f = tempfile::tempfile_in(dir).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &vec![1u8; SIZE], 0).unwrap();
+    let mut ctx: aio_context_t = 0;
+    // SAFETY: io_setup into a zeroed handle (kernel or uaio).
+    let r = unsafe {
+        if kernel {
+            libc::syscall(libc::SYS_io_setup, 8, &mut ctx) as i64
+        } else {
+            raw::io_setup(8, &mut ctx)
+        }
+    };
+    assert_eq!(r, 0, "io_setup");
+    let fd = f.as_raw_fd();
+    let submit = move || {
+        let mut sync = cb(IOCB_CMD_FSYNC, fd, 0, 0, 0, 7);
+        let mut ptrs = [&mut sync as *mut iocb];
+        // SAFETY: the iocb is read during the call only.
+        let r = unsafe {
+            if kernel {
+                libc::syscall(libc::SYS_io_submit, ctx, 1, ptrs.as_mut_ptr()) as i64
+            } else {
+                raw::io_submit(ctx, 1, ptrs.as_mut_ptr())
+            }
+        };
+        assert_eq!(r, 1, "io_submit");
+    };
+    let getevents = move |min: i64| -> (i64, i64) {
+        let mut ev = [io_event::default(); 2];
+        // SAFETY: room for 2 events; no timeout.
+        let n = unsafe {
+            if kernel {
+                let r = libc::syscall(libc::SYS_io_getevents, ctx, min, 2, ev.as_mut_ptr(), std::ptr::null::<u8>());
+                if r < 0 {
+                    -(std::io::Error::last_os_error().raw_os_error().unwrap() as i64)
+                } else {
+                    r as i64
+                }
+            } else {
+                raw::io_getevents(ctx, min, 2, ev.as_mut_ptr(), std::ptr::null_mut())
+            }
+        };
+        (n, ev[0].res)
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // SAFETY: pthread_self takes nothing.
+        tid_tx.send(unsafe { libc::pthread_self() } as usize).unwrap();
+        // The wait follows the submission at once, as a program's does.
+        submit();
+        let first = getevents(2).0;
+        let second = getevents(1);
+        tx.send((first, second)).unwrap();
+    });
+    let waiter = tid_rx.recv().unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    // SAFETY: the waiter thread is alive until it sends its results.
+    unsafe { libc::pthread_kill(waiter as libc::pthread_t, libc::SIGALRM) };
+    let (first, second) = rx.recv_timeout(Duration::from_secs(60)).expect("io_getevents did not return");
+    assert_eq!(second.0, 1, "the second call's events");
+    // SAFETY: our own context, destroyed once.
+    unsafe {
+        if kernel {
+            libc::syscall(libc::SYS_io_destroy, ctx);
+        } else {
+            raw::io_destroy(ctx);
+        }
+    }
+    (first, second.1)
+}
+
+#[test]
+fn a_signal_ends_a_wait_for_more_events_than_will_come() {
+    let Some(_g) = setup() else { return };
+    // SAFETY: a handler that does nothing, without SA_RESTART.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_alarm as extern "C" fn(libc::c_int) as usize;
+        libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut());
+    }
+    for round in 0..3 {
+        let want = signal_during_a_lone_request(true);
+        let got = signal_during_a_lone_request(false);
+        assert_eq!(want, (-(libc::EINTR as i64), 0), "kernel, round {round}");
+        assert_eq!(got, want, "uaio (threads), round {round}");
+    }
+}

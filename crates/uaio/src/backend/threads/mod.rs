@@ -168,22 +168,29 @@ impl Threads {
     /// flight it does not: it would sit in one request while others
     /// complete. Only for waits without a time limit or a signal mask,
     /// since the job blocks this thread until it is done (a read, write or
-    /// sync of a file, which ends by itself; a signal is then seen when it
-    /// has). Returns whether it ran one.
-    fn help(&self) -> bool {
+    /// sync of a file, which ends by itself). Signals are held back
+    /// meanwhile: one that arrives is delivered once the job is done, and
+    /// the wait then ends with `EINTR`, as the kernel's ends when
+    /// interrupted (with the job's event, which is there by then). `None`
+    /// when it ran nothing.
+    fn help(&self) -> Option<Result<(), Errno>> {
         let p = pool();
         let here = Here::caller(p);
         if !here.owner() || lock(&self.shared.jobs).live.len() != 1 {
-            return false;
+            return None;
         }
-        let Some(job) = p.take_job_of(&self.shared) else { return false };
+        let job = p.take_job_of(&self.shared)?;
+        let mask = sys::block_async_signals();
         if !job.claim() {
             // Cancelled meanwhile: done already.
-            return false;
+            sys::set_signal_mask(mask);
+            return None;
         }
         let r = job.run();
         job.shared.finish(&job, r, &here);
-        true
+        let interrupted = sys::pending_signals() & !mask != 0;
+        sys::set_signal_mask(mask);
+        Some(if interrupted { Err(Errno::INTR) } else { Ok(()) })
     }
 
     /// Sleeps on the futex `seq`.
@@ -313,8 +320,10 @@ impl Backend for Threads {
     }
 
     fn wait(&self, _min: u32, timeout: Option<Duration>, sigmask: Option<&u64>) -> Result<(), Errno> {
-        if timeout.is_none() && sigmask.is_none() && self.help() {
-            return Ok(());
+        if timeout.is_none() && sigmask.is_none() {
+            if let Some(r) = self.help() {
+                return r;
+            }
         }
         let Some(mask) = sigmask else { return self.wait_futex(timeout) };
         let p = pool();
