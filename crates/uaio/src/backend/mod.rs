@@ -98,6 +98,17 @@ pub(crate) enum Order {
     After(FileKey),
 }
 
+impl Order {
+    /// The file's key, and whether the request only follows the file's
+    /// earlier buffered writes ([`Order::After`]).
+    pub(crate) fn parts(self) -> (FileKey, bool) {
+        match self {
+            Order::Member(k) => (k, false),
+            Order::After(k) => (k, true),
+        }
+    }
+}
+
 /// How `kind` on a file of type `mode` (`st_mode`), device `dev`, inode
 /// `ino` and device number `rdev` is ordered (`direct`: the file is open
 /// `O_DIRECT`). Kernel AIO copies a buffered write into the page cache

@@ -343,11 +343,7 @@ impl Backend for Uring {
                 let s = Ring::sqe_for(op);
                 // A buffered write, a sync or a direct transfer behind a
                 // buffered write of its file waits for it.
-                let ordered = op.order.map(|o| match o {
-                    super::Order::Member(k) => (k, false),
-                    super::Order::After(k) => (k, true),
-                });
-                if ordered.is_some_and(|(k, after)| !order::admit(&self.0, k, &s, after)) {
+                if op.order.map(super::Order::parts).is_some_and(|(k, after)| !order::admit(&self.0, k, &s, after)) {
                     continue;
                 }
                 buf[n] = s;

@@ -187,17 +187,6 @@ pub(super) struct Job {
     pub(super) order: Option<FileKey>,
 }
 
-/// The key under which a buffered write to the file `st` opened with
-/// `file_flags` is ordered, if it is one ([`Job::order`]; the pool does not
-/// order syncs).
-pub(super) fn order_key(kind: OpKind, st: &libc::stat, file_flags: i32) -> Option<FileKey> {
-    let direct = file_flags & libc::O_DIRECT != 0;
-    match crate::backend::order_key(kind, direct, st.st_mode, st.st_dev, st.st_ino, st.st_rdev)? {
-        crate::backend::Order::Member(k) => Some(k),
-        crate::backend::Order::After(_) => None,
-    }
-}
-
 impl Job {
     /// Claims a waiting job for its runner.
     pub(super) fn claim(&self) -> bool {

@@ -95,7 +95,7 @@
 //! last context using this backend is gone; a `fork` child starts from an
 //! empty pool.
 
-use super::{Backend, BackendOp, FileKey, OpKind};
+use super::{Backend, BackendOp, FileKey, OpKind, Order};
 use crate::sync::lock;
 use crate::sys;
 use crate::sys::internal_fds::InternalFd;

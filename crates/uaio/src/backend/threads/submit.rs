@@ -131,14 +131,11 @@ impl Threads {
     /// Whether `op` is a buffered write to a file with a buffered write
     /// queued or running (in the pool, or in this batch on its way there):
     /// it must then run after them.
-    pub(super) fn behind_writes(&self, p: &Pool, op: &BackendOp, batch: &mut Batch) -> bool {
-        if !matches!(op.kind, OpKind::Write | OpKind::Writev) {
-            return false;
-        }
+    pub(super) fn behind_writes(&self, p: &Pool, op: &BackendOp, batch: &Batch) -> bool {
+        let Some(Order::Member(k)) = op.order else { return false };
         if p.nchains.load(Ordering::SeqCst) == 0 && batch.ordered.is_empty() {
             return false;
         }
-        let Some(k) = batch.stat(op.fd).and_then(|st| order_key(op.kind, &st, 0)) else { return false };
         batch.ordered.contains(&k) || p.chained(k)
     }
 
@@ -162,15 +159,13 @@ impl Threads {
         let Some(held) = held else {
             return self.run_here(op, &cur, route, here);
         };
-        let order = st.and_then(|st| {
-            let direct = held.flags & libc::O_DIRECT != 0;
-            match crate::backend::order_key(op.kind, direct, st.st_mode, st.st_dev, st.st_ino, st.st_rdev)? {
-                crate::backend::Order::Member(k) => Some(k),
-                // A sync, or a direct read or write, follows the buffered
-                // writes of its file queued before it (kernel AIO's sees
-                // them done); with none, it orders nothing.
-                crate::backend::Order::After(k) => (batch.ordered.contains(&k) || p.chained(k)).then_some(k),
-            }
+        // The order the engine found for the request's file.
+        let order = op.order.and_then(|o| match o {
+            Order::Member(k) => Some(k),
+            // A sync, or a direct read or write, follows the buffered
+            // writes of its file queued before it (kernel AIO's sees them
+            // done); with none, it orders nothing.
+            Order::After(k) => (batch.ordered.contains(&k) || p.chained(k)).then_some(k),
         });
         let job = Arc::new(Job {
             shared: self.shared.clone(),
