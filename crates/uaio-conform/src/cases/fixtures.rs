@@ -303,3 +303,46 @@ pub(crate) fn own(fd: i32) -> std::os::fd::OwnedFd {
     // SAFETY: the caller just created fd.
     unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
 }
+
+/// A tmpfs mounted for one case, unmounted and removed on drop.
+pub(crate) struct Tmpfs {
+    dir: std::path::PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` bytes on a fresh directory, or says why not.
+    pub(crate) fn mount(size: usize) -> Result<Tmpfs, String> {
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "uaio-conform-tmpfs-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir: {e}"))?;
+        let target = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).expect("path");
+        let opts = std::ffi::CString::new(format!("size={size}")).expect("options");
+        // SAFETY: mount(2) with valid C strings; the data argument is the
+        // option string tmpfs parses.
+        let r = unsafe { libc::mount(c"tmpfs".as_ptr(), target.as_ptr(), c"tmpfs".as_ptr(), 0, opts.as_ptr().cast()) };
+        if r != 0 {
+            let e = std::io::Error::last_os_error();
+            let _ = std::fs::remove_dir(&dir);
+            return Err(format!("mount -t tmpfs refused: {e}"));
+        }
+        Ok(Tmpfs { dir })
+    }
+
+    /// The path of `name` in the file system.
+    pub(crate) fn path(&self, name: &str) -> String {
+        self.dir.join(name).to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let target = std::ffi::CString::new(self.dir.as_os_str().as_encoded_bytes()).expect("path");
+        // SAFETY: unmounting the file system this value mounted.
+        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
