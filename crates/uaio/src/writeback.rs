@@ -8,8 +8,8 @@
 //! (`ext4_buffered_write_iter` answers `EOPNOTSUPP`), and XFS, which takes
 //! them, refuses one whenever the file's times must change (every write
 //! of a new clock tick, or after a `stat`), so io_uring would send most
-//! writes to its workers. uaio decides itself, for ext2/3/4 and XFS, from
-//! what makes a buffered write wait in the kernel:
+//! writes to its workers. uaio decides itself, for ext2/3/4, XFS, tmpfs and ramfs,
+//! from what makes a buffered write wait in the kernel:
 //!
 //! - **Synchronous writes** (`O_SYNC`, `O_DSYNC`, `RWF_SYNC`, `RWF_DSYNC`)
 //!   and `RWF_DONTCACHE` start or wait for writeback: never inline.
@@ -34,13 +34,20 @@
 //!   the dirty data; XFS flushes to find space), are never inline. Other
 //!   file systems go to the backend (btrfs waits for writeback of the range
 //!   it overwrites).
+//! - **Memory file systems**: tmpfs and ramfs keep a file's pages in
+//!   memory and have no writeback, so neither partial pages nor dirty-page
+//!   throttling nor allocation involve a device. The one device a tmpfs
+//!   write can wait for is swap (a swapped-out page is read back before it
+//!   is written), so tmpfs writes run inline only while the system has no
+//!   swap (`sysinfo`, looked at every 100 ms at most); ramfs pages are
+//!   never swapped.
 //!
 //! What is left is what kernel AIO waits for too: the inode lock held by
 //! another writer, the journal (ext4) or log (XFS) reservation that updates
 //! the file's times while the journal commits or the log is full, and
 //! memory reclaim.
 
-use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use uaio_abi::{iovec, RWF_APPEND};
@@ -77,8 +84,10 @@ pub(crate) fn may_write_inline(f: &mut FdInfo, rw_flags: u32, off: u64, count: u
     if count == 0 || count > INLINE_WRITE_MAX || rw_flags & !RWF_APPEND != 0 || f.flags & sync != 0 {
         return false;
     }
-    if !delalloc_fs(f) {
-        return false;
+    match write_fs(f) {
+        WriteFs::Memory => return true,
+        WriteFs::Delalloc => {}
+        WriteFs::Other => return false,
     }
     // O_APPEND and RWF_APPEND write at the end of the file, wherever that
     // is when the write runs: the partial-page check needs the position.
@@ -118,30 +127,67 @@ fn page_ready(fd: i32, at: u64) -> bool {
 const EXT4_SUPER_MAGIC: i64 = 0xEF53;
 /// `statfs` magic of XFS.
 const XFS_SUPER_MAGIC: i64 = 0x5846_5342;
+/// `statfs` magic of tmpfs.
+const TMPFS_MAGIC: i64 = 0x0102_1994;
+/// `statfs` magic of ramfs.
+const RAMFS_MAGIC: i64 = 0x8584_58f6;
 
-/// ext2/3/4 with delayed allocation, or XFS (which always delays it for
-/// buffered writes), with room to spare. Others are left to the backend:
-/// btrfs, for one, waits for writeback of the range it overwrites.
-fn delalloc_fs(f: &mut FdInfo) -> bool {
-    if let Some(ok) = f.inline_fs {
-        return ok;
-    }
-    let ok = delalloc_fs_uncached(f);
-    f.inline_fs = Some(ok);
-    ok
+/// What a file's file system makes of a buffered write (see the module
+/// documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WriteFs {
+    /// ext2/3/4 with delayed allocation, or XFS, with room to spare: inline
+    /// when the edges and the dirty-page budget allow.
+    Delalloc,
+    /// tmpfs without swap, or ramfs: no device behind the write.
+    Memory,
+    /// Anything else: the backend. btrfs, for one, waits for writeback of
+    /// the range it overwrites.
+    Other,
 }
 
-fn delalloc_fs_uncached(f: &mut FdInfo) -> bool {
+/// The kind of `f`'s file system, found out once per call.
+fn write_fs(f: &mut FdInfo) -> WriteFs {
+    if let Some(k) = f.inline_fs {
+        return k;
+    }
+    let k = write_fs_uncached(f);
+    f.inline_fs = Some(k);
+    k
+}
+
+fn write_fs_uncached(f: &mut FdInfo) -> WriteFs {
     let dev = f.dev();
-    let Some((kind, free)) = fs_facts(f, dev) else { return false };
+    let Some((kind, free)) = fs_facts(f, dev) else { return WriteFs::Other };
+    match kind {
+        RAMFS_MAGIC => return WriteFs::Memory,
+        TMPFS_MAGIC => return if no_swap() { WriteFs::Memory } else { WriteFs::Other },
+        _ => {}
+    }
     if free < FREE_SPACE_MARGIN.saturating_add(budget::dirty_bytes().saturating_mul(2)) {
-        return false;
+        return WriteFs::Other;
     }
     match kind {
-        EXT4_SUPER_MAGIC => mount_allows(dev),
-        XFS_SUPER_MAGIC => true,
-        _ => false,
+        EXT4_SUPER_MAGIC if mount_allows(dev) => WriteFs::Delalloc,
+        XFS_SUPER_MAGIC => WriteFs::Delalloc,
+        _ => WriteFs::Other,
     }
+}
+
+/// The system has no swap space, as seen at most [`FS_FACTS_AGE`] ago.
+fn no_swap() -> bool {
+    /// Coarse clock of the last look (0: never), and its answer.
+    static AT: AtomicU64 = AtomicU64::new(0);
+    static NONE: AtomicBool = AtomicBool::new(false);
+    let now = sys::coarse_clock_ns().max(1);
+    let at = AT.load(Ordering::Acquire);
+    if at != 0 && now.saturating_sub(at) < FS_FACTS_AGE {
+        return NONE.load(Ordering::Relaxed);
+    }
+    let none = sys::total_swap() == Some(0);
+    NONE.store(none, Ordering::Relaxed);
+    AT.store(now, Ordering::Release);
+    none
 }
 
 /// The file system's magic and free bytes, by device number: a `statfs`

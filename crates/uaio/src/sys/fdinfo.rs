@@ -25,7 +25,7 @@ pub(crate) struct FdInfo {
     fs: Option<Option<rustix::fs::StatFs>>,
     /// Whether the file system takes inline buffered writes (see
     /// `writeback`), found out once per call.
-    pub inline_fs: Option<bool>,
+    pub inline_fs: Option<crate::writeback::WriteFs>,
     /// Whether it is an eventfd, found out on demand.
     eventfd: Option<bool>,
 }

@@ -76,6 +76,16 @@ pub(crate) fn file_size(fd: i32) -> Option<u64> {
     rustix::fs::fstat(fd).ok().map(|st| st.st_size as u64)
 }
 
+/// The system's swap space in bytes (`sysinfo`), `None` if the call fails.
+pub(crate) fn total_swap() -> Option<u64> {
+    // SAFETY: sysinfo(2) fills the zeroed struct it is given.
+    let si = unsafe {
+        let mut si: libc::sysinfo = core::mem::zeroed();
+        (libc::sysinfo(&mut si) == 0).then_some(si)?
+    };
+    Some((si.totalswap as u64).saturating_mul(si.mem_unit.max(1) as u64))
+}
+
 /// Appends `bytes` to the file at `path` (created if needed), in one
 /// `write`, errors ignored. The descriptor is never owned by a Rust value:
 /// a program thread may close its number behind uaio's back.
