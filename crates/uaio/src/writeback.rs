@@ -148,11 +148,11 @@ pub(crate) enum WriteFs {
 
 /// The kind of `f`'s file system, found out once per call.
 fn write_fs(f: &mut FdInfo) -> WriteFs {
-    if let Some(k) = f.inline_fs {
+    if let Some(k) = f.write_fs {
         return k;
     }
     let k = write_fs_uncached(f);
-    f.inline_fs = Some(k);
+    f.write_fs = Some(k);
     k
 }
 

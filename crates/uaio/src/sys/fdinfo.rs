@@ -23,9 +23,9 @@ pub(crate) struct FdInfo {
     rdev: u64,
     /// `fstatfs`, fetched on demand (`None` inside when it failed).
     fs: Option<Option<rustix::fs::StatFs>>,
-    /// Whether the file system takes inline buffered writes (see
-    /// `writeback`), found out once per call.
-    pub inline_fs: Option<crate::writeback::WriteFs>,
+    /// What the file system makes of a buffered write (see `writeback`),
+    /// found out once per call.
+    pub write_fs: Option<crate::writeback::WriteFs>,
     /// Whether it is an eventfd, found out on demand.
     eventfd: Option<bool>,
 }
@@ -55,7 +55,7 @@ impl FdInfo {
             ino: 0,
             rdev: 0,
             fs: None,
-            inline_fs: None,
+            write_fs: None,
             eventfd: None,
         })
     }
