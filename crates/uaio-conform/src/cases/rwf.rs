@@ -90,6 +90,34 @@ pub(crate) fn cases() -> Vec<Case> {
             }
             e.record_file(&f);
         }),
+        c("rwf/dontcache_on_a_file_system_without_it", |e| {
+            // tmpfs has no RWF_DONTCACHE: io_submit refuses it, for reads
+            // and writes, before the request is queued.
+            let fs = match Tmpfs::mount(1 << 20) {
+                Ok(fs) => fs,
+                Err(why) => {
+                    e.rec(format!("skipped: {why}"));
+                    return;
+                }
+            };
+            std::fs::write(fs.path("a"), b"0123456789abcdef").expect("write tmpfs file");
+            let ctx = e.setup(8);
+            for (what, flags) in [("read-write", libc::O_RDWR), ("write-only", libc::O_WRONLY)] {
+                let f = open(&fs.path("a"), flags);
+                let buf = leak_buf(4);
+                let mut r = cb(RD, f.as_raw_fd(), buf.as_mut_ptr() as u64, 4, 2, 1);
+                r.aio_rw_flags = RWF_DONTCACHE;
+                if try_key(e, ctx, &format!("{what} dontcache read"), r) == 1 {
+                    e.reap(ctx, 1);
+                }
+                let mut w = cb(WR, f.as_raw_fd(), b"WXYZ".as_ptr() as u64, 4, 8, 2);
+                w.aio_rw_flags = RWF_DONTCACHE;
+                if try_key(e, ctx, &format!("{what} dontcache write"), w) == 1 {
+                    e.reap(ctx, 1);
+                }
+                e.record_file(&f);
+            }
+        }),
         c("rwf/append_ignores_offset", |e| {
             let ctx = e.setup(4);
             let f = e.file(b"abc", libc::O_RDWR);

@@ -2,6 +2,7 @@
 //! call and on demand: status flags, type, device, file system.
 
 use std::os::fd::BorrowedFd;
+use std::sync::Mutex;
 
 use rustix::io::Errno;
 
@@ -191,11 +192,49 @@ impl FdInfo {
         }
     }
 
-    /// The file may take `RWF_DONTCACHE`: only regular files and block
-    /// devices have a page cache to drop (the file system may still refuse,
-    /// which then shows in the event).
+    /// The file may take `RWF_DONTCACHE`: a regular file or block device
+    /// whose file operations support it (tmpfs, for one, does not, and the
+    /// kernel's `io_submit` refuses the flag there). The answer comes from
+    /// a one-byte `RWF_DONTCACHE` read far past any end of file, which the
+    /// kernel refuses with `EOPNOTSUPP` before it looks at the position, or
+    /// reads nothing; it is kept per file system (block devices share
+    /// theirs). A descriptor that cannot be read learns it from another of
+    /// its file system, or is let through (the event then carries the
+    /// refusal). An answer is trusted for a second: a device number freed
+    /// by an unmount may come back with another file system.
     pub(crate) fn can_dontcache(&mut self) -> bool {
-        matches!(self.mode() & S_IFMT, libc::S_IFREG | libc::S_IFBLK)
+        let mode = self.mode() & S_IFMT;
+        if !matches!(mode, libc::S_IFREG | libc::S_IFBLK) {
+            return false;
+        }
+        const AGE: u64 = 1_000_000_000;
+        static SEEN: Mutex<Vec<(u64, u64, bool)>> = Mutex::new(Vec::new());
+        let key = if mode == libc::S_IFBLK { u64::MAX } else { self.dev };
+        let now = super::coarse_clock_ns();
+        let known = SEEN
+            .try_lock()
+            .ok()
+            .and_then(|seen| seen.iter().find(|e| e.0 == key && now.saturating_sub(e.1) < AGE).map(|e| e.2));
+        if let Some(ok) = known {
+            return ok;
+        }
+        let mut b = 0u8;
+        let one = uaio_abi::iovec { iov_base: &mut b as *mut u8 as u64, iov_len: 1 };
+        let r = super::preadv2(self.fd, &one, 1, i64::MAX - 1, uaio_abi::RWF_DONTCACHE).0;
+        let ok = match r {
+            r if r == -(libc::EOPNOTSUPP as i64) => false,
+            r if r >= 0 => true,
+            // Not readable, or closed meanwhile: no answer to keep.
+            _ => return true,
+        };
+        if let Ok(mut seen) = SEEN.try_lock() {
+            seen.retain(|e| e.0 != key);
+            if seen.len() >= 16 {
+                seen.remove(0);
+            }
+            seen.push((key, now, ok));
+        }
+        ok
     }
 
     /// The inode carries the append-only attribute (`chattr +a`).
