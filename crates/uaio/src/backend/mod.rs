@@ -62,6 +62,10 @@ pub(crate) struct BackendOp {
     /// How the request is ordered with the buffered writes of its file
     /// ([`order_key`]).
     pub order: Option<Order>,
+    /// The device and inode numbers of the file `fd` named at submission
+    /// (zeros when unknown): a backend that must start the request again
+    /// later checks that the number still names that file.
+    pub file: (u64, u64),
 }
 
 impl BackendOp {
@@ -79,6 +83,7 @@ impl BackendOp {
             ioprio: 0,
             poll_mask: mask,
             order: None,
+            file: (0, 0),
         }
     }
 }

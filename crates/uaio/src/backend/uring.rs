@@ -24,6 +24,7 @@ use rustix::io_uring::{
 use super::{poll_companions, Backend, BackendOp, OpKind};
 
 mod order;
+mod owners;
 use crate::sys::internal_fds::InternalFd;
 use crate::sys::mmap::Mapping;
 pub(crate) use order::after_fork_in_child;
@@ -113,6 +114,9 @@ pub(crate) struct Ring {
     kept: Mutex<Vec<(u64, InternalFd)>>,
     /// `kept.len()`, read without the lock.
     nkept: AtomicU32,
+    /// Every request in the kernel as it was pushed, and by which thread
+    /// (see `owners`). Taken before the SQ lock.
+    owners: Mutex<owners::Owners>,
 }
 
 // SAFETY: the raw pointers point into mappings owned by this struct; the SQ
@@ -201,6 +205,7 @@ impl Ring {
             nlocal: AtomicU32::new(0),
             kept: Mutex::new(Vec::new()),
             nkept: AtomicU32::new(0),
+            owners: Mutex::new(owners::Owners::default()),
         };
         if let Some(efd) = notify {
             let raw = efd.as_raw_fd();
@@ -255,6 +260,23 @@ impl Ring {
             }
         }
         Ok(())
+    }
+
+    /// Whether the request `key`, which ended with `res`, was ended by the
+    /// exit of the thread that pushed it and is now pushed again from this
+    /// one (see `owners`): its completion is then not reported.
+    fn again(&self, key: u64, res: i32) -> bool {
+        if res >= 0 {
+            crate::sync::lock(&self.owners).forget(key);
+            return false;
+        }
+        let mut o = crate::sync::lock(&self.owners);
+        let Some(s) = o.finish(key, res, &owners::me()) else { return false };
+        if self.push(&[s]).is_ok() {
+            return true;
+        }
+        o.forget(key);
+        false
     }
 
     /// Counts `n` requests submitted to the kernel.
@@ -337,19 +359,37 @@ impl Backend for Uring {
 
     fn submit(&self, ops: &[BackendOp]) -> Result<(), Errno> {
         let mut buf = [Sqe::default(); SUBMIT_BATCH];
+        let me = owners::me();
         for (c, chunk) in ops.chunks(SUBMIT_BATCH).enumerate() {
             let mut n = 0;
             for op in chunk {
                 let s = Ring::sqe_for(op);
                 // A buffered write, a sync or a direct transfer behind a
                 // buffered write of its file waits for it.
-                if op.order.map(super::Order::parts).is_some_and(|(k, after)| !order::admit(&self.0, k, &s, after)) {
+                if op
+                    .order
+                    .map(super::Order::parts)
+                    .is_some_and(|(k, after)| !order::admit(&self.0, k, &s, after, op.file))
+                {
                     continue;
                 }
                 buf[n] = s;
                 n += 1;
             }
+            {
+                let mut o = crate::sync::lock(&self.0.owners);
+                let mut pushed = buf[..n].iter();
+                for op in chunk {
+                    if let Some(s) = pushed.as_slice().first().filter(|s| s.user_data.u64_() == op.key) {
+                        o.record(&me, s, op.file);
+                        pushed.next();
+                    }
+                }
+            }
             if let Err(e) = self.0.push(&buf[..n]) {
+                let mut o = crate::sync::lock(&self.0.owners);
+                buf[..n].iter().for_each(|s| o.forget(s.user_data.u64_()));
+                drop(o);
                 let pushed = |i: usize| i < c * SUBMIT_BATCH;
                 let writes = ops.iter().enumerate().filter(|(_, o)| o.order.is_some());
                 order::abandon(&self.0, writes.map(|(i, o)| (o.key, pushed(i))));
@@ -375,6 +415,10 @@ impl Backend for Uring {
                 h = h.wrapping_add(1);
                 let key = cqe.user_data.u64_();
                 if key >> 32 != INTERNAL_HIGH {
+                    if ring.again(key, cqe.res) {
+                        // Ended by its thread's exit, and in the kernel again.
+                        continue;
+                    }
                     ring.in_kernel.fetch_sub(1, Ordering::SeqCst);
                     ring.done_with(key);
                     // The file's next buffered write, if this was one.
@@ -432,6 +476,10 @@ impl Backend for Uring {
             self.0.complete_here(key, -libc::ECANCELED);
             return;
         }
+        // Under the owners' lock: a request pushed again after its thread's
+        // exit reaches the kernel before this cancel, or is not pushed again.
+        let mut o = crate::sync::lock(&self.0.owners);
+        o.cancel(key);
         let _ = self.0.push(&[sqe(IoringOp::AsyncCancel, -1, key, 0, 0, TAG_CANCEL)]);
     }
 
@@ -493,12 +541,74 @@ mod tests {
         }
     }
 
+    /// A ring for a test, or `None` (and a line saying the test is
+    /// skipped) where io_uring is not available.
+    fn ring_or_skip() -> Option<Uring> {
+        let u = Uring::new(8, None).ok();
+        if u.is_none() {
+            println!("skipped: io_uring is not available here");
+        }
+        u
+    }
+
+    /// A POLL of `fd` under `key` carrying the file's identity, as the
+    /// engine makes it.
+    fn poll_op_of_file(key: u64, fd: &OwnedFd) -> BackendOp {
+        let st = rustix::fs::fstat(fd).expect("fstat");
+        BackendOp { file: (st.st_dev, st.st_ino), ..poll_op(key, fd) }
+    }
+
+    /// A ring with a POLL of a new pipe's read end under `key`, submitted
+    /// from a thread that exited at once; the pipe's ends come with it.
+    fn poll_of_a_gone_thread(key: u64) -> Option<(Uring, OwnedFd, OwnedFd)> {
+        let u = ring_or_skip()?;
+        let (r, w) = pipe();
+        let op = poll_op_of_file(key, &r);
+        let ring = Uring(u.0.clone());
+        std::thread::spawn(move || ring.submit(&[op]).expect("submit")).join().expect("thread");
+        Some((u, r, w))
+    }
+
+    #[test]
+    fn a_poll_outlives_the_thread_that_pushed_it() {
+        let key = 1 << 32 | 3;
+        let Some((u, _r, w)) = poll_of_a_gone_thread(key) else { return };
+        // io_uring ends the armed poll when the pipe wakes it, since its
+        // thread is gone; uaio pushes it again and it completes.
+        rustix::io::write(&w, b"x").expect("write");
+        let res = result_of(&u, key);
+        assert!(res > 0 && res & libc::POLLIN as i32 != 0, "{res}");
+    }
+
+    #[test]
+    fn a_cancelled_request_of_a_gone_thread_is_not_pushed_again() {
+        let key = 1 << 32 | 4;
+        let Some((u, _r, w)) = poll_of_a_gone_thread(key) else { return };
+        u.cancel(key);
+        assert_eq!(result_of(&u, key), -libc::ECANCELED);
+        // Nothing of it is left in the kernel: a wake-up of the pipe
+        // produces no completion.
+        rustix::io::write(&w, b"x").expect("write");
+        let _ = u.wait(1, Some(Duration::from_millis(200)), None);
+        assert_eq!(u.drain(&mut |k, _| assert_ne!(k, key, "pushed again after its cancel")), 0);
+    }
+
+    #[test]
+    fn a_request_of_a_gone_thread_whose_number_names_another_file_reports_its_end() {
+        let key = 1 << 32 | 5;
+        let Some((u, mut r, w)) = poll_of_a_gone_thread(key) else { return };
+        // The number now names another pipe: the request must not be
+        // pushed again onto it.
+        let (r2, w2) = pipe();
+        rustix::io::dup2(&r2, &mut r).expect("dup2");
+        rustix::io::write(&w2, b"y").expect("write");
+        rustix::io::write(&w, b"x").expect("write");
+        assert_eq!(result_of(&u, key), -libc::ECANCELED);
+    }
+
     #[test]
     fn a_cancel_names_only_the_request_with_its_key() {
-        let Ok(u) = Uring::new(8, None) else {
-            println!("skipped: io_uring is not available here");
-            return;
-        };
+        let Some(u) = ring_or_skip() else { return };
         // Two requests in the same slot (low half 5), one after the other:
         // a cancel that names the first, arriving after it completed, must
         // not touch the second.

@@ -52,6 +52,8 @@ pub(crate) struct Prepared {
     pub(super) buffered_write: bool,
     /// See [`crate::backend::BackendOp::order`].
     pub(super) order: Option<crate::backend::Order>,
+    /// See [`crate::backend::BackendOp::file`].
+    pub(super) file: (u64, u64),
     /// `aio_lio_opcode` (for `stats`).
     pub(super) opcode: u16,
 }
@@ -138,6 +140,7 @@ impl Prepared {
         self.forever = false;
         self.buffered_write = false;
         self.order = None;
+        self.file = (0, 0);
         self.opcode = cb.aio_lio_opcode;
     }
 }
@@ -406,6 +409,11 @@ impl Kioctx {
             IOCB_CMD_POLL => prepare_poll(cb, f, p)?,
             IOCB_CMD_NOOP => {}
             _ => return Err(Errno::INVAL),
+        }
+        if p.kind.is_some() {
+            // Known already: every request that reaches a backend needed
+            // the file's type.
+            p.file = fds.get(cb.aio_fildes)?.ident();
         }
         Ok(())
     }

@@ -82,6 +82,12 @@ impl FdInfo {
         self.dev
     }
 
+    /// The file's device and inode numbers (zeros when `fstat` failed).
+    pub(crate) fn ident(&mut self) -> (u64, u64) {
+        self.mode();
+        (self.dev, self.ino)
+    }
+
     /// How a request of `kind` on this file is ordered with its buffered
     /// writes by the backend ([`crate::backend::order_key`]).
     pub(crate) fn order_key(&mut self, kind: crate::backend::OpKind) -> Option<crate::backend::Order> {

@@ -44,6 +44,8 @@ pub(super) struct Waiting {
     /// closes the number and opens another file on it before the write's
     /// turn.
     pub dup: InternalFd,
+    /// Device and inode of the file (see `owners`).
+    pub file: (u64, u64),
 }
 
 // SAFETY: the entry's only pointer is the address of the application's
@@ -106,7 +108,7 @@ fn id(ring: &Ring) -> usize {
 /// A write that cannot have its duplicate (no descriptor number left above
 /// uaio's floor) goes at once, unordered, rather than to whatever file the
 /// number may name by its turn.
-pub(super) fn admit(ring: &Arc<Ring>, file: FileKey, sqe: &Sqe, after: bool) -> bool {
+pub(super) fn admit(ring: &Arc<Ring>, file: FileKey, sqe: &Sqe, after: bool, ident: (u64, u64)) -> bool {
     if after && NCHAINS.load(Ordering::SeqCst) == 0 {
         return true;
     }
@@ -117,7 +119,7 @@ pub(super) fn admit(ring: &Arc<Ring>, file: FileKey, sqe: &Sqe, after: bool) -> 
         // duplication fails.
         let Ok(dup) = InternalFd::dup_of(unsafe { BorrowedFd::borrow_raw(sqe.fd) }) else { return true };
         let sqe = Sqe { fd: dup.as_raw_fd(), ..*sqe };
-        c.waiting.push_back(Waiting { ring: ring.clone(), sqe, dup });
+        c.waiting.push_back(Waiting { ring: ring.clone(), sqe, dup, file: ident });
         return false;
     }
     if after {
@@ -166,12 +168,14 @@ pub(super) fn send(mut next: Option<Waiting>, from: Option<&Ring>) {
         let key = w.sqe.user_data.u64_();
         let own = from.is_some_and(|f| id(f) == id(&w.ring));
         let sqes = [w.sqe, super::wake_sqe()];
+        crate::sync::lock(&w.ring.owners).record(&super::owners::me(), &w.sqe, w.file);
         match w.ring.push(&sqes[..if own { 1 } else { 2 }]) {
             Ok(()) => {
                 w.ring.entered(1);
                 w.ring.keep_until_done(key, w.dup);
             }
             Err(e) => {
+                crate::sync::lock(&w.ring.owners).forget(key);
                 w.ring.complete_here(key, -e.raw_os_error());
                 next = finished(&w.ring, key);
             }

@@ -1,0 +1,142 @@
+//! Requests outlive the thread that submitted them.
+//!
+//! Kernel AIO ties a request to its context: the thread that submitted it
+//! may exit, and the request runs on. io_uring ties a request to the thread
+//! that pushed it: once that thread is gone, what the request still needed
+//! from it fails. An armed poll (a POLL, or a read or write of a pipe or
+//! socket waiting for readiness) and a read retried when its page arrives
+//! end with `-ECANCELED`, a retry run without the process's memory with
+//! `-EFAULT`, and work queued in the thread's io-wq is cancelled.
+//!
+//! So each ring remembers, for every request it has in the kernel, the
+//! entry it was pushed with, the file it names and the thread that pushed
+//! it ([`Submitter`]); a thread marks itself gone from a thread-local
+//! destructor, which runs before the kernel ends its requests. The drain
+//! that finds a failed request of a gone thread pushes the same entry
+//! again, from its own living thread, instead of reporting it, provided the
+//! descriptor number still names the same file (device and inode); a
+//! request whose number was closed or reused meanwhile reports the failure.
+//! A request cancelled by the program is never pushed again. A request
+//! that failed for a reason of its own while its thread was exiting is run
+//! once more, and fails again.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock};
+
+use super::Sqe;
+
+/// A thread that pushes requests to rings.
+#[derive(Debug, Default)]
+pub(super) struct Submitter {
+    /// The thread has exited, or is exiting.
+    gone: AtomicBool,
+}
+
+/// The calling thread's [`Submitter`], marked gone when the thread's
+/// thread-local values are destroyed.
+struct Mark(Arc<Submitter>);
+
+impl Drop for Mark {
+    fn drop(&mut self) {
+        self.0.gone.store(true, Ordering::SeqCst);
+    }
+}
+
+thread_local! {
+    static ME: Mark = Mark(Arc::new(Submitter::default()));
+}
+
+/// The submitter of threads whose thread-local values are gone already.
+static GONE: LazyLock<Arc<Submitter>> = LazyLock::new(|| Arc::new(Submitter { gone: AtomicBool::new(true) }));
+
+/// The calling thread's [`Submitter`].
+pub(super) fn me() -> Arc<Submitter> {
+    ME.try_with(|m| m.0.clone()).unwrap_or_else(|_| GONE.clone())
+}
+
+/// A request in the kernel, as it was pushed.
+struct Owner {
+    key: u64,
+    by: Arc<Submitter>,
+    sqe: Sqe,
+    /// Device and inode of the file `sqe.fd` named when pushed.
+    file: (u64, u64),
+    /// The program asked for its cancellation.
+    cancelled: bool,
+}
+
+impl std::fmt::Debug for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Owner")
+            .field("key", &self.key)
+            .field("by", &self.by)
+            .field("cancelled", &self.cancelled)
+            .finish()
+    }
+}
+
+/// The requests of one ring, by slot (the low half of the key).
+#[derive(Debug, Default)]
+pub(super) struct Owners {
+    slots: Vec<Option<Owner>>,
+}
+
+impl Owners {
+    fn slot(&mut self, key: u64) -> Option<&mut Option<Owner>> {
+        let s = self.slots.get_mut(key as u32 as usize)?;
+        s.as_ref().is_some_and(|o| o.key == key).then_some(s)
+    }
+
+    /// Records the request entry `sqe`, pushed now by `by`, on the file
+    /// `file`.
+    pub(super) fn record(&mut self, by: &Arc<Submitter>, sqe: &Sqe, file: (u64, u64)) {
+        let key = sqe.user_data.u64_();
+        let i = key as u32 as usize;
+        if i >= self.slots.len() {
+            self.slots.resize_with(i + 1, || None);
+        }
+        self.slots[i] = Some(Owner { key, by: by.clone(), sqe: *sqe, file, cancelled: false });
+    }
+
+    /// Forgets the request `key` (its push failed).
+    pub(super) fn forget(&mut self, key: u64) {
+        if let Some(s) = self.slot(key) {
+            *s = None;
+        }
+    }
+
+    /// The program cancels the request `key`: whatever it ends with is
+    /// its result.
+    pub(super) fn cancel(&mut self, key: u64) {
+        if let Some(Some(o)) = self.slot(key) {
+            o.cancelled = true;
+        }
+    }
+
+    /// The request `key` completed with `res`. `Some(entry)` when the
+    /// failure came from its thread's exit and the entry must be pushed
+    /// again: it is recorded as `by`'s, which the caller must be, and the
+    /// caller pushes it (holding this table's lock, so that a cancel comes
+    /// after it) or, if that fails, calls [`Owners::forget`].
+    pub(super) fn finish(&mut self, key: u64, res: i32, by: &Arc<Submitter>) -> Option<Sqe> {
+        let s = self.slot(key)?;
+        let o = s.as_mut()?;
+        if res >= 0 || o.cancelled || !o.by.gone.load(Ordering::SeqCst) || !names(o.sqe.fd, o.file) {
+            *s = None;
+            return None;
+        }
+        o.by = by.clone();
+        Some(o.sqe)
+    }
+}
+
+/// Whether the descriptor number `fd` names the file `file` (device and
+/// inode; zeros when it was not known).
+fn names(fd: i32, file: (u64, u64)) -> bool {
+    if file == (0, 0) || fd < 0 {
+        return false;
+    }
+    // SAFETY: fstat of a descriptor number; a closed one just fails.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    rustix::fs::fstat(fd).is_ok_and(|st| (st.st_dev, st.st_ino) == file)
+}
