@@ -75,6 +75,10 @@ impl std::fmt::Debug for Owner {
     }
 }
 
+/// Slots recorded at most: a context's slots are numbered from 0 up to
+/// the most requests it has had in flight at once.
+const MAX_SLOTS: usize = 1 << 20;
+
 /// The requests of one ring, by slot (the low half of the key).
 #[derive(Debug, Default)]
 pub(super) struct Owners {
@@ -88,10 +92,15 @@ impl Owners {
     }
 
     /// Records the request entry `sqe`, pushed now by `by`, on the file
-    /// `file`.
+    /// `file`. An entry whose file is not known (a backend's internal
+    /// entries) could not be pushed again and is not recorded, nor is one
+    /// whose slot is beyond [`MAX_SLOTS`].
     pub(super) fn record(&mut self, by: &Arc<Submitter>, sqe: &Sqe, file: (u64, u64)) {
         let key = sqe.user_data.u64_();
         let i = key as u32 as usize;
+        if file == (0, 0) || i >= MAX_SLOTS {
+            return;
+        }
         if i >= self.slots.len() {
             self.slots.resize_with(i + 1, || None);
         }
