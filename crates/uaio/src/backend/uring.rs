@@ -266,17 +266,24 @@ impl Ring {
     /// exit of the thread that pushed it and is now pushed again from this
     /// one (see `owners`): its completion is then not reported.
     fn again(&self, key: u64, res: i32) -> bool {
-        if res >= 0 {
-            crate::sync::lock(&self.owners).forget(key);
+        let mut o = crate::sync::lock(&self.owners);
+        let Some((sqe, file)) = o.gone(key) else { return false };
+        let held = owners::hold_file(sqe.fd, file);
+        let ended = |(_, seekable): &(InternalFd, bool)| res < 0 || (*seekable && short(&sqe, res));
+        let Some((dup, _)) = held.filter(ended) else {
+            o.forget(key);
+            return false;
+        };
+        let s = Sqe { fd: dup.as_raw_fd(), ..sqe };
+        o.again(key, &s, &owners::me());
+        if self.push(&[s]).is_err() {
+            o.forget(key);
             return false;
         }
-        let mut o = crate::sync::lock(&self.owners);
-        let Some(s) = o.finish(key, res, &owners::me()) else { return false };
-        if self.push(&[s]).is_ok() {
-            return true;
-        }
-        o.forget(key);
-        false
+        // Drains of this ring are serialised: its completion cannot have
+        // been drained yet.
+        self.keep_until_done(key, dup);
+        true
     }
 
     /// Counts `n` requests submitted to the kernel.
@@ -297,14 +304,16 @@ impl Ring {
         if self.nkept.load(Ordering::SeqCst) == 0 {
             return;
         }
-        let fd = {
+        let mut gone = Vec::new();
+        {
             let mut k = crate::sync::lock(&self.kept);
-            let i = k.iter().position(|(kk, _)| *kk == key);
-            let fd = i.map(|i| k.swap_remove(i).1);
+            // A request pushed again after its thread's exit may hold two.
+            while let Some(i) = k.iter().position(|(kk, _)| *kk == key) {
+                gone.push(k.swap_remove(i).1);
+            }
             self.nkept.store(k.len() as u32, Ordering::SeqCst);
-            fd
-        };
-        drop(fd);
+        }
+        drop(gone);
     }
 
     /// Completes the request `key` with `res` without the kernel.
@@ -502,6 +511,14 @@ impl Drop for Ring {
             order::forget(self);
         }
     }
+}
+
+/// Whether `res` is less than the whole of the read or write `sqe`
+/// (vectored ones are not looked at).
+fn short(sqe: &Sqe, res: i32) -> bool {
+    // SAFETY: `len` is the byte count of a plain read or write entry.
+    let want = unsafe { sqe.len.len };
+    matches!(sqe.opcode, IoringOp::Read | IoringOp::Write) && (res as u32) < want
 }
 
 /// Whether io_uring can be set up in this process (used for the backend

@@ -12,18 +12,21 @@
 //! entry it was pushed with, the file it names and the thread that pushed
 //! it ([`Submitter`]); a thread marks itself gone from a thread-local
 //! destructor, which runs before the kernel ends its requests. The drain
-//! that finds a failed request of a gone thread pushes the same entry
-//! again, from its own living thread, instead of reporting it, provided the
-//! descriptor number still names the same file (device and inode); a
-//! request whose number was closed or reused meanwhile reports the failure.
-//! A request cancelled by the program is never pushed again. A request
-//! that failed for a reason of its own while its thread was exiting is run
-//! once more, and fails again.
+//! that finds a failed request of a gone thread (or a short read or write
+//! of a regular file or block device, which io_uring ends with the part
+//! done) pushes the same entry again, from its own living thread, instead
+//! of reporting it, on a duplicate of the descriptor taken then, provided
+//! the duplicate names the same file (device and inode); a request whose
+//! number was closed or reused meanwhile reports what it ended with. A
+//! request cancelled by the program is never pushed again. A request that
+//! failed for a reason of its own while its thread was exiting is run once
+//! more, and fails again.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
 
 use super::Sqe;
+use crate::sys::internal_fds::InternalFd;
 
 /// A thread that pushes requests to rings.
 #[derive(Debug, Default)]
@@ -122,30 +125,42 @@ impl Owners {
         }
     }
 
-    /// The request `key` completed with `res`. `Some(entry)` when the
-    /// failure came from its thread's exit and the entry must be pushed
-    /// again: it is recorded as `by`'s, which the caller must be, and the
-    /// caller pushes it (holding this table's lock, so that a cancel comes
-    /// after it) or, if that fails, calls [`Owners::forget`].
-    pub(super) fn finish(&mut self, key: u64, res: i32, by: &Arc<Submitter>) -> Option<Sqe> {
+    /// The request `key` completed: `Some((entry, file))` when the thread
+    /// that pushed it is gone and the program did not cancel it, so that
+    /// its end may have come from that thread's exit (the caller decides,
+    /// then calls [`Owners::again`] or [`Owners::forget`]); otherwise its
+    /// record goes.
+    pub(super) fn gone(&mut self, key: u64) -> Option<(Sqe, (u64, u64))> {
         let s = self.slot(key)?;
-        let o = s.as_mut()?;
-        if res >= 0 || o.cancelled || !o.by.gone.load(Ordering::SeqCst) || !names(o.sqe.fd, o.file) {
+        let o = s.as_ref()?;
+        if o.cancelled || !o.by.gone.load(Ordering::SeqCst) {
             *s = None;
             return None;
         }
-        o.by = by.clone();
-        Some(o.sqe)
+        Some((o.sqe, o.file))
+    }
+
+    /// The request `key` is pushed again as `sqe` by `by` (the caller,
+    /// holding this table's lock, so that a cancel comes after it).
+    pub(super) fn again(&mut self, key: u64, sqe: &Sqe, by: &Arc<Submitter>) {
+        if let Some(Some(o)) = self.slot(key) {
+            o.sqe = *sqe;
+            o.by = by.clone();
+        }
     }
 }
 
-/// Whether the descriptor number `fd` names the file `file` (device and
-/// inode; zeros when it was not known).
-fn names(fd: i32, file: (u64, u64)) -> bool {
+/// A duplicate of the descriptor number `fd` (uaio's own, above the floor)
+/// if it names the file `file` (device and inode; zeros when not known),
+/// and whether that is a regular file or a block device. The number itself
+/// may be closed or reused by the program at any moment; the duplicate
+/// keeps the file it names.
+pub(super) fn hold_file(fd: i32, file: (u64, u64)) -> Option<(InternalFd, bool)> {
     if file == (0, 0) || fd < 0 {
-        return false;
+        return None;
     }
-    // SAFETY: fstat of a descriptor number; a closed one just fails.
-    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-    rustix::fs::fstat(fd).is_ok_and(|st| (st.st_dev, st.st_ino) == file)
+    let dup = InternalFd::dup_of_number(fd).ok()?;
+    let st = rustix::fs::fstat(&dup).ok()?;
+    let kind = st.st_mode & libc::S_IFMT;
+    ((st.st_dev, st.st_ino) == file).then_some((dup, kind == libc::S_IFREG || kind == libc::S_IFBLK))
 }
