@@ -423,6 +423,30 @@ pub(crate) fn cases() -> Vec<Case> {
             raw_get(e, "min 2, one ready", ctx, 2, 2, Some(ts(5, 0)));
             sp.stop();
         }),
+        c("getevents/signal/interrupted_after_an_event_arrived_returns_it", |e| {
+            // The event comes while the call waits for two (not before it
+            // started), then a signal, then the second event: the call
+            // returns the first at the signal.
+            let ctx = e.setup(4);
+            let (_r1, w1) = pending_poll(e, ctx, 1);
+            let (_r2, w2) = pending_poll(e, ctx, 2);
+            install_handler(false);
+            // SAFETY: pthread_self of the case thread.
+            let me = unsafe { libc::pthread_self() } as usize;
+            let (a, b) = (w1.as_raw_fd(), w2.as_raw_fd());
+            let t = later(150, move || {
+                write_fd(a, b"x");
+                std::thread::sleep(Duration::from_millis(250));
+                // SAFETY: the case thread waits in io_getevents until the
+                // second event, which comes after this signal.
+                unsafe { libc::pthread_kill(me as libc::pthread_t, SIG) };
+                std::thread::sleep(Duration::from_millis(1500));
+                write_fd(b, b"y");
+            });
+            raw_get(e, "min 2, one arrives, then a signal", ctx, 2, 2, Some(ts(10, 0)));
+            t.join().expect("helper thread");
+            raw_get(e, "the rest", ctx, 1, 2, Some(ts(10, 0)));
+        }),
         c("getevents/signal/interrupts_pgetevents", |e| {
             let ctx = e.setup(4);
             let _p = pending_poll(e, ctx, 1);

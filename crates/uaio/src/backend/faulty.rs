@@ -362,6 +362,10 @@ impl Backend for Faulty {
         self.inner.wake()
     }
 
+    fn holds_completions_across_signals(&self) -> bool {
+        self.inner.holds_completions_across_signals()
+    }
+
     fn cancel(&self, key: u64) {
         let mut st = self.lock();
         let Some(s) = st.slow.get_mut(&key) else {

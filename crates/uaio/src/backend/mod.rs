@@ -173,6 +173,16 @@ pub(crate) trait Backend: Send + Sync + Debug {
     fn wait(&self, min: u32, timeout: Option<Duration>, sigmask: Option<&u64>) -> Result<(), Errno>;
     /// Makes a current or imminent [`Backend::wait`] return.
     fn wake(&self);
+    /// Whether completions this backend holds when [`Backend::wait`] ends
+    /// with `EINTR` may have come before the signal (io_uring's wait
+    /// leaves them in its queue), so that the interrupted call returns
+    /// them, as the kernel's does with the events it finds. A backend
+    /// whose waiter runs a request itself with signals held back (the
+    /// thread pool) answers `false`: a completion found then came after
+    /// the signal, and is left for the next call, as on the kernel.
+    fn holds_completions_across_signals(&self) -> bool {
+        false
+    }
     /// Asks for the request with `key` to be cancelled; its completion still
     /// arrives. A key that names no pending request is ignored.
     fn cancel(&self, key: u64);

@@ -117,6 +117,11 @@ pub(crate) struct Ring {
     /// Every request in the kernel as it was pushed, and by which thread
     /// (see `owners`). Taken before the SQ lock.
     owners: Mutex<owners::Owners>,
+    /// Wake-up entries pushed, and their completions drained: a wait that
+    /// ends early while every wake-up is accounted for was ended by a
+    /// signal (see `Uring::wait`).
+    wakes_pushed: AtomicU32,
+    wakes_seen: AtomicU32,
 }
 
 // SAFETY: the raw pointers point into mappings owned by this struct; the SQ
@@ -206,6 +211,8 @@ impl Ring {
             kept: Mutex::new(Vec::new()),
             nkept: AtomicU32::new(0),
             owners: Mutex::new(owners::Owners::default()),
+            wakes_pushed: AtomicU32::new(0),
+            wakes_seen: AtomicU32::new(0),
         };
         if let Some(efd) = notify {
             let raw = efd.as_raw_fd();
@@ -423,7 +430,9 @@ impl Backend for Uring {
                 let cqe = self.0.cqes.add((h & self.0.cq_mask) as usize).read();
                 h = h.wrapping_add(1);
                 let key = cqe.user_data.u64_();
-                if key >> 32 != INTERNAL_HIGH {
+                if key == TAG_WAKE {
+                    ring.wakes_seen.fetch_add(1, Ordering::SeqCst);
+                } else if key >> 32 != INTERNAL_HIGH {
                     if ring.again(key, cqe.res) {
                         // Ended by its thread's exit, and in the kernel again.
                         continue;
@@ -468,15 +477,39 @@ impl Backend for Uring {
         } else {
             min.min(self.0.in_kernel.load(Ordering::SeqCst).clamp(1, u32::MAX as i64) as u32)
         };
+        let ring = &*self.0;
+        let start = timeout.map(|_| std::time::Instant::now());
+        let (pushed, seen) = (ring.wakes_pushed.load(Ordering::SeqCst), ring.wakes_seen.load(Ordering::SeqCst));
+        // SAFETY: a live atomic in the CQ ring.
+        let head = unsafe { (*ring.cq_head).load(Ordering::Acquire) };
         // SAFETY: arg and what it points to live across the call.
-        match unsafe { io_uring_enter_arg(self.0.fd.as_fd(), 0, min.max(1), flags, Some(&arg)) } {
-            Ok(_) => Ok(()),
-            Err(e) => Err(e),
+        unsafe { io_uring_enter_arg(ring.fd.as_fd(), 0, min.max(1), flags, Some(&arg)) }?;
+        // io_uring answers a wait interrupted by a signal with success when
+        // completions are there, even fewer than asked for, where
+        // io_getevents returns what it has. The wait ends early for three
+        // reasons only: a signal, the timeout, or a wake-up entry's
+        // completion (of those pushed before it started, or during it).
+        // SAFETY: as above.
+        let arrived = unsafe { (*ring.cq_tail).load(Ordering::Acquire) }.wrapping_sub(head);
+        let expired = start.zip(timeout).is_some_and(|(s, d)| s.elapsed() >= d);
+        let woken = ring.wakes_pushed.load(Ordering::SeqCst) != pushed
+            || ring.wakes_seen.load(Ordering::SeqCst) != seen
+            || pushed != seen;
+        if arrived < min.max(1) && !expired && !woken {
+            return Err(Errno::INTR);
         }
+        Ok(())
+    }
+
+    fn holds_completions_across_signals(&self) -> bool {
+        true
     }
 
     fn wake(&self) {
-        let _ = self.0.push(&[wake_sqe()]);
+        self.0.wakes_pushed.fetch_add(1, Ordering::SeqCst);
+        if self.0.push(&[wake_sqe()]).is_err() {
+            self.0.wakes_pushed.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 
     fn cancel(&self, key: u64) {

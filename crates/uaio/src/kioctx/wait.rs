@@ -119,7 +119,12 @@ impl Kioctx {
                 Ok(()) | Err(Errno::TIME) => continue,
                 Err(Errno::INTR) => {
                     // What is there goes with the interruption, as the
-                    // kernel reads once more before it leaves.
+                    // kernel reads once more before it leaves (with the
+                    // completions the backend holds from before the
+                    // signal).
+                    if self.backend.holds_completions_across_signals() && self.backend.has_completions() {
+                        self.harvest_by(leading);
+                    }
                     if let Ok(n) = self.consume(out.add(got), nr - got) {
                         got += n;
                     }

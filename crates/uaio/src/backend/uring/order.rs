@@ -168,6 +168,9 @@ pub(super) fn send(mut next: Option<Waiting>, from: Option<&Ring>) {
         let key = w.sqe.user_data.u64_();
         let own = from.is_some_and(|f| id(f) == id(&w.ring));
         let sqes = [w.sqe, super::wake_sqe()];
+        if !own {
+            w.ring.wakes_pushed.fetch_add(1, Ordering::SeqCst);
+        }
         crate::sync::lock(&w.ring.owners).record(&super::owners::me(), &w.sqe, w.file);
         match w.ring.push(&sqes[..if own { 1 } else { 2 }]) {
             Ok(()) => {
@@ -175,6 +178,9 @@ pub(super) fn send(mut next: Option<Waiting>, from: Option<&Ring>) {
                 w.ring.keep_until_done(key, w.dup);
             }
             Err(e) => {
+                if !own {
+                    w.ring.wakes_pushed.fetch_sub(1, Ordering::SeqCst);
+                }
                 crate::sync::lock(&w.ring.owners).forget(key);
                 w.ring.complete_here(key, -e.raw_os_error());
                 next = finished(&w.ring, key);
