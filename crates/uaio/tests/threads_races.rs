@@ -872,7 +872,7 @@ extern "C" fn on_alarm(_: libc::c_int) {}
 /// One fsync of 64 MiB of dirty data in flight (kernel AIO runs it in a
 /// worker too); a thread waits in `io_getevents` for two events (more than
 /// will come) without a timeout, and SIGALRM (a handler, no `SA_RESTART`)
-/// reaches it 20 ms later. The wait ends with `EINTR`, as the kernel's
+/// reaches it once it sleeps there. The wait ends with `EINTR`, as the kernel's
 /// does, and the next call returns the sync's event. `kernel` runs the
 /// same on kernel AIO. Returns the first call's result and the second's
 /// event result.
@@ -924,17 +924,35 @@ fn signal_during_a_lone_request(kernel: bool) -> (i64, i64) {
     };
     let (tx, rx) = std::sync::mpsc::channel();
     let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let waiting = Arc::new(AtomicBool::new(false));
+    let w = waiting.clone();
     std::thread::spawn(move || {
-        // SAFETY: pthread_self takes nothing.
-        tid_tx.send(unsafe { libc::pthread_self() } as usize).unwrap();
+        // SAFETY: pthread_self and gettid take nothing.
+        tid_tx.send((unsafe { libc::pthread_self() } as usize, unsafe { libc::gettid() })).unwrap();
         // The wait follows the submission at once, as a program's does.
         submit();
+        w.store(true, Ordering::SeqCst);
         let first = getevents(2).0;
         let second = getevents(1);
         tx.send((first, second)).unwrap();
     });
-    let waiter = tid_rx.recv().unwrap();
-    std::thread::sleep(Duration::from_millis(20));
+    let (waiter, tid) = tid_rx.recv().unwrap();
+    // The signal must find the thread inside io_getevents: one that lands
+    // before the call is handled and gone, on the kernel as on uaio, and
+    // the wait for two events never ends. On a loaded machine the thread
+    // may take long to get there: the signal goes once it has called it
+    // and sleeps (in the wait, or in the sync a uaio waiter runs itself).
+    let asleep = || {
+        std::fs::read_to_string(format!("/proc/self/task/{tid}/stat"))
+            .ok()
+            .and_then(|st| st.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with(['S', 'D'])))
+            .unwrap_or(false)
+    };
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while !(waiting.load(Ordering::SeqCst) && asleep()) && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_millis(5));
     // SAFETY: the waiter thread is alive until it sends its results.
     unsafe { libc::pthread_kill(waiter as libc::pthread_t, libc::SIGALRM) };
     let (first, second) = rx.recv_timeout(Duration::from_secs(60)).expect("io_getevents did not return");
