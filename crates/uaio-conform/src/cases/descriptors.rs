@@ -43,6 +43,35 @@ pub(crate) fn cases() -> Vec<Case> {
             });
             e.rec_all(lines);
         }),
+        c("descriptors/syncs_keep_their_file_when_the_number_is_closed_or_reused", |e| {
+            // The kernel takes the file when io_submit reads the iocb: a
+            // sync runs on it whatever the program does with the number
+            // afterwards (closes it, or puts a pipe on it, where a sync
+            // would fail with EINVAL).
+            let ctx = e.setup(16);
+            let data = vec![b'z'; 1 << 20];
+            let files: Vec<std::os::fd::OwnedFd> = (0..4).map(|_| e.file(&data, libc::O_RDWR)).collect();
+            let mut cbs: Vec<&mut iocb> = files
+                .iter()
+                .enumerate()
+                .map(|(i, f)| {
+                    let op = if i % 2 == 0 { IOCB_CMD_FDSYNC } else { IOCB_CMD_FSYNC };
+                    leak(cb(op, f.as_raw_fd(), 0, 0, 0, i as u64 + 1))
+                })
+                .collect();
+            e.submit(ctx, &mut cbs);
+            let (r, _w) = pipe();
+            let mut files = files.into_iter();
+            drop(files.next());
+            drop(files.next());
+            let reused: Vec<std::os::fd::OwnedFd> = files.collect();
+            for f in &reused {
+                // SAFETY: both numbers are open; the file's number now names
+                // the pipe.
+                unsafe { libc::dup2(r.as_raw_fd(), f.as_raw_fd()) };
+            }
+            e.reap(ctx, 4);
+        }),
         c("descriptors/resfd_closed_and_its_number_reused_while_pending", |e| {
             let ctx = e.setup(8);
             let (r, w) = pipe();

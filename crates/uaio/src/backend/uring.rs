@@ -379,7 +379,7 @@ impl Backend for Uring {
         for (c, chunk) in ops.chunks(SUBMIT_BATCH).enumerate() {
             let mut n = 0;
             for op in chunk {
-                let s = Ring::sqe_for(op);
+                let mut s = Ring::sqe_for(op);
                 // A buffered write, a sync or a direct transfer behind a
                 // buffered write of its file waits for it.
                 if op
@@ -388,6 +388,19 @@ impl Backend for Uring {
                     .is_some_and(|(k, after)| !order::admit(&self.0, k, &s, after, op.file))
                 {
                     continue;
+                }
+                if matches!(op.kind, OpKind::Fsync | OpKind::Fdatasync) {
+                    // io_uring runs a sync in its workers without trying it
+                    // first, and looks the descriptor number up only then:
+                    // a program that closes or reuses the number right after
+                    // io_submit would have it sync nothing, or another file.
+                    // It syncs a duplicate taken now, as the kernel's holds
+                    // the file it found at submission. (Kept from before the
+                    // push, so that a completion drained at once finds it.)
+                    if let Ok(dup) = InternalFd::dup_of_number(op.fd) {
+                        s.fd = dup.as_raw_fd();
+                        self.0.keep_until_done(op.key, dup);
+                    }
                 }
                 buf[n] = s;
                 n += 1;
@@ -406,6 +419,7 @@ impl Backend for Uring {
                 let mut o = crate::sync::lock(&self.0.owners);
                 buf[..n].iter().for_each(|s| o.forget(s.user_data.u64_()));
                 drop(o);
+                buf[..n].iter().for_each(|s| self.0.done_with(s.user_data.u64_()));
                 let pushed = |i: usize| i < c * SUBMIT_BATCH;
                 let writes = ops.iter().enumerate().filter(|(_, o)| o.order.is_some());
                 order::abandon(&self.0, writes.map(|(i, o)| (o.key, pushed(i))));
