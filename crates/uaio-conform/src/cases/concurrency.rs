@@ -326,62 +326,81 @@ pub(crate) fn cases() -> Vec<Case> {
                 "some submitted {some_ok}, other errors {bad}, EINVAL seen {seen}, ok after EINVAL {resurrected}"
             ));
         }),
-        c("concurrency/requests_outlive_the_thread_that_submitted_them", |e| {
-            // AIO requests belong to the context, not to the thread that
-            // submitted them: a thread that submits and exits leaves them
-            // running. Armed POLLs, reads of a file not in the page cache
-            // and buffered writes large enough to leave io_submit all
-            // complete as if the thread were still there.
-            const MIB: usize = 1 << 20;
-            let ctx = e.setup(16);
-            let (r1, w1) = pipe();
-            let (r2, w2) = pipe();
-            let src: Vec<u8> = (0..4 * MIB as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
-            let a = e.file(&src, libc::O_RDONLY);
-            // SAFETY: fdatasync and fadvise on an open descriptor: the
-            // file's pages leave the page cache where the file system lets
-            // them go, so the reads wait for the device.
-            unsafe {
-                libc::fdatasync(a.as_raw_fd());
-                libc::posix_fadvise(a.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
-            }
-            let b = e.file(b"", libc::O_RDWR);
-            let rbuf = [leak_buf(MIB), leak_buf(MIB / 4)];
-            let mut wbuf: Vec<&'static mut [u8]> = (0..3).map(|_| leak_buf(3 * MIB / 2)).collect();
-            for (k, w) in wbuf.iter_mut().enumerate() {
-                w.iter_mut().enumerate().for_each(|(i, x)| *x = (i as u8).wrapping_mul(k as u8 + 3) ^ k as u8);
-            }
-            let (af, bf) = (a.as_raw_fd(), b.as_raw_fd());
-            let cbs: Vec<&'static mut iocb> = vec![
-                poll_cb(&r1, 1),
-                poll_cb(&r2, 2),
-                leak(cb(IOCB_CMD_PREAD, af, rbuf[0].as_ptr() as u64, MIB as u64, 0, 3)),
-                leak(cb(IOCB_CMD_PREAD, af, rbuf[1].as_ptr() as u64, (MIB / 4) as u64, 2 * MIB as i64, 4)),
-                leak(cb(IOCB_CMD_PWRITE, bf, wbuf[0].as_ptr() as u64, wbuf[0].len() as u64, 0, 5)),
-                leak(cb(IOCB_CMD_PWRITE, bf, wbuf[1].as_ptr() as u64, wbuf[1].len() as u64, MIB as i64, 6)),
-                leak(cb(IOCB_CMD_PWRITE, bf, wbuf[2].as_ptr() as u64, wbuf[2].len() as u64, 2 * MIB as i64, 7)),
-                leak(cb(IOCB_CMD_FDSYNC, bf, 0, 0, 0, 8)),
-            ];
-            let mut ptrs: Vec<u64> = cbs.into_iter().map(|c| c as *mut iocb as u64).collect();
-            for &p in &ptrs {
-                e.name_iocb(p as *const iocb);
-            }
-            let aio = aio_of(e);
-            let r = std::thread::spawn(move || {
-                let mut v: Vec<*mut iocb> = ptrs.iter_mut().map(|p| *p as *mut iocb).collect();
-                // SAFETY: eight valid iocbs, leaked for the process's life.
-                unsafe { aio.submit(ctx, v.len() as i64, v.as_mut_ptr()) }
-            })
-            .join()
-            .expect("submitting thread");
-            e.rec(format!("submit from a thread that then exited = {}", ret(r)));
-            std::thread::sleep(Duration::from_millis(100));
-            write_fd(w1.as_raw_fd(), b"x");
-            write_fd(w2.as_raw_fd(), b"y");
-            e.reap(ctx, 8);
-            let reads_ok = rbuf[0][..] == src[..MIB] && rbuf[1][..] == src[2 * MIB..2 * MIB + MIB / 4];
-            e.rec(format!("read buffers hold the file's bytes: {reads_ok}"));
-            e.record_file(&b);
+        c("concurrency/requests_outlive_the_thread_that_submitted_them", |e| requests_outlive_their_thread(e, false)),
+        c("concurrency/requests_outlive_their_thread_and_its_descriptor_numbers", |e| {
+            requests_outlive_their_thread(e, true)
         }),
     ]
+}
+
+/// A thread submits armed POLLs, reads of a file not in the page cache,
+/// buffered writes large enough to leave io_submit and a sync, and exits;
+/// AIO requests belong to the context, not to the thread, and all complete
+/// as if the thread were still there. `then_close`: the program then
+/// closes or reuses the descriptor numbers of the POLLs and the reads.
+fn requests_outlive_their_thread(e: &mut Env, then_close: bool) {
+    // AIO requests belong to the context, not to the thread that
+    // submitted them: a thread that submits and exits leaves them
+    // running. Armed POLLs, reads of a file not in the page cache
+    // and buffered writes large enough to leave io_submit all
+    // complete as if the thread were still there.
+    const MIB: usize = 1 << 20;
+    let ctx = e.setup(16);
+    let (r1, w1) = pipe();
+    let (r2, w2) = pipe();
+    let src: Vec<u8> = (0..4 * MIB as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let a = e.file(&src, libc::O_RDONLY);
+    // SAFETY: fdatasync and fadvise on an open descriptor: the
+    // file's pages leave the page cache where the file system lets
+    // them go, so the reads wait for the device.
+    unsafe {
+        libc::fdatasync(a.as_raw_fd());
+        libc::posix_fadvise(a.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+    }
+    let b = e.file(b"", libc::O_RDWR);
+    let rbuf = [leak_buf(MIB), leak_buf(MIB / 4)];
+    let mut wbuf: Vec<&'static mut [u8]> = (0..3).map(|_| leak_buf(3 * MIB / 2)).collect();
+    for (k, w) in wbuf.iter_mut().enumerate() {
+        w.iter_mut().enumerate().for_each(|(i, x)| *x = (i as u8).wrapping_mul(k as u8 + 3) ^ k as u8);
+    }
+    let (af, bf) = (a.as_raw_fd(), b.as_raw_fd());
+    let cbs: Vec<&'static mut iocb> = vec![
+        poll_cb(&r1, 1),
+        poll_cb(&r2, 2),
+        leak(cb(IOCB_CMD_PREAD, af, rbuf[0].as_ptr() as u64, MIB as u64, 0, 3)),
+        leak(cb(IOCB_CMD_PREAD, af, rbuf[1].as_ptr() as u64, (MIB / 4) as u64, 2 * MIB as i64, 4)),
+        leak(cb(IOCB_CMD_PWRITE, bf, wbuf[0].as_ptr() as u64, wbuf[0].len() as u64, 0, 5)),
+        leak(cb(IOCB_CMD_PWRITE, bf, wbuf[1].as_ptr() as u64, wbuf[1].len() as u64, MIB as i64, 6)),
+        leak(cb(IOCB_CMD_PWRITE, bf, wbuf[2].as_ptr() as u64, wbuf[2].len() as u64, 2 * MIB as i64, 7)),
+        leak(cb(IOCB_CMD_FDSYNC, bf, 0, 0, 0, 8)),
+    ];
+    let mut ptrs: Vec<u64> = cbs.into_iter().map(|c| c as *mut iocb as u64).collect();
+    for &p in &ptrs {
+        e.name_iocb(p as *const iocb);
+    }
+    let aio = aio_of(e);
+    let r = std::thread::spawn(move || {
+        let mut v: Vec<*mut iocb> = ptrs.iter_mut().map(|p| *p as *mut iocb).collect();
+        // SAFETY: eight valid iocbs, leaked for the process's life.
+        unsafe { aio.submit(ctx, v.len() as i64, v.as_mut_ptr()) }
+    })
+    .join()
+    .expect("submitting thread");
+    e.rec(format!("submit from a thread that then exited = {}", ret(r)));
+    if then_close {
+        // The program then closes or reuses the numbers: the requests
+        // keep the files they named.
+        drop(r1);
+        let (p, _pw) = pipe();
+        // SAFETY: both numbers are open; r2's now names the new pipe.
+        unsafe { libc::dup2(p.as_raw_fd(), r2.as_raw_fd()) };
+        drop(a);
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    write_fd(w1.as_raw_fd(), b"x");
+    write_fd(w2.as_raw_fd(), b"y");
+    e.reap(ctx, 8);
+    let reads_ok = rbuf[0][..] == src[..MIB] && rbuf[1][..] == src[2 * MIB..2 * MIB + MIB / 4];
+    e.rec(format!("read buffers hold the file's bytes: {reads_ok}"));
+    e.record_file(&b);
 }

@@ -272,17 +272,18 @@ impl Ring {
     /// Whether the request `key`, which ended with `res`, was ended by the
     /// exit of the thread that pushed it and is now pushed again from this
     /// one (see `owners`): its completion is then not reported.
-    fn again(&self, key: u64, res: i32) -> bool {
+    fn again(self: &Arc<Self>, key: u64, res: i32) -> bool {
         let mut o = crate::sync::lock(&self.owners);
-        let Some((sqe, file)) = o.gone(key) else { return false };
-        let held = owners::hold_file(sqe.fd, file);
+        let Some((sqe, held)) = o.gone(key) else { return false };
         let ended = |(_, seekable): &(InternalFd, bool)| res < 0 || (*seekable && short(&sqe, res));
         let Some((dup, _)) = held.filter(ended) else {
             o.forget(key);
             return false;
         };
         let s = Sqe { fd: dup.as_raw_fd(), ..sqe };
-        o.again(key, &s, &owners::me());
+        let me = owners::me();
+        me.pushes_to(self);
+        o.again(key, &s, &me);
         if self.push(&[s]).is_err() {
             o.forget(key);
             return false;
@@ -376,6 +377,7 @@ impl Backend for Uring {
     fn submit(&self, ops: &[BackendOp]) -> Result<(), Errno> {
         let mut buf = [Sqe::default(); SUBMIT_BATCH];
         let me = owners::me();
+        me.pushes_to(&self.0);
         for (c, chunk) in ops.chunks(SUBMIT_BATCH).enumerate() {
             let mut n = 0;
             for op in chunk {
@@ -447,7 +449,7 @@ impl Backend for Uring {
                 if key == TAG_WAKE {
                     ring.wakes_seen.fetch_add(1, Ordering::SeqCst);
                 } else if key >> 32 != INTERNAL_HIGH {
-                    if ring.again(key, cqe.res) {
+                    if self.0.again(key, cqe.res) {
                         // Ended by its thread's exit, and in the kernel again.
                         continue;
                     }
@@ -625,11 +627,27 @@ mod tests {
     /// A ring with a POLL of a new pipe's read end under `key`, submitted
     /// from a thread that exited at once; the pipe's ends come with it.
     fn poll_of_a_gone_thread(key: u64) -> Option<(Uring, OwnedFd, OwnedFd)> {
+        poll_of_a_thread_that_then(key, |_| {})
+    }
+
+    /// As [`poll_of_a_gone_thread`], the thread doing `last` with the
+    /// pipe's read end before it exits.
+    fn poll_of_a_thread_that_then(
+        key: u64,
+        last: impl FnOnce(&mut OwnedFd) + Send + 'static,
+    ) -> Option<(Uring, OwnedFd, OwnedFd)> {
         let u = ring_or_skip()?;
         let (r, w) = pipe();
         let op = poll_op_of_file(key, &r);
         let ring = Uring(u.0.clone());
-        std::thread::spawn(move || ring.submit(&[op]).expect("submit")).join().expect("thread");
+        let r = std::thread::spawn(move || {
+            let mut r = r;
+            ring.submit(&[op]).expect("submit");
+            last(&mut r);
+            r
+        })
+        .join()
+        .expect("thread");
         Some((u, r, w))
     }
 
@@ -658,13 +676,30 @@ mod tests {
     }
 
     #[test]
-    fn a_request_of_a_gone_thread_whose_number_names_another_file_reports_its_end() {
+    fn a_request_of_a_gone_thread_keeps_its_file_when_the_number_is_reused() {
         let key = 1 << 32 | 5;
         let Some((u, mut r, w)) = poll_of_a_gone_thread(key) else { return };
-        // The number now names another pipe: the request must not be
-        // pushed again onto it.
+        // The number names another pipe once the thread is gone: the
+        // request still polls the pipe it was submitted on.
         let (r2, w2) = pipe();
         rustix::io::dup2(&r2, &mut r).expect("dup2");
+        rustix::io::write(&w2, b"y").expect("write");
+        rustix::io::write(&w, b"x").expect("write");
+        let res = result_of(&u, key);
+        assert!(res > 0 && res & libc::POLLIN as i32 != 0, "{res}");
+    }
+
+    #[test]
+    fn a_request_whose_thread_reused_its_number_before_leaving_reports_its_end() {
+        let key = 1 << 32 | 6;
+        // The thread itself puts another pipe on the number before it
+        // exits: the request must not be pushed again onto that one.
+        let (r2, w2) = pipe();
+        let Some((u, _r, w)) = poll_of_a_thread_that_then(key, move |r| {
+            rustix::io::dup2(&r2, r).expect("dup2");
+        }) else {
+            return;
+        };
         rustix::io::write(&w2, b"y").expect("write");
         rustix::io::write(&w, b"x").expect("write");
         assert_eq!(result_of(&u, key), -libc::ECANCELED);

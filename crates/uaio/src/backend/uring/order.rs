@@ -171,7 +171,9 @@ pub(super) fn send(mut next: Option<Waiting>, from: Option<&Ring>) {
         if !own {
             w.ring.wakes_pushed.fetch_add(1, Ordering::SeqCst);
         }
-        crate::sync::lock(&w.ring.owners).record(&super::owners::me(), &w.sqe, w.file);
+        let me = super::owners::me();
+        me.pushes_to(&w.ring);
+        crate::sync::lock(&w.ring.owners).record(&me, &w.sqe, w.file);
         match w.ring.push(&sqes[..if own { 1 } else { 2 }]) {
             Ok(()) => {
                 w.ring.entered(1);

@@ -11,21 +11,26 @@
 //! So each ring remembers, for every request it has in the kernel, the
 //! entry it was pushed with, the file it names and the thread that pushed
 //! it ([`Submitter`]); a thread marks itself gone from a thread-local
-//! destructor, which runs before the kernel ends its requests. The drain
+//! destructor, which runs before the kernel ends its requests, and there
+//! takes a duplicate of the file of each request it leaves (checked to be
+//! the file recorded), so that the program may close or reuse the numbers
+//! afterwards. The drain
 //! that finds a failed request of a gone thread (or a short read or write
 //! of a regular file or block device, which io_uring ends with the part
 //! done) pushes the same entry again, from its own living thread, instead
-//! of reporting it, on a duplicate of the descriptor taken then, provided
-//! the duplicate names the same file (device and inode); a request whose
-//! number was closed or reused meanwhile reports what it ended with. A
+//! of reporting it, on that duplicate (or one taken then, if the thread
+//! left none), provided the duplicate names the same file (device and inode); a request whose
+//! number was closed or reused before its thread left reports what it
+//! ended with. A
 //! request cancelled by the program is never pushed again. A request that
 //! failed for a reason of its own while its thread was exiting is run once
 //! more, and fails again.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 
-use super::Sqe;
+use super::{Ring, Sqe};
+use crate::sync::lock;
 use crate::sys::internal_fds::InternalFd;
 
 /// A thread that pushes requests to rings.
@@ -33,6 +38,21 @@ use crate::sys::internal_fds::InternalFd;
 pub(super) struct Submitter {
     /// The thread has exited, or is exiting.
     gone: AtomicBool,
+    /// The rings it pushed requests to (those gone since are dropped when
+    /// another is added).
+    rings: Mutex<Vec<Weak<Ring>>>,
+}
+
+impl Submitter {
+    /// Notes that this thread pushes requests to `ring`.
+    pub(super) fn pushes_to(&self, ring: &Arc<Ring>) {
+        let mut v = lock(&self.rings);
+        if v.iter().any(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(ring))) {
+            return;
+        }
+        v.retain(|w| w.strong_count() > 0);
+        v.push(Arc::downgrade(ring));
+    }
 }
 
 /// The calling thread's [`Submitter`], marked gone when the thread's
@@ -42,6 +62,14 @@ struct Mark(Arc<Submitter>);
 impl Drop for Mark {
     fn drop(&mut self) {
         self.0.gone.store(true, Ordering::SeqCst);
+        // The files of the requests the thread leaves in the kernel are
+        // held now, while their descriptor numbers most likely still name
+        // them: the program may close or reuse a number before io_uring
+        // ends the request.
+        let rings = std::mem::take(&mut *lock(&self.0.rings));
+        for r in rings.iter().filter_map(Weak::upgrade) {
+            lock(&r.owners).hold_files_of(&self.0);
+        }
     }
 }
 
@@ -50,7 +78,8 @@ thread_local! {
 }
 
 /// The submitter of threads whose thread-local values are gone already.
-static GONE: LazyLock<Arc<Submitter>> = LazyLock::new(|| Arc::new(Submitter { gone: AtomicBool::new(true) }));
+static GONE: LazyLock<Arc<Submitter>> =
+    LazyLock::new(|| Arc::new(Submitter { gone: AtomicBool::new(true), rings: Mutex::new(Vec::new()) }));
 
 /// The calling thread's [`Submitter`].
 pub(super) fn me() -> Arc<Submitter> {
@@ -66,6 +95,8 @@ struct Owner {
     file: (u64, u64),
     /// The program asked for its cancellation.
     cancelled: bool,
+    /// A duplicate of the file, taken when `by` left (see [`hold_file`]).
+    held: Option<(InternalFd, bool)>,
 }
 
 impl std::fmt::Debug for Owner {
@@ -107,13 +138,23 @@ impl Owners {
         if i >= self.slots.len() {
             self.slots.resize_with(i + 1, || None);
         }
-        self.slots[i] = Some(Owner { key, by: by.clone(), sqe: *sqe, file, cancelled: false });
+        self.slots[i] = Some(Owner { key, by: by.clone(), sqe: *sqe, file, cancelled: false, held: None });
     }
 
     /// Forgets the request `key` (its push failed).
     pub(super) fn forget(&mut self, key: u64) {
         if let Some(s) = self.slot(key) {
             *s = None;
+        }
+    }
+
+    /// Takes a duplicate of the file of each request `by` left in the
+    /// kernel (see [`hold_file`]), for [`Owners::gone`] to hand over.
+    fn hold_files_of(&mut self, by: &Arc<Submitter>) {
+        for o in self.slots.iter_mut().flatten() {
+            if Arc::ptr_eq(&o.by, by) && !o.cancelled && o.held.is_none() {
+                o.held = hold_file(o.sqe.fd, o.file);
+            }
         }
     }
 
@@ -125,19 +166,22 @@ impl Owners {
         }
     }
 
-    /// The request `key` completed: `Some((entry, file))` when the thread
+    /// The request `key` completed: `Some((entry, held))` when the thread
     /// that pushed it is gone and the program did not cancel it, so that
-    /// its end may have come from that thread's exit (the caller decides,
-    /// then calls [`Owners::again`] or [`Owners::forget`]); otherwise its
-    /// record goes.
-    pub(super) fn gone(&mut self, key: u64) -> Option<(Sqe, (u64, u64))> {
+    /// its end may have come from that thread's exit, with a duplicate of
+    /// its file (the one taken when the thread left, else one taken now;
+    /// `None` when the number no longer names the file). The caller
+    /// decides, then calls [`Owners::again`] or [`Owners::forget`];
+    /// otherwise the record goes.
+    pub(super) fn gone(&mut self, key: u64) -> Option<(Sqe, Option<(InternalFd, bool)>)> {
         let s = self.slot(key)?;
-        let o = s.as_ref()?;
+        let o = s.as_mut()?;
         if o.cancelled || !o.by.gone.load(Ordering::SeqCst) {
             *s = None;
             return None;
         }
-        Some((o.sqe, o.file))
+        let held = o.held.take().or_else(|| hold_file(o.sqe.fd, o.file));
+        Some((o.sqe, held))
     }
 
     /// The request `key` is pushed again as `sqe` by `by` (the caller,
