@@ -63,12 +63,23 @@ impl Aio {
             let r = match self {
                 // SAFETY: room for `want` events at `out`; no timeout.
                 Aio::Kernel => unsafe {
-                    libc::syscall(libc::SYS_io_getevents, ctx, want, want, out, std::ptr::null::<libc::timespec>())
-                        as i64
+                    let r =
+                        libc::syscall(libc::SYS_io_getevents, ctx, want, want, out, std::ptr::null::<libc::timespec>());
+                    if r < 0 {
+                        -(std::io::Error::last_os_error().raw_os_error().unwrap_or(0) as i64)
+                    } else {
+                        r as i64
+                    }
                 },
                 // SAFETY: as above.
                 Aio::Uaio => unsafe { raw::io_getevents(ctx, want, want, out, std::ptr::null_mut()) },
             };
+            // The kernel's wait ends with EINTR when io_uring queues task
+            // work to this thread (the teardown of an earlier round's
+            // ring does), with no signal: the wait goes on.
+            if r == -(libc::EINTR as i64) {
+                continue;
+            }
             assert!(r > 0, "{self:?} io_getevents: {r}");
             got += r as usize;
         }
