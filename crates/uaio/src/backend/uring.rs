@@ -312,16 +312,22 @@ impl Ring {
         if self.nkept.load(Ordering::SeqCst) == 0 {
             return;
         }
-        let mut gone = Vec::new();
-        {
-            let mut k = crate::sync::lock(&self.kept);
-            // A request pushed again after its thread's exit may hold two.
-            while let Some(i) = k.iter().position(|(kk, _)| *kk == key) {
-                gone.push(k.swap_remove(i).1);
+        // A request pushed again after its thread's exit may hold more
+        // than one; each is closed outside the lock (and nothing is
+        // allocated here: reaping allocates nothing once warm).
+        loop {
+            let fd = {
+                let mut k = crate::sync::lock(&self.kept);
+                let i = k.iter().position(|(kk, _)| *kk == key);
+                let fd = i.map(|i| k.swap_remove(i).1);
+                self.nkept.store(k.len() as u32, Ordering::SeqCst);
+                fd
+            };
+            if fd.is_none() {
+                break;
             }
-            self.nkept.store(k.len() as u32, Ordering::SeqCst);
+            drop(fd);
         }
-        drop(gone);
     }
 
     /// Completes the request `key` with `res` without the kernel.
