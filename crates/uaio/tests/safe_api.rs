@@ -3,11 +3,13 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use uaio::{AlignedBuf, Backend, Completion, Context, Opcode, PollFlags, ReadWriteFlags, Request};
+
+mod util;
 
 const LONG: Option<Duration> = Some(Duration::from_secs(10));
 
@@ -302,43 +304,24 @@ fn eventfd_is_signalled_per_completion() {
 fn aligned_buffers_do_o_direct_io() {
     // O_DIRECT is refused by some file systems (tmpfs): try the temporary
     // directory, then the current one (the build tree).
-    let mut tried = Vec::new();
-    for dir in [std::env::temp_dir(), std::env::current_dir().unwrap()] {
-        let path = dir.join(format!("uaio-direct-{}", std::process::id()));
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(&path);
-        let _ = std::fs::remove_file(&path);
-        let f = match f {
-            Ok(f) => f,
-            Err(e) => {
-                tried.push(format!("{}: {e}", dir.display()));
-                continue;
-            }
-        };
-        let ctx = Context::builder().entries(8).build_for::<AlignedBuf>().unwrap();
-        let mut buf = AlignedBuf::for_direct_io(&f, 8192).unwrap();
-        assert_eq!(buf.as_ptr() as usize % buf.alignment(), 0);
-        for (i, b) in buf.iter_mut().enumerate() {
-            *b = (i % 251) as u8;
-        }
-        ctx.submit(Request::write(&f, buf, 0)).unwrap();
-        assert_eq!(ctx.wait_one(LONG).unwrap().result().unwrap(), 8192);
-        ctx.submit(Request::read(&f, AlignedBuf::new(4096), 4096)).unwrap();
-        let c = ctx.wait_one(LONG).unwrap();
-        assert_eq!(c.result().unwrap(), 4096);
-        let back = c.into_buf().unwrap();
-        assert!(back.iter().enumerate().all(|(i, &b)| b == ((i + 4096) % 251) as u8));
-        // A misaligned length is refused by the file system, not a crash.
-        ctx.submit(Request::read(&f, AlignedBuf::new(100), 0)).unwrap();
-        assert_eq!(ctx.wait_one(LONG).unwrap().result().unwrap_err().raw_os_error(), Some(libc::EINVAL));
-        return;
+    let dirs = [std::env::temp_dir(), std::env::current_dir().unwrap()];
+    let f = util::direct_file(&dirs, "direct").unwrap();
+    let ctx = Context::builder().entries(8).build_for::<AlignedBuf>().unwrap();
+    let mut buf = AlignedBuf::for_direct_io(&f, 8192).unwrap();
+    assert_eq!(buf.as_ptr() as usize % buf.alignment(), 0);
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = (i % 251) as u8;
     }
-    panic!("no directory here takes O_DIRECT: {tried:?}");
+    ctx.submit(Request::write(&f, buf, 0)).unwrap();
+    assert_eq!(ctx.wait_one(LONG).unwrap().result().unwrap(), 8192);
+    ctx.submit(Request::read(&f, AlignedBuf::new(4096), 4096)).unwrap();
+    let c = ctx.wait_one(LONG).unwrap();
+    assert_eq!(c.result().unwrap(), 4096);
+    let back = c.into_buf().unwrap();
+    assert!(back.iter().enumerate().all(|(i, &b)| b == ((i + 4096) % 251) as u8));
+    // A misaligned length is refused by the file system, not a crash.
+    ctx.submit(Request::read(&f, AlignedBuf::new(100), 0)).unwrap();
+    assert_eq!(ctx.wait_one(LONG).unwrap().result().unwrap_err().raw_os_error(), Some(libc::EINVAL));
 }
 
 #[test]

@@ -7,13 +7,8 @@ use std::time::{Duration, Instant};
 
 use uaio::{Context, Request};
 
-fn thread_names() -> Vec<String> {
-    std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("comm")).ok())
-        .map(|s| s.trim().to_string())
-        .collect()
-}
+mod util;
+use util::thread_names;
 
 fn eventually(what: &str, f: impl Fn() -> bool) {
     let start = Instant::now();

@@ -27,3 +27,36 @@ pub fn pipe() -> (OwnedFd, OwnedFd) {
     // SAFETY: fresh descriptors owned by nobody else.
     unsafe { (OwnedFd::from_raw_fd(p[0]), OwnedFd::from_raw_fd(p[1])) }
 }
+
+/// The names of this process's threads.
+pub fn thread_names() -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("comm")).ok())
+        .map(|s| s.trim().to_string())
+        .collect()
+}
+
+/// A new file opened `O_DIRECT` (read and write, unlinked at once) in the
+/// first of `dirs` whose file system takes it; what each refused when
+/// none does (tmpfs refuses `O_DIRECT`).
+pub fn direct_file(dirs: &[std::path::PathBuf], tag: &str) -> Result<std::fs::File, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut tried = Vec::new();
+    for dir in dirs {
+        let path = dir.join(format!("uaio-{tag}-{}", std::process::id()));
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(&path);
+        let _ = std::fs::remove_file(&path);
+        match f {
+            Ok(f) => return Ok(f),
+            Err(e) => tried.push(format!("{}: {e}", dir.display())),
+        }
+    }
+    Err(format!("no directory here takes O_DIRECT: {tried:?}"))
+}
