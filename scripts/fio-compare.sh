@@ -12,7 +12,8 @@
 #
 # Every run is checked for what served it, by watching its process while it
 # runs: kernel AIO shows its ring in /proc/PID/maps as "[aio]"; uaio shows
-# its library mapped and its "uaio-progress" thread, with no "[aio]"; the
+# its library mapped and its "uaio-progress" thread, with no "[aio]" but
+# the thread pool's direct lane (one ring, beside a "uaio-reaper" thread); the
 # io_uring backend (and fio's io_uring engine) an "anon_inode:[io_uring]"
 # mapping, which the thread pool never has. fio's stderr must be clean (for
 # uaio, only the line of `uaio run --verbose`) and its JSON free of errors.
@@ -226,20 +227,25 @@ prepare() {
 # probe PID: looks at the process once and records what it shows in the
 # saw_* variables. Builtins only (no fork), so watching costs little.
 probe() {
-    local pid=$1 line c t
+    local pid=$1 line c t rings=0
     local -a maps
     mapfile -t maps 2>/dev/null <"/proc/$pid/maps" || return 0
     for line in "${maps[@]}"; do
         case $line in
-            *"[aio]"*) saw_aio=1 ;;
+            *"[aio]"*) rings=$((rings + 1)) ;;
             *"anon_inode:[io_uring]"*) saw_uring=1 ;;
             *" $lib") saw_ours=1 ;;
             */libaio.so*) saw_syslib=1 ;;
         esac
     done
+    # Threads after the maps: a lane's ring exists only while its reaper
+    # does (or while the process exits, hence "seen once" is enough).
     for t in /proc/"$pid"/task/*/comm; do
-        read -r c 2>/dev/null <"$t" && [ "$c" = uaio-progress ] && saw_progress=1
+        read -r c 2>/dev/null <"$t" || continue
+        [ "$c" = uaio-progress ] && saw_progress=1
+        [ "$c" = uaio-reaper ] && saw_reaper=1
     done
+    [ $rings -gt $saw_reaper ] && saw_aio=1
     return 0
 }
 
@@ -293,7 +299,7 @@ run_one() {
     UAIO_BENCH_ENGINE=$fio_engine UAIO_BENCH_FILE=$file UAIO_BENCH_SIZE=$size_bytes \
         UAIO_BENCH_RUNTIME=$runtime UAIO_BENCH_RAMP=$ramp "${cmd[@]}" 2>"$base.stderr" &
     local pid=$!
-    saw_aio=0 saw_uring=0 saw_ours=0 saw_syslib=0 saw_progress=0
+    saw_aio=0 saw_uring=0 saw_ours=0 saw_syslib=0 saw_progress=0 saw_reaper=0
     # Watch until everything expected was seen, then once more a little
     # later (every job has set up its context before fio starts the I/O),
     # and then leave the run alone.

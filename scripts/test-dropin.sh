@@ -107,7 +107,9 @@ fi
 # run_probed LABEL EXPECT(uaio|kernel) CMD...: runs CMD (tagged through its
 # environment, which its children inherit) and watches every process of it:
 # a kernel AIO ring shows in /proc/PID/maps as "[aio]"; uaio shows as its
-# "uaio-progress" thread, started by the first io_setup. "uaio" demands the
+# "uaio-progress" thread, started by the first io_setup. The thread pool's
+# direct lane is one such ring, beside a "uaio-reaper" thread, and is not
+# counted (a process seen once with a reaper may show one ring). "uaio" demands the
 # second and never the first; "kernel" demands the first (probe check).
 # With MAPS_UNDER=DIR set, some process must also map a library under DIR.
 run_probed() {
@@ -116,10 +118,13 @@ run_probed() {
     local tag="uaio-probe-$$-$RANDOM$RANDOM"
     (export UAIO_PROBE_TAG="$tag"; exec "$@") >"$work/out" 2>&1 &
     local pid=$!
-    local kernel=0 seen=0 mapped=0 p
+    local kernel=0 seen=0 mapped=0 p rings
+    local -A lane=()
     while kill -0 "$pid" 2>/dev/null; do
         for p in $(grep -ls "UAIO_PROBE_TAG=$tag" /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3); do
-            grep -qs '\[aio\]' "/proc/$p/maps" && kernel=1
+            rings=$(grep -cs '\[aio\]' "/proc/$p/maps" || true)
+            cat /proc/"$p"/task/*/comm 2>/dev/null | grep -qx uaio-reaper && lane[$p]=1
+            [ "${rings:-0}" -gt "${lane[$p]:-0}" ] && kernel=1
             cat /proc/"$p"/task/*/comm 2>/dev/null | grep -qx uaio-progress && seen=1
             [ -n "${MAPS_UNDER:-}" ] && grep -qsF " ${MAPS_UNDER}/" "/proc/$p/maps" && mapped=1
         done

@@ -11,11 +11,15 @@
  * using kernel AIO at the same time) can be told apart from a rise nobody
  * visible explains. Writes one line to REPORT:
  *
- *   baseline=B max=M samples=S rise=R ours=O foreign=F unexplained=U
+ *   baseline=B max=M samples=S rise=R ours=O lane=L foreign=F unexplained=U
  *
  * rise: samples with aio-nr > B; ours: samples in which the command's
- * process group held a kernel AIO ring; foreign/unexplained: rise samples
- * without a ring of ours, with/without a ring seen in another process.
+ * process group held a kernel AIO ring; lane: samples in which it held
+ * only uaio's direct lanes (the thread pool's kernel context for O_DIRECT:
+ * one ring in a process that has, or was once seen with, a "uaio-reaper"
+ * thread; the lane explains a rise, also while that process exits); foreign/unexplained: rise samples
+ * without a ring of ours or a lane, with/without a ring seen in another
+ * process.
  * Exits with the command's status (128+signal if it was killed). */
 #define _GNU_SOURCE
 #include <ctype.h>
@@ -44,8 +48,8 @@ static long read_aio_nr(void)
 	return atol(b);
 }
 
-/* Whether /proc/PID/maps shows a kernel AIO ring. */
-static int has_aio_ring(const char *pid)
+/* How many kernel AIO rings /proc/PID/maps shows. */
+static int aio_rings(const char *pid)
 {
 	static char *buf;
 	static size_t cap;
@@ -67,7 +71,58 @@ static int has_aio_ring(const char *pid)
 	}
 	close(fd);
 	buf[len] = 0;
-	return strstr(buf, "[aio]") != NULL;
+	int k = 0;
+	for (char *q = buf; (q = strstr(q, "[aio]")); q += 5)
+		k++;
+	return k;
+}
+
+/* Processes seen with a "uaio-reaper" thread: each may hold one ring, its
+ * lane (also while it exits, when the thread may be gone before the ring). */
+static long lanes[4096];
+static int nlanes;
+
+static int lane_known(long pid)
+{
+	for (int i = 0; i < nlanes; i++)
+		if (lanes[i] == pid)
+			return 1;
+	return 0;
+}
+
+/* Looks for a uaio-reaper thread in PID (after its maps were read: the
+ * lane's ring exists only while the thread does) and remembers it. */
+static int has_lane(const char *pid)
+{
+	long id = atol(pid);
+	if (lane_known(id))
+		return 1;
+	char p[300];
+	snprintf(p, sizeof p, "/proc/%s/task", pid);
+	DIR *d = opendir(p);
+	if (!d)
+		return 0;
+	struct dirent *e;
+	int found = 0;
+	while (!found && (e = readdir(d))) {
+		if (!isdigit((unsigned char)e->d_name[0]))
+			continue;
+		char c[600], b[32];
+		snprintf(c, sizeof c, "/proc/%s/task/%s/comm", pid, e->d_name);
+		int fd = open(c, O_RDONLY);
+		if (fd < 0)
+			continue;
+		ssize_t n = read(fd, b, sizeof b - 1);
+		close(fd);
+		if (n > 0) {
+			b[n] = 0;
+			found = strcmp(b, "uaio-reaper\n") == 0;
+		}
+	}
+	closedir(d);
+	if (found && nlanes < (int)(sizeof lanes / sizeof lanes[0]))
+		lanes[nlanes++] = id;
+	return found;
 }
 
 static long pgrp_of(const char *pid)
@@ -92,11 +147,13 @@ static long pgrp_of(const char *pid)
 	return pgrp;
 }
 
-/* Scans /proc: *ours = a ring in process group g; *foreign = a ring elsewhere
- * (only looked for when want_foreign). */
-static void scan(long g, int want_foreign, int *ours, int *foreign)
+/* Scans /proc: *ours = a ring in process group g other than a lane; *lane =
+ * a lane there; *foreign = a ring elsewhere (only looked for when
+ * want_foreign). */
+static void scan(long g, int want_foreign, int *ours, int *lane, int *foreign)
 {
 	*ours = 0;
+	*lane = 0;
 	*foreign = 0;
 	DIR *d = opendir("/proc");
 	if (!d)
@@ -108,9 +165,16 @@ static void scan(long g, int want_foreign, int *ours, int *foreign)
 			continue;
 		long pg = pgrp_of(e->d_name);
 		if (pg == g) {
-			if (!*ours && has_aio_ring(e->d_name))
+			/* A process known to have had a lane may be exiting: its
+			 * maps are gone before the kernel releases the lane's
+			 * aio-nr, so it still explains a rise. */
+			int k = aio_rings(e->d_name);
+			int l = lane_known(atol(e->d_name)) || (k > 0 && has_lane(e->d_name));
+			if (k > l)
 				*ours = 1;
-		} else if (want_foreign && !*foreign && has_aio_ring(e->d_name)) {
+			if (l)
+				*lane = 1;
+		} else if (want_foreign && !*foreign && aio_rings(e->d_name) > 0) {
 			*foreign = 1;
 		}
 	}
@@ -137,21 +201,23 @@ int main(int argc, char **argv)
 	}
 	setpgid(pid, pid);
 	long max = base;
-	long samples = 0, rise = 0, ours = 0, foreign = 0, unexplained = 0;
+	long samples = 0, rise = 0, ours = 0, lane = 0, foreign = 0, unexplained = 0;
 	int status = 0;
 	for (;;) {
 		pid_t w = waitpid(pid, &status, WNOHANG);
 		long v = read_aio_nr();
-		int o = 0, f = 0;
-		scan(pid, v > base, &o, &f);
+		int o = 0, l = 0, f = 0;
+		scan(pid, v > base, &o, &l, &f);
 		samples++;
 		if (v > max)
 			max = v;
 		if (o)
 			ours++;
+		else if (l)
+			lane++;
 		if (v > base) {
 			rise++;
-			if (!o) {
+			if (!o && !l) {
 				if (f)
 					foreign++;
 				else
@@ -165,8 +231,8 @@ int main(int argc, char **argv)
 	}
 	FILE *r = fopen(argv[1], "w");
 	if (r) {
-		fprintf(r, "baseline=%ld max=%ld samples=%ld rise=%ld ours=%ld foreign=%ld unexplained=%ld\n", base, max,
-			samples, rise, ours, foreign, unexplained);
+		fprintf(r, "baseline=%ld max=%ld samples=%ld rise=%ld ours=%ld lane=%ld foreign=%ld unexplained=%ld\n", base,
+			max, samples, rise, ours, lane, foreign, unexplained);
 		fclose(r);
 	}
 	if (WIFSIGNALED(status))

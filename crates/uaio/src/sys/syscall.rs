@@ -136,3 +136,69 @@ pub(crate) fn prwv2(write: bool, fd: i32, iov: *const uaio_abi::iovec, n: usize,
         r => (r, false),
     }
 }
+
+/// Kernel AIO, made directly (the drop-in library interposes `syscall()`
+/// and libaio's entry points): the thread pool's direct lane
+/// (`backend/threads/lane.rs`) hands `O_DIRECT` requests to one kernel
+/// context of its own. Each returns the kernel's value or `-errno`.
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod kernel_aio {
+    use super::{raw_syscall3, raw_syscall5};
+
+    const SETUP: usize = 206;
+    const DESTROY: usize = 207;
+    const GETEVENTS: usize = 208;
+    const SUBMIT: usize = 209;
+
+    /// `io_setup(nr)`: a new context, or `-errno`.
+    pub(crate) fn setup(nr: u32) -> Result<u64, i32> {
+        let mut ctx = 0u64;
+        let r = raw_syscall3(SETUP, nr as usize, &mut ctx as *mut u64 as usize, 0);
+        if r < 0 {
+            Err(-r as i32)
+        } else {
+            Ok(ctx)
+        }
+    }
+
+    /// `io_destroy(ctx)`: waits for the context's requests.
+    pub(crate) fn destroy(ctx: u64) {
+        let _ = raw_syscall3(DESTROY, ctx as usize, 0, 0);
+    }
+
+    /// `io_submit` of the iocbs `iocbs` points to; how many were taken,
+    /// or `-errno` when the first was refused. The iocbs (copied by the
+    /// kernel during the call) and the buffers they name are the caller's
+    /// to hand over.
+    pub(crate) fn submit(ctx: u64, iocbs: &[*const uaio_abi::iocb]) -> isize {
+        raw_syscall3(SUBMIT, ctx as usize, iocbs.len(), iocbs.as_ptr() as usize)
+    }
+
+    /// `io_getevents(ctx, 1, events.len(), events, timeout)`.
+    pub(crate) fn getevents(ctx: u64, events: &mut [uaio_abi::io_event], timeout: std::time::Duration) -> isize {
+        let ts = libc::timespec { tv_sec: timeout.as_secs() as i64, tv_nsec: timeout.subsec_nanos() as i64 };
+        raw_syscall5(GETEVENTS, ctx as usize, 1, events.len(), events.as_mut_ptr() as usize, &ts as *const _ as usize)
+    }
+}
+
+/// Kernel AIO is not made directly on this architecture: the lane is off.
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) mod kernel_aio {
+    /// Refused.
+    pub(crate) fn setup(_nr: u32) -> Result<u64, i32> {
+        Err(libc::ENOSYS)
+    }
+
+    /// Nothing to destroy.
+    pub(crate) fn destroy(_ctx: u64) {}
+
+    /// Refused.
+    pub(crate) fn submit(_ctx: u64, _iocbs: &[*const uaio_abi::iocb]) -> isize {
+        -(libc::ENOSYS as isize)
+    }
+
+    /// Refused.
+    pub(crate) fn getevents(_ctx: u64, _events: &mut [uaio_abi::io_event], _timeout: std::time::Duration) -> isize {
+        -(libc::ENOSYS as isize)
+    }
+}

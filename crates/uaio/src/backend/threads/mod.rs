@@ -80,6 +80,10 @@
 //! as on the kernel, and neither are reads against queued writes (io_uring
 //! does not order them either).
 //!
+//! **Direct lane.** Reads and writes of files open `O_DIRECT` go first to
+//! one kernel AIO context of the process's own, with `RWF_NOWAIT`, and
+//! reach a worker only when the kernel would have waited (see `lane.rs`).
+//!
 //! **Workers.** A direct read or write waits for the device in its worker,
 //! so a deep queue needs as many workers as requests in flight: there are
 //! at most `UAIO_THREADS` workers, 256 by default, whatever the number of
@@ -109,12 +113,14 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 mod job;
+mod lane;
 mod pool;
 mod shared;
 mod submit;
 mod workers;
 
 use job::*;
+use lane::*;
 use pool::*;
 use shared::*;
 use submit::*;
@@ -287,10 +293,11 @@ impl Backend for Threads {
         if p.norphans.load(Ordering::SeqCst) > 0 && here.owner() {
             p.reap_orphans();
         }
-        let mut batch = Batch::default();
+        let mut batch = Batch { lone: ops.len() == 1, ..Batch::default() };
         for op in ops {
             self.submit_one(p, op, &here, &mut batch);
         }
+        p.lane_submit(&mut batch.lane, &mut batch.jobs);
         if let Err(jobs) = p.queue(&mut batch.jobs) {
             for job in jobs {
                 run_unhanded(&job, Route::Worker, &here);

@@ -19,6 +19,8 @@ pub(super) struct PoolState {
     /// Jobs handed to the poller since its last pass.
     pub(super) polls: Vec<Arc<Job>>,
     pub(super) poller: bool,
+    /// The direct lane's reaper is alive (see `lane.rs`).
+    pub(super) reaper: bool,
     /// The poller's wake-up eventfd, made with the poller and closed when
     /// it leaves.
     pub(super) poll_wake: Option<Arc<InternalFd>>,
@@ -70,6 +72,8 @@ pub(super) struct Pool {
     pub(super) norphans: AtomicUsize,
     /// `st.chains.len()`, read without the lock.
     pub(super) nchains: AtomicUsize,
+    /// The direct lane (see `lane.rs`); taken before `st`, never after.
+    pub(super) lane: Mutex<LaneSlot>,
 }
 
 pub(super) static POOL: AtomicPtr<Pool> = AtomicPtr::new(std::ptr::null_mut());
@@ -114,6 +118,7 @@ pub(super) fn try_pool() -> Result<&'static Pool, Errno> {
         orphans: Mutex::new(Vec::new()),
         norphans: AtomicUsize::new(0),
         nchains: AtomicUsize::new(0),
+        lane: Mutex::new(LaneSlot::default()),
     }));
     match POOL.compare_exchange(std::ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
         // SAFETY: just published, never freed.
@@ -373,5 +378,5 @@ pub(crate) fn threads_alive() -> usize {
     }
     // SAFETY: as in `pool`.
     let st = lock(&unsafe { &*p }.st);
-    st.threads + st.poller as usize
+    st.threads + st.poller as usize + st.reaper as usize
 }

@@ -14,6 +14,10 @@ pub(super) struct Batch {
     pub(super) files: Vec<FileFacts>,
     /// The files of the ordered writes among `jobs` ([`Job::order`]).
     pub(super) ordered: Vec<FileKey>,
+    /// Direct reads and writes for the kernel AIO lane (`lane.rs`).
+    pub(super) lane: Vec<Arc<Job>>,
+    /// The `io_submit` holds one request.
+    pub(super) lone: bool,
 }
 
 /// What a batch knows of one descriptor number.
@@ -167,6 +171,7 @@ impl Threads {
             // done); with none, it orders nothing.
             Order::After(k) => (batch.ordered.contains(&k) || p.chained(k)).then_some(k),
         });
+        let direct_lane = route == Route::Worker && lane::eligible(op.kind, &held, order);
         let job = Arc::new(Job {
             shared: self.shared.clone(),
             key: op.key,
@@ -188,6 +193,13 @@ impl Threads {
             return;
         }
         match route {
+            // A request alone in flight stays for the workers: a waiter
+            // that comes for it runs it itself ([`Threads::help`]), with
+            // one wake-up where the lane has two (its reaper, then the
+            // waiter).
+            Route::Worker if direct_lane && !(batch.lone && lock(&self.shared.jobs).live.len() == 1) => {
+                batch.lane.push(job)
+            }
             Route::Worker => {
                 if let Some(k) = order.filter(|k| !batch.ordered.contains(k)) {
                     batch.ordered.push(k);

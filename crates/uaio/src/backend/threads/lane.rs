@@ -1,0 +1,311 @@
+//! The direct lane: the thread pool's `O_DIRECT` reads and writes go to
+//! one kernel AIO context of the process's own, with `RWF_NOWAIT`, instead
+//! of one blocked worker each.
+//!
+//! A direct transfer waits for the device in whichever thread runs it, so
+//! on workers a queue of 32 needs 32 threads, each request a hand-over to
+//! one and a wake-up back. Where io_uring is refused, kernel AIO usually is
+//! not (Docker's default seccomp profile allows it), and for direct I/O it
+//! is what the kernel does best: `io_submit` issues the bio and the
+//! interrupt completes it. The lane keeps uaio's promises on top of it:
+//!
+//! - **`io_submit` does not wait for the device.** Each iocb carries
+//!   `RWF_NOWAIT`: where the kernel would sleep (no request tag free, an
+//!   extent to read, cached pages to write back, a lock taken, a write that
+//!   extends the file) it answers `-EAGAIN` and the request goes to a
+//!   worker, as before. A request whose program asked for `RWF_NOWAIT`
+//!   itself gets that answer as its result.
+//! - **`aio-max-nr` is never uaio's limit.** The lane takes
+//!   [`LANE_EVENTS`] slots of the host's count once per process, while a
+//!   thread-pool context exists; when `io_setup` is refused (the count
+//!   used up, a seccomp filter, no `CONFIG_AIO`), direct requests go to
+//!   workers and the lane is tried again a second later at the earliest.
+//!   Contexts themselves still take nothing from that count.
+//! - **Requests are the pool's jobs.** A lane request is a claimed job
+//!   (like one a worker is running): it holds its descriptor's duplicate
+//!   (the iocb names it), a cancellation finds it running, and its
+//!   completion goes through [`Shared::finish`]. It is never ordered: a
+//!   direct request behind a file's queued buffered writes goes to the
+//!   workers, which keep that order. So does a request submitted alone
+//!   with nothing else of its context in flight: the waiter that comes for
+//!   it runs it itself ([`Threads::help`]), one wake-up where the lane has
+//!   two (the reaper, then the waiter).
+//!
+//! One thread, `uaio-reaper`, sleeps in `io_getevents` on the lane and
+//! completes its jobs. It leaves, destroying the lane's context, once the
+//! lane has nothing in flight and no thread-pool context is left (within a
+//! second) or nothing came for [`IDLE_TIMEOUT`]. A fork child starts
+//! without a lane (the kernel context belongs to the parent's memory).
+//! `UAIO_DIRECT_LANE=0` turns the lane off.
+
+use super::*;
+use std::time::Instant;
+
+/// Requests the lane's context is made for (`io_setup`'s `nr_events`; the
+/// kernel counts twice as many, rounded, against `aio-max-nr`), and the
+/// most the lane has in flight; more wait for workers.
+pub(super) const LANE_EVENTS: usize = 256;
+
+/// How long the reaper sleeps before it looks whether it should leave.
+const REAPER_TICK: Duration = Duration::from_secs(1);
+
+/// After a refused `io_setup`, how long direct requests go to workers
+/// before the lane is tried again.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// The lane: the kernel context and what it has in flight.
+#[derive(Debug)]
+pub(super) struct Lane {
+    ctx: u64,
+    /// Requests submitted (or about to be) and not yet completed; changed
+    /// upward only under [`Pool::lane`]'s lock.
+    inflight: AtomicUsize,
+}
+
+/// [`Pool::lane`]: the lane if it exists, and when it last could not be
+/// made.
+#[derive(Debug, Default)]
+pub(super) struct LaneSlot {
+    lane: Option<Arc<Lane>>,
+    refused: Option<Instant>,
+    /// `UAIO_DIRECT_LANE=0`, read when the slot is first used.
+    off: Option<bool>,
+}
+
+/// Whether a job on the duplicate `held`, routed to a worker and ordered
+/// after nothing, may take the lane.
+pub(super) fn eligible(kind: OpKind, held: &Held, order: Option<FileKey>) -> bool {
+    order.is_none()
+        && held.flags & libc::O_DIRECT != 0
+        && matches!(kind, OpKind::Read | OpKind::Readv | OpKind::Write | OpKind::Writev)
+}
+
+impl Pool {
+    /// Sends `jobs` (registered, eligible, not yet claimed) to the lane;
+    /// those it cannot take (the lane is full or missing, the kernel
+    /// refused one) are appended to `workers`, unclaimed. Jobs cancelled
+    /// meanwhile are left alone (they are done).
+    pub(super) fn lane_submit(&'static self, jobs: &mut Vec<Arc<Job>>, workers: &mut Vec<Arc<Job>>) {
+        if jobs.is_empty() {
+            return;
+        }
+        let Some((lane, n)) = self.lane_reserve(jobs.len()) else {
+            workers.append(jobs);
+            return;
+        };
+        // Beyond what the lane can hold: workers.
+        workers.extend(jobs.drain(n..));
+        let mut iocbs: Vec<uaio_abi::iocb> = Vec::with_capacity(n);
+        let mut taken: Vec<Arc<Job>> = Vec::with_capacity(n);
+        for job in jobs.drain(..) {
+            if job.claim() {
+                iocbs.push(iocb_of(&job));
+                taken.push(job);
+            }
+        }
+        // Slots reserved for jobs cancelled before they were claimed.
+        lane.inflight.fetch_sub(n - taken.len(), Ordering::SeqCst);
+        let mut at = 0;
+        while at < taken.len() {
+            let ptrs: Vec<*const uaio_abi::iocb> = iocbs[at..].iter().map(|c| c as *const _).collect();
+            for job in &taken[at..] {
+                // The reaper's reference, given back by it or below.
+                let _ = Arc::into_raw(job.clone());
+            }
+            let r = sys::kernel_aio::submit(lane.ctx, &ptrs);
+            let ok = r.max(0) as usize;
+            // The refused ones (from the first the kernel did not take):
+            // their references come back, and they go to the workers.
+            for job in &taken[at + ok..] {
+                // SAFETY: the reference leaked just above for this job,
+                // which the kernel did not take.
+                drop(unsafe { Arc::from_raw(Arc::as_ptr(job)) });
+            }
+            at += ok;
+            if at < taken.len() {
+                // The first refused one goes to a worker; the rest are
+                // offered again (a refusal is about one request: its
+                // flags, or its file).
+                lane.inflight.fetch_sub(1, Ordering::SeqCst);
+                let job = taken[at].clone();
+                at += 1;
+                if job.unclaim() {
+                    workers.push(job);
+                } else {
+                    let res = lock(&job.cur).cancelled();
+                    job.shared.finish(&job, res, &Here::caller(self));
+                }
+            }
+        }
+    }
+
+    /// Reserves room for up to `want` requests in the lane, making it if
+    /// needed; the lane and how many it took.
+    fn lane_reserve(&'static self, want: usize) -> Option<(Arc<Lane>, usize)> {
+        let mut slot = lock(&self.lane);
+        if *slot.off.get_or_insert_with(|| std::env::var("UAIO_DIRECT_LANE").is_ok_and(|v| v == "0")) {
+            return None;
+        }
+        if slot.lane.is_none() {
+            if slot.refused.is_some_and(|t| t.elapsed() < RETRY_AFTER) {
+                return None;
+            }
+            match self.lane_start() {
+                Some(l) => slot.lane = Some(l),
+                None => {
+                    slot.refused = Some(Instant::now());
+                    return None;
+                }
+            }
+        }
+        let lane = slot.lane.clone()?;
+        let free = LANE_EVENTS.saturating_sub(lane.inflight.load(Ordering::SeqCst));
+        let n = want.min(free);
+        if n == 0 {
+            return None;
+        }
+        lane.inflight.fetch_add(n, Ordering::SeqCst);
+        Some((lane, n))
+    }
+
+    /// Starts the reaper, which makes the lane's context (so that the
+    /// context's ring exists only while a `uaio-reaper` thread does, which
+    /// is how an observer tells it from a program's own).
+    fn lane_start(&'static self) -> Option<Arc<Lane>> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let mut st = lock(&self.st);
+        let spawned = std::thread::Builder::new().name("uaio-reaper".into()).spawn(move || {
+            let made = sys::kernel_aio::setup(LANE_EVENTS as u32).ok().map(|ctx| {
+                keep_from_children(ctx);
+                Arc::new(Lane { ctx, inflight: AtomicUsize::new(0) })
+            });
+            let _ = tx.send(made.clone());
+            if let Some(lane) = made {
+                reaper(self, lane);
+            }
+        });
+        if spawned.is_err() {
+            return None;
+        }
+        st.reaper = true;
+        drop(st);
+        let lane = rx.recv().ok().flatten();
+        if lane.is_none() {
+            lock(&self.st).reaper = false;
+        }
+        lane
+    }
+}
+
+/// Keeps a fork child from inheriting the lane's ring (`MADV_DONTFORK`):
+/// the context is the parent's, and a ring in a child would look like a
+/// kernel AIO context of its own.
+fn keep_from_children(ctx: u64) {
+    // The ring's header: `nr` at offset 4, `header_length` at 28; the
+    // mapping is the header and `nr` events, in whole pages.
+    // SAFETY: `ctx` is the address of the ring io_setup just mapped in
+    // this process, at least one page long.
+    let (nr, header) = unsafe {
+        let p = ctx as *const u32;
+        (std::ptr::read_volatile(p.add(1)) as usize, std::ptr::read_volatile(p.add(7)) as usize)
+    };
+    let page = rustix::param::page_size();
+    let len = (header + nr * std::mem::size_of::<uaio_abi::io_event>()).div_ceil(page) * page;
+    // SAFETY: advice on this process's own mapping of the ring; it changes
+    // only what fork copies.
+    unsafe { libc::madvise(ctx as *mut libc::c_void, len, libc::MADV_DONTFORK) };
+}
+
+/// The iocb of a claimed lane job: on its held duplicate, with
+/// `RWF_NOWAIT`, the job's address as `aio_data`.
+fn iocb_of(job: &Arc<Job>) -> uaio_abi::iocb {
+    let cur = lock(&job.cur);
+    let (opcode, buf, nbytes) = match job.kind {
+        OpKind::Read | OpKind::Write => {
+            let op = if job.kind == OpKind::Read { uaio_abi::IOCB_CMD_PREAD } else { uaio_abi::IOCB_CMD_PWRITE };
+            let e = cur.iov.first().map_or((0, 0), |e| (e.iov_base as u64, e.iov_len as u64));
+            (op, e.0, e.1)
+        }
+        _ => {
+            let op = if job.kind == OpKind::Readv { uaio_abi::IOCB_CMD_PREADV } else { uaio_abi::IOCB_CMD_PWRITEV };
+            (op, cur.iov.as_ptr() as u64, cur.iov.len() as u64)
+        }
+    };
+    uaio_abi::iocb {
+        aio_data: Arc::as_ptr(job) as u64,
+        aio_key: 0,
+        aio_rw_flags: job.rw_flags as u32 | uaio_abi::RWF_NOWAIT,
+        aio_lio_opcode: opcode,
+        aio_reqprio: job.ioprio as i16,
+        aio_fildes: job.fd as u32,
+        aio_buf: buf,
+        aio_nbytes: nbytes,
+        aio_offset: cur.off as i64,
+        aio_reserved2: 0,
+        aio_flags: if job.ioprio != 0 { uaio_abi::IOCB_FLAG_IOPRIO } else { 0 },
+        aio_resfd: 0,
+    }
+}
+
+/// The reaper: completes the lane's jobs as their events come, and
+/// leaves (destroying the lane's context) when the lane is no longer
+/// needed.
+fn reaper(p: &'static Pool, lane: Arc<Lane>) {
+    let here = Here::pool_thread();
+    let mut events = [uaio_abi::io_event::default(); 64];
+    let mut last = Instant::now();
+    loop {
+        let n = sys::kernel_aio::getevents(lane.ctx, &mut events, REAPER_TICK);
+        if n > 0 {
+            for ev in &events[..n as usize] {
+                // SAFETY: `data` is the reference `lane_submit` leaked for
+                // this job when the kernel took its iocb; each event comes
+                // once.
+                let job = unsafe { Arc::from_raw(ev.data as *const Job) };
+                lane_done(p, job, ev.res, &here);
+            }
+            lane.inflight.fetch_sub(n as usize, Ordering::SeqCst);
+            last = Instant::now();
+            continue;
+        }
+        if n < 0 && n != -(libc::ETIME as isize) && n != -(libc::EINTR as isize) {
+            // The context is unusable (never expected): nothing more can
+            // complete through it.
+            break;
+        }
+        if lane.inflight.load(Ordering::SeqCst) != 0 {
+            continue;
+        }
+        let mut slot = lock(&p.lane);
+        let instances = lock(&p.st).instances;
+        if lane.inflight.load(Ordering::SeqCst) == 0 && (instances == 0 || last.elapsed() >= IDLE_TIMEOUT) {
+            slot.lane = None;
+            drop(slot);
+            break;
+        }
+    }
+    sys::kernel_aio::destroy(lane.ctx);
+    lock(&p.st).reaper = false;
+}
+
+/// A lane job's event: its result, or, for an `-EAGAIN` the program did
+/// not ask for (`RWF_NOWAIT` was the lane's), a worker.
+fn lane_done(p: &'static Pool, job: Arc<Job>, res: i64, here: &Here) {
+    let asked_nowait = job.rw_flags as u32 & uaio_abi::RWF_NOWAIT != 0;
+    if res == -(libc::EAGAIN as i64) && !asked_nowait {
+        if !job.unclaim() {
+            // Cancelled while in the lane, and nothing was transferred.
+            let r = lock(&job.cur).cancelled();
+            job.shared.finish(&job, r, here);
+            return;
+        }
+        if let Err(jobs) = p.queue(&mut vec![job]) {
+            for job in jobs {
+                run_unhanded(&job, Route::Worker, here);
+            }
+        }
+        return;
+    }
+    let r = lock(&job.cur).result(res as i32);
+    job.shared.finish(&job, r, here);
+}
