@@ -26,10 +26,7 @@ pub(crate) fn eventfd(
     let fd = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC)?;
     let fd = Arc::new(internal_fds::InternalFd::new(fd)?.into_permanent());
     let efd = fd.clone();
-    std::thread::Builder::new()
-        .name("uaio-progress".into())
-        .spawn(move || run(efd, contexts))
-        .map_err(|_| Errno::AGAIN)?;
+    crate::sys::spawn_thread("uaio-progress", move || run(efd, contexts)).map_err(|_| Errno::AGAIN)?;
     *g = Some(fd.clone());
     Ok(fd)
 }

@@ -1,7 +1,7 @@
 //! io_getevents and io_pgetevents: counts, timeouts, faults, signal masks
 //! and interruption by signals.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, IntoRawFd};
 
 use super::fixtures::*;
 use crate::*;
@@ -446,6 +446,67 @@ pub(crate) fn cases() -> Vec<Case> {
             raw_get(e, "min 2, one arrives, then a signal", ctx, 2, 2, Some(ts(10, 0)));
             t.join().expect("helper thread");
             raw_get(e, "the rest", ctx, 1, 2, Some(ts(10, 0)));
+        }),
+        c("getevents/signal/a_process_signal_is_left_to_the_programs_threads", |e| {
+            // A program whose only thread blocks a signal and takes it
+            // with sigtimedwait: a signal sent to the process stays pending
+            // for it. The kernel's AIO has no threads; uaio's own (workers,
+            // poller, progress) must not take it either.
+            let aio = aio_of(e);
+            let data = vec![b's'; 1 << 16];
+            let files: Vec<i32> = (0..4).map(|_| e.file(&data, libc::O_RDWR).into_raw_fd()).collect();
+            let (r, w) = pipe();
+            let fds = files.clone();
+            let lines = in_child(move |out| {
+                // SAFETY: alarm(2); the child is killed if it hangs.
+                unsafe { libc::alarm(20) };
+                install_handler(false);
+                SIG_COUNT.store(0, std::sync::atomic::Ordering::SeqCst);
+                let mut ctx = 0u64;
+                // SAFETY: a valid pointer to a zeroed handle.
+                out.push(format!("setup = {}", ret(unsafe { aio.setup(16, &mut ctx) })));
+                let mut cbs: Vec<*mut iocb> = fds
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &f)| leak(cb(IOCB_CMD_FSYNC, f, 0, 0, 0, i as u64)) as *mut iocb)
+                    .collect();
+                let poll = leak(cb(IOCB_CMD_POLL, r.as_raw_fd(), libc::POLLIN as u64, 0, 0, 9));
+                cbs.push(poll);
+                // SAFETY: valid iocbs; the POLL stays pending until destroy.
+                out.push(format!("submit = {}", ret(unsafe { aio.submit(ctx, cbs.len() as i64, cbs.as_mut_ptr()) })));
+                let mut ev = [io_event::default(); 4];
+                let mut t = ts(10, 0);
+                // SAFETY: room for four events.
+                let n = unsafe { aio.getevents(ctx, 4, 4, ev.as_mut_ptr(), &mut t) };
+                out.push(format!("syncs reaped = {}", ret(n)));
+                set_blocked(SIG, true);
+                // SAFETY: kill(2) to this process; a set of one signal for
+                // sigtimedwait(2), which the thread blocks.
+                let got = unsafe {
+                    libc::kill(libc::getpid(), SIG);
+                    // Any thread that can take it has time to.
+                    std::thread::sleep(Duration::from_millis(100));
+                    let mut set: libc::sigset_t = std::mem::zeroed();
+                    libc::sigemptyset(&mut set);
+                    libc::sigaddset(&mut set, SIG);
+                    let t = libc::timespec { tv_sec: 5, tv_nsec: 0 };
+                    libc::sigtimedwait(&set, std::ptr::null_mut(), &t)
+                };
+                let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+                out.push(format!(
+                    "sigtimedwait = {}",
+                    if got == SIG { "the signal".to_string() } else { errno_name(-(errno as i64)) }
+                ));
+                out.push(format!("handler ran = {}", SIG_COUNT.load(std::sync::atomic::Ordering::SeqCst)));
+                // SAFETY: destroying the context made above.
+                out.push(format!("destroy = {}", ret(unsafe { aio.destroy(ctx) })));
+            });
+            drop(w);
+            for f in files {
+                // SAFETY: closing the descriptors made above.
+                unsafe { libc::close(f) };
+            }
+            e.rec_all(lines);
         }),
         c("getevents/signal/interrupts_pgetevents", |e| {
             let ctx = e.setup(4);

@@ -103,3 +103,20 @@ pub(crate) fn ppoll_one(fd: i32, timeout: Option<std::time::Duration>, sigmask: 
         Ok(r as usize)
     }
 }
+
+/// Starts one of uaio's own threads, named `name`, with every asynchronous
+/// signal blocked from its first instruction (the mask is set in the
+/// calling thread around the spawn, and inherited): a signal sent to the
+/// process is then always taken by one of the program's threads, as with
+/// the kernel's AIO, which has no threads. A program that blocks a signal
+/// in its threads and waits for it with `sigwait` still gets it.
+pub(crate) fn spawn_thread<F, T>(name: &str, f: F) -> std::io::Result<std::thread::JoinHandle<T>>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let old = block_async_signals();
+    let r = std::thread::Builder::new().name(name.into()).spawn(f);
+    set_signal_mask(old);
+    r
+}

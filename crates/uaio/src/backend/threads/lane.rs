@@ -174,7 +174,7 @@ impl Pool {
     fn lane_start(&'static self) -> Option<Arc<Lane>> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let mut st = lock(&self.st);
-        let spawned = std::thread::Builder::new().name("uaio-reaper".into()).spawn(move || {
+        let spawned = sys::spawn_thread("uaio-reaper", move || {
             let made = sys::kernel_aio::setup(LANE_EVENTS as u32).ok().map(|ctx| {
                 keep_from_children(ctx);
                 Arc::new(Lane { ctx, inflight: AtomicUsize::new(0) })

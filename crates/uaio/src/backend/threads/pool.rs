@@ -213,8 +213,7 @@ impl Pool {
         while need > 0 && st.threads < self.max_threads {
             st.threads += 1;
             st.seeking += 1;
-            let b = std::thread::Builder::new().name("uaio-worker".into());
-            if b.spawn(move || worker(self, true)).is_err() {
+            if sys::spawn_thread("uaio-worker", move || worker(self, true)).is_err() {
                 st.threads -= 1;
                 st.seeking -= 1;
                 break;
@@ -269,7 +268,7 @@ impl Pool {
         if !st.poller {
             let Ok(wake) = new_eventfd().map(Arc::new) else { return Err(job) };
             let w = wake.clone();
-            if std::thread::Builder::new().name("uaio-poller".into()).spawn(move || poller(self, w)).is_err() {
+            if sys::spawn_thread("uaio-poller", move || poller(self, w)).is_err() {
                 return Err(job);
             }
             st.poller = true;
