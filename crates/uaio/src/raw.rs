@@ -18,9 +18,9 @@ use rustix::io::Errno;
 use uaio_abi::{aio_context_t, aio_sigset, io_event, iocb};
 
 use crate::kioctx::{Deadline, FdCache, Kioctx, Prepared};
+use crate::sys::spare::Spare;
 use crate::table;
 use crate::uaccess::{self, read_user, user_field, UserPtr};
-use std::cell::Cell;
 
 fn neg(e: Errno) -> i64 {
     -(e.raw_os_error() as i64)
@@ -101,10 +101,10 @@ thread_local! {
     /// The submitting thread's array of prepared requests, kept between
     /// calls (taken out for the call, so a call from a signal handler that
     /// interrupts one makes its own).
-    static PREPS: Cell<Vec<Prepared>> = const { Cell::new(Vec::new()) };
+    static PREPS: Spare<Vec<Prepared>> = const { Spare::new() };
     /// The submitting thread's descriptor facts, emptied for each call (its
     /// room kept), taken out for the call as `PREPS` is.
-    static FDS: Cell<FdCache> = Cell::new(FdCache::default());
+    static FDS: Spare<FdCache> = const { Spare::new() };
 }
 
 /// Batches smaller than this try reads inline (one system call per read);
@@ -119,12 +119,12 @@ fn submit_to(c: &Kioctx, nr: i64, iocbpp: *mut *mut iocb) -> i64 {
     if nr == 0 {
         return 0;
     }
-    let mut fds = FDS.try_with(Cell::take).unwrap_or_default();
+    let mut fds = FDS.try_with(Spare::take).ok().flatten().unwrap_or_default();
     // Another thread submitting to this context at the same time would
     // queue behind this one in the io_uring (its submissions run one at a
     // time): reads then go inline, in parallel, whatever the batch size.
     fds.reset(nr < INLINE_BATCH_LIMIT || c.others_submitting());
-    let mut preps = PREPS.try_with(Cell::take).unwrap_or_default();
+    let mut preps = PREPS.try_with(Spare::take).ok().flatten().unwrap_or_default();
     let mut reserved = c.reserve_slots(nr as u32);
     let mut err = None;
     let mut n = 0usize;
@@ -159,8 +159,8 @@ fn submit_to(c: &Kioctx, nr: i64, iocbpp: *mut *mut iocb) -> i64 {
     }
     c.release_slots(reserved);
     c.start(&mut preps[..n]);
-    let _ = PREPS.try_with(|v| v.set(preps));
-    let _ = FDS.try_with(|v| v.set(fds));
+    let _ = PREPS.try_with(|v| v.put(preps));
+    let _ = FDS.try_with(|v| v.put(fds));
     match (n, err) {
         (0, Some(e)) => neg(e),
         (n, _) => n as i64,

@@ -9,7 +9,6 @@
 //! The progress thread (see `progress`) is started with the first context
 //! of each process.
 
-use std::cell::Cell;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Once, RwLock, Weak};
@@ -24,6 +23,7 @@ use crate::ring::{page_size, possible_cpus, Geometry};
 use crate::sync;
 use crate::sys::internal_fds;
 use crate::sys::process::{self, Leaked};
+use crate::sys::spare::Spare;
 use crate::uaccess::read_user;
 
 #[derive(Debug, Default)]
@@ -143,22 +143,34 @@ pub(crate) fn lookup(handle: u64) -> Option<Arc<Kioctx>> {
     let epoch = EPOCH.load(Ordering::Acquire);
     // Taken out while in use: a call from a signal handler meanwhile finds
     // nothing and looks in the table.
-    if let Some((h, e, weak)) = LAST.try_with(Cell::take).ok().flatten() {
-        if h == handle && e == epoch {
+    let mut last = LAST.try_with(Spare::take).ok().flatten();
+    if let Some(l) = last.take() {
+        let (h, e, weak) = &*l;
+        if *h == handle && *e == epoch {
             if let Some(c) = weak.upgrade() {
                 if read_user::<u32>(handle) == Ok(c.id()) {
-                    let _ = LAST.try_with(|l| l.set(Some((h, e, weak))));
+                    let _ = LAST.try_with(|s| s.put(l));
                     return Some(c);
                 }
             }
         }
+        last = Some(l);
     }
     let p = process_if_any()?;
     let t = sync::read(&p.table);
     let id = find(&t, handle)?;
     let c = t.slots[id].clone()?;
+    // The box of the stale entry is reused (no allocation once warm).
+    let entry = (handle, epoch, Arc::downgrade(&c));
+    let boxed = match last {
+        Some(mut b) => {
+            *b = entry;
+            b
+        }
+        None => Box::new(entry),
+    };
     // (Not during the thread's exit, when its thread-locals are gone.)
-    let _ = LAST.try_with(|l| l.set(Some((handle, epoch, Arc::downgrade(&c)))));
+    let _ = LAST.try_with(|s| s.put(boxed));
     Some(c)
 }
 
@@ -168,7 +180,7 @@ static EPOCH: AtomicU64 = AtomicU64::new(1);
 
 thread_local! {
     /// The thread's last lookup: handle, [`EPOCH`] then, and the context.
-    static LAST: Cell<Option<(u64, u64, Weak<Kioctx>)>> = const { Cell::new(None) };
+    static LAST: Spare<(u64, u64, Weak<Kioctx>)> = const { Spare::new() };
 }
 
 /// The table index of the context `handle` names (see [`lookup`]). The

@@ -69,6 +69,57 @@ fn pending_poll(e: &mut Env, ctx: u64, data: u64) -> (std::os::fd::OwnedFd, std:
     (r, w)
 }
 
+/// What the handler of the re-entry case uses and counts (set in the case's
+/// child, before the timer starts).
+mod reentry {
+    use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
+    use std::sync::OnceLock;
+
+    use crate::cases::fixtures::*;
+    use crate::*;
+
+    pub(super) static AIO: OnceLock<&'static dyn Aio> = OnceLock::new();
+    pub(super) static CTX: AtomicU64 = AtomicU64::new(0);
+    pub(super) static PIPE: AtomicI32 = AtomicI32::new(-1);
+    pub(super) static CBS: OnceLock<usize> = OnceLock::new();
+    pub(super) const MAX: usize = 20_000;
+    pub(super) static CALLS: AtomicUsize = AtomicUsize::new(0);
+    pub(super) static ACCEPTED: AtomicUsize = AtomicUsize::new(0);
+    pub(super) static REAPED: AtomicUsize = AtomicUsize::new(0);
+
+    /// On each timer signal: one POLL of a ready pipe submitted to the
+    /// second context, and that context's events reaped without waiting.
+    pub(super) extern "C" fn on_alarm(_: libc::c_int) {
+        // SAFETY: errno is per thread; saved and restored around the calls.
+        let saved = unsafe { *libc::__errno_location() };
+        let (Some(aio), Some(&base)) = (AIO.get(), CBS.get()) else { return };
+        let i = CALLS.fetch_add(1, Ordering::SeqCst);
+        if i < MAX {
+            let cb = (base as *mut iocb).wrapping_add(i);
+            // SAFETY: slot `i` of the leaked array, used once.
+            unsafe { *cb = cb_poll(PIPE.load(Ordering::SeqCst), i as u64) };
+            let mut p = [cb];
+            // SAFETY: one valid iocb that lives for the process.
+            if unsafe { aio.submit(CTX.load(Ordering::SeqCst), 1, p.as_mut_ptr()) } == 1 {
+                ACCEPTED.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let mut ev = [io_event::default(); 8];
+        let mut z = ts(0, 0);
+        // SAFETY: room for eight events.
+        let n = unsafe { aio.getevents(CTX.load(Ordering::SeqCst), 0, 8, ev.as_mut_ptr(), &mut z) };
+        if n > 0 {
+            REAPED.fetch_add(n as usize, Ordering::SeqCst);
+        }
+        // SAFETY: as above.
+        unsafe { *libc::__errno_location() = saved };
+    }
+
+    fn cb_poll(fd: i32, data: u64) -> iocb {
+        cb(IOCB_CMD_POLL, fd, libc::POLLIN as u64, 0, 0, data)
+    }
+}
+
 pub(crate) fn cases() -> Vec<Case> {
     vec![
         c("getevents/arg_rules", |e| {
@@ -506,6 +557,105 @@ pub(crate) fn cases() -> Vec<Case> {
                 // SAFETY: closing the descriptors made above.
                 unsafe { libc::close(f) };
             }
+            e.rec_all(lines);
+        }),
+        c("getevents/signal/a_handler_submits_and_reaps_on_another_context_meanwhile", |e| {
+            // A timer signal every 200 µs, whose handler submits a POLL of a
+            // ready pipe to a second context and reaps that context without
+            // waiting, while the thread it interrupts submits and reaps reads
+            // on the first: the system calls of the handler are whole calls
+            // between whole calls of the thread, whatever uaio does inside.
+            use reentry::*;
+            use std::sync::atomic::Ordering::SeqCst;
+            let aio = aio_of(e);
+            let f = e.file(&[7u8; 4096], libc::O_RDWR).into_raw_fd();
+            let (r, w) = pipe();
+            write_fd(w.as_raw_fd(), b"x");
+            let rfd = r.as_raw_fd();
+            let lines = in_child(move |out| {
+                // SAFETY: alarm(2); the child is killed if it hangs.
+                unsafe { libc::alarm(30) };
+                let (mut c1, mut c2) = (0u64, 0u64);
+                // SAFETY: valid pointers to zeroed handles.
+                let ok = unsafe { aio.setup(64, &mut c1) == 0 && aio.setup(8192, &mut c2) == 0 };
+                out.push(format!("two contexts = {ok}"));
+                let _ = AIO.set(aio);
+                CTX.store(c2, SeqCst);
+                PIPE.store(rfd, SeqCst);
+                let cbs: &'static mut [iocb] = Vec::leak(vec![iocb::default(); MAX]);
+                let _ = CBS.set(cbs.as_mut_ptr() as usize);
+                // SAFETY: sigaction for SIGALRM with a handler that only
+                // makes AIO calls; then a 200 µs interval timer.
+                unsafe {
+                    let mut sa: libc::sigaction = std::mem::zeroed();
+                    sa.sa_sigaction = on_alarm as extern "C" fn(libc::c_int) as usize;
+                    libc::sigemptyset(&mut sa.sa_mask);
+                    libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut());
+                    let t = libc::itimerval {
+                        it_interval: libc::timeval { tv_sec: 0, tv_usec: 200 },
+                        it_value: libc::timeval { tv_sec: 0, tv_usec: 200 },
+                    };
+                    libc::setitimer(libc::ITIMER_REAL, &t, std::ptr::null_mut());
+                }
+                let buf = leak_buf(512);
+                let (mut sent, mut back, mut wrong) = (0u64, 0u64, 0u64);
+                let start = std::time::Instant::now();
+                while start.elapsed() < Duration::from_millis(800) {
+                    let mut a = cb(IOCB_CMD_PREAD, f, buf.as_mut_ptr() as u64, 512, 0, 1);
+                    let mut p = [&mut a as *mut iocb];
+                    // SAFETY: one valid iocb; reaped below before it goes.
+                    if unsafe { aio.submit(c1, 1, p.as_mut_ptr()) } != 1 {
+                        continue;
+                    }
+                    sent += 1;
+                    while back < sent {
+                        let mut ev = [io_event::default(); 8];
+                        let mut t = ts(1, 0);
+                        // SAFETY: room for eight events.
+                        let n = unsafe { aio.getevents(c1, 1, 8, ev.as_mut_ptr(), &mut t) };
+                        for x in ev.iter().take(n.max(0) as usize) {
+                            back += 1;
+                            if x.data != 1 || x.res != 512 {
+                                wrong += 1;
+                            }
+                        }
+                    }
+                }
+                // SAFETY: the timer off, then the handler's SIG_DFL back
+                // (no signal is pending: SIGALRM's default would end us).
+                unsafe {
+                    let t: libc::itimerval = std::mem::zeroed();
+                    libc::setitimer(libc::ITIMER_REAL, &t, std::ptr::null_mut());
+                }
+                out.push(format!("reads came back, each once and right = {}", sent == back && wrong == 0));
+                let calls = CALLS.load(SeqCst).min(MAX);
+                out.push(format!("the handler ran = {}", calls > 0));
+                out.push(format!("every submit of the handler accepted = {}", ACCEPTED.load(SeqCst) == calls));
+                // The rest of the handler's events.
+                let mut spins = 0;
+                while REAPED.load(SeqCst) < ACCEPTED.load(SeqCst) && spins < 1000 {
+                    let mut ev = [io_event::default(); 64];
+                    let mut t = ts(0, 10_000_000);
+                    // SAFETY: room for 64 events.
+                    let n = unsafe { aio.getevents(c2, 1, 64, ev.as_mut_ptr(), &mut t) };
+                    if n > 0 {
+                        REAPED.fetch_add(n as usize, SeqCst);
+                    }
+                    spins += 1;
+                }
+                out.push(format!(
+                    "every POLL of the handler reaped once = {}",
+                    REAPED.load(SeqCst) == ACCEPTED.load(SeqCst)
+                ));
+                // SAFETY: destroying the contexts made above.
+                unsafe {
+                    aio.destroy(c1);
+                    aio.destroy(c2);
+                }
+            });
+            drop((r, w));
+            // SAFETY: closing the file made above.
+            unsafe { libc::close(f) };
             e.rec_all(lines);
         }),
         c("getevents/signal/interrupts_pgetevents", |e| {

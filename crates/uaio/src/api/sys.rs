@@ -109,17 +109,17 @@ pub(crate) fn cancel(h: aio_context_t, cb: &mut iocb) -> io::Result<()> {
 thread_local! {
     /// Each thread's event array for `io_getevents`, kept between calls
     /// (taken out for the call, so a nested call makes its own).
-    static EVENTS: std::cell::Cell<Vec<io_event>> = const { std::cell::Cell::new(Vec::new()) };
+    static EVENTS: crate::sys::spare::Spare<Vec<io_event>> = const { crate::sys::spare::Spare::new() };
 }
 
 /// Runs `f` with this thread's event array, `n` events long, without
 /// allocating once the array has grown to `n`.
 pub(crate) fn with_events<R>(n: usize, f: impl FnOnce(&mut [io_event]) -> R) -> R {
-    let mut v = EVENTS.try_with(std::cell::Cell::take).unwrap_or_default();
+    let mut v = EVENTS.try_with(crate::sys::spare::Spare::take).ok().flatten().unwrap_or_default();
     if v.len() < n {
         v.resize(n, io_event::default());
     }
     let r = f(&mut v[..n]);
-    let _ = EVENTS.try_with(|c| c.set(v));
+    let _ = EVENTS.try_with(|c| c.put(v));
     r
 }

@@ -1,6 +1,7 @@
 //! Small system helpers: file descriptor facts (`fdinfo`, `direct_hint`),
-//! uaio's own descriptors (`internal_fds`), signal masks (`signals`) and the
-//! system calls made directly (`syscall`).
+//! uaio's own descriptors (`internal_fds`), signal masks (`signals`), values
+//! a thread keeps between calls (`spare`) and the system calls made directly
+//! (`syscall`).
 //!
 //! Everything here goes through rustix's raw system calls or C library
 //! functions that do not route through `syscall()`.
@@ -14,6 +15,7 @@ pub(crate) mod mmap;
 pub(crate) mod process;
 pub(crate) mod procfs;
 mod signals;
+pub(crate) mod spare;
 mod syscall;
 
 pub(crate) use fdinfo::FdInfo;
