@@ -215,7 +215,7 @@ impl Kioctx {
         self.backend.has_completions()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    fn lock(&self) -> crate::sync::Counted<std::sync::MutexGuard<'_, State>> {
         crate::sync::lock(&self.st)
     }
 

@@ -11,6 +11,15 @@
 //! points (`*ctxp`, `aio_key` of each iocb, the events array) and because
 //! submitted buffers are read and written by the I/O until the request
 //! completes: the caller must own that memory, exactly as with the kernel.
+//!
+//! # Calls from signal handlers
+//! A kernel system call is whole between signal handlers; a uaio call is
+//! not, and a handler that calls uaio may interrupt one holding a lock.
+//! Such a call (the thread holds one of the engine's locks,
+//! `sync::held_here`) takes none: `io_submit`, `io_cancel`, `io_setup` and
+//! `io_destroy` answer `-EAGAIN`, `io_getevents` 0 events when `min_nr`
+//! is 0 and `-EINTR` otherwise. A handler that interrupts uaio elsewhere
+//! (waiting, or between locks) makes an ordinary call.
 
 use std::time::{Duration, Instant};
 
@@ -18,6 +27,7 @@ use rustix::io::Errno;
 use uaio_abi::{aio_context_t, aio_sigset, io_event, iocb};
 
 use crate::kioctx::{Deadline, FdCache, Kioctx, Prepared};
+use crate::sync;
 use crate::sys::spare::Spare;
 use crate::table;
 use crate::uaccess::{self, read_user, user_field, UserPtr};
@@ -37,6 +47,10 @@ pub unsafe fn io_setup(nr_events: u32, ctxp: *mut aio_context_t) -> i64 {
     let Ok(cur) = handle_at.read() else { return neg(Errno::FAULT) };
     if cur != 0 || nr_events == 0 {
         return neg(Errno::INVAL);
+    }
+    if sync::held_here() {
+        // See "Calls from signal handlers" above.
+        return neg(Errno::AGAIN);
     }
     match table::create(nr_events, None) {
         Ok(handle) => {
@@ -68,6 +82,9 @@ pub(crate) fn setup_on(nr_events: u32, want: table::Choice) -> Result<u64, Errno
 /// None beyond the module's: the handle is only looked up.
 pub unsafe fn io_destroy(ctx: aio_context_t) -> i64 {
     let _faults = uaccess::enter(true);
+    if sync::held_here() {
+        return neg(Errno::AGAIN);
+    }
     match table::remove(ctx) {
         Some(c) => {
             c.kill();
@@ -87,6 +104,9 @@ pub unsafe fn io_submit(ctx: aio_context_t, nr: i64, iocbpp: *mut *mut iocb) -> 
     let _faults = uaccess::enter(false);
     if nr < 0 {
         return neg(Errno::INVAL);
+    }
+    if sync::held_here() {
+        return neg(Errno::AGAIN);
     }
     let Some(c) = table::lookup(ctx) else { return neg(Errno::INVAL) };
     if !c.begin_submit() {
@@ -182,6 +202,10 @@ pub unsafe fn io_cancel(ctx: aio_context_t, iocb: *mut iocb, _result: *mut io_ev
     if key != uaio_abi::KIOCB_KEY {
         return neg(Errno::INVAL);
     }
+    if sync::held_here() {
+        // "Not cancelled".
+        return neg(Errno::AGAIN);
+    }
     let Some(c) = table::lookup(ctx) else { return neg(Errno::INVAL) };
     match c.cancel(iocb as u64) {
         Ok(()) => neg(Errno::INPROGRESS),
@@ -272,6 +296,16 @@ unsafe fn getevents(
             let Ok(m) = read_user::<u64>(s[0]) else { return neg(Errno::FAULT) };
             mask = Some(m);
         }
+    }
+    if sync::held_here() {
+        // Nothing can be harvested or copied without the locks the
+        // interrupted call holds: no event now, and a wait for some ends
+        // as interrupted (the events stay for the next call).
+        return match (min_nr, nr) {
+            (m, n) if m < 0 || n < 0 || m > n => neg(Errno::INVAL),
+            (0, _) => 0,
+            _ => neg(Errno::INTR),
+        };
     }
     let Some(c) = table::lookup(ctx) else { return neg(Errno::INVAL) };
     if min_nr < 0 || nr < 0 || min_nr > nr {

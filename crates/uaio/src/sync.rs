@@ -2,20 +2,88 @@
 //! (a bug, or a panic the application's code raised inside a callback)
 //! leaves data that every later caller still needs, as the kernel's
 //! locks would; the guard is taken whatever the poison flag says.
+//!
+//! The engine's guards are counted per thread ([`held_here`]): a signal
+//! handler that calls uaio while the thread it interrupted holds one of
+//! uaio's locks would wait for that lock for ever (the kernel's system
+//! calls are whole between handlers; uaio's calls are not), so the entry
+//! points answer such a call without taking any lock.
 
+use std::cell::Cell;
+use std::ops::{Deref, DerefMut};
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-/// Locks `m`, poisoned or not.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+thread_local! {
+    /// The engine's locks this thread holds.
+    static HELD: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Whether this thread holds one of the engine's locks: a call into uaio
+/// now comes from a signal handler that interrupted it.
+pub(crate) fn held_here() -> bool {
+    HELD.try_with(Cell::get).unwrap_or(0) > 0
+}
+
+fn count(up: bool) {
+    // One thread's own counter; a handler that runs in between the read
+    // and the write of the update leaves it as it found it.
+    let _ = HELD.try_with(|h| h.set(if up { h.get() + 1 } else { h.get().saturating_sub(1) }));
+}
+
+/// A held engine lock, counted in [`held_here`] from before it is asked
+/// for until after it is let go (a handler that runs in between the count
+/// and the lock, or the unlock and the count, only ever finds it counted).
+#[derive(Debug)]
+pub(crate) struct Counted<G> {
+    /// `None` only while being dropped.
+    guard: Option<G>,
+}
+
+impl<G> Counted<G> {
+    /// Counts, then takes the lock with `take`.
+    fn new(take: impl FnOnce() -> G) -> Counted<G> {
+        count(true);
+        Counted { guard: Some(take()) }
+    }
+}
+
+impl<G> Drop for Counted<G> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        count(false);
+    }
+}
+
+impl<G: Deref> Deref for Counted<G> {
+    type Target = G::Target;
+    fn deref(&self) -> &G::Target {
+        self.guard.as_ref().expect("a live guard")
+    }
+}
+
+impl<G: DerefMut> DerefMut for Counted<G> {
+    fn deref_mut(&mut self) -> &mut G::Target {
+        self.guard.as_mut().expect("a live guard")
+    }
+}
+
+/// Locks `m`, poisoned or not (an engine lock, counted).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> Counted<MutexGuard<'_, T>> {
+    Counted::new(|| lock_plain(m))
+}
+
+/// Locks `m`, poisoned or not, uncounted: the safe API's own locks, held
+/// around its calls into the engine.
+pub(crate) fn lock_plain<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Read-locks `l`, poisoned or not.
-pub(crate) fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
-    l.read().unwrap_or_else(|e| e.into_inner())
+/// Read-locks `l`, poisoned or not (counted).
+pub(crate) fn read<T>(l: &RwLock<T>) -> Counted<RwLockReadGuard<'_, T>> {
+    Counted::new(|| l.read().unwrap_or_else(|e| e.into_inner()))
 }
 
-/// Write-locks `l`, poisoned or not.
-pub(crate) fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    l.write().unwrap_or_else(|e| e.into_inner())
+/// Write-locks `l`, poisoned or not (counted).
+pub(crate) fn write<T>(l: &RwLock<T>) -> Counted<RwLockWriteGuard<'_, T>> {
+    Counted::new(|| l.write().unwrap_or_else(|e| e.into_inner()))
 }

@@ -86,6 +86,25 @@ mod reentry {
     pub(super) static CALLS: AtomicUsize = AtomicUsize::new(0);
     pub(super) static ACCEPTED: AtomicUsize = AtomicUsize::new(0);
     pub(super) static REAPED: AtomicUsize = AtomicUsize::new(0);
+    /// The reads of the interrupted thread reaped (by it or, on the same
+    /// context, by the handler), and those with a wrong result.
+    pub(super) static READS: AtomicUsize = AtomicUsize::new(0);
+    pub(super) static WRONG: AtomicUsize = AtomicUsize::new(0);
+    /// `data` of the handler's POLLs: this bit and their index.
+    pub(super) const POLL_TAG: u64 = 1 << 32;
+
+    /// Counts one reaped event: a read of the interrupted thread (`data`
+    /// 1, 512 bytes) or one of the handler's POLLs.
+    pub(super) fn count(ev: &io_event) {
+        if ev.data & POLL_TAG != 0 {
+            REAPED.fetch_add(1, Ordering::SeqCst);
+        } else {
+            READS.fetch_add(1, Ordering::SeqCst);
+            if ev.data != 1 || ev.res != 512 {
+                WRONG.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
 
     /// On each timer signal: one POLL of a ready pipe submitted to the
     /// second context, and that context's events reaped without waiting.
@@ -97,7 +116,7 @@ mod reentry {
         if i < MAX {
             let cb = (base as *mut iocb).wrapping_add(i);
             // SAFETY: slot `i` of the leaked array, used once.
-            unsafe { *cb = cb_poll(PIPE.load(Ordering::SeqCst), i as u64) };
+            unsafe { *cb = cb_poll(PIPE.load(Ordering::SeqCst), POLL_TAG | i as u64) };
             let mut p = [cb];
             // SAFETY: one valid iocb that lives for the process.
             if unsafe { aio.submit(CTX.load(Ordering::SeqCst), 1, p.as_mut_ptr()) } == 1 {
@@ -108,9 +127,7 @@ mod reentry {
         let mut z = ts(0, 0);
         // SAFETY: room for eight events.
         let n = unsafe { aio.getevents(CTX.load(Ordering::SeqCst), 0, 8, ev.as_mut_ptr(), &mut z) };
-        if n > 0 {
-            REAPED.fetch_add(n as usize, Ordering::SeqCst);
-        }
+        ev.iter().take(n.max(0) as usize).for_each(count);
         // SAFETY: as above.
         unsafe { *libc::__errno_location() = saved };
     }
@@ -118,6 +135,109 @@ mod reentry {
     fn cb_poll(fd: i32, data: u64) -> iocb {
         cb(IOCB_CMD_POLL, fd, libc::POLLIN as u64, 0, 0, data)
     }
+}
+
+/// The body of the two re-entry cases: the handler works on the second
+/// context (`same` false) or on the one the interrupted thread uses.
+fn handler_reentry(e: &mut Env, same: bool) {
+    use reentry::*;
+    use std::sync::atomic::Ordering::SeqCst;
+    let aio = aio_of(e);
+    let f = e.file(&[7u8; 4096], libc::O_RDWR).into_raw_fd();
+    let (r, w) = pipe();
+    write_fd(w.as_raw_fd(), b"x");
+    let rfd = r.as_raw_fd();
+    let lines = in_child(move |out| {
+        // A watchdog ends the child if it hangs (not alarm(2): SIGALRM is
+        // the timer's); it blocks SIGALRM, so the timer's signals go to the
+        // case's thread.
+        set_blocked(libc::SIGALRM, true);
+        std::thread::spawn(|| {
+            std::thread::sleep(Duration::from_secs(30));
+            // SAFETY: leaving the hung child at once.
+            unsafe { libc::_exit(3) };
+        });
+        set_blocked(libc::SIGALRM, false);
+        let (mut c1, mut c2) = (0u64, 0u64);
+        // SAFETY: valid pointers to zeroed handles.
+        let ok = unsafe { aio.setup(64, &mut c1) == 0 && aio.setup(8192, &mut c2) == 0 };
+        out.push(format!("two contexts = {ok}"));
+        let _ = AIO.set(aio);
+        CTX.store(if same { c1 } else { c2 }, SeqCst);
+        PIPE.store(rfd, SeqCst);
+        let cbs: &'static mut [iocb] = Vec::leak(vec![iocb::default(); MAX]);
+        let _ = CBS.set(cbs.as_mut_ptr() as usize);
+        // SAFETY: sigaction for SIGALRM with a handler that only
+        // makes AIO calls; then a 200 µs interval timer.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_alarm as extern "C" fn(libc::c_int) as usize;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut());
+            let t = libc::itimerval {
+                it_interval: libc::timeval { tv_sec: 0, tv_usec: 200 },
+                it_value: libc::timeval { tv_sec: 0, tv_usec: 200 },
+            };
+            libc::setitimer(libc::ITIMER_REAL, &t, std::ptr::null_mut());
+        }
+        let buf = leak_buf(512);
+        let mut sent = 0usize;
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_millis(800) {
+            let mut a = cb(IOCB_CMD_PREAD, f, buf.as_mut_ptr() as u64, 512, 0, 1);
+            let mut p = [&mut a as *mut iocb];
+            // SAFETY: one valid iocb; reaped below before it goes.
+            if unsafe { aio.submit(c1, 1, p.as_mut_ptr()) } != 1 {
+                continue;
+            }
+            sent += 1;
+            // (On the same context the handler may reap it.)
+            while READS.load(SeqCst) < sent {
+                let mut ev = [io_event::default(); 8];
+                let mut t = ts(0, 1_000_000);
+                // SAFETY: room for eight events.
+                let n = unsafe { aio.getevents(c1, 1, 8, ev.as_mut_ptr(), &mut t) };
+                ev.iter().take(n.max(0) as usize).for_each(count);
+            }
+        }
+        // SAFETY: the timer off, then the handler's SIG_DFL back
+        // (no signal is pending: SIGALRM's default would end us).
+        unsafe {
+            let t: libc::itimerval = std::mem::zeroed();
+            libc::setitimer(libc::ITIMER_REAL, &t, std::ptr::null_mut());
+        }
+        out.push(format!(
+            "reads came back, each once and right = {}",
+            READS.load(SeqCst) == sent && WRONG.load(SeqCst) == 0
+        ));
+        let calls = CALLS.load(SeqCst).min(MAX);
+        out.push(format!("the handler ran = {}", calls > 0));
+        // (uaio may refuse a submit of the handler that interrupted it
+        // holding a lock, with EAGAIN: not recorded.)
+        // The rest of the handler's events.
+        let mut spins = 0;
+        while REAPED.load(SeqCst) < ACCEPTED.load(SeqCst) && spins < 1000 {
+            let mut ev = [io_event::default(); 64];
+            let mut t = ts(0, 10_000_000);
+            // SAFETY: room for 64 events.
+            let n = unsafe { aio.getevents(if same { c1 } else { c2 }, 1, 64, ev.as_mut_ptr(), &mut t) };
+            ev.iter().take(n.max(0) as usize).for_each(count);
+            spins += 1;
+        }
+        out.push(format!(
+            "every POLL the handler submitted reaped once = {}",
+            REAPED.load(SeqCst) == ACCEPTED.load(SeqCst)
+        ));
+        // SAFETY: destroying the contexts made above.
+        unsafe {
+            aio.destroy(c1);
+            aio.destroy(c2);
+        }
+    });
+    drop((r, w));
+    // SAFETY: closing the file made above.
+    unsafe { libc::close(f) };
+    e.rec_all(lines);
 }
 
 pub(crate) fn cases() -> Vec<Case> {
@@ -563,100 +683,14 @@ pub(crate) fn cases() -> Vec<Case> {
             // A timer signal every 200 µs, whose handler submits a POLL of a
             // ready pipe to a second context and reaps that context without
             // waiting, while the thread it interrupts submits and reaps reads
-            // on the first: the system calls of the handler are whole calls
-            // between whole calls of the thread, whatever uaio does inside.
-            use reentry::*;
-            use std::sync::atomic::Ordering::SeqCst;
-            let aio = aio_of(e);
-            let f = e.file(&[7u8; 4096], libc::O_RDWR).into_raw_fd();
-            let (r, w) = pipe();
-            write_fd(w.as_raw_fd(), b"x");
-            let rfd = r.as_raw_fd();
-            let lines = in_child(move |out| {
-                // SAFETY: alarm(2); the child is killed if it hangs.
-                unsafe { libc::alarm(30) };
-                let (mut c1, mut c2) = (0u64, 0u64);
-                // SAFETY: valid pointers to zeroed handles.
-                let ok = unsafe { aio.setup(64, &mut c1) == 0 && aio.setup(8192, &mut c2) == 0 };
-                out.push(format!("two contexts = {ok}"));
-                let _ = AIO.set(aio);
-                CTX.store(c2, SeqCst);
-                PIPE.store(rfd, SeqCst);
-                let cbs: &'static mut [iocb] = Vec::leak(vec![iocb::default(); MAX]);
-                let _ = CBS.set(cbs.as_mut_ptr() as usize);
-                // SAFETY: sigaction for SIGALRM with a handler that only
-                // makes AIO calls; then a 200 µs interval timer.
-                unsafe {
-                    let mut sa: libc::sigaction = std::mem::zeroed();
-                    sa.sa_sigaction = on_alarm as extern "C" fn(libc::c_int) as usize;
-                    libc::sigemptyset(&mut sa.sa_mask);
-                    libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut());
-                    let t = libc::itimerval {
-                        it_interval: libc::timeval { tv_sec: 0, tv_usec: 200 },
-                        it_value: libc::timeval { tv_sec: 0, tv_usec: 200 },
-                    };
-                    libc::setitimer(libc::ITIMER_REAL, &t, std::ptr::null_mut());
-                }
-                let buf = leak_buf(512);
-                let (mut sent, mut back, mut wrong) = (0u64, 0u64, 0u64);
-                let start = std::time::Instant::now();
-                while start.elapsed() < Duration::from_millis(800) {
-                    let mut a = cb(IOCB_CMD_PREAD, f, buf.as_mut_ptr() as u64, 512, 0, 1);
-                    let mut p = [&mut a as *mut iocb];
-                    // SAFETY: one valid iocb; reaped below before it goes.
-                    if unsafe { aio.submit(c1, 1, p.as_mut_ptr()) } != 1 {
-                        continue;
-                    }
-                    sent += 1;
-                    while back < sent {
-                        let mut ev = [io_event::default(); 8];
-                        let mut t = ts(1, 0);
-                        // SAFETY: room for eight events.
-                        let n = unsafe { aio.getevents(c1, 1, 8, ev.as_mut_ptr(), &mut t) };
-                        for x in ev.iter().take(n.max(0) as usize) {
-                            back += 1;
-                            if x.data != 1 || x.res != 512 {
-                                wrong += 1;
-                            }
-                        }
-                    }
-                }
-                // SAFETY: the timer off, then the handler's SIG_DFL back
-                // (no signal is pending: SIGALRM's default would end us).
-                unsafe {
-                    let t: libc::itimerval = std::mem::zeroed();
-                    libc::setitimer(libc::ITIMER_REAL, &t, std::ptr::null_mut());
-                }
-                out.push(format!("reads came back, each once and right = {}", sent == back && wrong == 0));
-                let calls = CALLS.load(SeqCst).min(MAX);
-                out.push(format!("the handler ran = {}", calls > 0));
-                out.push(format!("every submit of the handler accepted = {}", ACCEPTED.load(SeqCst) == calls));
-                // The rest of the handler's events.
-                let mut spins = 0;
-                while REAPED.load(SeqCst) < ACCEPTED.load(SeqCst) && spins < 1000 {
-                    let mut ev = [io_event::default(); 64];
-                    let mut t = ts(0, 10_000_000);
-                    // SAFETY: room for 64 events.
-                    let n = unsafe { aio.getevents(c2, 1, 64, ev.as_mut_ptr(), &mut t) };
-                    if n > 0 {
-                        REAPED.fetch_add(n as usize, SeqCst);
-                    }
-                    spins += 1;
-                }
-                out.push(format!(
-                    "every POLL of the handler reaped once = {}",
-                    REAPED.load(SeqCst) == ACCEPTED.load(SeqCst)
-                ));
-                // SAFETY: destroying the contexts made above.
-                unsafe {
-                    aio.destroy(c1);
-                    aio.destroy(c2);
-                }
-            });
-            drop((r, w));
-            // SAFETY: closing the file made above.
-            unsafe { libc::close(f) };
-            e.rec_all(lines);
+            // on the first: nothing may hang, crash or be lost, and what the
+            // handler submitted completes once (uaio may refuse the
+            // handler's calls that interrupted it holding a lock: EAGAIN).
+            handler_reentry(e, false);
+        }),
+        c("getevents/signal/a_handler_submits_and_reaps_on_the_same_context_meanwhile", |e| {
+            // The same on the context the interrupted thread uses.
+            handler_reentry(e, true);
         }),
         c("getevents/signal/interrupts_pgetevents", |e| {
             let ctx = e.setup(4);

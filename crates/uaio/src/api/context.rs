@@ -173,7 +173,7 @@ impl<'fd, B: IoBuffer> Context<'fd, B> {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner<'fd, B>> {
-        crate::sync::lock(&self.inner)
+        crate::sync::lock_plain(&self.inner)
     }
 
     /// The raw context handle (the completion ring's address), for

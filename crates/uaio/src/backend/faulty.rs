@@ -231,7 +231,7 @@ fn shortened(op: &BackendOp) -> Option<(BackendOp, Option<Box<[iovec]>>)> {
 }
 
 impl Faulty {
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    fn lock(&self) -> crate::sync::Counted<std::sync::MutexGuard<'_, State>> {
         crate::sync::lock(&self.st)
     }
 

@@ -213,7 +213,7 @@ impl<'fd> AsyncContext<'fd> {
     }
 
     fn lock(&self) -> MutexGuard<'_, State<'fd>> {
-        crate::sync::lock(&self.state)
+        crate::sync::lock_plain(&self.state)
     }
 
     /// Requests in flight, including those whose futures were dropped and

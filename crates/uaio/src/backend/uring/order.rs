@@ -83,7 +83,7 @@ static TABLE: Leaked<Mutex<Table>> = Leaked::new();
 /// with none to follow goes without taking it.
 static NCHAINS: AtomicUsize = AtomicUsize::new(0);
 
-fn table() -> MutexGuard<'static, Table> {
+fn table() -> crate::sync::Counted<MutexGuard<'static, Table>> {
     crate::sync::lock(TABLE.get_or_init(Mutex::default))
 }
 
