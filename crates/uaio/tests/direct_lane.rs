@@ -50,6 +50,21 @@ fn block(i: usize) -> AlignedBuf {
     b
 }
 
+/// Reads blocks 0..n of `f` through `ctx` in one io_submit and checks
+/// each against `want(i)`.
+fn read_back<'a>(ctx: &Context<'a, AlignedBuf>, f: &'a File, n: u64, want: impl Fn(usize) -> AlignedBuf, what: &str) {
+    let mut reqs: Vec<_> = (0..n)
+        .map(|i| Request::read(f, AlignedBuf::with_alignment(4096, 4096).unwrap(), i * 4096).user_data(i))
+        .collect();
+    assert_eq!(ctx.submit_batch(&mut reqs, &mut Vec::new()).unwrap(), n as usize);
+    for _ in 0..n {
+        let c = ctx.wait_one(LONG).unwrap();
+        let i = c.user_data() as usize;
+        assert_eq!(c.result().unwrap(), 4096, "read {i}{what}");
+        assert!(c.into_buf().unwrap().iter().eq(want(i).iter()), "read {i}{what} came back wrong");
+    }
+}
+
 /// Writes 32 blocks and reads them back through `ctx`, all at once each.
 fn write_and_read_back<'a>(ctx: &Context<'a, AlignedBuf>, f: &'a File) {
     // One io_submit for all (a request submitted alone with nothing else
@@ -60,16 +75,7 @@ fn write_and_read_back<'a>(ctx: &Context<'a, AlignedBuf>, f: &'a File) {
         let c = ctx.wait_one(LONG).unwrap();
         assert_eq!(c.result().unwrap(), 4096, "write {}", c.user_data());
     }
-    let mut reqs: Vec<_> = (0..32)
-        .map(|i| Request::read(f, AlignedBuf::with_alignment(4096, 4096).unwrap(), i * 4096).user_data(i))
-        .collect();
-    assert_eq!(ctx.submit_batch(&mut reqs, &mut Vec::new()).unwrap(), 32);
-    for _ in 0..32 {
-        let c = ctx.wait_one(LONG).unwrap();
-        let i = c.user_data() as usize;
-        assert_eq!(c.result().unwrap(), 4096, "read {i}");
-        assert!(c.into_buf().unwrap().iter().eq(block(i).iter()), "read {i} came back wrong");
-    }
+    read_back(ctx, f, 32, block, "");
     // What the file system refuses is the request's result, as on the
     // kernel (a length that is not a multiple of the block size).
     ctx.submit(Request::read(f, AlignedBuf::with_alignment(100, 4096).unwrap(), 0)).unwrap();
@@ -106,20 +112,10 @@ fn direct_requests_take_the_lane_which_goes_with_the_last_context() {
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::FileExt;
     let buffered = File::options().read(true).write(true).open(format!("/proc/self/fd/{}", f.as_raw_fd())).unwrap();
-    let fresh: Vec<AlignedBuf> = (0..16).map(|i| block(100 + i)).collect();
-    for (i, b) in fresh.iter().enumerate() {
-        buffered.write_all_at(b, i as u64 * 4096).unwrap();
+    for i in 0..16 {
+        buffered.write_all_at(&block(100 + i), i as u64 * 4096).unwrap();
     }
-    let mut reqs: Vec<_> = (0..16)
-        .map(|i| Request::read(&f, AlignedBuf::with_alignment(4096, 4096).unwrap(), i * 4096).user_data(i))
-        .collect();
-    assert_eq!(ctx.submit_batch(&mut reqs, &mut Vec::new()).unwrap(), 16);
-    for _ in 0..16 {
-        let c = ctx.wait_one(LONG).unwrap();
-        let i = c.user_data() as usize;
-        assert_eq!(c.result().unwrap(), 4096, "read {i} over dirty pages");
-        assert!(c.into_buf().unwrap().iter().eq(fresh[i].iter()), "read {i} missed the buffered write");
-    }
+    read_back(&ctx, &f, 16, |i| block(100 + i), " over dirty pages");
 
     // A fork child inherits no ring; its own contexts make their own lane.
     // SAFETY: fork(2); the child only uses uaio and exits without unwinding.

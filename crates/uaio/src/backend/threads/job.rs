@@ -193,10 +193,16 @@ impl Job {
         self.state.compare_exchange(WAITING, RUNNING, Ordering::SeqCst, Ordering::SeqCst).is_ok()
     }
 
-    /// Puts a claimed job back to waiting; `false` if a cancellation came
-    /// meanwhile (the caller then completes it as cancelled).
-    pub(super) fn unclaim(&self) -> bool {
-        self.state.compare_exchange(RUNNING, WAITING, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+    /// Puts a claimed job that did nothing back to waiting; if a
+    /// cancellation came meanwhile, completes it as cancelled instead and
+    /// answers `false`.
+    pub(super) fn unclaim_or_cancel(&self, here: &Here) -> bool {
+        if self.state.compare_exchange(RUNNING, WAITING, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+            return true;
+        }
+        let res = lock(&self.cur).cancelled();
+        self.shared.finish(self, res, here);
+        false
     }
 
     pub(super) fn is_done(&self) -> bool {

@@ -129,11 +129,8 @@ impl Pool {
                 lane.inflight.fetch_sub(1, Ordering::SeqCst);
                 let job = taken[at].clone();
                 at += 1;
-                if job.unclaim() {
+                if job.unclaim_or_cancel(&Here::caller(self)) {
                     workers.push(job);
-                } else {
-                    let res = lock(&job.cur).cancelled();
-                    job.shared.finish(&job, res, &Here::caller(self));
                 }
             }
         }
@@ -293,10 +290,8 @@ fn reaper(p: &'static Pool, lane: Arc<Lane>) {
 fn lane_done(p: &'static Pool, job: Arc<Job>, res: i64, here: &Here) {
     let asked_nowait = job.rw_flags as u32 & uaio_abi::RWF_NOWAIT != 0;
     if res == -(libc::EAGAIN as i64) && !asked_nowait {
-        if !job.unclaim() {
-            // Cancelled while in the lane, and nothing was transferred.
-            let r = lock(&job.cur).cancelled();
-            job.shared.finish(&job, r, here);
+        // (Cancelled while in the lane: nothing was transferred.)
+        if !job.unclaim_or_cancel(here) {
             return;
         }
         if let Err(jobs) = p.queue(&mut vec![job]) {

@@ -237,12 +237,10 @@ pub(super) fn poller(p: &'static Pool, wake: Arc<InternalFd>) {
             let res = if j.kind == OpKind::Poll { Some((f.revents as u16) as i32) } else { attempt(j) };
             match res {
                 Some(r) => j.shared.finish(j, r, &here),
+                // Again later; or cancelled while we held it, and nothing
+                // happened.
                 None => {
-                    if !j.unclaim() {
-                        // Cancelled while we held it, and nothing happened.
-                        let r = lock(&j.cur).cancelled();
-                        j.shared.finish(j, r, &here);
-                    }
+                    j.unclaim_or_cancel(&here);
                 }
             }
         }
