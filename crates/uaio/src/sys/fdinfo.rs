@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use rustix::io::Errno;
 
-use super::{direct_hint, internal_fds, S_IFMT};
+use super::{direct_hint, file_stat, internal_fds, FileStat, S_IFMT};
 
 /// What uaio needs to know about a file descriptor to validate a request.
 #[derive(Debug, Clone, Copy)]
@@ -15,13 +15,8 @@ pub(crate) struct FdInfo {
     pub fd: i32,
     /// Open file status flags (`F_GETFL`).
     pub flags: u32,
-    /// `st_mode`, fetched on demand.
-    mode: Option<u32>,
-    /// `st_dev`, fetched with `mode`.
-    dev: u64,
-    /// `st_ino` and `st_rdev`, fetched with `mode`.
-    ino: u64,
-    rdev: u64,
+    /// The file's `stat`, fetched on demand (all zeros when it failed).
+    st: Option<FileStat>,
     /// `fstatfs`, fetched on demand (`None` inside when it failed).
     fs: Option<Option<rustix::fs::StatFs>>,
     /// What the file system makes of a buffered write (see `writeback`),
@@ -48,52 +43,36 @@ impl FdInfo {
             return Err(Errno::BADF);
         }
         direct_hint::record(fd, flags as u32);
-        Ok(FdInfo {
-            fd,
-            flags: flags as u32,
-            mode: None,
-            dev: 0,
-            ino: 0,
-            rdev: 0,
-            fs: None,
-            write_fs: None,
-            eventfd: None,
-        })
+        Ok(FdInfo { fd, flags: flags as u32, st: None, fs: None, write_fs: None, eventfd: None })
+    }
+
+    /// The file's `stat`, once per call. If the descriptor was closed
+    /// since it was looked up, all zeros: a type nothing accepts.
+    fn stat(&mut self) -> FileStat {
+        *self.st.get_or_insert_with(|| file_stat(self.fd).unwrap_or_default())
     }
 
     /// `st_mode` of the file.
     pub(crate) fn mode(&mut self) -> u32 {
-        if let Some(m) = self.mode {
-            return m;
-        }
-        // SAFETY: the descriptor was open a moment ago; if it was closed
-        // since, fstat fails and we report a type nothing accepts.
-        let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
-        let (m, dev, ino, rdev) =
-            rustix::fs::fstat(fd).map(|st| (st.st_mode, st.st_dev, st.st_ino, st.st_rdev)).unwrap_or((0, 0, 0, 0));
-        self.mode = Some(m);
-        (self.dev, self.ino, self.rdev) = (dev, ino, rdev);
-        m
+        self.stat().mode
     }
 
     /// `st_dev` of the file (0 when `fstat` failed).
     pub(crate) fn dev(&mut self) -> u64 {
-        self.mode();
-        self.dev
+        self.stat().dev
     }
 
     /// The file's device and inode numbers (zeros when `fstat` failed).
     pub(crate) fn ident(&mut self) -> (u64, u64) {
-        self.mode();
-        (self.dev, self.ino)
+        self.stat().ident()
     }
 
     /// How a request of `kind` on this file is ordered with its buffered
     /// writes by the backend ([`crate::backend::order_key`]).
     pub(crate) fn order_key(&mut self, kind: crate::backend::OpKind) -> Option<crate::backend::Order> {
-        let mode = self.mode();
+        let st = self.stat();
         let direct = self.flags & libc::O_DIRECT as u32 != 0;
-        crate::backend::order_key(kind, direct, mode, self.dev, self.ino, self.rdev)
+        crate::backend::order_key(kind, direct, st.mode, st.dev, st.ino, st.rdev)
     }
 
     /// The file system's `statfs`, once per call.
@@ -101,7 +80,8 @@ impl FdInfo {
         if let Some(s) = self.fs {
             return s;
         }
-        // SAFETY: as in `mode`.
+        // SAFETY: the descriptor was open a moment ago; if it was closed
+        // since, the call fails.
         let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
         let s = rustix::fs::fstatfs(fd).ok();
         self.fs = Some(s);
@@ -140,15 +120,9 @@ impl FdInfo {
         match self.mode() & S_IFMT {
             libc::S_IFREG | libc::S_IFDIR | libc::S_IFBLK => false,
             libc::S_IFCHR => {
-                // SAFETY: as in `mode`.
-                let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
-                match rustix::fs::fstat(fd) {
-                    Ok(st) => {
-                        let (major, minor) = (libc::major(st.st_rdev), libc::minor(st.st_rdev));
-                        !(major == 1 && matches!(minor, 1 | 3 | 4 | 5 | 7))
-                    }
-                    Err(_) => true,
-                }
+                let rdev = self.stat().rdev;
+                let (major, minor) = (libc::major(rdev), libc::minor(rdev));
+                !(major == 1 && matches!(minor, 1 | 3 | 4 | 5 | 7))
             }
             _ => true,
         }
@@ -215,7 +189,7 @@ impl FdInfo {
         }
         const AGE: u64 = 1_000_000_000;
         static SEEN: Mutex<Vec<(u64, u64, bool)>> = Mutex::new(Vec::new());
-        let key = if mode == libc::S_IFBLK { u64::MAX } else { self.dev };
+        let key = if mode == libc::S_IFBLK { u64::MAX } else { self.dev() };
         let now = super::coarse_clock_ns();
         let known = SEEN
             .try_lock()
@@ -261,7 +235,8 @@ impl FdInfo {
         }
         let e = self.mode() & S_IFMT == 0 && {
             let zero = 0u64.to_ne_bytes();
-            // SAFETY: as in `mode`.
+            // SAFETY: the descriptor was open a moment ago; if it was closed
+            // since, the call fails.
             let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
             matches!(rustix::io::write(fd, &zero), Ok(8))
         };

@@ -55,12 +55,7 @@ pub(crate) struct InternalFd {
 }
 
 fn file_id(fd: i32) -> Option<(u64, u64)> {
-    // SAFETY: fstat of a descriptor number into a zeroed struct; a
-    // closed number just fails.
-    unsafe {
-        let mut st: libc::stat = core::mem::zeroed();
-        (libc::fstat(fd, &mut st) == 0).then_some((st.st_dev, st.st_ino))
-    }
+    super::file_stat(fd).map(|st| st.ident())
 }
 
 impl InternalFd {

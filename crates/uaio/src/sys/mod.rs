@@ -10,6 +10,7 @@ use std::os::fd::BorrowedFd;
 
 pub(crate) mod direct_hint;
 mod fdinfo;
+mod filestat;
 pub(crate) mod internal_fds;
 pub(crate) mod mmap;
 pub(crate) mod process;
@@ -19,6 +20,7 @@ pub(crate) mod spare;
 mod syscall;
 
 pub(crate) use fdinfo::FdInfo;
+pub(crate) use filestat::{file_stat, FileStat};
 pub(crate) use signals::*;
 pub(crate) use syscall::*;
 
@@ -27,19 +29,13 @@ const S_IFMT: u32 = 0o170000;
 
 /// Whether `fd` is a socket.
 fn is_socket(fd: i32) -> bool {
-    // SAFETY: fstat of a descriptor number; a closed one just fails.
-    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-    rustix::fs::fstat(fd).is_ok_and(|st| st.st_mode & S_IFMT == libc::S_IFSOCK)
+    file_stat(fd).is_some_and(|st| st.kind() == libc::S_IFSOCK)
 }
 
 /// Whether `fd` is an eventfd: an anonymous inode (no file type bits) that
 /// takes an 8-byte write (adding 0 changes nothing).
 pub(crate) fn is_eventfd(fd: i32) -> bool {
-    // SAFETY: fstat of a descriptor number into a zeroed struct.
-    let anon = unsafe {
-        let mut st: libc::stat = core::mem::zeroed();
-        libc::fstat(fd, &mut st) == 0 && st.st_mode & S_IFMT == 0
-    };
+    let anon = file_stat(fd).is_some_and(|st| st.kind() == 0);
     // SAFETY: an 8-byte write from a local buffer, to an anonymous inode.
     anon && unsafe { libc::write(fd, 0u64.to_ne_bytes().as_ptr().cast(), 8) == 8 }
 }
@@ -73,9 +69,7 @@ pub(crate) fn can_use_rt_ioprio() -> bool {
 
 /// The size of the file `fd` names (`None` if it is not open).
 pub(crate) fn file_size(fd: i32) -> Option<u64> {
-    // SAFETY: fstat of a descriptor number; a closed one just fails.
-    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-    rustix::fs::fstat(fd).ok().map(|st| st.st_size as u64)
+    file_stat(fd).map(|st| st.size)
 }
 
 /// The system's swap space in bytes (`sysinfo`), `None` if the call fails.

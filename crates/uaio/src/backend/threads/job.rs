@@ -227,7 +227,7 @@ impl Job {
     pub(super) fn file_unchanged(&self) -> bool {
         let hold = lock(&self.hold);
         let Some(h) = hold.as_ref() else { return true };
-        fstat(self.fd).is_some_and(|st| st.st_dev == h.dev && st.st_ino == h.ino)
+        sys::file_stat(self.fd).is_some_and(|st| st.ident() == (h.dev, h.ino))
     }
 }
 

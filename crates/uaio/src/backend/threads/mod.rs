@@ -103,6 +103,7 @@ use super::{Backend, BackendOp, FileKey, OpKind, Order};
 use crate::sync::lock;
 use crate::sys;
 use crate::sys::internal_fds::InternalFd;
+use crate::sys::FileStat;
 use rustix::io::Errno;
 use rustix::thread::futex;
 use std::cell::Cell;
@@ -268,18 +269,6 @@ impl Drop for Threads {
             drop(std::mem::take(&mut *lock(&p.spare_efds)));
         }
     }
-}
-
-fn fstat(fd: i32) -> Option<libc::stat> {
-    // SAFETY: fstat(2) into a zeroed struct; an invalid descriptor just fails.
-    unsafe {
-        let mut st: libc::stat = std::mem::zeroed();
-        (libc::fstat(fd, &mut st) == 0).then_some(st)
-    }
-}
-
-fn is_regular_or_block(st: &libc::stat) -> bool {
-    matches!(st.st_mode & libc::S_IFMT, libc::S_IFREG | libc::S_IFBLK)
 }
 
 impl Backend for Threads {

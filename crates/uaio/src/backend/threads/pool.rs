@@ -166,13 +166,13 @@ impl Pool {
     /// job: the one other jobs hold if `fd` still names the same file,
     /// otherwise a new one at or above the floor. `None` when there is no
     /// room there (or `fd` is not open).
-    pub(super) fn hold(&'static self, fd: i32, st: &libc::stat) -> Option<Arc<Held>> {
+    pub(super) fn hold(&'static self, fd: i32, st: &FileStat) -> Option<Arc<Held>> {
         // SAFETY: F_GETFL on a descriptor number.
         let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
         if flags < 0 {
             return None;
         }
-        let same = |h: &Held| h.dev == st.st_dev && h.ino == st.st_ino && h.flags == flags;
+        let same = |h: &Held| (h.dev, h.ino) == st.ident() && h.flags == flags;
         // Dropped outside the lock: the last reference's drop takes it.
         let known = lock(&self.held).get(&fd).and_then(Weak::upgrade);
         if let Some(h) = known.filter(|h| same(h)) {
@@ -181,7 +181,7 @@ impl Pool {
         // SAFETY: `fd` was open a moment ago; if it was closed since, the
         // duplication fails.
         let dup = InternalFd::dup_of(unsafe { BorrowedFd::borrow_raw(fd) }).ok()?;
-        let h = Arc::new(Held { fd: dup, pool: self, app_fd: fd, dev: st.st_dev, ino: st.st_ino, flags });
+        let h = Arc::new(Held { fd: dup, pool: self, app_fd: fd, dev: st.dev, ino: st.ino, flags });
         lock(&self.held).insert(fd, Arc::downgrade(&h));
         Some(h)
     }

@@ -170,7 +170,7 @@ impl Shared {
 /// of another kind: a program that put one of its files on uaio's number
 /// (`dup2`) must not receive the 8 bytes.
 pub(super) fn write_one(fd: BorrowedFd<'_>) {
-    if rustix::fs::fstat(fd).is_ok_and(|st| st.st_mode & libc::S_IFMT == 0) {
+    if sys::file_stat(fd.as_raw_fd()).is_some_and(|st| st.kind() == 0) {
         let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
     }
 }

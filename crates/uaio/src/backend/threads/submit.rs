@@ -24,7 +24,7 @@ pub(super) struct Batch {
 #[derive(Debug)]
 pub(super) struct FileFacts {
     pub(super) fd: i32,
-    pub(super) st: Option<libc::stat>,
+    pub(super) st: Option<FileStat>,
     /// The duplicate its jobs hold, not kept open by the batch: a
     /// duplicate goes as soon as its last job is done.
     pub(super) held: Weak<Held>,
@@ -41,17 +41,17 @@ impl Batch {
         if self.files.len() >= BATCH_FILES {
             self.files.remove(0);
         }
-        self.files.push(FileFacts { fd, st: fstat(fd), held: Weak::new() });
+        self.files.push(FileFacts { fd, st: sys::file_stat(fd), held: Weak::new() });
         self.files.last_mut().expect("just pushed")
     }
 
     /// `fstat` of `fd`, once per batch.
-    pub(super) fn stat(&mut self, fd: i32) -> Option<libc::stat> {
+    pub(super) fn stat(&mut self, fd: i32) -> Option<FileStat> {
         self.facts(fd).st
     }
 
     /// [`Pool::hold`], once per batch and descriptor.
-    pub(super) fn hold(&mut self, p: &'static Pool, fd: i32, st: &libc::stat) -> Option<Arc<Held>> {
+    pub(super) fn hold(&mut self, p: &'static Pool, fd: i32, st: &FileStat) -> Option<Arc<Held>> {
         let f = self.facts(fd);
         if let Some(h) = f.held.upgrade() {
             return Some(h);
@@ -114,7 +114,7 @@ impl Threads {
             return;
         }
         let st = batch.stat(op.fd);
-        let file = st.as_ref().is_none_or(is_regular_or_block);
+        let file = st.as_ref().is_none_or(FileStat::is_regular_or_block);
         let write = matches!(op.kind, OpKind::Write | OpKind::Writev);
         if partial {
             // A stream read returns what was there; anything else
@@ -152,7 +152,7 @@ impl Threads {
         op: &BackendOp,
         cur: Cursor,
         route: Route,
-        st: Option<libc::stat>,
+        st: Option<FileStat>,
         here: &Here,
         batch: &mut Batch,
     ) {

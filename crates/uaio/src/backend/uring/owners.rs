@@ -204,7 +204,6 @@ pub(super) fn hold_file(fd: i32, file: (u64, u64)) -> Option<(InternalFd, bool)>
         return None;
     }
     let dup = InternalFd::dup_of_number(fd).ok()?;
-    let st = rustix::fs::fstat(&dup).ok()?;
-    let kind = st.st_mode & libc::S_IFMT;
-    ((st.st_dev, st.st_ino) == file).then_some((dup, kind == libc::S_IFREG || kind == libc::S_IFBLK))
+    let st = crate::sys::file_stat(std::os::fd::AsRawFd::as_raw_fd(&dup))?;
+    (st.ident() == file).then_some((dup, st.is_regular_or_block()))
 }
