@@ -123,6 +123,104 @@ fn pointers_into_unmapped_page(e: &mut Env, n: usize, readable: usize) {
     e.getevents(ctx, r.max(0), n as i64, Some(Duration::from_secs(10)));
 }
 
+/// `CLOCK_REALTIME_COARSE`: the time the kernel gives a file written
+/// within the current clock tick, unless someone read the file's change
+/// time since its last update (multigrain timestamps, Linux 6.13).
+fn coarse_now() -> (i64, i64) {
+    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime into a valid timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut t) };
+    (t.tv_sec, t.tv_nsec)
+}
+
+/// The file's change time, read with `statx` (which marks it read).
+fn ctime_of(fd: i32) -> (i64, i64) {
+    // SAFETY: statx of an open descriptor (empty path) into a zeroed struct.
+    let sx = unsafe {
+        let mut sx: libc::statx = std::mem::zeroed();
+        libc::statx(fd, c"".as_ptr(), libc::AT_EMPTY_PATH, libc::STATX_CTIME, &mut sx);
+        sx
+    };
+    (sx.stx_ctime.tv_sec, sx.stx_ctime.tv_nsec as i64)
+}
+
+/// One byte written at `off` with pwrite(2); the result.
+fn pwrite_byte(fd: i32, off: i64) -> isize {
+    // SAFETY: a one-byte write from a local.
+    unsafe { libc::pwrite(fd, [7u8].as_ptr().cast(), 1, off) }
+}
+
+/// Rounds, each inside one clock tick: a write, then `between`, then a
+/// second write, then a look at the change time. Returns whether some
+/// round's file kept the tick's coarse time (the second write left the
+/// inode alone), and how many calls failed. `None` when no round fitted
+/// in one tick.
+fn second_writes_keep_tick(fd: i32, mut between: impl FnMut() -> bool) -> (Option<bool>, usize) {
+    let (mut valid, mut kept, mut failed) = (0, 0, 0);
+    for _ in 0..400 {
+        if valid == 40 {
+            break;
+        }
+        let t0 = coarse_now();
+        let tick = loop {
+            let t = coarse_now();
+            if t != t0 {
+                break t;
+            }
+        };
+        failed += usize::from(pwrite_byte(fd, 0) != 1);
+        failed += usize::from(!between());
+        failed += usize::from(pwrite_byte(fd, 0) != 1);
+        let c = ctime_of(fd);
+        if coarse_now() != tick {
+            continue;
+        }
+        valid += 1;
+        kept += usize::from(c == tick);
+    }
+    ((valid > 0).then_some(kept > 0), failed)
+}
+
+/// `io_submit` of a read and a write of the file between two plain
+/// writes in one clock tick must not change the time the second write
+/// gives the file: kernel AIO reads no file times, so the second write
+/// finds the change time current and leaves the inode alone. A look at the
+/// change time in between (the control, `statx`) makes it take a
+/// fine-grained time on file systems with multigrain timestamps, which
+/// costs an inode update per write (and `EAGAIN` for `RWF_NOWAIT` writes
+/// on XFS).
+fn submit_reads_no_file_times(e: &mut Env) {
+    let f = e.file(&[0u8; 8192], libc::O_RDWR);
+    let fd = f.as_raw_fd();
+    let ctx = e.setup(8);
+    let aio = e.aio;
+    let rd = leak_buf(1);
+    let wr = leak_buf(1);
+    let (control, cfail) = second_writes_keep_tick(fd, || ctime_of(fd).0 > 0);
+    let (after_submit, sfail) = second_writes_keep_tick(fd, || {
+        let mut cbs = [
+            cb(IOCB_CMD_PREAD, fd, rd.as_mut_ptr() as u64, 1, 4096, 1),
+            cb(IOCB_CMD_PWRITE, fd, wr.as_ptr() as u64, 1, 4097, 2),
+        ];
+        let mut ptrs: Vec<*mut iocb> = cbs.iter_mut().map(|c| c as *mut iocb).collect();
+        let mut evs = [io_event::default(); 2];
+        let mut ts = libc::timespec { tv_sec: 10, tv_nsec: 0 };
+        // SAFETY: two iocbs alive until their events are reaped just below.
+        let n = unsafe { aio.submit(ctx, 2, ptrs.as_mut_ptr()) };
+        // SAFETY: room for two events.
+        let got = unsafe { aio.getevents(ctx, n.max(0), 2, evs.as_mut_ptr(), &mut ts) };
+        n == 2 && got == 2 && evs.iter().all(|ev| ev.res == 1)
+    });
+    let say = |k: Option<bool>| match k {
+        None => "no round fitted in one clock tick",
+        Some(true) => "yes",
+        Some(false) => "no",
+    };
+    e.rec(format!("second write kept the tick's time after a statx of the change time (control): {}", say(control)));
+    e.rec(format!("second write kept the tick's time after io_submit of a read and a write: {}", say(after_submit)));
+    e.rec(format!("failed calls: {}", cfail + sfail));
+}
+
 pub(crate) fn cases() -> Vec<Case> {
     vec![
         c("inline/pointer_array_unreadable_after_17_of_20", |e| pointers_into_unmapped_page(e, 20, 17)),
@@ -157,6 +255,7 @@ pub(crate) fn cases() -> Vec<Case> {
             submit_then_peek(e, &f, writes(f.as_raw_fd(), 4, 700, |i| (FILE + i * 9000) as i64));
         }),
         c("inline/tmpfs_writes_ready_at_submit", tmpfs_writes),
+        c("inline/submit_reads_no_file_times_so_writes_in_one_tick_keep_its_time", submit_reads_no_file_times),
         c("inline/mixed_vectored_reads_and_writes_ready_at_submit", |e| {
             let f = cached_file(e);
             let fd = f.as_raw_fd();
