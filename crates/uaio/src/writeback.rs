@@ -124,7 +124,7 @@ fn page_ready(fd: i32, at: u64) -> bool {
 }
 
 /// `statfs` magic of ext2/3/4.
-const EXT4_SUPER_MAGIC: i64 = 0xEF53;
+pub(crate) const EXT4_SUPER_MAGIC: i64 = 0xEF53;
 /// `statfs` magic of XFS.
 const XFS_SUPER_MAGIC: i64 = 0x5846_5342;
 /// `statfs` magic of tmpfs.
@@ -188,6 +188,13 @@ fn no_swap() -> bool {
     NONE.store(none, Ordering::Relaxed);
     AT.store(now, Ordering::Release);
     none
+}
+
+/// The `statfs` magic of `f`'s file system, from what [`fs_facts`] saw of
+/// its device.
+pub(crate) fn fs_magic(f: &mut FdInfo) -> Option<i64> {
+    let dev = f.dev();
+    fs_facts(f, dev).map(|(kind, _)| kind)
 }
 
 /// The file system's magic and free bytes, by device number: a `statfs`

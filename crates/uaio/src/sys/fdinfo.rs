@@ -134,13 +134,13 @@ impl FdInfo {
     }
 
     /// A regular file, not opened `O_DIRECT`, on ext2/3/4, whose buffered
-    /// write path refuses `RWF_NOWAIT` (`EOPNOTSUPP`).
+    /// write path refuses `RWF_NOWAIT` (`EOPNOTSUPP`). The file system is
+    /// known by device number, without a `statfs` per call.
     pub(crate) fn refuses_nowait_buffered_write(&mut self) -> bool {
-        const EXT4_SUPER_MAGIC: i64 = 0xEF53;
         if self.mode() & S_IFMT != libc::S_IFREG || self.flags & libc::O_DIRECT as u32 != 0 {
             return false;
         }
-        matches!(self.fs(), Some(st) if st.f_type == EXT4_SUPER_MAGIC)
+        crate::writeback::fs_magic(self) == Some(crate::writeback::EXT4_SUPER_MAGIC)
     }
 
     /// An anonymous inode (eventfd, timerfd, epoll, ...): no file type bits.
