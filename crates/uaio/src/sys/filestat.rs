@@ -15,7 +15,7 @@
 //! times, and neither does uaio.
 
 use std::os::fd::BorrowedFd;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The parts of a file's `stat` uaio uses.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -55,43 +55,37 @@ pub(crate) fn file_stat(fd: i32) -> Option<FileStat> {
     if fd < 0 {
         return None;
     }
-    loop {
-        let how = HOW.load(Ordering::Relaxed);
-        let path: &core::ffi::CStr = c"";
-        let r = match how {
-            NULL_PATH => statx(fd, core::ptr::null()),
-            EMPTY_PATH => statx(fd, path.as_ptr()),
-            _ => return fstat(fd),
-        };
-        match r {
-            Ok(st) => return st.or_else(|| fstat(fd)),
+    if !NO_STATX.load(Ordering::Relaxed) {
+        match statx(fd) {
+            Ok(Some(st)) => return Some(st),
+            // The file system left out a field asked for: fstat has them all.
+            Ok(None) => {}
             Err(libc::EBADF) => return None,
-            // A NULL path is taken from Linux 6.11; before, EFAULT.
-            Err(libc::EFAULT) if how == NULL_PATH => HOW.store(EMPTY_PATH, Ordering::Relaxed),
             // No statx (before Linux 4.11, or refused by a seccomp filter).
-            Err(_) => HOW.store(FSTAT, Ordering::Relaxed),
+            Err(libc::ENOSYS | libc::EPERM) => NO_STATX.store(true, Ordering::Relaxed),
+            // Anything else (ENOMEM, say): fstat gives its own answer.
+            Err(_) => {}
         }
     }
+    fstat(fd)
 }
 
-/// How [`file_stat`] asks: `statx` with a NULL path, with an empty one,
-/// or `fstat` (which reads the times) where `statx` is refused.
-static HOW: AtomicU8 = AtomicU8::new(NULL_PATH);
-const NULL_PATH: u8 = 0;
-const EMPTY_PATH: u8 = 1;
-const FSTAT: u8 = 2;
+/// Set once `statx` turned out missing or forbidden: [`file_stat`] then
+/// uses `fstat`, which reads the times.
+static NO_STATX: AtomicBool = AtomicBool::new(false);
 
 /// The fields asked of `statx`: no times.
 const MASK: u32 = libc::STATX_TYPE | libc::STATX_MODE | libc::STATX_INO | libc::STATX_SIZE;
 
-/// `statx(fd, path, AT_EMPTY_PATH, MASK)`: `Ok(None)` when the file
-/// system did not give the type and inode number asked for.
-fn statx(fd: i32, path: *const libc::c_char) -> Result<Option<FileStat>, i32> {
-    // SAFETY: statx(2) into a zeroed struct the call may fill; `path` is
-    // NULL or a NUL-terminated empty string, with AT_EMPTY_PATH.
+/// `statx(fd, "", AT_EMPTY_PATH, MASK)` (a NULL path, taken from Linux
+/// 6.11, costs the same here and trips older valgrind): `Ok(None)` when
+/// the file system did not give the type and inode number asked for.
+fn statx(fd: i32) -> Result<Option<FileStat>, i32> {
+    // SAFETY: statx(2) into a zeroed struct the call may fill, with an
+    // empty NUL-terminated path and AT_EMPTY_PATH.
     let (r, sx) = unsafe {
         let mut sx: libc::statx = core::mem::zeroed();
-        (libc::statx(fd, path, libc::AT_EMPTY_PATH, MASK, &mut sx), sx)
+        (libc::statx(fd, c"".as_ptr(), libc::AT_EMPTY_PATH, MASK, &mut sx), sx)
     };
     if r != 0 {
         return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EINVAL));
