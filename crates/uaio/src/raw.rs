@@ -14,12 +14,14 @@
 //!
 //! # Calls from signal handlers
 //! A kernel system call is whole between signal handlers; a uaio call is
-//! not, and a handler that calls uaio may interrupt one holding a lock.
-//! Such a call (the thread holds one of the engine's locks,
-//! `sync::held_here`) takes none: `io_submit`, `io_cancel`, `io_setup` and
-//! `io_destroy` answer `-EAGAIN`, `io_getevents` 0 events when `min_nr`
-//! is 0 and `-EINTR` otherwise. A handler that interrupts uaio elsewhere
-//! (waiting, or between locks) makes an ordinary call.
+//! not, and a handler that calls uaio may interrupt one holding a lock or
+//! inside `malloc`. Such a call (made while the thread is inside a uaio
+//! call and not asleep, or holds one of the engine's locks,
+//! `sync::held_here`) takes no lock and allocates nothing: `io_submit`,
+//! `io_cancel`, `io_setup` and `io_destroy` answer `-EAGAIN`,
+//! `io_getevents` 0 events when `min_nr` is 0 and `-EINTR` otherwise. A
+//! handler that interrupts a uaio call asleep in `io_getevents`, or code
+//! outside uaio, makes an ordinary call.
 
 use std::time::{Duration, Instant};
 
@@ -48,10 +50,8 @@ pub unsafe fn io_setup(nr_events: u32, ctxp: *mut aio_context_t) -> i64 {
     if cur != 0 || nr_events == 0 {
         return neg(Errno::INVAL);
     }
-    if sync::held_here() {
-        // See "Calls from signal handlers" above.
-        return neg(Errno::AGAIN);
-    }
+    // See "Calls from signal handlers" above.
+    let Some(_call) = sync::enter_call() else { return neg(Errno::AGAIN) };
     match table::create(nr_events, None) {
         Ok(handle) => {
             if handle_at.write(&handle).is_err() {
@@ -82,9 +82,7 @@ pub(crate) fn setup_on(nr_events: u32, want: table::Choice) -> Result<u64, Errno
 /// None beyond the module's: the handle is only looked up.
 pub unsafe fn io_destroy(ctx: aio_context_t) -> i64 {
     let _faults = uaccess::enter(true);
-    if sync::held_here() {
-        return neg(Errno::AGAIN);
-    }
+    let Some(_call) = sync::enter_call() else { return neg(Errno::AGAIN) };
     match table::remove(ctx) {
         Some(c) => {
             c.kill();
@@ -105,9 +103,7 @@ pub unsafe fn io_submit(ctx: aio_context_t, nr: i64, iocbpp: *mut *mut iocb) -> 
     if nr < 0 {
         return neg(Errno::INVAL);
     }
-    if sync::held_here() {
-        return neg(Errno::AGAIN);
-    }
+    let Some(_call) = sync::enter_call() else { return neg(Errno::AGAIN) };
     let Some(c) = table::lookup(ctx) else { return neg(Errno::INVAL) };
     if !c.begin_submit() {
         return neg(Errno::INVAL);
@@ -202,10 +198,8 @@ pub unsafe fn io_cancel(ctx: aio_context_t, iocb: *mut iocb, _result: *mut io_ev
     if key != uaio_abi::KIOCB_KEY {
         return neg(Errno::INVAL);
     }
-    if sync::held_here() {
-        // "Not cancelled".
-        return neg(Errno::AGAIN);
-    }
+    // "Not cancelled".
+    let Some(_call) = sync::enter_call() else { return neg(Errno::AGAIN) };
     let Some(c) = table::lookup(ctx) else { return neg(Errno::INVAL) };
     match c.cancel(iocb as u64) {
         Ok(()) => neg(Errno::INPROGRESS),
@@ -297,16 +291,17 @@ unsafe fn getevents(
             mask = Some(m);
         }
     }
-    if sync::held_here() {
-        // Nothing can be harvested or copied without the locks the
-        // interrupted call holds: no event now, and a wait for some ends
-        // as interrupted (the events stay for the next call).
+    let Some(_call) = sync::enter_call() else {
+        // Nothing can be harvested or copied without the locks or the
+        // allocator the interrupted call may hold: no event now, and a
+        // wait for some ends as interrupted (the events stay for the next
+        // call).
         return match (min_nr, nr) {
             (m, n) if m < 0 || n < 0 || m > n => neg(Errno::INVAL),
             (0, _) => 0,
             _ => neg(Errno::INTR),
         };
-    }
+    };
     let Some(c) = table::lookup(ctx) else { return neg(Errno::INVAL) };
     if min_nr < 0 || nr < 0 || min_nr > nr {
         return neg(Errno::INVAL);

@@ -7,7 +7,11 @@
 //! handler that calls uaio while the thread it interrupted holds one of
 //! uaio's locks would wait for that lock for ever (the kernel's system
 //! calls are whole between handlers; uaio's calls are not), so the entry
-//! points answer such a call without taking any lock.
+//! points answer such a call without taking any lock. So is a call made
+//! while the interrupted thread is anywhere inside a uaio call
+//! ([`enter_call`]) but asleep ([`asleep`]): it may be inside `malloc`,
+//! whose lock a second allocation would wait for, or whose heap it would
+//! corrupt.
 
 use std::cell::Cell;
 use std::ops::{Deref, DerefMut};
@@ -16,12 +20,46 @@ use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 thread_local! {
     /// The engine's locks this thread holds.
     static HELD: Cell<u32> = const { Cell::new(0) };
+    /// Calls into uaio this thread is inside (one, or none while asleep).
+    static CALLS: Cell<u32> = const { Cell::new(0) };
 }
 
-/// Whether this thread holds one of the engine's locks: a call into uaio
-/// now comes from a signal handler that interrupted it.
+/// Whether this thread holds one of the engine's locks, or is inside a
+/// uaio call and not asleep: a call into uaio now comes from a signal
+/// handler that interrupted it.
 pub(crate) fn held_here() -> bool {
-    HELD.try_with(Cell::get).unwrap_or(0) > 0
+    HELD.try_with(Cell::get).unwrap_or(0) > 0 || CALLS.try_with(Cell::get).unwrap_or(0) > 0
+}
+
+/// A call of the application's into uaio, counted in [`held_here`] for
+/// its length (see the module documentation).
+#[derive(Debug)]
+pub(crate) struct InCall(());
+
+/// Starts a call into uaio: `None` when [`held_here`] (the call comes from
+/// a handler, and must answer without allocating or locking).
+pub(crate) fn enter_call() -> Option<InCall> {
+    if held_here() {
+        return None;
+    }
+    let _ = CALLS.try_with(|c| c.set(c.get() + 1));
+    Some(InCall(()))
+}
+
+impl Drop for InCall {
+    fn drop(&mut self) {
+        let _ = CALLS.try_with(|c| c.set(c.get().saturating_sub(1)));
+    }
+}
+
+/// Runs `sleep`, a wait that holds no lock and allocates nothing, with
+/// the thread's call not counted: a handler that interrupts the sleep
+/// makes an ordinary call.
+pub(crate) fn asleep<R>(sleep: impl FnOnce() -> R) -> R {
+    let saved = CALLS.try_with(|c| c.replace(0)).unwrap_or(0);
+    let r = sleep();
+    let _ = CALLS.try_with(|c| c.set(saved));
+    r
 }
 
 fn count(up: bool) {

@@ -72,7 +72,7 @@ fn pending_poll(e: &mut Env, ctx: u64, data: u64) -> (std::os::fd::OwnedFd, std:
 /// What the handler of the re-entry case uses and counts (set in the case's
 /// child, before the timer starts).
 mod reentry {
-    use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
     use std::sync::OnceLock;
 
     use crate::cases::fixtures::*;
@@ -84,6 +84,8 @@ mod reentry {
     pub(super) static CBS: OnceLock<usize> = OnceLock::new();
     pub(super) const MAX: usize = 20_000;
     pub(super) static CALLS: AtomicUsize = AtomicUsize::new(0);
+    /// The handler's reap waits (`min_nr` 1, 50 µs) instead of peeking.
+    pub(super) static WAIT: AtomicBool = AtomicBool::new(false);
     pub(super) static ACCEPTED: AtomicUsize = AtomicUsize::new(0);
     pub(super) static REAPED: AtomicUsize = AtomicUsize::new(0);
     /// The reads of the interrupted thread reaped (by it or, on the same
@@ -93,21 +95,24 @@ mod reentry {
     /// `data` of the handler's POLLs: this bit and their index.
     pub(super) const POLL_TAG: u64 = 1 << 32;
 
-    /// Counts one reaped event: a read of the interrupted thread (`data`
-    /// 1, 512 bytes) or one of the handler's POLLs.
+    /// Counts one reaped event: a request of the interrupted thread (`data`
+    /// 1: a read of 512 bytes, or with [`WAIT`] a POLL that finds its pipe
+    /// readable) or one of the handler's POLLs.
     pub(super) fn count(ev: &io_event) {
         if ev.data & POLL_TAG != 0 {
             REAPED.fetch_add(1, Ordering::SeqCst);
         } else {
             READS.fetch_add(1, Ordering::SeqCst);
-            if ev.data != 1 || ev.res != 512 {
+            let want = if WAIT.load(Ordering::SeqCst) { libc::POLLIN as i64 } else { 512 };
+            if ev.data != 1 || ev.res != want {
                 WRONG.fetch_add(1, Ordering::SeqCst);
             }
         }
     }
 
     /// On each timer signal: one POLL of a ready pipe submitted to the
-    /// second context, and that context's events reaped without waiting.
+    /// handler's context, and that context's events reaped, without
+    /// waiting or (with [`WAIT`]) waiting up to 50 µs for one.
     pub(super) extern "C" fn on_alarm(_: libc::c_int) {
         // SAFETY: errno is per thread; saved and restored around the calls.
         let saved = unsafe { *libc::__errno_location() };
@@ -124,9 +129,10 @@ mod reentry {
             }
         }
         let mut ev = [io_event::default(); 8];
-        let mut z = ts(0, 0);
+        let wait = WAIT.load(Ordering::SeqCst);
+        let mut z = ts(0, if wait { 50_000 } else { 0 });
         // SAFETY: room for eight events.
-        let n = unsafe { aio.getevents(CTX.load(Ordering::SeqCst), 0, 8, ev.as_mut_ptr(), &mut z) };
+        let n = unsafe { aio.getevents(CTX.load(Ordering::SeqCst), i64::from(wait), 8, ev.as_mut_ptr(), &mut z) };
         ev.iter().take(n.max(0) as usize).for_each(count);
         // SAFETY: as above.
         unsafe { *libc::__errno_location() = saved };
@@ -137,9 +143,10 @@ mod reentry {
     }
 }
 
-/// The body of the two re-entry cases: the handler works on the second
-/// context (`same` false) or on the one the interrupted thread uses.
-fn handler_reentry(e: &mut Env, same: bool) {
+/// The body of the re-entry cases: the handler works on the second
+/// context (`same` false) or on the one the interrupted thread uses, and
+/// reaps waiting (`wait`) or not.
+fn handler_reentry(e: &mut Env, same: bool, wait: bool) {
     use reentry::*;
     use std::sync::atomic::Ordering::SeqCst;
     let aio = aio_of(e);
@@ -164,6 +171,7 @@ fn handler_reentry(e: &mut Env, same: bool) {
         out.push(format!("two contexts = {ok}"));
         let _ = AIO.set(aio);
         CTX.store(if same { c1 } else { c2 }, SeqCst);
+        WAIT.store(wait, SeqCst);
         PIPE.store(rfd, SeqCst);
         let cbs: &'static mut [iocb] = Vec::leak(vec![iocb::default(); MAX]);
         let _ = CBS.set(cbs.as_mut_ptr() as usize);
@@ -183,14 +191,25 @@ fn handler_reentry(e: &mut Env, same: bool) {
         let buf = leak_buf(512);
         let mut sent = 0usize;
         let start = std::time::Instant::now();
+        // With `wait`, the interrupted thread's requests are POLLs of a pipe
+        // that is empty when they are submitted, so that they go to the
+        // backend (which allocates), and made readable after.
+        let (pr, pw) = pipe();
         while start.elapsed() < Duration::from_millis(800) {
-            let mut a = cb(IOCB_CMD_PREAD, f, buf.as_mut_ptr() as u64, 512, 0, 1);
+            let mut a = if wait {
+                cb(IOCB_CMD_POLL, pr.as_raw_fd(), libc::POLLIN as u64, 0, 0, 1)
+            } else {
+                cb(IOCB_CMD_PREAD, f, buf.as_mut_ptr() as u64, 512, 0, 1)
+            };
             let mut p = [&mut a as *mut iocb];
             // SAFETY: one valid iocb; reaped below before it goes.
             if unsafe { aio.submit(c1, 1, p.as_mut_ptr()) } != 1 {
                 continue;
             }
             sent += 1;
+            if wait {
+                write_fd(pw.as_raw_fd(), b"p");
+            }
             // (On the same context the handler may reap it.)
             while READS.load(SeqCst) < sent {
                 let mut ev = [io_event::default(); 8];
@@ -198,6 +217,11 @@ fn handler_reentry(e: &mut Env, same: bool) {
                 // SAFETY: room for eight events.
                 let n = unsafe { aio.getevents(c1, 1, 8, ev.as_mut_ptr(), &mut t) };
                 ev.iter().take(n.max(0) as usize).for_each(count);
+            }
+            if wait {
+                let mut byte = [0u8; 1];
+                // SAFETY: a one-byte read of the pipe's byte, into a local.
+                unsafe { libc::read(pr.as_raw_fd(), byte.as_mut_ptr().cast(), 1) };
             }
         }
         // SAFETY: the timer off, then the handler's SIG_DFL back
@@ -686,11 +710,17 @@ pub(crate) fn cases() -> Vec<Case> {
             // on the first: nothing may hang, crash or be lost, and what the
             // handler submitted completes once (uaio may refuse the
             // handler's calls that interrupted it holding a lock: EAGAIN).
-            handler_reentry(e, false);
+            handler_reentry(e, false, false);
         }),
         c("getevents/signal/a_handler_submits_and_reaps_on_the_same_context_meanwhile", |e| {
             // The same on the context the interrupted thread uses.
-            handler_reentry(e, true);
+            handler_reentry(e, true, false);
+        }),
+        c("getevents/signal/a_handler_submits_and_waits_on_the_same_context_meanwhile", |e| {
+            // The same, the handler's reap waiting up to 50 µs for an
+            // event: it may interrupt uaio's own allocations, and must not
+            // wait for the allocator's lock nor corrupt its heap.
+            handler_reentry(e, true, true);
         }),
         c("getevents/signal/interrupts_pgetevents", |e| {
             let ctx = e.setup(4);

@@ -505,7 +505,7 @@ impl Backend for Uring {
         // SAFETY: a live atomic in the CQ ring.
         let head = unsafe { (*ring.cq_head).load(Ordering::Acquire) };
         // SAFETY: arg and what it points to live across the call.
-        unsafe { io_uring_enter_arg(ring.fd.as_fd(), 0, min.max(1), flags, Some(&arg)) }?;
+        crate::sync::asleep(|| unsafe { io_uring_enter_arg(ring.fd.as_fd(), 0, min.max(1), flags, Some(&arg)) })?;
         // io_uring answers a wait interrupted by a signal with success when
         // completions are there, even fewer than asked for, where
         // io_getevents returns what it has. The wait ends early for three

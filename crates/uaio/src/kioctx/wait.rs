@@ -258,7 +258,9 @@ impl Kioctx {
             if let Some(m) = sigmask {
                 sys::set_signal_mask(m);
             }
-            let r = rustix::thread::futex::wait(&self.seq, rustix::thread::futex::Flags::PRIVATE, seq, Some(&ts));
+            let r = crate::sync::asleep(|| {
+                rustix::thread::futex::wait(&self.seq, rustix::thread::futex::Flags::PRIVATE, seq, Some(&ts))
+            });
             if sigmask.is_some() {
                 sys::block_async_signals();
             }

@@ -210,7 +210,7 @@ impl Threads {
         } else {
             let d = timeout.unwrap_or(LONG_SLEEP);
             let ts = futex::Timespec { tv_sec: d.as_secs() as i64, tv_nsec: d.subsec_nanos() as _ };
-            match futex::wait(&sh.seq, futex::Flags::PRIVATE, seq, Some(&ts)) {
+            match crate::sync::asleep(|| futex::wait(&sh.seq, futex::Flags::PRIVATE, seq, Some(&ts))) {
                 Err(Errno::TIMEDOUT) if timeout.is_some() => Err(Errno::TIME),
                 Err(Errno::INTR) => Err(Errno::INTR),
                 _ => Ok(()),
@@ -233,7 +233,7 @@ impl Threads {
         let r = if sh.kicked.swap(false, Ordering::SeqCst) || self.has_completions() {
             Ok(1)
         } else {
-            sys::ppoll_one(fd, timeout, Some(mask))
+            crate::sync::asleep(|| sys::ppoll_one(fd, timeout, Some(mask)))
         };
         {
             let mut l = lock(&sh.ppollers);
