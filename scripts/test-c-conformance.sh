@@ -185,6 +185,7 @@ check_case syscall_conform syscall_conform
 check_case signals_conform.longjmp signals_conform longjmp
 check_case signals_conform.blocked signals_conform blocked
 check_case signals_conform.pending signals_conform pending
+check_case signals_conform.reentry signals_conform reentry
 check_case exit_inflight.exit exit_inflight exit
 check_case exit_inflight.exec exit_inflight exec
 check_case exit_inflight.exit-waiter exit_inflight exit-waiter

@@ -11,13 +11,25 @@
  *   signals_conform pending   io_pgetevents with a zero timeout while a
  *                             signal is pending that its mask lets through:
  *                             EINTR, the handler runs once
+ *   signals_conform reentry   a SIGALRM handler every 200 us reaps the
+ *                             context the main thread uses (io_pgetevents,
+ *                             min_nr 1, 50 us, an empty mask: the next
+ *                             signal may interrupt it too) while the main
+ *                             thread submits batches of POLLs (of ready
+ *                             pipes, and of an empty one), cancels those
+ *                             pending now and then, and reaps:
+ *                             the run ends, and every POLL accepted comes
+ *                             back once (a watchdog exits 3 on a hang)
  *
  * Build: gcc -O2 -Wall -o signals_conform signals_conform.c */
 #include "conform_common.h"
 
 #include <linux/aio_abi.h>
+#include <poll.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <sys/syscall.h>
+#include <sys/time.h>
 
 static sigjmp_buf jb;
 static volatile sig_atomic_t faults, usr1;
@@ -72,6 +84,143 @@ static void one_read(aio_context_t ctx, int fd)
 	struct timespec t = { 5, 0 };
 	printf("getevents = %s", negret(getevents(ctx, 1, 1, &e, &t)));
 	printf(" data=%llu res=%lld\n", (unsigned long long)e.data, (long long)e.res);
+}
+
+/* The reentry mode: its requests, one slot each, and what came back. The
+ * handler and the thread it interrupts both count events, so every update is
+ * a single atomic instruction. */
+#define RE_SLOTS 128
+static struct iocb re_cb[RE_SLOTS];
+static int re_busy[RE_SLOTS];
+static long re_accepted, re_events, re_wrong;
+static aio_context_t re_ctx;
+
+static void re_event(const struct io_event *e)
+{
+	uint64_t i = e->data;
+	if (i >= RE_SLOTS || e->obj != (uintptr_t)&re_cb[i] || !__atomic_exchange_n(&re_busy[i], 0, __ATOMIC_SEQ_CST))
+		__atomic_fetch_add(&re_wrong, 1, __ATOMIC_SEQ_CST);
+	else
+		__atomic_fetch_add(&re_events, 1, __ATOMIC_SEQ_CST);
+}
+
+static void on_alrm_reap(int s)
+{
+	(void)s;
+	int saved = errno;
+	sigset_t none;
+	sigemptyset(&none);
+	struct {
+		const sigset_t *m;
+		size_t n;
+	} arg = { &none, 8 };
+	struct io_event ev[8];
+	struct timespec t = { 0, 50000 };
+	long n = syscall(SYS_io_pgetevents, re_ctx, 1, 8, ev, &t, &arg);
+	for (long k = 0; k < n; k++)
+		re_event(&ev[k]);
+	errno = saved;
+}
+
+static void *re_watchdog(void *a)
+{
+	(void)a;
+	sleep(30);
+	_exit(3);
+	return NULL;
+}
+
+static void set_timer(long usec)
+{
+	struct itimerval it = { { 0, usec }, { 0, usec } };
+	setitimer(ITIMER_REAL, &it, NULL);
+}
+
+static void reentry(void)
+{
+	/* POLLs of three kinds: of a pipe's write end (ready), of a pipe
+	 * holding a byte (ready), of an empty pipe (pending until cancelled). */
+	int pw[2], pr[2], pe[2];
+	if (pipe(pw) || pipe(pr) || pipe(pe) || write(pr[1], "x", 1) != 1)
+		exit(2);
+	const int poll_fd[3] = { pw[1], pr[0], pe[0] };
+	const int poll_ev[3] = { POLLOUT, POLLIN, POLLIN };
+	printf("setup = %s\n", negret(setup(256, &re_ctx)));
+	sigset_t alrm, old;
+	sigemptyset(&alrm);
+	sigaddset(&alrm, SIGALRM);
+	pthread_sigmask(SIG_BLOCK, &alrm, &old);
+	pthread_t wd;
+	pthread_create(&wd, NULL, re_watchdog, NULL);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	struct sigaction sa = { 0 };
+	sa.sa_handler = on_alrm_reap;
+	sa.sa_flags = SA_RESTART;
+	sigaction(SIGALRM, &sa, NULL);
+	set_timer(200);
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	long loops = 0, kind = 0;
+	for (;;) {
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		if ((t1.tv_sec - t0.tv_sec) * 1000000000L + (t1.tv_nsec - t0.tv_nsec) > 1000000000L)
+			break;
+		loops++;
+		struct iocb *batch[8];
+		int n = 0;
+		for (int i = 0; i < RE_SLOTS && n < 8; i++) {
+			if (__atomic_load_n(&re_busy[i], __ATOMIC_SEQ_CST))
+				continue;
+			memset(&re_cb[i], 0, sizeof re_cb[i]);
+			re_cb[i].aio_lio_opcode = IOCB_CMD_POLL;
+			re_cb[i].aio_fildes = poll_fd[kind % 3];
+			re_cb[i].aio_buf = poll_ev[kind % 3];
+			kind++;
+			re_cb[i].aio_data = i;
+			__atomic_store_n(&re_busy[i], 1, __ATOMIC_SEQ_CST);
+			batch[n++] = &re_cb[i];
+		}
+		long r = n ? submit(re_ctx, n, batch) : 0;
+		for (long j = r > 0 ? r : 0; j < n; j++)
+			__atomic_store_n(&re_busy[batch[j] - re_cb], 0, __ATOMIC_SEQ_CST);
+		if (r > 0)
+			__atomic_fetch_add(&re_accepted, r, __ATOMIC_SEQ_CST);
+		if (loops % 50 == 0)
+			for (int i = 0; i < RE_SLOTS; i++)
+				if (__atomic_load_n(&re_busy[i], __ATOMIC_SEQ_CST)) {
+					struct io_event e;
+					if (sc(syscall(SYS_io_cancel, re_ctx, &re_cb[i], &e)) == 0)
+						re_event(&e);
+				}
+		struct io_event ev[16];
+		struct timespec t = { 0, 200000 };
+		long got = getevents(re_ctx, 1, 16, ev, &t);
+		for (long k = 0; k < got; k++)
+			re_event(&ev[k]);
+	}
+	set_timer(0);
+	/* What is still pending: cancelled, then reaped. */
+	for (int i = 0; i < RE_SLOTS; i++)
+		if (__atomic_load_n(&re_busy[i], __ATOMIC_SEQ_CST)) {
+			struct io_event e;
+			if (sc(syscall(SYS_io_cancel, re_ctx, &re_cb[i], &e)) == 0)
+				re_event(&e);
+		}
+	for (int tries = 0; re_events < re_accepted && tries < 100; tries++) {
+		struct io_event ev[16];
+		struct timespec t = { 0, 20000000 };
+		long got = getevents(re_ctx, 1, 16, ev, &t);
+		for (long k = 0; k < got; k++)
+			re_event(&ev[k]);
+	}
+	printf("the main thread looped: %d\n", loops > 0);
+	printf("every POLL accepted came back once: %d (wrong or repeated events: %ld)\n",
+	       re_accepted > 0 && re_events == re_accepted, re_wrong);
+	for (int k = 0; k < 2; k++) {
+		close(pw[k]);
+		close(pr[k]);
+		close(pe[k]);
+	}
 }
 
 int main(int argc, char **argv)
@@ -146,6 +295,9 @@ int main(int argc, char **argv)
 		sigprocmask(SIG_BLOCK, NULL, &after);
 		printf("SIGUSR1 blocked again after: %d\n", sigismember(&after, SIGUSR1));
 		one_read(ctx, fd);
+	} else if (!strcmp(mode, "reentry")) {
+		reentry();
+		ctx = re_ctx;
 	} else {
 		printf("unknown mode\n");
 		return 2;
