@@ -62,10 +62,19 @@ pub(crate) struct BackendOp {
     /// How the request is ordered with the buffered writes of its file
     /// ([`order_key`]).
     pub order: Option<Order>,
-    /// The device and inode numbers of the file `fd` named at submission
-    /// (zeros when unknown): a backend that must start the request again
-    /// later checks that the number still names that file.
-    pub file: (u64, u64),
+    /// What the engine saw of `fd` when it validated the request (`None`
+    /// for a backend's internal entries).
+    pub seen: Option<Seen>,
+}
+
+/// What the engine saw of a request's descriptor when it validated it,
+/// within the same `io_submit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Seen {
+    /// The file the number named.
+    pub st: crate::sys::FileStat,
+    /// Its open file status flags (`F_GETFL`).
+    pub flags: u32,
 }
 
 impl BackendOp {
@@ -83,8 +92,15 @@ impl BackendOp {
             ioprio: 0,
             poll_mask: mask,
             order: None,
-            file: (0, 0),
+            seen: None,
         }
+    }
+
+    /// The device and inode numbers of the file `fd` named at submission
+    /// (zeros when unknown): a backend that must start the request again
+    /// later checks that the number still names that file.
+    pub(crate) fn file(&self) -> (u64, u64) {
+        self.seen.map_or((0, 0), |s| s.st.ident())
     }
 }
 

@@ -393,7 +393,7 @@ impl Backend for Uring {
                 if op
                     .order
                     .map(super::Order::parts)
-                    .is_some_and(|(k, after)| !order::admit(&self.0, k, &s, after, op.file))
+                    .is_some_and(|(k, after)| !order::admit(&self.0, k, &s, after, op.file()))
                 {
                     continue;
                 }
@@ -418,7 +418,7 @@ impl Backend for Uring {
                 let mut pushed = buf[..n].iter();
                 for op in chunk {
                     if let Some(s) = pushed.as_slice().first().filter(|s| s.user_data.u64_() == op.key) {
-                        o.record(&me, s, op.file);
+                        o.record(&me, s, op.file());
                         pushed.next();
                     }
                 }
@@ -626,8 +626,8 @@ mod tests {
     /// A POLL of `fd` under `key` carrying the file's identity, as the
     /// engine makes it.
     fn poll_op_of_file(key: u64, fd: &OwnedFd) -> BackendOp {
-        let st = rustix::fs::fstat(fd).expect("fstat");
-        BackendOp { file: (st.st_dev, st.st_ino), ..poll_op(key, fd) }
+        let st = crate::sys::file_stat(fd.as_raw_fd()).expect("fstat");
+        BackendOp { seen: Some(crate::backend::Seen { st, flags: 0 }), ..poll_op(key, fd) }
     }
 
     /// A ring with a POLL of a new pipe's read end under `key`, submitted

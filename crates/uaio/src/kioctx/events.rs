@@ -272,7 +272,7 @@ fn enter_request(st: &mut State, p: &mut Prepared, kind: OpKind) -> BackendOp {
         ioprio: p.ioprio,
         poll_mask: p.poll_mask,
         order: p.order,
-        file: p.file,
+        seen: p.seen,
     }
 }
 

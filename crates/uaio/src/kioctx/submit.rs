@@ -52,8 +52,8 @@ pub(crate) struct Prepared {
     pub(super) buffered_write: bool,
     /// See [`crate::backend::BackendOp::order`].
     pub(super) order: Option<crate::backend::Order>,
-    /// See [`crate::backend::BackendOp::file`].
-    pub(super) file: (u64, u64),
+    /// See [`crate::backend::BackendOp::seen`].
+    pub(super) seen: Option<crate::backend::Seen>,
     /// `aio_lio_opcode` (for `stats`).
     pub(super) opcode: u16,
 }
@@ -140,7 +140,7 @@ impl Prepared {
         self.forever = false;
         self.buffered_write = false;
         self.order = None;
-        self.file = (0, 0);
+        self.seen = None;
         self.opcode = cb.aio_lio_opcode;
     }
 }
@@ -413,7 +413,7 @@ impl Kioctx {
         if p.kind.is_some() {
             // Known already: every request that reaches a backend needed
             // the file's type.
-            p.file = fds.get(cb.aio_fildes)?.ident();
+            p.seen = Some(fds.get(cb.aio_fildes)?.seen());
         }
         Ok(())
     }

@@ -62,9 +62,9 @@ impl FdInfo {
         self.stat().dev
     }
 
-    /// The file's device and inode numbers (zeros when `fstat` failed).
-    pub(crate) fn ident(&mut self) -> (u64, u64) {
-        self.stat().ident()
+    /// What a backend is told of the descriptor.
+    pub(crate) fn seen(&mut self) -> crate::backend::Seen {
+        crate::backend::Seen { st: self.stat(), flags: self.flags }
     }
 
     /// How a request of `kind` on this file is ordered with its buffered
