@@ -162,13 +162,20 @@ impl Pool {
         woken
     }
 
-    /// A duplicate of the application's `fd` (whose `fstat` is `st`) for a
-    /// job: the one other jobs hold if `fd` still names the same file,
-    /// otherwise a new one at or above the floor. `None` when there is no
-    /// room there (or `fd` is not open).
-    pub(super) fn hold(&'static self, fd: i32, st: &FileStat) -> Option<Arc<Held>> {
-        // SAFETY: F_GETFL on a descriptor number.
-        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    /// A duplicate of the application's `fd` (whose file is `st`, with the
+    /// status flags `flags`, looked up here when not given) for a job: the
+    /// one other jobs hold if `fd` names that file, otherwise a new one at
+    /// or above the floor. `None` when there is no room there (or `fd` is
+    /// not open). A new duplicate is recorded as the file it names, whose
+    /// flags are looked up again when it is not `st`'s (the number was
+    /// reopened since the engine looked).
+    pub(super) fn hold(&'static self, fd: i32, st: &FileStat, flags: Option<u32>) -> Option<Arc<Held>> {
+        let get_flags = |fd: i32| {
+            // SAFETY: F_GETFL on a descriptor number (a closed one fails).
+            unsafe { libc::fcntl(fd, libc::F_GETFL) }
+        };
+        let given = flags.is_some();
+        let flags = flags.map_or_else(|| get_flags(fd), |f| f as i32);
         if flags < 0 {
             return None;
         }
@@ -181,7 +188,14 @@ impl Pool {
         // SAFETY: `fd` was open a moment ago; if it was closed since, the
         // duplication fails.
         let dup = InternalFd::dup_of(unsafe { BorrowedFd::borrow_raw(fd) }).ok()?;
-        let h = Arc::new(Held { fd: dup, pool: self, app_fd: fd, dev: st.dev, ino: st.ino, flags });
+        let (mut ident, mut flags) = (st.ident(), flags);
+        if given {
+            let now = sys::file_stat(dup.as_raw_fd())?.ident();
+            if now != ident {
+                (ident, flags) = (now, get_flags(dup.as_raw_fd()));
+            }
+        }
+        let h = Arc::new(Held { fd: dup, pool: self, app_fd: fd, dev: ident.0, ino: ident.1, flags });
         lock(&self.held).insert(fd, Arc::downgrade(&h));
         Some(h)
     }

@@ -20,11 +20,14 @@ pub(super) struct Batch {
     pub(super) lone: bool,
 }
 
-/// What a batch knows of one descriptor number.
+/// What a batch knows of one descriptor number: what the engine saw of it
+/// when it validated the request, or else a look of the batch's own.
 #[derive(Debug)]
 pub(super) struct FileFacts {
     pub(super) fd: i32,
     pub(super) st: Option<FileStat>,
+    /// Its `F_GETFL` flags, when the engine told them.
+    pub(super) flags: Option<u32>,
     /// The duplicate its jobs hold, not kept open by the batch: a
     /// duplicate goes as soon as its last job is done.
     pub(super) held: Weak<Held>,
@@ -34,29 +37,37 @@ pub(super) struct FileFacts {
 pub(super) const BATCH_FILES: usize = 8;
 
 impl Batch {
-    pub(super) fn facts(&mut self, fd: i32) -> &mut FileFacts {
+    pub(super) fn facts(&mut self, op: &BackendOp) -> &mut FileFacts {
+        let fd = op.fd;
         if let Some(i) = self.files.iter().position(|f| f.fd == fd) {
             return &mut self.files[i];
         }
         if self.files.len() >= BATCH_FILES {
             self.files.remove(0);
         }
-        self.files.push(FileFacts { fd, st: sys::file_stat(fd), held: Weak::new() });
+        let (st, flags) = match op.seen {
+            // The engine's look failed (the number was closed meanwhile).
+            Some(s) if s.st == FileStat::default() => (None, None),
+            Some(s) => (Some(s.st), Some(s.flags)),
+            None => (sys::file_stat(fd), None),
+        };
+        self.files.push(FileFacts { fd, st, flags, held: Weak::new() });
         self.files.last_mut().expect("just pushed")
     }
 
-    /// `fstat` of `fd`, once per batch.
-    pub(super) fn stat(&mut self, fd: i32) -> Option<FileStat> {
-        self.facts(fd).st
+    /// The file `op`'s descriptor names, once per batch.
+    pub(super) fn stat(&mut self, op: &BackendOp) -> Option<FileStat> {
+        self.facts(op).st
     }
 
     /// [`Pool::hold`], once per batch and descriptor.
-    pub(super) fn hold(&mut self, p: &'static Pool, fd: i32, st: &FileStat) -> Option<Arc<Held>> {
-        let f = self.facts(fd);
+    pub(super) fn hold(&mut self, p: &'static Pool, op: &BackendOp, st: &FileStat) -> Option<Arc<Held>> {
+        let f = self.facts(op);
         if let Some(h) = f.held.upgrade() {
             return Some(h);
         }
-        let h = p.hold(fd, st)?;
+        let flags = f.flags;
+        let h = p.hold(op.fd, st, flags)?;
         f.held = Arc::downgrade(&h);
         Some(h)
     }
@@ -71,7 +82,7 @@ impl Threads {
         match op.kind {
             OpKind::Read | OpKind::Readv | OpKind::Write | OpKind::Writev => self.submit_rw(p, op, here, batch),
             OpKind::Fsync | OpKind::Fdatasync => {
-                let st = batch.stat(op.fd);
+                let st = batch.stat(op);
                 self.start(p, op, Cursor::new(op), Route::Worker, st, here, batch);
             }
             OpKind::Poll => {
@@ -81,7 +92,7 @@ impl Threads {
                 if n > 0 {
                     self.shared.complete(op.key, (pfd.revents as u16) as i32, here);
                 } else {
-                    let st = batch.stat(op.fd);
+                    let st = batch.stat(op);
                     self.start(p, op, Cursor::new(op), Route::Poller, st, here, batch);
                 }
             }
@@ -99,7 +110,7 @@ impl Threads {
         let direct = sys::direct_hint::is_direct(op.fd);
         if !direct && flags & RWF_NOWAIT == 0 && self.behind_writes(p, op, batch) {
             // After the file's queued writes, in order.
-            let st = batch.stat(op.fd);
+            let st = batch.stat(op);
             return self.start(p, op, Cursor::new(op), Route::Worker, st, here, batch);
         }
         let (r, total) = if direct { (-libc::EAGAIN, 0) } else { first_try(op, flags | RWF_NOWAIT) };
@@ -113,7 +124,7 @@ impl Threads {
             self.shared.complete(op.key, r, here);
             return;
         }
-        let st = batch.stat(op.fd);
+        let st = batch.stat(op);
         let file = st.as_ref().is_none_or(FileStat::is_regular_or_block);
         let write = matches!(op.kind, OpKind::Write | OpKind::Writev);
         if partial {
@@ -157,7 +168,7 @@ impl Threads {
         batch: &mut Batch,
     ) {
         let held = match st {
-            Some(st) if here.owner() => batch.hold(p, op.fd, &st),
+            Some(st) if here.owner() => batch.hold(p, op, &st),
             _ => None,
         };
         let Some(held) = held else {
