@@ -94,6 +94,12 @@ impl InternalFd {
 }
 
 impl InternalFd {
+    /// The device and inode of the file, as recorded when the descriptor
+    /// was made (`None` if they could not be read).
+    pub(crate) fn ident(&self) -> Option<(u64, u64)> {
+        self.id
+    }
+
     /// The descriptor, staying recorded as uaio's for the rest of the
     /// process (for descriptors that live as long as the process).
     pub(crate) fn into_permanent(self) -> OwnedFd {

@@ -190,7 +190,8 @@ impl Pool {
         let dup = InternalFd::dup_of(unsafe { BorrowedFd::borrow_raw(fd) }).ok()?;
         let (mut ident, mut flags) = (st.ident(), flags);
         if given {
-            let now = sys::file_stat(dup.as_raw_fd())?.ident();
+            // As the duplicate was made (one `statx` less per new one).
+            let now = dup.ident()?;
             if now != ident {
                 (ident, flags) = (now, get_flags(dup.as_raw_fd()));
             }
