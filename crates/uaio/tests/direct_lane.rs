@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use uaio::{AlignedBuf, Backend, Context, Request};
 
 mod util;
-use util::{direct_file, thread_names};
+use util::{lane_test_file, thread_names};
 
 const LONG: Option<Duration> = Some(Duration::from_secs(20));
 
@@ -26,20 +26,6 @@ fn eventually(what: &str, f: impl Fn() -> bool) {
         assert!(start.elapsed() < Duration::from_secs(20), "never happened: {what}");
         std::thread::sleep(Duration::from_millis(5));
     }
-}
-
-/// Whether kernel AIO answers here (a seccomp filter or `aio-max-nr` may
-/// refuse it; the lane is then never made).
-fn kernel_aio_works() -> Result<(), String> {
-    let mut ctx: libc::c_ulong = 0;
-    // SAFETY: io_setup into a local, destroyed at once.
-    let r = unsafe { libc::syscall(libc::SYS_io_setup, 1, &mut ctx) };
-    if r != 0 {
-        return Err(format!("io_setup refused: {}", std::io::Error::last_os_error()));
-    }
-    // SAFETY: the context just made.
-    unsafe { libc::syscall(libc::SYS_io_destroy, ctx) };
-    Ok(())
 }
 
 fn block(i: usize) -> AlignedBuf {
@@ -84,21 +70,7 @@ fn write_and_read_back<'a>(ctx: &Context<'a, AlignedBuf>, f: &'a File) {
 
 #[test]
 fn direct_requests_take_the_lane_which_goes_with_the_last_context() {
-    // SAFETY (edition 2021: safe call): set before the first uaio call of
-    // this process, which is where the backend is chosen.
-    std::env::set_var("UAIO_BACKEND", "threads");
-    if let Err(why) = kernel_aio_works() {
-        println!("skipped: {why}");
-        return;
-    }
-    let dirs = [std::path::PathBuf::from("/var/tmp"), std::env::temp_dir(), std::env::current_dir().unwrap()];
-    let f = match direct_file(&dirs, "lane") {
-        Ok(f) => f,
-        Err(why) => {
-            println!("skipped: {why}");
-            return;
-        }
-    };
+    let Some(f) = lane_test_file("lane") else { return };
     assert_eq!(kernel_rings(), 0);
     let ctx = Context::builder().entries(64).backend(Backend::Threads).build_for::<AlignedBuf>().unwrap();
     write_and_read_back(&ctx, &f);

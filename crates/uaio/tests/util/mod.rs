@@ -60,3 +60,38 @@ pub fn direct_file(dirs: &[std::path::PathBuf], tag: &str) -> Result<std::fs::Fi
     }
     Err(format!("no directory here takes O_DIRECT: {tried:?}"))
 }
+
+/// Whether kernel AIO answers here (a seccomp filter or `aio-max-nr` may
+/// refuse it; the thread pool's direct lane is then never made).
+pub fn kernel_aio_works() -> Result<(), String> {
+    let mut ctx: libc::c_ulong = 0;
+    // SAFETY: io_setup into a local, destroyed at once.
+    let r = unsafe { libc::syscall(libc::SYS_io_setup, 1, &mut ctx) };
+    if r != 0 {
+        return Err(format!("io_setup refused: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: the context just made.
+    unsafe { libc::syscall(libc::SYS_io_destroy, ctx) };
+    Ok(())
+}
+
+/// For a test of the thread pool's direct lane: chooses the thread pool
+/// for the process (before its first uaio call) and gives an `O_DIRECT`
+/// file (unlinked) named after `tag`, or `None` after printing why the
+/// test is skipped here.
+pub fn lane_test_file(tag: &str) -> Option<std::fs::File> {
+    // SAFETY (edition 2021: safe call): set before the first uaio call of
+    // this process, which is where the backend is chosen.
+    std::env::set_var("UAIO_BACKEND", "threads");
+    let ready = kernel_aio_works().and_then(|()| {
+        let dirs = [std::path::PathBuf::from("/var/tmp"), std::env::temp_dir(), std::env::current_dir().unwrap()];
+        direct_file(&dirs, tag)
+    });
+    match ready {
+        Ok(f) => Some(f),
+        Err(why) => {
+            println!("skipped: {why}");
+            None
+        }
+    }
+}
