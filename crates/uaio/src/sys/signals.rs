@@ -77,9 +77,23 @@ pub(crate) fn set_signal_mask(mask: u64) {
 /// sigset) installed atomically while waiting. Returns the count of ready
 /// descriptors (0 on timeout).
 pub(crate) fn ppoll_one(fd: i32, timeout: Option<std::time::Duration>, sigmask: Option<&u64>) -> Result<usize, Errno> {
-    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    ppoll_fds(&[fd], timeout, sigmask)
+}
+
+/// `ppoll` for input on each of `fds`, as [`ppoll_one`]: how many are
+/// readable, 0 on timeout.
+pub(crate) fn ppoll_fds(
+    fds: &[i32],
+    timeout: Option<std::time::Duration>,
+    sigmask: Option<&u64>,
+) -> Result<usize, Errno> {
+    let mut pfds = [libc::pollfd { fd: -1, events: libc::POLLIN, revents: 0 }; 2];
+    let n = fds.len().min(pfds.len());
+    for (p, &fd) in pfds.iter_mut().zip(&fds[..n]) {
+        p.fd = fd;
+    }
     let ts = timeout.map(|d| libc::timespec { tv_sec: d.as_secs() as _, tv_nsec: d.subsec_nanos() as _ });
-    // SAFETY: ppoll(2) through the C library with a valid pollfd, timespec
+    // SAFETY: ppoll(2) through the C library with valid pollfds, timespec
     // and sigset; glibc copies only the 8 bytes the kernel uses.
     let r = unsafe {
         let mut set: libc::sigset_t = core::mem::zeroed();
@@ -91,8 +105,8 @@ pub(crate) fn ppoll_one(fd: i32, timeout: Option<std::time::Duration>, sigmask: 
             );
         }
         libc::ppoll(
-            &mut pfd,
-            1,
+            pfds.as_mut_ptr(),
+            n as libc::nfds_t,
             ts.as_ref().map_or(core::ptr::null(), |t| t as *const libc::timespec),
             if sigmask.is_some() { &set } else { core::ptr::null() },
         )

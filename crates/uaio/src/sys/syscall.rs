@@ -174,10 +174,15 @@ pub(crate) mod kernel_aio {
         raw_syscall3(SUBMIT, ctx as usize, iocbs.len(), iocbs.as_ptr() as usize)
     }
 
-    /// `io_getevents(ctx, 1, events.len(), events, timeout)`.
-    pub(crate) fn getevents(ctx: u64, events: &mut [uaio_abi::io_event], timeout: std::time::Duration) -> isize {
+    /// `io_getevents(ctx, min, events.len(), events, timeout)`.
+    pub(crate) fn getevents(
+        ctx: u64,
+        min: usize,
+        events: &mut [uaio_abi::io_event],
+        timeout: std::time::Duration,
+    ) -> isize {
         let ts = libc::timespec { tv_sec: timeout.as_secs() as i64, tv_nsec: timeout.subsec_nanos() as i64 };
-        raw_syscall5(GETEVENTS, ctx as usize, 1, events.len(), events.as_mut_ptr() as usize, &ts as *const _ as usize)
+        raw_syscall5(GETEVENTS, ctx as usize, min, events.len(), events.as_mut_ptr() as usize, &ts as *const _ as usize)
     }
 }
 
@@ -198,7 +203,12 @@ pub(crate) mod kernel_aio {
     }
 
     /// Refused.
-    pub(crate) fn getevents(_ctx: u64, _events: &mut [uaio_abi::io_event], _timeout: std::time::Duration) -> isize {
+    pub(crate) fn getevents(
+        _ctx: u64,
+        _min: usize,
+        _events: &mut [uaio_abi::io_event],
+        _timeout: std::time::Duration,
+    ) -> isize {
         -(libc::ENOSYS as isize)
     }
 }

@@ -28,17 +28,26 @@
 //!   direct request behind a file's queued buffered writes goes to the
 //!   workers, which keep that order. So does a request submitted alone
 //!   with nothing else of its context in flight: the waiter that comes for
-//!   it runs it itself ([`Threads::help`]), one wake-up where the lane has
-//!   two (the reaper, then the waiter).
+//!   it runs it itself ([`Threads::help`]), with no wake-up at all.
 //!
 //! One thread, `uaio-reaper`, sleeps in `io_getevents` on the lane and
 //! completes its jobs. It leaves, destroying the lane's context, once the
-//! lane has nothing in flight and no thread-pool context is left (within a
-//! second) or nothing came for [`IDLE_TIMEOUT`]. A fork child starts
-//! without a lane (the kernel context belongs to the parent's memory).
-//! `UAIO_DIRECT_LANE=0` turns the lane off.
+//! lane has nothing in flight, no waiter watches it, and no thread-pool
+//! context is left (within a second) or nothing came for [`IDLE_TIMEOUT`].
+//! A fork child starts without a lane (the kernel context belongs to the
+//! parent's memory). `UAIO_DIRECT_LANE=0` turns the lane off.
+//!
+//! Every lane request also signals the lane's eventfd when it completes
+//! (`IOCB_FLAG_RESFD`). A waiter whose context has requests in the lane
+//! sleeps on that eventfd beside its own ([`Pool::lane_watch`]): the
+//! completion wakes it directly, as the kernel's wakes a kernel AIO
+//! waiter, and it takes what the lane holds itself, where the reaper
+//! would wake and then wake it. The reaper wakes too and takes whatever
+//! is left; an event it takes for a watching waiter's context wakes that
+//! waiter through its own eventfd, as any completion does.
 
 use super::*;
+use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 /// Requests the lane's context is made for (`io_setup`'s `nr_events`; the
@@ -60,6 +69,16 @@ pub(super) struct Lane {
     /// Requests submitted (or about to be) and not yet completed; changed
     /// upward only under [`Pool::lane`]'s lock.
     inflight: AtomicUsize,
+    /// The eventfd every lane request signals when it completes
+    /// (`IOCB_FLAG_RESFD`), which a waiter of a context with requests in
+    /// the lane watches (see [`Pool::lane_watch`]); `None` when it could
+    /// not be made.
+    efd: Option<InternalFd>,
+    /// Waiters watching the lane: its context is not destroyed meanwhile
+    /// (they reap it).
+    watchers: AtomicUsize,
+    /// Events taken from the lane so far, by the reaper or a waiter.
+    taken: AtomicU64,
 }
 
 /// [`Pool::lane`]: the lane if it exists, and when it last could not be
@@ -97,9 +116,10 @@ impl Pool {
         workers.extend(jobs.drain(n..));
         let mut iocbs: Vec<uaio_abi::iocb> = Vec::with_capacity(n);
         let mut taken: Vec<Arc<Job>> = Vec::with_capacity(n);
+        let resfd = lane.efd.as_ref().map(|e| e.as_raw_fd());
         for job in jobs.drain(..) {
             if job.claim() {
-                iocbs.push(iocb_of(&job));
+                iocbs.push(iocb_of(&job, resfd));
                 taken.push(job);
             }
         }
@@ -111,12 +131,14 @@ impl Pool {
             for job in &taken[at..] {
                 // The reaper's reference, given back by it or below.
                 let _ = Arc::into_raw(job.clone());
+                job.shared.inlane.fetch_add(1, Ordering::SeqCst);
             }
             let r = sys::kernel_aio::submit(lane.ctx, &ptrs);
             let ok = r.max(0) as usize;
             // The refused ones (from the first the kernel did not take):
             // their references come back, and they go to the workers.
             for job in &taken[at + ok..] {
+                job.shared.inlane.fetch_sub(1, Ordering::SeqCst);
                 // SAFETY: the reference leaked just above for this job,
                 // which the kernel did not take.
                 drop(unsafe { Arc::from_raw(Arc::as_ptr(job)) });
@@ -174,7 +196,13 @@ impl Pool {
         let spawned = sys::spawn_thread("uaio-reaper", move || {
             let made = sys::kernel_aio::setup(LANE_EVENTS as u32).ok().map(|ctx| {
                 keep_from_children(ctx);
-                Arc::new(Lane { ctx, inflight: AtomicUsize::new(0) })
+                Arc::new(Lane {
+                    ctx,
+                    inflight: AtomicUsize::new(0),
+                    efd: new_eventfd().ok(),
+                    watchers: AtomicUsize::new(0),
+                    taken: AtomicU64::new(0),
+                })
             });
             let _ = tx.send(made.clone());
             if let Some(lane) = made {
@@ -214,8 +242,8 @@ fn keep_from_children(ctx: u64) {
 }
 
 /// The iocb of a claimed lane job: on its held duplicate, with
-/// `RWF_NOWAIT`, the job's address as `aio_data`.
-fn iocb_of(job: &Arc<Job>) -> uaio_abi::iocb {
+/// `RWF_NOWAIT`, the job's address as `aio_data`, signalling `resfd`.
+fn iocb_of(job: &Arc<Job>, resfd: Option<i32>) -> uaio_abi::iocb {
     let cur = lock(&job.cur);
     let (opcode, buf, nbytes) = match job.kind {
         OpKind::Read | OpKind::Write => {
@@ -239,8 +267,9 @@ fn iocb_of(job: &Arc<Job>) -> uaio_abi::iocb {
         aio_nbytes: nbytes,
         aio_offset: cur.off as i64,
         aio_reserved2: 0,
-        aio_flags: if job.ioprio != 0 { uaio_abi::IOCB_FLAG_IOPRIO } else { 0 },
-        aio_resfd: 0,
+        aio_flags: if job.ioprio != 0 { uaio_abi::IOCB_FLAG_IOPRIO } else { 0 }
+            | if resfd.is_some() { uaio_abi::IOCB_FLAG_RESFD } else { 0 },
+        aio_resfd: resfd.unwrap_or(0) as u32,
     }
 }
 
@@ -251,31 +280,31 @@ fn reaper(p: &'static Pool, lane: Arc<Lane>) {
     let here = Here::pool_thread();
     let mut events = [uaio_abi::io_event::default(); 64];
     let mut last = Instant::now();
+    let mut taken = 0;
     loop {
-        let n = sys::kernel_aio::getevents(lane.ctx, &mut events, REAPER_TICK);
+        let n = sys::kernel_aio::getevents(lane.ctx, 1, &mut events, REAPER_TICK);
         if n > 0 {
-            for ev in &events[..n as usize] {
-                // SAFETY: `data` is the reference `lane_submit` leaked for
-                // this job when the kernel took its iocb; each event comes
-                // once.
-                let job = unsafe { Arc::from_raw(ev.data as *const Job) };
-                lane_done(p, job, ev.res, &here);
-            }
-            lane.inflight.fetch_sub(n as usize, Ordering::SeqCst);
-            last = Instant::now();
-            continue;
-        }
-        if n < 0 && n != -(libc::ETIME as isize) && n != -(libc::EINTR as isize) {
+            lane.complete(p, &events[..n as usize], &here);
+        } else if n < 0 && n != -(libc::ETIME as isize) && n != -(libc::EINTR as isize) {
             // The context is unusable (never expected): nothing more can
             // complete through it.
             break;
+        }
+        // Events a waiter took count as the lane's use too.
+        let now_taken = lane.taken.load(Ordering::SeqCst);
+        if now_taken != taken {
+            (taken, last) = (now_taken, Instant::now());
+            continue;
         }
         if lane.inflight.load(Ordering::SeqCst) != 0 {
             continue;
         }
         let mut slot = lock(&p.lane);
         let instances = lock(&p.st).instances;
-        if lane.inflight.load(Ordering::SeqCst) == 0 && (instances == 0 || last.elapsed() >= IDLE_TIMEOUT) {
+        if lane.inflight.load(Ordering::SeqCst) == 0
+            && lane.watchers.load(Ordering::SeqCst) == 0
+            && (instances == 0 || last.elapsed() >= IDLE_TIMEOUT)
+        {
             slot.lane = None;
             drop(slot);
             break;
@@ -285,9 +314,68 @@ fn reaper(p: &'static Pool, lane: Arc<Lane>) {
     lock(&p.st).reaper = false;
 }
 
+impl Pool {
+    /// The lane, for a waiter of the context `shared` to watch while it
+    /// sleeps: when some of that context's requests are in the lane and
+    /// the lane signals an eventfd. [`Lane::unwatch`] ends the watch; the
+    /// lane's context is not destroyed before.
+    pub(super) fn lane_watch(&self, shared: &Shared) -> Option<Arc<Lane>> {
+        if shared.inlane.load(Ordering::SeqCst) == 0 {
+            return None;
+        }
+        let slot = lock(&self.lane);
+        let lane = slot.lane.as_ref().filter(|l| l.efd.is_some())?.clone();
+        lane.watchers.fetch_add(1, Ordering::SeqCst);
+        Some(lane)
+    }
+}
+
+impl Lane {
+    /// The eventfd the lane's requests signal (see [`Pool::lane_watch`]).
+    pub(super) fn efd(&self) -> i32 {
+        self.efd.as_ref().map_or(-1, |e| e.as_raw_fd())
+    }
+
+    /// Ends a watch begun by [`Pool::lane_watch`], after taking and
+    /// completing whatever events the lane holds (without waiting): the
+    /// waiter's own among them are then in its context's list.
+    pub(super) fn unwatch(&self, p: &'static Pool, here: &Here) {
+        if let Some(e) = &self.efd {
+            let mut b = [0u8; 8];
+            let _ = rustix::io::read(e, &mut b);
+        }
+        let mut events = [uaio_abi::io_event::default(); 64];
+        loop {
+            let n = sys::kernel_aio::getevents(self.ctx, 0, &mut events, Duration::ZERO);
+            if n <= 0 {
+                break;
+            }
+            self.complete(p, &events[..n as usize], here);
+            if (n as usize) < events.len() {
+                break;
+            }
+        }
+        self.watchers.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Completes the lane's `events`.
+    fn complete(&self, p: &'static Pool, events: &[uaio_abi::io_event], here: &Here) {
+        for ev in events {
+            // SAFETY: `data` is the reference `lane_submit` leaked for this
+            // job when the kernel took its iocb; each event comes once, to
+            // one caller of io_getevents.
+            let job = unsafe { Arc::from_raw(ev.data as *const Job) };
+            lane_done(p, job, ev.res, here);
+        }
+        self.taken.fetch_add(events.len() as u64, Ordering::SeqCst);
+        self.inflight.fetch_sub(events.len(), Ordering::SeqCst);
+    }
+}
+
 /// A lane job's event: its result, or, for an `-EAGAIN` the program did
 /// not ask for (`RWF_NOWAIT` was the lane's), a worker.
 fn lane_done(p: &'static Pool, job: Arc<Job>, res: i64, here: &Here) {
+    job.shared.inlane.fetch_sub(1, Ordering::SeqCst);
     let asked_nowait = job.rw_flags as u32 & uaio_abi::RWF_NOWAIT != 0;
     if res == -(libc::EAGAIN as i64) && !asked_nowait {
         // (Cancelled while in the lane: nothing was transferred.)

@@ -164,6 +164,7 @@ impl Threads {
                 nppoll: AtomicU32::new(0),
                 notify,
                 notify_on: AtomicBool::new(true),
+                inlane: AtomicUsize::new(0),
             }),
         })
     }
@@ -221,10 +222,24 @@ impl Threads {
         r
     }
 
-    /// Sleeps in `ppoll` on a lent eventfd with `mask` installed atomically.
-    fn wait_ppoll(&self, p: &Pool, efd: InternalFd, timeout: Option<Duration>, mask: &u64) -> Result<(), Errno> {
+    /// Sleeps in `ppoll` on a lent eventfd with `mask` (if any) installed
+    /// atomically, and on the eventfd of `lane` (if given, watched by
+    /// [`Pool::lane_watch`]): a request of this context that completes in
+    /// the lane then wakes this thread itself, which completes what the
+    /// lane holds, where the reaper would have to wake and then wake it.
+    fn wait_ppoll(
+        &self,
+        p: &'static Pool,
+        efd: InternalFd,
+        timeout: Option<Duration>,
+        mask: Option<&u64>,
+        lane: Option<Arc<Lane>>,
+        here: &Here,
+    ) -> Result<(), Errno> {
         let sh = &self.shared;
         let fd = efd.as_raw_fd();
+        let fds = [fd, lane.as_ref().map_or(-1, |l| l.efd())];
+        let fds = if lane.is_some() { &fds[..] } else { &fds[..1] };
         {
             let mut l = lock(&sh.ppollers);
             l.push(fd);
@@ -233,7 +248,7 @@ impl Threads {
         let r = if sh.kicked.swap(false, Ordering::SeqCst) || self.has_completions() {
             Ok(1)
         } else {
-            crate::sync::asleep(|| sys::ppoll_one(fd, timeout, Some(mask)))
+            crate::sync::asleep(|| sys::ppoll_fds(fds, timeout, mask))
         };
         {
             let mut l = lock(&sh.ppollers);
@@ -244,7 +259,11 @@ impl Threads {
         }
         sh.kicked.store(false, Ordering::SeqCst);
         p.put_efd(efd);
+        if let Some(l) = lane {
+            l.unwatch(p, here);
+        }
         match r {
+            Ok(0) if self.has_completions() => Ok(()),
             Ok(0) => Err(Errno::TIME),
             Ok(_) => Ok(()),
             Err(e) => Err(e),
@@ -321,13 +340,28 @@ impl Backend for Threads {
                 return r;
             }
         }
-        let Some(mask) = sigmask else { return self.wait_futex(timeout) };
         let p = pool();
-        if Here::caller(p).owner() {
-            if let Some(efd) = p.take_efd() {
-                return self.wait_ppoll(p, efd, timeout, mask);
+        // With requests of this context in the direct lane, or a signal
+        // mask to install, the sleep is a `ppoll` on eventfds (numbers in
+        // the owner's table).
+        let watch = self.shared.inlane.load(Ordering::SeqCst) > 0;
+        if sigmask.is_some() || watch {
+            let here = Here::caller(p);
+            if here.owner() {
+                let lane = if watch { p.lane_watch(&self.shared) } else { None };
+                if sigmask.is_some() || lane.is_some() {
+                    match p.take_efd() {
+                        Some(efd) => return self.wait_ppoll(p, efd, timeout, sigmask, lane, &here),
+                        None => {
+                            if let Some(l) = lane {
+                                l.unwatch(p, &here);
+                            }
+                        }
+                    }
+                }
             }
         }
+        let Some(mask) = sigmask else { return self.wait_futex(timeout) };
         // No eventfd this process can use: the mask goes in just before the
         // sleep. A signal it unblocks that is pending already is taken now.
         let pending = sys::pending_signals();

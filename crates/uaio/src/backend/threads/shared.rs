@@ -45,6 +45,8 @@ pub(super) struct Shared {
     pub(super) nppoll: AtomicU32,
     pub(super) notify: Option<Arc<OwnedFd>>,
     pub(super) notify_on: AtomicBool,
+    /// Requests of this context in the direct lane's kernel context.
+    pub(super) inlane: AtomicUsize,
 }
 
 /// Whether the calling thread belongs to the process that owns the pool,
