@@ -100,6 +100,12 @@ impl InternalFd {
         self.id
     }
 
+    /// Whether the number still names the file it was made for (a program
+    /// may have closed it, or put a file of its own there).
+    pub(crate) fn intact(&self) -> bool {
+        self.id.is_some() && file_id(self.fd) == self.id
+    }
+
     /// The descriptor, staying recorded as uaio's for the rest of the
     /// process (for descriptors that live as long as the process).
     pub(crate) fn into_permanent(self) -> OwnedFd {
@@ -129,7 +135,7 @@ impl Drop for InternalFd {
     fn drop(&mut self) {
         set(self.fd, false);
         COUNT.fetch_sub(1, Ordering::SeqCst);
-        if self.id.is_some() && file_id(self.fd) == self.id {
+        if self.intact() {
             // SAFETY: the number still names the file uaio duplicated;
             // closing it releases uaio's reference.
             unsafe { libc::close(self.fd) };

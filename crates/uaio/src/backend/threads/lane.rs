@@ -23,12 +23,14 @@
 //!   Contexts themselves still take nothing from that count.
 //! - **Requests are the pool's jobs.** A lane request is a claimed job
 //!   (like one a worker is running): it holds its descriptor's duplicate
-//!   (the iocb names it), a cancellation finds it running, and its
-//!   completion goes through [`Shared::finish`]. It is never ordered: a
-//!   direct request behind a file's queued buffered writes goes to the
-//!   workers, which keep that order. So does a request submitted alone
-//!   with nothing else of its context in flight: the waiter that comes for
-//!   it runs it itself ([`Threads::help`]), with no wake-up at all.
+//!   (for a worker, should the kernel answer `EAGAIN`; the iocb names the
+//!   program's descriptor, see [`iocb_of`]), a cancellation finds it
+//!   running, and its completion goes through [`Shared::finish`]. It is
+//!   never ordered: a direct request behind a file's queued buffered
+//!   writes goes to the workers, which keep that order. So does a request
+//!   submitted alone with nothing else of its context in flight: the
+//!   waiter that comes for it runs it itself ([`Threads::help`]), with no
+//!   wake-up at all.
 //!
 //! One thread, `uaio-reaper`, sleeps in `io_getevents` on the lane and
 //! completes its jobs. It leaves, destroying the lane's context, once the
@@ -74,6 +76,9 @@ pub(super) struct Lane {
     /// the lane watches (see [`Pool::lane_watch`]); `None` when it could
     /// not be made.
     efd: Option<InternalFd>,
+    /// The program took `efd`'s number over (closed it, or put a file of
+    /// its own there): requests no longer signal it, nobody watches it.
+    efd_lost: AtomicBool,
     /// Waiters watching the lane: its context is not destroyed meanwhile
     /// (they reap it).
     watchers: AtomicUsize,
@@ -116,7 +121,7 @@ impl Pool {
         workers.extend(jobs.drain(n..));
         let mut iocbs: Vec<uaio_abi::iocb> = Vec::with_capacity(n);
         let mut taken: Vec<Arc<Job>> = Vec::with_capacity(n);
-        let resfd = lane.efd.as_ref().map(|e| e.as_raw_fd());
+        let resfd = lane.resfd();
         for job in jobs.drain(..) {
             if job.claim() {
                 iocbs.push(iocb_of(&job, resfd));
@@ -144,6 +149,16 @@ impl Pool {
                 drop(unsafe { Arc::from_raw(Arc::as_ptr(job)) });
             }
             at += ok;
+            if at < taken.len() && resfd.is_some() && !lane.efd_lost.load(Ordering::SeqCst) && !lane.efd_intact() {
+                // Refused for the eventfd, whose number the program took
+                // over: the requests go without it, and are offered again.
+                lane.efd_lost.store(true, Ordering::SeqCst);
+                for cb in &mut iocbs[at..] {
+                    cb.aio_flags &= !uaio_abi::IOCB_FLAG_RESFD;
+                    cb.aio_resfd = 0;
+                }
+                continue;
+            }
             if at < taken.len() {
                 // The first refused one goes to a worker; the rest are
                 // offered again (a refusal is about one request: its
@@ -200,6 +215,7 @@ impl Pool {
                     ctx,
                     inflight: AtomicUsize::new(0),
                     efd: new_eventfd().ok(),
+                    efd_lost: AtomicBool::new(false),
                     watchers: AtomicUsize::new(0),
                     taken: AtomicU64::new(0),
                 })
@@ -241,9 +257,15 @@ fn keep_from_children(ctx: u64) {
     unsafe { libc::madvise(ctx as *mut libc::c_void, len, libc::MADV_DONTFORK) };
 }
 
-/// The iocb of a claimed lane job: on its held duplicate, with
-/// `RWF_NOWAIT`, the job's address as `aio_data`, signalling `resfd`.
+/// The iocb of a claimed lane job, with `RWF_NOWAIT`, the job's address
+/// as `aio_data`, signalling `resfd`. It names the program's own
+/// descriptor, not the held duplicate: the lane's `io_submit` is made
+/// inside the program's, and the kernel takes its reference to the file
+/// there, as kernel AIO does. uaio's duplicate lives at a number the
+/// program may take over (`dup2` of a file of its own, `close_range`),
+/// and a write issued on it then would go to that file.
 fn iocb_of(job: &Arc<Job>, resfd: Option<i32>) -> uaio_abi::iocb {
+    let fd = lock(&job.hold).as_ref().map_or(job.fd, |h| h.app_fd);
     let cur = lock(&job.cur);
     let (opcode, buf, nbytes) = match job.kind {
         OpKind::Read | OpKind::Write => {
@@ -262,7 +284,7 @@ fn iocb_of(job: &Arc<Job>, resfd: Option<i32>) -> uaio_abi::iocb {
         aio_rw_flags: job.rw_flags as u32 | uaio_abi::RWF_NOWAIT,
         aio_lio_opcode: opcode,
         aio_reqprio: job.ioprio as i16,
-        aio_fildes: job.fd as u32,
+        aio_fildes: fd as u32,
         aio_buf: buf,
         aio_nbytes: nbytes,
         aio_offset: cur.off as i64,
@@ -324,13 +346,24 @@ impl Pool {
             return None;
         }
         let slot = lock(&self.lane);
-        let lane = slot.lane.as_ref().filter(|l| l.efd.is_some())?.clone();
+        let lane = slot.lane.as_ref().filter(|l| l.resfd().is_some())?.clone();
         lane.watchers.fetch_add(1, Ordering::SeqCst);
         Some(lane)
     }
 }
 
 impl Lane {
+    /// The eventfd lane requests signal, unless it could not be made or
+    /// its number was taken over.
+    fn resfd(&self) -> Option<i32> {
+        self.efd.as_ref().filter(|_| !self.efd_lost.load(Ordering::SeqCst)).map(|e| e.as_raw_fd())
+    }
+
+    /// Whether the eventfd's number still names it.
+    fn efd_intact(&self) -> bool {
+        self.efd.as_ref().is_some_and(|e| e.intact())
+    }
+
     /// The eventfd the lane's requests signal (see [`Pool::lane_watch`]).
     pub(super) fn efd(&self) -> i32 {
         self.efd.as_ref().map_or(-1, |e| e.as_raw_fd())
