@@ -405,12 +405,16 @@ impl Lane {
     }
 }
 
-/// A lane job's event: its result, or, for an `-EAGAIN` the program did
-/// not ask for (`RWF_NOWAIT` was the lane's), a worker.
+/// A lane job's event: its result, or, for an `-EAGAIN` or `-EOPNOTSUPP`
+/// the program did not ask for (`RWF_NOWAIT` was the lane's), a worker.
 fn lane_done(p: &'static Pool, job: Arc<Job>, res: i64, here: &Here) {
     job.shared.inlane.fetch_sub(1, Ordering::SeqCst);
     let asked_nowait = job.rw_flags as u32 & uaio_abi::RWF_NOWAIT != 0;
-    if res == -(libc::EAGAIN as i64) && !asked_nowait {
+    // `EOPNOTSUPP`: the file refuses `RWF_NOWAIT` for this request (a
+    // buffered write on ext4, when the description lost `O_DIRECT` after
+    // uaio looked at it); without the flag it is an ordinary request.
+    let refused_nowait = res == -(libc::EAGAIN as i64) || res == -(libc::EOPNOTSUPP as i64);
+    if refused_nowait && !asked_nowait {
         // (Cancelled while in the lane: nothing was transferred.)
         if !job.unclaim_or_cancel(here) {
             return;
