@@ -95,3 +95,24 @@ pub fn lane_test_file(tag: &str) -> Option<std::fs::File> {
         }
     }
 }
+
+/// Sets its flag when dropped: a test's main thread holds one so that a
+/// helper thread looping until the flag is set ends even when an
+/// assertion fails, and the test reports instead of hanging.
+pub struct StopOnDrop<'a>(pub &'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A 4 KiB aligned block whose bytes depend on `i` (its number, mixed
+/// with the offset in the block).
+pub fn numbered_block(i: u64) -> uaio::AlignedBuf {
+    let mut b = uaio::AlignedBuf::with_alignment(4096, 4096).unwrap();
+    for (j, x) in b.iter_mut().enumerate() {
+        *x = (i.to_le_bytes()[j % 8]) ^ (j / 8) as u8;
+    }
+    b
+}
