@@ -100,6 +100,13 @@ impl InternalFd {
         self.id
     }
 
+    /// Lets go of the number without closing it: the program took it over
+    /// (closed it, or put a file of its own there), so what it names now
+    /// is the program's, and uaio's duplicate is gone already.
+    pub(crate) fn disown(mut self) {
+        self.id = None;
+    }
+
     /// Whether the number still names the file it was made for (a program
     /// may have closed it, or put a file of its own there).
     pub(crate) fn intact(&self) -> bool {

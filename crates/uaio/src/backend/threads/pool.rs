@@ -174,7 +174,6 @@ impl Pool {
             // SAFETY: F_GETFL on a descriptor number (a closed one fails).
             unsafe { libc::fcntl(fd, libc::F_GETFL) }
         };
-        let given = flags.is_some();
         let flags = flags.map_or_else(|| get_flags(fd), |f| f as i32);
         if flags < 0 {
             return None;
@@ -185,20 +184,44 @@ impl Pool {
         if let Some(h) = known.filter(|h| same(h)) {
             return Some(h);
         }
-        // SAFETY: `fd` was open a moment ago; if it was closed since, the
-        // duplication fails.
-        let dup = InternalFd::dup_of(unsafe { BorrowedFd::borrow_raw(fd) }).ok()?;
-        let (mut ident, mut flags) = (st.ident(), flags);
-        if given {
-            // As the duplicate was made (one `statx` less per new one).
-            let now = dup.ident()?;
-            if now != ident {
-                (ident, flags) = (now, get_flags(dup.as_raw_fd()));
-            }
-        }
+        let (dup, ident, flags) = self.dup_checked(fd, st.ident(), flags)?;
         let h = Arc::new(Held { fd: dup, pool: self, app_fd: fd, dev: ident.0, ino: ident.1, flags });
         lock(&self.held).insert(fd, Arc::downgrade(&h));
         Some(h)
+    }
+
+    /// A duplicate of the application's `fd`, which the engine found to
+    /// name the file `ident` with the status flags `flags`, and the file
+    /// and flags it names. It names another file when the program reopened
+    /// `fd` since the engine looked (`fd` then names that file now: the
+    /// duplicate's file and flags count), or when the program took the
+    /// duplicate's number over as soon as it was made (`dup2` of a file of
+    /// its own there, or `close`): that number is then the program's, left
+    /// open, and a new duplicate is made. `None` after three such takeovers,
+    /// or when `fd` is not open (or no number is free above the floor).
+    fn dup_checked(&self, fd: i32, ident: (u64, u64), flags: i32) -> Option<(InternalFd, (u64, u64), i32)> {
+        let get_flags = |fd: i32| {
+            // SAFETY: F_GETFL on a descriptor number (a closed one fails).
+            unsafe { libc::fcntl(fd, libc::F_GETFL) }
+        };
+        for _ in 0..3 {
+            // SAFETY: `fd` was open a moment ago; if it was closed since,
+            // the duplication fails.
+            let dup = InternalFd::dup_of(unsafe { BorrowedFd::borrow_raw(fd) }).ok()?;
+            let Some(now) = dup.ident() else {
+                dup.disown();
+                continue;
+            };
+            if now == ident {
+                return Some((dup, ident, flags));
+            }
+            if sys::file_stat(fd).map(|s| s.ident()) == Some(now) {
+                let f = get_flags(dup.as_raw_fd());
+                return Some((dup, now, f));
+            }
+            dup.disown();
+        }
+        None
     }
 
     /// Hands registered jobs to the workers: each job that no woken or
