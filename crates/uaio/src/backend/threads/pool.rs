@@ -92,6 +92,12 @@ pub(super) fn new_eventfd() -> Result<InternalFd, Errno> {
     InternalFd::new(fd)
 }
 
+/// `F_GETFL` of a descriptor number (negative when it is not open).
+fn get_flags(fd: i32) -> i32 {
+    // SAFETY: F_GETFL on a descriptor number (a closed one fails).
+    unsafe { libc::fcntl(fd, libc::F_GETFL) }
+}
+
 /// The process's pool. It exists whenever a [`Threads`] does (created by
 /// [`try_pool`] in [`Threads::new`]).
 pub(super) fn pool() -> &'static Pool {
@@ -170,10 +176,6 @@ impl Pool {
     /// flags are looked up again when it is not `st`'s (the number was
     /// reopened since the engine looked).
     pub(super) fn hold(&'static self, fd: i32, st: &FileStat, flags: Option<u32>) -> Option<Arc<Held>> {
-        let get_flags = |fd: i32| {
-            // SAFETY: F_GETFL on a descriptor number (a closed one fails).
-            unsafe { libc::fcntl(fd, libc::F_GETFL) }
-        };
         let flags = flags.map_or_else(|| get_flags(fd), |f| f as i32);
         if flags < 0 {
             return None;
@@ -200,10 +202,6 @@ impl Pool {
     /// open, and a new duplicate is made. `None` after three such takeovers,
     /// or when `fd` is not open (or no number is free above the floor).
     fn dup_checked(&self, fd: i32, ident: (u64, u64), flags: i32) -> Option<(InternalFd, (u64, u64), i32)> {
-        let get_flags = |fd: i32| {
-            // SAFETY: F_GETFL on a descriptor number (a closed one fails).
-            unsafe { libc::fcntl(fd, libc::F_GETFL) }
-        };
         for _ in 0..3 {
             // SAFETY: `fd` was open a moment ago; if it was closed since,
             // the duplication fails.
