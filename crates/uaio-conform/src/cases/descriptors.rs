@@ -92,6 +92,35 @@ pub(crate) fn cases() -> Vec<Case> {
             // closed; the file now under its number hears nothing.
             e.rec(format!("count of the new eventfd: {}", eventfd_count(&other)));
         }),
+        c("descriptors/resfd_number_reused_by_a_new_eventfd_for_the_next_request", |e| {
+            // uaio keeps a duplicate of a RESFD eventfd for the requests that
+            // follow on the same number: a new eventfd under that number
+            // must be told apart from the old one, whose duplicate is held.
+            let ctx = e.setup(8);
+            let (r1, w1) = pipe();
+            let (r2, w2) = pipe();
+            let efd = eventfd();
+            let n = efd.as_raw_fd();
+            let mut a = cb(IOCB_CMD_POLL, r1.as_raw_fd(), libc::POLLIN as u64, 0, 0, 1);
+            a.aio_flags = IOCB_FLAG_RESFD;
+            a.aio_resfd = n as u32;
+            sub1(e, ctx, a);
+            drop(efd);
+            let other = eventfd();
+            e.rec(format!("new eventfd has the old number: {}", other.as_raw_fd() == n));
+            let mut b = cb(IOCB_CMD_POLL, r2.as_raw_fd(), libc::POLLIN as u64, 0, 0, 2);
+            b.aio_flags = IOCB_FLAG_RESFD;
+            b.aio_resfd = n as u32;
+            sub1(e, ctx, b);
+            write_fd(w2.as_raw_fd(), b"x");
+            let ev = e.reap(ctx, 1);
+            e.rec(format!("first event: data {} res {}", ev.first().map_or(0, |v| v.data), ev.first().map_or(-1, |v| v.res)));
+            e.rec(format!("count of the new eventfd after the second request: {}", eventfd_count(&other)));
+            write_fd(w1.as_raw_fd(), b"x");
+            let ev = e.reap(ctx, 1);
+            e.rec(format!("second event: data {} res {}", ev.first().map_or(0, |v| v.data), ev.first().map_or(-1, |v| v.res)));
+            e.rec(format!("count of the new eventfd after the first request: {}", eventfd_count(&other)));
+        }),
         c("descriptors/low_nofile_limit_many_contexts_and_own_open_works", |e| {
             const CONTEXTS: usize = 40;
             let aio = aio_of(e);

@@ -181,7 +181,8 @@ impl Kioctx {
     /// The RESFD rules, and the hold: the descriptor must be open (`EBADF`)
     /// and an eventfd (`EINVAL`). It is held for the request's life as a
     /// duplicate shared with the other requests naming the same open file
-    /// (told apart from a new file under the same number with `kcmp`), and
+    /// (told apart from a new file under the same number with
+    /// `fcntl(F_DUPFD_QUERY)`, or `kcmp` before Linux 6.10), and
     /// it is the duplicate that is checked, so that a number closed and
     /// reused while `io_submit` runs cannot turn a completion into 8 bytes
     /// written to the new file. `Resfd::None` without `IOCB_FLAG_RESFD`.
