@@ -52,6 +52,7 @@ pub unsafe fn io_setup(nr_events: u32, ctxp: *mut aio_context_t) -> i64 {
     }
     // See "Calls from signal handlers" above.
     let Some(_call) = sync::enter_call() else { return neg(Errno::AGAIN) };
+    crate::sys::internal_fds::sweep();
     match table::create(nr_events, None) {
         Ok(handle) => {
             if handle_at.write(&handle).is_err() {
@@ -83,6 +84,7 @@ pub(crate) fn setup_on(nr_events: u32, want: table::Choice) -> Result<u64, Errno
 pub unsafe fn io_destroy(ctx: aio_context_t) -> i64 {
     let _faults = uaccess::enter(true);
     let Some(_call) = sync::enter_call() else { return neg(Errno::AGAIN) };
+    crate::sys::internal_fds::sweep();
     match table::remove(ctx) {
         Some(c) => {
             c.kill();
@@ -104,6 +106,7 @@ pub unsafe fn io_submit(ctx: aio_context_t, nr: i64, iocbpp: *mut *mut iocb) -> 
         return neg(Errno::INVAL);
     }
     let Some(_call) = sync::enter_call() else { return neg(Errno::AGAIN) };
+    crate::sys::internal_fds::sweep();
     let Some(c) = table::lookup(ctx) else { return neg(Errno::INVAL) };
     if !c.begin_submit() {
         return neg(Errno::INVAL);

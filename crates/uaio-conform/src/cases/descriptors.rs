@@ -114,12 +114,74 @@ pub(crate) fn cases() -> Vec<Case> {
             sub1(e, ctx, b);
             write_fd(w2.as_raw_fd(), b"x");
             let ev = e.reap(ctx, 1);
-            e.rec(format!("first event: data {} res {}", ev.first().map_or(0, |v| v.data), ev.first().map_or(-1, |v| v.res)));
+            e.rec(format!(
+                "first event: data {} res {}",
+                ev.first().map_or(0, |v| v.data),
+                ev.first().map_or(-1, |v| v.res)
+            ));
             e.rec(format!("count of the new eventfd after the second request: {}", eventfd_count(&other)));
             write_fd(w1.as_raw_fd(), b"x");
             let ev = e.reap(ctx, 1);
-            e.rec(format!("second event: data {} res {}", ev.first().map_or(0, |v| v.data), ev.first().map_or(-1, |v| v.res)));
+            e.rec(format!(
+                "second event: data {} res {}",
+                ev.first().map_or(0, |v| v.data),
+                ev.first().map_or(-1, |v| v.res)
+            ));
             e.rec(format!("count of the new eventfd after the first request: {}", eventfd_count(&other)));
+        }),
+        c("descriptors/record_lock_of_the_program_outlives_requests_on_its_file", |e| {
+            // POSIX record locks belong to the process and the file:
+            // closing any descriptor of the file releases them. A request
+            // holds its file as the kernel does, and letting go of it must
+            // not release the program's lock (a database's lock on its data
+            // files keeps a second instance out).
+            let ctx = e.setup(8);
+            let f = e.file(&[7u8; 16384], libc::O_RDWR);
+            let fd = f.as_raw_fd();
+            let lock = |fd: i32, kind: i32| {
+                // SAFETY: an all-zero flock is valid; F_SETLK with it.
+                let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+                fl.l_type = kind as i16;
+                fl.l_whence = libc::SEEK_SET as i16;
+                // SAFETY: as above.
+                unsafe { libc::fcntl(fd, libc::F_SETLK, &fl) }
+            };
+            let probe = |e: &mut Env, when: &str| {
+                let when = when.to_string();
+                let lines = in_child(move |out| {
+                    // SAFETY: alarm(2); the child is killed if it hangs.
+                    unsafe { libc::alarm(20) };
+                    out.push(format!("another process takes the lock {when}: {}", lock(fd, libc::F_WRLCK) == 0));
+                });
+                e.rec_all(lines);
+            };
+            e.rec(format!("lock = {}", lock(fd, libc::F_WRLCK)));
+            probe(e, "at first");
+            for direct in [false, true] {
+                // SAFETY: F_GETFL/F_SETFL on the case's file.
+                let set = unsafe {
+                    let fl = libc::fcntl(fd, libc::F_GETFL);
+                    let fl = if direct { fl | libc::O_DIRECT } else { fl & !libc::O_DIRECT };
+                    libc::fcntl(fd, libc::F_SETFL, fl)
+                };
+                e.rec(format!("O_DIRECT {direct}: F_SETFL = {set}"));
+                let buf = anon_pages(2) as u64;
+                let base = if direct { 8 } else { 0 };
+                let r = leak(cb(IOCB_CMD_PREAD, fd, buf, 4096, 0, base + 1));
+                let w = leak(cb(IOCB_CMD_PWRITE, fd, buf + 4096, 4096, 4096, base + 2));
+                let s = leak(cb(IOCB_CMD_FSYNC, fd, 0, 0, 0, base + 3));
+                let d = leak(cb(IOCB_CMD_FDSYNC, fd, 0, 0, 0, base + 4));
+                e.submit(ctx, &mut [r, w, s, d]);
+                e.reap(ctx, 4);
+                probe(e, &format!("after requests (O_DIRECT {direct})"));
+            }
+            // SAFETY: destroying the case's context (the case's end finds it
+            // destroyed: EINVAL, ignored).
+            let r = unsafe { aio_of(e).destroy(ctx) };
+            e.rec(format!("destroy = {}", ret(r)));
+            probe(e, "after destroy");
+            e.rec(format!("unlock = {}", lock(fd, libc::F_UNLCK)));
+            probe(e, "after unlock");
         }),
         c("descriptors/low_nofile_limit_many_contexts_and_own_open_works", |e| {
             const CONTEXTS: usize = 40;

@@ -405,7 +405,7 @@ impl Backend for Uring {
                     // It syncs a duplicate taken now, as the kernel's holds
                     // the file it found at submission. (Kept from before the
                     // push, so that a completion drained at once finds it.)
-                    if let Ok(dup) = InternalFd::dup_of_number(op.fd) {
+                    if let Ok(dup) = InternalFd::dup_of_program(op.fd) {
                         s.fd = dup.as_raw_fd();
                         self.0.keep_until_done(op.key, dup);
                     }

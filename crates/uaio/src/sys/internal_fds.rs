@@ -8,7 +8,12 @@
 //!   refuses a descriptor the application does not have;
 //! - they use at most a quarter of the soft limit: past that, new contexts
 //!   run on the thread pool instead of opening another io_uring
-//!   (see [`internal_fds::room_for_one_more`]).
+//!   (see [`internal_fds::room_for_one_more`]);
+//! - a duplicate of one of the program's files is not closed while a
+//!   record lock (`fcntl` `F_SETLK`) is held on that file: closing any
+//!   descriptor of a file releases every such lock the process holds on
+//!   it, and the program's locks are not uaio's to release (see
+//!   [`InternalFd::dup_of_program`]).
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
@@ -52,6 +57,8 @@ fn floor() -> i32 {
 pub(crate) struct InternalFd {
     fd: i32,
     id: Option<(u64, u64)>,
+    /// A duplicate of a program's file (see [`InternalFd::dup_of_program`]).
+    program: bool,
 }
 
 fn file_id(fd: i32) -> Option<(u64, u64)> {
@@ -89,7 +96,31 @@ impl InternalFd {
         }
         set(d, true);
         COUNT.fetch_add(1, Ordering::SeqCst);
-        Ok(InternalFd { fd: d, id: file_id(d) })
+        Ok(InternalFd { fd: d, id: file_id(d), program: false })
+    }
+
+    /// [`InternalFd::dup_of_number`] for a duplicate of the program's own
+    /// file, which uaio keeps while a request uses it, as the kernel keeps
+    /// a reference to the file.
+    ///
+    /// POSIX record locks (`fcntl` `F_SETLK`, `F_SETLKW`) belong to the
+    /// process and the file, and closing any descriptor of the file
+    /// releases all of them: uaio closing its duplicate would release the
+    /// locks the program holds on the file (a database's lock on its data
+    /// files, which keeps a second instance out). The kernel drops its
+    /// reference without a close, and the locks stay. So when such a
+    /// duplicate goes while a lock is held on its file (`F_OFD_GETLK`,
+    /// which sees the process's own POSIX locks, says so), it is not
+    /// closed but kept aside ([`sweep`] closes it once no lock is left),
+    /// and a later duplicate of the same open file takes it back instead
+    /// of making another.
+    pub(crate) fn dup_of_program(fd: i32) -> Result<InternalFd, Errno> {
+        if let Some(kept) = take_kept(fd) {
+            return Ok(kept);
+        }
+        let mut d = InternalFd::dup_of_number(fd)?;
+        d.program = true;
+        Ok(d)
     }
 }
 
@@ -105,6 +136,7 @@ impl InternalFd {
     /// is the program's, and uaio's duplicate is gone already.
     pub(crate) fn disown(mut self) {
         self.id = None;
+        self.program = false;
     }
 
     /// Whether the number still names the file it was made for (a program
@@ -140,6 +172,10 @@ impl AsRawFd for InternalFd {
 
 impl Drop for InternalFd {
     fn drop(&mut self) {
+        if self.program && self.intact() && record_locked(self.fd) && keep_aside(self.fd, self.id) {
+            // Still uaio's, counted and marked, until `sweep` closes it.
+            return;
+        }
         set(self.fd, false);
         COUNT.fetch_sub(1, Ordering::SeqCst);
         if self.intact() {
@@ -148,6 +184,138 @@ impl Drop for InternalFd {
             unsafe { libc::close(self.fd) };
         }
     }
+}
+
+/// Duplicates of program files kept aside because a record lock was held
+/// on their file (one bit per number above the floor), with the file each
+/// was made for; lock-free, so that a `fork` child can empty it.
+static KEPT: [AtomicU64; SPAN / 64] = [const { AtomicU64::new(0) }; SPAN / 64];
+static KEPT_DEV: [AtomicU64; SPAN] = [const { AtomicU64::new(0) }; SPAN];
+static KEPT_INO: [AtomicU64; SPAN] = [const { AtomicU64::new(0) }; SPAN];
+static NKEPT: AtomicUsize = AtomicUsize::new(0);
+/// The coarse clock tick of the last [`sweep`] that looked.
+static LAST_SWEEP: AtomicU64 = AtomicU64::new(0);
+
+/// Most duplicates kept aside at once: past that (on a kernel that cannot
+/// tell open files apart, where none is taken back), they are closed as
+/// before, locks or not.
+const KEPT_MAX: usize = 256;
+
+/// Whether a record lock is held on the file of `fd` by anyone but the
+/// open file itself: `F_OFD_GETLK` reports the process's own POSIX locks
+/// as conflicts (their owner is the process, not the open file), as well
+/// as other processes' locks (then the close would be harmless, but one
+/// lock is all the kernel reports). False when the kernel cannot say
+/// (before Linux 3.15, or a file system without locks).
+fn record_locked(fd: i32) -> bool {
+    // SAFETY: an all-zero flock is a valid value.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as i16;
+    fl.l_whence = libc::SEEK_SET as i16;
+    // SAFETY: F_OFD_GETLK on a descriptor number with a valid flock.
+    let r = unsafe { libc::fcntl(fd, libc::F_OFD_GETLK, &mut fl) };
+    r == 0 && fl.l_type != libc::F_UNLCK as i16
+}
+
+/// Sets `fd` aside (see [`InternalFd::dup_of_program`]); false when it
+/// cannot be (outside the tracked span, or too many already).
+fn keep_aside(fd: i32, id: Option<(u64, u64)>) -> bool {
+    let i = fd - FLOOR.load(Ordering::Relaxed);
+    let Some(id) = id else { return false };
+    if i < 0 || i as usize >= SPAN || NKEPT.load(Ordering::SeqCst) >= KEPT_MAX {
+        return false;
+    }
+    let i = i as usize;
+    KEPT_DEV[i].store(id.0, Ordering::SeqCst);
+    KEPT_INO[i].store(id.1, Ordering::SeqCst);
+    NKEPT.fetch_add(1, Ordering::SeqCst);
+    KEPT[i / 64].fetch_or(1u64 << (i % 64), Ordering::SeqCst);
+    true
+}
+
+/// Takes the kept-aside number at offset `i` out of the set; false if
+/// another thread took it first.
+fn claim_kept(i: usize) -> bool {
+    let b = 1u64 << (i % 64);
+    if KEPT[i / 64].fetch_and(!b, Ordering::SeqCst) & b == 0 {
+        return false;
+    }
+    NKEPT.fetch_sub(1, Ordering::SeqCst);
+    true
+}
+
+/// The kept-aside offsets, as numbers and recorded files.
+fn kept_now() -> impl Iterator<Item = (usize, i32, (u64, u64))> {
+    let f = FLOOR.load(Ordering::Relaxed);
+    KEPT.iter().enumerate().flat_map(move |(w, word)| {
+        let mut bits = word.load(Ordering::SeqCst);
+        std::iter::from_fn(move || {
+            if bits == 0 {
+                return None;
+            }
+            let b = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            let i = w * 64 + b;
+            let id = (KEPT_DEV[i].load(Ordering::SeqCst), KEPT_INO[i].load(Ordering::SeqCst));
+            Some((i, f + i as i32, id))
+        })
+    })
+}
+
+/// A kept-aside duplicate of the open file the program's `fd` names, taken
+/// back for a new use.
+fn take_kept(fd: i32) -> Option<InternalFd> {
+    if NKEPT.load(Ordering::SeqCst) == 0 {
+        return None;
+    }
+    for (i, d, id) in kept_now() {
+        if super::same_open_file(fd, d) && claim_kept(i) {
+            if file_id(d) == Some(id) {
+                return Some(InternalFd { fd: d, id: Some(id), program: true });
+            }
+            // The program took the number over: no longer uaio's.
+            set(d, false);
+            COUNT.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    None
+}
+
+/// Closes the duplicates kept aside whose file no longer has a record
+/// lock, and forgets those whose number the program took over. At most
+/// once per coarse clock tick; nothing to do costs one atomic load.
+pub(crate) fn sweep() {
+    if NKEPT.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    let tick = super::coarse_clock_ns();
+    if LAST_SWEEP.swap(tick, Ordering::Relaxed) == tick {
+        return;
+    }
+    for (i, d, id) in kept_now() {
+        if !claim_kept(i) {
+            continue;
+        }
+        let intact = file_id(d) == Some(id);
+        if intact && record_locked(d) {
+            // Still locked: back in the set.
+            NKEPT.fetch_add(1, Ordering::SeqCst);
+            KEPT[i / 64].fetch_or(1u64 << (i % 64), Ordering::SeqCst);
+            continue;
+        }
+        set(d, false);
+        COUNT.fetch_sub(1, Ordering::SeqCst);
+        if intact {
+            // SAFETY: uaio's duplicate, still naming the file it was made
+            // for, and no longer in the set: this thread alone closes it.
+            unsafe { libc::close(d) };
+        }
+    }
+}
+
+/// How many duplicates are kept aside now (for tests).
+pub(crate) fn kept_count() -> usize {
+    NKEPT.load(Ordering::SeqCst)
 }
 
 fn set(fd: i32, on: bool) {
@@ -190,6 +358,10 @@ pub(crate) fn after_fork_in_child() {
             unsafe { libc::close(f + w as i32 * 64 + b) };
         }
     }
+    for word in &KEPT {
+        word.store(0, Ordering::SeqCst);
+    }
+    NKEPT.store(0, Ordering::SeqCst);
     COUNT.store(0, Ordering::SeqCst);
     FLOOR.store(0, Ordering::Relaxed);
 }

@@ -203,9 +203,9 @@ impl Pool {
     /// or when `fd` is not open (or no number is free above the floor).
     fn dup_checked(&self, fd: i32, ident: (u64, u64), flags: i32) -> Option<(InternalFd, (u64, u64), i32)> {
         for _ in 0..3 {
-            // SAFETY: `fd` was open a moment ago; if it was closed since,
-            // the duplication fails.
-            let dup = InternalFd::dup_of(unsafe { BorrowedFd::borrow_raw(fd) }).ok()?;
+            // `fd` was open a moment ago; if it was closed since, the
+            // duplication fails.
+            let dup = InternalFd::dup_of_program(fd).ok()?;
             let Some(now) = dup.ident() else {
                 dup.disown();
                 continue;

@@ -29,7 +29,7 @@ use super::{Ring, Sqe};
 use crate::backend::FileKey;
 use crate::sys::internal_fds::InternalFd;
 use crate::sys::process::Leaked;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::AsRawFd;
 
 /// A write waiting for the one before it: its entry and its ring.
 pub(super) struct Waiting {
@@ -114,10 +114,10 @@ pub(super) fn admit(ring: &Arc<Ring>, file: FileKey, sqe: &Sqe, after: bool, ide
     }
     let mut t = table();
     if let Some(c) = t.chains.iter_mut().find(|c| c.file == file) {
-        // SAFETY: the request's descriptor, open now (the engine looked it
-        // up in this io_submit); if the program closed it meanwhile, the
+        // The request's descriptor, open now (the engine looked it up in
+        // this io_submit); if the program closed it meanwhile, the
         // duplication fails.
-        let Ok(dup) = InternalFd::dup_of(unsafe { BorrowedFd::borrow_raw(sqe.fd) }) else { return true };
+        let Ok(dup) = InternalFd::dup_of_program(sqe.fd) else { return true };
         let sqe = Sqe { fd: dup.as_raw_fd(), ..*sqe };
         c.waiting.push_back(Waiting { ring: ring.clone(), sqe, dup, file: ident });
         return false;
