@@ -190,11 +190,17 @@ impl Kioctx {
         if cb.aio_flags & IOCB_FLAG_RESFD == 0 {
             return Ok(Resfd::None);
         }
+        // A held duplicate of the open file the number names answers for
+        // it (open, an eventfd, not uaio's): no look of its own.
+        let n = cb.aio_resfd as i32;
+        if n >= 0 && !sys::internal_fds::is_internal(n) {
+            let cache = sync::lock(&self.resfds);
+            if let Some((_, h)) = cache.iter().find(|(m, h)| *m == n && sys::same_open_file(n, h.as_raw_fd())) {
+                return Ok(Resfd::Held(h.clone()));
+            }
+        }
         let fd = fds.get(cb.aio_resfd)?.fd;
         let mut cache = sync::lock(&self.resfds);
-        if let Some((_, h)) = cache.iter().find(|(n, h)| *n == fd && sys::same_open_file(fd, h.as_raw_fd())) {
-            return Ok(Resfd::Held(h.clone()));
-        }
         // The number was open a moment ago; if it was closed since, the
         // duplication fails.
         match InternalFd::dup_of_number(fd) {
@@ -314,10 +320,12 @@ impl Kioctx {
         fds: &mut FdCache,
         p: &mut Prepared,
     ) -> Result<(), Errno> {
-        if fds.inline_reads && self.try_inline_read(cb, obj, fds, p) {
+        // The RESFD eventfd an inline attempt held, for the full path.
+        let mut resfd = None;
+        if fds.inline_reads && self.try_inline_read(cb, obj, fds, p, &mut resfd) {
             return Ok(());
         }
-        self.prepare_checked(cb, obj, fds, p)
+        self.prepare_checked(cb, obj, fds, p, resfd)
     }
 
     /// The fast path for reads: every check that does not need the data
@@ -325,18 +333,46 @@ impl Kioctx {
     /// without blocking. Success proves what the descriptor checks would
     /// (open, readable, not a directory), so it saves their system calls and
     /// the trip through the backend. Anything else returns `None` and the
-    /// full path decides, in the kernel's order, with no trace left.
-    pub(super) fn try_inline_read(&self, cb: &iocb, obj: u64, fds: &mut FdCache, p: &mut Prepared) -> bool {
-        self.try_inline_read_inner(cb, obj, fds, p).is_some()
+    /// full path decides, in the kernel's order, with no trace left; the
+    /// RESFD eventfd held on the way is left in `resfd` for it.
+    pub(super) fn try_inline_read(
+        &self,
+        cb: &iocb,
+        obj: u64,
+        fds: &mut FdCache,
+        p: &mut Prepared,
+        resfd: &mut Option<Resfd>,
+    ) -> bool {
+        self.try_inline_read_inner(cb, obj, fds, p, resfd).is_some()
     }
 
-    pub(super) fn try_inline_read_inner(&self, cb: &iocb, obj: u64, fds: &mut FdCache, p: &mut Prepared) -> Option<()> {
+    pub(super) fn try_inline_read_inner(
+        &self,
+        cb: &iocb,
+        obj: u64,
+        fds: &mut FdCache,
+        p: &mut Prepared,
+        held: &mut Option<Resfd>,
+    ) -> Option<()> {
         let vectored = match cb.aio_lio_opcode {
             IOCB_CMD_PREAD => false,
             IOCB_CMD_PREADV => true,
             _ => return None,
         };
+        // uaio's own descriptors (and closed ones) are refused by the full
+        // path, and a direct read through preadv2 waits for the device even
+        // with RWF_NOWAIT: neither is tried, and nothing else is looked at
+        // for them. The open flags are asked afresh (once per call and
+        // descriptor): a number may have been reopened, or set O_DIRECT, a
+        // moment ago.
+        if sys::internal_fds::is_internal(cb.aio_fildes as i32) {
+            return None;
+        }
+        if fds.get(cb.aio_fildes).ok()?.flags & libc::O_DIRECT as u32 != 0 {
+            return None;
+        }
         let resfd = self.hold_resfd(cb, fds).ok()?;
+        *held = Some(resfd.clone());
         if cb.aio_flags & IOCB_FLAG_IOPRIO != 0 {
             check_ioprio(cb.aio_reqprio).ok()?;
         }
@@ -344,15 +380,8 @@ impl Kioctx {
         let (iov, addr, len) = import_buffer(cb, vectored).ok()?;
         let count = iov.as_ref().map_or(len as u64, |v| v.iter().map(|e| e.iov_len).sum());
         // A zero-length read succeeds before the file is looked at, so it
-        // would prove nothing about the descriptor; uaio's own descriptors
-        // (and closed ones) are refused by the full path; and a direct read
-        // through preadv2 waits for the device even with RWF_NOWAIT. The
-        // open flags are asked afresh (once per call and descriptor): a
-        // number may have been reopened, or set O_DIRECT, a moment ago.
-        if count == 0 || sys::internal_fds::is_internal(cb.aio_fildes as i32) {
-            return None;
-        }
-        if fds.get(cb.aio_fildes).ok()?.flags & libc::O_DIRECT as u32 != 0 {
+        // would prove nothing about the descriptor.
+        if count == 0 {
             return None;
         }
         let one = iovec { iov_base: addr, iov_len: len as u64 };
@@ -392,9 +421,13 @@ impl Kioctx {
         obj: u64,
         fds: &mut FdCache,
         p: &mut Prepared,
+        resfd: Option<Resfd>,
     ) -> Result<(), Errno> {
         fds.get(cb.aio_fildes)?;
-        let resfd = self.hold_resfd(cb, fds)?;
+        let resfd = match resfd {
+            Some(r) => r,
+            None => self.hold_resfd(cb, fds)?,
+        };
         // KIOCB_KEY goes into the application's iocb, as the kernel writes it.
         aio_key(obj).write(&KIOCB_KEY).map_err(|_| Errno::FAULT)?;
         let behind_write = fds.backend_write;
