@@ -190,6 +190,8 @@ check_case exit_inflight.exit exit_inflight exit
 check_case exit_inflight.exec exit_inflight exec
 check_case exit_inflight.exit-waiter exit_inflight exit-waiter
 check_case exit_inflight.return exit_inflight return
+check_case exit_inflight._exit exit_inflight _exit
+check_case exit_inflight.exit_group exit_inflight exit_group
 check_case exit_inflight.exit-busy exit_inflight exit-busy
 
 # valgrind_case NAME PROG ARGS...: the program on uaio under valgrind

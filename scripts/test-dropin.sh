@@ -3,7 +3,7 @@
 # - the library `cargo build` makes (target/release/libaio.so) and the one
 #   the uaio binary carries and installs: soname libaio.so.1, libaio's
 #   symbols and version nodes, nothing else exported; no Rust artifact but
-#   the library defines syscall();
+#   the library defines syscall(), _exit() or _Exit();
 # - fio (libaio engine, with crc32c verification) and qemu-img bench -i
 #   native, through `uaio run` on both backends, through LD_LIBRARY_PATH
 #   and LD_PRELOAD alone, and through a copy of the uaio binary alone in an
@@ -53,8 +53,10 @@ trap 'rm -rf "$work"' EXIT
 
 # The exported symbols of libaio (Debian's libaio1 and libaio1t64 export
 # these, with these versions; GNU ld also writes each version node's name
-# as an absolute symbol) and uaio's syscall().
-expected_exports="FUNC io_cancel@@LIBAIO_0.4
+# as an absolute symbol), and uaio's syscall(), _exit() and _Exit().
+expected_exports="FUNC _Exit@@GLIBC_2.2.5
+FUNC _exit@@GLIBC_2.2.5
+FUNC io_cancel@@LIBAIO_0.4
 FUNC io_cancel@LIBAIO_0.1
 FUNC io_destroy@@LIBAIO_0.4
 FUNC io_getevents@@LIBAIO_0.4
@@ -77,12 +79,12 @@ OBJECT LIBAIO_0.5"
 # does not share the string; both mean the same).
 exports() {
     readelf -W --dyn-syms "$1" | awk '$7 != "UND" && $5 == "GLOBAL" { print $4, $8 }' |
-        sed -E 's/^(OBJECT) ([A-Z0-9_.]+)@@\2$/\1 \2/' | sort
+        sed -E 's/^(OBJECT) ([A-Z0-9_.]+)@@\2$/\1 \2/' | LC_ALL=C sort
 }
 check_library() { # LABEL FILE
     local got
     got=$(exports "$2")
-    if [ "$got" = "$expected_exports" ]; then ok "$1: libaio's symbols and versions, and syscall"; else
+    if [ "$got" = "$expected_exports" ]; then ok "$1: libaio's symbols and versions, and syscall, _exit, _Exit"; else
         fail "$1: exported symbols differ from libaio's"
         diff <(echo "$expected_exports") <(echo "$got")
     fi
@@ -94,14 +96,14 @@ check_library() { # LABEL FILE
 check_library "cargo build's target/release/libaio.so" target/release/libaio.so
 check_library "the library uaio carries ($lib)" "$lib"
 if [ "$(readlink "$libdir/libaio.so.1t64")" = libaio.so.1 ]; then ok "libaio.so.1t64 is the same file"; else fail "no libaio.so.1t64 link in $libdir"; fi
-# Only the cdylib may carry the syscall() interposer: uaio-capi builds
+# Only the cdylib may carry the syscall() and _exit() interposers: uaio-capi builds
 # nothing else (no rlib or staticlib a Rust program could link), and the
 # uaio binary, which links the engine, does not define it.
 kinds=$(cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json,sys; print(" ".join(sorted({k for p in json.load(sys.stdin)["packages"] if p["name"] == "uaio-capi" for t in p["targets"] if "lib" in t["kind"] or "cdylib" in t["kind"] for k in t["crate_types"]})))')
 if [ "$kinds" = cdylib ]; then ok "uaio-capi builds a cdylib only"; else fail "uaio-capi builds: $kinds"; fi
-if nm --defined-only target/release/uaio | grep -qE ' [TtWw] syscall$'; then fail "the uaio binary defines syscall()"; else
-    ok "the uaio binary does not define syscall()"
+if nm --defined-only target/release/uaio | grep -qE ' [TtWw] (syscall|_exit|_Exit)$'; then fail "the uaio binary defines syscall(), _exit() or _Exit()"; else
+    ok "the uaio binary does not define syscall(), _exit() or _Exit()"
 fi
 
 # run_probed LABEL EXPECT(uaio|kernel) CMD...: runs CMD (tagged through its

@@ -11,6 +11,11 @@
  *                              io_getevents on the context, then exit(0)
  *   exit_inflight return       the same, returning from main without
  *                              destroying the contexts
+ *   exit_inflight _exit        the same with the writes O_DIRECT, then
+ *                              _exit(0): no exit handler runs
+ *   exit_inflight exit_group   the same, while the main thread sleeps in
+ *                              io_getevents a second thread calls
+ *                              syscall(SYS_exit_group, 0)
  *   exit_inflight exit-busy    two threads keep submitting direct writes
  *                              (each keeping 32 or more in flight on its
  *                              own context) while the main thread calls
@@ -26,6 +31,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 
 #define NPOLL 8
@@ -35,6 +41,15 @@
 static struct iocb cb[NPOLL + NWRITE + 2];
 static struct iocb *cbp[NPOLL + NWRITE + 2];
 static io_context_t ctx_poll, ctx_write;
+
+static void *group_exiter(void *a)
+{
+	(void)a;
+	printf("syscall(SYS_exit_group, 0)\n");
+	fflush(stdout);
+	syscall(SYS_exit_group, 0);
+	return NULL;
+}
 
 static void *waiter(void *a)
 {
@@ -152,6 +167,8 @@ int main(int argc, char **argv)
 		printf("child exit status %d\n", WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status));
 		char *want = malloc(WSIZE), *got = malloc(WSIZE);
 		fill(want, WSIZE, 3);
+		/* The child may have set O_DIRECT on the open file they share. */
+		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_DIRECT);
 		int blocks = 0;
 		for (int i = 0; i < NWRITE; i++)
 			if (pread(fd, got, WSIZE, (off_t)i * WSIZE) == WSIZE && !memcmp(got, want, WSIZE))
@@ -177,7 +194,14 @@ int main(int argc, char **argv)
 	}
 	printf("io_submit(%d POLLs on an empty pipe) = %s\n", NPOLL, negret(io_submit(ctx_poll, NPOLL, cbp)));
 
-	char *buf = malloc(WSIZE);
+	/* The modes that leave without exit handlers write O_DIRECT: those
+	 * writes are in flight, not in the page cache, when io_submit returns. */
+	int direct = !strcmp(mode, "_exit") || !strcmp(mode, "exit_group");
+	if (direct)
+		printf("F_SETFL O_DIRECT = %d\n", fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_DIRECT));
+	char *buf;
+	if (posix_memalign((void **)&buf, 4096, WSIZE) != 0)
+		return 2;
 	fill(buf, WSIZE, 3);
 	for (int i = 0; i < NWRITE; i++) {
 		int k = NPOLL + i;
@@ -215,6 +239,18 @@ int main(int argc, char **argv)
 	if (!strcmp(mode, "return")) {
 		printf("return 0 from main\n");
 		return 0;
+	}
+	if (!strcmp(mode, "_exit")) {
+		printf("_exit(0)\n");
+		fflush(stdout);
+		_exit(0);
+	}
+	if (!strcmp(mode, "exit_group")) {
+		pthread_t th;
+		pthread_create(&th, NULL, group_exiter, NULL);
+		io_getevents(ctx_poll, 1, NPOLL, e, NULL); /* ended by the exit */
+		printf("io_getevents returned\n");
+		return 1;
 	}
 	printf("exit(0)\n");
 	exit(0);

@@ -1,13 +1,14 @@
 //! The C face of uaio: the functions of libaio (`io_setup`, `io_submit`,
 //! `io_getevents`, `io_pgetevents`, `io_cancel`, `io_destroy`, and the
-//! `io_queue_*` helpers) with libaio's symbol versions, and a `syscall()`
-//! that sends the AIO system call numbers to uaio.
+//! `io_queue_*` helpers) with libaio's symbol versions, a `syscall()`
+//! that sends the AIO system call numbers to uaio, and an `_exit` that lets
+//! the I/O in flight finish first, as the kernel does.
 //!
 //! `cargo build` links this crate as a cdylib, `libaio.so` (the `uaio`
 //! command carries it and installs it as `libaio.so.1` and
 //! `libaio.so.1t64`). `build.rs` gives it the soname `libaio.so.1` and
 //! `libaio.map`, which defines the version nodes `LIBAIO_0.1`, `LIBAIO_0.4`
-//! and `LIBAIO_0.5` (and `GLIBC_2.2.5` for `syscall`). No Rust function is
+//! and `LIBAIO_0.5` (and `GLIBC_2.2.5` for `syscall`, `_exit` and `_Exit`). No Rust function is
 //! exported under its own name: the `global_asm!` at the end of this file
 //! binds every exported name, with its version, to a function here. Three names exist in two versions
 //! (`io_cancel`, `io_getevents`, `io_queue_wait`: the old ABI at
@@ -281,6 +282,13 @@ pub unsafe extern "C" fn syscall(
             libc::SYS_io_getevents => {
                 raw::io_getevents(a1 as aio_context_t, a2, a3, a4 as *mut io_event, a5 as *mut timespec)
             }
+            libc::SYS_exit_group => {
+                raw::before_exit();
+                return match real_syscall() {
+                    Some(f) => f(n, a1, a2, a3, a4, a5, a6),
+                    None => kernel_convention(-(libc::ENOSYS as i64)),
+                };
+            }
             SYS_IO_PGETEVENTS => raw::io_pgetevents(
                 a1 as aio_context_t,
                 a2,
@@ -303,6 +311,28 @@ pub unsafe extern "C" fn syscall(
 
 /// `io_pgetevents` system call number (x86-64).
 const SYS_IO_PGETEVENTS: c_long = 333;
+
+/// `_exit(2)` and `_Exit(3)`: the file I/O in flight finishes first
+/// ([`raw::before_exit`]), as the kernel lets it finish before a process is
+/// gone (`exit` runs uaio's `atexit` hook instead); then the process ends
+/// with the `exit_group` system call, as the C library's `_exit` does.
+///
+/// # Safety
+/// Ends the process.
+pub unsafe extern "C" fn exit_now(status: c_int) -> ! {
+    raw::before_exit();
+    // The system call itself: this library's own `_exit` and `syscall`
+    // are what a call through the C library's names would reach.
+    // SAFETY: exit_group(2) takes one integer and does not return.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            in("rax") libc::SYS_exit_group,
+            in("rdi") status as c_long,
+            options(noreturn, nostack)
+        )
+    }
+}
 
 /// Defines each exported name as a jump to the function that serves it.
 ///
@@ -353,7 +383,9 @@ export! {
     "uaio_export_io_queue_run" => "io_queue_run@@LIBAIO_0.1": io_queue_run,
     "uaio_export_io_queue_wait" => "io_queue_wait@@LIBAIO_0.4": io_queue_wait,
     "uaio_export_io_queue_wait_0_1" => "io_queue_wait@LIBAIO_0.1": io_queue_wait_0_1,
-    "uaio_export_syscall" => "syscall@@GLIBC_2.2.5": syscall;
+    "uaio_export_syscall" => "syscall@@GLIBC_2.2.5": syscall,
+    "uaio_export__exit" => "_exit@@GLIBC_2.2.5": exit_now,
+    "uaio_export__Exit" => "_Exit@@GLIBC_2.2.5": exit_now;
     "uaio_node_0_1" => "LIBAIO_0.1",
     "uaio_node_0_4" => "LIBAIO_0.4",
     "uaio_node_0_5" => "LIBAIO_0.5",

@@ -67,6 +67,20 @@ pub unsafe fn io_setup(nr_events: u32, ctxp: *mut aio_context_t) -> i64 {
     }
 }
 
+/// Prepares the process to end without its exit handlers: call it just
+/// before `_exit`, `_Exit` or the `exit_group` system call. The kernel lets
+/// the requests in flight finish before a process is gone; `exit` runs
+/// uaio's `atexit` hook for that, and this is the same wait for the ways
+/// out that run no hook: file and block-device reads, writes and syncs
+/// accepted so far complete (their events go to the rings as usual), other
+/// threads' later `io_submit` calls never return. The drop-in library
+/// calls it from its own `_exit`, `_Exit` and `syscall(SYS_exit_group)`.
+/// It does nothing in a `vfork` child, or when called from a signal
+/// handler that interrupted a uaio call of the same thread.
+pub fn before_exit() {
+    table::finish_file_io_before_exit();
+}
+
 /// `io_setup` for the safe API's builder: a context for `nr_events` on the
 /// backend `want` (see [`table::create`]), its handle returned.
 pub(crate) fn setup_on(nr_events: u32, want: table::Choice) -> Result<u64, Errno> {

@@ -38,13 +38,20 @@ struct Table {
 struct Process {
     table: RwLock<Table>,
     progress: Mutex<Option<Arc<OwnedFd>>>,
+    /// The process this state belongs to (a `vfork` child shares it
+    /// without being it).
+    pid: i32,
 }
 
 static PROCESS: Leaked<Process> = Leaked::new();
 static INIT: Once = Once::new();
 
 fn fresh() -> Process {
-    Process { table: RwLock::new(Table::default()), progress: Mutex::new(None) }
+    Process {
+        table: RwLock::new(Table::default()),
+        progress: Mutex::new(None),
+        pid: rustix::process::getpid().as_raw_nonzero().get(),
+    }
 }
 
 extern "C" fn after_fork_in_child() {
@@ -117,6 +124,22 @@ extern "C" fn finish_file_io_at_exit() {
         c.finish_file_io();
         c.write_stats();
     }
+}
+
+/// For a process about to end without its exit handlers (`_exit`,
+/// `_Exit`, the `exit_group` system call): waits, as
+/// [`finish_file_io_at_exit`] does, for the file I/O in flight. Nothing in
+/// a `vfork` child (which shares the memory of a process whose contexts
+/// are not its own), nor when the calling thread is inside a uaio call (a
+/// signal handler that interrupted it calls `_exit`): waiting could then
+/// wait for that call, or for a lock it holds.
+pub(crate) fn finish_file_io_before_exit() {
+    let Some(p) = process_if_any() else { return };
+    if p.pid != rustix::process::getpid().as_raw_nonzero().get() {
+        return;
+    }
+    let Some(_call) = sync::enter_call() else { return };
+    finish_file_io_at_exit();
 }
 
 fn process_if_any() -> Option<&'static Process> {
