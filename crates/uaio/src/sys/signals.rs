@@ -77,16 +77,16 @@ pub(crate) fn set_signal_mask(mask: u64) {
 /// sigset) installed atomically while waiting. Returns the count of ready
 /// descriptors (0 on timeout).
 pub(crate) fn ppoll_one(fd: i32, timeout: Option<std::time::Duration>, sigmask: Option<&u64>) -> Result<usize, Errno> {
-    ppoll_fds(&[fd], timeout, sigmask)
+    ppoll_fds(&[fd], timeout, sigmask).map(|ready| ready.count_ones() as usize)
 }
 
-/// `ppoll` for input on each of `fds`, as [`ppoll_one`]: how many are
-/// readable, 0 on timeout.
+/// `ppoll` for input on each of `fds` (two at most), as [`ppoll_one`]:
+/// which ones are ready (bit `i` for `fds[i]`), 0 on timeout.
 pub(crate) fn ppoll_fds(
     fds: &[i32],
     timeout: Option<std::time::Duration>,
     sigmask: Option<&u64>,
-) -> Result<usize, Errno> {
+) -> Result<u32, Errno> {
     let mut pfds = [libc::pollfd { fd: -1, events: libc::POLLIN, revents: 0 }; 2];
     let n = fds.len().min(pfds.len());
     for (p, &fd) in pfds.iter_mut().zip(&fds[..n]) {
@@ -114,7 +114,7 @@ pub(crate) fn ppoll_fds(
     if r < 0 {
         Err(Errno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EINTR)))
     } else {
-        Ok(r as usize)
+        Ok(pfds[..n].iter().enumerate().filter(|(_, p)| p.revents != 0).fold(0, |m, (i, _)| m | 1 << i))
     }
 }
 

@@ -371,11 +371,18 @@ impl Lane {
 
     /// Ends a watch begun by [`Pool::lane_watch`], after taking and
     /// completing whatever events the lane holds (without waiting): the
-    /// waiter's own among them are then in its context's list.
-    pub(super) fn unwatch(&self, p: &'static Pool, here: &Here) {
-        if let Some(e) = &self.efd {
-            let mut b = [0u8; 8];
-            let _ = rustix::io::read(e, &mut b);
+    /// waiter's own among them are then in its context's list. The
+    /// eventfd is emptied when `ready` (the sleep found it readable),
+    /// unless its number was taken over (then it is not read: the bytes
+    /// would be the program's).
+    pub(super) fn unwatch(&self, p: &'static Pool, here: &Here, ready: bool) {
+        if let Some(e) = self.efd.as_ref().filter(|_| ready && !self.efd_lost.load(Ordering::SeqCst)) {
+            if e.intact() {
+                let mut b = [0u8; 8];
+                let _ = rustix::io::read(e, &mut b);
+            } else {
+                self.efd_lost.store(true, Ordering::SeqCst);
+            }
         }
         let mut events = [uaio_abi::io_event::default(); 64];
         loop {

@@ -131,6 +131,14 @@ pub(crate) use pool::{after_fork_in_child, threads_alive};
 
 const RWF_NOWAIT: i32 = uaio_abi::RWF_NOWAIT as i32;
 
+/// Longest single `ppoll` sleep of a waiter (the wait goes on after it):
+/// the eventfds it sleeps on live at numbers the program can close or take
+/// over (`close_range` in a daemon), and a sleeper whose eventfd is gone
+/// hears of nothing; it looks again at least this often. A waiter of a
+/// thread-pool context was seen asleep for ever after `close_range(4, ~0)`
+/// and `io_destroy`.
+const PPOLL_CAP: Duration = Duration::from_secs(1);
+
 /// Longest single futex sleep when the caller gave no timeout: a timed wait
 /// returns `EINTR` on a signal whatever the handler's `SA_RESTART`, as
 /// `io_getevents` does.
@@ -245,11 +253,14 @@ impl Threads {
             l.push(fd);
             sh.nppoll.fetch_add(1, Ordering::SeqCst);
         }
+        // At most PPOLL_CAP at a time: see there.
+        let capped = Some(timeout.map_or(PPOLL_CAP, |t| t.min(PPOLL_CAP)));
         let r = if sh.kicked.swap(false, Ordering::SeqCst) || self.has_completions() {
-            Ok(1)
+            Ok(0b11)
         } else {
-            crate::sync::asleep(|| sys::ppoll_fds(fds, timeout, mask))
+            crate::sync::asleep(|| sys::ppoll_fds(fds, capped, mask))
         };
+        let ready = *r.as_ref().unwrap_or(&0b11);
         {
             let mut l = lock(&sh.ppollers);
             if let Some(i) = l.iter().position(|&x| x == fd) {
@@ -258,9 +269,9 @@ impl Threads {
             sh.nppoll.fetch_sub(1, Ordering::SeqCst);
         }
         sh.kicked.store(false, Ordering::SeqCst);
-        p.put_efd(efd);
+        p.put_efd(efd, ready & 1 != 0);
         if let Some(l) = lane {
-            l.unwatch(p, here);
+            l.unwatch(p, here, ready & 2 != 0);
         }
         match r {
             Ok(0) if self.has_completions() => Ok(()),
@@ -354,7 +365,7 @@ impl Backend for Threads {
                         Some(efd) => return self.wait_ppoll(p, efd, timeout, sigmask, lane, &here),
                         None => {
                             if let Some(l) = lane {
-                                l.unwatch(p, &here);
+                                l.unwatch(p, &here, false);
                             }
                         }
                     }

@@ -388,10 +388,19 @@ impl Pool {
         new_eventfd().ok()
     }
 
-    /// Gives back an eventfd taken with [`Pool::take_efd`], emptied.
-    pub(super) fn put_efd(&self, fd: InternalFd) {
-        let mut b = [0u8; 8];
-        let _ = rustix::io::read(&fd, &mut b);
+    /// Gives back an eventfd taken with [`Pool::take_efd`], emptied when
+    /// `ready` (its sleep found it readable). One whose number the program
+    /// took over (closed it, or put a file of its own there) is let go
+    /// of without a read: the 8 bytes would come out of the program's file.
+    pub(super) fn put_efd(&self, fd: InternalFd, ready: bool) {
+        if ready {
+            if !fd.intact() {
+                fd.disown();
+                return;
+            }
+            let mut b = [0u8; 8];
+            let _ = rustix::io::read(&fd, &mut b);
+        }
         let mut spare = lock(&self.spare_efds);
         if spare.len() < SPARE_EVENTFDS {
             spare.push(fd);
