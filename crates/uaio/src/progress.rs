@@ -27,6 +27,7 @@ pub(crate) fn eventfd(
     let fd = Arc::new(internal_fds::InternalFd::new(fd)?.into_permanent());
     let efd = fd.clone();
     crate::sys::spawn_thread("uaio-progress", move || run(efd, contexts)).map_err(|_| Errno::AGAIN)?;
+    internal_fds::set_sweeper(fd.as_raw_fd());
     *g = Some(fd.clone());
     Ok(fd)
 }
@@ -57,6 +58,18 @@ fn run(efd: Arc<OwnedFd>, contexts: impl Fn() -> Vec<Arc<Kioctx>>) {
             }
             busy |= c.busy();
         }
-        timeout = busy.then_some(PROGRESS_SAFETY_NET);
+        // Duplicates kept aside for a program's record lock go once the
+        // lock is gone, even if the program makes no more calls (until
+        // then they keep its open file, and so a `flock` on it, alive).
+        internal_fds::sweep();
+        let kept = (internal_fds::kept_count() > 0).then_some(KEPT_SWEEP);
+        timeout = match (busy.then_some(PROGRESS_SAFETY_NET), kept) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
     }
 }
+
+/// How often the progress thread closes what [`internal_fds::sweep`] can
+/// while duplicates are kept aside for record locks.
+const KEPT_SWEEP: std::time::Duration = std::time::Duration::from_millis(100);

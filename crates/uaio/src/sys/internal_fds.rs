@@ -230,7 +230,33 @@ fn keep_aside(fd: i32, id: Option<(u64, u64)>) -> bool {
     KEPT_INO[i].store(id.1, Ordering::SeqCst);
     NKEPT.fetch_add(1, Ordering::SeqCst);
     KEPT[i / 64].fetch_or(1u64 << (i % 64), Ordering::SeqCst);
+    // The progress thread then looks every so often, so that the duplicate
+    // goes even if the program makes no more calls.
+    poke_sweeper();
     true
+}
+
+/// The eventfd of the thread that calls [`sweep`] while duplicates are
+/// kept aside (the progress thread; -1 before it exists, and in a fork
+/// child until it has its own).
+static SWEEPER: AtomicI32 = AtomicI32::new(-1);
+
+/// Records the eventfd that wakes the thread that calls [`sweep`].
+pub(crate) fn set_sweeper(fd: i32) {
+    SWEEPER.store(fd, Ordering::SeqCst);
+}
+
+/// Wakes that thread. Written only while the number still names an
+/// anonymous file: a program that took the number over does not receive
+/// the 8 bytes.
+fn poke_sweeper() {
+    let fd = SWEEPER.load(Ordering::SeqCst);
+    if fd >= 0 && super::file_stat(fd).is_some_and(|st| st.kind() == 0) {
+        // SAFETY: uaio's own eventfd, kept for the life of the process and
+        // checked just above to be an anonymous file; a write of 8 bytes
+        // from a local.
+        let _ = unsafe { libc::write(fd, (&1u64 as *const u64).cast(), 8) };
+    }
 }
 
 /// Takes the kept-aside number at offset `i` out of the set; false if
@@ -362,6 +388,7 @@ pub(crate) fn after_fork_in_child() {
         word.store(0, Ordering::SeqCst);
     }
     NKEPT.store(0, Ordering::SeqCst);
+    SWEEPER.store(-1, Ordering::SeqCst);
     COUNT.store(0, Ordering::SeqCst);
     FLOOR.store(0, Ordering::Relaxed);
 }
