@@ -19,21 +19,11 @@ use std::time::Duration;
 use uaio::{AlignedBuf, Backend, Context, Request};
 
 mod util;
-use util::{lane_test_file, numbered_block, StopOnDrop};
+use util::{lane_test_file, numbered_block, uaio_floor, StopOnDrop};
 
 /// Blocks written and read.
 const BLOCKS: u64 = 2000;
 const BS: usize = 4096;
-
-/// The lowest number uaio gives its own descriptors: half the soft
-/// `RLIMIT_NOFILE`, at most 4096 (see the README, "How it works").
-fn uaio_floor() -> i32 {
-    let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit into a local.
-    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) }, 0);
-    let soft = if rl.rlim_cur == libc::RLIM_INFINITY { 1 << 20 } else { rl.rlim_cur as usize };
-    (soft / 2).clamp(3, 4096) as i32
-}
 
 /// Submits every block in batches of 8 with 32 in flight (`write` or
 /// read), and gives each block's result.

@@ -15,15 +15,8 @@ use std::time::Duration;
 use uaio::abi::{aio_sigset, io_event, iocb, IOCB_CMD_POLL};
 use uaio::raw;
 
-/// The lowest number uaio gives its own descriptors: half the soft
-/// `RLIMIT_NOFILE`, at most 4096 (see the README, "How it works").
-fn uaio_floor() -> u32 {
-    let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit into a local.
-    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) }, 0);
-    let soft = if rl.rlim_cur == libc::RLIM_INFINITY { 1 << 20 } else { rl.rlim_cur as usize };
-    (soft / 2).clamp(3, 4096) as u32
-}
+mod util;
+use util::uaio_floor;
 
 #[test]
 fn a_waiter_whose_eventfd_the_program_closed_still_returns_after_destroy() {
@@ -58,7 +51,7 @@ fn a_waiter_whose_eventfd_the_program_closed_still_returns_after_destroy() {
     std::thread::sleep(Duration::from_millis(200));
     // SAFETY: close_range(2) of numbers at and above uaio's floor: only
     // uaio's own descriptors live there in this test's process.
-    let closed = unsafe { libc::syscall(libc::SYS_close_range, uaio_floor(), u32::MAX, 0) };
+    let closed = unsafe { libc::syscall(libc::SYS_close_range, uaio_floor() as u32, u32::MAX, 0) };
     assert_eq!(closed, 0, "close_range");
     // SAFETY: destroying the context made above.
     assert_eq!(unsafe { raw::io_destroy(ctx) }, 0);

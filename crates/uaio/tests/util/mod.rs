@@ -116,3 +116,13 @@ pub fn numbered_block(i: u64) -> uaio::AlignedBuf {
     }
     b
 }
+
+/// The lowest number uaio gives its own descriptors: half the soft
+/// `RLIMIT_NOFILE`, at most 4096 (see the README, "How it works").
+pub fn uaio_floor() -> i32 {
+    let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit into a local.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) }, 0);
+    let soft = if rl.rlim_cur == libc::RLIM_INFINITY { 1 << 20 } else { rl.rlim_cur as usize };
+    (soft / 2).clamp(3, 4096) as i32
+}
