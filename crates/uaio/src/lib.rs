@@ -162,7 +162,7 @@ pub fn io_uring_available() -> bool {
 /// # Examples
 ///
 /// ```
-/// assert!(uaio::kept_descriptors() <= 8); // nothing locked here
+/// assert!(uaio::kept_descriptors() <= 9); // nothing locked here
 /// ```
 pub fn kept_descriptors() -> usize {
     sys::procfs::open_count() + sys::internal_fds::kept_count()

@@ -7,7 +7,10 @@
 //! which the kernel releases when the program closes its last descriptor.
 //! Checked: both locks hold while the program keeps the file; once it
 //! closes it, another process gets the `flock` (looked for every 20 ms
-//! for up to 20 s: only that it happens is asserted, not how soon).
+//! for up to 20 s: only that it happens is asserted, not how soon). And
+//! when the only record lock on the file is another process's, which no
+//! close of this process releases, nothing is kept: the `flock` is free
+//! as soon as the program closes the file, as on the kernel.
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 use std::os::fd::AsRawFd;
@@ -79,6 +82,79 @@ fn locks_after_requests(backend: Backend) {
         std::thread::sleep(Duration::from_millis(20));
     }
     println!("{backend:?}: flock free {:?} after the close", start.elapsed());
+}
+
+/// A process that holds a read lock on one byte of `path` far from the
+/// data until the returned descriptor (the write end of a pipe it reads)
+/// is closed.
+fn lock_held_by_another_process(path: &std::path::Path) -> (libc::pid_t, std::os::fd::OwnedFd) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let (mut ready, mut hold) = ([0i32; 2], [0i32; 2]);
+    // SAFETY: pipe(2) into local arrays.
+    assert!(unsafe { libc::pipe(ready.as_mut_ptr()) == 0 && libc::pipe(hold.as_mut_ptr()) == 0 });
+    // SAFETY: fork(2); the child only locks, writes, reads and _exits.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        // SAFETY: plain system calls on the child's own descriptors and a
+        // valid C string; an all-zero flock is valid.
+        unsafe {
+            libc::close(hold[1]);
+            let fd = libc::open(c.as_ptr(), libc::O_RDWR);
+            let mut fl: libc::flock = std::mem::zeroed();
+            fl.l_type = libc::F_RDLCK as i16;
+            fl.l_whence = libc::SEEK_SET as i16;
+            fl.l_start = 1 << 30;
+            fl.l_len = 1;
+            let ok = libc::fcntl(fd, libc::F_SETLK, &fl) == 0;
+            libc::write(ready[1], [ok as u8].as_ptr().cast(), 1);
+            let mut b = 0u8;
+            libc::read(hold[0], (&mut b as *mut u8).cast(), 1);
+            libc::_exit(0);
+        }
+    }
+    let mut ok = 0u8;
+    // SAFETY: closing the ends the parent does not use; one byte read into
+    // a local.
+    unsafe {
+        libc::close(hold[0]);
+        libc::close(ready[1]);
+        assert_eq!(libc::read(ready[0], (&mut ok as *mut u8).cast(), 1), 1);
+        libc::close(ready[0]);
+    }
+    assert_eq!(ok, 1, "the other process's lock");
+    // SAFETY: the write end, owned by nobody else.
+    (pid, unsafe { std::os::fd::FromRawFd::from_raw_fd(hold[1]) })
+}
+
+fn others_lock_keeps_nothing(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("other");
+    std::fs::write(&path, b"").unwrap();
+    // Before the file is opened here: the forked holder must not share it.
+    let (pid, hold) = lock_held_by_another_process(&path);
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+    // SAFETY: flock(2) on the file just opened.
+    assert_eq!(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let Ok(ctx) = Context::<Vec<u8>>::builder().entries(8).backend(backend).build() else { return };
+    for _ in 0..3 {
+        ctx.submit(Request::fsync(&file)).unwrap();
+        ctx.wait_one(None).unwrap().result().unwrap();
+    }
+    drop(ctx);
+    drop(file);
+    let free = free_in_another_process(&path, false);
+    drop(hold);
+    let mut status = 0;
+    // SAFETY: waitpid(2) for the lock holder.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert!(free, "{backend:?}: the flock outlived the program's close while another process held a record lock");
+}
+
+#[test]
+fn another_process_lock_keeps_no_duplicate() {
+    others_lock_keeps_nothing(Backend::Threads);
+    others_lock_keeps_nothing(Backend::IoUring);
 }
 
 #[test]

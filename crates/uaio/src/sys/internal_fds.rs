@@ -201,12 +201,15 @@ static LAST_SWEEP: AtomicU64 = AtomicU64::new(0);
 /// before, locks or not.
 const KEPT_MAX: usize = 256;
 
-/// Whether a record lock is held on the file of `fd` by anyone but the
-/// open file itself: `F_OFD_GETLK` reports the process's own POSIX locks
-/// as conflicts (their owner is the process, not the open file), as well
-/// as other processes' locks (then the close would be harmless, but one
-/// lock is all the kernel reports). False when the kernel cannot say
-/// (before Linux 3.15, or a file system without locks).
+/// Whether this process holds a POSIX record lock on the file of `fd`
+/// (which a close of `fd` would release). `F_OFD_GETLK` reports the
+/// process's own POSIX locks as conflicts (their owner is the process, not
+/// the open file), but it reports one lock only, and it may be another
+/// process's, or an open file's (OFD) lock, neither of which a close of
+/// uaio's releases: `/proc/locks` then says whether one of this process's
+/// is there too (and when it cannot be read, the answer is yes). False
+/// when the kernel cannot say (before Linux 3.15, or a file system without
+/// locks).
 fn record_locked(fd: i32) -> bool {
     // SAFETY: an all-zero flock is a valid value.
     let mut fl: libc::flock = unsafe { std::mem::zeroed() };
@@ -214,7 +217,25 @@ fn record_locked(fd: i32) -> bool {
     fl.l_whence = libc::SEEK_SET as i16;
     // SAFETY: F_OFD_GETLK on a descriptor number with a valid flock.
     let r = unsafe { libc::fcntl(fd, libc::F_OFD_GETLK, &mut fl) };
-    r == 0 && fl.l_type != libc::F_UNLCK as i16
+    if r != 0 || fl.l_type == libc::F_UNLCK as i16 {
+        return false;
+    }
+    let me = rustix::process::getpid().as_raw_nonzero().get();
+    fl.l_pid == me || own_posix_lock_listed(fd, me)
+}
+
+/// Whether `/proc/locks` lists a POSIX lock of the process `me` on the
+/// file of `fd` (lines such as `1: POSIX  ADVISORY  WRITE 1234 fe:00:5678
+/// 0 EOF`: pid, then the file system's device and the inode).
+fn own_posix_lock_listed(fd: i32, me: i32) -> bool {
+    let Some(st) = super::file_stat(fd) else { return true };
+    let Some(text) = super::procfs::read(super::procfs::ProcFile::Locks) else { return true };
+    let file = format!("{:02x}:{:02x}:{}", libc::major(st.dev), libc::minor(st.dev), st.ino);
+    let pid = me.to_string();
+    text.lines().any(|line| {
+        let mut f = line.split_whitespace().skip(1);
+        f.next() == Some("POSIX") && f.nth(2) == Some(pid.as_str()) && f.next() == Some(file.as_str())
+    })
 }
 
 /// Sets `fd` aside (see [`InternalFd::dup_of_program`]); false when it

@@ -1,5 +1,5 @@
 //! The `/proc` and `/sys` files uaio reads (dirty-page counts and limits,
-//! `aio-max-nr`, the possible CPUs, the mount table), each opened once per
+//! `aio-max-nr`, the possible CPUs, the mount table, the file locks), each opened once per
 //! process and kept at a high descriptor number, then read again from
 //! offset 0 whenever needed (their contents are made afresh at each read).
 //!
@@ -36,9 +36,12 @@ pub(crate) enum ProcFile {
     CpuPossible,
     /// `/proc/self/mountinfo`.
     Mountinfo,
+    /// `/proc/locks` (opened only once a program's duplicate may hold one
+    /// of its record locks, see `internal_fds`).
+    Locks,
 }
 
-const COUNT: usize = 8;
+const COUNT: usize = 9;
 
 impl ProcFile {
     fn path(self) -> &'static str {
@@ -51,6 +54,7 @@ impl ProcFile {
             ProcFile::AioMaxNr => "/proc/sys/fs/aio-max-nr",
             ProcFile::CpuPossible => "/sys/devices/system/cpu/possible",
             ProcFile::Mountinfo => "/proc/self/mountinfo",
+            ProcFile::Locks => "/proc/locks",
         }
     }
 }
