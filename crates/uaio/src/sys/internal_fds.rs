@@ -172,13 +172,14 @@ impl AsRawFd for InternalFd {
 
 impl Drop for InternalFd {
     fn drop(&mut self) {
-        if self.program && self.intact() && record_locked(self.fd) && keep_aside(self.fd, self.id) {
+        let intact = self.intact();
+        if self.program && intact && record_locked(self.fd) && keep_aside(self.fd, self.id) {
             // Still uaio's, counted and marked, until `sweep` closes it.
             return;
         }
         set(self.fd, false);
         COUNT.fetch_sub(1, Ordering::SeqCst);
-        if self.intact() {
+        if intact {
             // SAFETY: the number still names the file uaio duplicated;
             // closing it releases uaio's reference.
             unsafe { libc::close(self.fd) };
