@@ -62,11 +62,8 @@ fn run(efd: Arc<OwnedFd>, contexts: impl Fn() -> Vec<Arc<Kioctx>>) {
         // lock is gone, even if the program makes no more calls (until
         // then they keep its open file, and so a `flock` on it, alive).
         internal_fds::sweep();
-        let kept = (internal_fds::kept_count() > 0).then_some(KEPT_SWEEP);
-        timeout = match (busy.then_some(PROGRESS_SAFETY_NET), kept) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let kept = internal_fds::kept_count() > 0;
+        timeout = [busy.then_some(PROGRESS_SAFETY_NET), kept.then_some(KEPT_SWEEP)].into_iter().flatten().min();
     }
 }
 

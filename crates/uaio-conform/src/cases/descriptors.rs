@@ -8,6 +8,22 @@ use std::os::fd::{AsRawFd, IntoRawFd};
 use super::fixtures::*;
 use crate::*;
 
+/// Submits a POLL for input on `fd` whose completion signals the eventfd
+/// number `efd` (`IOCB_FLAG_RESFD`).
+fn poll_signalling(e: &mut Env, ctx: u64, fd: i32, efd: i32, data: u64) {
+    let mut a = cb(IOCB_CMD_POLL, fd, libc::POLLIN as u64, 0, 0, data);
+    a.aio_flags = IOCB_FLAG_RESFD;
+    a.aio_resfd = efd as u32;
+    sub1(e, ctx, a);
+}
+
+/// Reaps one event and records its data and result as the `which` one.
+fn rec_next_event(e: &mut Env, ctx: u64, which: &str) {
+    let ev = e.reap(ctx, 1);
+    let (data, res) = ev.first().map_or((0, -1), |v| (v.data, v.res));
+    e.rec(format!("{which} event: data {data} res {res}"));
+}
+
 pub(crate) fn cases() -> Vec<Case> {
     vec![
         c("descriptors/number_closed_before_setup_stays_ebadf", |e| {
@@ -77,10 +93,7 @@ pub(crate) fn cases() -> Vec<Case> {
             let (r, w) = pipe();
             let efd = eventfd();
             let n = efd.as_raw_fd();
-            let mut a = cb(IOCB_CMD_POLL, r.as_raw_fd(), libc::POLLIN as u64, 0, 0, 1);
-            a.aio_flags = IOCB_FLAG_RESFD;
-            a.aio_resfd = n as u32;
-            sub1(e, ctx, a);
+            poll_signalling(e, ctx, r.as_raw_fd(), n, 1);
             drop(efd);
             // The next eventfd takes the closed number.
             let other = eventfd();
@@ -101,32 +114,16 @@ pub(crate) fn cases() -> Vec<Case> {
             let (r2, w2) = pipe();
             let efd = eventfd();
             let n = efd.as_raw_fd();
-            let mut a = cb(IOCB_CMD_POLL, r1.as_raw_fd(), libc::POLLIN as u64, 0, 0, 1);
-            a.aio_flags = IOCB_FLAG_RESFD;
-            a.aio_resfd = n as u32;
-            sub1(e, ctx, a);
+            poll_signalling(e, ctx, r1.as_raw_fd(), n, 1);
             drop(efd);
             let other = eventfd();
             e.rec(format!("new eventfd has the old number: {}", other.as_raw_fd() == n));
-            let mut b = cb(IOCB_CMD_POLL, r2.as_raw_fd(), libc::POLLIN as u64, 0, 0, 2);
-            b.aio_flags = IOCB_FLAG_RESFD;
-            b.aio_resfd = n as u32;
-            sub1(e, ctx, b);
+            poll_signalling(e, ctx, r2.as_raw_fd(), n, 2);
             write_fd(w2.as_raw_fd(), b"x");
-            let ev = e.reap(ctx, 1);
-            e.rec(format!(
-                "first event: data {} res {}",
-                ev.first().map_or(0, |v| v.data),
-                ev.first().map_or(-1, |v| v.res)
-            ));
+            rec_next_event(e, ctx, "first");
             e.rec(format!("count of the new eventfd after the second request: {}", eventfd_count(&other)));
             write_fd(w1.as_raw_fd(), b"x");
-            let ev = e.reap(ctx, 1);
-            e.rec(format!(
-                "second event: data {} res {}",
-                ev.first().map_or(0, |v| v.data),
-                ev.first().map_or(-1, |v| v.res)
-            ));
+            rec_next_event(e, ctx, "second");
             e.rec(format!("count of the new eventfd after the first request: {}", eventfd_count(&other)));
         }),
         c("descriptors/record_lock_of_the_program_outlives_requests_on_its_file", |e| {

@@ -177,8 +177,7 @@ impl Drop for InternalFd {
             // Still uaio's, counted and marked, until `sweep` closes it.
             return;
         }
-        set(self.fd, false);
-        COUNT.fetch_sub(1, Ordering::SeqCst);
+        forget(self.fd);
         if intact {
             // SAFETY: the number still names the file uaio duplicated;
             // closing it releases uaio's reference.
@@ -250,8 +249,7 @@ fn keep_aside(fd: i32, id: Option<(u64, u64)>) -> bool {
     let i = i as usize;
     KEPT_DEV[i].store(id.0, Ordering::SeqCst);
     KEPT_INO[i].store(id.1, Ordering::SeqCst);
-    NKEPT.fetch_add(1, Ordering::SeqCst);
-    KEPT[i / 64].fetch_or(1u64 << (i % 64), Ordering::SeqCst);
+    mark_kept(i);
     // The progress thread then looks every so often, so that the duplicate
     // goes even if the program makes no more calls.
     poke_sweeper();
@@ -273,12 +271,23 @@ pub(crate) fn set_sweeper(fd: i32) {
 /// the 8 bytes.
 fn poke_sweeper() {
     let fd = SWEEPER.load(Ordering::SeqCst);
-    if fd >= 0 && super::file_stat(fd).is_some_and(|st| st.kind() == 0) {
-        // SAFETY: uaio's own eventfd, kept for the life of the process and
-        // checked just above to be an anonymous file; a write of 8 bytes
-        // from a local.
-        let _ = unsafe { libc::write(fd, (&1u64 as *const u64).cast(), 8) };
+    if fd >= 0 {
+        // SAFETY: uaio's own eventfd, kept for the life of the process (if
+        // the program took the number over, the write checks the kind).
+        super::signal_own_eventfd(unsafe { BorrowedFd::borrow_raw(fd) });
     }
+}
+
+/// Puts the number at offset `i` (its file recorded) in the kept-aside set.
+fn mark_kept(i: usize) {
+    NKEPT.fetch_add(1, Ordering::SeqCst);
+    KEPT[i / 64].fetch_or(1u64 << (i % 64), Ordering::SeqCst);
+}
+
+/// Stops counting `fd` as uaio's (it is closed, or the program's now).
+fn forget(fd: i32) {
+    set(fd, false);
+    COUNT.fetch_sub(1, Ordering::SeqCst);
 }
 
 /// Takes the kept-aside number at offset `i` out of the set; false if
@@ -322,8 +331,7 @@ fn take_kept(fd: i32) -> Option<InternalFd> {
                 return Some(InternalFd { fd: d, id: Some(id), program: true });
             }
             // The program took the number over: no longer uaio's.
-            set(d, false);
-            COUNT.fetch_sub(1, Ordering::SeqCst);
+            forget(d);
         }
     }
     None
@@ -347,12 +355,10 @@ pub(crate) fn sweep() {
         let intact = file_id(d) == Some(id);
         if intact && record_locked(d) {
             // Still locked: back in the set.
-            NKEPT.fetch_add(1, Ordering::SeqCst);
-            KEPT[i / 64].fetch_or(1u64 << (i % 64), Ordering::SeqCst);
+            mark_kept(i);
             continue;
         }
-        set(d, false);
-        COUNT.fetch_sub(1, Ordering::SeqCst);
+        forget(d);
         if intact {
             // SAFETY: uaio's duplicate, still naming the file it was made
             // for, and no longer in the set: this thread alone closes it.

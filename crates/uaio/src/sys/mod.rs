@@ -58,6 +58,15 @@ pub(crate) fn eventfd_add(fd: i32, n: u64) {
     let _ = rustix::io::write(fd, &n.to_ne_bytes());
 }
 
+/// Adds 1 to one of uaio's own eventfds, unless its number now names a
+/// file of another kind: a program that put one of its files on uaio's
+/// number (`dup2`) must not receive the 8 bytes.
+pub(crate) fn signal_own_eventfd(fd: BorrowedFd<'_>) {
+    if file_stat(std::os::fd::AsRawFd::as_raw_fd(&fd)).is_some_and(|st| st.kind() == 0) {
+        let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
+    }
+}
+
 /// The calling thread holds `CAP_SYS_ADMIN` or `CAP_SYS_NICE` (effective).
 pub(crate) fn can_use_rt_ioprio() -> bool {
     use rustix::thread::CapabilitySet;

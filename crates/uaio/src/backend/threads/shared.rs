@@ -106,7 +106,7 @@ impl Shared {
         self.signal(here);
         if self.notify_on.load(Ordering::SeqCst) && here.owner() {
             if let Some(n) = &self.notify {
-                write_one(n.as_fd());
+                sys::signal_own_eventfd(n.as_fd());
             }
         }
     }
@@ -122,7 +122,7 @@ impl Shared {
             for &fd in lock(&self.ppollers).iter() {
                 // SAFETY: a sleeper's eventfd, open while it is listed (the
                 // sleeper unlists it under this lock before giving it back).
-                write_one(unsafe { BorrowedFd::borrow_raw(fd) });
+                sys::signal_own_eventfd(unsafe { BorrowedFd::borrow_raw(fd) });
             }
         }
     }
@@ -165,14 +165,5 @@ impl Shared {
             }
         }
         self.complete(job.key, res, here);
-    }
-}
-
-/// Adds 1 to one of uaio's eventfds, unless its number now names a file
-/// of another kind: a program that put one of its files on uaio's number
-/// (`dup2`) must not receive the 8 bytes.
-pub(super) fn write_one(fd: BorrowedFd<'_>) {
-    if sys::file_stat(fd.as_raw_fd()).is_some_and(|st| st.kind() == 0) {
-        let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
     }
 }

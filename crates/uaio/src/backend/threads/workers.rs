@@ -165,7 +165,7 @@ fn next_job(p: &'static Pool, me: &Arc<Sleeper>, seeking: &mut bool, ran: &mut b
 /// Wakes the poller, if it exists (owner's threads only).
 pub(super) fn wake_poller(st: &PoolState) {
     if let Some(w) = &st.poll_wake {
-        write_one(w.as_fd());
+        sys::signal_own_eventfd(w.as_fd());
     }
 }
 
