@@ -46,6 +46,7 @@ fi
 
 passed=0
 failed=0
+known=0
 failures=()
 pass() { passed=$((passed + 1)); echo "  ok    $1"; }
 fail() { failed=$((failed + 1)); failures+=("$1"); echo "  FAIL  $1"; }
@@ -145,6 +146,12 @@ check_case() { # NAME PROG ARGS...
 		fi
 		if diff -u "$logs/$name.kernel.out" "$logs/$tag.out" >"$logs/$tag.diff"; then
 			pass "$name [$backend]: output identical to kernel AIO ($(wc -l <"$logs/$tag.out") lines)"
+		elif [ "$backend" = "${residual_backend:-}" ]; then
+			# Neither passed nor failed: a difference the README lists
+			# among the residuals, reported each time it shows.
+			known=$((known + 1))
+			echo "  known $name [$backend]: output differs from kernel AIO: $residual_why"
+			grep '^[-+][^-+]' "$logs/$tag.diff" | head -10 | sed 's/^/    /'
 		else
 			fail "$name [$backend]: output differs from kernel AIO"
 			grep '^[-+][^-+]' "$logs/$tag.diff" | head -60 | sed 's/^/    /'
@@ -188,11 +195,23 @@ check_case signals_conform.pending signals_conform pending
 check_case signals_conform.reentry signals_conform reentry
 check_case exit_inflight.exit exit_inflight exit
 check_case exit_inflight.exec exit_inflight exec
+for fn in execl execle execlp execvp execvpe execve fexecve execveat syscall; do
+	check_case "exit_inflight.exec.$fn" exit_inflight exec "$fn"
+done
+check_case exit_inflight.exec-fails exit_inflight exec-fails
 check_case exit_inflight.exit-waiter exit_inflight exit-waiter
 check_case exit_inflight.return exit_inflight return
 check_case exit_inflight._exit exit_inflight _exit
 check_case exit_inflight.exit_group exit_inflight exit_group
 check_case exit_inflight.exit-busy exit_inflight exit-busy
+# A handler's _exit that interrupts io_submit: on the thread pool, accepted
+# writes can still be lost when the interrupted call holds a lock (or
+# malloc's) that the workers need (README, "Leaving with requests in
+# flight"); uaio then waits 2 s at most. Any other difference fails.
+residual_backend=threads
+residual_why="a handler's _exit interrupted io_submit while it held a lock the pool's workers need (README: Leaving with requests in flight)"
+check_case exit_inflight.handler-_exit exit_inflight handler-_exit
+residual_backend=
 
 # valgrind_case NAME PROG ARGS...: the program on uaio under valgrind
 # (memcheck), on the thread pool and on the backend uaio picks by itself. It
@@ -275,6 +294,9 @@ echo "== done in $(($(date +%s) - start)) s; logs in $logs/"
 if [ "$failed" -ne 0 ]; then
 	echo "failures:"
 	printf '  %s\n' "${failures[@]}"
+fi
+if [ "$known" -ne 0 ]; then
+	echo "$known known residual difference(s) shown (marked 'known' above)"
 fi
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -53,9 +53,19 @@ trap 'rm -rf "$work"' EXIT
 
 # The exported symbols of libaio (Debian's libaio1 and libaio1t64 export
 # these, with these versions; GNU ld also writes each version node's name
-# as an absolute symbol), and uaio's syscall(), _exit() and _Exit().
+# as an absolute symbol), and uaio's syscall(), _exit(), _Exit() and the
+# exec functions (each waits for the file I/O in flight first).
 expected_exports="FUNC _Exit@@GLIBC_2.2.5
 FUNC _exit@@GLIBC_2.2.5
+FUNC execl@@GLIBC_2.2.5
+FUNC execle@@GLIBC_2.2.5
+FUNC execlp@@GLIBC_2.2.5
+FUNC execv@@GLIBC_2.2.5
+FUNC execve@@GLIBC_2.2.5
+FUNC execveat@@GLIBC_2.34
+FUNC execvp@@GLIBC_2.2.5
+FUNC execvpe@@GLIBC_2.11
+FUNC fexecve@@GLIBC_2.2.5
 FUNC io_cancel@@LIBAIO_0.4
 FUNC io_cancel@LIBAIO_0.1
 FUNC io_destroy@@LIBAIO_0.4
@@ -70,7 +80,9 @@ FUNC io_queue_wait@LIBAIO_0.1
 FUNC io_setup@@LIBAIO_0.4
 FUNC io_submit@@LIBAIO_0.1
 FUNC syscall@@GLIBC_2.2.5
+OBJECT GLIBC_2.11
 OBJECT GLIBC_2.2.5
+OBJECT GLIBC_2.34
 OBJECT LIBAIO_0.1
 OBJECT LIBAIO_0.4
 OBJECT LIBAIO_0.5"
@@ -84,14 +96,14 @@ exports() {
 check_library() { # LABEL FILE
     local got
     got=$(exports "$2")
-    if [ "$got" = "$expected_exports" ]; then ok "$1: libaio's symbols and versions, and syscall, _exit, _Exit"; else
+    if [ "$got" = "$expected_exports" ]; then ok "$1: libaio's symbols and versions, and syscall, _exit, _Exit, exec*"; else
         fail "$1: exported symbols differ from libaio's"
         diff <(echo "$expected_exports") <(echo "$got")
     fi
     if readelf -d "$2" | grep -q 'Library soname: \[libaio.so.1\]'; then ok "$1: soname libaio.so.1"; else fail "$1: soname is not libaio.so.1"; fi
     local nodes
     nodes=$(readelf -W -V "$2" | sed -n '/Version definition/,/Version needs/p' | grep -o 'Name: [^ ]*' | cut -d' ' -f2 | tr '\n' ' ')
-    if [ "$nodes" = "libaio.so.1 LIBAIO_0.1 LIBAIO_0.4 LIBAIO_0.5 GLIBC_2.2.5 " ]; then ok "$1: version nodes $nodes"; else fail "$1: version nodes are '$nodes'"; fi
+    if [ "$nodes" = "libaio.so.1 LIBAIO_0.1 LIBAIO_0.4 LIBAIO_0.5 GLIBC_2.2.5 GLIBC_2.11 GLIBC_2.34 " ]; then ok "$1: version nodes $nodes"; else fail "$1: version nodes are '$nodes'"; fi
 }
 check_library "cargo build's target/release/libaio.so" target/release/libaio.so
 check_library "the library uaio carries ($lib)" "$lib"
@@ -102,8 +114,8 @@ if [ "$(readlink "$libdir/libaio.so.1t64")" = libaio.so.1 ]; then ok "libaio.so.
 kinds=$(cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json,sys; print(" ".join(sorted({k for p in json.load(sys.stdin)["packages"] if p["name"] == "uaio-capi" for t in p["targets"] if "lib" in t["kind"] or "cdylib" in t["kind"] for k in t["crate_types"]})))')
 if [ "$kinds" = cdylib ]; then ok "uaio-capi builds a cdylib only"; else fail "uaio-capi builds: $kinds"; fi
-if nm --defined-only target/release/uaio | grep -qE ' [TtWw] (syscall|_exit|_Exit)$'; then fail "the uaio binary defines syscall(), _exit() or _Exit()"; else
-    ok "the uaio binary does not define syscall(), _exit() or _Exit()"
+if nm --defined-only target/release/uaio | grep -qE ' [TtWw] (syscall|_exit|_Exit|exec[lv][a-z]*|fexecve)$'; then fail "the uaio binary defines syscall(), _exit(), _Exit() or an exec function"; else
+    ok "the uaio binary does not define syscall(), _exit(), _Exit() or an exec function"
 fi
 
 # run_probed LABEL EXPECT(uaio|kernel) CMD...: runs CMD (tagged through its

@@ -6,7 +6,15 @@
  *
  *   exit_inflight exit         POLLs pending on an empty pipe + a queue of
  *                              large file writes and syncs, then exit(0)
- *   exit_inflight exec         the same, then execv("/bin/true")
+ *   exit_inflight exec [FN]    the same with the writes O_DIRECT, then
+ *                              /bin/true through FN: execv (the default),
+ *                              execl, execle, execlp, execvp, execvpe,
+ *                              execve, fexecve, execveat, or syscall
+ *                              (syscall(SYS_execve, ...)); the kernel lets
+ *                              the writes in flight finish first
+ *   exit_inflight exec-fails   the same, then an execv that fails
+ *                              (ENOENT): the process goes on and reaps
+ *                              every event
  *   exit_inflight exit-waiter  the same, with a second thread blocked in
  *                              io_getevents on the context, then exit(0)
  *   exit_inflight return       the same, returning from main without
@@ -16,6 +24,11 @@
  *   exit_inflight exit_group   the same, while the main thread sleeps in
  *                              io_getevents a second thread calls
  *                              syscall(SYS_exit_group, 0)
+ *   exit_inflight handler-_exit  one thread submits O_DIRECT writes one by
+ *                              one (none reaped) until, 20 ms in, a
+ *                              SIGALRM handler calls _exit(0), most
+ *                              likely while io_submit runs: every write
+ *                              io_submit accepted must be on the file
  *   exit_inflight exit-busy    two threads keep submitting direct writes
  *                              (each keeping 32 or more in flight on its
  *                              own context) while the main thread calls
@@ -32,6 +45,7 @@
 #include <stdatomic.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 
 #define NPOLL 8
@@ -101,6 +115,27 @@ static void *busy_writer(void *a)
 	return NULL;
 }
 
+/* Of the first `slots` slots of `bs` bytes, those whose write io_submit
+ * accepted must hold busy_buf on the file: prints whether any was accepted
+ * and how many are missing; returns the program's exit status. */
+static int report_accepted(long slots, int bs)
+{
+	long accepted = 0, missing = 0;
+	char *got;
+	if (posix_memalign((void **)&got, 4096, bs) != 0)
+		return 2;
+	for (long i = 0; i < slots; i++) {
+		if (!busy->accepted[i])
+			continue;
+		accepted++;
+		if (pread(busy_fd, got, bs, i * (off_t)bs) != bs || memcmp(got, busy_buf, bs))
+			missing++;
+	}
+	printf("writes accepted: %s; accepted writes missing from the file: %ld\n", accepted > 0 ? "some" : "none",
+	       missing);
+	return 0;
+}
+
 /* The exit-busy mode: returns the exit status of the program. */
 static int exit_busy(void)
 {
@@ -130,20 +165,83 @@ static int exit_busy(void)
 		waitpid(child, &status, 0);
 	}
 	printf("the process was gone within 20 s of exit(): %d\n", gone);
-	long accepted = 0, missing = 0, n = atomic_load(&busy->next);
-	char *got;
-	if (posix_memalign((void **)&got, 4096, BUSY_BS) != 0)
+	long n = atomic_load(&busy->next);
+	return report_accepted(n < BUSY_SLOTS ? n : BUSY_SLOTS, BUSY_BS);
+}
+
+/* Replaces the process with /bin/true through the exec function `fn`;
+ * returns only if that fails. */
+static int exec_true(const char *fn)
+{
+	char *av[] = { "true", NULL };
+	char *env[] = { "UAIO_EXEC_TEST=1", NULL };
+	printf("%s /bin/true\n", fn);
+	fflush(stdout);
+	if (!strcmp(fn, "execv"))
+		execv("/bin/true", av);
+	else if (!strcmp(fn, "execl"))
+		execl("/bin/true", "true", (char *)NULL);
+	else if (!strcmp(fn, "execle"))
+		execle("/bin/true", "true", (char *)NULL, env);
+	else if (!strcmp(fn, "execlp"))
+		execlp("true", "true", (char *)NULL);
+	else if (!strcmp(fn, "execvp"))
+		execvp("true", av);
+	else if (!strcmp(fn, "execvpe"))
+		execvpe("true", av, env);
+	else if (!strcmp(fn, "execve"))
+		execve("/bin/true", av, env);
+	else if (!strcmp(fn, "fexecve")) {
+		int t = open("/bin/true", O_RDONLY | O_CLOEXEC);
+		fexecve(t, av, env);
+	} else if (!strcmp(fn, "execveat"))
+		execveat(AT_FDCWD, "/bin/true", av, env, 0);
+	else if (!strcmp(fn, "syscall"))
+		syscall(SYS_execve, "/bin/true", av, env);
+	else
+		errno = EINVAL;
+	printf("%s failed: %s\n", fn, ename(errno));
+	return 1;
+}
+
+static void alarm_exit(int sig)
+{
+	(void)sig;
+	_exit(0);
+}
+
+/* The handler-_exit mode: returns the exit status of the program. */
+static int handler_exit(void)
+{
+	enum { SLOTS = 8192, BS = 16384 };
+	busy = mmap(NULL, sizeof *busy, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	busy_fd = tmpfile_open("handler", O_RDWR | O_TRUNC | O_DIRECT);
+	rm_tmpdir();
+	if (posix_memalign((void **)&busy_buf, 4096, BS) != 0)
 		return 2;
-	for (long i = 0; i < n && i < BUSY_SLOTS; i++) {
-		if (!busy->accepted[i])
-			continue;
-		accepted++;
-		if (pread(busy_fd, got, BUSY_BS, i * (off_t)BUSY_BS) != BUSY_BS || memcmp(got, busy_buf, BUSY_BS))
-			missing++;
+	memset(busy_buf, 0x6b, BS);
+	pid_t child = fork();
+	if (child == 0) {
+		io_context_t c = 0;
+		if (io_setup(SLOTS, &c) != 0)
+			_exit(3);
+		static struct iocb cbs[SLOTS];
+		signal(SIGALRM, alarm_exit);
+		struct itimerval it = { { 0, 0 }, { 0, 20000 } };
+		setitimer(ITIMER_REAL, &it, NULL);
+		for (long i = 0; i < SLOTS; i++) {
+			struct iocb *p = &cbs[i];
+			io_prep_pwrite(p, busy_fd, busy_buf, BS, i * (long long)BS);
+			if (io_submit(c, 1, &p) == 1)
+				busy->accepted[i] = 1;
+		}
+		for (;;)
+			pause();
 	}
-	printf("writes accepted: %s; accepted writes missing from the file: %ld\n", accepted > 0 ? "some" : "none",
-	       missing);
-	return 0;
+	int status = 0;
+	waitpid(child, &status, 0);
+	printf("child exit status %d\n", WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status));
+	return report_accepted(SLOTS, BS);
 }
 
 int main(int argc, char **argv)
@@ -154,6 +252,8 @@ int main(int argc, char **argv)
 	make_tmpdir();
 	if (!strcmp(mode, "exit-busy"))
 		return exit_busy();
+	if (!strcmp(mode, "handler-_exit"))
+		return handler_exit();
 	int fd = tmpfile_open("big", O_RDWR | O_TRUNC);
 	/* The directory and file go away now; the descriptor stays usable. */
 	rm_tmpdir();
@@ -173,11 +273,7 @@ int main(int argc, char **argv)
 		for (int i = 0; i < NWRITE; i++)
 			if (pread(fd, got, WSIZE, (off_t)i * WSIZE) == WSIZE && !memcmp(got, want, WSIZE))
 				blocks++;
-		/* exec runs no exit hook in the process, so with uaio the writes
-		 * still in flight may be lost there (see the README); the count is
-		 * compared for the other modes. */
-		if (strcmp(mode, "exec"))
-			printf("blocks on the file after the child left: %d of %d\n", blocks, NWRITE);
+		printf("blocks on the file after the child left: %d of %d\n", blocks, NWRITE);
 		return 0;
 	}
 
@@ -196,7 +292,7 @@ int main(int argc, char **argv)
 
 	/* The modes that leave without exit handlers write O_DIRECT: those
 	 * writes are in flight, not in the page cache, when io_submit returns. */
-	int direct = !strcmp(mode, "_exit") || !strcmp(mode, "exit_group");
+	int direct = !strcmp(mode, "_exit") || !strcmp(mode, "exit_group") || !strncmp(mode, "exec", 4);
 	if (direct)
 		printf("F_SETFL O_DIRECT = %d\n", fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_DIRECT));
 	char *buf;
@@ -210,9 +306,11 @@ int main(int argc, char **argv)
 		cbp[k] = &cb[k];
 	}
 	io_prep_fsync(&cb[NPOLL + NWRITE], fd);
-	cbp[NPOLL + NWRITE] = &cb[NPOLL + NWRITE];
 	io_prep_fdsync(&cb[NPOLL + NWRITE + 1], fd);
-	cbp[NPOLL + NWRITE + 1] = &cb[NPOLL + NWRITE + 1];
+	for (int k = NPOLL + NWRITE; k < NPOLL + NWRITE + 2; k++) {
+		cb[k].data = (void *)(uintptr_t)k;
+		cbp[k] = &cb[k];
+	}
 	printf("io_submit(%d writes of %d KiB + fsync + fdsync) = %s\n", NWRITE, WSIZE / 1024,
 	       negret(io_submit(ctx_write, NWRITE + 2, &cbp[NPOLL])));
 
@@ -228,13 +326,29 @@ int main(int argc, char **argv)
 	}
 
 	/* The buffer is freed only by the process going away. */
-	if (!strcmp(mode, "exec")) {
-		printf("execv /bin/true\n");
-		fflush(stdout);
-		char *av[] = { "/bin/true", NULL };
-		execv("/bin/true", av);
-		printf("execv failed: %s\n", ename(errno));
-		return 1;
+	if (!strcmp(mode, "exec"))
+		return exec_true(argc > 2 ? argv[2] : "execv");
+	if (!strcmp(mode, "exec-fails")) {
+		char *av[] = { "/nonexistent/true", NULL };
+		errno = 0;
+		int r = execv(av[0], av);
+		printf("execv(/nonexistent/true) = %d, errno %s\n", r, ename(errno));
+		struct io_event ev[NWRITE + 2];
+		int got = 0, right = 0;
+		while (got < NWRITE + 2) {
+			int r = io_getevents(ctx_write, 1, NWRITE + 2 - got, ev, NULL);
+			if (r <= 0) {
+				printf("io_getevents = %s\n", negret(r));
+				break;
+			}
+			for (int i = 0; i < r; i++) {
+				long k = (long)(uintptr_t)ev[i].data;
+				right += (long)ev[i].res == (k < NPOLL + NWRITE ? WSIZE : 0) && ev[i].res2 == 0;
+			}
+			got += r;
+		}
+		printf("events of the writes and syncs: %d, as expected: %d\n", got, right);
+		return 0;
 	}
 	if (!strcmp(mode, "return")) {
 		printf("return 0 from main\n");

@@ -1,14 +1,16 @@
 //! The C face of uaio: the functions of libaio (`io_setup`, `io_submit`,
 //! `io_getevents`, `io_pgetevents`, `io_cancel`, `io_destroy`, and the
 //! `io_queue_*` helpers) with libaio's symbol versions, a `syscall()`
-//! that sends the AIO system call numbers to uaio, and an `_exit` that lets
-//! the I/O in flight finish first, as the kernel does.
+//! that sends the AIO system call numbers to uaio, and an `_exit` and
+//! `exec` functions (`exec.rs`) that let the I/O in flight finish first, as
+//! the kernel does.
 //!
 //! `cargo build` links this crate as a cdylib, `libaio.so` (the `uaio`
 //! command carries it and installs it as `libaio.so.1` and
 //! `libaio.so.1t64`). `build.rs` gives it the soname `libaio.so.1` and
 //! `libaio.map`, which defines the version nodes `LIBAIO_0.1`, `LIBAIO_0.4`
-//! and `LIBAIO_0.5` (and `GLIBC_2.2.5` for `syscall`, `_exit` and `_Exit`). No Rust function is
+//! and `LIBAIO_0.5` (and `GLIBC_2.2.5`, `GLIBC_2.11` and `GLIBC_2.34` for
+//! `syscall`, `_exit`, `_Exit` and the `exec` functions). No Rust function is
 //! exported under its own name: the `global_asm!` at the end of this file
 //! binds every exported name, with its version, to a function here. Three names exist in two versions
 //! (`io_cancel`, `io_getevents`, `io_queue_wait`: the old ABI at
@@ -24,6 +26,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use libc::{c_int, c_long, c_void, timespec};
 use uaio::abi::{aio_context_t, aio_sigset, io_event, iocb};
 use uaio::raw;
+
+mod exec;
 
 /// libaio's completion callback type (`io_callback_t`).
 pub type IoCallback = unsafe extern "C" fn(ctx: aio_context_t, iocb: *mut iocb, res: c_long, res2: c_long);
@@ -229,20 +233,27 @@ fn keep_errno<T>(f: impl FnOnce() -> T) -> T {
     r
 }
 
+/// The address of the next definition of `name` after this library (the
+/// C library's), looked up once and kept in `cache`.
+fn next_definition(name: &std::ffi::CStr, cache: &AtomicUsize) -> Option<*mut c_void> {
+    let mut f = cache.load(Ordering::Acquire);
+    if f == 0 {
+        // SAFETY: dlsym with a valid, NUL-terminated name.
+        f = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) } as usize;
+        cache.store(f, Ordering::Release);
+    }
+    (f != 0).then_some(f as *mut c_void)
+}
+
 static REAL_SYSCALL: AtomicUsize = AtomicUsize::new(0);
 
 type SyscallFn = unsafe extern "C" fn(c_long, c_long, c_long, c_long, c_long, c_long, c_long) -> c_long;
 
 fn real_syscall() -> Option<SyscallFn> {
-    let mut f = REAL_SYSCALL.load(Ordering::Acquire);
-    if f == 0 {
-        // SAFETY: dlsym with a valid, NUL-terminated name.
-        f = unsafe { libc::dlsym(libc::RTLD_NEXT, c"syscall".as_ptr()) } as usize;
-        REAL_SYSCALL.store(f, Ordering::Release);
-    }
+    let f = next_definition(c"syscall", &REAL_SYSCALL)?;
     // SAFETY: the C library's syscall(); passing six longs is how every
     // caller's variadic arguments arrive on this ABI.
-    (f != 0).then(|| unsafe { std::mem::transmute::<*mut c_void, SyscallFn>(f as *mut c_void) })
+    Some(unsafe { std::mem::transmute::<*mut c_void, SyscallFn>(f) })
 }
 
 fn kernel_convention(r: i64) -> c_long {
@@ -282,8 +293,13 @@ pub unsafe extern "C" fn syscall(
             libc::SYS_io_getevents => {
                 raw::io_getevents(a1 as aio_context_t, a2, a3, a4 as *mut io_event, a5 as *mut timespec)
             }
-            libc::SYS_exit_group => {
-                raw::before_exit();
+            libc::SYS_exit_group | libc::SYS_execve | libc::SYS_execveat => {
+                if n == libc::SYS_exit_group {
+                    raw::before_exit();
+                } else {
+                    raw::before_exec();
+                }
+                set_errno(saved);
                 return match real_syscall() {
                     Some(f) => f(n, a1, a2, a3, a4, a5, a6),
                     None => kernel_convention(-(libc::ENOSYS as i64)),
@@ -385,9 +401,17 @@ export! {
     "uaio_export_io_queue_wait_0_1" => "io_queue_wait@LIBAIO_0.1": io_queue_wait_0_1,
     "uaio_export_syscall" => "syscall@@GLIBC_2.2.5": syscall,
     "uaio_export__exit" => "_exit@@GLIBC_2.2.5": exit_now,
-    "uaio_export__Exit" => "_Exit@@GLIBC_2.2.5": exit_now;
+    "uaio_export__Exit" => "_Exit@@GLIBC_2.2.5": exit_now,
+    "uaio_export_execve" => "execve@@GLIBC_2.2.5": exec::execve,
+    "uaio_export_execv" => "execv@@GLIBC_2.2.5": exec::execv,
+    "uaio_export_execvp" => "execvp@@GLIBC_2.2.5": exec::execvp,
+    "uaio_export_execvpe" => "execvpe@@GLIBC_2.11": exec::execvpe,
+    "uaio_export_fexecve" => "fexecve@@GLIBC_2.2.5": exec::fexecve,
+    "uaio_export_execveat" => "execveat@@GLIBC_2.34": exec::execveat;
     "uaio_node_0_1" => "LIBAIO_0.1",
     "uaio_node_0_4" => "LIBAIO_0.4",
     "uaio_node_0_5" => "LIBAIO_0.5",
     "uaio_node_glibc" => "GLIBC_2.2.5",
+    "uaio_node_glibc_2_11" => "GLIBC_2.11",
+    "uaio_node_glibc_2_34" => "GLIBC_2.34",
 }

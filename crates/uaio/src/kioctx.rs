@@ -339,9 +339,11 @@ impl Kioctx {
     /// Waits until no request that always finishes (file and block device
     /// I/O, syncs) is in flight; the events go to the ring as usual.
     /// Only requests accepted before the call are waited for (see
-    /// [`begin_exit`], which holds new submissions back first).
-    pub(crate) fn finish_file_io(&self) {
-        wait_until_zero(&self.submitters, u32::MAX);
+    /// [`begin_exit`], which holds new submissions back first). `rounds`
+    /// bounds the wait for `io_submit` calls under way in other threads to
+    /// end (naps of 50 µs; see [`wait_until_zero`]).
+    pub(crate) fn finish_file_io(&self, rounds: u32) {
+        wait_until_zero(&self.submitters, rounds);
         self.enter();
         let keys: Vec<u64> = self.lock().reqs.iter().filter(|(_, r)| !r.forever).map(|(_, r)| r.key).collect();
         loop {

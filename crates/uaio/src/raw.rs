@@ -75,10 +75,29 @@ pub unsafe fn io_setup(nr_events: u32, ctxp: *mut aio_context_t) -> i64 {
 /// accepted so far complete (their events go to the rings as usual), other
 /// threads' later `io_submit` calls never return. The drop-in library
 /// calls it from its own `_exit`, `_Exit` and `syscall(SYS_exit_group)`.
-/// It does nothing in a `vfork` child, or when called from a signal
-/// handler that interrupted a uaio call of the same thread.
+/// It does nothing in a `vfork` child. Called from a signal handler that
+/// interrupted a uaio call of the same thread, it waits, taking no lock,
+/// for the thread pool's file requests only, and gives up when they stop
+/// progressing for 2 s (a worker may need a lock the interrupted call
+/// holds).
 pub fn before_exit() {
     table::finish_file_io_before_exit();
+}
+
+/// Prepares the process for `exec`: call it just before an `execve` (or
+/// any of the C library's `exec` functions) that replaces this process.
+/// The kernel lets the requests in flight finish when `exec` lets go of
+/// the old memory; uaio's threads and io_uring's workers would instead die
+/// with the old program and take accepted writes with them. File and
+/// block-device reads, writes and syncs accepted so far complete (their
+/// events go to the rings as usual, for the process to reap if the `exec`
+/// fails); other threads are not held back. The drop-in library calls it
+/// from its `exec` functions and from `syscall(SYS_execve)` and
+/// `syscall(SYS_execveat)`. It does nothing in a `vfork` child, and from a
+/// signal handler that interrupted a uaio call it waits as
+/// [`before_exit`] does then.
+pub fn before_exec() {
+    table::finish_file_io_before_exec();
 }
 
 /// `io_setup` for the safe API's builder: a context for `nr_events` on the

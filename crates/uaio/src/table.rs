@@ -121,7 +121,7 @@ extern "C" fn finish_file_io_at_exit() {
     let Some(p) = process_if_any() else { return };
     crate::kioctx::begin_exit();
     for c in contexts(p) {
-        c.finish_file_io();
+        c.finish_file_io(u32::MAX);
         c.write_stats();
     }
 }
@@ -130,16 +130,50 @@ extern "C" fn finish_file_io_at_exit() {
 /// `_Exit`, the `exit_group` system call): waits, as
 /// [`finish_file_io_at_exit`] does, for the file I/O in flight. Nothing in
 /// a `vfork` child (which shares the memory of a process whose contexts
-/// are not its own), nor when the calling thread is inside a uaio call (a
-/// signal handler that interrupted it calls `_exit`): waiting could then
-/// wait for that call, or for a lock it holds.
+/// are not its own). When the calling thread is inside a uaio call (a
+/// signal handler that interrupted it calls `_exit`), waiting on the
+/// contexts could wait for that call, or for a lock it holds: only
+/// [`settle_inside_a_call`] then.
 pub(crate) fn finish_file_io_before_exit() {
-    let Some(p) = process_if_any() else { return };
-    if p.pid != rustix::process::getpid().as_raw_nonzero().get() {
+    if own_process().is_none() {
         return;
     }
-    let Some(_call) = sync::enter_call() else { return };
+    let Some(_call) = sync::enter_call() else { return settle_inside_a_call() };
     finish_file_io_at_exit();
+}
+
+/// For a process about to `exec`: waits for the file I/O in flight, as
+/// the kernel does when `exec` lets go of the old memory (its `exit_aio`),
+/// but holds no other thread back, since `exec` may fail and the process
+/// go on. An `io_submit` under way in another thread is waited for up to
+/// about 100 ms. Nothing in a `vfork` child (the `exec` replaces the
+/// child, not the process whose contexts these are); only
+/// [`settle_inside_a_call`] from a signal handler that interrupted a uaio
+/// call.
+pub(crate) fn finish_file_io_before_exec() {
+    let Some(p) = own_process() else { return };
+    let Some(_call) = sync::enter_call() else { return settle_inside_a_call() };
+    for c in contexts(p) {
+        c.finish_file_io(2000);
+    }
+}
+
+/// What a process about to end or `exec` can wait for when its thread is
+/// inside a uaio call (a signal handler interrupted it): the context's
+/// locks may be held by that call, so only the thread pool's count of file
+/// requests still to run is watched, taking no lock, until it is zero or
+/// stops moving for 2 s (a worker may need a lock the interrupted call
+/// holds). On io_uring nothing is waited for then: the requests already
+/// issued to the kernel finish, as kernel AIO's do.
+fn settle_inside_a_call() {
+    threads::settle_file_io(std::time::Duration::from_secs(2));
+}
+
+/// The process state, if there is one and it is the calling process's
+/// (not the parent's, seen from a `vfork` child).
+fn own_process() -> Option<&'static Process> {
+    let p = process_if_any()?;
+    (p.pid == rustix::process::getpid().as_raw_nonzero().get()).then_some(p)
 }
 
 fn process_if_any() -> Option<&'static Process> {

@@ -185,6 +185,14 @@ pub(super) struct Job {
     /// The file whose buffered writes run one after the other, in
     /// submission order (see the module's "Write order").
     pub(super) order: Option<FileKey>,
+    /// Counted by [`Job::io_begins`], not yet by [`Job::io_over`].
+    pub(super) io_pending: AtomicBool,
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        self.io_over();
+    }
 }
 
 impl Job {
@@ -203,6 +211,25 @@ impl Job {
         let res = lock(&self.cur).cancelled();
         self.shared.finish(self, res, here);
         false
+    }
+
+    /// The job is handed over (to the workers' queue or the direct lane):
+    /// counted by [`settle_file_io`] until [`Job::io_over`]. Counted at the
+    /// hand-over rather than when made, so that the jobs of an `io_submit`
+    /// interrupted before it handed them over (they are lost with the
+    /// process, and that call accepted none of them) are not waited for.
+    pub(super) fn io_begins(&self) {
+        if !self.io_pending.swap(true, Ordering::SeqCst) {
+            file_io_begins();
+        }
+    }
+
+    /// The job's read, write or sync has run (or never will): no longer
+    /// counted by [`settle_file_io`].
+    pub(super) fn io_over(&self) {
+        if self.io_pending.swap(false, Ordering::SeqCst) {
+            file_io_ends();
+        }
     }
 
     pub(super) fn is_done(&self) -> bool {

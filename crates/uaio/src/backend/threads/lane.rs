@@ -137,6 +137,7 @@ impl Pool {
                 // The reaper's reference, given back by it or below.
                 let _ = Arc::into_raw(job.clone());
                 job.shared.inlane.fetch_add(1, Ordering::SeqCst);
+                job.io_begins();
             }
             let r = sys::kernel_aio::submit(lane.ctx, &ptrs);
             let ok = r.max(0) as usize;
@@ -144,6 +145,7 @@ impl Pool {
             // their references come back, and they go to the workers.
             for job in &taken[at + ok..] {
                 job.shared.inlane.fetch_sub(1, Ordering::SeqCst);
+                job.io_over();
                 // SAFETY: the reference leaked just above for this job,
                 // which the kernel did not take.
                 drop(unsafe { Arc::from_raw(Arc::as_ptr(job)) });

@@ -231,6 +231,7 @@ impl Pool {
         }
         let mut st = lock(&self.st);
         for job in jobs.drain(..) {
+            job.io_begins();
             match job.order {
                 Some(k) => match st.chains.get_mut(&k) {
                     Some(behind) => behind.push_back(job),
@@ -412,6 +413,44 @@ impl Pool {
 /// pool's locks may be held; the next use creates a new pool.
 pub(crate) fn after_fork_in_child() {
     POOL.store(std::ptr::null_mut(), Ordering::SeqCst);
+    FILE_IO.store(0, Ordering::SeqCst);
+}
+
+/// Reads, writes and syncs of files handed to the workers or the direct
+/// lane and not over yet ([`Job::io_begins`], [`Job::io_over`]), counted
+/// without a lock.
+static FILE_IO: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts one more file request handed over.
+pub(super) fn file_io_begins() {
+    FILE_IO.fetch_add(1, Ordering::SeqCst);
+}
+
+/// Counts one file request's system call over (never below zero: a `fork`
+/// child starts from zero and may let go of a parent's job).
+pub(super) fn file_io_ends() {
+    let _ = FILE_IO.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+}
+
+/// Waits, taking no lock, until no file request handed to the pool is
+/// left to run, or until the count has not moved for `stall`: for a
+/// process about to end (or `exec`) from a signal handler that
+/// interrupted a uaio call of its thread, which may hold a lock a
+/// worker needs. Returns the number left.
+pub(crate) fn settle_file_io(stall: Duration) -> usize {
+    let mut last = FILE_IO.load(Ordering::SeqCst);
+    let mut since = std::time::Instant::now();
+    while last > 0 {
+        std::thread::sleep(Duration::from_millis(1));
+        let n = FILE_IO.load(Ordering::SeqCst);
+        if n != last {
+            last = n;
+            since = std::time::Instant::now();
+        } else if since.elapsed() >= stall {
+            break;
+        }
+    }
+    last
 }
 
 /// Number of pool and poller threads alive now.

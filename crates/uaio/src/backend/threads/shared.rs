@@ -155,6 +155,7 @@ impl Shared {
 
     /// Removes the finished `job` and publishes its result.
     pub(super) fn finish(&self, job: &Job, res: i32, here: &Here) {
+        job.io_over();
         job.state.store(DONE, Ordering::SeqCst);
         // The duplicate goes before the event is visible.
         pool().release(lock(&job.hold).take(), here);

@@ -196,6 +196,7 @@ impl Threads {
             hold: Mutex::new(Some(held)),
             cur: Mutex::new(cur),
             order,
+            io_pending: AtomicBool::new(false),
         });
         if !self.shared.register(&job) {
             let res = lock(&job.cur).cancelled();
