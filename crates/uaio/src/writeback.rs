@@ -393,13 +393,19 @@ mod tests {
         f
     }
 
-    /// Drops the (clean) file from the page cache; whether it went.
+    /// Drops the (clean) file from the page cache; whether it went. A page
+    /// still being read (a probe starts the read of the page it looks at)
+    /// is locked, and `POSIX_FADV_DONTNEED` passes over it: a blocking
+    /// read of the whole file first waits for such reads to end.
     fn evict(f: &std::fs::File) -> bool {
-        rustix::fs::fadvise(f, 0, None, rustix::fs::Advice::DontNeed).expect("fadvise");
-        // A probe starts a read of the page it looks at: evict again after.
+        let drop_all = || {
+            let mut b = [0u8; 8192];
+            std::os::unix::fs::FileExt::read_exact_at(f, &mut b, 0).expect("read");
+            rustix::fs::fadvise(f, 0, None, rustix::fs::Advice::DontNeed).expect("fadvise");
+        };
+        drop_all();
         let gone = !page_ready(f.as_raw_fd(), 0) && !page_ready(f.as_raw_fd(), 4096);
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        rustix::fs::fadvise(f, 0, None, rustix::fs::Advice::DontNeed).expect("fadvise");
+        drop_all();
         gone
     }
 
