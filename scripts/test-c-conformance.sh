@@ -204,6 +204,7 @@ check_case exit_inflight.return exit_inflight return
 check_case exit_inflight._exit exit_inflight _exit
 check_case exit_inflight.exit_group exit_inflight exit_group
 check_case exit_inflight.exit-busy exit_inflight exit-busy
+check_case exit_inflight.handler-malloc exit_inflight handler-malloc
 # A handler's _exit that interrupts io_submit: on the thread pool, accepted
 # writes can still be lost when the interrupted call holds a lock (or
 # malloc's) that the workers need (README, "Leaving with requests in

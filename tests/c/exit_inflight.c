@@ -29,6 +29,12 @@
  *                              SIGALRM handler calls _exit(0), most
  *                              likely while io_submit runs: every write
  *                              io_submit accepted must be on the file
+ *   exit_inflight handler-malloc  the same with 48 O_DIRECT writes, then the
+ *                              main thread allocates and frees memory in a
+ *                              loop until a SIGALRM handler calls _exit(0)
+ *                              (most likely inside malloc or free): the
+ *                              process must be gone promptly (no hang on
+ *                              malloc's lock) with every write on the file
  *   exit_inflight exit-busy    two threads keep submitting direct writes
  *                              (each keeping 32 or more in flight on its
  *                              own context) while the main thread calls
@@ -244,6 +250,61 @@ static int handler_exit(void)
 	return report_accepted(SLOTS, BS);
 }
 
+/* The handler-malloc mode: returns the exit status of the program. */
+static int handler_malloc(void)
+{
+	enum { N = 48, BS = 256 * 1024 };
+	int fd = tmpfile_open("malloc", O_RDWR | O_TRUNC | O_DIRECT);
+	rm_tmpdir();
+	char *buf;
+	if (posix_memalign((void **)&buf, 4096, BS) != 0)
+		return 2;
+	memset(buf, 0x3c, BS);
+	pid_t child = fork();
+	if (child == 0) {
+		io_context_t c = 0;
+		if (io_setup(N, &c) != 0)
+			_exit(3);
+		static struct iocb cbs[N];
+		struct iocb *p[N];
+		for (int i = 0; i < N; i++) {
+			io_prep_pwrite(&cbs[i], fd, buf, BS, i * (long long)BS);
+			p[i] = &cbs[i];
+		}
+		if (io_submit(c, N, p) != N)
+			_exit(4);
+		signal(SIGALRM, alarm_exit);
+		struct itimerval it = { { 0, 0 }, { 0, 20000 } };
+		setitimer(ITIMER_REAL, &it, NULL);
+		for (unsigned i = 0;; i++) {
+			volatile char *m = malloc(1000 + (i % 61) * 1000);
+			m[0] = 1;
+			free((void *)m);
+		}
+	}
+	int status = 0, gone = 0;
+	for (int i = 0; i < 20000 && !gone; i++) {
+		if (waitpid(child, &status, WNOHANG) == child)
+			gone = 1;
+		else
+			sleep_ms(1);
+	}
+	if (!gone) {
+		kill(child, SIGKILL);
+		waitpid(child, &status, 0);
+	}
+	printf("the process was gone within 20 s of the handler's _exit: %d, exit status %d\n", gone,
+	       WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status));
+	char *got;
+	if (posix_memalign((void **)&got, 4096, BS) != 0)
+		return 2;
+	int blocks = 0;
+	for (int i = 0; i < N; i++)
+		blocks += pread(fd, got, BS, i * (off_t)BS) == BS && !memcmp(got, buf, BS);
+	printf("blocks on the file after the child left: %d of %d\n", blocks, N);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -254,6 +315,8 @@ int main(int argc, char **argv)
 		return exit_busy();
 	if (!strcmp(mode, "handler-_exit"))
 		return handler_exit();
+	if (!strcmp(mode, "handler-malloc"))
+		return handler_malloc();
 	int fd = tmpfile_open("big", O_RDWR | O_TRUNC);
 	/* The directory and file go away now; the descriptor stays usable. */
 	rm_tmpdir();

@@ -46,7 +46,7 @@ macro_rules! exec_fn {
         /// NULL-terminated arrays of them.
         pub unsafe extern "C" fn $name($($arg: $t),*) -> c_int {
             static NEXT: AtomicUsize = AtomicUsize::new(0);
-            keep_errno(raw::before_exec);
+            let _hold = keep_errno(raw::before_exec);
             let name = CStr::from_bytes_with_nul(concat!(stringify!($name), "\0").as_bytes()).expect("one NUL");
             match next::<unsafe extern "C" fn($($t),*) -> c_int>(name, &NEXT) {
                 // SAFETY: the caller's arguments, unchanged, to the

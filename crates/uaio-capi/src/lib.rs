@@ -294,11 +294,12 @@ pub unsafe extern "C" fn syscall(
                 raw::io_getevents(a1 as aio_context_t, a2, a3, a4 as *mut io_event, a5 as *mut timespec)
             }
             libc::SYS_exit_group | libc::SYS_execve | libc::SYS_execveat => {
-                if n == libc::SYS_exit_group {
+                let _hold = if n == libc::SYS_exit_group {
                     raw::before_exit();
+                    None
                 } else {
-                    raw::before_exec();
-                }
+                    Some(raw::before_exec())
+                };
                 set_errno(saved);
                 return match real_syscall() {
                     Some(f) => f(n, a1, a2, a3, a4, a5, a6),

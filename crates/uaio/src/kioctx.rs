@@ -343,22 +343,77 @@ impl Kioctx {
     /// bounds the wait for `io_submit` calls under way in other threads to
     /// end (naps of 50 µs; see [`wait_until_zero`]).
     pub(crate) fn finish_file_io(&self, rounds: u32) {
+        beat();
         wait_until_zero(&self.submitters, rounds);
         self.enter();
         let keys: Vec<u64> = self.lock().reqs.iter().filter(|(_, r)| !r.forever).map(|(_, r)| r.key).collect();
+        let mut last = keys.len();
         loop {
             self.harvest();
             let pending = {
                 let st = self.lock();
-                keys.iter().any(|&k| st.reqs.get(k as u32 as usize).is_some_and(|r| r.key == k))
+                keys.iter().filter(|&&k| st.reqs.get(k as u32 as usize).is_some_and(|r| r.key == k)).count()
             };
-            if !pending {
+            if pending == 0 {
                 break;
+            }
+            if pending != last {
+                last = pending;
+                beat();
             }
             let _ = self.backend.wait(1, Some(Duration::from_millis(10)), None);
         }
         self.leave();
     }
+}
+
+/// Counts the steps of progress of [`Kioctx::finish_file_io`] waits (a
+/// request completed, an `io_submit` ended): a thread waiting for another
+/// to do that wait (see `progress`) sees whether it moves.
+static BEAT: AtomicU32 = AtomicU32::new(0);
+
+fn beat() {
+    BEAT.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The count of [`Kioctx::finish_file_io`] rounds so far.
+pub(crate) fn beats() -> u32 {
+    BEAT.load(Ordering::Relaxed)
+}
+
+/// The thread id of a thread about to `exec` (0: none): until it lets go
+/// ([`end_exec`], when the `exec` failed), other threads' `io_submit`
+/// calls wait before accepting anything, so that the requests the `exec`
+/// waits for are exactly those accepted before (the kernel's `exec` ends
+/// the other threads first).
+static EXECING: AtomicU32 = AtomicU32::new(0);
+
+/// The calling thread is about to `exec` (see [`EXECING`]). Takes no lock
+/// and allocates nothing.
+pub(crate) fn begin_exec() {
+    EXECING.store(sys::gettid() as u32, Ordering::SeqCst);
+}
+
+/// The calling thread's `exec` failed: the `io_submit` calls held back go
+/// on. Nothing when another thread (or none) is the one about to `exec`
+/// (a `vfork` child's failed `exec` leaves its parent's threads alone).
+pub(crate) fn end_exec() {
+    let me = sys::gettid() as u32;
+    if EXECING.compare_exchange(me, 0, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+        wake_all(&EXECING);
+    }
+}
+
+/// The thread id of another thread about to `exec`, if any.
+fn exec_elsewhere() -> Option<u32> {
+    let e = EXECING.load(Ordering::SeqCst);
+    (e != 0 && e != sys::gettid() as u32).then_some(e)
+}
+
+/// Sleeps while thread `e` is about to `exec` (a second at most).
+fn wait_for_exec(e: u32) {
+    let ts = rustix::thread::futex::Timespec { tv_sec: 1, tv_nsec: 0 };
+    let _ = rustix::thread::futex::wait(&EXECING, rustix::thread::futex::Flags::PRIVATE, e, Some(&ts));
 }
 
 /// The thread id of the thread running the process's exit (0: none yet).
@@ -376,7 +431,16 @@ pub(crate) fn begin_exit() {
 /// `rounds` naps.
 fn wait_until_zero(count: &AtomicU32, rounds: u32) {
     let mut spins = 0u32;
-    while count.load(Ordering::SeqCst) > 0 {
+    let mut last = 0;
+    loop {
+        let n = count.load(Ordering::SeqCst);
+        if n == 0 {
+            break;
+        }
+        if n != last {
+            last = n;
+            beat();
+        }
         spins += 1;
         if spins < 100 {
             std::thread::yield_now();

@@ -2,12 +2,18 @@
 //! calls into uaio (programs that reap from the ring themselves, or wait on
 //! an eventfd). It sleeps on one eventfd that every backend signals while
 //! no caller is inside the context, harvests the contexts that have
-//! completions and no caller, and costs nothing while idle.
+//! completions and no caller, and costs nothing while idle. It also does
+//! the wait for file I/O in flight of a thread about to `_exit` or `exec`
+//! ([`finish_file_io_elsewhere`]), which may be a signal handler that can
+//! neither lock nor allocate.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rustix::io::Errno;
+use rustix::thread::futex;
 
 use crate::kioctx::Kioctx;
 use crate::sys::internal_fds;
@@ -51,6 +57,14 @@ fn run(efd: Arc<OwnedFd>, contexts: impl Fn() -> Vec<Arc<Kioctx>>) {
             Err(Errno::INTR) => {}
             Err(_) => return,
         }
+        let asked = LEAVE_ASKED.load(Ordering::SeqCst);
+        if asked != LEAVE_DONE.load(Ordering::SeqCst) {
+            for c in contexts() {
+                c.finish_file_io(u32::MAX);
+            }
+            LEAVE_DONE.store(asked, Ordering::SeqCst);
+            let _ = futex::wake(&LEAVE_DONE, futex::Flags::PRIVATE, u32::MAX);
+        }
         let mut busy = false;
         for c in contexts() {
             if c.idle() && c.has_completions() {
@@ -70,3 +84,53 @@ fn run(efd: Arc<OwnedFd>, contexts: impl Fn() -> Vec<Arc<Kioctx>>) {
 /// How often the progress thread closes what [`internal_fds::sweep`] can
 /// while duplicates are kept aside for record locks.
 const KEPT_SWEEP: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Requests of threads about to leave (`_exit`, `exec`) that the progress
+/// thread wait for the file I/O in flight ([`finish_file_io_elsewhere`]),
+/// and the last request it has answered.
+static LEAVE_ASKED: AtomicU32 = AtomicU32::new(0);
+static LEAVE_DONE: AtomicU32 = AtomicU32::new(0);
+
+/// How long [`finish_file_io_elsewhere`] waits for the progress thread's
+/// wait to show a sign of life.
+const LEAVE_STALL: Duration = Duration::from_secs(2);
+
+/// Has the progress thread wait until every context's file I/O accepted
+/// so far is complete ([`Kioctx::finish_file_io`]), and waits for it to be
+/// done: for a thread about to end the process or `exec`. The calling
+/// thread takes no lock and allocates nothing: `_exit` and `execve` may be
+/// called from a signal handler that interrupted any code, `malloc`
+/// included, and a wait of its own would then hang on the lock that code
+/// holds. Gives up when the progress thread's wait shows no progress for
+/// 2 s (it may need a lock the interrupted code holds). Returns at once
+/// when the process has no progress thread (it never had a context).
+pub(crate) fn finish_file_io_elsewhere() {
+    let asked = LEAVE_ASKED.fetch_add(1, Ordering::SeqCst).wrapping_add(1);
+    if !internal_fds::poke_sweeper() {
+        return;
+    }
+    let mut beats = crate::kioctx::beats();
+    let mut since = Instant::now();
+    loop {
+        let done = LEAVE_DONE.load(Ordering::SeqCst);
+        // Answered: this request, or a later one.
+        if done.wrapping_sub(asked) < u32::MAX / 2 {
+            return;
+        }
+        let ts = futex::Timespec { tv_sec: 0, tv_nsec: 10_000_000 };
+        let _ = futex::wait(&LEAVE_DONE, futex::Flags::PRIVATE, done, Some(&ts));
+        let now = crate::kioctx::beats();
+        if now != beats {
+            beats = now;
+            since = Instant::now();
+        } else if since.elapsed() >= LEAVE_STALL {
+            return;
+        }
+    }
+}
+
+/// In a `fork` child: no request is pending.
+pub(crate) fn after_fork_in_child() {
+    LEAVE_ASKED.store(0, Ordering::SeqCst);
+    LEAVE_DONE.store(0, Ordering::SeqCst);
+}

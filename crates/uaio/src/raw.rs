@@ -75,6 +75,8 @@ pub unsafe fn io_setup(nr_events: u32, ctxp: *mut aio_context_t) -> i64 {
 /// accepted so far complete (their events go to the rings as usual), other
 /// threads' later `io_submit` calls never return. The drop-in library
 /// calls it from its own `_exit`, `_Exit` and `syscall(SYS_exit_group)`.
+/// The calling thread takes no lock and allocates nothing (the progress
+/// thread does the wait), so a signal handler may call it like `_exit`.
 /// It does nothing in a `vfork` child. Called from a signal handler that
 /// interrupted a uaio call of the same thread, it waits, taking no lock,
 /// for the thread pool's file requests only, and gives up when they stop
@@ -85,19 +87,37 @@ pub fn before_exit() {
 }
 
 /// Prepares the process for `exec`: call it just before an `execve` (or
-/// any of the C library's `exec` functions) that replaces this process.
-/// The kernel lets the requests in flight finish when `exec` lets go of
-/// the old memory; uaio's threads and io_uring's workers would instead die
-/// with the old program and take accepted writes with them. File and
-/// block-device reads, writes and syncs accepted so far complete (their
-/// events go to the rings as usual, for the process to reap if the `exec`
-/// fails); other threads are not held back. The drop-in library calls it
-/// from its `exec` functions and from `syscall(SYS_execve)` and
-/// `syscall(SYS_execveat)`. It does nothing in a `vfork` child, and from a
-/// signal handler that interrupted a uaio call it waits as
-/// [`before_exit`] does then.
-pub fn before_exec() {
+/// any of the C library's `exec` functions) that replaces this process,
+/// and keep what it returns until the `exec` call returns. The kernel lets
+/// the requests in flight finish when `exec` lets go of the old memory;
+/// uaio's threads and io_uring's workers would instead die with the old
+/// program and take accepted writes with them. File and block-device
+/// reads, writes and syncs accepted so far complete (their events go to
+/// the rings as usual, for the process to reap if the `exec` fails), and
+/// other threads' `io_submit` calls wait, accepting nothing, until the
+/// returned [`ExecHold`] is dropped (the `exec` failed), as the kernel's
+/// `exec` ends the other threads before it waits. The calling thread
+/// takes no lock and allocates nothing (the progress thread does the
+/// wait), so a signal handler may call it like `execve`. The drop-in
+/// library calls it from its `exec` functions and from
+/// `syscall(SYS_execve)` and `syscall(SYS_execveat)`. It waits for
+/// nothing in a `vfork` child; from a signal handler that interrupted a
+/// uaio call it waits as [`before_exit`] does then.
+pub fn before_exec() -> ExecHold {
     table::finish_file_io_before_exec();
+    ExecHold(())
+}
+
+/// What [`before_exec`] returns: dropping it (when the `exec` failed) lets
+/// the other threads' `io_submit` calls go on.
+#[must_use = "other threads' io_submit calls go on when it is dropped: keep it across the exec call"]
+#[derive(Debug)]
+pub struct ExecHold(());
+
+impl Drop for ExecHold {
+    fn drop(&mut self) {
+        table::exec_failed();
+    }
 }
 
 /// `io_setup` for the safe API's builder: a context for `nr_events` on the

@@ -19,6 +19,7 @@ use crate::backend::threads::{self, Threads};
 use crate::backend::uring::{self, Uring};
 use crate::backend::Backend;
 use crate::kioctx::Kioctx;
+use crate::progress;
 use crate::ring::{page_size, possible_cpus, Geometry};
 use crate::sync;
 use crate::sys::internal_fds;
@@ -65,6 +66,7 @@ extern "C" fn after_fork_in_child() {
     crate::sys::procfs::after_fork_in_child();
     crate::sys::direct_hint::after_fork_in_child();
     crate::writeback::after_fork_in_child();
+    crate::progress::after_fork_in_child();
 }
 
 /// Which backend executes I/O in this process.
@@ -128,34 +130,44 @@ extern "C" fn finish_file_io_at_exit() {
 
 /// For a process about to end without its exit handlers (`_exit`,
 /// `_Exit`, the `exit_group` system call): waits, as
-/// [`finish_file_io_at_exit`] does, for the file I/O in flight. Nothing in
-/// a `vfork` child (which shares the memory of a process whose contexts
-/// are not its own). When the calling thread is inside a uaio call (a
-/// signal handler that interrupted it calls `_exit`), waiting on the
-/// contexts could wait for that call, or for a lock it holds: only
-/// [`settle_inside_a_call`] then.
+/// [`finish_file_io_at_exit`] does, for the file I/O in flight, the wait
+/// done by the progress thread ([`progress::finish_file_io_elsewhere`]:
+/// `_exit` may come from a signal handler that interrupted `malloc`).
+/// Nothing in a `vfork` child (which shares the memory of a process whose
+/// contexts are not its own). When the calling thread is inside a uaio
+/// call (a signal handler that interrupted it calls `_exit`), the contexts
+/// may be locked by that call: only [`settle_inside_a_call`] then.
 pub(crate) fn finish_file_io_before_exit() {
     if own_process().is_none() {
         return;
     }
-    let Some(_call) = sync::enter_call() else { return settle_inside_a_call() };
-    finish_file_io_at_exit();
+    crate::kioctx::begin_exit();
+    if sync::held_here() {
+        return settle_inside_a_call();
+    }
+    progress::finish_file_io_elsewhere();
 }
 
 /// For a process about to `exec`: waits for the file I/O in flight, as
 /// the kernel does when `exec` lets go of the old memory (its `exit_aio`),
-/// but holds no other thread back, since `exec` may fail and the process
-/// go on. An `io_submit` under way in another thread is waited for up to
-/// about 100 ms. Nothing in a `vfork` child (the `exec` replaces the
-/// child, not the process whose contexts these are); only
-/// [`settle_inside_a_call`] from a signal handler that interrupted a uaio
-/// call.
+/// in the same way as [`finish_file_io_before_exit`]. Meanwhile other
+/// threads' `io_submit` calls wait before accepting anything (the
+/// kernel's `exec` ends the other threads first), until [`exec_failed`].
 pub(crate) fn finish_file_io_before_exec() {
-    let Some(p) = own_process() else { return };
-    let Some(_call) = sync::enter_call() else { return settle_inside_a_call() };
-    for c in contexts(p) {
-        c.finish_file_io(2000);
+    if own_process().is_none() {
+        return;
     }
+    crate::kioctx::begin_exec();
+    if sync::held_here() {
+        return settle_inside_a_call();
+    }
+    progress::finish_file_io_elsewhere();
+}
+
+/// The `exec` that [`finish_file_io_before_exec`] prepared for failed: the
+/// other threads' `io_submit` calls go on.
+pub(crate) fn exec_failed() {
+    crate::kioctx::end_exec();
 }
 
 /// What a process about to end or `exec` can wait for when its thread is

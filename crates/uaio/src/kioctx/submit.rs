@@ -14,7 +14,7 @@ use uaio_abi::*;
 
 use super::rw::prepare_rw;
 use super::validate::{check_ioprio, check_rw_flags, import_buffer};
-use super::{Kioctx, Resfd, EXITING};
+use super::{exec_elsewhere, wait_for_exec, Kioctx, Resfd, EXITING};
 use crate::backend::OpKind;
 use crate::sync;
 use crate::sys::internal_fds::InternalFd;
@@ -227,7 +227,15 @@ impl Kioctx {
     /// Registers an `io_submit` on this context, or returns `false` once the
     /// context is dead (the call then fails with `EINVAL`).
     pub(crate) fn begin_submit(&self) -> bool {
-        self.submitters.fetch_add(1, Ordering::SeqCst);
+        loop {
+            self.submitters.fetch_add(1, Ordering::SeqCst);
+            let Some(e) = exec_elsewhere() else { break };
+            // Another thread is about to `exec` (see `EXECING`): this call
+            // waits, not counted, and accepts nothing until that `exec`
+            // fails (or the process is replaced).
+            self.end_submit();
+            wait_for_exec(e);
+        }
         if EXITING.load(Ordering::SeqCst) != 0 && EXITING.load(Ordering::SeqCst) != sys::gettid() {
             // The process is leaving (another thread called exit): this
             // submission never returns, so nothing it would accept can be

@@ -252,7 +252,7 @@ fn keep_aside(fd: i32, id: Option<(u64, u64)>) -> bool {
     mark_kept(i);
     // The progress thread then looks every so often, so that the duplicate
     // goes even if the program makes no more calls.
-    poke_sweeper();
+    let _ = poke_sweeper();
     true
 }
 
@@ -266,16 +266,18 @@ pub(crate) fn set_sweeper(fd: i32) {
     SWEEPER.store(fd, Ordering::SeqCst);
 }
 
-/// Wakes that thread. Written only while the number still names an
-/// anonymous file: a program that took the number over does not receive
-/// the 8 bytes.
-fn poke_sweeper() {
+/// Wakes that thread (the progress thread); `false` when there is none.
+/// Written only while the number still names an anonymous file: a program
+/// that took the number over does not receive the 8 bytes. Takes no lock
+/// and allocates nothing.
+pub(crate) fn poke_sweeper() -> bool {
     let fd = SWEEPER.load(Ordering::SeqCst);
     if fd >= 0 {
         // SAFETY: uaio's own eventfd, kept for the life of the process (if
         // the program took the number over, the write checks the kind).
         super::signal_own_eventfd(unsafe { BorrowedFd::borrow_raw(fd) });
     }
+    fd >= 0
 }
 
 /// Puts the number at offset `i` (its file recorded) in the kept-aside set.
