@@ -121,6 +121,20 @@ static void *busy_writer(void *a)
 	return NULL;
 }
 
+/* Waits up to 20 s for `child` to end (then kills it); whether it ended
+ * by itself. */
+static int reap_within_20s(pid_t child, int *status)
+{
+	for (int i = 0; i < 20000; i++) {
+		if (waitpid(child, status, WNOHANG) == child)
+			return 1;
+		sleep_ms(1);
+	}
+	kill(child, SIGKILL);
+	waitpid(child, status, 0);
+	return 0;
+}
+
 /* Of the first `slots` slots of `bs` bytes, those whose write io_submit
  * accepted must hold busy_buf on the file: prints whether any was accepted
  * and how many are missing; returns the program's exit status. */
@@ -159,17 +173,7 @@ static int exit_busy(void)
 		sleep_ms(1000);
 		exit(0);
 	}
-	int status = 0, gone = 0;
-	for (int i = 0; i < 20000 && !gone; i++) {
-		if (waitpid(child, &status, WNOHANG) == child)
-			gone = 1;
-		else
-			sleep_ms(1);
-	}
-	if (!gone) {
-		kill(child, SIGKILL);
-		waitpid(child, &status, 0);
-	}
+	int status = 0, gone = reap_within_20s(child, &status);
 	printf("the process was gone within 20 s of exit(): %d\n", gone);
 	long n = atomic_load(&busy->next);
 	return report_accepted(n < BUSY_SLOTS ? n : BUSY_SLOTS, BUSY_BS);
@@ -282,17 +286,7 @@ static int handler_malloc(void)
 			free((void *)m);
 		}
 	}
-	int status = 0, gone = 0;
-	for (int i = 0; i < 20000 && !gone; i++) {
-		if (waitpid(child, &status, WNOHANG) == child)
-			gone = 1;
-		else
-			sleep_ms(1);
-	}
-	if (!gone) {
-		kill(child, SIGKILL);
-		waitpid(child, &status, 0);
-	}
+	int status = 0, gone = reap_within_20s(child, &status);
 	printf("the process was gone within 20 s of the handler's _exit: %d, exit status %d\n", gone,
 	       WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status));
 	char *got;

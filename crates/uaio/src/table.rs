@@ -138,14 +138,7 @@ extern "C" fn finish_file_io_at_exit() {
 /// call (a signal handler that interrupted it calls `_exit`), the contexts
 /// may be locked by that call: only [`settle_inside_a_call`] then.
 pub(crate) fn finish_file_io_before_exit() {
-    if own_process().is_none() {
-        return;
-    }
-    crate::kioctx::begin_exit();
-    if sync::held_here() {
-        return settle_inside_a_call();
-    }
-    progress::finish_file_io_elsewhere();
+    finish_file_io_before_leaving(crate::kioctx::begin_exit);
 }
 
 /// For a process about to `exec`: waits for the file I/O in flight, as
@@ -154,10 +147,17 @@ pub(crate) fn finish_file_io_before_exit() {
 /// threads' `io_submit` calls wait before accepting anything (the
 /// kernel's `exec` ends the other threads first), until [`exec_failed`].
 pub(crate) fn finish_file_io_before_exec() {
+    finish_file_io_before_leaving(crate::kioctx::begin_exec);
+}
+
+/// The wait of [`finish_file_io_before_exit`] and
+/// [`finish_file_io_before_exec`], after `hold_back` (which keeps other
+/// threads' submissions from being accepted meanwhile).
+fn finish_file_io_before_leaving(hold_back: fn()) {
     if own_process().is_none() {
         return;
     }
-    crate::kioctx::begin_exec();
+    hold_back();
     if sync::held_here() {
         return settle_inside_a_call();
     }
