@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use rustix::io::Errno;
 use rustix::thread::futex;
 
+use crate::backend::threads;
 use crate::kioctx::Kioctx;
 use crate::sys::internal_fds;
 
@@ -59,8 +60,9 @@ fn run(efd: Arc<OwnedFd>, contexts: impl Fn() -> Vec<Arc<Kioctx>>) {
         }
         let asked = LEAVE_ASKED.load(Ordering::SeqCst);
         if asked != LEAVE_DONE.load(Ordering::SeqCst) {
+            let rounds = LEAVE_ROUNDS.load(Ordering::SeqCst);
             for c in contexts() {
-                c.finish_file_io(u32::MAX);
+                c.finish_file_io(rounds);
             }
             LEAVE_DONE.store(asked, Ordering::SeqCst);
             let _ = futex::wake(&LEAVE_DONE, futex::Flags::PRIVATE, u32::MAX);
@@ -90,6 +92,8 @@ const KEPT_SWEEP: std::time::Duration = std::time::Duration::from_millis(100);
 /// and the last request it has answered.
 static LEAVE_ASKED: AtomicU32 = AtomicU32::new(0);
 static LEAVE_DONE: AtomicU32 = AtomicU32::new(0);
+/// The last request's bound on the wait for `io_submit` calls under way.
+static LEAVE_ROUNDS: AtomicU32 = AtomicU32::new(u32::MAX);
 
 /// How long [`finish_file_io_elsewhere`] waits for the progress thread's
 /// wait to show a sign of life.
@@ -104,12 +108,16 @@ const LEAVE_STALL: Duration = Duration::from_secs(2);
 /// holds. Gives up when the progress thread's wait shows no progress for
 /// 2 s (it may need a lock the interrupted code holds). Returns at once
 /// when the process has no progress thread (it never had a context).
-pub(crate) fn finish_file_io_elsewhere() {
+/// `rounds` bounds its wait for `io_submit` calls under way to end (see
+/// [`Kioctx::finish_file_io`]).
+pub(crate) fn finish_file_io_elsewhere(rounds: u32) {
+    LEAVE_ROUNDS.store(rounds, Ordering::SeqCst);
     let asked = LEAVE_ASKED.fetch_add(1, Ordering::SeqCst).wrapping_add(1);
     if !internal_fds::poke_sweeper() {
         return;
     }
     let mut beats = crate::kioctx::beats();
+    let mut low = threads::file_io_pending();
     let mut since = Instant::now();
     loop {
         let done = LEAVE_DONE.load(Ordering::SeqCst);
@@ -119,9 +127,13 @@ pub(crate) fn finish_file_io_elsewhere() {
         }
         let ts = futex::Timespec { tv_sec: 0, tv_nsec: 10_000_000 };
         let _ = futex::wait(&LEAVE_DONE, futex::Flags::PRIVATE, done, Some(&ts));
-        let now = crate::kioctx::beats();
-        if now != beats {
+        // Progress: the wait saw requests complete, or the thread pool's
+        // workers ran requests (they go on when the progress thread waits
+        // for a lock the interrupted code holds).
+        let (now, left) = (crate::kioctx::beats(), threads::file_io_pending());
+        if now != beats || left < low {
             beats = now;
+            low = left;
             since = Instant::now();
         } else if since.elapsed() >= LEAVE_STALL {
             return;

@@ -121,10 +121,13 @@ fn process() -> &'static Process {
 /// hook; the README says what that means.
 extern "C" fn finish_file_io_at_exit() {
     let Some(p) = process_if_any() else { return };
-    crate::kioctx::begin_exit();
-    for c in contexts(p) {
-        c.finish_file_io(u32::MAX);
-        c.write_stats();
+    // As for `_exit`: a signal handler may call `exit` too, having
+    // interrupted `malloc` or a uaio call.
+    finish_file_io_before_leaving(crate::kioctx::begin_exit);
+    if crate::stats::on() && !sync::held_here() {
+        for c in contexts(p) {
+            c.write_stats();
+        }
     }
 }
 
@@ -134,9 +137,7 @@ extern "C" fn finish_file_io_at_exit() {
 /// done by the progress thread ([`progress::finish_file_io_elsewhere`]:
 /// `_exit` may come from a signal handler that interrupted `malloc`).
 /// Nothing in a `vfork` child (which shares the memory of a process whose
-/// contexts are not its own). When the calling thread is inside a uaio
-/// call (a signal handler that interrupted it calls `_exit`), the contexts
-/// may be locked by that call: only [`settle_inside_a_call`] then.
+/// contexts are not its own).
 pub(crate) fn finish_file_io_before_exit() {
     finish_file_io_before_leaving(crate::kioctx::begin_exit);
 }
@@ -158,27 +159,22 @@ fn finish_file_io_before_leaving(hold_back: fn()) {
         return;
     }
     hold_back();
-    if sync::held_here() {
-        return settle_inside_a_call();
-    }
-    progress::finish_file_io_elsewhere();
+    // A signal handler that interrupted a uaio call: that call may be an
+    // `io_submit` that never ends, so the progress thread waits for the
+    // calls under way only briefly.
+    let rounds = if sync::held_here() { INTERRUPTED_SUBMIT_ROUNDS } else { u32::MAX };
+    progress::finish_file_io_elsewhere(rounds);
 }
+
+/// How long (in naps of 50 µs) the wait for a process leaving from a
+/// signal handler that interrupted a uaio call waits for `io_submit` calls
+/// under way to end: one of them may be the interrupted one.
+const INTERRUPTED_SUBMIT_ROUNDS: u32 = 2000;
 
 /// The `exec` that [`finish_file_io_before_exec`] prepared for failed: the
 /// other threads' `io_submit` calls go on.
 pub(crate) fn exec_failed() {
     crate::kioctx::end_exec();
-}
-
-/// What a process about to end or `exec` can wait for when its thread is
-/// inside a uaio call (a signal handler interrupted it): the context's
-/// locks may be held by that call, so only the thread pool's count of file
-/// requests still to run is watched, taking no lock, until it is zero or
-/// stops moving for 2 s (a worker may need a lock the interrupted call
-/// holds). On io_uring nothing is waited for then: the requests already
-/// issued to the kernel finish, as kernel AIO's do.
-fn settle_inside_a_call() {
-    threads::settle_file_io(std::time::Duration::from_secs(2));
 }
 
 /// The process state, if there is one and it is the calling process's

@@ -214,7 +214,7 @@ impl Job {
     }
 
     /// The job is handed over (to the workers' queue or the direct lane):
-    /// counted by [`settle_file_io`] until [`Job::io_over`]. Counted at the
+    /// counted by [`file_io_pending`] until [`Job::io_over`]. Counted at the
     /// hand-over rather than when made, so that the jobs of an `io_submit`
     /// interrupted before it handed them over (they are lost with the
     /// process, and that call accepted none of them) are not waited for.
@@ -225,7 +225,7 @@ impl Job {
     }
 
     /// The job's read, write or sync has run (or never will): no longer
-    /// counted by [`settle_file_io`].
+    /// counted by [`file_io_pending`].
     pub(super) fn io_over(&self) {
         if self.io_pending.swap(false, Ordering::SeqCst) {
             file_io_ends();

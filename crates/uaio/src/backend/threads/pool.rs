@@ -432,25 +432,10 @@ pub(super) fn file_io_ends() {
     let _ = FILE_IO.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
 }
 
-/// Waits, taking no lock, until no file request handed to the pool is
-/// left to run, or until the count has not moved for `stall`: for a
-/// process about to end (or `exec`) from a signal handler that
-/// interrupted a uaio call of its thread, which may hold a lock a
-/// worker needs. Returns the number left.
-pub(crate) fn settle_file_io(stall: Duration) -> usize {
-    let mut last = FILE_IO.load(Ordering::SeqCst);
-    let mut since = std::time::Instant::now();
-    while last > 0 {
-        std::thread::sleep(Duration::from_millis(1));
-        let n = FILE_IO.load(Ordering::SeqCst);
-        if n != last {
-            last = n;
-            since = std::time::Instant::now();
-        } else if since.elapsed() >= stall {
-            break;
-        }
-    }
-    last
+/// The number of file requests handed to the workers or the direct lane
+/// and not over yet, read without a lock.
+pub(crate) fn file_io_pending() -> usize {
+    FILE_IO.load(Ordering::SeqCst)
 }
 
 /// Number of pool and poller threads alive now.

@@ -62,6 +62,12 @@ struct Mark(Arc<Submitter>);
 impl Drop for Mark {
     fn drop(&mut self) {
         self.0.gone.store(true, Ordering::SeqCst);
+        if crate::sync::held_here() {
+            // Destroyed by `exit` (or `pthread_exit`) called from a signal
+            // handler that interrupted a uaio call of this thread, which
+            // may hold the locks below: nothing is held then.
+            return;
+        }
         // The files of the requests the thread leaves in the kernel are
         // held now, while their descriptor numbers most likely still name
         // them: the program may close or reuse a number before io_uring
