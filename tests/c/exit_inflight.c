@@ -29,6 +29,7 @@
  *                              SIGALRM handler calls _exit(0), most
  *                              likely while io_submit runs: every write
  *                              io_submit accepted must be on the file
+ *   exit_inflight handler-exit  the same with exit(0) in the handler
  *   exit_inflight handler-malloc  the same with 48 O_DIRECT writes, then the
  *                              main thread allocates and frees memory in a
  *                              loop until a SIGALRM handler calls _exit(0)
@@ -220,8 +221,16 @@ static void alarm_exit(int sig)
 	_exit(0);
 }
 
+/* The same with exit(), which is not async-signal-safe, but which programs
+ * call from handlers: it must neither hang nor lose what the kernel keeps. */
+static void alarm_full_exit(int sig)
+{
+	(void)sig;
+	exit(0);
+}
+
 /* The handler-_exit mode: returns the exit status of the program. */
-static int handler_exit(void)
+static int handler_exit(void (*handler)(int))
 {
 	enum { SLOTS = 8192, BS = 16384 };
 	busy = mmap(NULL, sizeof *busy, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -236,7 +245,7 @@ static int handler_exit(void)
 		if (io_setup(SLOTS, &c) != 0)
 			_exit(3);
 		static struct iocb cbs[SLOTS];
-		signal(SIGALRM, alarm_exit);
+		signal(SIGALRM, handler);
 		struct itimerval it = { { 0, 0 }, { 0, 20000 } };
 		setitimer(ITIMER_REAL, &it, NULL);
 		for (long i = 0; i < SLOTS; i++) {
@@ -248,9 +257,9 @@ static int handler_exit(void)
 		for (;;)
 			pause();
 	}
-	int status = 0;
-	waitpid(child, &status, 0);
-	printf("child exit status %d\n", WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status));
+	int status = 0, gone = reap_within_20s(child, &status);
+	printf("the process was gone within 20 s: %d, exit status %d\n", gone,
+	       WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status));
 	return report_accepted(SLOTS, BS);
 }
 
@@ -308,7 +317,9 @@ int main(int argc, char **argv)
 	if (!strcmp(mode, "exit-busy"))
 		return exit_busy();
 	if (!strcmp(mode, "handler-_exit"))
-		return handler_exit();
+		return handler_exit(alarm_exit);
+	if (!strcmp(mode, "handler-exit"))
+		return handler_exit(alarm_full_exit);
 	if (!strcmp(mode, "handler-malloc"))
 		return handler_malloc();
 	int fd = tmpfile_open("big", O_RDWR | O_TRUNC);
