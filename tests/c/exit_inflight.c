@@ -229,6 +229,14 @@ static void alarm_full_exit(int sig)
 	exit(0);
 }
 
+/* Runs `handler` on a SIGALRM 20 ms from now. */
+static void alarm_in_20ms(void (*handler)(int))
+{
+	signal(SIGALRM, handler);
+	struct itimerval it = { { 0, 0 }, { 0, 20000 } };
+	setitimer(ITIMER_REAL, &it, NULL);
+}
+
 /* The handler-_exit mode: returns the exit status of the program. */
 static int handler_exit(void (*handler)(int))
 {
@@ -245,9 +253,7 @@ static int handler_exit(void (*handler)(int))
 		if (io_setup(SLOTS, &c) != 0)
 			_exit(3);
 		static struct iocb cbs[SLOTS];
-		signal(SIGALRM, handler);
-		struct itimerval it = { { 0, 0 }, { 0, 20000 } };
-		setitimer(ITIMER_REAL, &it, NULL);
+		alarm_in_20ms(handler);
 		for (long i = 0; i < SLOTS; i++) {
 			struct iocb *p = &cbs[i];
 			io_prep_pwrite(p, busy_fd, busy_buf, BS, i * (long long)BS);
@@ -286,9 +292,7 @@ static int handler_malloc(void)
 		}
 		if (io_submit(c, N, p) != N)
 			_exit(4);
-		signal(SIGALRM, alarm_exit);
-		struct itimerval it = { { 0, 0 }, { 0, 20000 } };
-		setitimer(ITIMER_REAL, &it, NULL);
+		alarm_in_20ms(alarm_exit);
 		for (unsigned i = 0;; i++) {
 			volatile char *m = malloc(1000 + (i % 61) * 1000);
 			m[0] = 1;
