@@ -68,6 +68,7 @@ compile libaio_conform -laio
 compile syscall_conform
 compile signals_conform
 compile exit_inflight -laio
+compile lane_reaping -laio
 if [ "$failed" -ne 0 ]; then
 	echo "$passed passed, $failed failed"
 	exit 1
@@ -217,6 +218,12 @@ residual_why="a handler's _exit interrupted io_submit while it held a lock the p
 check_case exit_inflight.handler-_exit exit_inflight handler-_exit
 check_case exit_inflight.handler-exit exit_inflight handler-exit
 residual_backend=
+# O_DIRECT completions reach a program that collects them from the ring, on
+# its own eventfd, or beside a thread waiting in io_getevents (the thread
+# pool's direct lane leaves completions to such waiters).
+for mode in ring resfd watched; do
+	check_case "lane_reaping.$mode" lane_reaping "$mode"
+done
 
 # valgrind_case NAME PROG ARGS...: the program on uaio under valgrind
 # (memcheck), on the thread pool and on the backend uaio picks by itself. It
@@ -290,6 +297,7 @@ if command -v valgrind >/dev/null; then
 	valgrind_case exit_inflight.exec exit_inflight exec
 	valgrind_case exit_inflight.exit-waiter exit_inflight exit-waiter
 	valgrind_case exit_inflight.return exit_inflight return
+	valgrind_case lane_reaping.ring lane_reaping ring
 	echo "== valgrind runs took $(($(date +%s) - vstart)) s"
 else
 	fail "valgrind missing (apt-get install -y valgrind): the C programs were not run under valgrind"

@@ -44,12 +44,20 @@
 //! sleeps on that eventfd beside its own ([`Pool::lane_watch`]): the
 //! completion wakes it directly, as the kernel's wakes a kernel AIO
 //! waiter, and it takes what the lane holds itself, where the reaper
-//! would wake and then wake it. The reaper wakes too and takes whatever
-//! is left; an event it takes for a watching waiter's context wakes that
-//! waiter through its own eventfd, as any completion does.
+//! would wake and then wake it.
+//!
+//! The reaper stays out of the way of such waiters ([`reaper`]): while
+//! waiters watch the lane, or did within the last [`WATCHED_GRACE`], it
+//! sleeps that long at a time and then takes only what nobody watching
+//! was left to take; otherwise it sleeps on the eventfd and takes each
+//! completion as it comes. A reaper that woke for every completion split
+//! the device's batches between itself and the waiter (each took part of
+//! them, and the program resubmitted them in pieces), and on a request
+//! alone in flight cost a second wake-up on the processor the interrupt
+//! came to.
 
 use super::*;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::time::Instant;
 
 /// Requests the lane's context is made for (`io_setup`'s `nr_events`; the
@@ -59,6 +67,17 @@ pub(super) const LANE_EVENTS: usize = 256;
 
 /// How long the reaper sleeps before it looks whether it should leave.
 const REAPER_TICK: Duration = Duration::from_secs(1);
+
+/// How long the reaper leaves the lane's completions to waiters after the
+/// last watch began: the most an event that completes between two waits
+/// of a program (and that no later wait takes) waits for the reaper.
+const WATCHED_GRACE: Duration = Duration::from_micros(200);
+
+/// Longest sleep of the reaper on the lane's eventfd while requests are in
+/// flight: it sleeps on a number the program could take over (closing it,
+/// or putting a file of its own there), and then looks again at least this
+/// often.
+const EVENTFD_CAP: Duration = Duration::from_millis(100);
 
 /// After a refused `io_setup`, how long direct requests go to workers
 /// before the lane is tried again.
@@ -84,6 +103,11 @@ pub(super) struct Lane {
     watchers: AtomicUsize,
     /// Events taken from the lane so far, by the reaper or a waiter.
     taken: AtomicU64,
+    /// Watches begun so far ([`Pool::lane_watch`]).
+    watches: AtomicU64,
+    /// Futex word the reaper sleeps on while waiters watch; bumped when
+    /// the eventfd is lost (the reaper then must not wait for waiters).
+    lost_seq: AtomicU32,
 }
 
 /// [`Pool::lane`]: the lane if it exists, and when it last could not be
@@ -154,7 +178,7 @@ impl Pool {
             if at < taken.len() && resfd.is_some() && !lane.efd_lost.load(Ordering::SeqCst) && !lane.efd_intact() {
                 // Refused for the eventfd, whose number the program took
                 // over: the requests go without it, and are offered again.
-                lane.efd_lost.store(true, Ordering::SeqCst);
+                lane.lose_efd();
                 for cb in &mut iocbs[at..] {
                     cb.aio_flags &= !uaio_abi::IOCB_FLAG_RESFD;
                     cb.aio_resfd = 0;
@@ -220,6 +244,8 @@ impl Pool {
                     efd_lost: AtomicBool::new(false),
                     watchers: AtomicUsize::new(0),
                     taken: AtomicU64::new(0),
+                    watches: AtomicU64::new(0),
+                    lost_seq: AtomicU32::new(0),
                 })
             });
             let _ = tx.send(made.clone());
@@ -300,19 +326,62 @@ fn iocb_of(job: &Arc<Job>, resfd: Option<i32>) -> uaio_abi::iocb {
 /// The reaper: completes the lane's jobs as their events come, and
 /// leaves (destroying the lane's context) when the lane is no longer
 /// needed.
+///
+/// While the lane's eventfd works, the reaper is in one of two modes. When
+/// a waiter watches the lane or began to since its last look, it sleeps
+/// [`WATCHED_GRACE`] (not woken by completions: the watching waiters are)
+/// and then takes what the lane holds if nobody watches at that moment.
+/// Otherwise it sleeps on the eventfd and takes each completion at once,
+/// as the kernel's interrupt puts an event in the ring: programs that read
+/// the ring or wait on their own eventfd see their events without delay.
 fn reaper(p: &'static Pool, lane: Arc<Lane>) {
     let here = Here::pool_thread();
     let mut events = [uaio_abi::io_event::default(); 64];
     let mut last = Instant::now();
     let mut taken = 0;
+    let mut seen_watches = 0;
+    let mut left_at = None;
     loop {
-        let n = sys::kernel_aio::getevents(lane.ctx, 1, &mut events, REAPER_TICK);
-        if n > 0 {
-            lane.complete(p, &events[..n as usize], &here);
-        } else if n < 0 && n != -(libc::ETIME as isize) && n != -(libc::EINTR as isize) {
-            // The context is unusable (never expected): nothing more can
-            // complete through it.
-            break;
+        if lane.resfd().is_some() {
+            let watches = lane.watches.load(Ordering::SeqCst);
+            if lane.watchers.load(Ordering::SeqCst) > 0 || watches != seen_watches {
+                seen_watches = watches;
+                lane.sleep_while_watched();
+                // Taken when nobody watches, or when events stayed a whole
+                // sleep untouched (a waiter that left its wait without
+                // ending its watch, by `siglongjmp`, watches nothing).
+                let head = lane.pending_from();
+                if head.is_some() && (lane.watchers.load(Ordering::SeqCst) == 0 || head == left_at) {
+                    lane.take(p, &here);
+                    left_at = None;
+                } else {
+                    left_at = head;
+                }
+            } else {
+                let cap = if lane.inflight.load(Ordering::SeqCst) > 0 { EVENTFD_CAP } else { REAPER_TICK };
+                let ready = sys::ppoll_one(lane.efd(), Some(cap), None).unwrap_or(0) > 0;
+                if ready && lane.watchers.load(Ordering::SeqCst) > 0 {
+                    // A waiter began to watch: the eventfd is its to read.
+                    continue;
+                }
+                if (ready || lane.inflight.load(Ordering::SeqCst) > 0) && !lane.efd_intact() {
+                    lane.lose_efd();
+                } else if ready {
+                    lane.read_efd();
+                }
+                // Emptied before the events are taken: one that comes
+                // after the take signals it again.
+                lane.take(p, &here);
+            }
+        } else {
+            let n = sys::kernel_aio::getevents(lane.ctx, 1, &mut events, REAPER_TICK);
+            if n > 0 {
+                lane.complete(p, &events[..n as usize], &here);
+            } else if n < 0 && n != -(libc::ETIME as isize) && n != -(libc::EINTR as isize) {
+                // The context is unusable (never expected): nothing more can
+                // complete through it.
+                break;
+            }
         }
         // Events a waiter took count as the lane's use too.
         let now_taken = lane.taken.load(Ordering::SeqCst);
@@ -350,6 +419,7 @@ impl Pool {
         let slot = lock(&self.lane);
         let lane = slot.lane.as_ref().filter(|l| l.resfd().is_some())?.clone();
         lane.watchers.fetch_add(1, Ordering::SeqCst);
+        lane.watches.fetch_add(1, Ordering::SeqCst);
         Some(lane)
     }
 }
@@ -378,14 +448,60 @@ impl Lane {
     /// unless its number was taken over (then it is not read: the bytes
     /// would be the program's).
     pub(super) fn unwatch(&self, p: &'static Pool, here: &Here, ready: bool) {
-        if let Some(e) = self.efd.as_ref().filter(|_| ready && !self.efd_lost.load(Ordering::SeqCst)) {
-            if e.intact() {
-                let mut b = [0u8; 8];
-                let _ = rustix::io::read(e, &mut b);
+        if ready && !self.efd_lost.load(Ordering::SeqCst) {
+            if self.efd_intact() {
+                self.read_efd();
             } else {
-                self.efd_lost.store(true, Ordering::SeqCst);
+                self.lose_efd();
             }
         }
+        self.take(p, here);
+        self.watchers.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Empties the eventfd (its number still names it).
+    fn read_efd(&self) {
+        if let Some(e) = &self.efd {
+            let mut b = [0u8; 8];
+            let _ = rustix::io::read(e, &mut b);
+        }
+    }
+
+    /// Marks the eventfd's number taken over: requests no longer signal it,
+    /// nobody watches it, and a reaper leaving the lane to waiters is woken.
+    fn lose_efd(&self) {
+        self.efd_lost.store(true, Ordering::SeqCst);
+        self.lost_seq.fetch_add(1, Ordering::SeqCst);
+        let _ = futex::wake(&self.lost_seq, futex::Flags::PRIVATE, 1);
+    }
+
+    /// The reaper's sleep while waiters watch: [`WATCHED_GRACE`], or until
+    /// the eventfd is lost.
+    fn sleep_while_watched(&self) {
+        let seq = self.lost_seq.load(Ordering::SeqCst);
+        if self.resfd().is_none() {
+            return;
+        }
+        let ts = futex::Timespec { tv_sec: 0, tv_nsec: WATCHED_GRACE.as_nanos() as _ };
+        let _ = futex::wait(&self.lost_seq, futex::Flags::PRIVATE, seq, Some(&ts));
+    }
+
+    /// Where the events nobody took yet begin in the lane's ring (its
+    /// head), if it holds any.
+    fn pending_from(&self) -> Option<u32> {
+        // The ring's header: `head` at offset 8, `tail` at 12.
+        // SAFETY: `ctx` is the address of the lane's ring, mapped while the
+        // context lives; only the reaper, which destroys the context,
+        // calls this.
+        let (head, tail) = unsafe {
+            let p = self.ctx as *const u32;
+            (std::ptr::read_volatile(p.add(2)), std::ptr::read_volatile(p.add(3)))
+        };
+        (head != tail).then_some(head)
+    }
+
+    /// Takes and completes whatever events the lane holds, without waiting.
+    fn take(&self, p: &'static Pool, here: &Here) {
         let mut events = [uaio_abi::io_event::default(); 64];
         loop {
             let n = sys::kernel_aio::getevents(self.ctx, 0, &mut events, Duration::ZERO);
@@ -397,7 +513,6 @@ impl Lane {
                 break;
             }
         }
-        self.watchers.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Completes the lane's `events`.
