@@ -27,13 +27,14 @@
 //!   program's descriptor, see [`iocb_of`]), a cancellation finds it
 //!   running, and its completion goes through [`Shared::finish`]. It is
 //!   never ordered: a direct request behind a file's queued buffered
-//!   writes goes to the workers, which keep that order. So does a request
-//!   submitted alone with nothing else of its context in flight: the
-//!   waiter that comes for it runs it itself ([`Threads::help`]), with no
-//!   wake-up at all.
+//!   writes goes to the workers, which keep that order. A request alone
+//!   in flight takes the lane too: its waiter sleeps on the lane's
+//!   eventfd, and the completion wakes it alone, as kernel AIO's does (on
+//!   a worker, the completion woke the worker, which then woke the
+//!   waiter, mostly on the other processor).
 //!
-//! One thread, `uaio-reaper`, sleeps in `io_getevents` on the lane and
-//! completes its jobs. It leaves, destroying the lane's context, once the
+//! One thread, `uaio-reaper`, completes the lane's jobs that waiters do
+//! not take (see below). It leaves, destroying the lane's context, once the
 //! lane has nothing in flight, no waiter watches it, and no thread-pool
 //! context is left (within a second) or nothing came for [`IDLE_TIMEOUT`].
 //! A fork child starts without a lane (the kernel context belongs to the

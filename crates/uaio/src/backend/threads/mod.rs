@@ -312,7 +312,7 @@ impl Backend for Threads {
         if p.norphans.load(Ordering::SeqCst) > 0 && here.owner() {
             p.reap_orphans();
         }
-        let mut batch = Batch { lone: ops.len() == 1, ..Batch::default() };
+        let mut batch = Batch::default();
         for op in ops {
             self.submit_one(p, op, &here, &mut batch);
         }

@@ -16,8 +16,6 @@ pub(super) struct Batch {
     pub(super) ordered: Vec<FileKey>,
     /// Direct reads and writes for the kernel AIO lane (`lane.rs`).
     pub(super) lane: Vec<Arc<Job>>,
-    /// The `io_submit` holds one request.
-    pub(super) lone: bool,
 }
 
 /// What a batch knows of one descriptor number: what the engine saw of it
@@ -205,13 +203,7 @@ impl Threads {
             return;
         }
         match route {
-            // A request alone in flight stays for the workers: a waiter
-            // that comes for it runs it itself ([`Threads::help`]), with
-            // one wake-up where the lane has two (its reaper, then the
-            // waiter).
-            Route::Worker if direct_lane && !(batch.lone && lock(&self.shared.jobs).live.len() == 1) => {
-                batch.lane.push(job)
-            }
+            Route::Worker if direct_lane => batch.lane.push(job),
             Route::Worker => {
                 if let Some(k) = order.filter(|k| !batch.ordered.contains(k)) {
                     batch.ordered.push(k);
