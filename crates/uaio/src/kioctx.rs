@@ -21,9 +21,9 @@
 //! are woken so one of them takes over.
 
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustix::io::Errno;
 use slab::Slab;
@@ -142,7 +142,19 @@ pub(crate) struct Kioctx {
     leader: AtomicU32,
     followers: AtomicU32,
     active: AtomicU32,
+    /// Harvests that consumed something, so far.
+    harvests: AtomicU64,
+    /// The progress thread's last look at a context whose completions
+    /// waited for a caller inside it: [`Kioctx::harvests`] then, and when
+    /// (see [`Kioctx::callers_stalled`]).
+    stall_mark: Mutex<Option<(u64, Instant)>>,
 }
+
+/// How long completions may wait in the backend, no harvest happening, while
+/// callers are counted inside a context, before the progress thread
+/// harvests them itself: a caller whose signal handler jumped out of its
+/// wait (`siglongjmp`) stays counted, and no one else would.
+const CALLERS_STALL: Duration = Duration::from_millis(50);
 
 impl Kioctx {
     /// Creates a context for `nr_events` with a ring of geometry `geo`.
@@ -170,6 +182,8 @@ impl Kioctx {
             leader: AtomicU32::new(0),
             followers: AtomicU32::new(0),
             active: AtomicU32::new(0),
+            harvests: AtomicU64::new(0),
+            stall_mark: Mutex::new(None),
         })
     }
 
@@ -213,6 +227,31 @@ impl Kioctx {
     /// Whether completions wait in the backend.
     pub(crate) fn has_completions(&self) -> bool {
         self.backend.has_completions()
+    }
+
+    /// For the progress thread, which calls it on each look at a context
+    /// that has callers inside (not [`Kioctx::idle`]) and completions
+    /// waiting (`waiting`): whether those completions waited at least
+    /// [`CALLERS_STALL`] with no harvest at all. The callers inside harvest
+    /// for themselves, unless one of them left its call without ending it:
+    /// a handler that jumped out of `io_getevents` with `siglongjmp`. Its
+    /// count stays, the backend keeps its notifications for callers off, and
+    /// a program that reads the ring or waits on its own eventfd would
+    /// otherwise see no event again until it calls into uaio.
+    pub(crate) fn callers_stalled(&self, waiting: bool, now: Instant) -> bool {
+        let mut mark = crate::sync::lock(&self.stall_mark);
+        if !waiting {
+            *mark = None;
+            return false;
+        }
+        let h = self.harvests.load(Ordering::SeqCst);
+        match *mark {
+            Some((seen, since)) if seen == h => now.duration_since(since) >= CALLERS_STALL,
+            _ => {
+                *mark = Some((h, now));
+                false
+            }
+        }
     }
 
     fn lock(&self) -> crate::sync::Counted<std::sync::MutexGuard<'_, State>> {

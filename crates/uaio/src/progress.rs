@@ -8,7 +8,7 @@
 //! neither lock nor allocate.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -46,11 +46,37 @@ pub(crate) fn eventfd(
 /// no full barrier). Idle processes (nothing in flight) are never woken.
 const PROGRESS_SAFETY_NET: std::time::Duration = std::time::Duration::from_millis(50);
 
+/// The progress thread sleeps with no timeout (nothing was in flight at
+/// its last look): the next request handed to a backend wakes it
+/// ([`requests_in_flight`]), so that its safety net runs while requests
+/// are in flight even when no backend notifies it (callers are inside
+/// their contexts, see [`Kioctx::callers_stalled`]).
+static UNTIMED: AtomicBool = AtomicBool::new(false);
+
+/// Tells the progress thread that requests are in flight, if it sleeps
+/// with no timeout: one eventfd write per such sleep, none otherwise.
+pub(crate) fn requests_in_flight() {
+    if UNTIMED.load(Ordering::SeqCst) && UNTIMED.swap(false, Ordering::SeqCst) {
+        internal_fds::poke_sweeper();
+    }
+}
+
 fn run(efd: Arc<OwnedFd>, contexts: impl Fn() -> Vec<Arc<Kioctx>>) {
     let mut buf = [0u8; 8];
     let mut timeout = None;
     loop {
-        match crate::sys::ppoll_one(efd.as_raw_fd(), timeout, None) {
+        if timeout.is_none() {
+            // Announced before the last look: a request handed over after
+            // that look finds the flag and wakes this thread.
+            UNTIMED.store(true, Ordering::SeqCst);
+            if contexts().iter().any(|c| c.busy()) {
+                UNTIMED.store(false, Ordering::SeqCst);
+                timeout = Some(PROGRESS_SAFETY_NET);
+            }
+        }
+        let r = crate::sys::ppoll_one(efd.as_raw_fd(), timeout, None);
+        UNTIMED.store(false, Ordering::SeqCst);
+        match r {
             Ok(0) => {}
             Ok(_) => {
                 let _ = rustix::io::read(efd.as_fd(), &mut buf);
@@ -68,9 +94,13 @@ fn run(efd: Arc<OwnedFd>, contexts: impl Fn() -> Vec<Arc<Kioctx>>) {
             let _ = futex::wake(&LEAVE_DONE, futex::Flags::PRIVATE, u32::MAX);
         }
         let mut busy = false;
+        let now = Instant::now();
         for c in contexts() {
-            if c.idle() && c.has_completions() {
+            let waiting = c.has_completions();
+            if waiting && (c.idle() || c.callers_stalled(waiting, now)) {
                 c.harvest();
+            } else if !waiting {
+                c.callers_stalled(false, now);
             }
             busy |= c.busy();
         }

@@ -92,6 +92,7 @@ impl Kioctx {
 
     /// Gives `ops` to the backend, and harvests what it completed at once.
     fn hand_over(&self, ops: &[BackendOp], polls: bool) {
+        crate::progress::requests_in_flight();
         if let Err(e) = self.backend.submit(ops) {
             self.fail(ops, e);
         }
@@ -191,6 +192,9 @@ impl Kioctx {
         signal_all(signals);
         if published > 0 {
             self.notify_waiters(!leader);
+        }
+        if consumed > 0 {
+            self.harvests.fetch_add(1, Ordering::SeqCst);
         }
         consumed
     }
