@@ -165,11 +165,10 @@ impl Threads {
         here: &Here,
         batch: &mut Batch,
     ) {
-        let held = match st {
-            Some(st) if here.owner() => batch.hold(p, op, &st),
-            _ => None,
+        let Some(st) = st.filter(|_| here.owner()) else {
+            return self.run_here(op, &cur, route, here);
         };
-        let Some(held) = held else {
+        let Some(held) = batch.hold(p, op, &st) else {
             return self.run_here(op, &cur, route, here);
         };
         // The order the engine found for the request's file.
@@ -180,7 +179,7 @@ impl Threads {
             // done); with none, it orders nothing.
             Order::After(k) => (batch.ordered.contains(&k) || p.chained(k)).then_some(k),
         });
-        let direct_lane = route == Route::Worker && lane::eligible(op.kind, &held, order);
+        let direct_lane = route == Route::Worker && lane::eligible(op.kind, &held, order, &st, &cur);
         let job = Arc::new(Job {
             shared: self.shared.clone(),
             key: op.key,
