@@ -173,7 +173,9 @@ static int mode_resfd(void)
 		uint64_t counted = 0;
 		int got = 0;
 		double end = now_ms() + DEADLINE_MS;
-		while (got < NREQ && now_ms() < end) {
+		/* Until every event is taken and every signal counted (a signal
+		 * may come a moment after its event is in the ring). */
+		while ((got < NREQ || counted < NREQ) && now_ms() < end) {
 			struct pollfd p = { .fd = efd, .events = POLLIN };
 			if (poll(&p, 1, (int)(end - now_ms()) + 1) <= 0)
 				continue;
