@@ -354,17 +354,26 @@ fn reaper(p: &'static Pool, lane: Arc<Lane>) {
     let mut taken = 0;
     let mut seen_watches = 0;
     let mut left_at = None;
+    // Watchers judged gone: they let events sit a whole sleep untouched
+    // (a waiter that left its wait by `siglongjmp` never ends its watch).
+    // Each one that does end its watch lowers the count back.
+    let mut gone = 0;
     loop {
         if lane.resfd().is_some() {
+            let watchers = lane.watchers.load(Ordering::SeqCst);
+            gone = gone.min(watchers);
             let watches = lane.watches.load(Ordering::SeqCst);
-            if lane.watchers.load(Ordering::SeqCst) > 0 || watches != seen_watches {
+            if watchers > gone || watches != seen_watches {
                 seen_watches = watches;
                 lane.sleep_while_watched();
                 // Taken when nobody watches, or when events stayed a whole
-                // sleep untouched (a waiter that left its wait without
-                // ending its watch, by `siglongjmp`, watches nothing).
+                // sleep untouched.
                 let head = lane.pending_from();
-                if head.is_some() && (lane.watchers.load(Ordering::SeqCst) == 0 || head == left_at) {
+                let watchers = lane.watchers.load(Ordering::SeqCst);
+                if head.is_some() && (watchers <= gone || head == left_at) {
+                    if head == left_at {
+                        gone = watchers;
+                    }
                     lane.take(p, &here);
                     left_at = None;
                 } else {
@@ -373,7 +382,7 @@ fn reaper(p: &'static Pool, lane: Arc<Lane>) {
             } else {
                 let cap = if lane.inflight.load(Ordering::SeqCst) > 0 { EVENTFD_CAP } else { REAPER_TICK };
                 let ready = sys::ppoll_one(lane.efd(), Some(cap), None).unwrap_or(0) > 0;
-                if ready && lane.watchers.load(Ordering::SeqCst) > 0 {
+                if ready && lane.watchers.load(Ordering::SeqCst) > gone {
                     // A waiter began to watch: the eventfd is its to read.
                     continue;
                 }
