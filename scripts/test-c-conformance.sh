@@ -196,6 +196,11 @@ check_case signals_conform.longjmp signals_conform longjmp
 check_case signals_conform.blocked signals_conform blocked
 check_case signals_conform.pending signals_conform pending
 check_case signals_conform.reentry signals_conform reentry
+# A handler jumped out of a wait: later waits, by that thread or another,
+# end when their event comes (before, on both backends, they waited for the
+# jumped-out waiter to harvest, until the progress thread did, 100 ms later).
+check_case signals_conform.jumpwait-same signals_conform jumpwait-same
+check_case signals_conform.jumpwait-other signals_conform jumpwait-other
 check_case exit_inflight.exit exit_inflight exit
 check_case exit_inflight.exec exit_inflight exec
 for fn in execl execle execlp execvp execvpe execve fexecve execveat syscall; do

@@ -21,7 +21,7 @@
 //! are woken so one of them takes over.
 
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -140,6 +140,8 @@ pub(crate) struct Kioctx {
     /// Completions the waiter sleeping in the backend (the leader) waits
     /// for; 0 when no thread leads.
     leader: AtomicU32,
+    /// The thread that leads ([`crate::sync::this_thread`]), 0 when none.
+    leader_thread: AtomicUsize,
     followers: AtomicU32,
     active: AtomicU32,
     /// Harvests that consumed something, so far.
@@ -180,6 +182,7 @@ impl Kioctx {
             backend,
             seq: AtomicU32::new(0),
             leader: AtomicU32::new(0),
+            leader_thread: AtomicUsize::new(0),
             followers: AtomicU32::new(0),
             active: AtomicU32::new(0),
             harvests: AtomicU64::new(0),

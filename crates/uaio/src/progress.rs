@@ -97,8 +97,11 @@ fn run(efd: Arc<OwnedFd>, contexts: impl Fn() -> Vec<Arc<Kioctx>>) {
         let now = Instant::now();
         for c in contexts() {
             let waiting = c.has_completions();
-            if waiting && (c.idle() || c.callers_stalled(waiting, now)) {
+            if waiting && c.idle() {
                 c.harvest();
+            } else if waiting && c.callers_stalled(waiting, now) {
+                c.harvest();
+                c.depose_leader();
             } else if !waiting {
                 c.callers_stalled(false, now);
             }

@@ -24,6 +24,12 @@ thread_local! {
     static CALLS: Cell<u32> = const { Cell::new(0) };
 }
 
+/// An identity of the calling thread, never 0, unique among the
+/// process's live threads (the address of a thread-local).
+pub(crate) fn this_thread() -> usize {
+    HELD.with(|h| h as *const Cell<u32> as usize)
+}
+
 /// Whether this thread holds one of the engine's locks, or is inside a
 /// uaio call and not asleep: a call into uaio now comes from a signal
 /// handler that interrupted it.

@@ -141,10 +141,27 @@ impl Kioctx {
 
     /// The leader leaves: a follower takes over.
     fn step_down(&self) {
+        let me = crate::sync::this_thread();
+        let _ = self.leader_thread.compare_exchange(me, 0, Ordering::SeqCst, Ordering::SeqCst);
         self.leader.store(0, Ordering::SeqCst);
         if self.followers.load(Ordering::SeqCst) > 0 {
             self.wake_followers();
         }
+    }
+
+    /// For the progress thread, when completions waited long with no
+    /// harvest while callers are inside ([`Kioctx::callers_stalled`]):
+    /// the leader, if any, is gone (a handler jumped out of its wait in
+    /// another thread), so the next waiter to sleep leads. Should it only
+    /// have been slow, two waiters lead for a while, each harvesting what
+    /// it wakes for.
+    pub(crate) fn depose_leader(&self) {
+        if self.leader.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        self.leader_thread.store(0, Ordering::SeqCst);
+        self.leader.store(0, Ordering::SeqCst);
+        self.wake_followers();
     }
 
     /// One sleep, as the leader (which `leading` says this waiter is, or
@@ -157,8 +174,17 @@ impl Kioctx {
         sigmask: Option<u64>,
     ) -> Result<(), Errno> {
         let want = (need as u32).min(self.in_flight()).max(1);
-        if *leading || self.leader.compare_exchange(0, want, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+        let me = crate::sync::this_thread();
+        // A leader of this very thread is not sleeping in the backend: a
+        // handler jumped out of its call (`siglongjmp`), or this call runs
+        // in a handler that interrupted it. Its followers would wait for
+        // it in vain, this call among them; this call leads instead.
+        if *leading
+            || self.leader.compare_exchange(0, want, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+            || self.leader_thread.load(Ordering::SeqCst) == me
+        {
             *leading = true;
+            self.leader_thread.store(me, Ordering::SeqCst);
             self.lead(want, need, timeout, sigmask.as_ref())
         } else {
             self.follow(need, timeout, sigmask)
