@@ -121,5 +121,7 @@ fn direct_requests_take_the_lane_which_goes_with_the_last_context() {
     drop(ctx);
     eventually("the reaper leaves with the last context", || uaio::pool_threads() == 0);
     eventually("the lane's ring goes with it", || kernel_rings() == 0);
-    assert!(!thread_names().iter().any(|n| n == "uaio-reaper"));
+    // The reaper counts itself out just before its thread ends, so its
+    // name may stay listed a moment longer.
+    eventually("the reaper's thread ends", || !thread_names().iter().any(|n| n == "uaio-reaper"));
 }
