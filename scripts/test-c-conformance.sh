@@ -199,6 +199,10 @@ check_case signals_conform.reentry signals_conform reentry
 # A handler jumped out of a wait: later waits, by that thread or another,
 # end when their event comes (before, on both backends, they waited for the
 # jumped-out waiter to harvest, until the progress thread did, 100 ms later).
+# A handler that jumps out of io_submit: each batch runs whole or not at all,
+# and the thread's later calls work (the drop-in holds handlers back while a
+# thread is inside a call; before, the first jump broke the thread).
+check_case signals_conform.jumpsubmit signals_conform jumpsubmit
 check_case signals_conform.jumpwait-same signals_conform jumpwait-same
 check_case signals_conform.jumpwait-other signals_conform jumpwait-other
 check_case exit_inflight.exit exit_inflight exit

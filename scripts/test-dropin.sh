@@ -54,9 +54,14 @@ trap 'rm -rf "$work"' EXIT
 # The exported symbols of libaio (Debian's libaio1 and libaio1t64 export
 # these, with these versions; GNU ld also writes each version node's name
 # as an absolute symbol), and uaio's syscall(), _exit(), _Exit() and the
-# exec functions (each waits for the file I/O in flight first).
+# exec functions (each waits for the file I/O in flight first), and
+# sigaction() and the signal() family (handlers held back inside uaio's
+# calls).
 expected_exports="FUNC _Exit@@GLIBC_2.2.5
+FUNC __sigaction@@GLIBC_2.2.5
+FUNC __sysv_signal@@GLIBC_2.2.5
 FUNC _exit@@GLIBC_2.2.5
+FUNC bsd_signal@@GLIBC_2.2.5
 FUNC execl@@GLIBC_2.2.5
 FUNC execle@@GLIBC_2.2.5
 FUNC execlp@@GLIBC_2.2.5
@@ -79,7 +84,10 @@ FUNC io_queue_wait@@LIBAIO_0.4
 FUNC io_queue_wait@LIBAIO_0.1
 FUNC io_setup@@LIBAIO_0.4
 FUNC io_submit@@LIBAIO_0.1
+FUNC sigaction@@GLIBC_2.2.5
+FUNC signal@@GLIBC_2.2.5
 FUNC syscall@@GLIBC_2.2.5
+FUNC sysv_signal@@GLIBC_2.2.5
 OBJECT GLIBC_2.11
 OBJECT GLIBC_2.2.5
 OBJECT GLIBC_2.34
@@ -96,7 +104,7 @@ exports() {
 check_library() { # LABEL FILE
     local got
     got=$(exports "$2")
-    if [ "$got" = "$expected_exports" ]; then ok "$1: libaio's symbols and versions, and syscall, _exit, _Exit, exec*"; else
+    if [ "$got" = "$expected_exports" ]; then ok "$1: libaio's symbols and versions, and syscall, _exit, _Exit, exec*, sigaction, signal*"; else
         fail "$1: exported symbols differ from libaio's"
         diff <(echo "$expected_exports") <(echo "$got")
     fi
@@ -114,8 +122,8 @@ if [ "$(readlink "$libdir/libaio.so.1t64")" = libaio.so.1 ]; then ok "libaio.so.
 kinds=$(cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json,sys; print(" ".join(sorted({k for p in json.load(sys.stdin)["packages"] if p["name"] == "uaio-capi" for t in p["targets"] if "lib" in t["kind"] or "cdylib" in t["kind"] for k in t["crate_types"]})))')
 if [ "$kinds" = cdylib ]; then ok "uaio-capi builds a cdylib only"; else fail "uaio-capi builds: $kinds"; fi
-if nm --defined-only target/release/uaio | grep -qE ' [TtWw] (syscall|_exit|_Exit|exec[lv][a-z]*|fexecve)$'; then fail "the uaio binary defines syscall(), _exit(), _Exit() or an exec function"; else
-    ok "the uaio binary does not define syscall(), _exit(), _Exit() or an exec function"
+if nm --defined-only target/release/uaio | grep -qE ' [TtWw] (syscall|_exit|_Exit|exec[lv][a-z]*|fexecve|(__)?sigaction|(bsd_|sysv_|__sysv_)?signal)$'; then fail "the uaio binary defines syscall(), _exit(), _Exit(), an exec or a signal function"; else
+    ok "the uaio binary does not define syscall(), _exit(), _Exit(), an exec or a signal function"
 fi
 
 # run_probed LABEL EXPECT(uaio|kernel) CMD...: runs CMD (tagged through its

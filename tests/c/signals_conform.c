@@ -32,6 +32,18 @@
  *                             for a loaded machine). Before uaio passed the
  *                             lead of the wait on from the jumped-out
  *                             waiter, most took 100 ms.
+ *   signals_conform jumpsubmit
+ *                             a SIGALRM every 100 us, whose handler jumps
+ *                             (siglongjmp) out of io_submit whenever the
+ *                             signal comes during one, while the thread
+ *                             submits batches of 16 buffered writes: each
+ *                             batch comes back whole (every write once, with
+ *                             its bytes in the file) or not at all, whether
+ *                             or not its io_submit returned, and the thread's
+ *                             later calls work (the kernel runs the handler
+ *                             only once the system call has returned; before
+ *                             uaio held handlers back, the first jump left
+ *                             the thread's calls failing with EAGAIN)
  *
  * Build: gcc -O2 -Wall -o signals_conform signals_conform.c */
 #include "conform_common.h"
@@ -336,6 +348,112 @@ static void jumpwait(int other)
 		fprintf(stderr, "prompt rounds: %ld of 10\n", prompt);
 }
 
+/* The jumpsubmit mode. */
+#define JS_BATCH 16
+#define JS_BATCHES 1500
+static volatile sig_atomic_t js_inside;
+static sigjmp_buf js_jump;
+
+static void js_alarm(int s)
+{
+	(void)s;
+	if (js_inside)
+		siglongjmp(js_jump, 1);
+}
+
+/* Reaps every event there is (min_nr 0), or that comes within 1 s of the
+ * last (min_nr 1), counting each write's; returns the wrong results. */
+static int js_reap(long min_nr, unsigned char (*arrived)[JS_BATCH])
+{
+	struct io_event ev[64];
+	struct timespec t = { min_nr ? 1 : 5, 0 };
+	int wrong = 0;
+	long got;
+	while ((got = getevents(jw_ctx, min_nr, 64, ev, &t)) > 0)
+		for (long e = 0; e < got; e++) {
+			uint64_t d = ev[e].data;
+			if (d >= (uint64_t)JS_BATCHES * JS_BATCH || ev[e].res != 4096)
+				wrong++;
+			else
+				arrived[d / JS_BATCH][d % JS_BATCH]++;
+		}
+	if (got < 0 && got != -EINTR)
+		wrong++;
+	return wrong;
+}
+
+static void jumpsubmit(void)
+{
+	static struct iocb cbs[JS_BATCHES][JS_BATCH];
+	static unsigned char arrived[JS_BATCHES][JS_BATCH];
+	static char bufs[JS_BATCH][4096];
+	int fd = tmpfile_open("jumpsubmit.dat", O_RDWR | O_TRUNC);
+	printf("setup = %s\n", negret(setup(512, &jw_ctx)));
+	struct sigaction sa = { 0 };
+	sa.sa_handler = js_alarm;
+	sigaction(SIGALRM, &sa, NULL);
+	struct itimerval it = { { 0, 100 }, { 0, 100 } };
+	setitimer(ITIMER_REAL, &it, NULL);
+	int jumps = 0, returned = 0, wrong = 0;
+	for (int i = 0; i < JS_BATCHES; i++) {
+		struct iocb *p[JS_BATCH];
+		for (int k = 0; k < JS_BATCH; k++) {
+			memset(&cbs[i][k], 0, sizeof cbs[i][k]);
+			cbs[i][k].aio_lio_opcode = IOCB_CMD_PWRITE;
+			cbs[i][k].aio_fildes = fd;
+			/* Each write's 4 KiB tell its batch: block k holds batch i's
+			 * bytes if batch i was the last to write it. */
+			memset(bufs[k], 'A' + i % 26, sizeof bufs[k]);
+			cbs[i][k].aio_buf = (uintptr_t)bufs[k];
+			cbs[i][k].aio_nbytes = 4096;
+			cbs[i][k].aio_offset = (long long)k * 4096;
+			cbs[i][k].aio_data = (uint64_t)i * JS_BATCH + k;
+			p[k] = &cbs[i][k];
+		}
+		if (sigsetjmp(js_jump, 1) == 0) {
+			js_inside = 1;
+			long r = submit(jw_ctx, JS_BATCH, p);
+			js_inside = 0;
+			if (r == JS_BATCH)
+				returned++;
+			else
+				wrong++;
+		} else {
+			js_inside = 0;
+			jumps++;
+		}
+		/* Every event so far (the writes are page-cache copies). */
+		wrong += js_reap(0, arrived);
+	}
+	struct itimerval off = { { 0, 0 }, { 0, 0 } };
+	setitimer(ITIMER_REAL, &off, NULL);
+	/* Late events, if any. */
+	wrong += js_reap(1, arrived);
+	int whole = 1, last = -1;
+	for (int i = 0; i < JS_BATCHES; i++) {
+		int n = 0;
+		for (int k = 0; k < JS_BATCH; k++)
+			n += arrived[i][k] == 1 ? 1 : (arrived[i][k] > 1 ? 100 : 0);
+		if (n != 0 && n != JS_BATCH)
+			whole = 0;
+		if (n == JS_BATCH)
+			last = i;
+	}
+	int content = last >= 0;
+	for (int k = 0; content && k < JS_BATCH; k++) {
+		char b[4096];
+		content = pread(fd, b, sizeof b, (off_t)k * 4096) == (ssize_t)sizeof b && b[0] == 'A' + last % 26 &&
+			  b[4095] == 'A' + last % 26;
+	}
+	printf("jumped out of io_submit at least 20 times: %d\n", jumps >= 20);
+	printf("every batch came back whole or not at all, each write once: %d (wrong results: %d)\n", whole, wrong);
+	printf("the file holds the last batch that came back: %d\n", content);
+	if (jumps < 20 || !whole || !content)
+		fprintf(stderr, "jumps %d, returned %d, wrong %d, last %d\n", jumps, returned, wrong, last);
+	one_read(jw_ctx, fd);
+	close(fd);
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -411,6 +529,9 @@ int main(int argc, char **argv)
 	} else if (!strcmp(mode, "reentry")) {
 		reentry();
 		ctx = re_ctx;
+	} else if (!strcmp(mode, "jumpsubmit")) {
+		jumpsubmit();
+		ctx = jw_ctx;
 	} else if (!strcmp(mode, "jumpwait-same") || !strcmp(mode, "jumpwait-other")) {
 		jumpwait(!strcmp(mode, "jumpwait-other"));
 		ctx = jw_ctx;

@@ -3,7 +3,9 @@
 //! `io_queue_*` helpers) with libaio's symbol versions, a `syscall()`
 //! that sends the AIO system call numbers to uaio, and an `_exit` and
 //! `exec` functions (`exec.rs`) that let the I/O in flight finish first, as
-//! the kernel does.
+//! the kernel does, and `sigaction` and `signal` (`signals.rs`), which hold
+//! the program's signal handlers back while a thread is inside a uaio
+//! call, as the kernel runs them only between system calls.
 //!
 //! `cargo build` links this crate as a cdylib, `libaio.so` (the `uaio`
 //! command carries it and installs it as `libaio.so.1` and
@@ -28,6 +30,7 @@ use uaio::abi::{aio_context_t, aio_sigset, io_event, iocb};
 use uaio::raw;
 
 mod exec;
+mod signals;
 
 /// libaio's completion callback type (`io_callback_t`).
 pub type IoCallback = unsafe extern "C" fn(ctx: aio_context_t, iocb: *mut iocb, res: c_long, res2: c_long);
@@ -408,7 +411,13 @@ export! {
     "uaio_export_execvp" => "execvp@@GLIBC_2.2.5": exec::execvp,
     "uaio_export_execvpe" => "execvpe@@GLIBC_2.11": exec::execvpe,
     "uaio_export_fexecve" => "fexecve@@GLIBC_2.2.5": exec::fexecve,
-    "uaio_export_execveat" => "execveat@@GLIBC_2.34": exec::execveat;
+    "uaio_export_execveat" => "execveat@@GLIBC_2.34": exec::execveat,
+    "uaio_export_sigaction" => "sigaction@@GLIBC_2.2.5": signals::sigaction,
+    "uaio_export___sigaction" => "__sigaction@@GLIBC_2.2.5": signals::sigaction,
+    "uaio_export_signal" => "signal@@GLIBC_2.2.5": signals::signal,
+    "uaio_export_bsd_signal" => "bsd_signal@@GLIBC_2.2.5": signals::signal,
+    "uaio_export_sysv_signal" => "sysv_signal@@GLIBC_2.2.5": signals::sysv_signal,
+    "uaio_export___sysv_signal" => "__sysv_signal@@GLIBC_2.2.5": signals::sysv_signal;
     "uaio_node_0_1" => "LIBAIO_0.1",
     "uaio_node_0_4" => "LIBAIO_0.4",
     "uaio_node_0_5" => "LIBAIO_0.5",

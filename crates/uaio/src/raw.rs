@@ -34,6 +34,8 @@ use crate::sys::spare::Spare;
 use crate::table;
 use crate::uaccess::{self, read_user, user_field, UserPtr};
 
+pub use crate::sys::deferral::{set_action as set_signal_action, RealSigaction};
+
 fn neg(e: Errno) -> i64 {
     -(e.raw_os_error() as i64)
 }

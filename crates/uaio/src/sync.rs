@@ -55,15 +55,35 @@ pub(crate) fn enter_call() -> Option<InCall> {
 impl Drop for InCall {
     fn drop(&mut self) {
         let _ = CALLS.try_with(|c| c.set(c.get().saturating_sub(1)));
+        if !held_here() {
+            crate::sys::deferral::release();
+        }
     }
 }
 
 /// Runs `sleep`, a wait that holds no lock and allocates nothing, with
 /// the thread's call not counted: a handler that interrupts the sleep
-/// makes an ordinary call.
-pub(crate) fn asleep<R>(sleep: impl FnOnce() -> R) -> R {
+/// makes an ordinary call. Signals held back during the call are let
+/// through first (see [`crate::sys::deferral`]); if there were any, the
+/// sleep is skipped and `EINTR` returned, as a signal that came during a
+/// system call's sleep would end it.
+pub(crate) fn asleep<T>(sleep: impl FnOnce() -> Result<T, rustix::io::Errno>) -> Result<T, rustix::io::Errno> {
     let saved = CALLS.try_with(|c| c.replace(0)).unwrap_or(0);
-    let r = sleep();
+    let r = if !held_here() && crate::sys::deferral::release() { Err(rustix::io::Errno::INTR) } else { sleep() };
+    let _ = CALLS.try_with(|c| c.set(saved));
+    r
+}
+
+/// Runs `f`, which holds no lock and leaves nothing half done if a
+/// handler jumps out of it, with the thread's call not counted (as
+/// [`asleep`]): signals held back so far, and those `f` lets through, reach
+/// their handlers now.
+pub(crate) fn outside_call<R>(f: impl FnOnce() -> R) -> R {
+    let saved = CALLS.try_with(|c| c.replace(0)).unwrap_or(0);
+    if !held_here() {
+        crate::sys::deferral::release();
+    }
+    let r = f();
     let _ = CALLS.try_with(|c| c.set(saved));
     r
 }
@@ -72,6 +92,9 @@ fn count(up: bool) {
     // One thread's own counter; a handler that runs in between the read
     // and the write of the update leaves it as it found it.
     let _ = HELD.try_with(|h| h.set(if up { h.get() + 1 } else { h.get().saturating_sub(1) }));
+    if !up && !held_here() {
+        crate::sys::deferral::release();
+    }
 }
 
 /// A held engine lock, counted in [`held_here`] from before it is asked

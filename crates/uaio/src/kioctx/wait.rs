@@ -204,7 +204,10 @@ fn end_signal_mask(result: Result<usize, Errno>, sigmask: Option<u64>, saved: Op
         // with nothing to return it also interrupts the call, as the
         // kernel's check after its wait does (even without a wait).
         if sys::pending_signals() & !m & !SYNCHRONOUS_MASK != 0 {
-            sys::set_signal_mask(m);
+            // Delivered now, not held back to the end of the call (which
+            // puts the caller's mask back): the call has nothing left half
+            // done, as if it slept.
+            crate::sync::outside_call(|| sys::set_signal_mask(m));
             if n == 0 {
                 result = Err(Errno::INTR);
             }

@@ -1,5 +1,6 @@
 //! Small system helpers: file descriptor facts (`fdinfo`, `direct_hint`),
-//! uaio's own descriptors (`internal_fds`), signal masks (`signals`), values
+//! uaio's own descriptors (`internal_fds`), signal masks (`signals`), the
+//! program's signals held back inside uaio's calls (`deferral`), values
 //! a thread keeps between calls (`spare`) and the system calls made directly
 //! (`syscall`).
 //!
@@ -8,6 +9,7 @@
 
 use std::os::fd::BorrowedFd;
 
+pub(crate) mod deferral;
 pub(crate) mod direct_hint;
 mod fdinfo;
 mod filestat;

@@ -31,7 +31,9 @@ pub(crate) fn block_async_signals() -> u64 {
             8,
         );
     }
-    old
+    // Signals blocked only because uaio holds them back are not the
+    // caller's (see `deferral`).
+    old & !super::deferral::held_blocked()
 }
 
 /// The calling thread's id (never 0).
@@ -60,6 +62,9 @@ pub(crate) fn pending_signals() -> u64 {
 /// Installs `mask` (8-byte kernel sigset) as the thread's signal mask.
 /// uaio installs masks only around its own sleeps, where nothing faults.
 pub(crate) fn set_signal_mask(mask: u64) {
+    // Signals uaio holds back stay blocked whatever the mask (see
+    // `deferral`).
+    let mask = mask | super::deferral::mask_installed(mask);
     // SAFETY: as in block_async_signals. The C library silently keeps its own
     // internal signals unblocked, as it does for every caller.
     unsafe {

@@ -74,6 +74,15 @@ fn raw_syscall5(nr: usize, a: usize, b: usize, c: usize, d: usize, e: usize) -> 
     raw_syscall6(nr, a, b, c, d, e, 0)
 }
 
+/// A system call about signals (`rt_sigprocmask`, `rt_sigaction`,
+/// `rt_tgsigqueueinfo`) with four arguments, made directly: it runs inside
+/// signal handlers, where the C library's `syscall()` (which the drop-in
+/// wraps) is best avoided. Returns `-errno` on failure.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn signal_syscall(nr: libc::c_long, a: usize, b: usize, c: usize, d: usize) -> isize {
+    raw_syscall6(nr as usize, a, b, c, d, 0, 0)
+}
+
 /// `fcntl` command asking whether two descriptors name the same open file
 /// (Linux 6.10 and later).
 const F_DUPFD_QUERY: i32 = 1027;
