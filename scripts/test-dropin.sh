@@ -86,6 +86,7 @@ FUNC io_setup@@LIBAIO_0.4
 FUNC io_submit@@LIBAIO_0.1
 FUNC sigaction@@GLIBC_2.2.5
 FUNC signal@@GLIBC_2.2.5
+FUNC sigset@@GLIBC_2.2.5
 FUNC syscall@@GLIBC_2.2.5
 FUNC sysv_signal@@GLIBC_2.2.5
 OBJECT GLIBC_2.11
@@ -122,7 +123,7 @@ if [ "$(readlink "$libdir/libaio.so.1t64")" = libaio.so.1 ]; then ok "libaio.so.
 kinds=$(cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json,sys; print(" ".join(sorted({k for p in json.load(sys.stdin)["packages"] if p["name"] == "uaio-capi" for t in p["targets"] if "lib" in t["kind"] or "cdylib" in t["kind"] for k in t["crate_types"]})))')
 if [ "$kinds" = cdylib ]; then ok "uaio-capi builds a cdylib only"; else fail "uaio-capi builds: $kinds"; fi
-if nm --defined-only target/release/uaio | grep -qE ' [TtWw] (syscall|_exit|_Exit|exec[lv][a-z]*|fexecve|(__)?sigaction|(bsd_|sysv_|__sysv_)?signal)$'; then fail "the uaio binary defines syscall(), _exit(), _Exit(), an exec or a signal function"; else
+if nm --defined-only target/release/uaio | grep -qE ' [TtWw] (syscall|_exit|_Exit|exec[lv][a-z]*|fexecve|(__)?sigaction|(bsd_|sysv_|__sysv_)?signal|sigset)$'; then fail "the uaio binary defines syscall(), _exit(), _Exit(), an exec or a signal function"; else
     ok "the uaio binary does not define syscall(), _exit(), _Exit(), an exec or a signal function"
 fi
 

@@ -20,6 +20,12 @@
  *                             pending now and then, and reaps:
  *                             the run ends, and every POLL accepted comes
  *                             back once (a watchdog exits 3 on a hang)
+ *   signals_conform actions   what sigaction, signal, sysv_signal and sigset
+ *                             report and install (the drop-in defines them):
+ *                             old handlers, flags as the kernel reports them
+ *                             (SA_RESTORER, unknown bits dropped, after
+ *                             SA_RESETHAND fired), a handler saved by sigset
+ *                             and put back with signal, SIG_ERR refused
  *   signals_conform jumpwait-same
  *   signals_conform jumpwait-other
  *                             a SIGALRM handler jumps (siglongjmp) out of an
@@ -348,6 +354,81 @@ static void jumpwait(int other)
 		fprintf(stderr, "prompt rounds: %ld of 10\n", prompt);
 }
 
+/* The actions mode. */
+static volatile sig_atomic_t act_h1, act_h2;
+
+static void act_one(int s)
+{
+	(void)s;
+	act_h1++;
+}
+
+static void act_two(int s)
+{
+	(void)s;
+	act_h2++;
+}
+
+static void act_info(int s, siginfo_t *i, void *u)
+{
+	(void)s;
+	(void)i;
+	(void)u;
+	act_h2++;
+}
+
+static void show_action(const char *tag, int sig)
+{
+	struct sigaction o;
+	sigaction(sig, NULL, &o);
+	const char *h = o.sa_handler == SIG_DFL   ? "SIG_DFL"
+			: o.sa_handler == SIG_IGN ? "SIG_IGN"
+			: o.sa_handler == act_one ? "act_one"
+			: o.sa_handler == act_two ? "act_two"
+			: (void *)o.sa_sigaction == (void *)act_info ? "act_info"
+								      : "other";
+	printf("%s: handler %s flags %#x\n", tag, h, (unsigned)o.sa_flags);
+}
+
+static void actions(void)
+{
+	printf("signal(USR1, act_one) old is SIG_DFL: %d\n", signal(SIGUSR1, act_one) == SIG_DFL);
+	show_action("after signal", SIGUSR1);
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+	void (*old)(int) = sigset(SIGUSR1, act_two);
+#pragma GCC diagnostic pop
+	printf("sigset(USR1, act_two) returned act_one: %d\n", old == act_one);
+	raise(SIGUSR1);
+	printf("after raise: one %d two %d\n", (int)act_h1, (int)act_h2);
+	printf("signal(USR1, old) returned act_two: %d\n", signal(SIGUSR1, old) == act_two);
+	raise(SIGUSR1);
+	printf("after raise: one %d two %d\n", (int)act_h1, (int)act_h2);
+	show_action("after putting back", SIGUSR1);
+	struct sigaction a = { 0 };
+	a.sa_sigaction = act_info;
+	a.sa_flags = SA_SIGINFO | SA_RESETHAND | 0x400;
+	printf("sigaction(USR2, SA_SIGINFO|SA_RESETHAND|0x400) = %d\n", sigaction(SIGUSR2, &a, NULL));
+	show_action("USR2", SIGUSR2);
+	raise(SIGUSR2);
+	printf("after raise: two %d\n", (int)act_h2);
+	show_action("USR2 after its handler ran once", SIGUSR2);
+	sysv_signal(SIGHUP, act_one);
+	show_action("after sysv_signal", SIGHUP);
+	errno = 0;
+	int is_err = signal(SIGUSR1, SIG_ERR) == SIG_ERR;
+	printf("signal(USR1, SIG_ERR) is SIG_ERR: %d, errno %s\n", is_err, ename(errno));
+	show_action("USR1 still", SIGUSR1);
+	errno = 0;
+	int r0 = sigaction(0, &a, NULL);
+	printf("sigaction(0) = %d errno %s\n", r0, ename(errno));
+	errno = 0;
+	int rk = sigaction(SIGKILL, &a, NULL);
+	printf("sigaction(SIGKILL) = %d errno %s\n", rk, ename(errno));
+	signal(SIGUSR1, SIG_DFL);
+	signal(SIGHUP, SIG_DFL);
+}
+
 /* The jumpsubmit mode. */
 #define JS_BATCH 16
 #define JS_BATCHES 1500
@@ -529,6 +610,10 @@ int main(int argc, char **argv)
 	} else if (!strcmp(mode, "reentry")) {
 		reentry();
 		ctx = re_ctx;
+	} else if (!strcmp(mode, "actions")) {
+		actions();
+		printf("setup = %s\n", negret(setup(8, &ctx)));
+		one_read(ctx, fd);
 	} else if (!strcmp(mode, "jumpsubmit")) {
 		jumpsubmit();
 		ctx = jw_ctx;

@@ -417,7 +417,8 @@ export! {
     "uaio_export_signal" => "signal@@GLIBC_2.2.5": signals::signal,
     "uaio_export_bsd_signal" => "bsd_signal@@GLIBC_2.2.5": signals::signal,
     "uaio_export_sysv_signal" => "sysv_signal@@GLIBC_2.2.5": signals::sysv_signal,
-    "uaio_export___sysv_signal" => "__sysv_signal@@GLIBC_2.2.5": signals::sysv_signal;
+    "uaio_export___sysv_signal" => "__sysv_signal@@GLIBC_2.2.5": signals::sysv_signal,
+    "uaio_export_sigset" => "sigset@@GLIBC_2.2.5": signals::sigset;
     "uaio_node_0_1" => "LIBAIO_0.1",
     "uaio_node_0_4" => "LIBAIO_0.4",
     "uaio_node_0_5" => "LIBAIO_0.5",

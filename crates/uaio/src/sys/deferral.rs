@@ -77,7 +77,7 @@ fn deferrable(sig: c_int) -> bool {
 pub type RealSigaction = unsafe extern "C" fn(c_int, *const libc::sigaction, *mut libc::sigaction) -> c_int;
 
 /// `sigaction(sig, act, old)` for the drop-in library: a handler of an
-/// asynchronous signal is installed behind [`trampoline`] (the kernel sees
+/// asynchronous signal is installed behind uaio's trampoline (the kernel sees
 /// the trampoline, with the program's mask and flags, `SA_SIGINFO` added
 /// and `SA_RESETHAND` done by the trampoline), and `old` reports the
 /// program's own handler. `real` is the C library's function.
@@ -98,12 +98,21 @@ pub unsafe fn set_action(
     let (prev_h, prev_f) = (HANDLERS[i].load(Ordering::SeqCst), FLAGS[i].load(Ordering::SeqCst));
     // SAFETY: a plain C struct, all zeroes valid.
     let mut was: libc::sigaction = unsafe { core::mem::zeroed() };
+    let tramp = trampoline as *const () as usize;
     let rc = if act.is_null() {
         // SAFETY: a query into a local.
         unsafe { real(sig, core::ptr::null(), &mut was) }
     } else {
         // SAFETY: the caller vouches for `act`.
-        let a = unsafe { *act };
+        let mut a = unsafe { *act };
+        if a.sa_sigaction == tramp {
+            // The trampoline itself, as the C library's own functions
+            // (`sigset`, `siginterrupt`) report it: the program puts back
+            // the handler it had.
+            a.sa_sigaction = prev_h;
+            a.sa_flags = (a.sa_flags & !(libc::SA_SIGINFO | libc::SA_RESETHAND))
+                | (prev_f as c_int & (libc::SA_SIGINFO | libc::SA_RESETHAND));
+        }
         if a.sa_sigaction > libc::SIG_IGN && a.sa_sigaction != libc::SIG_ERR {
             // Recorded first: a signal that comes as soon as the trampoline
             // is in place finds the handler.
@@ -129,9 +138,12 @@ pub unsafe fn set_action(
         }
     };
     if rc == 0 && !old.is_null() {
-        if was.sa_sigaction == trampoline as *const () as usize {
+        if was.sa_sigaction == tramp {
+            // The kernel's flags (the ones it knows, and the C library's
+            // SA_RESTORER), with the two the trampoline stands for.
+            let own = libc::SA_SIGINFO | libc::SA_RESETHAND;
             was.sa_sigaction = prev_h;
-            was.sa_flags = prev_f as c_int;
+            was.sa_flags = (was.sa_flags & !own) | (prev_f as c_int & own);
         }
         // SAFETY: the caller vouches for `old`.
         unsafe { *old = was };
@@ -162,7 +174,7 @@ extern "C" fn trampoline(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
     }
     if flags & libc::SA_RESETHAND != 0 {
         HANDLERS[i].store(0, Ordering::SeqCst);
-        reset_to_default(sig);
+        reset_to_default(sig, flags);
     }
     if flags & libc::SA_SIGINFO != 0 {
         // SAFETY: the program installed `h` with SA_SIGINFO: this type.
@@ -208,10 +220,11 @@ fn hold_back(_sig: c_int, _info: *mut siginfo_t, _uc: *mut c_void) -> bool {
 }
 
 /// The default action for `sig` again (a handler installed with
-/// `SA_RESETHAND` runs once).
-fn reset_to_default(sig: c_int) {
-    // SAFETY: a plain C struct, all zeroes valid: SIG_DFL, no flags.
-    let dfl: libc::sigaction = unsafe { core::mem::zeroed() };
+/// `SA_RESETHAND` runs once), its flags kept, as the kernel keeps them.
+fn reset_to_default(sig: c_int, flags: c_int) {
+    // SAFETY: a plain C struct, all zeroes valid: SIG_DFL.
+    let mut dfl: libc::sigaction = unsafe { core::mem::zeroed() };
+    dfl.sa_flags = flags;
     let errno = errno_get();
     // SAFETY: through the name `sigaction` (the drop-in's, which passes
     // the default action on to the C library's), with a valid action.
