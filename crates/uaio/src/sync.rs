@@ -55,9 +55,7 @@ pub(crate) fn enter_call() -> Option<InCall> {
 impl Drop for InCall {
     fn drop(&mut self) {
         let _ = CALLS.try_with(|c| c.set(c.get().saturating_sub(1)));
-        if !held_here() {
-            crate::sys::deferral::release();
-        }
+        release_held_back();
     }
 }
 
@@ -68,10 +66,7 @@ impl Drop for InCall {
 /// sleep is skipped and `EINTR` returned, as a signal that came during a
 /// system call's sleep would end it.
 pub(crate) fn asleep<T>(sleep: impl FnOnce() -> Result<T, rustix::io::Errno>) -> Result<T, rustix::io::Errno> {
-    let saved = CALLS.try_with(|c| c.replace(0)).unwrap_or(0);
-    let r = if !held_here() && crate::sys::deferral::release() { Err(rustix::io::Errno::INTR) } else { sleep() };
-    let _ = CALLS.try_with(|c| c.set(saved));
-    r
+    uncounted(|| if release_held_back() { Err(rustix::io::Errno::INTR) } else { sleep() })
 }
 
 /// Runs `f`, which holds no lock and leaves nothing half done if a
@@ -79,21 +74,33 @@ pub(crate) fn asleep<T>(sleep: impl FnOnce() -> Result<T, rustix::io::Errno>) ->
 /// [`asleep`]): signals held back so far, and those `f` lets through, reach
 /// their handlers now.
 pub(crate) fn outside_call<R>(f: impl FnOnce() -> R) -> R {
+    uncounted(|| {
+        release_held_back();
+        f()
+    })
+}
+
+/// Runs `f` with the thread's call not counted in [`held_here`].
+fn uncounted<R>(f: impl FnOnce() -> R) -> R {
     let saved = CALLS.try_with(|c| c.replace(0)).unwrap_or(0);
-    if !held_here() {
-        crate::sys::deferral::release();
-    }
     let r = f();
     let _ = CALLS.try_with(|c| c.set(saved));
     r
+}
+
+/// Lets the signals this thread held back through if it is no longer
+/// inside a call or holding a lock (see [`crate::sys::deferral`]); returns
+/// whether any was.
+fn release_held_back() -> bool {
+    !held_here() && crate::sys::deferral::release()
 }
 
 fn count(up: bool) {
     // One thread's own counter; a handler that runs in between the read
     // and the write of the update leaves it as it found it.
     let _ = HELD.try_with(|h| h.set(if up { h.get() + 1 } else { h.get().saturating_sub(1) }));
-    if !up && !held_here() {
-        crate::sys::deferral::release();
+    if !up {
+        release_held_back();
     }
 }
 

@@ -30,10 +30,10 @@ static HANDLERS: [AtomicUsize; NSIG] = [const { AtomicUsize::new(0) }; NSIG];
 static FLAGS: [AtomicUsize; NSIG] = [const { AtomicUsize::new(0) }; NSIG];
 
 thread_local! {
-    /// Signals this thread holds back (bit `sig - 1`), pending.
-    static DEFERRED: Cell<u64> = const { Cell::new(0) };
-    /// Those of them blocked by uaio alone: the mask the program's code
-    /// runs with does not block them.
+    /// Signals this thread holds back (bit `sig - 1`), pending, and
+    /// blocked by uaio alone: the mask the program's code runs with does
+    /// not block them (one that it blocks is no longer uaio's to let
+    /// through, see [`mask_installed`]).
     static BLOCKED: Cell<u64> = const { Cell::new(0) };
 }
 
@@ -208,7 +208,6 @@ fn hold_back(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) -> bool {
     // SAFETY: the kernel's ucontext for this delivery; the mask it puts
     // back on return is its `uc_sigmask`.
     unsafe { libc::sigaddset(&mut (*uc.cast::<libc::ucontext_t>()).uc_sigmask, sig) };
-    let _ = DEFERRED.try_with(|d| d.set(d.get() | bit));
     let _ = BLOCKED.try_with(|d| d.set(d.get() | bit));
     errno_set(errno);
     true
@@ -238,11 +237,7 @@ fn reset_to_default(sig: c_int, flags: c_int) {
 /// runs). Their handlers run before it returns (those the program's mask
 /// blocks stay pending); returns whether any was let through.
 pub(crate) fn release() -> bool {
-    if DEFERRED.try_with(Cell::get).unwrap_or(0) == 0 {
-        return false;
-    }
     // Those the program's mask blocks stay pending, as they would have.
-    let _ = DEFERRED.try_with(|c| c.set(0));
     let ours = BLOCKED.try_with(|c| c.replace(0)).unwrap_or(0);
     if ours != 0 {
         unblock(ours);
