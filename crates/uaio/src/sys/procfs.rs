@@ -20,8 +20,8 @@ use super::internal_fds::InternalFd;
 /// A file uaio reads.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum ProcFile {
-    /// `/proc/vmstat`.
-    Vmstat,
+    /// `/proc/meminfo`.
+    Meminfo,
     /// `/proc/sys/vm/dirty_bytes`.
     DirtyBytes,
     /// `/proc/sys/vm/dirty_ratio`.
@@ -46,7 +46,7 @@ const COUNT: usize = 9;
 impl ProcFile {
     fn path(self) -> &'static str {
         match self {
-            ProcFile::Vmstat => "/proc/vmstat",
+            ProcFile::Meminfo => "/proc/meminfo",
             ProcFile::DirtyBytes => "/proc/sys/vm/dirty_bytes",
             ProcFile::DirtyRatio => "/proc/sys/vm/dirty_ratio",
             ProcFile::DirtyBackgroundBytes => "/proc/sys/vm/dirty_background_bytes",
@@ -151,13 +151,13 @@ mod tests {
 
     #[test]
     fn files_are_read_afresh_through_one_high_descriptor() {
-        let a = read(ProcFile::Vmstat).expect("/proc/vmstat");
-        assert!(a.contains("nr_dirty "), "{a}");
-        let first = FDS[ProcFile::Vmstat as usize].load(Ordering::SeqCst);
+        let a = read(ProcFile::Meminfo).expect("/proc/meminfo");
+        assert!(a.contains("\nDirty: "), "{a}");
+        let first = FDS[ProcFile::Meminfo as usize].load(Ordering::SeqCst);
         assert!(super::super::internal_fds::is_internal(first), "descriptor {first} is not above the floor");
-        let b = read(ProcFile::Vmstat).expect("again");
-        assert!(b.contains("nr_dirty "));
-        assert_eq!(FDS[ProcFile::Vmstat as usize].load(Ordering::SeqCst), first, "opened twice");
+        let b = read(ProcFile::Meminfo).expect("again");
+        assert!(b.contains("\nDirty: "));
+        assert_eq!(FDS[ProcFile::Meminfo as usize].load(Ordering::SeqCst), first, "opened twice");
         let n: u64 = read(ProcFile::AioMaxNr).expect("aio-max-nr").trim().parse().expect("a number");
         assert!(n > 0);
     }
