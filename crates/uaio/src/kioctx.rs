@@ -89,9 +89,10 @@ struct Req {
     fresh: bool,
     resfd: Resfd,
     cancelled: bool,
-    /// A buffered write to a regular file, counted in
-    /// [`writeback::BACKEND_WRITES`] until it completes.
-    buffered_write: bool,
+    /// A buffered write to a regular file: its number among the process's
+    /// buffered writes in a backend (`writeback::backend_write_started`)
+    /// until it completes; 0 for other requests.
+    write_id: u64,
     /// The iovec array the backend reads (vectored requests).
     _iov: Option<Box<[iovec]>>,
     /// `aio_lio_opcode`, and when it went to the backend (for `stats`).

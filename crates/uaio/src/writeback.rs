@@ -42,6 +42,9 @@
 //!   swap (`sysinfo`, looked at every 100 ms at most); ramfs pages are
 //!   never swapped.
 //!
+//! - **Order**: a write of bytes that an earlier buffered write still in
+//!   a backend covers goes to the backend behind it (see [`SPANS`]).
+//!
 //! What is left is what kernel AIO waits for too: the inode lock held by
 //! another writer, the journal (ext4) or log (XFS) reservation that updates
 //! the file's times while the journal commits or the log is full, and
@@ -52,6 +55,8 @@ use std::sync::Mutex;
 
 use uaio_abi::{iovec, RWF_APPEND};
 
+use crate::backend::FileKey;
+use crate::sys::process::Leaked;
 use crate::sys::procfs::ProcFile;
 use crate::sys::{self, FdInfo};
 
@@ -68,19 +73,93 @@ const PAGE: u64 = 4096;
 const FREE_SPACE_MARGIN: u64 = 256 << 20;
 
 /// Buffered writes to regular files in flight in a backend, in the whole
-/// process. While there is one, no write runs inline: it would overtake
-/// it (the kernel's run one after the other, inside `io_submit`), and
-/// io_uring's workers run writes to one file in the order given.
-pub(crate) static BACKEND_WRITES: AtomicU32 = AtomicU32::new(0);
+/// process ([`SPANS`] holds their bytes).
+static BACKEND_WRITES: AtomicU32 = AtomicU32::new(0);
+
+/// The bytes a buffered write covers in its file: `[start, end)`.
+pub(crate) type Span = (u64, u64);
+
+/// A buffered write's file and bytes.
+pub(crate) type FileSpan = (FileKey, Span);
+
+/// A buffered write in a backend: its number, file and bytes.
+#[derive(Debug)]
+struct InFlight {
+    id: u64,
+    file: FileKey,
+    span: Span,
+}
+
+/// Every buffered write of the process in a backend, until it completes.
+/// A write done inline must not overtake one of them that covers any of
+/// its bytes (the kernel's ran one after the other, inside `io_submit`,
+/// and the later one's bytes are what the file keeps); one that covers
+/// other bytes of the file, or another file, leaves the file as it would
+/// be in either order, and runs inline. A `fork` child starts afresh (the
+/// parent's requests are not its own, and a parent's thread may have held
+/// the lock).
+static SPANS: Leaked<Mutex<Vec<InFlight>>> = Leaked::new();
+
+/// The number of the next write entered in [`SPANS`] (0: none).
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The bytes of a buffered write of `count` bytes at `off` with flags
+/// `rw_flags` on `f`: the whole file when it appends (its position is the
+/// end of the file when it runs).
+pub(crate) fn span_of(f: &FdInfo, rw_flags: u32, off: u64, count: u64) -> Span {
+    if rw_flags & RWF_APPEND != 0 || f.flags & libc::O_APPEND as u32 != 0 {
+        (0, u64::MAX)
+    } else {
+        (off, off.saturating_add(count.max(1)))
+    }
+}
+
+/// Whether two spans share a byte.
+pub(crate) fn overlap(a: Span, b: Span) -> bool {
+    a.0 < b.1 && b.0 < a.1
+}
+
+/// A buffered write of `span` in `file` went to a backend; returns its
+/// number for [`backend_write_ended`].
+pub(crate) fn backend_write_started(file: FileKey, span: Span) -> u64 {
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    crate::sync::lock(SPANS.get_or_init(Mutex::default)).push(InFlight { id, file, span });
+    BACKEND_WRITES.fetch_add(1, Ordering::SeqCst);
+    id
+}
+
+/// The backend's write `id` completed (or failed, or was cancelled).
+pub(crate) fn backend_write_ended(id: u64) {
+    let mut spans = crate::sync::lock(SPANS.get_or_init(Mutex::default));
+    if let Some(i) = spans.iter().position(|w| w.id == id) {
+        spans.swap_remove(i);
+        BACKEND_WRITES.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Whether a buffered write in a backend covers a byte of `span` in
+/// `file` (also when that cannot be known without waiting for the lock).
+pub(crate) fn behind_backend_write(file: FileKey, span: Span) -> bool {
+    if BACKEND_WRITES.load(Ordering::SeqCst) == 0 {
+        return false;
+    }
+    match SPANS.get().map(Mutex::try_lock) {
+        None => false,
+        Some(Ok(spans)) => spans.iter().any(|w| w.file == file && overlap(w.span, span)),
+        Some(Err(std::sync::TryLockError::Poisoned(p))) => {
+            p.into_inner().iter().any(|w| w.file == file && overlap(w.span, span))
+        }
+        Some(Err(std::sync::TryLockError::WouldBlock)) => true,
+    }
+}
 
 /// Whether the buffered write of `count` bytes at `off` (not `RWF_NOWAIT`,
 /// flags `rw_flags` without `RWF_HIPRI`) on `f` runs inline (see the module
-/// documentation). `f` refuses `RWF_NOWAIT` buffered writes.
+/// documentation). `f` refuses `RWF_NOWAIT` buffered writes. The caller has
+/// checked that it follows no earlier write of the same bytes still to run
+/// ([`behind_backend_write`]).
 pub(crate) fn may_write_inline(f: &mut FdInfo, rw_flags: u32, off: u64, count: u64) -> bool {
     let sync = (libc::O_DSYNC | libc::O_SYNC) as u32;
-    if BACKEND_WRITES.load(Ordering::SeqCst) != 0 {
-        return false;
-    }
     if count == 0 || count > INLINE_WRITE_MAX || rw_flags & !RWF_APPEND != 0 || f.flags & sync != 0 {
         return false;
     }
@@ -279,6 +358,7 @@ fn try_locked<T>(m: &Mutex<T>) -> Option<std::sync::MutexGuard<'_, T>> {
 
 /// In a fork child: the parent's requests are not the child's.
 pub(crate) fn after_fork_in_child() {
+    SPANS.replace(Mutex::default());
     BACKEND_WRITES.store(0, Ordering::SeqCst);
 }
 

@@ -10,7 +10,7 @@ use rustix::io::Errno;
 use uaio_abi::*;
 
 use super::{Kioctx, Prepared, Req, Resfd, State};
-use crate::backend::{BackendOp, OpKind};
+use crate::backend::{BackendOp, OpKind, Order};
 use crate::stats;
 use crate::sys;
 use crate::uaccess::UserPtr;
@@ -116,8 +116,8 @@ impl Kioctx {
             let mut st = self.lock();
             for op in ops {
                 let req = st.reqs.remove(op.key as u32 as usize);
-                if req.buffered_write {
-                    writeback::BACKEND_WRITES.fetch_sub(1, Ordering::SeqCst);
+                if req.write_id != 0 {
+                    writeback::backend_write_ended(req.write_id);
                 }
                 let res = -(e.raw_os_error() as i64);
                 self.ring.push_event(&mut st.tail, &io_event { data: req.data, obj: req.obj, res, res2: 0 });
@@ -159,8 +159,8 @@ impl Kioctx {
                     return;
                 }
                 let req = reqs.remove(idx);
-                if req.buffered_write {
-                    writeback::BACKEND_WRITES.fetch_sub(1, Ordering::SeqCst);
+                if req.write_id != 0 {
+                    writeback::backend_write_ended(req.write_id);
                 }
                 let res = res as i64;
                 let res = if req.poll && (res == -(libc::ECANCELED as i64) || req.cancelled) {
@@ -255,15 +255,15 @@ fn enter_request(st: &mut State, p: &mut Prepared, kind: OpKind) -> BackendOp {
         fresh: true,
         resfd: std::mem::take(&mut p.resfd),
         cancelled: false,
-        buffered_write: p.buffered_write,
+        write_id: match (p.write_span, p.order) {
+            (Some(span), Some(Order::Member(k))) => writeback::backend_write_started(k, span),
+            _ => 0,
+        },
         _iov: p.iov.take(),
         opcode: p.opcode,
         start_ns: if st.stats.is_some() { stats::now_ns() } else { 0 },
     });
     st.gen = st.gen.wrapping_add(1) % u32::MAX;
-    if p.buffered_write {
-        writeback::BACKEND_WRITES.fetch_add(1, Ordering::SeqCst);
-    }
     st.in_flight += 1;
     BackendOp {
         key,

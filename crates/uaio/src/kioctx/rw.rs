@@ -3,26 +3,24 @@
 //! request inside `io_submit` (when it cannot wait, as the kernel would)
 //! and handing it to the backend.
 
-use std::sync::atomic::Ordering;
-
 use rustix::io::Errno;
 use uaio_abi::*;
 
 use super::submit::{buffer_len, Prepared};
 use super::validate::{check_ioprio, check_rw_flags, check_rw_flags_file, import_buffer};
-use crate::backend::OpKind;
+use crate::backend::{OpKind, Order};
 use crate::sys::{self, FdInfo};
-use crate::writeback;
+use crate::writeback::{self, FileSpan};
 
 /// A read or write (`aio_prep_rw` and the file's checks): done here when
-/// it cannot wait, else made ready for the backend. `behind_write`: a
-/// buffered write of this call goes to the backend already;
-/// `every_write`: the backend must see every write.
+/// it cannot wait, else made ready for the backend. `earlier`: the
+/// buffered writes of this call that go to the backend already (their
+/// files and bytes); `every_write`: the backend must see every write.
 pub(super) fn prepare_rw(
     cb: &iocb,
     f: &mut FdInfo,
     p: &mut Prepared,
-    behind_write: bool,
+    earlier: &[FileSpan],
     every_write: bool,
 ) -> Result<(), Errno> {
     let write = matches!(cb.aio_lio_opcode, IOCB_CMD_PWRITE | IOCB_CMD_PWRITEV);
@@ -47,17 +45,30 @@ pub(super) fn prepare_rw(
     p.off = cb.aio_offset as u64;
     p.rw_flags = cb.aio_rw_flags & !RWF_HIPRI;
     p.forever = !f.is_regular_or_block();
-    if runs_inline(f, p, write, empty, behind_write, every_write) {
-        let r = inline_rw(cb, f, p, write, empty, behind_write);
-        return p.complete(r);
-    }
-    p.buffered_write = write && !is_direct(f) && f.is_regular();
     let kind = match (write, vectored) {
         (false, false) => OpKind::Read,
         (true, false) => OpKind::Write,
         (false, true) => OpKind::Readv,
         (true, true) => OpKind::Writev,
     };
+    // A buffered write to a regular file: its file and bytes, and whether
+    // an earlier write of some of those bytes is still to run (this call's,
+    // or any in a backend), which it must not overtake.
+    let buffered = (write && !is_direct(f) && f.is_regular())
+        .then(|| match f.order_key(kind) {
+            Some(Order::Member(k)) => Some((k, writeback::span_of(f, p.rw_flags, p.off, buffer_len(p)))),
+            _ => None,
+        })
+        .flatten();
+    let behind_write = buffered.is_some_and(|(k, span)| {
+        earlier.iter().any(|&(ek, es)| ek == k && writeback::overlap(es, span))
+            || writeback::behind_backend_write(k, span)
+    });
+    if runs_inline(f, p, write, empty, behind_write, every_write) {
+        let r = inline_rw(cb, f, p, write, empty, behind_write);
+        return p.complete(r);
+    }
+    p.write_span = buffered.map(|(_, span)| span);
     p.order = f.order_key(kind);
     p.kind = Some(kind);
     Ok(())
@@ -135,17 +146,11 @@ fn inline_rw(cb: &iocb, f: &mut FdInfo, p: &Prepared, write: bool, empty: bool, 
         // The C library answers an empty write itself; the
         // kernel's AIO asks the file system, which refuses.
         -(libc::EOPNOTSUPP as i64)
-    } else if write
-        && p.rw_flags & RWF_NOWAIT != 0
-        && !is_direct(f)
-        && f.is_regular()
-        && !refuses
-        && (behind_write || writeback::BACKEND_WRITES.load(Ordering::SeqCst) != 0)
-    {
+    } else if write && p.rw_flags & RWF_NOWAIT != 0 && !is_direct(f) && f.is_regular() && !refuses && behind_write {
         // A buffered write of the program's that would not
-        // wait, while an earlier one waits in the backend:
-        // done now, it could overtake it. The kernel's own
-        // answer when a write cannot be done at once.
+        // wait, while an earlier one of some of its bytes waits
+        // in the backend: done now, it would overtake it. The
+        // kernel's own answer when a write cannot be done at once.
         -(libc::EAGAIN as i64)
     } else {
         sys::prwv2(write, f.fd, ptr, n, cb.aio_offset, p.rw_flags).0

@@ -15,11 +15,12 @@ use uaio_abi::*;
 use super::rw::prepare_rw;
 use super::validate::{check_ioprio, check_rw_flags, import_buffer};
 use super::{exec_elsewhere, wait_for_exec, Kioctx, Resfd, EXITING};
-use crate::backend::OpKind;
+use crate::backend::{OpKind, Order};
 use crate::sync;
 use crate::sys::internal_fds::InternalFd;
 use crate::sys::{self, FdInfo};
 use crate::uaccess::{user_field, UserPtr};
+use crate::writeback::{FileSpan, Span};
 
 /// What `vfs_poll` reports for a file without a poll method.
 const DEFAULT_POLLMASK: u32 = (libc::POLLIN | libc::POLLOUT | libc::POLLRDNORM | libc::POLLWRNORM) as u32;
@@ -48,8 +49,9 @@ pub(crate) struct Prepared {
     pub(super) iov: Option<Box<[iovec]>>,
     /// See [`Req::forever`].
     pub(super) forever: bool,
-    /// See [`Req::buffered_write`].
-    pub(super) buffered_write: bool,
+    /// A buffered write to a regular file for the backend: the bytes it
+    /// covers (see [`Req::write_id`]).
+    pub(super) write_span: Option<Span>,
     /// See [`crate::backend::BackendOp::order`].
     pub(super) order: Option<crate::backend::Order>,
     /// See [`crate::backend::BackendOp::seen`].
@@ -66,10 +68,11 @@ pub(crate) struct FdCache {
     /// Small batches try reads inline (one system call per read); large
     /// ones go to the backend together, where one call carries them all.
     pub(crate) inline_reads: bool,
-    /// A buffered write of this call goes to the backend: no later write
-    /// of the call may overtake it (see [`writeback::BACKEND_WRITES`],
-    /// which counts it only once the call publishes it).
-    backend_write: bool,
+    /// The buffered writes of this call that go to the backend, by file and
+    /// bytes: no later write of the call may overtake one of the same bytes
+    /// (the process's list of such writes, [`writeback::behind_backend_write`],
+    /// has them only once the call publishes them).
+    backend_writes: Vec<FileSpan>,
 }
 
 impl FdCache {
@@ -78,7 +81,15 @@ impl FdCache {
     pub(crate) fn reset(&mut self, inline_reads: bool) {
         self.entries.clear();
         self.inline_reads = inline_reads;
-        self.backend_write = false;
+        self.backend_writes.clear();
+    }
+
+    /// [`FdCache::get`], with the call's buffered writes for the backend
+    /// so far.
+    fn get_with_writes(&mut self, fd: u32) -> Result<(&mut FdInfo, &mut Vec<FileSpan>), Errno> {
+        self.get(fd)?;
+        let i = self.entries.iter().position(|e| e.fd == fd as i32).ok_or(Errno::BADF)?;
+        Ok((&mut self.entries[i], &mut self.backend_writes))
     }
 
     pub(super) fn get(&mut self, fd: u32) -> Result<&mut FdInfo, Errno> {
@@ -138,7 +149,7 @@ impl Prepared {
         self.obj = obj;
         self.iov = None;
         self.forever = false;
-        self.buffered_write = false;
+        self.write_span = None;
         self.order = None;
         self.seen = None;
         self.opcode = cb.aio_lio_opcode;
@@ -438,14 +449,15 @@ impl Kioctx {
         };
         // KIOCB_KEY goes into the application's iocb, as the kernel writes it.
         aio_key(obj).write(&KIOCB_KEY).map_err(|_| Errno::FAULT)?;
-        let behind_write = fds.backend_write;
-        let f = fds.get(cb.aio_fildes)?;
+        let (f, earlier) = fds.get_with_writes(cb.aio_fildes)?;
         p.reset(cb, obj, resfd);
         match cb.aio_lio_opcode {
             IOCB_CMD_PREAD | IOCB_CMD_PWRITE | IOCB_CMD_PREADV | IOCB_CMD_PWRITEV => {
                 let every_write = self.backend.wants_every_write();
-                prepare_rw(cb, f, p, behind_write, every_write)?;
-                fds.backend_write |= p.buffered_write;
+                prepare_rw(cb, f, p, earlier, every_write)?;
+                if let (Some(span), Some(Order::Member(k))) = (p.write_span, p.order) {
+                    earlier.push((k, span));
+                }
             }
             IOCB_CMD_FSYNC | IOCB_CMD_FDSYNC => prepare_sync(cb, f, p)?,
             IOCB_CMD_POLL => prepare_poll(cb, f, p)?,
