@@ -83,6 +83,20 @@ pub(crate) fn signal_syscall(nr: libc::c_long, a: usize, b: usize, c: usize, d: 
     raw_syscall6(nr as usize, a, b, c, d, 0, 0)
 }
 
+/// How many pages of `[off, off + len)` of `fd` are in the page cache
+/// (`cachestat`, Linux 6.5 and later; `None` where it is missing), found
+/// without reading any, for tests.
+#[cfg(all(test, target_arch = "x86_64"))]
+pub(crate) fn cached_pages(fd: i32, off: u64, len: u64) -> Option<u64> {
+    /// `SYS_cachestat` on x86-64.
+    const CACHESTAT: usize = 451;
+    let range = [off, len];
+    // nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted.
+    let mut out = [0u64; 5];
+    let r = raw_syscall6(CACHESTAT, fd as usize, range.as_ptr() as usize, out.as_mut_ptr() as usize, 0, 0, 0);
+    (r == 0).then_some(out[0])
+}
+
 /// `fcntl` command asking whether two descriptors name the same open file
 /// (Linux 6.10 and later).
 const F_DUPFD_QUERY: i32 = 1027;
