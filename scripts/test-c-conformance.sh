@@ -204,6 +204,7 @@ check_case signals_conform.reentry signals_conform reentry
 # thread is inside a call; before, the first jump broke the thread).
 check_case signals_conform.jumpsubmit signals_conform jumpsubmit
 check_case signals_conform.actions signals_conform actions
+check_case signals_conform.faults signals_conform faults
 check_case signals_conform.jumpwait-same signals_conform jumpwait-same
 check_case signals_conform.jumpwait-other signals_conform jumpwait-other
 check_case exit_inflight.exit exit_inflight exit

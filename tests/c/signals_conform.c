@@ -38,6 +38,16 @@
  *                             for a loaded machine). Before uaio passed the
  *                             lead of the wait on from the jumped-out
  *                             waiter, most took 100 ms.
+ *   signals_conform faults    SIGSEGV and SIGBUS once uaio has a fault handler
+ *                             of its own: sigaction reports the program's
+ *                             actions (as before io_setup, SIG_IGN kept,
+ *                             a handler with its mask and flags, reset by
+ *                             SA_RESETHAND), a SIGSEGV sent by kill runs
+ *                             the program's handler (SI_USER), is ignored
+ *                             when it is ignored, and ends a child by the
+ *                             default action; bad pointers still give
+ *                             EFAULT; a SIGFPE sent to the process while
+ *                             its thread blocks it waits for sigtimedwait
  *   signals_conform jumpsubmit
  *                             a SIGALRM every 100 us, whose handler jumps
  *                             (siglongjmp) out of io_submit whenever the
@@ -59,7 +69,9 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <sys/syscall.h>
+#include <sys/resource.h>
 #include <sys/time.h>
+#include <sys/wait.h>
 
 static sigjmp_buf jb;
 static volatile sig_atomic_t faults, usr1;
@@ -429,6 +441,96 @@ static void actions(void)
 	signal(SIGHUP, SIG_DFL);
 }
 
+/* The faults mode. */
+static volatile sig_atomic_t fa_hits;
+static volatile int fa_code;
+
+static void fa_info(int s, siginfo_t *i, void *u)
+{
+	(void)s;
+	(void)u;
+	fa_hits++;
+	fa_code = i->si_code;
+}
+
+static void fa_show(const char *tag, int sig)
+{
+	struct sigaction o;
+	sigaction(sig, NULL, &o);
+	const char *h = o.sa_handler == SIG_DFL				? "SIG_DFL"
+			: o.sa_handler == SIG_IGN			? "SIG_IGN"
+			: (void *)o.sa_sigaction == (void *)fa_info ? "fa_info"
+								      : "other";
+	unsigned long mask;
+	memcpy(&mask, &o.sa_mask, sizeof mask);
+	printf("%s: handler %s flags %#x mask %#lx\n", tag, h, (unsigned)o.sa_flags, mask);
+}
+
+/* A child that sends itself `sig` (no core file): how it ended. */
+static void fa_child_kill(aio_context_t ctx, int sig)
+{
+	fflush(stdout);
+	pid_t pid = fork();
+	if (pid == 0) {
+		struct rlimit no = { 0, 0 };
+		setrlimit(RLIMIT_CORE, &no);
+		kill(getpid(), sig);
+		_exit(0);
+	}
+	int st = 0;
+	waitpid(pid, &st, 0);
+	printf("child sent itself %s: %s %d\n", strsignal(sig), WIFSIGNALED(st) ? "killed by signal" : "exit",
+	       WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+	(void)ctx;
+}
+
+static void faults_mode(aio_context_t *ctx, int fd)
+{
+	fa_show("SEGV before setup", SIGSEGV);
+	struct sigaction a = { 0 };
+	a.sa_handler = SIG_IGN;
+	sigaction(SIGBUS, &a, NULL);
+	printf("setup = %s\n", negret(setup(8, ctx)));
+	/* A bad pointer: uaio's handler is in place from here on. */
+	printf("submit(bad array) = %s\n", negret(submit(*ctx, 1, (struct iocb **)16)));
+	fa_show("SEGV after setup", SIGSEGV);
+	fa_show("BUS after setup", SIGBUS);
+	kill(getpid(), SIGBUS);
+	printf("SIGBUS sent while ignored: survived\n");
+	fa_child_kill(*ctx, SIGSEGV);
+	struct sigaction old;
+	a.sa_handler = NULL;
+	a.sa_sigaction = fa_info;
+	a.sa_flags = SA_SIGINFO | SA_RESETHAND;
+	sigemptyset(&a.sa_mask);
+	sigaddset(&a.sa_mask, SIGUSR2);
+	sigaction(SIGSEGV, &a, &old);
+	printf("old SEGV handler was SIG_DFL: %d\n", old.sa_handler == SIG_DFL);
+	fa_show("SEGV with a handler", SIGSEGV);
+	kill(getpid(), SIGSEGV);
+	printf("handler ran %d time(s), si_code SI_USER: %d\n", (int)fa_hits, fa_code == SI_USER);
+	fa_show("SEGV after SA_RESETHAND fired", SIGSEGV);
+	printf("submit(bad array) = %s\n", negret(submit(*ctx, 1, (struct iocb **)16)));
+	printf("handler ran %d time(s)\n", (int)fa_hits);
+	sigaction(SIGSEGV, &old, NULL);
+	fa_show("SEGV put back", SIGSEGV);
+	a.sa_handler = SIG_DFL;
+	a.sa_flags = 0;
+	sigaction(SIGBUS, &a, NULL);
+	/* SIGFPE sent to the process, blocked in the program's only thread:
+	 * it waits there for sigtimedwait (uaio's threads must not take it). */
+	sigset_t fpe;
+	sigemptyset(&fpe);
+	sigaddset(&fpe, SIGFPE);
+	sigprocmask(SIG_BLOCK, &fpe, NULL);
+	kill(getpid(), SIGFPE);
+	struct timespec two = { 2, 0 };
+	int got = sigtimedwait(&fpe, NULL, &two);
+	printf("sigtimedwait(SIGFPE) = %s\n", got == SIGFPE ? "SIGFPE" : ename(errno));
+	sigprocmask(SIG_UNBLOCK, &fpe, NULL);
+	one_read(*ctx, fd);
+}
+
 /* The jumpsubmit mode. */
 #define JS_BATCH 16
 #define JS_BATCHES 1500
@@ -614,6 +716,8 @@ int main(int argc, char **argv)
 		actions();
 		printf("setup = %s\n", negret(setup(8, &ctx)));
 		one_read(ctx, fd);
+	} else if (!strcmp(mode, "faults")) {
+		faults_mode(&ctx, fd);
 	} else if (!strcmp(mode, "jumpsubmit")) {
 		jumpsubmit();
 		ctx = jw_ctx;

@@ -50,6 +50,22 @@ mod arch;
 #[path = "uaccess/other.rs"]
 mod arch;
 
+/// `sigaction` of `SIGSEGV` or `SIGBUS` through the drop-in library: the
+/// program's action stays behind uaio's fault handler where that is in
+/// place (see the architecture's `set_fault_action`).
+///
+/// # Safety
+/// As `sigaction(2)`: `act` and `old` null or valid.
+pub(crate) unsafe fn set_fault_action(
+    sig: libc::c_int,
+    act: *const libc::sigaction,
+    old: *mut libc::sigaction,
+    real: crate::sys::deferral::RealSigaction,
+) -> libc::c_int {
+    // SAFETY: forwarded contract.
+    unsafe { arch::set_fault_action(sig, act, old, real) }
+}
+
 static READY: AtomicBool = AtomicBool::new(false);
 static INSTALL: Once = Once::new();
 

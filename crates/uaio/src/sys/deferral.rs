@@ -80,7 +80,9 @@ pub type RealSigaction = unsafe extern "C" fn(c_int, *const libc::sigaction, *mu
 /// asynchronous signal is installed behind uaio's trampoline (the kernel sees
 /// the trampoline, with the program's mask and flags, `SA_SIGINFO` added
 /// and `SA_RESETHAND` done by the trampoline), and `old` reports the
-/// program's own handler. `real` is the C library's function.
+/// program's own handler. `SIGSEGV` and `SIGBUS` go to uaio's fault
+/// handling (`uaccess::set_fault_action`). `real` is the C library's
+/// function.
 ///
 /// # Safety
 /// As `sigaction(2)`: `act` and `old` null or valid.
@@ -90,6 +92,10 @@ pub unsafe fn set_action(
     old: *mut libc::sigaction,
     real: RealSigaction,
 ) -> c_int {
+    if sig == libc::SIGSEGV || sig == libc::SIGBUS {
+        // SAFETY: forwarded contract.
+        return unsafe { crate::uaccess::set_fault_action(sig, act, old, real) };
+    }
     if !deferrable(sig) || under_valgrind() {
         // SAFETY: the caller's arguments, unchanged.
         return unsafe { real(sig, act, old) };

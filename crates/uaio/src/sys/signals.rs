@@ -135,6 +135,19 @@ where
     T: Send + 'static,
 {
     let old = block_async_signals();
+    // Of the synchronous signals, uaio's threads take only the faults of
+    // their own copies to and from the program's memory: the others, sent
+    // to the process, go to the program's threads (the kernel kills a
+    // thread that raises one it blocks, as it would the program).
+    // SAFETY: a local set, filled before use; pthread_sigmask adds to the
+    // calling thread's mask, restored below.
+    unsafe {
+        let mut others: libc::sigset_t = core::mem::zeroed();
+        libc::sigemptyset(&mut others);
+        libc::sigaddset(&mut others, libc::SIGILL);
+        libc::sigaddset(&mut others, libc::SIGFPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &others, core::ptr::null_mut());
+    }
     let r = std::thread::Builder::new().name(name.into()).spawn(f);
     set_signal_mask(old);
     r

@@ -2,6 +2,20 @@
 
 pub(super) fn install() {}
 
+/// No handler of uaio's here: the C library's `sigaction` as it is.
+///
+/// # Safety
+/// As `sigaction(2)`.
+pub(super) unsafe fn set_fault_action(
+    sig: libc::c_int,
+    act: *const libc::sigaction,
+    old: *mut libc::sigaction,
+    real: crate::sys::deferral::RealSigaction,
+) -> libc::c_int {
+    // SAFETY: the caller's arguments, unchanged.
+    unsafe { real(sig, act, old) }
+}
+
 /// # Safety
 /// Same contract as the x86-64 version; here every copy goes through the
 /// kernel (`process_vm_readv` on the own process), which never faults.

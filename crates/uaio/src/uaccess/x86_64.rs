@@ -1,6 +1,6 @@
 //! The fault-recovering copy and the fault handler for x86-64.
 
-use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
 
 // Copies `rdx` bytes from `rsi` to `rdi`, eight at a time, then the
 // tail byte by byte. Returns 0; a fault anywhere between `begin` and
@@ -79,6 +79,10 @@ extern "C" {
 /// in atomics, since the signal handler reads them.
 static NEXT_HANDLER: [AtomicUsize; 2] = [AtomicUsize::new(libc::SIG_DFL), AtomicUsize::new(libc::SIG_DFL)];
 static NEXT_FLAGS: [AtomicI32; 2] = [AtomicI32::new(0), AtomicI32::new(0)];
+/// Its `sa_mask` (the kernel's 64 signals) and `sa_restorer`, as the
+/// kernel would report them.
+static NEXT_MASK: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+static NEXT_RESTORER: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
 
 /// Written into the last word of a siginfo while uaio forwards that
 /// fault: a handler that calls the one it replaced (ours) with the same
@@ -100,7 +104,11 @@ extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mut 
     let rip = uc.uc_mcontext.gregs[libc::REG_RIP as usize] as usize;
     let begin = core::ptr::addr_of!(uaio_uaccess_begin) as usize;
     let end = core::ptr::addr_of!(uaio_uaccess_end) as usize;
-    if (begin..end).contains(&rip) {
+    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
+    let code = unsafe { (*info).si_code };
+    // A fault (a signal some process sent has a code of 0 or below, and
+    // must not fail the copy it happens to interrupt).
+    if code > 0 && (begin..end).contains(&rip) {
         // Resume at the routine's failure exit, which reports the fault.
         let fault = core::ptr::addr_of!(uaio_uaccess_fault) as usize;
         uc.uc_mcontext.gregs[libc::REG_RIP as usize] = fault as i64;
@@ -110,6 +118,25 @@ extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mut 
     // same one handed on by a handler we forwarded to); its last word is
     // padding for these signals.
     let mark = unsafe { &mut *(info as *mut u8).add(MARK_AT).cast::<u32>() };
+    if code <= 0 && *mark != FORWARD_MARK {
+        // Sent by a process (`kill`, `tgkill`, `sigqueue`), not raised
+        // by a fault: the program's disposition decides, as it would have
+        // without uaio's handler in front.
+        match NEXT_HANDLER[index(sig)].load(Ordering::SeqCst) {
+            libc::SIG_IGN => return,
+            libc::SIG_DFL => {
+                // The default action (the process ends, with a core dump
+                // where allowed): the same signal again, with its siginfo,
+                // once the action is the default. Our handler runs with
+                // SA_NODEFER, so it is taken as soon as it is queued.
+                set_default(sig);
+                let (pid, tid) = (std::process::id() as usize, crate::sys::gettid() as usize);
+                crate::sys::signal_syscall(libc::SYS_rt_tgsigqueueinfo, pid, tid, sig as usize, info as usize);
+                return;
+            }
+            _ => {}
+        }
+    }
     if *mark == FORWARD_MARK {
         // Sent back to us by the handler we forwarded to: end the loop
         // with the default action.
@@ -132,13 +159,41 @@ fn set_default(sig: libc::c_int) {
     }
 }
 
+/// The slot of `sig` in the `NEXT_*` tables.
+fn index(sig: libc::c_int) -> usize {
+    if sig == libc::SIGSEGV {
+        0
+    } else {
+        1
+    }
+}
+
 fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mut libc::c_void) {
-    let idx = if sig == libc::SIGSEGV { 0 } else { 1 };
+    let idx = index(sig);
     let h = NEXT_HANDLER[idx].load(Ordering::SeqCst);
     let flags = NEXT_FLAGS[idx].load(Ordering::SeqCst);
     if h == libc::SIG_DFL || h == libc::SIG_IGN {
         set_default(sig);
-    } else if flags & libc::SA_SIGINFO != 0 {
+        return;
+    }
+    if flags & libc::SA_RESETHAND != 0 {
+        // Runs once: the kernel would have put the default action back
+        // on delivery (keeping the flags and the mask).
+        NEXT_HANDLER[idx].store(libc::SIG_DFL, Ordering::SeqCst);
+    }
+    // The handler's own mask while it runs, as the kernel would have set
+    // it: its `sa_mask`, and the signal unless `SA_NODEFER`.
+    let mut block = NEXT_MASK[idx].load(Ordering::SeqCst);
+    if flags & libc::SA_NODEFER == 0 {
+        block |= 1 << (sig - 1);
+    }
+    let mut before = 0u64;
+    let sys = crate::sys::signal_syscall;
+    if block != 0 {
+        let set = &block as *const u64 as usize;
+        sys(libc::SYS_rt_sigprocmask, libc::SIG_BLOCK as usize, set, &mut before as *mut u64 as usize, 8);
+    }
+    if flags & libc::SA_SIGINFO != 0 {
         // SAFETY: the handler was installed with SA_SIGINFO, so it has
         // this signature; we call it as the kernel would have.
         let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) = unsafe { core::mem::transmute(h) };
@@ -147,6 +202,9 @@ fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mut libc::c_void
         // SAFETY: a plain handler takes only the signal number.
         let f: extern "C" fn(libc::c_int) = unsafe { core::mem::transmute(h) };
         f(sig);
+    }
+    if block != 0 {
+        sys(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK as usize, &before as *const u64 as usize, 0, 8);
     }
 }
 
@@ -164,16 +222,101 @@ pub(super) fn install() {
             if cur.sa_sigaction == ours {
                 continue;
             }
-            NEXT_FLAGS[i].store(cur.sa_flags, Ordering::SeqCst);
-            NEXT_HANDLER[i].store(cur.sa_sigaction, Ordering::SeqCst);
+            // What goes next is what this very call displaces (another
+            // thread may change the action between the look and here).
+            record_next(i, &cur);
             let mut act: libc::sigaction = core::mem::zeroed();
             act.sa_sigaction = ours;
             act.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_NODEFER;
             libc::sigemptyset(&mut act.sa_mask);
-            libc::sigaction(sig, &act, core::ptr::null_mut());
+            let mut was: libc::sigaction = core::mem::zeroed();
+            if libc::sigaction(sig, &act, &mut was) == 0 && was.sa_sigaction != ours {
+                record_next(i, &was);
+            }
         }
     }
 }
+
+/// Keeps `a` as the action faults that are not uaio's go to (slot `i`).
+fn record_next(i: usize, a: &libc::sigaction) {
+    // SAFETY: the kernel's part of the set is its first 8 bytes.
+    let mask = unsafe { core::ptr::read_unaligned((&a.sa_mask as *const libc::sigset_t).cast::<u64>()) };
+    NEXT_MASK[i].store(mask, Ordering::SeqCst);
+    NEXT_RESTORER[i].store(a.sa_restorer.map_or(0, |f| f as usize), Ordering::SeqCst);
+    NEXT_FLAGS[i].store(a.sa_flags, Ordering::SeqCst);
+    NEXT_HANDLER[i].store(a.sa_sigaction, Ordering::SeqCst);
+}
+
+/// `sigaction` for `SIGSEGV` and `SIGBUS` through the drop-in library
+/// (`real` is the C library's): while uaio's handler is in place, the
+/// program's action is the one faults that are not uaio's go to, so a
+/// query reports it and a change replaces it, leaving uaio's handler in
+/// front; otherwise the call goes to the C library unchanged.
+///
+/// # Safety
+/// As `sigaction(2)`: `act` and `old` null or valid.
+pub(super) unsafe fn set_fault_action(
+    sig: libc::c_int,
+    act: *const libc::sigaction,
+    old: *mut libc::sigaction,
+    real: crate::sys::deferral::RealSigaction,
+) -> libc::c_int {
+    let ours = on_fault as *const () as usize;
+    // SAFETY: a plain C struct, all zeroes valid.
+    let mut cur: libc::sigaction = unsafe { core::mem::zeroed() };
+    // SAFETY: a query into a local.
+    if unsafe { real(sig, core::ptr::null(), &mut cur) } != 0 || cur.sa_sigaction != ours {
+        // SAFETY: the caller's arguments, unchanged.
+        return unsafe { real(sig, act, old) };
+    }
+    let i = index(sig);
+    // SAFETY: as above.
+    let mut was: libc::sigaction = unsafe { core::mem::zeroed() };
+    was.sa_sigaction = NEXT_HANDLER[i].load(Ordering::SeqCst);
+    was.sa_flags = NEXT_FLAGS[i].load(Ordering::SeqCst);
+    let mask = NEXT_MASK[i].load(Ordering::SeqCst);
+    // SAFETY: the kernel's part of the set is its first 8 bytes.
+    unsafe { core::ptr::write_unaligned((&mut was.sa_mask as *mut libc::sigset_t).cast::<u64>(), mask) };
+    let restorer = NEXT_RESTORER[i].load(Ordering::SeqCst);
+    // SAFETY: 0 or the address of the restorer a sigaction call reported.
+    was.sa_restorer = (restorer != 0).then(|| unsafe { core::mem::transmute::<usize, extern "C" fn()>(restorer) });
+    if !act.is_null() {
+        // SAFETY: the caller vouches for `act`.
+        let mut a = unsafe { *act };
+        // As the kernel would keep it: the flags it knows, with the C
+        // library's restorer (which it adds to every action it installs).
+        a.sa_flags = (a.sa_flags & KNOWN_FLAGS) | SA_RESTORER;
+        a.sa_restorer = cur.sa_restorer;
+        // The kernel never blocks SIGKILL and SIGSTOP.
+        // SAFETY: the first 8 bytes of the set, as above.
+        unsafe {
+            let m = (&mut a.sa_mask as *mut libc::sigset_t).cast::<u64>();
+            let v = core::ptr::read_unaligned(m) & !(1 << (libc::SIGKILL - 1) | 1 << (libc::SIGSTOP - 1));
+            core::ptr::write_unaligned(m, v);
+        }
+        record_next(i, &a);
+    }
+    if !old.is_null() {
+        // SAFETY: the caller vouches for `old`.
+        unsafe { *old = was };
+    }
+    0
+}
+
+/// x86-64's flag for an action with a return trampoline of its own.
+const SA_RESTORER: libc::c_int = 0x0400_0000;
+
+/// The `sa_flags` bits the kernel keeps (`UAPI_SA_FLAGS` and
+/// `SA_RESTORER`); the others are dropped from what it reports.
+const KNOWN_FLAGS: libc::c_int = libc::SA_NOCLDSTOP
+    | libc::SA_NOCLDWAIT
+    | libc::SA_SIGINFO
+    | libc::SA_ONSTACK
+    | libc::SA_RESTART
+    | libc::SA_NODEFER
+    | libc::SA_RESETHAND
+    | SA_RESTORER
+    | 0x0000_0800; // SA_EXPOSE_TAGBITS
 
 /// # Safety
 /// `dst..dst+len` and `src..src+len` may be unmapped but must not overlap
