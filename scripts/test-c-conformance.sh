@@ -205,6 +205,7 @@ check_case signals_conform.reentry signals_conform reentry
 check_case signals_conform.jumpsubmit signals_conform jumpsubmit
 check_case signals_conform.actions signals_conform actions
 check_case signals_conform.faults signals_conform faults
+check_case signals_conform.faultmasks signals_conform faultmasks
 check_case signals_conform.jumpwait-same signals_conform jumpwait-same
 check_case signals_conform.jumpwait-other signals_conform jumpwait-other
 check_case exit_inflight.exit exit_inflight exit

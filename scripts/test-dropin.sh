@@ -87,6 +87,7 @@ FUNC io_submit@@LIBAIO_0.1
 FUNC sigaction@@GLIBC_2.2.5
 FUNC signal@@GLIBC_2.2.5
 FUNC sigset@@GLIBC_2.2.5
+FUNC ssignal@@GLIBC_2.2.5
 FUNC syscall@@GLIBC_2.2.5
 FUNC sysv_signal@@GLIBC_2.2.5
 OBJECT GLIBC_2.11

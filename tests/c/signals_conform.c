@@ -48,6 +48,15 @@
  *                             default action; bad pointers still give
  *                             EFAULT; a SIGFPE sent to the process while
  *                             its thread blocks it waits for sigtimedwait
+ *   signals_conform faultmasks
+ *                             SIGSEGV blocked and pending across io_setup
+ *                             and calls (bad pointers still EFAULT) stays
+ *                             pending for sigwait; a child's real fault and
+ *                             raised SIGBUS end it by that signal; a bad
+ *                             pointer with a 2 KiB alternate stack, and
+ *                             from inside a SIGSEGV handler (the signal
+ *                             blocked there), gives EFAULT; an ignored
+ *                             SIGSEGV stays ignored across exec
  *   signals_conform jumpsubmit
  *                             a SIGALRM every 100 us, whose handler jumps
  *                             (siglongjmp) out of io_submit whenever the
@@ -531,6 +540,98 @@ static void faults_mode(aio_context_t *ctx, int fd)
 	one_read(*ctx, fd);
 }
 
+/* The faultmasks mode. */
+static volatile sig_atomic_t fm_hits;
+static aio_context_t fm_ctx;
+static long fm_in_handler = 1;
+
+static void fm_segv(int s)
+{
+	(void)s;
+	fm_hits++;
+	/* SIGSEGV is blocked here, as in any handler of it. */
+	fm_in_handler = submit(fm_ctx, 1, (struct iocb **)16);
+}
+
+static void fm_child(const char *what, void (*body)(void))
+{
+	fflush(stdout);
+	pid_t pid = fork();
+	if (pid == 0) {
+		struct rlimit no = { 0, 0 };
+		setrlimit(RLIMIT_CORE, &no);
+		alarm(10);
+		body();
+		_exit(0);
+	}
+	int st = 0;
+	waitpid(pid, &st, 0);
+	printf("%s: %s %d\n", what, WIFSIGNALED(st) ? "killed by signal" : "exit",
+	       WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+}
+
+static void fm_real_fault(void)
+{
+	*unmapped = 1;
+}
+
+static void fm_raise_bus(void)
+{
+	raise(SIGBUS);
+}
+
+static void fm_show_ign(void)
+{
+	struct sigaction o;
+	sigaction(SIGSEGV, NULL, &o);
+	printf("after exec: SIGSEGV %s\n", o.sa_handler == SIG_IGN ? "SIG_IGN" : "not ignored");
+}
+
+static void faultmasks(aio_context_t *ctx, int fd, const char *self)
+{
+	sigset_t segv, pend;
+	sigemptyset(&segv);
+	sigaddset(&segv, SIGSEGV);
+	sigprocmask(SIG_BLOCK, &segv, NULL);
+	raise(SIGSEGV);
+	printf("setup = %s\n", negret(setup(8, ctx)));
+	fm_ctx = *ctx;
+	printf("submit(bad array) = %s\n", negret(submit(*ctx, 1, (struct iocb **)16)));
+	one_read(*ctx, fd);
+	sigpending(&pend);
+	printf("SIGSEGV still pending: %d\n", sigismember(&pend, SIGSEGV));
+	int got = 0;
+	sigwait(&segv, &got);
+	printf("sigwait got %s\n", got == SIGSEGV ? "SIGSEGV" : "other");
+	sigprocmask(SIG_UNBLOCK, &segv, NULL);
+	fm_child("child, real fault, default action", fm_real_fault);
+	fm_child("child, SIGBUS raised, default action", fm_raise_bus);
+	/* A handler on a small alternate stack it does not ask for. */
+	static char small[2048];
+	stack_t ss = { .ss_sp = small, .ss_size = sizeof small };
+	sigaltstack(&ss, NULL);
+	struct sigaction a = { 0 };
+	a.sa_handler = fm_segv;
+	sigaction(SIGSEGV, &a, NULL);
+	printf("submit(bad array), small alternate stack = %s\n", negret(submit(*ctx, 1, (struct iocb **)16)));
+	raise(SIGSEGV);
+	printf("handler ran %d time(s); its submit(bad array) = %s\n", (int)fm_hits, negret(fm_in_handler));
+	ss.ss_flags = SS_DISABLE;
+	sigaltstack(&ss, NULL);
+	a.sa_handler = SIG_IGN;
+	sigaction(SIGSEGV, &a, NULL);
+	fflush(stdout);
+	pid_t pid = fork();
+	if (pid == 0) {
+		execl(self, self, "showign", (char *)NULL);
+		_exit(3);
+	}
+	int st = 0;
+	waitpid(pid, &st, 0);
+	a.sa_handler = SIG_DFL;
+	sigaction(SIGSEGV, &a, NULL);
+}
+
 /* The jumpsubmit mode. */
 #define JS_BATCH 16
 #define JS_BATCHES 1500
@@ -716,6 +817,11 @@ int main(int argc, char **argv)
 		actions();
 		printf("setup = %s\n", negret(setup(8, &ctx)));
 		one_read(ctx, fd);
+	} else if (!strcmp(mode, "showign")) {
+		fm_show_ign();
+		return 0;
+	} else if (!strcmp(mode, "faultmasks")) {
+		faultmasks(&ctx, fd, argv[0]);
 	} else if (!strcmp(mode, "faults")) {
 		faults_mode(&ctx, fd);
 	} else if (!strcmp(mode, "jumpsubmit")) {

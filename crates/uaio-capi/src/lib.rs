@@ -416,6 +416,7 @@ export! {
     "uaio_export___sigaction" => "__sigaction@@GLIBC_2.2.5": signals::sigaction,
     "uaio_export_signal" => "signal@@GLIBC_2.2.5": signals::signal,
     "uaio_export_bsd_signal" => "bsd_signal@@GLIBC_2.2.5": signals::signal,
+    "uaio_export_ssignal" => "ssignal@@GLIBC_2.2.5": signals::signal,
     "uaio_export_sysv_signal" => "sysv_signal@@GLIBC_2.2.5": signals::sysv_signal,
     "uaio_export___sysv_signal" => "__sysv_signal@@GLIBC_2.2.5": signals::sysv_signal,
     "uaio_export_sigset" => "sigset@@GLIBC_2.2.5": signals::sigset;

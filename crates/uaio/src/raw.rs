@@ -107,6 +107,7 @@ pub fn before_exit() {
 /// uaio call it waits as [`before_exit`] does then.
 pub fn before_exec() -> ExecHold {
     table::finish_file_io_before_exec();
+    crate::uaccess::before_exec();
     ExecHold(())
 }
 
@@ -118,6 +119,7 @@ pub struct ExecHold(());
 
 impl Drop for ExecHold {
     fn drop(&mut self) {
+        crate::uaccess::after_failed_exec();
         table::exec_failed();
     }
 }

@@ -66,6 +66,21 @@ pub(crate) unsafe fn set_fault_action(
     unsafe { arch::set_fault_action(sig, act, old, real) }
 }
 
+/// Before an `exec` (see the architecture's `before_exec`); [`after_failed_exec`]
+/// undoes it.
+pub(crate) fn before_exec() {
+    if READY.load(Ordering::Acquire) {
+        arch::before_exec();
+    }
+}
+
+/// The `exec` failed: uaio's handler in front again.
+pub(crate) fn after_failed_exec() {
+    if READY.load(Ordering::Acquire) {
+        arch::install();
+    }
+}
+
 static READY: AtomicBool = AtomicBool::new(false);
 static INSTALL: Once = Once::new();
 
@@ -86,32 +101,59 @@ thread_local! {
     /// Per thread: the tick of the last look at the signal mask, and
     /// whether it blocked SIGSEGV or SIGBUS then.
     static MASK_SEEN: Cell<(u64, bool)> = const { Cell::new((0, false)) };
+    /// Per thread: the program's signal handlers running (a handler may
+    /// block SIGSEGV and SIGBUS, so calls made from one look at the mask
+    /// every time).
+    static IN_HANDLER: Cell<u32> = const { Cell::new(0) };
+    /// Per thread: copies must not fault (a fault signal is blocked and
+    /// pending, see [`enter`]): they go through the kernel instead.
+    static NO_FAULTS: Cell<bool> = const { Cell::new(false) };
+    /// Per thread: one of uaio's own threads.
+    static OWN_THREAD: Cell<bool> = const { Cell::new(false) };
 }
 
-fn fault_signals() -> libc::sigset_t {
-    // SAFETY: building a set of two signals in a zeroed sigset_t.
-    unsafe {
-        let mut set: libc::sigset_t = core::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGSEGV);
-        libc::sigaddset(&mut set, libc::SIGBUS);
-        set
+/// Marks the calling thread as one of uaio's own (see
+/// [`not_ours_to_take`]).
+pub(crate) fn own_thread() {
+    let _ = OWN_THREAD.try_with(|c| c.set(true));
+}
+
+/// In uaio's fault handler: whether the calling thread is one of uaio's,
+/// which must pass a fault signal sent to the process on to the program's
+/// threads. It keeps the signal blocked from now on (the caller sets that
+/// in the mask the handler returns to), and its copies go through the
+/// kernel, since a fault with the signal blocked would end the process.
+pub(crate) fn not_ours_to_take() -> bool {
+    if !OWN_THREAD.try_with(Cell::get).unwrap_or(false) {
+        return false;
     }
+    let _ = NO_FAULTS.try_with(|c| c.set(true));
+    true
+}
+
+/// Runs `f`, a program's signal handler, counted as running (see
+/// [`enter`]). A handler that leaves with `siglongjmp` stays counted, which
+/// only costs the calls of its thread a look at the mask.
+pub(crate) fn in_handler<R>(f: impl FnOnce() -> R) -> R {
+    let _ = IN_HANDLER.try_with(|c| c.set(c.get().saturating_add(1)));
+    let r = f();
+    let _ = IN_HANDLER.try_with(|c| c.set(c.get().saturating_sub(1)));
+    r
 }
 
 /// Keeps uaio's fault recovery working for the length of one call into
-/// uaio (see [`enter`]): restores the thread's signal mask on drop when
-/// `enter` had to unblock SIGSEGV and SIGBUS.
+/// uaio (see [`enter`]): a thread that blocks SIGSEGV or SIGBUS copies
+/// through the kernel until the scope ends.
 #[derive(Debug)]
 pub(crate) struct FaultScope {
-    restore: Option<libc::sigset_t>,
+    /// [`NO_FAULTS`] as it was before the scope, when the scope set it.
+    no_faults_before: Option<bool>,
 }
 
 impl Drop for FaultScope {
     fn drop(&mut self) {
-        if let Some(old) = self.restore.as_ref() {
-            // SAFETY: putting back the mask the thread had on entry.
-            unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, old, core::ptr::null_mut()) };
+        if let Some(before) = self.no_faults_before {
+            let _ = NO_FAULTS.try_with(|c| c.set(before));
         }
     }
 }
@@ -124,37 +166,72 @@ impl Drop for FaultScope {
 ///   receive the fault; uaio puts its handler back on top and forwards to
 ///   the program's every fault that is not uaio's.
 /// - A thread that blocks SIGSEGV or SIGBUS would be killed by a fault
-///   (the kernel does not deliver a blocked synchronous fault signal); uaio
-///   unblocks them for the call and puts the mask back when the returned
-///   scope ends.
+///   (the kernel does not deliver a blocked synchronous fault signal); the
+///   copies of its calls go through the kernel instead
+///   (`process_vm_readv`/`process_vm_writev`) until the returned scope
+///   ends, and its mask is left alone.
 ///
 /// Both are looked at with a system call, so at most once per coarse clock
 /// tick (a few milliseconds; per process for the handler, per thread for
-/// the mask), or at once when `now` (`io_setup`, `io_destroy`). A change
-/// made less than a tick before a call with a bad pointer can still let
-/// that fault through; the README says so.
+/// the mask), or at once when `now` (`io_setup`, `io_destroy`), and the
+/// mask at every call made from a program's signal handler that uaio
+/// runs ([`in_handler`]). A change made less than a tick before a call
+/// with a bad pointer can still let that fault through; the README says so.
 pub(crate) fn enter(now: bool) -> FaultScope {
     let tick = crate::sys::coarse_clock_ns();
     if READY.load(Ordering::Acquire) && (now || LAST_CHECK.swap(tick, Ordering::Relaxed) != tick) {
         arch::install();
     }
     let (seen, blocked) = MASK_SEEN.with(Cell::get);
-    if !now && seen == tick && !blocked {
-        return FaultScope { restore: None };
+    let handler = IN_HANDLER.try_with(Cell::get).unwrap_or(0) > 0;
+    if !now && seen == tick && !blocked && !handler {
+        return FaultScope { no_faults_before: None };
     }
-    let set = fault_signals();
-    // SAFETY: unblocking two signals for this thread; the previous mask
-    // comes back in `old`.
+    // SAFETY: plain C structs, all zeroes valid; a query of the mask.
     let old = unsafe {
         let mut old: libc::sigset_t = core::mem::zeroed();
-        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, &mut old);
+        libc::pthread_sigmask(libc::SIG_BLOCK, core::ptr::null(), &mut old);
         old
     };
     // SAFETY: sigismember on a valid set.
-    let was_blocked =
-        unsafe { libc::sigismember(&old, libc::SIGSEGV) == 1 || libc::sigismember(&old, libc::SIGBUS) == 1 };
+    let is_blocked = |sig| unsafe { libc::sigismember(&old, sig) == 1 };
+    let was_blocked = is_blocked(libc::SIGSEGV) || is_blocked(libc::SIGBUS);
     MASK_SEEN.with(|m| m.set((tick, was_blocked)));
-    FaultScope { restore: was_blocked.then_some(old) }
+    if !was_blocked {
+        return FaultScope { no_faults_before: None };
+    }
+    // The mask stays as it is (unblocked, a fault signal that is pending,
+    // or comes while the call sleeps, would be delivered, where the kernel
+    // leaves it for the program's `sigwait`); with a fault signal blocked,
+    // a fault would end the process, so the call's copies go through the
+    // kernel, which never faults.
+    let no_faults_before = Some(NO_FAULTS.try_with(|c| c.replace(true)).unwrap_or(false));
+    FaultScope { no_faults_before }
+}
+
+/// Whether this thread's copies must go through the kernel (see [`enter`]).
+fn no_faults() -> bool {
+    NO_FAULTS.try_with(Cell::get).unwrap_or(false)
+}
+
+/// Copies `len` bytes between this process's `local` and `remote`
+/// addresses through the kernel (`process_vm_readv` when `read`, else
+/// `process_vm_writev`), which answers a bad address with an error, never
+/// a fault signal. Returns whether every byte was copied.
+fn kernel_copy(read: bool, local: *mut u8, remote: u64, len: usize) -> bool {
+    let l = libc::iovec { iov_base: local.cast(), iov_len: len };
+    let r = libc::iovec { iov_base: remote as *mut libc::c_void, iov_len: len };
+    let pid = std::process::id() as libc::pid_t;
+    // SAFETY: the kernel checks both ranges; `local` is valid for `len`
+    // bytes per the callers' contracts.
+    let n = unsafe {
+        if read {
+            libc::process_vm_readv(pid, &l, 1, &r, 1, 0)
+        } else {
+            libc::process_vm_writev(pid, &l, 1, &r, 1, 0)
+        }
+    };
+    n == len as isize
 }
 
 /// Copies `len` bytes from the user address `src` into `dst`.
@@ -170,6 +247,9 @@ pub(crate) unsafe fn copy_from_user(dst: *mut u8, src: u64, len: usize) -> Resul
         return Err(Fault);
     }
     ensure_installed();
+    if no_faults() {
+        return if kernel_copy(true, dst, src, len) { Ok(()) } else { Err(Fault) };
+    }
     // SAFETY: dst is valid per the caller; src is probed by the fault-recovering copy.
     match unsafe { arch::copy(dst, src as *const u8, len) } {
         0 => Ok(()),
@@ -191,6 +271,9 @@ pub(crate) unsafe fn copy_to_user(dst: u64, src: *const u8, len: usize) -> Resul
         return Err(Fault);
     }
     ensure_installed();
+    if no_faults() {
+        return if kernel_copy(false, src as *mut u8, dst, len) { Ok(()) } else { Err(Fault) };
+    }
     // SAFETY: see the function contract; faults are recovered.
     match unsafe { arch::copy(dst as *mut u8, src, len) } {
         0 => Ok(()),

@@ -185,11 +185,11 @@ extern "C" fn trampoline(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
     if flags & libc::SA_SIGINFO != 0 {
         // SAFETY: the program installed `h` with SA_SIGINFO: this type.
         let f: extern "C" fn(c_int, *mut siginfo_t, *mut c_void) = unsafe { core::mem::transmute(h) };
-        f(sig, info, uc);
+        crate::uaccess::in_handler(|| f(sig, info, uc));
     } else {
         // SAFETY: the program installed `h` without SA_SIGINFO: this type.
         let f: extern "C" fn(c_int) = unsafe { core::mem::transmute(h) };
-        f(sig);
+        crate::uaccess::in_handler(|| f(sig));
     }
 }
 

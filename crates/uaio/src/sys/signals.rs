@@ -10,7 +10,9 @@ use rustix::io::Errno;
 const SYNCHRONOUS: [libc::c_int; 4] = [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE];
 
 /// Blocks every signal but the synchronous ones (`SIGSEGV`, `SIGBUS`,
-/// `SIGILL`, `SIGFPE`) in the calling thread; returns the previous mask.
+/// `SIGILL`, `SIGFPE`, left as they were: one the thread blocks may be
+/// pending, for the program's `sigwait`) in the calling thread; returns
+/// the previous mask.
 pub(crate) fn block_async_signals() -> u64 {
     let all = SYNCHRONOUS.iter().fold(!0u64, |m, &s| m & !(1u64 << (s - 1)));
     let mut old = 0u64;
@@ -24,7 +26,7 @@ pub(crate) fn block_async_signals() -> u64 {
             (&mut set as *mut libc::sigset_t).cast::<u8>(),
             8,
         );
-        libc::pthread_sigmask(libc::SIG_SETMASK, &set, &mut prev);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut prev);
         core::ptr::copy_nonoverlapping(
             (&prev as *const libc::sigset_t).cast::<u8>(),
             (&mut old as *mut u64).cast::<u8>(),
@@ -146,9 +148,29 @@ where
         libc::sigemptyset(&mut others);
         libc::sigaddset(&mut others, libc::SIGILL);
         libc::sigaddset(&mut others, libc::SIGFPE);
+        // Blocked too until the thread is marked as uaio's (below): a fault
+        // signal sent to the process before then would be taken for the
+        // program's.
+        libc::sigaddset(&mut others, libc::SIGSEGV);
+        libc::sigaddset(&mut others, libc::SIGBUS);
         libc::pthread_sigmask(libc::SIG_BLOCK, &others, core::ptr::null_mut());
     }
-    let r = std::thread::Builder::new().name(name.into()).spawn(f);
+    let r = std::thread::Builder::new().name(name.into()).spawn(move || {
+        // Marked first: a fault signal sent to the process may come as
+        // soon as they are unblocked.
+        crate::uaccess::own_thread();
+        // The faults of its copies must reach uaio's handler, whatever
+        // the spawning thread blocked.
+        // SAFETY: a local set, filled before use.
+        unsafe {
+            let mut faults: libc::sigset_t = core::mem::zeroed();
+            libc::sigemptyset(&mut faults);
+            libc::sigaddset(&mut faults, libc::SIGSEGV);
+            libc::sigaddset(&mut faults, libc::SIGBUS);
+            libc::pthread_sigmask(libc::SIG_UNBLOCK, &faults, core::ptr::null_mut());
+        }
+        f()
+    });
     set_signal_mask(old);
     r
 }

@@ -2,6 +2,8 @@
 
 pub(super) fn install() {}
 
+pub(super) fn before_exec() {}
+
 /// No handler of uaio's here: the C library's `sigaction` as it is.
 ///
 /// # Safety

@@ -118,6 +118,25 @@ extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mut 
     // same one handed on by a handler we forwarded to); its last word is
     // padding for these signals.
     let mark = unsafe { &mut *(info as *mut u8).add(MARK_AT).cast::<u32>() };
+    if code <= 0 && *mark != FORWARD_MARK && super::not_ours_to_take() {
+        // Sent by a process to the process, and taken by one of uaio's
+        // threads (the program's may all block it): blocked here from now
+        // on, and sent to the process again, for a program's thread or to
+        // stay pending as on the kernel.
+        let bit = 1u64 << (sig - 1);
+        let sys = crate::sys::signal_syscall;
+        sys(libc::SYS_rt_sigprocmask, libc::SIG_BLOCK as usize, &bit as *const u64 as usize, 0, 8);
+        let pid = std::process::id() as usize;
+        // With its siginfo where the kernel allows it (a thread other than
+        // the first may not queue a code of 0 or more, such as `kill`'s),
+        // else as `kill` from this process would.
+        if sys(libc::SYS_rt_sigqueueinfo, pid, sig as usize, info as usize, 0) < 0 {
+            sys(libc::SYS_kill, pid, sig as usize, 0, 0);
+        }
+        // SAFETY: the mask the kernel puts back when the handler returns.
+        unsafe { libc::sigaddset(&mut uc.uc_sigmask, sig) };
+        return;
+    }
     if code <= 0 && *mark != FORWARD_MARK {
         // Sent by a process (`kill`, `tgkill`, `sigqueue`), not raised
         // by a fault: the program's disposition decides, as it would have
@@ -148,15 +167,78 @@ extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mut 
     *mark = 0;
 }
 
+/// The kernel's `struct sigaction` on x86-64, for `rt_sigaction` made
+/// directly (the drop-in library defines `sigaction` itself, and a call
+/// through that name would only change what it reports).
+#[repr(C)]
+#[derive(Default)]
+struct KernelAction {
+    handler: usize,
+    flags: u64,
+    restorer: usize,
+    mask: u64,
+}
+
+/// The kernel's action for `sig` (`None` if the query fails).
+fn kernel_action(sig: libc::c_int) -> Option<KernelAction> {
+    let mut k = KernelAction::default();
+    let r = crate::sys::signal_syscall(libc::SYS_rt_sigaction, sig as usize, 0, &mut k as *mut _ as usize, 8);
+    (r == 0).then_some(k)
+}
+
 fn set_default(sig: libc::c_int) {
     // Put the default action back; the faulting instruction runs again
     // and the process gets the default treatment with the real state.
-    // SAFETY: plain sigaction(2) with a zeroed, valid struct.
-    unsafe {
-        let mut dfl: libc::sigaction = core::mem::zeroed();
-        dfl.sa_sigaction = libc::SIG_DFL;
-        libc::sigaction(sig, &dfl, core::ptr::null_mut());
+    let dfl = KernelAction::default();
+    crate::sys::signal_syscall(libc::SYS_rt_sigaction, sig as usize, &dfl as *const _ as usize, 0, 8);
+}
+
+/// Before an `exec`: the new program keeps an ignored `SIGSEGV` or
+/// `SIGBUS` (the kernel resets handlers to the default, and keeps
+/// `SIG_IGN`), so where the program's action is `SIG_IGN` the kernel's
+/// becomes it again. Raw system calls only: it may run in a `vfork` child
+/// or a signal handler.
+pub(super) fn before_exec() {
+    let ours = on_fault as *const () as usize;
+    for (i, &sig) in SIGNALS.iter().enumerate() {
+        if NEXT_HANDLER[i].load(Ordering::SeqCst) == libc::SIG_IGN
+            && kernel_action(sig).is_some_and(|k| k.handler == ours)
+        {
+            let ign = KernelAction { handler: libc::SIG_IGN, ..KernelAction::default() };
+            crate::sys::signal_syscall(libc::SYS_rt_sigaction, sig as usize, &ign as *const _ as usize, 0, 8);
+        }
     }
+}
+
+/// The C library's `sigaction` (not the drop-in's, which defines the
+/// name): the next definition after this object, else the one this object
+/// links to (then the drop-in's is not in front of it).
+fn c_sigaction() -> crate::sys::deferral::RealSigaction {
+    static F: AtomicUsize = AtomicUsize::new(0);
+    let mut f = F.load(Ordering::Acquire);
+    if f == 0 {
+        // SAFETY: dlsym with a valid, NUL-terminated name.
+        f = unsafe { libc::dlsym(libc::RTLD_NEXT, c"sigaction".as_ptr()) } as usize;
+        if f == 0 {
+            f = libc::sigaction as *const () as usize;
+        }
+        F.store(f, Ordering::Release);
+    }
+    // SAFETY: a `sigaction` function, of this type.
+    unsafe { core::mem::transmute::<usize, crate::sys::deferral::RealSigaction>(f) }
+}
+
+/// uaio's handler for `sig`, on the alternate stack only if the program's
+/// action (where faults that are not uaio's go) asks for it: a program
+/// whose alternate stack is too small for a signal frame, or whose handler
+/// must not run there, sees none of it (the kernel's `EFAULT` involves no
+/// signal at all).
+fn our_action(i: usize) -> libc::sigaction {
+    // SAFETY: a plain C struct, all zeroes valid.
+    let mut act: libc::sigaction = unsafe { core::mem::zeroed() };
+    act.sa_sigaction = on_fault as *const () as usize;
+    act.sa_flags = libc::SA_SIGINFO | libc::SA_NODEFER | (NEXT_FLAGS[i].load(Ordering::SeqCst) & libc::SA_ONSTACK);
+    act
 }
 
 /// The slot of `sig` in the `NEXT_*` tables.
@@ -197,11 +279,11 @@ fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mut libc::c_void
         // SAFETY: the handler was installed with SA_SIGINFO, so it has
         // this signature; we call it as the kernel would have.
         let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) = unsafe { core::mem::transmute(h) };
-        f(sig, info, uctx);
+        super::in_handler(|| f(sig, info, uctx));
     } else {
         // SAFETY: a plain handler takes only the signal number.
         let f: extern "C" fn(libc::c_int) = unsafe { core::mem::transmute(h) };
-        f(sig);
+        super::in_handler(|| f(sig));
     }
     if block != 0 {
         sys(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK as usize, &before as *const u64 as usize, 0, 8);
@@ -214,25 +296,25 @@ fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mut libc::c_void
 /// that are not uaio's.
 pub(super) fn install() {
     let ours = on_fault as *const () as usize;
+    let real = c_sigaction();
     for (i, &sig) in SIGNALS.iter().enumerate() {
-        // SAFETY: sigaction(2) with valid, zero-initialised structs.
-        unsafe {
-            let mut cur: libc::sigaction = core::mem::zeroed();
-            libc::sigaction(sig, core::ptr::null(), &mut cur);
-            if cur.sa_sigaction == ours {
-                continue;
-            }
-            // What goes next is what this very call displaces (another
-            // thread may change the action between the look and here).
-            record_next(i, &cur);
-            let mut act: libc::sigaction = core::mem::zeroed();
-            act.sa_sigaction = ours;
-            act.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_NODEFER;
-            libc::sigemptyset(&mut act.sa_mask);
-            let mut was: libc::sigaction = core::mem::zeroed();
-            if libc::sigaction(sig, &act, &mut was) == 0 && was.sa_sigaction != ours {
-                record_next(i, &was);
-            }
+        if kernel_action(sig).is_some_and(|k| k.handler == ours) {
+            continue;
+        }
+        // SAFETY: plain C structs, all zeroes valid.
+        let mut was: libc::sigaction = unsafe { core::mem::zeroed() };
+        // SAFETY: a query into a local.
+        if unsafe { real(sig, core::ptr::null(), &mut was) } != 0 {
+            continue;
+        }
+        // The flags of ours follow the program's action.
+        record_next(i, &was);
+        let act = our_action(i);
+        // What goes next is what this very call displaces (another thread
+        // may change the action between the look and here).
+        // SAFETY: a valid action, and a local for the old one.
+        if unsafe { real(sig, &act, &mut was) } == 0 && was.sa_sigaction != ours {
+            record_next(i, &was);
         }
     }
 }
@@ -294,7 +376,14 @@ pub(super) unsafe fn set_fault_action(
             let v = core::ptr::read_unaligned(m) & !(1 << (libc::SIGKILL - 1) | 1 << (libc::SIGSTOP - 1));
             core::ptr::write_unaligned(m, v);
         }
+        let onstack = (a.sa_flags ^ was.sa_flags) & libc::SA_ONSTACK != 0;
         record_next(i, &a);
+        if onstack {
+            // uaio's handler takes the alternate stack as the program's does.
+            let act = our_action(i);
+            // SAFETY: a valid action.
+            unsafe { real(sig, &act, core::ptr::null_mut()) };
+        }
     }
     if !old.is_null() {
         // SAFETY: the caller vouches for `old`.
