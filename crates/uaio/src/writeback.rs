@@ -207,9 +207,9 @@ pub(crate) const EXT4_SUPER_MAGIC: i64 = 0xEF53;
 /// `statfs` magic of XFS.
 const XFS_SUPER_MAGIC: i64 = 0x5846_5342;
 /// `statfs` magic of tmpfs.
-const TMPFS_MAGIC: i64 = 0x0102_1994;
+pub(crate) const TMPFS_MAGIC: i64 = 0x0102_1994;
 /// `statfs` magic of ramfs.
-const RAMFS_MAGIC: i64 = 0x8584_58f6;
+pub(crate) const RAMFS_MAGIC: i64 = 0x8584_58f6;
 
 /// What a file's file system makes of a buffered write (see the module
 /// documentation).
@@ -223,6 +223,12 @@ pub(crate) enum WriteFs {
     /// Anything else: the backend. btrfs, for one, waits for writeback of
     /// the range it overwrites.
     Other,
+}
+
+/// Whether `f` is a regular file of a memory file system with no device
+/// behind it (tmpfs without swap, or ramfs; see the module documentation).
+pub(crate) fn memory_file(f: &mut FdInfo) -> bool {
+    f.is_regular() && write_fs(f) == WriteFs::Memory
 }
 
 /// The kind of `f`'s file system, found out once per call.

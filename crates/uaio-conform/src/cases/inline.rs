@@ -99,6 +99,31 @@ fn tmpfs_writes(e: &mut Env) {
     submit_then_peek(e, &f, writes(fd, 4, 3000, |i| (4 * FILE + i * 3000) as i64));
 }
 
+/// `RWF_NOWAIT` on a tmpfs file: tmpfs opens files without
+/// `FMODE_NOWAIT`, so the kernel refuses the flag at submission
+/// (`EOPNOTSUPP` from `io_submit`, the requests before it submitted, the
+/// ones after it not), for reads and writes, alone and inside a batch.
+fn tmpfs_nowait(e: &mut Env) {
+    let fs = match Tmpfs::mount(16 << 20) {
+        Ok(fs) => fs,
+        Err(why) => {
+            e.rec(format!("skipped: {why}"));
+            return;
+        }
+    };
+    std::fs::write(fs.path("a"), vec![9u8; FILE]).expect("write tmpfs file");
+    let f = open(&fs.path("a"), libc::O_RDWR);
+    let fd = f.as_raw_fd();
+    for batch in [1usize, 3] {
+        for write in [false, true] {
+            let mut cbs = if write { writes(fd, batch, 100, |i| (i * 5000) as i64) } else { reads(fd, batch, 100) };
+            let mid = batch / 2;
+            cbs[mid].aio_rw_flags = uaio::abi::RWF_NOWAIT;
+            submit_then_peek(e, &f, cbs);
+        }
+    }
+}
+
 /// Submits `n` reads whose pointer array ends at an unreadable
 /// page after `readable` pointers; records what was submitted and reaped.
 fn pointers_into_unmapped_page(e: &mut Env, n: usize, readable: usize) {
@@ -255,6 +280,7 @@ pub(crate) fn cases() -> Vec<Case> {
             submit_then_peek(e, &f, writes(f.as_raw_fd(), 4, 700, |i| (FILE + i * 9000) as i64));
         }),
         c("inline/tmpfs_writes_ready_at_submit", tmpfs_writes),
+        c("inline/rwf_nowait_on_tmpfs_is_refused_at_submit", tmpfs_nowait),
         c("inline/submit_reads_no_file_times_so_writes_in_one_tick_keep_its_time", submit_reads_no_file_times),
         c("inline/mixed_vectored_reads_and_writes_ready_at_submit", |e| {
             let f = cached_file(e);

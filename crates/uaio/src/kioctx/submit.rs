@@ -411,7 +411,16 @@ impl Kioctx {
             None => (&one as *const iovec, 1),
         };
         let flags = (cb.aio_rw_flags & !RWF_HIPRI) | RWF_NOWAIT;
-        let (r, stream) = sys::preadv2(cb.aio_fildes as i32, ptr, n, cb.aio_offset, flags);
+        let (mut r, mut stream) = sys::preadv2(cb.aio_fildes as i32, ptr, n, cb.aio_offset, flags);
+        if r == -(libc::EOPNOTSUPP as i64)
+            && cb.aio_rw_flags & RWF_NOWAIT == 0
+            && fds.get(cb.aio_fildes).ok().is_some_and(crate::writeback::memory_file)
+        {
+            // tmpfs and ramfs take no RWF_NOWAIT, and have no device to
+            // wait for (tmpfs counts only without swap): read as the
+            // kernel's AIO does, inside the call.
+            (r, stream) = sys::preadv2(cb.aio_fildes as i32, ptr, n, cb.aio_offset, flags & !RWF_NOWAIT);
+        }
         // Errors raised before any data moves (would block, no such
         // descriptor or mode, no read_iter, NOWAIT unsupported) leave no
         // trace: the full path decides. Any other error may follow a side

@@ -62,6 +62,9 @@ pub(super) fn check_rw_flags(flags: u32, write: bool) -> Result<(), Errno> {
 /// them, `RWF_DONTCACHE` a file system that supports it, and `RWF_NOAPPEND`
 /// is refused on an append-only inode opened `O_APPEND`.
 pub(super) fn check_rw_flags_file(flags: u32, f: &mut FdInfo) -> Result<(), Errno> {
+    if flags & RWF_NOWAIT != 0 && f.lacks_nowait() {
+        return Err(Errno::OPNOTSUPP);
+    }
     if flags & RWF_ATOMIC != 0 && !f.can_atomic_write() {
         return Err(Errno::OPNOTSUPP);
     }

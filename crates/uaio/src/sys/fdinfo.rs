@@ -143,6 +143,24 @@ impl FdInfo {
         crate::writeback::fs_magic(self) == Some(crate::writeback::EXT4_SUPER_MAGIC)
     }
 
+    /// A regular file whose file system does not open files for
+    /// non-blocking I/O (no `FMODE_NOWAIT`): the kernel refuses `RWF_NOWAIT`
+    /// on it at submission (`EOPNOTSUPP`). Those known to: tmpfs, ramfs,
+    /// procfs and sysfs (seen on Linux 6.18: a one-byte `RWF_NOWAIT` read
+    /// of such a file fails so).
+    pub(crate) fn lacks_nowait(&mut self) -> bool {
+        /// `statfs` magics of procfs and sysfs.
+        const PROC: i64 = 0x9fa0;
+        const SYSFS: i64 = 0x6265_6572;
+        if self.mode() & S_IFMT != libc::S_IFREG {
+            return false;
+        }
+        matches!(
+            crate::writeback::fs_magic(self),
+            Some(crate::writeback::TMPFS_MAGIC | crate::writeback::RAMFS_MAGIC | PROC | SYSFS)
+        )
+    }
+
     /// An anonymous inode (eventfd, timerfd, epoll, ...): no file type bits.
     pub(crate) fn is_anon_inode(&mut self) -> bool {
         self.mode() & S_IFMT == 0
