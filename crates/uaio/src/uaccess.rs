@@ -99,7 +99,7 @@ static LAST_CHECK: AtomicU64 = AtomicU64::new(0);
 
 thread_local! {
     /// Per thread: the tick of the last look at the signal mask, and
-    /// whether it blocked SIGSEGV or SIGBUS then.
+    /// whether it blocked SIGSEGV then.
     static MASK_SEEN: Cell<(u64, bool)> = const { Cell::new((0, false)) };
     /// Per thread: the program's signal handlers running (a handler may
     /// block SIGSEGV and SIGBUS, so calls made from one look at the mask
@@ -142,8 +142,8 @@ pub(crate) fn in_handler<R>(f: impl FnOnce() -> R) -> R {
 }
 
 /// Keeps uaio's fault recovery working for the length of one call into
-/// uaio (see [`enter`]): a thread that blocks SIGSEGV or SIGBUS copies
-/// through the kernel until the scope ends.
+/// uaio (see [`enter`]): a thread that blocks SIGSEGV copies through the
+/// kernel until the scope ends.
 #[derive(Debug)]
 pub(crate) struct FaultScope {
     /// [`NO_FAULTS`] as it was before the scope, when the scope set it.
@@ -165,9 +165,9 @@ impl Drop for FaultScope {
 ///   (a crash reporter that does not expect faults it did not cause) would
 ///   receive the fault; uaio puts its handler back on top and forwards to
 ///   the program's every fault that is not uaio's.
-/// - A thread that blocks SIGSEGV or SIGBUS would be killed by a fault
-///   (the kernel does not deliver a blocked synchronous fault signal); the
-///   copies of its calls go through the kernel instead
+/// - A thread that blocks SIGSEGV would be killed by a fault (the kernel
+///   does not deliver a blocked synchronous fault signal); the copies of
+///   its calls go through the kernel instead
 ///   (`process_vm_readv`/`process_vm_writev`) until the returned scope
 ///   ends, and its mask is left alone.
 ///
@@ -184,27 +184,30 @@ pub(crate) fn enter(now: bool) -> FaultScope {
     }
     let (seen, blocked) = MASK_SEEN.with(Cell::get);
     let handler = IN_HANDLER.try_with(Cell::get).unwrap_or(0) > 0;
-    if !now && seen == tick && !blocked && !handler {
-        return FaultScope { no_faults_before: None };
-    }
-    // SAFETY: plain C structs, all zeroes valid; a query of the mask.
-    let old = unsafe {
-        let mut old: libc::sigset_t = core::mem::zeroed();
-        libc::pthread_sigmask(libc::SIG_BLOCK, core::ptr::null(), &mut old);
-        old
+    let blocked = if !now && seen == tick && !handler {
+        blocked
+    } else {
+        // SAFETY: a plain C struct, all zeroes valid; a query of the mask.
+        let old = unsafe {
+            let mut old: libc::sigset_t = core::mem::zeroed();
+            libc::pthread_sigmask(libc::SIG_BLOCK, core::ptr::null(), &mut old);
+            old
+        };
+        // SAFETY: sigismember on a valid set.
+        let b = unsafe { libc::sigismember(&old, libc::SIGSEGV) == 1 };
+        MASK_SEEN.with(|m| m.set((tick, b)));
+        b
     };
-    // SAFETY: sigismember on a valid set.
-    let is_blocked = |sig| unsafe { libc::sigismember(&old, sig) == 1 };
-    let was_blocked = is_blocked(libc::SIGSEGV) || is_blocked(libc::SIGBUS);
-    MASK_SEEN.with(|m| m.set((tick, was_blocked)));
-    if !was_blocked {
+    if !blocked {
         return FaultScope { no_faults_before: None };
     }
     // The mask stays as it is (unblocked, a fault signal that is pending,
     // or comes while the call sleeps, would be delivered, where the kernel
-    // leaves it for the program's `sigwait`); with a fault signal blocked,
-    // a fault would end the process, so the call's copies go through the
-    // kernel, which never faults.
+    // leaves it for the program's `sigwait`); with SIGSEGV blocked, a
+    // fault would end the process, so the call's copies go through the
+    // kernel, which never faults. A thread that blocks SIGBUS alone (QEMU's
+    // do) copies directly: its copies fault with SIGSEGV, and SIGBUS only
+    // where a pointer lies in a file mapping past the end of its file.
     let no_faults_before = Some(NO_FAULTS.try_with(|c| c.replace(true)).unwrap_or(false));
     FaultScope { no_faults_before }
 }
