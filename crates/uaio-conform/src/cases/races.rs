@@ -346,7 +346,7 @@ pub(crate) fn cases() -> Vec<Case> {
             e.rec_all(lines);
         }),
         c("races/waiter_sees_einval_when_destroy_cancels_its_poll", |e| {
-            const REPS: usize = 200;
+            const REPS: usize = 400;
             let aio = aio_of(e);
             let lines = in_child(move |out| {
                 // SAFETY: alarm(2); the child is killed if it hangs.
@@ -370,7 +370,11 @@ pub(crate) fn cases() -> Vec<Case> {
                         // destroy ends the wait).
                         unsafe { aio.getevents(ctx, 1, 4, ev.as_mut_ptr(), std::ptr::null_mut()) }
                     });
-                    std::thread::sleep(Duration::from_micros(50 * (i % 20) as u64));
+                    // Half the destroys come before the waiter can have
+                    // started (it may then find the context dead on entry),
+                    // half while it waits.
+                    let pause = if i % 2 == 0 { (i / 2 % 4) as u64 } else { 50 * (i % 20) as u64 };
+                    std::thread::sleep(Duration::from_micros(pause));
                     // SAFETY: destroying the context made above.
                     unsafe { aio.destroy(ctx) };
                     if waiter.join().expect("waiter") == -(libc::EINVAL as i64) {

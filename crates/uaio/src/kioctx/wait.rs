@@ -62,10 +62,25 @@ impl Kioctx {
             }
             got = self.consume(out, nr)?;
             if got >= min_nr.max(1) {
+                // What was found may be the event of a request that
+                // destroy cancelled: destroy cancels only once no waiter
+                // is registered, and this one is not. The call then counts
+                // as made after destroy began, and fails as the kernel's
+                // lookup of a killed context does.
+                if self.dead.load(Ordering::SeqCst) {
+                    return Err(Errno::INVAL);
+                }
                 return Ok(got);
             }
         }
         self.getters.fetch_add(1, Ordering::SeqCst);
+        // Registered before looking: either destroy sees this waiter and
+        // cancels nothing until it leaves, or this waiter sees the context
+        // dead and answers EINVAL without taking anything from the ring.
+        if self.dead.load(Ordering::SeqCst) {
+            self.getters.fetch_sub(1, Ordering::SeqCst);
+            return Err(Errno::INVAL);
+        }
         self.enter();
         let r = self.getevents_inner(got, min_nr, nr, out, deadline, sigmask);
         self.leave();
