@@ -219,6 +219,11 @@ check_case exit_inflight.return exit_inflight return
 check_case exit_inflight._exit exit_inflight _exit
 check_case exit_inflight.exit_group exit_inflight exit_group
 check_case exit_inflight.exit-busy exit_inflight exit-busy
+# pthread_exit in main: the process ends once the program's last thread
+# has (uaio's threads kept it alive for ever before).
+check_case exit_inflight.pthread_exit exit_inflight pthread_exit
+check_case exit_inflight.pthread_exit-last exit_inflight pthread_exit-last
+check_case exit_inflight.pthread_exit-at-once exit_inflight pthread_exit-at-once
 check_case exit_inflight.handler-malloc exit_inflight handler-malloc
 # A handler's _exit or exit that interrupts io_submit: on the thread pool, accepted
 # writes can still be lost when the interrupted call holds a lock (or

@@ -36,6 +36,18 @@
  *                              (most likely inside malloc or free): the
  *                              process must be gone promptly (no hang on
  *                              malloc's lock) with every write on the file
+ *   exit_inflight pthread_exit  the same with the writes O_DIRECT and an
+ *                              exit handler, then pthread_exit in main:
+ *                              the process ends (exit(0), handlers run)
+ *                              once its last thread has
+ *   exit_inflight pthread_exit-last  the same, with a second thread that
+ *                              returns 50 ms after main's pthread_exit
+ *   exit_inflight pthread_exit-at-once  20 times: a child sets up a
+ *                              context, submits one 1 MiB RWF_DSYNC
+ *                              write, and calls pthread_exit in main at
+ *                              once (uaio's threads may still be starting):
+ *                              each child must end with status 0, its exit
+ *                              handler run and its write on the file
  *   exit_inflight exit-busy    two threads keep submitting direct writes
  *                              (each keeping 32 or more in flight on its
  *                              own context) while the main thread calls
@@ -69,6 +81,19 @@ static void *group_exiter(void *a)
 	printf("syscall(SYS_exit_group, 0)\n");
 	fflush(stdout);
 	syscall(SYS_exit_group, 0);
+	return NULL;
+}
+
+static void say_bye(void)
+{
+	printf("exit handler ran\n");
+}
+
+static void *last_thread(void *a)
+{
+	(void)a;
+	sleep_ms(50);
+	printf("the last thread returns\n");
 	return NULL;
 }
 
@@ -312,6 +337,65 @@ static int handler_malloc(void)
 	return 0;
 }
 
+#ifndef RWF_DSYNC
+#define RWF_DSYNC 0x2
+#endif
+#define AT_ONCE_RUNS 20
+#define AT_ONCE_SIZE (1 << 20)
+#define AT_ONCE_FD 100
+
+static void say_bye_quietly(void)
+{
+	if (write(AT_ONCE_FD, "b", 1) != 1)
+		_exit(5);
+}
+
+/* See pthread_exit-at-once above. The children tell the parent that
+ * their exit handler ran through a pipe on descriptor AT_ONCE_FD. */
+static int pthread_exit_at_once(void)
+{
+	int fd = tmpfile_open("atonce", O_RDWR | O_TRUNC);
+	rm_tmpdir();
+	char *buf = malloc(AT_ONCE_SIZE), *got = malloc(AT_ONCE_SIZE);
+	int good = 0;
+	for (int run = 0; run < AT_ONCE_RUNS; run++) {
+		int p[2];
+		if (pipe(p) != 0 || dup2(p[1], AT_ONCE_FD) != AT_ONCE_FD)
+			return 2;
+		memset(buf, 'a' + run % 26, AT_ONCE_SIZE);
+		pid_t child = fork();
+		if (child < 0)
+			return 2;
+		if (child == 0) {
+			io_context_t ctx = 0;
+			struct iocb one, *onep = &one;
+			atexit(say_bye_quietly);
+			if (io_setup(4, &ctx) != 0)
+				_exit(3);
+			io_prep_pwrite(&one, fd, buf, AT_ONCE_SIZE, 0);
+			one.aio_rw_flags = RWF_DSYNC;
+			if (io_submit(ctx, 1, &onep) != 1)
+				_exit(4);
+			pthread_exit(NULL);
+		}
+		close(AT_ONCE_FD);
+		close(p[1]);
+		int status = 0, gone = reap_within_20s(child, &status);
+		char b = 0;
+		int handler = read(p[0], &b, 1) == 1 && b == 'b';
+		close(p[0]);
+		int on_file = pread(fd, got, AT_ONCE_SIZE, 0) == AT_ONCE_SIZE && !memcmp(got, buf, AT_ONCE_SIZE);
+		if (gone && WIFEXITED(status) && WEXITSTATUS(status) == 0 && handler && on_file)
+			good++;
+		else
+			printf("run %d: gone %d, status %d, exit handler ran %d, write on the file %d\n", run, gone,
+			       WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status), handler, on_file);
+	}
+	printf("children that ended with status 0, their exit handler run and their write on the file: %d of %d\n",
+	       good, AT_ONCE_RUNS);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -326,6 +410,8 @@ int main(int argc, char **argv)
 		return handler_exit(alarm_full_exit);
 	if (!strcmp(mode, "handler-malloc"))
 		return handler_malloc();
+	if (!strcmp(mode, "pthread_exit-at-once"))
+		return pthread_exit_at_once();
 	int fd = tmpfile_open("big", O_RDWR | O_TRUNC);
 	/* The directory and file go away now; the descriptor stays usable. */
 	rm_tmpdir();
@@ -335,7 +421,7 @@ int main(int argc, char **argv)
 		return 2;
 	if (child > 0) {
 		int status = 0;
-		waitpid(child, &status, 0);
+		reap_within_20s(child, &status); /* a hang is killed: status -9 */
 		printf("child exit status %d\n", WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status));
 		char *want = malloc(WSIZE), *got = malloc(WSIZE);
 		fill(want, WSIZE, 3);
@@ -364,7 +450,8 @@ int main(int argc, char **argv)
 
 	/* The modes that leave without exit handlers write O_DIRECT: those
 	 * writes are in flight, not in the page cache, when io_submit returns. */
-	int direct = !strcmp(mode, "_exit") || !strcmp(mode, "exit_group") || !strncmp(mode, "exec", 4);
+	int direct = !strcmp(mode, "_exit") || !strcmp(mode, "exit_group") || !strncmp(mode, "exec", 4) ||
+		     !strncmp(mode, "pthread_exit", 12);
 	if (direct)
 		printf("F_SETFL O_DIRECT = %d\n", fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_DIRECT));
 	char *buf;
@@ -425,6 +512,15 @@ int main(int argc, char **argv)
 	if (!strcmp(mode, "return")) {
 		printf("return 0 from main\n");
 		return 0;
+	}
+	if (!strncmp(mode, "pthread_exit", 12)) {
+		atexit(say_bye);
+		if (!strcmp(mode, "pthread_exit-last")) {
+			pthread_t th;
+			pthread_create(&th, NULL, last_thread, NULL);
+		}
+		printf("pthread_exit(NULL) in main\n");
+		pthread_exit(NULL);
 	}
 	if (!strcmp(mode, "_exit")) {
 		printf("_exit(0)\n");

@@ -61,10 +61,41 @@ pub(crate) fn requests_in_flight() {
     }
 }
 
+/// Every thread of the program has ended (by returning or `pthread_exit`)
+/// while one of uaio's threads was starting, and the process must end as
+/// the C library ends it after its last thread: the progress thread
+/// finishes the file I/O in flight and calls `exit(0)`.
+static PROGRAM_GONE: AtomicBool = AtomicBool::new(false);
+
+thread_local! {
+    /// Set in the progress thread.
+    static ON_PROGRESS_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Called by the uaio thread that finds, as it starts, that the program's
+/// threads have all ended (see `sys::process::Uncounted`): has the progress
+/// thread end the process (it may be that thread itself, not yet in its
+/// loop); without a progress thread there is no I/O to wait for, and the
+/// calling thread ends the process.
+pub(crate) fn program_threads_ended() {
+    PROGRAM_GONE.store(true, Ordering::SeqCst);
+    if !internal_fds::poke_sweeper() {
+        std::process::exit(0);
+    }
+}
+
 fn run(efd: Arc<OwnedFd>, contexts: impl Fn() -> Vec<Arc<Kioctx>>) {
+    ON_PROGRESS_THREAD.with(|p| p.set(true));
     let mut buf = [0u8; 8];
     let mut timeout = None;
     loop {
+        if PROGRAM_GONE.load(Ordering::SeqCst) {
+            crate::kioctx::begin_exit();
+            for c in contexts() {
+                c.finish_file_io(u32::MAX);
+            }
+            std::process::exit(0);
+        }
         if timeout.is_none() {
             // Announced before the last look: a request handed over after
             // that look finds the flag and wakes this thread.
@@ -144,6 +175,11 @@ const LEAVE_STALL: Duration = Duration::from_secs(2);
 /// `rounds` bounds its wait for `io_submit` calls under way to end (see
 /// [`Kioctx::finish_file_io`]).
 pub(crate) fn finish_file_io_elsewhere(rounds: u32) {
+    // The progress thread itself ends the process only once it has done
+    // this wait (see `run`).
+    if ON_PROGRESS_THREAD.try_with(|p| p.get()).unwrap_or(false) {
+        return;
+    }
     LEAVE_ROUNDS.store(rounds, Ordering::SeqCst);
     let asked = LEAVE_ASKED.fetch_add(1, Ordering::SeqCst).wrapping_add(1);
     if !internal_fds::poke_sweeper() {
@@ -176,6 +212,7 @@ pub(crate) fn finish_file_io_elsewhere(rounds: u32) {
 
 /// In a `fork` child: no request is pending.
 pub(crate) fn after_fork_in_child() {
+    PROGRAM_GONE.store(false, Ordering::SeqCst);
     LEAVE_ASKED.store(0, Ordering::SeqCst);
     LEAVE_DONE.store(0, Ordering::SeqCst);
 }

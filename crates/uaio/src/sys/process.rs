@@ -66,3 +66,64 @@ pub(crate) fn at_exit(f: extern "C" fn()) {
     // SAFETY: registering a plain extern "C" function with no arguments.
     unsafe { libc::atexit(f) };
 }
+
+/// The C library's count of the process's threads: glibc ends the process
+/// with `exit(0)` when the thread that brings it to zero ends (the last
+/// thread returns or calls `pthread_exit`, the main thread included).
+/// uaio's own threads must not count in it, or a program whose threads
+/// all end that way would never end (the kernel's AIO has no threads).
+/// glibc (2.34 on, and its libpthread before) exports the count as
+/// `__nptl_nthreads`; another C library gives `None`, and uaio's threads
+/// then count.
+fn c_thread_count() -> Option<&'static std::sync::atomic::AtomicU32> {
+    use std::sync::atomic::AtomicUsize;
+    // 0: not looked up yet; 1: not found.
+    static AT: AtomicUsize = AtomicUsize::new(0);
+    let mut at = AT.load(Ordering::Relaxed);
+    if at == 0 {
+        // SAFETY: dlsym with a valid, NUL-terminated name.
+        let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"__nptl_nthreads".as_ptr()) } as usize;
+        // A count read while this thread runs is at least 1.
+        // SAFETY: glibc's count is an aligned `unsigned int` that lives as
+        // long as the C library; it is changed only with atomic operations.
+        let plausible = p != 0
+            && p.is_multiple_of(align_of::<u32>())
+            && unsafe { (*(p as *const std::sync::atomic::AtomicU32)).load(Ordering::SeqCst) } >= 1;
+        at = if plausible { p } else { 1 };
+        AT.store(at, Ordering::Relaxed);
+    }
+    // SAFETY: as above: the C library's count, valid for ever.
+    (at != 1).then(|| unsafe { &*(at as *const std::sync::atomic::AtomicU32) })
+}
+
+/// Held by each of uaio's threads for its whole life: the thread is taken
+/// out of the C library's thread count ([`c_thread_count`]) and put back
+/// just before it ends (the C library takes it out once more as it ends,
+/// and ends the process if it was the last).
+pub(crate) struct Uncounted(Option<&'static std::sync::atomic::AtomicU32>);
+
+impl Uncounted {
+    /// Takes the calling thread (one of uaio's) out of the count. When it
+    /// finds that every thread counted has ended (the program's last
+    /// thread ended while this one was starting), it stays counted and
+    /// `last` runs: the process must end as the C library would have ended
+    /// it, which this thread (a pool worker, say, that requests in flight
+    /// need) may not be the one to do.
+    pub(crate) fn new(last: impl FnOnce()) -> Self {
+        let Some(c) = c_thread_count() else { return Uncounted(None) };
+        if c.fetch_sub(1, Ordering::SeqCst) == 1 {
+            c.fetch_add(1, Ordering::SeqCst);
+            last();
+            return Uncounted(None);
+        }
+        Uncounted(Some(c))
+    }
+}
+
+impl Drop for Uncounted {
+    fn drop(&mut self) {
+        if let Some(c) = self.0 {
+            c.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}

@@ -169,6 +169,9 @@ where
             libc::sigaddset(&mut faults, libc::SIGBUS);
             libc::pthread_sigmask(libc::SIG_UNBLOCK, &faults, core::ptr::null_mut());
         }
+        // Not one of the program's threads for the C library's "last
+        // thread ends the process" (see `Uncounted`).
+        let _uncounted = crate::sys::process::Uncounted::new(crate::progress::program_threads_ended);
         f()
     });
     set_signal_mask(old);
