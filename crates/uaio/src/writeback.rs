@@ -143,14 +143,13 @@ pub(crate) fn behind_backend_write(file: FileKey, span: Span) -> bool {
     if BACKEND_WRITES.load(Ordering::SeqCst) == 0 {
         return false;
     }
-    match SPANS.get().map(Mutex::try_lock) {
-        None => false,
-        Some(Ok(spans)) => spans.iter().any(|w| w.file == file && overlap(w.span, span)),
-        Some(Err(std::sync::TryLockError::Poisoned(p))) => {
-            p.into_inner().iter().any(|w| w.file == file && overlap(w.span, span))
-        }
-        Some(Err(std::sync::TryLockError::WouldBlock)) => true,
-    }
+    let Some(spans) = SPANS.get() else { return false };
+    let spans = match spans.try_lock() {
+        Ok(g) => g,
+        Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+        Err(std::sync::TryLockError::WouldBlock) => return true,
+    };
+    spans.iter().any(|w| w.file == file && overlap(w.span, span))
 }
 
 /// Whether the buffered write of `count` bytes at `off` (not `RWF_NOWAIT`,

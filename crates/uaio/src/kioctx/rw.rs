@@ -54,12 +54,13 @@ pub(super) fn prepare_rw(
     // A buffered write to a regular file: its file and bytes, and whether
     // an earlier write of some of those bytes is still to run (this call's,
     // or any in a backend), which it must not overtake.
-    let buffered = (write && !is_direct(f) && f.is_regular())
-        .then(|| match f.order_key(kind) {
-            Some(Order::Member(k)) => Some((k, writeback::span_of(f, p.rw_flags, p.off, buffer_len(p)))),
-            _ => None,
-        })
-        .flatten();
+    let order = f.order_key(kind);
+    let buffered = match order {
+        Some(Order::Member(k)) if write && !is_direct(f) && f.is_regular() => {
+            Some((k, writeback::span_of(f, p.rw_flags, p.off, buffer_len(p))))
+        }
+        _ => None,
+    };
     let behind_write = buffered.is_some_and(|(k, span)| {
         earlier.iter().any(|&(ek, es)| ek == k && writeback::overlap(es, span))
             || writeback::behind_backend_write(k, span)
@@ -69,7 +70,7 @@ pub(super) fn prepare_rw(
         return p.complete(r);
     }
     p.write_span = buffered.map(|(_, span)| span);
-    p.order = f.order_key(kind);
+    p.order = order;
     p.kind = Some(kind);
     Ok(())
 }

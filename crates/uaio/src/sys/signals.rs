@@ -14,28 +14,42 @@ const SYNCHRONOUS: [libc::c_int; 4] = [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL
 /// pending, for the program's `sigwait`) in the calling thread; returns
 /// the previous mask.
 pub(crate) fn block_async_signals() -> u64 {
-    let all = SYNCHRONOUS.iter().fold(!0u64, |m, &s| m & !(1u64 << (s - 1)));
+    let all = SYNCHRONOUS.iter().fold(!0u64, |m, &s| m & !bit(s));
+    let old = change_mask(libc::SIG_BLOCK, all);
+    // Signals blocked only because uaio holds them back are not the
+    // caller's (see `deferral`).
+    old & !super::deferral::held_blocked()
+}
+
+/// The bit of signal `sig` in an 8-byte kernel sigset.
+const fn bit(sig: libc::c_int) -> u64 {
+    1u64 << (sig - 1)
+}
+
+/// `pthread_sigmask(how, mask)` with 8-byte kernel sigsets: returns the
+/// previous mask.
+fn change_mask(how: libc::c_int, mask: u64) -> u64 {
     let mut old = 0u64;
     // SAFETY: rt_sigprocmask through the C library (not via syscall()), with
     // 8-byte kernel sigsets, which is what pthread_sigmask passes on x86-64.
+    // The C library silently keeps its own internal signals unblocked, as
+    // it does for every caller.
     unsafe {
         let mut set: libc::sigset_t = core::mem::zeroed();
         let mut prev: libc::sigset_t = core::mem::zeroed();
         core::ptr::copy_nonoverlapping(
-            (&all as *const u64).cast::<u8>(),
+            (&mask as *const u64).cast::<u8>(),
             (&mut set as *mut libc::sigset_t).cast::<u8>(),
             8,
         );
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut prev);
+        libc::pthread_sigmask(how, &set, &mut prev);
         core::ptr::copy_nonoverlapping(
             (&prev as *const libc::sigset_t).cast::<u8>(),
             (&mut old as *mut u64).cast::<u8>(),
             8,
         );
     }
-    // Signals blocked only because uaio holds them back are not the
-    // caller's (see `deferral`).
-    old & !super::deferral::held_blocked()
+    old
 }
 
 /// The calling thread's id (never 0).
@@ -67,17 +81,7 @@ pub(crate) fn set_signal_mask(mask: u64) {
     // Signals uaio holds back stay blocked whatever the mask (see
     // `deferral`).
     let mask = mask | super::deferral::mask_installed(mask);
-    // SAFETY: as in block_async_signals. The C library silently keeps its own
-    // internal signals unblocked, as it does for every caller.
-    unsafe {
-        let mut set: libc::sigset_t = core::mem::zeroed();
-        core::ptr::copy_nonoverlapping(
-            (&mask as *const u64).cast::<u8>(),
-            (&mut set as *mut libc::sigset_t).cast::<u8>(),
-            8,
-        );
-        libc::pthread_sigmask(libc::SIG_SETMASK, &set, core::ptr::null_mut());
-    }
+    change_mask(libc::SIG_SETMASK, mask);
 }
 
 /// `ppoll` on one descriptor for `POLLIN`, with `sigmask` (8-byte kernel
@@ -140,35 +144,19 @@ where
     // Of the synchronous signals, uaio's threads take only the faults of
     // their own copies to and from the program's memory: the others, sent
     // to the process, go to the program's threads (the kernel kills a
-    // thread that raises one it blocks, as it would the program).
-    // SAFETY: a local set, filled before use; pthread_sigmask adds to the
-    // calling thread's mask, restored below.
-    unsafe {
-        let mut others: libc::sigset_t = core::mem::zeroed();
-        libc::sigemptyset(&mut others);
-        libc::sigaddset(&mut others, libc::SIGILL);
-        libc::sigaddset(&mut others, libc::SIGFPE);
-        // Blocked too until the thread is marked as uaio's (below): a fault
-        // signal sent to the process before then would be taken for the
-        // program's.
-        libc::sigaddset(&mut others, libc::SIGSEGV);
-        libc::sigaddset(&mut others, libc::SIGBUS);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &others, core::ptr::null_mut());
-    }
+    // thread that raises one it blocks, as it would the program). The
+    // faults are blocked too until the thread is marked as uaio's (below):
+    // a fault signal sent to the process before then would be taken for
+    // the program's. Restored below with the rest of the mask.
+    let faults = bit(libc::SIGSEGV) | bit(libc::SIGBUS);
+    change_mask(libc::SIG_BLOCK, bit(libc::SIGILL) | bit(libc::SIGFPE) | faults);
     let r = std::thread::Builder::new().name(name.into()).spawn(move || {
         // Marked first: a fault signal sent to the process may come as
         // soon as they are unblocked.
         crate::uaccess::own_thread();
         // The faults of its copies must reach uaio's handler, whatever
         // the spawning thread blocked.
-        // SAFETY: a local set, filled before use.
-        unsafe {
-            let mut faults: libc::sigset_t = core::mem::zeroed();
-            libc::sigemptyset(&mut faults);
-            libc::sigaddset(&mut faults, libc::SIGSEGV);
-            libc::sigaddset(&mut faults, libc::SIGBUS);
-            libc::pthread_sigmask(libc::SIG_UNBLOCK, &faults, core::ptr::null_mut());
-        }
+        change_mask(libc::SIG_UNBLOCK, faults);
         // Not one of the program's threads for the C library's "last
         // thread ends the process" (see `Uncounted`).
         let _uncounted = crate::sys::process::Uncounted::new(crate::progress::program_threads_ended);
