@@ -224,6 +224,7 @@ check_case exit_inflight.exit-busy exit_inflight exit-busy
 check_case exit_inflight.pthread_exit exit_inflight pthread_exit
 check_case exit_inflight.pthread_exit-last exit_inflight pthread_exit-last
 check_case exit_inflight.pthread_exit-at-once exit_inflight pthread_exit-at-once
+check_case exit_inflight.pthread_exit-destroyer exit_inflight pthread_exit-destroyer
 check_case exit_inflight.handler-malloc exit_inflight handler-malloc
 # A handler's _exit or exit that interrupts io_submit: on the thread pool, accepted
 # writes can still be lost when the interrupted call holds a lock (or

@@ -47,7 +47,12 @@
  *                              write, and calls pthread_exit in main at
  *                              once (uaio's threads may still be starting):
  *                              each child must end with status 0, its exit
- *                              handler run and its write on the file
+ *                              handler run once and its write on the file
+ *   exit_inflight pthread_exit-destroyer  60 times: a child submits a
+ *                              POLL on an empty pipe,
+ *                              starts a thread that destroys the context
+ *                              and returns, and calls pthread_exit in main:
+ *                              each child must run its exit handler once
  *   exit_inflight exit-busy    two threads keep submitting direct writes
  *                              (each keeping 32 or more in flight on its
  *                              own context) while the main thread calls
@@ -344,55 +349,85 @@ static int handler_malloc(void)
 #define AT_ONCE_SIZE (1 << 20)
 #define AT_ONCE_FD 100
 
+/* The children's stream on AT_ONCE_FD: through stdio, as a program's
+ * exit handler would print (a second exit running beside the first
+ * flushes the stream a second time, or cuts the handler off). */
+static FILE *bye_stream;
+
 static void say_bye_quietly(void)
 {
-	if (write(AT_ONCE_FD, "b", 1) != 1)
-		_exit(5);
+	fprintf(bye_stream, "b");
+	fflush(bye_stream);
 }
 
-/* See pthread_exit-at-once above. The children tell the parent that
- * their exit handler ran through a pipe on descriptor AT_ONCE_FD. */
-static int pthread_exit_at_once(void)
+static io_context_t at_once_ctx;
+
+/* The pthread_exit-destroyer child's second thread. */
+static void *destroy_and_return(void *a)
+{
+	(void)a;
+	io_destroy(at_once_ctx);
+	return NULL;
+}
+
+/* See pthread_exit-at-once and pthread_exit-destroyer above. The children
+ * tell the parent that their exit handler ran through a pipe on descriptor
+ * AT_ONCE_FD, one byte each time it runs (see bye_stream). */
+static int pthread_exit_runs(int destroyer)
 {
 	int fd = tmpfile_open("atonce", O_RDWR | O_TRUNC);
 	rm_tmpdir();
 	char *buf = malloc(AT_ONCE_SIZE), *got = malloc(AT_ONCE_SIZE);
-	int good = 0;
-	for (int run = 0; run < AT_ONCE_RUNS; run++) {
-		int p[2];
-		if (pipe(p) != 0 || dup2(p[1], AT_ONCE_FD) != AT_ONCE_FD)
+	int good = 0, runs = destroyer ? 60 : AT_ONCE_RUNS;
+	for (int run = 0; run < runs; run++) {
+		int p[2], q[2];
+		if (pipe(p) != 0 || pipe(q) != 0 || dup2(p[1], AT_ONCE_FD) != AT_ONCE_FD)
 			return 2;
 		memset(buf, 'a' + run % 26, AT_ONCE_SIZE);
 		pid_t child = fork();
 		if (child < 0)
 			return 2;
 		if (child == 0) {
-			io_context_t ctx = 0;
-			struct iocb one, *onep = &one;
+			struct iocb cbs[2], *cbps[2] = { &cbs[0], &cbs[1] };
+			bye_stream = fdopen(AT_ONCE_FD, "w");
+			if (!bye_stream)
+				_exit(5);
 			atexit(say_bye_quietly);
-			if (io_setup(4, &ctx) != 0)
+			if (io_setup(4, &at_once_ctx) != 0)
 				_exit(3);
-			io_prep_pwrite(&one, fd, buf, AT_ONCE_SIZE, 0);
-			one.aio_rw_flags = RWF_DSYNC;
-			if (io_submit(ctx, 1, &onep) != 1)
+			io_prep_pwrite(&cbs[0], fd, buf, AT_ONCE_SIZE, 0);
+			cbs[0].aio_rw_flags = RWF_DSYNC;
+			io_prep_poll(&cbs[1], q[0], POLLIN);
+			/* The destroyer submits the POLL alone. */
+			if (io_submit(at_once_ctx, 1, &cbps[destroyer ? 1 : 0]) != 1)
 				_exit(4);
+			if (destroyer) {
+				pthread_t th;
+				pthread_create(&th, NULL, destroy_and_return, NULL);
+			}
 			pthread_exit(NULL);
 		}
 		close(AT_ONCE_FD);
 		close(p[1]);
 		int status = 0, gone = reap_within_20s(child, &status);
-		char b = 0;
-		int handler = read(p[0], &b, 1) == 1 && b == 'b';
+		char b[8];
+		int handler = 0;
+		ssize_t r;
+		while ((r = read(p[0], b, sizeof b)) > 0)
+			handler += r;
 		close(p[0]);
-		int on_file = pread(fd, got, AT_ONCE_SIZE, 0) == AT_ONCE_SIZE && !memcmp(got, buf, AT_ONCE_SIZE);
-		if (gone && WIFEXITED(status) && WEXITSTATUS(status) == 0 && handler && on_file)
+		close(q[0]);
+		close(q[1]);
+		int on_file = destroyer ||
+			      (pread(fd, got, AT_ONCE_SIZE, 0) == AT_ONCE_SIZE && !memcmp(got, buf, AT_ONCE_SIZE));
+		if (gone && WIFEXITED(status) && WEXITSTATUS(status) == 0 && handler == 1 && on_file)
 			good++;
 		else
-			printf("run %d: gone %d, status %d, exit handler ran %d, write on the file %d\n", run, gone,
+			printf("run %d: gone %d, status %d, exit handler runs %d, write on the file %d\n", run, gone,
 			       WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status), handler, on_file);
 	}
-	printf("children that ended with status 0, their exit handler run and their write on the file: %d of %d\n",
-	       good, AT_ONCE_RUNS);
+	printf("children that ended with status 0, their exit handler run once and their write on the file: %d of %d\n",
+	       good, runs);
 	return 0;
 }
 
@@ -411,7 +446,9 @@ int main(int argc, char **argv)
 	if (!strcmp(mode, "handler-malloc"))
 		return handler_malloc();
 	if (!strcmp(mode, "pthread_exit-at-once"))
-		return pthread_exit_at_once();
+		return pthread_exit_runs(0);
+	if (!strcmp(mode, "pthread_exit-destroyer"))
+		return pthread_exit_runs(1);
 	int fd = tmpfile_open("big", O_RDWR | O_TRUNC);
 	/* The directory and file go away now; the descriptor stays usable. */
 	rm_tmpdir();

@@ -61,25 +61,31 @@ pub(crate) fn requests_in_flight() {
     }
 }
 
-/// Every thread of the program has ended (by returning or `pthread_exit`)
-/// while one of uaio's threads was starting, and the process must end as
-/// the C library ends it after its last thread: the progress thread
+/// One of uaio's threads found, as it started, no other thread in the C
+/// library's count (see `sys::process::Uncounted`): either every thread of
+/// the program has ended (by returning or `pthread_exit`) while it was
+/// starting, and the process must end as the C library ends it after its
+/// last thread, or the process is ending already. The progress thread
+/// looks at the process's threads until it knows, and in the first case
 /// finishes the file I/O in flight and calls `exit(0)`.
-static PROGRAM_GONE: AtomicBool = AtomicBool::new(false);
+static PROGRAM_GONE_SUSPECTED: AtomicBool = AtomicBool::new(false);
+
+/// How often the progress thread looks at the process's threads while
+/// [`PROGRAM_GONE_SUSPECTED`] (the program's last thread may still be on
+/// its way out, or running the process's exit).
+const PROGRAM_GONE_LOOK: Duration = Duration::from_millis(10);
 
 thread_local! {
     /// Set in the progress thread.
     static ON_PROGRESS_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Called by the uaio thread that finds, as it starts, that the program's
-/// threads have all ended (see `sys::process::Uncounted`): has the progress
-/// thread end the process (it may be that thread itself, not yet in its
-/// loop); without a progress thread there is no I/O to wait for, and the
-/// calling thread ends the process.
+/// Called by the uaio thread that finds, as it starts, no other thread in
+/// the C library's count: has the progress thread look. Without a progress
+/// thread no request can be in flight, and the calling thread looks.
 pub(crate) fn program_threads_ended() {
-    PROGRAM_GONE.store(true, Ordering::SeqCst);
-    if !internal_fds::poke_sweeper() {
+    PROGRAM_GONE_SUSPECTED.store(true, Ordering::SeqCst);
+    if !internal_fds::poke_sweeper() && !crate::sys::process::program_threads_left() {
         std::process::exit(0);
     }
 }
@@ -89,12 +95,16 @@ fn run(efd: Arc<OwnedFd>, contexts: impl Fn() -> Vec<Arc<Kioctx>>) {
     let mut buf = [0u8; 8];
     let mut timeout = None;
     loop {
-        if PROGRAM_GONE.load(Ordering::SeqCst) {
+        let suspected = PROGRAM_GONE_SUSPECTED.load(Ordering::SeqCst);
+        if suspected && !crate::sys::process::program_threads_left() {
             crate::kioctx::begin_exit();
             for c in contexts() {
                 c.finish_file_io(u32::MAX);
             }
             std::process::exit(0);
+        }
+        if suspected {
+            timeout = Some(timeout.map_or(PROGRAM_GONE_LOOK, |t: Duration| t.min(PROGRAM_GONE_LOOK)));
         }
         if timeout.is_none() {
             // Announced before the last look: a request handed over after
@@ -212,7 +222,8 @@ pub(crate) fn finish_file_io_elsewhere(rounds: u32) {
 
 /// In a `fork` child: no request is pending.
 pub(crate) fn after_fork_in_child() {
-    PROGRAM_GONE.store(false, Ordering::SeqCst);
+    PROGRAM_GONE_SUSPECTED.store(false, Ordering::SeqCst);
+    crate::sys::process::forget_own_threads();
     LEAVE_ASKED.store(0, Ordering::SeqCst);
     LEAVE_DONE.store(0, Ordering::SeqCst);
 }

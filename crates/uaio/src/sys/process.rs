@@ -99,22 +99,22 @@ fn c_thread_count() -> Option<&'static std::sync::atomic::AtomicU32> {
 /// Held by each of uaio's threads for its whole life: the thread is taken
 /// out of the C library's thread count ([`c_thread_count`]) and put back
 /// just before it ends (the C library takes it out once more as it ends,
-/// and ends the process if it was the last).
+/// and ends the process if it was the last). It is also listed among
+/// uaio's threads ([`program_threads_left`]) until it starts to end.
 pub(crate) struct Uncounted(Option<&'static std::sync::atomic::AtomicU32>);
 
 impl Uncounted {
     /// Takes the calling thread (one of uaio's) out of the count. When it
-    /// finds that every thread counted has ended (the program's last
-    /// thread ended while this one was starting), it stays counted and
-    /// `last` runs: the process must end as the C library would have ended
-    /// it, which this thread (a pool worker, say, that requests in flight
-    /// need) may not be the one to do.
-    pub(crate) fn new(last: impl FnOnce()) -> Self {
+    /// finds no other thread counted, either the program's last thread
+    /// ended while this one was starting (without ending the process,
+    /// since this one still counted), or the process is ending: `suspect`
+    /// then runs, to look at the process's threads ([`program_threads_left`])
+    /// and end it if none of the program's is left.
+    pub(crate) fn new(suspect: impl FnOnce()) -> Self {
+        register_own_thread(true);
         let Some(c) = c_thread_count() else { return Uncounted(None) };
         if c.fetch_sub(1, Ordering::SeqCst) == 1 {
-            c.fetch_add(1, Ordering::SeqCst);
-            last();
-            return Uncounted(None);
+            suspect();
         }
         Uncounted(Some(c))
     }
@@ -122,8 +122,58 @@ impl Uncounted {
 
 impl Drop for Uncounted {
     fn drop(&mut self) {
-        if let Some(c) = self.0 {
-            c.fetch_add(1, Ordering::SeqCst);
+        // From here on, this thread may be the one the C library has end
+        // the process: it is no longer one of uaio's for the look at
+        // the process's threads.
+        register_own_thread(false);
+        let Some(c) = self.0 else { return };
+        // With no thread counted the process is ending (or about to be
+        // ended for want of the program's threads): this thread must not
+        // bring the count from 1 to 0 and end it a second time, so it puts
+        // one more back, which stays.
+        let _ = c.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| Some(if n == 0 { 2 } else { n + 1 }));
+    }
+}
+
+/// The thread ids of uaio's own threads (0: a free slot). A thread that
+/// finds no free slot is taken for one of the program's (the process then
+/// ends with its exit, not before).
+static OWN_THREADS: [std::sync::atomic::AtomicI32; 512] = [const { std::sync::atomic::AtomicI32::new(0) }; 512];
+
+/// Lists (`true`) or unlists the calling thread among uaio's own.
+fn register_own_thread(on: bool) {
+    let me = super::gettid();
+    let (from, to) = if on { (0, me) } else { (me, 0) };
+    for slot in &OWN_THREADS {
+        if slot.compare_exchange(from, to, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+            return;
         }
     }
+}
+
+/// In a `fork` child: none of the parent's threads is there.
+pub(crate) fn forget_own_threads() {
+    for slot in &OWN_THREADS {
+        slot.store(0, Ordering::SeqCst);
+    }
+}
+
+/// Whether a thread of the process that is not one of uaio's is still
+/// alive (not a zombie): `/proc/self/task`, every thread's `stat`. `true`
+/// when the look fails.
+pub(crate) fn program_threads_left() -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return true };
+    for entry in dir.flatten() {
+        let Some(tid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        if OWN_THREADS.iter().any(|t| t.load(Ordering::SeqCst) == tid) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        // The state follows the command name, which ends with the last ')'.
+        let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next());
+        if !matches!(state, Some('Z' | 'X')) {
+            return true;
+        }
+    }
+    false
 }
