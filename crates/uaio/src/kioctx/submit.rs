@@ -86,6 +86,7 @@ impl FdCache {
 
     /// [`FdCache::get`], with the call's buffered writes for the backend
     /// so far.
+    #[inline]
     fn get_with_writes(&mut self, fd: u32) -> Result<(&mut FdInfo, &mut Vec<FileSpan>), Errno> {
         self.get(fd)?;
         let i = self.entries.iter().position(|e| e.fd == fd as i32).ok_or(Errno::BADF)?;
@@ -134,6 +135,7 @@ impl Prepared {
     }
 
     /// Makes this the start of the request of `cb` at `obj`.
+    #[inline]
     pub(super) fn reset(&mut self, cb: &iocb, obj: u64, resfd: Resfd) {
         self.kind = None;
         self.inline = 0;
