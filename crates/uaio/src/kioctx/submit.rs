@@ -88,21 +88,27 @@ impl FdCache {
     /// so far.
     #[inline]
     fn get_with_writes(&mut self, fd: u32) -> Result<(&mut FdInfo, &mut Vec<FileSpan>), Errno> {
-        self.get(fd)?;
-        let i = self.entries.iter().position(|e| e.fd == fd as i32).ok_or(Errno::BADF)?;
+        let i = self.index_of(fd)?;
         Ok((&mut self.entries[i], &mut self.backend_writes))
     }
 
     pub(super) fn get(&mut self, fd: u32) -> Result<&mut FdInfo, Errno> {
+        let i = self.index_of(fd)?;
+        Ok(&mut self.entries[i])
+    }
+
+    /// Where the facts of `fd` are, looked up now if they are not there.
+    #[inline]
+    fn index_of(&mut self, fd: u32) -> Result<usize, Errno> {
         if let Some(i) = self.entries.iter().position(|e| e.fd == fd as i32) {
-            return Ok(&mut self.entries[i]);
+            return Ok(i);
         }
         let info = FdInfo::get(fd)?;
         if self.entries.len() >= FD_CACHE_SIZE {
             self.entries.remove(0);
         }
         self.entries.push(info);
-        Ok(self.entries.last_mut().expect("just pushed"))
+        Ok(self.entries.len() - 1)
     }
 }
 
@@ -478,7 +484,7 @@ impl Kioctx {
         if p.kind.is_some() {
             // Known already: every request that reaches a backend needed
             // the file's type.
-            p.seen = Some(fds.get(cb.aio_fildes)?.seen());
+            p.seen = Some(f.seen());
         }
         Ok(())
     }
