@@ -54,11 +54,12 @@ pub(super) fn prepare_rw(
     // A buffered write to a regular file: its file and bytes, and whether
     // an earlier write of some of those bytes is still to run (this call's,
     // or any in a backend), which it must not overtake.
-    let order = f.order_key(kind);
+    // Looked up here only for a buffered write (a read run inline needs
+    // no order), and once.
+    let buffered_write = write && !is_direct(f) && f.is_regular();
+    let order = if buffered_write { f.order_key(kind) } else { None };
     let buffered = match order {
-        Some(Order::Member(k)) if write && !is_direct(f) && f.is_regular() => {
-            Some((k, writeback::span_of(f, p.rw_flags, p.off, buffer_len(p))))
-        }
+        Some(Order::Member(k)) => Some((k, writeback::span_of(f, p.rw_flags, p.off, buffer_len(p)))),
         _ => None,
     };
     let behind_write = buffered.is_some_and(|(k, span)| {
@@ -70,7 +71,7 @@ pub(super) fn prepare_rw(
         return p.complete(r);
     }
     p.write_span = buffered.map(|(_, span)| span);
-    p.order = order;
+    p.order = if buffered_write { order } else { f.order_key(kind) };
     p.kind = Some(kind);
     Ok(())
 }
