@@ -127,7 +127,7 @@ pub(crate) fn not_ours_to_take() -> bool {
     if !OWN_THREAD.try_with(Cell::get).unwrap_or(false) {
         return false;
     }
-    let _ = NO_FAULTS.try_with(|c| c.set(true));
+    set_no_faults(true);
     true
 }
 
@@ -153,7 +153,7 @@ pub(crate) struct FaultScope {
 impl Drop for FaultScope {
     fn drop(&mut self) {
         if let Some(before) = self.no_faults_before {
-            let _ = NO_FAULTS.try_with(|c| c.set(before));
+            set_no_faults(before);
         }
     }
 }
@@ -208,12 +208,35 @@ pub(crate) fn enter(now: bool) -> FaultScope {
     // kernel, which never faults. A thread that blocks SIGBUS alone (QEMU's
     // do) copies directly: its copies fault with SIGSEGV, and SIGBUS only
     // where a pointer lies in a file mapping past the end of its file.
+    SOME_NO_FAULTS.store(true, Ordering::SeqCst);
     let no_faults_before = Some(NO_FAULTS.try_with(|c| c.replace(true)).unwrap_or(false));
     FaultScope { no_faults_before }
 }
 
+/// Whether some thread has ever had [`NO_FAULTS`] set: until then no
+/// copy needs to look at its thread's flag. Set before the flag is, by
+/// the thread that sets it, so that thread's copies always see it.
+static SOME_NO_FAULTS: AtomicBool = AtomicBool::new(false);
+
+/// Sets this thread's [`NO_FAULTS`].
+fn set_no_faults(on: bool) {
+    if on {
+        SOME_NO_FAULTS.store(true, Ordering::SeqCst);
+    }
+    let _ = NO_FAULTS.try_with(|c| c.set(on));
+}
+
 /// Whether this thread's copies must go through the kernel (see [`enter`]).
+#[inline]
 fn no_faults() -> bool {
+    SOME_NO_FAULTS.load(Ordering::Relaxed) && thread_no_faults()
+}
+
+/// This thread's [`NO_FAULTS`] (kept out of line: the compiler would
+/// otherwise find the thread-local's address before looking at the flag).
+#[cold]
+#[inline(never)]
+fn thread_no_faults() -> bool {
     NO_FAULTS.try_with(Cell::get).unwrap_or(false)
 }
 
@@ -434,19 +457,28 @@ mod tests {
         assert_eq!(read_user::<u64>(u64::MAX - 3), Err(Fault));
     }
 
-    #[test]
-    fn write_to_read_only_page_faults_and_partial_pages_are_refused() {
-        // SAFETY: plain anonymous mappings used only by this test.
-        unsafe {
-            let p = libc::mmap(
+    /// Two fresh read-write pages of anonymous memory, for one test.
+    fn two_pages() -> *mut libc::c_void {
+        // SAFETY: a new private anonymous mapping, owned by the caller.
+        let p = unsafe {
+            libc::mmap(
                 core::ptr::null_mut(),
                 8192,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
                 -1,
                 0,
-            );
-            assert_ne!(p, libc::MAP_FAILED);
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED);
+        p
+    }
+
+    #[test]
+    fn write_to_read_only_page_faults_and_partial_pages_are_refused() {
+        // SAFETY: plain anonymous mappings used only by this test.
+        unsafe {
+            let p = two_pages();
             let base = p as u64;
             assert_eq!(libc::mprotect(p, 4096, libc::PROT_READ), 0);
             assert_eq!(UserPtr::<u32>::new(base).write(&7u32), Err(Fault));
@@ -455,6 +487,31 @@ mod tests {
             assert_eq!(libc::munmap((base + 4096) as *mut _, 4096), 0);
             assert_eq!(read_user::<u64>(base + 4092), Err(Fault));
             assert_eq!(read_user::<u32>(base + 4092), Ok(0));
+            libc::munmap(p, 4096);
+        }
+    }
+
+    #[test]
+    fn every_length_is_copied_exactly_and_a_fault_at_its_end_is_seen() {
+        let src: Vec<u8> = (1..=80).collect();
+        for len in 0..=72usize {
+            let mut dst = [0xaau8; 80];
+            let at = UserPtr::<u8>::new(src.as_ptr() as u64 + 3);
+            assert_eq!(at.read_slice(&mut dst[..len]), Ok(()), "length {len}");
+            assert_eq!(&dst[..len], &src[3..3 + len], "length {len}");
+            assert!(dst[len..].iter().all(|&b| b == 0xaa), "length {len}: wrote past the end");
+        }
+        // SAFETY: a plain anonymous mapping used only by this test; its
+        // second page is unmapped, so the copy's last byte faults.
+        unsafe {
+            let p = two_pages();
+            assert_eq!(libc::munmap((p as u64 + 4096) as *mut _, 4096), 0);
+            for len in 1..=72u64 {
+                let mut dst = [0u8; 72];
+                let at = UserPtr::<u8>::new(p as u64 + 4096 - len + 1);
+                assert_eq!(at.read_slice(&mut dst[..len as usize]), Err(Fault), "length {len}");
+                assert_eq!(UserPtr::<u8>::new(p as u64 + 4096 - len).read_slice(&mut dst[..len as usize]), Ok(()));
+            }
             libc::munmap(p, 4096);
         }
     }

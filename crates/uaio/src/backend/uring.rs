@@ -272,8 +272,8 @@ impl Ring {
     /// Whether the request `key`, which ended with `res`, was ended by the
     /// exit of the thread that pushed it and is now pushed again from this
     /// one (see `owners`): its completion is then not reported.
-    fn again(self: &Arc<Self>, key: u64, res: i32) -> bool {
-        let mut o = crate::sync::lock(&self.owners);
+    /// `o` is this ring's table of owners, locked by the caller.
+    fn again(self: &Arc<Self>, o: &mut owners::Owners, key: u64, res: i32) -> bool {
         let Some((sqe, held)) = o.gone(key) else { return false };
         let ended = |(_, seekable): &(InternalFd, bool)| res < 0 || (*seekable && short(&sqe, res));
         let Some((dup, _)) = held.filter(ended) else {
@@ -308,10 +308,16 @@ impl Ring {
 
     /// The request `key` completed: what [`Ring::keep_until_done`] kept
     /// for it is let go.
+    #[inline]
     fn done_with(&self, key: u64) {
-        if self.nkept.load(Ordering::SeqCst) == 0 {
-            return;
+        if self.nkept.load(Ordering::SeqCst) != 0 {
+            self.let_go_of(key);
         }
+    }
+
+    /// [`Ring::done_with`] when something is kept.
+    #[cold]
+    fn let_go_of(&self, key: u64) {
         // A request pushed again after its thread's exit may hold more
         // than one; each is closed outside the lock (and nothing is
         // allocated here: reaping allocates nothing once warm).
@@ -415,10 +421,11 @@ impl Backend for Uring {
             }
             {
                 let mut o = crate::sync::lock(&self.0.owners);
+                let by = o.place_of(&me);
                 let mut pushed = buf[..n].iter();
                 for op in chunk {
                     if let Some(s) = pushed.as_slice().first().filter(|s| s.user_data.u64_() == op.key) {
-                        o.record(&me, s, op.file());
+                        o.record_by(by, s, op.file());
                         pushed.next();
                     }
                 }
@@ -448,6 +455,9 @@ impl Backend for Uring {
             let head = (*self.0.cq_head).load(Ordering::Relaxed);
             let tail = (*self.0.cq_tail).load(Ordering::Acquire);
             let mut h = head;
+            // The owners' table, locked once for the whole drain (let go
+            // only to send a file's next write, which records its owner).
+            let mut owners = None;
             while h != tail {
                 let cqe = self.0.cqes.add((h & self.0.cq_mask) as usize).read();
                 h = h.wrapping_add(1);
@@ -455,17 +465,23 @@ impl Backend for Uring {
                 if key == TAG_WAKE {
                     ring.wakes_seen.fetch_add(1, Ordering::SeqCst);
                 } else if key >> 32 != INTERNAL_HIGH {
-                    if self.0.again(key, cqe.res) {
+                    let o = owners.get_or_insert_with(|| crate::sync::lock(&ring.owners));
+                    if self.0.again(o, key, cqe.res) {
                         // Ended by its thread's exit, and in the kernel again.
                         continue;
                     }
                     ring.in_kernel.fetch_sub(1, Ordering::SeqCst);
                     ring.done_with(key);
                     // The file's next buffered write, if this was one.
-                    order::send(order::finished(ring, key), Some(ring));
+                    let next = order::finished(ring, key);
+                    if next.is_some() {
+                        owners = None;
+                        order::send(next, Some(ring));
+                    }
                     sink(key, cqe.res);
                 }
             }
+            drop(owners);
             (*self.0.cq_head).store(tail, Ordering::Release);
             tail.wrapping_sub(head) as usize
         };
@@ -666,6 +682,46 @@ mod tests {
         rustix::io::write(&w, b"x").expect("write");
         let res = result_of(&u, key);
         assert!(res > 0 && res & libc::POLLIN as i32 != 0, "{res}");
+    }
+
+    #[test]
+    fn polls_of_more_gone_threads_than_a_ring_lists_at_once_all_complete() {
+        let Some(u) = ring_or_skip() else { return };
+        // Four times as many threads as the ring keeps before it drops gone
+        // ones. Every other thread's request completes at once (so the
+        // thread may be dropped); the others' stay in the kernel, and their
+        // threads must stay known, under their new places.
+        let n = 4 * owners::SUBS_BEFORE_PRUNE as u64 + 3;
+        let mut results = std::collections::HashMap::new();
+        let mut collect = |u: &Uring, until: &dyn Fn(&std::collections::HashMap<u64, i32>) -> bool| {
+            while !until(&results) {
+                u.drain(&mut |k, r| assert!(results.insert(k, r).is_none(), "{k:#x} completed twice"));
+                if !until(&results) {
+                    u.wait(1, Some(Duration::from_secs(10)), None).expect("completions within 10 s");
+                }
+            }
+        };
+        let mut pipes = Vec::new();
+        for i in 0..n {
+            let (r, w) = pipe();
+            let key = 1 << 32 | i;
+            let op = poll_op_of_file(key, &r);
+            let ring = Uring(u.0.clone());
+            std::thread::spawn(move || ring.submit(&[op]).expect("submit")).join().expect("thread");
+            if i % 2 == 0 {
+                rustix::io::write(&w, b"x").expect("write");
+                collect(&u, &|m| m.contains_key(&key));
+            }
+            pipes.push((r, w));
+        }
+        for (_, w) in pipes.iter().skip(1).step_by(2) {
+            rustix::io::write(w, b"x").expect("write");
+        }
+        collect(&u, &|m| m.len() as u64 == n);
+        for i in 0..n {
+            let res = results[&(1 << 32 | i)];
+            assert!(res > 0 && res & libc::POLLIN as i32 != 0, "request {i}: {res}");
+        }
     }
 
     #[test]

@@ -29,7 +29,7 @@ impl Kioctx {
         if to_backend {
             self.enter();
         }
-        let (ops, polls) = self.accept(preps);
+        let (ops, polls) = self.accept(preps, to_backend);
         if !ops.is_empty() {
             self.hand_over(&ops, polls);
         }
@@ -46,11 +46,12 @@ impl Kioctx {
     /// Under the completion lock, publishes the events of the requests
     /// completed during submission and enters the others in the request
     /// table; returns the latter as backend operations, and whether there
-    /// is a POLL among them.
-    fn accept(&self, preps: &mut [Prepared]) -> (Vec<BackendOp>, bool) {
+    /// is a POLL among them. `to_backend` tells whether any goes there.
+    fn accept(&self, preps: &mut [Prepared], to_backend: bool) -> (Vec<BackendOp>, bool) {
         // Allocated only when something goes to the backend (inline
-        // completions, the cached-read fast path, need none).
-        let mut ops: Vec<BackendOp> = Vec::new();
+        // completions, the cached-read fast path, need none), and then
+        // once, with room for every request of the call.
+        let mut ops: Vec<BackendOp> = if to_backend { Vec::with_capacity(preps.len()) } else { Vec::new() };
         let mut published = 0u32;
         let mut signals: Vec<(Resfd, u64)> = Vec::new();
         let mut polls = false;
@@ -281,7 +282,15 @@ fn enter_request(st: &mut State, p: &mut Prepared, kind: OpKind) -> BackendOp {
 }
 
 /// Counts one completion for `r`'s eventfd (nothing without RESFD).
+#[inline]
 fn add_signal(v: &mut Vec<(Resfd, u64)>, r: &Resfd) {
+    if !matches!(r, Resfd::None) {
+        count_signal(v, r);
+    }
+}
+
+/// [`add_signal`] for a request with an eventfd.
+fn count_signal(v: &mut Vec<(Resfd, u64)>, r: &Resfd) {
     let Some(fd) = r.raw() else { return };
     match v.iter_mut().find(|(f, _)| f.raw() == Some(fd)) {
         Some((_, n)) => *n += 1,

@@ -92,6 +92,7 @@ impl FdCache {
         Ok((&mut self.entries[i], &mut self.backend_writes))
     }
 
+    #[inline]
     pub(super) fn get(&mut self, fd: u32) -> Result<&mut FdInfo, Errno> {
         let i = self.index_of(fd)?;
         Ok(&mut self.entries[i])
@@ -100,9 +101,15 @@ impl FdCache {
     /// Where the facts of `fd` are, looked up now if they are not there.
     #[inline]
     fn index_of(&mut self, fd: u32) -> Result<usize, Errno> {
-        if let Some(i) = self.entries.iter().position(|e| e.fd == fd as i32) {
-            return Ok(i);
+        match self.entries.iter().position(|e| e.fd == fd as i32) {
+            Some(i) => Ok(i),
+            None => self.look_up(fd),
         }
+    }
+
+    /// [`FdCache::index_of`] for a descriptor not looked up yet in this call.
+    #[cold]
+    fn look_up(&mut self, fd: u32) -> Result<usize, Errno> {
         let info = FdInfo::get(fd)?;
         if self.entries.len() >= FD_CACHE_SIZE {
             self.entries.remove(0);
@@ -205,10 +212,16 @@ impl Kioctx {
     /// it is the duplicate that is checked, so that a number closed and
     /// reused while `io_submit` runs cannot turn a completion into 8 bytes
     /// written to the new file. `Resfd::None` without `IOCB_FLAG_RESFD`.
+    #[inline]
     pub(super) fn hold_resfd(&self, cb: &iocb, fds: &mut FdCache) -> Result<Resfd, Errno> {
         if cb.aio_flags & IOCB_FLAG_RESFD == 0 {
             return Ok(Resfd::None);
         }
+        self.hold_named_resfd(cb, fds)
+    }
+
+    /// [`Kioctx::hold_resfd`] for an iocb with `IOCB_FLAG_RESFD`.
+    fn hold_named_resfd(&self, cb: &iocb, fds: &mut FdCache) -> Result<Resfd, Errno> {
         // A held duplicate of the open file the number names answers for
         // it (open, an eventfd, not uaio's): no look of its own.
         let n = cb.aio_resfd as i32;

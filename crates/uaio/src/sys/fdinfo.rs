@@ -48,11 +48,22 @@ impl FdInfo {
 
     /// The file's `stat`, once per call. If the descriptor was closed
     /// since it was looked up, all zeros: a type nothing accepts.
-    fn stat(&mut self) -> FileStat {
-        *self.st.get_or_insert_with(|| file_stat(self.fd).unwrap_or_default())
+    #[inline]
+    fn stat(&mut self) -> &FileStat {
+        if self.st.is_none() {
+            self.fetch_stat();
+        }
+        self.st.get_or_insert_default()
+    }
+
+    /// Fills [`FdInfo::st`] (the first question of the call about it).
+    #[cold]
+    fn fetch_stat(&mut self) {
+        self.st = Some(file_stat(self.fd).unwrap_or_default());
     }
 
     /// `st_mode` of the file.
+    #[inline]
     pub(crate) fn mode(&mut self) -> u32 {
         self.stat().mode
     }
@@ -63,14 +74,16 @@ impl FdInfo {
     }
 
     /// What a backend is told of the descriptor.
+    #[inline]
     pub(crate) fn seen(&mut self) -> crate::backend::Seen {
-        crate::backend::Seen { st: self.stat(), flags: self.flags }
+        crate::backend::Seen { st: *self.stat(), flags: self.flags }
     }
 
     /// How a request of `kind` on this file is ordered with its buffered
     /// writes by the backend ([`crate::backend::order_key`]).
+    #[inline]
     pub(crate) fn order_key(&mut self, kind: crate::backend::OpKind) -> Option<crate::backend::Order> {
-        let st = self.stat();
+        let st = *self.stat();
         let direct = self.flags & libc::O_DIRECT as u32 != 0;
         crate::backend::order_key(kind, direct, st.mode, st.dev, st.ino, st.rdev)
     }
@@ -99,16 +112,19 @@ impl FdInfo {
     }
 
     /// A directory (no `read_iter`: reads get `EINVAL`).
+    #[inline]
     pub(crate) fn is_dir(&mut self) -> bool {
         self.mode() & S_IFMT == libc::S_IFDIR
     }
 
     /// The file implements `fsync` (regular files, directories, block devices).
+    #[inline]
     pub(crate) fn can_fsync(&mut self) -> bool {
         matches!(self.mode() & S_IFMT, libc::S_IFREG | libc::S_IFDIR | libc::S_IFBLK)
     }
 
     /// A regular file or a block device (they ignore `O_NONBLOCK`).
+    #[inline]
     pub(crate) fn is_regular_or_block(&mut self) -> bool {
         matches!(self.mode() & S_IFMT, libc::S_IFREG | libc::S_IFBLK)
     }
@@ -129,6 +145,7 @@ impl FdInfo {
     }
 
     /// A regular file.
+    #[inline]
     pub(crate) fn is_regular(&mut self) -> bool {
         self.mode() & S_IFMT == libc::S_IFREG
     }
@@ -162,6 +179,7 @@ impl FdInfo {
     }
 
     /// An anonymous inode (eventfd, timerfd, epoll, ...): no file type bits.
+    #[inline]
     pub(crate) fn is_anon_inode(&mut self) -> bool {
         self.mode() & S_IFMT == 0
     }

@@ -134,10 +134,16 @@ pub(super) fn admit(ring: &Arc<Ring>, file: FileKey, sqe: &Sqe, after: bool, ide
 /// The request `key` of `ring` completed (or never reached the kernel):
 /// if it was a file's write in the kernel, the file's next write, which
 /// the caller must send ([`send`]) and which takes its place.
+#[inline]
 pub(super) fn finished(ring: &Ring, key: u64) -> Option<Waiting> {
     if ring.heads.load(Ordering::SeqCst) == 0 {
         return None;
     }
+    next_of(ring, key)
+}
+
+/// [`finished`] when the ring has a file's write in the kernel.
+fn next_of(ring: &Ring, key: u64) -> Option<Waiting> {
     let mut t = table();
     let i = t.chains.iter().position(|c| c.head == (id(ring), key))?;
     ring.heads.fetch_sub(1, Ordering::SeqCst);

@@ -95,7 +95,8 @@ pub(super) fn me() -> Arc<Submitter> {
 /// A request in the kernel, as it was pushed.
 struct Owner {
     key: u64,
-    by: Arc<Submitter>,
+    /// Who pushed it: its place in [`Owners::subs`].
+    by: u32,
     sqe: Sqe,
     /// Device and inode of the file `sqe.fd` named when pushed.
     file: (u64, u64),
@@ -119,10 +120,18 @@ impl std::fmt::Debug for Owner {
 /// the most requests it has had in flight at once.
 const MAX_SLOTS: usize = 1 << 20;
 
+/// Threads a ring keeps in its list at most before it drops those gone
+/// whose requests have all completed.
+pub(super) const SUBS_BEFORE_PRUNE: usize = 64;
+
 /// The requests of one ring, by slot (the low half of the key).
 #[derive(Debug, Default)]
 pub(super) struct Owners {
     slots: Vec<Option<Owner>>,
+    /// The threads that pushed the requests, each once: a record names
+    /// its thread by place here, so that recording and forgetting a
+    /// request count no reference.
+    subs: Vec<Arc<Submitter>>,
 }
 
 impl Owners {
@@ -136,6 +145,14 @@ impl Owners {
     /// entries) could not be pushed again and is not recorded, nor is one
     /// whose slot is beyond [`MAX_SLOTS`].
     pub(super) fn record(&mut self, by: &Arc<Submitter>, sqe: &Sqe, file: (u64, u64)) {
+        let by = self.place_of(by);
+        self.record_by(by, sqe, file);
+    }
+
+    /// [`Owners::record`], the thread given by its place (from
+    /// [`Owners::place_of`], under the same hold of the lock).
+    #[inline]
+    pub(super) fn record_by(&mut self, by: u32, sqe: &Sqe, file: (u64, u64)) {
         let key = sqe.user_data.u64_();
         let i = key as u32 as usize;
         if file == (0, 0) || i >= MAX_SLOTS {
@@ -144,7 +161,41 @@ impl Owners {
         if i >= self.slots.len() {
             self.slots.resize_with(i + 1, || None);
         }
-        self.slots[i] = Some(Owner { key, by: by.clone(), sqe: *sqe, file, cancelled: false, held: None });
+        self.slots[i] = Some(Owner { key, by, sqe: *sqe, file, cancelled: false, held: None });
+    }
+
+    /// The place of `by` in [`Owners::subs`], added if it is not there.
+    pub(super) fn place_of(&mut self, by: &Arc<Submitter>) -> u32 {
+        // The most recent is the likeliest (one thread submits in turn).
+        if let Some(i) = self.subs.iter().rposition(|s| Arc::ptr_eq(s, by)) {
+            return i as u32;
+        }
+        if self.subs.len() >= SUBS_BEFORE_PRUNE {
+            self.prune();
+        }
+        self.subs.push(by.clone());
+        (self.subs.len() - 1) as u32
+    }
+
+    /// Drops the threads that are gone and named by no record, and
+    /// renumbers the records.
+    fn prune(&mut self) {
+        let mut named = vec![false; self.subs.len()];
+        for o in self.slots.iter().flatten() {
+            named[o.by as usize] = true;
+        }
+        let mut place = vec![0u32; self.subs.len()];
+        let mut kept = Vec::with_capacity(self.subs.len());
+        for (i, s) in self.subs.drain(..).enumerate() {
+            if named[i] || !s.gone.load(Ordering::SeqCst) {
+                place[i] = kept.len() as u32;
+                kept.push(s);
+            }
+        }
+        self.subs = kept;
+        for o in self.slots.iter_mut().flatten() {
+            o.by = place[o.by as usize];
+        }
     }
 
     /// Forgets the request `key` (its push failed).
@@ -157,8 +208,9 @@ impl Owners {
     /// Takes a duplicate of the file of each request `by` left in the
     /// kernel (see [`hold_file`]), for [`Owners::gone`] to hand over.
     fn hold_files_of(&mut self, by: &Arc<Submitter>) {
+        let Some(by) = self.subs.iter().position(|s| Arc::ptr_eq(s, by)) else { return };
         for o in self.slots.iter_mut().flatten() {
-            if Arc::ptr_eq(&o.by, by) && !o.cancelled && o.held.is_none() {
+            if o.by == by as u32 && !o.cancelled && o.held.is_none() {
                 o.held = hold_file(o.sqe.fd, o.file);
             }
         }
@@ -180,9 +232,11 @@ impl Owners {
     /// decides, then calls [`Owners::again`] or [`Owners::forget`];
     /// otherwise the record goes.
     pub(super) fn gone(&mut self, key: u64) -> Option<(Sqe, Option<(InternalFd, bool)>)> {
+        let by = self.slot(key)?.as_ref()?.by as usize;
+        let by_gone = self.subs[by].gone.load(Ordering::SeqCst);
         let s = self.slot(key)?;
         let o = s.as_mut()?;
-        if o.cancelled || !o.by.gone.load(Ordering::SeqCst) {
+        if o.cancelled || !by_gone {
             *s = None;
             return None;
         }
@@ -193,9 +247,10 @@ impl Owners {
     /// The request `key` is pushed again as `sqe` by `by` (the caller,
     /// holding this table's lock, so that a cancel comes after it).
     pub(super) fn again(&mut self, key: u64, sqe: &Sqe, by: &Arc<Submitter>) {
+        let by = self.place_of(by);
         if let Some(Some(o)) = self.slot(key) {
             o.sqe = *sqe;
-            o.by = by.clone();
+            o.by = by;
         }
     }
 }
