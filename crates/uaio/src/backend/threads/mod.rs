@@ -312,10 +312,11 @@ impl Backend for Threads {
         if p.norphans.load(Ordering::SeqCst) > 0 && here.owner() {
             p.reap_orphans();
         }
-        let mut batch = Batch::default();
+        let mut batch = Batch { done: Vec::with_capacity(ops.len()), ..Batch::default() };
         for op in ops {
             self.submit_one(p, op, &here, &mut batch);
         }
+        self.shared.complete_all(&batch.done, &here);
         p.lane_submit(&mut batch.lane, &mut batch.jobs);
         if let Err(jobs) = p.queue(&mut batch.jobs) {
             for job in jobs {
@@ -329,16 +330,23 @@ impl Backend for Threads {
         if self.shared.ndone.load(Ordering::SeqCst) == 0 {
             return 0;
         }
-        let v = {
+        let mut v = {
             let mut d = lock(&self.shared.done);
             d.told = false;
             self.shared.ndone.store(0, Ordering::SeqCst);
-            std::mem::take(&mut d.list)
+            let spare = std::mem::take(&mut d.spare);
+            std::mem::replace(&mut d.list, spare)
         };
         for &(key, res) in &v {
             sink(key, res);
         }
-        v.len()
+        let n = v.len();
+        v.clear();
+        let mut d = lock(&self.shared.done);
+        if d.spare.capacity() < v.capacity() {
+            d.spare = v;
+        }
+        n
     }
 
     fn has_completions(&self) -> bool {

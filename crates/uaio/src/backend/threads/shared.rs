@@ -20,6 +20,10 @@ pub(super) struct Jobs {
 #[derive(Debug, Default)]
 pub(super) struct Done {
     pub(super) list: Vec<(u64, i32)>,
+    /// An emptied list with its room, handed back by the last drain: the
+    /// next one takes it, so that results are not pushed into a fresh
+    /// allocation after every drain.
+    pub(super) spare: Vec<(u64, i32)>,
     /// Whoever waits for this list was told since the last drain, by a
     /// thread of the owner (which reaches every kind of sleeper).
     pub(super) told: bool,
@@ -88,13 +92,23 @@ impl Shared {
     /// woken for it takes the later ones too, and a result pushed just
     /// after a drain took the list finds it empty and wakes them itself.
     pub(super) fn complete(&self, key: u64, res: i32, here: &Here) {
+        self.complete_all(&[(key, res)], here);
+    }
+
+    /// [`Shared::complete`] for several results at once (under one hold
+    /// of the lock, with one wake-up).
+    pub(super) fn complete_all(&self, results: &[(u64, i32)], here: &Here) {
+        if results.is_empty() {
+            return;
+        }
         let tell = {
             let mut d = lock(&self.done);
-            d.list.push((key, res));
+            let was = d.list.len();
+            d.list.extend_from_slice(results);
             // Counted under the lock: a sleeper that finds no result left
             // must find the list empty, which the next result will see.
             self.ndone.store(d.list.len(), Ordering::SeqCst);
-            let tell = d.list.len() == 1 || !d.told;
+            let tell = was == 0 || !d.told;
             if tell && here.owner() {
                 d.told = true;
             }

@@ -16,6 +16,9 @@ pub(super) struct Batch {
     pub(super) ordered: Vec<FileKey>,
     /// Direct reads and writes for the kernel AIO lane (`lane.rs`).
     pub(super) lane: Vec<Arc<Job>>,
+    /// Results of the requests done in the submitting thread, published
+    /// together ([`Shared::complete_all`]).
+    pub(super) done: Vec<(u64, i32)>,
 }
 
 /// What a batch knows of one descriptor number: what the engine saw of it
@@ -88,7 +91,7 @@ impl Threads {
                 // SAFETY: poll(2) on one pollfd, no waiting.
                 let n = unsafe { libc::poll(&mut pfd, 1, 0) };
                 if n > 0 {
-                    self.shared.complete(op.key, (pfd.revents as u16) as i32, here);
+                    batch.done.push((op.key, (pfd.revents as u16) as i32));
                 } else {
                     let st = batch.stat(op);
                     self.start(p, op, Cursor::new(op), Route::Poller, st, here, batch);
@@ -105,7 +108,11 @@ impl Threads {
         // A direct transfer waits for the device even with
         // RWF_NOWAIT: it goes to a worker untried (with the
         // program's RWF_NOWAIT, if it gave one, for its answer).
-        let direct = sys::direct_hint::is_direct(op.fd);
+        // The engine's F_GETFL of this call, where it tells one.
+        let direct = match op.seen {
+            Some(seen) => seen.flags & libc::O_DIRECT as u32 != 0,
+            None => sys::direct_hint::is_direct(op.fd),
+        };
         if !direct && flags & RWF_NOWAIT == 0 && self.behind_writes(p, op, batch) {
             // After the file's queued writes, in order.
             let st = batch.stat(op);
@@ -113,13 +120,13 @@ impl Threads {
         }
         let (r, total) = if direct { (-libc::EAGAIN, 0) } else { first_try(op, flags | RWF_NOWAIT) };
         if flags & RWF_NOWAIT != 0 && !direct {
-            self.shared.complete(op.key, r, here);
+            batch.done.push((op.key, r));
             return;
         }
         let would_block = r == -libc::EAGAIN || r == -libc::EOPNOTSUPP;
         let partial = r > 0 && (r as u64) < total;
         if !would_block && !partial {
-            self.shared.complete(op.key, r, here);
+            batch.done.push((op.key, r));
             return;
         }
         let st = batch.stat(op);
@@ -129,7 +136,7 @@ impl Threads {
             // A stream read returns what was there; anything else
             // goes on with the rest.
             if !file && !write {
-                self.shared.complete(op.key, r, here);
+                batch.done.push((op.key, r));
                 return;
             }
         }
