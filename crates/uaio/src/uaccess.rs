@@ -179,7 +179,10 @@ impl Drop for FaultScope {
 /// with a bad pointer can still let that fault through; the README says so.
 pub(crate) fn enter(now: bool) -> FaultScope {
     let tick = crate::sys::coarse_clock_ns();
-    if READY.load(Ordering::Acquire) && (now || LAST_CHECK.swap(tick, Ordering::Relaxed) != tick) {
+    // (A plain load first: the exchange, a locked write of a line every
+    // thread calls through, is made once per tick, not once per call.)
+    let new_tick = || LAST_CHECK.load(Ordering::Relaxed) != tick && LAST_CHECK.swap(tick, Ordering::Relaxed) != tick;
+    if READY.load(Ordering::Acquire) && (now || new_tick()) {
         arch::install();
     }
     let (seen, blocked) = MASK_SEEN.with(Cell::get);
