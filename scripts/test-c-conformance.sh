@@ -225,6 +225,10 @@ check_case exit_inflight.pthread_exit exit_inflight pthread_exit
 check_case exit_inflight.pthread_exit-last exit_inflight pthread_exit-last
 check_case exit_inflight.pthread_exit-at-once exit_inflight pthread_exit-at-once
 check_case exit_inflight.pthread_exit-destroyer exit_inflight pthread_exit-destroyer
+# The last thread ends with the raw exit system call, which the C library
+# does not see (uaio's threads kept the process alive for ever before).
+check_case exit_inflight.sys_exit exit_inflight sys_exit
+check_case exit_inflight.sys_exit-last exit_inflight sys_exit-last
 check_case exit_inflight.handler-malloc exit_inflight handler-malloc
 # A handler's _exit or exit that interrupts io_submit: on the thread pool, accepted
 # writes can still be lost when the interrupted call holds a lock (or

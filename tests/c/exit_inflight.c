@@ -53,6 +53,13 @@
  *                              starts a thread that destroys the context
  *                              and returns, and calls pthread_exit in main:
  *                              each child must run its exit handler once
+ *   exit_inflight sys_exit     the same as pthread_exit, but main ends
+ *                              with syscall(SYS_exit, 3), which the C
+ *                              library does not see: the process ends
+ *                              with status 3, its exit handler not run
+ *   exit_inflight sys_exit-last  the same, with a second thread that ends
+ *                              50 ms later with syscall(SYS_exit, 0), the
+ *                              last: status 0
  *   exit_inflight exit-busy    two threads keep submitting direct writes
  *                              (each keeping 32 or more in flight on its
  *                              own context) while the main thread calls
@@ -99,6 +106,17 @@ static void *last_thread(void *a)
 	(void)a;
 	sleep_ms(50);
 	printf("the last thread returns\n");
+	return NULL;
+}
+
+/* The sys_exit-last child's second thread: ends with the raw system call,
+ * which the C library does not see. */
+static void *last_raw_exit(void *a)
+{
+	(void)a;
+	sleep_ms(50);
+	printf("the last thread calls syscall(SYS_exit, 0)\n");
+	syscall(SYS_exit, 0);
 	return NULL;
 }
 
@@ -488,7 +506,7 @@ int main(int argc, char **argv)
 	/* The modes that leave without exit handlers write O_DIRECT: those
 	 * writes are in flight, not in the page cache, when io_submit returns. */
 	int direct = !strcmp(mode, "_exit") || !strcmp(mode, "exit_group") || !strncmp(mode, "exec", 4) ||
-		     !strncmp(mode, "pthread_exit", 12);
+		     !strncmp(mode, "pthread_exit", 12) || !strncmp(mode, "sys_exit", 8);
 	if (direct)
 		printf("F_SETFL O_DIRECT = %d\n", fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_DIRECT));
 	char *buf;
@@ -558,6 +576,16 @@ int main(int argc, char **argv)
 		}
 		printf("pthread_exit(NULL) in main\n");
 		pthread_exit(NULL);
+	}
+	if (!strncmp(mode, "sys_exit", 8)) {
+		/* Must not run: no C library exit happens. */
+		atexit(say_bye);
+		if (!strcmp(mode, "sys_exit-last")) {
+			pthread_t th;
+			pthread_create(&th, NULL, last_raw_exit, NULL);
+		}
+		printf("syscall(SYS_exit, 3) in main\n");
+		syscall(SYS_exit, 3);
 	}
 	if (!strcmp(mode, "_exit")) {
 		printf("_exit(0)\n");

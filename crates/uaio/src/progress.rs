@@ -157,6 +157,82 @@ fn run(efd: Arc<OwnedFd>, contexts: impl Fn() -> Vec<Arc<Kioctx>>) {
     }
 }
 
+/// The process ends when its last thread does, however that thread ends:
+/// the C library's `exit` covers threads that return or call
+/// `pthread_exit` (see [`PROGRAM_GONE_SUSPECTED`]), but a thread that ends
+/// with the raw `exit` system call tells nobody, and uaio's threads would
+/// keep the process alive for ever. So a thread of uaio's, started once
+/// the first thread's end can be waited for (its `clear_child_tid` word,
+/// see [`crate::sys::process::note_first_thread`]), waits for it; then
+/// watches one living thread of the program after another (a descriptor
+/// readable at its end); and when none is left, finishes the file I/O in
+/// flight and ends the process as the kernel would have, with no exit
+/// handler run and the status of the first thread if that was the last
+/// (else 0: the status of another thread is gone with it), unless the C
+/// library saw the last thread end (then its `exit` ends the process).
+/// It sleeps all the while, and gives up where a thread cannot be watched
+/// (before Linux 6.9, or with no descriptor left).
+pub(crate) fn watch_program_threads(contexts: impl Fn() -> Vec<Arc<Kioctx>> + Send + 'static) {
+    use crate::sys::process;
+    if WATCHER_STARTED.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let watch = move || {
+        let Some(mut ended) = process::wait_for_first_thread_end() else { return };
+        let first = ended;
+        loop {
+            match process::live_program_thread() {
+                Err(()) => return,
+                // One of uaio's threads, starting, may have been taken for
+                // the program's: look again once it is listed. The first
+                // thread is still on its way out (the kernel clears its
+                // word before the end): look again once it is a zombie (a
+                // descriptor of it would tell nothing before the
+                // process's end).
+                Ok(Some(tid)) if process::own_threads_starting() || tid == first => {
+                    std::thread::sleep(Duration::from_millis(1))
+                }
+                Ok(Some(tid)) => match process::watch_thread(tid) {
+                    Ok(fd) => {
+                        if crate::sys::ppoll_one(fd.as_raw_fd(), None, None).is_ok() {
+                            ended = tid;
+                        }
+                    }
+                    // It ended meanwhile: look again.
+                    Err(Errno::SRCH) => {}
+                    Err(_) => return,
+                },
+                Ok(None) => {
+                    while process::own_threads_starting() {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    if PROGRAM_GONE_SUSPECTED.load(Ordering::SeqCst) || process::c_thread_count_is_zero() == Some(true)
+                    {
+                        // The C library saw the last thread end (it counts
+                        // the threads that end by returning or with
+                        // `pthread_exit`, never uaio's): its `exit`, or
+                        // the progress thread's, ends the process, with
+                        // the exit handlers.
+                        return;
+                    }
+                    let status = Some(ended).filter(|&t| t == first).and_then(process::thread_exit_status);
+                    crate::kioctx::begin_exit();
+                    for c in contexts() {
+                        c.finish_file_io(u32::MAX);
+                    }
+                    process::end_now((status.unwrap_or(0) >> 8) & 0xff)
+                }
+            }
+        }
+    };
+    if crate::sys::spawn_thread("uaio-watch", watch).is_err() {
+        WATCHER_STARTED.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Whether [`watch_program_threads`] started its thread in this process.
+static WATCHER_STARTED: AtomicBool = AtomicBool::new(false);
+
 /// How often the progress thread closes what [`internal_fds::sweep`] can
 /// while duplicates are kept aside for record locks.
 const KEPT_SWEEP: std::time::Duration = std::time::Duration::from_millis(100);
@@ -223,7 +299,9 @@ pub(crate) fn finish_file_io_elsewhere(rounds: u32) {
 /// In a `fork` child: no request is pending.
 pub(crate) fn after_fork_in_child() {
     PROGRAM_GONE_SUSPECTED.store(false, Ordering::SeqCst);
+    WATCHER_STARTED.store(false, Ordering::SeqCst);
     crate::sys::process::forget_own_threads();
+    crate::sys::process::forget_first_thread();
     LEAVE_ASKED.store(0, Ordering::SeqCst);
     LEAVE_DONE.store(0, Ordering::SeqCst);
 }

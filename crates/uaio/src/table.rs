@@ -291,6 +291,11 @@ pub(crate) fn create(nr_events: u32, want: Option<Choice>) -> Result<u64, Errno>
             e
         }
     })?;
+    // uaio's threads must not keep the process alive once the program's
+    // last thread has ended, however it ended.
+    if crate::sys::process::note_first_thread() {
+        crate::progress::watch_program_threads(move || contexts(p));
+    }
     // A context runs on io_uring while uaio's own descriptors keep within
     // their budget and the kernel grants the ring (memory, limits);
     // otherwise on the thread pool, never failing for uaio's own reasons.

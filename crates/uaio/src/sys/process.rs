@@ -96,6 +96,15 @@ fn c_thread_count() -> Option<&'static std::sync::atomic::AtomicU32> {
     (at != 1).then(|| unsafe { &*(at as *const std::sync::atomic::AtomicU32) })
 }
 
+/// Whether the C library counts no thread (uaio's are not counted, see
+/// [`Uncounted`]): the program's last thread ended by returning or with
+/// `pthread_exit`, and the C library's `exit` (or the progress thread's,
+/// see `progress::PROGRAM_GONE_SUSPECTED`) ends the process. `None` where
+/// the count is not known.
+pub(crate) fn c_thread_count_is_zero() -> Option<bool> {
+    c_thread_count().map(|c| c.load(Ordering::SeqCst) == 0)
+}
+
 /// Held by each of uaio's threads for its whole life: the thread is taken
 /// out of the C library's thread count ([`c_thread_count`]) and put back
 /// just before it ends (the C library takes it out once more as it ends,
@@ -156,24 +165,144 @@ pub(crate) fn forget_own_threads() {
     for slot in &OWN_THREADS {
         slot.store(0, Ordering::SeqCst);
     }
+    STARTING.store(0, Ordering::SeqCst);
+}
+
+/// uaio's threads spawned and not listed yet ([`OWN_THREADS`]): until
+/// they are, a look at the process's threads takes them for the program's.
+static STARTING: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// One of uaio's threads is about to be spawned (`true`), or is listed or
+/// failed to start (`false`).
+pub(crate) fn own_thread_starting(on: bool) {
+    if on {
+        STARTING.fetch_add(1, Ordering::SeqCst);
+    } else {
+        let _ = STARTING.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| Some(n.saturating_sub(1)));
+    }
+}
+
+/// Whether one of uaio's threads is starting, not listed yet.
+pub(crate) fn own_threads_starting() -> bool {
+    STARTING.load(Ordering::SeqCst) > 0
 }
 
 /// Whether a thread of the process that is not one of uaio's is still
 /// alive (not a zombie): `/proc/self/task`, every thread's `stat`. `true`
 /// when the look fails.
 pub(crate) fn program_threads_left() -> bool {
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return true };
+    !matches!(live_program_thread(), Ok(None))
+}
+
+/// A thread of the process that is not one of uaio's (nor one of
+/// io_uring's workers, `iou-*`, which belong to the kernel) and is still
+/// alive (not a zombie), the first thread if it is one of them; `Err` when
+/// `/proc/self/task` cannot be read.
+pub(crate) fn live_program_thread() -> Result<Option<i32>, ()> {
+    let first = std::process::id() as i32;
+    let dir = std::fs::read_dir("/proc/self/task").map_err(|_| ())?;
+    let mut found = None;
     for entry in dir.flatten() {
         let Some(tid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
         if OWN_THREADS.iter().any(|t| t.load(Ordering::SeqCst) == tid) {
             continue;
         }
         let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
-        // The state follows the command name, which ends with the last ')'.
-        let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next());
-        if !matches!(state, Some('Z' | 'X')) {
-            return true;
+        // The command name is between the first '(' and the last ')'; the
+        // state follows.
+        let Some((head, rest)) = stat.rsplit_once(')') else { continue };
+        let io_worker = head.split_once('(').is_some_and(|(_, comm)| comm.starts_with("iou-"));
+        let state = rest.trim_start().chars().next();
+        if io_worker || matches!(state, Some('Z' | 'X')) {
+            continue;
         }
+        if tid == first {
+            return Ok(Some(tid));
+        }
+        found = found.or(Some(tid));
     }
-    false
+    Ok(found)
+}
+
+/// The status the thread `tid` of this process ended with (`stat`'s 52nd
+/// field, in `waitpid`'s form), while it is a zombie: the first thread
+/// stays one until the process ends.
+pub(crate) fn thread_exit_status(tid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    // Fields from the state (the 3rd) on: the 52nd is the 50th of them.
+    rest.split_whitespace().nth(49)?.parse().ok()
+}
+
+/// The address of the first thread's `clear_child_tid` word (set with
+/// `set_tid_address` by the C library, which the kernel clears and wakes
+/// when the thread ends), 0 while not known. Only the thread itself can
+/// ask for it; a fork child asks again.
+static FIRST_TID_WORD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Notes the first thread's `clear_child_tid` word if the caller is the
+/// first thread; returns whether it is known.
+pub(crate) fn note_first_thread() -> bool {
+    if FIRST_TID_WORD.load(Ordering::SeqCst) != 0 {
+        return true;
+    }
+    let tid = super::gettid();
+    if tid != std::process::id() as i32 {
+        return false;
+    }
+    let mut word: *mut i32 = std::ptr::null_mut();
+    // SAFETY: PR_GET_TID_ADDRESS stores one pointer at the address given.
+    let r = unsafe { libc::prctl(libc::PR_GET_TID_ADDRESS, &mut word as *mut *mut i32) };
+    // SAFETY: a non-null answer is the address of the thread's own tid
+    // word, in the C library's descriptor of the first thread, which is
+    // never freed.
+    if r != 0 || word.is_null() || unsafe { word.read_volatile() } != tid {
+        return false;
+    }
+    FIRST_TID_WORD.store(word as usize, Ordering::SeqCst);
+    true
+}
+
+/// In a fork child: the first thread is another one.
+pub(crate) fn forget_first_thread() {
+    FIRST_TID_WORD.store(0, Ordering::SeqCst);
+}
+
+/// Waits until the first thread is ending (its `clear_child_tid` word
+/// reads 0: the kernel clears it on the way out, before the thread is a
+/// zombie); returns its thread id, or `None` when the word is not known.
+pub(crate) fn wait_for_first_thread_end() -> Option<i32> {
+    let addr = FIRST_TID_WORD.load(Ordering::SeqCst);
+    if addr == 0 {
+        return None;
+    }
+    // SAFETY: the word lives in the C library's descriptor of the first
+    // thread, which is never freed; it is aligned and read atomically
+    // (the kernel writes it once, with 0, when the thread ends).
+    let word = unsafe { &*(addr as *const std::sync::atomic::AtomicU32) };
+    loop {
+        let v = word.load(Ordering::SeqCst);
+        if v == 0 {
+            return Some(std::process::id() as i32);
+        }
+        // The kernel's wake at the thread's end is not a private one.
+        let _ = rustix::thread::futex::wait(word, rustix::thread::futex::Flags::empty(), v, None);
+    }
+}
+
+/// Ends the process at once with `code` (`_exit`: no exit handler runs,
+/// no stdio buffer is flushed).
+pub(crate) fn end_now(code: i32) -> ! {
+    // SAFETY: `_exit` only ends the process.
+    unsafe { libc::_exit(code) }
+}
+
+/// A descriptor that becomes readable when the thread `tid` of this
+/// process ends (`pidfd_open` with `PIDFD_THREAD`, Linux 6.9), as one of
+/// uaio's descriptors.
+pub(crate) fn watch_thread(tid: i32) -> Result<super::internal_fds::InternalFd, rustix::io::Errno> {
+    let pid = rustix::process::Pid::from_raw(tid).ok_or(rustix::io::Errno::SRCH)?;
+    let thread = rustix::process::PidfdFlags::from_bits_retain(libc::O_EXCL as u32);
+    let fd = rustix::process::pidfd_open(pid, thread)?;
+    super::internal_fds::InternalFd::new(fd)
 }

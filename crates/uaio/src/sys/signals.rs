@@ -150,6 +150,7 @@ where
     // the program's. Restored below with the rest of the mask.
     let faults = bit(libc::SIGSEGV) | bit(libc::SIGBUS);
     change_mask(libc::SIG_BLOCK, bit(libc::SIGILL) | bit(libc::SIGFPE) | faults);
+    crate::sys::process::own_thread_starting(true);
     let r = std::thread::Builder::new().name(name.into()).spawn(move || {
         // Marked first: a fault signal sent to the process may come as
         // soon as they are unblocked.
@@ -160,8 +161,12 @@ where
         // Not one of the program's threads for the C library's "last
         // thread ends the process" (see `Uncounted`).
         let _uncounted = crate::sys::process::Uncounted::new(crate::progress::program_threads_ended);
+        crate::sys::process::own_thread_starting(false);
         f()
     });
+    if r.is_err() {
+        crate::sys::process::own_thread_starting(false);
+    }
     set_signal_mask(old);
     r
 }
