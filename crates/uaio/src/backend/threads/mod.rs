@@ -312,11 +312,10 @@ impl Backend for Threads {
         if p.norphans.load(Ordering::SeqCst) > 0 && here.owner() {
             p.reap_orphans();
         }
-        let mut batch = Batch { done: Vec::with_capacity(ops.len()), ..Batch::default() };
+        let mut batch = Batch::default();
         for op in ops {
             self.submit_one(p, op, &here, &mut batch);
         }
-        self.shared.complete_all(&batch.done, &here);
         p.lane_submit(&mut batch.lane, &mut batch.jobs);
         if let Err(jobs) = p.queue(&mut batch.jobs) {
             for job in jobs {

@@ -92,23 +92,13 @@ impl Shared {
     /// woken for it takes the later ones too, and a result pushed just
     /// after a drain took the list finds it empty and wakes them itself.
     pub(super) fn complete(&self, key: u64, res: i32, here: &Here) {
-        self.complete_all(&[(key, res)], here);
-    }
-
-    /// [`Shared::complete`] for several results at once (under one hold
-    /// of the lock, with one wake-up).
-    pub(super) fn complete_all(&self, results: &[(u64, i32)], here: &Here) {
-        if results.is_empty() {
-            return;
-        }
         let tell = {
             let mut d = lock(&self.done);
-            let was = d.list.len();
-            d.list.extend_from_slice(results);
+            d.list.push((key, res));
             // Counted under the lock: a sleeper that finds no result left
             // must find the list empty, which the next result will see.
             self.ndone.store(d.list.len(), Ordering::SeqCst);
-            let tell = was == 0 || !d.told;
+            let tell = d.list.len() == 1 || !d.told;
             if tell && here.owner() {
                 d.told = true;
             }

@@ -16,9 +16,6 @@ pub(super) struct Batch {
     pub(super) ordered: Vec<FileKey>,
     /// Direct reads and writes for the kernel AIO lane (`lane.rs`).
     pub(super) lane: Vec<Arc<Job>>,
-    /// Results of the requests done in the submitting thread, published
-    /// together ([`Shared::complete_all`]).
-    pub(super) done: Vec<(u64, i32)>,
 }
 
 /// What a batch knows of one descriptor number: what the engine saw of it
@@ -91,7 +88,7 @@ impl Threads {
                 // SAFETY: poll(2) on one pollfd, no waiting.
                 let n = unsafe { libc::poll(&mut pfd, 1, 0) };
                 if n > 0 {
-                    batch.done.push((op.key, (pfd.revents as u16) as i32));
+                    self.shared.complete(op.key, (pfd.revents as u16) as i32, here);
                 } else {
                     let st = batch.stat(op);
                     self.start(p, op, Cursor::new(op), Route::Poller, st, here, batch);
@@ -120,13 +117,13 @@ impl Threads {
         }
         let (r, total) = if direct { (-libc::EAGAIN, 0) } else { first_try(op, flags | RWF_NOWAIT) };
         if flags & RWF_NOWAIT != 0 && !direct {
-            batch.done.push((op.key, r));
+            self.shared.complete(op.key, r, here);
             return;
         }
         let would_block = r == -libc::EAGAIN || r == -libc::EOPNOTSUPP;
         let partial = r > 0 && (r as u64) < total;
         if !would_block && !partial {
-            batch.done.push((op.key, r));
+            self.shared.complete(op.key, r, here);
             return;
         }
         let st = batch.stat(op);
@@ -136,7 +133,7 @@ impl Threads {
             // A stream read returns what was there; anything else
             // goes on with the rest.
             if !file && !write {
-                batch.done.push((op.key, r));
+                self.shared.complete(op.key, r, here);
                 return;
             }
         }
