@@ -60,6 +60,11 @@
  *   exit_inflight sys_exit-last  the same, with a second thread that ends
  *                              50 ms later with syscall(SYS_exit, 0), the
  *                              last: status 0
+ *   exit_inflight destroy-exit  40 times: a child submits a 4 MiB O_DIRECT
+ *                              write and an fsync, starts a thread that
+ *                              destroys the context, and calls exit(0)
+ *                              0-2 ms later (most likely while io_destroy
+ *                              waits): each write must be on the file
  *   exit_inflight exit-busy    two threads keep submitting direct writes
  *                              (each keeping 32 or more in flight on its
  *                              own context) while the main thread calls
@@ -449,6 +454,53 @@ static int pthread_exit_runs(int destroyer)
 	return 0;
 }
 
+/* destroy-exit: see the list of modes above. */
+#define DESTROY_EXIT_RUNS 40
+#define DESTROY_EXIT_SIZE (4 << 20)
+
+static int destroy_exit_runs(void)
+{
+	int fd = tmpfile_open("destroyexit", O_RDWR | O_TRUNC);
+	rm_tmpdir();
+	char *buf, *got = malloc(DESTROY_EXIT_SIZE);
+	if (posix_memalign((void **)&buf, 4096, DESTROY_EXIT_SIZE) != 0 || !got)
+		return 2;
+	int good = 0;
+	for (int run = 0; run < DESTROY_EXIT_RUNS; run++) {
+		memset(buf, 'a' + run % 26, DESTROY_EXIT_SIZE);
+		pid_t child = fork();
+		if (child < 0)
+			return 2;
+		if (child == 0) {
+			struct iocb cbs[2], *cbps[2] = { &cbs[0], &cbs[1] };
+			if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_DIRECT) != 0)
+				_exit(6);
+			if (io_setup(4, &at_once_ctx) != 0)
+				_exit(3);
+			io_prep_pwrite(&cbs[0], fd, buf, DESTROY_EXIT_SIZE, 0);
+			io_prep_fsync(&cbs[1], fd);
+			if (io_submit(at_once_ctx, 2, cbps) != 2)
+				_exit(4);
+			pthread_t th;
+			pthread_create(&th, NULL, destroy_and_return, NULL);
+			sleep_ms(run % 3);
+			exit(0);
+		}
+		int status = 0, gone = reap_within_20s(child, &status);
+		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_DIRECT);
+		int on_file = pread(fd, got, DESTROY_EXIT_SIZE, 0) == DESTROY_EXIT_SIZE &&
+			      !memcmp(got, buf, DESTROY_EXIT_SIZE);
+		if (gone && WIFEXITED(status) && WEXITSTATUS(status) == 0 && on_file)
+			good++;
+		else
+			printf("run %d: gone %d, status %d, write on the file %d\n", run, gone,
+			       WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status), on_file);
+	}
+	printf("children that ended with status 0 and their write on the file: %d of %d\n", good,
+	       DESTROY_EXIT_RUNS);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -467,6 +519,8 @@ int main(int argc, char **argv)
 		return pthread_exit_runs(0);
 	if (!strcmp(mode, "pthread_exit-destroyer"))
 		return pthread_exit_runs(1);
+	if (!strcmp(mode, "destroy-exit"))
+		return destroy_exit_runs();
 	int fd = tmpfile_open("big", O_RDWR | O_TRUNC);
 	/* The directory and file go away now; the descriptor stays usable. */
 	rm_tmpdir();

@@ -60,6 +60,7 @@ pub unsafe fn io_setup(nr_events: u32, ctxp: *mut aio_context_t) -> i64 {
             if handle_at.write(&handle).is_err() {
                 if let Some(ctx) = table::remove(handle) {
                     ctx.kill();
+                    table::destroyed(&ctx);
                 }
                 return neg(Errno::FAULT);
             }
@@ -145,6 +146,7 @@ pub unsafe fn io_destroy(ctx: aio_context_t) -> i64 {
     match table::remove(ctx) {
         Some(c) => {
             c.kill();
+            table::destroyed(&c);
             0
         }
         None => neg(Errno::INVAL),

@@ -38,9 +38,15 @@ pub(crate) fn held_here() -> bool {
 }
 
 /// A call of the application's into uaio, counted in [`held_here`] for
-/// its length (see the module documentation).
+/// its length (see the module documentation), with the thread's
+/// cancellation (`pthread_cancel`) held off: the kernel's AIO calls are no
+/// cancellation points, but uaio's waits and closes go through the C
+/// library's, and a cancel acted on there would leave a batch half
+/// submitted, or unwind through uaio (which aborts the process). A
+/// pending cancel is acted on at the program's next cancellation point,
+/// as after the kernel's call.
 #[derive(Debug)]
-pub(crate) struct InCall(());
+pub(crate) struct InCall(#[allow(dead_code)] crate::sys::NoCancel);
 
 /// Starts a call into uaio: `None` when [`held_here`] (the call comes from
 /// a handler, and must answer without allocating or locking).
@@ -48,8 +54,9 @@ pub(crate) fn enter_call() -> Option<InCall> {
     if held_here() {
         return None;
     }
+    let hold = crate::sys::NoCancel::new();
     let _ = CALLS.try_with(|c| c.set(c.get() + 1));
-    Some(InCall(()))
+    Some(InCall(hold))
 }
 
 impl Drop for InCall {

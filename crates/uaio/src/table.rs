@@ -33,6 +33,11 @@ struct Table {
     slots: Vec<Option<Arc<Kioctx>>>,
     /// Sum of `max_reqs` of live contexts.
     budget_used: u64,
+    /// Contexts taken out by `io_destroy` whose requests may still be in
+    /// flight (until [`destroyed`]): the process's exit or `exec` waits for
+    /// their file I/O too, as the kernel's waits for a context being
+    /// destroyed.
+    dying: Vec<Arc<Kioctx>>,
 }
 
 #[derive(Debug)]
@@ -342,7 +347,15 @@ pub(crate) fn remove(handle: u64) -> Option<Arc<Kioctx>> {
     EPOCH.fetch_add(1, Ordering::AcqRel);
     t.budget_used -= ctx.max_reqs as u64;
     ctx.unmap_ring();
+    t.dying.push(ctx.clone());
     Some(ctx)
+}
+
+/// The context `ctx`, taken out by [`remove`], has nothing in flight any
+/// more.
+pub(crate) fn destroyed(ctx: &Arc<Kioctx>) {
+    let Some(p) = process_if_any() else { return };
+    sync::write(&p.table).dying.retain(|d| !Arc::ptr_eq(d, ctx));
 }
 
 /// The backend of the context behind `handle` (`None`: no such context).
@@ -355,8 +368,9 @@ pub(crate) fn live_contexts() -> usize {
     process_if_any().map(|p| sync::read(&p.table).slots.iter().flatten().count()).unwrap_or(0)
 }
 
-/// The live contexts of `p`, at this moment.
+/// The contexts of `p` at this moment: the live ones, and those being
+/// destroyed.
 fn contexts(p: &Process) -> Vec<Arc<Kioctx>> {
     let t = sync::read(&p.table);
-    t.slots.iter().flatten().cloned().collect()
+    t.slots.iter().flatten().chain(t.dying.iter()).cloned().collect()
 }

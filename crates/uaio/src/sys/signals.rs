@@ -170,3 +170,36 @@ where
     set_signal_mask(old);
     r
 }
+
+extern "C" {
+    fn pthread_setcancelstate(state: libc::c_int, oldstate: *mut libc::c_int) -> libc::c_int;
+}
+
+/// `PTHREAD_CANCEL_ENABLE` and `PTHREAD_CANCEL_DISABLE` (glibc and musl).
+const CANCEL_ENABLE: libc::c_int = 0;
+const CANCEL_DISABLE: libc::c_int = 1;
+
+/// The calling thread's cancellation (`pthread_cancel`) disabled while
+/// this lives, then set back to what it was.
+#[derive(Debug)]
+pub(crate) struct NoCancel(libc::c_int);
+
+impl NoCancel {
+    /// Disables the calling thread's cancellation.
+    pub(crate) fn new() -> NoCancel {
+        let mut old = CANCEL_DISABLE;
+        // SAFETY: sets the calling thread's cancel state; `old` is a valid
+        // place for the previous one.
+        unsafe { pthread_setcancelstate(CANCEL_DISABLE, &mut old) };
+        NoCancel(old)
+    }
+}
+
+impl Drop for NoCancel {
+    fn drop(&mut self) {
+        if self.0 == CANCEL_ENABLE {
+            // SAFETY: as above; the previous state is not wanted.
+            unsafe { pthread_setcancelstate(CANCEL_ENABLE, std::ptr::null_mut()) };
+        }
+    }
+}
