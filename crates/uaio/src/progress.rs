@@ -97,10 +97,7 @@ fn run(efd: Arc<OwnedFd>, contexts: impl Fn() -> Vec<Arc<Kioctx>>) {
     loop {
         let suspected = PROGRAM_GONE_SUSPECTED.load(Ordering::SeqCst);
         if suspected && !crate::sys::process::program_threads_left() {
-            crate::kioctx::begin_exit();
-            for c in contexts() {
-                c.finish_file_io(u32::MAX);
-            }
+            finish_file_io_for_the_end(&contexts);
             std::process::exit(0);
         }
         if suspected {
@@ -216,10 +213,7 @@ pub(crate) fn watch_program_threads(contexts: impl Fn() -> Vec<Arc<Kioctx>> + Se
                         return;
                     }
                     let status = Some(ended).filter(|&t| t == first).and_then(process::thread_exit_status);
-                    crate::kioctx::begin_exit();
-                    for c in contexts() {
-                        c.finish_file_io(u32::MAX);
-                    }
+                    finish_file_io_for_the_end(&contexts);
                     process::end_now((status.unwrap_or(0) >> 8) & 0xff)
                 }
             }
@@ -227,6 +221,15 @@ pub(crate) fn watch_program_threads(contexts: impl Fn() -> Vec<Arc<Kioctx>> + Se
     };
     if crate::sys::spawn_thread("uaio-watch", watch).is_err() {
         WATCHER_STARTED.store(false, Ordering::SeqCst);
+    }
+}
+
+/// The process ends now that the program's last thread has: other calls
+/// accept nothing more, and the file I/O in flight completes first.
+fn finish_file_io_for_the_end(contexts: &impl Fn() -> Vec<Arc<Kioctx>>) {
+    crate::kioctx::begin_exit();
+    for c in contexts() {
+        c.finish_file_io(u32::MAX);
     }
 }
 
