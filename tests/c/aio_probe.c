@@ -11,7 +11,7 @@
  * using kernel AIO at the same time) can be told apart from a rise nobody
  * visible explains. Writes one line to REPORT:
  *
- *   baseline=B max=M samples=S rise=R ours=O lane=L foreign=F unexplained=U
+ *   baseline=B max=M samples=S rise=R ours=O lane=L foreign=F unexplained=U exiting=X
  *
  * rise: samples with aio-nr > B; ours: samples in which the command's
  * process group held a kernel AIO ring; lane: samples in which it held
@@ -19,7 +19,11 @@
  * one ring in a process that has, or was once seen with, a "uaio-reaper"
  * thread; the lane explains a rise, also while that process exits); foreign/unexplained: rise samples
  * without a ring of ours or a lane, with/without a ring seen in another
- * process.
+ * process; exiting: samples whose only ring, with no uaio-reaper beside
+ * it, was gone a millisecond later. That is a process caught as it ends:
+ * exit kills its threads (the reaper among them) before it lets go of its
+ * memory, so such a sighting says nothing of whose ring it was, and it is
+ * counted neither as ours nor as unexplained.
  * Exits with the command's status (128+signal if it was killed). */
 #define _GNU_SOURCE
 #include <ctype.h>
@@ -90,8 +94,8 @@ static int lane_known(long pid)
 	return 0;
 }
 
-/* Looks for a uaio-reaper thread in PID (after its maps were read: the
- * lane's ring exists only while the thread does) and remembers it. */
+/* Looks for a uaio-reaper thread in PID (or remembers one seen before)
+ * and remembers it. */
 static int has_lane(const char *pid)
 {
 	long id = atol(pid);
@@ -150,11 +154,12 @@ static long pgrp_of(const char *pid)
 /* Scans /proc: *ours = a ring in process group g other than a lane; *lane =
  * a lane there; *foreign = a ring elsewhere (only looked for when
  * want_foreign). */
-static void scan(long g, int want_foreign, int *ours, int *lane, int *foreign)
+static void scan(long g, int want_foreign, int *ours, int *lane, int *foreign, int *exiting)
 {
 	*ours = 0;
 	*lane = 0;
 	*foreign = 0;
+	*exiting = 0;
 	DIR *d = opendir("/proc");
 	if (!d)
 		return;
@@ -168,8 +173,24 @@ static void scan(long g, int want_foreign, int *ours, int *lane, int *foreign)
 			/* A process known to have had a lane may be exiting: its
 			 * maps are gone before the kernel releases the lane's
 			 * aio-nr, so it still explains a rise. */
+			/* The reaper is looked for before and after the maps
+			 * are read: the lane's ring lives only within the
+			 * reaper's life, so a ring that is the lane's has its
+			 * reaper in one of the two looks, even when the lane is
+			 * made or destroyed while this one looks. */
+			int before = has_lane(e->d_name);
 			int k = aio_rings(e->d_name);
-			int l = lane_known(atol(e->d_name)) || (k > 0 && has_lane(e->d_name));
+			int l = before || (k > 0 && has_lane(e->d_name));
+			if (k > l && !l) {
+				/* Looked at again a moment later: still there
+				 * without a reaper, it is the program's own. */
+				struct timespec t = { 0, 1000000L };
+				nanosleep(&t, NULL);
+				k = aio_rings(e->d_name);
+				l = k > 0 && has_lane(e->d_name);
+				if (k == 0)
+					*exiting = 1;
+			}
 			if (k > l)
 				*ours = 1;
 			if (l)
@@ -201,13 +222,13 @@ int main(int argc, char **argv)
 	}
 	setpgid(pid, pid);
 	long max = base;
-	long samples = 0, rise = 0, ours = 0, lane = 0, foreign = 0, unexplained = 0;
+	long samples = 0, rise = 0, ours = 0, lane = 0, foreign = 0, unexplained = 0, exiting = 0;
 	int status = 0;
 	for (;;) {
 		pid_t w = waitpid(pid, &status, WNOHANG);
 		long v = read_aio_nr();
-		int o = 0, l = 0, f = 0;
-		scan(pid, v > base, &o, &l, &f);
+		int o = 0, l = 0, f = 0, x = 0;
+		scan(pid, v > base, &o, &l, &f, &x);
 		samples++;
 		if (v > max)
 			max = v;
@@ -215,9 +236,11 @@ int main(int argc, char **argv)
 			ours++;
 		else if (l)
 			lane++;
+		else if (x)
+			exiting++;
 		if (v > base) {
 			rise++;
-			if (!o && !l) {
+			if (!o && !l && !x) {
 				if (f)
 					foreign++;
 				else
@@ -231,8 +254,8 @@ int main(int argc, char **argv)
 	}
 	FILE *r = fopen(argv[1], "w");
 	if (r) {
-		fprintf(r, "baseline=%ld max=%ld samples=%ld rise=%ld ours=%ld lane=%ld foreign=%ld unexplained=%ld\n", base,
-			max, samples, rise, ours, lane, foreign, unexplained);
+		fprintf(r, "baseline=%ld max=%ld samples=%ld rise=%ld ours=%ld lane=%ld foreign=%ld unexplained=%ld exiting=%ld\n",
+			base, max, samples, rise, ours, lane, foreign, unexplained, exiting);
 		fclose(r);
 	}
 	if (WIFSIGNALED(status))
