@@ -19,20 +19,9 @@ use std::sync::atomic::AtomicUsize;
 use libc::{c_char, c_int};
 use uaio::raw;
 
-use crate::{keep_errno, next_definition, set_errno};
+use crate::{keep_errno, next, set_errno};
 
 type Argv = *const *const c_char;
-
-/// The C library's function `name`, of type `F` (a function pointer type
-/// matching its C declaration), looked up once in `cache`.
-fn next<F: Copy>(name: &CStr, cache: &AtomicUsize) -> Option<F> {
-    let f = next_definition(name, cache)?;
-    assert_eq!(std::mem::size_of::<F>(), std::mem::size_of::<usize>());
-    // SAFETY: `F` is a function pointer type (every caller below names one
-    // with the C declaration of `name`), of a pointer's size, and `f` is
-    // that function's address.
-    Some(unsafe { std::mem::transmute_copy::<usize, F>(&(f as usize)) })
-}
 
 /// Defines a function `$name` that waits for the I/O in flight and then
 /// calls the C library's function of the same name with its arguments;

@@ -248,6 +248,17 @@ fn next_definition(name: &std::ffi::CStr, cache: &AtomicUsize) -> Option<*mut c_
     (f != 0).then_some(f as *mut c_void)
 }
 
+/// The C library's function `name`, of type `F` (a function pointer type
+/// matching its C declaration), looked up once in `cache`.
+fn next<F: Copy>(name: &std::ffi::CStr, cache: &AtomicUsize) -> Option<F> {
+    let f = next_definition(name, cache)?;
+    assert_eq!(std::mem::size_of::<F>(), std::mem::size_of::<usize>());
+    // SAFETY: `F` is a function pointer type (every caller names one with
+    // the C declaration of `name`), of a pointer's size, and `f` is that
+    // function's address.
+    Some(unsafe { std::mem::transmute_copy::<usize, F>(&(f as usize)) })
+}
+
 static REAL_SYSCALL: AtomicUsize = AtomicUsize::new(0);
 
 type SyscallFn = unsafe extern "C" fn(c_long, c_long, c_long, c_long, c_long, c_long, c_long) -> c_long;
