@@ -70,6 +70,7 @@ compile signals_conform
 compile exit_inflight -laio
 compile lane_reaping -laio
 compile cancel_conform -laio
+compile fd_conform -laio
 if [ "$failed" -ne 0 ]; then
 	echo "$passed passed, $failed failed"
 	exit 1
@@ -215,6 +216,14 @@ check_case signals_conform.jumpwait-other signals_conform jumpwait-other
 # aborted the process, io_destroy never returned).
 for m in submit getevents pgetevents destroy; do
 	check_case "cancel_conform.$m" cancel_conform "$m"
+done
+# The program closes (close_range, syscall, closefrom, a close of every
+# number) or dup2s onto the descriptors it never opened while a context
+# lives: the context works on as on the kernel (before: on io_uring, writes,
+# fsyncs and POLLs failed with EBADF or EOPNOTSUPP; on the thread pool, a
+# POLL in flight saw POLLNVAL, and uaio's numbers could be closed).
+for m in close_range sys-close closefrom close-each dup2; do
+	check_case "fd_conform.$m" fd_conform "$m"
 done
 check_case exit_inflight.exit exit_inflight exit
 check_case exit_inflight.exec exit_inflight exec

@@ -3,16 +3,18 @@
 //! `io_queue_*` helpers) with libaio's symbol versions, a `syscall()`
 //! that sends the AIO system call numbers to uaio, and an `_exit` and
 //! `exec` functions (`exec.rs`) that let the I/O in flight finish first, as
-//! the kernel does, and `sigaction` and `signal` (`signals.rs`), which hold
+//! the kernel does, `sigaction` and `signal` (`signals.rs`), which hold
 //! the program's signal handlers back while a thread is inside a uaio
-//! call, as the kernel runs them only between system calls.
+//! call, as the kernel runs them only between system calls, and `close`,
+//! `close_range`, `closefrom`, `dup2` and `dup3` (`fds.rs`), which leave
+//! uaio's own descriptors alone.
 //!
 //! `cargo build` links this crate as a cdylib, `libaio.so` (the `uaio`
 //! command carries it and installs it as `libaio.so.1` and
 //! `libaio.so.1t64`). `build.rs` gives it the soname `libaio.so.1` and
 //! `libaio.map`, which defines the version nodes `LIBAIO_0.1`, `LIBAIO_0.4`
-//! and `LIBAIO_0.5` (and `GLIBC_2.2.5`, `GLIBC_2.11` and `GLIBC_2.34` for
-//! `syscall`, `_exit`, `_Exit` and the `exec` functions). No Rust function is
+//! and `LIBAIO_0.5` (and `GLIBC_2.2.5`, `GLIBC_2.9`, `GLIBC_2.11` and
+//! `GLIBC_2.34` for the C library's functions defined here). No Rust function is
 //! exported under its own name: the `global_asm!` at the end of this file
 //! binds every exported name, with its version, to a function here. Three names exist in two versions
 //! (`io_cancel`, `io_getevents`, `io_queue_wait`: the old ABI at
@@ -25,11 +27,12 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use libc::{c_int, c_long, c_void, timespec};
+use libc::{c_int, c_long, c_uint, c_void, timespec};
 use uaio::abi::{aio_context_t, aio_sigset, io_event, iocb};
 use uaio::raw;
 
 mod exec;
+mod fds;
 mod signals;
 
 /// libaio's completion callback type (`io_callback_t`).
@@ -320,6 +323,11 @@ pub unsafe extern "C" fn syscall(
                     None => kernel_convention(-(libc::ENOSYS as i64)),
                 };
             }
+            // Descriptor calls that must leave uaio's own alone (fds.rs).
+            libc::SYS_close => return fds::close(a1 as c_int) as c_long,
+            libc::SYS_close_range => return fds::close_range(a1 as c_uint, a2 as c_uint, a3 as c_int) as c_long,
+            libc::SYS_dup2 => return fds::dup2(a1 as c_int, a2 as c_int) as c_long,
+            libc::SYS_dup3 => return fds::dup3(a1 as c_int, a2 as c_int, a3 as c_int) as c_long,
             SYS_IO_PGETEVENTS => raw::io_pgetevents(
                 a1 as aio_context_t,
                 a2,
@@ -430,11 +438,19 @@ export! {
     "uaio_export_ssignal" => "ssignal@@GLIBC_2.2.5": signals::signal,
     "uaio_export_sysv_signal" => "sysv_signal@@GLIBC_2.2.5": signals::sysv_signal,
     "uaio_export___sysv_signal" => "__sysv_signal@@GLIBC_2.2.5": signals::sysv_signal,
-    "uaio_export_sigset" => "sigset@@GLIBC_2.2.5": signals::sigset;
+    "uaio_export_sigset" => "sigset@@GLIBC_2.2.5": signals::sigset,
+    "uaio_export_close" => "close@@GLIBC_2.2.5": fds::close,
+    "uaio_export___close" => "__close@@GLIBC_2.2.5": fds::close,
+    "uaio_export_dup2" => "dup2@@GLIBC_2.2.5": fds::dup2,
+    "uaio_export___dup2" => "__dup2@@GLIBC_2.2.5": fds::dup2,
+    "uaio_export_dup3" => "dup3@@GLIBC_2.9": fds::dup3,
+    "uaio_export_close_range" => "close_range@@GLIBC_2.34": fds::close_range,
+    "uaio_export_closefrom" => "closefrom@@GLIBC_2.34": fds::closefrom;
     "uaio_node_0_1" => "LIBAIO_0.1",
     "uaio_node_0_4" => "LIBAIO_0.4",
     "uaio_node_0_5" => "LIBAIO_0.5",
     "uaio_node_glibc" => "GLIBC_2.2.5",
+    "uaio_node_glibc_2_9" => "GLIBC_2.9",
     "uaio_node_glibc_2_11" => "GLIBC_2.11",
     "uaio_node_glibc_2_34" => "GLIBC_2.34",
 }

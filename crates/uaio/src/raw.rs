@@ -125,6 +125,41 @@ impl Drop for ExecHold {
     }
 }
 
+/// Whether `fd` is one of uaio's own descriptors (io_uring instances,
+/// eventfds, duplicates of the program's files that requests in flight
+/// hold): numbers the program was never given, as a kernel AIO context
+/// gives it none. The drop-in library's `close`, `close_range`,
+/// `closefrom`, `dup2` and `dup3` leave them alone, so that a program that
+/// closes every descriptor it does not know of (a daemon's
+/// `close_range(3, ~0U, 0)`) keeps its contexts working, as on the
+/// kernel. Takes no lock and allocates nothing.
+pub fn is_own_fd(fd: i32) -> bool {
+    crate::sys::internal_fds::is_internal(fd)
+}
+
+/// Splits `first..=last` around uaio's own descriptors ([`is_own_fd`]):
+/// calls `piece(a, b)` for each largest range `a..=b` within it that holds
+/// none of them, lowest first, and stops at the first call that does not
+/// return 0, whose value it returns (0 when every call did, or when there
+/// was none). Takes no lock and allocates nothing, so a `fork` child or a
+/// signal handler may use it.
+pub fn around_own_fds(first: u32, last: u32, mut piece: impl FnMut(u32, u32) -> i32) -> i32 {
+    let (mut lo, hi) = (u64::from(first), u64::from(last));
+    while lo <= hi {
+        let Some(own) = crate::sys::internal_fds::first_internal_in(lo, hi) else {
+            return piece(lo as u32, hi as u32);
+        };
+        if own > lo {
+            let r = piece(lo as u32, (own - 1) as u32);
+            if r != 0 {
+                return r;
+            }
+        }
+        lo = own + 1;
+    }
+    0
+}
+
 /// `io_setup` for the safe API's builder: a context for `nr_events` on the
 /// backend `want` (see [`table::create`]), its handle returned.
 pub(crate) fn setup_on(nr_events: u32, want: table::Choice) -> Result<u64, Errno> {

@@ -399,6 +399,27 @@ pub(crate) fn is_internal(fd: i32) -> bool {
     i < SPAN && BITS[i / 64].load(Ordering::Relaxed) & (1u64 << (i % 64)) != 0
 }
 
+/// The lowest of uaio's own numbers in `lo..=hi`, if any. Takes no lock
+/// and allocates nothing.
+pub(crate) fn first_internal_in(lo: u64, hi: u64) -> Option<u64> {
+    let f = FLOOR.load(Ordering::Relaxed);
+    if f == 0 || hi < f as u64 {
+        return None;
+    }
+    let f = f as u64;
+    let end = (hi - f).min(SPAN as u64 - 1);
+    let mut i = lo.max(f) - f;
+    while i <= end {
+        let bits = BITS[(i / 64) as usize].load(Ordering::SeqCst) >> (i % 64);
+        if bits != 0 {
+            let j = i + bits.trailing_zeros() as u64;
+            return (j <= end).then_some(j + f);
+        }
+        i = (i / 64 + 1) * 64;
+    }
+    None
+}
+
 /// In a fork child: the parent's descriptors of uaio's are closed (the
 /// child inherits no context, as with the kernel) and the record starts
 /// empty. Only async-signal-safe calls.
@@ -442,4 +463,63 @@ pub(crate) fn room_for_one_more(any: BorrowedFd<'_>) -> bool {
     // SAFETY: closing the duplicate just made.
     unsafe { libc::close(low) };
     (low as usize) < limit / 2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eventfd() -> OwnedFd {
+        rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).expect("eventfd")
+    }
+
+    /// The pieces `around_own_fds` gives for `first..=last`.
+    fn pieces(first: u32, last: u32) -> Vec<(u32, u32)> {
+        let mut v = Vec::new();
+        crate::raw::around_own_fds(first, last, |a, b| {
+            v.push((a, b));
+            0
+        });
+        v
+    }
+
+    #[test]
+    fn ranges_are_split_around_own_descriptors_only() {
+        let a = InternalFd::new(eventfd()).expect("internal");
+        let b = InternalFd::new(eventfd()).expect("internal");
+        let c = InternalFd::new(eventfd()).expect("internal");
+        let mut own = [a.as_raw_fd() as u32, b.as_raw_fd() as u32, c.as_raw_fd() as u32];
+        own.sort();
+        let [x, y, z] = own;
+        assert!(crate::raw::is_own_fd(x as i32) && !crate::raw::is_own_fd(0));
+
+        // Everything: the gaps between (other tests' numbers may be own
+        // too, so only what must hold is checked).
+        let all = pieces(0, u32::MAX);
+        assert_eq!(all.first().map(|p| p.0), Some(0));
+        assert_eq!(all.last().map(|p| p.1), Some(u32::MAX));
+        for (i, &(lo, hi)) in all.iter().enumerate() {
+            assert!(lo <= hi);
+            assert!(!own.iter().any(|&o| (lo..=hi).contains(&o)), "{lo}..={hi} holds an own number");
+            if let Some(&(next, _)) = all.get(i + 1) {
+                assert!(next > hi + 1, "pieces {lo}..={hi} and {next} touch");
+                assert!((hi + 1..next).all(|n| crate::raw::is_own_fd(n as i32)));
+            }
+        }
+        // Exactly one own number: nothing to call.
+        assert!(pieces(y, y).is_empty());
+        // The range below and above one number.
+        let p = pieces(x, z);
+        assert!(p.iter().all(|&(lo, hi)| lo > x && hi < z));
+        // A call that fails stops the walk, and its value is returned.
+        let mut calls = 0;
+        let r = crate::raw::around_own_fds(0, u32::MAX, |_, _| {
+            calls += 1;
+            -9
+        });
+        assert_eq!((r, calls), (-9, 1));
+        // Below the floor: one piece, unchanged.
+        assert_eq!(pieces(0, 2), vec![(0, 2)]);
+        drop((a, b, c));
+    }
 }

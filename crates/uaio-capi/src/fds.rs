@@ -1,0 +1,179 @@
+//! The C library's `close`, `close_range`, `closefrom`, `dup2` and `dup3`,
+//! which leave uaio's own descriptors alone ([`raw::is_own_fd`]).
+//!
+//! A kernel AIO context gives the program no descriptor; uaio's contexts
+//! hold some (an io_uring instance, eventfds, duplicates of the program's
+//! files for requests in flight), at high numbers the program never
+//! received. A program may close every number it does not know of (a
+//! daemon's `close_range(3, ~0U, 0)` or a loop of `close`), or put a file
+//! of its own on a number it picked (`dup2`): on the kernel its contexts
+//! go on working. So here, as the kernel would answer for a number that
+//! names nothing of the program's:
+//! - `close` of one of uaio's numbers fails with `EBADF` and closes
+//!   nothing;
+//! - `close_range` and `closefrom` close every number of the range except
+//!   uaio's;
+//! - `dup2` and `dup3` from one of uaio's numbers fail with `EBADF`; onto
+//!   one of them they fail with `EBUSY` (the kernel's answer for a number
+//!   another thread is putting a file on), because uaio's descriptor
+//!   cannot be moved while its threads use the number.
+//!
+//! The same system calls made through `syscall()` come here too. uaio's
+//! own closes of its descriptors pass: it stops counting a number as its
+//! own before it closes it.
+
+use std::sync::atomic::AtomicUsize;
+
+use libc::{c_int, c_long, c_uint};
+use uaio::raw;
+
+use crate::{next, real_syscall, set_errno};
+
+/// `close_range` flags the kernel knows (`CLOSE_RANGE_UNSHARE`,
+/// `CLOSE_RANGE_CLOEXEC`).
+const CLOSE_RANGE_UNSHARE: c_int = 1 << 1;
+const CLOSE_RANGE_CLOEXEC: c_int = 1 << 2;
+
+fn fail(e: c_int) -> c_int {
+    set_errno(e);
+    -1
+}
+
+/// The system call `n` with these arguments, through the C library's
+/// `syscall` (never uaio's, which sends these numbers here).
+fn sys(n: c_long, a: c_long, b: c_long, c: c_long) -> c_int {
+    match real_syscall() {
+        // SAFETY: a system call on descriptor numbers only.
+        Some(f) => unsafe { f(n, a, b, c, 0, 0, 0) as c_int },
+        None => fail(libc::ENOSYS),
+    }
+}
+
+/// The C library's `close`.
+fn real_close(fd: c_int) -> c_int {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    match next::<unsafe extern "C" fn(c_int) -> c_int>(c"close", &NEXT) {
+        // SAFETY: the C library's close of a number.
+        Some(f) => unsafe { f(fd) },
+        None => sys(libc::SYS_close, fd as c_long, 0, 0),
+    }
+}
+
+/// The `close_range` system call (the C library has it from 2.34).
+fn real_close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
+    sys(libc::SYS_close_range, first as c_long, last as c_long, flags as c_long)
+}
+
+/// `close(fd)`: `EBADF` for one of uaio's numbers.
+///
+/// # Safety
+/// As `close(2)`.
+pub unsafe extern "C" fn close(fd: c_int) -> c_int {
+    if raw::is_own_fd(fd) {
+        return fail(libc::EBADF);
+    }
+    real_close(fd)
+}
+
+/// `close_range(first, last, flags)`: every number of the range but
+/// uaio's.
+///
+/// # Safety
+/// As `close_range(2)`.
+pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
+    if first > last || flags & !(CLOSE_RANGE_UNSHARE | CLOSE_RANGE_CLOEXEC) != 0 {
+        // The kernel's EINVAL.
+        return real_close_range(first, last, flags);
+    }
+    let mut flags = flags;
+    let r = raw::around_own_fds(first, last, |a, b| {
+        let r = real_close_range(a, b, flags);
+        // Unshared once: the later pieces are in this thread's own table.
+        flags &= !CLOSE_RANGE_UNSHARE;
+        r
+    });
+    if r == 0 && flags & CLOSE_RANGE_UNSHARE != 0 {
+        // Nothing but uaio's numbers in the range: the table is still
+        // unshared, as asked.
+        // SAFETY: unshare of this thread's descriptor table.
+        if unsafe { libc::unshare(libc::CLONE_FILES) } != 0 {
+            return -1;
+        }
+    }
+    r
+}
+
+/// `closefrom(lowfd)`: every number from `lowfd` up but uaio's.
+///
+/// # Safety
+/// As `closefrom(3)`.
+pub unsafe extern "C" fn closefrom(lowfd: c_int) {
+    raw::around_own_fds(lowfd.max(0) as c_uint, c_uint::MAX, |a, b| {
+        if real_close_range(a, b, 0) != 0 {
+            // A kernel without close_range (before 5.9): one at a time, up
+            // to the highest number this process may have.
+            // SAFETY: sysconf has no memory argument.
+            let max = unsafe { libc::sysconf(libc::_SC_OPEN_MAX) }.clamp(0, c_int::MAX as c_long) as c_uint;
+            for fd in a..=b.min(max) {
+                real_close(fd as c_int);
+            }
+        }
+        0
+    });
+}
+
+/// Whether `fd` names an open file (of the program's or uaio's).
+fn open_now(fd: c_int) -> bool {
+    // SAFETY: F_GETFD on a number.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
+}
+
+/// The checks `dup2` and `dup3` share: `Some(-1)` (with `errno` set) when
+/// uaio's numbers are involved, `None` when the C library's call decides.
+fn dup_onto_own(old: c_int, new: c_int) -> Option<c_int> {
+    if raw::is_own_fd(old) {
+        return Some(fail(libc::EBADF));
+    }
+    if raw::is_own_fd(new) {
+        if !open_now(old) {
+            return Some(fail(libc::EBADF));
+        }
+        return Some(fail(libc::EBUSY));
+    }
+    None
+}
+
+/// `dup2(old, new)`.
+///
+/// # Safety
+/// As `dup2(2)`.
+pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
+    if let Some(r) = dup_onto_own(old, new) {
+        return r;
+    }
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    match next::<unsafe extern "C" fn(c_int, c_int) -> c_int>(c"dup2", &NEXT) {
+        // SAFETY: the C library's dup2 of two numbers.
+        Some(f) => unsafe { f(old, new) },
+        None => sys(libc::SYS_dup2, old as c_long, new as c_long, 0),
+    }
+}
+
+/// `dup3(old, new, flags)`.
+///
+/// # Safety
+/// As `dup3(2)`.
+pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
+    // The kernel's EINVAL comes first.
+    if flags & !libc::O_CLOEXEC == 0 && old != new {
+        if let Some(r) = dup_onto_own(old, new) {
+            return r;
+        }
+    }
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    match next::<unsafe extern "C" fn(c_int, c_int, c_int) -> c_int>(c"dup3", &NEXT) {
+        // SAFETY: the C library's dup3 of two numbers.
+        Some(f) => unsafe { f(old, new, flags) },
+        None => sys(libc::SYS_dup3, old as c_long, new as c_long, flags as c_long),
+    }
+}

@@ -1,0 +1,202 @@
+/* A program that closes or replaces descriptors it never opened while it
+ * has an AIO context. A kernel AIO context holds no descriptor of the
+ * program's, so whatever the program closes, its context goes on working.
+ * Every mode prints the same lines on kernel AIO and on uaio.
+ *
+ *   fd_conform close_range   close_range(3, ~0U, 0) from the C library
+ *   fd_conform sys-close     the same as syscall(SYS_close_range, ...)
+ *   fd_conform closefrom     closefrom(3)
+ *   fd_conform close-each    close() of every number up to the soft
+ *                            RLIMIT_NOFILE (at most 65536); the closes of
+ *                            numbers the program neither inherited nor
+ *                            opened must all fail with EBADF
+ *   fd_conform dup2          dup2() of /dev/null onto every number open in
+ *                            /proc/self/fd that the program did not open
+ *                            (after io_setup); the context works after
+ *
+ * In each mode, before the descriptors go: a POLL on an empty pipe is in
+ * flight and a write to a file done. After: the pipe is written and the
+ * POLL's event reaped; a write, an fsync and a read of the file, a POLL of
+ * a new pipe; io_destroy; a second context reads the file.
+ *
+ * Build: gcc -O2 -Wall -o fd_conform fd_conform.c -laio */
+#include "conform_common.h"
+
+#include <dirent.h>
+#include <libaio.h>
+#include <poll.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+
+/* The numbers open at a moment (from /proc/self/fd), as a bitmap. */
+#define MAXFD 65536
+static unsigned char known[MAXFD / 8];
+
+static void mark(int fd)
+{
+	if (fd >= 0 && fd < MAXFD)
+		known[fd / 8] |= 1 << (fd % 8);
+}
+
+static int is_known(int fd)
+{
+	return fd >= 0 && fd < MAXFD && (known[fd / 8] >> (fd % 8)) & 1;
+}
+
+/* Marks every number open now; with `list`, calls it for each number that
+ * is open and not marked instead. */
+static int scan_open(void (*list)(int))
+{
+	DIR *d = opendir("/proc/self/fd");
+	if (!d)
+		return -1;
+	int self = dirfd(d), n = 0;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		if (e->d_name[0] < '0' || e->d_name[0] > '9')
+			continue;
+		int fd = atoi(e->d_name);
+		if (fd == self)
+			continue;
+		if (!list) {
+			mark(fd);
+		} else if (!is_known(fd)) {
+			list(fd);
+			n++;
+		}
+	}
+	closedir(d);
+	return n;
+}
+
+static int devnull = -1;
+static void onto(int fd)
+{
+	/* On the kernel there is none; on uaio they are its own, and the
+	 * result is not printed (see the README on dup2). */
+	(void)dup2(devnull, fd);
+}
+
+static void one(io_context_t ctx, struct iocb *cb, const char *what)
+{
+	struct iocb *cbs[1] = { cb };
+	struct io_event ev;
+	struct timespec ts = { 5, 0 };
+	int r = io_submit(ctx, 1, cbs);
+	int g = r == 1 ? io_getevents(ctx, 1, 1, &ev, &ts) : 0;
+	printf("%s: submit %s getevents %s res %s\n", what, negret(r), negret(g), g == 1 ? negret(ev.res) : "-");
+}
+
+int main(int argc, char **argv)
+{
+	const char *mode = argc > 1 ? argv[1] : "close_range";
+	make_tmpdir();
+	scan_open(NULL); /* inherited */
+	int fd = tmpfile_open("fdconform", O_RDWR | O_TRUNC);
+	int p[2];
+	if (fd < 0 || pipe(p) != 0) {
+		perror("setup");
+		return 2;
+	}
+	mark(fd);
+	mark(p[0]);
+	mark(p[1]);
+	devnull = open("/dev/null", O_RDWR);
+	mark(devnull);
+
+	io_context_t ctx = 0;
+	CASE("io_setup");
+	printf("io_setup %s\n", negret(io_setup(8, &ctx)));
+
+	CASE("before");
+	static char data[4096], back[4096];
+	fill(data, sizeof data, 7);
+	struct iocb w, poll, r;
+	io_prep_pwrite(&w, fd, data, 512, 0);
+	one(ctx, &w, "write");
+	io_prep_poll(&poll, p[0], POLLIN);
+	poll.data = (void *)7;
+	struct iocb *cbs[1] = { &poll };
+	printf("poll in flight: submit %s\n", negret(io_submit(ctx, 1, cbs)));
+
+	CASE(mode);
+	long rc = 0;
+	if (strcmp(mode, "close_range") == 0) {
+		/* Only the program's own numbers are reopened afterwards. */
+		rc = close_range(3, ~0U, 0);
+	} else if (strcmp(mode, "sys-close") == 0) {
+		rc = syscall(SYS_close_range, 3, ~0U, 0);
+	} else if (strcmp(mode, "closefrom") == 0) {
+		closefrom(3);
+	} else if (strcmp(mode, "close-each") == 0) {
+		struct rlimit rl;
+		getrlimit(RLIMIT_NOFILE, &rl);
+		int max = rl.rlim_cur > MAXFD ? MAXFD : (int)rl.rlim_cur;
+		int unexpected = 0;
+		for (int i = 3; i < max; i++) {
+			int k = is_known(i);
+			int c = close(i);
+			if (!k && !(c == -1 && errno == EBADF))
+				unexpected++;
+		}
+		printf("closes of numbers never opened that did not fail with EBADF: %d\n", unexpected);
+	} else if (strcmp(mode, "dup2") == 0) {
+		scan_open(onto);
+	} else {
+		fprintf(stderr, "unknown mode %s\n", mode);
+		return 2;
+	}
+	printf("%s: %s\n", mode, rc == 0 ? "0" : ename(errno));
+	int closed = strcmp(mode, "dup2") != 0;
+	if (closed) {
+		/* The program's file and pipe are gone with the rest: opened
+		 * again. The POLL in flight holds the old pipe's read end, as
+		 * the kernel's request holds its file. */
+		fd = tmpfile_open("fdconform-after", O_RDWR | O_TRUNC);
+		if (pipe(p) != 0) {
+			perror("pipe");
+			return 2;
+		}
+	}
+
+	CASE("after");
+	if (!closed) {
+		printf("pipe written: %zd\n", write(p[1], "x", 1));
+		struct io_event ev;
+		struct timespec ts = { 5, 0 };
+		int g = io_getevents(ctx, 1, 1, &ev, &ts);
+		printf("poll in flight: getevents %s res %s data %ld\n", negret(g), g == 1 ? negret(ev.res) : "-",
+		       g == 1 ? (long)ev.data : -1L);
+	} else {
+		/* Its pipe's write end is closed: the read end, which the
+		 * request holds, is at end of file (POLLHUP). */
+		struct io_event ev;
+		struct timespec ts = { 5, 0 };
+		int g = io_getevents(ctx, 1, 1, &ev, &ts);
+		printf("poll in flight, pipe closed: getevents %s res %s data %ld\n", negret(g),
+		       g == 1 ? negret(ev.res) : "-", g == 1 ? (long)ev.data : -1L);
+	}
+	io_prep_pwrite(&w, fd, data, sizeof data, 0);
+	one(ctx, &w, "write");
+	struct iocb s;
+	io_prep_fsync(&s, fd);
+	one(ctx, &s, "fsync");
+	io_prep_pread(&r, fd, back, sizeof back, 0);
+	one(ctx, &r, "read");
+	printf("read matches: %d\n", memcmp(back, data, sizeof back) == 0);
+	io_prep_poll(&poll, p[0], POLLIN);
+	printf("new pipe written: %zd\n", write(p[1], "y", 1));
+	one(ctx, &poll, "poll");
+	printf("io_destroy %s\n", negret(io_destroy(ctx)));
+
+	CASE("second context");
+	ctx = 0;
+	printf("io_setup %s\n", negret(io_setup(8, &ctx)));
+	memset(back, 0, sizeof back);
+	io_prep_pread(&r, fd, back, sizeof back, 0);
+	one(ctx, &r, "read");
+	printf("read matches: %d\n", memcmp(back, data, sizeof back) == 0);
+	printf("io_destroy %s\n", negret(io_destroy(ctx)));
+	print_file("file", fd);
+	return 0;
+}
