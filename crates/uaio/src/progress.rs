@@ -186,12 +186,15 @@ pub(crate) fn watch_program_threads(contexts: impl Fn() -> Vec<Arc<Kioctx>> + Se
                 // word before the end): look again once it is a zombie (a
                 // descriptor of it would tell nothing before the
                 // process's end).
-                Ok(Some(tid)) if process::own_threads_starting() || tid == first => {
+                Ok(Some((tid, _))) if process::own_threads_starting() || tid == first => {
                     std::thread::sleep(Duration::from_millis(1))
                 }
-                Ok(Some(tid)) => match process::watch_thread(tid) {
+                Ok(Some((tid, named_own))) => match process::watch_thread(tid) {
                     Ok(fd) => {
-                        if crate::sys::ppoll_one(fd.as_raw_fd(), None, None).is_ok() {
+                        // One of uaio's threads on its way out is waited
+                        // for (the C library may end the process with
+                        // it), but the process's status is not its.
+                        if crate::sys::ppoll_one(fd.as_raw_fd(), None, None).is_ok() && !named_own {
                             ended = tid;
                         }
                     }

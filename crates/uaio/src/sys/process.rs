@@ -197,8 +197,11 @@ pub(crate) fn program_threads_left() -> bool {
 /// A thread of the process that is not one of uaio's (nor one of
 /// io_uring's workers, `iou-*`, which belong to the kernel) and is still
 /// alive (not a zombie), the first thread if it is one of them; `Err` when
-/// `/proc/self/task` cannot be read.
-pub(crate) fn live_program_thread() -> Result<Option<i32>, ()> {
+/// `/proc/self/task` cannot be read. With it, whether its name is one of
+/// uaio's (`uaio-*`): one of uaio's threads on its way out, no longer
+/// listed among uaio's (see [`Uncounted`]), looks like the program's until
+/// it is gone.
+pub(crate) fn live_program_thread() -> Result<Option<(i32, bool)>, ()> {
     let first = std::process::id() as i32;
     let dir = std::fs::read_dir("/proc/self/task").map_err(|_| ())?;
     let mut found = None;
@@ -211,15 +214,16 @@ pub(crate) fn live_program_thread() -> Result<Option<i32>, ()> {
         // The command name is between the first '(' and the last ')'; the
         // state follows.
         let Some((head, rest)) = stat.rsplit_once(')') else { continue };
-        let io_worker = head.split_once('(').is_some_and(|(_, comm)| comm.starts_with("iou-"));
+        let comm = head.split_once('(').map_or("", |(_, comm)| comm);
         let state = rest.trim_start().chars().next();
-        if io_worker || matches!(state, Some('Z' | 'X')) {
+        if comm.starts_with("iou-") || matches!(state, Some('Z' | 'X')) {
             continue;
         }
+        let named_own = comm.starts_with("uaio-");
         if tid == first {
-            return Ok(Some(tid));
+            return Ok(Some((tid, named_own)));
         }
-        found = found.or(Some(tid));
+        found = found.or(Some((tid, named_own)));
     }
     Ok(found)
 }
