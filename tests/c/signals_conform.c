@@ -70,6 +70,17 @@
  *                             uaio held handlers back, the first jump left
  *                             the thread's calls failing with EAGAIN)
  *
+ *   signals_conform stop-getevents
+ *   signals_conform stop-pgetevents
+ *   signals_conform stop-pgetevents-mask
+ *                             the thread waits (no time limit) for a POLL
+ *                             on an empty pipe when a child stops the
+ *                             process (SIGSTOP) and continues it (SIGCONT),
+ *                             then writes the pipe; no handler is installed:
+ *                             io_getevents answers EINTR, io_pgetevents
+ *                             (with no mask, or an empty one) is restarted
+ *                             and returns the event
+ *
  * Build: gcc -O2 -Wall -o signals_conform signals_conform.c */
 #include "conform_common.h"
 
@@ -738,6 +749,87 @@ static void jumpsubmit(void)
 	close(fd);
 }
 
+/* The state letter of the process `pid`'s first thread ('S', 'T', ...). */
+static char state_of(pid_t pid)
+{
+	char p[64], b[512];
+	snprintf(p, sizeof p, "/proc/%d/stat", (int)pid);
+	int f = open(p, O_RDONLY);
+	if (f < 0)
+		return '?';
+	ssize_t n = read(f, b, sizeof b - 1);
+	close(f);
+	if (n <= 0)
+		return '?';
+	b[n] = 0;
+	char *q = strrchr(b, ')');
+	return q && q[1] ? q[2] : '?';
+}
+
+/* Waits until the first thread of `pid` has been in state `want` for
+ * 50 ms in a row (at most 10 s). */
+static void await_state(pid_t pid, char want)
+{
+	for (int i = 0, run = 0; i < 1000 && run < 5; i++) {
+		run = state_of(pid) == want ? run + 1 : 0;
+		usleep(10000);
+	}
+}
+
+/* stop-*: a POLL on an empty pipe waited for while the process is
+ * stopped and continued, with no handler. */
+static void stop_wait(aio_context_t *ctx, const char *how)
+{
+	int p[2];
+	if (pipe(p) != 0)
+		exit(2);
+	printf("setup = %s\n", negret(setup(8, ctx)));
+	struct iocb cb = { 0 };
+	struct iocb *cbp = &cb;
+	cb.aio_lio_opcode = IOCB_CMD_POLL;
+	cb.aio_fildes = p[0];
+	cb.aio_buf = POLLIN;
+	cb.aio_data = 7;
+	printf("submit(POLL) = %s\n", negret(submit(*ctx, 1, &cbp)));
+	pid_t me = getpid();
+	pid_t child = fork();
+	if (child == 0) {
+		await_state(me, 'S');
+		kill(me, SIGSTOP);
+		await_state(me, 'T');
+		kill(me, SIGCONT);
+		usleep(300000);
+		if (write(p[1], "x", 1) != 1)
+			_exit(1);
+		_exit(0);
+	}
+	struct io_event e = { 0 };
+	long r;
+	if (!strcmp(how, "getevents")) {
+		r = getevents(*ctx, 1, 1, &e, NULL);
+	} else {
+		sigset_t none;
+		sigemptyset(&none);
+		struct {
+			const sigset_t *m;
+			size_t n;
+		} arg = { &none, 8 };
+		r = sc(syscall(SYS_io_pgetevents, *ctx, 1, 1, &e, NULL, !strcmp(how, "pgetevents-mask") ? &arg : NULL));
+	}
+	printf("io_%s across a stop and continue = %s", how, negret(r));
+	if (r == 1)
+		printf(" (data %llu res %lld)", (unsigned long long)e.data, (long long)e.res);
+	printf("\n");
+	int st;
+	waitpid(child, &st, 0);
+	if (r != 1) {
+		struct timespec t = { 5, 0 };
+		r = getevents(*ctx, 1, 1, &e, &t);
+		printf("getevents after = %s (data %llu res %lld)\n", negret(r), (unsigned long long)e.data,
+		       (long long)e.res);
+	}
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -809,6 +901,9 @@ int main(int argc, char **argv)
 		       (int)usr1);
 		sigprocmask(SIG_BLOCK, NULL, &after);
 		printf("SIGUSR1 blocked again after: %d\n", sigismember(&after, SIGUSR1));
+		one_read(ctx, fd);
+	} else if (!strncmp(mode, "stop-", 5)) {
+		stop_wait(&ctx, mode + 5);
 		one_read(ctx, fd);
 	} else if (!strcmp(mode, "reentry")) {
 		reentry();

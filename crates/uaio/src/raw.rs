@@ -403,7 +403,7 @@ unsafe fn getevents(
     if min_nr < 0 || nr < 0 || min_nr > nr {
         return neg(Errno::INVAL);
     }
-    match c.getevents(min_nr as usize, nr as usize, UserPtr::new(events as u64), deadline, mask) {
+    match c.getevents(min_nr as usize, nr as usize, UserPtr::new(events as u64), deadline, mask, sig.is_some()) {
         Ok(n) => n as i64,
         Err(e) => neg(e),
     }

@@ -43,6 +43,9 @@ impl Deadline {
 
 impl Kioctx {
     /// `io_getevents`: at least `min_nr`, at most `nr` events into `out`.
+    /// `restartable` for `io_pgetevents` (with or without a mask), which
+    /// the kernel restarts when a wait is interrupted and no handler runs
+    /// (a stop and continue), where `io_getevents` answers `EINTR`.
     pub(crate) fn getevents(
         &self,
         min_nr: usize,
@@ -50,6 +53,7 @@ impl Kioctx {
         out: UserPtr<io_event>,
         deadline: Deadline,
         sigmask: Option<u64>,
+        restartable: bool,
     ) -> Result<usize, Errno> {
         // Events already in the ring are enough: taken without the waiting
         // machinery (no sleep can follow, so no one needs to know we are here).
@@ -82,12 +86,13 @@ impl Kioctx {
             return Err(Errno::INVAL);
         }
         self.enter();
-        let r = self.getevents_inner(got, min_nr, nr, out, deadline, sigmask);
+        let r = self.getevents_inner(got, min_nr, nr, out, deadline, sigmask, restartable);
         self.leave();
         self.getters.fetch_sub(1, Ordering::SeqCst);
         r
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn getevents_inner(
         &self,
         mut got: usize,
@@ -96,6 +101,7 @@ impl Kioctx {
         out: UserPtr<io_event>,
         deadline: Deadline,
         sigmask: Option<u64>,
+        restartable: bool,
     ) -> Result<usize, Errno> {
         let mut leading = false;
         // With a mask given (io_pgetevents), signals are held back for the
@@ -130,8 +136,13 @@ impl Kioctx {
             if self.await_submitter() {
                 continue;
             }
+            let handlers_before = sys::deferral::handlers_run();
             match self.sleep_once(&mut leading, min_nr - got, timeout, sigmask) {
                 Ok(()) | Err(Errno::TIME) => continue,
+                // io_pgetevents is restarted when no handler ran (a stop
+                // and continue), as the kernel's (ERESTARTNOHAND);
+                // io_getevents answers EINTR whatever interrupted it.
+                Err(Errno::INTR) if restartable && no_handler_since(handlers_before) => continue,
                 Err(Errno::INTR) => {
                     // What is there goes with the interruption, as the
                     // kernel reads once more before it leaves (with the
@@ -205,6 +216,13 @@ impl Kioctx {
             self.follow(need, timeout, sigmask)
         }
     }
+}
+
+/// Whether no handler of the program's can have run on this thread since
+/// [`sys::deferral::handlers_run`] said `before`.
+#[cold]
+fn no_handler_since(before: u64) -> bool {
+    sys::deferral::handlers_run() == before && !sys::deferral::unrouted_handler()
 }
 
 /// The end of an `io_pgetevents` call with the mask `sigmask`: the

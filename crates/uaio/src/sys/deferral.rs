@@ -37,6 +37,38 @@ thread_local! {
     static BLOCKED: Cell<u64> = const { Cell::new(0) };
 }
 
+thread_local! {
+    /// Program handlers this thread's trampoline has run (see
+    /// [`handlers_run`]).
+    static RUN: Cell<u64> = const { Cell::new(0) };
+}
+
+/// How many of the program's routed handlers this thread has run so far:
+/// a wait that a signal interrupted with no change of it, and with no
+/// handler of the program's that is not routed ([`unrouted_handler`]),
+/// was interrupted by no handler (a stop and continue, a tracer).
+pub(crate) fn handlers_run() -> u64 {
+    RUN.try_with(Cell::get).unwrap_or(0)
+}
+
+/// Whether some signal has a handler of the program's that does not go
+/// through the trampoline (installed with the raw system call, before the
+/// library was loaded, or under valgrind), which uaio cannot see run. The
+/// C library's own for thread cancellation and `setxid` (32 and 33) are
+/// not counted, nor uaio's fault handlers. Some 60 system calls: for rare
+/// paths only.
+pub(crate) fn unrouted_handler() -> bool {
+    let tramp = trampoline as *const () as usize;
+    (1..NSIG as c_int).filter(|&s| deferrable(s) && s != 32 && s != 33).any(|sig| {
+        // The kernel's action: handler, flags, restorer, mask. The raw
+        // system call: the drop-in's `sigaction` would report the
+        // program's handler in place of the trampoline.
+        let mut a = [0usize; 4];
+        let r = crate::sys::signal_syscall(libc::SYS_rt_sigaction, sig as usize, 0, a.as_mut_ptr() as usize, 8);
+        r == 0 && a[0] > libc::SIG_IGN && a[0] != tramp
+    })
+}
+
 /// Signals blocked only because this thread holds them back.
 pub(crate) fn held_blocked() -> u64 {
     BLOCKED.try_with(Cell::get).unwrap_or(0)
@@ -182,6 +214,7 @@ extern "C" fn trampoline(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
         HANDLERS[i].store(0, Ordering::SeqCst);
         reset_to_default(sig, flags);
     }
+    let _ = RUN.try_with(|r| r.set(r.get().wrapping_add(1)));
     if flags & libc::SA_SIGINFO != 0 {
         // SAFETY: the program installed `h` with SA_SIGINFO: this type.
         let f: extern "C" fn(c_int, *mut siginfo_t, *mut c_void) = unsafe { core::mem::transmute(h) };
