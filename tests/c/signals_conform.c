@@ -130,6 +130,19 @@ static long getevents(aio_context_t c, long mn, long n, struct io_event *e, stru
 	return sc(syscall(SYS_io_getevents, c, mn, n, e, t));
 }
 
+/* io_pgetevents, with an empty signal mask in force while it waits
+ * (`empty_mask`) or with no mask; the raw result (-1 and errno). */
+static long pgetevents(aio_context_t c, long mn, long n, struct io_event *e, struct timespec *t, int empty_mask)
+{
+	sigset_t none;
+	sigemptyset(&none);
+	struct {
+		const sigset_t *m;
+		size_t n;
+	} arg = { &none, 8 };
+	return syscall(SYS_io_pgetevents, c, mn, n, e, t, empty_mask ? &arg : NULL);
+}
+
 /* One cached read of the scratch file, reaped: the context works. */
 static void one_read(aio_context_t ctx, int fd)
 {
@@ -170,15 +183,9 @@ static void on_alrm_reap(int s)
 {
 	(void)s;
 	int saved = errno;
-	sigset_t none;
-	sigemptyset(&none);
-	struct {
-		const sigset_t *m;
-		size_t n;
-	} arg = { &none, 8 };
 	struct io_event ev[8];
 	struct timespec t = { 0, 50000 };
-	long n = syscall(SYS_io_pgetevents, re_ctx, 1, 8, ev, &t, &arg);
+	long n = pgetevents(re_ctx, 1, 8, ev, &t, 1);
 	for (long k = 0; k < n; k++)
 		re_event(&ev[k]);
 	errno = saved;
@@ -808,13 +815,7 @@ static void stop_wait(aio_context_t *ctx, const char *how)
 	if (!strcmp(how, "getevents")) {
 		r = getevents(*ctx, 1, 1, &e, NULL);
 	} else {
-		sigset_t none;
-		sigemptyset(&none);
-		struct {
-			const sigset_t *m;
-			size_t n;
-		} arg = { &none, 8 };
-		r = sc(syscall(SYS_io_pgetevents, *ctx, 1, 1, &e, NULL, !strcmp(how, "pgetevents-mask") ? &arg : NULL));
+		r = sc(pgetevents(*ctx, 1, 1, &e, NULL, !strcmp(how, "pgetevents-mask")));
 	}
 	printf("io_%s across a stop and continue = %s", how, negret(r));
 	if (r == 1)
@@ -888,15 +889,9 @@ int main(int argc, char **argv)
 		sigprocmask(SIG_BLOCK, &s, NULL);
 		printf("setup = %s\n", negret(setup(8, &ctx)));
 		raise(SIGUSR1);
-		sigset_t none;
-		sigemptyset(&none);
-		struct {
-			const sigset_t *m;
-			size_t n;
-		} arg = { &none, 8 };
 		struct io_event e;
 		struct timespec z = { 0, 0 };
-		long r = sc(syscall(SYS_io_pgetevents, ctx, 1, 1, &e, &z, &arg));
+		long r = sc(pgetevents(ctx, 1, 1, &e, &z, 1));
 		printf("io_pgetevents(zero timeout, signal pending) = %s, handler ran %d time(s)\n", negret(r),
 		       (int)usr1);
 		sigprocmask(SIG_BLOCK, NULL, &after);
