@@ -210,12 +210,14 @@ check_case signals_conform.actions signals_conform actions
 # restarted, as the kernel's (before, on io_uring, it answered EINTR).
 check_case signals_conform.stop-pgetevents signals_conform stop-pgetevents
 check_case signals_conform.stop-pgetevents-mask signals_conform stop-pgetevents-mask
-# io_getevents answers EINTR there; the thread pool's futex wait is
-# restarted by the kernel instead, so it returns the event later.
+# io_getevents answers EINTR there, and a restarted io_pgetevents has its
+# whole timeout again; the thread pool's futex wait is restarted by the
+# kernel instead, with its first deadline.
 residual_backend=threads
 residual_lines="across a stop and continue\|getevents after"
 residual_why="the thread pool's wait is a futex, which the kernel restarts after a stop (README: Known residual differences)"
 check_case signals_conform.stop-getevents signals_conform stop-getevents
+check_case signals_conform.stop-pgetevents-timeout signals_conform stop-pgetevents-timeout
 residual_backend=
 check_case signals_conform.faults signals_conform faults
 check_case signals_conform.faultmasks signals_conform faultmasks

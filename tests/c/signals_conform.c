@@ -80,6 +80,11 @@
  *                             io_getevents answers EINTR, io_pgetevents
  *                             (with no mask, or an empty one) is restarted
  *                             and returns the event
+ *   signals_conform stop-pgetevents-timeout
+ *                             the same with a 1 s timeout and a stop of
+ *                             1.1 s: the restarted call has its whole
+ *                             timeout again, and the event written 0.3 s
+ *                             after the continue comes back
  *
  * Build: gcc -O2 -Wall -o signals_conform signals_conform.c */
 #include "conform_common.h"
@@ -799,11 +804,15 @@ static void stop_wait(aio_context_t *ctx, const char *how)
 	cb.aio_data = 7;
 	printf("submit(POLL) = %s\n", negret(submit(*ctx, 1, &cbp)));
 	pid_t me = getpid();
+	int timed = !strcmp(how, "pgetevents-timeout");
+	struct timespec second = { 1, 0 };
 	pid_t child = fork();
 	if (child == 0) {
 		await_state(me, 'S');
 		kill(me, SIGSTOP);
 		await_state(me, 'T');
+		if (timed)
+			usleep(1100000);
 		kill(me, SIGCONT);
 		usleep(300000);
 		if (write(p[1], "x", 1) != 1)
@@ -815,7 +824,7 @@ static void stop_wait(aio_context_t *ctx, const char *how)
 	if (!strcmp(how, "getevents")) {
 		r = getevents(*ctx, 1, 1, &e, NULL);
 	} else {
-		r = sc(pgetevents(*ctx, 1, 1, &e, NULL, !strcmp(how, "pgetevents-mask")));
+		r = sc(pgetevents(*ctx, 1, 1, &e, timed ? &second : NULL, !strcmp(how, "pgetevents-mask")));
 	}
 	printf("io_%s across a stop and continue = %s", how, negret(r));
 	if (r == 1)

@@ -326,7 +326,7 @@ fn deadline(timeout: *const libc::timespec) -> Result<Deadline, Errno> {
         return Ok(Deadline::Never);
     }
     let d = Duration::from_nanos(ns as u64);
-    Ok(Instant::now().checked_add(d).map(Deadline::At).unwrap_or(Deadline::Never))
+    Ok(Instant::now().checked_add(d).map_or(Deadline::Never, |t| Deadline::At(t, d)))
 }
 
 /// `io_getevents(2)`: waits for at least `min_nr` and reaps at most `nr`

@@ -20,8 +20,9 @@ use crate::uaccess::UserPtr;
 pub(crate) enum Deadline {
     /// Do not wait.
     Now,
-    /// Wait until this instant.
-    At(Instant),
+    /// Wait until this instant, the call's relative timeout from its
+    /// start (kept for a restart, see [`Deadline::restarted`]).
+    At(Instant, Duration),
     /// Wait as long as it takes.
     Never,
 }
@@ -33,10 +34,19 @@ impl Deadline {
         match self {
             Deadline::Now => None,
             Deadline::Never => Some(None),
-            Deadline::At(t) => {
+            Deadline::At(t, _) => {
                 let now = Instant::now();
                 (t > now).then(|| Some(t - now))
             }
+        }
+    }
+
+    /// The deadline of the call made again now, as the kernel restarts an
+    /// interrupted `io_pgetevents` with its relative timeout whole.
+    fn restarted(self) -> Deadline {
+        match self {
+            Deadline::At(_, d) => Instant::now().checked_add(d).map_or(Deadline::Never, |t| Deadline::At(t, d)),
+            other => other,
         }
     }
 }
@@ -99,7 +109,7 @@ impl Kioctx {
         min_nr: usize,
         nr: usize,
         out: UserPtr<io_event>,
-        deadline: Deadline,
+        mut deadline: Deadline,
         sigmask: Option<u64>,
         restartable: bool,
     ) -> Result<usize, Errno> {
@@ -115,7 +125,7 @@ impl Kioctx {
             let take = first
                 || self.ring_available() >= min_nr - got
                 || self.dead.load(Ordering::SeqCst)
-                || matches!(deadline, Deadline::At(t) if t <= Instant::now());
+                || matches!(deadline, Deadline::At(t, _) if t <= Instant::now());
             first = false;
             if take {
                 match self.consume(out.add(got), nr - got) {
@@ -142,7 +152,10 @@ impl Kioctx {
                 // io_pgetevents is restarted when no handler ran (a stop
                 // and continue), as the kernel's (ERESTARTNOHAND);
                 // io_getevents answers EINTR whatever interrupted it.
-                Err(Errno::INTR) if restartable && no_handler_since(handlers_before) => continue,
+                Err(Errno::INTR) if restartable && no_handler_since(handlers_before, sigmask) => {
+                    deadline = deadline.restarted();
+                    continue;
+                }
                 Err(Errno::INTR) => {
                     // What is there goes with the interruption, as the
                     // kernel reads once more before it leaves (with the
@@ -219,10 +232,12 @@ impl Kioctx {
 }
 
 /// Whether no handler of the program's can have run on this thread since
-/// [`sys::deferral::handlers_run`] said `before`.
+/// [`sys::deferral::handlers_run`] said `before`, in a sleep under the
+/// mask `sigmask` (the thread's own when `None`).
 #[cold]
-fn no_handler_since(before: u64) -> bool {
-    sys::deferral::handlers_run() == before && !sys::deferral::unrouted_handler()
+fn no_handler_since(before: u64, sigmask: Option<u64>) -> bool {
+    let blocked = sigmask.unwrap_or_else(sys::thread_signal_mask);
+    sys::deferral::handlers_run() == before && !sys::deferral::unrouted_handler(blocked)
 }
 
 /// The end of an `io_pgetevents` call with the mask `sigmask`: the

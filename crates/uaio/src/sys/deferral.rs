@@ -51,15 +51,16 @@ pub(crate) fn handlers_run() -> u64 {
     RUN.try_with(Cell::get).unwrap_or(0)
 }
 
-/// Whether some signal has a handler of the program's that does not go
-/// through the trampoline (installed with the raw system call, before the
-/// library was loaded, or under valgrind), which uaio cannot see run. The
-/// C library's own for thread cancellation and `setxid` (32 and 33) are
-/// not counted, nor uaio's fault handlers. Some 60 system calls: for rare
-/// paths only.
-pub(crate) fn unrouted_handler() -> bool {
+/// Whether some signal outside `blocked` (bit `sig - 1`) has a handler
+/// of the program's that does not go through the trampoline (installed
+/// with the raw system call, or under valgrind), which uaio cannot see
+/// run. The C library's own for thread cancellation and `setxid` (32 and
+/// 33) are not counted, nor uaio's fault handlers. Some 60 system calls:
+/// for rare paths only.
+pub(crate) fn unrouted_handler(blocked: u64) -> bool {
     let tramp = trampoline as *const () as usize;
-    (1..NSIG as c_int).filter(|&s| deferrable(s) && s != 32 && s != 33).any(|sig| {
+    let open = |s: c_int| blocked & (1u64 << (s - 1)) == 0;
+    (1..NSIG as c_int).filter(|&s| deferrable(s) && s != 32 && s != 33 && open(s)).any(|sig| {
         // The kernel's action: handler, flags, restorer, mask. The raw
         // system call: the drop-in's `sigaction` would report the
         // program's handler in place of the trampoline.

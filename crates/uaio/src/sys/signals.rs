@@ -75,6 +75,13 @@ pub(crate) fn pending_signals() -> u64 {
     out
 }
 
+/// The calling thread's signal mask, as an 8-byte kernel sigset.
+pub(crate) fn thread_signal_mask() -> u64 {
+    let mut out = 0u64;
+    super::signal_syscall(libc::SYS_rt_sigprocmask, libc::SIG_BLOCK as usize, 0, &mut out as *mut u64 as usize, 8);
+    out
+}
+
 /// Installs `mask` (8-byte kernel sigset) as the thread's signal mask.
 /// uaio installs masks only around its own sleeps, where nothing faults.
 pub(crate) fn set_signal_mask(mask: u64) {
