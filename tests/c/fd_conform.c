@@ -14,17 +14,32 @@
  *                            /proc/self/fd that the program did not open
  *                            (after io_setup); the context works after
  *
- * In each mode, before the descriptors go: a POLL on an empty pipe is in
+ *   fd_conform race          a thread puts a victim file on every number
+ *                            from 100 to 4399 (below the soft limit) with
+ *                            dup2 and closes them again with close_range,
+ *                            over and over, while 3 threads each make 60
+ *                            contexts (io_setup, 8 writes, an fdatasync
+ *                            and a POLL of a ready pipe, reaped, then
+ *                            io_destroy): every call and event succeeds,
+ *                            the files hold what was written, and the
+ *                            victim stays empty (uaio makes descriptors of
+ *                            its own at low numbers and moves them above
+ *                            its floor: a close or dup2 in between made
+ *                            io_setup fault with SIGBUS, POLLs hang and
+ *                            syncs fail with EBADF)
+ *
+ * In each mode but race, before the descriptors go: a POLL on an empty pipe is in
  * flight and a write to a file done. After: the pipe is written and the
  * POLL's event reaped; a write, an fsync and a read of the file, a POLL of
  * a new pipe; io_destroy; a second context reads the file.
  *
- * Build: gcc -O2 -Wall -o fd_conform fd_conform.c -laio */
+ * Build: gcc -O2 -Wall -pthread -o fd_conform fd_conform.c -laio */
 #include "conform_common.h"
 
 #include <dirent.h>
 #include <libaio.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 
@@ -87,9 +102,127 @@ static void one(io_context_t ctx, struct iocb *cb, const char *what)
 	printf("%s: submit %s getevents %s res %s\n", what, negret(r), negret(g), g == 1 ? negret(ev.res) : "-");
 }
 
+/* race: see the top. */
+#define RACE_LO 100
+#define RACE_HI 4400
+#define RACE_ROUNDS 60
+#define RACE_WRITES 8
+static volatile int race_stop;
+static int race_victim;
+
+static void *race_closer(void *a)
+{
+	int hi = *(int *)a;
+	while (!race_stop) {
+		for (int n = RACE_LO; n < hi && !race_stop; n++)
+			dup2(race_victim, n);
+		close_range(RACE_LO, ~0U, 0);
+	}
+	return NULL;
+}
+
+struct race_worker {
+	pthread_t t;
+	int file;
+	long errors;
+};
+
+static void *race_work(void *a)
+{
+	struct race_worker *w = a;
+	static __thread char buf[RACE_WRITES][512];
+	for (int round = 0; round < RACE_ROUNDS; round++) {
+		int p[2];
+		if (pipe(p) != 0 || write(p[1], "x", 1) != 1) {
+			w->errors++;
+			continue;
+		}
+		io_context_t ctx = 0;
+		if (io_setup(16, &ctx) != 0) {
+			w->errors++;
+			close(p[0]);
+			close(p[1]);
+			continue;
+		}
+		struct iocb cb[RACE_WRITES + 2], *cbs[RACE_WRITES + 2];
+		for (int i = 0; i < RACE_WRITES; i++) {
+			memset(buf[i], 'a' + (round + i) % 26, sizeof buf[i]);
+			io_prep_pwrite(&cb[i], w->file, buf[i], sizeof buf[i], (long long)i * 512);
+		}
+		io_prep_fdsync(&cb[RACE_WRITES], w->file);
+		io_prep_poll(&cb[RACE_WRITES + 1], p[0], POLLIN);
+		for (int i = 0; i < RACE_WRITES + 2; i++)
+			cbs[i] = &cb[i];
+		int n = io_submit(ctx, RACE_WRITES + 2, cbs);
+		if (n != RACE_WRITES + 2)
+			w->errors++;
+		struct io_event ev[RACE_WRITES + 2];
+		struct timespec ts = { 10, 0 };
+		int got = 0;
+		while (got < n) {
+			int g = io_getevents(ctx, 1, n - got, ev + got, &ts);
+			if (g <= 0)
+				break;
+			got += g;
+		}
+		if (got < (n > 0 ? n : 0))
+			w->errors++;
+		for (int i = 0; i < got; i++) {
+			long k = (struct iocb *)ev[i].obj - cb;
+			long want = k < RACE_WRITES ? 512 : k == RACE_WRITES ? 0 : POLLIN;
+			if ((long)ev[i].res != want)
+				w->errors++;
+		}
+		char back[512];
+		for (int i = 0; i < RACE_WRITES; i++)
+			if (pread(w->file, back, sizeof back, (off_t)i * 512) != 512 || memcmp(back, buf[i], 512) != 0)
+				w->errors++;
+		if (io_destroy(ctx) != 0)
+			w->errors++;
+		close(p[0]);
+		close(p[1]);
+	}
+	return NULL;
+}
+
+static void race(void)
+{
+	struct rlimit rl;
+	getrlimit(RLIMIT_NOFILE, &rl);
+	int hi = rl.rlim_cur < RACE_HI ? (int)rl.rlim_cur : RACE_HI;
+	race_victim = tmpfile_open("race-victim", O_RDWR | O_TRUNC);
+	struct race_worker w[3];
+	char name[32];
+	for (int i = 0; i < 3; i++) {
+		snprintf(name, sizeof name, "race-%d", i);
+		w[i].file = tmpfile_open(name, O_RDWR | O_TRUNC);
+		w[i].errors = 0;
+	}
+	pthread_t closer;
+	pthread_create(&closer, NULL, race_closer, &hi);
+	for (int i = 0; i < 3; i++)
+		pthread_create(&w[i].t, NULL, race_work, &w[i]);
+	long errors = 0;
+	for (int i = 0; i < 3; i++) {
+		pthread_join(w[i].t, NULL);
+		errors += w[i].errors;
+	}
+	race_stop = 1;
+	pthread_join(closer, NULL);
+	struct stat st;
+	fstat(race_victim, &st);
+	printf("race: %d contexts, calls or events that failed: %ld, victim file size %lld\n", 3 * RACE_ROUNDS, errors,
+	       (long long)st.st_size);
+}
+
 int main(int argc, char **argv)
 {
 	const char *mode = argc > 1 ? argv[1] : "close_range";
+	if (strcmp(mode, "race") == 0) {
+		make_tmpdir();
+		race();
+		return 0;
+	}
 	make_tmpdir();
 	scan_open(NULL); /* inherited */
 	int fd = tmpfile_open("fdconform", O_RDWR | O_TRUNC);

@@ -20,7 +20,10 @@
 //!
 //! The same system calls made through `syscall()` come here too. uaio's
 //! own closes of its descriptors pass: it stops counting a number as its
-//! own before it closes it.
+//! own before it closes it. And none of these runs while uaio is making a
+//! descriptor of its own ([`raw::program_closing`]): uaio opens it at a
+//! low number, then moves it above its floor and marks it, and a close or
+//! `dup2` of the program's between the two would take it away.
 
 use std::sync::atomic::AtomicUsize;
 
@@ -69,10 +72,7 @@ fn real_close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
 /// # Safety
 /// As `close(2)`.
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
-    if raw::is_own_fd(fd) {
-        return fail(libc::EBADF);
-    }
-    real_close(fd)
+    raw::program_closing(|| if raw::is_own_fd(fd) { fail(libc::EBADF) } else { real_close(fd) })
 }
 
 /// `close_range(first, last, flags)`: every number of the range but
@@ -81,6 +81,11 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
 /// # Safety
 /// As `close_range(2)`.
 pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
+    raw::program_closing(|| close_range_around_own(first, last, flags))
+}
+
+/// [`close_range`], with no descriptor of uaio's being made.
+fn close_range_around_own(first: c_uint, last: c_uint, flags: c_int) -> c_int {
     if first > last || flags & !(CLOSE_RANGE_UNSHARE | CLOSE_RANGE_CLOEXEC) != 0 {
         // The kernel's EINVAL.
         return real_close_range(first, last, flags);
@@ -108,6 +113,11 @@ pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) 
 /// # Safety
 /// As `closefrom(3)`.
 pub unsafe extern "C" fn closefrom(lowfd: c_int) {
+    raw::program_closing(|| closefrom_around_own(lowfd))
+}
+
+/// [`closefrom`], with no descriptor of uaio's being made.
+fn closefrom_around_own(lowfd: c_int) {
     raw::around_own_fds(lowfd.max(0) as c_uint, c_uint::MAX, |a, b| {
         if real_close_range(a, b, 0) != 0 {
             // A kernel without close_range (before 5.9): one at a time, up
@@ -148,15 +158,17 @@ fn dup_onto_own(old: c_int, new: c_int) -> Option<c_int> {
 /// # Safety
 /// As `dup2(2)`.
 pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
-    if let Some(r) = dup_onto_own(old, new) {
-        return r;
-    }
     static NEXT: AtomicUsize = AtomicUsize::new(0);
-    match next::<unsafe extern "C" fn(c_int, c_int) -> c_int>(c"dup2", &NEXT) {
-        // SAFETY: the C library's dup2 of two numbers.
-        Some(f) => unsafe { f(old, new) },
-        None => sys(libc::SYS_dup2, old as c_long, new as c_long, 0),
-    }
+    raw::program_closing(|| {
+        if let Some(r) = dup_onto_own(old, new) {
+            return r;
+        }
+        match next::<unsafe extern "C" fn(c_int, c_int) -> c_int>(c"dup2", &NEXT) {
+            // SAFETY: the C library's dup2 of two numbers.
+            Some(f) => unsafe { f(old, new) },
+            None => sys(libc::SYS_dup2, old as c_long, new as c_long, 0),
+        }
+    })
 }
 
 /// `dup3(old, new, flags)`.
@@ -164,16 +176,18 @@ pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
 /// # Safety
 /// As `dup3(2)`.
 pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
-    // The kernel's EINVAL comes first.
-    if flags & !libc::O_CLOEXEC == 0 && old != new {
-        if let Some(r) = dup_onto_own(old, new) {
-            return r;
-        }
-    }
     static NEXT: AtomicUsize = AtomicUsize::new(0);
-    match next::<unsafe extern "C" fn(c_int, c_int, c_int) -> c_int>(c"dup3", &NEXT) {
-        // SAFETY: the C library's dup3 of two numbers.
-        Some(f) => unsafe { f(old, new, flags) },
-        None => sys(libc::SYS_dup3, old as c_long, new as c_long, flags as c_long),
-    }
+    raw::program_closing(|| {
+        // The kernel's EINVAL comes first.
+        if flags & !libc::O_CLOEXEC == 0 && old != new {
+            if let Some(r) = dup_onto_own(old, new) {
+                return r;
+            }
+        }
+        match next::<unsafe extern "C" fn(c_int, c_int, c_int) -> c_int>(c"dup3", &NEXT) {
+            // SAFETY: the C library's dup3 of two numbers.
+            Some(f) => unsafe { f(old, new, flags) },
+            None => sys(libc::SYS_dup3, old as c_long, new as c_long, flags as c_long),
+        }
+    })
 }

@@ -30,8 +30,8 @@ pub(crate) fn eventfd(
     if let Some(fd) = g.as_ref() {
         return Ok(fd.clone());
     }
-    let fd = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC)?;
-    let fd = Arc::new(internal_fds::InternalFd::new(fd)?.into_permanent());
+    let made = internal_fds::InternalFd::make(|| rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC));
+    let fd = Arc::new(made?.into_permanent());
     let efd = fd.clone();
     crate::sys::spawn_thread("uaio-progress", move || run(efd, contexts)).map_err(|_| Errno::AGAIN)?;
     internal_fds::set_sweeper(fd.as_raw_fd());

@@ -137,6 +137,18 @@ pub fn is_own_fd(fd: i32) -> bool {
     crate::sys::internal_fds::is_internal(fd)
 }
 
+/// Runs `f`, a `close`, `close_range`, `closefrom`, `dup2` or `dup3` of
+/// the program's (the drop-in library's, which look at [`is_own_fd`] and
+/// then call the C library's), while uaio makes no descriptor of its own:
+/// uaio makes one at a low number and then moves it above its floor and
+/// marks it, and a program's close between the two would close or
+/// replace it. The wait is for a few system calls of another thread's.
+/// Inside a uaio call (a signal handler that interrupted one) and on
+/// uaio's own threads, `f` runs at once.
+pub fn program_closing<T>(f: impl FnOnce() -> T) -> T {
+    crate::sys::internal_fds::program_closing(f)
+}
+
 /// Splits `first..=last` around uaio's own descriptors ([`is_own_fd`]):
 /// calls `piece(a, b)` for each largest range `a..=b` within it that holds
 /// none of them, lowest first, and stops at the first call that does not

@@ -152,20 +152,24 @@ fn two_views(bytes: usize) -> Result<(Mapping, *mut core::ffi::c_void), Errno> {
             }
         }
     }
-    let fd = rustix::fs::memfd_create("uaio-ring", rustix::fs::MemfdFlags::CLOEXEC)?;
-    rustix::fs::ftruncate(&fd, bytes as u64)?;
-    // SAFETY: a fresh shared mapping of the memfd made above.
-    let own = unsafe { rustix::mm::mmap(std::ptr::null_mut(), bytes, rw, MapFlags::SHARED, &fd, 0)? };
-    // SAFETY: as above, the same pages a second time.
-    match unsafe { rustix::mm::mmap(std::ptr::null_mut(), bytes, rw, MapFlags::SHARED, &fd, 0) } {
-        // SAFETY: as above.
-        Ok(user) => Ok((unsafe { Mapping::own(own, bytes) }, user)),
-        Err(e) => {
-            // SAFETY: unmapping the first view, which nothing uses yet.
-            let _ = unsafe { rustix::mm::munmap(own, bytes) };
-            Err(e)
+    // The memfd's number is mapped and closed before the program may close
+    // or reuse it (see `making`).
+    crate::sys::internal_fds::making(|| {
+        let fd = rustix::fs::memfd_create("uaio-ring", rustix::fs::MemfdFlags::CLOEXEC)?;
+        rustix::fs::ftruncate(&fd, bytes as u64)?;
+        // SAFETY: a fresh shared mapping of the memfd made above.
+        let own = unsafe { rustix::mm::mmap(std::ptr::null_mut(), bytes, rw, MapFlags::SHARED, &fd, 0)? };
+        // SAFETY: as above, the same pages a second time.
+        match unsafe { rustix::mm::mmap(std::ptr::null_mut(), bytes, rw, MapFlags::SHARED, &fd, 0) } {
+            // SAFETY: as above.
+            Ok(user) => Ok((unsafe { Mapping::own(own, bytes) }, user)),
+            Err(e) => {
+                // SAFETY: unmapping the first view, which nothing uses yet.
+                let _ = unsafe { rustix::mm::munmap(own, bytes) };
+                Err(e)
+            }
         }
-    }
+    })
 }
 
 impl Ring {

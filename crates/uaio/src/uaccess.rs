@@ -118,6 +118,11 @@ pub(crate) fn own_thread() {
     let _ = OWN_THREAD.try_with(|c| c.set(true));
 }
 
+/// Whether the calling thread is one of uaio's own.
+pub(crate) fn is_own_thread() -> bool {
+    OWN_THREAD.try_with(Cell::get).unwrap_or(false)
+}
+
 /// In uaio's fault handler: whether the calling thread is one of uaio's,
 /// which must pass a fault signal sent to the process on to the program's
 /// threads. It keeps the signal blocked from now on (the caller sets that

@@ -20,6 +20,82 @@ use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
 
 use rustix::io::Errno;
 
+/// uaio's threads making a descriptor of their own now ([`making`]), and
+/// program threads closing or replacing descriptors now through the
+/// drop-in library ([`program_closing`]): each side waits for the other.
+static MAKING: AtomicUsize = AtomicUsize::new(0);
+static CLOSING: AtomicUsize = AtomicUsize::new(0);
+
+std::thread_local! {
+    /// [`making`] calls this thread is inside.
+    static MAKING_HERE: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Runs `f`, which makes descriptors of uaio's (a new descriptor at a low
+/// number, then its duplicate above the floor, marked as uaio's), with no
+/// `close`, `close_range`, `closefrom`, `dup2` or `dup3` of the program's
+/// (through the drop-in library, see [`program_closing`]) running
+/// meanwhile: one that ran between the making and the marking would close
+/// or replace the new number, and uaio would then use the program's file
+/// as its own (an io_uring ring mapped from it faulted with `SIGBUS`), or
+/// a closed number (POLLs that never completed, syncs failing with
+/// `EBADF`). Nested calls wait once.
+pub(crate) fn making<T>(f: impl FnOnce() -> T) -> T {
+    struct Made(bool);
+    impl Drop for Made {
+        fn drop(&mut self) {
+            if self.0 {
+                MAKING.fetch_sub(1, Ordering::SeqCst);
+            }
+            let _ = MAKING_HERE.try_with(|c| c.set(c.get().saturating_sub(1)));
+        }
+    }
+    let outer = MAKING_HERE
+        .try_with(|c| {
+            c.set(c.get() + 1);
+            c.get() == 1
+        })
+        .unwrap_or(false);
+    if outer {
+        loop {
+            MAKING.fetch_add(1, Ordering::SeqCst);
+            if CLOSING.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            MAKING.fetch_sub(1, Ordering::SeqCst);
+            while CLOSING.load(Ordering::SeqCst) != 0 {
+                std::thread::yield_now();
+            }
+        }
+    }
+    let _made = Made(outer);
+    f()
+}
+
+/// Runs `f`, the program's `close`, `close_range`, `closefrom`, `dup2` or
+/// `dup3`, once no descriptor of uaio's is being made, keeping new ones
+/// from being made meanwhile (see [`making`]). uaio's own closes (on its
+/// threads, or inside a call, where a program's signal handler may run
+/// too) run at once: they never touch a number being made, and waiting
+/// there could wait for the thread itself.
+pub(crate) fn program_closing<T>(f: impl FnOnce() -> T) -> T {
+    if crate::sync::held_here() || crate::uaccess::is_own_thread() {
+        return f();
+    }
+    struct Closed;
+    impl Drop for Closed {
+        fn drop(&mut self) {
+            CLOSING.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    CLOSING.fetch_add(1, Ordering::SeqCst);
+    let _closed = Closed;
+    while MAKING.load(Ordering::SeqCst) != 0 {
+        std::thread::yield_now();
+    }
+    f()
+}
+
 /// Numbers tracked exactly above the floor (a bit each).
 const SPAN: usize = 4096;
 static FLOOR: AtomicI32 = AtomicI32::new(0);
@@ -72,6 +148,13 @@ impl InternalFd {
         Self::dup_of(fd.as_fd())
     }
 
+    /// [`InternalFd::new`] of the descriptor `make` opens, both inside one
+    /// [`making`]: the low number `make` gets is not closed or replaced
+    /// by the program before it is moved.
+    pub(crate) fn make(make: impl FnOnce() -> Result<OwnedFd, Errno>) -> Result<InternalFd, Errno> {
+        making(|| InternalFd::new(make()?))
+    }
+
     /// A duplicate of `fd` (which stays open, and may be the
     /// application's) at a number at or above the floor (close-on-exec),
     /// recorded as uaio's. `EMFILE` when no number is left there, `EBADF`
@@ -83,6 +166,11 @@ impl InternalFd {
     /// [`InternalFd::dup_of`] by number: what the number names at the
     /// moment of the call (`EBADF` if nothing).
     pub(crate) fn dup_of_number(fd: i32) -> Result<InternalFd, Errno> {
+        making(|| InternalFd::dup_unguarded(fd))
+    }
+
+    /// [`InternalFd::dup_of_number`], inside a [`making`].
+    fn dup_unguarded(fd: i32) -> Result<InternalFd, Errno> {
         let min = floor();
         // SAFETY: F_DUPFD_CLOEXEC on a descriptor number (a closed one just
         // fails); the result, if any, is a new descriptor that only this
@@ -441,6 +529,10 @@ pub(crate) fn after_fork_in_child() {
     NKEPT.store(0, Ordering::SeqCst);
     SWEEPER.store(-1, Ordering::SeqCst);
     COUNT.store(0, Ordering::SeqCst);
+    // Threads of the parent's that were making a descriptor, or closing
+    // one, are not in the child.
+    MAKING.store(0, Ordering::SeqCst);
+    CLOSING.store(0, Ordering::SeqCst);
     FLOOR.store(0, Ordering::Relaxed);
 }
 
@@ -454,15 +546,19 @@ pub(crate) fn room_for_one_more(any: BorrowedFd<'_>) -> bool {
     if COUNT.load(Ordering::SeqCst) >= (limit / 4).max(1) {
         return false;
     }
-    // SAFETY: F_DUPFD_CLOEXEC of a valid descriptor; the duplicate is
-    // closed at once.
-    let low = unsafe { libc::fcntl(any.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
-    if low < 0 {
-        return false;
-    }
-    // SAFETY: closing the duplicate just made.
-    unsafe { libc::close(low) };
-    (low as usize) < limit / 2
+    // The duplicate is closed before the program may close or reuse its
+    // number (see `making`).
+    let low = making(|| {
+        // SAFETY: F_DUPFD_CLOEXEC of a valid descriptor; the duplicate is
+        // closed at once.
+        let low = unsafe { libc::fcntl(any.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+        if low >= 0 {
+            // SAFETY: closing the duplicate just made.
+            unsafe { libc::close(low) };
+        }
+        low
+    });
+    low >= 0 && (low as usize) < limit / 2
 }
 
 #[cfg(test)]

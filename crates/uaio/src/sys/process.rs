@@ -307,6 +307,5 @@ pub(crate) fn end_now(code: i32) -> ! {
 pub(crate) fn watch_thread(tid: i32) -> Result<super::internal_fds::InternalFd, rustix::io::Errno> {
     let pid = rustix::process::Pid::from_raw(tid).ok_or(rustix::io::Errno::SRCH)?;
     let thread = rustix::process::PidfdFlags::from_bits_retain(libc::O_EXCL as u32);
-    let fd = rustix::process::pidfd_open(pid, thread)?;
-    super::internal_fds::InternalFd::new(fd)
+    super::internal_fds::InternalFd::make(|| rustix::process::pidfd_open(pid, thread))
 }

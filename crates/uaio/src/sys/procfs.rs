@@ -87,17 +87,21 @@ fn fd(f: ProcFile) -> Option<i32> {
 fn open_high(path: &'static str) -> Option<InternalFd> {
     let c = std::ffi::CString::new(path).ok()?;
     for _ in 0..3 {
-        // SAFETY: open(2) of a NUL-terminated path.
-        let low = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-        if low < 0 {
-            return None;
-        }
-        let high = InternalFd::dup_of_number(low);
-        // SAFETY: closing the number open(2) gave; if the program closed
-        // it meanwhile, this fails (or closes what it put there, as its
-        // own double close would).
-        unsafe { libc::close(low) };
-        let Ok(high) = high else { return None };
+        // The low number is moved and closed before the program may close
+        // or reuse it (see `making`).
+        let high = super::internal_fds::making(|| {
+            // SAFETY: open(2) of a NUL-terminated path.
+            let low = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+            if low < 0 {
+                return None;
+            }
+            let high = InternalFd::dup_of_number(low);
+            // SAFETY: closing the number open(2) gave (a program that
+            // closes numbers through the C library's close waits for this).
+            unsafe { libc::close(low) };
+            Some(high)
+        });
+        let Some(Ok(high)) = high else { return None };
         if same_file(&high, &c) {
             return Some(high);
         }

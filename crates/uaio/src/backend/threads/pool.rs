@@ -88,8 +88,9 @@ pub(super) fn max_threads() -> usize {
 
 /// A new eventfd of uaio's own (high number, close-on-exec, non-blocking).
 pub(super) fn new_eventfd() -> Result<InternalFd, Errno> {
-    let fd = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK)?;
-    InternalFd::new(fd)
+    InternalFd::make(|| {
+        rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK)
+    })
 }
 
 /// `F_GETFL` of a descriptor number (negative when it is not open).
