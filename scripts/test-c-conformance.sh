@@ -71,6 +71,7 @@ compile exit_inflight -laio
 compile lane_reaping -laio
 compile cancel_conform -laio
 compile fd_conform -laio
+compile order_conform -laio
 if [ "$failed" -ne 0 ]; then
 	echo "$passed passed, $failed failed"
 	exit 1
@@ -242,6 +243,12 @@ done
 # others make and use contexts (before: io_setup faulted with SIGBUS on
 # io_uring in 5 of 5 runs; a sync failed on the thread pool in 1 of 5).
 check_case fd_conform.race fd_conform race
+# A buffered write and a read of its bytes in one io_submit: the read sees
+# the write (before: the read ran first, with RWF_DSYNC on the write, and
+# when the soft limit was lowered below uaio's floor after io_setup).
+for m in dsync short-fds; do
+	check_case "order_conform.$m" order_conform "$m"
+done
 check_case exit_inflight.exit exit_inflight exit
 check_case exit_inflight.exec exit_inflight exec
 for fn in execl execle execlp execvp execvpe execve fexecve execveat syscall; do

@@ -137,6 +137,12 @@ pub(crate) fn backend_write_ended(id: u64) {
     }
 }
 
+/// Whether some buffered write is in a backend now (one atomic load).
+#[inline]
+pub(crate) fn backend_writes_pending() -> bool {
+    BACKEND_WRITES.load(Ordering::SeqCst) != 0
+}
+
 /// Whether a buffered write in a backend covers a byte of `span` in
 /// `file` (also when that cannot be known without waiting for the lock).
 pub(crate) fn behind_backend_write(file: FileKey, span: Span) -> bool {

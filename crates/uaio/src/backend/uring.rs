@@ -18,7 +18,7 @@ use rustix::io_uring::{
     addr_or_splice_off_in_union, io_uring_cqe, io_uring_enter, io_uring_enter_arg, io_uring_getevents_arg,
     io_uring_params, io_uring_ptr, io_uring_register, io_uring_setup, io_uring_sqe, io_uring_user_data, ioprio_union,
     len_union, off_or_addr2_union, op_flags_union, IoringCqFlags, IoringEnterFlags, IoringFsyncFlags, IoringOp,
-    IoringRegisterOp, IoringSetupFlags, IORING_OFF_SQES,
+    IoringRegisterOp, IoringSetupFlags, IoringSqeFlags, IORING_OFF_SQES,
 };
 
 use super::{poll_companions, Backend, BackendOp, OpKind};
@@ -401,12 +401,11 @@ impl Backend for Uring {
                 let mut s = Ring::sqe_for(op);
                 // A buffered write, a sync or a direct transfer behind a
                 // buffered write of its file waits for it.
-                if op
-                    .order
-                    .map(super::Order::parts)
-                    .is_some_and(|(k, after)| !order::admit(&self.0, k, &s, after, op.file()))
+                match op.order.map(super::Order::parts).map(|(k, after)| order::admit(&self.0, k, &s, after, op.file()))
                 {
-                    continue;
+                    Some(order::Admit::Kept) => continue,
+                    Some(order::Admit::Drained) => s.flags |= IoringSqeFlags::IO_DRAIN,
+                    _ => {}
                 }
                 if matches!(op.kind, OpKind::Fsync | OpKind::Fdatasync) {
                     // io_uring runs a sync in its workers without trying it

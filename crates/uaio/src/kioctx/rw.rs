@@ -65,7 +65,7 @@ pub(super) fn prepare_rw(
     let behind_write = buffered.is_some_and(|(k, span)| {
         earlier.iter().any(|&(ek, es)| ek == k && writeback::overlap(es, span))
             || writeback::behind_backend_write(k, span)
-    });
+    }) || (!write && read_behind_write(f, p, earlier));
     if runs_inline(f, p, write, empty, behind_write, every_write) {
         let r = inline_rw(cb, f, p, write, empty, behind_write);
         return p.complete(r);
@@ -117,6 +117,9 @@ fn runs_inline(f: &mut FdInfo, p: &Prepared, write: bool, empty: bool, behind_wr
     // opened O_NONBLOCK (which answer EAGAIN themselves; io_uring
     // would wait for readiness instead).
     let nonblock = f.flags & libc::O_NONBLOCK as u32 != 0 && !f.is_regular_or_block();
+    // One that must follow a buffered write still to run goes to the
+    // backend, which orders it.
+    let nowait = p.rw_flags & RWF_NOWAIT != 0 && !behind_write;
     // Except a direct transfer: the system call waits for the
     // device even with RWF_NOWAIT (a synchronous call waits for
     // its bio; only AIO and io_uring return once it is queued),
@@ -133,7 +136,19 @@ fn runs_inline(f: &mut FdInfo, p: &Prepared, write: bool, empty: bool, behind_wr
         && f.is_regular()
         && !behind_write
         && writeback::may_write_inline(f, p.rw_flags, p.off, buffer_len(p));
-    (p.rw_flags & RWF_NOWAIT != 0 && !direct) || nonblock || inline_write
+    (nowait && !direct) || nonblock || inline_write
+}
+
+/// Whether the buffered read `p` of `f` must follow a buffered write of
+/// some of its bytes still to run (`earlier`: this call's on their way to
+/// the backend; or one in a backend).
+fn read_behind_write(f: &mut FdInfo, p: &Prepared, earlier: &[FileSpan]) -> bool {
+    if is_direct(f) || (earlier.is_empty() && !writeback::backend_writes_pending()) {
+        return false;
+    }
+    let Some(Order::After(k)) = f.order_key(OpKind::Read) else { return false };
+    let span = (p.off, p.off.saturating_add(buffer_len(p).max(1)));
+    earlier.iter().any(|&(ek, es)| ek == k && writeback::overlap(es, span)) || writeback::behind_backend_write(k, span)
 }
 
 /// Runs a read or write that [`runs_inline`] chose; returns its result.

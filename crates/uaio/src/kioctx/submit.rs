@@ -107,6 +107,32 @@ impl FdCache {
         }
     }
 
+    /// Whether a read of `count` bytes at `off` of `fd` must follow a
+    /// buffered write of some of those bytes still to run: this call's, on
+    /// its way to the backend, or one in a backend. Kernel AIO has done
+    /// such a write (into the page cache) before it looks at the read, so
+    /// the read is not tried here but ordered behind it by the backend.
+    /// Costs nothing while no buffered write is on its way to a backend.
+    pub(super) fn read_behind_write(&mut self, fd: u32, off: u64, count: u64) -> bool {
+        if self.backend_writes.is_empty() && !crate::writeback::backend_writes_pending() {
+            return false;
+        }
+        self.read_behind_write_slow(fd, off, count)
+    }
+
+    #[cold]
+    fn read_behind_write_slow(&mut self, fd: u32, off: u64, count: u64) -> bool {
+        let Ok(i) = self.index_of(fd) else { return false };
+        let f = &mut self.entries[i];
+        if f.flags & libc::O_DIRECT as u32 != 0 {
+            return false;
+        }
+        let Some(Order::After(k)) = f.order_key(OpKind::Read) else { return false };
+        let span = (off, off.saturating_add(count.max(1)));
+        self.backend_writes.iter().any(|&(ek, es)| ek == k && crate::writeback::overlap(es, span))
+            || crate::writeback::behind_backend_write(k, span)
+    }
+
     /// [`FdCache::index_of`] for a descriptor not looked up yet in this call.
     #[cold]
     fn look_up(&mut self, fd: u32) -> Result<usize, Errno> {
@@ -421,7 +447,7 @@ impl Kioctx {
         let count = iov.as_ref().map_or(len as u64, |v| v.iter().map(|e| e.iov_len).sum());
         // A zero-length read succeeds before the file is looked at, so it
         // would prove nothing about the descriptor.
-        if count == 0 {
+        if count == 0 || fds.read_behind_write(cb.aio_fildes, cb.aio_offset as u64, count) {
             return None;
         }
         let one = iovec { iov_base: addr, iov_len: len as u64 };

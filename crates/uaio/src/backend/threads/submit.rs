@@ -110,7 +110,8 @@ impl Threads {
             Some(seen) => seen.flags & libc::O_DIRECT as u32 != 0,
             None => sys::direct_hint::is_direct(op.fd),
         };
-        if !direct && flags & RWF_NOWAIT == 0 && self.behind_writes(p, op, batch) {
+        let write = matches!(op.kind, OpKind::Write | OpKind::Writev);
+        if !direct && (flags & RWF_NOWAIT == 0 || !write) && self.behind_writes(p, op, batch) {
             // After the file's queued writes, in order.
             let st = batch.stat(op);
             return self.start(p, op, Cursor::new(op), Route::Worker, st, here, batch);
@@ -128,7 +129,6 @@ impl Threads {
         }
         let st = batch.stat(op);
         let file = st.as_ref().is_none_or(FileStat::is_regular_or_block);
-        let write = matches!(op.kind, OpKind::Write | OpKind::Writev);
         if partial {
             // A stream read returns what was there; anything else
             // goes on with the rest.
@@ -145,11 +145,14 @@ impl Threads {
         self.start(p, op, cur, route, st, here, batch);
     }
 
-    /// Whether `op` is a buffered write to a file with a buffered write
-    /// queued or running (in the pool, or in this batch on its way there):
-    /// it must then run after them.
+    /// Whether `op` is a buffered write, or a read, of a file with a
+    /// buffered write queued or running (in the pool, or in this batch on
+    /// its way there): it must then run after them.
     pub(super) fn behind_writes(&self, p: &Pool, op: &BackendOp, batch: &Batch) -> bool {
-        let Some(Order::Member(k)) = op.order else { return false };
+        let (Some(Order::Member(k)) | Some(Order::After(k))) = op.order else { return false };
+        if matches!(op.order, Some(Order::After(_))) && !matches!(op.kind, OpKind::Read | OpKind::Readv) {
+            return false;
+        }
         if p.nchains.load(Ordering::SeqCst) == 0 && batch.ordered.is_empty() {
             return false;
         }

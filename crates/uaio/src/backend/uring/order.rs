@@ -105,30 +105,47 @@ fn id(ring: &Ring) -> usize {
 /// later writes follow it; with none before it, it goes at once and orders
 /// nothing.
 ///
-/// A write that cannot have its duplicate (no descriptor number left above
-/// uaio's floor) goes at once, unordered, rather than to whatever file the
-/// number may name by its turn.
-pub(super) fn admit(ring: &Arc<Ring>, file: FileKey, sqe: &Sqe, after: bool, ident: (u64, u64)) -> bool {
+/// A request that cannot have its duplicate (no descriptor number left
+/// above uaio's floor) is not kept, since by its turn the number may name
+/// another file: when the file's only write in flight is in the same ring,
+/// it goes at once with `IOSQE_IO_DRAIN` ([`Admit::Drained`]), which
+/// starts it once everything before it in the ring is done (and nothing
+/// after it before it is done); otherwise at once, unordered.
+pub(super) fn admit(ring: &Arc<Ring>, file: FileKey, sqe: &Sqe, after: bool, ident: (u64, u64)) -> Admit {
     if after && NCHAINS.load(Ordering::SeqCst) == 0 {
-        return true;
+        return Admit::Now;
     }
     let mut t = table();
     if let Some(c) = t.chains.iter_mut().find(|c| c.file == file) {
         // The request's descriptor, open now (the engine looked it up in
         // this io_submit); if the program closed it meanwhile, the
         // duplication fails.
-        let Ok(dup) = InternalFd::dup_of_program(sqe.fd) else { return true };
+        let Ok(dup) = InternalFd::dup_of_program(sqe.fd) else {
+            return if c.head.0 == id(ring) && c.waiting.is_empty() { Admit::Drained } else { Admit::Now };
+        };
         let sqe = Sqe { fd: dup.as_raw_fd(), ..*sqe };
         c.waiting.push_back(Waiting { ring: ring.clone(), sqe, dup, file: ident });
-        return false;
+        return Admit::Kept;
     }
     if after {
-        return true;
+        return Admit::Now;
     }
     t.chains.push(Chain { file, head: (id(ring), sqe.user_data.u64_()), waiting: VecDeque::new() });
     NCHAINS.store(t.chains.len(), Ordering::SeqCst);
     ring.heads.fetch_add(1, Ordering::SeqCst);
-    true
+    Admit::Now
+}
+
+/// What [`admit`] decided for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Admit {
+    /// It goes to the kernel now (if it is a write, its completion must be
+    /// reported with [`finished`]).
+    Now,
+    /// It goes to the kernel now, with `IOSQE_IO_DRAIN`.
+    Drained,
+    /// It was kept, to follow the file's earlier writes.
+    Kept,
 }
 
 /// The request `key` of `ring` completed (or never reached the kernel):
