@@ -137,6 +137,13 @@ pub(crate) fn backend_write_ended(id: u64) {
     }
 }
 
+/// Whether a buffered write of some of `span`'s bytes in `file` is still
+/// to run: one of `earlier` (the call's on their way to a backend), or one
+/// in a backend.
+pub(crate) fn follows_write(earlier: &[FileSpan], file: FileKey, span: Span) -> bool {
+    earlier.iter().any(|&(k, s)| k == file && overlap(s, span)) || behind_backend_write(file, span)
+}
+
 /// Whether some buffered write is in a backend now (one atomic load).
 #[inline]
 pub(crate) fn backend_writes_pending() -> bool {

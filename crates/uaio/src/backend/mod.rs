@@ -150,8 +150,7 @@ pub(crate) fn order_key(kind: OpKind, direct: bool, mode: u32, dev: u64, ino: u6
         // A read follows the buffered writes of its file queued before it,
         // which kernel AIO has done by then (in the page cache, inside
         // io_submit); a direct write follows them too.
-        OpKind::Read | OpKind::Readv => Some(Order::After(key)),
-        OpKind::Write | OpKind::Writev => Some(Order::After(key)),
+        OpKind::Read | OpKind::Readv | OpKind::Write | OpKind::Writev => Some(Order::After(key)),
         OpKind::Poll => None,
     }
 }

@@ -145,14 +145,9 @@ fn setup(capacity: u32) -> Result<(InternalFd, io_uring_params), Errno> {
         let mut params = io_uring_params::default();
         params.flags = IoringSetupFlags::CQSIZE | IoringSetupFlags::SUBMIT_ALL | IoringSetupFlags::CLAMP | extra;
         params.cq_entries = cq_entries;
-        // The ring's low number is moved above the floor before the
-        // program may close or replace it (see `making`).
-        let made = crate::sys::internal_fds::making(|| {
-            // SAFETY: params is a valid, zero-initialised io_uring_params.
-            unsafe { io_uring_setup(sq_entries, &mut params) }.map(InternalFd::new)
-        });
-        match made {
-            Ok(fd) => return Ok((fd?, params)),
+        // SAFETY: params is a valid, zero-initialised io_uring_params.
+        match InternalFd::make(|| unsafe { io_uring_setup(sq_entries, &mut params) }) {
+            Ok(fd) => return Ok((fd, params)),
             Err(Errno::INVAL) if !extra.is_empty() => continue,
             Err(e) => return Err(e),
         }

@@ -62,10 +62,8 @@ pub(super) fn prepare_rw(
         Some(Order::Member(k)) => Some((k, writeback::span_of(f, p.rw_flags, p.off, buffer_len(p)))),
         _ => None,
     };
-    let behind_write = buffered.is_some_and(|(k, span)| {
-        earlier.iter().any(|&(ek, es)| ek == k && writeback::overlap(es, span))
-            || writeback::behind_backend_write(k, span)
-    }) || (!write && read_behind_write(f, p, earlier));
+    let behind_write = buffered.is_some_and(|(k, span)| writeback::follows_write(earlier, k, span))
+        || (!write && read_behind_write(f, p.off, buffer_len(p), earlier));
     if runs_inline(f, p, write, empty, behind_write, every_write) {
         let r = inline_rw(cb, f, p, write, empty, behind_write);
         return p.complete(r);
@@ -139,16 +137,16 @@ fn runs_inline(f: &mut FdInfo, p: &Prepared, write: bool, empty: bool, behind_wr
     (nowait && !direct) || nonblock || inline_write
 }
 
-/// Whether the buffered read `p` of `f` must follow a buffered write of
-/// some of its bytes still to run (`earlier`: this call's on their way to
-/// the backend; or one in a backend).
-fn read_behind_write(f: &mut FdInfo, p: &Prepared, earlier: &[FileSpan]) -> bool {
+/// Whether a buffered read of `count` bytes at `off` of `f` must follow a
+/// buffered write of some of its bytes still to run (`earlier`: this
+/// call's on their way to the backend; or one in a backend). Costs nothing
+/// while there is none.
+pub(super) fn read_behind_write(f: &mut FdInfo, off: u64, count: u64, earlier: &[FileSpan]) -> bool {
     if is_direct(f) || (earlier.is_empty() && !writeback::backend_writes_pending()) {
         return false;
     }
     let Some(Order::After(k)) = f.order_key(OpKind::Read) else { return false };
-    let span = (p.off, p.off.saturating_add(buffer_len(p).max(1)));
-    earlier.iter().any(|&(ek, es)| ek == k && writeback::overlap(es, span)) || writeback::behind_backend_write(k, span)
+    writeback::follows_write(earlier, k, (off, off.saturating_add(count.max(1))))
 }
 
 /// Runs a read or write that [`runs_inline`] chose; returns its result.

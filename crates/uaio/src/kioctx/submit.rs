@@ -12,7 +12,7 @@ use std::time::Duration;
 use rustix::io::Errno;
 use uaio_abi::*;
 
-use super::rw::prepare_rw;
+use super::rw::{prepare_rw, read_behind_write};
 use super::validate::{check_ioprio, check_rw_flags, import_buffer};
 use super::{exec_elsewhere, wait_for_exec, Kioctx, Resfd, EXITING};
 use crate::backend::{OpKind, Order};
@@ -108,29 +108,17 @@ impl FdCache {
     }
 
     /// Whether a read of `count` bytes at `off` of `fd` must follow a
-    /// buffered write of some of those bytes still to run: this call's, on
-    /// its way to the backend, or one in a backend. Kernel AIO has done
-    /// such a write (into the page cache) before it looks at the read, so
-    /// the read is not tried here but ordered behind it by the backend.
-    /// Costs nothing while no buffered write is on its way to a backend.
+    /// buffered write of some of those bytes still to run
+    /// ([`read_behind_write`]). Kernel AIO has done such a write (into the
+    /// page cache) before it looks at the read, so the read is not tried
+    /// here but ordered behind it by the backend.
     pub(super) fn read_behind_write(&mut self, fd: u32, off: u64, count: u64) -> bool {
+        // Not even the entry is looked for while no write is pending.
         if self.backend_writes.is_empty() && !crate::writeback::backend_writes_pending() {
             return false;
         }
-        self.read_behind_write_slow(fd, off, count)
-    }
-
-    #[cold]
-    fn read_behind_write_slow(&mut self, fd: u32, off: u64, count: u64) -> bool {
-        let Ok(i) = self.index_of(fd) else { return false };
-        let f = &mut self.entries[i];
-        if f.flags & libc::O_DIRECT as u32 != 0 {
-            return false;
-        }
-        let Some(Order::After(k)) = f.order_key(OpKind::Read) else { return false };
-        let span = (off, off.saturating_add(count.max(1)));
-        self.backend_writes.iter().any(|&(ek, es)| ek == k && crate::writeback::overlap(es, span))
-            || crate::writeback::behind_backend_write(k, span)
+        let Ok((f, earlier)) = self.get_with_writes(fd) else { return false };
+        read_behind_write(f, off, count, earlier)
     }
 
     /// [`FdCache::index_of`] for a descriptor not looked up yet in this call.

@@ -149,10 +149,10 @@ impl Threads {
     /// buffered write queued or running (in the pool, or in this batch on
     /// its way there): it must then run after them.
     pub(super) fn behind_writes(&self, p: &Pool, op: &BackendOp, batch: &Batch) -> bool {
-        let (Some(Order::Member(k)) | Some(Order::After(k))) = op.order else { return false };
-        if matches!(op.order, Some(Order::After(_))) && !matches!(op.kind, OpKind::Read | OpKind::Readv) {
-            return false;
-        }
+        let k = match (op.order, op.kind) {
+            (Some(Order::Member(k)), _) | (Some(Order::After(k)), OpKind::Read | OpKind::Readv) => k,
+            _ => return false,
+        };
         if p.nchains.load(Ordering::SeqCst) == 0 && batch.ordered.is_empty() {
             return false;
         }
