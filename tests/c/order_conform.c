@@ -1,7 +1,8 @@
 /* A buffered write and a read of the same bytes in one io_submit: kernel
- * AIO does the write (into the page cache) inside io_submit before it
- * looks at the read, so the read returns what was written. Every mode
- * prints the same lines on kernel AIO and on uaio.
+ * AIO does each (the write into the page cache, the read from it) inside
+ * io_submit, in the call's order, so a read after the write returns what
+ * was written and a read before it what was there. Every mode prints the
+ * same lines on kernel AIO and on uaio.
  *
  *   order_conform dsync      50 rounds of a 4 KiB write with RWF_DSYNC,
  *                            then a read of the same 4 KiB (before, uaio
@@ -14,6 +15,18 @@
  *                            when the limit was higher at io_setup): uaio
  *                            cannot hold the file for the read to wait
  *                            in line (before: 50 of 50 read nothing)
+ *   order_conform read-first 50 rounds of one io_submit of 4: a read of
+ *                            4 KiB, a write of the same 4 KiB, and the
+ *                            same pair on the next 4 KiB (before, uaio
+ *                            sent the reads of a batch of 4 to its
+ *                            backend and did the writes at once: 50 of
+ *                            50 reads returned the write after them)
+ *   order_conform read-first-cold  the same with one read and one write
+ *                            per call, the file's pages dropped from the
+ *                            page cache before each call (the read waits
+ *                            for the disk; where the directory is on
+ *                            tmpfs the pages stay and this is read-first
+ *                            with a batch of 2)
  *
  * Build: gcc -O2 -Wall -o order_conform order_conform.c -laio */
 #include "conform_common.h"
@@ -22,10 +35,74 @@
 #include <linux/fs.h>
 #include <sys/resource.h>
 
+/* Reaps `want` events of `ctx` (5 s at most each wait); returns how many. */
+static int reap(io_context_t ctx, struct io_event *ev, int want)
+{
+	struct timespec ts = { 5, 0 };
+	int got = 0;
+	while (got < want) {
+		int g = io_getevents(ctx, 1, want - got, ev + got, &ts);
+		if (g <= 0)
+			break;
+		got += g;
+	}
+	return got;
+}
+
+/* Reads placed before writes of the same bytes in one io_submit: each
+ * read returns the bytes the file held before the call. */
+static int read_first(int cold)
+{
+	make_tmpdir();
+	io_context_t ctx = 0;
+	printf("io_setup %s\n", negret(io_setup(64, &ctx)));
+	int fd = tmpfile_open("order", O_RDWR | O_TRUNC);
+	int pairs = cold ? 1 : 2, stale = 0, failed = 0;
+	for (int round = 0; round < 50; round++) {
+		static char old[2][4096], w[2][4096], r[2][4096];
+		struct iocb cb[4], *cbs[4];
+		for (int i = 0; i < pairs; i++) {
+			memset(old[i], 'A' + (round + i) % 26, 4096);
+			memset(w[i], 'a' + (round + i) % 26, 4096);
+			memset(r[i], 0, 4096);
+			if (pwrite(fd, old[i], 4096, (off_t)i * 4096) != 4096)
+				failed++;
+			io_prep_pread(&cb[2 * i], fd, r[i], 4096, (long long)i * 4096);
+			io_prep_pwrite(&cb[2 * i + 1], fd, w[i], 4096, (long long)i * 4096);
+			cbs[2 * i] = &cb[2 * i];
+			cbs[2 * i + 1] = &cb[2 * i + 1];
+		}
+		if (cold && (fdatasync(fd) != 0 || posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) != 0))
+			failed++;
+		if (io_submit(ctx, 2 * pairs, cbs) != 2 * pairs) {
+			failed++;
+			continue;
+		}
+		struct io_event ev[4];
+		int got = reap(ctx, ev, 2 * pairs);
+		if (got < 2 * pairs)
+			failed++;
+		for (int i = 0; i < got; i++) {
+			if ((long)ev[i].res != 4096)
+				failed++;
+			for (int k = 0; k < pairs; k++)
+				if (ev[i].obj == &cb[2 * k] && memcmp(r[k], old[k], 4096) != 0)
+					stale++;
+		}
+	}
+	printf("read-first%s: reads that returned a later write: %d of %d, failed calls or events: %d\n",
+	       cold ? "-cold" : "", stale, 50 * pairs, failed);
+	print_file("file", fd);
+	printf("io_destroy %s\n", negret(io_destroy(ctx)));
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *mode = argc > 1 ? argv[1] : "dsync";
 	int dsync = strcmp(mode, "dsync") == 0;
+	if (strncmp(mode, "read-first", 10) == 0)
+		return read_first(strcmp(mode, "read-first-cold") == 0);
 	if (!dsync && strcmp(mode, "short-fds") != 0) {
 		fprintf(stderr, "unknown mode %s\n", mode);
 		return 2;
@@ -64,14 +141,7 @@ int main(int argc, char **argv)
 			continue;
 		}
 		struct io_event ev[2];
-		struct timespec ts = { 5, 0 };
-		int got = 0;
-		while (got < 2) {
-			int g = io_getevents(ctx, 1, 2 - got, ev + got, &ts);
-			if (g <= 0)
-				break;
-			got += g;
-		}
+		int got = reap(ctx, ev, 2);
 		if (got < 2)
 			failed++;
 		for (int i = 0; i < got; i++) {

@@ -283,6 +283,7 @@ fn submit_to(c: &Kioctx, nr: i64, iocbpp: *mut *mut iocb) -> i64 {
         }
     }
     c.release_slots(reserved);
+    fds.order_reads_before_writes(&mut preps[..n]);
     c.start(&mut preps[..n]);
     let _ = PREPS.try_with(|v| v.put(preps));
     let _ = FDS.try_with(|v| v.put(fds));

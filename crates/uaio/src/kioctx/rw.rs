@@ -6,21 +6,22 @@
 use rustix::io::Errno;
 use uaio_abi::*;
 
-use super::submit::{buffer_len, Prepared};
+use super::submit::{buffer_len, CallSpans, Prepared};
 use super::validate::{check_ioprio, check_rw_flags, check_rw_flags_file, import_buffer};
 use crate::backend::{OpKind, Order};
 use crate::sys::{self, FdInfo};
 use crate::writeback::{self, FileSpan};
 
 /// A read or write (`aio_prep_rw` and the file's checks): done here when
-/// it cannot wait, else made ready for the backend. `earlier`: the
-/// buffered writes of this call that go to the backend already (their
-/// files and bytes); `every_write`: the backend must see every write.
+/// it cannot wait, else made ready for the backend. `call`: the buffered
+/// reads and writes of this call that go to the backend already (their
+/// files and bytes), to which this one is added if it goes there too;
+/// `every_write`: the backend must see every write.
 pub(super) fn prepare_rw(
     cb: &iocb,
     f: &mut FdInfo,
     p: &mut Prepared,
-    earlier: &[FileSpan],
+    call: &mut CallSpans,
     every_write: bool,
 ) -> Result<(), Errno> {
     let write = matches!(cb.aio_lio_opcode, IOCB_CMD_PWRITE | IOCB_CMD_PWRITEV);
@@ -53,17 +54,19 @@ pub(super) fn prepare_rw(
     };
     // A buffered write to a regular file: its file and bytes, and whether
     // an earlier write of some of those bytes is still to run (this call's,
-    // or any in a backend), which it must not overtake.
-    // Looked up here only for a buffered write (a read run inline needs
-    // no order), and once.
+    // or any in a backend), or an earlier read of this call, which it must
+    // not overtake. Looked up here only for a buffered write (a read run
+    // inline needs no order), and once.
     let buffered_write = write && !is_direct(f) && f.is_regular();
     let order = if buffered_write { f.order_key(kind) } else { None };
     let buffered = match order {
         Some(Order::Member(k)) => Some((k, writeback::span_of(f, p.rw_flags, p.off, buffer_len(p)))),
         _ => None,
     };
-    let behind_write = buffered.is_some_and(|(k, span)| writeback::follows_write(earlier, k, span))
-        || (!write && read_behind_write(f, p.off, buffer_len(p), earlier));
+    let follows_read = buffered.is_some_and(|(k, span)| call.follows_read(k, span));
+    let behind_write = follows_read
+        || buffered.is_some_and(|(k, span)| writeback::follows_write(&call.writes, k, span))
+        || (!write && read_behind_write(f, p.off, buffer_len(p), &call.writes));
     if runs_inline(f, p, write, empty, behind_write, every_write) {
         let r = inline_rw(cb, f, p, write, empty, behind_write);
         return p.complete(r);
@@ -71,6 +74,19 @@ pub(super) fn prepare_rw(
     p.write_span = buffered.map(|(_, span)| span);
     p.order = if buffered_write { order } else { f.order_key(kind) };
     p.kind = Some(kind);
+    match (buffered, p.order) {
+        (Some((k, span)), _) => {
+            call.writes.push((k, span));
+            p.follows_read = follows_read;
+            call.write_after_read |= follows_read;
+        }
+        // A buffered read of a regular file: a later write of the call
+        // must not overtake it.
+        (None, Some(Order::After(k))) if !write && !is_direct(f) && f.is_regular() => {
+            call.reads.push((k, (p.off, p.off.saturating_add(buffer_len(p).max(1)))));
+        }
+        _ => {}
+    }
     Ok(())
 }
 

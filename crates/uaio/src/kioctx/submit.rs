@@ -56,23 +56,49 @@ pub(crate) struct Prepared {
     pub(super) order: Option<crate::backend::Order>,
     /// See [`crate::backend::BackendOp::seen`].
     pub(super) seen: Option<crate::backend::Seen>,
+    /// A buffered write for the backend that follows a buffered read of
+    /// some of its bytes, earlier in the same call and also for the
+    /// backend ([`FdCache::order_reads_before_writes`]).
+    pub(super) follows_read: bool,
     /// `aio_lio_opcode` (for `stats`).
     pub(super) opcode: u16,
 }
 
 /// Per-call state of one `io_submit`: a small cache of file descriptor
-/// facts, and whether reads may be tried inline.
+/// facts, whether reads may be tried inline, and the buffered reads and
+/// writes the call sends to the backend.
 #[derive(Debug, Default)]
 pub(crate) struct FdCache {
     entries: Vec<FdInfo>,
     /// Small batches try reads inline (one system call per read); large
     /// ones go to the backend together, where one call carries them all.
     pub(crate) inline_reads: bool,
-    /// The buffered writes of this call that go to the backend, by file and
-    /// bytes: no later write of the call may overtake one of the same bytes
-    /// (the process's list of such writes, [`writeback::behind_backend_write`],
-    /// has them only once the call publishes them).
-    backend_writes: Vec<FileSpan>,
+    /// The call's buffered reads and writes on their way to the backend.
+    call: CallSpans,
+}
+
+/// The buffered reads and writes of one `io_submit` that go to the
+/// backend, by file and bytes. Kernel AIO does each inside the call, in
+/// its order: no later write of the call may overtake an earlier write or
+/// read of some of the same bytes (the process's list of such writes,
+/// [`writeback::behind_backend_write`], has them only once the call
+/// publishes them).
+#[derive(Debug, Default)]
+pub(super) struct CallSpans {
+    /// Buffered writes to regular files.
+    pub(super) writes: Vec<FileSpan>,
+    /// Buffered reads of regular files.
+    pub(super) reads: Vec<FileSpan>,
+    /// Some write of the call follows one of `reads` ([`Prepared::follows_read`]).
+    pub(super) write_after_read: bool,
+}
+
+impl CallSpans {
+    /// Whether one of the call's buffered reads for the backend covers a
+    /// byte of `span` in `file`.
+    pub(super) fn follows_read(&self, file: crate::backend::FileKey, span: Span) -> bool {
+        self.reads.iter().any(|&(k, s)| k == file && crate::writeback::overlap(s, span))
+    }
 }
 
 impl FdCache {
@@ -81,15 +107,39 @@ impl FdCache {
     pub(crate) fn reset(&mut self, inline_reads: bool) {
         self.entries.clear();
         self.inline_reads = inline_reads;
-        self.backend_writes.clear();
+        self.call.writes.clear();
+        self.call.reads.clear();
+        self.call.write_after_read = false;
     }
 
-    /// [`FdCache::get`], with the call's buffered writes for the backend
+    /// Once the call's requests are prepared: each buffered read that a
+    /// later write of the call follows becomes a member of its file's order
+    /// ([`Order::Member`]), so that the backend runs that write after it.
+    pub(crate) fn order_reads_before_writes(&self, preps: &mut [Prepared]) {
+        if !self.call.write_after_read {
+            return;
+        }
+        for i in 0..preps.len() {
+            let (head, rest) = preps.split_at_mut(i);
+            let w = &rest[0];
+            let (true, Some(Order::Member(k)), Some(span)) = (w.follows_read, w.order, w.write_span) else {
+                continue;
+            };
+            for r in head.iter_mut() {
+                let read = matches!(r.kind, Some(OpKind::Read | OpKind::Readv));
+                if read && r.order == Some(Order::After(k)) && crate::writeback::overlap(r.read_span(), span) {
+                    r.order = Some(Order::Member(k));
+                }
+            }
+        }
+    }
+
+    /// [`FdCache::get`], with the call's reads and writes for the backend
     /// so far.
     #[inline]
-    fn get_with_writes(&mut self, fd: u32) -> Result<(&mut FdInfo, &mut Vec<FileSpan>), Errno> {
+    fn get_with_spans(&mut self, fd: u32) -> Result<(&mut FdInfo, &mut CallSpans), Errno> {
         let i = self.index_of(fd)?;
-        Ok((&mut self.entries[i], &mut self.backend_writes))
+        Ok((&mut self.entries[i], &mut self.call))
     }
 
     #[inline]
@@ -114,11 +164,11 @@ impl FdCache {
     /// here but ordered behind it by the backend.
     pub(super) fn read_behind_write(&mut self, fd: u32, off: u64, count: u64) -> bool {
         // Not even the entry is looked for while no write is pending.
-        if self.backend_writes.is_empty() && !crate::writeback::backend_writes_pending() {
+        if self.call.writes.is_empty() && !crate::writeback::backend_writes_pending() {
             return false;
         }
-        let Ok((f, earlier)) = self.get_with_writes(fd) else { return false };
-        read_behind_write(f, off, count, earlier)
+        let Ok((f, call)) = self.get_with_spans(fd) else { return false };
+        read_behind_write(f, off, count, &call.writes)
     }
 
     /// [`FdCache::index_of`] for a descriptor not looked up yet in this call.
@@ -153,6 +203,11 @@ pub(super) fn buffer_len(p: &Prepared) -> u64 {
 }
 
 impl Prepared {
+    /// The bytes a prepared read covers in its file.
+    fn read_span(&self) -> Span {
+        (self.off, self.off.saturating_add(buffer_len(self).max(1)))
+    }
+
     /// Completes the request during submission with `res` (its iovec
     /// array is not needed any more).
     pub(super) fn complete(&mut self, res: i64) -> Result<(), Errno> {
@@ -181,6 +236,7 @@ impl Prepared {
         self.write_span = None;
         self.order = None;
         self.seen = None;
+        self.follows_read = false;
         self.opcode = cb.aio_lio_opcode;
     }
 }
@@ -493,15 +549,11 @@ impl Kioctx {
         };
         // KIOCB_KEY goes into the application's iocb, as the kernel writes it.
         aio_key(obj).write(&KIOCB_KEY).map_err(|_| Errno::FAULT)?;
-        let (f, earlier) = fds.get_with_writes(cb.aio_fildes)?;
+        let (f, call) = fds.get_with_spans(cb.aio_fildes)?;
         p.reset(cb, obj, resfd);
         match cb.aio_lio_opcode {
             IOCB_CMD_PREAD | IOCB_CMD_PWRITE | IOCB_CMD_PREADV | IOCB_CMD_PWRITEV => {
-                let every_write = self.backend.wants_every_write();
-                prepare_rw(cb, f, p, earlier, every_write)?;
-                if let (Some(span), Some(Order::Member(k))) = (p.write_span, p.order) {
-                    earlier.push((k, span));
-                }
+                prepare_rw(cb, f, p, call, self.backend.wants_every_write())?;
             }
             IOCB_CMD_FSYNC | IOCB_CMD_FDSYNC => prepare_sync(cb, f, p)?,
             IOCB_CMD_POLL => prepare_poll(cb, f, p)?,
