@@ -247,8 +247,9 @@ check_case fd_conform.race fd_conform race
 # the write (before: the read ran first, with RWF_DSYNC on the write, and
 # when the soft limit was lowered below uaio's floor after io_setup); a
 # read placed before the write does not (before: it did in a batch of 4,
-# and when it had to wait for the disk).
-for m in dsync short-fds read-first read-first-cold; do
+# and when it had to wait for the disk); a synchronous write is in the file
+# when io_submit returns (before: it was not, 50 of 50).
+for m in dsync short-fds read-first read-first-cold sync-visible; do
 	check_case "order_conform.$m" order_conform "$m"
 done
 check_case exit_inflight.exit exit_inflight exit

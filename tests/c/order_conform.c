@@ -27,6 +27,18 @@
  *                            for the disk; where the directory is on
  *                            tmpfs the pages stay and this is read-first
  *                            with a batch of 2)
+ *   order_conform sync-visible  50 rounds of one 4 KiB buffered write with
+ *                            RWF_DSYNC (even rounds) or RWF_SYNC (odd
+ *                            ones) per io_submit, then, before reaping,
+ *                            a pread of those bytes and a pwrite of other
+ *                            data over them: the kernel's write is in the
+ *                            file when io_submit returns, so the pread
+ *                            sees it and the pwrite's data is what the
+ *                            file keeps (before, uaio did the whole write
+ *                            in its backend: 50 of 50 preads missed it,
+ *                            and some pwrites were lost under it); an
+ *                            io_cancel of the write answers EINVAL, as
+ *                            for any request no longer pending
  *
  * Build: gcc -O2 -Wall -o order_conform order_conform.c -laio */
 #include "conform_common.h"
@@ -97,10 +109,53 @@ static int read_first(int cold)
 	return 0;
 }
 
+/* Synchronous buffered writes are in the file when io_submit returns. */
+static int sync_visible(void)
+{
+	make_tmpdir();
+	io_context_t ctx = 0;
+	printf("io_setup %s\n", negret(io_setup(64, &ctx)));
+	int fd = tmpfile_open("order", O_RDWR | O_TRUNC);
+	int missed = 0, lost = 0, failed = 0, cancelled = 0;
+	for (int round = 0; round < 50; round++) {
+		static char w[4096], after[4096], r[4096];
+		memset(w, 'a' + round % 26, sizeof w);
+		memset(after, 'A' + round % 26, sizeof after);
+		long long off = (long long)(round % 4) * 4096;
+		struct iocb cb, *cbs[1] = { &cb };
+		io_prep_pwrite(&cb, fd, w, sizeof w, off);
+		cb.aio_rw_flags = round % 2 ? RWF_SYNC : RWF_DSYNC;
+		if (io_submit(ctx, 1, cbs) != 1) {
+			failed++;
+			continue;
+		}
+		if (pread(fd, r, sizeof r, off) != sizeof r || memcmp(r, w, sizeof r) != 0)
+			missed++;
+		struct io_event cev;
+		if (io_cancel(ctx, &cb, &cev) != -EINVAL)
+			cancelled++;
+		if (pwrite(fd, after, sizeof after, off) != sizeof after)
+			failed++;
+		struct io_event ev[1];
+		if (reap(ctx, ev, 1) != 1 || (long)ev[0].res != 4096)
+			failed++;
+		if (pread(fd, r, sizeof r, off) != sizeof r || memcmp(r, after, sizeof r) != 0)
+			lost++;
+	}
+	printf("sync-visible: preads that missed the write: %d of 50, pwrites lost under it: %d, io_cancel not "
+	       "EINVAL: %d, failed calls or events: %d\n",
+	       missed, lost, cancelled, failed);
+	print_file("file", fd);
+	printf("io_destroy %s\n", negret(io_destroy(ctx)));
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *mode = argc > 1 ? argv[1] : "dsync";
 	int dsync = strcmp(mode, "dsync") == 0;
+	if (strcmp(mode, "sync-visible") == 0)
+		return sync_visible();
 	if (strncmp(mode, "read-first", 10) == 0)
 		return read_first(strcmp(mode, "read-first-cold") == 0);
 	if (!dsync && strcmp(mode, "short-fds") != 0) {

@@ -93,6 +93,11 @@ struct Req {
     /// buffered writes in a backend (`writeback::backend_write_started`)
     /// until it completes; 0 for other requests.
     write_id: u64,
+    /// A synchronous buffered write copied during submission, whose sync
+    /// the backend runs: the bytes written, its result when the sync
+    /// succeeds. It is not cancelled (the kernel's write is done when
+    /// `io_submit` returns); 0 for other requests.
+    written: i64,
     /// The iovec array the backend reads (vectored requests).
     _iov: Option<Box<[iovec]>>,
     /// `aio_lio_opcode`, and when it went to the backend (for `stats`).
@@ -308,7 +313,10 @@ impl Kioctx {
         }
         let key = {
             let mut st = self.lock();
-            let Some((_, req)) = st.reqs.iter_mut().find(|(_, r)| r.obj == obj && !r.cancelled) else {
+            // A write whose bytes are in the file already is no longer
+            // pending, as the kernel's, done inside io_submit.
+            let Some((_, req)) = st.reqs.iter_mut().find(|(_, r)| r.obj == obj && !r.cancelled && r.written == 0)
+            else {
                 return Err(Errno::INVAL);
             };
             req.cancelled = true;

@@ -11,8 +11,11 @@
 //! writes to its workers. uaio decides itself, for ext2/3/4, XFS, tmpfs and ramfs,
 //! from what makes a buffered write wait in the kernel:
 //!
-//! - **Synchronous writes** (`O_SYNC`, `O_DSYNC`, `RWF_SYNC`, `RWF_DSYNC`)
-//!   and `RWF_DONTCACHE` start or wait for writeback: never inline.
+//! - **Synchronous writes** (`O_SYNC`, `O_DSYNC`) and `RWF_DONTCACHE`
+//!   start or wait for writeback: never inline. A write with `RWF_SYNC` or
+//!   `RWF_DSYNC` is copied inline when the same write without its flag
+//!   would be, and its sync (of the bytes written) goes to the backend,
+//!   which reports the write once the sync is done.
 //! - **Reading a partial page** (`write_begin` reads the block of a page the
 //!   write covers only in part unless the page is in the cache): a write
 //!   that starts or ends inside a page runs inline only when that page is

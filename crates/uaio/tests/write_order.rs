@@ -672,15 +672,19 @@ fn a_direct_write_after_buffered_ones_comes_last() {
 }
 
 /// 48 buffered writes of 1 to 3 blocks (some shifted by 100 bytes) at
-/// random places in a 16-block file: a third synchronous (`RWF_DSYNC`,
-/// which never runs inside `io_submit`), a few appending (`RWF_APPEND`),
+/// random places in a 16-block file: a third synchronous (`RWF_DSYNC`
+/// through a descriptor opened `O_DSYNC`, which never runs inside
+/// `io_submit`), a few appending (`RWF_APPEND`),
 /// the others plain, submitted one per call or in fours, reaped only at the
 /// end. Plain writes run inline while synchronous ones to other bytes are
 /// still in the backend; returns the results and the file.
 fn mixed_sync_and_plain(aio: Aio, dir: &std::path::Path, seed: u64) -> (Vec<i64>, Vec<u8>) {
+    use std::os::unix::fs::OpenOptionsExt;
     const BLOCK: usize = 4096;
     let path = dir.join(format!("mixed-{seed}"));
     let file = File::options().read(true).write(true).create(true).truncate(true).open(&path).expect("create");
+    let sync_file =
+        File::options().read(true).write(true).custom_flags(libc::O_DSYNC).open(&path).expect("open O_DSYNC");
     std::fs::remove_file(&path).expect("unlink");
     file.write_all_at(&vec![0xEE; 16 * BLOCK], 0).expect("prefill");
     let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
@@ -697,12 +701,13 @@ fn mixed_sync_and_plain(aio: Aio, dir: &std::path::Path, seed: u64) -> (Vec<i64>
         .enumerate()
         .map(|(i, b)| {
             let off = next(16) as i64 * BLOCK as i64 + if next(4) == 0 { 100 } else { 0 };
-            let mut c = cb(IOCB_CMD_PWRITE, file.as_raw_fd(), b.as_ptr() as u64, b.len() as u64, off, i as u64);
-            c.aio_rw_flags = match next(12) {
-                0..=3 => libc::RWF_DSYNC as u32,
-                4 => libc::RWF_APPEND as u32,
-                _ => 0,
+            let (fd, flags) = match next(12) {
+                0..=3 => (sync_file.as_raw_fd(), libc::RWF_DSYNC as u32),
+                4 => (file.as_raw_fd(), libc::RWF_APPEND as u32),
+                _ => (file.as_raw_fd(), 0),
             };
+            let mut c = cb(IOCB_CMD_PWRITE, fd, b.as_ptr() as u64, b.len() as u64, off, i as u64);
+            c.aio_rw_flags = flags;
             c
         })
         .collect();

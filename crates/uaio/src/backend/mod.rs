@@ -49,7 +49,8 @@ pub(crate) struct BackendOp {
     pub fd: i32,
     /// Buffer or iovec array address.
     pub addr: u64,
-    /// Buffer length or iovec count.
+    /// Buffer length or iovec count; for a sync, the bytes it covers from
+    /// `off` (0: the whole file).
     pub len: u32,
     /// File offset.
     pub off: u64,

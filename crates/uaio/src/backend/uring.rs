@@ -374,7 +374,9 @@ impl Ring {
             OpKind::Poll => (IoringOp::PollAdd, op_flags_union { poll32_events: poll_companions(op.poll_mask) }),
         };
         let (addr, len, off) = match op.kind {
-            OpKind::Fsync | OpKind::Fdatasync | OpKind::Poll => (0, 0, 0),
+            // A sync covers `len` bytes from `off` (0: the whole file).
+            OpKind::Fsync | OpKind::Fdatasync => (0, op.len, op.off),
+            OpKind::Poll => (0, 0, 0),
             _ => (op.addr, op.len, op.off),
         };
         Sqe { ioprio: ioprio_union { ioprio: op.ioprio }, op_flags, ..sqe(opcode, op.fd, addr, len, off, op.key) }

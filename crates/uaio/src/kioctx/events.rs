@@ -173,6 +173,9 @@ impl Kioctx {
                     res & req.wanted as i64
                 } else if req.cancelled && (res == -(libc::ECANCELED as i64) || res == -(libc::EINTR as i64)) {
                     -(libc::ECANCELED as i64)
+                } else if req.written > 0 && res == 0 {
+                    // The sync of a write copied during submission.
+                    req.written
                 } else {
                     res
                 };
@@ -260,6 +263,7 @@ fn enter_request(st: &mut State, p: &mut Prepared, kind: OpKind) -> BackendOp {
             (Some(span), Some(Order::Member(k))) => writeback::backend_write_started(k, span),
             _ => 0,
         },
+        written: p.written,
         _iov: p.iov.take(),
         opcode: p.opcode,
         start_ns: if st.stats.is_some() { stats::now_ns() } else { 0 },

@@ -71,6 +71,9 @@ pub(super) fn prepare_rw(
         let r = inline_rw(cb, f, p, write, empty, behind_write);
         return p.complete(r);
     }
+    if buffered.is_some() && !behind_write && !every_write && !empty && copies_before_sync(f, p) {
+        return copy_then_sync(f, p);
+    }
     p.write_span = buffered.map(|(_, span)| span);
     p.order = if buffered_write { order } else { f.order_key(kind) };
     p.kind = Some(kind);
@@ -165,13 +168,57 @@ pub(super) fn read_behind_write(f: &mut FdInfo, off: u64, count: u64, earlier: &
     writeback::follows_write(earlier, k, (off, off.saturating_add(count.max(1))))
 }
 
-/// Runs a read or write that [`runs_inline`] chose; returns its result.
-fn inline_rw(cb: &iocb, f: &mut FdInfo, p: &Prepared, write: bool, empty: bool, behind_write: bool) -> i64 {
+/// Whether a buffered write with `RWF_SYNC` or `RWF_DSYNC` (not
+/// `RWF_NOWAIT`) to a file not opened for synchronous writes is copied into
+/// the page cache inside `io_submit`: when the rule of `writeback` lets the
+/// same write without its flag run inline.
+fn copies_before_sync(f: &mut FdInfo, p: &Prepared) -> bool {
+    let sync = RWF_SYNC | RWF_DSYNC;
+    p.rw_flags & sync != 0
+        && p.rw_flags & RWF_NOWAIT == 0
+        && writeback::may_write_inline(f, p.rw_flags & !sync, p.off, buffer_len(p))
+}
+
+/// A synchronous buffered write that [`copies_before_sync`] chose: its
+/// bytes go into the page cache now, as the kernel's do inside
+/// `io_submit`, so that the program's reads and writes made after the call
+/// find them there, and the sync the flag asks for (`fsync` for
+/// `RWF_SYNC`, `fdatasync` for `RWF_DSYNC`, of the bytes written, as the
+/// kernel's `generic_write_sync`) goes to the backend, which completes the
+/// request with the bytes written, or the sync's error. A copy that fails
+/// completes the request with its error at once.
+fn copy_then_sync(f: &mut FdInfo, p: &mut Prepared) -> Result<(), Errno> {
+    let r = transfer(true, f.fd, p, p.off as i64, p.rw_flags & !(RWF_SYNC | RWF_DSYNC));
+    if r <= 0 {
+        return p.complete(r);
+    }
+    let kind = if p.rw_flags & RWF_SYNC != 0 { OpKind::Fsync } else { OpKind::Fdatasync };
+    // An appending write's bytes are at an end of file not known here:
+    // the whole file is synced.
+    let append = p.rw_flags & RWF_APPEND != 0 || f.flags & libc::O_APPEND as u32 != 0;
+    (p.off, p.len) = if append { (0, 0) } else { (p.off, r as u32) };
+    p.written = r;
+    p.addr = 0;
+    p.iov = None;
+    p.rw_flags = 0;
+    p.order = f.order_key(kind);
+    p.kind = Some(kind);
+    Ok(())
+}
+
+/// `preadv2` or `pwritev2` of a prepared request's buffer on `fd` at `off`
+/// with `flags`; returns the result.
+fn transfer(write: bool, fd: i32, p: &Prepared, off: i64, flags: u32) -> i64 {
     let one = iovec { iov_base: p.addr, iov_len: p.len as u64 };
     let (ptr, n) = match &p.iov {
         Some(v) => (v.as_ptr(), v.len()),
         None => (&one as *const iovec, 1),
     };
+    sys::prwv2(write, fd, ptr, n, off, flags).0
+}
+
+/// Runs a read or write that [`runs_inline`] chose; returns its result.
+fn inline_rw(cb: &iocb, f: &mut FdInfo, p: &Prepared, write: bool, empty: bool, behind_write: bool) -> i64 {
     let refuses = write && f.refuses_nowait_buffered_write();
     if write && empty && p.rw_flags & RWF_NOWAIT != 0 && refuses {
         // The C library answers an empty write itself; the
@@ -184,6 +231,6 @@ fn inline_rw(cb: &iocb, f: &mut FdInfo, p: &Prepared, write: bool, empty: bool, 
         // kernel's own answer when a write cannot be done at once.
         -(libc::EAGAIN as i64)
     } else {
-        sys::prwv2(write, f.fd, ptr, n, cb.aio_offset, p.rw_flags).0
+        transfer(write, f.fd, p, cb.aio_offset, p.rw_flags)
     }
 }

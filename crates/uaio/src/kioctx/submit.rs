@@ -56,6 +56,10 @@ pub(crate) struct Prepared {
     pub(super) order: Option<crate::backend::Order>,
     /// See [`crate::backend::BackendOp::seen`].
     pub(super) seen: Option<crate::backend::Seen>,
+    /// A synchronous buffered write copied into the page cache during
+    /// submission, whose sync goes to the backend: the bytes it wrote, its
+    /// result once the sync succeeds (0 for other requests).
+    pub(super) written: i64,
     /// A buffered write for the backend that follows a buffered read of
     /// some of its bytes, earlier in the same call and also for the
     /// backend ([`FdCache::order_reads_before_writes`]).
@@ -237,6 +241,7 @@ impl Prepared {
         self.order = None;
         self.seen = None;
         self.follows_read = false;
+        self.written = 0;
         self.opcode = cb.aio_lio_opcode;
     }
 }
