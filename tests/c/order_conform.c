@@ -27,6 +27,23 @@
  *                            for the disk; where the directory is on
  *                            tmpfs the pages stay and this is read-first
  *                            with a batch of 2)
+ *   order_conform read-eof   50 rounds on a 100-byte file: a read of 100
+ *                            bytes at 50 (crossing the end) and one at 300
+ *                            (past it), each placed before a write at 200
+ *                            or 500 that extends the file past it, in one
+ *                            io_submit of 2 or 4, or the read and the write
+ *                            in two calls: the kernel's read returns 50
+ *                            and 0 bytes, what the file held before the
+ *                            write (before, uaio's returned 100 and 100
+ *                            in one call on both backends, and in two
+ *                            calls on the thread pool)
+ *   order_conform nowait-behind  20 rounds of one io_submit of a read of
+ *                            a 100-byte file whose pages were dropped,
+ *                            a 10-byte RWF_NOWAIT write over it, and a
+ *                            read of the file: the write's result (ext4
+ *                            refuses RWF_NOWAIT buffered writes with
+ *                            EOPNOTSUPP; before, uaio's io_uring backend
+ *                            answered EAGAIN)
  *   order_conform sync-visible  50 rounds of one 4 KiB buffered write with
  *                            RWF_DSYNC (even rounds) or RWF_SYNC (odd
  *                            ones) per io_submit, then, before reaping,
@@ -109,6 +126,114 @@ static int read_first(int cold)
 	return 0;
 }
 
+/* A RWF_NOWAIT write placed after a read of its bytes that waits for the
+ * disk: the file system's own answer. */
+static int nowait_behind(void)
+{
+	make_tmpdir();
+	io_context_t ctx = 0;
+	printf("io_setup %s\n", negret(io_setup(64, &ctx)));
+	int fd = tmpfile_open("order", O_RDWR | O_TRUNC);
+	int refused = 0, again = 0, written = 0;
+	for (int round = 0; round < 20; round++) {
+		static char old[100], w[10], r[2][100];
+		memset(old, 'A' + round % 26, sizeof old);
+		memset(w, 'a' + round % 26, sizeof w);
+		if (pwrite(fd, old, sizeof old, 0) != sizeof old || fdatasync(fd) != 0 ||
+		    posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) != 0)
+			printf("round %d: setup failed\n", round);
+		struct iocb cb[3], *cbs[3] = { &cb[0], &cb[1], &cb[2] };
+		io_prep_pread(&cb[0], fd, r[0], 10, 0);
+		io_prep_pwrite(&cb[1], fd, w, sizeof w, 0);
+		cb[1].aio_rw_flags = RWF_NOWAIT;
+		io_prep_pread(&cb[2], fd, r[1], 100, 0);
+		int n = io_submit(ctx, 3, cbs);
+		if (n <= 0) {
+			printf("round %d: io_submit %s\n", round, negret(n));
+			continue;
+		}
+		struct io_event ev[3];
+		int got = reap(ctx, ev, n);
+		long res[3] = { 1, 1, 1 };
+		for (int i = 0; i < got; i++)
+			for (int k = 0; k < 3; k++)
+				if (ev[i].obj == &cb[k])
+					res[k] = (long)ev[i].res;
+		if (res[0] != 10 || res[2] != 100)
+			printf("round %d: reads %s and %s\n", round, negret(res[0]), negret(res[2]));
+		if (res[1] == -EOPNOTSUPP)
+			refused++;
+		else if (res[1] == -EAGAIN)
+			again++;
+		else if (res[1] == 10)
+			written++;
+		else
+			printf("round %d: write %s\n", round, negret(res[1]));
+	}
+	printf("nowait-behind: writes refused (EOPNOTSUPP) %d, EAGAIN %d, written %d\n", refused, again, written);
+	print_file("file", fd);
+	printf("io_destroy %s\n", negret(io_destroy(ctx)));
+	return 0;
+}
+
+/* Reads that reach past the end of the file, placed before writes that
+ * extend it: each returns what the file held before the call. */
+static int read_eof(void)
+{
+	make_tmpdir();
+	io_context_t ctx = 0;
+	printf("io_setup %s\n", negret(io_setup(64, &ctx)));
+	int fd = tmpfile_open("order", O_RDWR | O_TRUNC);
+	int longer = 0, failed = 0;
+	for (int round = 0; round < 50; round++) {
+		static char old[100], w[10], r[2][100];
+		memset(old, 'A' + round % 26, sizeof old);
+		memset(w, 'a' + round % 26, sizeof w);
+		memset(r, 0, sizeof r);
+		if (ftruncate(fd, 0) != 0 || pwrite(fd, old, sizeof old, 0) != sizeof old)
+			failed++;
+		struct iocb cb[4], *cbs[4] = { &cb[0], &cb[1], &cb[2], &cb[3] };
+		io_prep_pread(&cb[0], fd, r[0], 100, 50);
+		io_prep_pwrite(&cb[1], fd, w, sizeof w, 200);
+		io_prep_pread(&cb[2], fd, r[1], 100, 300);
+		io_prep_pwrite(&cb[3], fd, w, sizeof w, 500);
+		int n = 0;
+		switch (round % 3) {
+		case 0: /* read and write in one call */
+			n = io_submit(ctx, 2, cbs) == 2 ? 2 : 0;
+			break;
+		case 1: /* two pairs in one call */
+			n = io_submit(ctx, 4, cbs) == 4 ? 4 : 0;
+			break;
+		case 2: /* the read, then the write, in two calls */
+			n = io_submit(ctx, 1, cbs) == 1 && io_submit(ctx, 1, cbs + 1) == 1 ? 2 : 0;
+			break;
+		}
+		if (n == 0) {
+			failed++;
+			continue;
+		}
+		struct io_event ev[4];
+		int got = reap(ctx, ev, n);
+		if (got < n)
+			failed++;
+		for (int i = 0; i < got; i++) {
+			long res = (long)ev[i].res;
+			if (ev[i].obj == &cb[0] && res != 50)
+				longer += res > 50;
+			else if (ev[i].obj == &cb[2] && res != 0)
+				longer += res > 0;
+			else if ((ev[i].obj == &cb[1] || ev[i].obj == &cb[3]) && res != 10)
+				failed++;
+		}
+	}
+	printf("read-eof: reads longer than the file before the write: %d, failed calls or events: %d\n", longer,
+	       failed);
+	print_file("file", fd);
+	printf("io_destroy %s\n", negret(io_destroy(ctx)));
+	return 0;
+}
+
 /* Synchronous buffered writes are in the file when io_submit returns. */
 static int sync_visible(void)
 {
@@ -154,6 +279,10 @@ int main(int argc, char **argv)
 {
 	const char *mode = argc > 1 ? argv[1] : "dsync";
 	int dsync = strcmp(mode, "dsync") == 0;
+	if (strcmp(mode, "nowait-behind") == 0)
+		return nowait_behind();
+	if (strcmp(mode, "read-eof") == 0)
+		return read_eof();
 	if (strcmp(mode, "sync-visible") == 0)
 		return sync_visible();
 	if (strncmp(mode, "read-first", 10) == 0)

@@ -86,7 +86,7 @@ pub(super) fn prepare_rw(
         // A buffered read of a regular file: a later write of the call
         // must not overtake it.
         (None, Some(Order::After(k))) if !write && !is_direct(f) && f.is_regular() => {
-            call.reads.push((k, (p.off, p.off.saturating_add(buffer_len(p).max(1)))));
+            call.reads.push((k, read_span(f, p.off, buffer_len(p))));
         }
         _ => {}
     }
@@ -134,9 +134,10 @@ fn runs_inline(f: &mut FdInfo, p: &Prepared, write: bool, empty: bool, behind_wr
     // opened O_NONBLOCK (which answer EAGAIN themselves; io_uring
     // would wait for readiness instead).
     let nonblock = f.flags & libc::O_NONBLOCK as u32 != 0 && !f.is_regular_or_block();
-    // One that must follow a buffered write still to run goes to the
-    // backend, which orders it.
-    let nowait = p.rw_flags & RWF_NOWAIT != 0 && !behind_write;
+    // A read that must follow a buffered write still to run goes to the
+    // backend, which orders it; such a write gets the answer it would get
+    // at once without writing (`inline_rw`).
+    let nowait = p.rw_flags & RWF_NOWAIT != 0 && (!behind_write || write);
     // Except a direct transfer: the system call waits for the
     // device even with RWF_NOWAIT (a synchronous call waits for
     // its bio; only AIO and io_uring return once it is queued),
@@ -165,7 +166,22 @@ pub(super) fn read_behind_write(f: &mut FdInfo, off: u64, count: u64, earlier: &
         return false;
     }
     let Some(Order::After(k)) = f.order_key(OpKind::Read) else { return false };
-    writeback::follows_write(earlier, k, (off, off.saturating_add(count.max(1))))
+    writeback::follows_write(earlier, k, read_span(f, off, count))
+}
+
+/// The bytes of `f` whose writes a buffered read of `count` bytes at `off`
+/// depends on: its own, and, when it reaches past the end of the file (as
+/// this call first saw it), every byte from `off` on, since a write that
+/// extends the file past `off` lengthens what the read returns (kernel
+/// AIO's read, done inside `io_submit` in the call's order, returns the
+/// file's length at that point).
+pub(super) fn read_span(f: &mut FdInfo, off: u64, count: u64) -> writeback::Span {
+    let end = off.saturating_add(count.max(1));
+    if end > f.size() {
+        (off, u64::MAX)
+    } else {
+        (off, end)
+    }
 }
 
 /// Whether a buffered write with `RWF_SYNC` or `RWF_DSYNC` (not

@@ -119,7 +119,7 @@ impl FdCache {
     /// Once the call's requests are prepared: each buffered read that a
     /// later write of the call follows becomes a member of its file's order
     /// ([`Order::Member`]), so that the backend runs that write after it.
-    pub(crate) fn order_reads_before_writes(&self, preps: &mut [Prepared]) {
+    pub(crate) fn order_reads_before_writes(&mut self, preps: &mut [Prepared]) {
         if !self.call.write_after_read {
             return;
         }
@@ -131,10 +131,20 @@ impl FdCache {
             };
             for r in head.iter_mut() {
                 let read = matches!(r.kind, Some(OpKind::Read | OpKind::Readv));
-                if read && r.order == Some(Order::After(k)) && crate::writeback::overlap(r.read_span(), span) {
+                if read && r.order == Some(Order::After(k)) && crate::writeback::overlap(self.read_span_of(r), span) {
                     r.order = Some(Order::Member(k));
                 }
             }
+        }
+    }
+
+    /// The bytes a prepared buffered read depends on ([`super::rw::read_span`]),
+    /// or every byte from its offset on when its file's facts are no
+    /// longer at hand.
+    fn read_span_of(&mut self, r: &Prepared) -> Span {
+        match self.entries.iter_mut().find(|e| e.fd == r.fd) {
+            Some(f) => super::rw::read_span(f, r.off, buffer_len(r)),
+            None => (r.off, u64::MAX),
         }
     }
 
@@ -207,11 +217,6 @@ pub(super) fn buffer_len(p: &Prepared) -> u64 {
 }
 
 impl Prepared {
-    /// The bytes a prepared read covers in its file.
-    fn read_span(&self) -> Span {
-        (self.off, self.off.saturating_add(buffer_len(self).max(1)))
-    }
-
     /// Completes the request during submission with `res` (its iovec
     /// array is not needed any more).
     pub(super) fn complete(&mut self, res: i64) -> Result<(), Errno> {

@@ -68,6 +68,11 @@ impl FdInfo {
         self.stat().mode
     }
 
+    /// `st_size` of the file, as this call first saw it.
+    pub(crate) fn size(&mut self) -> u64 {
+        self.stat().size
+    }
+
     /// `st_dev` of the file (0 when `fstat` failed).
     pub(crate) fn dev(&mut self) -> u64 {
         self.stat().dev

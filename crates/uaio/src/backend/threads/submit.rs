@@ -130,9 +130,11 @@ impl Threads {
         let st = batch.stat(op);
         let file = st.as_ref().is_none_or(FileStat::is_regular_or_block);
         if partial {
-            // A stream read returns what was there; anything else
-            // goes on with the rest.
-            if !file && !write {
+            // A stream read returns what was there, and so does a read
+            // that met the end of a regular file (a later write, of this
+            // call or the next, must not lengthen it); anything else goes
+            // on with the rest.
+            if !write && (!file || at_end_of_file(op, r)) {
                 self.shared.complete(op.key, r, here);
                 return;
             }
@@ -235,4 +237,12 @@ impl Threads {
         };
         self.shared.complete(op.key, res, here);
     }
+}
+
+/// Whether a read of `op` that returned `n` bytes, fewer than it asked
+/// for, stopped at the end of its regular file (its size looked at now)
+/// rather than at a page not in the cache.
+#[cold]
+fn at_end_of_file(op: &BackendOp, n: i32) -> bool {
+    sys::file_stat(op.fd).is_some_and(|st| st.kind() == libc::S_IFREG && op.off.saturating_add(n as u64) >= st.size)
 }
