@@ -273,6 +273,7 @@ fn submit_to(c: &Kioctx, nr: i64, iocbpp: *mut *mut iocb) -> i64 {
             if preps.len() <= n {
                 preps.push(Prepared::default());
             }
+            fds.preparing(n);
             if let Err(e) = c.prepare(*slot, &mut fds, &mut preps[n], &mut reserved) {
                 // What a failed preparation held (a RESFD) goes now.
                 preps[n] = Prepared::default();
@@ -283,7 +284,7 @@ fn submit_to(c: &Kioctx, nr: i64, iocbpp: *mut *mut iocb) -> i64 {
         }
     }
     c.release_slots(reserved);
-    fds.order_reads_before_writes(&mut preps[..n]);
+    fds.apply_settled(&mut preps[..n]);
     c.start(&mut preps[..n]);
     let _ = PREPS.try_with(|v| v.put(preps));
     let _ = FDS.try_with(|v| v.put(fds));

@@ -6,7 +6,7 @@
 use rustix::io::Errno;
 use uaio_abi::*;
 
-use super::submit::{buffer_len, CallSpans, Prepared};
+use super::submit::{buffer_len, BackendRead, CallSpans, Prepared};
 use super::validate::{check_ioprio, check_rw_flags, check_rw_flags_file, import_buffer};
 use crate::backend::{OpKind, Order};
 use crate::sys::{self, FdInfo};
@@ -54,18 +54,19 @@ pub(super) fn prepare_rw(
     };
     // A buffered write to a regular file: its file and bytes, and whether
     // an earlier write of some of those bytes is still to run (this call's,
-    // or any in a backend), or an earlier read of this call, which it must
-    // not overtake. Looked up here only for a buffered write (a read run
-    // inline needs no order), and once.
+    // or any in a backend), which it must not overtake. Looked up here only
+    // for a buffered write (a read run inline needs no order), and once.
     let buffered_write = write && !is_direct(f) && f.is_regular();
     let order = if buffered_write { f.order_key(kind) } else { None };
     let buffered = match order {
         Some(Order::Member(k)) => Some((k, writeback::span_of(f, p.rw_flags, p.off, buffer_len(p)))),
         _ => None,
     };
-    let follows_read = buffered.is_some_and(|(k, span)| call.follows_read(k, span));
-    let behind_write = follows_read
-        || buffered.is_some_and(|(k, span)| writeback::follows_write(&call.writes, k, span))
+    if let Some((k, span)) = buffered {
+        // The reads of this call placed before it come first.
+        call.settle_reads(k, span);
+    }
+    let behind_write = buffered.is_some_and(|(k, span)| writeback::follows_write(&call.writes, k, span))
         || (!write && read_behind_write(f, p.off, buffer_len(p), &call.writes));
     if runs_inline(f, p, write, empty, behind_write, every_write) {
         let r = inline_rw(cb, f, p, write, empty, behind_write);
@@ -78,15 +79,23 @@ pub(super) fn prepare_rw(
     p.order = if buffered_write { order } else { f.order_key(kind) };
     p.kind = Some(kind);
     match (buffered, p.order) {
-        (Some((k, span)), _) => {
-            call.writes.push((k, span));
-            p.follows_read = follows_read;
-            call.write_after_read |= follows_read;
-        }
-        // A buffered read of a regular file: a later write of the call
-        // must not overtake it.
-        (None, Some(Order::After(k))) if !write && !is_direct(f) && f.is_regular() => {
-            call.reads.push((k, read_span(f, p.off, buffer_len(p))));
+        (Some((k, span)), _) => call.writes.push((k, span)),
+        // A buffered read of a regular file that follows no write: a later
+        // write of the call does it first, if it can be done at once.
+        (None, Some(Order::After(k))) if !write && !behind_write && !is_direct(f) && f.is_regular() => {
+            let (iov, niov) = p.iov.as_ref().map_or((std::ptr::null(), 0), |v| (v.as_ptr(), v.len()));
+            call.reads.push(BackendRead {
+                at: call.at,
+                file: k,
+                span: read_span(f, p.off, buffer_len(p)),
+                fd: f.fd,
+                iov,
+                niov,
+                one: iovec { iov_base: p.addr, iov_len: p.len as u64 },
+                off: p.off,
+                count: buffer_len(p),
+                rw_flags: p.rw_flags,
+            });
         }
         _ => {}
     }

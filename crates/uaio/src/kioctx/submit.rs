@@ -15,7 +15,7 @@ use uaio_abi::*;
 use super::rw::{prepare_rw, read_behind_write};
 use super::validate::{check_ioprio, check_rw_flags, import_buffer};
 use super::{exec_elsewhere, wait_for_exec, Kioctx, Resfd, EXITING};
-use crate::backend::{OpKind, Order};
+use crate::backend::OpKind;
 use crate::sync;
 use crate::sys::internal_fds::InternalFd;
 use crate::sys::{self, FdInfo};
@@ -60,10 +60,6 @@ pub(crate) struct Prepared {
     /// submission, whose sync goes to the backend: the bytes it wrote, its
     /// result once the sync succeeds (0 for other requests).
     pub(super) written: i64,
-    /// A buffered write for the backend that follows a buffered read of
-    /// some of its bytes, earlier in the same call and also for the
-    /// backend ([`FdCache::order_reads_before_writes`]).
-    pub(super) follows_read: bool,
     /// `aio_lio_opcode` (for `stats`).
     pub(super) opcode: u16,
 }
@@ -83,25 +79,90 @@ pub(crate) struct FdCache {
 
 /// The buffered reads and writes of one `io_submit` that go to the
 /// backend, by file and bytes. Kernel AIO does each inside the call, in
-/// its order: no later write of the call may overtake an earlier write or
-/// read of some of the same bytes (the process's list of such writes,
+/// its order: no later write of the call may overtake an earlier write of
+/// some of the same bytes (the process's list of such writes,
 /// [`writeback::behind_backend_write`], has them only once the call
-/// publishes them).
+/// publishes them), and a read placed before a write of its bytes is done
+/// first where it can be without waiting ([`CallSpans::settle_reads`]).
 #[derive(Debug, Default)]
 pub(super) struct CallSpans {
+    /// The index in the call's array of the request being prepared.
+    pub(super) at: usize,
     /// Buffered writes to regular files.
     pub(super) writes: Vec<FileSpan>,
-    /// Buffered reads of regular files.
-    pub(super) reads: Vec<FileSpan>,
-    /// Some write of the call follows one of `reads` ([`Prepared::follows_read`]).
-    pub(super) write_after_read: bool,
+    /// Buffered reads of regular files that follow no write still to run.
+    pub(super) reads: Vec<BackendRead>,
+    /// Reads of `reads` done inside the call after all: their index in
+    /// the call's array, and their result.
+    settled: Vec<(usize, i64)>,
+}
+
+/// A buffered read of the call for the backend, and what it takes to do it
+/// inside the call after all.
+#[derive(Debug)]
+pub(super) struct BackendRead {
+    /// Its index in the call's array.
+    pub(super) at: usize,
+    pub(super) file: crate::backend::FileKey,
+    /// The bytes it depends on ([`super::rw::read_span`]).
+    pub(super) span: Span,
+    pub(super) fd: i32,
+    /// Its iovec array (the prepared request's own, or `one`).
+    pub(super) iov: *const iovec,
+    pub(super) niov: usize,
+    /// The buffer of a request that is not vectored.
+    pub(super) one: iovec,
+    pub(super) off: u64,
+    pub(super) count: u64,
+    pub(super) rw_flags: u32,
 }
 
 impl CallSpans {
-    /// Whether one of the call's buffered reads for the backend covers a
-    /// byte of `span` in `file`.
-    pub(super) fn follows_read(&self, file: crate::backend::FileKey, span: Span) -> bool {
-        self.reads.iter().any(|&(k, s)| k == file && crate::writeback::overlap(s, span))
+    /// A buffered write of `span` in `file` is about to run: each read of
+    /// the call for the backend that depends on some of those bytes is
+    /// done now if it can be without waiting (the page cache holds what it
+    /// asks for, or the end of the file comes first), so that it returns
+    /// what the file held before the write, as the kernel's read done
+    /// inside `io_submit` in the call's order. One that would wait stays
+    /// with the backend and may see the write (README, "Known residual
+    /// differences"); the write does not wait for it, so that it is in the
+    /// file when `io_submit` returns, as the kernel's.
+    pub(super) fn settle_reads(&mut self, file: crate::backend::FileKey, span: Span) {
+        if self.reads.is_empty() {
+            return;
+        }
+        let mut i = 0;
+        while i < self.reads.len() {
+            let r = &self.reads[i];
+            if r.file != file || !crate::writeback::overlap(r.span, span) {
+                i += 1;
+                continue;
+            }
+            let r = self.reads.swap_remove(i);
+            if let Some(res) = r.try_now() {
+                self.settled.push((r.at, res));
+            }
+        }
+    }
+}
+
+impl BackendRead {
+    /// The read, with `RWF_NOWAIT`: its result when it was served whole,
+    /// or stopped at the end of the file, or failed for another reason
+    /// than the wait it would need.
+    fn try_now(&self) -> Option<i64> {
+        let iov = if self.niov == 0 { &self.one as *const iovec } else { self.iov };
+        let n = self.niov.max(1);
+        let (r, _) = sys::prwv2(false, self.fd, iov, n, self.off as i64, self.rw_flags | RWF_NOWAIT);
+        if r == -(libc::EAGAIN as i64) || r == -(libc::EOPNOTSUPP as i64) {
+            return None;
+        }
+        if r >= 0 && (r as u64) < self.count {
+            // Short: the end of the file, or a page not in the cache.
+            let size = sys::file_stat(self.fd)?.size;
+            return (self.off.saturating_add(r as u64) >= size).then_some(r);
+        }
+        Some(r)
     }
 }
 
@@ -111,40 +172,29 @@ impl FdCache {
     pub(crate) fn reset(&mut self, inline_reads: bool) {
         self.entries.clear();
         self.inline_reads = inline_reads;
+        self.call.at = 0;
         self.call.writes.clear();
         self.call.reads.clear();
-        self.call.write_after_read = false;
+        self.call.settled.clear();
     }
 
-    /// Once the call's requests are prepared: each buffered read that a
-    /// later write of the call follows becomes a member of its file's order
-    /// ([`Order::Member`]), so that the backend runs that write after it.
-    pub(crate) fn order_reads_before_writes(&mut self, preps: &mut [Prepared]) {
-        if !self.call.write_after_read {
-            return;
-        }
-        for i in 0..preps.len() {
-            let (head, rest) = preps.split_at_mut(i);
-            let w = &rest[0];
-            let (true, Some(Order::Member(k)), Some(span)) = (w.follows_read, w.order, w.write_span) else {
-                continue;
-            };
-            for r in head.iter_mut() {
-                let read = matches!(r.kind, Some(OpKind::Read | OpKind::Readv));
-                if read && r.order == Some(Order::After(k)) && crate::writeback::overlap(self.read_span_of(r), span) {
-                    r.order = Some(Order::Member(k));
-                }
+    /// The request at index `at` of the call's array is prepared next.
+    #[inline]
+    pub(crate) fn preparing(&mut self, at: usize) {
+        self.call.at = at;
+    }
+
+    /// Once the call's requests are prepared: the reads done inside the
+    /// call after all ([`CallSpans::settle_reads`]) complete with their
+    /// results instead of going to the backend.
+    pub(crate) fn apply_settled(&mut self, preps: &mut [Prepared]) {
+        for &(at, res) in &self.call.settled {
+            if let Some(p) = preps.get_mut(at) {
+                p.kind = None;
+                p.order = None;
+                p.seen = None;
+                let _ = p.complete(res);
             }
-        }
-    }
-
-    /// The bytes a prepared buffered read depends on ([`super::rw::read_span`]),
-    /// or every byte from its offset on when its file's facts are no
-    /// longer at hand.
-    fn read_span_of(&mut self, r: &Prepared) -> Span {
-        match self.entries.iter_mut().find(|e| e.fd == r.fd) {
-            Some(f) => super::rw::read_span(f, r.off, buffer_len(r)),
-            None => (r.off, u64::MAX),
         }
     }
 
@@ -245,7 +295,6 @@ impl Prepared {
         self.write_span = None;
         self.order = None;
         self.seen = None;
-        self.follows_read = false;
         self.written = 0;
         self.opcode = cb.aio_lio_opcode;
     }
