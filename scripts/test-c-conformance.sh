@@ -250,7 +250,7 @@ check_case fd_conform.race fd_conform race
 # and when it had to wait for the disk); a synchronous write is in the file
 # when io_submit returns (before: it was not, 50 of 50); a read that meets
 # the end of the file is not lengthened by a write placed after it.
-for m in dsync short-fds read-first read-first-cold read-eof nowait-behind sync-visible; do
+for m in dsync short-fds read-first read-first-shm read-first-cold read-eof nowait-behind sync-visible; do
 	check_case "order_conform.$m" order_conform "$m"
 done
 check_case exit_inflight.exit exit_inflight exit

@@ -21,6 +21,10 @@
  *                            sent the reads of a batch of 4 to its
  *                            backend and did the writes at once: 50 of
  *                            50 reads returned the write after them)
+ *   order_conform read-first-shm  read-first in a directory of /dev/shm
+ *                            (tmpfs, which refuses RWF_NOWAIT reads;
+ *                            before, 100 of 100 reads there returned the
+ *                            write after them)
  *   order_conform read-first-cold  one read and one write per call, the
  *                            file's pages dropped from the page cache
  *                            before each call (the read waits for the
@@ -89,6 +93,7 @@ static int reap(io_context_t ctx, struct io_event *ev, int want)
 static int read_first(int cold)
 {
 	make_tmpdir();
+	atexit(rm_tmpdir);
 	io_context_t ctx = 0;
 	printf("io_setup %s\n", negret(io_setup(64, &ctx)));
 	int fd = tmpfile_open("order", O_RDWR | O_TRUNC);
@@ -147,6 +152,7 @@ static int read_first(int cold)
 static int nowait_behind(void)
 {
 	make_tmpdir();
+	atexit(rm_tmpdir);
 	io_context_t ctx = 0;
 	printf("io_setup %s\n", negret(io_setup(64, &ctx)));
 	int fd = tmpfile_open("order", O_RDWR | O_TRUNC);
@@ -197,6 +203,7 @@ static int nowait_behind(void)
 static int read_eof(void)
 {
 	make_tmpdir();
+	atexit(rm_tmpdir);
 	io_context_t ctx = 0;
 	printf("io_setup %s\n", negret(io_setup(64, &ctx)));
 	int fd = tmpfile_open("order", O_RDWR | O_TRUNC);
@@ -254,6 +261,7 @@ static int read_eof(void)
 static int sync_visible(void)
 {
 	make_tmpdir();
+	atexit(rm_tmpdir);
 	io_context_t ctx = 0;
 	printf("io_setup %s\n", negret(io_setup(64, &ctx)));
 	int fd = tmpfile_open("order", O_RDWR | O_TRUNC);
@@ -301,6 +309,17 @@ int main(int argc, char **argv)
 		return read_eof();
 	if (strcmp(mode, "sync-visible") == 0)
 		return sync_visible();
+	if (strcmp(mode, "read-first-shm") == 0) {
+		/* The same on tmpfs, which refuses RWF_NOWAIT reads (before, the
+		 * reads of a batch of 4 there returned the write after them). */
+		struct stat st;
+		if (stat("/dev/shm", &st) != 0 || !S_ISDIR(st.st_mode)) {
+			printf("read-first-shm: skipped, no /dev/shm\n");
+			return 0;
+		}
+		setenv("CONFORM_TMP", "/dev/shm", 1);
+		return read_first(0);
+	}
 	if (strncmp(mode, "read-first", 10) == 0)
 		return read_first(strcmp(mode, "read-first-cold") == 0);
 	if (!dsync && strcmp(mode, "short-fds") != 0) {
@@ -308,6 +327,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	make_tmpdir();
+	atexit(rm_tmpdir);
 	if (!dsync) {
 		/* A high limit at io_setup, so that uaio's floor is above 1024. */
 		struct rlimit rl;

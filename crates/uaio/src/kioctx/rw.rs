@@ -95,6 +95,7 @@ pub(super) fn prepare_rw(
                 off: p.off,
                 count: buffer_len(p),
                 rw_flags: p.rw_flags,
+                memory: writeback::memory_file(f),
             });
         }
         _ => {}

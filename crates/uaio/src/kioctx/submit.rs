@@ -115,6 +115,9 @@ pub(super) struct BackendRead {
     pub(super) off: u64,
     pub(super) count: u64,
     pub(super) rw_flags: u32,
+    /// Its file is of a memory file system with no device behind it
+    /// ([`crate::writeback::memory_file`]), which refuses `RWF_NOWAIT`.
+    pub(super) memory: bool,
 }
 
 impl CallSpans {
@@ -153,7 +156,12 @@ impl BackendRead {
     fn try_now(&self) -> Option<i64> {
         let iov = if self.niov == 0 { &self.one as *const iovec } else { self.iov };
         let n = self.niov.max(1);
-        let (r, _) = sys::prwv2(false, self.fd, iov, n, self.off as i64, self.rw_flags | RWF_NOWAIT);
+        let (mut r, _) = sys::prwv2(false, self.fd, iov, n, self.off as i64, self.rw_flags | RWF_NOWAIT);
+        if r == -(libc::EOPNOTSUPP as i64) && self.memory {
+            // tmpfs and ramfs take no RWF_NOWAIT and have no device to
+            // wait for: read as the kernel's AIO does, inside the call.
+            (r, _) = sys::prwv2(false, self.fd, iov, n, self.off as i64, self.rw_flags);
+        }
         if r == -(libc::EAGAIN as i64) || r == -(libc::EOPNOTSUPP as i64) {
             return None;
         }
