@@ -98,6 +98,9 @@ struct Req {
     /// succeeds. It is not cancelled (the kernel's write is done when
     /// `io_submit` returns); 0 for other requests.
     written: i64,
+    /// A read that moved part of its bytes during submission: not
+    /// cancelled (its buffer is not as it was).
+    started: bool,
     /// The iovec array the backend reads (vectored requests).
     _iov: Option<Box<[iovec]>>,
     /// `aio_lio_opcode`, and when it went to the backend (for `stats`).
@@ -315,7 +318,8 @@ impl Kioctx {
             let mut st = self.lock();
             // A write whose bytes are in the file already is no longer
             // pending, as the kernel's, done inside io_submit.
-            let Some((_, req)) = st.reqs.iter_mut().find(|(_, r)| r.obj == obj && !r.cancelled && r.written == 0)
+            let Some((_, req)) =
+                st.reqs.iter_mut().find(|(_, r)| r.obj == obj && !r.cancelled && r.written == 0 && !r.started)
             else {
                 return Err(Errno::INVAL);
             };

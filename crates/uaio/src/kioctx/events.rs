@@ -264,6 +264,7 @@ fn enter_request(st: &mut State, p: &mut Prepared, kind: OpKind) -> BackendOp {
             _ => 0,
         },
         written: p.written,
+        started: p.started,
         _iov: p.iov.take(),
         opcode: p.opcode,
         start_ns: if st.stats.is_some() { stats::now_ns() } else { 0 },

@@ -56,6 +56,9 @@ pub(crate) struct Prepared {
     pub(super) order: Option<crate::backend::Order>,
     /// See [`crate::backend::BackendOp::seen`].
     pub(super) seen: Option<crate::backend::Seen>,
+    /// A read for the backend that moved part of its bytes during
+    /// submission ([`CallSpans::settle_reads`]): it is not cancelled.
+    pub(super) started: bool,
     /// A synchronous buffered write copied into the page cache during
     /// submission, whose sync goes to the backend: the bytes it wrote, its
     /// result once the sync succeeds (0 for other requests).
@@ -75,6 +78,9 @@ pub(crate) struct FdCache {
     pub(crate) inline_reads: bool,
     /// The call's buffered reads and writes on their way to the backend.
     call: CallSpans,
+    /// The fast path's attempt at the request being prepared moved part
+    /// of its bytes ([`Prepared::started`]).
+    started: bool,
 }
 
 /// The buffered reads and writes of one `io_submit` that go to the
@@ -92,9 +98,10 @@ pub(super) struct CallSpans {
     pub(super) writes: Vec<FileSpan>,
     /// Buffered reads of regular files that follow no write still to run.
     pub(super) reads: Vec<BackendRead>,
-    /// Reads of `reads` done inside the call after all: their index in
-    /// the call's array, and their result.
-    settled: Vec<(usize, i64)>,
+    /// Reads of `reads` tried inside the call after all: their index in
+    /// the call's array, and their result, or `None` for one that moved
+    /// part of its bytes and goes on in the backend.
+    settled: Vec<(usize, Option<i64>)>,
 }
 
 /// A buffered read of the call for the backend, and what it takes to do it
@@ -142,18 +149,31 @@ impl CallSpans {
                 continue;
             }
             let r = self.reads.swap_remove(i);
-            if let Some(res) = r.try_now() {
-                self.settled.push((r.at, res));
+            match r.try_now() {
+                Tried::Done(res) => self.settled.push((r.at, Some(res))),
+                Tried::Started => self.settled.push((r.at, None)),
+                Tried::Untouched => {}
             }
         }
     }
 }
 
+/// What [`BackendRead::try_now`] did.
+enum Tried {
+    /// The read is done, with this result.
+    Done(i64),
+    /// It moved part of its bytes (the page cache held only the start of
+    /// them); the backend reads them all again.
+    Started,
+    /// It moved nothing.
+    Untouched,
+}
+
 impl BackendRead {
-    /// The read, with `RWF_NOWAIT`: its result when it was served whole,
-    /// or stopped at the end of the file, or failed for another reason
-    /// than the wait it would need.
-    fn try_now(&self) -> Option<i64> {
+    /// The read, with `RWF_NOWAIT`: done when it was served whole, or
+    /// stopped at the end of the file, or failed for another reason than
+    /// the wait it would need.
+    fn try_now(&self) -> Tried {
         let iov = if self.niov == 0 { &self.one as *const iovec } else { self.iov };
         let n = self.niov.max(1);
         let (mut r, _) = sys::prwv2(false, self.fd, iov, n, self.off as i64, self.rw_flags | RWF_NOWAIT);
@@ -163,14 +183,18 @@ impl BackendRead {
             (r, _) = sys::prwv2(false, self.fd, iov, n, self.off as i64, self.rw_flags);
         }
         if r == -(libc::EAGAIN as i64) || r == -(libc::EOPNOTSUPP as i64) {
-            return None;
+            return Tried::Untouched;
         }
         if r >= 0 && (r as u64) < self.count {
             // Short: the end of the file, or a page not in the cache.
-            let size = sys::file_stat(self.fd)?.size;
-            return (self.off.saturating_add(r as u64) >= size).then_some(r);
+            let at_end = sys::file_stat(self.fd).is_some_and(|st| self.off.saturating_add(r as u64) >= st.size);
+            return match (at_end, r) {
+                (true, _) => Tried::Done(r),
+                (false, 0) => Tried::Untouched,
+                (false, _) => Tried::Started,
+            };
         }
-        Some(r)
+        Tried::Done(r)
     }
 }
 
@@ -184,6 +208,7 @@ impl FdCache {
         self.call.writes.clear();
         self.call.reads.clear();
         self.call.settled.clear();
+        self.started = false;
     }
 
     /// The request at index `at` of the call's array is prepared next.
@@ -197,11 +222,17 @@ impl FdCache {
     /// results instead of going to the backend.
     pub(crate) fn apply_settled(&mut self, preps: &mut [Prepared]) {
         for &(at, res) in &self.call.settled {
-            if let Some(p) = preps.get_mut(at) {
-                p.kind = None;
-                p.order = None;
-                p.seen = None;
-                let _ = p.complete(res);
+            let Some(p) = preps.get_mut(at) else { continue };
+            match res {
+                Some(res) => {
+                    p.kind = None;
+                    p.order = None;
+                    p.seen = None;
+                    let _ = p.complete(res);
+                }
+                // Its buffer holds bytes already: no cancel may report it
+                // untouched.
+                None => p.started = true,
             }
         }
     }
@@ -304,6 +335,7 @@ impl Prepared {
         self.order = None;
         self.seen = None;
         self.written = 0;
+        self.started = false;
         self.opcode = cb.aio_lio_opcode;
     }
 }
@@ -502,7 +534,12 @@ impl Kioctx {
         if fds.inline_reads && self.try_inline_read(cb, obj, fds, p, &mut resfd) {
             return Ok(());
         }
-        self.prepare_checked(cb, obj, fds, p, resfd)
+        let r = self.prepare_checked(cb, obj, fds, p, resfd);
+        if fds.started {
+            fds.started = false;
+            p.started = p.kind.is_some();
+        }
+        r
     }
 
     /// The fast path for reads: every check that does not need the data
@@ -587,6 +624,19 @@ impl Kioctx {
         let untouched = [libc::EAGAIN, libc::EOPNOTSUPP, libc::EBADF, libc::EINVAL, libc::EISDIR, libc::ESPIPE]
             .iter()
             .any(|&e| r == -(e as i64));
+        if r > 0 && (r as u64) < count && !stream && !untouched && at_end_of_file(cb, r) {
+            // Short because the file ends there: that is the read's result
+            // (in the backend it could wait behind writes that lengthen the
+            // file, with part of its buffer filled already).
+            p.reset(cb, obj, resfd);
+            p.inline = r;
+            return Some(());
+        }
+        if r > 0 && !untouched && (r as u64) < count && !stream {
+            // Part of the buffer is filled: the full path's request may not
+            // be cancelled.
+            fds.started = true;
+        }
         if untouched || (r > 0 && (r as u64) < count && !stream) {
             // Would block, failed, or served only in part: undo the key
             // write if it changed anything and let the full path decide.
@@ -673,4 +723,12 @@ fn prepare_poll(cb: &iocb, f: &mut FdInfo, p: &mut Prepared) -> Result<(), Errno
     p.kind = Some(OpKind::Poll);
     p.forever = true;
     Ok(())
+}
+
+/// Whether a read of `cb` that returned `n` bytes, fewer than it asked
+/// for, stopped at the end of its regular file (its size looked at now).
+#[cold]
+fn at_end_of_file(cb: &iocb, n: i64) -> bool {
+    sys::file_stat(cb.aio_fildes as i32)
+        .is_some_and(|st| st.kind() == libc::S_IFREG && (cb.aio_offset as u64).saturating_add(n as u64) >= st.size)
 }
