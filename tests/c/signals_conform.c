@@ -80,6 +80,13 @@
  *                             io_getevents answers EINTR, io_pgetevents
  *                             (with no mask, or an empty one) is restarted
  *                             and returns the event
+ *   signals_conform xfsz      buffered writes past RLIMIT_FSIZE (4 KiB), with
+ *                             no rw flags and with RWF_NOSIGNAL (which only
+ *                             spares SIGPIPE): a write that starts past the
+ *                             limit ends a child by SIGXFSZ; with a handler,
+ *                             it runs in the submitting thread and the event
+ *                             is EFBIG; a write that crosses the limit is
+ *                             cut short there, with no signal
  *   signals_conform stop-pgetevents-timeout
  *                             the same with a 1 s timeout and a stop of
  *                             1.1 s: the restarted call has its whole
@@ -149,6 +156,81 @@ static long pgetevents(aio_context_t c, long mn, long n, struct io_event *e, str
 }
 
 /* One cached read of the scratch file, reaped: the context works. */
+#ifndef RWF_NOSIGNAL
+#define RWF_NOSIGNAL 0x00000100
+#endif
+
+static volatile sig_atomic_t xf_hits;
+static volatile pid_t xf_tid;
+
+static void xf_handler(int s)
+{
+	(void)s;
+	xf_hits++;
+	xf_tid = (pid_t)syscall(SYS_gettid);
+}
+
+/* One buffered write of `len` bytes at `off` with `flags`, in a child whose
+ * file size limit is 4 KiB (`handler`: with a SIGXFSZ handler); prints the
+ * event and how the child ended. */
+static void xf_child(const char *tag, int flags, long long off, size_t len, int handler)
+{
+	fflush(stdout);
+	pid_t pid = fork();
+	if (pid == 0) {
+		if (handler) {
+			struct sigaction sa = { 0 };
+			sa.sa_handler = xf_handler;
+			sigaction(SIGXFSZ, &sa, NULL);
+		}
+		struct rlimit rl = { 4096, 4096 };
+		setrlimit(RLIMIT_FSIZE, &rl);
+		int fd = tmpfile_open("xfsz.dat", O_RDWR | O_CREAT | O_TRUNC);
+		aio_context_t ctx = 0;
+		if (fd < 0 || setup(8, &ctx) != 0)
+			_exit(2);
+		static char buf[8192];
+		memset(buf, 'x', sizeof buf);
+		struct iocb cb = { 0 };
+		struct iocb *p = &cb;
+		cb.aio_lio_opcode = IOCB_CMD_PWRITE;
+		cb.aio_fildes = fd;
+		cb.aio_buf = (uintptr_t)buf;
+		cb.aio_nbytes = len;
+		cb.aio_offset = off;
+		cb.aio_rw_flags = flags;
+		long r = submit(ctx, 1, &p);
+		struct io_event e = { 0 };
+		struct timespec t = { 5, 0 };
+		long g = r == 1 ? getevents(ctx, 1, 1, &e, &t) : 0;
+		printf("%s: submit %s, event %s, res %s, handler ran %d time(s)%s, size %lld\n", tag, negret(r),
+		       negret(g), negret((long)e.res), (int)xf_hits,
+		       xf_hits ? (xf_tid == (pid_t)syscall(SYS_gettid) ? " in the submitting thread" : " in another thread")
+			       : "",
+		       (long long)lseek(fd, 0, SEEK_END));
+		fflush(stdout);
+		_exit(0);
+	}
+	int st = 0;
+	waitpid(pid, &st, 0);
+	if (WIFSIGNALED(st))
+		printf("%s: child ended by signal %d\n", tag, WTERMSIG(st));
+	else
+		printf("%s: child exited %d\n", tag, WEXITSTATUS(st));
+}
+
+static void xfsz(void)
+{
+	/* Made here, so that the parent's cleanup removes it. */
+	close(tmpfile_open("xfsz.dat", O_RDWR));
+	xf_child("past the limit", 0, 4096, 4096, 0);
+	xf_child("past the limit, RWF_NOSIGNAL", RWF_NOSIGNAL, 4096, 4096, 0);
+	xf_child("past the limit, handler", 0, 4096, 4096, 1);
+	xf_child("past the limit, RWF_NOSIGNAL, handler", RWF_NOSIGNAL, 4096, 4096, 1);
+	xf_child("across the limit", 0, 0, 8192, 0);
+	xf_child("across the limit, RWF_NOSIGNAL", RWF_NOSIGNAL, 0, 8192, 0);
+}
+
 static void one_read(aio_context_t ctx, int fd)
 {
 	static char buf[8];
@@ -908,6 +990,10 @@ int main(int argc, char **argv)
 		one_read(ctx, fd);
 	} else if (!strncmp(mode, "stop-", 5)) {
 		stop_wait(&ctx, mode + 5);
+		one_read(ctx, fd);
+	} else if (!strcmp(mode, "xfsz")) {
+		xfsz();
+		printf("setup = %s\n", negret(setup(8, &ctx)));
 		one_read(ctx, fd);
 	} else if (!strcmp(mode, "reentry")) {
 		reentry();
