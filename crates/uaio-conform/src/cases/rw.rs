@@ -242,6 +242,27 @@ pub(crate) fn cases() -> Vec<Case> {
             sub1(e, ctx, cb(RD, pr.as_raw_fd(), rb.as_mut_ptr() as u64, 8, 5, 12));
             e.reap(ctx, 1);
         }),
+        c("rw/char_devices_that_refuse_nowait", |e| {
+            // /dev/full and a pty master have no RWF_NOWAIT: kernel AIO
+            // reads and writes them as a plain read or write would.
+            let ctx = e.setup(8);
+            for (path, write) in [("/dev/full", false), ("/dev/ptmx", true)] {
+                if !std::path::Path::new(path).exists() {
+                    e.rec(format!("{path}: missing here, not tried"));
+                    continue;
+                }
+                let fd = open(path, libc::O_RDWR | libc::O_NOCTTY);
+                let buf = leak_buf(16);
+                buf.fill(7);
+                let op = if write { WR } else { RD };
+                let n = if write { 5 } else { 16 };
+                sub1(e, ctx, cb(op, fd.as_raw_fd(), buf.as_mut_ptr() as u64, n, 0, 1));
+                e.reap(ctx, 1);
+                if !write {
+                    e.rec(format!("{path}: zeroed = {}", buf.iter().all(|&b| b == 0)));
+                }
+            }
+        }),
         c("rw/anon_inode_read_iter_rules", |e| {
             let ctx = e.setup(8);
             // SAFETY: plain system calls creating descriptors owned below.
