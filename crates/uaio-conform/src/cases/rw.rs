@@ -261,6 +261,26 @@ pub(crate) fn cases() -> Vec<Case> {
                 if !write {
                     e.rec(format!("{path}: zeroed = {}", buf.iter().all(|&b| b == 0)));
                 }
+                // With RWF_NOWAIT the file's refusal comes from io_submit.
+                let mut nw = cb(op, fd.as_raw_fd(), buf.as_mut_ptr() as u64, n, 0, 2);
+                nw.aio_rw_flags = RWF_NOWAIT;
+                try_key(e, ctx, &format!("{path} RWF_NOWAIT"), nw);
+            }
+            // /dev/null and /dev/zero take it.
+            let null = open("/dev/null", libc::O_RDWR);
+            let buf = leak_buf(16);
+            let mut nw = cb(WR, null.as_raw_fd(), buf.as_mut_ptr() as u64, 16, 0, 3);
+            nw.aio_rw_flags = RWF_NOWAIT;
+            sub1(e, ctx, nw);
+            e.reap(ctx, 1);
+            // And no directory does, which the kernel checks before the
+            // access mode and before its refusal of reads.
+            let dir = open(".", libc::O_RDONLY | libc::O_DIRECTORY);
+            for op in [RD, WR] {
+                let mut nw = cb(op, dir.as_raw_fd(), buf.as_mut_ptr() as u64, 16, 0, 4);
+                nw.aio_rw_flags = RWF_NOWAIT;
+                try_key(e, ctx, "directory RWF_NOWAIT", nw);
+                try_key(e, ctx, "directory", cb(op, dir.as_raw_fd(), buf.as_mut_ptr() as u64, 16, 0, 5));
             }
         }),
         c("rw/anon_inode_read_iter_rules", |e| {

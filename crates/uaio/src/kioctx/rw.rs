@@ -70,6 +70,13 @@ pub(super) fn prepare_rw(
         || (!write && read_behind_write(f, p.off, buffer_len(p), &call.writes));
     if runs_inline(f, p, write, empty, behind_write, every_write) {
         let r = inline_rw(cb, f, p, write, empty, behind_write);
+        if r == -(libc::EOPNOTSUPP as i64) && p.rw_flags & RWF_NOWAIT != 0 && f.mode() & libc::S_IFMT == libc::S_IFCHR {
+            // A character device that does not take RWF_NOWAIT (most but
+            // /dev/null, /dev/zero and the random devices): the system call
+            // refused the flag before any transfer, and the kernel's AIO
+            // refuses the request in io_submit for the same reason.
+            return Err(Errno::OPNOTSUPP);
+        }
         return p.complete(r);
     }
     if buffered.is_some() && !behind_write && !every_write && !empty && copies_before_sync(f, p) {

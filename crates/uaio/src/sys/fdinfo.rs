@@ -174,8 +174,11 @@ impl FdInfo {
         /// `statfs` magics of procfs and sysfs.
         const PROC: i64 = 0x9fa0;
         const SYSFS: i64 = 0x6265_6572;
-        if self.mode() & S_IFMT != libc::S_IFREG {
-            return false;
+        match self.mode() & S_IFMT {
+            // No file system opens a directory for non-blocking I/O.
+            libc::S_IFDIR => return true,
+            libc::S_IFREG => {}
+            _ => return false,
         }
         matches!(
             crate::writeback::fs_magic(self),
