@@ -452,6 +452,14 @@ pub fn pipe() -> (OwnedFd, OwnedFd) {
     unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
 }
 
+/// A connected pair of TCP sockets on the loopback interface.
+pub fn tcp_pair() -> (OwnedFd, OwnedFd) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let a = std::net::TcpStream::connect(l.local_addr().expect("address")).expect("connect");
+    let (b, _) = l.accept().expect("accept");
+    (a.into(), b.into())
+}
+
 /// An eventfd.
 pub fn eventfd() -> OwnedFd {
     // SAFETY: eventfd(2).

@@ -42,6 +42,27 @@ pub(crate) fn cases() -> Vec<Case> {
             e.reap(ctx, 1);
             t.join().unwrap();
         }),
+        c("poll/pri_alone_wakes_on_urgent_data", |e| {
+            // A POLL for POLLPRI alone on a TCP socket, then urgent data
+            // (MSG_OOB): it completes, with POLLPRI among its bits (the
+            // kernel's reports the waker's whole mask; which other bits
+            // come with it is not compared). Before: no event on io_uring.
+            let ctx = e.setup(4);
+            let (a, b) = tcp_pair();
+            let mut p = cb(IOCB_CMD_POLL, a.as_raw_fd(), libc::POLLPRI as u64, 0, 0, 1);
+            e.submit(ctx, &mut [&mut p]);
+            // SAFETY: a one-byte send from a static buffer on a connected socket.
+            let sent = unsafe { libc::send(b.as_raw_fd(), b"!".as_ptr().cast(), 1, libc::MSG_OOB) };
+            e.rec(format!("send MSG_OOB = {sent}"));
+            let mut ev = [io_event::default(); 1];
+            let mut ts = libc::timespec { tv_sec: 5, tv_nsec: 0 };
+            // SAFETY: room for one event; a valid timeout.
+            let r = unsafe { e.aio.getevents(ctx, 1, 1, ev.as_mut_ptr(), &mut ts) };
+            e.rec(format!("getevents = {}", ret(r)));
+            if r == 1 {
+                e.rec(format!("data={} POLLPRI set: {}", ev[0].data, ev[0].res & libc::POLLPRI as i64 != 0));
+            }
+        }),
         c("poll/regular_file_and_masks", |e| {
             let ctx = e.setup(8);
             let f = e.file(b"abc", libc::O_RDWR);

@@ -42,6 +42,20 @@ const INTERNAL_HIGH: u64 = 0xffff_ffff;
 const TAG_WAKE: u64 = u64::MAX;
 const TAG_CANCEL: u64 = u64::MAX - 1;
 
+/// The events a POLL asks io_uring for ([`poll_companions`]). io_uring
+/// ignores a wake-up that names events when the only ones asked for are
+/// `POLLPRI` (it keeps that bit for its own use), so a POLL for `POLLPRI`
+/// alone would sleep through a socket's urgent data; `POLLRDBAND`, which a
+/// socket's wake-up names together with `POLLPRI`, lets it see them.
+fn uring_poll_events(mask: u32) -> u32 {
+    let m = poll_companions(mask);
+    if m & !(libc::POLLPRI as u32 | libc::EPOLLONESHOT as u32) == 0 && m & libc::POLLPRI as u32 != 0 {
+        m | libc::POLLRDBAND as u32
+    } else {
+        m
+    }
+}
+
 /// An entry that ends every wait in `io_uring_enter`: a timeout's
 /// completion does, whatever number of completions the wait is for (a NOP
 /// would count as one).
@@ -371,7 +385,7 @@ impl Ring {
             // A wake-up completes the kernel's AIO poll with the waker's whole
             // mask; asking for the usual companions of IN and OUT as well
             // reproduces that for pipes, eventfds and sockets.
-            OpKind::Poll => (IoringOp::PollAdd, op_flags_union { poll32_events: poll_companions(op.poll_mask) }),
+            OpKind::Poll => (IoringOp::PollAdd, op_flags_union { poll32_events: uring_poll_events(op.poll_mask) }),
         };
         let (addr, len, off) = match op.kind {
             // A sync covers `len` bytes from `off` (0: the whole file).
