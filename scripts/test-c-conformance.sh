@@ -72,6 +72,7 @@ compile lane_reaping -laio
 compile cancel_conform -laio
 compile fd_conform -laio
 compile order_conform -laio
+compile limits_conform -laio
 if [ "$failed" -ne 0 ]; then
 	echo "$passed passed, $failed failed"
 	exit 1
@@ -257,6 +258,10 @@ check_case fd_conform.race fd_conform race
 for m in dsync short-fds read-first read-first-shm read-first-cold read-eof nowait-behind sync-visible; do
 	check_case "order_conform.$m" order_conform "$m"
 done
+# A process that may start no more threads (RLIMIT_NPROC, an unprivileged
+# user): direct writes, syncs, a direct read and O_DSYNC writes all complete
+# (before: -ECANCELED on io_uring, whose workers could not be started).
+check_case limits_conform.nothreads limits_conform nothreads
 check_case exit_inflight.exit exit_inflight exit
 check_case exit_inflight.exec exit_inflight exec
 for fn in execl execle execlp execvp execvpe execve fexecve execveat syscall; do

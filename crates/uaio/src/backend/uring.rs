@@ -481,7 +481,13 @@ impl Backend for Uring {
                     ring.wakes_seen.fetch_add(1, Ordering::SeqCst);
                 } else if key >> 32 != INTERNAL_HIGH {
                     let o = owners.get_or_insert_with(|| crate::sync::lock(&ring.owners));
-                    if self.0.again(o, key, cqe.res) {
+                    let mut res = cqe.res;
+                    if res == -libc::ECANCELED {
+                        if let Some((sqe, dup)) = o.refused_by_io_wq(key) {
+                            res = dup.map_or(-libc::EBADF, |d| run_blocking(&sqe, d.as_raw_fd()));
+                        }
+                    }
+                    if self.0.again(o, key, res) {
                         // Ended by its thread's exit, and in the kernel again.
                         continue;
                     }
@@ -493,7 +499,7 @@ impl Backend for Uring {
                         owners = None;
                         order::send(next, Some(ring));
                     }
-                    sink(key, cqe.res);
+                    sink(key, res);
                 }
             }
             drop(owners);
@@ -595,6 +601,47 @@ impl Drop for Ring {
     fn drop(&mut self) {
         if self.heads.load(Ordering::SeqCst) > 0 {
             order::forget(self);
+        }
+    }
+}
+
+/// Runs the read, write or sync `sqe` on `fd` in the calling thread,
+/// blocking, as kernel AIO would have in `io_submit` (see
+/// [`owners::Owners::refused_by_io_wq`]); returns its result.
+fn run_blocking(sqe: &Sqe, fd: i32) -> i32 {
+    // SAFETY: the entry was made by `sqe_for` or `sqe` for these opcodes:
+    // `addr`, `len`, `off` and the flags hold what those wrote there.
+    let (addr, len, off, flags) = unsafe {
+        (sqe.addr_or_splice_off_in.addr.ptr as u64, sqe.len.len, sqe.off_or_addr2.off, sqe.op_flags.rw_flags.bits())
+    };
+    let one = uaio_abi::iovec { iov_base: addr, iov_len: len as u64 };
+    let (iov, n) = match sqe.opcode {
+        IoringOp::Read | IoringOp::Write => (&one as *const uaio_abi::iovec, 1),
+        _ => (addr as *const uaio_abi::iovec, len as usize),
+    };
+    match sqe.opcode {
+        IoringOp::Fsync => {
+            // SAFETY: the same field, written by `sqe_for` for a sync.
+            let data = unsafe { sqe.op_flags.fsync_flags }.contains(IoringFsyncFlags::DATASYNC);
+            // SAFETY: fsync/fdatasync of a descriptor uaio holds.
+            let r = unsafe {
+                if data {
+                    libc::fdatasync(fd)
+                } else {
+                    libc::fsync(fd)
+                }
+            };
+            if r < 0 {
+                -std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+            } else {
+                0
+            }
+        }
+        op => {
+            let write = matches!(op, IoringOp::Write | IoringOp::Writev);
+            // The buffers were checked at submission and belong to the
+            // request until its event is reaped.
+            crate::sys::prwv2(write, fd, iov, n, off as i64, flags).0 as i32
         }
     }
 }

@@ -32,6 +32,7 @@ use std::sync::{Arc, LazyLock, Mutex, Weak};
 use super::{Ring, Sqe};
 use crate::sync::lock;
 use crate::sys::internal_fds::InternalFd;
+use rustix::io_uring::IoringOp;
 
 /// A thread that pushes requests to rings.
 #[derive(Debug, Default)]
@@ -241,6 +242,32 @@ impl Owners {
             return None;
         }
         let held = o.held.take().or_else(|| hold_file(o.sqe.fd, o.file));
+        Some((o.sqe, held))
+    }
+
+    /// The request `key` ended with `-ECANCELED` though neither the program
+    /// cancelled it nor its thread is gone: io_uring could not start a
+    /// worker for it (the process may make no more threads: a pids cgroup
+    /// or `RLIMIT_NPROC` at its limit), which kernel AIO never needs. A
+    /// read, write or sync is then `Some((entry, duplicate))`, for the
+    /// caller to run itself, on a duplicate of its file (`None` when the
+    /// number no longer names the file); the record goes.
+    pub(super) fn refused_by_io_wq(&mut self, key: u64) -> Option<(Sqe, Option<InternalFd>)> {
+        let by = self.slot(key)?.as_ref()?.by as usize;
+        if self.subs[by].gone.load(Ordering::SeqCst) {
+            return None;
+        }
+        let s = self.slot(key)?;
+        let o = s.as_ref()?;
+        let rw = matches!(
+            o.sqe.opcode,
+            IoringOp::Read | IoringOp::Write | IoringOp::Readv | IoringOp::Writev | IoringOp::Fsync
+        );
+        if o.cancelled || !rw {
+            return None;
+        }
+        let o = s.take()?;
+        let held = o.held.map(|(fd, _)| fd).or_else(|| hold_file(o.sqe.fd, o.file).map(|(fd, _)| fd));
         Some((o.sqe, held))
     }
 

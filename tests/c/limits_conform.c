@@ -1,0 +1,159 @@
+/* AIO in a process that may start no more threads. Kernel AIO needs none:
+ * every request works. Every mode must print the same lines on kernel AIO
+ * and on uaio.
+ *
+ *   limits_conform nothreads  a child makes a context, then lowers
+ *                             RLIMIT_NPROC to the threads it has and
+ *                             becomes an unprivileged user (root ignores
+ *                             the limit), so that no thread can be
+ *                             started; then 8 extending O_DIRECT writes of
+ *                             64 KiB, an fsync, an fdatasync, an O_DIRECT
+ *                             read, and 4 writes through an O_DSYNC
+ *                             descriptor: each completes with its byte
+ *                             count (or 0) and the file holds the bytes
+ *                             (before, on io_uring, whose workers could
+ *                             not be started: all -ECANCELED)
+ *
+ * Build: gcc -O2 -Wall -pthread -o limits_conform limits_conform.c -laio */
+#include "conform_common.h"
+
+#include <dirent.h>
+#include <libaio.h>
+#include <pthread.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#define BLK 65536
+#define NW 8
+
+static int count_threads(void)
+{
+	DIR *d = opendir("/proc/self/task");
+	int n = 0;
+	struct dirent *e;
+	while (d && (e = readdir(d)))
+		n += e->d_name[0] != '.';
+	if (d)
+		closedir(d);
+	return n;
+}
+
+static void *idle(void *a)
+{
+	return a;
+}
+
+/* Submits `cb` alone and waits for its event; prints both. */
+static long one(io_context_t ctx, struct iocb *cb, const char *what)
+{
+	struct iocb *p = cb;
+	long r = io_submit(ctx, 1, &p);
+	struct io_event e = { 0 };
+	struct timespec t = { 30, 0 };
+	long g = r == 1 ? io_getevents(ctx, 1, 1, &e, &t) : 0;
+	printf("%s: submit %s, event %s, res %s\n", what, negret(r), negret(g), negret((long)e.res));
+	return (long)e.res;
+}
+
+static int nothreads(void)
+{
+	int fd = tmpfile_open("nothreads.dat", O_RDWR | O_TRUNC);
+	int dsync = tmpfile_open("nothreads-dsync.dat", O_RDWR | O_TRUNC);
+	close(fd);
+	close(dsync);
+	/* The unprivileged user must be able to use them. */
+	if (chmod(tmpdir, 0777) || chmod(tmpfiles[0], 0666) || chmod(tmpfiles[1], 0666))
+		return 2;
+	fflush(stdout);
+	pid_t pid = fork();
+	if (pid == 0) {
+		int d = open(tmpfiles[0], O_RDWR | O_DIRECT);
+		int s = open(tmpfiles[1], O_RDWR | O_DSYNC);
+		if (d < 0) {
+			printf("O_DIRECT refused here (%s): the direct requests are not tried\n", ename(errno));
+			d = open(tmpfiles[0], O_RDWR);
+		}
+		char *buf;
+		if (d < 0 || s < 0 || posix_memalign((void **)&buf, 4096, NW * BLK))
+			_exit(2);
+		for (int i = 0; i < NW * BLK; i++)
+			buf[i] = 'a' + (i / BLK) % 26;
+		io_context_t ctx = 0;
+		printf("io_setup = %s\n", negret(io_setup(64, &ctx)));
+		int n = count_threads();
+		struct rlimit rl = { n, n };
+		if (setrlimit(RLIMIT_NPROC, &rl) || setgid(65534) || setuid(65534))
+			_exit(3);
+		pthread_t t;
+		int e = pthread_create(&t, NULL, idle, NULL);
+		printf("a new thread: %s\n", e ? ename(e) : "started");
+		if (!e)
+			pthread_join(t, NULL);
+		struct iocb cbs[NW], *ps[NW];
+		for (int i = 0; i < NW; i++) {
+			io_prep_pwrite(&cbs[i], d, buf + i * BLK, BLK, (long long)i * BLK);
+			ps[i] = &cbs[i];
+		}
+		printf("io_submit(%d direct writes) = %s\n", NW, negret(io_submit(ctx, NW, ps)));
+		struct io_event ev[NW];
+		struct timespec to = { 30, 0 };
+		int got = 0, full = 0;
+		while (got < NW) {
+			int g = io_getevents(ctx, 1, NW, ev, &to);
+			if (g <= 0) {
+				printf("io_getevents = %s after %d\n", negret(g), got);
+				break;
+			}
+			for (int i = 0; i < g; i++)
+				full += ev[i].res == BLK;
+			got += g;
+		}
+		printf("direct writes: %d events, %d whole\n", got, full);
+		struct iocb cb;
+		io_prep_fsync(&cb, d);
+		one(ctx, &cb, "fsync");
+		io_prep_fdsync(&cb, d);
+		one(ctx, &cb, "fdatasync");
+		char *rb;
+		if (posix_memalign((void **)&rb, 4096, BLK))
+			_exit(2);
+		io_prep_pread(&cb, d, rb, BLK, 3 * BLK);
+		one(ctx, &cb, "direct read");
+		printf("read the 4th block: %d\n", memcmp(rb, buf + 3 * BLK, BLK) == 0);
+		for (int i = 0; i < 4; i++) {
+			io_prep_pwrite(&cb, s, buf + i * 4096, 4096, (long long)i * 4096);
+			one(ctx, &cb, "O_DSYNC write");
+		}
+		printf("io_destroy = %s\n", negret(io_destroy(ctx)));
+		char *c = malloc(NW * BLK);
+		printf("direct file holds the writes: %d\n",
+		       pread(d, rb, BLK, 0) >= 0 && pread(open(tmpfiles[0], O_RDONLY), c, NW * BLK, 0) == NW * BLK &&
+			       memcmp(c, buf, NW * BLK) == 0);
+		printf("O_DSYNC file holds the writes: %d\n",
+		       pread(s, c, 4 * 4096, 0) == 4 * 4096 && memcmp(c, buf, 4 * 4096) == 0);
+		fflush(stdout);
+		_exit(0);
+	}
+	int st = 0;
+	waitpid(pid, &st, 0);
+	printf("child: %s %d\n", WIFSIGNALED(st) ? "signal" : "exit", WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	const char *mode = argc > 1 ? argv[1] : "nothreads";
+	printf("mode %s\n", mode);
+	if (geteuid() != 0) {
+		printf("skipped: needs root (to become another user under RLIMIT_NPROC)\n");
+		return 0;
+	}
+	make_tmpdir();
+	atexit(rm_tmpdir);
+	if (!strcmp(mode, "nothreads"))
+		return nothreads();
+	printf("unknown mode\n");
+	return 2;
+}
