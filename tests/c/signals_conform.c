@@ -86,7 +86,8 @@
  *                             limit ends a child by SIGXFSZ; with a handler,
  *                             it runs in the submitting thread and the event
  *                             is EFBIG; a write that crosses the limit is
- *                             cut short there, with no signal
+ *                             cut short there, with no signal; the same
+ *                             for O_DIRECT writes past the limit
  *   signals_conform stop-pgetevents-timeout
  *                             the same with a 1 s timeout and a stop of
  *                             1.1 s: the restarted call has its whole
@@ -173,7 +174,7 @@ static void xf_handler(int s)
 /* One buffered write of `len` bytes at `off` with `flags`, in a child whose
  * file size limit is 4 KiB (`handler`: with a SIGXFSZ handler); prints the
  * event and how the child ended. */
-static void xf_child(const char *tag, int flags, long long off, size_t len, int handler)
+static void xf_child(const char *tag, int flags, long long off, size_t len, int handler, int direct)
 {
 	fflush(stdout);
 	pid_t pid = fork();
@@ -185,11 +186,11 @@ static void xf_child(const char *tag, int flags, long long off, size_t len, int 
 		}
 		struct rlimit rl = { 4096, 4096 };
 		setrlimit(RLIMIT_FSIZE, &rl);
-		int fd = tmpfile_open("xfsz.dat", O_RDWR | O_CREAT | O_TRUNC);
+		int fd = tmpfile_open("xfsz.dat", O_RDWR | O_CREAT | O_TRUNC | (direct ? O_DIRECT : 0));
 		aio_context_t ctx = 0;
 		if (fd < 0 || setup(8, &ctx) != 0)
 			_exit(2);
-		static char buf[8192];
+		static char buf[8192] __attribute__((aligned(4096)));
 		memset(buf, 'x', sizeof buf);
 		struct iocb cb = { 0 };
 		struct iocb *p = &cb;
@@ -199,6 +200,17 @@ static void xf_child(const char *tag, int flags, long long off, size_t len, int 
 		cb.aio_nbytes = len;
 		cb.aio_offset = off;
 		cb.aio_rw_flags = flags;
+		if (direct) {
+			/* A block below the limit first, as a program writing a
+			 * file in order does. */
+			struct iocb first = cb;
+			struct iocb *fp = &first;
+			first.aio_offset = 0;
+			struct io_event fe;
+			struct timespec ft = { 5, 0 };
+			if (submit(ctx, 1, &fp) != 1 || getevents(ctx, 1, 1, &fe, &ft) != 1 || fe.res != (long)len)
+				_exit(4);
+		}
 		long r = submit(ctx, 1, &p);
 		struct io_event e = { 0 };
 		struct timespec t = { 5, 0 };
@@ -223,12 +235,14 @@ static void xfsz(void)
 {
 	/* Made here, so that the parent's cleanup removes it. */
 	close(tmpfile_open("xfsz.dat", O_RDWR));
-	xf_child("past the limit", 0, 4096, 4096, 0);
-	xf_child("past the limit, RWF_NOSIGNAL", RWF_NOSIGNAL, 4096, 4096, 0);
-	xf_child("past the limit, handler", 0, 4096, 4096, 1);
-	xf_child("past the limit, RWF_NOSIGNAL, handler", RWF_NOSIGNAL, 4096, 4096, 1);
-	xf_child("across the limit", 0, 0, 8192, 0);
-	xf_child("across the limit, RWF_NOSIGNAL", RWF_NOSIGNAL, 0, 8192, 0);
+	xf_child("past the limit", 0, 4096, 4096, 0, 0);
+	xf_child("past the limit, RWF_NOSIGNAL", RWF_NOSIGNAL, 4096, 4096, 0, 0);
+	xf_child("past the limit, handler", 0, 4096, 4096, 1, 0);
+	xf_child("past the limit, RWF_NOSIGNAL, handler", RWF_NOSIGNAL, 4096, 4096, 1, 0);
+	xf_child("across the limit", 0, 0, 8192, 0, 0);
+	xf_child("across the limit, RWF_NOSIGNAL", RWF_NOSIGNAL, 0, 8192, 0, 0);
+	xf_child("past the limit, O_DIRECT", 0, 4096, 4096, 0, 1);
+	xf_child("past the limit, O_DIRECT, handler", 0, 4096, 4096, 1, 1);
 }
 
 static void one_read(aio_context_t ctx, int fd)

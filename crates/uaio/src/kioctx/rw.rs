@@ -171,7 +171,21 @@ fn runs_inline(f: &mut FdInfo, p: &Prepared, write: bool, empty: bool, behind_wr
         && f.is_regular()
         && !behind_write
         && writeback::may_write_inline(f, p.rw_flags, p.off, buffer_len(p));
-    (nowait && !direct) || nonblock || inline_write
+    (nowait && !direct) || nonblock || inline_write || (write && !empty && !every_write && past_size_limit(f, p))
+}
+
+/// Whether a write to a regular file starts at or past the end of the file
+/// and at or past the process's `RLIMIT_FSIZE`: the system call then fails
+/// before it moves a byte (`EFBIG`), and raises `SIGXFSZ` in the thread
+/// that makes it, which must be the submitting thread, as with the
+/// kernel's AIO (a worker of the thread pool blocks the signal). Writes
+/// that start inside the file are not looked at (a file longer than the
+/// limit is rare), so that an overwrite costs no `getrlimit`.
+fn past_size_limit(f: &mut FdInfo, p: &Prepared) -> bool {
+    if !f.is_regular() || p.rw_flags & RWF_APPEND != 0 || f.flags & libc::O_APPEND as u32 != 0 || p.off < f.size() {
+        return false;
+    }
+    sys::file_size_limit().is_some_and(|limit| p.off >= limit)
 }
 
 /// Whether a buffered read of `count` bytes at `off` of `f` must follow a

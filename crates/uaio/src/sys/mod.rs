@@ -83,6 +83,11 @@ pub(crate) fn file_size(fd: i32) -> Option<u64> {
     file_stat(fd).map(|st| st.size)
 }
 
+/// The process's `RLIMIT_FSIZE` soft limit in bytes (`None`: unlimited).
+pub(crate) fn file_size_limit() -> Option<u64> {
+    rustix::process::getrlimit(rustix::process::Resource::Fsize).current
+}
+
 /// The system's swap space in bytes (`sysinfo`), `None` if the call fails.
 pub(crate) fn total_swap() -> Option<u64> {
     // SAFETY: sysinfo(2) fills the zeroed struct it is given.
