@@ -226,6 +226,17 @@ impl Kioctx {
         self.backend.name()
     }
 
+    /// Whether `addr` lies in uaio's own view of this context's ring.
+    pub(crate) fn in_own_ring_view(&self, addr: u64) -> bool {
+        self.ring.in_own_view(addr)
+    }
+
+    /// The address of uaio's own view of this context's ring (tests).
+    #[cfg(test)]
+    pub(crate) fn own_ring_view(&self) -> u64 {
+        self.ring.own_view()
+    }
+
     /// Event slots in the ring.
     pub(crate) fn ring_nr(&self) -> u32 {
         self.ring.nr()

@@ -211,6 +211,19 @@ impl Ring {
         self.user.load(Ordering::Acquire)
     }
 
+    /// Whether `addr` lies in uaio's own view of the pages (never a
+    /// handle: the application's view is another mapping).
+    pub(crate) fn in_own_view(&self, addr: u64) -> bool {
+        let base = self.base.as_ptr() as u64;
+        addr >= base && addr < base + self.bytes as u64
+    }
+
+    /// The address of uaio's own view (tests).
+    #[cfg(test)]
+    pub(crate) fn own_view(&self) -> u64 {
+        self.base.as_ptr() as u64
+    }
+
     /// Event slots.
     pub(crate) fn nr(&self) -> u32 {
         self.nr

@@ -363,6 +363,12 @@ pub(crate) fn backend_of(handle: u64) -> Option<&'static str> {
     lookup(handle).map(|c| c.backend_name())
 }
 
+/// Whether `addr` lies in uaio's own view of a context's ring (which the
+/// application never sees, but may guess: it can hold the ring's magic).
+pub(crate) fn in_own_ring_view(addr: u64) -> bool {
+    process_if_any().is_some_and(|p| contexts(p).iter().any(|c| c.in_own_ring_view(addr)))
+}
+
 /// Number of live contexts in this process.
 pub(crate) fn live_contexts() -> usize {
     process_if_any().map(|p| sync::read(&p.table).slots.iter().flatten().count()).unwrap_or(0)
