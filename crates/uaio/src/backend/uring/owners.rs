@@ -249,9 +249,10 @@ impl Owners {
     /// cancelled it nor its thread is gone: io_uring could not start a
     /// worker for it (the process may make no more threads: a pids cgroup
     /// or `RLIMIT_NPROC` at its limit), which kernel AIO never needs. A
-    /// read, write or sync is then `Some((entry, duplicate))`, for the
-    /// caller to run itself, on a duplicate of its file (`None` when the
-    /// number no longer names the file); the record goes.
+    /// read, write or sync of a regular file or block device is then
+    /// `Some((entry, duplicate))`, for the caller to run itself, on a
+    /// duplicate of its file (`None` when the number no longer names the
+    /// file); the record goes.
     pub(super) fn refused_by_io_wq(&mut self, key: u64) -> Option<(Sqe, Option<InternalFd>)> {
         let by = self.slot(key)?.as_ref()?.by as usize;
         if self.subs[by].gone.load(Ordering::SeqCst) {
@@ -267,8 +268,14 @@ impl Owners {
             return None;
         }
         let o = s.take()?;
-        let held = o.held.map(|(fd, _)| fd).or_else(|| hold_file(o.sqe.fd, o.file).map(|(fd, _)| fd));
-        Some((o.sqe, held))
+        let held = o.held.or_else(|| hold_file(o.sqe.fd, o.file));
+        // A pipe's or socket's transfer waits for readiness, not for a
+        // worker, and could block the draining thread for ever: it keeps
+        // its result.
+        if held.as_ref().is_some_and(|(_, seekable)| !seekable) {
+            return None;
+        }
+        Some((o.sqe, held.map(|(fd, _)| fd)))
     }
 
     /// The request `key` is pushed again as `sqe` by `by` (the caller,
