@@ -6,9 +6,9 @@
 //! reads and writes of regular files and block devices, and syncs, to a
 //! bounded pool of named worker threads; reads and writes of pipes, sockets
 //! and other pollable files, and `IOCB_CMD_POLL`, to one poller thread that
-//! waits for readiness with `poll(2)` and retries without blocking (files
-//! that refuse `RWF_NOWAIT`, such as some character devices, go to a
-//! worker, which reads or writes them blocking, as kernel AIO does). A worker
+//! waits for readiness with `poll(2)` and retries without blocking (a file
+//! that refuses `RWF_NOWAIT`, such as some character devices, is read or
+//! written without the flag once found ready, as io_uring does). A worker
 //! never waits for a pipe, so cancellation of anything queued or polling is
 //! immediate, and `io_destroy` only ever waits for I/O that finishes.
 //!

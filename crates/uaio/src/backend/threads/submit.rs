@@ -143,11 +143,7 @@ impl Threads {
         if partial {
             cur.advance(r as usize);
         }
-        // A stream that refuses RWF_NOWAIT (`EOPNOTSUPP`: a character
-        // device such as /dev/full or a tty) cannot be retried without
-        // blocking when the poller finds it ready: a worker does the read
-        // or write as kernel AIO does it, blocking.
-        let route = if file || r == -libc::EOPNOTSUPP { Route::Worker } else { Route::Poller };
+        let route = if file { Route::Worker } else { Route::Poller };
         self.start(p, op, cur, route, st, here, batch);
     }
 

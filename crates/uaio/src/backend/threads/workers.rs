@@ -186,7 +186,15 @@ pub(super) fn attempt(job: &Job) -> Option<i32> {
     if !job.file_unchanged() {
         return Some(cur.result(-libc::EBADF));
     }
-    let r = cur.io(job.kind, job.fd, job.rw_flags | RWF_NOWAIT);
+    let mut r = cur.io(job.kind, job.fd, job.rw_flags | RWF_NOWAIT);
+    if r == -libc::EOPNOTSUPP && job.rw_flags & RWF_NOWAIT == 0 {
+        // The file refuses RWF_NOWAIT (a character device such as
+        // /dev/full or a tty): found ready, it is read or written without
+        // the flag, as io_uring does for such a file once its poll reports
+        // it ready (a wait for readiness can still be cancelled; a worker
+        // blocked in the read could not).
+        r = cur.io(job.kind, job.fd, job.rw_flags);
+    }
     let write = matches!(job.kind, OpKind::Write | OpKind::Writev);
     if r == -libc::EAGAIN {
         return None;
