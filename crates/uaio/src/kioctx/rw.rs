@@ -171,7 +171,11 @@ fn runs_inline(f: &mut FdInfo, p: &Prepared, write: bool, empty: bool, behind_wr
         && f.is_regular()
         && !behind_write
         && writeback::may_write_inline(f, p.rw_flags, p.off, buffer_len(p));
-    (nowait && !direct) || nonblock || inline_write || (write && !empty && !every_write && past_size_limit(f, p))
+    (nowait && !direct)
+        || nonblock
+        || inline_write
+        || (write && !empty && !every_write && past_size_limit(f, p))
+        || f.is_memory_device()
 }
 
 /// Whether a write to a regular file starts at or past the end of the file

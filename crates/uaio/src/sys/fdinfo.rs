@@ -149,6 +149,16 @@ impl FdInfo {
         }
     }
 
+    /// One of the memory devices whose reads and writes never wait:
+    /// `/dev/null`, `/dev/zero`, `/dev/full`, `/dev/random` and
+    /// `/dev/urandom` (character major 1). With `RWF_NOWAIT` they stop a
+    /// long transfer early whenever the thread should yield, which the
+    /// kernel's AIO, without the flag, does not.
+    pub(crate) fn is_memory_device(&mut self) -> bool {
+        let st = *self.stat();
+        st.kind() == libc::S_IFCHR && libc::major(st.rdev) == 1 && matches!(libc::minor(st.rdev), 3 | 5 | 7 | 8 | 9)
+    }
+
     /// A regular file.
     #[inline]
     pub(crate) fn is_regular(&mut self) -> bool {
