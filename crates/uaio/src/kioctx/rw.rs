@@ -84,6 +84,14 @@ pub(super) fn prepare_rw(
     }
     p.write_span = buffered.map(|(_, span)| span);
     p.order = if buffered_write { order } else { f.order_key(kind) };
+    if write && is_direct(f) && appends(f, p.rw_flags) {
+        // A direct write at the end of the file finds its position when it
+        // runs: such writes take their turns in submission order, as the
+        // kernel's, which extend the file one at a time inside io_submit.
+        if let Some(Order::After(k)) = p.order {
+            p.order = Some(Order::Member(k));
+        }
+    }
     p.kind = Some(kind);
     match (buffered, p.order) {
         (Some((k, span)), _) => call.writes.push((k, span)),
@@ -137,6 +145,11 @@ fn check_rw(cb: &iocb, f: &mut FdInfo, p: &mut Prepared, write: bool) -> Result<
         }
     }
     Ok(())
+}
+
+/// Whether a write with `rw_flags` on `f` goes to the end of the file.
+fn appends(f: &FdInfo, rw_flags: u32) -> bool {
+    rw_flags & RWF_APPEND != 0 || (f.flags & libc::O_APPEND as u32 != 0 && rw_flags & RWF_NOAPPEND == 0)
 }
 
 fn is_direct(f: &FdInfo) -> bool {

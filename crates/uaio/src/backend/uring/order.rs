@@ -18,7 +18,10 @@
 //! read or write of a file with buffered writes here takes its place
 //! behind them, since kernel AIO's sees every write submitted before it
 //! done, and the file's later writes wait for it; with none, it goes at
-//! once (direct writes are not ordered among themselves, as on the kernel). The table is a short list: it holds only
+//! once (direct writes are not ordered among themselves, as on the kernel,
+//! except those that append, which the engine makes members of the chain:
+//! their position is the end of the file when they run). The table is a
+//! short list: it holds only
 //! files with a buffered write in io_uring at this moment.
 
 use std::collections::VecDeque;
