@@ -623,19 +623,7 @@ fn run_blocking(sqe: &Sqe, fd: i32) -> i32 {
         IoringOp::Fsync => {
             // SAFETY: the same field, written by `sqe_for` for a sync.
             let data = unsafe { sqe.op_flags.fsync_flags }.contains(IoringFsyncFlags::DATASYNC);
-            // SAFETY: fsync/fdatasync of a descriptor uaio holds.
-            let r = unsafe {
-                if data {
-                    libc::fdatasync(fd)
-                } else {
-                    libc::fsync(fd)
-                }
-            };
-            if r < 0 {
-                -std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
-            } else {
-                0
-            }
+            crate::sys::sync_file(fd, data)
         }
         op => {
             let write = matches!(op, IoringOp::Write | IoringOp::Writev);

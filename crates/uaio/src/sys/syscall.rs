@@ -181,6 +181,23 @@ pub(crate) fn preadv2(fd: i32, iov: *const uaio_abi::iovec, n: usize, off: i64, 
     prwv2(false, fd, iov, n, off, flags)
 }
 
+/// `fdatasync(2)` (`data`) or `fsync(2)` of `fd`, blocking: 0 or `-errno`.
+pub(crate) fn sync_file(fd: i32, data: bool) -> i32 {
+    // SAFETY: plain fsync/fdatasync on a descriptor number.
+    let r = unsafe {
+        if data {
+            libc::fdatasync(fd)
+        } else {
+            libc::fsync(fd)
+        }
+    };
+    if r < 0 {
+        -std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+    } else {
+        0
+    }
+}
+
 /// `preadv2(2)` or `pwritev2(2)`, as [`preadv2`]. Made directly: the C
 /// library's wrappers are cancellation points, whose bookkeeping around
 /// the call costs as much as a tenth of a cached 4 KiB read.

@@ -273,21 +273,7 @@ pub(super) fn run_blocking(kind: OpKind, fd: i32, cur: &Cursor, rw_flags: i32, i
             };
             cur.result(r)
         }
-        OpKind::Fsync | OpKind::Fdatasync => {
-            // SAFETY: plain fsync/fdatasync on a descriptor number.
-            let r = unsafe {
-                if kind == OpKind::Fsync {
-                    libc::fsync(fd)
-                } else {
-                    libc::fdatasync(fd)
-                }
-            };
-            if r < 0 {
-                -errno()
-            } else {
-                0
-            }
-        }
+        OpKind::Fsync | OpKind::Fdatasync => sys::sync_file(fd, kind == OpKind::Fdatasync),
         OpKind::Poll => 0,
     }
 }

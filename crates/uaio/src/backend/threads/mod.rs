@@ -146,10 +146,6 @@ const PPOLL_CAP: Duration = Duration::from_secs(1);
 /// `io_getevents` does.
 const LONG_SLEEP: Duration = Duration::from_secs(3600);
 
-fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
-}
-
 /// Thread-pool backend state for one context.
 #[derive(Debug)]
 pub(crate) struct Threads {
