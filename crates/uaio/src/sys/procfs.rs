@@ -84,7 +84,7 @@ fn fd(f: ProcFile) -> Option<i32> {
 /// may close it behind uaio's back (and open something else there), so it
 /// is closed with errors ignored, and the duplicate is checked to be the
 /// file at `path` (same device and inode) before it is used.
-fn open_high(path: &'static str) -> Option<InternalFd> {
+fn open_high(path: &str) -> Option<InternalFd> {
     let c = std::ffi::CString::new(path).ok()?;
     for _ in 0..3 {
         // The low number is moved and closed before the program may close
@@ -135,7 +135,11 @@ pub(crate) fn after_fork_in_child() {
 pub(crate) fn read(f: ProcFile) -> Option<String> {
     let fd = fd(f)?;
     // SAFETY: uaio's own descriptor, open for the life of the process.
-    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    read_all(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) })
+}
+
+/// What `fd` holds from offset 0 to its end.
+fn read_all(fd: std::os::fd::BorrowedFd<'_>) -> Option<String> {
     let mut out = Vec::with_capacity(4096);
     let mut buf = [0u8; 4096];
     loop {
