@@ -28,7 +28,11 @@
 //!   ceiling, computed from `/proc/meminfo` and the `vm.dirty_*` settings at
 //!   most once per coarse clock tick, so the system stays below the point
 //!   where the kernel would throttle (an eighth is left for other writers
-//!   and for what changes within a tick).
+//!   and for what changes within a tick). A device whose writeback has a
+//!   limit of its own (`bdi/strict_limit`: writers are then throttled by
+//!   that device's dirty pages, which `/proc/meminfo` does not show), or
+//!   that asks for stable writes (`queue/stable_writes`: a write into a
+//!   page under writeback waits for it), never takes an inline write.
 //! - **Block allocation**: with delayed allocation (ext4's default, and
 //!   always on XFS for buffered writes) a buffered write only reserves
 //!   blocks; the allocation, and its reads of bitmaps, happen at writeback.
@@ -270,10 +274,61 @@ fn write_fs_uncached(f: &mut FdInfo) -> WriteFs {
         return WriteFs::Other;
     }
     match kind {
+        EXT4_SUPER_MAGIC | XFS_SUPER_MAGIC if device_holds_writers(dev) => WriteFs::Other,
         EXT4_SUPER_MAGIC if mount_allows(dev) => WriteFs::Delalloc,
         XFS_SUPER_MAGIC => WriteFs::Delalloc,
         _ => WriteFs::Other,
     }
+}
+
+/// How long [`device_holds_writers`] trusts what it saw, in nanoseconds
+/// (both settings can be changed at any time through sysfs).
+const DEVICE_FACTS_AGE: u64 = 1_000_000_000;
+
+/// Whether the block device `dev` (or the disk it is a partition of) can
+/// make a buffered write wait by itself, whatever the system's dirty pages:
+/// its writeback has a limit of its own (`bdi/strict_limit`: the kernel
+/// then throttles writers by that device's dirty pages against its share
+/// of the threshold, which the budget does not see), or it asks for stable
+/// writes (`queue/stable_writes`: a write into a page under writeback
+/// waits for that writeback to end). Looked at once a second per device;
+/// a device sysfs does not show holds nothing.
+fn device_holds_writers(dev: u64) -> bool {
+    static SEEN: Mutex<Vec<(u64, u64, bool)>> = Mutex::new(Vec::new());
+    let now = sys::coarse_clock_ns();
+    match try_locked(&SEEN) {
+        Some(seen) => {
+            if let Some(&(_, at, holds)) = seen.iter().find(|e| e.0 == dev) {
+                if now.saturating_sub(at) < DEVICE_FACTS_AGE {
+                    return holds;
+                }
+            }
+        }
+        // Another thread is looking: not inline this time.
+        None => return true,
+    }
+    let holds = device_settings_hold_writers(dev);
+    if let Some(mut seen) = try_locked(&SEEN) {
+        seen.retain(|e| e.0 != dev);
+        if seen.len() >= 16 {
+            seen.remove(0);
+        }
+        seen.push((dev, now, holds));
+    }
+    holds
+}
+
+/// [`device_holds_writers`] read from sysfs now: a partition's settings are
+/// its disk's.
+fn device_settings_hold_writers(dev: u64) -> bool {
+    let base = format!("/sys/dev/block/{}:{}", libc::major(dev), libc::minor(dev));
+    let set = |path: String| sys::procfs::read_path(&path).map(|v| v.trim() != "0");
+    for dir in [base.clone(), format!("{base}/..")] {
+        if let Some(strict) = set(format!("{dir}/bdi/strict_limit")) {
+            return strict || set(format!("{dir}/queue/stable_writes")).unwrap_or(false);
+        }
+    }
+    false
 }
 
 /// The system has no swap space, as seen at most [`FS_FACTS_AGE`] ago.
@@ -684,5 +739,113 @@ mod tests {
         assert_eq!(budget::free_run_ceiling(100 * gib, [0, 20, 0, 30]), 15 * gib);
         assert_eq!(budget::free_run_ceiling(100 * gib, [8 * gib, 20, 0, 10]), 6 * gib);
         assert_eq!(budget::free_run_ceiling(100 * gib, [0, 20, 30 * gib, 10]), 15 * gib);
+    }
+
+    /// A loop device over a sparse image, with ext4 mounted on it; its
+    /// sysfs settings put back and everything undone on drop.
+    struct LoopExt4 {
+        dir: std::path::PathBuf,
+        dev: Option<String>,
+        mnt: Option<std::path::PathBuf>,
+        sysfs: Vec<std::path::PathBuf>,
+    }
+
+    impl LoopExt4 {
+        fn new() -> Result<LoopExt4, String> {
+            use std::process::Command;
+            let dir = std::env::temp_dir().join(format!("uaio-wb-loop-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).map_err(|e| format!("scratch dir: {e}"))?;
+            let mut me = LoopExt4 { dir, dev: None, mnt: None, sysfs: Vec::new() };
+            let img = me.dir.join("ext4.img");
+            std::fs::File::create(&img).and_then(|f| f.set_len(2 << 30)).map_err(|e| format!("image: {e}"))?;
+            let out = Command::new("losetup")
+                .args(["-f", "--show"])
+                .arg(&img)
+                .output()
+                .map_err(|e| format!("losetup: {e}"))?;
+            if !out.status.success() {
+                return Err(format!("losetup: {}", String::from_utf8_lossy(&out.stderr).trim()));
+            }
+            let dev = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            me.dev = Some(dev.clone());
+            let out =
+                Command::new("mkfs.ext4").args(["-q", "-F", &dev]).output().map_err(|e| format!("mkfs.ext4: {e}"))?;
+            if !out.status.success() {
+                return Err(format!("mkfs.ext4: {}", String::from_utf8_lossy(&out.stderr).trim()));
+            }
+            let mnt = me.dir.join("mnt");
+            std::fs::create_dir_all(&mnt).map_err(|e| format!("mount point: {e}"))?;
+            let out = Command::new("mount").arg(&dev).arg(&mnt).output().map_err(|e| format!("mount: {e}"))?;
+            if !out.status.success() {
+                return Err(format!("mount: {}", String::from_utf8_lossy(&out.stderr).trim()));
+            }
+            me.mnt = Some(mnt);
+            Ok(me)
+        }
+
+        /// Writes `value` to the device's sysfs file `rel` (`bdi/strict_limit`,
+        /// `queue/stable_writes`); 0 goes back there on drop.
+        fn set(&mut self, rel: &str, value: u32) {
+            let name = std::path::Path::new(self.dev.as_deref().expect("device")).file_name().expect("name").to_owned();
+            let path = std::path::Path::new("/sys/block").join(name).join(rel);
+            std::fs::write(&path, value.to_string()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            if !self.sysfs.contains(&path) {
+                self.sysfs.push(path);
+            }
+        }
+    }
+
+    impl Drop for LoopExt4 {
+        fn drop(&mut self) {
+            for p in &self.sysfs {
+                let _ = std::fs::write(p, "0");
+            }
+            if let Some(m) = self.mnt.take() {
+                let _ = std::process::Command::new("umount").arg(&m).status();
+            }
+            if let Some(d) = self.dev.take() {
+                let _ = std::process::Command::new("losetup").arg("-d").arg(&d).status();
+            }
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    #[test]
+    fn a_device_with_a_writeback_limit_of_its_own_or_stable_writes_takes_no_inline_write() {
+        let mut lo = match LoopExt4::new() {
+            Ok(l) => l,
+            Err(why) => {
+                println!("skipped: no ext4 on a loop device here ({why})");
+                return;
+            }
+        };
+        let path = lo.mnt.as_ref().expect("mounted").join("data");
+        let file = std::fs::File::create(&path).expect("file on the loop device");
+        let fd = file.as_raw_fd();
+        let mut f = FdInfo::get(fd as u32).expect("descriptor");
+        let dev = f.dev();
+        assert!(!device_settings_hold_writers(dev), "a fresh loop device holds writers back");
+        let free = fs_facts(&mut f, dev).expect("statfs").1;
+        if free > FREE_SPACE_MARGIN + 2 * budget::dirty_bytes() {
+            // The control: the same write runs inline where the device
+            // holds nothing back (one page past the end of the file).
+            assert_eq!(write_fs_uncached(&mut f), WriteFs::Delalloc);
+            assert!(may_write_inline(&mut FdInfo::get(fd as u32).expect("descriptor"), 0, 0, PAGE));
+        } else {
+            println!("the inline control is skipped: the system's dirty data leaves too little room on the device");
+        }
+        lo.set("bdi/strict_limit", 1);
+        assert!(device_settings_hold_writers(dev), "strict_limit not seen");
+        // What was seen is trusted for a second.
+        std::thread::sleep(std::time::Duration::from_nanos(DEVICE_FACTS_AGE + 100_000_000));
+        assert_eq!(write_fs_uncached(&mut f), WriteFs::Other);
+        assert!(!may_write_inline(&mut FdInfo::get(fd as u32).expect("descriptor"), 0, 0, PAGE));
+        lo.set("bdi/strict_limit", 0);
+        assert!(!device_settings_hold_writers(dev));
+        lo.set("queue/stable_writes", 1);
+        assert!(device_settings_hold_writers(dev), "stable_writes not seen");
+        lo.set("queue/stable_writes", 0);
+        assert!(!device_settings_hold_writers(dev));
+        drop(file);
     }
 }

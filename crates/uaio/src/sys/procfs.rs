@@ -11,7 +11,7 @@
 //! once. The table of numbers is lock-free (a `fork` child, whose copies
 //! of uaio's descriptors are closed, empties it with atomic stores).
 
-use std::os::fd::{AsRawFd, IntoRawFd};
+use std::os::fd::{AsFd, AsRawFd, IntoRawFd};
 
 use std::sync::atomic::{AtomicI32, Ordering};
 
@@ -136,6 +136,14 @@ pub(crate) fn read(f: ProcFile) -> Option<String> {
     let fd = fd(f)?;
     // SAFETY: uaio's own descriptor, open for the life of the process.
     read_all(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) })
+}
+
+/// The contents of the file at `path`, opened for this read only (above
+/// uaio's floor, like the others) and closed after it; `None` if it cannot
+/// be opened or read.
+pub(crate) fn read_path(path: &str) -> Option<String> {
+    let fd = open_high(path)?;
+    read_all(fd.as_fd())
 }
 
 /// What `fd` holds from offset 0 to its end.
