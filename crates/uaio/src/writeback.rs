@@ -31,8 +31,10 @@
 //!   and for what changes within a tick). A device whose writeback has a
 //!   limit of its own (`bdi/strict_limit`: writers are then throttled by
 //!   that device's dirty pages, which `/proc/meminfo` does not show), or
-//!   that asks for stable writes (`queue/stable_writes`: a write into a
-//!   page under writeback waits for it), never takes an inline write.
+//!   one sysfs does not show, never takes an inline write; on a device that
+//!   asks for stable writes (`queue/stable_writes`: a write into a page
+//!   under writeback waits for it) a write runs inline only when
+//!   `cachestat` shows none of its pages under writeback.
 //! - **Block allocation**: with delayed allocation (ext4's default, and
 //!   always on XFS for buffered writes) a buffered write only reserves
 //!   blocks; the allocation, and its reads of bitmaps, happen at writeback.
@@ -184,20 +186,22 @@ pub(crate) fn may_write_inline(f: &mut FdInfo, rw_flags: u32, off: u64, count: u
     if count == 0 || count > INLINE_WRITE_MAX || rw_flags & !(RWF_APPEND | RWF_NOSIGNAL) != 0 || f.flags & sync != 0 {
         return false;
     }
-    match write_fs(f) {
+    let stable = match write_fs(f) {
         WriteFs::Memory => return true,
-        WriteFs::Delalloc => {}
+        WriteFs::Delalloc => false,
+        WriteFs::StableDelalloc => true,
         WriteFs::Other => return false,
-    }
+    };
     // O_APPEND and RWF_APPEND write at the end of the file, wherever that
     // is when the write runs: the partial-page check needs the position.
     let append = rw_flags & RWF_APPEND != 0 || f.flags & libc::O_APPEND as u32 != 0;
-    if append {
+    let at = if append {
         let Some(size) = crate::sys::file_size(f.fd) else { return false };
-        if !edges_ready(f.fd, size, count) {
-            return false;
-        }
-    } else if !edges_ready(f.fd, off, count) {
+        size
+    } else {
+        off
+    };
+    if !edges_ready(f.fd, at, count) || (stable && !out_of_writeback(f.fd, at, count)) {
         return false;
     }
     budget::take(count)
@@ -213,6 +217,13 @@ fn edges_ready(fd: i32, off: u64, count: u64) -> bool {
     let head_partial = !off.is_multiple_of(PAGE) || (first == last && !end.is_multiple_of(PAGE));
     let tail_partial = !end.is_multiple_of(PAGE) && last != first;
     (!head_partial || page_ready(fd, first)) && (!tail_partial || page_ready(fd, last))
+}
+
+/// No page of `[off, off + count)` is under writeback (`cachestat`), so a
+/// write into them on a device with stable writes does not wait for one
+/// to end; `false` when that cannot be told.
+fn out_of_writeback(fd: i32, off: u64, count: u64) -> bool {
+    sys::cachestat(fd, off, count).is_some_and(|c| c[2] == 0)
 }
 
 /// A one-byte `RWF_NOWAIT` read of the page at `at`: data means the page is
@@ -239,6 +250,9 @@ pub(crate) enum WriteFs {
     /// ext2/3/4 with delayed allocation, or XFS, with room to spare: inline
     /// when the edges and the dirty-page budget allow.
     Delalloc,
+    /// [`WriteFs::Delalloc`] on a device that asks for stable writes: also
+    /// only when no page the write covers is under writeback.
+    StableDelalloc,
     /// tmpfs without swap, or ramfs: no device behind the write.
     Memory,
     /// Anything else: the backend. btrfs, for one, waits for writeback of
@@ -274,61 +288,80 @@ fn write_fs_uncached(f: &mut FdInfo) -> WriteFs {
         return WriteFs::Other;
     }
     match kind {
-        EXT4_SUPER_MAGIC | XFS_SUPER_MAGIC if device_holds_writers(dev) => WriteFs::Other,
-        EXT4_SUPER_MAGIC if mount_allows(dev) => WriteFs::Delalloc,
-        XFS_SUPER_MAGIC => WriteFs::Delalloc,
+        EXT4_SUPER_MAGIC if !mount_allows(dev) => WriteFs::Other,
+        EXT4_SUPER_MAGIC | XFS_SUPER_MAGIC => match device_holds_writers(dev) {
+            DeviceHold::Nothing => WriteFs::Delalloc,
+            DeviceHold::StableWrites => WriteFs::StableDelalloc,
+            DeviceHold::Throttles => WriteFs::Other,
+        },
         _ => WriteFs::Other,
     }
+}
+
+/// What a block device does to a buffered write by itself, whatever the
+/// system's dirty pages ([`device_holds_writers`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DeviceHold {
+    /// Nothing.
+    Nothing,
+    /// It asks for stable writes (`queue/stable_writes`): a write into a
+    /// page under writeback waits for that writeback to end.
+    StableWrites,
+    /// Its writeback has a limit of its own (`bdi/strict_limit`): the
+    /// kernel throttles writers by that device's dirty pages against its
+    /// share of the threshold, which the budget does not see; or sysfs does
+    /// not tell.
+    Throttles,
 }
 
 /// How long [`device_holds_writers`] trusts what it saw, in nanoseconds
 /// (both settings can be changed at any time through sysfs).
 const DEVICE_FACTS_AGE: u64 = 1_000_000_000;
 
-/// Whether the block device `dev` (or the disk it is a partition of) can
-/// make a buffered write wait by itself, whatever the system's dirty pages:
-/// its writeback has a limit of its own (`bdi/strict_limit`: the kernel
-/// then throttles writers by that device's dirty pages against its share
-/// of the threshold, which the budget does not see), or it asks for stable
-/// writes (`queue/stable_writes`: a write into a page under writeback
-/// waits for that writeback to end). Looked at once a second per device;
-/// a device sysfs does not show holds nothing.
-fn device_holds_writers(dev: u64) -> bool {
-    static SEEN: Mutex<Vec<(u64, u64, bool)>> = Mutex::new(Vec::new());
+/// What the block device `dev` (or the disk it is a partition of) does to
+/// a buffered write by itself, whatever the system's dirty pages (see
+/// [`DeviceHold`]). Looked at once a second per device.
+fn device_holds_writers(dev: u64) -> DeviceHold {
+    static SEEN: Mutex<Vec<(u64, u64, DeviceHold)>> = Mutex::new(Vec::new());
     let now = sys::coarse_clock_ns();
     match try_locked(&SEEN) {
         Some(seen) => {
-            if let Some(&(_, at, holds)) = seen.iter().find(|e| e.0 == dev) {
+            if let Some(&(_, at, hold)) = seen.iter().find(|e| e.0 == dev) {
                 if now.saturating_sub(at) < DEVICE_FACTS_AGE {
-                    return holds;
+                    return hold;
                 }
             }
         }
         // Another thread is looking: not inline this time.
-        None => return true,
+        None => return DeviceHold::Throttles,
     }
-    let holds = device_settings_hold_writers(dev);
+    let hold = device_settings(dev);
     if let Some(mut seen) = try_locked(&SEEN) {
         seen.retain(|e| e.0 != dev);
         if seen.len() >= 16 {
             seen.remove(0);
         }
-        seen.push((dev, now, holds));
+        seen.push((dev, now, hold));
     }
-    holds
+    hold
 }
 
 /// [`device_holds_writers`] read from sysfs now: a partition's settings are
-/// its disk's.
-fn device_settings_hold_writers(dev: u64) -> bool {
+/// its disk's. A device sysfs does not show (no `/sys` in a sandbox) counts
+/// as throttling: nothing tells it does not. A stable-writes setting that
+/// cannot be read counts as set (which costs a `cachestat` per write).
+fn device_settings(dev: u64) -> DeviceHold {
     let base = format!("/sys/dev/block/{}:{}", libc::major(dev), libc::minor(dev));
     let set = |path: String| sys::procfs::read_path(&path).map(|v| v.trim() != "0");
     for dir in [base.clone(), format!("{base}/..")] {
-        if let Some(strict) = set(format!("{dir}/bdi/strict_limit")) {
-            return strict || set(format!("{dir}/queue/stable_writes")).unwrap_or(false);
+        match set(format!("{dir}/bdi/strict_limit")) {
+            Some(true) => return DeviceHold::Throttles,
+            Some(false) if set(format!("{dir}/queue/stable_writes")) == Some(false) => return DeviceHold::Nothing,
+            Some(false) => return DeviceHold::StableWrites,
+            None => {}
         }
     }
-    false
+    DeviceHold::Throttles
 }
 
 /// The system has no swap space, as seen at most [`FS_FACTS_AGE`] ago.
@@ -810,8 +843,48 @@ mod tests {
         }
     }
 
+    /// The calling thread in a blkio cgroup whose writes to `majmin` are
+    /// throttled to 4 KiB/s (writeback it starts stays in flight for
+    /// seconds); back in the root cgroup, the limit lifted, on drop.
+    struct SlowWrites {
+        cgroup: std::path::PathBuf,
+        majmin: String,
+    }
+
+    impl SlowWrites {
+        fn new(majmin: &str) -> Result<SlowWrites, String> {
+            let base = std::path::Path::new("/sys/fs/cgroup/blkio");
+            if !base.join("blkio.throttle.write_bps_device").exists() {
+                return Err("no cgroup v1 blkio throttle here".into());
+            }
+            let cgroup = base.join(format!("uaio-wb-test-{}", std::process::id()));
+            std::fs::create_dir_all(&cgroup).map_err(|e| format!("cgroup: {e}"))?;
+            let me = SlowWrites { cgroup, majmin: majmin.to_string() };
+            std::fs::write(me.cgroup.join("blkio.throttle.write_bps_device"), format!("{majmin} 4096"))
+                .map_err(|e| format!("throttle: {e}"))?;
+            let tid = rustix::thread::gettid().as_raw_nonzero().get();
+            std::fs::write(me.cgroup.join("tasks"), tid.to_string()).map_err(|e| format!("join: {e}"))?;
+            Ok(me)
+        }
+    }
+
+    impl Drop for SlowWrites {
+        fn drop(&mut self) {
+            let _ = std::fs::write(self.cgroup.join("blkio.throttle.write_bps_device"), format!("{} 0", self.majmin));
+            let tid = rustix::thread::gettid().as_raw_nonzero().get();
+            let _ = std::fs::write("/sys/fs/cgroup/blkio/tasks", tid.to_string());
+            let _ = std::fs::remove_dir(&self.cgroup);
+        }
+    }
+
     #[test]
-    fn a_device_with_a_writeback_limit_of_its_own_or_stable_writes_takes_no_inline_write() {
+    fn a_device_sysfs_does_not_show_takes_no_inline_write() {
+        // No block device has this number: nothing tells its writeback is free.
+        assert_eq!(device_settings(libc::makedev(0xfff, 0xf_ffff)), DeviceHold::Throttles);
+    }
+
+    #[test]
+    fn devices_with_a_writeback_limit_of_their_own_or_stable_writes_hold_inline_writes_back() {
         let mut lo = match LoopExt4::new() {
             Ok(l) => l,
             Err(why) => {
@@ -820,32 +893,63 @@ mod tests {
             }
         };
         let path = lo.mnt.as_ref().expect("mounted").join("data");
-        let file = std::fs::File::create(&path).expect("file on the loop device");
+        let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path);
+        let file = file.expect("file on the loop device");
         let fd = file.as_raw_fd();
-        let mut f = FdInfo::get(fd as u32).expect("descriptor");
+        let info = || FdInfo::get(fd as u32).expect("descriptor");
+        let mut f = info();
         let dev = f.dev();
-        assert!(!device_settings_hold_writers(dev), "a fresh loop device holds writers back");
+        let age = std::time::Duration::from_nanos(DEVICE_FACTS_AGE + 100_000_000);
+        assert_eq!(device_settings(dev), DeviceHold::Nothing, "a fresh loop device holds writers back");
         let free = fs_facts(&mut f, dev).expect("statfs").1;
-        if free > FREE_SPACE_MARGIN + 2 * budget::dirty_bytes() {
-            // The control: the same write runs inline where the device
-            // holds nothing back (one page past the end of the file).
+        let room = free > FREE_SPACE_MARGIN + 2 * budget::dirty_bytes();
+        if room {
+            // The control: a page past the end of the file runs inline where
+            // the device holds nothing back.
             assert_eq!(write_fs_uncached(&mut f), WriteFs::Delalloc);
-            assert!(may_write_inline(&mut FdInfo::get(fd as u32).expect("descriptor"), 0, 0, PAGE));
+            assert!(may_write_inline(&mut info(), 0, 0, PAGE));
         } else {
-            println!("the inline control is skipped: the system's dirty data leaves too little room on the device");
+            println!("the inline checks are skipped: the system's dirty data leaves too little room on the device");
         }
+
+        // A writeback limit of its own: never inline (seen within a second).
         lo.set("bdi/strict_limit", 1);
-        assert!(device_settings_hold_writers(dev), "strict_limit not seen");
-        // What was seen is trusted for a second.
-        std::thread::sleep(std::time::Duration::from_nanos(DEVICE_FACTS_AGE + 100_000_000));
+        assert_eq!(device_settings(dev), DeviceHold::Throttles, "strict_limit not seen");
+        std::thread::sleep(age);
         assert_eq!(write_fs_uncached(&mut f), WriteFs::Other);
-        assert!(!may_write_inline(&mut FdInfo::get(fd as u32).expect("descriptor"), 0, 0, PAGE));
+        assert!(!may_write_inline(&mut info(), 0, 0, PAGE));
         lo.set("bdi/strict_limit", 0);
-        assert!(!device_settings_hold_writers(dev));
+
+        // Stable writes: inline unless a page of the write is under writeback.
         lo.set("queue/stable_writes", 1);
-        assert!(device_settings_hold_writers(dev), "stable_writes not seen");
+        assert_eq!(device_settings(dev), DeviceHold::StableWrites, "stable_writes not seen");
+        std::thread::sleep(age);
+        if !room {
+            return;
+        }
+        assert_eq!(write_fs_uncached(&mut f), WriteFs::StableDelalloc);
+        assert!(may_write_inline(&mut info(), 0, 0, PAGE), "a page under no writeback");
+        let majmin = format!("{}:{}", libc::major(dev), libc::minor(dev));
+        let _slow = match SlowWrites::new(&majmin) {
+            Ok(s) => s,
+            Err(why) => {
+                println!("the writeback part is skipped: {why}");
+                return;
+            }
+        };
+        let page = [7u8; PAGE as usize];
+        use std::os::unix::fs::FileExt;
+        file.write_all_at(&page, 0).expect("pwrite");
+        file.sync_all().expect("fsync");
+        file.write_all_at(&page, 0).expect("pwrite");
+        // Starts writeback of the dirty page without waiting for it (the
+        // throttle keeps it in flight); the page stays cached meanwhile.
+        rustix::fs::fadvise(&file, 0, std::num::NonZeroU64::new(PAGE), rustix::fs::Advice::DontNeed).expect("fadvise");
+        let under = sys::cachestat(fd, 0, PAGE).expect("cachestat")[2];
+        assert_eq!(under, 1, "the page is not under writeback: the throttle did not hold it");
+        assert!(!may_write_inline(&mut info(), 0, 0, PAGE), "a write into a page under writeback ran inline");
+        assert!(may_write_inline(&mut info(), 0, PAGE, PAGE), "the next page, under no writeback");
         lo.set("queue/stable_writes", 0);
-        assert!(!device_settings_hold_writers(dev));
         drop(file);
     }
 }

@@ -83,18 +83,31 @@ pub(crate) fn signal_syscall(nr: libc::c_long, a: usize, b: usize, c: usize, d: 
     raw_syscall6(nr as usize, a, b, c, d, 0, 0)
 }
 
-/// How many pages of `[off, off + len)` of `fd` are in the page cache
-/// (`cachestat`, Linux 6.5 and later; `None` where it is missing), found
-/// without reading any, for tests.
-#[cfg(all(test, target_arch = "x86_64"))]
-pub(crate) fn cached_pages(fd: i32, off: u64, len: u64) -> Option<u64> {
+/// `cachestat` of `[off, off + len)` of `fd` (Linux 6.5 and later): pages
+/// in the page cache, dirty, under writeback, evicted, recently evicted;
+/// `None` where the call is missing or refused. It reads no page.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn cachestat(fd: i32, off: u64, len: u64) -> Option<[u64; 5]> {
     /// `SYS_cachestat` on x86-64.
     const CACHESTAT: usize = 451;
     let range = [off, len];
-    // nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted.
     let mut out = [0u64; 5];
     let r = raw_syscall6(CACHESTAT, fd as usize, range.as_ptr() as usize, out.as_mut_ptr() as usize, 0, 0, 0);
-    (r == 0).then_some(out[0])
+    (r == 0).then_some(out)
+}
+
+/// `cachestat` is not made on this architecture.
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) fn cachestat(_fd: i32, _off: u64, _len: u64) -> Option<[u64; 5]> {
+    None
+}
+
+/// How many pages of `[off, off + len)` of `fd` are in the page cache
+/// (`None` where `cachestat` is missing), found without reading any, for
+/// tests.
+#[cfg(test)]
+pub(crate) fn cached_pages(fd: i32, off: u64, len: u64) -> Option<u64> {
+    cachestat(fd, off, len).map(|c| c[0])
 }
 
 /// `fcntl` command asking whether two descriptors name the same open file
