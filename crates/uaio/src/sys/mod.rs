@@ -51,13 +51,25 @@ pub(crate) fn coarse_clock_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// Signals an eventfd `n` times (adds `n` to its counter).
+/// Signals an eventfd `n` times (adds `n` to its counter), unless its
+/// counter is at its maximum. A write that would pass the maximum waits,
+/// on an eventfd without `O_NONBLOCK`, until the program reads it (and
+/// `RWF_NOWAIT` is refused there), where the kernel's signal saturates the
+/// counter and returns: so the write is made only when a poll shows room
+/// for one more. (A write of several counts within that many of the
+/// maximum can still wait; only a program that wrote such a value itself
+/// gets there.)
 pub(crate) fn eventfd_add(fd: i32, n: u64) {
+    use rustix::event::{poll, PollFd, PollFlags};
     // SAFETY: the descriptor was validated at submission; if the application
-    // closed it since, the write fails harmlessly (or hits whatever took the
+    // closed it since, the calls fail harmlessly (or hit whatever took the
     // number, exactly as with a stale eventfd in the kernel's case it cannot).
     let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-    let _ = rustix::io::write(fd, &n.to_ne_bytes());
+    let mut p = [PollFd::new(&fd, PollFlags::OUT)];
+    let zero = rustix::time::Timespec { tv_sec: 0, tv_nsec: 0 };
+    if poll(&mut p, Some(&zero)) == Ok(1) && p[0].revents().contains(PollFlags::OUT) {
+        let _ = rustix::io::write(fd, &n.to_ne_bytes());
+    }
 }
 
 /// Adds 1 to one of uaio's own eventfds, unless its number now names a
