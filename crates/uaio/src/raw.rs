@@ -144,7 +144,10 @@ pub fn is_own_fd(fd: i32) -> bool {
 /// marks it, and a program's close between the two would close or
 /// replace it. The wait is for a few system calls of another thread's.
 /// Inside a uaio call (a signal handler that interrupted one) and on
-/// uaio's own threads, `f` runs at once.
+/// uaio's own threads, `f` runs at once. `f` may call uaio itself (the
+/// descriptors its thread makes meanwhile are made at once), but must not
+/// wait for a request to complete: uaio's threads make no descriptor
+/// until `f` returns.
 pub fn program_closing<T>(f: impl FnOnce() -> T) -> T {
     crate::sys::internal_fds::program_closing(f)
 }

@@ -29,6 +29,9 @@ static CLOSING: AtomicUsize = AtomicUsize::new(0);
 std::thread_local! {
     /// [`making`] calls this thread is inside.
     static MAKING_HERE: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    /// [`program_closing`] calls this thread is inside (and counts in
+    /// `CLOSING` for).
+    static CLOSING_HERE: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
 
 /// Runs `f`, which makes descriptors of uaio's (a new descriptor at a low
@@ -56,7 +59,13 @@ pub(crate) fn making<T>(f: impl FnOnce() -> T) -> T {
             c.get() == 1
         })
         .unwrap_or(false);
-    if outer {
+    // Inside this thread's own program_closing (its `f` called uaio), the
+    // other threads' making waits already: waiting here would wait for
+    // the thread itself, for ever.
+    let closing_here = CLOSING_HERE.try_with(|c| c.get() > 0).unwrap_or(false);
+    if outer && closing_here {
+        MAKING.fetch_add(1, Ordering::SeqCst);
+    } else if outer {
         loop {
             MAKING.fetch_add(1, Ordering::SeqCst);
             if CLOSING.load(Ordering::SeqCst) == 0 {
@@ -86,9 +95,11 @@ pub(crate) fn program_closing<T>(f: impl FnOnce() -> T) -> T {
     impl Drop for Closed {
         fn drop(&mut self) {
             CLOSING.fetch_sub(1, Ordering::SeqCst);
+            let _ = CLOSING_HERE.try_with(|c| c.set(c.get().saturating_sub(1)));
         }
     }
     CLOSING.fetch_add(1, Ordering::SeqCst);
+    let _ = CLOSING_HERE.try_with(|c| c.set(c.get() + 1));
     let _closed = Closed;
     while MAKING.load(Ordering::SeqCst) != 0 {
         std::thread::yield_now();
@@ -617,5 +628,18 @@ mod tests {
         // Below the floor: one piece, unchanged.
         assert_eq!(pieces(0, 2), vec![(0, 2)]);
         drop((a, b, c));
+    }
+
+    #[test]
+    fn a_closing_closure_that_makes_a_descriptor_does_not_wait_for_itself() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let made = crate::raw::program_closing(|| InternalFd::new(eventfd()).is_ok());
+            let _ = tx.send(made);
+        });
+        let made = rx.recv_timeout(std::time::Duration::from_secs(30));
+        assert_eq!(made, Ok(true), "program_closing's closure waited for itself (30 s)");
+        // The gate is open again: another thread makes one at once.
+        assert!(std::thread::spawn(|| InternalFd::new(eventfd()).is_ok()).join().expect("thread"));
     }
 }
