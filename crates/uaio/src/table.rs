@@ -65,6 +65,7 @@ extern "C" fn after_fork_in_child() {
     // its locks at the moment of fork, and its contexts are not ours.
     PROCESS.replace(fresh());
     EPOCH.fetch_add(1, Ordering::AcqRel);
+    FORKS.fetch_add(1, Ordering::AcqRel);
     threads::after_fork_in_child();
     crate::backend::uring::after_fork_in_child();
     internal_fds::after_fork_in_child();
@@ -247,6 +248,15 @@ pub(crate) fn lookup(handle: u64) -> Option<Arc<Kioctx>> {
 /// Moves on whenever a context is removed or takes a new handle, and in a
 /// fork child: every thread's remembered lookup ([`LAST`]) is then stale.
 static EPOCH: AtomicU64 = AtomicU64::new(1);
+
+/// Forks this process descends from since uaio was loaded (counted in the
+/// child), so that state made before one can tell it is the parent's.
+static FORKS: AtomicU64 = AtomicU64::new(0);
+
+/// [`FORKS`] now: a value kept from before a `fork` differs in the child.
+pub(crate) fn forks() -> u64 {
+    FORKS.load(Ordering::Acquire)
+}
 
 thread_local! {
     /// The thread's last lookup: handle, [`EPOCH`] then, and the context.

@@ -67,8 +67,10 @@ struct Inner<'fd, B> {
 ///   are not uaio's are passed to the handler that was there before (or to
 ///   one installed later: uaio notices and puts itself in front again);
 /// - a `pthread_atfork` child handler: a `fork` child sees no context of
-///   its parent (every call on one fails with `EINVAL`; do not use a
-///   `Context` there except to drop it) and may create its own;
+///   its parent (every call on one fails with `EINVAL` and
+///   [`Context::pending`] answers 0, whatever the parent's other threads
+///   were doing at the fork; dropping it is the one other use) and may
+///   create its own;
 /// - an `atexit` hook waits for file reads, writes and syncs still in
 ///   flight when the process exits, as the kernel does;
 /// - uaio's own descriptors (io_uring instances, eventfds) are moved to
@@ -122,6 +124,9 @@ struct Inner<'fd, B> {
 pub struct Context<'fd, B = Vec<u8>> {
     handle: aio_context_t,
     id: u64,
+    /// [`crate::table::forks`] when it was made: in a `fork` child the
+    /// context is the parent's, whose lock a vanished thread may hold.
+    forks: u64,
     inner: Mutex<Inner<'fd, B>>,
 }
 
@@ -169,11 +174,22 @@ impl<'fd, B: IoBuffer> Context<'fd, B> {
     pub(super) fn on(entries: u32, backend: Backend) -> io::Result<Self> {
         let handle = sys::setup_on(entries, backend)?;
         let inner = Inner { slots: Slots::default(), ptrs: Vec::new(), batch: Vec::new() };
-        Ok(Context { handle, id: next_id(), inner: Mutex::new(inner) })
+        Ok(Context { handle, id: next_id(), forks: crate::table::forks(), inner: Mutex::new(inner) })
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner<'fd, B>> {
         crate::sync::lock_plain(&self.inner)
+    }
+
+    /// [`Context::lock`], or `EINVAL` in a `fork` child: the context is the
+    /// parent's (every call on it fails there, as on the kernel), and a
+    /// thread of the parent's that does not exist in the child may have
+    /// held the lock at the fork.
+    fn lock_here(&self) -> io::Result<MutexGuard<'_, Inner<'fd, B>>> {
+        if self.forks != crate::table::forks() {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        Ok(self.lock())
     }
 
     /// The raw context handle (the completion ring's address), for
@@ -232,7 +248,10 @@ impl<'fd, B: IoBuffer> Context<'fd, B> {
     /// [`io_submit(2)`](https://man7.org/linux/man-pages/man2/io_submit.2.html),
     /// `io_submit_one` in [`fs/aio.c`](https://elixir.bootlin.com/linux/v6.18/source/fs/aio.c)
     pub fn submit(&self, req: Request<'fd, B>) -> Result<Ticket, SubmitError<'fd, B>> {
-        let mut g = self.lock();
+        let mut g = match self.lock_here() {
+            Ok(g) => g,
+            Err(error) => return Err(SubmitError { error, request: req }),
+        };
         let inner = &mut *g;
         let (index, gen) = self.stage(inner, req);
         let submitted = self.submit_staged(inner);
@@ -277,7 +296,7 @@ impl<'fd, B: IoBuffer> Context<'fd, B> {
         if reqs.is_empty() {
             return Ok(0);
         }
-        let mut g = self.lock();
+        let mut g = self.lock_here()?;
         let inner = &mut *g;
         for req in reqs.drain(..) {
             self.stage(inner, req);
@@ -389,7 +408,7 @@ impl<'fd, B: IoBuffer> Context<'fd, B> {
     ) -> io::Result<usize> {
         sys::with_events(max, |evs| {
             let n = sys::getevents(self.handle, min, evs, timeout)?;
-            let mut g = self.lock();
+            let mut g = self.lock_here()?;
             let mut count = 0;
             for ev in &evs[..n] {
                 let Some(index) = g.slots.find_data(ev.data) else { continue };
@@ -434,7 +453,7 @@ impl<'fd, B: IoBuffer> Context<'fd, B> {
     /// [`io_cancel(2)`](https://man7.org/linux/man-pages/man2/io_cancel.2.html),
     /// `SYSCALL_DEFINE3(io_cancel, ...)` in [`fs/aio.c`](https://elixir.bootlin.com/linux/v6.18/source/fs/aio.c)
     pub fn cancel(&self, t: Ticket) -> io::Result<()> {
-        let mut g = self.lock();
+        let mut g = self.lock_here()?;
         let Some(index) = (t.ctx == self.id).then(|| g.slots.find(t.index, t.gen)).flatten() else {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         };
@@ -455,7 +474,8 @@ impl<'fd, B: IoBuffer> Context<'fd, B> {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn pending(&self) -> usize {
-        self.lock().slots.len()
+        // In a fork child none of the parent's requests is the child's.
+        self.lock_here().map_or(0, |g| g.slots.len())
     }
 }
 
