@@ -97,12 +97,21 @@ impl AlignedBuf {
     /// assert_eq!((buf.len(), buf.alignment()), (4096, 4096));
     /// ```
     pub fn new(len: usize) -> AlignedBuf {
-        AlignedBuf::with_alignment(len, Self::DEFAULT_ALIGN).expect("AlignedBuf too large")
+        match AlignedBuf::with_alignment(len, Self::DEFAULT_ALIGN) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::OutOfMemory => {
+                let layout = Layout::from_size_align(len.max(1), Self::DEFAULT_ALIGN).expect("a valid layout");
+                alloc::handle_alloc_error(layout)
+            }
+            Err(_) => panic!("AlignedBuf too large"),
+        }
     }
 
     /// A zeroed buffer of `len` bytes whose address is a multiple of
     /// `align`, which must be a power of two. Fails with
-    /// [`io::ErrorKind::InvalidInput`] otherwise, or when the size overflows.
+    /// [`io::ErrorKind::InvalidInput`] otherwise, or when the size overflows,
+    /// and with [`io::ErrorKind::OutOfMemory`] when the memory cannot be had
+    /// (where [`AlignedBuf::new`] aborts, as `Vec` does).
     ///
     /// # Examples
     ///
@@ -110,6 +119,8 @@ impl AlignedBuf {
     /// let buf = uaio::AlignedBuf::with_alignment(512, 65536)?;
     /// assert_eq!(buf.as_ptr() as usize % 65536, 0);
     /// assert!(uaio::AlignedBuf::with_alignment(512, 3000).is_err());
+    /// let huge = uaio::AlignedBuf::with_alignment(1, 1 << 40).map(|_| ()).unwrap_err();
+    /// assert_eq!(huge.kind(), std::io::ErrorKind::OutOfMemory);
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn with_alignment(len: usize, align: usize) -> io::Result<AlignedBuf> {
@@ -117,7 +128,12 @@ impl AlignedBuf {
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("AlignedBuf: {e}")))?;
         // SAFETY: the layout's size is at least 1.
         let p = unsafe { alloc::alloc_zeroed(layout) };
-        let Some(ptr) = NonNull::new(p) else { alloc::handle_alloc_error(layout) };
+        let Some(ptr) = NonNull::new(p) else {
+            return Err(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                format!("AlignedBuf: {len} bytes aligned to {align}"),
+            ));
+        };
         Ok(AlignedBuf { ptr, len, align })
     }
 
