@@ -322,27 +322,16 @@ const DEVICE_FACTS_AGE: u64 = 1_000_000_000;
 /// a buffered write by itself, whatever the system's dirty pages (see
 /// [`DeviceHold`]). Looked at once a second per device.
 fn device_holds_writers(dev: u64) -> DeviceHold {
-    static SEEN: Mutex<Vec<(u64, u64, DeviceHold)>> = Mutex::new(Vec::new());
+    static SEEN: PerDevice<DeviceHold> = PerDevice::new();
     let now = sys::coarse_clock_ns();
-    match try_locked(&SEEN) {
-        Some(seen) => {
-            if let Some(&(_, at, hold)) = seen.iter().find(|e| e.0 == dev) {
-                if now.saturating_sub(at) < DEVICE_FACTS_AGE {
-                    return hold;
-                }
-            }
-        }
+    match SEEN.fresh(dev, now, DEVICE_FACTS_AGE) {
+        Some(Some(hold)) => return hold,
+        Some(None) => {}
         // Another thread is looking: not inline this time.
         None => return DeviceHold::Throttles,
     }
     let hold = device_settings(dev);
-    if let Some(mut seen) = try_locked(&SEEN) {
-        seen.retain(|e| e.0 != dev);
-        if seen.len() >= 16 {
-            seen.remove(0);
-        }
-        seen.push((dev, now, hold));
-    }
+    SEEN.record(dev, now, hold);
     hold
 }
 
@@ -391,26 +380,45 @@ pub(crate) fn fs_magic(f: &mut FdInfo) -> Option<i64> {
 /// at most every [`FS_FACTS_AGE`] per device (free space moves slowly next
 /// to the margin it is checked against).
 fn fs_facts(f: &mut FdInfo, dev: u64) -> Option<(i64, u64)> {
-    static SEEN: Mutex<Vec<(u64, u64, i64, u64)>> = Mutex::new(Vec::new());
+    static SEEN: PerDevice<(i64, u64)> = PerDevice::new();
     let now = sys::coarse_clock_ns();
-    if let Some(seen) = try_locked(&SEEN) {
-        if let Some(&(_, at, kind, free)) = seen.iter().find(|e| e.0 == dev) {
-            if now.saturating_sub(at) < FS_FACTS_AGE {
-                return Some((kind, free));
-            }
-        }
+    if let Some(Some(facts)) = SEEN.fresh(dev, now, FS_FACTS_AGE) {
+        return Some(facts);
     }
     let st = f.fs()?;
-    let kind = st.f_type;
-    let free = st.f_bfree.saturating_mul(st.f_bsize as u64);
-    if let Some(mut seen) = try_locked(&SEEN) {
-        seen.retain(|e| e.0 != dev);
-        if seen.len() >= 16 {
-            seen.remove(0);
-        }
-        seen.push((dev, now, kind, free));
+    let facts = (st.f_type, st.f_bfree.saturating_mul(st.f_bsize as u64));
+    SEEN.record(dev, now, facts);
+    Some(facts)
+}
+
+/// What was found out about a device number, and when (16 devices at
+/// most, the oldest going first); never waited for.
+struct PerDevice<T>(Mutex<Vec<(u64, u64, T)>>);
+
+impl<T: Copy> PerDevice<T> {
+    const fn new() -> Self {
+        PerDevice(Mutex::new(Vec::new()))
     }
-    Some((kind, free))
+
+    /// What was found about `dev` less than `age` nanoseconds before `now`
+    /// (`Some(None)`: nothing), or `None` when another thread holds the
+    /// record ([`try_locked`]).
+    fn fresh(&self, dev: u64, now: u64, age: u64) -> Option<Option<T>> {
+        let seen = try_locked(&self.0)?;
+        Some(seen.iter().find(|e| e.0 == dev && now.saturating_sub(e.1) < age).map(|e| e.2))
+    }
+
+    /// Records `value` for `dev` at `now` (not when another thread holds
+    /// the record).
+    fn record(&self, dev: u64, now: u64, value: T) {
+        if let Some(mut seen) = try_locked(&self.0) {
+            seen.retain(|e| e.0 != dev);
+            if seen.len() >= 16 {
+                seen.remove(0);
+            }
+            seen.push((dev, now, value));
+        }
+    }
 }
 
 /// How long [`fs_facts`] trusts what it saw, in nanoseconds.
@@ -419,13 +427,11 @@ const FS_FACTS_AGE: u64 = 100_000_000;
 /// Per device number: whether its mount keeps delayed allocation (neither
 /// `nodelalloc` nor `data=journal`), from `/proc/self/mountinfo`.
 fn mount_allows(dev: u64) -> bool {
-    static SEEN: Mutex<Vec<(u64, bool)>> = Mutex::new(Vec::new());
-    match try_locked(&SEEN) {
-        Some(seen) => {
-            if let Some(&(_, ok)) = seen.iter().find(|(d, _)| *d == dev) {
-                return ok;
-            }
-        }
+    static SEEN: PerDevice<bool> = PerDevice::new();
+    // Kept for good: a mount's options stay.
+    match SEEN.fresh(dev, 0, u64::MAX) {
+        Some(Some(ok)) => return ok,
+        Some(None) => {}
         None => return false,
     }
     let ok = sys::procfs::read(ProcFile::Mountinfo).is_some_and(|text| {
@@ -445,13 +451,7 @@ fn mount_allows(dev: u64) -> bool {
         }
         found
     });
-    if let Some(mut seen) = try_locked(&SEEN) {
-        seen.retain(|e| e.0 != dev);
-        if seen.len() >= 16 {
-            seen.remove(0);
-        }
-        seen.push((dev, ok));
-    }
+    SEEN.record(dev, 0, ok);
     ok
 }
 
