@@ -148,13 +148,21 @@ pub(crate) fn read_path(path: &str) -> Option<String> {
 
 /// What `fd` holds from offset 0 to its end.
 fn read_all(fd: std::os::fd::BorrowedFd<'_>) -> Option<String> {
-    let mut out = Vec::with_capacity(4096);
-    let mut buf = [0u8; 4096];
+    // Read straight into the result: a buffer on the stack would add 4 KiB
+    // to the stack a program's call into uaio needs (its thread may have a
+    // small one, or be a signal handler on an alternate stack).
+    const CHUNK: usize = 4096;
+    let mut out = Vec::new();
     loop {
-        match rustix::io::pread(fd, &mut buf, out.len() as u64) {
-            Ok(0) => break,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(rustix::io::Errno::INTR) => continue,
+        let len = out.len();
+        out.resize(len + CHUNK, 0);
+        match rustix::io::pread(fd, &mut out[len..], len as u64) {
+            Ok(0) => {
+                out.truncate(len);
+                break;
+            }
+            Ok(n) => out.truncate(len + n),
+            Err(rustix::io::Errno::INTR) => out.truncate(len),
             Err(_) => return None,
         }
     }
