@@ -171,11 +171,38 @@ where
         crate::sys::process::own_thread_starting(false);
         f()
     });
-    if r.is_err() {
-        crate::sys::process::own_thread_starting(false);
+    match &r {
+        Ok(h) => leave_real_time(h),
+        Err(_) => crate::sys::process::own_thread_starting(false),
     }
     set_signal_mask(old);
     r
+}
+
+/// A new thread inherits the scheduling policy of the thread that made it,
+/// which is a program's thread inside a uaio call. Under a real-time policy
+/// (`SCHED_FIFO`, `SCHED_RR`), uaio's thread would then share the
+/// program's priority: a program thread that polls for completions
+/// without sleeping (`io_getevents` with `min_nr` 0 in a loop) on the same
+/// processor keeps it off that processor for ever, and the completion it
+/// polls for never comes (the kernel's AIO completes in interrupts and in
+/// its own worker threads, which run under the normal policy). uaio's
+/// threads take the normal policy instead, like those workers: real-time
+/// throttling leaves them their share of the processor. The policy is set
+/// from here, before the thread may have run at all on a processor the
+/// program's thread holds.
+fn leave_real_time<T>(h: &std::thread::JoinHandle<T>) {
+    use std::os::unix::thread::JoinHandleExt;
+    // SAFETY: sched_getscheduler(0) asks about the calling thread.
+    let policy = unsafe { libc::sched_getscheduler(0) } & !libc::SCHED_RESET_ON_FORK;
+    if policy != libc::SCHED_FIFO && policy != libc::SCHED_RR {
+        return;
+    }
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: the handle's thread is not joined or detached yet, so its
+    // pthread_t is valid; `param` is a valid sched_param. A failure leaves
+    // the inherited policy.
+    unsafe { libc::pthread_setschedparam(h.as_pthread_t(), libc::SCHED_OTHER, &param) };
 }
 
 extern "C" {
