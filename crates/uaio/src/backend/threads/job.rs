@@ -187,7 +187,23 @@ pub(super) struct Job {
     pub(super) order: Option<FileKey>,
     /// Counted by [`Job::io_begins`], not yet by [`Job::io_over`].
     pub(super) io_pending: AtomicBool,
+    /// The direct lane's part ([`LANE_UNTRIED`], [`LANE_REFUSED`] or
+    /// [`LANE_WAITS`]).
+    pub(super) lane: AtomicU8,
 }
+
+/// [`Job::lane`]: the lane has not answered `-EAGAIN` to the job.
+pub(super) const LANE_UNTRIED: u8 = 0;
+
+/// [`Job::lane`]: the lane answered `-EAGAIN` to the job's `RWF_NOWAIT`
+/// (the file system would have waited: for a block allocation, a lock, a
+/// journal); the worker that takes it gives it to the lane again without
+/// the flag (see `Pool::lane_submit_from_worker`).
+pub(super) const LANE_REFUSED: u8 = 1;
+
+/// [`Job::lane`]: in the lane without `RWF_NOWAIT`; its event is its
+/// result, whatever it is.
+pub(super) const LANE_WAITS: u8 = 2;
 
 impl Drop for Job {
     fn drop(&mut self) {

@@ -203,6 +203,7 @@ impl Threads {
             cur: Mutex::new(cur),
             order,
             io_pending: AtomicBool::new(false),
+            lane: AtomicU8::new(LANE_UNTRIED),
         });
         if !self.shared.register(&job) {
             let res = lock(&job.cur).cancelled();

@@ -101,8 +101,12 @@ pub(super) fn worker(p: &'static Pool, mut seeking: bool) {
         // A job cancelled while queued is done already: leave it alone.
         let Some(job) = job else { continue };
         if job.claim() {
-            let r = job.run();
-            job.shared.finish(&job, r, &here);
+            // A direct transfer the lane refused goes back to it without
+            // the flag; its event completes it there.
+            if !p.lane_submit_from_worker(&job) {
+                let r = job.run();
+                job.shared.finish(&job, r, &here);
+            }
             ran = true;
         }
         if let Some(k) = job.order {
