@@ -158,7 +158,14 @@ where
     let faults = bit(libc::SIGSEGV) | bit(libc::SIGBUS);
     change_mask(libc::SIG_BLOCK, bit(libc::SIGILL) | bit(libc::SIGFPE) | faults);
     crate::sys::process::own_thread_starting(true);
+    let real_time = in_real_time();
     let r = std::thread::Builder::new().name(name.into()).spawn(move || {
+        if real_time {
+            // SAFETY: setpriority(2) of the calling thread (PRIO_PROCESS
+            // with 0 names it on Linux); refused without CAP_SYS_NICE,
+            // which leaves the inherited nice value.
+            unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -20) };
+        }
         // Marked first: a fault signal sent to the process may come as
         // soon as they are unblocked.
         crate::uaccess::own_thread();
@@ -172,11 +179,20 @@ where
         f()
     });
     match &r {
-        Ok(h) => leave_real_time(h),
+        Ok(h) if real_time => leave_real_time(h),
+        Ok(_) => {}
         Err(_) => crate::sys::process::own_thread_starting(false),
     }
     set_signal_mask(old);
     r
+}
+
+/// Whether the calling thread runs under a real-time policy (`SCHED_FIFO`,
+/// `SCHED_RR`).
+fn in_real_time() -> bool {
+    // SAFETY: sched_getscheduler(0) asks about the calling thread.
+    let policy = unsafe { libc::sched_getscheduler(0) } & !libc::SCHED_RESET_ON_FORK;
+    policy == libc::SCHED_FIFO || policy == libc::SCHED_RR
 }
 
 /// A new thread inherits the scheduling policy of the thread that made it,
@@ -187,17 +203,15 @@ where
 /// processor keeps it off that processor for ever, and the completion it
 /// polls for never comes (the kernel's AIO completes in interrupts and in
 /// its own worker threads, which run under the normal policy). uaio's
-/// threads take the normal policy instead, like those workers: real-time
-/// throttling leaves them their share of the processor. The policy is set
-/// from here, before the thread may have run at all on a processor the
-/// program's thread holds.
+/// threads made by a real-time thread take the normal policy instead,
+/// like those workers, at the highest priority it has (nice -20, as the
+/// kernel's high-priority workers; the thread sets it itself, where the
+/// process may): real-time throttling leaves them their share of the
+/// processor, and other programs' threads under the normal policy do not
+/// delay them much. The policy is set from here, before the thread may
+/// have run at all on a processor the program's thread holds.
 fn leave_real_time<T>(h: &std::thread::JoinHandle<T>) {
     use std::os::unix::thread::JoinHandleExt;
-    // SAFETY: sched_getscheduler(0) asks about the calling thread.
-    let policy = unsafe { libc::sched_getscheduler(0) } & !libc::SCHED_RESET_ON_FORK;
-    if policy != libc::SCHED_FIFO && policy != libc::SCHED_RR {
-        return;
-    }
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: the handle's thread is not joined or detached yet, so its
     // pthread_t is valid; `param` is a valid sched_param. A failure leaves
