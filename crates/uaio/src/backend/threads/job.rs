@@ -198,7 +198,7 @@ pub(super) const LANE_UNTRIED: u8 = 0;
 /// [`Job::lane`]: the lane answered `-EAGAIN` to the job's `RWF_NOWAIT`
 /// (the file system would have waited: for a block allocation, a lock, a
 /// journal); the worker that takes it gives it to the lane again without
-/// the flag (see `Pool::lane_submit_from_worker`).
+/// the flag (see `Pool::run_refused`).
 pub(super) const LANE_REFUSED: u8 = 1;
 
 /// [`Job::lane`]: in the lane without `RWF_NOWAIT`; its event is its

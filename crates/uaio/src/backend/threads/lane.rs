@@ -66,6 +66,10 @@ use std::time::Instant;
 /// most the lane has in flight; more wait for workers.
 pub(super) const LANE_EVENTS: usize = 256;
 
+/// The most refused jobs a worker gives back to the lane in one
+/// `io_submit` ([`Pool::run_refused`]).
+const WORKER_BATCH: usize = 32;
+
 /// How long the reaper sleeps before it looks whether it should leave.
 const REAPER_TICK: Duration = Duration::from_secs(1);
 
@@ -214,40 +218,79 @@ impl Pool {
 
     /// Gives a direct read or write the lane refused with `-EAGAIN`
     /// ([`LANE_REFUSED`]), claimed by the worker calling, to the lane again
-    /// without `RWF_NOWAIT`: the kernel's `io_submit` then waits, in this
-    /// worker, for what the file system needed (a block allocated, say,
-    /// for a write into a hole or a fallocated range), and mostly not for
-    /// the device, and the worker goes on to its next job while the
-    /// transfer is in flight, where its own blocking `pwrite` would wait
-    /// for the device (a pool of workers then held one write each: 4 KiB
-    /// direct writes into a sparse file at queue depth 64 ran at 0.08x
-    /// kernel AIO). The iocb names the held duplicate, which the worker
-    /// checks, as before its own transfer, still names the file. `false`
-    /// when the lane could not take the job: the worker runs it itself.
-    pub(super) fn lane_submit_from_worker(&'static self, job: &Arc<Job>) -> bool {
-        if job.lane.load(Ordering::SeqCst) != LANE_REFUSED || !job.file_unchanged() {
+    /// without `RWF_NOWAIT`, together with the other refused jobs queued
+    /// for workers (up to [`WORKER_BATCH`], in one `io_submit`): the
+    /// kernel's `io_submit` then waits, in this worker, for what the file
+    /// system needed (a block allocated, say, for a write into a hole or a
+    /// fallocated range), and mostly not for the device, and the worker
+    /// goes on while the transfers are in flight, where its own blocking
+    /// `pwrite` would wait for the device (a pool of workers then held one
+    /// write each, and the inode's lock: 4 KiB direct writes into a sparse
+    /// file at queue depth 64 ran at 0.08x kernel AIO). The iocbs name the
+    /// held duplicates, which are checked, as before a worker's own
+    /// transfer, to still name their files. Jobs the lane cannot take are
+    /// run here. `false` when `job` is not such a job (the caller runs it).
+    pub(super) fn run_refused(&'static self, job: &Arc<Job>, here: &Here) -> bool {
+        if job.lane.load(Ordering::SeqCst) != LANE_REFUSED {
             return false;
         }
-        let Some((lane, _)) = self.lane_reserve(1) else { return false };
-        let resfd = lane.resfd();
-        let flags = job.rw_flags as u32 & !uaio_abi::RWF_NOWAIT;
-        let cb = iocb_on(job, job.fd, flags, resfd);
-        job.lane.store(LANE_WAITS, Ordering::SeqCst);
-        // The reaper's reference, given back by it or below.
-        let _ = Arc::into_raw(job.clone());
-        job.shared.inlane.fetch_add(1, Ordering::SeqCst);
-        job.io_begins();
-        if sys::kernel_aio::submit(lane.ctx, &[&cb as *const uaio_abi::iocb]) == 1 {
-            return true;
+        let mut jobs = vec![job.clone()];
+        {
+            let mut st = lock(&self.st);
+            let mut i = 0;
+            while i < st.queue.len() && jobs.len() < WORKER_BATCH {
+                if st.queue[i].lane.load(Ordering::SeqCst) == LANE_REFUSED {
+                    jobs.extend(st.queue.remove(i));
+                } else {
+                    i += 1;
+                }
+            }
         }
-        job.shared.inlane.fetch_sub(1, Ordering::SeqCst);
-        job.io_over();
-        // SAFETY: the reference leaked just above, which the kernel did
-        // not take.
-        drop(unsafe { Arc::from_raw(Arc::as_ptr(job)) });
-        lane.inflight.fetch_sub(1, Ordering::SeqCst);
-        job.lane.store(LANE_REFUSED, Ordering::SeqCst);
-        false
+        // The others are claimed here (one cancelled meanwhile is done).
+        let mut mine: Vec<Arc<Job>> = Vec::with_capacity(jobs.len());
+        for (i, j) in jobs.into_iter().enumerate() {
+            if i == 0 || j.claim() {
+                mine.push(j);
+            }
+        }
+        // A duplicate whose number now names another file: the job's own
+        // run answers for it.
+        let (ok, mut left): (Vec<_>, Vec<_>) = mine.into_iter().partition(|j| j.file_unchanged());
+        let lane = self.lane_reserve(ok.len());
+        let took = lane.as_ref().map_or(0, |(_, n)| *n);
+        let mut pending = ok;
+        left.extend(pending.drain(took..));
+        if let Some((lane, _)) = lane {
+            let resfd = lane.resfd();
+            let cbs: Vec<uaio_abi::iocb> =
+                pending.iter().map(|j| iocb_on(j, j.fd, j.rw_flags as u32 & !uaio_abi::RWF_NOWAIT, resfd)).collect();
+            let ptrs: Vec<*const uaio_abi::iocb> = cbs.iter().map(|c| c as *const _).collect();
+            for j in &pending {
+                j.lane.store(LANE_WAITS, Ordering::SeqCst);
+                // The reaper's reference, given back by it or below.
+                let _ = Arc::into_raw(j.clone());
+                j.shared.inlane.fetch_add(1, Ordering::SeqCst);
+                j.io_begins();
+            }
+            let n = sys::kernel_aio::submit(lane.ctx, &ptrs).max(0) as usize;
+            // Those the kernel did not take: their references come back,
+            // and they run here.
+            for j in &pending[n..] {
+                j.shared.inlane.fetch_sub(1, Ordering::SeqCst);
+                j.io_over();
+                j.lane.store(LANE_REFUSED, Ordering::SeqCst);
+                // SAFETY: the reference leaked just above for this job,
+                // which the kernel did not take.
+                drop(unsafe { Arc::from_raw(Arc::as_ptr(j)) });
+            }
+            lane.inflight.fetch_sub(pending.len() - n, Ordering::SeqCst);
+            left.extend(pending.drain(n..));
+        }
+        for j in left {
+            let r = j.run();
+            j.shared.finish(&j, r, here);
+        }
+        true
     }
 
     /// Reserves room for up to `want` requests in the lane, making it if

@@ -102,8 +102,8 @@ pub(super) fn worker(p: &'static Pool, mut seeking: bool) {
         let Some(job) = job else { continue };
         if job.claim() {
             // A direct transfer the lane refused goes back to it without
-            // the flag; its event completes it there.
-            if !p.lane_submit_from_worker(&job) {
+            // the flag (with the others queued); its event completes it.
+            if !p.run_refused(&job, &here) {
                 let r = job.run();
                 job.shared.finish(&job, r, &here);
             }
