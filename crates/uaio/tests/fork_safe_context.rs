@@ -9,7 +9,10 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+mod util;
+use util::wait_child_for;
 
 const FORKS: usize = 40;
 
@@ -47,27 +50,10 @@ fn a_fork_child_gets_einval_from_the_parents_context_whatever_its_threads_held()
             // SAFETY: leaving the child at once.
             unsafe { libc::_exit(if ok { OK } else { WRONG }) };
         }
-        let start = Instant::now();
-        let mut status = 0;
-        loop {
-            // SAFETY: waiting for our own child, without blocking.
-            let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-            if r == pid {
-                if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == OK) {
-                    wrong += 1;
-                }
-                break;
-            }
-            if start.elapsed() > Duration::from_secs(10) {
-                hung += 1;
-                // SAFETY: killing and reaping our own child.
-                unsafe {
-                    libc::kill(pid, libc::SIGKILL);
-                    libc::waitpid(pid, &mut status, 0);
-                }
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(5));
+        match wait_child_for(pid, Duration::from_secs(10)) {
+            Some(status) if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == OK => {}
+            Some(_) => wrong += 1,
+            None => hung += 1,
         }
     }
     stop.store(true, Ordering::Relaxed);

@@ -19,6 +19,9 @@ use std::time::{Duration, Instant};
 
 use uaio::{Backend, Context, PollFlags, Request};
 
+mod util;
+use util::wait_child_for;
+
 /// How long the child may take: each completion may wait for a throttling
 /// period (one second by default) before uaio's thread runs.
 const LIMIT: Duration = Duration::from_secs(90);
@@ -112,23 +115,9 @@ fn a_real_time_thread_polling_without_sleep_gets_its_completions() {
         unsafe { libc::_exit(code) };
     }
     let start = Instant::now();
-    let mut status = 0;
-    loop {
-        // SAFETY: waiting for our own child, without blocking.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        if r == pid {
-            break;
-        }
-        if start.elapsed() > LIMIT {
-            // SAFETY: killing and reaping our own child.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, &mut status, 0);
-            }
-            panic!("the real-time child did not finish in {LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let Some(status) = wait_child_for(pid, LIMIT) else {
+        panic!("the real-time child did not finish in {LIMIT:?}");
+    };
     assert!(libc::WIFEXITED(status), "child ended by a signal: status {status:#x}");
     match libc::WEXITSTATUS(status) {
         OK => println!("completed in {:?}", start.elapsed()),

@@ -443,24 +443,9 @@ fn clone_vm(entry: extern "C" fn(*mut libc::c_void) -> libc::c_int, arg: *mut li
 /// Waits for the child `pid` and returns its exit code; kills it and fails
 /// the test if it has not finished after 20 s.
 fn wait_child(pid: i32) -> i32 {
-    let t0 = Instant::now();
-    let mut status = 0;
-    loop {
-        // SAFETY: reaping our child without blocking.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        if r == pid {
-            break;
-        }
-        if t0.elapsed() > Duration::from_secs(20) {
-            // SAFETY: killing and reaping our own child.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, &mut status, 0);
-            }
-            panic!("the CLONE_VM child never finished exiting");
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    let Some(status) = util::wait_child_for(pid, Duration::from_secs(20)) else {
+        panic!("the CLONE_VM child never finished exiting");
+    };
     assert!(libc::WIFEXITED(status), "child status {status:#x}");
     libc::WEXITSTATUS(status)
 }

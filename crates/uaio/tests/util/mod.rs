@@ -126,3 +126,27 @@ pub fn uaio_floor() -> i32 {
     let soft = if rl.rlim_cur == libc::RLIM_INFINITY { 1 << 20 } else { rl.rlim_cur as usize };
     (soft / 2).clamp(3, 4096) as i32
 }
+
+/// Waits for the child `pid` to end, at most `limit`: its `waitpid`
+/// status, or `None` when it was still running then (it is killed and
+/// reaped).
+pub fn wait_child_for(pid: i32, limit: std::time::Duration) -> Option<i32> {
+    let start = std::time::Instant::now();
+    let mut status = 0;
+    loop {
+        // SAFETY: waiting for our own child, without blocking.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            return Some(status);
+        }
+        if start.elapsed() > limit {
+            // SAFETY: killing and reaping our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+            }
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
