@@ -60,6 +60,13 @@
  *   exit_inflight sys_exit-last  the same, with a second thread that ends
  *                              50 ms later with syscall(SYS_exit, 0), the
  *                              last: status 0
+ *   exit_inflight sys_exit-spawning  60 times: a child submits O_DIRECT
+ *                              writes that extend a file, main ends with
+ *                              syscall(SYS_exit, 3) while a second thread
+ *                              submits more such writes one by one (the
+ *                              thread pool starts workers meanwhile), then
+ *                              ends with syscall(SYS_exit, 0), the last:
+ *                              status 0 and every write on the file
  *   exit_inflight destroy-exit  40 times: a child submits a 4 MiB O_DIRECT
  *                              write and an fsync, starts a thread that
  *                              destroys the context, and calls exit(0)
@@ -454,6 +461,79 @@ static int pthread_exit_runs(int destroyer)
 	return 0;
 }
 
+/* sys_exit-spawning: see the list of modes above. */
+#define SPAWNING_RUNS 60
+#define SPAWNING_WRITES 16
+#define SPAWNING_SIZE (64 * 1024)
+
+static io_context_t spawning_ctx;
+static int spawning_fd;
+static char *spawning_buf;
+
+/* The second thread: extending writes one per io_submit after main's end,
+ * then the raw exit, which the C library does not see. */
+static void *spawning_last(void *a)
+{
+	(void)a;
+	sleep_ms(1);
+	for (int i = SPAWNING_WRITES / 2; i < SPAWNING_WRITES; i++) {
+		static struct iocb cbs[SPAWNING_WRITES];
+		struct iocb *p = &cbs[i];
+		io_prep_pwrite(p, spawning_fd, spawning_buf, SPAWNING_SIZE, (long long)i * SPAWNING_SIZE);
+		if (io_submit(spawning_ctx, 1, &p) != 1)
+			syscall(SYS_exit, 4);
+	}
+	sleep_ms(5);
+	syscall(SYS_exit, 0);
+	return NULL;
+}
+
+static int sys_exit_spawning_runs(void)
+{
+	spawning_fd = tmpfile_open("spawning", O_RDWR | O_TRUNC | O_DIRECT);
+	rm_tmpdir();
+	char *got;
+	if (posix_memalign((void **)&spawning_buf, 4096, SPAWNING_SIZE) != 0 ||
+	    posix_memalign((void **)&got, 4096, SPAWNING_SIZE) != 0)
+		return 2;
+	int good = 0;
+	for (int run = 0; run < SPAWNING_RUNS; run++) {
+		memset(spawning_buf, 'a' + run % 26, SPAWNING_SIZE);
+		if (ftruncate(spawning_fd, 0) != 0)
+			return 2;
+		pid_t child = fork();
+		if (child < 0)
+			return 2;
+		if (child == 0) {
+			static struct iocb cbs[SPAWNING_WRITES / 2];
+			if (io_setup(SPAWNING_WRITES + 4, &spawning_ctx) != 0)
+				syscall(SYS_exit_group, 3);
+			for (int i = 0; i < SPAWNING_WRITES / 2; i++) {
+				struct iocb *p = &cbs[i];
+				io_prep_pwrite(p, spawning_fd, spawning_buf, SPAWNING_SIZE, (long long)i * SPAWNING_SIZE);
+				if (io_submit(spawning_ctx, 1, &p) != 1)
+					syscall(SYS_exit_group, 4);
+			}
+			pthread_t th;
+			pthread_create(&th, NULL, spawning_last, NULL);
+			syscall(SYS_exit, 3);
+		}
+		int status = 0, gone = reap_within_20s(child, &status);
+		int blocks = 0;
+		for (int i = 0; i < SPAWNING_WRITES; i++)
+			blocks += pread(spawning_fd, got, SPAWNING_SIZE, (off_t)i * SPAWNING_SIZE) == SPAWNING_SIZE &&
+				  !memcmp(got, spawning_buf, SPAWNING_SIZE);
+		if (gone && WIFEXITED(status) && WEXITSTATUS(status) == 0 && blocks == SPAWNING_WRITES)
+			good++;
+		else
+			printf("run %d: gone %d, status %d, writes on the file %d of %d\n", run, gone,
+			       WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status), blocks, SPAWNING_WRITES);
+	}
+	printf("children that ended with the last thread's status 0 and every write on the file: %d of %d\n", good,
+	       SPAWNING_RUNS);
+	return 0;
+}
+
 /* destroy-exit: see the list of modes above. */
 #define DESTROY_EXIT_RUNS 40
 #define DESTROY_EXIT_SIZE (4 << 20)
@@ -521,6 +601,8 @@ int main(int argc, char **argv)
 		return pthread_exit_runs(1);
 	if (!strcmp(mode, "destroy-exit"))
 		return destroy_exit_runs();
+	if (!strcmp(mode, "sys_exit-spawning"))
+		return sys_exit_spawning_runs();
 	int fd = tmpfile_open("big", O_RDWR | O_TRUNC);
 	/* The directory and file go away now; the descriptor stays usable. */
 	rm_tmpdir();

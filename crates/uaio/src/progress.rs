@@ -189,19 +189,24 @@ pub(crate) fn watch_program_threads(contexts: impl Fn() -> Vec<Arc<Kioctx>> + Se
                 Ok(Some((tid, _))) if process::own_threads_starting() || tid == first => {
                     std::thread::sleep(Duration::from_millis(1))
                 }
-                Ok(Some((tid, named_own))) => match process::watch_thread(tid) {
-                    Ok(fd) => {
-                        // One of uaio's threads on its way out is waited
-                        // for (the C library may end the process with
-                        // it), but the process's status is not its.
-                        if crate::sys::ppoll_one(fd.as_raw_fd(), None, None).is_ok() && !named_own {
-                            ended = tid;
-                        }
+                Ok(Some((tid, named_own))) => {
+                    // Alive after the first thread ended: the first is not
+                    // the last, whether or not this one's end is seen. One
+                    // of uaio's threads on its way out is waited for (the
+                    // C library may end the process with it), but the
+                    // process's status is not its.
+                    if !named_own {
+                        ended = tid;
                     }
-                    // It ended meanwhile: look again.
-                    Err(Errno::SRCH) => {}
-                    Err(_) => return,
-                },
+                    match process::watch_thread(tid) {
+                        Ok(fd) => {
+                            let _ = crate::sys::ppoll_one(fd.as_raw_fd(), None, None);
+                        }
+                        // It ended meanwhile: look again.
+                        Err(Errno::SRCH) => {}
+                        Err(_) => return,
+                    }
+                }
                 Ok(None) => {
                     while process::own_threads_starting() {
                         std::thread::sleep(Duration::from_millis(1));

@@ -134,8 +134,8 @@ impl Drop for Uncounted {
         // From here on, this thread may be the one the C library has end
         // the process: it is no longer one of uaio's for the look at
         // the process's threads. Counted first, for a look under way
-        // (see `OWN_THREADS_LEAVING`).
-        OWN_THREADS_LEAVING.fetch_add(1, Ordering::SeqCst);
+        // (see `OWN_THREADS_CHANGES`).
+        OWN_THREADS_CHANGES.fetch_add(1, Ordering::SeqCst);
         register_own_thread(false);
         let Some(c) = self.0 else { return };
         // With no thread counted the process is ending (or about to be
@@ -146,14 +146,16 @@ impl Drop for Uncounted {
     }
 }
 
-/// How many of uaio's threads have begun to end (left [`OWN_THREADS`]).
-/// Such a thread counts again in the C library's count until its very
-/// end: a look at the process's threads that passed it while it was
-/// still listed as uaio's, and found none of the program's, may have seen
+/// How many times a thread of uaio's was listed in or taken out of
+/// [`OWN_THREADS`]. A look at the process's threads that passed a thread
+/// before it was listed takes it for the program's; one that passed it
+/// while it was listed, and found none of the program's, may have seen
 /// the program's last thread end without the C library ending the process
-/// (the count did not reach 0 then), though that thread of uaio's will:
-/// the look is made again when the number moved meanwhile.
-static OWN_THREADS_LEAVING: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+/// (a thread of uaio's counts again in the C library's count from the
+/// moment it is taken out to its very end, and the last of the count is
+/// then that thread's). Either look is made again when the number moved
+/// meanwhile.
+static OWN_THREADS_CHANGES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 /// The thread ids of uaio's own threads (0: a free slot). A thread that
 /// finds no free slot is taken for one of the program's (the process then
@@ -166,8 +168,11 @@ fn register_own_thread(on: bool) {
     let (from, to) = if on { (0, me) } else { (me, 0) };
     for slot in &OWN_THREADS {
         if slot.compare_exchange(from, to, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
-            return;
+            break;
         }
+    }
+    if on {
+        OWN_THREADS_CHANGES.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -211,14 +216,27 @@ pub(crate) fn program_threads_left() -> bool {
 /// `/proc/self/task` cannot be read. With it, whether its name is one of
 /// uaio's (`uaio-*`): one of uaio's threads on its way out, no longer
 /// listed among uaio's (see [`Uncounted`]), looks like the program's until
-/// it is gone.
+/// it is gone, and is given only when no other is left.
 pub(crate) fn live_program_thread() -> Result<Option<(i32, bool)>, ()> {
     loop {
-        let leaving = OWN_THREADS_LEAVING.load(Ordering::SeqCst);
+        let changes = OWN_THREADS_CHANGES.load(Ordering::SeqCst);
+        let starting = own_threads_starting();
         let found = look_for_program_thread(&listed_threads()?);
-        if found.is_some() || OWN_THREADS_LEAVING.load(Ordering::SeqCst) == leaving {
+        // One of the program's is an answer whatever uaio's threads did.
+        if matches!(found, Some((_, false))) {
             return Ok(found);
         }
+        if OWN_THREADS_CHANGES.load(Ordering::SeqCst) != changes {
+            continue;
+        }
+        // A thread of uaio's starting, not listed yet, looks like one on its
+        // way out (which may live on for long: a worker spawned to run a
+        // job): look again once it is listed.
+        if starting || own_threads_starting() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            continue;
+        }
+        return Ok(found);
     }
 }
 
@@ -269,7 +287,10 @@ fn look_for_program_thread(tids: &[i32]) -> Option<(i32, bool)> {
         if tid == first {
             return Some((tid, named_own));
         }
-        found = found.or(Some((tid, named_own)));
+        // The program's threads before uaio's on their way out.
+        if found.is_none_or(|(_, own)| own && !named_own) {
+            found = Some((tid, named_own));
+        }
     }
     found
 }
