@@ -85,7 +85,7 @@ thread_local! {
 /// thread no request can be in flight, and the calling thread looks.
 pub(crate) fn program_threads_ended() {
     PROGRAM_GONE_SUSPECTED.store(true, Ordering::SeqCst);
-    if !internal_fds::poke_sweeper() && !crate::sys::process::program_threads_left() {
+    if !internal_fds::poke_sweeper() && !crate::sys::process::program_threads_left(true) {
         std::process::exit(0);
     }
 }
@@ -96,7 +96,7 @@ fn run(efd: Arc<OwnedFd>, contexts: impl Fn() -> Vec<Arc<Kioctx>>) {
     let mut timeout = None;
     loop {
         let suspected = PROGRAM_GONE_SUSPECTED.load(Ordering::SeqCst);
-        if suspected && !crate::sys::process::program_threads_left() {
+        if suspected && !crate::sys::process::program_threads_left(false) {
             finish_file_io_for_the_end(&contexts);
             std::process::exit(0);
         }
@@ -167,8 +167,9 @@ fn run(efd: Arc<OwnedFd>, contexts: impl Fn() -> Vec<Arc<Kioctx>>) {
 /// handler run and the status of the first thread if that was the last
 /// (else 0: the status of another thread is gone with it), unless the C
 /// library saw the last thread end (then its `exit` ends the process).
-/// It sleeps all the while, and gives up where a thread cannot be watched
-/// (before Linux 6.9, or with no descriptor left).
+/// It sleeps all the while (waking once a second while it watches a
+/// thread, [`WATCH_RECHECK`]), and gives up where a thread cannot be
+/// watched (before Linux 6.9, or with no descriptor left).
 pub(crate) fn watch_program_threads(contexts: impl Fn() -> Vec<Arc<Kioctx>> + Send + 'static) {
     use crate::sys::process;
     if WATCHER_STARTED.swap(true, Ordering::SeqCst) {
@@ -189,24 +190,31 @@ pub(crate) fn watch_program_threads(contexts: impl Fn() -> Vec<Arc<Kioctx>> + Se
                 Ok(Some((tid, _))) if process::own_threads_starting() || tid == first => {
                     std::thread::sleep(Duration::from_millis(1))
                 }
-                Ok(Some((tid, named_own))) => {
-                    // Alive after the first thread ended: the first is not
-                    // the last, whether or not this one's end is seen. One
-                    // of uaio's threads on its way out is waited for (the
-                    // C library may end the process with it), but the
-                    // process's status is not its.
-                    if !named_own {
-                        ended = tid;
-                    }
-                    match process::watch_thread(tid) {
-                        Ok(fd) => {
-                            let _ = crate::sys::ppoll_one(fd.as_raw_fd(), None, None);
+                Ok(Some((tid, named_own))) => match process::watch_thread(tid) {
+                    Ok(fd) => {
+                        // Until it ends; a thread of uaio's taken for the
+                        // program's (which may never end) is let go once
+                        // it shows as uaio's.
+                        let program = loop {
+                            match crate::sys::ppoll_one(fd.as_raw_fd(), Some(WATCH_RECHECK), None) {
+                                Ok(0) if process::is_own_thread(tid) => break false,
+                                Ok(0) | Err(Errno::INTR) => {}
+                                _ => break !named_own,
+                            }
+                        };
+                        // It was alive after the first thread ended: the
+                        // first was not the last. One of uaio's threads on
+                        // its way out is waited for (the C library may end
+                        // the process with it), but the process's status
+                        // is not its.
+                        if program {
+                            ended = tid;
                         }
-                        // It ended meanwhile: look again.
-                        Err(Errno::SRCH) => {}
-                        Err(_) => return,
                     }
-                }
+                    // It ended meanwhile: look again.
+                    Err(Errno::SRCH) => {}
+                    Err(_) => return,
+                },
                 Ok(None) => {
                     while process::own_threads_starting() {
                         std::thread::sleep(Duration::from_millis(1));
@@ -240,6 +248,10 @@ fn finish_file_io_for_the_end(contexts: &impl Fn() -> Vec<Arc<Kioctx>>) {
         c.finish_file_io(u32::MAX);
     }
 }
+
+/// How often the watch of one of the program's threads looks whether the
+/// thread is one of uaio's after all (see [`watch_program_threads`]).
+const WATCH_RECHECK: Duration = Duration::from_secs(1);
 
 /// Whether [`watch_program_threads`] started its thread in this process.
 static WATCHER_STARTED: AtomicBool = AtomicBool::new(false);

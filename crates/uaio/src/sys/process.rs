@@ -206,8 +206,11 @@ pub(crate) fn own_threads_starting() -> bool {
 /// Whether a thread of the process that is not one of uaio's is still
 /// alive (not a zombie): `/proc/self/task`, every thread's `stat`. `true`
 /// when the look fails.
-pub(crate) fn program_threads_left() -> bool {
-    !matches!(live_program_thread(), Ok(None))
+/// `starting`: the caller is one of uaio's threads that is starting itself
+/// (see [`own_thread_starting`]); its look waits for no other thread's
+/// start (two starting at once would wait for each other).
+pub(crate) fn program_threads_left(starting: bool) -> bool {
+    !matches!(look_at_threads(!starting), Ok(None))
 }
 
 /// A thread of the process that is not one of uaio's (nor one of
@@ -218,26 +221,37 @@ pub(crate) fn program_threads_left() -> bool {
 /// listed among uaio's (see [`Uncounted`]), looks like the program's until
 /// it is gone, and is given only when no other is left.
 pub(crate) fn live_program_thread() -> Result<Option<(i32, bool)>, ()> {
+    look_at_threads(true)
+}
+
+/// [`live_program_thread`]; `wait`: whether to wait for uaio's threads
+/// that are starting to be listed.
+fn look_at_threads(wait: bool) -> Result<Option<(i32, bool)>, ()> {
+    let others_starting = || wait && own_threads_starting();
     loop {
         let changes = OWN_THREADS_CHANGES.load(Ordering::SeqCst);
-        let starting = own_threads_starting();
+        let starting = others_starting();
         let found = look_for_program_thread(&listed_threads()?);
-        // One of the program's is an answer whatever uaio's threads did.
-        if matches!(found, Some((_, false))) {
-            return Ok(found);
-        }
-        if OWN_THREADS_CHANGES.load(Ordering::SeqCst) != changes {
+        // A thread of uaio's starting, not listed yet, looks like the
+        // program's (its name may not be set yet) or like one of uaio's on
+        // its way out; either may live on for long (the progress thread, a
+        // worker spawned for a job): look again once it is listed.
+        if starting || others_starting() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
             continue;
         }
-        // A thread of uaio's starting, not listed yet, looks like one on its
-        // way out (which may live on for long: a worker spawned to run a
-        // job): look again once it is listed.
-        if starting || own_threads_starting() {
-            std::thread::sleep(std::time::Duration::from_millis(1));
+        // One was listed (started and listed during the look) or unlisted
+        // (began to end) meanwhile.
+        if OWN_THREADS_CHANGES.load(Ordering::SeqCst) != changes {
             continue;
         }
         return Ok(found);
     }
+}
+
+/// Whether the thread `tid` is listed among uaio's own.
+pub(crate) fn is_own_thread(tid: i32) -> bool {
+    OWN_THREADS.iter().any(|t| t.load(Ordering::SeqCst) == tid)
 }
 
 /// The thread ids in `/proc/self/task`, listed until two lists in a row
@@ -271,7 +285,7 @@ fn look_for_program_thread(tids: &[i32]) -> Option<(i32, bool)> {
     let first = std::process::id() as i32;
     let mut found = None;
     for &tid in tids {
-        if OWN_THREADS.iter().any(|t| t.load(Ordering::SeqCst) == tid) {
+        if is_own_thread(tid) {
             continue;
         }
         let Ok(stat) = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")) else { continue };
