@@ -58,7 +58,7 @@
  *                              library does not see: the process ends
  *                              with status 3, its exit handler not run
  *   exit_inflight sys_exit-last  the same, with a second thread that ends
- *                              50 ms later with syscall(SYS_exit, 0), the
+ *                              50 ms after main with syscall(SYS_exit, 0), the
  *                              last: status 0
  *   exit_inflight sys_exit-spawning  60 times: a child submits O_DIRECT
  *                              writes that extend a file, main ends with
@@ -121,11 +121,32 @@ static void *last_thread(void *a)
 	return NULL;
 }
 
+/* Waits until the first thread has ended (a zombie until the process
+ * ends), so that the caller's own end comes after it whatever the
+ * scheduler does: the process's exit status is that of its last thread. */
+static void wait_for_first_thread_end(void)
+{
+	char path[64], stat[512];
+	snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)getpid());
+	for (;;) {
+		FILE *f = fopen(path, "r");
+		size_t n = f ? fread(stat, 1, sizeof stat - 1, f) : 0;
+		if (f)
+			fclose(f);
+		stat[n] = 0;
+		char *end = strrchr(stat, ')');
+		if (!end || end[1] != ' ' || end[2] == 'Z' || end[2] == 'X')
+			return;
+		sleep_ms(1);
+	}
+}
+
 /* The sys_exit-last child's second thread: ends with the raw system call,
- * which the C library does not see. */
+ * which the C library does not see, 50 ms after the first thread. */
 static void *last_raw_exit(void *a)
 {
 	(void)a;
+	wait_for_first_thread_end();
 	sleep_ms(50);
 	printf("the last thread calls syscall(SYS_exit, 0)\n");
 	syscall(SYS_exit, 0);
@@ -470,12 +491,12 @@ static io_context_t spawning_ctx;
 static int spawning_fd;
 static char *spawning_buf;
 
-/* The second thread: extending writes one per io_submit after main's end,
- * then the raw exit, which the C library does not see. */
+/* The second thread: extending writes one per io_submit once main has
+ * ended, then the raw exit, which the C library does not see. */
 static void *spawning_last(void *a)
 {
 	(void)a;
-	sleep_ms(1);
+	wait_for_first_thread_end();
 	for (int i = SPAWNING_WRITES / 2; i < SPAWNING_WRITES; i++) {
 		static struct iocb cbs[SPAWNING_WRITES];
 		struct iocb *p = &cbs[i];
