@@ -23,7 +23,9 @@
  * it, was gone a millisecond later. That is a process caught as it ends:
  * exit kills its threads (the reaper among them) before it lets go of its
  * memory, so such a sighting says nothing of whose ring it was, and it is
- * counted neither as ours nor as unexplained.
+ * counted neither as ours nor as unexplained. So is a sample that finds a
+ * process of the group whose first thread is a zombie while others remain:
+ * its rings no longer show, and its reaper may be gone before its lane.
  * Exits with the command's status (128+signal if it was killed). */
 #define _GNU_SOURCE
 #include <ctype.h>
@@ -129,7 +131,11 @@ static int has_lane(const char *pid)
 	return found;
 }
 
-static long pgrp_of(const char *pid)
+/* The process group of PID; *ending: its first thread is a zombie while
+ * other threads remain (the process is on its way out: its memory, and so
+ * its rings, no longer show through /proc/PID/maps, and the thread that
+ * held a lane's reaper may be gone before the lane's aio-nr is released). */
+static long pgrp_of(const char *pid, int *ending)
 {
 	char p[64], b[512];
 	snprintf(p, sizeof p, "/proc/%s/stat", pid);
@@ -145,9 +151,16 @@ static long pgrp_of(const char *pid)
 	if (!s)
 		return -1;
 	char state;
-	long ppid, pgrp;
+	long ppid, pgrp, threads = 0;
 	if (sscanf(s + 1, " %c %ld %ld", &state, &ppid, &pgrp) != 3)
 		return -1;
+	/* num_threads, the 20th field (the 18th after the command name). */
+	char *f = s + 1;
+	for (int i = 0; i < 17 && f; i++)
+		f = strchr(f + 1, ' ');
+	if (f)
+		threads = atol(f + 1);
+	*ending = state == 'Z' && threads > 1;
 	return pgrp;
 }
 
@@ -168,8 +181,11 @@ static void scan(long g, int want_foreign, int *ours, int *lane, int *foreign, i
 	while ((e = readdir(d))) {
 		if (!isdigit((unsigned char)e->d_name[0]) || atol(e->d_name) == self)
 			continue;
-		long pg = pgrp_of(e->d_name);
-		if (pg == g) {
+		int ending = 0;
+		long pg = pgrp_of(e->d_name, &ending);
+		if (pg == g && ending) {
+			*exiting = 1;
+		} else if (pg == g) {
 			/* A process known to have had a lane may be exiting: its
 			 * maps are gone before the kernel releases the lane's
 			 * aio-nr, so it still explains a rise. */
