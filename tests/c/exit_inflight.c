@@ -60,13 +60,14 @@
  *   exit_inflight sys_exit-last  the same, with a second thread that ends
  *                              50 ms after main with syscall(SYS_exit, 0), the
  *                              last: status 0
- *   exit_inflight sys_exit-spawning  60 times: a child submits O_DIRECT
+ *   exit_inflight sys_exit-spawning  40 times: a child submits O_DIRECT
  *                              writes that extend a file, main ends with
- *                              syscall(SYS_exit, 3) while a second thread
- *                              submits more such writes one by one (the
- *                              thread pool starts workers meanwhile), then
- *                              ends with syscall(SYS_exit, 0), the last:
- *                              status 0 and every write on the file
+ *                              syscall(SYS_exit, 3), and then a second
+ *                              thread submits more such writes one by one
+ *                              (the thread pool starts workers meanwhile)
+ *                              and 30 ms later ends with
+ *                              syscall(SYS_exit, 0), the last: status 0
+ *                              and every write on the file
  *   exit_inflight destroy-exit  40 times: a child submits a 4 MiB O_DIRECT
  *                              write and an fsync, starts a thread that
  *                              destroys the context, and calls exit(0)
@@ -483,7 +484,7 @@ static int pthread_exit_runs(int destroyer)
 }
 
 /* sys_exit-spawning: see the list of modes above. */
-#define SPAWNING_RUNS 60
+#define SPAWNING_RUNS 40
 #define SPAWNING_WRITES 16
 #define SPAWNING_SIZE (64 * 1024)
 
@@ -504,7 +505,10 @@ static void *spawning_last(void *a)
 		if (io_submit(spawning_ctx, 1, &p) != 1)
 			syscall(SYS_exit, 4);
 	}
-	sleep_ms(5);
+	/* Long enough for uaio's watcher, woken by main's end, to see this
+	 * thread alive on a loaded machine (it cannot tell the order of ends
+	 * it did not see). */
+	sleep_ms(30);
 	syscall(SYS_exit, 0);
 	return NULL;
 }
