@@ -187,9 +187,8 @@ impl Threads {
     /// the wait then ends with `EINTR`, as the kernel's ends when
     /// interrupted (with the job's event, which is there by then). `None`
     /// when it ran nothing.
-    fn help(&self) -> Option<Result<(), Errno>> {
+    fn help(&self, here: &Here) -> Option<Result<(), Errno>> {
         let p = pool();
-        let here = Here::caller(p);
         if !here.owner() || lock(&self.shared.jobs).live.len() != 1 {
             return None;
         }
@@ -201,7 +200,7 @@ impl Threads {
             return None;
         }
         let r = job.run();
-        job.shared.finish(&job, r, &here);
+        job.shared.finish(&job, r, here);
         let interrupted = sys::pending_signals() & !mask != 0;
         sys::set_signal_mask(mask);
         Some(if interrupted { Err(Errno::INTR) } else { Ok(()) })
@@ -351,27 +350,26 @@ impl Backend for Threads {
     }
 
     fn wait(&self, _min: u32, timeout: Option<Duration>, sigmask: Option<&u64>) -> Result<(), Errno> {
+        let p = pool();
+        // One look at which process this is, for the whole wait.
+        let here = Here::caller(p);
         if timeout.is_none() && sigmask.is_none() {
-            if let Some(r) = self.help() {
+            if let Some(r) = self.help(&here) {
                 return r;
             }
         }
-        let p = pool();
         // With requests of this context in the direct lane, or a signal
         // mask to install, the sleep is a `ppoll` on eventfds (numbers in
         // the owner's table).
         let watch = self.shared.inlane.load(Ordering::SeqCst) > 0;
-        if sigmask.is_some() || watch {
-            let here = Here::caller(p);
-            if here.owner() {
-                let lane = if watch { p.lane_watch(&self.shared) } else { None };
-                if sigmask.is_some() || lane.is_some() {
-                    match p.take_efd() {
-                        Some(efd) => return self.wait_ppoll(p, efd, timeout, sigmask, lane, &here),
-                        None => {
-                            if let Some(l) = lane {
-                                l.unwatch(p, &here, false);
-                            }
+        if (sigmask.is_some() || watch) && here.owner() {
+            let lane = if watch { p.lane_watch(&self.shared) } else { None };
+            if sigmask.is_some() || lane.is_some() {
+                match p.take_efd() {
+                    Some(efd) => return self.wait_ppoll(p, efd, timeout, sigmask, lane, &here),
+                    None => {
+                        if let Some(l) = lane {
+                            l.unwatch(p, &here, false);
                         }
                     }
                 }
