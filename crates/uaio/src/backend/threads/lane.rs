@@ -33,6 +33,10 @@
 //!   a worker, the completion woke the worker, which then woke the
 //!   waiter, mostly on the other processor).
 //!
+//! The duplicates lane jobs hold outlive them by [`LINGER`] (the reaper
+//! closes them then): a program with one request in flight finds its
+//! file's duplicate for the next request instead of making one.
+//!
 //! One thread, `uaio-reaper`, completes the lane's jobs that waiters do
 //! not take (see below). It leaves, destroying the lane's context, once the
 //! lane has nothing in flight, no waiter watches it, and no thread-pool
@@ -171,6 +175,18 @@ impl Pool {
         }
         // Slots reserved for jobs cancelled before they were claimed.
         lane.inflight.fetch_sub(n - taken.len(), Ordering::SeqCst);
+        // The duplicates these jobs hold stay open a moment after them
+        // (see [`LINGER`]): the lane exists, and so does its reaper, which
+        // lets go of them in time.
+        let mut held: Vec<Arc<Held>> = Vec::new();
+        for job in &taken {
+            if let Some(h) = lock(&job.hold).as_ref() {
+                if !held.iter().any(|x| Arc::ptr_eq(x, h)) {
+                    held.push(h.clone());
+                }
+            }
+        }
+        self.linger(&held);
         let mut at = 0;
         while at < taken.len() {
             let ptrs: Vec<*const uaio_abi::iocb> = iocbs[at..].iter().map(|c| c as *const _).collect();
@@ -445,6 +461,11 @@ fn reaper(p: &'static Pool, lane: Arc<Lane>) {
     // Each one that does end its watch lowers the count back.
     let mut gone = 0;
     loop {
+        // Duplicates lingering past their time go; the sleeps below end
+        // when the next one's time is up.
+        let linger_until = p.sweep_lingering(false);
+        let linger_cap =
+            |cap: Duration| linger_until.map_or(cap, |t| cap.min(t.saturating_duration_since(Instant::now())));
         if lane.resfd().is_some() {
             let watchers = lane.watchers.load(Ordering::SeqCst);
             gone = gone.min(watchers);
@@ -467,7 +488,7 @@ fn reaper(p: &'static Pool, lane: Arc<Lane>) {
                 }
             } else {
                 let cap = if lane.inflight.load(Ordering::SeqCst) > 0 { EVENTFD_CAP } else { REAPER_TICK };
-                let ready = sys::ppoll_one(lane.efd(), Some(cap), None).unwrap_or(0) > 0;
+                let ready = sys::ppoll_one(lane.efd(), Some(linger_cap(cap)), None).unwrap_or(0) > 0;
                 if ready && lane.watchers.load(Ordering::SeqCst) > gone {
                     // A waiter began to watch: the eventfd is its to read.
                     continue;
@@ -482,7 +503,7 @@ fn reaper(p: &'static Pool, lane: Arc<Lane>) {
                 lane.take(p, &here);
             }
         } else {
-            let n = sys::kernel_aio::getevents(lane.ctx, 1, &mut events, REAPER_TICK);
+            let n = sys::kernel_aio::getevents(lane.ctx, 1, &mut events, linger_cap(REAPER_TICK));
             if n > 0 {
                 lane.complete(p, &events[..n as usize], &here);
             } else if n < 0 && n != -(libc::ETIME as isize) && n != -(libc::EINTR as isize) {
@@ -508,6 +529,8 @@ fn reaper(p: &'static Pool, lane: Arc<Lane>) {
         {
             slot.lane = None;
             drop(slot);
+            // No lane, no reaper: nothing lingers.
+            p.sweep_lingering(true);
             break;
         }
     }

@@ -294,6 +294,7 @@ impl Drop for Threads {
             // Nothing of the pool outlives the last context: the poller and
             // the workers leave, and the spare eventfds go.
             drop(std::mem::take(&mut *lock(&p.spare_efds)));
+            p.sweep_lingering(true);
         }
     }
 }
