@@ -91,6 +91,39 @@ pub(crate) fn cases() -> Vec<Case> {
             sub1(e, ctx, s);
             e.reap(ctx, 1);
         }),
+        c("ioprio/sync_writes_with_a_priority", |e| {
+            // A buffered write with RWF_DSYNC or RWF_SYNC and a priority:
+            // the kernel's write syncs what it wrote itself (found by the
+            // differential fuzzer: the io_uring backend, which copies such a
+            // write inside io_submit and leaves the sync to io_uring, gave
+            // the sync the request's priority, which io_uring refuses).
+            // Alone, and first of a batch (the batch's other requests read
+            // another file).
+            let ctx = e.setup(16);
+            let f = e.file(&[b'.'; 16384], libc::O_WRONLY);
+            let g = e.file(&[b'g'; 4096], libc::O_RDONLY);
+            let flags = [("DSYNC", RWF_DSYNC), ("SYNC", RWF_SYNC)];
+            for (i, (name, fl)) in flags.iter().enumerate() {
+                for batch in [1, 3] {
+                    let data = leak_buf(4096);
+                    data.fill(b'a' + i as u8 + batch as u8);
+                    let off = 4096 * (2 * i + batch / 3) as i64;
+                    let mut a = cb(WR, f.as_raw_fd(), data.as_ptr() as u64, 4096, off, i as u64);
+                    a.aio_flags = IOCB_FLAG_IOPRIO;
+                    a.aio_reqprio = ioprio_value(IOPRIO_CLASS_BE, 2) as i16;
+                    a.aio_rw_flags = *fl;
+                    let mut v = vec![leak(a)];
+                    for k in 1..batch {
+                        let buf = leak_buf(512).as_mut_ptr() as u64;
+                        v.push(leak(cb(RD, g.as_raw_fd(), buf, 512, 0, 10 + k as u64)));
+                    }
+                    e.rec(format!("{name}, batch of {batch}"));
+                    e.submit(ctx, &mut v);
+                    e.reap(ctx, batch as i64);
+                }
+            }
+            e.record_file(&f);
+        }),
         c("ioprio/rt_with_capabilities_ok", |e| {
             let ctx = e.setup(4);
             let f = e.file(b"abc", libc::O_RDWR);

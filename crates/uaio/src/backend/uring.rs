@@ -393,7 +393,15 @@ impl Ring {
             OpKind::Poll => (0, 0, 0),
             _ => (op.addr, op.len, op.off),
         };
-        Sqe { ioprio: ioprio_union { ioprio: op.ioprio }, op_flags, ..sqe(opcode, op.fd, addr, len, off, op.key) }
+        // io_uring refuses a priority on an operation that takes none (a
+        // sync: the one a `RWF_DSYNC` write copied inside `io_submit` leaves
+        // to the backend keeps its request's priority, which the kernel's
+        // write applied to its own sync).
+        let ioprio = match op.kind {
+            OpKind::Read | OpKind::Write | OpKind::Readv | OpKind::Writev => op.ioprio,
+            OpKind::Fsync | OpKind::Fdatasync | OpKind::Poll => 0,
+        };
+        Sqe { ioprio: ioprio_union { ioprio }, op_flags, ..sqe(opcode, op.fd, addr, len, off, op.key) }
     }
 }
 
