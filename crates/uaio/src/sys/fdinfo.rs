@@ -62,6 +62,14 @@ impl FdInfo {
         self.st = Some(file_stat(self.fd).unwrap_or_default());
     }
 
+    /// The descriptor was closed between the call's `F_GETFL` and its look
+    /// at the file: for the kernel, which finds the file once, the number
+    /// named nothing (`EBADF`).
+    #[inline]
+    pub(crate) fn vanished(&mut self) -> bool {
+        *self.stat() == FileStat::default()
+    }
+
     /// `st_mode` of the file.
     #[inline]
     pub(crate) fn mode(&mut self) -> u32 {
