@@ -248,6 +248,11 @@ done
 # others make and use contexts (before: io_setup faulted with SIGBUS on
 # io_uring in 5 of 5 runs; a sync failed on the thread pool in 1 of 5).
 check_case fd_conform.race fd_conform race
+# The program's flock on a file it read with O_DIRECT one request at a time
+# is free right after its close, close_range or dup2 of the descriptor
+# (before: the thread pool's duplicate lingered up to 1 ms, and up to a
+# second when its reaper slept; 0 of 20 free right after a close).
+check_case fd_conform.release fd_conform release
 # A buffered write and a read of its bytes in one io_submit: the read sees
 # the write (before: the read ran first, with RWF_DSYNC on the write, and
 # when the soft limit was lowered below uaio's floor after io_setup); a

@@ -28,7 +28,17 @@
  *                            io_setup fault with SIGBUS, POLLs hang and
  *                            syncs fail with EBADF)
  *
- * In each mode but race, before the descriptors go: a POLL on an empty pipe is in
+ *   fd_conform release       the program's flock on a file it read with
+ *                            O_DIRECT, one request at a time, is free for
+ *                            another process right after the program's
+ *                            close, close_range or dup2 of its descriptor
+ *                            (the kernel lets go of the file in that call:
+ *                            uaio's thread pool keeps a duplicate of the
+ *                            descriptor open a moment after each request,
+ *                            which the drop-in library's close lets go of
+ *                            first)
+ *
+ * In each mode but race and release, before the descriptors go: a POLL on an empty pipe is in
  * flight and a write to a file done. After: the pipe is written and the
  * POLL's event reaped; a write, an fsync and a read of the file, a POLL of
  * a new pipe; io_destroy; a second context reads the file.
@@ -40,7 +50,9 @@
 #include <libaio.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sys/file.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <sys/syscall.h>
 
 /* The numbers open at a moment (from /proc/self/fd), as a bitmap. */
@@ -215,12 +227,88 @@ static void race(void)
 	       (long long)st.st_size);
 }
 
+/* In a child process: whether flock(LOCK_EX | LOCK_NB) of `path` succeeds
+ * now. */
+static int flock_free_elsewhere(const char *path)
+{
+	pid_t pid = fork();
+	if (pid == 0) {
+		int fd = open(path, O_RDONLY);
+		_exit(fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0 ? 0 : 1);
+	}
+	int st = 0;
+	waitpid(pid, &st, 0);
+	return WIFEXITED(st) && WEXITSTATUS(st) == 0;
+}
+
+static void release(void)
+{
+	int fd = tmpfile_open("release", O_RDWR | O_TRUNC);
+	static char block[4096] __attribute__((aligned(4096)));
+	fill(block, sizeof block, 3);
+	for (int i = 0; i < 4; i++)
+		if (pwrite(fd, block, sizeof block, i * 4096) != 4096)
+			perror("pwrite");
+	fsync(fd);
+	close(fd);
+	const char *path = tmpfiles[0];
+	int probe = open(path, O_RDONLY | O_DIRECT);
+	if (probe < 0) {
+		printf("release: skipped, O_DIRECT refused in %s: %s\n", tmpdir, strerror(errno));
+		return;
+	}
+	close(probe);
+	io_context_t ctx = 0;
+	printf("io_setup %s\n", negret(io_setup(8, &ctx)));
+	const char *ways[] = { "close", "close_range", "dup2" };
+	int devnull = open("/dev/null", O_RDONLY);
+	for (int w = 0; w < 3; w++) {
+		int free_after = 0, held_before = 0, reads_ok = 0;
+		for (int round = 0; round < 20; round++) {
+			int a = open(path, O_RDONLY | O_DIRECT);
+			if (a < 0 || flock(a, LOCK_EX) != 0) {
+				perror("open/flock");
+				exit(2);
+			}
+			for (int k = 0; k < 3; k++) {
+				struct iocb cb, *cbs[1] = { &cb };
+				struct io_event ev;
+				static char buf[4096] __attribute__((aligned(4096)));
+				io_prep_pread(&cb, a, buf, sizeof buf, k * 4096);
+				if (io_submit(ctx, 1, cbs) == 1 && io_getevents(ctx, 1, 1, &ev, NULL) == 1 && ev.res == 4096 &&
+				    memcmp(buf, block, sizeof buf) == 0)
+					reads_ok++;
+			}
+			held_before += !flock_free_elsewhere(path);
+			if (w == 0)
+				close(a);
+			else if (w == 1)
+				close_range(a, a, 0);
+			else
+				dup2(devnull, a);
+			free_after += flock_free_elsewhere(path);
+			if (w == 2)
+				close(a);
+		}
+		printf("%s: reads right %d of 60; flock held before %d of 20, free right after %d of 20\n", ways[w],
+		       reads_ok, held_before, free_after);
+	}
+	close(devnull);
+	printf("io_destroy %s\n", negret(io_destroy(ctx)));
+}
+
 int main(int argc, char **argv)
 {
 	const char *mode = argc > 1 ? argv[1] : "close_range";
 	if (strcmp(mode, "race") == 0) {
 		make_tmpdir();
 		race();
+		return 0;
+	}
+	if (strcmp(mode, "release") == 0) {
+		make_tmpdir();
+		release();
+		rm_tmpdir();
 		return 0;
 	}
 	make_tmpdir();

@@ -129,7 +129,7 @@ use shared::*;
 use submit::*;
 use workers::*;
 
-pub(crate) use pool::{after_fork_in_child, file_io_pending, threads_alive};
+pub(crate) use pool::{after_fork_in_child, file_io_pending, program_closes, threads_alive};
 
 const RWF_NOWAIT: i32 = uaio_abi::RWF_NOWAIT as i32;
 

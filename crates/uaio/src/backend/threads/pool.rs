@@ -95,7 +95,7 @@ pub(super) const LINGER: Duration = Duration::from_millis(1);
 
 /// Most duplicates lingering at once; past that, the one lingering longest
 /// goes.
-const LINGER_MAX: usize = 16;
+pub(super) const LINGER_MAX: usize = 16;
 
 pub(super) static POOL: AtomicPtr<Pool> = AtomicPtr::new(std::ptr::null_mut());
 
@@ -496,6 +496,60 @@ impl Pool {
         let mut spare = lock(&self.spare_efds);
         if spare.len() < SPARE_EVENTFDS {
             spare.push(fd);
+        }
+    }
+}
+
+/// The program is about to close the descriptor numbers `first..=last`
+/// (or put other files on them): a duplicate lingering for one of them
+/// (see [`Pool::linger`]) whose file that number still names is closed
+/// now, as the kernel lets go of a file in the program's `close` once no
+/// request holds it. Closing it releases nothing the program's own close
+/// does not (its record locks on that file go with any close of it). Takes
+/// no lock it must wait for, allocates nothing, and does nothing when a
+/// lock it needs is taken (a signal handler may be closing a descriptor):
+/// the duplicate then goes at the end of its linger.
+pub(crate) fn program_closes(first: i32, last: i32) {
+    let p = POOL.load(Ordering::Acquire);
+    if p.is_null() {
+        return;
+    }
+    // SAFETY: pools are never freed (a fork child's old one is leaked).
+    let p = unsafe { &*p };
+    if p.nlingering.load(Ordering::SeqCst) == 0 || first > last {
+        return;
+    }
+    // Taken out under both locks, at most one per number closed (a stack
+    // array: no allocation).
+    let mut out: [Option<Arc<Held>>; LINGER_MAX] = Default::default();
+    {
+        let Ok(mut l) = p.lingering.try_lock() else { return };
+        let Ok(mut reg) = p.held.try_lock() else { return };
+        let mut i = 0;
+        let mut n = 0;
+        while i < l.len() && n < out.len() {
+            let h = &l[i].0;
+            let names_it = (first..=last).contains(&h.app_fd)
+                && Arc::strong_count(h) == 1
+                && sys::file_stat(h.app_fd).is_some_and(|st| st.ident() == (h.dev, h.ino));
+            if !names_it {
+                i += 1;
+                continue;
+            }
+            let (h, _) = l.swap_remove(i);
+            if reg.get(&h.app_fd).is_some_and(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(&h))) {
+                reg.remove(&h.app_fd);
+            }
+            out[n] = Some(h);
+            n += 1;
+        }
+        p.nlingering.store(l.len(), Ordering::SeqCst);
+    }
+    for h in out.into_iter().flatten() {
+        // A submission that found it through its batch meanwhile keeps it
+        // (it closes with that request).
+        if let Ok(mut h) = Arc::try_unwrap(h) {
+            h.fd.closing_with_program();
         }
     }
 }
