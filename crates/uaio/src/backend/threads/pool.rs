@@ -232,9 +232,10 @@ impl Pool {
     /// `fd` since the engine looked (`fd` then names that file now: the
     /// duplicate's file and flags count), or when the program took the
     /// duplicate's number over as soon as it was made (`dup2` of a file of
-    /// its own there, or `close`): that number is then the program's, left
-    /// open, and a new duplicate is made. `None` after three such takeovers,
-    /// or when `fd` is not open (or no number is free above the floor).
+    /// its own there, or `close`, through a raw system call): that number is
+    /// then the program's, left open, and a new duplicate is made. `None`
+    /// after three failed tries, or when `fd` is not open (or no number is
+    /// free above the floor).
     fn dup_checked(&self, fd: i32, ident: (u64, u64), flags: i32) -> Option<(InternalFd, (u64, u64), i32)> {
         for _ in 0..3 {
             // `fd` was open a moment ago; if it was closed since, the
@@ -251,7 +252,14 @@ impl Pool {
                 let f = get_flags(dup.as_raw_fd());
                 return Some((dup, now, f));
             }
-            dup.disown();
+            // `fd` named another file at each of the three looks (another
+            // thread of the program puts files on it in turn): the
+            // duplicate is of one of them, uaio's, and is closed (the
+            // drop-in library's `close` and `dup2` wait while uaio makes a
+            // descriptor, so the program did not put a file of its own on
+            // that number meanwhile). Letting go of it without a close left
+            // it open for ever.
+            drop(dup);
         }
         None
     }
