@@ -250,8 +250,8 @@ done
 check_case fd_conform.race fd_conform race
 # The program's flock on a file it read with O_DIRECT one request at a time
 # is free right after its close, close_range or dup2 of the descriptor
-# (before: the thread pool's duplicate lingered up to 1 ms, and up to a
-# second when its reaper slept; 0 of 20 free right after a close).
+# (a thread-pool duplicate kept past its request, as an experiment of
+# 2026-12-05 did, left 0 of 20 free right after a close).
 check_case fd_conform.release fd_conform release
 # A buffered write and a read of its bytes in one io_submit: the read sees
 # the write (before: the read ran first, with RWF_DSYNC on the write, and

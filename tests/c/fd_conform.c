@@ -32,11 +32,9 @@
  *                            O_DIRECT, one request at a time, is free for
  *                            another process right after the program's
  *                            close, close_range or dup2 of its descriptor
- *                            (the kernel lets go of the file in that call:
- *                            uaio's thread pool keeps a duplicate of the
- *                            descriptor open a moment after each request,
- *                            which the drop-in library's close lets go of
- *                            first)
+ *                            (the kernel lets go of the file in that call;
+ *                            so must uaio, whose thread pool holds a
+ *                            duplicate of the descriptor for each request)
  *
  * In each mode but race and release, before the descriptors go: a POLL on an empty pipe is in
  * flight and a write to a file done. After: the pipe is written and the

@@ -72,15 +72,7 @@ fn real_close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
 /// # Safety
 /// As `close(2)`.
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
-    raw::program_closing(|| {
-        if raw::is_own_fd(fd) {
-            return fail(libc::EBADF);
-        }
-        if fd >= 0 {
-            raw::program_closes(fd as c_uint, fd as c_uint);
-        }
-        real_close(fd)
-    })
+    raw::program_closing(|| if raw::is_own_fd(fd) { fail(libc::EBADF) } else { real_close(fd) })
 }
 
 /// `close_range(first, last, flags)`: every number of the range but
@@ -97,9 +89,6 @@ fn close_range_around_own(first: c_uint, last: c_uint, flags: c_int) -> c_int {
     if first > last || flags & !(CLOSE_RANGE_UNSHARE | CLOSE_RANGE_CLOEXEC) != 0 {
         // The kernel's EINVAL.
         return real_close_range(first, last, flags);
-    }
-    if flags & CLOSE_RANGE_CLOEXEC == 0 {
-        raw::program_closes(first, last);
     }
     let mut flags = flags;
     let r = raw::around_own_fds(first, last, |a, b| {
@@ -129,7 +118,6 @@ pub unsafe extern "C" fn closefrom(lowfd: c_int) {
 
 /// [`closefrom`], with no descriptor of uaio's being made.
 fn closefrom_around_own(lowfd: c_int) {
-    raw::program_closes(lowfd.max(0) as c_uint, c_uint::MAX);
     raw::around_own_fds(lowfd.max(0) as c_uint, c_uint::MAX, |a, b| {
         if real_close_range(a, b, 0) != 0 {
             // A kernel without close_range (before 5.9): one at a time, up
@@ -161,10 +149,6 @@ fn dup_onto_own(old: c_int, new: c_int) -> Option<c_int> {
             return Some(fail(libc::EBADF));
         }
         return Some(fail(libc::EBUSY));
-    }
-    if new >= 0 && old != new && open_now(old) {
-        // The file on `new` is about to be closed.
-        raw::program_closes(new as c_uint, new as c_uint);
     }
     None
 }

@@ -152,20 +152,6 @@ pub fn program_closing<T>(f: impl FnOnce() -> T) -> T {
     crate::sys::internal_fds::program_closing(f)
 }
 
-/// Tells uaio that the program is about to close the descriptor numbers
-/// `first..=last`, or put other files on them (the drop-in library's
-/// `close`, `close_range`, `closefrom`, `dup2` and `dup3` call it, inside
-/// [`program_closing`], before the C library's): a duplicate of the
-/// program's file uaio keeps open a moment after its last request (the
-/// thread pool's, see the README) is closed first, so that the program's
-/// close lets go of the file as the kernel's would. Takes no lock it must
-/// wait for and allocates nothing (a signal handler may close a
-/// descriptor).
-pub fn program_closes(first: u32, last: u32) {
-    let clamp = |n: u32| n.min(i32::MAX as u32) as i32;
-    crate::backend::threads::program_closes(clamp(first), clamp(last));
-}
-
 /// Splits `first..=last` around uaio's own descriptors ([`is_own_fd`]):
 /// calls `piece(a, b)` for each largest range `a..=b` within it that holds
 /// none of them, lowest first, and stops at the first call that does not

@@ -230,13 +230,6 @@ impl InternalFd {
         self.id
     }
 
-    /// Marks a duplicate of a program's file that is dropped as the program
-    /// closes its own descriptor of that file: closed, never kept aside for
-    /// the program's record locks (the program's close releases them).
-    pub(crate) fn closing_with_program(&mut self) {
-        self.program = false;
-    }
-
     /// Lets go of the number without closing it: the program took it over
     /// (closed it, or put a file of its own there), so what it names now
     /// is the program's, and uaio's duplicate is gone already.

@@ -33,10 +33,6 @@
 //!   a worker, the completion woke the worker, which then woke the
 //!   waiter, mostly on the other processor).
 //!
-//! The duplicates lane jobs hold outlive them by [`LINGER`] (the reaper
-//! closes them then): a program with one request in flight finds its
-//! file's duplicate for the next request instead of making one.
-//!
 //! One thread, `uaio-reaper`, completes the lane's jobs that waiters do
 //! not take (see below). It leaves, destroying the lane's context, once the
 //! lane has nothing in flight, no waiter watches it, and no thread-pool
@@ -62,7 +58,7 @@
 //! came to.
 
 use super::*;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8};
+use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::time::Instant;
 
 /// Requests the lane's context is made for (`io_setup`'s `nr_events`; the
@@ -117,24 +113,7 @@ pub(super) struct Lane {
     /// Futex word the reaper sleeps on while waiters watch; bumped when
     /// the eventfd is lost (the reaper then must not wait for waiters).
     lost_seq: AtomicU32,
-    /// How the reaper sleeps now, when a submission must wake it to close
-    /// lingering duplicates in time: [`AWAKE`], [`IDLE`] (on the futex
-    /// `wake_seq`: nothing in flight, nothing lingers) or [`LONG`] (on the
-    /// eventfd, for up to [`EVENTFD_CAP`]: requests in flight, nothing
-    /// lingers). A waiter that takes a completion empties the eventfd, and
-    /// the reaper's `ppoll` then sleeps on: it learns of a duplicate that
-    /// began to linger meanwhile only from [`Lane::wake_for_linger`].
-    sleeping: AtomicU8,
-    /// Futex word of the reaper's idle sleep.
-    wake_seq: AtomicU32,
 }
-
-/// [`Lane::sleeping`]: not in a sleep a submission must cut short.
-const AWAKE: u8 = 0;
-/// [`Lane::sleeping`]: idle, on the futex.
-const IDLE: u8 = 1;
-/// [`Lane::sleeping`]: on the eventfd, up to [`EVENTFD_CAP`].
-const LONG: u8 = 2;
 
 /// [`Pool::lane`]: the lane if it exists, and when it last could not be
 /// made.
@@ -192,19 +171,6 @@ impl Pool {
         }
         // Slots reserved for jobs cancelled before they were claimed.
         lane.inflight.fetch_sub(n - taken.len(), Ordering::SeqCst);
-        // The duplicates these jobs hold stay open a moment after them
-        // (see [`LINGER`]): the lane exists, and so does its reaper, which
-        // lets go of them in time.
-        let mut held: Vec<Arc<Held>> = Vec::new();
-        for job in &taken {
-            if let Some(h) = lock(&job.hold).as_ref() {
-                if !held.iter().any(|x| Arc::ptr_eq(x, h)) {
-                    held.push(h.clone());
-                }
-            }
-        }
-        self.linger(&held);
-        lane.wake_for_linger();
         let mut at = 0;
         while at < taken.len() {
             let ptrs: Vec<*const uaio_abi::iocb> = iocbs[at..].iter().map(|c| c as *const _).collect();
@@ -374,8 +340,6 @@ impl Pool {
                     taken: AtomicU64::new(0),
                     watches: AtomicU64::new(0),
                     lost_seq: AtomicU32::new(0),
-                    sleeping: AtomicU8::new(AWAKE),
-                    wake_seq: AtomicU32::new(0),
                 })
             });
             let _ = tx.send(made.clone());
@@ -481,25 +445,7 @@ fn reaper(p: &'static Pool, lane: Arc<Lane>) {
     // Each one that does end its watch lowers the count back.
     let mut gone = 0;
     loop {
-        // Duplicates lingering past their time go; the sleeps below end
-        // when the next one's time is up.
-        let linger_until = p.sweep_lingering(false);
-        let linger_cap =
-            |cap: Duration| linger_until.map_or(cap, |t| cap.min(t.saturating_duration_since(Instant::now())));
-        if lane.inflight.load(Ordering::SeqCst) == 0
-            && linger_until.is_none()
-            && lane.watchers.load(Ordering::SeqCst) <= gone
-        {
-            // Idle: nothing can complete, nothing lingers. A submission
-            // wakes this sleep ([`Lane::wake_for_linger`]).
-            let seq = lane.wake_seq.load(Ordering::SeqCst);
-            lane.sleeping.store(IDLE, Ordering::SeqCst);
-            if lane.inflight.load(Ordering::SeqCst) == 0 && p.nlingering.load(Ordering::SeqCst) == 0 {
-                let ts = futex::Timespec { tv_sec: REAPER_TICK.as_secs() as i64, tv_nsec: 0 };
-                let _ = futex::wait(&lane.wake_seq, futex::Flags::PRIVATE, seq, Some(&ts));
-            }
-            lane.sleeping.store(AWAKE, Ordering::SeqCst);
-        } else if lane.resfd().is_some() {
+        if lane.resfd().is_some() {
             let watchers = lane.watchers.load(Ordering::SeqCst);
             gone = gone.min(watchers);
             let watches = lane.watches.load(Ordering::SeqCst);
@@ -520,18 +466,8 @@ fn reaper(p: &'static Pool, lane: Arc<Lane>) {
                     left_at = head;
                 }
             } else {
-                let mut cap =
-                    linger_cap(if lane.inflight.load(Ordering::SeqCst) > 0 { EVENTFD_CAP } else { REAPER_TICK });
-                if cap > LINGER {
-                    // A duplicate that begins to linger during this sleep
-                    // must not wait for its end.
-                    lane.sleeping.store(LONG, Ordering::SeqCst);
-                    if p.nlingering.load(Ordering::SeqCst) > 0 {
-                        cap = LINGER;
-                    }
-                }
+                let cap = if lane.inflight.load(Ordering::SeqCst) > 0 { EVENTFD_CAP } else { REAPER_TICK };
                 let ready = sys::ppoll_one(lane.efd(), Some(cap), None).unwrap_or(0) > 0;
-                lane.sleeping.store(AWAKE, Ordering::SeqCst);
                 if ready && lane.watchers.load(Ordering::SeqCst) > gone {
                     // A waiter began to watch: the eventfd is its to read.
                     continue;
@@ -546,10 +482,7 @@ fn reaper(p: &'static Pool, lane: Arc<Lane>) {
                 lane.take(p, &here);
             }
         } else {
-            // (Requests in flight, or duplicates lingering: nothing but a
-            // completion wakes this sleep, so it lasts no longer than a
-            // linger.)
-            let n = sys::kernel_aio::getevents(lane.ctx, 1, &mut events, linger_cap(LINGER));
+            let n = sys::kernel_aio::getevents(lane.ctx, 1, &mut events, REAPER_TICK);
             if n > 0 {
                 lane.complete(p, &events[..n as usize], &here);
             } else if n < 0 && n != -(libc::ETIME as isize) && n != -(libc::EINTR as isize) {
@@ -575,8 +508,6 @@ fn reaper(p: &'static Pool, lane: Arc<Lane>) {
         {
             slot.lane = None;
             drop(slot);
-            // No lane, no reaper: nothing lingers.
-            p.sweep_lingering(true);
             break;
         }
     }
@@ -634,23 +565,6 @@ impl Lane {
         }
         self.take(p, here);
         self.watchers.fetch_sub(1, Ordering::SeqCst);
-    }
-
-    /// Cuts short a sleep of the reaper that would outlast a duplicate
-    /// that has just begun to linger (called after [`Pool::linger`]).
-    fn wake_for_linger(&self) {
-        match self.sleeping.swap(AWAKE, Ordering::SeqCst) {
-            IDLE => {
-                self.wake_seq.fetch_add(1, Ordering::SeqCst);
-                let _ = futex::wake(&self.wake_seq, futex::Flags::PRIVATE, 1);
-            }
-            LONG => {
-                if let Some(e) = self.efd.as_ref().filter(|_| self.resfd().is_some()) {
-                    sys::signal_own_eventfd(e.as_fd());
-                }
-            }
-            _ => {}
-        }
     }
 
     /// Empties the eventfd (its number still names it).

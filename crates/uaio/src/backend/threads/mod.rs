@@ -129,7 +129,7 @@ use shared::*;
 use submit::*;
 use workers::*;
 
-pub(crate) use pool::{after_fork_in_child, file_io_pending, program_closes, threads_alive};
+pub(crate) use pool::{after_fork_in_child, file_io_pending, threads_alive};
 
 const RWF_NOWAIT: i32 = uaio_abi::RWF_NOWAIT as i32;
 
@@ -294,7 +294,6 @@ impl Drop for Threads {
             // Nothing of the pool outlives the last context: the poller and
             // the workers leave, and the spare eventfds go.
             drop(std::mem::take(&mut *lock(&p.spare_efds)));
-            p.sweep_lingering(true);
         }
     }
 }

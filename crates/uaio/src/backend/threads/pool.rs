@@ -3,7 +3,6 @@
 //! eventfds lent to `io_pgetevents` sleepers.
 
 use super::*;
-use std::time::Instant;
 
 #[derive(Debug, Default)]
 pub(super) struct PoolState {
@@ -75,27 +74,7 @@ pub(super) struct Pool {
     pub(super) nchains: AtomicUsize,
     /// The direct lane (see `lane.rs`); taken before `st`, never after.
     pub(super) lane: Mutex<LaneSlot>,
-    /// Duplicates kept open a moment after their last lane job
-    /// ([`Pool::linger`]), each with the instant it may go.
-    pub(super) lingering: Mutex<Vec<(Arc<Held>, Instant)>>,
-    /// `lingering.len()`, read without the lock.
-    pub(super) nlingering: AtomicUsize,
 }
-
-/// How long a duplicate a lane job held stays open after the last
-/// submission that used it: a program with one direct request in flight
-/// makes its next one as soon as the last completes, and with the
-/// duplicate kept, that request finds it (checked against the file and
-/// flags the submission saw, as any held duplicate) instead of making one
-/// (`F_DUPFD_CLOEXEC` and a `statx`) and closing it after (a `statx`,
-/// `F_OFD_GETLK` and `close`): five system calls per request, in the
-/// waiter's path. The program's own `close` of its descriptor releases
-/// the open file this much later at most (see the README, "Differences").
-pub(super) const LINGER: Duration = Duration::from_millis(1);
-
-/// Most duplicates lingering at once; past that, the one lingering longest
-/// goes.
-pub(super) const LINGER_MAX: usize = 16;
 
 pub(super) static POOL: AtomicPtr<Pool> = AtomicPtr::new(std::ptr::null_mut());
 
@@ -147,8 +126,6 @@ pub(super) fn try_pool() -> Result<&'static Pool, Errno> {
         norphans: AtomicUsize::new(0),
         nchains: AtomicUsize::new(0),
         lane: Mutex::new(LaneSlot::default()),
-        lingering: Mutex::new(Vec::new()),
-        nlingering: AtomicUsize::new(0),
     }));
     match POOL.compare_exchange(std::ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
         // SAFETY: just published, never freed.
@@ -210,17 +187,7 @@ impl Pool {
         if let Some(h) = known.filter(|h| same(h)) {
             return Some(h);
         }
-        let made = self.dup_checked(fd, st.ident(), flags);
-        // No number free above the floor: lingering duplicates (see
-        // [`Pool::linger`]) give theirs back first.
-        let made = match made {
-            None if self.nlingering.load(Ordering::SeqCst) > 0 => {
-                self.sweep_lingering(true);
-                self.dup_checked(fd, st.ident(), flags)
-            }
-            made => made,
-        };
-        let (dup, ident, flags) = made?;
+        let (dup, ident, flags) = self.dup_checked(fd, st.ident(), flags)?;
         let h = Arc::new(Held { fd: dup, pool: self, app_fd: fd, dev: ident.0, ino: ident.1, flags });
         lock(&self.held).insert(fd, Arc::downgrade(&h));
         Some(h)
@@ -262,63 +229,6 @@ impl Pool {
             drop(dup);
         }
         None
-    }
-
-    /// Keeps the duplicates `held` open for [`LINGER`] from now (lane jobs
-    /// were just submitted on them); lets go of those whose time is up.
-    pub(super) fn linger(&self, held: &[Arc<Held>]) {
-        let until = Instant::now() + LINGER;
-        let mut gone = Vec::new();
-        {
-            let mut l = lock(&self.lingering);
-            for h in held {
-                match l.iter_mut().find(|(x, _)| Arc::ptr_eq(x, h)) {
-                    Some(e) => e.1 = until,
-                    None => l.push((h.clone(), until)),
-                }
-            }
-            Self::expire(&mut l, false, &mut gone);
-            while l.len() > LINGER_MAX {
-                let oldest = (0..l.len()).min_by_key(|&i| l[i].1).expect("not empty");
-                gone.push(l.swap_remove(oldest));
-            }
-            self.nlingering.store(l.len(), Ordering::SeqCst);
-        }
-        // Closed outside the lock (a duplicate's drop takes `held`).
-        drop(gone);
-    }
-
-    /// Moves the lingering duplicates whose time is up (all of them with
-    /// `all`) from `l` to `gone`.
-    fn expire(l: &mut Vec<(Arc<Held>, Instant)>, all: bool, gone: &mut Vec<(Arc<Held>, Instant)>) {
-        let now = Instant::now();
-        let mut i = 0;
-        while i < l.len() {
-            if all || l[i].1 <= now {
-                gone.push(l.swap_remove(i));
-            } else {
-                i += 1;
-            }
-        }
-    }
-
-    /// Lets go of the lingering duplicates whose time is up, or of all of
-    /// them with `all`; returns when the next one's time is up, if any
-    /// lingers.
-    pub(super) fn sweep_lingering(&self, all: bool) -> Option<Instant> {
-        if self.nlingering.load(Ordering::SeqCst) == 0 {
-            return None;
-        }
-        let mut gone = Vec::new();
-        let next = {
-            let mut l = lock(&self.lingering);
-            Self::expire(&mut l, all, &mut gone);
-            self.nlingering.store(l.len(), Ordering::SeqCst);
-            l.iter().map(|(_, t)| *t).min()
-        };
-        // Closed outside the lock (a duplicate's drop takes `held`).
-        drop(gone);
-        next
     }
 
     /// Hands registered jobs to the workers: each job that no woken or
@@ -504,60 +414,6 @@ impl Pool {
         let mut spare = lock(&self.spare_efds);
         if spare.len() < SPARE_EVENTFDS {
             spare.push(fd);
-        }
-    }
-}
-
-/// The program is about to close the descriptor numbers `first..=last`
-/// (or put other files on them): a duplicate lingering for one of them
-/// (see [`Pool::linger`]) whose file that number still names is closed
-/// now, as the kernel lets go of a file in the program's `close` once no
-/// request holds it. Closing it releases nothing the program's own close
-/// does not (its record locks on that file go with any close of it). Takes
-/// no lock it must wait for, allocates nothing, and does nothing when a
-/// lock it needs is taken (a signal handler may be closing a descriptor):
-/// the duplicate then goes at the end of its linger.
-pub(crate) fn program_closes(first: i32, last: i32) {
-    let p = POOL.load(Ordering::Acquire);
-    if p.is_null() {
-        return;
-    }
-    // SAFETY: pools are never freed (a fork child's old one is leaked).
-    let p = unsafe { &*p };
-    if p.nlingering.load(Ordering::SeqCst) == 0 || first > last {
-        return;
-    }
-    // Taken out under both locks, at most one per number closed (a stack
-    // array: no allocation).
-    let mut out: [Option<Arc<Held>>; LINGER_MAX] = Default::default();
-    {
-        let Ok(mut l) = p.lingering.try_lock() else { return };
-        let Ok(mut reg) = p.held.try_lock() else { return };
-        let mut i = 0;
-        let mut n = 0;
-        while i < l.len() && n < out.len() {
-            let h = &l[i].0;
-            let names_it = (first..=last).contains(&h.app_fd)
-                && Arc::strong_count(h) == 1
-                && sys::file_stat(h.app_fd).is_some_and(|st| st.ident() == (h.dev, h.ino));
-            if !names_it {
-                i += 1;
-                continue;
-            }
-            let (h, _) = l.swap_remove(i);
-            if reg.get(&h.app_fd).is_some_and(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(&h))) {
-                reg.remove(&h.app_fd);
-            }
-            out[n] = Some(h);
-            n += 1;
-        }
-        p.nlingering.store(l.len(), Ordering::SeqCst);
-    }
-    for h in out.into_iter().flatten() {
-        // A submission that found it through its batch meanwhile keeps it
-        // (it closes with that request).
-        if let Ok(mut h) = Arc::try_unwrap(h) {
-            h.fd.closing_with_program();
         }
     }
 }
