@@ -38,14 +38,26 @@ pub(crate) struct Geometry {
 }
 
 /// Number of possible CPUs, as the kernel counts them for AIO sizing.
+/// Kept in an atomic, not a `OnceLock`: a `fork` while another thread is
+/// inside the first look would leave the child waiting for ever on the
+/// lock that thread held (a black-box attack: the child's `io_setup` hung
+/// in 30 of 30 runs of a program forking while its first `io_setup` ran).
+/// Two threads that look at once both read the file; the answer is the
+/// same.
 pub(crate) fn possible_cpus() -> u32 {
-    use std::sync::OnceLock;
-    static N: OnceLock<u32> = OnceLock::new();
-    *N.get_or_init(|| {
-        crate::sys::procfs::read(crate::sys::procfs::ProcFile::CpuPossible)
-            .and_then(|s| parse_cpu_list(s.trim()))
-            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1))
-    })
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    match N.load(Ordering::Relaxed) {
+        0 => {
+            let n = crate::sys::procfs::read(crate::sys::procfs::ProcFile::CpuPossible)
+                .and_then(|s| parse_cpu_list(s.trim()))
+                .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1))
+                .max(1);
+            N.store(n, Ordering::Relaxed);
+            n
+        }
+        n => n,
+    }
 }
 
 fn parse_cpu_list(s: &str) -> Option<u32> {
