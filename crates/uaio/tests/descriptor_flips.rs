@@ -1,11 +1,13 @@
 //! A thread of the program puts two files on one descriptor number in
 //! turn and closes it, over and over, while another thread submits single
-//! `O_DIRECT` writes on that number. The kernel finds the file once: each
-//! `io_submit` fails with `EBADF` or its write runs on the file it found.
+//! requests on that number: `O_DIRECT` writes, `fsync`, `fdatasync` and
+//! `POLLIN` polls in turn. The kernel finds the file once: each
+//! `io_submit` fails with `EBADF` or its request runs on the file it found.
 //! Checked: `io_submit` answers 1 or `EBADF` and nothing else (it answered
 //! `EINVAL` when the file went between uaio's looks), each event is the
-//! whole write or `-EBADF` (a request accepted just before its number was
-//! closed, see the README's "Differences"), and once all is over no
+//! request's result (the whole write, 0 for a sync, `POLLIN` for a poll of
+//! a regular file) or `-EBADF` (a request accepted just before its number
+//! was closed, see the README's "Differences"), and once all is over no
 //! descriptor of uaio's names either file (the thread pool left duplicates
 //! open for ever when the number named another file at each of its looks).
 //! Runs on the backend the environment picks.
@@ -16,7 +18,7 @@ use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use uaio::abi::{aio_context_t, io_event, IOCB_CMD_PWRITE};
+use uaio::abi::{aio_context_t, io_event, IOCB_CMD_FDSYNC, IOCB_CMD_FSYNC, IOCB_CMD_POLL, IOCB_CMD_PWRITE};
 use uaio::raw;
 
 mod util;
@@ -42,7 +44,7 @@ fn naming(ident: (u64, u64)) -> Vec<i32> {
 }
 
 #[test]
-fn a_number_flipping_between_files_gets_ebadf_or_its_write_and_keeps_no_duplicate() {
+fn a_number_flipping_between_files_gets_ebadf_or_its_request_and_keeps_no_duplicate() {
     if util::uaio_floor() <= N {
         println!("skipped: RLIMIT_NOFILE too low for number {N}");
         return;
@@ -67,7 +69,7 @@ fn a_number_flipping_between_files_gets_ebadf_or_its_write_and_keeps_no_duplicat
 
     let stop = AtomicBool::new(false);
     let block = numbered_block(1);
-    let mut written = 0;
+    let mut done = 0;
     let mut refused = 0;
     let mut failed_events = 0;
     std::thread::scope(|s| {
@@ -87,7 +89,13 @@ fn a_number_flipping_between_files_gets_ebadf_or_its_write_and_keeps_no_duplicat
             if start.elapsed() > Duration::from_secs(60) {
                 break;
             }
-            let mut c = cb(IOCB_CMD_PWRITE, N, block.as_ptr() as u64, 4096, (i % 4 * 4096) as i64, i);
+            // Writes, syncs and polls in turn; what each completes with.
+            let (mut c, want) = match i % 4 {
+                0 => (cb(IOCB_CMD_PWRITE, N, block.as_ptr() as u64, 4096, (i / 4 % 4 * 4096) as i64, i), 4096),
+                1 => (cb(IOCB_CMD_FSYNC, N, 0, 0, 0, i), 0),
+                2 => (cb(IOCB_CMD_FDSYNC, N, 0, 0, 0, i), 0),
+                _ => (cb(IOCB_CMD_POLL, N, libc::POLLIN as u64, 0, 0, i), libc::POLLIN as i64),
+            };
             let mut p = [&mut c as *mut _];
             // SAFETY: the iocb and its buffer outlive the request (reaped below).
             let r = unsafe { raw::io_submit(ctx, 1, p.as_mut_ptr()) };
@@ -98,17 +106,17 @@ fn a_number_flipping_between_files_gets_ebadf_or_its_write_and_keeps_no_duplicat
                     let n = unsafe { raw::io_getevents(ctx, 1, 1, ev.as_mut_ptr(), std::ptr::null_mut()) };
                     assert_eq!(n, 1, "io_getevents");
                     match ev[0].res {
-                        4096 => written += 1,
+                        r if r == want => done += 1,
                         r if r == -(libc::EBADF as i64) => failed_events += 1,
-                        r => panic!("write {i}: event {r}, where the kernel writes or io_submit refuses"),
+                        r => panic!("request {i}: event {r}, where the kernel answers {want} or io_submit refuses"),
                     }
                 }
                 r if r == -(libc::EBADF as i64) => refused += 1,
-                r => panic!("write {i}: io_submit = {r}, where the kernel answers 1 or -EBADF"),
+                r => panic!("request {i}: io_submit = {r}, where the kernel answers 1 or -EBADF"),
             }
         }
     });
-    println!("written {written}, io_submit EBADF {refused}, events EBADF {failed_events}");
+    println!("done {done}, io_submit EBADF {refused}, events EBADF {failed_events}");
     // SAFETY: N may be open (the flipper's last dup2); closing it is ours.
     unsafe { libc::close(N) };
     // SAFETY: destroying the test's own context.

@@ -121,11 +121,7 @@ pub(super) fn prepare_rw(
 /// The checks of a read or write before its buffer: I/O priority, `RWF_*`
 /// flags, and the file's access mode and kind.
 fn check_rw(cb: &iocb, f: &mut FdInfo, p: &mut Prepared, write: bool) -> Result<(), Errno> {
-    // The kernel finds the file first: one closed since this call's
-    // `F_GETFL` is a number that names nothing.
-    if f.vanished() {
-        return Err(Errno::BADF);
-    }
+    f.still_open()?;
     if cb.aio_flags & IOCB_FLAG_IOPRIO != 0 {
         check_ioprio(cb.aio_reqprio)?;
         p.ioprio = cb.aio_reqprio as u16;

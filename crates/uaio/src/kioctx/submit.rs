@@ -688,6 +688,7 @@ impl Kioctx {
 
 /// `IOCB_CMD_FSYNC` and `IOCB_CMD_FDSYNC` (`aio_fsync`).
 fn prepare_sync(cb: &iocb, f: &mut FdInfo, p: &mut Prepared) -> Result<(), Errno> {
+    f.still_open()?;
     if cb.aio_buf != 0 || cb.aio_offset != 0 || cb.aio_nbytes != 0 || cb.aio_rw_flags != 0 {
         return Err(Errno::INVAL);
     }
@@ -702,6 +703,7 @@ fn prepare_sync(cb: &iocb, f: &mut FdInfo, p: &mut Prepared) -> Result<(), Errno
 
 /// `IOCB_CMD_POLL` (`aio_poll`).
 fn prepare_poll(cb: &iocb, f: &mut FdInfo, p: &mut Prepared) -> Result<(), Errno> {
+    f.still_open()?;
     if cb.aio_buf as u16 as u64 != cb.aio_buf {
         return Err(Errno::INVAL);
     }

@@ -62,12 +62,15 @@ impl FdInfo {
         self.st = Some(file_stat(self.fd).unwrap_or_default());
     }
 
-    /// The descriptor was closed between the call's `F_GETFL` and its look
-    /// at the file: for the kernel, which finds the file once, the number
-    /// named nothing (`EBADF`).
+    /// `EBADF` when the descriptor was closed between the call's `F_GETFL`
+    /// and its look at the file: for the kernel, which finds the file once
+    /// before any check of the request, the number named nothing.
     #[inline]
-    pub(crate) fn vanished(&mut self) -> bool {
-        *self.stat() == FileStat::default()
+    pub(crate) fn still_open(&mut self) -> Result<(), Errno> {
+        if *self.stat() == FileStat::default() {
+            return Err(Errno::BADF);
+        }
+        Ok(())
     }
 
     /// `st_mode` of the file.
