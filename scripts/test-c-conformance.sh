@@ -73,6 +73,7 @@ compile cancel_conform -laio
 compile fd_conform -laio
 compile order_conform -laio
 compile limits_conform -laio
+compile fork_conform -laio
 if [ "$failed" -ne 0 ]; then
 	echo "$passed passed, $failed failed"
 	exit 1
@@ -298,6 +299,11 @@ check_case exit_inflight.sys_exit-last exit_inflight sys_exit-last
 # under load before).
 check_case exit_inflight.sys_exit-spawning exit_inflight sys_exit-spawning
 check_case exit_inflight.handler-malloc exit_inflight handler-malloc
+# fork while other threads are inside uaio's first io_setup and first
+# requests, or submit and close O_DIRECT files: no child may hang on a lock
+# a thread of its parent held at the fork.
+check_case fork_conform.first-setup fork_conform first-setup
+check_case fork_conform.busy fork_conform busy
 # A handler's _exit or exit that interrupts io_submit: on the thread pool, accepted
 # writes can still be lost when the interrupted call holds a lock (or
 # malloc's) that the workers need (README, "Leaving with requests in

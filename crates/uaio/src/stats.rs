@@ -16,14 +16,15 @@
 //! context: each hook is then one test of a field that is `None`.
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
 use std::time::Instant;
 
 use uaio_abi::*;
 
+use crate::sys::process::Leaked;
+
 /// Where the records go, read once.
 fn path() -> Option<&'static PathBuf> {
-    static PATH: OnceLock<Option<PathBuf>> = OnceLock::new();
+    static PATH: Leaked<Option<PathBuf>> = Leaked::new();
     PATH.get_or_init(|| std::env::var_os("UAIO_STATS").filter(|v| !v.is_empty()).map(PathBuf::from)).as_ref()
 }
 
@@ -34,7 +35,7 @@ pub(crate) fn on() -> bool {
 
 /// Nanoseconds on a monotonic clock (since the first call).
 pub(crate) fn now_ns() -> u64 {
-    static BASE: OnceLock<Instant> = OnceLock::new();
+    static BASE: Leaked<Instant> = Leaked::new();
     BASE.get_or_init(Instant::now).elapsed().as_nanos() as u64
 }
 

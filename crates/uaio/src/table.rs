@@ -11,7 +11,7 @@
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Once, RwLock, Weak};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use rustix::io::Errno;
 
@@ -50,7 +50,7 @@ struct Process {
 }
 
 static PROCESS: Leaked<Process> = Leaked::new();
-static INIT: Once = Once::new();
+static INIT: process::ForkOnce = process::ForkOnce::new();
 
 fn fresh() -> Process {
     Process {
@@ -87,7 +87,8 @@ pub(crate) enum Choice {
 /// The backend, decided once per process: `UAIO_BACKEND=uring|threads`
 /// forces one; otherwise io_uring when `io_uring_setup` works here.
 pub(crate) fn choice() -> Choice {
-    static C: std::sync::OnceLock<Choice> = std::sync::OnceLock::new();
+    // Threads racing to the first answer may each look.
+    static C: Leaked<Choice> = Leaked::new();
     *C.get_or_init(|| match std::env::var("UAIO_BACKEND").as_deref() {
         Ok("threads") | Ok("thread") | Ok("pool") => Choice::Threads,
         Ok("uring") | Ok("io_uring") => Choice::Uring,

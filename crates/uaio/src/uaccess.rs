@@ -23,7 +23,6 @@ use std::cell::Cell;
 use std::marker::PhantomData;
 use std::mem::{size_of, size_of_val, MaybeUninit};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Once;
 
 /// Highest user address + 1 on x86-64 with 4-level paging (`TASK_SIZE_MAX`).
 pub(crate) const USER_END: u64 = 0x0000_7fff_ffff_f000;
@@ -82,7 +81,7 @@ pub(crate) fn after_failed_exec() {
 }
 
 static READY: AtomicBool = AtomicBool::new(false);
-static INSTALL: Once = Once::new();
+static INSTALL: crate::sys::process::ForkOnce = crate::sys::process::ForkOnce::new();
 
 #[inline]
 fn ensure_installed() {

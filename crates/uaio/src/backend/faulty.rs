@@ -41,7 +41,9 @@
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
+
+use crate::sys::process::Leaked;
 use std::time::Duration;
 
 use rustix::io::Errno;
@@ -107,7 +109,7 @@ fn parse(spec: &str) -> Result<Vec<Rule>, String> {
 /// The plan of this process: `None` without `UAIO_FAULTS` (or with it
 /// empty), an error message when the value is malformed.
 fn plan() -> &'static Result<Option<Vec<Rule>>, String> {
-    static PLAN: OnceLock<Result<Option<Vec<Rule>>, String>> = OnceLock::new();
+    static PLAN: Leaked<Result<Option<Vec<Rule>>, String>> = Leaked::new();
     PLAN.get_or_init(|| match std::env::var("UAIO_FAULTS") {
         Ok(s) if !s.is_empty() => {
             let p = parse(&s).map(Some);

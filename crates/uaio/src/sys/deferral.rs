@@ -194,7 +194,7 @@ pub unsafe fn set_action(
 /// take a handler's change to the mask it returns to: a held-back signal
 /// would come back at once, for ever. Nothing is routed there.
 fn under_valgrind() -> bool {
-    static UNDER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    static UNDER: super::process::Leaked<bool> = super::process::Leaked::new();
     *UNDER.get_or_init(|| std::env::var_os("LD_PRELOAD").is_some_and(|v| v.to_string_lossy().contains("vgpreload")))
 }
 

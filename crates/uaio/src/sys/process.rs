@@ -1,8 +1,13 @@
 //! Process-wide state and hooks: a value that a `fork` child replaces
 //! wholesale (the old one is leaked, never freed, since threads of the
-//! parent may have been using it), and the `fork` and `exit` hooks.
+//! parent may have been using it), work done once per process that a
+//! `fork` child can finish, and the `fork` and `exit` hooks.
+//!
+//! Nothing made once per process waits on a lock (no `Once`, `OnceLock` or
+//! `LazyLock`): a `fork` while another thread held one would leave the
+//! child's first uaio call waiting for ever.
 
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicPtr, Ordering};
 
 /// A process-wide value, set once and replaced (never freed) in a `fork`
 /// child: readers get a `&'static T` that stays valid for ever.
@@ -52,6 +57,68 @@ impl<T: Sync> Leaked<T> {
         self.ptr.store(p, Ordering::SeqCst);
         // SAFETY: just made, never freed.
         unsafe { &*p }
+    }
+}
+
+/// Something to do once per process, like `std::sync::Once`, that a `fork`
+/// child can still do: a child forked while another thread of its parent
+/// was doing it would wait for ever on a `Once` (that thread does not
+/// exist in the child), so the one doing it is known by process, and a
+/// process that finds another's mark takes the work over.
+#[derive(Debug)]
+pub(crate) struct ForkOnce {
+    /// [`ForkOnce::DONE`], 0 (not done), or the process id of the process
+    /// one of whose threads is doing it.
+    state: AtomicI32,
+}
+
+impl ForkOnce {
+    /// The work is done.
+    const DONE: i32 = -1;
+
+    /// Not done yet.
+    pub(crate) const fn new() -> Self {
+        ForkOnce { state: AtomicI32::new(0) }
+    }
+
+    /// Runs `f` unless it ran (or is running) in this process or before a
+    /// `fork` in its parent; returns once it has run.
+    #[inline]
+    pub(crate) fn call_once(&self, f: impl FnOnce()) {
+        if self.state.load(Ordering::Acquire) != Self::DONE {
+            self.run(f);
+        }
+    }
+
+    #[cold]
+    fn run(&self, f: impl FnOnce()) {
+        let me = rustix::process::getpid().as_raw_nonzero().get();
+        let mut seen = 0;
+        loop {
+            match self.state.compare_exchange(seen, me, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => break,
+                Err(Self::DONE) => return,
+                // Another thread of this process is at it.
+                Err(p) if p == me => {
+                    std::thread::yield_now();
+                    seen = 0;
+                }
+                // Not done, or left half done by a thread of the process
+                // this one was forked from: taken over on the next try.
+                Err(p) => seen = p,
+            }
+        }
+        /// Gives the work back if `f` panics.
+        struct Undo<'a>(&'a AtomicI32);
+        impl Drop for Undo<'_> {
+            fn drop(&mut self) {
+                self.0.store(0, Ordering::Release);
+            }
+        }
+        let undo = Undo(&self.state);
+        f();
+        std::mem::forget(undo);
+        self.state.store(Self::DONE, Ordering::Release);
     }
 }
 
@@ -452,5 +519,37 @@ mod tests {
     fn threads_ending_during_a_list_hide_no_living_thread() {
         let (missed, lists) = misses(listed_threads, 400);
         assert_eq!(missed, 0, "the watched thread was missing from {missed} of {lists} lists");
+    }
+
+    #[test]
+    fn fork_once_runs_once_across_threads() {
+        static ONCE: ForkOnce = ForkOnce::new();
+        static RUNS: AtomicI32 = AtomicI32::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    ONCE.call_once(|| {
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                        RUNS.fetch_add(1, Ordering::SeqCst);
+                    });
+                    // Nobody returns before the work is done.
+                    assert_eq!(RUNS.load(Ordering::SeqCst), 1);
+                });
+            }
+        });
+        ONCE.call_once(|| {
+            RUNS.fetch_add(1, Ordering::SeqCst);
+        });
+        assert_eq!(RUNS.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn fork_once_left_half_done_by_another_process_is_taken_over() {
+        // What a fork child finds when a thread of its parent was at it.
+        let once = ForkOnce { state: AtomicI32::new(i32::MAX) };
+        let mut runs = 0;
+        once.call_once(|| runs += 1);
+        once.call_once(|| runs += 1);
+        assert_eq!(runs, 1);
     }
 }

@@ -27,7 +27,9 @@
 //! more, and fails again.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::sync::{Arc, Mutex, Weak};
+
+use crate::sys::process::Leaked;
 
 use super::{Ring, Sqe};
 use crate::sync::lock;
@@ -85,12 +87,13 @@ thread_local! {
 }
 
 /// The submitter of threads whose thread-local values are gone already.
-static GONE: LazyLock<Arc<Submitter>> =
-    LazyLock::new(|| Arc::new(Submitter { gone: AtomicBool::new(true), rings: Mutex::new(Vec::new()) }));
+static GONE: Leaked<Arc<Submitter>> = Leaked::new();
 
 /// The calling thread's [`Submitter`].
 pub(super) fn me() -> Arc<Submitter> {
-    ME.try_with(|m| m.0.clone()).unwrap_or_else(|_| GONE.clone())
+    ME.try_with(|m| m.0.clone()).unwrap_or_else(|_| {
+        GONE.get_or_init(|| Arc::new(Submitter { gone: AtomicBool::new(true), rings: Mutex::new(Vec::new()) })).clone()
+    })
 }
 
 /// A request in the kernel, as it was pushed.
