@@ -84,8 +84,11 @@ struct Req {
     poll: bool,
     /// Poll: the events the application asked for, plus ERR and HUP.
     wanted: u32,
-    /// Poll: submitted by the `start` call still running (a completion now
-    /// comes from the initial readiness check, not from a wake-up).
+    /// Submitted by the `start` call still running, which has not yet
+    /// handed it to the backend, or is doing so: a cancel is then held
+    /// back until it has (the backend may not know the request yet), and a
+    /// POLL's completion comes from the initial readiness check, not from
+    /// a wake-up.
     fresh: bool,
     resfd: Resfd,
     cancelled: bool,
@@ -335,9 +338,14 @@ impl Kioctx {
                 return Err(Errno::INVAL);
             };
             req.cancelled = true;
-            let key = req.key;
+            let (key, fresh) = (req.key, req.fresh);
             if let Some(s) = st.stats.as_deref_mut() {
                 s.cancel_call();
+            }
+            if fresh {
+                // The submitting call sends it once the backend has the
+                // request (see `hand_over`).
+                return Ok(());
             }
             key
         };

@@ -29,9 +29,9 @@ impl Kioctx {
         if to_backend {
             self.enter();
         }
-        let (ops, polls) = self.accept(preps, to_backend);
+        let ops = self.accept(preps, to_backend);
         if !ops.is_empty() {
-            self.hand_over(&ops, polls);
+            self.hand_over(&ops);
         }
         if to_backend {
             self.leave();
@@ -45,16 +45,15 @@ impl Kioctx {
 
     /// Under the completion lock, publishes the events of the requests
     /// completed during submission and enters the others in the request
-    /// table; returns the latter as backend operations, and whether there
-    /// is a POLL among them. `to_backend` tells whether any goes there.
-    fn accept(&self, preps: &mut [Prepared], to_backend: bool) -> (Vec<BackendOp>, bool) {
+    /// table; returns the latter as backend operations. `to_backend` tells
+    /// whether any goes there.
+    fn accept(&self, preps: &mut [Prepared], to_backend: bool) -> Vec<BackendOp> {
         // Allocated only when something goes to the backend (inline
         // completions, the cached-read fast path, need none), and then
         // once, with room for every request of the call.
         let mut ops: Vec<BackendOp> = if to_backend { Vec::with_capacity(preps.len()) } else { Vec::new() };
         let mut published = 0u32;
         let mut signals: Vec<(Resfd, u64)> = Vec::new();
-        let mut polls = false;
         {
             let mut guard = self.lock();
             let st = &mut *guard;
@@ -71,7 +70,6 @@ impl Kioctx {
                         p.resfd = Resfd::None;
                     }
                     Some(kind) => {
-                        polls |= kind == OpKind::Poll;
                         ops.push(enter_request(st, p, kind));
                     }
                 }
@@ -88,11 +86,11 @@ impl Kioctx {
         if published > 0 {
             self.notify_waiters(true);
         }
-        (ops, polls)
+        ops
     }
 
     /// Gives `ops` to the backend, and harvests what it completed at once.
-    fn hand_over(&self, ops: &[BackendOp], polls: bool) {
+    fn hand_over(&self, ops: &[BackendOp]) {
         crate::progress::requests_in_flight();
         if let Err(e) = self.backend.submit(ops) {
             self.fail(ops, e);
@@ -100,12 +98,27 @@ impl Kioctx {
         if self.backend.has_completions() {
             self.harvest();
         }
-        if polls {
+        // The requests are the backend's now. One cancelled meanwhile (by
+        // another thread) had its cancel held back, since the backend might
+        // not have known it yet: it is sent now.
+        let mut held_back: Vec<u64> = Vec::new();
+        {
             let mut st = self.lock();
-            for op in ops.iter().filter(|o| o.kind == OpKind::Poll) {
+            for op in ops {
                 if let Some(r) = st.reqs.get_mut(op.key as u32 as usize).filter(|r| r.key == op.key) {
                     r.fresh = false;
+                    if r.cancelled {
+                        held_back.push(op.key);
+                    }
                 }
+            }
+        }
+        if !held_back.is_empty() {
+            for key in held_back {
+                self.backend.cancel(key);
+            }
+            if self.backend.has_completions() {
+                self.harvest();
             }
         }
     }
