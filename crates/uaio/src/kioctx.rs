@@ -90,6 +90,9 @@ struct Req {
     /// POLL's completion comes from the initial readiness check, not from
     /// a wake-up.
     fresh: bool,
+    /// Cancelled while `fresh`, by the thread handing it over: the
+    /// hand-over sends the cancel to the backend when it ends.
+    cancel_held: bool,
     resfd: Resfd,
     cancelled: bool,
     /// A buffered write to a regular file: its number among the process's
@@ -169,6 +172,12 @@ pub(crate) struct Kioctx {
 /// harvests them itself: a caller whose signal handler jumped out of its
 /// wait (`siglongjmp`) stays counted, and no one else would.
 const CALLERS_STALL: Duration = Duration::from_millis(50);
+
+/// How many times `io_cancel` looks again at a request whose `io_submit`
+/// is still handing it to the backend before it cancels it anyway: 100
+/// yields, then sleeps of 50 µs (a hand-over takes microseconds; one that
+/// a signal handler left with `siglongjmp` never ends).
+const FRESH_WAITS: u32 = 1100;
 
 impl Kioctx {
     /// Creates a context for `nr_events` with a ring of geometry `geo`.
@@ -321,14 +330,15 @@ impl Kioctx {
 
     /// `io_cancel` of the request whose iocb is at `obj`.
     pub(crate) fn cancel(&self, obj: u64) -> Result<(), Errno> {
-        // What has completed already is no longer pending (the kernel knows
-        // at once; uaio learns it from the backend).
-        if self.backend.has_completions() {
-            self.enter();
-            self.harvest();
-            self.leave();
-        }
-        let key = {
+        let mut waits = 0u32;
+        let key = loop {
+            // What has completed already is no longer pending (the kernel
+            // knows at once; uaio learns it from the backend).
+            if self.backend.has_completions() {
+                self.enter();
+                self.harvest();
+                self.leave();
+            }
             let mut st = self.lock();
             // A write whose bytes are in the file already is no longer
             // pending, as the kernel's, done inside io_submit.
@@ -337,17 +347,35 @@ impl Kioctx {
             else {
                 return Err(Errno::INVAL);
             };
+            // Its io_submit, on another thread, is still handing it to the
+            // backend, which may complete it there (a POLL found ready: the
+            // kernel's completes inside io_submit and is never cancellable).
+            // The answer waits for the hand-over, unless this thread is the
+            // one handing over (a signal handler interrupted it: the cancel
+            // is held back and sent when the hand-over ends) or the
+            // hand-over never ends (a handler left io_submit with
+            // `siglongjmp`).
+            let hold = req.fresh && events::handing_over();
+            if req.fresh && !hold && waits < FRESH_WAITS {
+                drop(st);
+                waits += 1;
+                if waits < 100 {
+                    std::thread::yield_now();
+                } else {
+                    std::thread::sleep(Duration::from_micros(50));
+                }
+                continue;
+            }
             req.cancelled = true;
-            let (key, fresh) = (req.key, req.fresh);
+            req.cancel_held = hold;
+            let key = req.key;
             if let Some(s) = st.stats.as_deref_mut() {
                 s.cancel_call();
             }
-            if fresh {
-                // The submitting call sends it once the backend has the
-                // request (see `hand_over`).
+            if hold {
                 return Ok(());
             }
-            key
+            break key;
         };
         self.enter();
         self.backend.cancel(key);

@@ -8,6 +8,11 @@
 //! (on io_uring such a POLL stayed armed for ever: its cancel reached the
 //! ring before the POLL did, and `io_destroy` then waited for it). Runs on
 //! the backend the environment picks.
+//!
+//! A POLL whose file is ready when it is submitted is the other side: the
+//! kernel completes it inside `io_submit` with the ready events, and it is
+//! never cancellable (`EINVAL`). uaio answered `EINPROGRESS` to a cancel
+//! made while the submission ran, and the POLL completed with 0.
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 use std::os::fd::AsRawFd;
@@ -116,4 +121,55 @@ fn a_poll_cancelled_while_its_submission_runs_completes_at_once() {
         assert_eq!(unsafe { raw::io_destroy(ctx) }, 0);
     }
     println!("{cancelled_total} POLLs cancelled during their io_submit or just after, all completed");
+}
+
+#[test]
+fn a_poll_ready_at_submission_is_never_cancelled() {
+    const N: usize = 2000;
+    let (r, w) = pipe();
+    // SAFETY: a one-byte write from a local to the test's own pipe.
+    assert_eq!(unsafe { libc::write(w.as_raw_fd(), b"x".as_ptr().cast(), 1) }, 1);
+    let mut ctx: aio_context_t = 0;
+    // SAFETY: a writable handle holding 0.
+    assert_eq!(unsafe { raw::io_setup(8, &mut ctx) }, 0);
+    let cbs = Cbs(vec![iocb::default(); N].into_boxed_slice());
+    let cur = AtomicI64::new(-1);
+    let stop = AtomicBool::new(false);
+    let mut cancels = 0u64;
+    std::thread::scope(|s| {
+        let canceller = s.spawn(|| {
+            let mut ev = io_event::default();
+            let mut n = 0u64;
+            while !stop.load(Ordering::Acquire) {
+                let i = cur.load(Ordering::Acquire);
+                if i < 0 {
+                    continue;
+                }
+                // SAFETY: iocb i was filled before i was published; room
+                // for one event.
+                let r = unsafe { raw::io_cancel(ctx, cbs.at(i as usize), &mut ev) };
+                assert_eq!(r, -(libc::EINVAL as i64), "io_cancel of ready POLL {i}");
+                n += 1;
+            }
+            n
+        });
+        for i in 0..N {
+            // SAFETY: iocb i is not published yet: nobody else touches it.
+            unsafe { *cbs.at(i) = cb(IOCB_CMD_POLL, r.as_raw_fd(), libc::POLLIN as u64, 0, 0, i as u64) };
+            cur.store(i as i64, Ordering::Release);
+            let mut p = [cbs.at(i)];
+            // SAFETY: the iocb outlives its request (reaped right below).
+            assert_eq!(unsafe { raw::io_submit(ctx, 1, p.as_mut_ptr()) }, 1, "io_submit of POLL {i}");
+            let mut ev = io_event::default();
+            // SAFETY: room for one event; no timeout (the file is ready).
+            let n = unsafe { raw::io_getevents(ctx, 1, 1, &mut ev, std::ptr::null_mut()) };
+            assert_eq!(n, 1);
+            assert_eq!((ev.data, ev.res), (i as u64, libc::POLLIN as i64), "ready POLL {i}");
+        }
+        stop.store(true, Ordering::Release);
+        cancels = canceller.join().unwrap();
+    });
+    // SAFETY: destroying the test's own context.
+    assert_eq!(unsafe { raw::io_destroy(ctx) }, 0);
+    println!("{N} ready POLLs, {cancels} cancels tried, all EINVAL");
 }

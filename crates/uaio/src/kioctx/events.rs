@@ -31,6 +31,7 @@ impl Kioctx {
         }
         let ops = self.accept(preps, to_backend);
         if !ops.is_empty() {
+            let _handing = HandingOver::new();
             self.hand_over(&ops);
         }
         if to_backend {
@@ -98,16 +99,17 @@ impl Kioctx {
         if self.backend.has_completions() {
             self.harvest();
         }
-        // The requests are the backend's now. One cancelled meanwhile (by
-        // another thread) had its cancel held back, since the backend might
-        // not have known it yet: it is sent now.
+        // The requests are the backend's now (an `io_cancel` waits for
+        // this). One cancelled meanwhile by a signal handler of this thread
+        // had its cancel held back, since the backend might not have known
+        // it yet: it is sent now.
         let mut held_back: Vec<u64> = Vec::new();
         {
             let mut st = self.lock();
             for op in ops {
                 if let Some(r) = st.reqs.get_mut(op.key as u32 as usize).filter(|r| r.key == op.key) {
                     r.fresh = false;
-                    if r.cancelled {
+                    if r.cancel_held {
                         held_back.push(op.key);
                     }
                 }
@@ -270,6 +272,7 @@ fn enter_request(st: &mut State, p: &mut Prepared, kind: OpKind) -> BackendOp {
         poll: kind == OpKind::Poll,
         wanted: p.poll_mask | (libc::POLLERR | libc::POLLHUP) as u32,
         fresh: true,
+        cancel_held: false,
         resfd: std::mem::take(&mut p.resfd),
         cancelled: false,
         write_id: match (p.write_span, p.order) {
@@ -324,4 +327,31 @@ fn signal_all(v: Vec<(Resfd, u64)>) {
             sys::eventfd_add(fd, n);
         }
     }
+}
+
+thread_local! {
+    /// Per thread: hand-overs to a backend under way (see `hand_over`).
+    static HANDING: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Counts the calling thread as handing requests over while it lives.
+struct HandingOver;
+
+impl HandingOver {
+    fn new() -> Self {
+        let _ = HANDING.try_with(|h| h.set(h.get() + 1));
+        HandingOver
+    }
+}
+
+impl Drop for HandingOver {
+    fn drop(&mut self) {
+        let _ = HANDING.try_with(|h| h.set(h.get().saturating_sub(1)));
+    }
+}
+
+/// Whether the calling thread is inside a hand-over (an `io_cancel` from a
+/// signal handler that interrupted it must not wait for it to end).
+pub(super) fn handing_over() -> bool {
+    HANDING.try_with(|h| h.get() > 0).unwrap_or(false)
 }
