@@ -158,6 +158,8 @@ pub(crate) struct Kioctx {
     /// The thread that leads ([`crate::sync::this_thread`]), 0 when none.
     leader_thread: AtomicUsize,
     followers: AtomicU32,
+    /// A harvest is moving completions from the backend to the ring.
+    harvesting: AtomicBool,
     active: AtomicU32,
     /// Harvests that consumed something, so far.
     harvests: AtomicU64,
@@ -205,6 +207,7 @@ impl Kioctx {
             leader: AtomicU32::new(0),
             leader_thread: AtomicUsize::new(0),
             followers: AtomicU32::new(0),
+            harvesting: AtomicBool::new(false),
             active: AtomicU32::new(0),
             harvests: AtomicU64::new(0),
             stall_mark: Mutex::new(None),
@@ -262,6 +265,15 @@ impl Kioctx {
     /// Whether completions wait in the backend.
     pub(crate) fn has_completions(&self) -> bool {
         self.backend.has_completions()
+    }
+
+    /// Whether events may be on their way to the ring: completions wait in
+    /// the backend, or a harvest (another thread's) has taken some from it
+    /// and may not have published them yet. A caller that found the ring
+    /// empty before this answered false and finds it empty again after has
+    /// missed nothing that had completed.
+    pub(crate) fn may_have_events(&self) -> bool {
+        self.backend.has_completions() || self.harvesting.load(Ordering::SeqCst)
     }
 
     /// For the progress thread, which calls it on each look at a context

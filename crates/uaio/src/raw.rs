@@ -429,7 +429,8 @@ unsafe fn getevents(
 /// libaio's user-space shortcut, checked without risk: true when `timeout`
 /// is `{0, 0}` and the ring at `ctx` (with a valid magic) holds no event, in
 /// which case libaio's `io_getevents` returns 0 without entering the kernel
-/// (even where the kernel would have refused the arguments).
+/// (even where the kernel would have refused the arguments); false when
+/// the context's backend holds completions not yet in the ring.
 pub fn libaio_empty_poll(ctx: aio_context_t, timeout: *const libc::timespec) -> bool {
     let _faults = uaccess::enter(false);
     if ctx == 0 || timeout.is_null() {
@@ -439,20 +440,31 @@ pub fn libaio_empty_poll(ctx: aio_context_t, timeout: *const libc::timespec) -> 
     if ts != [0, 0] {
         return false;
     }
-    let empty = match read_user::<uaio_abi::aio_ring>(ctx) {
-        Ok(h) => h.magic == uaio_abi::AIO_RING_MAGIC && h.head == h.tail,
-        Err(_) => false,
-    };
-    if !empty {
+    if !ring_empty(ctx) {
         return false;
     }
     // uaio's own view of a ring holds the magic too, but is no handle: the
     // kernel's refuses it, as would libaio, which finds no magic there.
-    // (Not looked at from a signal handler inside a uaio call, which may
-    // hold the table's lock.)
+    // Completions the backend holds are events the kernel would have put
+    // in the ring already (a POLL woken by this thread's own `write`): the
+    // call goes on and takes them. (Not looked at from a signal handler
+    // inside a uaio call, which may hold the table's lock.)
     match sync::enter_call() {
-        Some(_call) => table::lookup(ctx).is_some() || !table::in_own_ring_view(ctx),
+        Some(_call) => match table::lookup(ctx) {
+            // Looked at again: a harvest that ended after the first look
+            // published what it took.
+            Some(c) => !c.may_have_events() && ring_empty(ctx),
+            None => !table::in_own_ring_view(ctx),
+        },
         None => true,
+    }
+}
+
+/// The ring at `ctx` has a valid magic and holds no event.
+fn ring_empty(ctx: aio_context_t) -> bool {
+    match read_user::<uaio_abi::aio_ring>(ctx) {
+        Ok(h) => h.magic == uaio_abi::AIO_RING_MAGIC && h.head == h.tail,
+        Err(_) => false,
     }
 }
 
@@ -470,6 +482,54 @@ mod tests {
         // uaio's view holds the same header, magic included, but names no
         // context: the call goes on and answers EINVAL, as the kernel's.
         assert!(!super::libaio_empty_poll(own, &zero));
+        // SAFETY: the context made above.
+        assert_eq!(unsafe { super::io_destroy(ctx) }, 0);
+    }
+
+    #[test]
+    fn the_libaio_shortcut_is_not_taken_while_events_are_on_their_way() {
+        let mut ctx = 0;
+        // SAFETY: a valid place for the handle.
+        assert_eq!(unsafe { super::io_setup(8, &mut ctx) }, 0);
+        let c = crate::table::lookup(ctx).expect("the context");
+        let zero = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        for i in 0..200 {
+            let mut p = [0i32; 2];
+            // SAFETY: room for two descriptors.
+            assert_eq!(unsafe { libc::pipe(p.as_mut_ptr()) }, 0);
+            let mut cb = uaio_abi::iocb {
+                aio_lio_opcode: uaio_abi::IOCB_CMD_POLL,
+                aio_fildes: p[0] as u32,
+                aio_buf: libc::POLLIN as u64,
+                aio_data: i,
+                ..Default::default()
+            };
+            let mut cbs = [&mut cb as *mut uaio_abi::iocb];
+            // SAFETY: the iocb outlives the request (reaped below).
+            assert_eq!(unsafe { super::io_submit(ctx, 1, cbs.as_mut_ptr()) }, 1);
+            // SAFETY: a one-byte write to the pipe made above.
+            assert_eq!(unsafe { libc::write(p[1], b"x".as_ptr().cast(), 1) }, 1);
+            // Once the POLL's completion exists (in the backend, on its way
+            // to the ring, or in it), an empty-handed answer would hide an
+            // event the kernel's ring holds.
+            let start = std::time::Instant::now();
+            while !c.may_have_events() && super::ring_empty(ctx) {
+                assert!(start.elapsed() < std::time::Duration::from_secs(5), "the POLL never completed");
+                std::thread::yield_now();
+            }
+            assert!(!super::libaio_empty_poll(ctx, &zero), "POLL {i}: the shortcut answered 0 events");
+            let mut ev = [uaio_abi::io_event::default(); 1];
+            // SAFETY: room for one event; the timespec is valid.
+            let n = unsafe { super::io_getevents(ctx, 1, 1, ev.as_mut_ptr(), std::ptr::null_mut()) };
+            assert_eq!((n, ev[0].data), (1, i));
+            assert!(ev[0].res & libc::POLLIN as i64 != 0, "POLL {i}: {:#x}", ev[0].res);
+            // SAFETY: closing the pipe made above.
+            unsafe {
+                libc::close(p[0]);
+                libc::close(p[1]);
+            }
+        }
+        drop(c);
         // SAFETY: the context made above.
         assert_eq!(unsafe { super::io_destroy(ctx) }, 0);
     }

@@ -164,6 +164,9 @@ impl Kioctx {
         let mut signals = Vec::new();
         {
             let mut guard = self.lock();
+            // From before the backend's completions leave it until they
+            // are in the ring (see `may_have_events`).
+            self.harvesting.store(true, Ordering::SeqCst);
             let st = &mut *guard;
             let ring = &self.ring;
             let mut tail = st.tail;
@@ -207,6 +210,7 @@ impl Kioctx {
                 st.in_flight -= published;
                 st.unreclaimed += published;
             }
+            self.harvesting.store(false, Ordering::SeqCst);
         }
         signal_all(signals);
         if published > 0 {
