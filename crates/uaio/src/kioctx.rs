@@ -371,11 +371,7 @@ impl Kioctx {
             if req.fresh && !hold && waits < FRESH_WAITS {
                 drop(st);
                 waits += 1;
-                if waits < 100 {
-                    std::thread::yield_now();
-                } else {
-                    std::thread::sleep(Duration::from_micros(50));
-                }
+                pause(waits);
                 continue;
             }
             req.cancelled = true;
@@ -556,13 +552,20 @@ fn wait_until_zero(count: &AtomicU32, rounds: u32) {
             beat();
         }
         spins += 1;
-        if spins < 100 {
-            std::thread::yield_now();
-        } else if spins - 100 >= rounds {
+        if spins >= 100 && spins - 100 >= rounds {
             return;
-        } else {
-            std::thread::sleep(Duration::from_micros(50));
         }
+        pause(spins);
+    }
+}
+
+/// Step `step` (from 1) of a short wait for another thread: a yield for the
+/// first 99, then naps of 50 µs.
+fn pause(step: u32) {
+    if step < 100 {
+        std::thread::yield_now();
+    } else {
+        std::thread::sleep(Duration::from_micros(50));
     }
 }
 

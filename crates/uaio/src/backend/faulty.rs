@@ -42,8 +42,6 @@ use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-
-use crate::sys::process::Leaked;
 use std::time::Duration;
 
 use rustix::io::Errno;
@@ -51,6 +49,7 @@ use rustix::time::{Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags, 
 use uaio_abi::iovec;
 
 use super::{Backend, BackendOp, OpKind};
+use crate::sys::process::Leaked;
 
 /// What a rule does to the request it selects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

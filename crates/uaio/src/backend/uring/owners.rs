@@ -29,11 +29,10 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use crate::sys::process::Leaked;
-
 use super::{Ring, Sqe};
 use crate::sync::lock;
 use crate::sys::internal_fds::InternalFd;
+use crate::sys::process::Leaked;
 use rustix::io_uring::IoringOp;
 
 /// A thread that pushes requests to rings.
