@@ -254,6 +254,11 @@ check_case fd_conform.race fd_conform race
 # (a thread-pool duplicate kept past its request, as an experiment of
 # 2026-12-05 did, left 0 of 20 free right after a close).
 check_case fd_conform.release fd_conform release
+# One number names a file and a directory in turn (dup2, close and open,
+# close_range and open), and reads follow each change at once: each gets
+# the answer of the file named then (uaio keeps its look at a number from
+# call to call, and forgets it at the drop-in's close, close_range and dup2).
+check_case fd_conform.reuse fd_conform reuse
 # A buffered write and a read of its bytes in one io_submit: the read sees
 # the write (before: the read ran first, with RWF_DSYNC on the write, and
 # when the soft limit was lowered below uaio's floor after io_setup); a

@@ -28,6 +28,16 @@
  *                            io_setup fault with SIGBUS, POLLs hang and
  *                            syncs fail with EBADF)
  *
+ *   fd_conform reuse         one number names a regular file and a
+ *                            directory (opened with the same status flags)
+ *                            in turn, put there by dup2, close and open,
+ *                            close_range and open; an empty read and a
+ *                            16-byte read right after each change get the
+ *                            answer of the file the number names then
+ *                            (uaio keeps what a number named from one call
+ *                            to the next until the program closes or
+ *                            replaces it)
+ *
  *   fd_conform release       the program's flock on a file it read with
  *                            O_DIRECT, one request at a time, is free for
  *                            another process right after the program's
@@ -295,9 +305,87 @@ static void release(void)
 	printf("io_destroy %s\n", negret(io_destroy(ctx)));
 }
 
+/* reuse: see the top. */
+#define REUSE_ROUNDS 3000
+static void reuse(void)
+{
+	int w = tmpfile_open("reuse", O_RDWR | O_TRUNC);
+	const char bytes[] = "0123456789abcdef";
+	if (w < 0 || pwrite(w, bytes, 16, 0) != 16) {
+		perror("reuse setup");
+		exit(2);
+	}
+	close(w);
+	const char *path = tmpfiles[0];
+	int file = open(path, O_RDONLY), dir = open(tmpdir, O_RDONLY);
+	int n = dup(file);
+	if (file < 0 || dir < 0 || n < 0 || fcntl(file, F_GETFL) != fcntl(dir, F_GETFL)) {
+		printf("reuse: the file and the directory differ in status flags, or did not open\n");
+		exit(2);
+	}
+	io_context_t ctx = 0;
+	printf("io_setup %s\n", negret(io_setup(8, &ctx)));
+	const char *ways[] = { "dup2", "close+open", "close_range+open" };
+	/* [way][directory?]: empty reads answered as for that file, 16-byte
+	 * reads answered so, anything else. */
+	int empty_right[3][2] = { { 0 } }, full_right[3][2] = { { 0 } }, wrong[3][2] = { { 0 } };
+	for (int i = 0; i < REUSE_ROUNDS; i++) {
+		int d = i % 2, way = (i / 2) % 3;
+		if (way == 0) {
+			dup2(d ? dir : file, n);
+		} else {
+			if (way == 1)
+				close(n);
+			else
+				close_range(n, n, 0);
+			if (open(d ? tmpdir : path, O_RDONLY) != n) {
+				printf("reuse: the number was not handed out again\n");
+				exit(2);
+			}
+		}
+		/* An empty read, then one of 16 bytes: on the kernel the
+		 * directory's fail in io_submit with EINVAL (no read_iter), the
+		 * file's read 0 and its 16 bytes. */
+		for (int len = 0; len <= 16; len += 16) {
+			char buf[16] = { 0 };
+			struct iocb cb, *cbs[1] = { &cb };
+			struct io_event ev;
+			struct timespec ts = { 5, 0 };
+			io_prep_pread(&cb, n, buf, len, 0);
+			int r = io_submit(ctx, 1, cbs), right;
+			if (d) {
+				right = r == -EINVAL;
+			} else {
+				int g = r == 1 ? io_getevents(ctx, 1, 1, &ev, &ts) : 0;
+				right = g == 1 && ev.res == len && memcmp(buf, bytes, len) == 0;
+			}
+			if (!right)
+				wrong[way][d]++;
+			else if (len == 0)
+				empty_right[way][d]++;
+			else
+				full_right[way][d]++;
+		}
+	}
+	for (int way = 0; way < 3; way++)
+		for (int d = 0; d < 2; d++)
+			printf("%s, %s: empty reads right %d, 16-byte reads right %d, wrong %d\n", ways[way],
+			       d ? "directory" : "file", empty_right[way][d], full_right[way][d], wrong[way][d]);
+	printf("io_destroy %s\n", negret(io_destroy(ctx)));
+	close(n);
+	close(file);
+	close(dir);
+}
+
 int main(int argc, char **argv)
 {
 	const char *mode = argc > 1 ? argv[1] : "close_range";
+	if (strcmp(mode, "reuse") == 0) {
+		make_tmpdir();
+		reuse();
+		rm_tmpdir();
+		return 0;
+	}
 	if (strcmp(mode, "race") == 0) {
 		make_tmpdir();
 		race();

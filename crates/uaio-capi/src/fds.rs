@@ -25,9 +25,9 @@
 //! low number, then moves it above its floor and marks it, and a close or
 //! `dup2` of the program's between the two would take it away.
 
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use libc::{c_int, c_long, c_uint};
+use libc::{c_int, c_long, c_uint, c_void};
 use uaio::raw;
 
 use crate::{next, real_syscall, set_errno};
@@ -65,6 +65,34 @@ fn real_close(fd: c_int) -> c_int {
 /// The `close_range` system call (the C library has it from 2.34).
 fn real_close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
     sys(libc::SYS_close_range, first as c_long, last as c_long, flags as c_long)
+}
+
+/// Tells uaio, at the first `io_setup`, whether the program's `close`,
+/// `close_range`, `closefrom`, `dup2`, `dup3` and `syscall` are this
+/// library's (first in the program's symbol lookup, as for a program linked
+/// with `-laio`, and not a library opened later with `dlopen`): uaio then
+/// sees every change of what a descriptor number names and keeps what it
+/// found out about one from call to call ([`raw::descriptor_changes_seen`]).
+pub(crate) fn check_interposed() {
+    static DONE: AtomicBool = AtomicBool::new(false);
+    if DONE.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    // The object a symbol's definition lies in (its load address).
+    let object_of = |addr: *const c_void| {
+        // SAFETY: dladdr fills the zeroed struct for any address.
+        let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        (unsafe { libc::dladdr(addr, &mut info) } != 0).then_some(info.dli_fbase)
+    };
+    let this = object_of(check_interposed as *const c_void);
+    let names = [c"close", c"close_range", c"closefrom", c"dup2", c"dup3", c"syscall"];
+    // SAFETY: dlsym of NUL-terminated names in the global scope.
+    let all = this.is_some()
+        && names.iter().all(|name| object_of(unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) }) == this);
+    if all {
+        raw::descriptor_changes_seen();
+    }
 }
 
 /// `close(fd)`: `EBADF` for one of uaio's numbers.

@@ -43,6 +43,7 @@ pub type IoCallback = unsafe extern "C" fn(ctx: aio_context_t, iocb: *mut iocb, 
 /// # Safety
 /// `ctxp` as for the system call.
 pub unsafe extern "C" fn io_setup(maxevents: c_int, ctxp: *mut aio_context_t) -> c_int {
+    fds::check_interposed();
     // SAFETY: forwarded contract.
     keep_errno(|| unsafe { raw::io_setup(maxevents as u32, ctxp) as c_int })
 }

@@ -149,7 +149,17 @@ pub fn is_own_fd(fd: i32) -> bool {
 /// wait for a request to complete: uaio's threads make no descriptor
 /// until `f` returns.
 pub fn program_closing<T>(f: impl FnOnce() -> T) -> T {
-    crate::sys::internal_fds::program_closing(f)
+    crate::sys::remembered::changing(|| crate::sys::internal_fds::program_closing(f))
+}
+
+/// Tells uaio that every `close`, `close_range`, `closefrom`, `dup2` and
+/// `dup3` of the program runs through [`program_closing`] (the drop-in
+/// library checks that the program's calls reach its own definitions):
+/// what a descriptor number named may then be kept from one call to the
+/// next until one of them runs (`statx` of the file is not repeated at
+/// every `io_submit`). Without it, every call looks at the file again.
+pub fn descriptor_changes_seen() {
+    crate::sys::remembered::changes_seen();
 }
 
 /// Splits `first..=last` around uaio's own descriptors ([`is_own_fd`]):

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use rustix::io::Errno;
 
-use super::{direct_hint, file_stat, internal_fds, FileStat, S_IFMT};
+use super::{direct_hint, file_stat, internal_fds, remembered, FileStat, S_IFMT};
 
 /// What uaio needs to know about a file descriptor to validate a request.
 #[derive(Debug, Clone, Copy)]
@@ -17,6 +17,8 @@ pub(crate) struct FdInfo {
     pub flags: u32,
     /// The file's `stat`, fetched on demand (all zeros when it failed).
     st: Option<FileStat>,
+    /// `st` came from an earlier call's look ([`super::remembered`]).
+    recalled: bool,
     /// `fstatfs`, fetched on demand (`None` inside when it failed).
     fs: Option<Option<rustix::fs::StatFs>>,
     /// What the file system makes of a buffered write (see `writeback`),
@@ -43,7 +45,7 @@ impl FdInfo {
             return Err(Errno::BADF);
         }
         direct_hint::record(fd, flags as u32);
-        Ok(FdInfo { fd, flags: flags as u32, st: None, fs: None, write_fs: None, eventfd: None })
+        Ok(FdInfo { fd, flags: flags as u32, st: None, recalled: false, fs: None, write_fs: None, eventfd: None })
     }
 
     /// The file's `stat`, once per call. If the descriptor was closed
@@ -56,10 +58,30 @@ impl FdInfo {
         self.st.get_or_insert_default()
     }
 
-    /// Fills [`FdInfo::st`] (the first question of the call about it).
-    #[cold]
+    /// Fills [`FdInfo::st`] (the first question of the call about it):
+    /// from this thread's last look at the number when nothing can have
+    /// changed it since ([`super::remembered`]), else with a look now.
     fn fetch_stat(&mut self) {
-        self.st = Some(file_stat(self.fd).unwrap_or_default());
+        let generation = remembered::generation();
+        if let Some(g) = generation {
+            if let Some(st) = remembered::recall(self.fd, self.flags, g) {
+                self.st = Some(st);
+                self.recalled = true;
+                return;
+            }
+        }
+        let st = file_stat(self.fd);
+        if let (Some(g), Some(st)) = (generation, st) {
+            remembered::remember(self.fd, self.flags, g, st);
+        }
+        self.st = Some(st.unwrap_or_default());
+        self.recalled = false;
+    }
+
+    /// Whether the call's look at the file came from an earlier call.
+    #[cfg(test)]
+    pub(crate) fn recalled(&self) -> bool {
+        self.recalled
     }
 
     /// `EBADF` when the descriptor was closed between the call's `F_GETFL`
@@ -79,8 +101,14 @@ impl FdInfo {
         self.stat().mode
     }
 
-    /// `st_size` of the file, as this call first saw it.
+    /// `st_size` of the file, as this call first saw it (looked at now if
+    /// the call's look came from an earlier call: sizes change without a
+    /// close).
     pub(crate) fn size(&mut self) -> u64 {
+        if self.recalled {
+            self.recalled = false;
+            self.st = Some(file_stat(self.fd).unwrap_or_default());
+        }
         self.stat().size
     }
 

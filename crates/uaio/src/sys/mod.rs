@@ -1,4 +1,5 @@
-//! Small system helpers: file descriptor facts (`fdinfo`, `direct_hint`),
+//! Small system helpers: file descriptor facts (`fdinfo`, `direct_hint`,
+//! `remembered`),
 //! uaio's own descriptors (`internal_fds`), signal masks (`signals`), the
 //! program's signals held back inside uaio's calls (`deferral`), values
 //! a thread keeps between calls (`spare`) and the system calls made directly
@@ -17,6 +18,7 @@ pub(crate) mod internal_fds;
 pub(crate) mod mmap;
 pub(crate) mod process;
 pub(crate) mod procfs;
+pub(crate) mod remembered;
 mod signals;
 pub(crate) mod spare;
 mod syscall;
