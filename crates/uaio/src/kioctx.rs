@@ -401,7 +401,7 @@ impl Kioctx {
     /// cancelled, as the kernel does.
     pub(crate) fn kill(&self) {
         self.dead.store(true, Ordering::SeqCst);
-        wait_until_zero(&self.submitters, u32::MAX);
+        wait_until_at_most(&self.submitters, 0, u32::MAX);
         // Waiters learn of the death before anything is cancelled, so that
         // they answer EINVAL rather than reap the cancellations' events (the
         // kernel's cancellations run only after its waiters were woken). A
@@ -409,7 +409,7 @@ impl Kioctx {
         // thread stuck elsewhere (in a signal handler, say).
         self.wake_followers();
         self.backend.wake();
-        wait_until_zero(&self.getters, 10_000);
+        wait_until_at_most(&self.getters, 0, 10_000);
         self.enter();
         let keys: Vec<u64> = {
             let mut st = self.lock();
@@ -451,10 +451,10 @@ impl Kioctx {
     /// Only requests accepted before the call are waited for (see
     /// [`begin_exit`], which holds new submissions back first). `rounds`
     /// bounds the wait for `io_submit` calls under way in other threads to
-    /// end (naps of 50 µs; see [`wait_until_zero`]).
+    /// end (naps of 50 µs; see [`wait_until_at_most`]).
     pub(crate) fn finish_file_io(&self, rounds: u32) {
         beat();
-        wait_until_zero(&self.submitters, rounds);
+        wait_until_at_most(&self.submitters, 0, rounds);
         self.enter();
         let keys: Vec<u64> = self.lock().reqs.iter().filter(|(_, r)| !r.forever).map(|(_, r)| r.key).collect();
         let mut last = keys.len();
@@ -537,14 +537,14 @@ pub(crate) fn begin_exit() {
     EXITING.store(sys::gettid(), Ordering::SeqCst);
 }
 
-/// Waits (yielding, then napping) until `count` is zero, for at most
-/// `rounds` naps.
-fn wait_until_zero(count: &AtomicU32, rounds: u32) {
+/// Waits (yielding, then napping) until `count` is `floor` or less, for at
+/// most `rounds` naps.
+fn wait_until_at_most(count: &AtomicU32, floor: u32, rounds: u32) {
     let mut spins = 0u32;
     let mut last = 0;
     loop {
         let n = count.load(Ordering::SeqCst);
-        if n == 0 {
+        if n <= floor {
             break;
         }
         if n != last {
