@@ -143,8 +143,11 @@ pub(crate) struct Kioctx {
     /// kernel's submitters hold a reference to the context, and destroy
     /// cancels only once every one has let go.
     submitters: AtomicU32,
-    /// Threads inside `io_getevents` on this context.
+    /// Threads inside `io_getevents` on this context (a thread whose
+    /// handler jumped out of one stays counted; see [`wait::held_here`]).
     getters: AtomicU32,
+    /// Unique in the process's life (ids are used again).
+    serial: u64,
     /// uaio's duplicates of the RESFD eventfds seen last, by the program's
     /// number (a few; each also held by the requests that use it).
     resfds: Mutex<Vec<(i32, Arc<InternalFd>)>>,
@@ -192,6 +195,7 @@ impl Kioctx {
             dead: AtomicBool::new(false),
             submitters: AtomicU32::new(0),
             getters: AtomicU32::new(0),
+            serial: SERIALS.fetch_add(1, Ordering::Relaxed),
             resfds: Mutex::new(Vec::new()),
             used: AtomicU32::new(0),
             st: Mutex::new(State {
@@ -409,7 +413,10 @@ impl Kioctx {
         // thread stuck elsewhere (in a signal handler, say).
         self.wake_followers();
         self.backend.wake();
-        wait_until_at_most(&self.getters, 0, 10_000);
+        // Not for this thread's own registrations: those of calls its
+        // handlers jumped out of (`siglongjmp`), or of the call a handler
+        // running this destroy interrupted, which waits for it to return.
+        wait_until_at_most(&self.getters, wait::held_here(self.serial), 10_000);
         self.enter();
         let keys: Vec<u64> = {
             let mut st = self.lock();
@@ -480,6 +487,9 @@ impl Kioctx {
 /// Counts the steps of progress of [`Kioctx::finish_file_io`] waits (a
 /// request completed, an `io_submit` ended): a thread waiting for another
 /// to do that wait (see `progress`) sees whether it moves.
+/// The next context's [`Kioctx::serial`].
+static SERIALS: AtomicU64 = AtomicU64::new(1);
+
 static BEAT: AtomicU32 = AtomicU32::new(0);
 
 fn beat() {

@@ -88,16 +88,19 @@ impl Kioctx {
             }
         }
         self.getters.fetch_add(1, Ordering::SeqCst);
+        hold(self.serial, true);
         // Registered before looking: either destroy sees this waiter and
         // cancels nothing until it leaves, or this waiter sees the context
         // dead and answers EINVAL without taking anything from the ring.
         if self.dead.load(Ordering::SeqCst) {
+            hold(self.serial, false);
             self.getters.fetch_sub(1, Ordering::SeqCst);
             return Err(Errno::INVAL);
         }
         self.enter();
         let r = self.getevents_inner(got, min_nr, nr, out, deadline, sigmask, restartable);
         self.leave();
+        hold(self.serial, false);
         self.getters.fetch_sub(1, Ordering::SeqCst);
         r
     }
@@ -147,7 +150,18 @@ impl Kioctx {
                 continue;
             }
             let handlers_before = sys::deferral::handlers_run();
-            match self.sleep_once(&mut leading, min_nr - got, timeout, sigmask) {
+            let slept = self.sleep_once(&mut leading, min_nr - got, timeout, sigmask);
+            if self.dead.load(Ordering::SeqCst)
+                && (slept == Err(Errno::INTR) || sys::deferral::handlers_run() != handlers_before)
+            {
+                // Interrupted, and a handler of this thread's destroyed the
+                // context meanwhile (a handler of another thread's may
+                // have): the kernel runs handlers once the call has
+                // returned, so the call ends as interrupted, without the
+                // events of the requests destroy cancelled.
+                break if got > 0 { Ok(got) } else { Err(Errno::INTR) };
+            }
+            match slept {
                 Ok(()) | Err(Errno::TIME) => continue,
                 // io_pgetevents is restarted when no handler ran (a stop
                 // and continue), as the kernel's (ERESTARTNOHAND);
@@ -229,6 +243,46 @@ impl Kioctx {
             self.follow(need, timeout, sigmask)
         }
     }
+}
+
+/// Most contexts whose waits one thread is counted in at a time (see
+/// [`held_here`]); one more is not recorded, and its destroy by this thread
+/// waits for the count's bound, as for another thread's.
+const HELD_SLOTS: usize = 8;
+
+thread_local! {
+    /// The registrations in [`Kioctx::getters`] this thread holds: by
+    /// context serial, how many (0: a free slot).
+    static HELD: std::cell::Cell<[(u64, u32); HELD_SLOTS]> = const { std::cell::Cell::new([(0, 0); HELD_SLOTS]) };
+}
+
+/// Records a registration of this thread's in the waiters of the context
+/// `serial` (`add`), or its end. Made after the count rises and before it
+/// falls, so that a handler interrupting in between sees fewer than the
+/// thread holds, never more: the destroy it runs may then wait for the
+/// bound, but never goes on while another thread's waiter is inside.
+fn hold(serial: u64, add: bool) {
+    let _ = HELD.try_with(|h| {
+        let mut v = h.get();
+        if add {
+            if let Some(e) = v.iter_mut().find(|e| e.0 == serial && e.1 > 0) {
+                e.1 += 1;
+            } else if let Some(e) = v.iter_mut().find(|e| e.1 == 0) {
+                *e = (serial, 1);
+            }
+        } else if let Some(e) = v.iter_mut().find(|e| e.0 == serial && e.1 > 0) {
+            e.1 -= 1;
+        }
+        h.set(v);
+    });
+}
+
+/// How many registrations in the waiters of the context `serial` this
+/// thread holds: a wait that a handler of its jumped out of (`siglongjmp`)
+/// never ends, and one that a handler running now interrupted ends only
+/// once the handler returns. Destroy does not wait for those.
+pub(super) fn held_here(serial: u64) -> u32 {
+    HELD.try_with(|h| h.get().iter().filter(|e| e.0 == serial).map(|e| e.1).sum()).unwrap_or(0)
 }
 
 /// Whether no handler of the program's can have run on this thread since
