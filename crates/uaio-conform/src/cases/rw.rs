@@ -5,7 +5,7 @@
 //! signalfd; and refuses every AIO write to them: none implements
 //! `write_iter`).
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
 use super::fixtures::*;
@@ -30,6 +30,66 @@ fn write_one(fd: &OwnedFd) {
     let v = 1u64.to_ne_bytes();
     // SAFETY: an 8-byte write from a live buffer to an eventfd.
     unsafe { libc::write(fd.as_raw_fd(), v.as_ptr().cast(), 8) };
+}
+
+/// A connected pair of UNIX stream sockets.
+fn unix_pair() -> (OwnedFd, OwnedFd) {
+    let mut fds = [0i32; 2];
+    // SAFETY: socketpair into a valid array.
+    let r = unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) };
+    assert_eq!(r, 0);
+    // SAFETY: freshly created descriptors.
+    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+}
+
+/// Reads `fd` in another thread until `want` bytes came, or nothing came
+/// for 2 s: what was read.
+fn read_all_of(fd: i32, want: usize) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut got = Vec::with_capacity(want);
+        let mut chunk = vec![0u8; 65536];
+        while got.len() < want {
+            let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+            // SAFETY: poll on one valid pollfd.
+            if unsafe { libc::poll(&mut pfd, 1, 2000) } <= 0 {
+                break;
+            }
+            // SAFETY: a read into a live buffer of its length.
+            let n = unsafe { libc::read(fd, chunk.as_mut_ptr().cast(), chunk.len()) };
+            if n <= 0 {
+                break;
+            }
+            got.extend_from_slice(&chunk[..n as usize]);
+        }
+        got
+    })
+}
+
+/// A write of 1 MiB, then a PWRITEV of the same bytes in three pieces,
+/// to the blocking stream `w`, whose other end `r` another thread reads:
+/// each event and what the reader got.
+fn whole_stream_writes(e: &mut Env, what: &str, r: &OwnedFd, w: &OwnedFd) {
+    let ctx = e.setup(4);
+    let n = 1 << 20;
+    let data: &'static [u8] = Box::leak((0..n).map(|i| (i * 13 % 251) as u8).collect::<Vec<u8>>().into_boxed_slice());
+    for vectored in [false, true] {
+        let reader = read_all_of(r.as_raw_fd(), n);
+        let a = if vectored {
+            let iov = Box::leak(Box::new([
+                iovec { iov_base: data.as_ptr() as u64, iov_len: 1000 },
+                iovec { iov_base: data.as_ptr() as u64 + 1000, iov_len: 300_000 },
+                iovec { iov_base: data.as_ptr() as u64 + 301_000, iov_len: n as u64 - 301_000 },
+            ]));
+            cb(IOCB_CMD_PWRITEV, w.as_raw_fd(), iov.as_ptr() as u64, 3, 0, 2)
+        } else {
+            cb(WR, w.as_raw_fd(), data.as_ptr() as u64, n as u64, 0, 1)
+        };
+        e.rec(format!("{what}, vectored {vectored}:"));
+        sub1(e, ctx, a);
+        e.reap(ctx, 1);
+        let got = reader.join().expect("reader");
+        e.rec(format!("read {} bytes, all as written: {}", got.len(), got[..] == data[..got.len()]));
+    }
 }
 
 pub(crate) fn cases() -> Vec<Case> {
@@ -79,6 +139,16 @@ pub(crate) fn cases() -> Vec<Case> {
             let mut a = cb(IOCB_CMD_PREAD, f.as_raw_fd(), no_access_page(), 3, 0, 1);
             e.submit(ctx, &mut [&mut a]);
             e.reap(ctx, 1);
+        }),
+        // A blocking pipe or stream socket takes a large write whole, as a
+        // blocking write(2) does, whatever its buffer holds at a time.
+        c("rw/large_stream_writes_are_whole", |e| {
+            let (r, w) = pipe();
+            whole_stream_writes(e, "pipe", &r, &w);
+            let (a, b) = unix_pair();
+            whole_stream_writes(e, "unix stream socket", &b, &a);
+            let (a, b) = tcp_pair();
+            whole_stream_writes(e, "tcp socket", &b, &a);
         }),
         c("rw/pipe_epipe", |e| {
             let ctx = e.setup(4);

@@ -25,6 +25,7 @@ use super::{poll_companions, Backend, BackendOp, OpKind};
 
 mod order;
 mod owners;
+mod streams;
 use crate::sys::internal_fds::InternalFd;
 use crate::sys::mmap::Mapping;
 pub(crate) use order::after_fork_in_child;
@@ -131,6 +132,9 @@ pub(crate) struct Ring {
     /// Every request in the kernel as it was pushed, and by which thread
     /// (see `owners`). Taken before the SQ lock.
     owners: Mutex<owners::Owners>,
+    /// Writes to blocking streams, pushed again until written whole (see
+    /// `streams`). Taken after the owners' lock.
+    streams: streams::Streams,
     /// Wake-up entries pushed, and their completions drained: a wait that
     /// ends early while every wake-up is accounted for was ended by a
     /// signal (see `Uring::wait`).
@@ -225,6 +229,7 @@ impl Ring {
             kept: Mutex::new(Vec::new()),
             nkept: AtomicU32::new(0),
             owners: Mutex::new(owners::Owners::default()),
+            streams: streams::Streams::default(),
             wakes_pushed: AtomicU32::new(0),
             wakes_seen: AtomicU32::new(0),
         };
@@ -439,6 +444,7 @@ impl Backend for Uring {
                         self.0.keep_until_done(op.key, dup);
                     }
                 }
+                self.0.streams.watch(op);
                 buf[n] = s;
                 n += 1;
             }
@@ -457,6 +463,9 @@ impl Backend for Uring {
                 let mut o = crate::sync::lock(&self.0.owners);
                 buf[..n].iter().for_each(|s| o.forget(s.user_data.u64_()));
                 drop(o);
+                buf[..n].iter().for_each(|s| {
+                    self.0.streams.forget(s.user_data.u64_());
+                });
                 buf[..n].iter().for_each(|s| self.0.done_with(s.user_data.u64_()));
                 let pushed = |i: usize| i < c * SUBMIT_BATCH;
                 let writes = ops.iter().enumerate().filter(|(_, o)| o.order.is_some());
@@ -495,9 +504,25 @@ impl Backend for Uring {
                             res = dup.map_or(-libc::EBADF, |d| run_blocking(&sqe, d.as_raw_fd()));
                         }
                     }
+                    if ring.streams.any() {
+                        if let Some(s) = ring.streams.rest(o, key, res) {
+                            // A blocking stream's write that moved part of
+                            // its bytes: the rest is in the kernel now.
+                            let me = owners::me();
+                            me.pushes_to(&self.0);
+                            o.again(key, &s, &me);
+                            if ring.push(&[s]).is_ok() {
+                                continue;
+                            }
+                            res = ring.streams.result(key, res);
+                        }
+                    }
                     if self.0.again(o, key, res) {
                         // Ended by its thread's exit, and in the kernel again.
                         continue;
+                    }
+                    if ring.streams.any() {
+                        res = ring.streams.result(key, res);
                     }
                     ring.in_kernel.fetch_sub(1, Ordering::SeqCst);
                     ring.done_with(key);

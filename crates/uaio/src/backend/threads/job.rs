@@ -23,6 +23,10 @@ pub(super) struct Cursor {
     pub(super) iov: Vec<libc::iovec>,
     pub(super) off: u64,
     pub(super) done: i64,
+    /// The file's position moves with the transfer (not a pipe, FIFO or
+    /// socket, which have none: their rest goes at the request's own
+    /// offset, which a pipe ignores and a socket wants 0).
+    pub(super) positioned: bool,
 }
 
 // SAFETY: the iovecs point into the application's buffers, which the
@@ -50,7 +54,8 @@ impl Cursor {
             }
             _ => Vec::new(),
         };
-        Cursor { iov, off: op.off, done: 0 }
+        let positioned = op.seen.is_none_or(|s| !matches!(s.st.kind(), libc::S_IFIFO | libc::S_IFSOCK));
+        Cursor { iov, off: op.off, done: 0, positioned }
     }
 
     /// Bytes left to transfer.
@@ -61,7 +66,9 @@ impl Cursor {
     /// Records `n` more bytes transferred and moves past them.
     pub(super) fn advance(&mut self, n: usize) {
         self.done += n as i64;
-        self.off += n as u64;
+        if self.positioned {
+            self.off += n as u64;
+        }
         let mut n = n;
         let full = self.iov.iter().take_while(|e| {
             if n >= e.iov_len {
@@ -330,7 +337,15 @@ mod tests {
             iov.push(libc::iovec { iov_base: base.cast(), iov_len: l });
             at += l;
         }
-        (buf, Cursor { iov, off: 100, done: 0 })
+        (buf, Cursor { iov, off: 100, done: 0, positioned: true })
+    }
+
+    #[test]
+    fn a_stream_keeps_its_offset() {
+        let (_buf, mut c) = cursor(&[4, 8]);
+        c.positioned = false;
+        c.advance(6);
+        assert_eq!((c.done, c.off, c.remaining()), (6, 100, 6));
     }
 
     #[test]

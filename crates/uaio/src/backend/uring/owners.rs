@@ -219,6 +219,13 @@ impl Owners {
         }
     }
 
+    /// The entry the request `key` was last pushed with, the file it
+    /// named, and whether the program cancelled it.
+    pub(super) fn entry(&mut self, key: u64) -> Option<(Sqe, (u64, u64), bool)> {
+        let o = self.slot(key)?.as_ref()?;
+        Some((o.sqe, o.file, o.cancelled))
+    }
+
     /// The program cancels the request `key`: whatever it ends with is
     /// its result.
     pub(super) fn cancel(&mut self, key: u64) {
