@@ -347,6 +347,7 @@ impl Kioctx {
     /// `io_cancel` of the request whose iocb is at `obj`.
     pub(crate) fn cancel(&self, obj: u64) -> Result<(), Errno> {
         let mut waits = 0u32;
+        let (mut looked, mut ready) = (false, false);
         let key = loop {
             // What has completed already is no longer pending (the kernel
             // knows at once; uaio learns it from the backend).
@@ -373,6 +374,23 @@ impl Kioctx {
             // `siglongjmp`).
             let hold = req.fresh && events::handing_over();
             if req.fresh && !hold && waits < FRESH_WAITS {
+                drop(st);
+                waits += 1;
+                pause(waits);
+                continue;
+            }
+            if req.poll && !req.fresh && !looked {
+                // Made ready by a file operation before this call: done,
+                // as the kernel's, whose wake-up completed it in that
+                // operation (the backend may not have heard yet).
+                let key = req.key;
+                drop(st);
+                looked = true;
+                ready = self.backend.complete_if_ready(key);
+                continue;
+            }
+            if ready && waits < FRESH_WAITS {
+                // Completed so, its event on its way from the backend.
                 drop(st);
                 waits += 1;
                 pause(waits);

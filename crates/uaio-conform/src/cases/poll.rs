@@ -27,6 +27,44 @@ pub(crate) fn cases() -> Vec<Case> {
             let res = unsafe { e.aio.cancel(ctx, &mut b, std::ptr::null_mut()) };
             e.rec(format!("cancel again = {}", ret(res)));
         }),
+        // A POLL made ready by a write, then cancelled: done already (the
+        // kernel's completes in the write's wake-up), so the cancel
+        // answers EINVAL and the event carries the events. 200 rounds, the
+        // write made by this thread and by another one. Before, on the
+        // thread pool, most cancels answered EINPROGRESS with res 0.
+        c("poll/ready_by_a_write_then_cancel", |e| {
+            let ctx = e.setup(4);
+            for other in [false, true] {
+                let mut answers = std::collections::BTreeMap::<String, u32>::new();
+                for round in 0..200u64 {
+                    let (r, w) = pipe();
+                    let mut b = cb(IOCB_CMD_POLL, r.as_raw_fd(), libc::POLLIN as u64, 0, 0, round);
+                    let mut p = [&mut b as *mut iocb];
+                    // SAFETY: a live iocb, reaped below before it goes.
+                    let s = unsafe { e.aio.submit(ctx, 1, p.as_mut_ptr()) };
+                    let wfd = w.as_raw_fd();
+                    // SAFETY: a one-byte write from a static buffer to the
+                    // pipe's write end, open until the end of the round.
+                    let write = move || unsafe { libc::write(wfd, b"x".as_ptr().cast(), 1) };
+                    if other {
+                        std::thread::spawn(write).join().unwrap();
+                    } else {
+                        write();
+                    }
+                    // SAFETY: as above; the result pointer is null and unused.
+                    let c = unsafe { e.aio.cancel(ctx, &mut b, std::ptr::null_mut()) };
+                    let mut ev = [io_event::default(); 1];
+                    let mut ts = libc::timespec { tv_sec: 5, tv_nsec: 0 };
+                    // SAFETY: room for one event; a valid timeout.
+                    let g = unsafe { e.aio.getevents(ctx, 1, 1, ev.as_mut_ptr(), &mut ts) };
+                    let res = if g == 1 { ev[0].res } else { -1 };
+                    *answers.entry(format!("submit {}, cancel {}, event res {res}", ret(s), ret(c))).or_default() += 1;
+                }
+                for (a, n) in answers {
+                    e.rec(format!("write by another thread {other}: {a}: {n} of 200"));
+                }
+            }
+        }),
         c("poll/wakes_on_data", |e| {
             let ctx = e.setup(4);
             let (r, w) = pipe();

@@ -206,6 +206,16 @@ pub(crate) trait Backend: Send + Sync + Debug {
     /// Asks for the request with `key` to be cancelled; its completion still
     /// arrives. A key that names no pending request is ignored.
     fn cancel(&self, key: u64);
+    /// For `io_cancel` of the POLL `key`, before [`Backend::cancel`]:
+    /// completes it with its events if its file is ready now, and answers
+    /// whether it did. The kernel's POLL completes in the wake-up of the
+    /// file operation that made it ready, so a cancel that comes after
+    /// that operation finds it done; a backend whose wake-ups reach it
+    /// later (a thread's `poll(2)`) looks again here.
+    fn complete_if_ready(&self, key: u64) -> bool {
+        let _ = key;
+        false
+    }
     /// Turns the progress thread's notification for this backend on or off.
     fn set_notify(&self, on: bool);
     /// `"io_uring"` or `"threads"`.

@@ -617,6 +617,23 @@ impl Backend for Uring {
         let _ = self.0.push(&[sqe(IoringOp::AsyncCancel, -1, key, 0, 0, TAG_CANCEL)]);
     }
 
+    fn complete_if_ready(&self, key: u64) -> bool {
+        // io_uring completes a POLL woken by a file operation in the task
+        // work of the thread that pushed it, soon but not always before
+        // that operation returns: ready now, its completion is on its way.
+        let Some((sqe, file, cancelled)) = crate::sync::lock(&self.0.owners).entry(key) else { return false };
+        if cancelled || sqe.opcode != IoringOp::PollAdd {
+            return false;
+        }
+        let Some((dup, _)) = owners::hold_file(sqe.fd, file) else { return false };
+        // SAFETY: a PollAdd entry's flags are its poll events (`sqe_for`).
+        let events = unsafe { sqe.op_flags.poll32_events } as i16;
+        let mut p = libc::pollfd { fd: dup.as_raw_fd(), events, revents: 0 };
+        // SAFETY: poll(2) of one pollfd on uaio's own duplicate; no wait.
+        let n = unsafe { libc::poll(&mut p, 1, 0) };
+        n == 1 && p.revents != 0
+    }
+
     fn set_notify(&self, on: bool) {
         // SAFETY: the CQ flags word is a live atomic; only the
         // EVENTFD_DISABLED bit is ours to change.

@@ -424,6 +424,42 @@ impl Backend for Threads {
         pool().husk(job.polled, &here);
     }
 
+    fn complete_if_ready(&self, key: u64) -> bool {
+        // A POLL handed over is in the table until its completion is
+        // on its way (see `Shared::finish`): not there, it is over.
+        let Some(job) = lock(&self.shared.jobs).live.get(&key).cloned() else { return true };
+        if job.kind != OpKind::Poll {
+            return false;
+        }
+        let mut spins = 0;
+        while !job.claim() {
+            // The poller holds it, found ready (it completes it with its
+            // events at once), or another cancel looks at it: the result
+            // is awaited, a short while.
+            match job.state.load(Ordering::SeqCst) {
+                RUNNING if spins < 1000 => {
+                    spins += 1;
+                    std::thread::yield_now();
+                }
+                DONE => return true,
+                _ => return false,
+            }
+        }
+        // Ours until put back: the poller passes it by.
+        let here = Here::caller(pool());
+        let mut p = libc::pollfd { fd: job.fd, events: workers::poll_events(&job), revents: 0 };
+        // SAFETY: poll(2) of one pollfd on the job's own duplicate, which
+        // stays open while the job is claimed; no wait.
+        let n = unsafe { libc::poll(&mut p, 1, 0) };
+        if n == 1 && p.revents != 0 {
+            self.shared.finish(&job, (p.revents as u16) as i32, &here);
+            pool().husk(job.polled, &here);
+            return true;
+        }
+        job.unclaim_or_cancel(&here);
+        false
+    }
+
     fn set_notify(&self, on: bool) {
         self.shared.notify_on.store(on, Ordering::SeqCst);
     }
