@@ -198,12 +198,19 @@ fn runs_inline(f: &mut FdInfo, p: &Prepared, write: bool, empty: bool, behind_wr
 /// that makes it, which must be the submitting thread, as with the
 /// kernel's AIO (a worker of the thread pool blocks the signal). Writes
 /// that start inside the file are not looked at (a file longer than the
-/// limit is rare), so that an overwrite costs no `getrlimit`.
+/// limit is rare).
 fn past_size_limit(f: &mut FdInfo, p: &Prepared) -> bool {
-    if !f.is_regular() || p.rw_flags & RWF_APPEND != 0 || f.flags & libc::O_APPEND as u32 != 0 || p.off < f.size() {
+    if !f.is_regular() || p.rw_flags & RWF_APPEND != 0 || f.flags & libc::O_APPEND as u32 != 0 {
         return false;
     }
-    sys::file_size_limit().is_some_and(|limit| p.off >= limit)
+    let over_limit = || sys::file_size_limit().is_some_and(|limit| p.off >= limit);
+    // Both must hold: the cheaper question first. The size is known unless
+    // the call's look at the file came from an earlier call (then it
+    // costs a `statx`, the limit a `getrlimit`).
+    if !f.size_known() && !over_limit() {
+        return false;
+    }
+    p.off >= f.size() && over_limit()
 }
 
 /// Whether a buffered read of `count` bytes at `off` of `f` must follow a

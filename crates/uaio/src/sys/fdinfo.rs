@@ -112,6 +112,11 @@ impl FdInfo {
         self.stat().size
     }
 
+    /// Whether [`FdInfo::size`] costs no system call.
+    pub(crate) fn size_known(&self) -> bool {
+        self.st.is_some() && !self.recalled
+    }
+
     /// `st_dev` of the file (0 when `fstat` failed).
     pub(crate) fn dev(&mut self) -> u64 {
         self.stat().dev
