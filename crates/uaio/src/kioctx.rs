@@ -435,6 +435,7 @@ impl Kioctx {
         // handlers jumped out of (`siglongjmp`), or of the call a handler
         // running this destroy interrupted, which waits for it to return.
         wait_until_at_most(&self.getters, wait::held_here(self.serial), 10_000);
+        wait::forget_held(self.serial);
         self.enter();
         let keys: Vec<u64> = {
             let mut st = self.lock();

@@ -246,8 +246,10 @@ impl Kioctx {
 }
 
 /// Most contexts whose waits one thread is counted in at a time (see
-/// [`held_here`]); one more is not recorded, and its destroy by this thread
-/// waits for the count's bound, as for another thread's.
+/// [`held_here`]). One more takes the place of the oldest context's
+/// record (the lowest serial), whose destroy by this thread then waits for
+/// the count's bound, as for another thread's. A destroy by this thread
+/// frees its context's place ([`forget_held`]).
 const HELD_SLOTS: usize = 8;
 
 thread_local! {
@@ -269,6 +271,8 @@ fn hold(serial: u64, add: bool) {
                 e.1 += 1;
             } else if let Some(e) = v.iter_mut().find(|e| e.1 == 0) {
                 *e = (serial, 1);
+            } else if let Some(e) = v.iter_mut().min_by_key(|e| e.0) {
+                *e = (serial, 1);
             }
         } else if let Some(e) = v.iter_mut().find(|e| e.0 == serial && e.1 > 0) {
             e.1 -= 1;
@@ -283,6 +287,16 @@ fn hold(serial: u64, add: bool) {
 /// once the handler returns. Destroy does not wait for those.
 pub(super) fn held_here(serial: u64) -> u32 {
     HELD.try_with(|h| h.get().iter().filter(|e| e.0 == serial).map(|e| e.1).sum()).unwrap_or(0)
+}
+
+/// The context `serial` is destroyed: this thread's record of its waits
+/// goes (a wait a handler interrupted, still to return, finds none).
+pub(super) fn forget_held(serial: u64) {
+    let _ = HELD.try_with(|h| {
+        let mut v = h.get();
+        v.iter_mut().filter(|e| e.0 == serial).for_each(|e| *e = (0, 0));
+        h.set(v);
+    });
 }
 
 /// Whether no handler of the program's can have run on this thread since
