@@ -143,6 +143,15 @@ pub(crate) fn order_key(kind: OpKind, direct: bool, mode: u32, dev: u64, ino: u6
     let key = match mode & libc::S_IFMT {
         libc::S_IFREG => (dev, ino),
         libc::S_IFBLK => (u64::MAX, rdev),
+        // A write to a pipe, socket or character device that reaches a
+        // backend blocks (the others are done inside `io_submit`), and
+        // kernel AIO's runs to its end inside `io_submit`: the writes of
+        // one stream take turns, in submission order, each written whole
+        // before the next starts (two in flight at once would interleave
+        // their parts).
+        libc::S_IFIFO | libc::S_IFSOCK | libc::S_IFCHR if matches!(kind, OpKind::Write | OpKind::Writev) => {
+            return Some(Order::Member((dev, ino)));
+        }
         _ => return None,
     };
     match kind {

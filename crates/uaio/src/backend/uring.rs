@@ -423,6 +423,8 @@ impl Backend for Uring {
             let mut n = 0;
             for op in chunk {
                 let mut s = Ring::sqe_for(op);
+                // Watched before its turn comes (see `order`).
+                self.0.streams.watch(op);
                 // A buffered write, a sync or a direct transfer behind a
                 // buffered write of its file waits for it.
                 match op.order.map(super::Order::parts).map(|(k, after)| order::admit(&self.0, k, &s, after, op.file()))
@@ -444,7 +446,6 @@ impl Backend for Uring {
                         self.0.keep_until_done(op.key, dup);
                     }
                 }
-                self.0.streams.watch(op);
                 buf[n] = s;
                 n += 1;
             }
@@ -463,8 +464,8 @@ impl Backend for Uring {
                 let mut o = crate::sync::lock(&self.0.owners);
                 buf[..n].iter().for_each(|s| o.forget(s.user_data.u64_()));
                 drop(o);
-                buf[..n].iter().for_each(|s| {
-                    self.0.streams.forget(s.user_data.u64_());
+                ops[c * SUBMIT_BATCH..].iter().for_each(|op| {
+                    self.0.streams.forget(op.key);
                 });
                 buf[..n].iter().for_each(|s| self.0.done_with(s.user_data.u64_()));
                 let pushed = |i: usize| i < c * SUBMIT_BATCH;
@@ -607,6 +608,7 @@ impl Backend for Uring {
     fn cancel(&self, key: u64) {
         if order::withdraw(&self.0, key) {
             // A write that waited for its turn never reached the kernel.
+            self.0.streams.forget(key);
             self.0.complete_here(key, -libc::ECANCELED);
             return;
         }

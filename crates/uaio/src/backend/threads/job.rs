@@ -192,6 +192,10 @@ pub(super) struct Job {
     /// The file whose buffered writes run one after the other, in
     /// submission order (see the module's "Write order").
     pub(super) order: Option<FileKey>,
+    /// A write in the poller to this stream (a pipe, socket or character
+    /// device), whose writes the poller runs one at a time, in submission
+    /// order.
+    pub(super) stream: Option<FileKey>,
     /// Counted by [`Job::io_begins`], not yet by [`Job::io_over`].
     pub(super) io_pending: AtomicBool,
     /// The direct lane's part ([`LANE_UNTRIED`], [`LANE_REFUSED`] or

@@ -29,6 +29,10 @@ pub(super) struct PoolState {
     /// Files with a buffered write queued or running: the writes that wait
     /// behind it, in submission order.
     pub(super) chains: HashMap<FileKey, VecDeque<Arc<Job>>>,
+    /// Streams with a write handed to the poller: the last one (the
+    /// poller runs a stream's writes one at a time, in this order; see
+    /// [`Pool::stream_busy`]).
+    pub(super) streams: HashMap<FileKey, Weak<Job>>,
 }
 
 impl PoolState {
@@ -320,9 +324,21 @@ impl Pool {
             st.poller = true;
             st.poll_wake = Some(wake);
         }
+        if let Some(k) = job.stream {
+            if st.streams.len() >= 64 {
+                st.streams.retain(|_, j| j.upgrade().is_some_and(|j| !j.is_done()));
+            }
+            st.streams.insert(k, Arc::downgrade(&job));
+        }
         st.polls.push(job);
         wake_poller(&st);
         Ok(())
+    }
+
+    /// Whether the stream `k` has a write in the poller not done yet: a
+    /// new write of it goes behind that one, untried.
+    pub(super) fn stream_busy(&self, k: FileKey) -> bool {
+        lock(&self.st).streams.get(&k).and_then(Weak::upgrade).is_some_and(|j| !j.is_done())
     }
 
     /// Counts a job cancelled while queued or polling, and sweeps such jobs

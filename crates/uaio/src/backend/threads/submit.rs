@@ -116,6 +116,13 @@ impl Threads {
             let st = batch.stat(op);
             return self.start(p, op, Cursor::new(op), Route::Worker, st, here, batch);
         }
+        if let (true, Some(Order::Member(k))) = (write, op.order) {
+            if op.seen.is_some_and(|s| !s.st.is_regular_or_block()) && p.stream_busy(k) {
+                // Behind the stream's write in the poller, untried.
+                let st = batch.stat(op);
+                return self.start(p, op, Cursor::new(op), Route::Poller, st, here, batch);
+            }
+        }
         let (r, total) = if direct { (-libc::EAGAIN, 0) } else { first_try(op, flags | RWF_NOWAIT) };
         if flags & RWF_NOWAIT != 0 && !direct {
             self.shared.complete(op.key, r, here);
@@ -181,7 +188,12 @@ impl Threads {
             return self.run_here(op, &cur, route, here);
         };
         // The order the engine found for the request's file.
-        let order = op.order.and_then(|o| match o {
+        // A stream's writes take turns in the poller instead.
+        let stream = match (route, op.order) {
+            (Route::Poller, Some(Order::Member(k))) => Some(k),
+            _ => None,
+        };
+        let order = op.order.filter(|_| stream.is_none()).and_then(|o| match o {
             Order::Member(k) => Some(k),
             // A sync, or a direct read or write, follows the buffered
             // writes of its file queued before it (kernel AIO's sees them
@@ -202,6 +214,7 @@ impl Threads {
             hold: Mutex::new(Some(held)),
             cur: Mutex::new(cur),
             order,
+            stream,
             io_pending: AtomicBool::new(false),
             lane: AtomicU8::new(LANE_UNTRIED),
         });

@@ -214,6 +214,7 @@ pub(super) fn poller(p: &'static Pool, wake: Arc<InternalFd>) {
     let here = Here::pool_thread();
     let mut jobs: Vec<Arc<Job>> = Vec::new();
     let mut fds: Vec<libc::pollfd> = Vec::new();
+    let mut ahead: Vec<FileKey> = Vec::new();
     loop {
         p.reap_orphans();
         {
@@ -230,7 +231,19 @@ pub(super) fn poller(p: &'static Pool, wake: Arc<InternalFd>) {
         }
         fds.clear();
         fds.push(libc::pollfd { fd: wake.as_raw_fd(), events: libc::POLLIN, revents: 0 });
-        fds.extend(jobs.iter().map(|j| libc::pollfd { fd: j.fd, events: poll_events(j), revents: 0 }));
+        // A stream's writes take turns: only its oldest one not done is
+        // looked at (a negative number is left out by poll(2)).
+        ahead.clear();
+        fds.extend(jobs.iter().map(|j| {
+            let waits = j.stream.is_some_and(|k| {
+                let behind = ahead.contains(&k);
+                if !j.is_done() {
+                    ahead.push(k);
+                }
+                behind
+            });
+            libc::pollfd { fd: if waits { -1 } else { j.fd }, events: poll_events(j), revents: 0 }
+        }));
         // SAFETY: poll(2) over a valid array of pollfds.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
         if n < 0 {
