@@ -236,6 +236,7 @@ check_case signals_conform.jumpwait-other signals_conform jumpwait-other
 # interrupted wait answers EINTR (before: the cancelled POLL's event).
 check_case signals_conform.jumpdestroy signals_conform jumpdestroy
 check_case signals_conform.destroyinhandler signals_conform destroyinhandler
+check_case signals_conform.jumpmany signals_conform jumpmany
 # pthread_cancel of a thread inside a call: acted on after the call, as
 # the kernel's calls are no cancellation points (before, on uaio's waits
 # and closes: io_submit cut short and io_destroy hung, io_pgetevents

@@ -250,12 +250,12 @@ impl Kioctx {
 /// record (the lowest serial), whose destroy by this thread then waits for
 /// the count's bound, as for another thread's. A destroy by this thread
 /// frees its context's place ([`forget_held`]).
-const HELD_SLOTS: usize = 8;
+const HELD_SLOTS: usize = 32;
 
 thread_local! {
     /// The registrations in [`Kioctx::getters`] this thread holds: by
     /// context serial, how many (0: a free slot).
-    static HELD: std::cell::Cell<[(u64, u32); HELD_SLOTS]> = const { std::cell::Cell::new([(0, 0); HELD_SLOTS]) };
+    static HELD: [std::cell::Cell<(u64, u32)>; HELD_SLOTS] = const { [const { std::cell::Cell::new((0, 0)) }; HELD_SLOTS] };
 }
 
 /// Records a registration of this thread's in the waiters of the context
@@ -265,19 +265,18 @@ thread_local! {
 /// bound, but never goes on while another thread's waiter is inside.
 fn hold(serial: u64, add: bool) {
     let _ = HELD.try_with(|h| {
-        let mut v = h.get();
-        if add {
-            if let Some(e) = v.iter_mut().find(|e| e.0 == serial && e.1 > 0) {
-                e.1 += 1;
-            } else if let Some(e) = v.iter_mut().find(|e| e.1 == 0) {
-                *e = (serial, 1);
-            } else if let Some(e) = v.iter_mut().min_by_key(|e| e.0) {
-                *e = (serial, 1);
+        let mine = h.iter().find(|e| e.get().0 == serial && e.get().1 > 0);
+        match (add, mine) {
+            (true, Some(e)) => e.set((serial, e.get().1 + 1)),
+            (true, None) => {
+                let free = h.iter().find(|e| e.get().1 == 0);
+                if let Some(e) = free.or_else(|| h.iter().min_by_key(|e| e.get().0)) {
+                    e.set((serial, 1));
+                }
             }
-        } else if let Some(e) = v.iter_mut().find(|e| e.0 == serial && e.1 > 0) {
-            e.1 -= 1;
+            (false, Some(e)) => e.set((serial, e.get().1 - 1)),
+            (false, None) => {}
         }
-        h.set(v);
     });
 }
 
@@ -286,17 +285,13 @@ fn hold(serial: u64, add: bool) {
 /// never ends, and one that a handler running now interrupted ends only
 /// once the handler returns. Destroy does not wait for those.
 pub(super) fn held_here(serial: u64) -> u32 {
-    HELD.try_with(|h| h.get().iter().filter(|e| e.0 == serial).map(|e| e.1).sum()).unwrap_or(0)
+    HELD.try_with(|h| h.iter().map(|e| e.get()).filter(|e| e.0 == serial).map(|e| e.1).sum()).unwrap_or(0)
 }
 
 /// The context `serial` is destroyed: this thread's record of its waits
 /// goes (a wait a handler interrupted, still to return, finds none).
 pub(super) fn forget_held(serial: u64) {
-    let _ = HELD.try_with(|h| {
-        let mut v = h.get();
-        v.iter_mut().filter(|e| e.0 == serial).for_each(|e| *e = (0, 0));
-        h.set(v);
-    });
+    let _ = HELD.try_with(|h| h.iter().filter(|e| e.get().0 == serial).for_each(|e| e.set((0, 0))));
 }
 
 /// Whether no handler of the program's can have run on this thread since
