@@ -102,11 +102,15 @@ fn stream_writes_in_order(e: &mut Env, what: &str, r: &OwnedFd, w: &OwnedFd) {
         let bufs: Vec<&'static [u8]> =
             (0..n).map(|i| &*Box::leak(vec![b'a' + i as u8; size].into_boxed_slice())).collect();
         let reader = read_all_of(r.as_raw_fd(), n * size);
-        let mut cbs: Vec<iocb> = bufs
-            .iter()
-            .enumerate()
-            .map(|(i, b)| cb(WR, w.as_raw_fd(), b.as_ptr() as u64, size as u64, 0, i as u64))
-            .collect();
+        // Leaked: every iocb has an address of its own, and so the same
+        // name in both traces.
+        let cbs: &'static mut [iocb] = Box::leak(
+            bufs.iter()
+                .enumerate()
+                .map(|(i, b)| cb(WR, w.as_raw_fd(), b.as_ptr() as u64, size as u64, 0, i as u64))
+                .collect::<Vec<iocb>>()
+                .into_boxed_slice(),
+        );
         e.rec(format!("{what}: {n} writes of {size} bytes, in one io_submit {one_call}"));
         if one_call {
             let mut refs: Vec<&mut iocb> = cbs.iter_mut().collect();
@@ -120,7 +124,6 @@ fn stream_writes_in_order(e: &mut Env, what: &str, r: &OwnedFd, w: &OwnedFd) {
         let got = reader.join().expect("reader");
         let in_order = got.len() == n * size && got.iter().enumerate().all(|(j, &c)| c == b'a' + (j / size) as u8);
         e.rec(format!("read {} bytes, each write whole and in submission order: {in_order}", got.len()));
-        drop(cbs);
     }
 }
 
