@@ -266,6 +266,9 @@ check_case fd_conform.release fd_conform release
 # the answer of the file named then (uaio keeps its look at a number from
 # call to call, and forgets it at the drop-in's close, close_range and dup2).
 check_case fd_conform.reuse fd_conform reuse
+# A thread closes and replaces the number the main thread submits on: no
+# accepted request ends with EBADF (before, on both backends, thousands).
+check_case fd_conform.closerace fd_conform closerace
 # A buffered write and a read of its bytes in one io_submit: the read sees
 # the write (before: the read ran first, with RWF_DSYNC on the write, and
 # when the soft limit was lowered below uaio's floor after io_setup); a

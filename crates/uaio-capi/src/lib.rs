@@ -304,7 +304,10 @@ pub unsafe extern "C" fn syscall(
     // every pointer, and other numbers go unchanged to the C library.
     let r = unsafe {
         match n {
-            libc::SYS_io_setup => raw::io_setup(a1 as u32, a2 as *mut aio_context_t),
+            libc::SYS_io_setup => {
+                fds::check_interposed();
+                raw::io_setup(a1 as u32, a2 as *mut aio_context_t)
+            }
             libc::SYS_io_destroy => raw::io_destroy(a1 as aio_context_t),
             libc::SYS_io_submit => raw::io_submit(a1 as aio_context_t, a2, a3 as *mut *mut iocb),
             libc::SYS_io_cancel => raw::io_cancel(a1 as aio_context_t, a2 as *mut iocb, a3 as *mut io_event),

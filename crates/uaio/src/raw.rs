@@ -230,7 +230,11 @@ pub unsafe fn io_submit(ctx: aio_context_t, nr: i64, iocbpp: *mut *mut iocb) -> 
     if !c.begin_submit() {
         return neg(Errno::INVAL);
     }
-    let r = submit_to(&c, nr, iocbpp);
+    let r = if crate::sys::remembered::changes_are_seen() {
+        crate::sys::internal_fds::submitting(|| submit_to(&c, nr, iocbpp))
+    } else {
+        submit_to(&c, nr, iocbpp)
+    };
     c.end_submit();
     r
 }

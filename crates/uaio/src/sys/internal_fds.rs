@@ -25,6 +25,15 @@ use rustix::io::Errno;
 /// drop-in library ([`program_closing`]): each side waits for the other.
 static MAKING: AtomicUsize = AtomicUsize::new(0);
 static CLOSING: AtomicUsize = AtomicUsize::new(0);
+/// `io_submit` calls between their first look at a descriptor and the
+/// backend's hold on its file ([`submitting`]).
+static SUBMITTING: AtomicUsize = AtomicUsize::new(0);
+
+/// How long a `close` of the program's waits for the `io_submit` calls
+/// under way ([`submitting`]) at most: they take microseconds, but one
+/// that must run a request itself may wait for the file (a pipe with no
+/// reader), perhaps for the very close that would end that wait.
+const SUBMIT_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
 std::thread_local! {
     /// [`making`] calls this thread is inside.
@@ -32,6 +41,8 @@ std::thread_local! {
     /// [`program_closing`] calls this thread is inside (and counts in
     /// `CLOSING` for).
     static CLOSING_HERE: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    /// [`submitting`] calls this thread is inside.
+    static SUBMITTING_HERE: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
 
 /// Runs `f`, which makes descriptors of uaio's (a new descriptor at a low
@@ -63,7 +74,10 @@ pub(crate) fn making<T>(f: impl FnOnce() -> T) -> T {
     // other threads' making waits already: waiting here would wait for
     // the thread itself, for ever.
     let closing_here = CLOSING_HERE.try_with(|c| c.get() > 0).unwrap_or(false);
-    if outer && closing_here {
+    // Inside an `io_submit`'s [`submitting`], which closes wait for: a
+    // close waiting for it must not be waited for.
+    let submitting_here = SUBMITTING_HERE.try_with(|c| c.get() > 0).unwrap_or(false);
+    if outer && (closing_here || submitting_here) {
         MAKING.fetch_add(1, Ordering::SeqCst);
     } else if outer {
         loop {
@@ -78,6 +92,45 @@ pub(crate) fn making<T>(f: impl FnOnce() -> T) -> T {
         }
     }
     let _made = Made(outer);
+    f()
+}
+
+/// Runs `f`, the part of an `io_submit` from the first look at its
+/// requests' descriptors to the backend's hold on their files (a
+/// duplicate, or io_uring's lookup as it takes the entries), with no
+/// `close`, `close_range`, `closefrom`, `dup2` or `dup3` of the program's
+/// (through the drop-in library) running meanwhile (waiting for one that
+/// runs, which waits for it in turn at most [`SUBMIT_WAIT`]): as on the
+/// kernel, whose `io_submit` takes the file when it looks the number up, a
+/// close in another thread comes before (the request fails, `EBADF`) or
+/// after (the request has its file), and an accepted request never ends
+/// with `EBADF` because the number went away.
+pub(crate) fn submitting<T>(f: impl FnOnce() -> T) -> T {
+    struct Done;
+    impl Drop for Done {
+        fn drop(&mut self) {
+            SUBMITTING.fetch_sub(1, Ordering::SeqCst);
+            let _ = SUBMITTING_HERE.try_with(|c| c.set(c.get().saturating_sub(1)));
+        }
+    }
+    // A close running on this thread (its handler submits) waits for
+    // nothing of this thread's.
+    if CLOSING_HERE.try_with(|c| c.get() == 0).unwrap_or(false) {
+        loop {
+            SUBMITTING.fetch_add(1, Ordering::SeqCst);
+            if CLOSING.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            SUBMITTING.fetch_sub(1, Ordering::SeqCst);
+            while CLOSING.load(Ordering::SeqCst) != 0 {
+                std::thread::yield_now();
+            }
+        }
+    } else {
+        SUBMITTING.fetch_add(1, Ordering::SeqCst);
+    }
+    let _ = SUBMITTING_HERE.try_with(|c| c.set(c.get() + 1));
+    let _done = Done;
     f()
 }
 
@@ -103,6 +156,12 @@ pub(crate) fn program_closing<T>(f: impl FnOnce() -> T) -> T {
     let _closed = Closed;
     while MAKING.load(Ordering::SeqCst) != 0 {
         std::thread::yield_now();
+    }
+    if SUBMITTING.load(Ordering::SeqCst) != 0 {
+        let since = std::time::Instant::now();
+        while SUBMITTING.load(Ordering::SeqCst) != 0 && since.elapsed() < SUBMIT_WAIT {
+            std::thread::yield_now();
+        }
     }
     f()
 }
@@ -530,6 +589,10 @@ pub(crate) fn after_fork_in_child() {
     // ever, found by a black-box attack: 5 of 8,716 forks).
     MAKING.store(0, Ordering::SeqCst);
     CLOSING.store(0, Ordering::SeqCst);
+    // Likewise an io_submit under way in another thread: its count stayed,
+    // and each close of the child's waited for it (100 ms: fork_conform
+    // busy made 10 forks in 2 s where the kernel made 2,400).
+    SUBMITTING.store(0, Ordering::SeqCst);
     let f = FLOOR.load(Ordering::Relaxed);
     for (w, word) in BITS.iter().enumerate() {
         let mut bits = word.swap(0, Ordering::SeqCst);

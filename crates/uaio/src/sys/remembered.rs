@@ -88,6 +88,12 @@ pub(super) fn generation() -> Option<u64> {
     Some(GENERATION.load(Ordering::SeqCst))
 }
 
+/// Whether the program's closes and replacements of descriptors reach
+/// uaio (the drop-in library found its own definitions in use).
+pub(crate) fn changes_are_seen() -> bool {
+    SEEN.load(Ordering::Relaxed)
+}
+
 /// Whether [`changes_seen`] was called (in unit tests: on this thread, so
 /// that the other tests, which close and reuse numbers directly, run as
 /// before).
