@@ -80,19 +80,27 @@ pub(crate) fn making<T>(f: impl FnOnce() -> T) -> T {
     if outer && (closing_here || submitting_here) {
         MAKING.fetch_add(1, Ordering::SeqCst);
     } else if outer {
-        loop {
-            MAKING.fetch_add(1, Ordering::SeqCst);
-            if CLOSING.load(Ordering::SeqCst) == 0 {
-                break;
-            }
-            MAKING.fetch_sub(1, Ordering::SeqCst);
-            while CLOSING.load(Ordering::SeqCst) != 0 {
-                std::thread::yield_now();
-            }
-        }
+        count_in_unless_closing(&MAKING);
     }
     let _made = Made(outer);
     f()
+}
+
+/// Counts this thread in `count` once no close of the program's runs
+/// (see [`program_closing`], which waits for `count` in turn): counted
+/// first, then backing off while a close runs, so that one of the two
+/// always sees the other.
+fn count_in_unless_closing(count: &AtomicUsize) {
+    loop {
+        count.fetch_add(1, Ordering::SeqCst);
+        if CLOSING.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        count.fetch_sub(1, Ordering::SeqCst);
+        while CLOSING.load(Ordering::SeqCst) != 0 {
+            std::thread::yield_now();
+        }
+    }
 }
 
 /// Runs `f`, the part of an `io_submit` from the first look at its
@@ -116,16 +124,7 @@ pub(crate) fn submitting<T>(f: impl FnOnce() -> T) -> T {
     // A close running on this thread (its handler submits) waits for
     // nothing of this thread's.
     if CLOSING_HERE.try_with(|c| c.get() == 0).unwrap_or(false) {
-        loop {
-            SUBMITTING.fetch_add(1, Ordering::SeqCst);
-            if CLOSING.load(Ordering::SeqCst) == 0 {
-                break;
-            }
-            SUBMITTING.fetch_sub(1, Ordering::SeqCst);
-            while CLOSING.load(Ordering::SeqCst) != 0 {
-                std::thread::yield_now();
-            }
-        }
+        count_in_unless_closing(&SUBMITTING);
     } else {
         SUBMITTING.fetch_add(1, Ordering::SeqCst);
     }
