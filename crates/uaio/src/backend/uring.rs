@@ -244,6 +244,10 @@ impl Ring {
     }
 
     fn push(&self, sqes: &[Sqe]) -> Result<(), Errno> {
+        #[cfg(test)]
+        if tests::push_fails() {
+            return Err(Errno::NOMEM);
+        }
         let mut sq = crate::sync::lock(&self.sq);
         for e in sqes {
             // SAFETY: head is a live atomic in the SQ ring.
@@ -608,7 +612,6 @@ impl Backend for Uring {
     fn cancel(&self, key: u64) {
         if order::withdraw(&self.0, key) {
             // A write that waited for its turn never reached the kernel.
-            self.0.streams.forget(key);
             self.0.complete_here(key, -libc::ECANCELED);
             return;
         }
@@ -709,6 +712,28 @@ mod tests {
 
     fn pipe() -> (OwnedFd, OwnedFd) {
         rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).expect("pipe")
+    }
+
+    thread_local! {
+        /// Pushes of this thread that succeed before the next one fails
+        /// (`None`: none fails).
+        static PUSHES_BEFORE_FAILURE: std::cell::Cell<Option<u32>> = const { std::cell::Cell::new(None) };
+    }
+
+    /// Whether this push of the calling thread is to fail (see
+    /// `PUSHES_BEFORE_FAILURE`).
+    pub(super) fn push_fails() -> bool {
+        PUSHES_BEFORE_FAILURE.with(|c| match c.get() {
+            Some(0) => {
+                c.set(None);
+                true
+            }
+            Some(n) => {
+                c.set(Some(n - 1));
+                false
+            }
+            None => false,
+        })
     }
 
     fn poll_op(key: u64, fd: &OwnedFd) -> BackendOp {
@@ -886,5 +911,38 @@ mod tests {
         u.cancel(first);
         rustix::io::write(&w2, b"x").expect("write");
         assert_eq!(result_of(&u, second) & libc::POLLIN as i32, libc::POLLIN as i32);
+    }
+
+    #[test]
+    fn writes_withdrawn_by_a_failed_push_are_not_watched_any_more() {
+        let Some(u) = ring_or_skip() else { return };
+        let (r, w) = pipe();
+        let st = crate::sys::file_stat(w.as_raw_fd()).expect("fstat");
+        let data = *b"abcd";
+        // A first chunk of writes to one blocking pipe: the first is pushed,
+        // the others wait for it in the pipe's chain (and are watched, to be
+        // written whole). The push of the second chunk fails.
+        let write = |key: u64| BackendOp {
+            key,
+            kind: OpKind::Write,
+            fd: w.as_raw_fd(),
+            addr: data.as_ptr() as u64,
+            len: data.len() as u32,
+            off: 0,
+            rw_flags: 0,
+            ioprio: 0,
+            poll_mask: 0,
+            order: crate::backend::order_key(OpKind::Write, false, st.mode, st.dev, st.ino, 0),
+            seen: Some(crate::backend::Seen { st, flags: 0 }),
+        };
+        let ops: Vec<BackendOp> = (0..SUBMIT_BATCH as u64 + 1).map(|i| write(1 << 32 | i)).collect();
+        PUSHES_BEFORE_FAILURE.with(|c| c.set(Some(1)));
+        assert!(u.submit(&ops).is_err());
+        // The first write was in the kernel and completes; the withdrawn
+        // ones never run, and nothing of them is left behind.
+        assert_eq!(result_of(&u, 1 << 32), 4);
+        let mut got = [0u8; 8];
+        assert_eq!(rustix::io::read(&r, &mut got).expect("read"), 4);
+        assert!(!u.0.streams.any(), "watched writes left: {:?}", u.0.streams);
     }
 }

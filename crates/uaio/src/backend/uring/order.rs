@@ -217,24 +217,30 @@ pub(super) fn send(mut next: Option<Waiting>, from: Option<&Ring>) {
     }
 }
 
-/// Takes the waiting write `key` of `ring` out of its chain (a cancel);
-/// `false` when no write of that ring with that key waits.
+/// Takes the waiting write `key` of `ring` out of its chain (a cancel, a
+/// failed submission): it never reaches the kernel, so it is no longer
+/// watched as a stream's write either; `false` when no write of that ring
+/// with that key waits.
 pub(super) fn withdraw(ring: &Ring, key: u64) -> bool {
-    let mut t = table();
-    for c in t.chains.iter_mut() {
-        if let Some(i) = c.waiting.iter().position(|w| id(&w.ring) == id(ring) && w.sqe.user_data.u64_() == key) {
-            c.waiting.remove(i);
-            return true;
-        }
+    let found = {
+        let mut t = table();
+        t.chains.iter_mut().any(|c| {
+            let at = c.waiting.iter().position(|w| id(&w.ring) == id(ring) && w.sqe.user_data.u64_() == key);
+            at.map(|i| c.waiting.remove(i)).is_some()
+        })
+    };
+    if found {
+        ring.streams.forget(key);
     }
-    false
+    found
 }
 
 /// A submission of `ring` failed, and every request of it is reported
 /// failed: of its ordered writes (`(key, pushed)`), each still waiting
 /// leaves its chain, so that none runs after its failure was reported, and
-/// each that took its file's place but was not pushed (`!pushed`) passes
-/// the place on. Those already in the kernel run and complete as usual.
+/// is no longer watched as a stream's write; each that took its file's
+/// place but was not pushed (`!pushed`) passes the place on. Those already
+/// in the kernel run and complete as usual.
 pub(super) fn abandon(ring: &Ring, writes: impl Iterator<Item = (u64, bool)>) {
     for (key, pushed) in writes {
         if !withdraw(ring, key) && !pushed {
