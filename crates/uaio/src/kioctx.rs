@@ -144,7 +144,7 @@ pub(crate) struct Kioctx {
     /// cancels only once every one has let go.
     submitters: AtomicU32,
     /// Threads inside `io_getevents` on this context (a thread whose
-    /// handler jumped out of one stays counted; see [`wait::held_here`]).
+    /// handler jumped out of one stays counted; see [`sys::waiting::held_here`]).
     getters: AtomicU32,
     /// Unique in the process's life (ids are used again).
     serial: u64,
@@ -434,8 +434,8 @@ impl Kioctx {
         // Not for this thread's own registrations: those of calls its
         // handlers jumped out of (`siglongjmp`), or of the call a handler
         // running this destroy interrupted, which waits for it to return.
-        wait_until_at_most(&self.getters, wait::held_here(self.serial), 10_000);
-        wait::forget_held(self.serial);
+        wait_until_at_most(&self.getters, sys::waiting::held_here(self.serial), 10_000);
+        sys::waiting::forget_held(self.serial);
         self.enter();
         let keys: Vec<u64> = {
             let mut st = self.lock();

@@ -88,19 +88,19 @@ impl Kioctx {
             }
         }
         self.getters.fetch_add(1, Ordering::SeqCst);
-        hold(self.serial, true);
+        sys::waiting::hold(self.serial, true);
         // Registered before looking: either destroy sees this waiter and
         // cancels nothing until it leaves, or this waiter sees the context
         // dead and answers EINVAL without taking anything from the ring.
         if self.dead.load(Ordering::SeqCst) {
-            hold(self.serial, false);
+            sys::waiting::hold(self.serial, false);
             self.getters.fetch_sub(1, Ordering::SeqCst);
             return Err(Errno::INVAL);
         }
         self.enter();
         let r = self.getevents_inner(got, min_nr, nr, out, deadline, sigmask, restartable);
         self.leave();
-        hold(self.serial, false);
+        sys::waiting::hold(self.serial, false);
         self.getters.fetch_sub(1, Ordering::SeqCst);
         r
     }
@@ -243,55 +243,6 @@ impl Kioctx {
             self.follow(need, timeout, sigmask)
         }
     }
-}
-
-/// Most contexts whose waits one thread is counted in at a time (see
-/// [`held_here`]). One more takes the place of the oldest context's
-/// record (the lowest serial), whose destroy by this thread then waits for
-/// the count's bound, as for another thread's. A destroy by this thread
-/// frees its context's place ([`forget_held`]).
-const HELD_SLOTS: usize = 32;
-
-thread_local! {
-    /// The registrations in [`Kioctx::getters`] this thread holds: by
-    /// context serial, how many (0: a free slot).
-    static HELD: [std::cell::Cell<(u64, u32)>; HELD_SLOTS] = const { [const { std::cell::Cell::new((0, 0)) }; HELD_SLOTS] };
-}
-
-/// Records a registration of this thread's in the waiters of the context
-/// `serial` (`add`), or its end. Made after the count rises and before it
-/// falls, so that a handler interrupting in between sees fewer than the
-/// thread holds, never more: the destroy it runs may then wait for the
-/// bound, but never goes on while another thread's waiter is inside.
-fn hold(serial: u64, add: bool) {
-    let _ = HELD.try_with(|h| {
-        let mine = h.iter().find(|e| e.get().0 == serial && e.get().1 > 0);
-        match (add, mine) {
-            (true, Some(e)) => e.set((serial, e.get().1 + 1)),
-            (true, None) => {
-                let free = h.iter().find(|e| e.get().1 == 0);
-                if let Some(e) = free.or_else(|| h.iter().min_by_key(|e| e.get().0)) {
-                    e.set((serial, 1));
-                }
-            }
-            (false, Some(e)) => e.set((serial, e.get().1 - 1)),
-            (false, None) => {}
-        }
-    });
-}
-
-/// How many registrations in the waiters of the context `serial` this
-/// thread holds: a wait that a handler of its jumped out of (`siglongjmp`)
-/// never ends, and one that a handler running now interrupted ends only
-/// once the handler returns. Destroy does not wait for those.
-pub(super) fn held_here(serial: u64) -> u32 {
-    HELD.try_with(|h| h.iter().map(|e| e.get()).filter(|e| e.0 == serial).map(|e| e.1).sum()).unwrap_or(0)
-}
-
-/// The context `serial` is destroyed: this thread's record of its waits
-/// goes (a wait a handler interrupted, still to return, finds none).
-pub(super) fn forget_held(serial: u64) {
-    let _ = HELD.try_with(|h| h.iter().filter(|e| e.get().0 == serial).for_each(|e| e.set((0, 0))));
 }
 
 /// Whether no handler of the program's can have run on this thread since

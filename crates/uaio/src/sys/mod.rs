@@ -22,6 +22,7 @@ pub(crate) mod remembered;
 mod signals;
 pub(crate) mod spare;
 mod syscall;
+pub(crate) mod waiting;
 
 pub(crate) use fdinfo::FdInfo;
 pub(crate) use filestat::{file_stat, FileStat};
