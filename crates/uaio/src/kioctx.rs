@@ -423,7 +423,7 @@ impl Kioctx {
     /// cancelled, as the kernel does.
     pub(crate) fn kill(&self) {
         self.dead.store(true, Ordering::SeqCst);
-        wait_until_at_most(&self.submitters, 0, u32::MAX);
+        wait_until_at_most(&self.submitters, || 0, u32::MAX);
         // Waiters learn of the death before anything is cancelled, so that
         // they answer EINVAL rather than reap the cancellations' events (the
         // kernel's cancellations run only after its waiters were woken). A
@@ -433,8 +433,10 @@ impl Kioctx {
         self.backend.wake();
         // Not for this thread's own registrations: those of calls its
         // handlers jumped out of (`siglongjmp`), or of the call a handler
-        // running this destroy interrupted, which waits for it to return.
-        wait_until_at_most(&self.getters, sys::waiting::held_here(self.serial), 10_000);
+        // running this destroy interrupted, which waits for it to return;
+        // nor for the calls of threads running a handler (see
+        // `sys::waiting`).
+        wait_until_at_most(&self.getters, || sys::waiting::not_to_wait_for(self.serial), 10_000);
         sys::waiting::forget_held(self.serial);
         self.enter();
         let keys: Vec<u64> = {
@@ -480,7 +482,7 @@ impl Kioctx {
     /// end (naps of 50 µs; see [`wait_until_at_most`]).
     pub(crate) fn finish_file_io(&self, rounds: u32) {
         beat();
-        wait_until_at_most(&self.submitters, 0, rounds);
+        wait_until_at_most(&self.submitters, || 0, rounds);
         self.enter();
         let keys: Vec<u64> = self.lock().reqs.iter().filter(|(_, r)| !r.forever).map(|(_, r)| r.key).collect();
         let mut last = keys.len();
@@ -566,14 +568,14 @@ pub(crate) fn begin_exit() {
     EXITING.store(sys::gettid(), Ordering::SeqCst);
 }
 
-/// Waits (yielding, then napping) until `count` is `floor` or less, for at
-/// most `rounds` naps.
-fn wait_until_at_most(count: &AtomicU32, floor: u32, rounds: u32) {
+/// Waits (yielding, then napping) until `count` is `floor()` or less, for
+/// at most `rounds` naps.
+fn wait_until_at_most(count: &AtomicU32, floor: impl Fn() -> u32, rounds: u32) {
     let mut spins = 0u32;
     let mut last = 0;
     loop {
         let n = count.load(Ordering::SeqCst);
-        if n <= floor {
+        if n <= floor() {
             break;
         }
         if n != last {

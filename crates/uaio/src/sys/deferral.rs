@@ -216,6 +216,10 @@ extern "C" fn trampoline(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
         reset_to_default(sig, flags);
     }
     let _ = RUN.try_with(|r| r.set(r.get().wrapping_add(1)));
+    // The waits the handler interrupted are away until it returns: a
+    // destroy in another thread does not wait for them (nor, if it jumps
+    // out, ever).
+    let away = super::waiting::handler_begins();
     if flags & libc::SA_SIGINFO != 0 {
         // SAFETY: the program installed `h` with SA_SIGINFO: this type.
         let f: extern "C" fn(c_int, *mut siginfo_t, *mut c_void) = unsafe { core::mem::transmute(h) };
@@ -225,6 +229,7 @@ extern "C" fn trampoline(sig: c_int, info: *mut siginfo_t, uc: *mut c_void) {
         let f: extern "C" fn(c_int) = unsafe { core::mem::transmute(h) };
         crate::uaccess::in_handler(|| f(sig));
     }
+    super::waiting::handler_ends(away);
 }
 
 /// Holds `sig` back: blocked for the thread, now and after the handler

@@ -1,8 +1,19 @@
-//! Which contexts' waits each thread is counted in: `io_destroy` waits
-//! for a context's waiters to leave, but not for those of its own thread
-//! that cannot leave before it returns (a wait a handler of the thread
-//! jumped out of with `siglongjmp`, or the one a handler running the
-//! destroy interrupted). Contexts are named by their serial.
+//! Which contexts' waits each thread is counted in, and which of those
+//! waits a handler of the program's has taken its thread away from:
+//! `io_destroy` waits for a context's waiters to leave, but not for those
+//! that cannot leave before it returns. Those are the waits of its own
+//! thread that a handler jumped out of (`siglongjmp`) or that the handler
+//! running the destroy interrupted, and the waits of any thread running a
+//! handler now, which the kernel's `io_getevents` would have left before
+//! the handler ran (they answer `EINTR` when the handler returns; those a
+//! handler jumped out of never end). Contexts are named by their serial.
+//!
+//! The record of waits away is written by the drop-in's signal trampoline
+//! ([`handler_begins`], [`handler_ends`]): atomics and constant
+//! thread-locals only, safe in a signal handler.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Most contexts whose waits one thread is counted in at a time (see
 /// [`held_here`]). One more takes the place of the oldest context's
@@ -14,7 +25,7 @@ const HELD_SLOTS: usize = 32;
 thread_local! {
     /// The registrations in contexts' counts of waiters this thread holds:
     /// by context serial, how many (0: a free slot).
-    static HELD: [std::cell::Cell<(u64, u32)>; HELD_SLOTS] = const { [const { std::cell::Cell::new((0, 0)) }; HELD_SLOTS] };
+    static HELD: [Cell<(u64, u32)>; HELD_SLOTS] = const { [const { Cell::new((0, 0)) }; HELD_SLOTS] };
 }
 
 /// Records a registration of this thread's in the waiters of the context
@@ -48,7 +59,148 @@ pub(crate) fn held_here(serial: u64) -> u32 {
 }
 
 /// The context `serial` is destroyed: this thread's record of its waits
-/// goes (a wait a handler interrupted, still to return, finds none).
+/// goes (a wait a handler interrupted, still to return, finds none), and
+/// every thread's marks of waits away from it.
 pub(crate) fn forget_held(serial: u64) {
-    let _ = HELD.try_with(|h| h.iter().filter(|e| e.get().0 == serial).for_each(|e| e.set((0, 0))));
+    let clear = |c: &[Cell<(u64, u32)>]| c.iter().filter(|e| e.get().0 == serial).for_each(|e| e.set((0, 0)));
+    let _ = HELD.try_with(|h| clear(h));
+    let _ = MARKED.try_with(|m| clear(m));
+    for a in &AWAY {
+        let mut v = a.load(Ordering::SeqCst);
+        while v != 0 && v >> COUNT_BITS == serial {
+            match a.compare_exchange(v, 0, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => break,
+                Err(now) => v = now,
+            }
+        }
+    }
+}
+
+/// How many registrations in the waiters of the context `serial` its
+/// destroy by this thread does not wait for: this thread's own
+/// ([`held_here`]) and those of other threads running a handler.
+pub(crate) fn not_to_wait_for(serial: u64) -> u32 {
+    let marked_here = MARKED.try_with(|m| count_of(m, serial)).unwrap_or(0);
+    held_here(serial) + away(serial).saturating_sub(marked_here)
+}
+
+fn count_of(c: &[Cell<(u64, u32)>], serial: u64) -> u32 {
+    c.iter().map(Cell::get).filter(|e| e.0 == serial).map(|e| e.1).sum()
+}
+
+/// Places in the process's record of waits away.
+const AWAY_SLOTS: usize = 64;
+/// The low bits of an [`AWAY`] entry count; the serial is above them.
+const COUNT_BITS: u32 = 24;
+const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
+
+/// Registrations in contexts' waiters whose threads run a handler of the
+/// program's (or jumped out of the wait): `serial << COUNT_BITS | count`,
+/// 0 for a free place. Serial and count in one word, so that an entry
+/// freed and taken by another context is never changed for the first.
+static AWAY: [AtomicU64; AWAY_SLOTS] = [const { AtomicU64::new(0) }; AWAY_SLOTS];
+
+/// Most contexts one thread marks away at once.
+const MARKED_SLOTS: usize = 8;
+
+thread_local! {
+    /// This thread's part of [`AWAY`]: by context serial, how many.
+    static MARKED: [Cell<(u64, u32)>; MARKED_SLOTS] = const { [const { Cell::new((0, 0)) }; MARKED_SLOTS] };
+}
+
+/// How many registrations in the waiters of the context `serial` are away
+/// (all threads).
+fn away(serial: u64) -> u32 {
+    AWAY.iter()
+        .map(|a| a.load(Ordering::SeqCst))
+        .filter(|&v| v != 0 && v >> COUNT_BITS == serial)
+        .map(|v| (v & COUNT_MASK) as u32)
+        .sum()
+}
+
+/// Adds `n` to the registrations away from the context `serial`; false
+/// when the record has no room (the destroy then waits for the bound).
+fn away_add(serial: u64, n: u32) -> bool {
+    if serial == 0 || serial >> (64 - COUNT_BITS) != 0 || u64::from(n) > COUNT_MASK / 2 {
+        return false;
+    }
+    for a in &AWAY {
+        let mut v = a.load(Ordering::SeqCst);
+        while v != 0 && v >> COUNT_BITS == serial && (v & COUNT_MASK) + u64::from(n) <= COUNT_MASK {
+            match a.compare_exchange(v, v + u64::from(n), Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => return true,
+                Err(now) => v = now,
+            }
+        }
+    }
+    let entry = serial << COUNT_BITS | u64::from(n);
+    AWAY.iter().any(|a| a.compare_exchange(0, entry, Ordering::SeqCst, Ordering::SeqCst).is_ok())
+}
+
+/// Takes `n` from the registrations away from the context `serial` (those
+/// no longer recorded, the context destroyed meanwhile, are passed over).
+fn away_sub(serial: u64, n: u32) {
+    let mut left = u64::from(n);
+    for a in &AWAY {
+        let mut v = a.load(Ordering::SeqCst);
+        while left > 0 && v != 0 && v >> COUNT_BITS == serial {
+            let take = left.min(v & COUNT_MASK);
+            let next = if take == v & COUNT_MASK { 0 } else { v - take };
+            match a.compare_exchange(v, next, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => {
+                    left -= take;
+                    break;
+                }
+                Err(now) => v = now,
+            }
+        }
+    }
+}
+
+/// Most contexts one handler's marks name.
+const MARKS: usize = 4;
+
+/// What [`handler_begins`] marked away: (context serial, how many).
+#[derive(Debug, Default)]
+pub(crate) struct Marks([(u64, u32); MARKS]);
+
+/// A handler of the program's starts on this thread: its registrations in
+/// waits not yet marked away are, until [`handler_ends`] (for ever if the
+/// handler jumps out). Called by the signal trampoline.
+pub(crate) fn handler_begins() -> Marks {
+    let mut marks = Marks::default();
+    let _ = HELD.try_with(|h| {
+        let _ = MARKED.try_with(|m| {
+            let mut n = 0;
+            for (serial, held) in h.iter().map(Cell::get).filter(|e| e.1 > 0) {
+                if n == MARKS {
+                    break;
+                }
+                let slot = m.iter().find(|e| e.get().0 == serial && e.get().1 > 0);
+                let marked = slot.map_or(0, |e| e.get().1);
+                let Some(slot) = slot.or_else(|| m.iter().find(|e| e.get().1 == 0)) else { continue };
+                if held <= marked || !away_add(serial, held - marked) {
+                    continue;
+                }
+                slot.set((serial, held));
+                marks.0[n] = (serial, held - marked);
+                n += 1;
+            }
+        });
+    });
+    marks
+}
+
+/// The handler [`handler_begins`] began for returned: the waits it marked
+/// away are back.
+pub(crate) fn handler_ends(marks: Marks) {
+    for (serial, n) in marks.0.into_iter().filter(|e| e.1 > 0) {
+        away_sub(serial, n);
+        let _ = MARKED.try_with(|m| {
+            if let Some(e) = m.iter().find(|e| e.get().0 == serial && e.get().1 > 0) {
+                let left = e.get().1.saturating_sub(n);
+                e.set(if left == 0 { (0, 0) } else { (serial, left) });
+            }
+        });
+    }
 }
