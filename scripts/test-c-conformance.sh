@@ -339,7 +339,9 @@ residual_backend=
 # pool's direct lane leaves completions to such waiters), and after a
 # handler jumped out of io_getevents.
 # longjmp: a handler jumps out of an untimed io_getevents; the ring still
-# gets every event (before, on both backends, none until the next call).
+# gets every event (before, on both backends, none until the next call),
+# and no kernel AIO ring stays once the context is destroyed (before, the
+# thread pool's direct lane stayed for the life of the process).
 for mode in ring resfd watched longjmp; do
 	check_case "lane_reaping.$mode" lane_reaping "$mode"
 done

@@ -16,7 +16,9 @@
  *                          io_getevents that waits for more events than are
  *                          in flight; every event still arrives (in the ring,
  *                          or in the array the interrupted call was filling),
- *                          and later reads too, collected from the ring
+ *                          and later reads too, collected from the ring;
+ *                          once the context is destroyed, no kernel AIO ring
+ *                          is left in the process within 5 s
  *
  * Each collection gives up after 10 s, and prints what it got: the output is
  * the same on the kernel and on uaio when every event arrives.
@@ -247,6 +249,21 @@ static int mode_watched(void)
 	return 0;
 }
 
+/* How many kernel AIO rings the process has mapped. */
+static int aio_rings(void)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	if (!f)
+		return -1;
+	char line[512];
+	int n = 0;
+	while (fgets(line, sizeof line, f))
+		if (strstr(line, "[aio]"))
+			n++;
+	fclose(f);
+	return n;
+}
+
 static sigjmp_buf jump;
 
 static void on_alarm(int sig)
@@ -314,6 +331,13 @@ static int mode_longjmp(void)
 	submit_reads(ctx, &r, 5, -1);
 	report("ring after the jump", &r, 5, ev2, reap_ring(ctx, ev2, NREQ));
 	io_destroy(ctx);
+	/* With no context left, nothing of the process's AIO stays: no
+	 * kernel AIO ring in its mappings within 5 s. */
+	int rings = -1;
+	for (double t0 = now_ms(); now_ms() - t0 < 5000.0; usleep(20000))
+		if ((rings = aio_rings()) == 0)
+			break;
+	printf("kernel AIO rings left within 5 s of the last io_destroy: %d\n", rings);
 	return 0;
 }
 

@@ -462,6 +462,7 @@ impl Kioctx {
             }
             let _ = self.backend.wait(1, Some(Duration::from_millis(10)), None);
         }
+        self.backend.destroyed();
         self.leave();
         self.write_stats();
     }

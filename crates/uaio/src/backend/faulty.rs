@@ -396,6 +396,10 @@ impl Backend for Faulty {
         self.inner.set_notify(on)
     }
 
+    fn destroyed(&self) {
+        self.inner.destroyed()
+    }
+
     fn wants_every_write(&self) -> bool {
         true
     }

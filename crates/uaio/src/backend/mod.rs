@@ -227,6 +227,11 @@ pub(crate) trait Backend: Send + Sync + Debug {
     }
     /// Turns the progress thread's notification for this backend on or off.
     fn set_notify(&self, on: bool);
+    /// The context was destroyed and nothing of it is in flight: what the
+    /// backend shares with other contexts no longer counts it, even if
+    /// this object outlives the destroy (a call a handler jumped out of
+    /// keeps its context for ever).
+    fn destroyed(&self) {}
     /// `"io_uring"` or `"threads"`.
     fn name(&self) -> &'static str;
     /// Whether buffered writes must reach the backend rather than run

@@ -84,6 +84,11 @@ const WATCHED_GRACE: Duration = Duration::from_micros(200);
 /// often.
 const EVENTFD_CAP: Duration = Duration::from_millis(100);
 
+/// How long watchers that neither end a watch nor begin one, while the
+/// lane has nothing in flight, may still be live (a waiter's sleep ends
+/// within `PPOLL_CAP`, and with it the watch): beyond, they are gone.
+const STALE_WATCH: Duration = Duration::from_secs(2);
+
 /// After a refused `io_setup`, how long direct requests go to workers
 /// before the lane is tried again.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -113,6 +118,12 @@ pub(super) struct Lane {
     /// Futex word the reaper sleeps on while waiters watch; bumped when
     /// the eventfd is lost (the reaper then must not wait for waiters).
     lost_seq: AtomicU32,
+    /// The reaper is about to destroy the lane's context: nobody takes
+    /// events from it any more (a waiter judged gone that was only slow
+    /// may still end its watch; see [`Lane::take`]).
+    retired: AtomicBool,
+    /// Calls of [`Lane::take`] under way, which the destroy waits for.
+    takers: AtomicUsize,
 }
 
 /// [`Pool::lane`]: the lane if it exists, and when it last could not be
@@ -340,6 +351,8 @@ impl Pool {
                     taken: AtomicU64::new(0),
                     watches: AtomicU64::new(0),
                     lost_seq: AtomicU32::new(0),
+                    retired: AtomicBool::new(false),
+                    takers: AtomicUsize::new(0),
                 })
             });
             let _ = tx.send(made.clone());
@@ -350,11 +363,11 @@ impl Pool {
         if spawned.is_err() {
             return None;
         }
-        st.reaper = true;
+        st.reapers += 1;
         drop(st);
         let lane = rx.recv().ok().flatten();
         if lane.is_none() {
-            lock(&self.st).reaper = false;
+            lock(&self.st).reapers -= 1;
         }
         lane
     }
@@ -440,15 +453,23 @@ fn reaper(p: &'static Pool, lane: Arc<Lane>) {
     let mut taken = 0;
     let mut seen_watches = 0;
     let mut left_at = None;
-    // Watchers judged gone: they let events sit a whole sleep untouched
-    // (a waiter that left its wait by `siglongjmp` never ends its watch).
-    // Each one that does end its watch lowers the count back.
+    // Watchers judged gone: they let events sit a whole sleep untouched,
+    // or, with nothing in flight, neither ended a watch nor began one for
+    // [`STALE_WATCH`] (a waiter that left its wait by `siglongjmp` never
+    // ends its watch; a live one ends it within `PPOLL_CAP`). Each one that
+    // does end its watch lowers the count back.
     let mut gone = 0;
+    let mut still = (0, 0, Instant::now());
     loop {
         if lane.resfd().is_some() {
             let watchers = lane.watchers.load(Ordering::SeqCst);
             gone = gone.min(watchers);
             let watches = lane.watches.load(Ordering::SeqCst);
+            if (still.0, still.1) != (watches, watchers) {
+                still = (watches, watchers, Instant::now());
+            } else if watchers > gone && lane.inflight.load(Ordering::SeqCst) == 0 && still.2.elapsed() >= STALE_WATCH {
+                gone = watchers;
+            }
             if watchers > gone || watches != seen_watches {
                 seen_watches = watches;
                 lane.sleep_while_watched();
@@ -487,7 +508,12 @@ fn reaper(p: &'static Pool, lane: Arc<Lane>) {
                 lane.complete(p, &events[..n as usize], &here);
             } else if n < 0 && n != -(libc::ETIME as isize) && n != -(libc::EINTR as isize) {
                 // The context is unusable (never expected): nothing more can
-                // complete through it.
+                // complete through it, and the next direct request makes a
+                // new lane.
+                let mut slot = lock(&p.lane);
+                if slot.lane.as_ref().is_some_and(|l| Arc::ptr_eq(l, &lane)) {
+                    slot.lane = None;
+                }
                 break;
             }
         }
@@ -503,7 +529,7 @@ fn reaper(p: &'static Pool, lane: Arc<Lane>) {
         let mut slot = lock(&p.lane);
         let instances = lock(&p.st).instances;
         if lane.inflight.load(Ordering::SeqCst) == 0
-            && lane.watchers.load(Ordering::SeqCst) == 0
+            && lane.watchers.load(Ordering::SeqCst) <= gone
             && (instances == 0 || last.elapsed() >= IDLE_TIMEOUT)
         {
             slot.lane = None;
@@ -511,8 +537,9 @@ fn reaper(p: &'static Pool, lane: Arc<Lane>) {
             break;
         }
     }
+    lane.retire();
     sys::kernel_aio::destroy(lane.ctx);
-    lock(&p.st).reaper = false;
+    lock(&p.st).reapers -= 1;
 }
 
 impl Pool {
@@ -608,10 +635,13 @@ impl Lane {
         (head != tail).then_some(head)
     }
 
-    /// Takes and completes whatever events the lane holds, without waiting.
+    /// Takes and completes whatever events the lane holds, without waiting;
+    /// nothing once the lane is retired (its context's number may name
+    /// another lane's by then).
     fn take(&self, p: &'static Pool, here: &Here) {
+        self.takers.fetch_add(1, Ordering::SeqCst);
         let mut events = [uaio_abi::io_event::default(); 64];
-        loop {
+        while !self.retired.load(Ordering::SeqCst) {
             let n = sys::kernel_aio::getevents(self.ctx, 0, &mut events, Duration::ZERO);
             if n <= 0 {
                 break;
@@ -620,6 +650,17 @@ impl Lane {
             if (n as usize) < events.len() {
                 break;
             }
+        }
+        self.takers.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// The reaper leaves: from now on [`Lane::take`] takes nothing, and
+    /// the calls of it under way (which never wait) have ended when this
+    /// returns, so the context can go.
+    fn retire(&self) {
+        self.retired.store(true, Ordering::SeqCst);
+        while self.takers.load(Ordering::SeqCst) > 0 {
+            std::thread::yield_now();
         }
     }
 

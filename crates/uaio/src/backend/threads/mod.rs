@@ -150,6 +150,8 @@ const LONG_SLEEP: Duration = Duration::from_secs(3600);
 #[derive(Debug)]
 pub(crate) struct Threads {
     shared: Arc<Shared>,
+    /// Counted in the pool's `instances` (until destroyed or dropped).
+    counted: AtomicBool,
 }
 
 impl Threads {
@@ -172,6 +174,7 @@ impl Threads {
                 notify_on: AtomicBool::new(true),
                 inlane: AtomicUsize::new(0),
             }),
+            counted: AtomicBool::new(true),
         })
     }
 
@@ -281,6 +284,17 @@ impl Threads {
 
 impl Drop for Threads {
     fn drop(&mut self) {
+        self.uncount();
+    }
+}
+
+impl Threads {
+    /// This context no longer counts in the pool's `instances`: when none
+    /// is left, the pool's threads leave.
+    fn uncount(&self) {
+        if !self.counted.swap(false, Ordering::SeqCst) {
+            return;
+        }
         let p = pool();
         let mut st = lock(&p.st);
         st.instances -= 1;
@@ -301,6 +315,10 @@ impl Drop for Threads {
 impl Backend for Threads {
     fn name(&self) -> &'static str {
         "threads"
+    }
+
+    fn destroyed(&self) {
+        self.uncount();
     }
 
     fn submit(&self, ops: &[BackendOp]) -> Result<(), Errno> {

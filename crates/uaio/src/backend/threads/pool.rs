@@ -19,8 +19,10 @@ pub(super) struct PoolState {
     /// Jobs handed to the poller since its last pass.
     pub(super) polls: Vec<Arc<Job>>,
     pub(super) poller: bool,
-    /// The direct lane's reaper is alive (see `lane.rs`).
-    pub(super) reaper: bool,
+    /// The direct lane's reapers alive (see `lane.rs`): one, and for a
+    /// moment two, an old one destroying its lane's context while a new
+    /// lane is made.
+    pub(super) reapers: usize,
     /// The poller's wake-up eventfd, made with the poller and closed when
     /// it leaves.
     pub(super) poll_wake: Option<Arc<InternalFd>>,
@@ -471,5 +473,5 @@ pub(crate) fn threads_alive() -> usize {
     }
     // SAFETY: as in `pool`.
     let st = lock(&unsafe { &*p }.st);
-    st.threads + st.poller as usize + st.reaper as usize
+    st.threads + st.poller as usize + st.reapers
 }
