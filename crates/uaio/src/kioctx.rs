@@ -506,12 +506,12 @@ impl Kioctx {
     }
 }
 
-/// Counts the steps of progress of [`Kioctx::finish_file_io`] waits (a
-/// request completed, an `io_submit` ended): a thread waiting for another
-/// to do that wait (see `progress`) sees whether it moves.
 /// The next context's [`Kioctx::serial`].
 static SERIALS: AtomicU64 = AtomicU64::new(1);
 
+/// Counts the steps of progress of [`Kioctx::finish_file_io`] waits (a
+/// request completed, an `io_submit` ended): a thread waiting for another
+/// to do that wait (see `progress`) sees whether it moves.
 static BEAT: AtomicU32 = AtomicU32::new(0);
 
 fn beat() {
