@@ -242,6 +242,11 @@ check_case signals_conform.jumpmany signals_conform jumpmany
 # before, each destroy waited 1.2 s on both backends.
 check_case signals_conform.jumpdestroy-other signals_conform jumpdestroy-other
 check_case signals_conform.destroy-during-handler signals_conform destroy-during-handler
+# Events published while a handler runs in a wait (by another thread, or by
+# the handler itself) are not the interrupted call's: it answers EINTR, and
+# the next call gets them (before, on both backends, the interrupted call).
+check_case signals_conform.event-during-handler signals_conform event-during-handler
+check_case signals_conform.submit-in-handler signals_conform submit-in-handler
 # pthread_cancel of a thread inside a call: acted on after the call, as
 # the kernel's calls are no cancellation points (before, on uaio's waits
 # and closes: io_submit cut short and io_destroy hung, io_pgetevents

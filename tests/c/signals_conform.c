@@ -106,6 +106,19 @@
  *                             handler returns (the kernel's returned before
  *                             the handler ran; before, each destroy waited
  *                             1.2 s)
+ *   signals_conform event-during-handler
+ *                             a second thread sleeps in io_getevents on an
+ *                             empty context; a SIGUSR1 handler on it waits
+ *                             while the main thread submits a POLL and makes
+ *                             it ready: the interrupted call answers EINTR
+ *                             (the kernel's returned before the handler ran)
+ *                             and the next one returns the event (before, on
+ *                             both backends, the interrupted call returned
+ *                             it)
+ *   signals_conform submit-in-handler
+ *                             the same with the thread's own SIGALRM
+ *                             handler submitting the POLL and writing to the
+ *                             pipe
  *   signals_conform destroyinhandler
  *                             a SIGALRM handler destroys the context while
  *                             the thread it interrupted sleeps in
@@ -1128,6 +1141,79 @@ static void destroy_other(int jump)
 	printf("destroys returned within 0.3 s in at least 10 of 12 rounds: %d\n", prompt >= 10);
 }
 
+/* The event-during-handler and submit-in-handler modes. */
+static int eh_pipe[2];
+static struct iocb eh_cb;
+
+static void eh_submit_ready(void)
+{
+	struct iocb *q = &eh_cb;
+	memset(&eh_cb, 0, sizeof eh_cb);
+	eh_cb.aio_lio_opcode = IOCB_CMD_POLL;
+	eh_cb.aio_fildes = eh_pipe[0];
+	eh_cb.aio_buf = POLLIN;
+	eh_cb.aio_data = 42;
+	long r = submit(jd_ctx, 1, &q);
+	if (write(eh_pipe[1], "x", 1) != 1 || r != 1)
+		jo_jumped = -1;
+}
+
+static void eh_in_handler(int s)
+{
+	(void)s;
+	eh_submit_ready();
+}
+
+static void *eh_waiter(void *arg)
+{
+	(void)arg;
+	struct io_event e[2];
+	jo_waiting = 1;
+	long r = getevents(jd_ctx, 1, 2, e, NULL);
+	printf("interrupted getevents = %s\n", negret(r));
+	struct timespec t = { 5, 0 };
+	r = getevents(jd_ctx, 1, 2, e, &t);
+	printf("next getevents = %s (data %llu res %lld)\n", negret(r), r > 0 ? (unsigned long long)e[0].data : 0ULL,
+	       r > 0 ? (long long)e[0].res : 0LL);
+	return NULL;
+}
+
+static void event_during_handler(int own)
+{
+	struct sigaction sa = { 0 };
+	sa.sa_handler = own ? eh_in_handler : jo_handler;
+	sigaction(own ? SIGALRM : SIGUSR1, &sa, NULL);
+	for (int round = 0; round < 3; round++) {
+		jd_ctx = 0;
+		jo_waiting = jo_jumped = jo_in_handler = jo_release = 0;
+		if (pipe(eh_pipe) != 0 || setup(4, &jd_ctx) != 0)
+			return;
+		printf("round %d\n", round);
+		if (own) {
+			struct itimerval it = { { 0, 0 }, { 0, 20000 } };
+			setitimer(ITIMER_REAL, &it, NULL);
+			eh_waiter(NULL);
+		} else {
+			pthread_t t;
+			pthread_create(&t, NULL, eh_waiter, NULL);
+			while (!jo_waiting)
+				usleep(1000);
+			usleep(20000);
+			pthread_kill(t, SIGUSR1);
+			while (!jo_in_handler)
+				usleep(1000);
+			eh_submit_ready();
+			usleep(20000);
+			jo_release = 1;
+			pthread_join(t, NULL);
+		}
+		printf("submitted and made ready: %d\n", jo_jumped == 0);
+		printf("destroy = %s\n", negret(sc(syscall(SYS_io_destroy, jd_ctx))));
+		close(eh_pipe[0]);
+		close(eh_pipe[1]);
+	}
+}
+
 /* The jumpmany mode: a handler jumps out of a wait on each of 12
  * contexts, then the thread destroys them all. */
 static void jumpmany(void)
@@ -1259,6 +1345,8 @@ int main(int argc, char **argv)
 		ctx = jw_ctx;
 	} else if (!strcmp(mode, "jumpmany")) {
 		jumpmany();
+	} else if (!strcmp(mode, "event-during-handler") || !strcmp(mode, "submit-in-handler")) {
+		event_during_handler(!strcmp(mode, "submit-in-handler"));
 	} else if (!strcmp(mode, "jumpdestroy-other") || !strcmp(mode, "destroy-during-handler")) {
 		destroy_other(!strcmp(mode, "jumpdestroy-other"));
 	} else if (!strcmp(mode, "jumpdestroy") || !strcmp(mode, "destroyinhandler")) {

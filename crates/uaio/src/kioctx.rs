@@ -155,6 +155,11 @@ pub(crate) struct Kioctx {
     st: Mutex<State>,
     backend: Box<dyn Backend>,
     seq: AtomicU32,
+    /// Events written into the ring and requests entered for the backend
+    /// so far (both under the completion lock); read by the signal
+    /// trampoline when a handler begins in a wait (see
+    /// `sys::waiting::sleeping_on`).
+    counts: Arc<sys::waiting::Counts>,
     /// Completions the waiter sleeping in the backend (the leader) waits
     /// for; 0 when no thread leads.
     leader: AtomicU32,
@@ -208,6 +213,7 @@ impl Kioctx {
             }),
             backend,
             seq: AtomicU32::new(0),
+            counts: Arc::default(),
             leader: AtomicU32::new(0),
             leader_thread: AtomicUsize::new(0),
             followers: AtomicU32::new(0),

@@ -75,7 +75,9 @@ impl Kioctx {
                     }
                 }
             }
+            self.counts.entered.fetch_add(ops.len() as u64, Ordering::SeqCst);
             if published > 0 {
+                self.counts.published.fetch_add(published as u64, Ordering::SeqCst);
                 self.ring.publish_tail(st.tail);
                 st.unreclaimed += published;
             }
@@ -143,6 +145,7 @@ impl Kioctx {
                 st.in_flight -= 1;
                 st.unreclaimed += 1;
                 add_signal(&mut signals, &req.resfd);
+                self.counts.published.fetch_add(1, Ordering::SeqCst);
             }
             self.ring.publish_tail(st.tail);
         }
@@ -206,6 +209,7 @@ impl Kioctx {
             });
             if published > 0 {
                 st.tail = tail;
+                self.counts.published.fetch_add(published as u64, Ordering::SeqCst);
                 ring.publish_tail(tail);
                 st.in_flight -= published;
                 st.unreclaimed += published;
@@ -234,6 +238,17 @@ impl Kioctx {
 
     /// Copies up to `max` events from the ring to the user array at `out`.
     pub(super) fn consume(&self, out: UserPtr<io_event>, max: usize) -> Result<usize, Errno> {
+        self.consume_published_before(out, max, u64::MAX)
+    }
+
+    /// As [`Kioctx::consume`], of the events in the ring that were among
+    /// the first `before` ever published (`Counts::published`).
+    pub(super) fn consume_published_before(
+        &self,
+        out: UserPtr<io_event>,
+        max: usize,
+        before: u64,
+    ) -> Result<usize, Errno> {
         if max == 0 {
             return Ok(0);
         }
@@ -241,6 +256,14 @@ impl Kioctx {
         let nr = self.ring.nr();
         let mut head = self.ring.head();
         let tail = st.tail;
+        let max = if before == u64::MAX {
+            max
+        } else {
+            // Counted under the completion lock, as `tail`.
+            let unread = ((tail + nr - head % nr) % nr) as u64;
+            let first = self.counts.published.load(Ordering::SeqCst).saturating_sub(unread);
+            max.min(before.saturating_sub(first) as usize)
+        };
         let mut done = 0usize;
         while done < max && head != tail {
             let end = if head < tail { tail } else { nr };

@@ -150,7 +150,15 @@ impl Kioctx {
                 continue;
             }
             let handlers_before = sys::deferral::handlers_run();
-            let slept = self.sleep_once(&mut leading, min_nr - got, timeout, sigmask);
+            let sleep = sys::waiting::sleeping_on(&self.counts);
+            let mut slept = self.sleep_once(&mut leading, min_nr - got, timeout, sigmask);
+            // A handler of the program's ran in the sleep: the kernel's call
+            // returned before it, with the events there when the signal
+            // came (and ended by the signal, whatever woke this sleep).
+            let handler_at = sys::waiting::woke(sleep);
+            if handler_at.is_some() {
+                slept = Err(Errno::INTR);
+            }
             if self.dead.load(Ordering::SeqCst)
                 && (slept == Err(Errno::INTR) || sys::deferral::handlers_run() != handlers_before)
             {
@@ -174,11 +182,18 @@ impl Kioctx {
                     // What is there goes with the interruption, as the
                     // kernel reads once more before it leaves (with the
                     // completions the backend holds from before the
-                    // signal).
-                    if self.backend.holds_completions_across_signals() && self.backend.has_completions() {
+                    // signal), except events published while a handler
+                    // ran, which came after the kernel's call returned.
+                    let (published, entered) = handler_at.map_or((0, 0), |at| self.counts.since(at));
+                    let holds = self.backend.holds_completions_across_signals();
+                    if published == 0 && entered == 0 && holds && self.backend.has_completions() {
                         self.harvest_by(leading);
                     }
-                    if let Ok(n) = self.consume(out.add(got), nr - got) {
+                    let before = match handler_at {
+                        Some(at) if published > 0 => at.published,
+                        _ => u64::MAX,
+                    };
+                    if let Ok(n) = self.consume_published_before(out.add(got), nr - got, before) {
                         got += n;
                     }
                     break if got > 0 { Ok(got) } else { Err(Errno::INTR) };

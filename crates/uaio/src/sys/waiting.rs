@@ -14,6 +14,7 @@
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Most contexts whose waits one thread is counted in at a time (see
 /// [`held_here`]). One more takes the place of the oldest context's
@@ -164,10 +165,89 @@ const MARKS: usize = 4;
 #[derive(Debug, Default)]
 pub(crate) struct Marks([(u64, u32); MARKS]);
 
+/// What a context counts for [`sleeping_on`].
+#[derive(Debug, Default)]
+pub(crate) struct Counts {
+    /// Events written into the ring so far.
+    pub published: AtomicU64,
+    /// Requests entered for the backend so far.
+    pub entered: AtomicU64,
+}
+
+/// [`Counts`] at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Snapshot {
+    /// [`Counts::published`].
+    pub published: u64,
+    /// [`Counts::entered`].
+    pub entered: u64,
+}
+
+impl Counts {
+    fn now(&self) -> Snapshot {
+        Snapshot { published: self.published.load(Ordering::SeqCst), entered: self.entered.load(Ordering::SeqCst) }
+    }
+
+    /// Events published and requests entered since `then`.
+    pub(crate) fn since(&self, then: Snapshot) -> (u64, u64) {
+        let now = self.now();
+        (now.published - then.published, now.entered - then.entered)
+    }
+}
+
+thread_local! {
+    /// [`SLEEPING`] was set on this thread once (so that the trampoline
+    /// never is the first to touch it, which may allocate).
+    static SLEPT: Cell<bool> = const { Cell::new(false) };
+    /// The counts of the context whose wait this thread sleeps in now
+    /// ([`sleeping_on`]).
+    static SLEEPING: Cell<Option<Arc<Counts>>> = const { Cell::new(None) };
+    /// Those counts when a handler of the program's first began in the
+    /// sleep.
+    static STAMP: Cell<Option<Snapshot>> = const { Cell::new(None) };
+}
+
+/// What [`sleeping_on`] put aside: the record of an outer sleep (a wait
+/// that a handler interrupted, in which this one runs).
+#[derive(Debug)]
+pub(crate) struct Sleep(Option<Arc<Counts>>, Option<Snapshot>);
+
+/// This thread goes to sleep in a wait on a context that counts `counts`:
+/// a handler of the program's that begins in the sleep notes them
+/// ([`woke`] tells them). The kernel runs handlers after the call
+/// returned, so the events published since then, and the completions of
+/// requests submitted since, are not the interrupted call's.
+pub(crate) fn sleeping_on(counts: &Arc<Counts>) -> Sleep {
+    let _ = SLEPT.try_with(|s| s.set(true));
+    let outer = SLEEPING.try_with(|s| s.replace(Some(counts.clone()))).ok().flatten();
+    Sleep(outer, STAMP.try_with(|s| s.replace(None)).ok().flatten())
+}
+
+/// The sleep [`sleeping_on`] began is over: the counts when a handler
+/// first began in it, if one did.
+pub(crate) fn woke(outer: Sleep) -> Option<Snapshot> {
+    let _ = SLEEPING.try_with(|s| s.set(outer.0));
+    STAMP.try_with(|s| s.replace(outer.1)).ok().flatten()
+}
+
+/// Notes the counts of the context whose wait this thread sleeps in (see
+/// [`sleeping_on`]), unless noted already for this sleep.
+fn stamp() {
+    if !SLEPT.try_with(Cell::get).unwrap_or(false) || STAMP.try_with(Cell::get).ok().flatten().is_some() {
+        return;
+    }
+    // Taken out and put back: no reference count moves, nothing is freed.
+    let Ok(Some(counts)) = SLEEPING.try_with(Cell::take) else { return };
+    let _ = STAMP.try_with(|s| s.set(Some(counts.now())));
+    let _ = SLEEPING.try_with(|s| s.set(Some(counts)));
+}
+
 /// A handler of the program's starts on this thread: its registrations in
 /// waits not yet marked away are, until [`handler_ends`] (for ever if the
-/// handler jumps out). Called by the signal trampoline.
+/// handler jumps out), and the wait it interrupted notes its context's
+/// counts (see [`sleeping_on`]). Called by the signal trampoline.
 pub(crate) fn handler_begins() -> Marks {
+    stamp();
     let mut marks = Marks::default();
     let _ = HELD.try_with(|h| {
         let _ = MARKED.try_with(|m| {
