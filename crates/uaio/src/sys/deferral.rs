@@ -17,7 +17,7 @@
 //! `SIGBUS`, `SIGILL`, `SIGFPE`, `SIGTRAP`, `SIGSYS`) are never held back.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use libc::{c_int, c_void, siginfo_t};
 
@@ -28,6 +28,14 @@ const NSIG: usize = 65;
 static HANDLERS: [AtomicUsize; NSIG] = [const { AtomicUsize::new(0) }; NSIG];
 /// Its `sa_flags`.
 static FLAGS: [AtomicUsize; NSIG] = [const { AtomicUsize::new(0) }; NSIG];
+/// Some handler of the program's was routed once.
+static ROUTED: AtomicBool = AtomicBool::new(false);
+
+/// Whether the trampoline may ever run a handler of the program's (one was
+/// routed through it).
+pub(crate) fn any_routed() -> bool {
+    ROUTED.load(Ordering::Relaxed)
+}
 
 thread_local! {
     /// Signals this thread holds back (bit `sig - 1`), pending, and
@@ -157,6 +165,7 @@ pub unsafe fn set_action(
             // is in place finds the handler.
             FLAGS[i].store(a.sa_flags as usize, Ordering::SeqCst);
             HANDLERS[i].store(a.sa_sigaction, Ordering::SeqCst);
+            ROUTED.store(true, Ordering::SeqCst);
             let mut routed = a;
             routed.sa_sigaction = trampoline as *const () as usize;
             routed.sa_flags = (a.sa_flags | libc::SA_SIGINFO) & !libc::SA_RESETHAND;

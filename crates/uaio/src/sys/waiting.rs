@@ -217,15 +217,20 @@ pub(crate) struct Sleep(Option<Arc<Counts>>, Option<Snapshot>);
 /// ([`woke`] tells them). The kernel runs handlers after the call
 /// returned, so the events published since then, and the completions of
 /// requests submitted since, are not the interrupted call's.
-pub(crate) fn sleeping_on(counts: &Arc<Counts>) -> Sleep {
+pub(crate) fn sleeping_on(counts: &Arc<Counts>) -> Option<Sleep> {
+    if !super::deferral::any_routed() {
+        // No handler of the program's runs through the trampoline.
+        return None;
+    }
     let _ = SLEPT.try_with(|s| s.set(true));
     let outer = SLEEPING.try_with(|s| s.replace(Some(counts.clone()))).ok().flatten();
-    Sleep(outer, STAMP.try_with(|s| s.replace(None)).ok().flatten())
+    Some(Sleep(outer, STAMP.try_with(|s| s.replace(None)).ok().flatten()))
 }
 
 /// The sleep [`sleeping_on`] began is over: the counts when a handler
 /// first began in it, if one did.
-pub(crate) fn woke(outer: Sleep) -> Option<Snapshot> {
+pub(crate) fn woke(outer: Option<Sleep>) -> Option<Snapshot> {
+    let outer = outer?;
     let _ = SLEEPING.try_with(|s| s.set(outer.0));
     STAMP.try_with(|s| s.replace(outer.1)).ok().flatten()
 }
