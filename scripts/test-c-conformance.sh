@@ -247,6 +247,7 @@ check_case signals_conform.destroy-during-handler signals_conform destroy-during
 # the next call gets them (before, on both backends, the interrupted call).
 check_case signals_conform.event-during-handler signals_conform event-during-handler
 check_case signals_conform.submit-in-handler signals_conform submit-in-handler
+check_case signals_conform.complete-in-handler signals_conform complete-in-handler
 # pthread_cancel of a thread inside a call: acted on after the call, as
 # the kernel's calls are no cancellation points (before, on uaio's waits
 # and closes: io_submit cut short and io_destroy hung, io_pgetevents

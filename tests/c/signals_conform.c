@@ -119,6 +119,11 @@
  *                             the same with the thread's own SIGALRM
  *                             handler submitting the POLL and writing to the
  *                             pipe
+ *   signals_conform complete-in-handler
+ *                             the same with the POLL submitted before the
+ *                             wait and the handler writing to the pipe
+ *                             (before, on io_uring, the interrupted call
+ *                             returned the event)
  *   signals_conform destroyinhandler
  *                             a SIGALRM handler destroys the context while
  *                             the thread it interrupted sleeps in
@@ -1164,6 +1169,13 @@ static void eh_in_handler(int s)
 	eh_submit_ready();
 }
 
+static void eh_ready_in_handler(int s)
+{
+	(void)s;
+	if (write(eh_pipe[1], "x", 1) != 1)
+		jo_jumped = -1;
+}
+
 static void *eh_waiter(void *arg)
 {
 	(void)arg;
@@ -1178,10 +1190,13 @@ static void *eh_waiter(void *arg)
 	return NULL;
 }
 
+/* own: 0, another thread submits and readies the POLL during the handler;
+ * 1, the handler does; 2, the POLL is submitted before and the handler
+ * readies it. */
 static void event_during_handler(int own)
 {
 	struct sigaction sa = { 0 };
-	sa.sa_handler = own ? eh_in_handler : jo_handler;
+	sa.sa_handler = own == 2 ? eh_ready_in_handler : own ? eh_in_handler : jo_handler;
 	sigaction(own ? SIGALRM : SIGUSR1, &sa, NULL);
 	for (int round = 0; round < 3; round++) {
 		jd_ctx = 0;
@@ -1189,6 +1204,16 @@ static void event_during_handler(int own)
 		if (pipe(eh_pipe) != 0 || setup(4, &jd_ctx) != 0)
 			return;
 		printf("round %d\n", round);
+		if (own == 2) {
+			struct iocb *q = &eh_cb;
+			memset(&eh_cb, 0, sizeof eh_cb);
+			eh_cb.aio_lio_opcode = IOCB_CMD_POLL;
+			eh_cb.aio_fildes = eh_pipe[0];
+			eh_cb.aio_buf = POLLIN;
+			eh_cb.aio_data = 42;
+			if (submit(jd_ctx, 1, &q) != 1)
+				jo_jumped = -1;
+		}
 		if (own) {
 			struct itimerval it = { { 0, 0 }, { 0, 20000 } };
 			setitimer(ITIMER_REAL, &it, NULL);
@@ -1345,8 +1370,9 @@ int main(int argc, char **argv)
 		ctx = jw_ctx;
 	} else if (!strcmp(mode, "jumpmany")) {
 		jumpmany();
-	} else if (!strcmp(mode, "event-during-handler") || !strcmp(mode, "submit-in-handler")) {
-		event_during_handler(!strcmp(mode, "submit-in-handler"));
+	} else if (!strcmp(mode, "event-during-handler") || !strcmp(mode, "submit-in-handler") ||
+		   !strcmp(mode, "complete-in-handler")) {
+		event_during_handler(!strcmp(mode, "complete-in-handler") ? 2 : !strcmp(mode, "submit-in-handler"));
 	} else if (!strcmp(mode, "jumpdestroy-other") || !strcmp(mode, "destroy-during-handler")) {
 		destroy_other(!strcmp(mode, "jumpdestroy-other"));
 	} else if (!strcmp(mode, "jumpdestroy") || !strcmp(mode, "destroyinhandler")) {

@@ -192,6 +192,10 @@ const FRESH_WAITS: u32 = 1100;
 impl Kioctx {
     /// Creates a context for `nr_events` with a ring of geometry `geo`.
     pub(crate) fn new(nr_events: u32, geo: Geometry, id: u32, backend: Box<dyn Backend>) -> Result<Kioctx, Errno> {
+        let counts = Arc::new(sys::waiting::Counts::default());
+        if let Some(m) = backend.completion_mark() {
+            let _ = counts.mark.set(m);
+        }
         Ok(Kioctx {
             ring: Ring::new(geo, id)?,
             id,
@@ -213,7 +217,7 @@ impl Kioctx {
             }),
             backend,
             seq: AtomicU32::new(0),
-            counts: Arc::default(),
+            counts,
             leader: AtomicU32::new(0),
             leader_thread: AtomicUsize::new(0),
             followers: AtomicU32::new(0),

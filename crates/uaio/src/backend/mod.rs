@@ -193,6 +193,19 @@ pub(crate) trait Backend: Send + Sync + Debug {
     /// serialised by the caller. Returns how many entries were consumed,
     /// including internal ones that were not passed to `sink`.
     fn drain(&self, sink: &mut dyn FnMut(u64, i32)) -> usize;
+    /// As [`Backend::drain`], of the completions that had arrived when
+    /// [`Backend::completion_mark`] read `mark` (a backend without marks
+    /// drains all).
+    fn drain_before(&self, mark: u32, sink: &mut dyn FnMut(u64, i32)) -> usize {
+        let _ = mark;
+        self.drain(sink)
+    }
+    /// For a backend whose completions wait in a queue of its own until
+    /// drained (io_uring's), a reading of how far that queue has come,
+    /// safe to call in a signal handler (see [`Backend::drain_before`]).
+    fn completion_mark(&self) -> Option<Box<dyn Fn() -> u32 + Send + Sync>> {
+        None
+    }
     /// Whether [`Backend::drain`] would find something.
     fn has_completions(&self) -> bool;
     /// Sleeps until at least `min` completions were produced after the call

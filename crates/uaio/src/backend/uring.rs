@@ -414,6 +414,81 @@ impl Ring {
     }
 }
 
+impl Uring {
+    /// [`Backend::drain`], of the completions up to `upto` in the CQ (its
+    /// tail as [`Backend::completion_mark`] read it; all when `None`, and
+    /// then also those completed here).
+    fn drain_to(&self, upto: Option<u32>, sink: &mut dyn FnMut(u64, i32)) -> usize {
+        let ring = &*self.0;
+        let local = if upto.is_none() { ring.drain_local(sink) } else { 0 };
+        // SAFETY: cq_head/cq_tail are live atomics; we are the only consumer
+        // (the caller serialises drains) so reading entries up to tail and
+        // then releasing them by storing head is the io_uring protocol.
+        let from_kernel = unsafe {
+            let head = (*self.0.cq_head).load(Ordering::Relaxed);
+            let tail = (*self.0.cq_tail).load(Ordering::Acquire);
+            // Not past the mark (the entries before it arrived before it).
+            let tail = match upto {
+                Some(m) if m.wrapping_sub(head) < tail.wrapping_sub(head) => m,
+                _ => tail,
+            };
+            let mut h = head;
+            // The owners' table, locked once for the whole drain (let go
+            // only to send a file's next write, which records its owner).
+            let mut owners = None;
+            while h != tail {
+                let cqe = self.0.cqes.add((h & self.0.cq_mask) as usize).read();
+                h = h.wrapping_add(1);
+                let key = cqe.user_data.u64_();
+                if key == TAG_WAKE {
+                    ring.wakes_seen.fetch_add(1, Ordering::SeqCst);
+                } else if key >> 32 != INTERNAL_HIGH {
+                    let o = owners.get_or_insert_with(|| crate::sync::lock(&ring.owners));
+                    let mut res = cqe.res;
+                    if res == -libc::ECANCELED {
+                        if let Some((sqe, dup)) = o.refused_by_io_wq(key) {
+                            res = dup.map_or(-libc::EBADF, |d| run_blocking(&sqe, d.as_raw_fd()));
+                        }
+                    }
+                    if ring.streams.any() {
+                        if let Some(s) = ring.streams.rest(o, key, res) {
+                            // A blocking stream's write that moved part of
+                            // its bytes: the rest is in the kernel now.
+                            let me = owners::me();
+                            me.pushes_to(&self.0);
+                            o.again(key, &s, &me);
+                            if ring.push(&[s]).is_ok() {
+                                continue;
+                            }
+                            res = ring.streams.result(key, res);
+                        }
+                    }
+                    if self.0.again(o, key, res) {
+                        // Ended by its thread's exit, and in the kernel again.
+                        continue;
+                    }
+                    if ring.streams.any() {
+                        res = ring.streams.result(key, res);
+                    }
+                    ring.in_kernel.fetch_sub(1, Ordering::SeqCst);
+                    ring.done_with(key);
+                    // The file's next buffered write, if this was one.
+                    let next = order::finished(ring, key);
+                    if next.is_some() {
+                        owners = None;
+                        order::send(next, Some(ring));
+                    }
+                    sink(key, res);
+                }
+            }
+            drop(owners);
+            (*self.0.cq_head).store(tail, Ordering::Release);
+            tail.wrapping_sub(head) as usize
+        };
+        local + from_kernel
+    }
+}
+
 impl Backend for Uring {
     fn name(&self) -> &'static str {
         "io_uring"
@@ -483,68 +558,18 @@ impl Backend for Uring {
     }
 
     fn drain(&self, sink: &mut dyn FnMut(u64, i32)) -> usize {
-        let ring = &*self.0;
-        let local = ring.drain_local(sink);
-        // SAFETY: cq_head/cq_tail are live atomics; we are the only consumer
-        // (the caller serialises drains) so reading entries up to tail and
-        // then releasing them by storing head is the io_uring protocol.
-        let from_kernel = unsafe {
-            let head = (*self.0.cq_head).load(Ordering::Relaxed);
-            let tail = (*self.0.cq_tail).load(Ordering::Acquire);
-            let mut h = head;
-            // The owners' table, locked once for the whole drain (let go
-            // only to send a file's next write, which records its owner).
-            let mut owners = None;
-            while h != tail {
-                let cqe = self.0.cqes.add((h & self.0.cq_mask) as usize).read();
-                h = h.wrapping_add(1);
-                let key = cqe.user_data.u64_();
-                if key == TAG_WAKE {
-                    ring.wakes_seen.fetch_add(1, Ordering::SeqCst);
-                } else if key >> 32 != INTERNAL_HIGH {
-                    let o = owners.get_or_insert_with(|| crate::sync::lock(&ring.owners));
-                    let mut res = cqe.res;
-                    if res == -libc::ECANCELED {
-                        if let Some((sqe, dup)) = o.refused_by_io_wq(key) {
-                            res = dup.map_or(-libc::EBADF, |d| run_blocking(&sqe, d.as_raw_fd()));
-                        }
-                    }
-                    if ring.streams.any() {
-                        if let Some(s) = ring.streams.rest(o, key, res) {
-                            // A blocking stream's write that moved part of
-                            // its bytes: the rest is in the kernel now.
-                            let me = owners::me();
-                            me.pushes_to(&self.0);
-                            o.again(key, &s, &me);
-                            if ring.push(&[s]).is_ok() {
-                                continue;
-                            }
-                            res = ring.streams.result(key, res);
-                        }
-                    }
-                    if self.0.again(o, key, res) {
-                        // Ended by its thread's exit, and in the kernel again.
-                        continue;
-                    }
-                    if ring.streams.any() {
-                        res = ring.streams.result(key, res);
-                    }
-                    ring.in_kernel.fetch_sub(1, Ordering::SeqCst);
-                    ring.done_with(key);
-                    // The file's next buffered write, if this was one.
-                    let next = order::finished(ring, key);
-                    if next.is_some() {
-                        owners = None;
-                        order::send(next, Some(ring));
-                    }
-                    sink(key, res);
-                }
-            }
-            drop(owners);
-            (*self.0.cq_head).store(tail, Ordering::Release);
-            tail.wrapping_sub(head) as usize
-        };
-        local + from_kernel
+        self.drain_to(None, sink)
+    }
+
+    fn drain_before(&self, mark: u32, sink: &mut dyn FnMut(u64, i32)) -> usize {
+        self.drain_to(Some(mark), sink)
+    }
+
+    fn completion_mark(&self) -> Option<Box<dyn Fn() -> u32 + Send + Sync>> {
+        let ring = self.0.clone();
+        // SAFETY: cq_tail is a live atomic in the CQ ring, mapped as long
+        // as `ring`, which the closure holds.
+        Some(Box::new(move || unsafe { (*ring.cq_tail).load(Ordering::Acquire) }))
     }
 
     fn has_completions(&self) -> bool {

@@ -162,6 +162,12 @@ impl Kioctx {
     /// [`Kioctx::harvest`], by the leading waiter when `leader` (which need
     /// not be woken by its own publication).
     pub(super) fn harvest_by(&self, leader: bool) -> usize {
+        self.harvest_before(leader, None)
+    }
+
+    /// [`Kioctx::harvest_by`], of the backend's completions that had
+    /// arrived when its mark read `mark` (all when `None`).
+    pub(super) fn harvest_before(&self, leader: bool, mark: Option<u32>) -> usize {
         let mut published = 0u32;
         let consumed;
         let mut signals = Vec::new();
@@ -175,7 +181,7 @@ impl Kioctx {
             let mut tail = st.tail;
             let reqs = &mut st.reqs;
             let mut stats = st.stats.as_deref_mut();
-            consumed = self.backend.drain(&mut |key, res| {
+            let mut sink = |key: u64, res: i32| {
                 let idx = key as u32 as usize;
                 if reqs.get(idx).is_none_or(|r| r.key != key) {
                     return;
@@ -206,7 +212,11 @@ impl Kioctx {
                 }
                 published += 1;
                 add_signal(&mut signals, &req.resfd);
-            });
+            };
+            consumed = match mark {
+                Some(m) => self.backend.drain_before(m, &mut sink),
+                None => self.backend.drain(&mut sink),
+            };
             if published > 0 {
                 st.tail = tail;
                 self.counts.published.fetch_add(published as u64, Ordering::SeqCst);

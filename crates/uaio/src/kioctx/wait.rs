@@ -187,7 +187,9 @@ impl Kioctx {
                     let (published, entered) = handler_at.map_or((0, 0), |at| self.counts.since(at));
                     let holds = self.backend.holds_completions_across_signals();
                     if published == 0 && entered == 0 && holds && self.backend.has_completions() {
-                        self.harvest_by(leading);
+                        // Those the backend's queue held when the handler
+                        // began (those that came while it ran are later).
+                        self.harvest_before(leading, handler_at.and_then(|at| at.backend));
                     }
                     let before = match handler_at {
                         Some(at) if published > 0 => at.published,

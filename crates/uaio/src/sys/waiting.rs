@@ -165,13 +165,25 @@ const MARKS: usize = 4;
 #[derive(Debug, Default)]
 pub(crate) struct Marks([(u64, u32); MARKS]);
 
+/// A reading of how far a backend's own queue of completions has come
+/// (see `Backend::completion_mark`); safe in a signal handler.
+pub(crate) type Mark = Box<dyn Fn() -> u32 + Send + Sync>;
+
 /// What a context counts for [`sleeping_on`].
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Counts {
     /// Events written into the ring so far.
     pub published: AtomicU64,
     /// Requests entered for the backend so far.
     pub entered: AtomicU64,
+    /// The backend's mark, if it keeps completions in a queue of its own.
+    pub mark: std::sync::OnceLock<Mark>,
+}
+
+impl std::fmt::Debug for Counts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Counts").field("published", &self.published).field("entered", &self.entered).finish()
+    }
 }
 
 /// [`Counts`] at one moment.
@@ -181,11 +193,17 @@ pub(crate) struct Snapshot {
     pub published: u64,
     /// [`Counts::entered`].
     pub entered: u64,
+    /// The backend's mark then ([`Counts::mark`]).
+    pub backend: Option<u32>,
 }
 
 impl Counts {
     fn now(&self) -> Snapshot {
-        Snapshot { published: self.published.load(Ordering::SeqCst), entered: self.entered.load(Ordering::SeqCst) }
+        Snapshot {
+            published: self.published.load(Ordering::SeqCst),
+            entered: self.entered.load(Ordering::SeqCst),
+            backend: self.mark.get().map(|m| m()),
+        }
     }
 
     /// Events published and requests entered since `then`.
