@@ -427,10 +427,12 @@ impl Uring {
         let from_kernel = unsafe {
             let head = (*self.0.cq_head).load(Ordering::Relaxed);
             let tail = (*self.0.cq_tail).load(Ordering::Acquire);
-            // Not past the mark (the entries before it arrived before it).
+            // Not past the mark (the entries before it arrived before it;
+            // it never passes the tail, and a drain may have passed it).
             let tail = match upto {
-                Some(m) if m.wrapping_sub(head) < tail.wrapping_sub(head) => m,
-                _ => tail,
+                Some(m) if (m.wrapping_sub(head) as i32) <= 0 => head,
+                Some(m) => m,
+                None => tail,
             };
             let mut h = head;
             // The owners' table, locked once for the whole drain (let go
@@ -969,5 +971,32 @@ mod tests {
         let mut got = [0u8; 8];
         assert_eq!(rustix::io::read(&r, &mut got).expect("read"), 4);
         assert!(!u.0.streams.any(), "watched writes left: {:?}", u.0.streams);
+    }
+
+    #[test]
+    fn a_drain_before_a_mark_leaves_what_came_after_it() {
+        let Some(u) = ring_or_skip() else { return };
+        let ((r1, w1), (r2, w2)) = (pipe(), pipe());
+        let (a, b) = (1 << 32 | 1, 1 << 32 | 2);
+        let ten = Some(Duration::from_secs(10));
+        u.submit(&[poll_op(a, &r1)]).expect("submit");
+        rustix::io::write(&w1, b"x").expect("write");
+        u.wait(1, ten, None).expect("the first completion");
+        let mark = (u.completion_mark().expect("io_uring has a mark"))();
+        u.submit(&[poll_op(b, &r2)]).expect("submit");
+        rustix::io::write(&w2, b"x").expect("write");
+        u.wait(2, ten, None).expect("both completions");
+        let mut got = Vec::new();
+        u.drain_before(mark, &mut |k, _| got.push(k));
+        assert_eq!(got, [a]);
+        got.clear();
+        u.drain(&mut |k, _| got.push(k));
+        assert_eq!(got, [b]);
+        // A mark the queue's head has passed takes nothing more.
+        u.submit(&[poll_op(a, &r1)]).expect("submit");
+        u.wait(1, ten, None).expect("a completion");
+        got.clear();
+        u.drain_before(mark, &mut |k, _| got.push(k));
+        assert!(got.is_empty(), "{got:?}");
     }
 }
