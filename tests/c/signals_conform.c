@@ -1021,19 +1021,36 @@ static void jd_destroy(int s)
 	jd_took = now_ms() - t0;
 }
 
+/* Submits `cb`, made a POLL for input of `fd` with `data`, to jd_ctx. */
+static long submit_poll(struct iocb *cb, int fd, unsigned long long data)
+{
+	struct iocb *q = cb;
+	memset(cb, 0, sizeof *cb);
+	cb->aio_lio_opcode = IOCB_CMD_POLL;
+	cb->aio_fildes = fd;
+	cb->aio_buf = POLLIN;
+	cb->aio_data = data;
+	return submit(jd_ctx, 1, &q);
+}
+
+/* Counts a destroy that took `took` ms in `prompt` if it took less than
+ * 0.3 s, and says so on stderr otherwise. */
+static void tally_destroy(int round, double took, int *prompt)
+{
+	if (took < 300.0)
+		(*prompt)++;
+	else
+		fprintf(stderr, "round %d: destroy took %.0f ms\n", round, took);
+}
+
 /* A context with one POLL pending on the empty end of `p`. */
 static long jd_start(int p[2])
 {
 	jd_ctx = 0;
 	if (pipe(p) != 0 || setup(4, &jd_ctx) != 0)
 		return -1;
-	struct iocb cb = { 0 };
-	struct iocb *q = &cb;
-	cb.aio_lio_opcode = IOCB_CMD_POLL;
-	cb.aio_fildes = p[0];
-	cb.aio_buf = POLLIN;
-	cb.aio_data = 5;
-	return submit(jd_ctx, 1, &q);
+	struct iocb cb;
+	return submit_poll(&cb, p[0], 5);
 }
 
 static void jumpdestroy(int in_handler)
@@ -1070,10 +1087,7 @@ static void jumpdestroy(int in_handler)
 			jd_took = now_ms() - t0;
 			printf("round %d: jumped out %d, destroy = %s\n", round, jumped, negret(jd_destroyed));
 		}
-		if (jd_took < 300.0)
-			prompt++;
-		else
-			fprintf(stderr, "round %d: destroy took %.0f ms\n", round, jd_took);
+		tally_destroy(round, jd_took, &prompt);
 		close(p[0]);
 		close(p[1]);
 	}
@@ -1136,10 +1150,7 @@ static void destroy_other(int jump)
 		jo_release = 1;
 		pthread_join(t, NULL);
 		printf("round %d: destroy = %s\n", round, negret(d));
-		if (took < 300.0)
-			prompt++;
-		else
-			fprintf(stderr, "round %d: destroy took %.0f ms\n", round, took);
+		tally_destroy(round, took, &prompt);
 		close(p[0]);
 		close(p[1]);
 	}
@@ -1153,13 +1164,7 @@ static struct iocb eh_cb;
 /* Submits a POLL (data 42) of the pipe's read end; a failure is noted. */
 static void eh_submit(void)
 {
-	struct iocb *q = &eh_cb;
-	memset(&eh_cb, 0, sizeof eh_cb);
-	eh_cb.aio_lio_opcode = IOCB_CMD_POLL;
-	eh_cb.aio_fildes = eh_pipe[0];
-	eh_cb.aio_buf = POLLIN;
-	eh_cb.aio_data = 42;
-	if (submit(jd_ctx, 1, &q) != 1)
+	if (submit_poll(&eh_cb, eh_pipe[0], 42) != 1)
 		jo_jumped = -1;
 }
 

@@ -75,7 +75,9 @@ impl Kioctx {
                     }
                 }
             }
-            self.counts.entered.fetch_add(ops.len() as u64, Ordering::SeqCst);
+            if !ops.is_empty() {
+                self.counts.entered.fetch_add(ops.len() as u64, Ordering::SeqCst);
+            }
             if published > 0 {
                 self.counts.published.fetch_add(published as u64, Ordering::SeqCst);
                 self.ring.publish_tail(st.tail);

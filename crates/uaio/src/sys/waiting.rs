@@ -56,7 +56,7 @@ pub(crate) fn hold(serial: u64, add: bool) {
 /// never ends, and one that a handler running now interrupted ends only
 /// once the handler returns. Destroy does not wait for those.
 pub(crate) fn held_here(serial: u64) -> u32 {
-    HELD.try_with(|h| h.iter().map(|e| e.get()).filter(|e| e.0 == serial).map(|e| e.1).sum()).unwrap_or(0)
+    HELD.try_with(|h| count_of(h, serial)).unwrap_or(0)
 }
 
 /// The context `serial` is destroyed: this thread's record of its waits
