@@ -203,14 +203,17 @@ async fn when_the_waking_future_finishes_another_takes_over() {
 }
 
 /// 48 futures on 48 pipes, woken in an order unrelated to their
-/// submission, on two runtime threads; 30 rounds, since a lost wake-up
-/// shows only in some interleavings (a future woken to take over the
-/// reactor that found its own completion at once and left without passing
-/// the duty on hung about one round in ten before it was fixed).
+/// submission, on two runtime threads; 100 rounds, since a lost wake-up
+/// shows only in some interleavings. Two were fixed: a future woken to
+/// take over the reactor that found its own completion at once and left
+/// without passing the duty on (about one round in ten), and a future
+/// whose readiness check replaced the driver's waker although it answered
+/// ready, then left with its own completion (one run of this test in
+/// 60 to 120 hung before it was fixed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_futures_on_many_pipes_all_complete_once() {
     const N: usize = 48;
-    for round in 0..30 {
+    for round in 0..100 {
         let ctx: Arc<AsyncContext<'static>> = Arc::new(AsyncContext::new(N as u32).unwrap());
         let pipes: Vec<_> = (0..N).map(|_| rustix::pipe::pipe().unwrap()).collect();
         let readers: Vec<_> = pipes.iter().map(|(r, _)| Arc::new(rustix::io::dup(r).unwrap())).collect();

@@ -54,9 +54,9 @@ enum Slot<'fd> {
 
 struct State<'fd> {
     slots: Slots<Slot<'fd>>,
-    /// The future whose task the eventfd's readiness wakes (the last one
-    /// that found nothing to do); when it goes, another waiting one is woken
-    /// to take its place.
+    /// The future whose task the eventfd's readiness may wake (the last one
+    /// that asked the reactor, see [`AsyncContext::drive`]); when it goes,
+    /// another waiting one is woken to take its place.
     driver: Option<(u32, u64)>,
 }
 
@@ -320,23 +320,28 @@ impl<'fd> AsyncContext<'fd> {
     }
 
     /// Consumes the eventfd's count, then reaps. Pending when nothing is
-    /// ready: the task of `cx` is then the one the next completion wakes,
-    /// and `me` is recorded as the driver. The registration and the record
-    /// happen under the state lock (`st`), so the driver is always the
-    /// future whose waker the reactor holds.
+    /// ready: the task of `cx` is then the one the next completion wakes.
+    ///
+    /// `me` is recorded as the driver whatever the answer: tokio keeps the
+    /// waker of the last `poll_read_ready` that found the descriptor not
+    /// ready, and that call may still answer ready (readiness arrived
+    /// between its two looks), having replaced the previous driver's waker
+    /// with `cx`'s. The call and the record happen under the state lock
+    /// (`st`), so the future whose waker the reactor may hold is always
+    /// the driver, and a driver that leaves hands the duty on
+    /// ([`AsyncContext::hand_off`]).
     fn drive(
         &self,
         mut st: MutexGuard<'_, State<'fd>>,
         me: (u32, u64),
         cx: &mut TaskContext<'_>,
     ) -> Poll<io::Result<()>> {
-        let mut guard = match self.efd.poll_read_ready(cx) {
+        let ready = self.efd.poll_read_ready(cx);
+        st.driver = Some(me);
+        let mut guard = match ready {
             Poll::Ready(Ok(g)) => g,
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-            Poll::Pending => {
-                st.driver = Some(me);
-                return Poll::Pending;
-            }
+            Poll::Pending => return Poll::Pending,
         };
         drop(st);
         let mut count = [0u8; 8];
