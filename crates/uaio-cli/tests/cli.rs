@@ -7,8 +7,10 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+/// Runs `uaio ARGS` with the backend chosen automatically (the tests of
+/// `info` check that choice, whatever `UAIO_BACKEND` the suite runs with).
 fn uaio(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_uaio")).args(args).output().expect("run uaio")
+    Command::new(env!("CARGO_BIN_EXE_uaio")).args(args).env_remove("UAIO_BACKEND").output().expect("run uaio")
 }
 
 fn text(b: &[u8]) -> String {
@@ -238,7 +240,7 @@ fn uaio_under_seccomp(args: &[&str], refused: &[libc::c_long]) -> Output {
     let fprog = libc::sock_fprog { len: prog.len() as u16, filter: prog.as_mut_ptr() };
     let fprog_addr = &fprog as *const libc::sock_fprog as usize;
     let mut c = Command::new(env!("CARGO_BIN_EXE_uaio"));
-    c.args(args);
+    c.args(args).env_remove("UAIO_BACKEND");
     // SAFETY: the closure runs in the forked child before exec and only
     // makes two prctl calls (async-signal-safe) with a filter program that
     // `prog` and `fprog` keep alive until `output` returns.
