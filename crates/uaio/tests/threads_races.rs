@@ -687,7 +687,8 @@ fn pending_requests_share_one_high_duplicate() {
 /// Finding 9, under `RLIMIT_NOFILE = 64` in a fork child: 300 contexts (the
 /// kernel makes as many as its ring memory allows, never failing with
 /// EMFILE), the application's own `open` still works, and with the whole
-/// descriptor table taken, file requests still complete correctly.
+/// descriptor table taken, file requests still complete correctly and a
+/// read of an empty pipe does not wait inside `io_submit`.
 #[test]
 fn low_descriptor_limit() {
     let Some(_g) = setup() else { return };
@@ -717,6 +718,7 @@ fn low_descriptor_limit() {
             6 => "a read-back with the descriptor table full was wrong",
             7 => "open() failed after requests with the descriptor table full",
             8 => "a pipe read with the descriptor table full was wrong",
+            9 => "io_submit of a read of an empty pipe waited for data with the descriptor table full",
             _ => "unexpected",
         }
     );
@@ -805,35 +807,53 @@ fn low_limit_child(file: i32) -> i32 {
     if !ok || ev[0].res != back.len() as i64 || back != data {
         return 6;
     }
-    // A pipe read that must wait, fed by a thread, then a POLL.
+    // A read of an empty pipe and a POLL of it: io_submit returns without
+    // waiting for data (uaio may hold no duplicate of the pipe, and a pipe
+    // may stay empty for ever: the read then completes with -EAGAIN, not
+    // inside io_submit). A watchdog feeds the pipe after 10 s, so that a
+    // submission that waits fails instead of hanging.
     let mut pb = [0u8; 4];
     let mut rp = cb(IOCB_CMD_PREAD, p[0], pb.as_mut_ptr() as u64, 4, 0, 4);
     let mut pp = cb(IOCB_CMD_POLL, p[0], libc::POLLIN as u64, 0, 0, 5);
     let wfd = p[1];
-    let feeder = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(50));
-        // SAFETY: write(2) on the pipe's write end.
-        unsafe { libc::write(wfd, b"abcdefgh".as_ptr().cast(), 8) };
+    let submitted = Arc::new(AtomicBool::new(false));
+    let fed = Arc::new(AtomicBool::new(false));
+    let (s2, f2) = (submitted.clone(), fed.clone());
+    let watchdog = std::thread::spawn(move || {
+        let until = Instant::now() + Duration::from_secs(10);
+        while !s2.load(Ordering::SeqCst) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if !s2.load(Ordering::SeqCst) {
+            f2.store(true, Ordering::SeqCst);
+            // SAFETY: write(2) on the pipe's write end.
+            unsafe { libc::write(wfd, b"abcdefgh".as_ptr().cast(), 8) };
+        }
     });
     let mut ptrs = [&mut rp as *mut iocb, &mut pp as *mut iocb];
-    let mut got = 0;
     // SAFETY: as above.
-    let ok = unsafe { raw::io_submit(ctx, 2, ptrs.as_mut_ptr()) } == 2 && {
-        while got < 2 {
-            let mut ts = libc::timespec { tv_sec: 10, tv_nsec: 0 };
-            // SAFETY: room for two events.
-            let n = unsafe { raw::io_getevents(ctx, 1, 2 - got, ev[got as usize..].as_mut_ptr(), &mut ts) };
-            if n <= 0 {
-                break;
-            }
-            got += n;
+    let ok = unsafe { raw::io_submit(ctx, 2, ptrs.as_mut_ptr()) } == 2;
+    submitted.store(true, Ordering::SeqCst);
+    let _ = watchdog.join();
+    if fed.load(Ordering::SeqCst) {
+        return 9;
+    }
+    // SAFETY: write(2) on the pipe's write end.
+    unsafe { libc::write(wfd, b"abcdefgh".as_ptr().cast(), 8) };
+    let mut got = 0;
+    while ok && got < 2 {
+        let mut ts = libc::timespec { tv_sec: 10, tv_nsec: 0 };
+        // SAFETY: room for two events.
+        let n = unsafe { raw::io_getevents(ctx, 1, 2 - got, ev[got as usize..].as_mut_ptr(), &mut ts) };
+        if n <= 0 {
+            break;
         }
-        got == 2
-    };
-    let _ = feeder.join();
-    let read_ok = ev.iter().any(|e| e.data == 4 && e.res == 4) && &pb == b"abcd";
-    let poll_ok = ev.iter().any(|e| e.data == 5 && (e.res == libc::POLLIN as i64 || e.res == -(libc::EAGAIN as i64)));
-    if !ok || !read_ok || !poll_ok {
+        got += n;
+    }
+    let again = -(libc::EAGAIN as i64);
+    let read_ok = ev.iter().any(|e| e.data == 4 && ((e.res == 4 && &pb == b"abcd") || e.res == again));
+    let poll_ok = ev.iter().any(|e| e.data == 5 && (e.res == libc::POLLIN as i64 || e.res == again));
+    if got != 2 || !read_ok || !poll_ok {
         return 8;
     }
     for fd in fillers {

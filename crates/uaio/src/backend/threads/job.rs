@@ -305,15 +305,39 @@ pub(super) fn run_blocking(kind: OpKind, fd: i32, cur: &Cursor, rw_flags: i32, i
     }
 }
 
-/// Runs a registered job that no thread could take in the calling thread,
-/// unless it was cancelled meanwhile.
+/// Runs a request that no thread can take in the calling thread, on `fd`:
+/// blocking for a file a worker would have run (its wait is the device's,
+/// and ends); without waiting for one the poller would have watched (a
+/// pipe, socket or terminal may never become ready): what it moves now,
+/// or `-EAGAIN` (a POLL not ready too).
+pub(super) fn run_in_caller(kind: OpKind, fd: i32, cur: &Cursor, route: Route, rw_flags: i32, ioprio: u16) -> i32 {
+    if route == Route::Worker {
+        return run_blocking(kind, fd, cur, rw_flags, ioprio);
+    }
+    if kind == OpKind::Poll {
+        return -libc::EAGAIN;
+    }
+    let r = run_blocking(kind, fd, cur, rw_flags | uaio_abi::RWF_NOWAIT as i32, ioprio);
+    if r != -libc::EOPNOTSUPP {
+        return r;
+    }
+    // A file that takes no RWF_NOWAIT (a terminal): only once it is ready.
+    let events = if matches!(kind, OpKind::Read | OpKind::Readv) { libc::POLLIN } else { libc::POLLOUT };
+    let mut pfd = libc::pollfd { fd, events, revents: 0 };
+    // SAFETY: poll(2) on one pollfd, no waiting.
+    if unsafe { libc::poll(&mut pfd, 1, 0) } > 0 {
+        run_blocking(kind, fd, cur, rw_flags, ioprio)
+    } else {
+        -libc::EAGAIN
+    }
+}
+
+/// Runs a registered job that no thread could take in the calling thread
+/// ([`run_in_caller`]), unless it was cancelled meanwhile.
 pub(super) fn run_unhanded(job: &Job, route: Route, here: &Here) {
     if job.claim() {
         let cur = lock(&job.cur);
-        let res = match route {
-            Route::Poller if job.kind == OpKind::Poll => -libc::EAGAIN,
-            _ => run_blocking(job.kind, job.fd, &cur, job.rw_flags, job.ioprio),
-        };
+        let res = run_in_caller(job.kind, job.fd, &cur, route, job.rw_flags, job.ioprio);
         drop(cur);
         job.shared.finish(job, res, here);
     }

@@ -241,14 +241,9 @@ impl Threads {
     }
 
     /// Runs a request in the submitting thread, on the application's own
-    /// descriptor: blocking for reads, writes and syncs; a POLL not ready
-    /// completes with `-EAGAIN`.
+    /// descriptor ([`run_in_caller`]).
     pub(super) fn run_here(&self, op: &BackendOp, cur: &Cursor, route: Route, here: &Here) {
-        let res = if route == Route::Poller && op.kind == OpKind::Poll {
-            -libc::EAGAIN
-        } else {
-            run_blocking(op.kind, op.fd, cur, op.rw_flags as i32, op.ioprio)
-        };
+        let res = run_in_caller(op.kind, op.fd, cur, route, op.rw_flags as i32, op.ioprio);
         self.shared.complete(op.key, res, here);
     }
 }
