@@ -437,3 +437,63 @@ fn contexts_on_both_backends_live_side_by_side() {
     let auto = Context::builder().entries(8).build().expect("auto context");
     assert_eq!(auto.backend(), Backend::current());
 }
+
+/// A buffer whose `Deref` panics while `armed` is set.
+struct Touchy {
+    bytes: Vec<u8>,
+    armed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl std::ops::Deref for Touchy {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        assert!(!self.armed.load(std::sync::atomic::Ordering::SeqCst), "a buffer that panics");
+        &self.bytes
+    }
+}
+
+impl std::ops::DerefMut for Touchy {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        assert!(!self.armed.load(std::sync::atomic::Ordering::SeqCst), "a buffer that panics");
+        &mut self.bytes
+    }
+}
+
+// SAFETY: the bytes live in the Vec's heap allocation, which is never
+// resized through this type.
+unsafe impl uaio::IoBuffer for Touchy {}
+
+/// A buffer that panics when `submit` or `submit_batch` asks for its
+/// address leaves nothing behind: nothing counted as pending, nothing that
+/// goes out with the next call's batch (whose request would then come back
+/// to its caller while submitted).
+#[test]
+fn a_buffer_panicking_during_submission_leaves_nothing_behind() {
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (r, w) = pipe();
+    let ctx = Context::builder().entries(4).build_for::<Touchy>().unwrap();
+    let armed = Arc::new(AtomicBool::new(false));
+    let touchy = |data: u64| Request::read(&r, Touchy { bytes: vec![0; 4], armed: armed.clone() }, 0).user_data(data);
+    for i in 0..3 {
+        let req = touchy(i);
+        armed.store(true, Ordering::SeqCst);
+        assert!(catch_unwind(AssertUnwindSafe(|| ctx.submit(req).map(|_| ()))).is_err());
+        armed.store(false, Ordering::SeqCst);
+        assert_eq!(ctx.pending(), 0, "after panic {i} in submit");
+    }
+    let mut reqs = vec![Request::noop(), touchy(10), Request::noop()];
+    let mut tickets = Vec::new();
+    armed.store(true, Ordering::SeqCst);
+    assert!(catch_unwind(AssertUnwindSafe(|| ctx.submit_batch(&mut reqs, &mut tickets).map(|_| ()))).is_err());
+    armed.store(false, Ordering::SeqCst);
+    assert_eq!((ctx.pending(), tickets.len()), (0, 0), "after a panic in submit_batch");
+    // The context goes on: one request, one ticket, one completion.
+    let ticket = ctx.submit(touchy(20)).map_err(|e| e.error().raw_os_error()).unwrap();
+    assert_eq!(ctx.pending(), 1);
+    write_pipe(&w, b"abcd");
+    let done = wait_n(&ctx, 1);
+    assert_eq!((done[0].ticket(), done[0].user_data()), (ticket, 20));
+    assert_eq!(done[0].result().unwrap(), 4);
+    assert_eq!(ctx.pending(), 0);
+}

@@ -31,6 +31,36 @@ struct Inner<'fd, B> {
     batch: Vec<u32>,
 }
 
+/// The requests of a submission being staged: if staging panics (an
+/// [`IoBuffer`]'s `Deref` may), their slots are emptied and the batch
+/// cleared, so that no request the call never submitted stays counted in
+/// [`Context::pending`], or goes out with the next call's batch (whose
+/// caller would then get back a request that was submitted).
+struct Staging<'a, 'fd, B>(Option<&'a mut Inner<'fd, B>>);
+
+impl<'a, 'fd, B> Staging<'a, 'fd, B> {
+    /// The context's state, to stage into.
+    fn inner(&mut self) -> &mut Inner<'fd, B> {
+        self.0.as_deref_mut().expect("staging")
+    }
+
+    /// Staging went through: the batch is the caller's again.
+    fn done(mut self) -> &'a mut Inner<'fd, B> {
+        self.0.take().expect("staging")
+    }
+}
+
+impl<B> Drop for Staging<'_, '_, B> {
+    fn drop(&mut self) {
+        if let Some(Inner { slots, batch, .. }) = self.0.take() {
+            for &index in batch.iter() {
+                slots.remove(index);
+            }
+            batch.clear();
+        }
+    }
+}
+
 /// An AIO context: requests go in with [`submit`](Context::submit) or
 /// [`submit_batch`](Context::submit_batch), and come back, with their
 /// buffers, from [`wait`](Context::wait).
@@ -252,8 +282,9 @@ impl<'fd, B: IoBuffer> Context<'fd, B> {
             Ok(g) => g,
             Err(error) => return Err(SubmitError { error, request: req }),
         };
-        let inner = &mut *g;
-        let (index, gen) = self.stage(inner, req);
+        let mut staging = Staging(Some(&mut g));
+        let (index, gen) = self.stage(staging.inner(), req);
+        let inner = staging.done();
         let submitted = self.submit_staged(inner);
         inner.batch.clear();
         match submitted {
@@ -297,10 +328,11 @@ impl<'fd, B: IoBuffer> Context<'fd, B> {
             return Ok(0);
         }
         let mut g = self.lock_here()?;
-        let inner = &mut *g;
+        let mut staging = Staging(Some(&mut g));
         for req in reqs.drain(..) {
-            self.stage(inner, req);
+            self.stage(staging.inner(), req);
         }
+        let inner = staging.done();
         let r = self.submit_staged(inner);
         let n = *r.as_ref().unwrap_or(&0);
         let Inner { slots, batch, .. } = inner;
@@ -312,13 +344,15 @@ impl<'fd, B: IoBuffer> Context<'fd, B> {
         r
     }
 
-    /// Puts `req` in a slot and its iocb in the batch.
+    /// Puts `req` in a slot and its iocb in the batch (under a [`Staging`]:
+    /// the request's buffer may panic when asked for its address).
     fn stage(&self, inner: &mut Inner<'fd, B>, req: Request<'fd, B>) -> (u32, u64) {
         let (index, gen) = inner.slots.insert(req);
+        // In the batch before its buffer is asked for its address.
+        inner.batch.push(index);
         let (cb, e) = inner.slots.parts(index);
         let req = e.value.as_mut().expect("just inserted");
         req.fill(cb, &mut e.iov, data_of(index, gen));
-        inner.batch.push(index);
         (index, gen)
     }
 
