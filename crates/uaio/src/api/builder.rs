@@ -86,8 +86,12 @@ pub struct Builder {
 }
 
 impl Builder {
-    /// How many requests may be in flight at once (`io_setup`'s `nr_events`;
-    /// 128 by default). More are refused with `EAGAIN`. Counted against the
+    /// How many requests the context is made for (`io_setup`'s `nr_events`;
+    /// 128 by default). As on the kernel, the ring is rounded up (to at
+    /// least `4 * CPUs` entries, then doubled and filled to whole pages),
+    /// so more may be in flight at once: past the ring's room
+    /// ([`ring_geometry`](crate::ring_geometry)`(n).capacity`),
+    /// submissions are refused with `EAGAIN`. Counted against the
     /// process's `aio-max-nr` budget.
     ///
     /// # Examples
