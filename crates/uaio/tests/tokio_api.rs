@@ -139,6 +139,67 @@ async fn a_dropped_poll_is_cancelled_and_its_buffer_lives_until_reaped() {
     assert_eq!(&buf[..n.unwrap()], b"abc");
 }
 
+/// A buffer that asks its context how many requests are pending when it
+/// is dropped.
+struct Asking {
+    bytes: Vec<u8>,
+    ctx: std::sync::Weak<AsyncContext<'static>>,
+    seen: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Deref for Asking {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl DerefMut for Asking {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.bytes
+    }
+}
+
+impl Drop for Asking {
+    fn drop(&mut self) {
+        if let Some(ctx) = self.ctx.upgrade() {
+            self.seen.store(ctx.pending() + 1, Ordering::SeqCst);
+        }
+    }
+}
+
+// SAFETY: as for `Watched`.
+unsafe impl IoBuffer for Asking {}
+
+/// The buffer of a dropped future is dropped when the completion is
+/// reaped, and its `Drop` may call into the context (it deadlocked: the
+/// context dropped it holding its own lock). Run on a thread of its own,
+/// so that a deadlock fails the test instead of hanging it.
+#[test]
+fn a_freed_buffer_may_call_into_its_context() {
+    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let s = seen.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let (r, _w) = rustix::pipe::pipe().unwrap();
+            let ctx = Arc::new(AsyncContext::new(8).unwrap());
+            {
+                let buf = Asking { bytes: vec![0; 8], ctx: Arc::downgrade(&ctx), seen: s.clone() };
+                let mut read = pin!(ctx.read(r, buf, 0));
+                assert!(poll_once(&mut read).await, "an empty pipe: pending");
+            }
+            while ctx.pending() > 0 {
+                ctx.noop().await.unwrap();
+            }
+        });
+        tx.send(()).unwrap();
+    });
+    rx.recv_timeout(HANG).expect("deadlock: the reaping call never returned");
+    assert_ne!(seen.load(Ordering::SeqCst), 0, "the buffer was dropped, asking its context");
+}
+
 #[tokio::test]
 async fn dropping_the_context_with_orphans_returns() {
     let (r, _w) = rustix::pipe::pipe().unwrap();

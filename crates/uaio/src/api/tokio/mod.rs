@@ -88,6 +88,15 @@ struct State<'fd> {
 /// drops it), then frees what the requests owned. The process-wide effects
 /// described there apply too.
 ///
+/// # Runtime
+///
+/// The eventfd is registered with the runtime current at
+/// [`AsyncContext::new`]. Once that runtime has shut down, the context has
+/// no reactor: a request that cannot complete at once is cancelled and
+/// resolves to `ECANCELED` (or to its result, if it finished first),
+/// waited for with blocking calls in the polling thread. Make the context
+/// in the runtime that uses it.
+///
 /// # Panics
 ///
 /// [`AsyncContext::new`] panics outside a tokio runtime with I/O enabled
@@ -283,24 +292,32 @@ impl<'fd> AsyncContext<'fd> {
     }
 
     /// Records each event in its request's slot and wakes its future; the
-    /// slot of an orphan (its future was dropped) is freed.
+    /// slot of an orphan (its future was dropped) is freed. The wakers run
+    /// and the orphans' requests (buffers, descriptors) are dropped once
+    /// the state lock is released: their code may call into the context.
     fn record(&self, evs: &[io_event]) {
-        let mut st = self.lock();
-        for ev in evs {
-            let Some(index) = st.slots.find_data(ev.data) else { continue };
-            let e = st.slots.entry(index);
-            match e.value.take() {
-                Some(Slot::Waiting(w)) => {
-                    e.value = Some(Slot::Done(ev.res));
-                    if let Some(w) = w {
-                        w.wake();
+        let mut wakers = Vec::new();
+        let mut freed = Vec::new();
+        {
+            let mut st = self.lock();
+            for ev in evs {
+                let Some(index) = st.slots.find_data(ev.data) else { continue };
+                let e = st.slots.entry(index);
+                match e.value.take() {
+                    Some(Slot::Waiting(w)) => {
+                        e.value = Some(Slot::Done(ev.res));
+                        wakers.extend(w);
+                    }
+                    other => {
+                        e.value = other;
+                        freed.extend(st.slots.remove(index));
                     }
                 }
-                other => {
-                    e.value = other;
-                    st.slots.remove(index);
-                }
             }
+        }
+        drop(freed);
+        for w in wakers {
+            w.wake();
         }
     }
 
