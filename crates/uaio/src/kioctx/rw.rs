@@ -190,6 +190,7 @@ fn runs_inline(f: &mut FdInfo, p: &Prepared, write: bool, empty: bool, behind_wr
         || inline_write
         || (write && !empty && !every_write && past_size_limit(f, p))
         || f.is_memory_device()
+        || (write && f.is_kernel_log())
 }
 
 /// Whether a write to a regular file starts at or past the end of the file

@@ -203,6 +203,16 @@ impl FdInfo {
         st.kind() == libc::S_IFCHR && libc::major(st.rdev) == 1 && matches!(libc::minor(st.rdev), 3 | 5 | 7 | 8 | 9)
     }
 
+    /// `/dev/kmsg` (character 1:11), whose writes never wait (they log a
+    /// record) but are taken only blocking (no `RWF_NOWAIT`), and whose
+    /// poll never says it is writable: a backend that waits for
+    /// writability (io_uring, the thread pool's poller) waits until some
+    /// other record is logged.
+    pub(crate) fn is_kernel_log(&mut self) -> bool {
+        let st = *self.stat();
+        st.kind() == libc::S_IFCHR && libc::major(st.rdev) == 1 && libc::minor(st.rdev) == 11
+    }
+
     /// A regular file.
     #[inline]
     pub(crate) fn is_regular(&mut self) -> bool {
