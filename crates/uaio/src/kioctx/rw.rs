@@ -292,7 +292,8 @@ fn transfer(write: bool, fd: i32, p: &Prepared, off: i64, flags: u32) -> i64 {
 
 /// Runs a read or write that [`runs_inline`] chose; returns its result.
 fn inline_rw(cb: &iocb, f: &mut FdInfo, p: &Prepared, write: bool, empty: bool, behind_write: bool) -> i64 {
-    let refuses = write && f.refuses_nowait_buffered_write();
+    // Only an RWF_NOWAIT write needs to know.
+    let refuses = write && p.rw_flags & RWF_NOWAIT != 0 && f.refuses_nowait_buffered_write();
     if write && empty && p.rw_flags & RWF_NOWAIT != 0 && refuses {
         // The C library answers an empty write itself; the
         // kernel's AIO asks the file system, which refuses.
