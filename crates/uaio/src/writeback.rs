@@ -263,7 +263,19 @@ pub(crate) enum WriteFs {
 /// Whether `f` is a regular file of a memory file system with no device
 /// behind it (tmpfs without swap, or ramfs; see the module documentation).
 pub(crate) fn memory_file(f: &mut FdInfo) -> bool {
-    f.is_regular() && write_fs(f) == WriteFs::Memory
+    if !f.is_regular() {
+        return false;
+    }
+    if let Some(k) = f.write_fs {
+        return k == WriteFs::Memory;
+    }
+    // What `write_fs_uncached` answers Memory for, without the rest of its
+    // look (free space, dirty pages, the device), which a read needs not.
+    match fs_magic(f) {
+        Some(RAMFS_MAGIC) => true,
+        Some(TMPFS_MAGIC) => no_swap(),
+        _ => false,
+    }
 }
 
 /// The kind of `f`'s file system, found out once per call.
@@ -370,10 +382,15 @@ fn no_swap() -> bool {
 }
 
 /// The `statfs` magic of `f`'s file system, from what [`fs_facts`] saw of
-/// its device.
+/// its device, once per call.
 pub(crate) fn fs_magic(f: &mut FdInfo) -> Option<i64> {
+    if let Some(m) = f.fs_magic {
+        return m;
+    }
     let dev = f.dev();
-    fs_facts(f, dev).map(|(kind, _)| kind)
+    let m = fs_facts(f, dev).map(|(kind, _)| kind);
+    f.fs_magic = Some(m);
+    m
 }
 
 /// The file system's magic and free bytes, by device number: a `statfs`

@@ -24,6 +24,9 @@ pub(crate) struct FdInfo {
     /// What the file system makes of a buffered write (see `writeback`),
     /// found out once per call.
     pub write_fs: Option<crate::writeback::WriteFs>,
+    /// The file system's `statfs` magic (`None` inside when it could not
+    /// be told), found out once per call.
+    pub fs_magic: Option<Option<i64>>,
     /// Whether it is an eventfd, found out on demand.
     eventfd: Option<bool>,
 }
@@ -45,7 +48,16 @@ impl FdInfo {
             return Err(Errno::BADF);
         }
         direct_hint::record(fd, flags as u32);
-        Ok(FdInfo { fd, flags: flags as u32, st: None, recalled: false, fs: None, write_fs: None, eventfd: None })
+        Ok(FdInfo {
+            fd,
+            flags: flags as u32,
+            st: None,
+            recalled: false,
+            fs: None,
+            write_fs: None,
+            fs_magic: None,
+            eventfd: None,
+        })
     }
 
     /// The file's `stat`, once per call. If the descriptor was closed
