@@ -90,8 +90,12 @@ fn open_high(path: &str) -> Option<InternalFd> {
         // The low number is moved and closed before the program may close
         // or reuse it (see `making`).
         let high = super::internal_fds::making(|| {
+            // Without waiting: where /proc or /sys is not what it should be
+            // (a mount namespace may put anything there), a FIFO at the
+            // path would block the open until some writer came (it then
+            // fails the read instead: a FIFO has no position).
             // SAFETY: open(2) of a NUL-terminated path.
-            let low = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+            let low = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NONBLOCK) };
             if low < 0 {
                 return None;
             }
@@ -184,5 +188,21 @@ mod tests {
         assert_eq!(FDS[ProcFile::Meminfo as usize].load(Ordering::SeqCst), first, "opened twice");
         let n: u64 = read(ProcFile::AioMaxNr).expect("aio-max-nr").trim().parse().expect("a number");
         assert!(n > 0);
+    }
+
+    #[test]
+    fn a_fifo_in_place_of_a_file_is_unreadable_not_waited_for() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("aio-max-nr");
+        let c = std::ffi::CString::new(path.to_str().expect("utf-8")).expect("path");
+        // SAFETY: mkfifo(3) of a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = path.to_str().expect("utf-8").to_owned();
+        std::thread::spawn(move || tx.send(read_path(&p)));
+        match rx.recv_timeout(std::time::Duration::from_secs(10)) {
+            Ok(r) => assert_eq!(r, None),
+            Err(_) => panic!("read_path of a FIFO with no writer still waits after 10 s"),
+        }
     }
 }
