@@ -42,6 +42,8 @@ const INTERNAL_HIGH: u64 = 0xffff_ffff;
 /// user_data of internal entries.
 const TAG_WAKE: u64 = u64::MAX;
 const TAG_CANCEL: u64 = u64::MAX - 1;
+/// The NOP a new ring submits before it is used (see `Ring::new`).
+const TAG_PROBE: u64 = u64::MAX - 2;
 
 /// The events a POLL asks io_uring for ([`poll_companions`]). io_uring
 /// ignores a wake-up that names events when the only ones asked for are
@@ -233,6 +235,22 @@ impl Ring {
             wakes_pushed: AtomicU32::new(0),
             wakes_seen: AtomicU32::new(0),
         };
+        // A seccomp filter may let io_uring_setup through and refuse
+        // io_uring_enter: one NOP goes through the ring first, so that such
+        // a ring is never used (the context runs on the thread pool). Its
+        // completion is taken off the ring at once (before the eventfd is
+        // registered: nobody needs to hear of it).
+        u.push(&[sqe(IoringOp::Nop, -1, 0, 0, 0, TAG_PROBE)])?;
+        // SAFETY: live atomics in the CQ ring; nothing else was submitted,
+        // so the one completion there (a NOP completes as it is submitted;
+        // else it is waited for) is the probe's.
+        unsafe {
+            let head = (*u.cq_head).load(Ordering::Acquire);
+            if (*u.cq_tail).load(Ordering::Acquire) == head {
+                io_uring_enter(u.fd.as_fd(), 0, 1, IoringEnterFlags::GETEVENTS)?;
+            }
+            (*u.cq_head).store(head.wrapping_add(1), Ordering::Release);
+        }
         if let Some(efd) = notify {
             let raw = efd.as_raw_fd();
             // SAFETY: IORING_REGISTER_EVENTFD takes a pointer to one i32.

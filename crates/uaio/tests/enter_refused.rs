@@ -1,0 +1,124 @@
+//! A seccomp filter that lets `io_uring_setup` through and refuses only
+//! `io_uring_enter` (installed before the first context): a context must
+//! run on the thread pool and work, as kernel AIO does under the same
+//! filter. Before, the ring was made and used, and every request completed
+//! with `-EPERM` (a black-box attack: every run, both forms of the filter).
+//!
+//! The case runs in a `fork` child, where the filter stays; a child that
+//! has not finished after [`LIMIT`] is a failure.
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+use std::time::Duration;
+
+use uaio::{Backend, Context, Request};
+
+mod util;
+use util::wait_child_for;
+
+/// A hang detector: the child's work takes milliseconds.
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// Exit codes of the child.
+const OK: i32 = 0;
+const NO_FILTER: i32 = 3;
+const ON_URING: i32 = 4;
+const NO_CONTEXT: i32 = 5;
+const WRONG: i32 = 6;
+const URING_GRANTED: i32 = 7;
+
+#[repr(C)]
+struct SockFilter {
+    code: u16,
+    jt: u8,
+    jf: u8,
+    k: u32,
+}
+
+#[repr(C)]
+struct SockFprog {
+    len: u16,
+    filter: *const SockFilter,
+}
+
+/// Installs a filter refusing `io_uring_enter` alone with `EPERM`.
+fn refuse_enter() -> bool {
+    const LD_ABS_W: u16 = 0x20;
+    const JEQ: u16 = 0x15;
+    const RET: u16 = 0x06;
+    const ALLOW: u32 = 0x7fff_0000;
+    const ERRNO_EPERM: u32 = 0x0005_0000 | libc::EPERM as u32;
+    const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+    let prog = [
+        SockFilter { code: LD_ABS_W, jt: 0, jf: 0, k: 4 },
+        SockFilter { code: JEQ, jt: 1, jf: 0, k: AUDIT_ARCH_X86_64 },
+        SockFilter { code: RET, jt: 0, jf: 0, k: ALLOW },
+        SockFilter { code: LD_ABS_W, jt: 0, jf: 0, k: 0 },
+        SockFilter { code: JEQ, jt: 0, jf: 1, k: libc::SYS_io_uring_enter as u32 },
+        SockFilter { code: RET, jt: 0, jf: 0, k: ERRNO_EPERM },
+        SockFilter { code: RET, jt: 0, jf: 0, k: ALLOW },
+    ];
+    let fprog = SockFprog { len: prog.len() as u16, filter: prog.as_ptr() };
+    // SAFETY: prctl(2) calls with a valid BPF program that outlives them.
+    unsafe {
+        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
+            && libc::prctl(libc::PR_SET_SECCOMP, 2, &fprog as *const SockFprog, 0, 0) == 0
+    }
+}
+
+/// The child's part: the filter, then a context that writes and reads back.
+fn child() -> i32 {
+    let file = tempfile::tempfile().expect("tempfile");
+    if !refuse_enter() {
+        return NO_FILTER;
+    }
+    if Context::<Vec<u8>>::builder().entries(8).backend(Backend::IoUring).build().is_ok() {
+        return URING_GRANTED;
+    }
+    let Ok(ctx) = Context::<Vec<u8>>::builder().entries(8).build() else { return NO_CONTEXT };
+    if ctx.backend() != Backend::Threads {
+        return ON_URING;
+    }
+    let data: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
+    let wrote = ctx.submit(Request::write(&file, data.clone(), 0)).is_ok()
+        && ctx.wait_one(Some(LIMIT)).is_ok_and(|c| c.result().ok() == Some(4096));
+    let read = wrote
+        && ctx.submit(Request::read(&file, vec![0u8; 4096], 0)).is_ok()
+        && ctx.wait_one(Some(LIMIT)).is_ok_and(|c| {
+            let (r, buf) = c.into_result_and_buf();
+            r.ok() == Some(4096) && buf.as_ref() == Some(&data)
+        });
+    if read {
+        OK
+    } else {
+        WRONG
+    }
+}
+
+#[test]
+fn a_filter_refusing_io_uring_enter_alone_sends_contexts_to_the_thread_pool() {
+    // SAFETY: fork(2); the child runs `child` and leaves with _exit.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork");
+    if pid == 0 {
+        let code = std::panic::catch_unwind(child).unwrap_or(99);
+        // SAFETY: ending the forked child without running the parent's
+        // exit handlers.
+        unsafe { libc::_exit(code) };
+    }
+    let status = wait_child_for(pid, LIMIT).expect("the child did not finish: hung");
+    assert!(libc::WIFEXITED(status), "child ended by signal {}", libc::WTERMSIG(status));
+    match libc::WEXITSTATUS(status) {
+        OK => {}
+        NO_FILTER => println!("skipped: a seccomp filter cannot be installed here"),
+        code => panic!(
+            "child exit code {code} ({})",
+            match code {
+                ON_URING => "the context was made on io_uring",
+                URING_GRANTED => "an explicit io_uring context was granted",
+                NO_CONTEXT => "no context at all",
+                WRONG => "the write or the read back failed",
+                _ => "panic",
+            }
+        ),
+    }
+}
