@@ -127,6 +127,7 @@ fn main() -> ExitCode {
     // SAFETY: setting a signal's disposition to its default, before any
     // thread exists.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    quiet_output_failures();
     let cli = Cli::parse();
     match cli.command {
         Cmd::Check(a) => check::main(&a),
@@ -144,6 +145,27 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
     }
+}
+
+/// A failed write to standard output (a full device, a closed descriptor)
+/// ends the command with one line on stderr and status 1, as other tools
+/// do, instead of the panic and backtrace of Rust's `print!`; any other
+/// panic is reported as before.
+fn quiet_output_failures() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if let Some(why) = msg.strip_prefix("failed printing to stdout: ") {
+            eprintln!("uaio: cannot write to standard output: {why}");
+            std::process::exit(1);
+        }
+        default(info);
+    }));
 }
 
 /// Ends the process with clap's usage error (message on stderr, exit 2).

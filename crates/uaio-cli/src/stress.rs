@@ -60,7 +60,7 @@ usage: uaio stress [--threads N] [--requests N | --seconds S] [--backend uring|t
   --dir DIR        scratch directory (default: a new directory under the temp dir)
   --kernel         run the same workload on kernel AIO (the oracle)
   --watchdog S     fail when nothing progresses for S seconds (default 20)
-  --shared N       shared contexts (default 2; odd ones are reaped from the ring only)
+  --shared N       shared contexts (default 2, at most 64; odd ones are reaped from the ring only)
   --verbose        print progress every 2 seconds";
 
 /// What `uaio stress` was asked to do.
@@ -124,6 +124,17 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
     }
     if o.requests.is_none() && o.seconds.is_none() {
         o.requests = Some(20_000);
+    }
+    if o.requests == Some(0) {
+        return Err("--requests must be at least 1".into());
+    }
+    // A run of a week at most (a larger value would not fit the clock's
+    // arithmetic, and NaN never ends).
+    if o.seconds.is_some_and(|s| !(s > 0.0 && s <= 604_800.0)) {
+        return Err("--seconds must be more than 0 and at most 604800".into());
+    }
+    if o.shared > 64 {
+        return Err("--shared must be 0 to 64".into());
     }
     if let Some(b) = &o.backend {
         if !matches!(b.as_str(), "uring" | "io_uring" | "threads") {
@@ -3175,6 +3186,11 @@ mod tests {
         assert!(parse_args(&args("--requests 1 --seconds 1")).is_err());
         assert!(parse_args(&args("--backend foo")).is_err());
         assert!(parse_args(&args("--threads")).is_err());
+        for bad in
+            ["--seconds nan", "--seconds 0", "--seconds -1", "--seconds 1e300", "--requests 0", "--shared 100000"]
+        {
+            assert!(parse_args(&args(bad)).is_err(), "{bad} accepted");
+        }
         assert!(parse_args(&args("--bogus")).is_err());
     }
 

@@ -118,11 +118,28 @@ fn parse_size(s: &str) -> Result<u64, String> {
     Ok(v as u64)
 }
 
+/// The largest queue depth a workload may ask for: kernel AIO's default
+/// `fs.aio-max-nr`, which one context cannot exceed anyway.
+const MAX_DEPTH: usize = 65536;
+
+/// The longest measured run, in seconds.
+const MAX_DURATION: f64 = 3600.0;
+
+/// A queue depth: a positive integer up to [`MAX_DEPTH`].
+fn parse_depth(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(v) if v > 0 && v <= MAX_DEPTH => Ok(v),
+        Ok(v) if v > MAX_DEPTH => Err(format!("queue depth {v} is above {MAX_DEPTH}")),
+        _ => Err(format!("not a positive integer: {s:?}")),
+    }
+}
+
 fn command() -> clap::Command {
     let size = |s: &str| parse_size(s);
     let positive = |s: &str| -> Result<f64, String> {
         match s.parse::<f64>() {
-            Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+            Ok(v) if v.is_finite() && v > 0.0 && v <= MAX_DURATION => Ok(v),
+            Ok(v) if v.is_finite() && v > MAX_DURATION => Err(format!("at most {MAX_DURATION} s: {s:?}")),
             _ => Err(format!("not a positive number: {s:?}")),
         }
     };
@@ -182,7 +199,7 @@ fn command() -> clap::Command {
                 .long("depth")
                 .value_name("N")
                 .default_value("32")
-                .value_parser(count)
+                .value_parser(parse_depth)
                 .help("Queue depth of the other workloads (per thread for the two-thread ones)"),
         )
         .arg(
@@ -244,9 +261,11 @@ fn parse(args: &[String]) -> Result<Options, clap::Error> {
     let bad = |msg: String| cmd.clone().error(clap::error::ErrorKind::ValueValidation, msg);
     let mut qd = Vec::new();
     for part in m.get_one::<String>("qd").expect("default").split(',') {
-        match part.trim().parse::<usize>() {
-            Ok(v) if v > 0 => qd.push(v),
-            _ => return Err(bad(format!("--qd: not a list of positive integers: {part:?}"))),
+        match parse_depth(part) {
+            // A depth named twice is run once.
+            Ok(v) if qd.contains(&v) => {}
+            Ok(v) => qd.push(v),
+            Err(e) => return Err(bad(format!("--qd: {e}"))),
         }
     }
     let mut engines = Vec::new();
@@ -322,6 +341,19 @@ pub fn main(args: &[String]) -> ExitCode {
 
 /// `uaio bench --worker JOB`: runs one job and prints one JSON line.
 fn worker(arg: &str) -> ExitCode {
+    // A worker ends with the command that started it, however that ended
+    // (a signal to the command alone left workers doing I/O until their
+    // run's end). The parent's number, given by `spawn`, tells whether it
+    // ended before the request was made.
+    // SAFETY: prctl(PR_SET_PDEATHSIG) with a signal number, and getppid(2),
+    // which takes nothing; neither touches memory.
+    let parent = unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+        libc::getppid()
+    };
+    if std::env::var(PARENT_VAR).is_ok_and(|p| p.parse::<i32>().ok() != Some(parent)) {
+        return ExitCode::FAILURE;
+    }
     let out = match Job::from_arg(arg) {
         Err(e) => json!({ "error": e }),
         Ok(job) => match load::run(&job) {
@@ -351,11 +383,15 @@ impl Notes {
     }
 }
 
+/// The environment variable that gives a worker its parent's process id.
+const PARENT_VAR: &str = "UAIO_BENCH_PARENT";
+
 /// Runs one job in a worker process.
 fn spawn(job: &Job, engine: Engine) -> Result<Outcome, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the uaio executable: {e}"))?;
     let mut c = Command::new(exe);
     c.args(["bench", "--worker", &job.to_arg()]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    c.env(PARENT_VAR, std::process::id().to_string());
     match engine.backend() {
         Some((env, _)) => c.env("UAIO_BACKEND", env),
         None => c.env_remove("UAIO_BACKEND"),
@@ -666,6 +702,11 @@ mod tests {
         assert!(a(&["--bogus"]).is_err());
         assert!(a(&["--engines", "spdk"]).is_err());
         assert!(a(&["--duration", "-1"]).is_err());
+        // Bounds that would have aborted a worker or the command itself.
+        assert!(a(&["--duration", "1e300"]).is_err());
+        assert!(a(&["--qd", "4294967297"]).is_err());
+        assert!(a(&["--depth", "4294967297"]).is_err());
+        assert_eq!(a(&["--qd", "1,1,32"]).unwrap().qd, vec![1, 32]);
         assert_eq!(a(&["--help"]).unwrap_err().kind(), clap::error::ErrorKind::DisplayHelp);
     }
 }

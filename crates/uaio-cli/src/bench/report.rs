@@ -202,10 +202,14 @@ impl Report {
     /// Writes a bar chart: IOPS of every engine (log scale) and the ratio
     /// of each uaio engine to kernel AIO, one group of bars per workload.
     pub fn svg(&self, path: &Path) -> Result<(), String> {
-        self.draw_svg(path).map_err(|e| e.to_string())
+        // Drawn in memory, then written: plotters' own file output can lose
+        // a write error (a full file system gave an empty file and success).
+        let mut text = String::new();
+        self.draw_svg(&mut text).map_err(|e| e.to_string())?;
+        std::fs::write(path, text).map_err(|e| e.to_string())
     }
 
-    fn draw_svg(&self, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    fn draw_svg(&self, out: &mut String) -> Result<(), Box<dyn std::error::Error + '_>> {
         use plotters::prelude::*;
         use plotters::style::text_anchor::{HPos, Pos, VPos};
 
@@ -220,7 +224,7 @@ impl Report {
         let per = engines.len().max(1);
         let label_w = 300u32;
         let height = 90 + (n * (12 * per + 12)) as u32;
-        let root = SVGBackend::new(path, (1300, height)).into_drawing_area();
+        let root = SVGBackend::with_string(out, (1300, height)).into_drawing_area();
         root.fill(&WHITE)?;
         let (left, right) = root.split_horizontally(label_w + 560);
 
