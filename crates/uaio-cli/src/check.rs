@@ -55,7 +55,13 @@ pub fn main(a: &Args) -> ExitCode {
     let start = Instant::now();
     let (mut differ, mut extensions) = (0, 0);
     let mut results = Vec::new();
+    crate::interrupt::catch();
+    let mut done = 0;
     for c in &cases {
+        if crate::interrupt::signal().is_some() {
+            break;
+        }
+        done += 1;
         pb.set_message(c.name);
         let o = uaio_conform::run_case(c);
         pb.inc(1);
@@ -78,6 +84,10 @@ pub fn main(a: &Args) -> ExitCode {
         }
     }
     pb.finish_and_clear();
+    if let Some(sig) = crate::interrupt::signal() {
+        eprintln!("uaio check: interrupted after {done} of {} cases ({differ} differ so far)", cases.len());
+        crate::interrupt::die_of(sig);
+    }
     let secs = start.elapsed().as_secs_f64();
     let backend = uaio::backend_name();
     if a.json {

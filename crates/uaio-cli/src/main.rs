@@ -30,6 +30,7 @@ mod bench;
 mod check;
 mod dropin;
 mod info;
+mod interrupt;
 mod runstats;
 mod stress;
 

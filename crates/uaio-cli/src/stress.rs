@@ -2744,9 +2744,14 @@ pub fn main(args: &[String]) -> ExitCode {
     let start_threads = thread_names();
 
     let (dir, own_dir) = match &o.dir {
+        Some(d) if !d.is_dir() => {
+            eprintln!("uaio stress: --dir {}: no such directory", d.display());
+            return ExitCode::from(2);
+        }
         Some(d) => (d.clone(), false),
         None => (std::env::temp_dir().join(format!("uaio-stress-{}-{}", std::process::id(), o.seed)), true),
     };
+    crate::interrupt::catch();
     let world = match build_world(&o, aio, target, &dir) {
         Ok(mut w) => {
             w.scratch = own_dir.then(|| dir.clone());
@@ -2802,11 +2807,12 @@ pub fn main(args: &[String]) -> ExitCode {
     loop {
         std::thread::sleep(Duration::from_millis(5));
         let acc = world.stats.accepted.load(Relaxed);
-        let end = match (o.requests, o.seconds) {
-            (Some(n), _) => acc >= n,
-            (_, Some(s)) => world.t0.elapsed().as_secs_f64() >= s,
-            _ => true,
-        };
+        let end = crate::interrupt::signal().is_some()
+            || match (o.requests, o.seconds) {
+                (Some(n), _) => acc >= n,
+                (_, Some(s)) => world.t0.elapsed().as_secs_f64() >= s,
+                _ => true,
+            };
         if o.verbose && last_print.elapsed() >= Duration::from_secs(2) {
             last_print = Instant::now();
             println!(
@@ -2891,6 +2897,13 @@ pub fn main(args: &[String]) -> ExitCode {
     println!("result: {}", if total == 0 { "PASS" } else { "FAIL" });
     if total > 0 {
         println!("reproduce: {}", reproduce(&o));
+    }
+    if let Some(sig) = crate::interrupt::signal() {
+        eprintln!(
+            "uaio stress: interrupted (signal {sig}) after {:.1} s; its scratch files are removed",
+            snapshot.secs
+        );
+        crate::interrupt::die_of(sig);
     }
     if total == 0 {
         ExitCode::SUCCESS
