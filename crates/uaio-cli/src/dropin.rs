@@ -224,17 +224,27 @@ fn forward_to(pid: libc::pid_t, set: libc::sigset_t) {
 fn private_dir(name: &str) -> Result<PathBuf, String> {
     // SAFETY: getuid has no preconditions and cannot fail.
     let uid = unsafe { libc::getuid() };
+    // A relative path would name another place in a child that changes
+    // directory (the variables must hold absolute paths; others are
+    // ignored, as the XDG specification says).
+    let absolute = |v: &str| std::env::var_os(v).map(PathBuf::from).filter(|d| d.is_absolute());
+    // (directory, whether its parent may be created)
     let mut candidates = Vec::new();
-    if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
-        candidates.push(PathBuf::from(d).join(format!("uaio-{name}")));
+    if let Some(d) = absolute("XDG_RUNTIME_DIR") {
+        candidates.push((d.join(format!("uaio-{name}")), false));
     }
-    let tmp = std::env::var_os("TMPDIR").filter(|d| !d.is_empty()).unwrap_or_else(|| "/tmp".into());
-    candidates.push(PathBuf::from(tmp).join(format!("uaio-{uid}-{name}")));
-    if let Some(h) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
-        candidates.push(PathBuf::from(h).join(".cache/uaio").join(name));
+    let tmp = absolute("TMPDIR").unwrap_or_else(|| "/tmp".into());
+    candidates.push((tmp.join(format!("uaio-{uid}-{name}")), false));
+    if let Some(h) = absolute("HOME") {
+        candidates.push((h.join(".cache/uaio").join(name), true));
     }
     let mut why = Vec::new();
-    for dir in candidates {
+    for (dir, make_parent) in candidates {
+        if make_parent {
+            if let Some(parent) = dir.parent() {
+                let _ = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(parent);
+            }
+        }
         match usable(&dir, uid) {
             Ok(()) => return Ok(dir),
             Err(e) => why.push(format!("{}: {e}", dir.display())),
@@ -247,10 +257,6 @@ fn private_dir(name: &str) -> Result<PathBuf, String> {
 /// directory of `uid` that nobody else may write to, on a file system that
 /// allows executable mappings.
 fn usable(dir: &Path, uid: u32) -> Result<(), String> {
-    if let Some(parent) = dir.parent() {
-        // Only `~/.cache/uaio` may be missing among the parents.
-        let _ = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(parent);
-    }
     match std::fs::DirBuilder::new().mode(0o700).create(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
