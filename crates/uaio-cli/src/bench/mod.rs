@@ -326,6 +326,13 @@ pub fn main(args: &[String]) -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
+    // Every word must select something: names depend on --bs and --qd, and
+    // a word that silently matched nothing left its workload out.
+    let unmatched: Vec<&String> = opts.workloads.iter().filter(|f| !all.iter().any(|w| selects(f, w))).collect();
+    if !unmatched.is_empty() {
+        eprintln!("uaio bench: no workload matches {unmatched:?} (see --list; names follow --bs and --qd)");
+        return ExitCode::from(2);
+    }
     if workloads.is_empty() {
         eprintln!("uaio bench: no workload matches {:?} (see --list)", opts.workloads);
         return ExitCode::from(2);
@@ -380,6 +387,15 @@ impl Notes {
         if !self.0.contains(&s) {
             self.0.push(s);
         }
+    }
+}
+
+/// `n` and the noun, in the plural unless `n` is 1.
+fn plural(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
     }
 }
 
@@ -509,14 +525,24 @@ fn bench(opts: &Options, workloads: &[Workload]) -> Result<(), String> {
     say!(
         opts,
         hidden,
-        "uaio bench: {} workloads x {} engines x {} rounds = {runs} runs of {:.2} s (+{:.2} s warm-up): about {:.0} s",
-        workloads.len(),
-        opts.engines.len(),
-        opts.rounds,
+        "uaio bench: {} x {} x {} = {runs} runs of {:.2} s (+{:.2} s warm-up): about {:.0} s",
+        plural(workloads.len(), "workload"),
+        plural(opts.engines.len(), "engine"),
+        plural(opts.rounds, "round"),
         duration.as_secs_f64(),
         warmup.as_secs_f64(),
         estimate.ceil()
     );
+    let backends = opts
+        .engines
+        .iter()
+        .filter(|e| e.backend().is_some())
+        .map(|e| match engine_na.get(e) {
+            Some(_) => format!("{} (unavailable)", e.name()),
+            None => e.name().to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
     say!(
         opts,
         hidden,
@@ -524,15 +550,7 @@ fn bench(opts: &Options, workloads: &[Workload]) -> Result<(), String> {
         tf.shown,
         tf.size >> 20,
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-        opts.engines
-            .iter()
-            .filter(|e| e.backend().is_some())
-            .map(|e| match engine_na.get(e) {
-                Some(_) => format!("{} (unavailable)", e.name()),
-                None => e.name().to_string(),
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
+        if backends.is_empty() { "none (kernel AIO only)" } else { &backends }
     );
 
     let pb = ProgressBar::new(runs as u64);
