@@ -116,6 +116,11 @@ pub fn run(backend: Option<&str>, verbose: bool, stats: Option<Option<PathBuf>>,
     c.env("LD_PRELOAD", prepend("LD_PRELOAD", &lib.file));
     if let Some(b) = backend {
         c.env("UAIO_BACKEND", b);
+        if b == "uring" && !uaio::io_uring_available() {
+            // The library then takes the thread pool by itself: say so,
+            // rather than let the program run on another backend than asked.
+            eprintln!("uaio run: io_uring is not available to this process: the program runs on the thread pool");
+        }
     }
     if verbose {
         // One line, in this form (scripts/fio-compare.sh looks for it).

@@ -109,7 +109,7 @@ fn table(records: &[Value], program: &OsString) -> String {
     let mut out = format!("\nuaio run --stats: {}\n", Path::new(program).display());
     if records.is_empty() {
         out += "  no AIO context was used (or none reached io_destroy or exit: a program killed by a signal, or \
-                ended by _exit or exec, writes no record)\n";
+                ended by exec, writes no record)\n";
         return out;
     }
     for r in records {
