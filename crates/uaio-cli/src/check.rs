@@ -28,7 +28,7 @@ pub fn main(a: &Args) -> ExitCode {
     let filter = a.filter.as_deref().unwrap_or("");
     let cases: Vec<_> = uaio_conform::all_cases().into_iter().filter(|c| c.name.contains(filter)).collect();
     if cases.is_empty() {
-        crate::usage_error(format!("no conformance case matches {filter:?} (see `uaio check --list`)"));
+        crate::usage_error("check", format!("no conformance case matches {filter:?} (see `uaio check --list`)"));
     }
     if a.list {
         if a.json {

@@ -169,9 +169,13 @@ fn quiet_output_failures() {
     }));
 }
 
-/// Ends the process with clap's usage error (message on stderr, exit 2).
-fn usage_error(msg: impl std::fmt::Display) -> ! {
-    Cli::command().error(clap::error::ErrorKind::InvalidValue, msg).exit()
+/// Ends the process with clap's usage error of the subcommand `sub`
+/// (message and that subcommand's usage line on stderr, exit 2).
+fn usage_error(sub: &str, msg: impl std::fmt::Display) -> ! {
+    let mut root = Cli::command();
+    root.build();
+    let mut cmd = root.find_subcommand_mut(sub).map(|c| c.clone()).unwrap_or_else(Cli::command);
+    cmd.error(clap::error::ErrorKind::InvalidValue, msg).exit()
 }
 
 #[cfg(test)]

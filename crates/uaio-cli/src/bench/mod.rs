@@ -495,9 +495,14 @@ fn bench(opts: &Options, workloads: &[Workload]) -> Result<(), String> {
     let fs = file::fs_name(&tf.file);
     let mut notes = Notes::default();
     let max_direct_bs = workloads.iter().filter(|w| w.cache == Cache::Direct).map(|w| w.bs).max().unwrap_or(opts.bs);
-    let direct_na = file::probe_direct(&tf, max_direct_bs.min(opts.size as usize))
-        .err()
-        .map(|e| format!("O_DIRECT does not work on {} ({fs}): {e}", tf.shown));
+    let direct_na = if tf.size < max_direct_bs as u64 {
+        // (A probe of fewer bytes than a block fails for that reason alone.)
+        Some(format!("the file ({} B) is smaller than one block ({max_direct_bs} B)", tf.size))
+    } else {
+        file::probe_direct(&tf, max_direct_bs)
+            .err()
+            .map(|e| format!("O_DIRECT does not work on {} ({fs}): {e}", tf.shown))
+    };
     if direct_na.is_none() && file::memory_fs(&fs) {
         notes.add(format!(
             "{fs} keeps files in memory: O_DIRECT requests are memory copies, not device I/O (use --dir on a disk)"
