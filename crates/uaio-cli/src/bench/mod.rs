@@ -321,8 +321,13 @@ pub fn main(args: &[String]) -> ExitCode {
         .cloned()
         .collect();
     if opts.list {
-        for w in &all {
-            println!("{:<44} {}", w.name, w.describe());
+        if opts.json {
+            let list: Vec<_> = all.iter().map(|w| json!({ "name": w.name, "description": w.describe() })).collect();
+            println!("{}", json!({ "workloads": list }));
+        } else {
+            for w in &all {
+                println!("{:<44} {}", w.name, w.describe());
+            }
         }
         return ExitCode::SUCCESS;
     }
