@@ -15,7 +15,7 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 
-use uaio::abi::{aio_context_t, io_event, iocb, IOCB_CMD_PWRITE, IOCB_CMD_PWRITEV};
+use uaio::abi::{aio_context_t, io_event, iocb, IOCB_CMD_PREAD, IOCB_CMD_PWRITE, IOCB_CMD_PWRITEV};
 use uaio::raw;
 
 mod util;
@@ -738,6 +738,89 @@ fn plain_writes_beside_synchronous_ones_in_the_backend_keep_submission_order() {
                 want.1.len(),
                 got.1.iter().zip(&want.1).position(|(a, b)| a != b)
             );
+        }
+    }
+}
+
+/// A page-aligned copy of `fill` repeated over 4096 bytes, kept in `store`
+/// (which must outlive the requests); returns its address.
+fn aligned_page(store: &mut Vec<u8>, fill: u8) -> u64 {
+    store.clear();
+    store.resize(2 * 4096, fill);
+    let addr = store.as_ptr() as u64;
+    (addr + 4095) & !4095
+}
+
+/// One `io_submit` of a direct write of page 1 ('N'), then a buffered read
+/// of that page through another descriptor of the file (whose old bytes,
+/// 'o', are cached), then (when `then_write`) a buffered write of 100 bytes
+/// into it, padded with `pad` buffered reads of page 3 so that the batch
+/// takes each path of a call (small batches try reads inline). Returns the
+/// results, what the read got and the file's contents.
+fn direct_write_then_buffered(
+    aio: Aio,
+    dir: &std::path::Path,
+    then_write: bool,
+    pad: usize,
+) -> (Vec<i64>, Vec<u8>, Vec<u8>) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(format!("direct-then-buffered-{}", std::process::id()));
+    let buffered = File::options().read(true).write(true).create(true).truncate(true).open(&path).expect("create");
+    buffered.write_all_at(&vec![b'o'; 4 * 4096], 0).expect("prefill");
+    buffered.sync_all().expect("fsync");
+    let mut warm = vec![0u8; 4 * 4096];
+    buffered.read_exact_at(&mut warm, 0).expect("cache the old bytes");
+    let direct = File::options().read(true).write(true).custom_flags(libc::O_DIRECT).open(&path);
+    let _ = std::fs::remove_file(&path);
+    let direct = direct.expect("O_DIRECT open");
+    let mut store = Vec::new();
+    let new = aligned_page(&mut store, b'N');
+    let mut got = vec![0u8; 4096];
+    let small = [b'B'; 100];
+    let mut pads = vec![vec![0u8; 4096]; pad];
+    let ctx = aio.setup(16);
+    let mut cbs = vec![
+        cb(IOCB_CMD_PWRITE, direct.as_raw_fd(), new, 4096, 4096, 1),
+        cb(IOCB_CMD_PREAD, buffered.as_raw_fd(), got.as_mut_ptr() as u64, 4096, 4096, 2),
+    ];
+    if then_write {
+        cbs.push(cb(IOCB_CMD_PWRITE, buffered.as_raw_fd(), small.as_ptr() as u64, 100, 4096 + 10, 3));
+    }
+    for (i, p) in pads.iter_mut().enumerate() {
+        cbs.push(cb(IOCB_CMD_PREAD, buffered.as_raw_fd(), p.as_mut_ptr() as u64, 4096, 3 * 4096, 10 + i as u64));
+    }
+    aio.submit(ctx, &mut cbs);
+    let mut evs = aio.reap(ctx, cbs.len());
+    evs.sort_by_key(|e| e.data);
+    aio.destroy(ctx);
+    let mut file = vec![0u8; 4 * 4096];
+    buffered.read_exact_at(&mut file, 0).expect("read back");
+    drop(store);
+    (evs.iter().map(|e| e.res).collect(), got, file)
+}
+
+#[test]
+fn a_buffered_read_or_write_after_a_direct_write_of_its_bytes_in_one_batch_follows_it() {
+    let dirs = [std::path::PathBuf::from("/var/tmp"), std::env::temp_dir()];
+    let Ok(probe) = util::direct_file(&dirs, "dio-order-probe") else {
+        println!("skipped: no directory here takes O_DIRECT");
+        return;
+    };
+    drop(probe);
+    let dir = dirs.iter().find(|d| util::direct_file(&[d.to_path_buf()], "dio-order-probe2").is_ok()).expect("a dir");
+    for then_write in [false, true] {
+        for pad in [0, 4] {
+            let want = direct_write_then_buffered(Aio::Kernel, dir, then_write, pad);
+            let got = direct_write_then_buffered(Aio::Uaio, dir, then_write, pad);
+            let case = format!("write after: {then_write}, padding reads: {pad}, on uaio ({})", uaio::backend_name());
+            assert_eq!(got.0, want.0, "{case}: results");
+            assert!(
+                got.1 == want.1,
+                "{case}: the read got {:?}.. where the kernel's got {:?}..",
+                &got.1[..4],
+                &want.1[..4]
+            );
+            assert!(got.2 == want.2, "{case}: the file differs from the kernel's");
         }
     }
 }

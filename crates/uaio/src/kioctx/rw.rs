@@ -10,7 +10,7 @@ use super::submit::{buffer_len, BackendRead, CallSpans, Prepared};
 use super::validate::{check_ioprio, check_rw_flags, check_rw_flags_file, import_buffer};
 use crate::backend::{OpKind, Order};
 use crate::sys::{self, FdInfo};
-use crate::writeback::{self, FileSpan};
+use crate::writeback;
 
 /// A read or write (`aio_prep_rw` and the file's checks): done here when
 /// it cannot wait, else made ready for the backend. `call`: the buffered
@@ -66,8 +66,9 @@ pub(super) fn prepare_rw(
         // The reads of this call placed before it come first.
         call.settle_reads(k, span);
     }
-    let behind_write = buffered.is_some_and(|(k, span)| writeback::follows_write(&call.writes, k, span))
-        || (!write && read_behind_write(f, p.off, buffer_len(p), &call.writes));
+    let behind_write = buffered
+        .is_some_and(|(k, span)| writeback::follows_write(&call.writes, k, span) | call.behind_direct(k, span))
+        || (!write && read_behind_write(f, p.off, buffer_len(p), call));
     if runs_inline(f, p, write, empty, behind_write, every_write) {
         let r = inline_rw(cb, f, p, write, empty, behind_write);
         if r == -(libc::EOPNOTSUPP as i64) && p.rw_flags & RWF_NOWAIT != 0 && f.mode() & libc::S_IFMT == libc::S_IFCHR {
@@ -93,6 +94,12 @@ pub(super) fn prepare_rw(
         }
     }
     p.kind = Some(kind);
+    if write && is_direct(f) && f.is_regular() {
+        if let Some(Order::After(k) | Order::Member(k)) = p.order {
+            let span = writeback::span_of(f, p.rw_flags, p.off, buffer_len(p));
+            call.direct.push((call.at, (k, span)));
+        }
+    }
     match (buffered, p.order) {
         (Some((k, span)), _) => call.writes.push((k, span)),
         // A buffered read of a regular file that follows no write: a later
@@ -218,12 +225,14 @@ fn past_size_limit(f: &mut FdInfo, p: &Prepared) -> bool {
 /// buffered write of some of its bytes still to run (`earlier`: this
 /// call's on their way to the backend; or one in a backend). Costs nothing
 /// while there is none.
-pub(super) fn read_behind_write(f: &mut FdInfo, off: u64, count: u64, earlier: &[FileSpan]) -> bool {
-    if is_direct(f) || (earlier.is_empty() && !writeback::backend_writes_pending()) {
+pub(super) fn read_behind_write(f: &mut FdInfo, off: u64, count: u64, call: &mut CallSpans) -> bool {
+    if is_direct(f) || (call.writes.is_empty() && call.direct.is_empty() && !writeback::backend_writes_pending()) {
         return false;
     }
     let Some(Order::After(k)) = f.order_key(OpKind::Read) else { return false };
-    writeback::follows_write(earlier, k, read_span(f, off, count))
+    let span = read_span(f, off, count);
+    // Both looked at: the direct writes it follows are marked.
+    writeback::follows_write(&call.writes, k, span) | call.behind_direct(k, span)
 }
 
 /// The bytes of `f` whose writes a buffered read of `count` bytes at `off`

@@ -15,7 +15,7 @@ use uaio_abi::*;
 use super::rw::{prepare_rw, read_behind_write};
 use super::validate::{check_ioprio, check_rw_flags, import_buffer};
 use super::{exec_elsewhere, wait_for_exec, Kioctx, Resfd, EXITING};
-use crate::backend::OpKind;
+use crate::backend::{OpKind, Order};
 use crate::sync;
 use crate::sys::internal_fds::InternalFd;
 use crate::sys::{self, FdInfo};
@@ -102,6 +102,33 @@ pub(super) struct CallSpans {
     /// the call's array, and their result, or `None` for one that moved
     /// part of its bytes and goes on in the backend.
     settled: Vec<(usize, Option<i64>)>,
+    /// Direct writes to regular files that go to the backend: their index
+    /// in the call's array, file and bytes. Kernel AIO has issued such a
+    /// write (and dropped the cached pages it covers) before it looks at a
+    /// later request of the call, so a later buffered read of its bytes
+    /// returns what it wrote, and a later buffered write of them lands
+    /// after it.
+    pub(super) direct: Vec<(usize, FileSpan)>,
+    /// Indexes of `direct` writes that a later request of the call must
+    /// follow: they become members of their file's order
+    /// ([`FdCache::apply_settled`]), which that request follows.
+    promote: Vec<usize>,
+}
+
+impl CallSpans {
+    /// Whether a buffered read or write of `span` in `file` must follow a
+    /// direct write of the call (see [`CallSpans::direct`]); each such write
+    /// is marked to be followed.
+    pub(super) fn behind_direct(&mut self, file: crate::backend::FileKey, span: Span) -> bool {
+        let mut behind = false;
+        for &(at, (k, s)) in &self.direct {
+            if k == file && crate::writeback::overlap(s, span) {
+                self.promote.push(at);
+                behind = true;
+            }
+        }
+        behind
+    }
 }
 
 /// A buffered read of the call for the backend, and what it takes to do it
@@ -208,6 +235,8 @@ impl FdCache {
         self.call.writes.clear();
         self.call.reads.clear();
         self.call.settled.clear();
+        self.call.direct.clear();
+        self.call.promote.clear();
         self.started = false;
     }
 
@@ -221,6 +250,13 @@ impl FdCache {
     /// call after all ([`CallSpans::settle_reads`]) complete with their
     /// results instead of going to the backend.
     pub(crate) fn apply_settled(&mut self, preps: &mut [Prepared]) {
+        for &at in &self.call.promote {
+            if let Some(p) = preps.get_mut(at) {
+                if let Some(Order::After(k)) = p.order {
+                    p.order = Some(Order::Member(k));
+                }
+            }
+        }
         for &(at, res) in &self.call.settled {
             let Some(p) = preps.get_mut(at) else { continue };
             match res {
@@ -267,11 +303,11 @@ impl FdCache {
     /// here but ordered behind it by the backend.
     pub(super) fn read_behind_write(&mut self, fd: u32, off: u64, count: u64) -> bool {
         // Not even the entry is looked for while no write is pending.
-        if self.call.writes.is_empty() && !crate::writeback::backend_writes_pending() {
+        if self.call.writes.is_empty() && self.call.direct.is_empty() && !crate::writeback::backend_writes_pending() {
             return false;
         }
         let Ok((f, call)) = self.get_with_spans(fd) else { return false };
-        read_behind_write(f, off, count, &call.writes)
+        read_behind_write(f, off, count, call)
     }
 
     /// [`FdCache::index_of`] for a descriptor not looked up yet in this call.
