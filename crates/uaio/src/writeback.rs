@@ -269,13 +269,15 @@ pub(crate) fn memory_file(f: &mut FdInfo) -> bool {
     if let Some(k) = f.write_fs {
         return k == WriteFs::Memory;
     }
-    // What `write_fs_uncached` answers Memory for, without the rest of its
-    // look (free space, dirty pages, the device), which a read needs not.
-    match fs_magic(f) {
-        Some(RAMFS_MAGIC) => true,
-        Some(TMPFS_MAGIC) => no_swap(),
-        _ => false,
-    }
+    // Without the rest of `write_fs`'s look (free space, dirty pages, the
+    // device), which a read needs not.
+    fs_magic(f).is_some_and(memory_fs)
+}
+
+/// Whether the file system of `statfs` magic `kind` keeps its files in
+/// memory with no device behind them: ramfs, or tmpfs without swap.
+fn memory_fs(kind: i64) -> bool {
+    kind == RAMFS_MAGIC || (kind == TMPFS_MAGIC && no_swap())
 }
 
 /// The kind of `f`'s file system, found out once per call.
@@ -291,10 +293,8 @@ fn write_fs(f: &mut FdInfo) -> WriteFs {
 fn write_fs_uncached(f: &mut FdInfo) -> WriteFs {
     let dev = f.dev();
     let Some((kind, free)) = fs_facts(f, dev) else { return WriteFs::Other };
-    match kind {
-        RAMFS_MAGIC => return WriteFs::Memory,
-        TMPFS_MAGIC => return if no_swap() { WriteFs::Memory } else { WriteFs::Other },
-        _ => {}
+    if matches!(kind, RAMFS_MAGIC | TMPFS_MAGIC) {
+        return if memory_fs(kind) { WriteFs::Memory } else { WriteFs::Other };
     }
     if free < FREE_SPACE_MARGIN.saturating_add(budget::dirty_bytes().saturating_mul(2)) {
         return WriteFs::Other;

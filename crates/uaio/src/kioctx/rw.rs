@@ -66,6 +66,7 @@ pub(super) fn prepare_rw(
         // The reads of this call placed before it come first.
         call.settle_reads(k, span);
     }
+    // (`|`, not `||`: `behind_direct` marks the direct writes followed.)
     let behind_write = buffered
         .is_some_and(|(k, span)| writeback::follows_write(&call.writes, k, span) | call.behind_direct(k, span))
         || (!write && read_behind_write(f, p.off, buffer_len(p), call));

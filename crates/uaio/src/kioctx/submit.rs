@@ -246,9 +246,11 @@ impl FdCache {
         self.call.at = at;
     }
 
-    /// Once the call's requests are prepared: the reads done inside the
-    /// call after all ([`CallSpans::settle_reads`]) complete with their
-    /// results instead of going to the backend.
+    /// Once the call's requests are prepared: the direct writes a later
+    /// request of the call follows become members of their file's order
+    /// ([`CallSpans::behind_direct`]), and the reads done inside the call
+    /// after all ([`CallSpans::settle_reads`]) complete with their results
+    /// instead of going to the backend.
     pub(crate) fn apply_settled(&mut self, preps: &mut [Prepared]) {
         for &at in &self.call.promote {
             if let Some(p) = preps.get_mut(at) {
