@@ -237,6 +237,50 @@ pub(crate) fn cases() -> Vec<Case> {
             e.reap(ctx, 1);
             e.record_file(&f);
         }),
+        // An empty write still asks the file: ext4 refuses any write to an
+        // immutable inode, whatever its length (the vectored system calls
+        // answer 0 for an empty transfer without asking, which the thread
+        // pool did here).
+        c("rw/zero_length_transfers_to_immutable_file", |e| {
+            const FS_IOC_GETFLAGS: libc::c_ulong = 0x8008_6601;
+            const FS_IOC_SETFLAGS: libc::c_ulong = 0x4008_6602;
+            const FS_IMMUTABLE_FL: libc::c_long = 0x10;
+            let ctx = e.setup(8);
+            let f = e.file(b"abcdef", libc::O_RDWR);
+            let mut fl: libc::c_long = 0;
+            // SAFETY: ioctls on our own file with a valid flag word.
+            let ok = unsafe {
+                libc::ioctl(f.as_raw_fd(), FS_IOC_GETFLAGS, &mut fl);
+                fl |= FS_IMMUTABLE_FL;
+                libc::ioctl(f.as_raw_fd(), FS_IOC_SETFLAGS, &fl)
+            };
+            if ok != 0 {
+                e.rec(format!("skipped: no immutable flag here ({})", std::io::Error::last_os_error()));
+                return;
+            }
+            let buf = leak_buf(8);
+            let p = buf.as_mut_ptr() as u64;
+            let empty = Box::leak(Box::new([iovec { iov_base: p, iov_len: 0 }]));
+            let v = empty.as_ptr() as u64;
+            let fd = f.as_raw_fd();
+            for (what, a) in [
+                ("write len 0", cb(WR, fd, p, 0, 2, 1)),
+                ("writev of no iovec", cb(IOCB_CMD_PWRITEV, fd, 0, 0, 2, 2)),
+                ("writev of one empty iovec", cb(IOCB_CMD_PWRITEV, fd, v, 1, 2, 3)),
+                ("write len 4", cb(WR, fd, p, 4, 2, 4)),
+                ("read len 0", cb(RD, fd, p, 0, 2, 5)),
+                ("readv of no iovec", cb(IOCB_CMD_PREADV, fd, 0, 0, 2, 6)),
+            ] {
+                e.rec(what.to_string());
+                if sub1(e, ctx, a) == 1 {
+                    e.reap(ctx, 1);
+                }
+            }
+            fl &= !FS_IMMUTABLE_FL;
+            // SAFETY: as above.
+            unsafe { libc::ioctl(f.as_raw_fd(), FS_IOC_SETFLAGS, &fl) };
+            e.record_file(&f);
+        }),
         c("rw/zero_length_buffer_checks", |e| {
             let ctx = e.setup(8);
             let f = e.file(b"abcdef", libc::O_RDWR);

@@ -13,28 +13,19 @@ fn raw_syscall3(nr: usize, a: usize, b: usize, c: usize) -> isize {
 /// One `preadv2`/`pwritev2` system call; `-errno` on failure.
 #[cfg(target_arch = "x86_64")]
 fn prwv2_once(write: bool, fd: i32, iov: *const uaio_abi::iovec, n: usize, off: i64, flags: u32) -> i64 {
-    if n == 1 && flags == 0 && off >= 0 {
+    if n <= 1 && flags == 0 && off >= 0 {
         // SAFETY: every caller passes an array of uaio's own (copied from
         // the application at submission, or built on uaio's stack), here
-        // of one element.
-        let one = unsafe { *iov };
-        if one.iov_len != 0 {
-            // One buffer, no flag, a position: `pread64`/`pwrite64` do the
-            // same transfer as the vectored calls, and the kernel skips
-            // copying and importing an iovec array (about 2% of a cached
-            // 4 KiB write). An empty transfer keeps the vectored call,
-            // which answers 0 without asking the file.
-            let nr = if write { libc::SYS_pwrite64 } else { libc::SYS_pread64 };
-            return raw_syscall6(
-                nr as usize,
-                fd as usize,
-                one.iov_base as usize,
-                one.iov_len as usize,
-                off as usize,
-                0,
-                0,
-            ) as i64;
-        }
+        // of at most one element, read only when there is one.
+        let (base, len) = if n == 1 { unsafe { ((*iov).iov_base, (*iov).iov_len) } } else { (0, 0) };
+        // One buffer or none, no flag, a position: `pread64`/`pwrite64` do
+        // the same transfer as the vectored calls, and the kernel skips
+        // copying and importing an iovec array (about 2% of a cached 4 KiB
+        // write). They also hand an empty transfer to the file, as kernel
+        // AIO does (ext4 refuses even an empty write to an immutable
+        // inode), where the vectored calls answer 0 without asking it.
+        let nr = if write { libc::SYS_pwrite64 } else { libc::SYS_pread64 };
+        return raw_syscall6(nr as usize, fd as usize, base as usize, len as usize, off as usize, 0, 0) as i64;
     }
     let nr = if write { libc::SYS_pwritev2 } else { libc::SYS_preadv2 };
     // The position goes in two halves; on 64-bit the low one holds it all

@@ -124,7 +124,8 @@ pub(super) fn prw(kind: OpKind, fd: i32, iov: *const libc::iovec, cnt: usize, of
     sys::prwv2(write, fd, iov.cast(), cnt, off as i64, flags as u32).0 as i32
 }
 
-/// The first, non-blocking attempt of a read or write, on the request's own
+/// One attempt of a read or write with `flags` (the first one, with
+/// RWF_NOWAIT, or an empty transfer's only one), on the request's own
 /// buffers (no copy); returns the result and the request's byte count.
 pub(super) fn first_try(op: &BackendOp, flags: i32) -> (i32, u64) {
     match op.kind {
@@ -135,7 +136,7 @@ pub(super) fn first_try(op: &BackendOp, flags: i32) -> (i32, u64) {
         _ => {
             let iov = op.addr as *const libc::iovec;
             let r = prw(op.kind, op.fd, iov, op.len as usize, op.off, flags);
-            let total = if r > 0 {
+            let total = if r >= 0 {
                 // SAFETY: as in `Cursor::new`: the context's own array of
                 // `len` iovecs, alive until the request is harvested.
                 let v = unsafe { std::slice::from_raw_parts(iov, op.len as usize) };

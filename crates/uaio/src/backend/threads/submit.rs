@@ -130,12 +130,25 @@ impl Threads {
         }
         let would_block = r == -libc::EAGAIN || r == -libc::EOPNOTSUPP;
         let partial = r > 0 && (r as u64) < total;
-        if !would_block && !partial {
+        // The non-blocking call answers an empty transfer 0 without asking
+        // the file; the kernel's AIO hands it to the file in io_submit,
+        // which may refuse it (ext4: any write to an immutable inode).
+        let empty = r == 0 && total == 0;
+        if !would_block && !partial && !empty {
             self.shared.complete(op.key, r, here);
             return;
         }
         let st = batch.stat(op);
         let file = st.as_ref().is_none_or(FileStat::is_regular_or_block);
+        if empty {
+            // A file's answer, asked here as the kernel does (moving
+            // nothing, it waits for no device; ext4 takes the inode's lock
+            // for a write, as under kernel AIO). A stream's empty transfer
+            // moves nothing and waits for nothing.
+            let r = if file { first_try(op, flags).0 } else { r };
+            self.shared.complete(op.key, r, here);
+            return;
+        }
         if partial {
             // A stream read returns what was there, and so does a read
             // that met the end of a regular file (a later write, of this
