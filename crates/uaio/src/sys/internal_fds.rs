@@ -336,9 +336,9 @@ impl Drop for InternalFd {
         }
         forget(self.fd);
         if intact {
-            // SAFETY: the number still names the file uaio duplicated;
-            // closing it releases uaio's reference.
-            unsafe { libc::close(self.fd) };
+            // The number still names the file uaio duplicated; closing it
+            // releases uaio's reference.
+            super::close_own(self.fd);
         }
     }
 }
@@ -519,9 +519,9 @@ pub(crate) fn sweep() {
         }
         forget(d);
         if intact {
-            // SAFETY: uaio's duplicate, still naming the file it was made
-            // for, and no longer in the set: this thread alone closes it.
-            unsafe { libc::close(d) };
+            // uaio's duplicate, still naming the file it was made for, and
+            // no longer in the set: this thread alone closes it.
+            super::close_own(d);
         }
     }
 }
@@ -598,9 +598,9 @@ pub(crate) fn after_fork_in_child() {
         while bits != 0 {
             let b = bits.trailing_zeros() as i32;
             bits &= bits - 1;
-            // SAFETY: closing the child's copy of a descriptor that was
-            // uaio's in the parent; nothing in the child refers to it.
-            unsafe { libc::close(f + w as i32 * 64 + b) };
+            // The child's copy of a descriptor that was uaio's in the
+            // parent; nothing in the child refers to it.
+            super::close_own(f + w as i32 * 64 + b);
         }
     }
     for word in &KEPT {
@@ -629,8 +629,8 @@ pub(crate) fn room_for_one_more(any: BorrowedFd<'_>) -> bool {
         // closed at once.
         let low = unsafe { libc::fcntl(any.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
         if low >= 0 {
-            // SAFETY: closing the duplicate just made.
-            unsafe { libc::close(low) };
+            // The duplicate just made.
+            super::close_own(low);
         }
         low
     });

@@ -100,9 +100,9 @@ fn open_high(path: &str) -> Option<InternalFd> {
                 return None;
             }
             let high = InternalFd::dup_of_number(low);
-            // SAFETY: closing the number open(2) gave (a program that
-            // closes numbers through the C library's close waits for this).
-            unsafe { libc::close(low) };
+            // The number open(2) gave (a program that closes numbers
+            // through the C library's close waits for this).
+            super::close_own(low);
             Some(high)
         });
         let Some(Ok(high)) = high else { return None };

@@ -1,6 +1,7 @@
 //! System calls made directly (not through the C library's wrappers, which
 //! are cancellation points, nor through `syscall()`, which uaio's drop-in
-//! library interposes): `preadv2`/`pwritev2`, `kcmp`, `ioprio_get`/`set`;
+//! library interposes): `preadv2`/`pwritev2`, `kcmp`, `ioprio_get`/`set`,
+//! `close` of uaio's own descriptors;
 //! and whether two descriptors name one open file.
 
 use super::is_socket;
@@ -95,6 +96,23 @@ fn raw_syscall5(nr: usize, a: usize, b: usize, c: usize, d: usize, e: usize) -> 
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn signal_syscall(nr: libc::c_long, a: usize, b: usize, c: usize, d: usize) -> isize {
     raw_syscall6(nr as usize, a, b, c, d, 0, 0)
+}
+
+/// Closes a descriptor of uaio's own (one it made, or a number it opened
+/// and no longer needs). Made directly: through the C library's `close`,
+/// which the drop-in library interposes, it would count as a close of the
+/// program's and make every thread look at its files again
+/// (`remembered`), although no number of the program's changed.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn close_own(fd: i32) {
+    raw_syscall3(libc::SYS_close as usize, fd as usize, 0, 0);
+}
+
+/// [`close_own`] through the C library.
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) fn close_own(fd: i32) {
+    // SAFETY: closing a number the caller owns.
+    unsafe { libc::close(fd) };
 }
 
 /// `cachestat` of `[off, off + len)` of `fd` (Linux 6.5 and later): pages
