@@ -76,6 +76,11 @@ pub(crate) struct Seen {
     pub st: crate::sys::FileStat,
     /// Its open file status flags (`F_GETFL`).
     pub flags: u32,
+    /// The generation of the program's closes and replacements of
+    /// descriptors (`sys::remembered`) the look stands under, when the
+    /// drop-in library sees them all: while it stays the same, `fd` names
+    /// that file still.
+    pub generation: Option<u64>,
 }
 
 impl BackendOp {

@@ -540,7 +540,7 @@ impl Backend for Uring {
                     // It syncs a duplicate taken now, as the kernel's holds
                     // the file it found at submission. (Kept from before the
                     // push, so that a completion drained at once finds it.)
-                    if let Ok(dup) = InternalFd::dup_of_program(op.fd) {
+                    if let Ok(dup) = InternalFd::dup_of_program(op.fd, None) {
                         s.fd = dup.as_raw_fd();
                         self.0.keep_until_done(op.key, dup);
                     }
@@ -815,7 +815,7 @@ mod tests {
     /// engine makes it.
     fn poll_op_of_file(key: u64, fd: &OwnedFd) -> BackendOp {
         let st = crate::sys::file_stat(fd.as_raw_fd()).expect("fstat");
-        BackendOp { seen: Some(crate::backend::Seen { st, flags: 0 }), ..poll_op(key, fd) }
+        BackendOp { seen: Some(crate::backend::Seen { st, flags: 0, generation: None }), ..poll_op(key, fd) }
     }
 
     /// A ring with a POLL of a new pipe's read end under `key`, submitted
@@ -978,7 +978,7 @@ mod tests {
             ioprio: 0,
             poll_mask: 0,
             order: crate::backend::order_key(OpKind::Write, false, st.mode, st.dev, st.ino, 0),
-            seen: Some(crate::backend::Seen { st, flags: 0 }),
+            seen: Some(crate::backend::Seen { st, flags: 0, generation: None }),
         };
         let ops: Vec<BackendOp> = (0..SUBMIT_BATCH as u64 + 1).map(|i| write(1 << 32 | i)).collect();
         PUSHES_BEFORE_FAILURE.with(|c| c.set(Some(1)));

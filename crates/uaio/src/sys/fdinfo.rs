@@ -19,6 +19,9 @@ pub(crate) struct FdInfo {
     st: Option<FileStat>,
     /// `st` came from an earlier call's look ([`super::remembered`]).
     recalled: bool,
+    /// The `remembered` generation `st` stands under, when the memory is
+    /// on and no close or replacement ran during the look.
+    generation: Option<u64>,
     /// `fstatfs`, fetched on demand (`None` inside when it failed).
     fs: Option<Option<rustix::fs::StatFs>>,
     /// What the file system makes of a buffered write (see `writeback`),
@@ -53,6 +56,7 @@ impl FdInfo {
             flags: flags as u32,
             st: None,
             recalled: false,
+            generation: None,
             fs: None,
             write_fs: None,
             fs_magic: None,
@@ -79,6 +83,7 @@ impl FdInfo {
             if let Some(st) = remembered::recall(self.fd, self.flags, g) {
                 self.st = Some(st);
                 self.recalled = true;
+                self.generation = generation;
                 return;
             }
         }
@@ -88,6 +93,7 @@ impl FdInfo {
         }
         self.st = Some(st.unwrap_or_default());
         self.recalled = false;
+        self.generation = generation.filter(|&g| st.is_some() && remembered::generation() == Some(g));
     }
 
     /// Whether the call's look at the file came from an earlier call.
@@ -137,7 +143,8 @@ impl FdInfo {
     /// What a backend is told of the descriptor.
     #[inline]
     pub(crate) fn seen(&mut self) -> crate::backend::Seen {
-        crate::backend::Seen { st: *self.stat(), flags: self.flags }
+        let st = *self.stat();
+        crate::backend::Seen { st, flags: self.flags, generation: self.generation }
     }
 
     /// How a request of `kind` on this file is ordered with its buffered

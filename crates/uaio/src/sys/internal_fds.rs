@@ -204,6 +204,43 @@ pub(crate) struct InternalFd {
     id: Option<(u64, u64)>,
     /// A duplicate of a program's file (see [`InternalFd::dup_of_program`]).
     program: bool,
+    /// The last look that found the number intact: see [`Verified`].
+    verified: Verified,
+}
+
+/// When a descriptor of uaio's was last found to name its file: the
+/// `remembered` generation (plus one; 0 for never) and the coarse clock
+/// tick of that look. The drop-in library refuses the program's `close`
+/// and `dup2` of uaio's numbers, so once it sees them all
+/// (`remembered`), only a raw system call could take a number over, and
+/// such a change is trusted to be seen at the next tick, as for the
+/// program's own numbers: a look of this tick, under this generation,
+/// stands (one `statx` less for each request of the thread pool that
+/// holds a duplicate, and for each wait on the direct lane).
+#[derive(Debug, Default)]
+struct Verified {
+    generation: AtomicU64,
+    tick: AtomicU64,
+}
+
+impl Verified {
+    /// A look that found the number intact began under `generation`.
+    /// (Stored apart, the two values may be read from two looks; a mix
+    /// matches the present only where both looks are of this tick, and
+    /// under this generation.)
+    fn record(&self, generation: Option<u64>, tick: u64) {
+        if let Some(g) = generation.filter(|&g| super::remembered::generation() == Some(g)) {
+            self.generation.store(g + 1, Ordering::Relaxed);
+            self.tick.store(tick, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a look of this tick, under the present generation, found
+    /// the number intact.
+    fn stands(&self, generation: Option<u64>, tick: u64) -> bool {
+        generation.is_some_and(|g| self.generation.load(Ordering::Relaxed) == g + 1)
+            && self.tick.load(Ordering::Relaxed) == tick
+    }
 }
 
 fn file_id(fd: i32) -> Option<(u64, u64)> {
@@ -235,11 +272,14 @@ impl InternalFd {
     /// [`InternalFd::dup_of`] by number: what the number names at the
     /// moment of the call (`EBADF` if nothing).
     pub(crate) fn dup_of_number(fd: i32) -> Result<InternalFd, Errno> {
-        making(|| InternalFd::dup_unguarded(fd))
+        making(|| InternalFd::dup_unguarded(fd, None))
     }
 
-    /// [`InternalFd::dup_of_number`], inside a [`making`].
-    fn dup_unguarded(fd: i32) -> Result<InternalFd, Errno> {
+    /// [`InternalFd::dup_of_number`], inside a [`making`]. `seen`: the
+    /// file `fd` named at a look under a `remembered` generation; while
+    /// that generation stands, the duplicate names that file (no close or
+    /// replacement of the program's ran since), and it is not looked at.
+    fn dup_unguarded(fd: i32, seen: Option<((u64, u64), u64)>) -> Result<InternalFd, Errno> {
         let min = floor();
         // SAFETY: F_DUPFD_CLOEXEC on a descriptor number (a closed one just
         // fails); the result, if any, is a new descriptor that only this
@@ -253,7 +293,13 @@ impl InternalFd {
         }
         set(d, true);
         COUNT.fetch_add(1, Ordering::SeqCst);
-        Ok(InternalFd { fd: d, id: file_id(d), program: false })
+        let tick = super::coarse_clock_ns();
+        if let Some((id, g)) = seen.filter(|&(_, g)| super::remembered::generation() == Some(g)) {
+            let verified = Verified::default();
+            verified.record(Some(g), tick);
+            return Ok(InternalFd { fd: d, id: Some(id), program: false, verified });
+        }
+        Ok(InternalFd::looked_at(d, false))
     }
 
     /// [`InternalFd::dup_of_number`] for a duplicate of the program's own
@@ -271,11 +317,12 @@ impl InternalFd {
     /// closed but kept aside ([`sweep`] closes it once no lock is left),
     /// and a later duplicate of the same open file takes it back instead
     /// of making another.
-    pub(crate) fn dup_of_program(fd: i32) -> Result<InternalFd, Errno> {
+    /// `seen`: as for [`InternalFd::dup_unguarded`].
+    pub(crate) fn dup_of_program(fd: i32, seen: Option<((u64, u64), u64)>) -> Result<InternalFd, Errno> {
         if let Some(kept) = take_kept(fd) {
             return Ok(kept);
         }
-        let mut d = InternalFd::dup_of_number(fd)?;
+        let mut d = making(|| InternalFd::dup_unguarded(fd, seen))?;
         d.program = true;
         Ok(d)
     }
@@ -299,7 +346,38 @@ impl InternalFd {
     /// Whether the number still names the file it was made for (a program
     /// may have closed it, or put a file of its own there).
     pub(crate) fn intact(&self) -> bool {
-        self.id.is_some() && file_id(self.fd) == self.id
+        let Some(id) = self.id else { return false };
+        let (generation, tick) = (super::remembered::generation(), super::coarse_clock_ns());
+        if self.verified.stands(generation, tick) {
+            return true;
+        }
+        let intact = file_id(self.fd) == Some(id);
+        if intact {
+            self.verified.record(generation, tick);
+        }
+        intact
+    }
+
+    /// uaio's new descriptor `d`, with the device and inode of its file
+    /// looked at now.
+    fn looked_at(d: i32, program: bool) -> InternalFd {
+        let (generation, tick) = (super::remembered::generation(), super::coarse_clock_ns());
+        let id = file_id(d);
+        let verified = Verified::default();
+        if id.is_some() {
+            verified.record(generation, tick);
+        }
+        InternalFd { fd: d, id, program, verified }
+    }
+
+    /// Closes the duplicate whatever its number names now (for tests
+    /// that gave it a made-up identity).
+    #[cfg(test)]
+    fn disown_for_test(self) {
+        let fd = self.fd;
+        self.disown();
+        forget(fd);
+        super::close_own(fd);
     }
 
     /// The descriptor, staying recorded as uaio's for the rest of the
@@ -486,9 +564,11 @@ fn take_kept(fd: i32) -> Option<InternalFd> {
     }
     for (i, d, id) in kept_now() {
         if super::same_open_file(fd, d) && claim_kept(i) {
-            if file_id(d) == Some(id) {
-                return Some(InternalFd { fd: d, id: Some(id), program: true });
+            let kept = InternalFd::looked_at(d, true);
+            if kept.id == Some(id) {
+                return Some(kept);
             }
+            std::mem::forget(kept);
             // The program took the number over: no longer uaio's.
             forget(d);
         }
@@ -653,6 +733,50 @@ mod tests {
             0
         });
         v
+    }
+
+    #[test]
+    fn a_number_replaced_through_the_drop_in_hooks_is_no_longer_intact() {
+        crate::sys::remembered::changes_seen();
+        let file = tempfile::tempfile().expect("tempfile");
+        let other = tempfile::tempfile().expect("tempfile");
+        let d = InternalFd::dup_of_number(file.as_raw_fd()).expect("duplicate");
+        assert!(d.intact() && d.intact());
+        // The program's dup2 onto uaio's number, as the drop-in library's
+        // hooks report it (the drop-in itself refuses it with EBUSY).
+        // SAFETY: dup2 of two open descriptors of this test.
+        let r = crate::raw::program_closing(|| unsafe { libc::dup2(other.as_raw_fd(), d.as_raw_fd()) });
+        assert_eq!(r, d.as_raw_fd());
+        assert!(!d.intact(), "a look of the same tick must not stand after a replacement");
+        let n = d.as_raw_fd();
+        // Not closed by the drop (the number is the test's now).
+        drop(d);
+        // SAFETY: the test's own descriptor, made by the dup2 above.
+        assert_eq!(unsafe { libc::close(n) }, 0);
+    }
+
+    #[test]
+    fn a_duplicate_is_taken_for_the_file_looked_at_only_while_nothing_changed() {
+        crate::sys::remembered::changes_seen();
+        let file = tempfile::tempfile().expect("tempfile");
+        let fd = file.as_raw_fd();
+        let real = file_id(fd).expect("statx");
+        // An identity no file has, to tell a trusted look from a new one.
+        let claimed = (u64::MAX, u64::MAX);
+        // Other tests' changes move the generation on: retried until none
+        // came between.
+        let trusted = (0..1000).any(|_| {
+            let Some(g) = crate::sys::remembered::generation() else { return false };
+            let d = InternalFd::dup_of_program(fd, Some((claimed, g))).expect("duplicate");
+            let id = d.ident();
+            d.disown_for_test();
+            crate::sys::remembered::generation() == Some(g) && id == Some(claimed)
+        });
+        assert!(trusted, "the look of an unchanged generation was not taken");
+        let g = crate::sys::remembered::generation().expect("on");
+        crate::sys::remembered::changing(|| ());
+        let d = InternalFd::dup_of_program(fd, Some((claimed, g))).expect("duplicate");
+        assert_eq!(d.ident(), Some(real), "a look of an older generation was taken");
     }
 
     #[test]

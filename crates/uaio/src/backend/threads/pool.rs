@@ -181,8 +181,15 @@ impl Pool {
     /// or above the floor. `None` when there is no room there (or `fd` is
     /// not open). A new duplicate is recorded as the file it names, whose
     /// flags are looked up again when it is not `st`'s (the number was
-    /// reopened since the engine looked).
-    pub(super) fn hold(&'static self, fd: i32, st: &FileStat, flags: Option<u32>) -> Option<Arc<Held>> {
+    /// reopened since the engine looked). `generation`: see
+    /// [`crate::backend::Seen::generation`].
+    pub(super) fn hold(
+        &'static self,
+        fd: i32,
+        st: &FileStat,
+        flags: Option<u32>,
+        generation: Option<u64>,
+    ) -> Option<Arc<Held>> {
         let flags = flags.map_or_else(|| get_flags(fd), |f| f as i32);
         if flags < 0 {
             return None;
@@ -193,7 +200,7 @@ impl Pool {
         if let Some(h) = known.filter(|h| same(h)) {
             return Some(h);
         }
-        let (dup, ident, flags) = self.dup_checked(fd, st.ident(), flags)?;
+        let (dup, ident, flags) = self.dup_checked(fd, st.ident(), flags, generation)?;
         let h = Arc::new(Held { fd: dup, pool: self, app_fd: fd, dev: ident.0, ino: ident.1, flags });
         lock(&self.held).insert(fd, Arc::downgrade(&h));
         Some(h)
@@ -208,12 +215,22 @@ impl Pool {
     /// its own there, or `close`, through a raw system call): that number is
     /// then the program's, left open, and a new duplicate is made. `None`
     /// after three failed tries, or when `fd` is not open (or no number is
-    /// free above the floor).
-    fn dup_checked(&self, fd: i32, ident: (u64, u64), flags: i32) -> Option<(InternalFd, (u64, u64), i32)> {
+    /// free above the floor). While the program has closed and replaced
+    /// no descriptor since the engine's look (`generation`, see
+    /// [`crate::backend::Seen::generation`]), the duplicate names the
+    /// file the engine saw, and is not looked at again.
+    fn dup_checked(
+        &self,
+        fd: i32,
+        ident: (u64, u64),
+        flags: i32,
+        generation: Option<u64>,
+    ) -> Option<(InternalFd, (u64, u64), i32)> {
+        let mut seen = generation.map(|g| (ident, g));
         for _ in 0..3 {
             // `fd` was open a moment ago; if it was closed since, the
             // duplication fails.
-            let dup = InternalFd::dup_of_program(fd).ok()?;
+            let dup = InternalFd::dup_of_program(fd, seen.take()).ok()?;
             let Some(now) = dup.ident() else {
                 dup.disown();
                 continue;

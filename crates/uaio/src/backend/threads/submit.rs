@@ -26,6 +26,8 @@ pub(super) struct FileFacts {
     pub(super) st: Option<FileStat>,
     /// Its `F_GETFL` flags, when the engine told them.
     pub(super) flags: Option<u32>,
+    /// See [`crate::backend::Seen::generation`].
+    pub(super) generation: Option<u64>,
     /// The duplicate its jobs hold, not kept open by the batch: a
     /// duplicate goes as soon as its last job is done.
     pub(super) held: Weak<Held>,
@@ -43,13 +45,13 @@ impl Batch {
         if self.files.len() >= BATCH_FILES {
             self.files.remove(0);
         }
-        let (st, flags) = match op.seen {
+        let (st, flags, generation) = match op.seen {
             // The engine's look failed (the number was closed meanwhile).
-            Some(s) if s.st == FileStat::default() => (None, None),
-            Some(s) => (Some(s.st), Some(s.flags)),
-            None => (sys::file_stat(fd), None),
+            Some(s) if s.st == FileStat::default() => (None, None, None),
+            Some(s) => (Some(s.st), Some(s.flags), s.generation),
+            None => (sys::file_stat(fd), None, None),
         };
-        self.files.push(FileFacts { fd, st, flags, held: Weak::new() });
+        self.files.push(FileFacts { fd, st, flags, generation, held: Weak::new() });
         self.files.last_mut().expect("just pushed")
     }
 
@@ -64,8 +66,8 @@ impl Batch {
         if let Some(h) = f.held.upgrade() {
             return Some(h);
         }
-        let flags = f.flags;
-        let h = p.hold(op.fd, st, flags)?;
+        let (flags, generation) = (f.flags, f.generation);
+        let h = p.hold(op.fd, st, flags, generation)?;
         f.held = Arc::downgrade(&h);
         Some(h)
     }

@@ -123,7 +123,7 @@ pub(super) fn admit(ring: &Arc<Ring>, file: FileKey, sqe: &Sqe, after: bool, ide
         // The request's descriptor, open now (the engine looked it up in
         // this io_submit); if the program closed it meanwhile, the
         // duplication fails.
-        let Ok(dup) = InternalFd::dup_of_program(sqe.fd) else {
+        let Ok(dup) = InternalFd::dup_of_program(sqe.fd, None) else {
             return if c.head.0 == id(ring) && c.waiting.is_empty() { Admit::Drained } else { Admit::Now };
         };
         let sqe = Sqe { fd: dup.as_raw_fd(), ..*sqe };

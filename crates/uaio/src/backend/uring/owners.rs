@@ -307,7 +307,7 @@ pub(super) fn hold_file(fd: i32, file: (u64, u64)) -> Option<(InternalFd, bool)>
     if file == (0, 0) || fd < 0 {
         return None;
     }
-    let dup = InternalFd::dup_of_program(fd).ok()?;
+    let dup = InternalFd::dup_of_program(fd, None).ok()?;
     let st = crate::sys::file_stat(std::os::fd::AsRawFd::as_raw_fd(&dup))?;
     (st.ident() == file).then_some((dup, st.is_regular_or_block()))
 }
