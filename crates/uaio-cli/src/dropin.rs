@@ -101,13 +101,19 @@ pub fn run(backend: Option<&str>, verbose: bool, stats: Option<Option<PathBuf>>,
             return ExitCode::FAILURE;
         }
     };
+    // `first`, then the entries already there but `first` (a `uaio run`
+    // inside another would list it twice): colon-separated, and for
+    // LD_PRELOAD also space-separated.
     let prepend = |var: &str, first: &Path| {
-        let mut v = OsString::from(first);
-        if let Some(old) = std::env::var_os(var).filter(|o| !o.is_empty()) {
-            v.push(":");
-            v.push(old);
+        use std::os::unix::ffi::{OsStrExt, OsStringExt};
+        let mut v = first.as_os_str().as_bytes().to_vec();
+        let old = std::env::var_os(var).unwrap_or_default();
+        let split = |b: &u8| *b == b':' || (var == "LD_PRELOAD" && b.is_ascii_whitespace());
+        for entry in old.as_bytes().split(split).filter(|e| !e.is_empty() && *e != first.as_os_str().as_bytes()) {
+            v.push(b':');
+            v.extend_from_slice(entry);
         }
-        v
+        OsString::from_vec(v)
     };
     let (cmd, args) = command.split_first().expect("clap requires a program");
     let mut c = std::process::Command::new(cmd);
@@ -143,6 +149,14 @@ pub fn run(backend: Option<&str>, verbose: bool, stats: Option<Option<PathBuf>>,
 /// it, prints the statistics and returns its exit status (128 + the signal
 /// for a program killed by one, as shells report it).
 fn run_with_stats(mut c: std::process::Command, cmd: &OsString, json: Option<&Path>) -> ExitCode {
+    if let Some(out) = json {
+        // Found out before the program runs, not after it (its records
+        // would be lost).
+        if let Err(e) = std::fs::OpenOptions::new().append(true).create(true).open(out) {
+            eprintln!("uaio run --stats-json: cannot write {}: {e}", out.display());
+            return ExitCode::FAILURE;
+        }
+    }
     let file = match crate::runstats::record_file() {
         Ok(f) => f,
         Err(e) => {

@@ -156,6 +156,18 @@ fn info_names_the_kernel_backend_reason_and_limits() {
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["backend"]["name"], "threads");
     assert_eq!(v["backend"]["reason"], "set by UAIO_BACKEND");
+
+    // A value that names no backend is ignored, and said so on stderr.
+    let o = Command::new(env!("CARGO_BIN_EXE_uaio"))
+        .args(["info", "--json"])
+        .env("UAIO_BACKEND", "urnig")
+        .env("UAIO_THREADS", "lots")
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["backend"]["reason"].as_str().unwrap().starts_with("automatic"), "{v}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("UAIO_BACKEND=\"urnig\" is neither uring nor threads"), "{err}");
 }
 
 #[test]
@@ -187,6 +199,15 @@ fn run_hands_the_program_its_arguments_and_the_library_under_both_names() {
     let o = uaio(&["run", "--verbose", "true"]);
     assert!(o.status.success());
     assert_eq!(text(&o.stderr), format!("uaio run: true with {} (backend auto)\n", lines[1]));
+
+    // A `uaio run` inside another lists the library once, and keeps the
+    // other entries in their order.
+    let o = Command::new(env!("CARGO_BIN_EXE_uaio"))
+        .args(["run", "--", env!("CARGO_BIN_EXE_uaio"), "run", "--", "sh", "-c", "echo \"$LD_PRELOAD\""])
+        .env("LD_PRELOAD", "/nonexistent/a.so /nonexistent/b.so")
+        .output()
+        .unwrap();
+    assert_eq!(text(&o.stdout).trim_end(), format!("{}:/nonexistent/a.so:/nonexistent/b.so", lines[1]));
 
     let o = uaio(&["run", "/nonexistent/program"]);
     assert_eq!(o.status.code(), Some(127));
@@ -372,6 +393,19 @@ fn run_stats_reports_what_the_program_did() {
         .expect("run uaio");
     assert_eq!(o.status.code(), Some(7));
     assert!(text(&o.stderr).contains("no AIO context was used"), "{}", text(&o.stderr));
+    // A JSON file that cannot be written is refused before the program
+    // runs (which would create `ran`).
+    let ran = dir.path().join("ran");
+    let o = Command::new(env!("CARGO_BIN_EXE_uaio"))
+        .args(["run", "--stats-json"])
+        .arg(dir.path().join("missing-dir/stats.json"))
+        .args(["--", "touch"])
+        .arg(&ran)
+        .output()
+        .expect("run uaio");
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("cannot write"), "{}", text(&o.stderr));
+    assert!(!ran.exists(), "the program ran");
 }
 
 #[test]

@@ -92,7 +92,12 @@ pub(crate) fn choice() -> Choice {
     *C.get_or_init(|| match std::env::var("UAIO_BACKEND").as_deref() {
         Ok("threads") | Ok("thread") | Ok("pool") => Choice::Threads,
         Ok("uring") | Ok("io_uring") => Choice::Uring,
-        _ => {
+        v => {
+            if let Some(v) = v.ok().filter(|v| !v.is_empty()) {
+                // A misspelt setting must not pass for the automatic
+                // choice without a word.
+                eprintln!("uaio: UAIO_BACKEND={v:?} is neither uring nor threads: ignored, the backend is chosen automatically");
+            }
             if !under_valgrind() && uring::available() {
                 Choice::Uring
             } else {

@@ -85,11 +85,16 @@ pub(super) struct Pool {
 pub(super) static POOL: AtomicPtr<Pool> = AtomicPtr::new(std::ptr::null_mut());
 
 pub(super) fn max_threads() -> usize {
-    std::env::var("UAIO_THREADS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .filter(|&n: &usize| n > 0)
-        .unwrap_or(DEFAULT_MAX_THREADS)
+    let Ok(s) = std::env::var("UAIO_THREADS") else { return DEFAULT_MAX_THREADS };
+    match s.parse() {
+        Ok(n) if n > 0 => n,
+        _ => {
+            eprintln!(
+                "uaio: UAIO_THREADS={s:?} is not a positive number: ignored, at most {DEFAULT_MAX_THREADS} threads"
+            );
+            DEFAULT_MAX_THREADS
+        }
+    }
 }
 
 /// A new eventfd of uaio's own (high number, close-on-exec, non-blocking).
