@@ -104,4 +104,12 @@ fn options() {
     assert_eq!(run(&["--no-such-flag"]).status.code(), Some(2));
     assert_eq!(run(&["--engines", "spdk"]).status.code(), Some(2));
     assert_eq!(run(&["--workloads", "no-such-workload"]).status.code(), Some(2));
+    // A file larger than the file system's free space is refused before
+    // a byte is written.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let big = dir.path().join("big.dat");
+    let o = run(&["--file", big.to_str().unwrap(), "--size", "1000T", "--duration", "0.05", "--rounds", "1"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("free"), "{:?}\n{err}", o.status);
+    assert_eq!(std::fs::metadata(&big).map(|m| m.len()).unwrap_or(0), 0, "bytes written");
 }

@@ -80,6 +80,18 @@ pub fn fs_name(file: &File) -> String {
     }
 }
 
+/// Bytes an unprivileged writer may still put on the file system of
+/// `file` (`statvfs`: available blocks times their size).
+fn free_bytes(file: &File) -> io::Result<u64> {
+    // SAFETY: an all-zero statvfs is a valid value for the call to fill in.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: the descriptor is open and `st` is a live local.
+    if unsafe { libc::fstatvfs(file.as_raw_fd(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+}
+
 /// Whether the file system keeps file data in memory only, so that neither
 /// `O_DIRECT` nor dropping the cache reaches a device.
 pub fn memory_fs(name: &str) -> bool {
@@ -141,6 +153,16 @@ impl TestFile {
             }
         };
         if fresh {
+            let need = size.saturating_sub(file.metadata()?.len());
+            let free = free_bytes(&file)?;
+            if need > free {
+                // Refused before any byte is written: filling the file
+                // system would fail the run only at its end, and other
+                // programs' writes meanwhile.
+                return Err(io::Error::other(format!(
+                    "{shown} needs {need} more bytes and its file system has {free} free (--size)"
+                )));
+            }
             let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
             let chunk_len = 1usize << 20;
             let mut chunk = vec![0u8; chunk_len];
