@@ -152,7 +152,9 @@
  *                             it runs in the submitting thread and the event
  *                             is EFBIG; a write that crosses the limit is
  *                             cut short there, with no signal; the same
- *                             for O_DIRECT writes past the limit
+ *                             for O_DIRECT writes past the limit, and for
+ *                             writes past the limit inside a file already
+ *                             longer than it
  *   signals_conform stop-pgetevents-timeout
  *                             the same with a 1 s timeout and a stop of
  *                             1.1 s: the restarted call has its whole
@@ -239,7 +241,8 @@ static void xf_handler(int s)
 /* One buffered write of `len` bytes at `off` with `flags`, in a child whose
  * file size limit is 4 KiB (`handler`: with a SIGXFSZ handler); prints the
  * event and how the child ended. */
-static void xf_child(const char *tag, int flags, long long off, size_t len, int handler, int direct)
+static void xf_child_in(const char *tag, int flags, long long off, size_t len, int handler, int direct,
+			long long prefill)
 {
 	fflush(stdout);
 	pid_t pid = fork();
@@ -249,9 +252,12 @@ static void xf_child(const char *tag, int flags, long long off, size_t len, int 
 			sa.sa_handler = xf_handler;
 			sigaction(SIGXFSZ, &sa, NULL);
 		}
+		int fd = tmpfile_open("xfsz.dat", O_RDWR | O_CREAT | O_TRUNC | (direct ? O_DIRECT : 0));
+		/* A file longer than the limit, made before the limit is set. */
+		if (fd >= 0 && prefill > 0 && ftruncate(fd, prefill) != 0)
+			_exit(5);
 		struct rlimit rl = { 4096, 4096 };
 		setrlimit(RLIMIT_FSIZE, &rl);
-		int fd = tmpfile_open("xfsz.dat", O_RDWR | O_CREAT | O_TRUNC | (direct ? O_DIRECT : 0));
 		aio_context_t ctx = 0;
 		if (fd < 0 || setup(8, &ctx) != 0)
 			_exit(2);
@@ -296,6 +302,12 @@ static void xf_child(const char *tag, int flags, long long off, size_t len, int 
 		printf("%s: child exited %d\n", tag, WEXITSTATUS(st));
 }
 
+/* `xf_child` on a new, empty file. */
+static void xf_child(const char *tag, int flags, long long off, size_t len, int handler, int direct)
+{
+	xf_child_in(tag, flags, off, len, handler, direct, 0);
+}
+
 static void xfsz(void)
 {
 	/* Made here, so that the parent's cleanup removes it. */
@@ -308,6 +320,11 @@ static void xfsz(void)
 	xf_child("across the limit, RWF_NOSIGNAL", RWF_NOSIGNAL, 0, 8192, 0, 0);
 	xf_child("past the limit, O_DIRECT", 0, 4096, 4096, 0, 1);
 	xf_child("past the limit, O_DIRECT, handler", 0, 4096, 4096, 1, 1);
+	/* Inside a file already longer than the limit: the write starts past
+	 * the limit all the same. */
+	xf_child_in("inside a longer file, past the limit, handler", 0, 8192, 4096, 1, 0, 16384);
+	xf_child_in("inside a longer file, past the limit, O_DIRECT, handler", 0, 8192, 4096, 1, 1, 16384);
+	xf_child_in("inside a longer file, past the limit, O_DIRECT", 0, 8192, 4096, 0, 1, 16384);
 }
 
 static void one_read(aio_context_t ctx, int fd)

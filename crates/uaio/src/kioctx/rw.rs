@@ -201,25 +201,26 @@ fn runs_inline(f: &mut FdInfo, p: &Prepared, write: bool, empty: bool, behind_wr
         || (write && f.is_kernel_log())
 }
 
-/// Whether a write to a regular file starts at or past the end of the file
-/// and at or past the process's `RLIMIT_FSIZE`: the system call then fails
-/// before it moves a byte (`EFBIG`), and raises `SIGXFSZ` in the thread
-/// that makes it, which must be the submitting thread, as with the
-/// kernel's AIO (a worker of the thread pool blocks the signal). Writes
-/// that start inside the file are not looked at (a file longer than the
-/// limit is rare).
+/// Whether a write to a regular file starts at or past the process's
+/// `RLIMIT_FSIZE`: the system call then fails before it moves a byte
+/// (`EFBIG`), and raises `SIGXFSZ` in the thread that makes it, which must
+/// be the submitting thread, as with the kernel's AIO (a worker of the
+/// thread pool blocks the signal; io_uring's workers take no signal).
 fn past_size_limit(f: &mut FdInfo, p: &Prepared) -> bool {
     if !f.is_regular() || p.rw_flags & RWF_APPEND != 0 || f.flags & libc::O_APPEND as u32 != 0 {
         return false;
     }
     let over_limit = || sys::file_size_limit().is_some_and(|limit| p.off >= limit);
-    // Both must hold: the cheaper question first. The size is known unless
-    // the call's look at the file came from an earlier call (then it
-    // costs a `statx`, the limit a `getrlimit`).
-    if !f.size_known() && !over_limit() {
-        return false;
+    if f.size_known() && p.off < f.size() {
+        // Inside a file longer than the limit (rare): this thread's
+        // answer of the tick first, which costs nothing, then the limit
+        // itself.
+        return sys::recent_file_size_limit().is_some_and(|limit| p.off >= limit) && over_limit();
     }
-    p.off >= f.size() && over_limit()
+    // At or past the end of the file (where a limit lowered a moment ago
+    // is met), or with the size unknown (the call's look at the file came
+    // from an earlier call): the limit itself, a `getrlimit`.
+    over_limit()
 }
 
 /// Whether a buffered read of `count` bytes at `off` of `f` must follow a

@@ -103,6 +103,25 @@ pub(crate) fn file_size_limit() -> Option<u64> {
     rustix::process::getrlimit(rustix::process::Resource::Fsize).current
 }
 
+/// [`file_size_limit`] as this thread last asked it in this coarse clock
+/// tick (asked again otherwise): for a first, free question whose
+/// positive answers are checked with [`file_size_limit`].
+pub(crate) fn recent_file_size_limit() -> Option<u64> {
+    use std::cell::Cell;
+    std::thread_local! {
+        static LAST: Cell<(u64, Option<u64>)> = const { Cell::new((u64::MAX, None)) };
+    }
+    let tick = coarse_clock_ns();
+    match LAST.try_with(Cell::get) {
+        Ok((t, limit)) if t == tick => limit,
+        _ => {
+            let limit = file_size_limit();
+            let _ = LAST.try_with(|c| c.set((tick, limit)));
+            limit
+        }
+    }
+}
+
 /// The system's swap space in bytes (`sysinfo`), `None` if the call fails.
 pub(crate) fn total_swap() -> Option<u64> {
     // SAFETY: sysinfo(2) fills the zeroed struct it is given.
