@@ -113,3 +113,40 @@ fn options() {
     assert!(!o.status.success() && err.contains("free"), "{:?}\n{err}", o.status);
     assert_eq!(std::fs::metadata(&big).map(|m| m.len()).unwrap_or(0), 0, "bytes written");
 }
+
+/// A `--file` that can only be read (here, on a read-only mount) runs the
+/// reading workloads, and says why the writing ones do not run.
+#[test]
+fn a_read_only_file_runs_the_reads_only() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mnt = dir.path().to_str().unwrap().to_string();
+    let sh = |cmd: &str| Command::new("sh").args(["-c", cmd]).status().is_ok_and(|s| s.success());
+    if !sh(&format!("mount -t tmpfs -o size=16m tmpfs {mnt} 2>/dev/null")) {
+        println!("skipped: cannot mount a tmpfs here (not root?)");
+        return;
+    }
+    let file = format!("{mnt}/data");
+    let made = sh(&format!("head -c 1048576 /dev/zero > {file} && mount -o remount,ro {mnt}"));
+    let out = made.then(|| {
+        Command::new(env!("CARGO_BIN_EXE_uaio"))
+            .args(["bench", "--json", "--duration", "0.05", "--rounds", "1", "--size", "1M", "--file", &file])
+            .args(["--workloads", "cached-read-4k-qd1,buffered-write-4k-qd32"])
+            .output()
+            .expect("run uaio bench")
+    });
+    sh(&format!("umount {mnt}"));
+    let out = out.expect("a read-only file on the mount");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    for r in v["results"].as_array().expect("results") {
+        let why = r["reason"].as_str().unwrap_or("");
+        if r["workload"] == "buffered-write-4k-qd32" {
+            assert!(why.contains("cannot be written"), "{r}");
+        } else {
+            // (Kernel AIO may be unavailable on the machine, for its own
+            // reasons.)
+            let ran = r["iops"].as_f64().is_some_and(|x| x > 0.0);
+            assert!(ran || (r["available"] == false && !why.contains("written")), "{r}");
+        }
+    }
+}

@@ -111,6 +111,10 @@ pub struct TestFile {
     pub shown: String,
     /// Size in bytes.
     pub size: u64,
+    /// The user's file could be opened for reading only (no permission to
+    /// write, a read-only mount), and holds the size asked for: the
+    /// workloads that write do not run.
+    pub read_only: bool,
 }
 
 /// xorshift64: cheap, deterministic numbers for offsets and file data.
@@ -140,7 +144,21 @@ impl TestFile {
                     // Never write over a device or anything else that is not a plain file.
                     return Err(io::Error::other(format!("{} is not a regular file", p.display())));
                 }
-                let f = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(p)?;
+                let f = match OpenOptions::new().read(true).write(true).create(true).truncate(false).open(p) {
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM | libc::EROFS)) => {
+                        // Enough for the reads, if it is long enough.
+                        let f = File::open(p).map_err(|_| io::Error::from(e.kind()))?;
+                        if f.metadata()?.len() < size {
+                            return Err(io::Error::other(format!(
+                                "{} is read-only here ({e}) and shorter than --size",
+                                p.display()
+                            )));
+                        }
+                        let shown = format!("{} (read-only)", p.display());
+                        return Ok(TestFile { file: f, path: p.to_path_buf(), shown, size, read_only: true });
+                    }
+                    r => r?,
+                };
                 let fresh = f.metadata()?.len() < size;
                 (f, p.to_path_buf(), p.display().to_string(), fresh)
             }
@@ -177,7 +195,7 @@ impl TestFile {
             }
             file.sync_all()?;
         }
-        Ok(TestFile { file, path, shown, size })
+        Ok(TestFile { file, path, shown, size, read_only: false })
     }
 
     /// Fraction of the file's first `size` bytes in the page cache.
@@ -253,10 +271,11 @@ impl TestFile {
     }
 }
 
-/// Opens `path` for a worker: read-write, with `O_DIRECT` when asked.
-pub fn open_for_worker(path: &Path, direct: bool) -> io::Result<File> {
+/// Opens `path` for a worker: for reading, and writing when `write`, with
+/// `O_DIRECT` when asked.
+pub fn open_for_worker(path: &Path, write: bool, direct: bool) -> io::Result<File> {
     let mut o = OpenOptions::new();
-    o.read(true).write(true);
+    o.read(true).write(write);
     if direct {
         o.custom_flags(libc::O_DIRECT);
     }
@@ -266,7 +285,7 @@ pub fn open_for_worker(path: &Path, direct: bool) -> io::Result<File> {
 /// Checks that `O_DIRECT` works on the test file: opening it and reading
 /// one aligned block. Returns why not.
 pub fn probe_direct(tf: &TestFile, bs: usize) -> Result<(), String> {
-    let f = open_for_worker(&tf.path, true).map_err(|e| format!("open with O_DIRECT: {e}"))?;
+    let f = open_for_worker(&tf.path, false, true).map_err(|e| format!("open with O_DIRECT: {e}"))?;
     let buf = AlignedBuf::new(bs, 0);
     // SAFETY: `buf` owns at least `bs` bytes and outlives the call.
     let r = unsafe { libc::pread(f.as_raw_fd(), buf.addr(0) as *mut libc::c_void, bs, 0) };

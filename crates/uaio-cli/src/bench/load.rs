@@ -754,7 +754,8 @@ impl Drop for Ctx {
 /// Runs `job` in this process and returns what it measured.
 pub fn run(job: &Job) -> Result<Outcome, String> {
     let w = &job.w;
-    let file = open_for_worker(&job.path, w.cache == Cache::Direct)
+    let write = matches!(w.op, Op::Write | Op::WriteFsync);
+    let file = open_for_worker(&job.path, write, w.cache == Cache::Direct)
         .map_err(|e| format!("open {}: {e}", job.path.display()))?;
     let fd = file.as_raw_fd();
     if w.cache == Cache::Uncached {

@@ -37,7 +37,7 @@ use serde_json::{json, Value};
 
 use aio::Aio;
 use file::TestFile;
-use load::{Cache, Job, Outcome, Workload};
+use load::{Cache, Job, Op, Outcome, Workload};
 use report::{Cell, Report, Row};
 
 /// An implementation being measured.
@@ -523,7 +523,11 @@ fn bench(opts: &Options, workloads: &[Workload]) -> Result<(), String> {
                 .get(&e)
                 .cloned()
                 .or_else(|| (e == Engine::Kernel).then(|| w.kernel_reason().map(str::to_string)).flatten())
-                .or_else(|| (w.cache == Cache::Direct).then(|| direct_na.clone()).flatten());
+                .or_else(|| (w.cache == Cache::Direct).then(|| direct_na.clone()).flatten())
+                .or_else(|| {
+                    (tf.read_only && matches!(w.op, Op::Write | Op::WriteFsync))
+                        .then(|| format!("{} cannot be written", tf.shown))
+                });
             if na.is_none() {
                 runs += opts.rounds;
             }
