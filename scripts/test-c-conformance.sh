@@ -281,6 +281,12 @@ check_case fd_conform.race fd_conform race
 # (a thread-pool duplicate kept past its request, as an experiment of
 # 2026-12-05 did, left 0 of 20 free right after a close).
 check_case fd_conform.release fd_conform release
+# The program takes and drops a record lock, over and over, while two
+# threads do AIO on the file: another process never finds it free while
+# held (before: uaio's duplicates, looked at for a lock and then closed,
+# released locks taken in between: 700-1,600 in 3 s with O_DIRECT one at a
+# time on the thread pool, some in batches on both backends).
+check_case fd_conform.lockrace fd_conform lockrace
 # One number names a file and a directory in turn (dup2, close and open,
 # close_range and open), and reads follow each change at once: each gets
 # the answer of the file named then (uaio keeps its look at a number from

@@ -59,6 +59,22 @@
  *                            so must uaio, whose thread pool holds a
  *                            duplicate of the descriptor for each request)
  *
+ *   fd_conform lockrace      the program takes a POSIX record lock on a
+ *                            file (F_SETLK, through one of two
+ *                            descriptors), has another process check that
+ *                            it is held, and lets it go, over and over for
+ *                            a second, while 2 threads (a context each)
+ *                            read and write the file with AIO through one of those
+ *                            descriptors (O_DIRECT one at a time, O_DIRECT
+ *                            in batches of 16, buffered in batches of 16):
+ *                            the lock is never found free while held, and
+ *                            every request succeeds (closing any
+ *                            descriptor of a file releases the process's
+ *                            locks on it: uaio's duplicates, looked at
+ *                            for a lock and then closed, released locks
+ *                            taken in between, hundreds a second on the
+ *                            thread pool)
+ *
  * In each mode but race and release, before the descriptors go: a POLL on an empty pipe is in
  * flight and a write to a file done. After: the pipe is written and the
  * POLL's event reaped; a write, an fsync and a read of the file, a POLL of
@@ -318,6 +334,132 @@ static void release(void)
 	printf("io_destroy %s\n", negret(io_destroy(ctx)));
 }
 
+/* lockrace: see the top. */
+static int lr_fd, lr_batch;
+static volatile int lr_stop;
+static long lr_errors;
+
+static void *lr_io(void *arg)
+{
+	long id = (long)arg;
+	char *b;
+	/* A context of its own: its events are its own requests', all
+	 * reaped before the buffer goes. */
+	io_context_t lr_ctx = 0;
+	if (posix_memalign((void **)&b, 4096, 16 * 4096) || io_setup(64, &lr_ctx) != 0)
+		exit(2);
+	memset(b, 'q', 16 * 4096);
+	struct iocb cb[16], *cbs[16];
+	struct io_event ev[16];
+	while (!lr_stop) {
+		for (int i = 0; i < lr_batch; i++) {
+			long off = ((id * lr_batch + i) % 64) * 4096;
+			if ((i + id) & 1)
+				io_prep_pwrite(&cb[i], lr_fd, b + i * 4096, 4096, off);
+			else
+				io_prep_pread(&cb[i], lr_fd, b + i * 4096, 4096, off);
+			cbs[i] = &cb[i];
+		}
+		if (io_submit(lr_ctx, lr_batch, cbs) != lr_batch) {
+			__sync_fetch_and_add(&lr_errors, 1);
+			continue;
+		}
+		for (int got = 0; got < lr_batch;) {
+			int r = io_getevents(lr_ctx, 1, lr_batch - got, ev, NULL);
+			if (r <= 0) {
+				__sync_fetch_and_add(&lr_errors, 1);
+				break;
+			}
+			for (int k = 0; k < r; k++)
+				if (ev[k].res != 4096)
+					__sync_fetch_and_add(&lr_errors, 1);
+			got += r;
+		}
+	}
+	io_destroy(lr_ctx);
+	free(b);
+	return NULL;
+}
+
+static void lockrace_one(const char *what, int direct, int batch)
+{
+	int fd = tmpfile_open(what, O_RDWR | O_TRUNC | (direct ? O_DIRECT : 0));
+	if (fd < 0) {
+		printf("%s: skipped, %s refused in %s: %s\n", what, direct ? "O_DIRECT" : "open", tmpdir, strerror(errno));
+		return;
+	}
+	const char *path = tmpfiles[ntmpfiles - 1];
+	char *z;
+	if (posix_memalign((void **)&z, 4096, 64 * 4096) || (memset(z, 0, 64 * 4096), pwrite(fd, z, 64 * 4096, 0)) != 64 * 4096)
+		exit(2);
+	free(z);
+	int other = open(path, O_RDWR);
+	/* The checking process, made before any context. */
+	int rq[2], rp[2];
+	if (other < 0 || pipe(rq) || pipe(rp))
+		exit(2);
+	pid_t checker = fork();
+	if (checker == 0) {
+		close(rq[1]);
+		close(rp[0]);
+		int cf = open(path, O_RDWR);
+		char c;
+		while (read(rq[0], &c, 1) == 1) {
+			struct flock q = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+			fcntl(cf, F_GETLK, &q);
+			c = q.l_type == F_UNLCK ? '0' : '1';
+			if (write(rp[1], &c, 1) != 1)
+				_exit(1);
+		}
+		_exit(0);
+	}
+	close(rq[0]);
+	close(rp[1]);
+	lr_fd = fd;
+	lr_batch = batch;
+	lr_stop = 0;
+	lr_errors = 0;
+	pthread_t t[2];
+	for (long i = 0; i < 2; i++)
+		pthread_create(&t[i], NULL, lr_io, (void *)i);
+	long rounds = 0, lost = 0;
+	struct timespec t0, now;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	do {
+		struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+		int lfd = (rounds & 1) ? other : fd;
+		if (fcntl(lfd, F_SETLK, &fl) != 0) {
+			perror("F_SETLK");
+			exit(2);
+		}
+		char c = '?';
+		if (write(rq[1], &c, 1) != 1 || read(rp[0], &c, 1) != 1)
+			exit(2);
+		lost += c == '0';
+		struct flock u = { .l_type = F_UNLCK, .l_whence = SEEK_SET };
+		fcntl(lfd, F_SETLK, &u);
+		rounds++;
+		clock_gettime(CLOCK_MONOTONIC, &now);
+	} while (now.tv_sec - t0.tv_sec < 1 || (now.tv_sec - t0.tv_sec == 1 && now.tv_nsec < t0.tv_nsec));
+	lr_stop = 1;
+	for (int i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	close(rq[1]);
+	waitpid(checker, NULL, 0);
+	close(rp[0]);
+	close(other);
+	close(fd);
+	printf("%s: lock found free while held %ld time(s)%s, failed requests %ld\n", what, lost,
+	       rounds > 100 ? "" : " (too few rounds)", lr_errors);
+}
+
+static void lockrace(void)
+{
+	lockrace_one("O_DIRECT, one at a time", 1, 1);
+	lockrace_one("O_DIRECT, batches of 16", 1, 16);
+	lockrace_one("buffered, batches of 16", 0, 16);
+}
+
 /* reuse: see the top. */
 #define REUSE_ROUNDS 3000
 static void reuse(void)
@@ -494,6 +636,12 @@ int main(int argc, char **argv)
 	if (strcmp(mode, "race") == 0) {
 		make_tmpdir();
 		race();
+		return 0;
+	}
+	if (strcmp(mode, "lockrace") == 0) {
+		make_tmpdir();
+		lockrace();
+		rm_tmpdir();
 		return 0;
 	}
 	if (strcmp(mode, "release") == 0) {

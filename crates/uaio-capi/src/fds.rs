@@ -100,7 +100,13 @@ pub(crate) fn check_interposed() {
 /// # Safety
 /// As `close(2)`.
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
-    raw::program_closing(|| if raw::is_own_fd(fd) { fail(libc::EBADF) } else { real_close(fd) })
+    raw::program_closing(|| {
+        if raw::is_own_fd(fd) {
+            return fail(libc::EBADF);
+        }
+        raw::program_closes(fd, fd);
+        real_close(fd)
+    })
 }
 
 /// `close_range(first, last, flags)`: every number of the range but
@@ -117,6 +123,11 @@ fn close_range_around_own(first: c_uint, last: c_uint, flags: c_int) -> c_int {
     if first > last || flags & !(CLOSE_RANGE_UNSHARE | CLOSE_RANGE_CLOEXEC) != 0 {
         // The kernel's EINVAL.
         return real_close_range(first, last, flags);
+    }
+    if flags == 0 {
+        // (Marked close-on-exec, the numbers stay open; closed in an
+        // unshared table, they stay open in the shared one uaio uses.)
+        raw::program_closes(first.min(c_int::MAX as c_uint) as c_int, last.min(c_int::MAX as c_uint) as c_int);
     }
     let mut flags = flags;
     let r = raw::around_own_fds(first, last, |a, b| {
@@ -146,6 +157,7 @@ pub unsafe extern "C" fn closefrom(lowfd: c_int) {
 
 /// [`closefrom`], with no descriptor of uaio's being made.
 fn closefrom_around_own(lowfd: c_int) {
+    raw::program_closes(lowfd.max(0), c_int::MAX);
     raw::around_own_fds(lowfd.max(0) as c_uint, c_uint::MAX, |a, b| {
         if real_close_range(a, b, 0) != 0 {
             // A kernel without close_range (before 5.9): one at a time, up
@@ -191,6 +203,10 @@ pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
         if let Some(r) = dup_onto_own(old, new) {
             return r;
         }
+        if old != new && open_now(old) {
+            // `new` is closed first, if open.
+            raw::program_closes(new, new);
+        }
         match next::<unsafe extern "C" fn(c_int, c_int) -> c_int>(c"dup2", &NEXT) {
             // SAFETY: the C library's dup2 of two numbers.
             Some(f) => unsafe { f(old, new) },
@@ -210,6 +226,10 @@ pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
         if flags & !libc::O_CLOEXEC == 0 && old != new {
             if let Some(r) = dup_onto_own(old, new) {
                 return r;
+            }
+            if open_now(old) {
+                // `new` is closed first, if open.
+                raw::program_closes(new, new);
             }
         }
         match next::<unsafe extern "C" fn(c_int, c_int, c_int) -> c_int>(c"dup3", &NEXT) {

@@ -152,6 +152,16 @@ pub fn program_closing<T>(f: impl FnOnce() -> T) -> T {
     crate::sys::remembered::changing(|| crate::sys::internal_fds::program_closing(f))
 }
 
+/// The program is about to close or replace its descriptors `lo..=hi`
+/// (called by the drop-in library's `close`, `close_range`, `closefrom`,
+/// `dup2` and `dup3`, inside [`program_closing`], before the C library's
+/// call): duplicates uaio kept for requests on those descriptors go first,
+/// so that the program's close releases the file as the kernel's would.
+/// Takes no lock and allocates nothing.
+pub fn program_closes(lo: i32, hi: i32) {
+    crate::sys::internal_fds::program_closes(lo, hi);
+}
+
 /// Tells uaio that every `close`, `close_range`, `closefrom`, `dup2` and
 /// `dup3` of the program runs through [`program_closing`] (the drop-in
 /// library checks that the program's calls reach its own definitions):

@@ -204,6 +204,13 @@ pub(crate) struct InternalFd {
     id: Option<(u64, u64)>,
     /// A duplicate of a program's file (see [`InternalFd::dup_of_program`]).
     program: bool,
+    /// For such a duplicate, the program's descriptor number it was made
+    /// from (-1 otherwise).
+    app_fd: i32,
+    /// When `app_fd` was last found to name the duplicate's open file: the
+    /// `remembered` generation (plus one; 0 for never) and the coarse
+    /// clock tick (a look that stands as [`Verified`]'s do).
+    app_seen: (u64, u64),
     /// The last look that found the number intact: see [`Verified`].
     verified: Verified,
 }
@@ -297,7 +304,7 @@ impl InternalFd {
         if let Some((id, g)) = seen.filter(|&(_, g)| super::remembered::generation() == Some(g)) {
             let verified = Verified::default();
             verified.record(Some(g), tick);
-            return Ok(InternalFd { fd: d, id: Some(id), program: false, verified });
+            return Ok(InternalFd { fd: d, id: Some(id), program: false, app_fd: -1, app_seen: (0, 0), verified });
         }
         Ok(InternalFd::looked_at(d, false))
     }
@@ -317,13 +324,25 @@ impl InternalFd {
     /// closed but kept aside ([`sweep`] closes it once no lock is left),
     /// and a later duplicate of the same open file takes it back instead
     /// of making another.
+    ///
+    /// That look and the close are two steps, and a lock another thread
+    /// takes between them is released all the same. So while the drop-in
+    /// library sees the program's closes (`remembered`), a duplicate whose
+    /// program descriptor still names its open file is never closed when
+    /// its request ends: it is kept aside for the next request on that
+    /// descriptor, and closed only when the program closes or replaces
+    /// that descriptor ([`program_closes`], just before the program's own
+    /// close, which releases the locks anyway).
     /// `seen`: as for [`InternalFd::dup_unguarded`].
     pub(crate) fn dup_of_program(fd: i32, seen: Option<((u64, u64), u64)>) -> Result<InternalFd, Errno> {
         if let Some(kept) = take_kept(fd) {
             return Ok(kept);
         }
+        let before = super::remembered::generation();
         let mut d = making(|| InternalFd::dup_unguarded(fd, seen))?;
         d.program = true;
+        d.app_fd = fd;
+        d.app_seen = app_look(before);
         Ok(d)
     }
 }
@@ -367,7 +386,7 @@ impl InternalFd {
         if id.is_some() {
             verified.record(generation, tick);
         }
-        InternalFd { fd: d, id, program, verified }
+        InternalFd { fd: d, id, program, app_fd: -1, app_seen: (0, 0), verified }
     }
 
     /// Closes the duplicate whatever its number names now (for tests
@@ -408,7 +427,16 @@ impl AsRawFd for InternalFd {
 impl Drop for InternalFd {
     fn drop(&mut self) {
         let intact = self.intact();
-        if self.program && intact && record_locked(self.fd) && keep_aside(self.fd, self.id) {
+        if self.program
+            && intact
+            && parked(self.app_fd, self.fd, self.app_seen)
+            && keep_aside(self.fd, self.id, self.app_fd, false)
+        {
+            // Kept for the next request on the program's descriptor, until
+            // the program closes it (see `dup_of_program`).
+            return;
+        }
+        if self.program && intact && record_locked(self.fd) && keep_aside(self.fd, self.id, self.app_fd, true) {
             // Still uaio's, counted and marked, until `sweep` closes it.
             return;
         }
@@ -427,6 +455,8 @@ impl Drop for InternalFd {
 static KEPT: [AtomicU64; SPAN / 64] = [const { AtomicU64::new(0) }; SPAN / 64];
 static KEPT_DEV: [AtomicU64; SPAN] = [const { AtomicU64::new(0) }; SPAN];
 static KEPT_INO: [AtomicU64; SPAN] = [const { AtomicU64::new(0) }; SPAN];
+/// The program's descriptor number each was made from (-1: not known).
+static KEPT_APP: [AtomicI32; SPAN] = [const { AtomicI32::new(-1) }; SPAN];
 static NKEPT: AtomicUsize = AtomicUsize::new(0);
 /// The coarse clock tick of the last [`sweep`] that looked.
 static LAST_SWEEP: AtomicU64 = AtomicU64::new(0);
@@ -473,9 +503,33 @@ fn own_posix_lock_listed(fd: i32, me: i32) -> bool {
     })
 }
 
-/// Sets `fd` aside (see [`InternalFd::dup_of_program`]); false when it
-/// cannot be (outside the tracked span, or too many already).
-fn keep_aside(fd: i32, id: Option<(u64, u64)>) -> bool {
+/// What [`InternalFd::app_seen`] records for a look at the program's
+/// descriptor that began under `generation`, if none changed since.
+fn app_look(generation: Option<u64>) -> (u64, u64) {
+    match generation {
+        Some(g) if super::remembered::generation() == Some(g) => (g + 1, super::coarse_clock_ns()),
+        _ => (0, 0),
+    }
+}
+
+/// Whether the program's duplicate `fd`, made from its descriptor `app_fd`,
+/// is to be kept for the next request on `app_fd` rather than closed: the
+/// drop-in library sees the program's closes, and `app_fd` still names
+/// the open file `fd` names (see [`InternalFd::dup_of_program`]), as a
+/// look of this tick under this generation (`app_seen`) says, or a new one.
+fn parked(app_fd: i32, fd: i32, app_seen: (u64, u64)) -> bool {
+    if app_fd < 0 || !super::remembered::changes_are_seen() {
+        return false;
+    }
+    let now = super::remembered::generation().map(|g| (g + 1, super::coarse_clock_ns()));
+    now == Some(app_seen) || super::same_open_file(app_fd, fd)
+}
+
+/// Sets `fd`, a duplicate of the program's `app_fd`, aside (see
+/// [`InternalFd::dup_of_program`]); `locked`: for a record lock, which
+/// [`sweep`] looks at. False when it cannot be (outside the tracked span,
+/// or too many already).
+fn keep_aside(fd: i32, id: Option<(u64, u64)>, app_fd: i32, locked: bool) -> bool {
     let i = fd - FLOOR.load(Ordering::Relaxed);
     let Some(id) = id else { return false };
     if i < 0 || i as usize >= SPAN || NKEPT.load(Ordering::SeqCst) >= KEPT_MAX {
@@ -484,10 +538,13 @@ fn keep_aside(fd: i32, id: Option<(u64, u64)>) -> bool {
     let i = i as usize;
     KEPT_DEV[i].store(id.0, Ordering::SeqCst);
     KEPT_INO[i].store(id.1, Ordering::SeqCst);
+    KEPT_APP[i].store(app_fd, Ordering::SeqCst);
     mark_kept(i);
-    // The progress thread then looks every so often, so that the duplicate
-    // goes even if the program makes no more calls.
-    let _ = poke_sweeper();
+    if locked {
+        // The progress thread then looks every so often, so that the
+        // duplicate goes even if the program makes no more calls.
+        let _ = poke_sweeper();
+    }
     true
 }
 
@@ -539,7 +596,7 @@ fn claim_kept(i: usize) -> bool {
 }
 
 /// The kept-aside offsets, as numbers and recorded files.
-fn kept_now() -> impl Iterator<Item = (usize, i32, (u64, u64))> {
+fn kept_now() -> impl Iterator<Item = (usize, i32, (u64, u64), i32)> {
     let f = FLOOR.load(Ordering::Relaxed);
     KEPT.iter().enumerate().flat_map(move |(w, word)| {
         let mut bits = word.load(Ordering::SeqCst);
@@ -551,7 +608,7 @@ fn kept_now() -> impl Iterator<Item = (usize, i32, (u64, u64))> {
             bits &= bits - 1;
             let i = w * 64 + b;
             let id = (KEPT_DEV[i].load(Ordering::SeqCst), KEPT_INO[i].load(Ordering::SeqCst));
-            Some((i, f + i as i32, id))
+            Some((i, f + i as i32, id, KEPT_APP[i].load(Ordering::SeqCst)))
         })
     })
 }
@@ -562,10 +619,23 @@ fn take_kept(fd: i32) -> Option<InternalFd> {
     if NKEPT.load(Ordering::SeqCst) == 0 {
         return None;
     }
-    for (i, d, id) in kept_now() {
-        if super::same_open_file(fd, d) && claim_kept(i) {
-            let kept = InternalFd::looked_at(d, true);
+    // While duplicates are kept per program descriptor, only those made
+    // from `fd` are asked about (one `fcntl` each, not one per kept one).
+    let per_descriptor = super::remembered::changes_are_seen();
+    for (i, d, id, app) in kept_now() {
+        if (!per_descriptor || app == fd) && super::same_open_file(fd, d) && claim_kept(i) {
+            // A duplicate of the open file `fd` names: uaio's still, and of
+            // the file recorded (no look needed).
+            if per_descriptor {
+                let (generation, tick) = (super::remembered::generation(), super::coarse_clock_ns());
+                let verified = Verified::default();
+                verified.record(generation, tick);
+                let app_seen = app_look(generation);
+                return Some(InternalFd { fd: d, id: Some(id), program: true, app_fd: fd, app_seen, verified });
+            }
+            let mut kept = InternalFd::looked_at(d, true);
             if kept.id == Some(id) {
+                kept.app_fd = fd;
                 return Some(kept);
             }
             std::mem::forget(kept);
@@ -587,8 +657,9 @@ pub(crate) fn sweep() {
     if LAST_SWEEP.swap(tick, Ordering::Relaxed) == tick {
         return;
     }
-    for (i, d, id) in kept_now() {
-        if !claim_kept(i) {
+    for (i, d, id, app) in kept_now() {
+        if parked(app, d, (0, 0)) || !claim_kept(i) {
+            // (Kept for its program descriptor, which still names it.)
             continue;
         }
         let intact = file_id(d) == Some(id);
@@ -601,6 +672,25 @@ pub(crate) fn sweep() {
         if intact {
             // uaio's duplicate, still naming the file it was made for, and
             // no longer in the set: this thread alone closes it.
+            super::close_own(d);
+        }
+    }
+}
+
+/// The program is about to close or replace its descriptors `lo..=hi`
+/// (through the drop-in library's `close`, `close_range`, `closefrom`,
+/// `dup2`, `dup3`): the duplicates kept aside for those of them that still
+/// name their open file are closed first. The program's own close then
+/// releases its record locks on those files in any case, and the last
+/// reference to an open file goes with the program's (its `flock` with
+/// it), as on the kernel. Takes no lock and allocates nothing.
+pub(crate) fn program_closes(lo: i32, hi: i32) {
+    if NKEPT.load(Ordering::SeqCst) == 0 || hi < 0 {
+        return;
+    }
+    for (i, d, _, app) in kept_now() {
+        if app >= lo.max(0) && app <= hi && super::same_open_file(app, d) && claim_kept(i) {
+            forget(d);
             super::close_own(d);
         }
     }
@@ -733,6 +823,25 @@ mod tests {
             0
         });
         v
+    }
+
+    #[test]
+    fn a_duplicate_is_kept_for_its_descriptor_until_the_program_closes_that() {
+        crate::sys::remembered::changes_seen();
+        let file = tempfile::tempfile().expect("tempfile");
+        let fd = file.as_raw_fd();
+        let d = InternalFd::dup_of_program(fd, None).expect("duplicate");
+        let n = d.as_raw_fd();
+        drop(d);
+        // Not closed when its request ended: a close would release the
+        // program's record locks on the file.
+        assert!(crate::sys::same_open_file(fd, n), "closed at the end of its use");
+        let again = InternalFd::dup_of_program(fd, None).expect("duplicate");
+        assert_eq!(again.as_raw_fd(), n, "not taken back for the next request");
+        drop(again);
+        // The program's close of its descriptor closes it first.
+        program_closes(fd, fd);
+        assert!(!crate::sys::same_open_file(fd, n), "left open after the program's close");
     }
 
     #[test]
