@@ -57,7 +57,8 @@ trap 'rm -rf "$work"' EXIT
 # exec functions (each waits for the file I/O in flight first), and
 # sigaction() and the signal() family (handlers held back inside uaio's
 # calls), and close(), close_range(), closefrom(), dup2() and dup3() (which
-# leave uaio's own descriptors alone).
+# leave uaio's own descriptors alone), and fclose() (whose descriptor's
+# kept duplicates go first, as in close()).
 expected_exports="FUNC _Exit@@GLIBC_2.2.5
 FUNC __close@@GLIBC_2.2.5
 FUNC __dup2@@GLIBC_2.2.5
@@ -78,6 +79,7 @@ FUNC execve@@GLIBC_2.2.5
 FUNC execveat@@GLIBC_2.34
 FUNC execvp@@GLIBC_2.2.5
 FUNC execvpe@@GLIBC_2.11
+FUNC fclose@@GLIBC_2.2.5
 FUNC fexecve@@GLIBC_2.2.5
 FUNC io_cancel@@LIBAIO_0.4
 FUNC io_cancel@LIBAIO_0.1

@@ -54,7 +54,8 @@
  *   fd_conform release       the program's flock on a file it read with
  *                            O_DIRECT, one request at a time, is free for
  *                            another process right after the program's
- *                            close, close_range or dup2 of its descriptor
+ *                            close, close_range, dup2 or fclose of its
+ *                            descriptor
  *                            (the kernel lets go of the file in that call;
  *                            so must uaio, whose thread pool holds a
  *                            duplicate of the descriptor for each request)
@@ -297,9 +298,9 @@ static void release(void)
 	close(probe);
 	io_context_t ctx = 0;
 	printf("io_setup %s\n", negret(io_setup(8, &ctx)));
-	const char *ways[] = { "close", "close_range", "dup2" };
+	const char *ways[] = { "close", "close_range", "dup2", "fclose" };
 	int devnull = open("/dev/null", O_RDONLY);
-	for (int w = 0; w < 3; w++) {
+	for (int w = 0; w < 4; w++) {
 		int free_after = 0, held_before = 0, reads_ok = 0;
 		for (int round = 0; round < 20; round++) {
 			int a = open(path, O_RDONLY | O_DIRECT);
@@ -321,8 +322,10 @@ static void release(void)
 				close(a);
 			else if (w == 1)
 				close_range(a, a, 0);
-			else
+			else if (w == 2)
 				dup2(devnull, a);
+			else
+				fclose(fdopen(a, "r"));
 			free_after += flock_free_elsewhere(path);
 			if (w == 2)
 				close(a);

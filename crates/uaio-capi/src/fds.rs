@@ -109,6 +109,31 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     })
 }
 
+/// `fclose(stream)`: the C library's, which closes the stream's
+/// descriptor without going through `close`; the duplicates uaio keeps for
+/// requests on that descriptor go first, as in [`close`].
+///
+/// # Safety
+/// As `fclose(3)`: a stream the program opened and has not closed.
+pub unsafe extern "C" fn fclose(stream: *mut libc::FILE) -> c_int {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    raw::program_closing(|| {
+        if !stream.is_null() {
+            // SAFETY: the caller's open stream (a memory stream has no
+            // descriptor: -1).
+            let fd = unsafe { libc::fileno(stream) };
+            if fd >= 0 && !raw::is_own_fd(fd) {
+                raw::program_closes(fd, fd);
+            }
+        }
+        match next::<unsafe extern "C" fn(*mut libc::FILE) -> c_int>(c"fclose", &NEXT) {
+            // SAFETY: the C library's fclose of the caller's stream.
+            Some(f) => unsafe { f(stream) },
+            None => fail(libc::ENOSYS),
+        }
+    })
+}
+
 /// `close_range(first, last, flags)`: every number of the range but
 /// uaio's.
 ///

@@ -447,6 +447,7 @@ export! {
     "uaio_export___close" => "__close@@GLIBC_2.2.5": fds::close,
     "uaio_export_dup2" => "dup2@@GLIBC_2.2.5": fds::dup2,
     "uaio_export___dup2" => "__dup2@@GLIBC_2.2.5": fds::dup2,
+    "uaio_export_fclose" => "fclose@@GLIBC_2.2.5": fds::fclose,
     "uaio_export_dup3" => "dup3@@GLIBC_2.9": fds::dup3,
     "uaio_export_close_range" => "close_range@@GLIBC_2.34": fds::close_range,
     "uaio_export_closefrom" => "closefrom@@GLIBC_2.34": fds::closefrom;

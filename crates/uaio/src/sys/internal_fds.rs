@@ -461,6 +461,11 @@ static NKEPT: AtomicUsize = AtomicUsize::new(0);
 /// The coarse clock tick of the last [`sweep`] that looked.
 static LAST_SWEEP: AtomicU64 = AtomicU64::new(0);
 
+/// How often [`sweep`] looks at the duplicates kept per program
+/// descriptor (nanoseconds of the coarse clock; the progress thread looks
+/// every 100 ms while any is kept).
+const PARKED_SWEEP_NS: u64 = 90_000_000;
+
 /// Most duplicates kept aside at once: past that (on a kernel that cannot
 /// tell open files apart, where none is taken back), they are closed as
 /// before, locks or not.
@@ -654,7 +659,18 @@ pub(crate) fn sweep() {
         return;
     }
     let tick = super::coarse_clock_ns();
-    if LAST_SWEEP.swap(tick, Ordering::Relaxed) == tick {
+    if super::remembered::changes_are_seen() {
+        // Duplicates are kept per program descriptor, one each, for as
+        // long as the program keeps it (hundreds, for a program with
+        // hundreds of files): each look costs an `fcntl`, so they are
+        // looked at once per [`PARKED_SWEEP_NS`] (by the progress thread,
+        // or a call), not once per tick. What they wait for is a close the
+        // drop-in did not see (the C library's `fclose`, a raw system call).
+        let last = LAST_SWEEP.load(Ordering::Relaxed);
+        if tick.wrapping_sub(last) < PARKED_SWEEP_NS || LAST_SWEEP.swap(tick, Ordering::Relaxed) != last {
+            return;
+        }
+    } else if LAST_SWEEP.swap(tick, Ordering::Relaxed) == tick {
         return;
     }
     for (i, d, id, app) in kept_now() {
