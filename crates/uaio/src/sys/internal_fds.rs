@@ -458,6 +458,18 @@ static KEPT_INO: [AtomicU64; SPAN] = [const { AtomicU64::new(0) }; SPAN];
 /// The program's descriptor number each was made from (-1: not known).
 static KEPT_APP: [AtomicI32; SPAN] = [const { AtomicI32::new(-1) }; SPAN];
 static NKEPT: AtomicUsize = AtomicUsize::new(0);
+/// Those of them kept for a program descriptor only (not for a record
+/// lock found on the file): see [`PARKED_MAX`].
+static KEPT_PARKED: [AtomicU64; SPAN / 64] = [const { AtomicU64::new(0) }; SPAN / 64];
+static NPARKED: AtomicUsize = AtomicUsize::new(0);
+
+/// Most duplicates kept for their program descriptor at once. Each holds
+/// a number of the program's table (counted against its `RLIMIT_NOFILE`,
+/// where kernel AIO holds none): past that, a duplicate whose file has no
+/// lock of the process is closed at the end of its request, as before
+/// (with the window that look leaves), and one whose file has is kept
+/// for the lock.
+const PARKED_MAX: usize = 64;
 /// The coarse clock tick of the last [`sweep`] that looked.
 static LAST_SWEEP: AtomicU64 = AtomicU64::new(0);
 
@@ -468,8 +480,9 @@ const PARKED_SWEEP_NS: u64 = 90_000_000;
 
 /// Most duplicates kept aside at once: past that (on a kernel that cannot
 /// tell open files apart, where none is taken back), they are closed as
-/// before, locks or not.
-const KEPT_MAX: usize = 256;
+/// before, locks or not. (Each is one kept per open file of the program
+/// that has a lock, or per descriptor, [`PARKED_MAX`] at most.)
+const KEPT_MAX: usize = 1024;
 
 /// Whether this process holds a POSIX record lock on the file of `fd`
 /// (which a close of `fd` would release). `F_OFD_GETLK` reports the
@@ -537,13 +550,19 @@ fn parked(app_fd: i32, fd: i32, app_seen: (u64, u64)) -> bool {
 fn keep_aside(fd: i32, id: Option<(u64, u64)>, app_fd: i32, locked: bool) -> bool {
     let i = fd - FLOOR.load(Ordering::Relaxed);
     let Some(id) = id else { return false };
-    if i < 0 || i as usize >= SPAN || NKEPT.load(Ordering::SeqCst) >= KEPT_MAX {
+    let full =
+        if locked { NKEPT.load(Ordering::SeqCst) >= KEPT_MAX } else { NPARKED.load(Ordering::SeqCst) >= PARKED_MAX };
+    if i < 0 || i as usize >= SPAN || full {
         return false;
     }
     let i = i as usize;
     KEPT_DEV[i].store(id.0, Ordering::SeqCst);
     KEPT_INO[i].store(id.1, Ordering::SeqCst);
     KEPT_APP[i].store(app_fd, Ordering::SeqCst);
+    if !locked {
+        NPARKED.fetch_add(1, Ordering::SeqCst);
+        KEPT_PARKED[i / 64].fetch_or(1u64 << (i % 64), Ordering::SeqCst);
+    }
     mark_kept(i);
     if locked {
         // The progress thread then looks every so often, so that the
@@ -595,6 +614,9 @@ fn claim_kept(i: usize) -> bool {
     let b = 1u64 << (i % 64);
     if KEPT[i / 64].fetch_and(!b, Ordering::SeqCst) & b == 0 {
         return false;
+    }
+    if KEPT_PARKED[i / 64].fetch_and(!b, Ordering::SeqCst) & b != 0 {
+        NPARKED.fetch_sub(1, Ordering::SeqCst);
     }
     NKEPT.fetch_sub(1, Ordering::SeqCst);
     true
@@ -789,10 +811,11 @@ pub(crate) fn after_fork_in_child() {
             super::close_own(f + w as i32 * 64 + b);
         }
     }
-    for word in &KEPT {
+    for word in KEPT.iter().chain(&KEPT_PARKED) {
         word.store(0, Ordering::SeqCst);
     }
     NKEPT.store(0, Ordering::SeqCst);
+    NPARKED.store(0, Ordering::SeqCst);
     SWEEPER.store(-1, Ordering::SeqCst);
     COUNT.store(0, Ordering::SeqCst);
     FLOOR.store(0, Ordering::Relaxed);
