@@ -154,7 +154,7 @@ pub fn program_closing<T>(f: impl FnOnce() -> T) -> T {
 
 /// The program is about to close or replace its descriptors `lo..=hi`
 /// (called by the drop-in library's `close`, `close_range`, `closefrom`,
-/// `dup2` and `dup3`, inside [`program_closing`], before the C library's
+/// `dup2`, `dup3` and `fclose`, inside [`program_closing`], before the C library's
 /// call): duplicates uaio kept for requests on those descriptors go first,
 /// so that the program's close releases the file as the kernel's would.
 /// Takes no lock and allocates nothing.

@@ -207,10 +207,9 @@ pub(crate) struct InternalFd {
     /// For such a duplicate, the program's descriptor number it was made
     /// from (-1 otherwise).
     app_fd: i32,
-    /// When `app_fd` was last found to name the duplicate's open file: the
-    /// `remembered` generation (plus one; 0 for never) and the coarse
-    /// clock tick (a look that stands as [`Verified`]'s do).
-    app_seen: (u64, u64),
+    /// When `app_fd` was last found to name the duplicate's open file (a
+    /// look that stands as [`InternalFd::verified`] does).
+    app_seen: Verified,
     /// The last look that found the number intact: see [`Verified`].
     verified: Verified,
 }
@@ -231,6 +230,14 @@ struct Verified {
 }
 
 impl Verified {
+    /// A look that began under `generation`, now: it stands if no close
+    /// or replacement of the program's ran since.
+    fn look(generation: Option<u64>) -> Verified {
+        let v = Verified::default();
+        v.record(generation, super::coarse_clock_ns());
+        v
+    }
+
     /// A look that found the number intact began under `generation`.
     /// (Stored apart, the two values may be read from two looks; a mix
     /// matches the present only where both looks are of this tick, and
@@ -300,11 +307,9 @@ impl InternalFd {
         }
         set(d, true);
         COUNT.fetch_add(1, Ordering::SeqCst);
-        let tick = super::coarse_clock_ns();
         if let Some((id, g)) = seen.filter(|&(_, g)| super::remembered::generation() == Some(g)) {
-            let verified = Verified::default();
-            verified.record(Some(g), tick);
-            return Ok(InternalFd { fd: d, id: Some(id), program: false, app_fd: -1, app_seen: (0, 0), verified });
+            let (verified, app_seen) = (Verified::look(Some(g)), Verified::default());
+            return Ok(InternalFd { fd: d, id: Some(id), program: false, app_fd: -1, app_seen, verified });
         }
         Ok(InternalFd::looked_at(d, false))
     }
@@ -342,7 +347,7 @@ impl InternalFd {
         let mut d = making(|| InternalFd::dup_unguarded(fd, seen))?;
         d.program = true;
         d.app_fd = fd;
-        d.app_seen = app_look(before);
+        d.app_seen = Verified::look(before);
         Ok(d)
     }
 }
@@ -380,13 +385,10 @@ impl InternalFd {
     /// uaio's new descriptor `d`, with the device and inode of its file
     /// looked at now.
     fn looked_at(d: i32, program: bool) -> InternalFd {
-        let (generation, tick) = (super::remembered::generation(), super::coarse_clock_ns());
+        let generation = super::remembered::generation();
         let id = file_id(d);
-        let verified = Verified::default();
-        if id.is_some() {
-            verified.record(generation, tick);
-        }
-        InternalFd { fd: d, id, program, app_fd: -1, app_seen: (0, 0), verified }
+        let verified = if id.is_some() { Verified::look(generation) } else { Verified::default() };
+        InternalFd { fd: d, id, program, app_fd: -1, app_seen: Verified::default(), verified }
     }
 
     /// Closes the duplicate whatever its number names now (for tests
@@ -429,7 +431,7 @@ impl Drop for InternalFd {
         let intact = self.intact();
         if self.program
             && intact
-            && parked(self.app_fd, self.fd, self.app_seen)
+            && parked(self.app_fd, self.fd, &self.app_seen)
             && keep_aside(self.fd, self.id, self.app_fd, false)
         {
             // Kept for the next request on the program's descriptor, until
@@ -521,26 +523,16 @@ fn own_posix_lock_listed(fd: i32, me: i32) -> bool {
     })
 }
 
-/// What [`InternalFd::app_seen`] records for a look at the program's
-/// descriptor that began under `generation`, if none changed since.
-fn app_look(generation: Option<u64>) -> (u64, u64) {
-    match generation {
-        Some(g) if super::remembered::generation() == Some(g) => (g + 1, super::coarse_clock_ns()),
-        _ => (0, 0),
-    }
-}
-
 /// Whether the program's duplicate `fd`, made from its descriptor `app_fd`,
 /// is to be kept for the next request on `app_fd` rather than closed: the
 /// drop-in library sees the program's closes, and `app_fd` still names
 /// the open file `fd` names (see [`InternalFd::dup_of_program`]), as a
 /// look of this tick under this generation (`app_seen`) says, or a new one.
-fn parked(app_fd: i32, fd: i32, app_seen: (u64, u64)) -> bool {
+fn parked(app_fd: i32, fd: i32, app_seen: &Verified) -> bool {
     if app_fd < 0 || !super::remembered::changes_are_seen() {
         return false;
     }
-    let now = super::remembered::generation().map(|g| (g + 1, super::coarse_clock_ns()));
-    now == Some(app_seen) || super::same_open_file(app_fd, fd)
+    app_seen.stands(super::remembered::generation(), super::coarse_clock_ns()) || super::same_open_file(app_fd, fd)
 }
 
 /// Sets `fd`, a duplicate of the program's `app_fd`, aside (see
@@ -654,10 +646,8 @@ fn take_kept(fd: i32) -> Option<InternalFd> {
             // A duplicate of the open file `fd` names: uaio's still, and of
             // the file recorded (no look needed).
             if per_descriptor {
-                let (generation, tick) = (super::remembered::generation(), super::coarse_clock_ns());
-                let verified = Verified::default();
-                verified.record(generation, tick);
-                let app_seen = app_look(generation);
+                let generation = super::remembered::generation();
+                let (verified, app_seen) = (Verified::look(generation), Verified::look(generation));
                 return Some(InternalFd { fd: d, id: Some(id), program: true, app_fd: fd, app_seen, verified });
             }
             let mut kept = InternalFd::looked_at(d, true);
@@ -687,7 +677,7 @@ pub(crate) fn sweep() {
         // hundreds of files): each look costs an `fcntl`, so they are
         // looked at once per [`PARKED_SWEEP_NS`] (by the progress thread,
         // or a call), not once per tick. What they wait for is a close the
-        // drop-in did not see (the C library's `fclose`, a raw system call).
+        // drop-in did not see (`freopen`, a raw system call).
         let last = LAST_SWEEP.load(Ordering::Relaxed);
         if tick.wrapping_sub(last) < PARKED_SWEEP_NS || LAST_SWEEP.swap(tick, Ordering::Relaxed) != last {
             return;
@@ -696,7 +686,7 @@ pub(crate) fn sweep() {
         return;
     }
     for (i, d, id, app) in kept_now() {
-        if parked(app, d, (0, 0)) || !claim_kept(i) {
+        if parked(app, d, &Verified::default()) || !claim_kept(i) {
             // (Kept for its program descriptor, which still names it.)
             continue;
         }
@@ -717,7 +707,7 @@ pub(crate) fn sweep() {
 
 /// The program is about to close or replace its descriptors `lo..=hi`
 /// (through the drop-in library's `close`, `close_range`, `closefrom`,
-/// `dup2`, `dup3`): the duplicates kept aside for those of them that still
+/// `dup2`, `dup3`, `fclose`): the duplicates kept aside for those of them that still
 /// name their open file are closed first. The program's own close then
 /// releases its record locks on those files in any case, and the last
 /// reference to an open file goes with the program's (its `flock` with
