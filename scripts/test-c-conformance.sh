@@ -287,6 +287,12 @@ check_case fd_conform.release fd_conform release
 # released locks taken in between: 700-1,600 in 3 s with O_DIRECT one at a
 # time on the thread pool, some in batches on both backends).
 check_case fd_conform.lockrace fd_conform lockrace
+# The program fills its descriptor table, submits buffered writes, cold
+# reads or a sync on a number and at once dup2s another file onto it: the
+# requests ran on the file the number named in io_submit (before, on
+# io_uring, with no number left for uaio's duplicate: the writes went to the
+# other file and the sync failed in 20 of 20 rounds).
+check_case fd_conform.full fd_conform full
 # One number names a file and a directory in turn (dup2, close and open,
 # close_range and open), and reads follow each change at once: each gets
 # the answer of the file named then (uaio keeps its look at a number from

@@ -76,7 +76,21 @@
  *                            taken in between, hundreds a second on the
  *                            thread pool)
  *
- * In each mode but race and release, before the descriptors go: a POLL on an empty pipe is in
+ *   fd_conform full          the program fills its descriptor table
+ *                            (open until EMFILE), then, 20 times: 8
+ *                            buffered writes, or cold buffered reads, or
+ *                            a write and an fdatasync, on a number in one
+ *                            io_submit, and at once dup2 of another file
+ *                            (a pipe for the sync) onto that number: the
+ *                            requests ran on the file the number named in
+ *                            io_submit (the writes are in it and not in
+ *                            the other file, the reads return its bytes,
+ *                            the sync answers 0). (With no number left
+ *                            for a duplicate, io_uring looked the number
+ *                            up only when a write's turn came: 10 of 10
+ *                            rounds wrote into the other file.)
+ *
+ * In each mode but race, release and full, before the descriptors go: a POLL on an empty pipe is in
  * flight and a write to a file done. After: the pipe is written and the
  * POLL's event reaped; a write, an fsync and a read of the file, a POLL of
  * a new pipe; io_destroy; a second context reads the file.
@@ -621,6 +635,121 @@ static void closerace(void)
 	io_destroy(ctx);
 }
 
+/* full: see the top. */
+#define FULL_ROUNDS 20
+#define FULL_N 8
+static void full(void)
+{
+	static char data[FULL_N][4096] __attribute__((aligned(4096)));
+	static char back[FULL_N][4096] __attribute__((aligned(4096)));
+	static char other[FULL_N * 4096];
+	int d = tmpfile_open("full-d", O_RDWR | O_TRUNC), y = tmpfile_open("full-y", O_RDWR | O_TRUNC);
+	int p[2];
+	if (d < 0 || y < 0 || pipe(p) != 0) {
+		perror("full setup");
+		exit(2);
+	}
+	io_context_t ctx = 0;
+	printf("io_setup %s\n", negret(io_setup(64, &ctx)));
+	/* The table filled: every number up to the soft limit taken. */
+	int first = -1, last = -1;
+	for (;;) {
+		int f = open("/dev/null", O_RDONLY);
+		if (f < 0)
+			break;
+		if (first < 0)
+			first = f;
+		last = f;
+	}
+	printf("table full: %s\n", first >= 0 ? ename(errno) : "nothing opened");
+	const char *what[] = { "buffered writes", "cold buffered reads", "write and fdatasync" };
+	for (int kind = 0; kind < 3; kind++) {
+		int right = 0, wrong_file = 0, other_touched = 0, failed = 0;
+		for (int round = 0; round < FULL_ROUNDS; round++) {
+			int f = open(tmpfiles[0], O_RDWR), g = open(tmpfiles[1], O_RDWR);
+			/* Two numbers freed for the two files: the table is full again. */
+			if (f < 0 || g < 0) {
+				close(last--);
+				close(last--);
+				f = f < 0 ? open(tmpfiles[0], O_RDWR) : f;
+				g = g < 0 ? open(tmpfiles[1], O_RDWR) : g;
+			}
+			if (f < 0 || g < 0) {
+				printf("full: the files did not open\n");
+				exit(2);
+			}
+			for (int i = 0; i < FULL_N; i++)
+				fill(data[i], 4096, 100 * kind + 10 * round + i);
+			memset(other, 0x5a, sizeof other);
+			if (ftruncate(d, 0) || ftruncate(y, 0) || pwrite(y, other, sizeof other, 0) != (ssize_t)sizeof other) {
+				perror("full: set up the files");
+				exit(2);
+			}
+			if (kind == 1) {
+				for (int i = 0; i < FULL_N; i++)
+					if (pwrite(d, data[i], 4096, (off_t)i * 4096) != 4096)
+						exit(2);
+				fdatasync(d);
+				posix_fadvise(d, 0, 0, POSIX_FADV_DONTNEED);
+				memset(back, 0, sizeof back);
+			}
+			struct iocb cb[FULL_N], *cbs[FULL_N];
+			int n = FULL_N;
+			for (int i = 0; i < FULL_N; i++) {
+				if (kind == 1)
+					io_prep_pread(&cb[i], f, back[i], 4096, (off_t)i * 4096);
+				else
+					io_prep_pwrite(&cb[i], f, data[i], 4096, (off_t)i * 4096);
+				cbs[i] = &cb[i];
+			}
+			if (kind == 2) {
+				io_prep_fdsync(&cb[1], f);
+				n = 2;
+			}
+			int r = io_submit(ctx, n, cbs);
+			dup2(kind == 2 ? p[0] : g, f);
+			struct io_event ev[FULL_N];
+			struct timespec ts = { 10, 0 };
+			int got = r > 0 ? io_getevents(ctx, r, r, ev, &ts) : 0;
+			int ok = r == n && got == n;
+			for (int i = 0; i < got; i++) {
+				struct iocb *c = ev[i].obj;
+				long want = c->aio_lio_opcode == IO_CMD_FDSYNC ? 0 : 4096;
+				ok &= ev[i].res == want && ev[i].res2 == 0;
+			}
+			/* What the file and the other file hold now (read through
+			 * the numbers opened before the table was filled). */
+			int good = 1;
+			for (int i = 0; i < (kind == 2 ? 1 : FULL_N); i++) {
+				if (kind != 1 && pread(d, back[i], 4096, (off_t)i * 4096) != 4096)
+					good = 0;
+				good &= memcmp(back[i], data[i], 4096) == 0;
+			}
+			static char now[FULL_N * 4096];
+			int untouched = pread(y, now, sizeof now, 0) == (ssize_t)sizeof now && memcmp(now, other, sizeof now) == 0;
+			if (!ok)
+				failed++;
+			else if (!good)
+				wrong_file++;
+			else
+				right++;
+			if (!untouched)
+				other_touched++;
+			close(f);
+			close(g);
+		}
+		printf("%s: right %d, on another file %d, failed %d; other file written %d\n", what[kind], right,
+		       wrong_file, failed, other_touched);
+	}
+	for (int f = first; f >= 0 && f <= last; f++)
+		close(f);
+	printf("io_destroy %s\n", negret(io_destroy(ctx)));
+	close(p[0]);
+	close(p[1]);
+	close(d);
+	close(y);
+}
+
 int main(int argc, char **argv)
 {
 	const char *mode = argc > 1 ? argv[1] : "close_range";
@@ -644,6 +773,12 @@ int main(int argc, char **argv)
 	if (strcmp(mode, "lockrace") == 0) {
 		make_tmpdir();
 		lockrace();
+		rm_tmpdir();
+		return 0;
+	}
+	if (strcmp(mode, "full") == 0) {
+		make_tmpdir();
+		full();
 		rm_tmpdir();
 		return 0;
 	}

@@ -23,11 +23,13 @@ use rustix::io_uring::{
 
 use super::{poll_companions, Backend, BackendOp, OpKind};
 
+mod fixed;
 mod order;
 mod owners;
 mod streams;
 use crate::sys::internal_fds::InternalFd;
 use crate::sys::mmap::Mapping;
+use fixed::Held;
 pub(crate) use order::after_fork_in_child;
 
 /// The relative timeout of a wake-up entry: expires at once. The kernel
@@ -126,11 +128,12 @@ pub(crate) struct Ring {
     local: Mutex<Vec<(u64, i32)>>,
     /// `local.len()`, read without the lock.
     nlocal: AtomicU32,
-    /// Descriptors kept open until the request with the key completes (see
-    /// `order::Waiting::dup`).
-    kept: Mutex<Vec<(u64, InternalFd)>>,
+    /// Files held until the request with the key completes (see `fixed`).
+    kept: Mutex<Vec<(u64, Held)>>,
     /// `kept.len()`, read without the lock.
     nkept: AtomicU32,
+    /// The ring's table of registered files (see `fixed`).
+    slots: fixed::Slots,
     /// Every request in the kernel as it was pushed, and by which thread
     /// (see `owners`). Taken before the SQ lock.
     owners: Mutex<owners::Owners>,
@@ -230,6 +233,7 @@ impl Ring {
             nlocal: AtomicU32::new(0),
             kept: Mutex::new(Vec::new()),
             nkept: AtomicU32::new(0),
+            slots: fixed::Slots::default(),
             owners: Mutex::new(owners::Owners::default()),
             streams: streams::Streams::default(),
             wakes_pushed: AtomicU32::new(0),
@@ -315,13 +319,17 @@ impl Ring {
     /// one (see `owners`): its completion is then not reported.
     /// `o` is this ring's table of owners, locked by the caller.
     fn again(self: &Arc<Self>, o: &mut owners::Owners, key: u64, res: i32) -> bool {
-        let Some((sqe, held)) = o.gone(key) else { return false };
-        let ended = |(_, seekable): &(InternalFd, bool)| res < 0 || (*seekable && short(&sqe, res));
-        let Some((dup, _)) = held.filter(ended) else {
+        let Some((sqe, on)) = o.gone(key) else { return false };
+        // An entry that names a slot is an ordered write or a sync of a file.
+        let ended = |on: &owners::On| res < 0 || (!matches!(on, owners::On::Dup(_, false)) && short(&sqe, res));
+        let Some(on) = on.filter(ended) else {
             o.forget(key);
             return false;
         };
-        let s = Sqe { fd: dup.as_raw_fd(), ..sqe };
+        let (s, dup) = match on {
+            owners::On::Dup(dup, _) => (Sqe { fd: dup.as_raw_fd(), ..sqe }, Some(dup)),
+            owners::On::Slot => (sqe, None),
+        };
         let me = owners::me();
         me.pushes_to(self);
         o.again(key, &s, &me);
@@ -330,8 +338,10 @@ impl Ring {
             return false;
         }
         // Drains of this ring are serialised: its completion cannot have
-        // been drained yet.
-        self.keep_until_done(key, dup);
+        // been drained yet. (A slot is kept already.)
+        if let Some(dup) = dup {
+            self.keep_until_done(key, Held::Dup(dup));
+        }
         true
     }
 
@@ -340,10 +350,10 @@ impl Ring {
         self.in_kernel.fetch_add(n as i64, Ordering::SeqCst);
     }
 
-    /// Keeps `fd` open until the request `key` completes.
-    fn keep_until_done(&self, key: u64, fd: InternalFd) {
+    /// Keeps `held` until the request `key` completes.
+    fn keep_until_done(&self, key: u64, held: Held) {
         let mut k = crate::sync::lock(&self.kept);
-        k.push((key, fd));
+        k.push((key, held));
         self.nkept.store(k.len() as u32, Ordering::SeqCst);
     }
 
@@ -360,20 +370,20 @@ impl Ring {
     #[cold]
     fn let_go_of(&self, key: u64) {
         // A request pushed again after its thread's exit may hold more
-        // than one; each is closed outside the lock (and nothing is
+        // than one; each is let go of outside the lock (and nothing is
         // allocated here: reaping allocates nothing once warm).
         loop {
-            let fd = {
+            let held = {
                 let mut k = crate::sync::lock(&self.kept);
                 let i = k.iter().position(|(kk, _)| *kk == key);
-                let fd = i.map(|i| k.swap_remove(i).1);
+                let held = i.map(|i| k.swap_remove(i).1);
                 self.nkept.store(k.len() as u32, Ordering::SeqCst);
-                fd
+                held
             };
-            if fd.is_none() {
+            if held.is_none() {
                 break;
             }
-            drop(fd);
+            drop(held);
         }
     }
 
@@ -537,12 +547,12 @@ impl Backend for Uring {
                     // first, and looks the descriptor number up only then:
                     // a program that closes or reuses the number right after
                     // io_submit would have it sync nothing, or another file.
-                    // It syncs a duplicate taken now, as the kernel's holds
-                    // the file it found at submission. (Kept from before the
-                    // push, so that a completion drained at once finds it.)
-                    if let Ok(dup) = InternalFd::dup_of_program(op.fd, None) {
-                        s.fd = dup.as_raw_fd();
-                        self.0.keep_until_done(op.key, dup);
+                    // It syncs the file held now (see `fixed`), as the
+                    // kernel's holds the file it found at submission. (Kept
+                    // from before the push, so that a completion drained at
+                    // once finds it.)
+                    if let Some(held) = self.0.hold(&mut s) {
+                        self.0.keep_until_done(op.key, held);
                     }
                 }
                 buf[n] = s;
@@ -675,7 +685,7 @@ impl Backend for Uring {
         if cancelled || sqe.opcode != IoringOp::PollAdd {
             return false;
         }
-        let Some((dup, _)) = owners::hold_file(sqe.fd, file) else { return false };
+        let Some((dup, _)) = owners::hold_file(&sqe, file) else { return false };
         // SAFETY: a PollAdd entry's flags are its poll events (`sqe_for`).
         let events = unsafe { sqe.op_flags.poll32_events } as i16;
         let mut p = libc::pollfd { fd: dup.as_raw_fd(), events, revents: 0 };

@@ -28,25 +28,22 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{Ring, Sqe};
+use super::{Held, Ring, Sqe};
 use crate::backend::FileKey;
-use crate::sys::internal_fds::InternalFd;
 use crate::sys::process::Leaked;
-use std::os::fd::AsRawFd;
 
 /// A write waiting for the one before it: its entry and its ring.
 pub(super) struct Waiting {
     /// The ring it goes to.
     pub ring: Arc<Ring>,
-    /// Its submission queue entry (`user_data` is the request's key), on
-    /// `dup`'s number.
+    /// Its submission queue entry (`user_data` is the request's key),
+    /// naming what `held` is.
     pub sqe: Sqe,
-    /// A duplicate of the request's descriptor, taken at `io_submit` and
-    /// kept until the request completes: the write goes to the file the
-    /// descriptor named then, as the kernel's did, even if the program
-    /// closes the number and opens another file on it before the write's
-    /// turn.
-    pub dup: InternalFd,
+    /// The request's file, held from `io_submit` until the request
+    /// completes (see `fixed`): the write goes to the file the descriptor
+    /// named then, as the kernel's did, even if the program closes the
+    /// number and opens another file on it before the write's turn.
+    pub held: Held,
     /// Device and inode of the file (see `owners`).
     pub file: (u64, u64),
 }
@@ -108,9 +105,10 @@ fn id(ring: &Ring) -> usize {
 /// later writes follow it; with none before it, it goes at once and orders
 /// nothing.
 ///
-/// A request that cannot have its duplicate (no descriptor number left
-/// above uaio's floor) is not kept, since by its turn the number may name
-/// another file: when the file's only write in flight is in the same ring,
+/// A request whose file cannot be held (neither a descriptor number above
+/// uaio's floor nor a slot of registered files is left, see `fixed`) is
+/// not kept, since by its turn the number may name another file: when the
+/// file's only write in flight is in the same ring,
 /// it goes at once with `IOSQE_IO_DRAIN` ([`Admit::Drained`]), which
 /// starts it once everything before it in the ring is done (and nothing
 /// after it before it is done); otherwise at once, unordered.
@@ -121,13 +119,13 @@ pub(super) fn admit(ring: &Arc<Ring>, file: FileKey, sqe: &Sqe, after: bool, ide
     let mut t = table();
     if let Some(c) = t.chains.iter_mut().find(|c| c.file == file) {
         // The request's descriptor, open now (the engine looked it up in
-        // this io_submit); if the program closed it meanwhile, the
-        // duplication fails.
-        let Ok(dup) = InternalFd::dup_of_program(sqe.fd, None) else {
+        // this io_submit); if the program closed it meanwhile, holding its
+        // file fails.
+        let mut sqe = *sqe;
+        let Some(held) = ring.hold(&mut sqe) else {
             return if c.head.0 == id(ring) && c.waiting.is_empty() { Admit::Drained } else { Admit::Now };
         };
-        let sqe = Sqe { fd: dup.as_raw_fd(), ..*sqe };
-        c.waiting.push_back(Waiting { ring: ring.clone(), sqe, dup, file: ident });
+        c.waiting.push_back(Waiting { ring: ring.clone(), sqe, held, file: ident });
         return Admit::Kept;
     }
     if after {
@@ -203,7 +201,7 @@ pub(super) fn send(mut next: Option<Waiting>, from: Option<&Ring>) {
         match w.ring.push(&sqes[..if own { 1 } else { 2 }]) {
             Ok(()) => {
                 w.ring.entered(1);
-                w.ring.keep_until_done(key, w.dup);
+                w.ring.keep_until_done(key, w.held);
             }
             Err(e) => {
                 if !own {
@@ -222,17 +220,19 @@ pub(super) fn send(mut next: Option<Waiting>, from: Option<&Ring>) {
 /// watched as a stream's write either; `false` when no write of that ring
 /// with that key waits.
 pub(super) fn withdraw(ring: &Ring, key: u64) -> bool {
+    // Let go of after the table's lock: what held its file may take locks
+    // of its ring.
     let found = {
         let mut t = table();
-        t.chains.iter_mut().any(|c| {
+        t.chains.iter_mut().find_map(|c| {
             let at = c.waiting.iter().position(|w| id(&w.ring) == id(ring) && w.sqe.user_data.u64_() == key);
-            at.map(|i| c.waiting.remove(i)).is_some()
+            at.and_then(|i| c.waiting.remove(i))
         })
     };
-    if found {
+    if found.is_some() {
         ring.streams.forget(key);
     }
-    found
+    found.is_some()
 }
 
 /// A submission of `ring` failed, and every request of it is reported

@@ -29,6 +29,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
+use super::fixed::in_slot;
 use super::{Ring, Sqe};
 use crate::sync::lock;
 use crate::sys::internal_fds::InternalFd;
@@ -214,7 +215,7 @@ impl Owners {
         let Some(by) = self.subs.iter().position(|s| Arc::ptr_eq(s, by)) else { return };
         for o in self.slots.iter_mut().flatten() {
             if o.by == by as u32 && !o.cancelled && o.held.is_none() {
-                o.held = hold_file(o.sqe.fd, o.file);
+                o.held = hold_file(&o.sqe, o.file);
             }
         }
     }
@@ -234,14 +235,14 @@ impl Owners {
         }
     }
 
-    /// The request `key` completed: `Some((entry, held))` when the thread
+    /// The request `key` completed: `Some((entry, on))` when the thread
     /// that pushed it is gone and the program did not cancel it, so that
-    /// its end may have come from that thread's exit, with a duplicate of
-    /// its file (the one taken when the thread left, else one taken now;
-    /// `None` when the number no longer names the file). The caller
-    /// decides, then calls [`Owners::again`] or [`Owners::forget`];
-    /// otherwise the record goes.
-    pub(super) fn gone(&mut self, key: u64) -> Option<(Sqe, Option<(InternalFd, bool)>)> {
+    /// its end may have come from that thread's exit, with what it would
+    /// run on again (a duplicate of its file, the one taken when the thread
+    /// left, else one taken now; `None` when the number no longer names
+    /// the file). The caller decides, then calls [`Owners::again`] or
+    /// [`Owners::forget`]; otherwise the record goes.
+    pub(super) fn gone(&mut self, key: u64) -> Option<(Sqe, Option<On>)> {
         let by = self.slot(key)?.as_ref()?.by as usize;
         let by_gone = self.subs[by].gone.load(Ordering::SeqCst);
         let s = self.slot(key)?;
@@ -250,8 +251,11 @@ impl Owners {
             *s = None;
             return None;
         }
-        let held = o.held.take().or_else(|| hold_file(o.sqe.fd, o.file));
-        Some((o.sqe, held))
+        if in_slot(&o.sqe) {
+            return Some((o.sqe, Some(On::Slot)));
+        }
+        let held = o.held.take().or_else(|| hold_file(&o.sqe, o.file));
+        Some((o.sqe, held.map(|(fd, seekable)| On::Dup(fd, seekable))))
     }
 
     /// The request `key` ended with `-ECANCELED` though neither the program
@@ -261,7 +265,8 @@ impl Owners {
     /// read, write or sync of a regular file or block device is then
     /// `Some((entry, duplicate))`, for the caller to run itself, on a
     /// duplicate of its file (`None` when the number no longer names the
-    /// file); the record goes.
+    /// file; an entry naming a slot of registered files, see `fixed`, keeps
+    /// its result); the record goes.
     pub(super) fn refused_by_io_wq(&mut self, key: u64) -> Option<(Sqe, Option<InternalFd>)> {
         let by = self.slot(key)?.as_ref()?.by as usize;
         if self.subs[by].gone.load(Ordering::SeqCst) {
@@ -273,11 +278,11 @@ impl Owners {
             o.sqe.opcode,
             IoringOp::Read | IoringOp::Write | IoringOp::Readv | IoringOp::Writev | IoringOp::Fsync
         );
-        if o.cancelled || !rw {
+        if o.cancelled || !rw || in_slot(&o.sqe) {
             return None;
         }
         let o = s.take()?;
-        let held = o.held.or_else(|| hold_file(o.sqe.fd, o.file));
+        let held = o.held.or_else(|| hold_file(&o.sqe, o.file));
         // A pipe's or socket's transfer waits for readiness, not for a
         // worker, and could block the draining thread for ever: it keeps
         // its result.
@@ -298,16 +303,28 @@ impl Owners {
     }
 }
 
-/// A duplicate of the descriptor number `fd` (uaio's own, above the floor)
-/// if it names the file `file` (device and inode; zeros when not known),
-/// and whether that is a regular file or a block device. The number itself
-/// may be closed or reused by the program at any moment; the duplicate
-/// keeps the file it names.
-pub(super) fn hold_file(fd: i32, file: (u64, u64)) -> Option<(InternalFd, bool)> {
-    if file == (0, 0) || fd < 0 {
+/// What a request of a thread that is gone runs on when pushed again.
+#[derive(Debug)]
+pub(super) enum On {
+    /// uaio's duplicate of its file, and whether that is a regular file or
+    /// a block device.
+    Dup(InternalFd, bool),
+    /// The slot of registered files its entry names (see `fixed`), held
+    /// until the request completes.
+    Slot,
+}
+
+/// A duplicate of the descriptor number of the entry `sqe` (uaio's own,
+/// above the floor) if it names the file `file` (device and inode; zeros
+/// when not known), and whether that is a regular file or a block device.
+/// The number itself may be closed or reused by the program at any moment;
+/// the duplicate keeps the file it names. (`None` for an entry that names
+/// a slot of registered files, see `fixed`: the slot holds its file.)
+pub(super) fn hold_file(sqe: &Sqe, file: (u64, u64)) -> Option<(InternalFd, bool)> {
+    if file == (0, 0) || sqe.fd < 0 || in_slot(sqe) {
         return None;
     }
-    let dup = InternalFd::dup_of_program(fd, None).ok()?;
+    let dup = InternalFd::dup_of_program(sqe.fd, None).ok()?;
     let st = crate::sys::file_stat(std::os::fd::AsRawFd::as_raw_fd(&dup))?;
     (st.ident() == file).then_some((dup, st.is_regular_or_block()))
 }

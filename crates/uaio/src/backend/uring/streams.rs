@@ -155,7 +155,7 @@ impl Streams {
             return None;
         }
         if s.dup.is_none() {
-            s.dup = Some(hold_file(sqe.fd, file)?.0);
+            s.dup = Some(hold_file(&sqe, file)?.0);
         }
         s.done = done;
         let fd = s.dup.as_ref().map(AsRawFd::as_raw_fd)?;

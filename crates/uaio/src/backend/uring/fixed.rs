@@ -1,0 +1,159 @@
+//! The file of a request that io_uring looks up late, held from `io_submit`.
+//!
+//! io_uring looks a request's descriptor number up when it issues the
+//! request, and some are issued long after `io_submit` returns: a buffered
+//! write waiting for its turn behind the file's earlier writes (`order`), a
+//! sync (which io_uring hands to a worker at once). By then the program may
+//! have closed the number, or put another file on it, and the request would
+//! run on that file; kernel AIO's holds the file the number named in
+//! `io_submit`. So such a request runs on uaio's duplicate of the
+//! descriptor, taken in `io_submit` and kept until the request completes.
+//!
+//! When the program left no number for a duplicate (its table is full, or
+//! `RLIMIT_NOFILE` is below uaio's floor), the file goes into a slot of the
+//! ring's table of registered files instead, and the entry names the slot
+//! (`IOSQE_FIXED_FILE`): registering holds the open file the number names
+//! now without taking a number, and removing it closes nothing (a close
+//! would release the process's record locks on the file). The table is
+//! registered, sparse, the first time a slot is needed.
+
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::{Arc, Mutex, Weak};
+
+use rustix::io::Errno;
+use rustix::io_uring::{io_uring_files_update, io_uring_register, IoringRegisterOp, IoringSqeFlags};
+
+use super::{Ring, Sqe};
+use crate::sys::internal_fds::InternalFd;
+
+/// Slots in a ring's table at most (fewer when `RLIMIT_NOFILE` is lower:
+/// io_uring refuses a table longer than that).
+const SLOTS: u32 = 256;
+
+/// What holds a request's file until it completes (dropped: let go of).
+#[derive(Debug)]
+// Held for their drop only.
+#[allow(dead_code)]
+pub(super) enum Held {
+    /// uaio's duplicate of the program's descriptor.
+    Dup(InternalFd),
+    /// A slot of the ring's table of registered files.
+    Slot(Slot),
+}
+
+/// A slot of a ring's table of registered files, emptied and freed when
+/// dropped (with the ring gone, the table went with it).
+#[derive(Debug)]
+pub(super) struct Slot {
+    ring: Weak<Ring>,
+    index: u32,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(ring) = self.ring.upgrade() {
+            ring.slots.put_back(&ring, self.index);
+        }
+    }
+}
+
+/// A ring's table of registered files: its free slots.
+#[derive(Debug, Default)]
+pub(super) struct Slots(Mutex<Table>);
+
+#[derive(Debug, Default)]
+struct Table {
+    /// Registered (with this many slots), or refused; neither yet: `None`.
+    size: Option<u32>,
+    free: Vec<u32>,
+}
+
+/// Whether the entry names a slot of registered files, not a number.
+pub(super) fn in_slot(sqe: &Sqe) -> bool {
+    sqe.flags.contains(IoringSqeFlags::FIXED_FILE)
+}
+
+impl Ring {
+    /// Holds the file that the entry's descriptor number names now, until
+    /// the request completes (the caller keeps what this returns with
+    /// [`Ring::keep_until_done`], or in the request's place in line), and
+    /// makes the entry name what holds it. `None` when neither a duplicate
+    /// nor a slot could be had (the entry is left as it was).
+    pub(super) fn hold(self: &Arc<Self>, sqe: &mut Sqe) -> Option<Held> {
+        if let Ok(dup) = InternalFd::dup_of_program(sqe.fd, None) {
+            sqe.fd = dup.as_raw_fd();
+            return Some(Held::Dup(dup));
+        }
+        let index = self.slots.take(self, sqe.fd)?;
+        sqe.fd = index as i32;
+        sqe.flags |= IoringSqeFlags::FIXED_FILE;
+        Some(Held::Slot(Slot { ring: Arc::downgrade(self), index }))
+    }
+
+    /// Puts the file `fd` names (or nothing, with -1) in the slot `slot`.
+    fn set_slot(&self, slot: u32, fd: i32) -> Result<(), Errno> {
+        let mut update = io_uring_files_update::default();
+        update.offset = slot;
+        update.fds = super::ptr_of(&fd as *const i32);
+        // SAFETY: IORING_REGISTER_FILES_UPDATE reads one io_uring_files_update
+        // and the one descriptor number its `fds` points to; both live on
+        // this stack across the call.
+        match unsafe {
+            io_uring_register(
+                self.fd.as_fd(),
+                IoringRegisterOp::RegisterFilesUpdate,
+                (&update as *const io_uring_files_update).cast(),
+                1,
+            )
+        } {
+            Ok(1) => Ok(()),
+            Ok(_) => Err(Errno::BADF),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Slots {
+    /// A free slot holding the file `fd` names now.
+    fn take(&self, ring: &Ring, fd: i32) -> Option<u32> {
+        let mut t = crate::sync::lock(&self.0);
+        if t.size.is_none() {
+            let size = register(ring);
+            t.free = (0..size).rev().collect();
+            t.size = Some(size);
+        }
+        let slot = t.free.pop()?;
+        if ring.set_slot(slot, fd).is_err() {
+            t.free.push(slot);
+            return None;
+        }
+        Some(slot)
+    }
+
+    /// Empties `slot` and makes it free again.
+    fn put_back(&self, ring: &Ring, slot: u32) {
+        let mut t = crate::sync::lock(&self.0);
+        // Should the removal fail, the slot is not used again (its file
+        // is let go of with the ring).
+        if ring.set_slot(slot, -1).is_ok() {
+            t.free.push(slot);
+        }
+    }
+}
+
+/// Registers an empty table of files for `ring`; its size (0 when io_uring
+/// refused it).
+fn register(ring: &Ring) -> u32 {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current.unwrap_or(u64::MAX);
+    let size = (SLOTS as u64).min(limit) as u32;
+    if size == 0 {
+        return 0;
+    }
+    let empty = vec![-1i32; size as usize];
+    // SAFETY: IORING_REGISTER_FILES reads `size` descriptor numbers from
+    // the array (-1: an empty slot), which lives across the call.
+    match unsafe { io_uring_register(ring.fd.as_fd(), IoringRegisterOp::RegisterFiles, empty.as_ptr().cast(), size) } {
+        Ok(_) => size,
+        Err(_) => 0,
+    }
+}
