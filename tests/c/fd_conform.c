@@ -85,10 +85,15 @@
  *                            requests ran on the file the number named in
  *                            io_submit (the writes are in it and not in
  *                            the other file, the reads return its bytes,
- *                            the sync answers 0). (With no number left
+ *                            the sync answers 0); then 300 fdatasyncs
+ *                            and 8 writes in one io_submit, and 8 cold
+ *                            reads and an fdatasync submitted by a thread
+ *                            that ended before the dup2. (With no number left
  *                            for a duplicate, io_uring looked the number
- *                            up only when a write's turn came: 10 of 10
- *                            rounds wrote into the other file.)
+ *                            up only when a write's turn came: 20 of 20
+ *                            rounds wrote into the other file; past 256
+ *                            requests held so, the same; a thread's
+ *                            requests failed with EFAULT once it ended.)
  *
  * In each mode but race, release and full, before the descriptors go: a POLL on an empty pipe is in
  * flight and a write to a file done. After: the pipe is written and the
@@ -638,11 +643,28 @@ static void closerace(void)
 /* full: see the top. */
 #define FULL_ROUNDS 20
 #define FULL_N 8
+#define FULL_SYNCS 300
+struct full_submit {
+	io_context_t ctx;
+	int n;
+	struct iocb **cbs;
+	int r;
+};
+static void *full_submitter(void *arg)
+{
+	struct full_submit *fs = arg;
+	fs->r = io_submit(fs->ctx, fs->n, fs->cbs);
+	/* Returns (a pthread_exit would need libgcc_s, which a full table
+	 * cannot open). */
+	return NULL;
+}
 static void full(void)
 {
 	static char data[FULL_N][4096] __attribute__((aligned(4096)));
 	static char back[FULL_N][4096] __attribute__((aligned(4096)));
 	static char other[FULL_N * 4096];
+	static struct iocb cb[FULL_SYNCS + FULL_N + 1], *cbs[FULL_SYNCS + FULL_N + 1];
+	static struct io_event ev[FULL_SYNCS + FULL_N + 1];
 	int d = tmpfile_open("full-d", O_RDWR | O_TRUNC), y = tmpfile_open("full-y", O_RDWR | O_TRUNC);
 	int p[2];
 	if (d < 0 || y < 0 || pipe(p) != 0) {
@@ -650,7 +672,7 @@ static void full(void)
 		exit(2);
 	}
 	io_context_t ctx = 0;
-	printf("io_setup %s\n", negret(io_setup(64, &ctx)));
+	printf("io_setup %s\n", negret(io_setup(512, &ctx)));
 	/* The table filled: every number up to the soft limit taken. */
 	int first = -1, last = -1;
 	for (;;) {
@@ -662,10 +684,11 @@ static void full(void)
 		last = f;
 	}
 	printf("table full: %s\n", first >= 0 ? ename(errno) : "nothing opened");
-	const char *what[] = { "buffered writes", "cold buffered reads", "write and fdatasync" };
-	for (int kind = 0; kind < 3; kind++) {
+	const char *what[] = { "buffered writes", "cold buffered reads", "write and fdatasync",
+			       "300 fdatasyncs then buffered writes", "cold buffered reads and fdatasync from a thread that ended" };
+	for (int kind = 0; kind < 5; kind++) {
 		int right = 0, wrong_file = 0, other_touched = 0, failed = 0;
-		for (int round = 0; round < FULL_ROUNDS; round++) {
+		for (int round = 0; round < (kind == 3 ? 5 : FULL_ROUNDS); round++) {
 			int f = open(tmpfiles[0], O_RDWR), g = open(tmpfiles[1], O_RDWR);
 			/* Two numbers freed for the two files: the table is full again. */
 			if (f < 0 || g < 0) {
@@ -685,7 +708,7 @@ static void full(void)
 				perror("full: set up the files");
 				exit(2);
 			}
-			if (kind == 1) {
+			if (kind == 1 || kind == 4) {
 				for (int i = 0; i < FULL_N; i++)
 					if (pwrite(d, data[i], 4096, (off_t)i * 4096) != 4096)
 						exit(2);
@@ -693,24 +716,44 @@ static void full(void)
 				posix_fadvise(d, 0, 0, POSIX_FADV_DONTNEED);
 				memset(back, 0, sizeof back);
 			}
-			struct iocb cb[FULL_N], *cbs[FULL_N];
-			int n = FULL_N;
-			for (int i = 0; i < FULL_N; i++) {
-				if (kind == 1)
-					io_prep_pread(&cb[i], f, back[i], 4096, (off_t)i * 4096);
+			/* The requests: syncs first (kind 3), then the transfers,
+			 * then a sync (kinds 2 and 4). */
+			int reads = kind == 1 || kind == 4, n = 0, writes = reads ? 0 : kind == 2 ? 1 : FULL_N;
+			if (kind == 3)
+				for (; n < FULL_SYNCS; n++)
+					io_prep_fdsync(&cb[n], f);
+			for (int i = 0; i < (kind == 2 ? 1 : FULL_N); i++, n++) {
+				if (reads)
+					io_prep_pread(&cb[n], f, back[i], 4096, (off_t)i * 4096);
 				else
-					io_prep_pwrite(&cb[i], f, data[i], 4096, (off_t)i * 4096);
+					io_prep_pwrite(&cb[n], f, data[i], 4096, (off_t)i * 4096);
+			}
+			if (kind == 2 || kind == 4)
+				io_prep_fdsync(&cb[n++], f);
+			for (int i = 0; i < n; i++)
 				cbs[i] = &cb[i];
+			int r;
+			if (kind == 4) {
+				struct full_submit fs = { ctx, n, cbs, 0 };
+				pthread_t t;
+				if (pthread_create(&t, NULL, full_submitter, &fs) != 0) {
+					printf("full: no thread\n");
+					exit(2);
+				}
+				pthread_join(t, NULL);
+				r = fs.r;
+			} else {
+				r = io_submit(ctx, n, cbs);
 			}
-			if (kind == 2) {
-				io_prep_fdsync(&cb[1], f);
-				n = 2;
-			}
-			int r = io_submit(ctx, n, cbs);
 			dup2(kind == 2 ? p[0] : g, f);
-			struct io_event ev[FULL_N];
-			struct timespec ts = { 10, 0 };
-			int got = r > 0 ? io_getevents(ctx, r, r, ev, &ts) : 0;
+			struct timespec ts = { 20, 0 };
+			int got = 0;
+			while (r > 0 && got < r) {
+				int k = io_getevents(ctx, 1, r - got, ev + got, &ts);
+				if (k <= 0)
+					break;
+				got += k;
+			}
 			int ok = r == n && got == n;
 			for (int i = 0; i < got; i++) {
 				struct iocb *c = ev[i].obj;
@@ -720,8 +763,8 @@ static void full(void)
 			/* What the file and the other file hold now (read through
 			 * the numbers opened before the table was filled). */
 			int good = 1;
-			for (int i = 0; i < (kind == 2 ? 1 : FULL_N); i++) {
-				if (kind != 1 && pread(d, back[i], 4096, (off_t)i * 4096) != 4096)
+			for (int i = 0; i < (reads ? FULL_N : writes); i++) {
+				if (!reads && pread(d, back[i], 4096, (off_t)i * 4096) != 4096)
 					good = 0;
 				good &= memcmp(back[i], data[i], 4096) == 0;
 			}

@@ -255,6 +255,7 @@ impl Ring {
             }
             (*u.cq_head).store(head.wrapping_add(1), Ordering::Release);
         }
+        u.slots.register(&u, capacity);
         if let Some(efd) = notify {
             let raw = efd.as_raw_fd();
             // SAFETY: IORING_REGISTER_EVENTFD takes a pointer to one i32.
@@ -319,16 +320,20 @@ impl Ring {
     /// one (see `owners`): its completion is then not reported.
     /// `o` is this ring's table of owners, locked by the caller.
     fn again(self: &Arc<Self>, o: &mut owners::Owners, key: u64, res: i32) -> bool {
-        let Some((sqe, on)) = o.gone(key) else { return false };
+        let Some((sqe, on)) = o.gone(key, self) else { return false };
         // An entry that names a slot is an ordered write or a sync of a file.
-        let ended = |on: &owners::On| res < 0 || (!matches!(on, owners::On::Dup(_, false)) && short(&sqe, res));
+        let ended = |on: &owners::On| res < 0 || (!matches!(on, owners::On::Held(_, false)) && short(&sqe, res));
         let Some(on) = on.filter(ended) else {
             o.forget(key);
             return false;
         };
-        let (s, dup) = match on {
-            owners::On::Dup(dup, _) => (Sqe { fd: dup.as_raw_fd(), ..sqe }, Some(dup)),
-            owners::On::Slot => (sqe, None),
+        let (s, held) = match on {
+            owners::On::Held(held, _) => {
+                let mut s = sqe;
+                held.name_in(&mut s);
+                (s, Some(held))
+            }
+            owners::On::Named => (sqe, None),
         };
         let me = owners::me();
         me.pushes_to(self);
@@ -338,9 +343,9 @@ impl Ring {
             return false;
         }
         // Drains of this ring are serialised: its completion cannot have
-        // been drained yet. (A slot is kept already.)
-        if let Some(dup) = dup {
-            self.keep_until_done(key, Held::Dup(dup));
+        // been drained yet. (A slot its entry named is kept already.)
+        if let Some(held) = held {
+            self.keep_until_done(key, held);
         }
         true
     }

@@ -15,7 +15,9 @@
 //! (`IOSQE_FIXED_FILE`): registering holds the open file the number names
 //! now without taking a number, and removing it closes nothing (a close
 //! would release the process's record locks on the file). The table is
-//! registered, sparse, the first time a slot is needed.
+//! registered, empty, with the ring, while nothing is in flight (kernels
+//! before 5.13 or so wait for the ring's requests to end before they
+//! register files).
 
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::{Arc, Mutex, Weak};
@@ -26,9 +28,9 @@ use rustix::io_uring::{io_uring_files_update, io_uring_register, IoringRegisterO
 use super::{Ring, Sqe};
 use crate::sys::internal_fds::InternalFd;
 
-/// Slots in a ring's table at most (fewer when `RLIMIT_NOFILE` is lower:
-/// io_uring refuses a table longer than that).
-const SLOTS: u32 = 256;
+/// Slots in a ring's table at least (a ring of fewer requests in flight
+/// has this many).
+const MIN_SLOTS: u32 = 16;
 
 /// What holds a request's file until it completes (dropped: let go of).
 #[derive(Debug)]
@@ -39,6 +41,30 @@ pub(super) enum Held {
     Dup(InternalFd),
     /// A slot of the ring's table of registered files.
     Slot(Slot),
+}
+
+impl Held {
+    /// Makes the entry `sqe` name the file held.
+    pub(super) fn name_in(&self, sqe: &mut Sqe) {
+        match self {
+            Held::Dup(dup) => {
+                sqe.fd = dup.as_raw_fd();
+                sqe.flags &= !IoringSqeFlags::FIXED_FILE;
+            }
+            Held::Slot(slot) => {
+                sqe.fd = slot.index as i32;
+                sqe.flags |= IoringSqeFlags::FIXED_FILE;
+            }
+        }
+    }
+
+    /// The duplicate, if that is what holds the file.
+    pub(super) fn into_dup(self) -> Option<InternalFd> {
+        match self {
+            Held::Dup(dup) => Some(dup),
+            Held::Slot(_) => None,
+        }
+    }
 }
 
 /// A slot of a ring's table of registered files, emptied and freed when
@@ -63,8 +89,6 @@ pub(super) struct Slots(Mutex<Table>);
 
 #[derive(Debug, Default)]
 struct Table {
-    /// Registered (with this many slots), or refused; neither yet: `None`.
-    size: Option<u32>,
     free: Vec<u32>,
 }
 
@@ -80,13 +104,18 @@ impl Ring {
     /// makes the entry name what holds it. `None` when neither a duplicate
     /// nor a slot could be had (the entry is left as it was).
     pub(super) fn hold(self: &Arc<Self>, sqe: &mut Sqe) -> Option<Held> {
-        if let Ok(dup) = InternalFd::dup_of_program(sqe.fd, None) {
-            sqe.fd = dup.as_raw_fd();
-            return Some(Held::Dup(dup));
-        }
-        let index = self.slots.take(self, sqe.fd)?;
-        sqe.fd = index as i32;
-        sqe.flags |= IoringSqeFlags::FIXED_FILE;
+        let held = match InternalFd::dup_of_program(sqe.fd, None) {
+            Ok(dup) => Held::Dup(dup),
+            Err(_) => self.hold_in_slot(sqe.fd)?,
+        };
+        held.name_in(sqe);
+        Some(held)
+    }
+
+    /// The file the descriptor number `fd` names now, held in a free slot
+    /// of the ring's table.
+    pub(super) fn hold_in_slot(self: &Arc<Self>, fd: i32) -> Option<Held> {
+        let index = self.slots.take(self, fd)?;
         Some(Held::Slot(Slot { ring: Arc::downgrade(self), index }))
     }
 
@@ -114,14 +143,18 @@ impl Ring {
 }
 
 impl Slots {
+    /// Registers an empty table of files for `ring`, which has nothing in
+    /// flight, a slot for each of the `capacity` requests it may have in
+    /// flight (fewer when io_uring refuses that many; when it refuses even
+    /// a few, no slot is ever free).
+    pub(super) fn register(&self, ring: &Ring, capacity: u32) {
+        let size = register(ring, capacity);
+        crate::sync::lock(&self.0).free = (0..size).rev().collect();
+    }
+
     /// A free slot holding the file `fd` names now.
     fn take(&self, ring: &Ring, fd: i32) -> Option<u32> {
         let mut t = crate::sync::lock(&self.0);
-        if t.size.is_none() {
-            let size = register(ring);
-            t.free = (0..size).rev().collect();
-            t.size = Some(size);
-        }
         let slot = t.free.pop()?;
         if ring.set_slot(slot, fd).is_err() {
             t.free.push(slot);
@@ -141,19 +174,24 @@ impl Slots {
     }
 }
 
-/// Registers an empty table of files for `ring`; its size (0 when io_uring
-/// refused it).
-fn register(ring: &Ring) -> u32 {
+/// Registers an empty table of files for `ring`, of `capacity` slots or
+/// fewer (io_uring refuses a table longer than the soft `RLIMIT_NOFILE`,
+/// and older kernels one of more than 32,768); its size (0 when io_uring
+/// refused every size down to [`MIN_SLOTS`]).
+fn register(ring: &Ring, capacity: u32) -> u32 {
     let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current.unwrap_or(u64::MAX);
-    let size = (SLOTS as u64).min(limit) as u32;
-    if size == 0 {
-        return 0;
+    let mut size = (capacity.max(MIN_SLOTS) as u64).min(limit).min(1 << 20) as u32;
+    while size >= MIN_SLOTS {
+        let empty = vec![-1i32; size as usize];
+        // SAFETY: IORING_REGISTER_FILES reads `size` descriptor numbers from
+        // the array (-1: an empty slot), which lives across the call.
+        let r =
+            unsafe { io_uring_register(ring.fd.as_fd(), IoringRegisterOp::RegisterFiles, empty.as_ptr().cast(), size) };
+        match r {
+            Ok(_) => return size,
+            Err(Errno::MFILE | Errno::NOMEM | Errno::INVAL) => size /= 2,
+            Err(_) => return 0,
+        }
     }
-    let empty = vec![-1i32; size as usize];
-    // SAFETY: IORING_REGISTER_FILES reads `size` descriptor numbers from
-    // the array (-1: an empty slot), which lives across the call.
-    match unsafe { io_uring_register(ring.fd.as_fd(), IoringRegisterOp::RegisterFiles, empty.as_ptr().cast(), size) } {
-        Ok(_) => size,
-        Err(_) => 0,
-    }
+    0
 }

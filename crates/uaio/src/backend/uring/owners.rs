@@ -29,7 +29,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use super::fixed::in_slot;
+use super::fixed::{in_slot, Held};
 use super::{Ring, Sqe};
 use crate::sync::lock;
 use crate::sys::internal_fds::InternalFd;
@@ -77,7 +77,7 @@ impl Drop for Mark {
         // ends the request.
         let rings = std::mem::take(&mut *lock(&self.0.rings));
         for r in rings.iter().filter_map(Weak::upgrade) {
-            lock(&r.owners).hold_files_of(&self.0);
+            lock(&r.owners).hold_files_of(&self.0, &r);
         }
     }
 }
@@ -106,8 +106,8 @@ struct Owner {
     file: (u64, u64),
     /// The program asked for its cancellation.
     cancelled: bool,
-    /// A duplicate of the file, taken when `by` left (see [`hold_file`]).
-    held: Option<(InternalFd, bool)>,
+    /// The file, held when `by` left (see [`hold_file_in`]).
+    held: Option<(Held, bool)>,
 }
 
 impl std::fmt::Debug for Owner {
@@ -209,13 +209,13 @@ impl Owners {
         }
     }
 
-    /// Takes a duplicate of the file of each request `by` left in the
-    /// kernel (see [`hold_file`]), for [`Owners::gone`] to hand over.
-    fn hold_files_of(&mut self, by: &Arc<Submitter>) {
+    /// Holds the file of each request `by` left in `ring` (see
+    /// [`hold_file_in`]), for [`Owners::gone`] to hand over.
+    fn hold_files_of(&mut self, by: &Arc<Submitter>, ring: &Arc<Ring>) {
         let Some(by) = self.subs.iter().position(|s| Arc::ptr_eq(s, by)) else { return };
         for o in self.slots.iter_mut().flatten() {
             if o.by == by as u32 && !o.cancelled && o.held.is_none() {
-                o.held = hold_file(&o.sqe, o.file);
+                o.held = hold_file_in(ring, &o.sqe, o.file);
             }
         }
     }
@@ -238,11 +238,11 @@ impl Owners {
     /// The request `key` completed: `Some((entry, on))` when the thread
     /// that pushed it is gone and the program did not cancel it, so that
     /// its end may have come from that thread's exit, with what it would
-    /// run on again (a duplicate of its file, the one taken when the thread
-    /// left, else one taken now; `None` when the number no longer names
-    /// the file). The caller decides, then calls [`Owners::again`] or
-    /// [`Owners::forget`]; otherwise the record goes.
-    pub(super) fn gone(&mut self, key: u64) -> Option<(Sqe, Option<On>)> {
+    /// run on again (its file, held when the thread left, else now, in
+    /// `ring`; `None` when the number no longer names the file). The caller
+    /// decides, then calls [`Owners::again`] or [`Owners::forget`];
+    /// otherwise the record goes.
+    pub(super) fn gone(&mut self, key: u64, ring: &Arc<Ring>) -> Option<(Sqe, Option<On>)> {
         let by = self.slot(key)?.as_ref()?.by as usize;
         let by_gone = self.subs[by].gone.load(Ordering::SeqCst);
         let s = self.slot(key)?;
@@ -252,10 +252,10 @@ impl Owners {
             return None;
         }
         if in_slot(&o.sqe) {
-            return Some((o.sqe, Some(On::Slot)));
+            return Some((o.sqe, Some(On::Named)));
         }
-        let held = o.held.take().or_else(|| hold_file(&o.sqe, o.file));
-        Some((o.sqe, held.map(|(fd, seekable)| On::Dup(fd, seekable))))
+        let held = o.held.take().or_else(|| hold_file_in(ring, &o.sqe, o.file));
+        Some((o.sqe, held.map(|(h, seekable)| On::Held(h, seekable))))
     }
 
     /// The request `key` ended with `-ECANCELED` though neither the program
@@ -282,7 +282,9 @@ impl Owners {
             return None;
         }
         let o = s.take()?;
-        let held = o.held.or_else(|| hold_file(&o.sqe, o.file));
+        // (It needs a descriptor: a slot will not do.)
+        let dup = o.held.and_then(|(h, seekable)| h.into_dup().map(|d| (d, seekable)));
+        let held = dup.or_else(|| hold_file(&o.sqe, o.file));
         // A pipe's or socket's transfer waits for readiness, not for a
         // worker, and could block the draining thread for ever: it keeps
         // its result.
@@ -306,12 +308,12 @@ impl Owners {
 /// What a request of a thread that is gone runs on when pushed again.
 #[derive(Debug)]
 pub(super) enum On {
-    /// uaio's duplicate of its file, and whether that is a regular file or
-    /// a block device.
-    Dup(InternalFd, bool),
+    /// Its file, held now (see `fixed`), and whether that is a regular
+    /// file or a block device.
+    Held(Held, bool),
     /// The slot of registered files its entry names (see `fixed`), held
     /// until the request completes.
-    Slot,
+    Named,
 }
 
 /// A duplicate of the descriptor number of the entry `sqe` (uaio's own,
@@ -327,4 +329,21 @@ pub(super) fn hold_file(sqe: &Sqe, file: (u64, u64)) -> Option<(InternalFd, bool
     let dup = InternalFd::dup_of_program(sqe.fd, None).ok()?;
     let st = crate::sys::file_stat(std::os::fd::AsRawFd::as_raw_fd(&dup))?;
     (st.ident() == file).then_some((dup, st.is_regular_or_block()))
+}
+
+/// [`hold_file`], else, when no duplicate can be had, a slot of `ring`'s
+/// registered files holding the file the entry's number names, if that is
+/// `file` just before and just after it was put there.
+pub(super) fn hold_file_in(ring: &Arc<Ring>, sqe: &Sqe, file: (u64, u64)) -> Option<(Held, bool)> {
+    if let Some((dup, seekable)) = hold_file(sqe, file) {
+        return Some((Held::Dup(dup), seekable));
+    }
+    if file == (0, 0) || sqe.fd < 0 || in_slot(sqe) {
+        return None;
+    }
+    let names_file = || crate::sys::file_stat(sqe.fd).filter(|st| st.ident() == file);
+    let seekable = names_file()?.is_regular_or_block();
+    let held = ring.hold_in_slot(sqe.fd)?;
+    names_file()?;
+    Some((held, seekable))
 }
