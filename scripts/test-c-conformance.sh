@@ -280,7 +280,16 @@ check_case fd_conform.race fd_conform race
 # is free right after its close, close_range or dup2 of the descriptor
 # (a thread-pool duplicate kept past its request, as an experiment of
 # 2026-12-05 did, left 0 of 20 free right after a close).
+# After an inline close system call (which the drop-in cannot see), the
+# thread pool holds the file until its progress thread looks (README:
+# "Record locks"); io_uring holds a sync's file in a registered slot and
+# lets go when the sync completes (before, a duplicate kept the flock taken
+# in 20 of 20 rounds).
+residual_backend=threads
+residual_lines="raw close after"
+residual_why="a close by an inline system call is seen by the thread pool within about 100 ms (README: Record locks)"
 check_case fd_conform.release fd_conform release
+residual_backend=
 # The program takes and drops a record lock, over and over, while two
 # threads do AIO on the file: another process never finds it free while
 # held (before: uaio's duplicates, looked at for a lock and then closed,

@@ -6,18 +6,22 @@
 //! sync (which io_uring hands to a worker at once). By then the program may
 //! have closed the number, or put another file on it, and the request would
 //! run on that file; kernel AIO's holds the file the number named in
-//! `io_submit`. So such a request runs on uaio's duplicate of the
-//! descriptor, taken in `io_submit` and kept until the request completes.
+//! `io_submit`.
 //!
-//! When the program left no number for a duplicate (its table is full, or
-//! `RLIMIT_NOFILE` is below uaio's floor), the file goes into a slot of the
-//! ring's table of registered files instead, and the entry names the slot
-//! (`IOSQE_FIXED_FILE`): registering holds the open file the number names
-//! now without taking a number, and removing it closes nothing (a close
-//! would release the process's record locks on the file). The table is
-//! registered, empty, with the ring, while nothing is in flight (kernels
-//! before 5.13 or so wait for the ring's requests to end before they
-//! register files).
+//! So such a request holds that file in a slot of the ring's table of
+//! registered files, and its entry names the slot (`IOSQE_FIXED_FILE`):
+//! registering holds the open file the number names now without taking a
+//! descriptor number, and emptying the slot when the request completes
+//! closes nothing. A duplicate of the descriptor would take a number of the
+//! program's table (none may be left), and its close would release the
+//! process's record locks on the file, or, kept open past the request for
+//! that reason, hold the file (a `flock`, an unlinked file's space) after
+//! the program closed its own descriptor. The table has a slot for each
+//! request the ring may have in flight; it is registered, empty, with the
+//! ring, while nothing is in flight (kernels before 5.13 or so wait for the
+//! ring's requests to end before they register files). Where io_uring
+//! refused it (or a lowered `RLIMIT_NOFILE` made it short), a duplicate
+//! holds the file.
 
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::{Arc, Mutex, Weak};
@@ -101,12 +105,12 @@ impl Ring {
     /// Holds the file that the entry's descriptor number names now, until
     /// the request completes (the caller keeps what this returns with
     /// [`Ring::keep_until_done`], or in the request's place in line), and
-    /// makes the entry name what holds it. `None` when neither a duplicate
-    /// nor a slot could be had (the entry is left as it was).
+    /// makes the entry name what holds it. `None` when neither a slot nor a
+    /// duplicate could be had (the entry is left as it was).
     pub(super) fn hold(self: &Arc<Self>, sqe: &mut Sqe) -> Option<Held> {
-        let held = match InternalFd::dup_of_program(sqe.fd, None) {
-            Ok(dup) => Held::Dup(dup),
-            Err(_) => self.hold_in_slot(sqe.fd)?,
+        let held = match self.hold_in_slot(sqe.fd) {
+            Some(slot) => slot,
+            None => Held::Dup(InternalFd::dup_of_program(sqe.fd, None).ok()?),
         };
         held.name_in(sqe);
         Some(held)

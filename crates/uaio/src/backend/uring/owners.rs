@@ -331,19 +331,18 @@ pub(super) fn hold_file(sqe: &Sqe, file: (u64, u64)) -> Option<(InternalFd, bool
     (st.ident() == file).then_some((dup, st.is_regular_or_block()))
 }
 
-/// [`hold_file`], else, when no duplicate can be had, a slot of `ring`'s
-/// registered files holding the file the entry's number names, if that is
-/// `file` just before and just after it was put there.
+/// The file the entry's number names, held in a slot of `ring`'s
+/// registered files (see `fixed`) if the number names `file` just before
+/// and just after it was put there, else by [`hold_file`]'s duplicate;
+/// and whether that is a regular file or a block device.
 pub(super) fn hold_file_in(ring: &Arc<Ring>, sqe: &Sqe, file: (u64, u64)) -> Option<(Held, bool)> {
-    if let Some((dup, seekable)) = hold_file(sqe, file) {
-        return Some((Held::Dup(dup), seekable));
-    }
     if file == (0, 0) || sqe.fd < 0 || in_slot(sqe) {
         return None;
     }
     let names_file = || crate::sys::file_stat(sqe.fd).filter(|st| st.ident() == file);
     let seekable = names_file()?.is_regular_or_block();
-    let held = ring.hold_in_slot(sqe.fd)?;
-    names_file()?;
-    Some((held, seekable))
+    match ring.hold_in_slot(sqe.fd) {
+        Some(held) => names_file().map(|_| (held, seekable)),
+        None => hold_file(sqe, file).map(|(dup, seekable)| (Held::Dup(dup), seekable)),
+    }
 }

@@ -25,6 +25,7 @@ use std::sync::Mutex;
 use rustix::io_uring::{addr_or_splice_off_in_union, io_uring_ptr, len_union, off_or_addr2_union, IoringOp};
 use uaio_abi::iovec;
 
+use super::fixed::in_slot;
 use super::owners::{hold_file, Owners};
 use super::Sqe;
 use crate::backend::{BackendOp, OpKind};
@@ -154,11 +155,14 @@ impl Streams {
         if done >= s.total {
             return None;
         }
-        if s.dup.is_none() {
+        // An entry that names a slot of registered files (pushed again after
+        // its thread ended) goes on naming it: the slot holds the file
+        // until the request completes.
+        if s.dup.is_none() && !in_slot(&sqe) {
             s.dup = Some(hold_file(&sqe, file)?.0);
         }
         s.done = done;
-        let fd = s.dup.as_ref().map(AsRawFd::as_raw_fd)?;
+        let fd = if in_slot(&sqe) { sqe.fd } else { s.dup.as_ref().map(AsRawFd::as_raw_fd)? };
         let (addr, len) = if s.vectored {
             // SAFETY: as in `watch`: the context's array of `len` iovecs,
             // alive until the request is harvested.
