@@ -27,7 +27,9 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::sync::{Arc, Mutex, Weak};
 
 use rustix::io::Errno;
-use rustix::io_uring::{io_uring_files_update, io_uring_register, IoringRegisterOp, IoringSqeFlags};
+use rustix::io_uring::{
+    io_uring_files_update, io_uring_register, io_uring_rsrc_register, IoringRegisterOp, IoringRsrcFlags, IoringSqeFlags,
+};
 
 use super::{Ring, Sqe};
 use crate::sys::internal_fds::InternalFd;
@@ -186,16 +188,38 @@ fn register(ring: &Ring, capacity: u32) -> u32 {
     let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current.unwrap_or(u64::MAX);
     let mut size = (capacity.max(MIN_SLOTS) as u64).min(limit).min(1 << 20) as u32;
     while size >= MIN_SLOTS {
-        let empty = vec![-1i32; size as usize];
-        // SAFETY: IORING_REGISTER_FILES reads `size` descriptor numbers from
-        // the array (-1: an empty slot), which lives across the call.
-        let r =
-            unsafe { io_uring_register(ring.fd.as_fd(), IoringRegisterOp::RegisterFiles, empty.as_ptr().cast(), size) };
-        match r {
-            Ok(_) => return size,
+        match register_empty(ring, size) {
+            Ok(()) => return size,
             Err(Errno::MFILE | Errno::NOMEM | Errno::INVAL) => size /= 2,
             Err(_) => return 0,
         }
     }
     0
+}
+
+/// Registers a table of `size` empty slots: sparse (5.19+), else from an
+/// array of -1.
+fn register_empty(ring: &Ring, size: u32) -> Result<(), Errno> {
+    let mut sparse = io_uring_rsrc_register::default();
+    sparse.nr = size;
+    sparse.flags = IoringRsrcFlags::REGISTER_SPARSE;
+    // SAFETY: IORING_REGISTER_FILES2 reads one io_uring_rsrc_register of
+    // the size given, which lives across the call; a sparse table reads
+    // no array.
+    let r = unsafe {
+        io_uring_register(
+            ring.fd.as_fd(),
+            IoringRegisterOp::RegisterFiles2,
+            (&sparse as *const io_uring_rsrc_register).cast(),
+            std::mem::size_of::<io_uring_rsrc_register>() as u32,
+        )
+    };
+    if r.is_ok() {
+        return Ok(());
+    }
+    let empty = vec![-1i32; size as usize];
+    // SAFETY: IORING_REGISTER_FILES reads `size` descriptor numbers from
+    // the array (-1: an empty slot), which lives across the call.
+    unsafe { io_uring_register(ring.fd.as_fd(), IoringRegisterOp::RegisterFiles, empty.as_ptr().cast(), size) }
+        .map(|_| ())
 }
