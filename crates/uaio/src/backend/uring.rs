@@ -569,7 +569,7 @@ impl Backend for Uring {
                 let mut pushed = buf[..n].iter();
                 for op in chunk {
                     if let Some(s) = pushed.as_slice().first().filter(|s| s.user_data.u64_() == op.key) {
-                        o.record_by(by, s, op.file());
+                        o.record_by(by, s, op.file(), op.fd);
                         pushed.next();
                     }
                 }

@@ -46,6 +46,8 @@ pub(super) struct Waiting {
     pub held: Held,
     /// Device and inode of the file (see `owners`).
     pub file: (u64, u64),
+    /// The program's descriptor number it was submitted on.
+    pub number: i32,
 }
 
 // SAFETY: the entry's only pointer is the address of the application's
@@ -121,11 +123,11 @@ pub(super) fn admit(ring: &Arc<Ring>, file: FileKey, sqe: &Sqe, after: bool, ide
         // The request's descriptor, open now (the engine looked it up in
         // this io_submit); if the program closed it meanwhile, holding its
         // file fails.
-        let mut sqe = *sqe;
+        let (mut sqe, number) = (*sqe, sqe.fd);
         let Some(held) = ring.hold(&mut sqe) else {
             return if c.head.0 == id(ring) && c.waiting.is_empty() { Admit::Drained } else { Admit::Now };
         };
-        c.waiting.push_back(Waiting { ring: ring.clone(), sqe, held, file: ident });
+        c.waiting.push_back(Waiting { ring: ring.clone(), sqe, held, file: ident, number });
         return Admit::Kept;
     }
     if after {
@@ -197,7 +199,7 @@ pub(super) fn send(mut next: Option<Waiting>, from: Option<&Ring>) {
         }
         let me = super::owners::me();
         me.pushes_to(&w.ring);
-        crate::sync::lock(&w.ring.owners).record(&me, &w.sqe, w.file);
+        crate::sync::lock(&w.ring.owners).record(&me, &w.sqe, w.file, w.number);
         match w.ring.push(&sqes[..if own { 1 } else { 2 }]) {
             Ok(()) => {
                 w.ring.entered(1);

@@ -34,7 +34,7 @@ use super::{Ring, Sqe};
 use crate::sync::lock;
 use crate::sys::internal_fds::InternalFd;
 use crate::sys::process::Leaked;
-use rustix::io_uring::IoringOp;
+use rustix::io_uring::{IoringOp, IoringSqeFlags};
 
 /// A thread that pushes requests to rings.
 #[derive(Debug, Default)]
@@ -104,6 +104,9 @@ struct Owner {
     sqe: Sqe,
     /// Device and inode of the file `sqe.fd` named when pushed.
     file: (u64, u64),
+    /// The program's descriptor number it was submitted on (`sqe.fd` but
+    /// for an entry that names a slot of registered files, see `fixed`).
+    number: i32,
     /// The program asked for its cancellation.
     cancelled: bool,
     /// The file, held when `by` left (see [`hold_file_in`]).
@@ -145,18 +148,19 @@ impl Owners {
     }
 
     /// Records the request entry `sqe`, pushed now by `by`, on the file
-    /// `file`. An entry whose file is not known (a backend's internal
-    /// entries) could not be pushed again and is not recorded, nor is one
-    /// whose slot is beyond [`MAX_SLOTS`].
-    pub(super) fn record(&mut self, by: &Arc<Submitter>, sqe: &Sqe, file: (u64, u64)) {
+    /// `file`, submitted on the program's descriptor number `number`. An
+    /// entry whose file is not known (a backend's internal entries) could
+    /// not be pushed again and is not recorded, nor is one whose slot is
+    /// beyond [`MAX_SLOTS`].
+    pub(super) fn record(&mut self, by: &Arc<Submitter>, sqe: &Sqe, file: (u64, u64), number: i32) {
         let by = self.place_of(by);
-        self.record_by(by, sqe, file);
+        self.record_by(by, sqe, file, number);
     }
 
     /// [`Owners::record`], the thread given by its place (from
     /// [`Owners::place_of`], under the same hold of the lock).
     #[inline]
-    pub(super) fn record_by(&mut self, by: u32, sqe: &Sqe, file: (u64, u64)) {
+    pub(super) fn record_by(&mut self, by: u32, sqe: &Sqe, file: (u64, u64), number: i32) {
         let key = sqe.user_data.u64_();
         let i = key as u32 as usize;
         if file == (0, 0) || i >= MAX_SLOTS {
@@ -165,7 +169,7 @@ impl Owners {
         if i >= self.slots.len() {
             self.slots.resize_with(i + 1, || None);
         }
-        self.slots[i] = Some(Owner { key, by, sqe: *sqe, file, cancelled: false, held: None });
+        self.slots[i] = Some(Owner { key, by, sqe: *sqe, file, number, cancelled: false, held: None });
     }
 
     /// The place of `by` in [`Owners::subs`], added if it is not there.
@@ -265,8 +269,9 @@ impl Owners {
     /// read, write or sync of a regular file or block device is then
     /// `Some((entry, duplicate))`, for the caller to run itself, on a
     /// duplicate of its file (`None` when the number no longer names the
-    /// file; an entry naming a slot of registered files, see `fixed`, keeps
-    /// its result); the record goes.
+    /// file: for an entry that names a slot of registered files, see
+    /// `fixed`, a duplicate of the number it was submitted on, if that
+    /// still names the file); the record goes.
     pub(super) fn refused_by_io_wq(&mut self, key: u64) -> Option<(Sqe, Option<InternalFd>)> {
         let by = self.slot(key)?.as_ref()?.by as usize;
         if self.subs[by].gone.load(Ordering::SeqCst) {
@@ -278,13 +283,18 @@ impl Owners {
             o.sqe.opcode,
             IoringOp::Read | IoringOp::Write | IoringOp::Readv | IoringOp::Writev | IoringOp::Fsync
         );
-        if o.cancelled || !rw || in_slot(&o.sqe) {
+        if o.cancelled || !rw {
             return None;
         }
         let o = s.take()?;
         // (It needs a descriptor: a slot will not do.)
         let dup = o.held.and_then(|(h, seekable)| h.into_dup().map(|d| (d, seekable)));
-        let held = dup.or_else(|| hold_file(&o.sqe, o.file));
+        let mut on_number = o.sqe;
+        if in_slot(&on_number) {
+            on_number.fd = o.number;
+            on_number.flags &= !IoringSqeFlags::FIXED_FILE;
+        }
+        let held = dup.or_else(|| hold_file(&on_number, o.file));
         // A pipe's or socket's transfer waits for readiness, not for a
         // worker, and could block the draining thread for ever: it keeps
         // its result.
