@@ -360,6 +360,10 @@ check_case exit_inflight.handler-malloc exit_inflight handler-malloc
 # a thread of its parent held at the fork.
 check_case fork_conform.first-setup fork_conform first-setup
 check_case fork_conform.busy fork_conform busy
+# A child forked while buffered writes and syncs are in flight leaves with
+# exit(0): gone at once (before, on io_uring, uaio's thread-local destructor
+# in the child waited for a lock a thread of the parent held at the fork).
+check_case fork_conform.exit-child fork_conform exit-child
 # A handler's _exit or exit that interrupts io_submit: on the thread pool, accepted
 # writes can still be lost when the interrupted call holds a lock (or
 # malloc's) that the workers need (README, "Leaving with requests in

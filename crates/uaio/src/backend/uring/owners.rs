@@ -59,11 +59,21 @@ impl Submitter {
 }
 
 /// The calling thread's [`Submitter`], marked gone when the thread's
-/// thread-local values are destroyed.
-struct Mark(Arc<Submitter>);
+/// thread-local values are destroyed, and the process it was made in.
+struct Mark(Arc<Submitter>, i32);
 
 impl Drop for Mark {
     fn drop(&mut self) {
+        if rustix::process::getpid().as_raw_nonzero().get() != self.1 {
+            // A fork child's copy of its parent's thread (the child's own
+            // thread ends, calling `exit`): the rings and their locks are
+            // the parent's, and may have been held by a thread of the
+            // parent at the fork, which the child does not have (waiting
+            // for one hung the child's exit). And a child sharing the
+            // parent's memory (CLONE_VM) must not mark the parent's
+            // thread gone.
+            return;
+        }
         self.0.gone.store(true, Ordering::SeqCst);
         if crate::sync::held_here() {
             // Destroyed by `exit` (or `pthread_exit`) called from a signal
@@ -83,7 +93,7 @@ impl Drop for Mark {
 }
 
 thread_local! {
-    static ME: Mark = Mark(Arc::new(Submitter::default()));
+    static ME: Mark = Mark(Arc::new(Submitter::default()), rustix::process::getpid().as_raw_nonzero().get());
 }
 
 /// The submitter of threads whose thread-local values are gone already.
