@@ -40,8 +40,6 @@ const MIN_SLOTS: u32 = 16;
 
 /// What holds a request's file until it completes (dropped: let go of).
 #[derive(Debug)]
-// Held for their drop only.
-#[allow(dead_code)]
 pub(super) enum Held {
     /// uaio's duplicate of the program's descriptor.
     Dup(InternalFd),
