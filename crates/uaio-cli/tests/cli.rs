@@ -7,6 +7,9 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+#[path = "../../uaio/tests/util/seccomp.rs"]
+mod seccomp;
+
 /// Runs `uaio ARGS` with the backend chosen automatically (the tests of
 /// `info` check that choice, whatever `UAIO_BACKEND` the suite runs with).
 fn uaio(args: &[&str]) -> Output {
@@ -242,42 +245,13 @@ fn completions_are_generated() {
 /// `uaio ARGS` in a child that a seccomp filter refuses (`EPERM`) the
 /// system calls `refused`, as a container's profile may.
 fn uaio_under_seccomp(args: &[&str], refused: &[libc::c_long]) -> Output {
-    const LD_ABS_W: u16 = 0x20;
-    const JEQ_K: u16 = 0x15;
-    const RET_K: u16 = 0x06;
-    const ALLOW: u32 = 0x7fff_0000;
-    const ERRNO_EPERM: u32 = 0x0005_0000 | libc::EPERM as u32;
-    const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
-    let op = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
-    // Load the architecture (offset 4), allow anything foreign; load the
-    // system call number (offset 0), refuse each listed one, allow the rest.
-    let mut prog = vec![op(LD_ABS_W, 0, 0, 4), op(JEQ_K, 1, 0, AUDIT_ARCH_X86_64), op(RET_K, 0, 0, ALLOW)];
-    prog.push(op(LD_ABS_W, 0, 0, 0));
-    for (i, &nr) in refused.iter().enumerate() {
-        prog.push(op(JEQ_K, (refused.len() - i) as u8, 0, nr as u32));
-    }
-    prog.push(op(RET_K, 0, 0, ALLOW));
-    prog.push(op(RET_K, 0, 0, ERRNO_EPERM));
-    let fprog = libc::sock_fprog { len: prog.len() as u16, filter: prog.as_mut_ptr() };
-    let fprog_addr = &fprog as *const libc::sock_fprog as usize;
+    let filter = seccomp::Refusal::of(refused);
     let mut c = Command::new(env!("CARGO_BIN_EXE_uaio"));
     c.args(args).env_remove("UAIO_BACKEND");
     // SAFETY: the closure runs in the forked child before exec and only
-    // makes two prctl calls (async-signal-safe) with a filter program that
-    // `prog` and `fprog` keep alive until `output` returns.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut c, move || {
-            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
-                || libc::prctl(libc::PR_SET_SECCOMP, 2, fprog_addr as *const libc::sock_fprog, 0, 0) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let out = c.output().expect("run uaio under seccomp");
-    drop(prog);
-    out
+    // makes two prctl calls (async-signal-safe), with no allocation.
+    unsafe { std::os::unix::process::CommandExt::pre_exec(&mut c, move || filter.install()) };
+    c.output().expect("run uaio under seccomp")
 }
 
 #[test]

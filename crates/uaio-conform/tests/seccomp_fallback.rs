@@ -11,52 +11,8 @@
 
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 
-#[repr(C)]
-struct SockFilter {
-    code: u16,
-    jt: u8,
-    jf: u8,
-    k: u32,
-}
-
-#[repr(C)]
-struct SockFprog {
-    len: u16,
-    filter: *const SockFilter,
-}
-
-const fn stmt(code: u16, k: u32) -> SockFilter {
-    SockFilter { code, jt: 0, jf: 0, k }
-}
-
-const fn jeq(k: u32, jt: u8, jf: u8) -> SockFilter {
-    SockFilter { code: 0x15, jt, jf, k }
-}
-
-fn refuse_io_uring() {
-    const LD_ABS_W: u16 = 0x20;
-    const RET: u16 = 0x06;
-    const ALLOW: u32 = 0x7fff_0000;
-    const ERRNO_EPERM: u32 = 0x0005_0000 | libc::EPERM as u32;
-    const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
-    let prog = [
-        stmt(LD_ABS_W, 4),
-        jeq(AUDIT_ARCH_X86_64, 1, 0),
-        stmt(RET, ALLOW),
-        stmt(LD_ABS_W, 0),
-        jeq(libc::SYS_io_uring_setup as u32, 3, 0),
-        jeq(libc::SYS_io_uring_enter as u32, 2, 0),
-        jeq(libc::SYS_io_uring_register as u32, 1, 0),
-        stmt(RET, ALLOW),
-        stmt(RET, ERRNO_EPERM),
-    ];
-    let fprog = SockFprog { len: prog.len() as u16, filter: prog.as_ptr() };
-    // SAFETY: prctl(2) calls with a valid BPF program that outlives them.
-    unsafe {
-        assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
-        assert_eq!(libc::prctl(libc::PR_SET_SECCOMP, 2, &fprog as *const SockFprog, 0, 0), 0);
-    }
-}
+#[path = "../../uaio/tests/util/seccomp.rs"]
+mod seccomp;
 
 fn main() {
     let mut args = Arguments::from_args();
@@ -79,7 +35,9 @@ fn run() -> Result<(), Failed> {
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0);
     if pid == 0 {
-        refuse_io_uring();
+        seccomp::Refusal::of(&[libc::SYS_io_uring_setup, libc::SYS_io_uring_enter, libc::SYS_io_uring_register])
+            .install()
+            .expect("seccomp filter");
         let mut p = [0u8; 120];
         // SAFETY: probing io_uring_setup with a zeroed 120-byte params struct.
         let r = unsafe { libc::syscall(libc::SYS_io_uring_setup, 4, p.as_mut_ptr()) };

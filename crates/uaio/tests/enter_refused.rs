@@ -13,6 +13,7 @@ use std::time::Duration;
 use uaio::{Backend, Context, Request};
 
 mod util;
+use util::seccomp::Refusal;
 use util::wait_child_for;
 
 /// A hang detector: the child's work takes milliseconds.
@@ -26,49 +27,10 @@ const NO_CONTEXT: i32 = 5;
 const WRONG: i32 = 6;
 const URING_GRANTED: i32 = 7;
 
-#[repr(C)]
-struct SockFilter {
-    code: u16,
-    jt: u8,
-    jf: u8,
-    k: u32,
-}
-
-#[repr(C)]
-struct SockFprog {
-    len: u16,
-    filter: *const SockFilter,
-}
-
-/// Installs a filter refusing `io_uring_enter` alone with `EPERM`.
-fn refuse_enter() -> bool {
-    const LD_ABS_W: u16 = 0x20;
-    const JEQ: u16 = 0x15;
-    const RET: u16 = 0x06;
-    const ALLOW: u32 = 0x7fff_0000;
-    const ERRNO_EPERM: u32 = 0x0005_0000 | libc::EPERM as u32;
-    const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
-    let prog = [
-        SockFilter { code: LD_ABS_W, jt: 0, jf: 0, k: 4 },
-        SockFilter { code: JEQ, jt: 1, jf: 0, k: AUDIT_ARCH_X86_64 },
-        SockFilter { code: RET, jt: 0, jf: 0, k: ALLOW },
-        SockFilter { code: LD_ABS_W, jt: 0, jf: 0, k: 0 },
-        SockFilter { code: JEQ, jt: 0, jf: 1, k: libc::SYS_io_uring_enter as u32 },
-        SockFilter { code: RET, jt: 0, jf: 0, k: ERRNO_EPERM },
-        SockFilter { code: RET, jt: 0, jf: 0, k: ALLOW },
-    ];
-    let fprog = SockFprog { len: prog.len() as u16, filter: prog.as_ptr() };
-    // SAFETY: prctl(2) calls with a valid BPF program that outlives them.
-    unsafe {
-        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
-            && libc::prctl(libc::PR_SET_SECCOMP, 2, &fprog as *const SockFprog, 0, 0) == 0
-    }
-}
-
 /// The child's part: the filter, then a context that writes and reads back.
 fn child() -> i32 {
     let file = tempfile::tempfile().expect("tempfile");
-    if !refuse_enter() {
+    if Refusal::of(&[libc::SYS_io_uring_enter]).install().is_err() {
         return NO_FILTER;
     }
     if Context::<Vec<u8>>::builder().entries(8).backend(Backend::IoUring).build().is_ok() {

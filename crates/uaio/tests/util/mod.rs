@@ -4,6 +4,8 @@
 
 use std::os::fd::{FromRawFd, OwnedFd};
 
+pub mod seccomp;
+
 use uaio::abi::iocb;
 
 /// An iocb with the fields every request sets.
