@@ -27,6 +27,7 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsE
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 /// The library built by `build.rs`.
 static LIBRARY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/libaio.so"));
@@ -88,6 +89,50 @@ pub fn print_location(file: bool) -> ExitCode {
     }
 }
 
+/// Bit `fd` is set when standard descriptor `fd` (0, 1, 2) was closed as
+/// the process started. Rust's runtime then opens `/dev/null` on it before
+/// `main`, and a program `uaio run` starts would find that file where it
+/// would find nothing without uaio.
+static CLOSED_AT_START: AtomicU8 = AtomicU8::new(0);
+
+/// Notes which standard descriptors are closed (in [`CLOSED_AT_START`]);
+/// runs from `.init_array`, before Rust's runtime fills them.
+extern "C" fn note_closed_standard_descriptors() {
+    let mut closed = 0;
+    for fd in 0..3 {
+        // SAFETY: F_GETFD only asks whether the number is open.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+            closed |= 1 << fd;
+        }
+    }
+    CLOSED_AT_START.store(closed, Ordering::Relaxed);
+}
+
+#[used]
+#[link_section = ".init_array"]
+static NOTE_CLOSED_STANDARD_DESCRIPTORS: extern "C" fn() = note_closed_standard_descriptors;
+
+/// Closes again, in the program's process before it is executed, the
+/// standard descriptors that were closed when `uaio` started.
+fn keep_closed_standard_descriptors(c: &mut std::process::Command) {
+    let closed = CLOSED_AT_START.load(Ordering::Relaxed);
+    if closed == 0 {
+        return;
+    }
+    // SAFETY: between fork and exec, only close(2), which is
+    // async-signal-safe, of numbers this process's runtime filled.
+    unsafe {
+        c.pre_exec(move || {
+            for fd in 0..3 {
+                if closed & (1 << fd) != 0 {
+                    libc::close(fd);
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
 /// `uaio run`: executes `command` with the library first on the library
 /// path and preloaded; `backend` sets `UAIO_BACKEND`. Returns only if the
 /// program could not be started, except with `stats` (`Some`, with the
@@ -118,6 +163,7 @@ pub fn run(backend: Option<&str>, verbose: bool, stats: Option<Option<PathBuf>>,
     let (cmd, args) = command.split_first().expect("clap requires a program");
     let mut c = std::process::Command::new(cmd);
     c.args(args);
+    keep_closed_standard_descriptors(&mut c);
     c.env("LD_LIBRARY_PATH", prepend("LD_LIBRARY_PATH", &lib.dir));
     c.env("LD_PRELOAD", prepend("LD_PRELOAD", &lib.file));
     if let Some(b) = backend {

@@ -332,6 +332,36 @@ assert libc.syscall(207, ctypes.c_ulong(ctx)) == 0
 setup(4)
 "#;
 
+/// What a program started with standard input and output closed finds on
+/// them (on its stderr, one word each for 0, 1 and 2): run directly, and
+/// through `uaio run` with and without `--stats`.
+fn standard_descriptors_seen(via_uaio: &[&str]) -> String {
+    let report =
+        "for f in 0 1 2; do if [ -e /proc/self/fd/$f ]; then w=open; else w=closed; fi; printf '%s ' $w >&2; done";
+    let mut c = Command::new("sh");
+    c.arg("-c").arg("exec 0<&- 1>&-; exec \"$@\"").arg("sh");
+    if !via_uaio.is_empty() {
+        c.arg(env!("CARGO_BIN_EXE_uaio")).args(via_uaio).arg("--");
+    }
+    let o = c.args(["sh", "-c", report]).env_remove("UAIO_BACKEND").output().expect("sh");
+    assert!(o.status.success(), "{:?}: {}", via_uaio, text(&o.stderr));
+    text(&o.stderr)
+}
+
+#[test]
+fn run_leaves_closed_standard_descriptors_closed() {
+    let direct = standard_descriptors_seen(&[]);
+    assert_eq!(direct, "closed closed open ", "the shell closes 0 and 1 for the program");
+    // Before, the program found /dev/null on them (opened by the Rust
+    // runtime of `uaio` itself).
+    assert_eq!(standard_descriptors_seen(&["run"]), direct, "uaio run");
+    assert_eq!(
+        standard_descriptors_seen(&["run", "--stats"]).split_once('\n').map_or("", |l| l.0),
+        direct,
+        "uaio run --stats"
+    );
+}
+
 #[test]
 fn run_stats_reports_what_the_program_did() {
     let dir = tempfile::tempdir().expect("temp dir");
