@@ -142,7 +142,11 @@ fn main() -> ExitCode {
         Cmd::Stress(r) => stress::main(&r.args),
         Cmd::Bench(r) => bench::main(&r.args),
         Cmd::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "uaio", &mut std::io::stdout());
+            // With the options of the subcommands that parse their own.
+            let mut cli = Cli::command()
+                .mut_subcommand("stress", |_| stress::command())
+                .mut_subcommand("bench", |_| bench::command());
+            clap_complete::generate(shell, &mut cli, "uaio", &mut std::io::stdout());
             ExitCode::SUCCESS
         }
     }

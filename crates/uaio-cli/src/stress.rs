@@ -48,21 +48,6 @@ use uaio_conform::{Aio, Kernel, Uaio};
 
 use Ordering::{Acquire, Relaxed, Release, SeqCst};
 
-/// Usage text of the subcommand.
-pub const USAGE: &str = "\
-usage: uaio stress [--threads N] [--requests N | --seconds S] [--backend uring|threads] [--seed N]
-                   [--dir DIR] [--kernel] [--watchdog S] [--shared N] [--verbose]
-  --threads N      worker threads (default 8)
-  --requests N     stop after N accepted requests (default 20000)
-  --seconds S      stop after S seconds instead
-  --backend B      UAIO_BACKEND for this run: uring or threads
-  --seed N         seed of the workload (default: from the clock; printed)
-  --dir DIR        scratch directory (default: a new directory under the temp dir)
-  --kernel         run the same workload on kernel AIO (the oracle)
-  --watchdog S     fail when nothing progresses for S seconds (default 20)
-  --shared N       shared contexts (default 2, at most 64; odd ones are reaped from the ring only)
-  --verbose        print progress every 2 seconds";
-
 /// What `uaio stress` was asked to do.
 #[derive(Debug, Clone, PartialEq)]
 struct Options {
@@ -78,71 +63,103 @@ struct Options {
     verbose: bool,
 }
 
-/// Parses the arguments after `stress`.
-fn parse_args(args: &[String]) -> Result<Options, String> {
-    /// The value after option `name`.
-    fn value<'a>(it: &mut std::slice::Iter<'a, String>, name: &str) -> Result<&'a str, String> {
-        it.next().map(String::as_str).ok_or_else(|| format!("{name} needs a value"))
-    }
-    /// `s` as a number, for option `name`.
-    fn number<T: std::str::FromStr>(s: &str, name: &str) -> Result<T, String> {
-        s.parse().map_err(|_| format!("{name}: not a number: {s:?}"))
-    }
-    let mut o = Options {
-        threads: 8,
-        requests: None,
-        seconds: None,
-        backend: None,
-        seed: clock_seed(),
-        dir: None,
-        kernel: false,
-        watchdog: 20,
-        shared: 2,
-        verbose: false,
+/// The options of `uaio stress` (also what `uaio completions` offers).
+pub fn command() -> clap::Command {
+    use clap::{value_parser, Arg, ArgAction};
+    let number = |name: &'static str, value: &'static str, help: &'static str| {
+        Arg::new(name).long(name).value_name(value).help(help)
     };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--threads" => o.threads = number(value(&mut it, a)?, a)?,
-            "--requests" => o.requests = Some(number(value(&mut it, a)?, a)?),
-            "--seconds" => o.seconds = Some(number(value(&mut it, a)?, a)?),
-            "--backend" => o.backend = Some(value(&mut it, a)?.to_string()),
-            "--seed" => o.seed = number(value(&mut it, a)?, a)?,
-            "--dir" => o.dir = Some(PathBuf::from(value(&mut it, a)?)),
-            "--kernel" => o.kernel = true,
-            "--watchdog" => o.watchdog = number(value(&mut it, a)?, a)?,
-            "--shared" => o.shared = number(value(&mut it, a)?, a)?,
-            "--verbose" | "-v" => o.verbose = true,
-            other => return Err(format!("unknown argument {other:?}")),
-        }
-    }
+    clap::Command::new("stress")
+        .bin_name("uaio stress")
+        .about("Submit, reap, cancel and destroy from many threads and check every result")
+        .disable_version_flag(true)
+        .arg(number("threads", "N", "Worker threads, 1 to 256").default_value("8").value_parser(value_parser!(usize)))
+        .arg(
+            number("requests", "N", "Stop after N accepted requests [default: 20000]")
+                .value_parser(value_parser!(u64))
+                .conflicts_with("seconds"),
+        )
+        .arg(number("seconds", "S", "Stop after S seconds instead").value_parser(value_parser!(f64)))
+        .arg(
+            Arg::new("backend")
+                .long("backend")
+                .value_name("B")
+                .value_parser(["uring", "io_uring", "threads"])
+                .help("UAIO_BACKEND for this run"),
+        )
+        .arg(
+            number("seed", "N", "Seed of the workload [default: from the clock; printed]")
+                .value_parser(value_parser!(u64)),
+        )
+        .arg(
+            Arg::new("dir")
+                .long("dir")
+                .value_name("DIR")
+                .value_parser(value_parser!(PathBuf))
+                .help("Scratch directory [default: a new directory under the temp dir]"),
+        )
+        .arg(
+            Arg::new("kernel")
+                .long("kernel")
+                .action(ArgAction::SetTrue)
+                .help("Run the same workload on kernel AIO (the oracle)"),
+        )
+        .arg(
+            number("watchdog", "S", "Fail when nothing progresses for S seconds")
+                .default_value("20")
+                .value_parser(value_parser!(u64)),
+        )
+        .arg(
+            number("shared", "N", "Shared contexts, at most 64 (odd ones are reaped from the ring only)")
+                .default_value("2")
+                .value_parser(value_parser!(usize)),
+        )
+        .arg(
+            Arg::new("verbose")
+                .long("verbose")
+                .short('v')
+                .action(ArgAction::SetTrue)
+                .help("Print progress every 2 seconds"),
+        )
+}
+
+/// Parses the arguments after `stress` (clap's error, which prints the
+/// help or the problem, for anything refused).
+fn parse_args(args: &[String]) -> Result<Options, clap::Error> {
+    let cmd = command();
+    let m = cmd.clone().try_get_matches_from(std::iter::once("stress".to_string()).chain(args.iter().cloned()))?;
+    let bad = |msg: &str| Err(cmd.clone().error(clap::error::ErrorKind::ValueValidation, msg));
+    let mut o = Options {
+        threads: *m.get_one("threads").expect("default"),
+        requests: m.get_one("requests").copied(),
+        seconds: m.get_one("seconds").copied(),
+        backend: m.get_one::<String>("backend").cloned(),
+        seed: m.get_one("seed").copied().unwrap_or_else(clock_seed),
+        dir: m.get_one::<PathBuf>("dir").cloned(),
+        kernel: m.get_flag("kernel"),
+        watchdog: *m.get_one("watchdog").expect("default"),
+        shared: *m.get_one("shared").expect("default"),
+        verbose: m.get_flag("verbose"),
+    };
     if o.threads == 0 || o.threads > 256 {
-        return Err("--threads must be 1 to 256".into());
-    }
-    if o.requests.is_some() && o.seconds.is_some() {
-        return Err("give --requests or --seconds, not both".into());
+        return bad("--threads must be 1 to 256");
     }
     if o.requests.is_none() && o.seconds.is_none() {
         o.requests = Some(20_000);
     }
     if o.requests == Some(0) {
-        return Err("--requests must be at least 1".into());
+        return bad("--requests must be at least 1");
     }
     // A run of a week at most (a larger value would not fit the clock's
     // arithmetic, and NaN never ends).
     if o.seconds.is_some_and(|s| !(s > 0.0 && s <= 604_800.0)) {
-        return Err("--seconds must be more than 0 and at most 604800".into());
+        return bad("--seconds must be more than 0 and at most 604800");
     }
     if o.shared > 64 {
-        return Err("--shared must be 0 to 64".into());
-    }
-    if let Some(b) = &o.backend {
-        if !matches!(b.as_str(), "uring" | "io_uring" | "threads") {
-            return Err(format!("unknown backend {b:?} (uring or threads)"));
-        }
+        return bad("--shared must be 0 to 64");
     }
     if o.watchdog == 0 {
-        return Err("--watchdog must be at least 1 second".into());
+        return bad("--watchdog must be at least 1 second");
     }
     Ok(o)
 }
@@ -2708,16 +2725,10 @@ fn watchdog(w: &World, done: &AtomicBool, summary: &dyn Fn(&World)) {
 
 /// Runs `uaio stress` with the arguments after `stress`.
 pub fn main(args: &[String]) -> ExitCode {
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
     let mut o = match parse_args(args) {
         Ok(o) => o,
-        Err(e) => {
-            eprintln!("uaio stress: {e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
+        // Help goes to stdout with status 0, errors to stderr with status 2.
+        Err(e) => e.exit(),
     };
     if let Some(b) = &o.backend {
         // Before the first use of the engine, and before any thread exists.

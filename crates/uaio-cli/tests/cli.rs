@@ -227,6 +227,10 @@ fn completions_are_generated() {
         for word in ["check", "run", "info", "completions", "backend", "json", "threads"] {
             assert!(s.contains(word), "{shell} completion lacks {word}");
         }
+        // The options of the subcommands that parse their own (none before).
+        for word in ["watchdog", "shared", "requests", "rounds", "duration", "engines", "svg"] {
+            assert!(s.contains(word), "{shell} completion lacks {word}");
+        }
     }
     let o = uaio(&["completions", "bash"]);
     let check = Command::new("bash")

@@ -134,7 +134,8 @@ fn parse_depth(s: &str) -> Result<usize, String> {
     }
 }
 
-fn command() -> clap::Command {
+/// The options of `uaio bench` (also what `uaio completions` offers).
+pub fn command() -> clap::Command {
     let size = |s: &str| parse_size(s);
     let positive = |s: &str| -> Result<f64, String> {
         match s.parse::<f64>() {
