@@ -348,6 +348,9 @@ check_case exit_inflight.sys_exit exit_inflight sys_exit
 # exit waits for the context being destroyed too (the thread pool lost the
 # write in 1-5 of 100 before).
 check_case exit_inflight.destroy-exit exit_inflight destroy-exit
+# SIGKILL right after io_submit of O_DIRECT writes to tmpfs: the kernel
+# copied them inside io_submit (uaio's backends lost most before).
+check_case exit_inflight.kill-memory exit_inflight kill-memory
 check_case exit_inflight.sys_exit-last exit_inflight sys_exit-last
 # The same while the thread pool starts workers: a look at the threads
 # took a worker being started for one on its way out and waited for it (10

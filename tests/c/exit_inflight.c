@@ -79,6 +79,14 @@
  *                              exit(0): the process must be gone promptly
  *                              and every write io_submit accepted must be
  *                              on the file
+ *   exit_inflight kill-memory  20 times: a child opens a file of a memory
+ *                              file system (tmpfs at /dev/shm, no swap)
+ *                              O_DIRECT, submits 8 writes of 64 KiB and
+ *                              kills itself with SIGKILL as io_submit
+ *                              returns: the kernel copied them inside
+ *                              io_submit, so all 8 must be on the file
+ *                              (skipped, saying why, where /dev/shm is not
+ *                              tmpfs, refuses O_DIRECT, or swap is on)
  *
  * Build: gcc -O2 -Wall -pthread -o exit_inflight exit_inflight.c -laio */
 #include "conform_common.h"
@@ -88,6 +96,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/wait.h>
@@ -606,6 +615,82 @@ static int destroy_exit_runs(void)
 	return 0;
 }
 
+/* kill-memory: see the list of modes above. */
+#define KILL_RUNS 20
+#define KILL_WRITES 8
+#define KILL_SIZE (64 * 1024)
+
+/* Why a memory file system cannot be had for kill-memory, or NULL. */
+static const char *no_memory_fs(void)
+{
+	struct statfs sf;
+	if (statfs("/dev/shm", &sf) != 0 || sf.f_type != 0x01021994)
+		return "/dev/shm is not tmpfs";
+	FILE *f = fopen("/proc/swaps", "r");
+	char line[256];
+	int lines = 0;
+	while (f && fgets(line, sizeof line, f))
+		lines++;
+	if (f)
+		fclose(f);
+	if (lines > 1)
+		return "swap is on (tmpfs pages may wait for it)";
+	return NULL;
+}
+
+static int kill_memory_runs(void)
+{
+	const char *why = no_memory_fs();
+	char path[64];
+	snprintf(path, sizeof path, "/dev/shm/exit_inflight.%d", (int)getpid());
+	int fd = why ? -1 : open(path, O_RDWR | O_CREAT | O_TRUNC | O_DIRECT, 0600);
+	if (!why && fd < 0)
+		why = "tmpfs refuses O_DIRECT (before Linux 6.6)";
+	if (why) {
+		printf("skipped: %s\n", why);
+		return 0;
+	}
+	unlink(path);
+	char *buf, *got = malloc(KILL_SIZE);
+	if (posix_memalign((void **)&buf, 4096, KILL_WRITES * KILL_SIZE) != 0 || !got)
+		return 2;
+	int good = 0;
+	for (int run = 0; run < KILL_RUNS; run++) {
+		for (int i = 0; i < KILL_WRITES; i++)
+			memset(buf + i * KILL_SIZE, 'a' + (run + i) % 26, KILL_SIZE);
+		if (ftruncate(fd, 0) != 0)
+			return 2;
+		pid_t child = fork();
+		if (child < 0)
+			return 2;
+		if (child == 0) {
+			struct iocb cbs[KILL_WRITES], *cbps[KILL_WRITES];
+			if (io_setup(KILL_WRITES, &at_once_ctx) != 0)
+				_exit(3);
+			for (int i = 0; i < KILL_WRITES; i++) {
+				io_prep_pwrite(&cbs[i], fd, buf + i * KILL_SIZE, KILL_SIZE, (long long)i * KILL_SIZE);
+				cbps[i] = &cbs[i];
+			}
+			if (io_submit(at_once_ctx, KILL_WRITES, cbps) != KILL_WRITES)
+				_exit(4);
+			kill(getpid(), SIGKILL);
+			_exit(5);
+		}
+		int status = 0, gone = reap_within_20s(child, &status);
+		int blocks = 0;
+		for (int i = 0; i < KILL_WRITES; i++)
+			blocks += pread(fd, got, KILL_SIZE, (off_t)i * KILL_SIZE) == KILL_SIZE &&
+				  !memcmp(got, buf + i * KILL_SIZE, KILL_SIZE);
+		if (gone && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL && blocks == KILL_WRITES)
+			good++;
+		else
+			printf("run %d: gone %d, status %d, writes on the file %d of %d\n", run, gone,
+			       WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status), blocks, KILL_WRITES);
+	}
+	printf("children killed after io_submit with every write on the file: %d of %d\n", good, KILL_RUNS);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -628,6 +713,8 @@ int main(int argc, char **argv)
 		return destroy_exit_runs();
 	if (!strcmp(mode, "sys_exit-spawning"))
 		return sys_exit_spawning_runs();
+	if (!strcmp(mode, "kill-memory"))
+		return kill_memory_runs();
 	int fd = tmpfile_open("big", O_RDWR | O_TRUNC);
 	/* The directory and file go away now; the descriptor stays usable. */
 	rm_tmpdir();
