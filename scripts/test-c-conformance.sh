@@ -351,6 +351,10 @@ check_case exit_inflight.destroy-exit exit_inflight destroy-exit
 # SIGKILL right after io_submit of O_DIRECT writes to tmpfs: the kernel
 # copied them inside io_submit (uaio's backends lost most before).
 check_case exit_inflight.kill-memory exit_inflight kill-memory
+# SIGKILL right after io_submit of the writes the kernel finishes inside
+# io_submit and uaio by default does not (uncached partial pages, O_DSYNC,
+# O_DIRECT extending the file), with UAIO_DURABLE_SUBMIT=1 (lost before).
+check_case exit_inflight.kill-durable exit_inflight kill-durable
 check_case exit_inflight.sys_exit-last exit_inflight sys_exit-last
 # The same while the thread pool starts workers: a look at the threads
 # took a worker being started for one on its way out and waited for it (10

@@ -87,6 +87,17 @@
  *                              io_submit, so all 8 must be on the file
  *                              (skipped, saying why, where /dev/shm is not
  *                              tmpfs, refuses O_DIRECT, or swap is on)
+ *   exit_inflight kill-durable  the writes the kernel finishes inside
+ *                              io_submit while uaio by default would not
+ *                              (UAIO_DURABLE_SUBMIT=1 is set; the kernel
+ *                              ignores it), 10 times each: a buffered
+ *                              write of 65,336 bytes at offset 100 of a
+ *                              file not in the page cache, the same to a
+ *                              file opened O_DSYNC, and an O_DIRECT write
+ *                              of 64 KiB that extends its file; a child
+ *                              submits one and kills itself with SIGKILL
+ *                              as io_submit returns: each must be whole
+ *                              on the file
  *
  * Build: gcc -O2 -Wall -pthread -o exit_inflight exit_inflight.c -laio */
 #include "conform_common.h"
@@ -691,6 +702,84 @@ static int kill_memory_runs(void)
 	return 0;
 }
 
+/* kill-durable: see the list of modes above. */
+#define DURABLE_RUNS 10
+#define DURABLE_FILE (256 * 1024)
+#define DURABLE_OFF 100
+#define DURABLE_LEN 65336
+#define DURABLE_DIRECT (64 * 1024)
+
+/* One round of kill-durable: a child submits a write of `len` bytes at
+ * `off` of `fd` from `buf` and is killed; whether the file then holds the
+ * bytes, read through `check` (not O_DIRECT). */
+static int durable_round(int fd, int check, const char *buf, size_t len, off_t off)
+{
+	pid_t child = fork();
+	if (child < 0)
+		return 0;
+	if (child == 0) {
+		struct iocb one, *onep = &one;
+		if (io_setup(4, &at_once_ctx) != 0)
+			_exit(3);
+		io_prep_pwrite(&one, fd, (void *)buf, len, off);
+		if (io_submit(at_once_ctx, 1, &onep) != 1)
+			_exit(4);
+		kill(getpid(), SIGKILL);
+		_exit(5);
+	}
+	int status = 0, gone = reap_within_20s(child, &status);
+	char *got = malloc(len);
+	int whole = got && pread(check, got, len, off) == (ssize_t)len && !memcmp(got, buf, len);
+	free(got);
+	if (!(gone && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL))
+		printf("child: gone %d, status %d\n", gone, WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status));
+	return whole;
+}
+
+static int kill_durable_runs(void)
+{
+	setenv("UAIO_DURABLE_SUBMIT", "1", 1);
+	char *old, *buf;
+	if (posix_memalign((void **)&old, 4096, DURABLE_FILE) != 0 ||
+	    posix_memalign((void **)&buf, 4096, DURABLE_FILE) != 0)
+		return 2;
+	memset(old, 'o', DURABLE_FILE);
+	for (int dsync = 0; dsync < 2; dsync++) {
+		int whole = 0;
+		for (int run = 0; run < DURABLE_RUNS; run++) {
+			int fd = tmpfile_open(dsync ? "durable-dsync" : "durable-cold", O_RDWR | O_TRUNC);
+			if (pwrite(fd, old, DURABLE_FILE, 0) != DURABLE_FILE || fsync(fd) != 0)
+				return 2;
+			/* Out of the page cache: the partial first and last pages
+			 * of the write must be read from the disk first. */
+			posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+			if (dsync) {
+				close(fd);
+				fd = tmpfile_open("durable-dsync", O_RDWR | O_DSYNC);
+			}
+			memset(buf, 'a' + run, DURABLE_LEN);
+			whole += durable_round(fd, fd, buf, DURABLE_LEN, DURABLE_OFF);
+			close(fd);
+		}
+		printf("%s buffered write whole on the file after SIGKILL: %d of %d\n",
+		       dsync ? "O_DSYNC" : "uncached partial-page", whole, DURABLE_RUNS);
+	}
+	int whole = 0;
+	for (int run = 0; run < DURABLE_RUNS; run++) {
+		int fd = tmpfile_open("durable-direct", O_RDWR | O_TRUNC);
+		if (pwrite(fd, old, DURABLE_DIRECT, 0) != DURABLE_DIRECT || fsync(fd) != 0)
+			return 2;
+		int direct = tmpfile_open("durable-direct", O_RDWR | O_DIRECT);
+		memset(buf, 'a' + run, DURABLE_DIRECT);
+		whole += durable_round(direct, fd, buf, DURABLE_DIRECT, DURABLE_DIRECT);
+		close(direct);
+		close(fd);
+	}
+	printf("O_DIRECT write extending the file whole on it after SIGKILL: %d of %d\n", whole, DURABLE_RUNS);
+	rm_tmpdir();
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -715,6 +804,8 @@ int main(int argc, char **argv)
 		return sys_exit_spawning_runs();
 	if (!strcmp(mode, "kill-memory"))
 		return kill_memory_runs();
+	if (!strcmp(mode, "kill-durable"))
+		return kill_durable_runs();
 	int fd = tmpfile_open("big", O_RDWR | O_TRUNC);
 	/* The directory and file go away now; the descriptor stays usable. */
 	rm_tmpdir();

@@ -38,8 +38,9 @@
 //! pointers become `EFAULT`; other faults go to the previous handler), a
 //! `pthread_atfork` child handler (a child sees none of its parent's
 //! contexts) and an `atexit` hook (file I/O in flight is finished before
-//! the process exits), and reads `UAIO_BACKEND`, `UAIO_THREADS` and
-//! `UAIO_FAULTS`. [`Context`] says more about each.
+//! the process exits), and reads `UAIO_BACKEND`, `UAIO_THREADS`,
+//! `UAIO_FAULTS` and `UAIO_DURABLE_SUBMIT`. [`Context`] says more about
+//! each.
 //!
 //! # Features
 //!

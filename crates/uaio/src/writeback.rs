@@ -58,6 +58,12 @@
 //! another writer, the journal (ext4) or log (XFS) reservation that updates
 //! the file's times while the journal commits or the log is full, and
 //! memory reclaim.
+//!
+//! A write these rules send to a backend is not yet the kernel's when
+//! `io_submit` returns: a program killed at that moment loses it, or
+//! leaves it torn, where the kernel's AIO had finished it.
+//! `UAIO_DURABLE_SUBMIT=1` ([`durable_submit`]) trades the no-wait rule
+//! for the kernel's behaviour there.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -151,6 +157,27 @@ pub(crate) fn backend_write_ended(id: u64) {
 /// in a backend.
 pub(crate) fn follows_write(earlier: &[FileSpan], file: FileKey, span: Span) -> bool {
     earlier.iter().any(|&(k, s)| k == file && overlap(s, span)) || behind_backend_write(file, span)
+}
+
+/// `UAIO_DURABLE_SUBMIT=1`: every buffered write to a regular file, and
+/// every `O_DIRECT` write that extends its file, runs inside `io_submit`
+/// (unless it must follow a write still in a backend), as kernel AIO does
+/// them there, waiting for the device where the kernel's waits (a partial
+/// page to read, `O_SYNC`, throttling; ext4 finishes a direct write that
+/// extends the file before its `io_submit` returns). A program killed as
+/// `io_submit` returns then keeps such writes whole. Read by
+/// [`note_durable_submit`] at each `io_setup`.
+#[inline]
+pub(crate) fn durable_submit() -> bool {
+    DURABLE_SUBMIT.load(Ordering::Relaxed)
+}
+
+static DURABLE_SUBMIT: AtomicBool = AtomicBool::new(false);
+
+/// Reads `UAIO_DURABLE_SUBMIT` (at `io_setup`, which may allocate, unlike
+/// `io_submit`, which a signal handler may call).
+pub(crate) fn note_durable_submit() {
+    DURABLE_SUBMIT.store(std::env::var_os("UAIO_DURABLE_SUBMIT").is_some_and(|v| v == "1"), Ordering::Relaxed);
 }
 
 /// Whether some buffered write is in a backend now (one atomic load).

@@ -107,7 +107,12 @@ impl<B> Drop for Staging<'_, '_, B> {
 ///   high numbers with close-on-exec;
 /// - the environment is read once: `UAIO_BACKEND` (`uring` or `threads`,
 ///   see [`Backend`]), `UAIO_THREADS` (the thread pool's bound) and
-///   `UAIO_FAULTS` (fault injection for tests; never set it otherwise).
+///   `UAIO_FAULTS` (fault injection for tests; never set it otherwise);
+///   `UAIO_DURABLE_SUBMIT=1`, read as each context is made, has every
+///   buffered write to a regular file, and every `O_DIRECT` write that
+///   extends its file, done inside `submit` as kernel AIO does them
+///   (waiting for the device where the kernel's `io_submit` waits), so
+///   that a process killed right after keeps them.
 ///
 /// # Examples
 ///

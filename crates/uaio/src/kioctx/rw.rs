@@ -209,8 +209,21 @@ fn runs_inline(f: &mut FdInfo, p: &Prepared, write: bool, empty: bool, behind_wr
         || nonblock
         || inline_write
         || (write && !empty && !every_write && past_size_limit(f, p))
+        || (write && !empty && !every_write && !behind_write && durable_write(f, p))
         || f.is_memory_device()
         || (write && f.is_kernel_log())
+}
+
+/// Whether a write to a regular file is one kernel AIO finishes, or hands
+/// to the device, inside `io_submit` while uaio would send it to a backend,
+/// and `UAIO_DURABLE_SUBMIT=1` asks for the kernel's way
+/// ([`writeback::durable_submit`]): a buffered write, or a direct one that
+/// extends the file (ext4 waits for it to complete).
+fn durable_write(f: &mut FdInfo, p: &Prepared) -> bool {
+    if !writeback::durable_submit() || !f.is_regular() {
+        return false;
+    }
+    !is_direct(f) || appends(f, p.rw_flags) || p.off.saturating_add(buffer_len(p)) > f.size()
 }
 
 /// Whether a write to a regular file starts at or past the process's
