@@ -81,10 +81,12 @@
  *                              on the file
  *   exit_inflight kill-memory  20 times: a child opens a file of a memory
  *                              file system (tmpfs at /dev/shm, no swap)
- *                              O_DIRECT, submits 8 writes of 64 KiB and
- *                              kills itself with SIGKILL as io_submit
- *                              returns: the kernel copied them inside
- *                              io_submit, so all 8 must be on the file
+ *                              O_DSYNC and O_DIRECT, submits a buffered
+ *                              O_DSYNC write and 8 direct writes of 64 KiB
+ *                              in one batch and kills itself with SIGKILL
+ *                              as io_submit returns: the kernel copied
+ *                              them inside io_submit, so all 9 must be on
+ *                              the file
  *                              (skipped, saying why, where /dev/shm is not
  *                              tmpfs, refuses O_DIRECT, or swap is on)
  *   exit_inflight kill-durable  the writes the kernel finishes inside
@@ -657,17 +659,18 @@ static int kill_memory_runs(void)
 	int fd = why ? -1 : open(path, O_RDWR | O_CREAT | O_TRUNC | O_DIRECT, 0600);
 	if (!why && fd < 0)
 		why = "tmpfs refuses O_DIRECT (before Linux 6.6)";
+	int dsync = why ? -1 : open(path, O_RDWR | O_DSYNC);
 	if (why) {
 		printf("skipped: %s\n", why);
 		return 0;
 	}
 	unlink(path);
 	char *buf, *got = malloc(KILL_SIZE);
-	if (posix_memalign((void **)&buf, 4096, KILL_WRITES * KILL_SIZE) != 0 || !got)
+	if (dsync < 0 || posix_memalign((void **)&buf, 4096, (KILL_WRITES + 1) * KILL_SIZE) != 0 || !got)
 		return 2;
 	int good = 0;
 	for (int run = 0; run < KILL_RUNS; run++) {
-		for (int i = 0; i < KILL_WRITES; i++)
+		for (int i = 0; i <= KILL_WRITES; i++)
 			memset(buf + i * KILL_SIZE, 'a' + (run + i) % 26, KILL_SIZE);
 		if (ftruncate(fd, 0) != 0)
 			return 2;
@@ -675,28 +678,29 @@ static int kill_memory_runs(void)
 		if (child < 0)
 			return 2;
 		if (child == 0) {
-			struct iocb cbs[KILL_WRITES], *cbps[KILL_WRITES];
-			if (io_setup(KILL_WRITES, &at_once_ctx) != 0)
+			struct iocb cbs[KILL_WRITES + 1], *cbps[KILL_WRITES + 1];
+			if (io_setup(KILL_WRITES + 1, &at_once_ctx) != 0)
 				_exit(3);
-			for (int i = 0; i < KILL_WRITES; i++) {
-				io_prep_pwrite(&cbs[i], fd, buf + i * KILL_SIZE, KILL_SIZE, (long long)i * KILL_SIZE);
+			for (int i = 0; i <= KILL_WRITES; i++) {
+				io_prep_pwrite(&cbs[i], i ? fd : dsync, buf + i * KILL_SIZE, KILL_SIZE,
+					       (long long)i * KILL_SIZE);
 				cbps[i] = &cbs[i];
 			}
-			if (io_submit(at_once_ctx, KILL_WRITES, cbps) != KILL_WRITES)
+			if (io_submit(at_once_ctx, KILL_WRITES + 1, cbps) != KILL_WRITES + 1)
 				_exit(4);
 			kill(getpid(), SIGKILL);
 			_exit(5);
 		}
 		int status = 0, gone = reap_within_20s(child, &status);
 		int blocks = 0;
-		for (int i = 0; i < KILL_WRITES; i++)
-			blocks += pread(fd, got, KILL_SIZE, (off_t)i * KILL_SIZE) == KILL_SIZE &&
+		for (int i = 0; i <= KILL_WRITES; i++)
+			blocks += pread(dsync, got, KILL_SIZE, (off_t)i * KILL_SIZE) == KILL_SIZE &&
 				  !memcmp(got, buf + i * KILL_SIZE, KILL_SIZE);
-		if (gone && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL && blocks == KILL_WRITES)
+		if (gone && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL && blocks == KILL_WRITES + 1)
 			good++;
 		else
 			printf("run %d: gone %d, status %d, writes on the file %d of %d\n", run, gone,
-			       WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status), blocks, KILL_WRITES);
+			       WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status), blocks, KILL_WRITES + 1);
 	}
 	printf("children killed after io_submit with every write on the file: %d of %d\n", good, KILL_RUNS);
 	return 0;

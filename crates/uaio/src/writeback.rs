@@ -12,7 +12,8 @@
 //! from what makes a buffered write wait in the kernel:
 //!
 //! - **Synchronous writes** (`O_SYNC`, `O_DSYNC`) and `RWF_DONTCACHE`
-//!   start or wait for writeback: never inline. A write with `RWF_SYNC` or
+//!   start or wait for writeback: never inline (but on a memory file
+//!   system, below). A write with `RWF_SYNC` or
 //!   `RWF_DSYNC` is copied inline when the same write without its flag
 //!   would be, and its sync (of the bytes written) goes to the backend,
 //!   which reports the write once the sync is done.
@@ -49,7 +50,9 @@
 //!   write can wait for is swap (a swapped-out page is read back before it
 //!   is written), so tmpfs writes run inline only while the system has no
 //!   swap (`sysinfo`, looked at every 100 ms at most); ramfs pages are
-//!   never swapped.
+//!   never swapped. There a synchronous write runs inline too (its sync has
+//!   nothing to wait for), and so does one over the size bound of the
+//!   others.
 //!
 //! - **Order**: a write of bytes that an earlier buffered write still in
 //!   a backend covers goes to the backend behind it (see [`SPANS`]).
@@ -68,7 +71,7 @@
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use uaio_abi::{iovec, RWF_APPEND, RWF_NOSIGNAL};
+use uaio_abi::{iovec, RWF_APPEND, RWF_DSYNC, RWF_NOSIGNAL, RWF_SYNC};
 
 use crate::backend::FileKey;
 use crate::sys::process::Leaked;
@@ -208,10 +211,17 @@ pub(crate) fn behind_backend_write(file: FileKey, span: Span) -> bool {
 /// ([`behind_backend_write`]).
 pub(crate) fn may_write_inline(f: &mut FdInfo, rw_flags: u32, off: u64, count: u64) -> bool {
     let sync = (libc::O_DSYNC | libc::O_SYNC) as u32;
+    if count == 0 {
+        return false;
+    }
     // RWF_NOSIGNAL only spares a pipe's or socket's writer SIGPIPE: a
     // regular file's write is the same with it (SIGXFSZ included).
-    if count == 0 || count > INLINE_WRITE_MAX || rw_flags & !(RWF_APPEND | RWF_NOSIGNAL) != 0 || f.flags & sync != 0 {
-        return false;
+    if count > INLINE_WRITE_MAX || rw_flags & !(RWF_APPEND | RWF_NOSIGNAL) != 0 || f.flags & sync != 0 {
+        // Only a memory file takes these inline: its syncs have no device
+        // to wait for, and a long copy is what the kernel's io_submit does
+        // too (in a backend, the write was not the kernel's yet when
+        // io_submit returned, and a program killed then lost it).
+        return rw_flags & !(RWF_APPEND | RWF_NOSIGNAL | RWF_DSYNC | RWF_SYNC) == 0 && write_fs(f) == WriteFs::Memory;
     }
     let stable = match write_fs(f) {
         WriteFs::Memory => return true,
@@ -290,7 +300,8 @@ pub(crate) enum WriteFs {
 /// Whether `f` is a regular file of a memory file system with no device
 /// behind it (tmpfs without swap, or ramfs; see the module documentation).
 pub(crate) fn memory_file(f: &mut FdInfo) -> bool {
-    if !f.is_regular() {
+    // (tmpfs and ramfs have anonymous device numbers, major 0.)
+    if !f.is_regular() || libc::major(f.dev()) != 0 {
         return false;
     }
     if let Some(k) = f.write_fs {

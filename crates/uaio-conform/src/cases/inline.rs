@@ -99,6 +99,64 @@ fn tmpfs_writes(e: &mut Env) {
     submit_then_peek(e, &f, writes(fd, 4, 3000, |i| (4 * FILE + i * 3000) as i64));
 }
 
+/// Reads of a tmpfs file in batches of 1, 4 and 32, then `O_DIRECT`
+/// writes and reads of it (tmpfs takes the flag since Linux 6.6), alone
+/// and mixed with buffered reads, each batch reaped with `min_nr = 0` at
+/// once: the kernel copies them all inside `io_submit`. Before, reads in
+/// batches of 4 or more and every direct request went to uaio's backend
+/// (io_uring hands tmpfs reads to its workers), so some events came later,
+/// and a program killed as `io_submit` returned lost the direct writes.
+fn tmpfs_reads_and_direct(e: &mut Env) {
+    // SAFETY: sysinfo(2) fills the zeroed struct it is given.
+    let swap = unsafe {
+        let mut si: libc::sysinfo = std::mem::zeroed();
+        libc::sysinfo(&mut si);
+        si.totalswap
+    };
+    if swap != 0 {
+        e.rec("skipped: the system has swap space, which tmpfs I/O may wait for");
+        return;
+    }
+    let fs = match Tmpfs::mount(16 << 20) {
+        Ok(fs) => fs,
+        Err(why) => {
+            e.rec(format!("skipped: {why}"));
+            return;
+        }
+    };
+    let content: Vec<u8> = (0..FILE).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(fs.path("a"), &content).expect("write tmpfs file");
+    let f = open(&fs.path("a"), libc::O_RDWR);
+    for n in [1, 4, 32] {
+        submit_then_peek(e, &f, reads(f.as_raw_fd(), n, 4096));
+    }
+    let path = std::ffi::CString::new(fs.path("a")).expect("path");
+    // SAFETY: open(2) of a NUL-terminated path.
+    let d = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_DIRECT | libc::O_CLOEXEC) };
+    if d < 0 {
+        e.rec("this tmpfs refuses O_DIRECT (before Linux 6.6): the direct part not tried");
+        return;
+    }
+    let d = own(d);
+    let direct = |op: u16, n: usize, first: usize| -> Vec<iocb> {
+        (0..n)
+            .map(|i| {
+                let buf = anon_pages(1);
+                // SAFETY: a fresh page-sized mapping of this process.
+                unsafe { std::ptr::write_bytes(buf, (first + i) as u8, 4096) };
+                let off = ((first + i) * 3 % 60 * 4096) as i64;
+                cb(op, d.as_raw_fd(), buf as u64, 4096, off, (first + i) as u64)
+            })
+            .collect()
+    };
+    submit_then_peek(e, &f, direct(IOCB_CMD_PWRITE, 8, 0));
+    submit_then_peek(e, &f, direct(IOCB_CMD_PREAD, 8, 8));
+    let mut mixed = direct(IOCB_CMD_PWRITE, 4, 16);
+    mixed.extend(reads(f.as_raw_fd(), 4, 4096));
+    mixed.extend(direct(IOCB_CMD_PREAD, 4, 20));
+    submit_then_peek(e, &f, mixed);
+}
+
 /// `RWF_NOWAIT` on a tmpfs file: tmpfs opens files without
 /// `FMODE_NOWAIT`, so the kernel refuses the flag at submission
 /// (`EOPNOTSUPP` from `io_submit`, the requests before it submitted, the
@@ -281,6 +339,7 @@ pub(crate) fn cases() -> Vec<Case> {
         }),
         c("inline/tmpfs_writes_ready_at_submit", tmpfs_writes),
         c("inline/rwf_nowait_on_tmpfs_is_refused_at_submit", tmpfs_nowait),
+        c("inline/tmpfs_reads_and_direct_io_ready_at_submit", tmpfs_reads_and_direct),
         c("inline/submit_reads_no_file_times_so_writes_in_one_tick_keep_its_time", submit_reads_no_file_times),
         c("inline/mixed_vectored_reads_and_writes_ready_at_submit", |e| {
             let f = cached_file(e);

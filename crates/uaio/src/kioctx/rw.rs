@@ -70,19 +70,20 @@ pub(super) fn prepare_rw(
     let behind_write = buffered
         .is_some_and(|(k, span)| writeback::follows_write(&call.writes, k, span) | call.behind_direct(k, span))
         || (!write && read_behind_write(f, p.off, buffer_len(p), call));
-    // A direct read or write of a memory file (tmpfs without swap, ramfs)
-    // is a copy between memory, which the kernel's AIO does inside
-    // io_submit: done here too, unless a buffered write it could overtake
-    // is still to run. (Handed to a backend, a write was not yet the
-    // kernel's when io_submit returned: killed at once, the program lost
-    // it.)
-    let memory_direct = is_direct(f)
-        && !behind_write
-        && call.writes.is_empty()
-        && call.direct.is_empty()
-        && !writeback::backend_writes_pending()
-        && writeback::memory_file(f);
-    if memory_direct || runs_inline(f, p, write, empty, behind_write, every_write) {
+    // A direct read or write of a memory file (tmpfs without swap, ramfs),
+    // or a buffered read of one in a batch too large for the inline
+    // attempt, is a copy between memory, which the kernel's AIO does
+    // inside io_submit: done here too, unless a write it could overtake is
+    // still to run. (Handed to a backend, a write was not yet the kernel's
+    // when io_submit returned: killed at once, the program lost it; and
+    // io_uring sends such reads to its workers, so their events were not
+    // in the ring when io_submit returned.)
+    let memory_copy = if is_direct(f) {
+        !behind_write && call.writes.is_empty() && call.direct.is_empty() && !writeback::backend_writes_pending()
+    } else {
+        !write && !behind_write
+    } && writeback::memory_file(f);
+    if memory_copy || runs_inline(f, p, write, empty, behind_write, every_write) {
         let r = inline_rw(cb, f, p, write, empty, behind_write);
         if r == -(libc::EOPNOTSUPP as i64) && p.rw_flags & RWF_NOWAIT != 0 && f.mode() & libc::S_IFMT == libc::S_IFCHR {
             // A character device that does not take RWF_NOWAIT (most but
