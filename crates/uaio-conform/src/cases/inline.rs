@@ -63,12 +63,11 @@ fn writes(fd: i32, n: usize, len: usize, off: impl Fn(usize) -> i64) -> Vec<iocb
         .collect()
 }
 
-/// The same on a tmpfs of its own: writes of whole pages, of parts of
-/// cached pages, into a hole and past the end, in batches of 1, 4 and 32,
-/// each reaped with `min_nr = 0` at once. tmpfs has no device to wait for
-/// unless the system swaps; with swap space the case is skipped, alike on
-/// both sides (uaio then leaves tmpfs writes to the backend).
-fn tmpfs_writes(e: &mut Env) {
+/// A tmpfs of its own holding file `a` (`FILE` bytes of a pattern), opened
+/// read-write; `None`, with the reason recorded alike on both sides, where
+/// the system swaps (tmpfs I/O may wait for swap, and uaio then leaves it
+/// to the backend) or no tmpfs can be mounted.
+fn swapless_tmpfs_file(e: &mut Env) -> Option<(Tmpfs, std::os::fd::OwnedFd)> {
     // SAFETY: sysinfo(2) fills the zeroed struct it is given.
     let swap = unsafe {
         let mut si: libc::sysinfo = std::mem::zeroed();
@@ -76,19 +75,29 @@ fn tmpfs_writes(e: &mut Env) {
         si.totalswap
     };
     if swap != 0 {
-        e.rec("skipped: the system has swap space, which a tmpfs write may wait for");
-        return;
+        e.rec("skipped: the system has swap space, which tmpfs I/O may wait for");
+        return None;
     }
     let fs = match Tmpfs::mount(16 << 20) {
         Ok(fs) => fs,
         Err(why) => {
             e.rec(format!("skipped: {why}"));
-            return;
+            return None;
         }
     };
     let content: Vec<u8> = (0..FILE).map(|i| (i * 7 % 251) as u8).collect();
     std::fs::write(fs.path("a"), &content).expect("write tmpfs file");
     let f = open(&fs.path("a"), libc::O_RDWR);
+    Some((fs, f))
+}
+
+/// The same on a tmpfs of its own: writes of whole pages, of parts of
+/// cached pages, into a hole and past the end, in batches of 1, 4 and 32,
+/// each reaped with `min_nr = 0` at once. tmpfs has no device to wait for
+/// unless the system swaps; with swap space the case is skipped, alike on
+/// both sides (uaio then leaves tmpfs writes to the backend).
+fn tmpfs_writes(e: &mut Env) {
+    let Some((_fs, f)) = swapless_tmpfs_file(e) else { return };
     let fd = f.as_raw_fd();
     for n in [1, 4, 32] {
         submit_then_peek(e, &f, writes(fd, n, 4096, |i| (i * 4096) as i64));
@@ -107,26 +116,7 @@ fn tmpfs_writes(e: &mut Env) {
 /// (io_uring hands tmpfs reads to its workers), so some events came later,
 /// and a program killed as `io_submit` returned lost the direct writes.
 fn tmpfs_reads_and_direct(e: &mut Env) {
-    // SAFETY: sysinfo(2) fills the zeroed struct it is given.
-    let swap = unsafe {
-        let mut si: libc::sysinfo = std::mem::zeroed();
-        libc::sysinfo(&mut si);
-        si.totalswap
-    };
-    if swap != 0 {
-        e.rec("skipped: the system has swap space, which tmpfs I/O may wait for");
-        return;
-    }
-    let fs = match Tmpfs::mount(16 << 20) {
-        Ok(fs) => fs,
-        Err(why) => {
-            e.rec(format!("skipped: {why}"));
-            return;
-        }
-    };
-    let content: Vec<u8> = (0..FILE).map(|i| (i * 7 % 251) as u8).collect();
-    std::fs::write(fs.path("a"), &content).expect("write tmpfs file");
-    let f = open(&fs.path("a"), libc::O_RDWR);
+    let Some((fs, f)) = swapless_tmpfs_file(e) else { return };
     for n in [1, 4, 32] {
         submit_then_peek(e, &f, reads(f.as_raw_fd(), n, 4096));
     }
