@@ -71,7 +71,7 @@
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use uaio_abi::{iovec, RWF_APPEND, RWF_DSYNC, RWF_NOSIGNAL, RWF_SYNC};
+use uaio_abi::{iovec, RWF_APPEND, RWF_DSYNC, RWF_NOAPPEND, RWF_NOSIGNAL, RWF_SYNC};
 
 use crate::backend::FileKey;
 use crate::sys::process::Leaked;
@@ -125,11 +125,18 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// `rw_flags` on `f`: the whole file when it appends (its position is the
 /// end of the file when it runs).
 pub(crate) fn span_of(f: &FdInfo, rw_flags: u32, off: u64, count: u64) -> Span {
-    if rw_flags & RWF_APPEND != 0 || f.flags & libc::O_APPEND as u32 != 0 {
+    if appends(f.flags, rw_flags) {
         (0, u64::MAX)
     } else {
         (off, off.saturating_add(count.max(1)))
     }
+}
+
+/// Whether a write with `rw_flags` on a descriptor with status `flags`
+/// goes to the end of the file (`RWF_APPEND`, or `O_APPEND` without
+/// `RWF_NOAPPEND`).
+pub(crate) fn appends(flags: u32, rw_flags: u32) -> bool {
+    rw_flags & RWF_APPEND != 0 || (flags & libc::O_APPEND as u32 != 0 && rw_flags & RWF_NOAPPEND == 0)
 }
 
 /// Whether two spans share a byte.
@@ -215,13 +222,15 @@ pub(crate) fn may_write_inline(f: &mut FdInfo, rw_flags: u32, off: u64, count: u
         return false;
     }
     // RWF_NOSIGNAL only spares a pipe's or socket's writer SIGPIPE: a
-    // regular file's write is the same with it (SIGXFSZ included).
-    if count > INLINE_WRITE_MAX || rw_flags & !(RWF_APPEND | RWF_NOSIGNAL) != 0 || f.flags & sync != 0 {
+    // regular file's write is the same with it (SIGXFSZ included);
+    // RWF_APPEND and RWF_NOAPPEND only choose the position.
+    let plain = RWF_APPEND | RWF_NOAPPEND | RWF_NOSIGNAL;
+    if count > INLINE_WRITE_MAX || rw_flags & !plain != 0 || f.flags & sync != 0 {
         // Only a memory file takes these inline: its syncs have no device
         // to wait for, and a long copy is what the kernel's io_submit does
         // too (in a backend, the write was not the kernel's yet when
         // io_submit returned, and a program killed then lost it).
-        return rw_flags & !(RWF_APPEND | RWF_NOSIGNAL | RWF_DSYNC | RWF_SYNC) == 0 && write_fs(f) == WriteFs::Memory;
+        return rw_flags & !(plain | RWF_DSYNC | RWF_SYNC) == 0 && write_fs(f) == WriteFs::Memory;
     }
     let stable = match write_fs(f) {
         WriteFs::Memory => return true,
@@ -231,7 +240,7 @@ pub(crate) fn may_write_inline(f: &mut FdInfo, rw_flags: u32, off: u64, count: u
     };
     // O_APPEND and RWF_APPEND write at the end of the file, wherever that
     // is when the write runs: the partial-page check needs the position.
-    let append = rw_flags & RWF_APPEND != 0 || f.flags & libc::O_APPEND as u32 != 0;
+    let append = appends(f.flags, rw_flags);
     let at = if append {
         let Some(size) = crate::sys::file_size(f.fd) else { return false };
         size

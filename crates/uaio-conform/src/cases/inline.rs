@@ -330,6 +330,23 @@ pub(crate) fn cases() -> Vec<Case> {
         c("inline/tmpfs_writes_ready_at_submit", tmpfs_writes),
         c("inline/rwf_nowait_on_tmpfs_is_refused_at_submit", tmpfs_nowait),
         c("inline/tmpfs_reads_and_direct_io_ready_at_submit", tmpfs_reads_and_direct),
+        c("inline/rwf_noappend_writes_ready_at_submit", |e| {
+            // RWF_NOAPPEND only chooses the position (over O_APPEND): such
+            // writes of cached pages are copied inside io_submit like any
+            // other (before, the flag sent them to the backend, and a reap
+            // with min_nr = 0 at once found none of the batch's events).
+            let f = cached_file(e);
+            let path = std::ffi::CString::new(format!("/proc/self/fd/{}", f.as_raw_fd())).expect("path");
+            // SAFETY: open(2) of a NUL-terminated path.
+            let a = own(unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_APPEND | libc::O_CLOEXEC) });
+            let mut cbs = writes(f.as_raw_fd(), 2, 4096, |i| (i * 8192) as i64);
+            cbs.extend(writes(a.as_raw_fd(), 2, 100, |i| (i * 5000 + 3) as i64));
+            cbs.extend(reads(f.as_raw_fd(), 1, 4096));
+            for c in cbs.iter_mut().take(4) {
+                c.aio_rw_flags = uaio::abi::RWF_NOAPPEND;
+            }
+            submit_then_peek(e, &f, cbs);
+        }),
         c("inline/submit_reads_no_file_times_so_writes_in_one_tick_keep_its_time", submit_reads_no_file_times),
         c("inline/mixed_vectored_reads_and_writes_ready_at_submit", |e| {
             let f = cached_file(e);
