@@ -494,6 +494,31 @@ pub(crate) fn cases() -> Vec<Case> {
             let order: String = got[..n].chunks(4096).map(|b| b[0] as char).collect();
             e.rec(format!("file: {n} bytes, blocks {order}"));
         }),
+        c("rw/hugetlbfs_file_has_no_write_iter", |e| {
+            // A MFD_HUGETLB memfd is a hugetlbfs file: read_iter but no
+            // write_iter, so the kernel refuses AIO writes of it in
+            // io_submit (before, uaio accepted them and completed them with
+            // -EINVAL, and went on with the rest of the batch).
+            // SAFETY: memfd_create(2) with a NUL-terminated name.
+            let fd = unsafe { libc::memfd_create(c"hugetlb".as_ptr(), libc::MFD_HUGETLB | libc::MFD_CLOEXEC) };
+            if fd < 0 {
+                e.rec("skipped: no hugetlbfs here (memfd_create with MFD_HUGETLB refused)");
+                return;
+            }
+            let fd = own(fd);
+            let ctx = e.setup(8);
+            try_rw(e, ctx, "hugetlbfs read", fd.as_raw_fd(), false);
+            try_rw(e, ctx, "hugetlbfs write", fd.as_raw_fd(), true);
+            // In a batch: the write ends the batch, the read before it runs.
+            let buf = leak_buf(128);
+            let mut batch: Vec<&mut iocb> = vec![
+                leak(cb(IOCB_CMD_PREAD, fd.as_raw_fd(), buf.as_mut_ptr() as u64, 128, 0, 1)),
+                leak(cb(IOCB_CMD_PWRITE, fd.as_raw_fd(), buf.as_mut_ptr() as u64, 8, 0, 2)),
+                leak(cb(IOCB_CMD_PREAD, fd.as_raw_fd(), buf.as_mut_ptr() as u64, 128, 0, 3)),
+            ];
+            e.submit(ctx, &mut batch);
+            e.reap(ctx, 1);
+        }),
         c("rw/anon_inode_read_iter_rules", |e| {
             let ctx = e.setup(8);
             // SAFETY: plain system calls creating descriptors owned below.

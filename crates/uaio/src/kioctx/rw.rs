@@ -153,9 +153,9 @@ fn check_rw(cb: &iocb, f: &mut FdInfo, p: &mut Prepared, write: bool) -> Result<
         if !f.writable() {
             return Err(Errno::BADF);
         }
-        // Anonymous inodes (eventfd, timerfd, signalfd, epoll...)
-        // have no `write_iter`.
-        if f.is_anon_inode() {
+        // Anonymous inodes (eventfd, timerfd, signalfd, epoll...) and
+        // hugetlbfs files have no `write_iter`.
+        if f.is_anon_inode() || f.is_hugetlbfs() {
             return Err(Errno::INVAL);
         }
     } else {

@@ -269,6 +269,15 @@ impl FdInfo {
         )
     }
 
+    /// A regular file of hugetlbfs (a `MFD_HUGETLB` memfd too), whose file
+    /// operations have `read_iter` but no `write_iter`: the kernel's AIO
+    /// refuses writes of it at submission (`EINVAL`).
+    pub(crate) fn is_hugetlbfs(&mut self) -> bool {
+        /// `statfs` magic of hugetlbfs.
+        const HUGETLBFS_MAGIC: i64 = 0x9584_58f6;
+        self.is_regular() && libc::major(self.dev()) == 0 && crate::writeback::fs_magic(self) == Some(HUGETLBFS_MAGIC)
+    }
+
     /// An anonymous inode (eventfd, timerfd, epoll, ...): no file type bits.
     #[inline]
     pub(crate) fn is_anon_inode(&mut self) -> bool {
