@@ -171,7 +171,7 @@ fn check_rw(cb: &iocb, f: &mut FdInfo, p: &mut Prepared, write: bool) -> Result<
 
 /// Whether a write with `rw_flags` on `f` goes to the end of the file.
 fn appends(f: &FdInfo, rw_flags: u32) -> bool {
-    rw_flags & RWF_APPEND != 0 || (f.flags & libc::O_APPEND as u32 != 0 && rw_flags & RWF_NOAPPEND == 0)
+    writeback::appends(f.flags, rw_flags)
 }
 
 fn is_direct(f: &FdInfo) -> bool {
