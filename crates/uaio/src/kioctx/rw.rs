@@ -233,7 +233,7 @@ fn durable_write(f: &mut FdInfo, p: &Prepared) -> bool {
 /// be the submitting thread, as with the kernel's AIO (a worker of the
 /// thread pool blocks the signal; io_uring's workers take no signal).
 fn past_size_limit(f: &mut FdInfo, p: &Prepared) -> bool {
-    if !f.is_regular() || p.rw_flags & RWF_APPEND != 0 || f.flags & libc::O_APPEND as u32 != 0 {
+    if !f.is_regular() || appends(f, p.rw_flags) {
         return false;
     }
     let over_limit = || sys::file_size_limit().is_some_and(|limit| p.off >= limit);
@@ -305,8 +305,7 @@ fn copy_then_sync(f: &mut FdInfo, p: &mut Prepared) -> Result<(), Errno> {
     let kind = if p.rw_flags & RWF_SYNC != 0 { OpKind::Fsync } else { OpKind::Fdatasync };
     // An appending write's bytes are at an end of file not known here:
     // the whole file is synced.
-    let append = p.rw_flags & RWF_APPEND != 0 || f.flags & libc::O_APPEND as u32 != 0;
-    (p.off, p.len) = if append { (0, 0) } else { (p.off, r as u32) };
+    (p.off, p.len) = if appends(f, p.rw_flags) { (0, 0) } else { (p.off, r as u32) };
     p.written = r;
     p.addr = 0;
     p.iov = None;
