@@ -330,6 +330,19 @@ pub(crate) fn cases() -> Vec<Case> {
         c("inline/tmpfs_writes_ready_at_submit", tmpfs_writes),
         c("inline/rwf_nowait_on_tmpfs_is_refused_at_submit", tmpfs_nowait),
         c("inline/tmpfs_reads_and_direct_io_ready_at_submit", tmpfs_reads_and_direct),
+        c("inline/empty_writes_ready_at_submit", |e| {
+            // A write of no bytes, alone, then first in a batch with a
+            // write and a read of the bytes at its position: the kernel
+            // answers it (0) inside io_submit. Before, it went to the
+            // backend (and, on the thread pool, the requests after it
+            // followed it there).
+            let f = cached_file(e);
+            submit_then_peek(e, &f, writes(f.as_raw_fd(), 1, 0, |_| 100));
+            let mut cbs = writes(f.as_raw_fd(), 1, 0, |_| 100);
+            cbs.extend(writes(f.as_raw_fd(), 1, 100, |_| 0));
+            cbs.extend(reads(f.as_raw_fd(), 1, 100));
+            submit_then_peek(e, &f, cbs);
+        }),
         c("inline/rwf_noappend_writes_ready_at_submit", |e| {
             // RWF_NOAPPEND only chooses the position (over O_APPEND): such
             // writes of cached pages are copied inside io_submit like any

@@ -210,6 +210,10 @@ fn runs_inline(f: &mut FdInfo, p: &Prepared, write: bool, empty: bool, behind_wr
         || nonblock
         || inline_write
         || (write && !empty && !every_write && past_size_limit(f, p))
+        // An empty buffered write to a regular file: the kernel's file
+        // systems answer 0 before any check that could wait (so does the
+        // system call, before asking them).
+        || (write && empty && !every_write && !behind_write && p.rw_flags & RWF_NOWAIT == 0 && !is_direct(f) && f.is_regular())
         || (write && !empty && !every_write && !behind_write && durable_write(f, p))
         || f.is_memory_device()
         || (write && f.is_kernel_log())
