@@ -70,20 +70,7 @@ pub(super) fn prepare_rw(
     let behind_write = buffered
         .is_some_and(|(k, span)| writeback::follows_write(&call.writes, k, span) | call.behind_direct(k, span))
         || (!write && read_behind_write(f, p.off, buffer_len(p), call));
-    // A direct read or write of a memory file (tmpfs without swap, ramfs),
-    // or a buffered read of one in a batch too large for the inline
-    // attempt, is a copy between memory, which the kernel's AIO does
-    // inside io_submit: done here too, unless a write it could overtake is
-    // still to run. (Handed to a backend, a write was not yet the kernel's
-    // when io_submit returned: killed at once, the program lost it; and
-    // io_uring sends such reads to its workers, so their events were not
-    // in the ring when io_submit returned.)
-    let memory_copy = if is_direct(f) {
-        !behind_write && call.writes.is_empty() && call.direct.is_empty() && !writeback::backend_writes_pending()
-    } else {
-        !write && !behind_write
-    } && writeback::memory_file(f);
-    if memory_copy || runs_inline(f, p, write, empty, behind_write, every_write) {
+    if runs_inline(f, p, call, write, empty, behind_write, every_write) {
         let r = inline_rw(cb, f, p, write, empty, behind_write);
         if r == -(libc::EOPNOTSUPP as i64) && p.rw_flags & RWF_NOWAIT != 0 && f.mode() & libc::S_IFMT == libc::S_IFCHR {
             // A character device that does not take RWF_NOWAIT (most but
@@ -179,7 +166,15 @@ fn is_direct(f: &FdInfo) -> bool {
 }
 
 /// Whether a read or write is done inside `io_submit`.
-fn runs_inline(f: &mut FdInfo, p: &Prepared, write: bool, empty: bool, behind_write: bool, every_write: bool) -> bool {
+fn runs_inline(
+    f: &mut FdInfo,
+    p: &Prepared,
+    call: &CallSpans,
+    write: bool,
+    empty: bool,
+    behind_write: bool,
+    every_write: bool,
+) -> bool {
     // Requests that cannot block by definition are done here, as
     // the kernel does, with the file's own answer: RWF_NOWAIT
     // ones, and those on pipes, sockets, eventfds and devices
@@ -206,14 +201,28 @@ fn runs_inline(f: &mut FdInfo, p: &Prepared, write: bool, empty: bool, behind_wr
         && f.is_regular()
         && !behind_write
         && writeback::may_write_inline(f, p.rw_flags, p.off, buffer_len(p));
-    (nowait && !direct)
+    // A direct read or write of a memory file (tmpfs without swap, ramfs),
+    // or a buffered read of one in a batch too large for the inline
+    // attempt, is a copy between memory, which the kernel's AIO does
+    // inside io_submit: done here too, unless a write it could overtake is
+    // still to run. (Handed to a backend, a write was not yet the kernel's
+    // when io_submit returned: killed at once, the program lost it; and
+    // io_uring sends such reads to its workers, so their events were not
+    // in the ring when io_submit returned.)
+    let memory_copy = if direct {
+        !behind_write && call.writes.is_empty() && call.direct.is_empty() && !writeback::backend_writes_pending()
+    } else {
+        !write && !behind_write
+    } && writeback::memory_file(f);
+    memory_copy
+        || (nowait && !direct)
         || nonblock
         || inline_write
         || (write && !empty && !every_write && past_size_limit(f, p))
         // An empty buffered write to a regular file: the kernel's file
         // systems answer 0 before any check that could wait (so does the
         // system call, before asking them).
-        || (write && empty && !every_write && !behind_write && p.rw_flags & RWF_NOWAIT == 0 && !is_direct(f) && f.is_regular())
+        || (write && empty && !every_write && !behind_write && p.rw_flags & RWF_NOWAIT == 0 && !direct && f.is_regular())
         || (write && !empty && !every_write && !behind_write && durable_write(f, p))
         || f.is_memory_device()
         || (write && f.is_kernel_log())
