@@ -21,7 +21,8 @@
 //!   write covers only in part unless the page is in the cache): a write
 //!   that starts or ends inside a page runs inline only when that page is
 //!   cached and up to date, or starts at or past the end of the file, which
-//!   a one-byte `RWF_NOWAIT` read of the page proves.
+//!   a one-byte `RWF_NOWAIT` read of the page proves (on a descriptor open
+//!   for writing only, `cachestat` and the file's size tell instead).
 //! - **Dirty-page throttling** (`balance_dirty_pages`, which makes writers
 //!   sleep once dirty and writeback pages pass the "free-run ceiling",
 //!   midway between the background and the foreground thresholds): inline
@@ -247,7 +248,7 @@ pub(crate) fn may_write_inline(f: &mut FdInfo, rw_flags: u32, off: u64, count: u
     } else {
         off
     };
-    if !edges_ready(f.fd, at, count) || (stable && !out_of_writeback(f.fd, at, count)) {
+    if !edges_ready(f.fd, f.readable(), at, count) || (stable && !out_of_writeback(f.fd, at, count)) {
         return false;
     }
     budget::take(count)
@@ -255,14 +256,16 @@ pub(crate) fn may_write_inline(f: &mut FdInfo, rw_flags: u32, off: u64, count: u
 
 /// The first and last pages of `[off, off + count)` need no read from the
 /// device: each is covered whole, or cached and up to date, or starts at
-/// or past the end of the file.
-fn edges_ready(fd: i32, off: u64, count: u64) -> bool {
+/// or past the end of the file. `readable`: `fd` was opened for reading
+/// (see [`page_ready`]).
+fn edges_ready(fd: i32, readable: bool, off: u64, count: u64) -> bool {
     let end = off + count;
     let first = off / PAGE * PAGE;
     let last = (end - 1) / PAGE * PAGE;
     let head_partial = !off.is_multiple_of(PAGE) || (first == last && !end.is_multiple_of(PAGE));
     let tail_partial = !end.is_multiple_of(PAGE) && last != first;
-    (!head_partial || page_ready(fd, first)) && (!tail_partial || page_ready(fd, last))
+    let ready = |at| if readable { page_ready(fd, at) } else { page_ready_write_only(fd, at) };
+    (!head_partial || ready(first)) && (!tail_partial || ready(last))
 }
 
 /// No page of `[off, off + count)` is under writeback (`cachestat`), so a
@@ -278,6 +281,20 @@ fn page_ready(fd: i32, at: u64) -> bool {
     let mut b = 0u8;
     let one = iovec { iov_base: &mut b as *mut u8 as u64, iov_len: 1 };
     sys::preadv2(fd, &one, 1, at as i64, uaio_abi::RWF_NOWAIT).0 >= 0
+}
+
+/// [`page_ready`] for a descriptor opened write-only (a log file opened
+/// `O_WRONLY | O_APPEND`, say), which cannot read: `cachestat` (allowed on
+/// a descriptor open for writing) shows the page in the cache, or a fresh
+/// look at the file's size shows it at or past the end. `cachestat` cannot
+/// tell a cached page that is up to date from one whose read is still on
+/// its way or failed (or, where blocks are smaller than pages, from one
+/// whose other blocks only are up to date): a write into such a page waits
+/// for that read inside `io_submit`, as the kernel's does. Before, every
+/// partial-page write of such a descriptor went to the backend, and its
+/// event came after `io_submit` returned.
+fn page_ready_write_only(fd: i32, at: u64) -> bool {
+    sys::cachestat(fd, at, PAGE).is_some_and(|c| c[0] > 0) || sys::file_size(fd).is_some_and(|size| at >= size)
 }
 
 /// `statfs` magic of ext2/3/4.
@@ -704,9 +721,9 @@ mod tests {
     fn whole_pages_need_no_look_and_partial_ones_need_the_cache() {
         let f = two_page_file();
         let fd = f.as_raw_fd();
-        assert!(edges_ready(fd, 0, 4096));
-        assert!(edges_ready(fd, 4096, 4096));
-        assert!(edges_ready(fd, 8192 + 10, 100), "past the end: nothing to read");
+        assert!(edges_ready(fd, true, 0, 4096));
+        assert!(edges_ready(fd, true, 4096, 4096));
+        assert!(edges_ready(fd, true, 8192 + 10, 100), "past the end: nothing to read");
         // Each look below starts the read of the page it probes, so the
         // file is evicted again before the next. That read can end before
         // the look does: the disk's interrupt comes on the looking
@@ -728,7 +745,7 @@ mod tests {
                     println!("skipped the uncached half: the page cache kept the file after POSIX_FADV_DONTNEED");
                     return;
                 }
-                if !edges_ready(fd, off, count) {
+                if !edges_ready(fd, true, off, count) {
                     not_ready = true;
                     break;
                 }
@@ -743,8 +760,36 @@ mod tests {
         // Reading the pages brings them in.
         let mut b = [0u8; 8192];
         assert_eq!(std::os::unix::fs::FileExt::read_at(&f, &mut b, 0).expect("read"), 8192);
-        assert!(edges_ready(fd, 10, 100));
-        assert!(edges_ready(fd, 4000, 200));
+        assert!(edges_ready(fd, true, 10, 100));
+        assert!(edges_ready(fd, true, 4000, 200));
+    }
+
+    #[test]
+    fn a_write_only_descriptor_finds_cached_pages_and_the_end_of_the_file() {
+        let f = two_page_file();
+        let path = format!("/proc/self/fd/{}", f.as_raw_fd());
+        let w = std::fs::OpenOptions::new().write(true).open(path).expect("reopen write-only");
+        let fd = w.as_raw_fd();
+        // A write-only descriptor cannot read: the one-byte probe fails.
+        assert!(!page_ready(fd, 0));
+        let mut b = [0u8; 8192];
+        assert_eq!(std::os::unix::fs::FileExt::read_at(&f, &mut b, 0).expect("read"), 8192);
+        assert!(page_ready_write_only(fd, 0) && page_ready_write_only(fd, 4096));
+        assert!(edges_ready(fd, false, 10, 100) && edges_ready(fd, false, 4000, 200));
+        assert!(page_ready_write_only(fd, 8192), "at the end: nothing to read");
+        assert!(edges_ready(fd, false, 8192 + 10, 100));
+        if sys::cached_pages(fd, 0, 8192).is_none() {
+            println!("skipped the uncached half: no cachestat here");
+            return;
+        }
+        if !evict(&f) {
+            println!("skipped the uncached half: the page cache kept the file after POSIX_FADV_DONTNEED");
+            return;
+        }
+        // Unlike the probe, cachestat reads nothing in: the answer stays.
+        assert!(!page_ready_write_only(fd, 0) && !page_ready_write_only(fd, 4096));
+        assert!(!edges_ready(fd, false, 10, 100) && !edges_ready(fd, false, 4000, 200));
+        assert!(edges_ready(fd, false, 0, 8192), "whole pages need no look");
     }
 
     #[test]

@@ -63,6 +63,14 @@ fn writes(fd: i32, n: usize, len: usize, off: impl Fn(usize) -> i64) -> Vec<iocb
         .collect()
 }
 
+/// Another descriptor of the file of `f`, opened anew with `flags` through
+/// `/proc/self/fd` (a new open file, with status flags of its own).
+fn reopen(f: &std::os::fd::OwnedFd, flags: i32) -> std::os::fd::OwnedFd {
+    let path = std::ffi::CString::new(format!("/proc/self/fd/{}", f.as_raw_fd())).expect("path");
+    // SAFETY: open(2) of a NUL-terminated path.
+    own(unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC) })
+}
+
 /// A tmpfs of its own holding file `a` (`FILE` bytes of a pattern), opened
 /// read-write; `None`, with the reason recorded alike on both sides, where
 /// the system swaps (tmpfs I/O may wait for swap, and uaio then leaves it
@@ -359,6 +367,25 @@ pub(crate) fn cases() -> Vec<Case> {
                 c.aio_rw_flags = uaio::abi::RWF_NOAPPEND;
             }
             submit_then_peek(e, &f, cbs);
+        }),
+        c("inline/write_only_partial_page_writes_ready_at_submit", |e| {
+            // A descriptor opened write-only (log files are, often with
+            // O_APPEND) cannot read the page a partial write covers, which
+            // uaio's look at the page cache did: every such write went to
+            // the backend, and a reap with min_nr = 0 at once found few of
+            // the events (the thread pool none) where the kernel's were all
+            // there. Parts of cached pages, alone and in a batch, pages past
+            // the end, and appends, alone and in a batch.
+            let f = cached_file(e);
+            let w = reopen(&f, libc::O_WRONLY);
+            let a = reopen(&f, libc::O_WRONLY | libc::O_APPEND);
+            submit_then_peek(e, &f, writes(w.as_raw_fd(), 1, 100, |_| 5003));
+            submit_then_peek(e, &f, writes(w.as_raw_fd(), 4, 100, |i| (i * 5000 + 7) as i64));
+            submit_then_peek(e, &f, writes(w.as_raw_fd(), 2, 700, |i| (FILE + 4096 + i * 9000) as i64));
+            for _ in 0..3 {
+                submit_then_peek(e, &f, writes(a.as_raw_fd(), 1, 100, |_| 0));
+            }
+            submit_then_peek(e, &f, writes(a.as_raw_fd(), 4, 100, |_| 0));
         }),
         c("inline/submit_reads_no_file_times_so_writes_in_one_tick_keep_its_time", submit_reads_no_file_times),
         c("inline/mixed_vectored_reads_and_writes_ready_at_submit", |e| {
