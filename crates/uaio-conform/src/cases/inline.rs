@@ -357,9 +357,7 @@ pub(crate) fn cases() -> Vec<Case> {
             // other (before, the flag sent them to the backend, and a reap
             // with min_nr = 0 at once found none of the batch's events).
             let f = cached_file(e);
-            let path = std::ffi::CString::new(format!("/proc/self/fd/{}", f.as_raw_fd())).expect("path");
-            // SAFETY: open(2) of a NUL-terminated path.
-            let a = own(unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_APPEND | libc::O_CLOEXEC) });
+            let a = reopen(&f, libc::O_RDWR | libc::O_APPEND);
             let mut cbs = writes(f.as_raw_fd(), 2, 4096, |i| (i * 8192) as i64);
             cbs.extend(writes(a.as_raw_fd(), 2, 100, |i| (i * 5000 + 3) as i64));
             cbs.extend(reads(f.as_raw_fd(), 1, 4096));
