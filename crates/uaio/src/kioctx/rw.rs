@@ -110,7 +110,6 @@ pub(super) fn prepare_rw(
             call.reads.push(BackendRead {
                 at: call.at,
                 file: k,
-                span: read_span(f, p.off, buffer_len(p)),
                 fd: f.fd,
                 iov,
                 niov,

@@ -138,8 +138,6 @@ pub(super) struct BackendRead {
     /// Its index in the call's array.
     pub(super) at: usize,
     pub(super) file: crate::backend::FileKey,
-    /// The bytes it depends on ([`super::rw::read_span`]).
-    pub(super) span: Span,
     pub(super) fd: i32,
     /// Its iovec array (the prepared request's own, or `one`).
     pub(super) iov: *const iovec,
@@ -171,7 +169,7 @@ impl CallSpans {
         let mut i = 0;
         while i < self.reads.len() {
             let r = &self.reads[i];
-            if r.file != file || !crate::writeback::overlap(r.span, span) {
+            if r.file != file || !r.depends_on(span) {
                 i += 1;
                 continue;
             }
@@ -197,6 +195,18 @@ enum Tried {
 }
 
 impl BackendRead {
+    /// Whether the read depends on a write of `span` in its file: the
+    /// bytes it reads, and, when it reaches past the end of the file, every
+    /// byte from its start on ([`super::rw::read_span`]). The file's size
+    /// is asked only for a write past the bytes it reads (rare): a read for
+    /// the backend paid a `statx` for it before.
+    fn depends_on(&self, span: Span) -> bool {
+        let end = self.off.saturating_add(self.count.max(1));
+        crate::writeback::overlap((self.off, end), span)
+            || (crate::writeback::overlap((self.off, u64::MAX), span)
+                && sys::file_size(self.fd).is_none_or(|size| end > size))
+    }
+
     /// The read, with `RWF_NOWAIT`: done when it was served whole, or
     /// stopped at the end of the file, or failed for another reason than
     /// the wait it would need.
