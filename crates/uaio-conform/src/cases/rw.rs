@@ -329,6 +329,47 @@ pub(crate) fn cases() -> Vec<Case> {
             e.reap(ctx, 1);
             e.record_file(&f);
         }),
+        c("rw/partially_mapped_read_then_a_write_of_its_bytes_in_one_call", |e| {
+            // A cached read whose buffer ends in an unmapped page, then a
+            // write of the same bytes, in one call (alone, and among other
+            // reads, plain and vectored): the kernel reads inside io_submit,
+            // in the call's order, and returns the bytes before the fault,
+            // as they were before the write. uaio's read attempt inside the
+            // call stopped at the fault too, but took it for a page missing
+            // from the cache and read again in the backend, after the write.
+            let content: Vec<u8> = (0..16384u32).map(|i| (i % 251) as u8).collect();
+            let f = e.file(&content, libc::O_RDWR);
+            let fd = f.as_raw_fd();
+            let ctx = e.setup(16);
+            let new = leak_buf(8192);
+            new.fill(0xee);
+            for (batch, vectored) in [(2, false), (4, false), (2, true), (4, true)] {
+                let p = page_then_hole() + 1000;
+                let read = if vectored {
+                    let iov: &'static mut [iovec] = Box::leak(Box::new([
+                        iovec { iov_base: p, iov_len: 2000 },
+                        iovec { iov_base: p + 2000, iov_len: 6000 },
+                    ]));
+                    cb(IOCB_CMD_PREADV, fd, iov.as_ptr() as u64, 2, 0, 1)
+                } else {
+                    cb(RD, fd, p, 8000, 0, 1)
+                };
+                let mut cbs = vec![leak(read), leak(cb(WR, fd, new.as_ptr() as u64, 8192, 0, 2))];
+                for i in 2..batch {
+                    cbs.push(leak(cb(RD, fd, leak_buf(100).as_mut_ptr() as u64, 100, 4096 * i as i64, i as u64 + 1)));
+                }
+                e.submit(ctx, &mut cbs);
+                e.reap(ctx, batch as i64);
+                // SAFETY: the 3,096 bytes before the unmapped page are mapped.
+                let got = unsafe { std::slice::from_raw_parts(p as *const u8, 3096) };
+                e.rec(format!("read bytes as before the write = {}", got == &content[..3096]));
+                // Back to the first content, still cached (a truncation
+                // would drop the pages).
+                let file = std::fs::File::from(f.try_clone().expect("dup"));
+                std::os::unix::fs::FileExt::write_all_at(&file, &content, 0).expect("restore the file");
+            }
+            e.record_file(&f);
+        }),
         c("rw/pipe_ignores_offset", |e| {
             let ctx = e.setup(4);
             let (r, w) = pipe();

@@ -223,9 +223,12 @@ impl BackendRead {
             return Tried::Untouched;
         }
         if r >= 0 && (r as u64) < self.count {
-            // Short: the end of the file, or a page not in the cache.
-            let at_end = sys::file_stat(self.fd).is_some_and(|st| self.off.saturating_add(r as u64) >= st.size);
-            return match (at_end, r) {
+            // Short: the end of the file, a buffer that cannot be written
+            // past that point, or a page not in the cache.
+            let flags = if self.memory { self.rw_flags } else { self.rw_flags | RWF_NOWAIT };
+            let last = sys::file_stat(self.fd).is_some_and(|st| self.off.saturating_add(r as u64) >= st.size)
+                || (r > 0 && sys::read_stopped_by_fault(self.fd, iov, n, self.off, r as u64, flags));
+            return match (last, r) {
                 (true, _) => Tried::Done(r),
                 (false, 0) => Tried::Untouched,
                 (false, _) => Tried::Started,
@@ -653,7 +656,7 @@ impl Kioctx {
             Some(v) => (v.as_ptr(), v.len()),
             None => (&one as *const iovec, 1),
         };
-        let flags = (cb.aio_rw_flags & !RWF_HIPRI) | RWF_NOWAIT;
+        let mut flags = (cb.aio_rw_flags & !RWF_HIPRI) | RWF_NOWAIT;
         let (mut r, mut stream) = sys::preadv2(cb.aio_fildes as i32, ptr, n, cb.aio_offset, flags);
         if r == -(libc::EOPNOTSUPP as i64)
             && cb.aio_rw_flags & RWF_NOWAIT == 0
@@ -662,7 +665,8 @@ impl Kioctx {
             // tmpfs and ramfs take no RWF_NOWAIT, and have no device to
             // wait for (tmpfs counts only without swap): read as the
             // kernel's AIO does, inside the call.
-            (r, stream) = sys::preadv2(cb.aio_fildes as i32, ptr, n, cb.aio_offset, flags & !RWF_NOWAIT);
+            flags &= !RWF_NOWAIT;
+            (r, stream) = sys::preadv2(cb.aio_fildes as i32, ptr, n, cb.aio_offset, flags);
         }
         // Errors raised before any data moves (would block, no such
         // descriptor or mode, no read_iter, NOWAIT unsupported) leave no
@@ -672,10 +676,18 @@ impl Kioctx {
         let untouched = [libc::EAGAIN, libc::EOPNOTSUPP, libc::EBADF, libc::EINVAL, libc::EISDIR, libc::ESPIPE]
             .iter()
             .any(|&e| r == -(e as i64));
-        if r > 0 && (r as u64) < count && !stream && !untouched && at_end_of_file(cb, r) {
-            // Short because the file ends there: that is the read's result
+        if r > 0
+            && (r as u64) < count
+            && !stream
+            && !untouched
+            && (at_end_of_file(cb, r)
+                || sys::read_stopped_by_fault(cb.aio_fildes as i32, ptr, n, cb.aio_offset as u64, r as u64, flags))
+        {
+            // Short because the file ends there, or because the buffer
+            // cannot be written past that point: that is the read's result
             // (in the backend it could wait behind writes that lengthen the
-            // file, with part of its buffer filled already).
+            // file, or read again bytes a later write of the call changes,
+            // with part of its buffer filled already).
             p.reset(cb, obj, resfd);
             p.inline = r;
             return Some(());

@@ -226,6 +226,36 @@ pub(crate) fn preadv2(fd: i32, iov: *const uaio_abi::iovec, n: usize, off: i64, 
     prwv2(false, fd, iov, n, off, flags)
 }
 
+/// Whether a read with `flags` into the `n` iovecs at `iov` that moved
+/// `done` bytes from `off` of `fd` (fewer than asked, before the end of the
+/// file) stopped at a place of the buffer it could not write, rather than
+/// at a page missing from the page cache: a one-byte read of the next byte
+/// of the file into the next byte of the buffer fails with `EFAULT` only
+/// then (the page cache is looked at before the copy: an `RWF_NOWAIT` read
+/// of a missing page answers `EAGAIN`, whatever the buffer). The kernel's
+/// answer to such a read is the bytes before the fault.
+pub(crate) fn read_stopped_by_fault(
+    fd: i32,
+    iov: *const uaio_abi::iovec,
+    n: usize,
+    off: u64,
+    done: u64,
+    flags: u32,
+) -> bool {
+    // SAFETY: the caller's array of `n` iovecs (a request's own, validated
+    // at submission), alive for the call.
+    let v = unsafe { std::slice::from_raw_parts(iov, n) };
+    let mut left = done;
+    for e in v {
+        if left < e.iov_len {
+            let one = uaio_abi::iovec { iov_base: e.iov_base.wrapping_add(left), iov_len: 1 };
+            return preadv2(fd, &one, 1, off.saturating_add(done) as i64, flags).0 == -(libc::EFAULT as i64);
+        }
+        left -= e.iov_len;
+    }
+    false
+}
+
 /// `fdatasync(2)` (`data`) or `fsync(2)` of `fd`, blocking: 0 or `-errno`.
 pub(crate) fn sync_file(fd: i32, data: bool) -> i32 {
     // SAFETY: plain fsync/fdatasync on a descriptor number.
