@@ -152,7 +152,7 @@ check_case() { # NAME PROG ARGS...
 		fi
 		if diff -u "$logs/$name.kernel.out" "$logs/$tag.out" >"$logs/$tag.diff"; then
 			pass "$name [$backend]: output identical to kernel AIO ($(wc -l <"$logs/$tag.out") lines)"
-		elif [ "$backend" = "${residual_backend:-}" ] &&
+		elif [[ " ${residual_backend:-} " == *" $backend "* ]] &&
 			! grep '^[-+][^-+]' "$logs/$tag.diff" | grep -qv "$residual_lines"; then
 			# Neither passed nor failed: a difference the README lists
 			# among the residuals (only in lines matching
@@ -272,6 +272,18 @@ done
 for m in close_range sys-close closefrom close-each dup2; do
 	check_case "fd_conform.$m" fd_conform "$m"
 done
+# The same close_range by an inline system call instruction, which the
+# drop-in cannot see: the process stays idle and a second context works
+# (before, uaio's threads polled their closed eventfds in a loop, a whole
+# processor each for good, and io_setup failed with EAGAIN: uaio read
+# aio-max-nr from a number that now named another of its files). The
+# context made before loses what uaio kept on its numbers (README: Known
+# residual differences).
+residual_backend="uring threads"
+residual_lines="fsync: submit\|poll: submit\|poll in flight, pipe closed"
+residual_why="an inline close of uaio's own descriptors takes the ring of a context made before, and the thread pool's duplicate of a file a POLL waits on (README: Known residual differences)"
+check_case fd_conform.asm-close fd_conform asm-close
+residual_backend=
 # A thread dup2s onto and closes every high number, over and over, while
 # others make and use contexts (before: io_setup faulted with SIGBUS on
 # io_uring in 5 of 5 runs; a sync failed on the thread pool in 1 of 5).

@@ -7,7 +7,7 @@
 //! ([`finish_file_io_elsewhere`]), which may be a signal handler that can
 //! neither lock nor allocate.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,22 +21,67 @@ use crate::sys::internal_fds;
 
 /// The eventfd the backends signal for the progress thread of the process
 /// whose slot is `slot`, with the thread started on first use; the thread
-/// looks at the contexts `contexts` returns.
+/// looks at the contexts `contexts` returns. One found closed or taken
+/// over behind uaio's back (a raw system call) is replaced ([`renew`]).
 pub(crate) fn eventfd(
-    slot: &Mutex<Option<Arc<OwnedFd>>>,
+    slot: &'static Mutex<Option<Arc<OwnedFd>>>,
     contexts: impl Fn() -> Vec<Arc<Kioctx>> + Send + 'static,
 ) -> Result<Arc<OwnedFd>, Errno> {
     let mut g = crate::sync::lock(slot);
     if let Some(fd) = g.as_ref() {
-        return Ok(fd.clone());
+        if crate::sys::file_stat(fd.as_raw_fd()).is_some_and(|st| st.kind() == 0) {
+            return Ok(fd.clone());
+        }
     }
-    let made = internal_fds::InternalFd::make(|| rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC));
-    let fd = Arc::new(made?.into_permanent());
-    let efd = fd.clone();
-    crate::sys::spawn_thread("uaio-progress", move || run(efd, contexts)).map_err(|_| Errno::AGAIN)?;
+    if PROGRESS_STARTED.load(Ordering::SeqCst) {
+        return renew(&mut g);
+    }
+    let fd = Arc::new(new_eventfd()?);
+    crate::sys::spawn_thread("uaio-progress", move || run(slot, contexts)).map_err(|_| Errno::AGAIN)?;
+    PROGRESS_STARTED.store(true, Ordering::SeqCst);
     internal_fds::set_sweeper(fd.as_raw_fd());
     *g = Some(fd.clone());
     Ok(fd)
+}
+
+/// The progress thread of this process is started (it runs for the rest of
+/// the process; a `fork` child starts its own).
+static PROGRESS_STARTED: AtomicBool = AtomicBool::new(false);
+
+fn new_eventfd() -> Result<OwnedFd, Errno> {
+    let made = internal_fds::InternalFd::make(|| rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC));
+    Ok(made?.into_permanent())
+}
+
+/// Puts a new eventfd in the slot `g` holds, in place of one whose number
+/// the program closed behind uaio's back (a raw `close_range` of every
+/// descriptor, say) and something else may have taken: that number is let
+/// go first, never closed (the value is leaked), and the new eventfd serves
+/// the progress thread and the contexts made from now on. The rings made
+/// before still notify the old one, which nothing watches now: their
+/// completions reach the ring through their callers, or within the safety
+/// net ([`PROGRESS_SAFETY_NET`]) when no caller is inside. Before, the
+/// progress thread polled the closed number in a loop (`POLLNVAL` at once),
+/// keeping a processor busy for good. An empty slot (a new eventfd could
+/// not be made before) just gets one.
+fn renew(g: &mut Option<Arc<OwnedFd>>) -> Result<Arc<OwnedFd>, Errno> {
+    if let Some(old) = g.take() {
+        internal_fds::lost_permanent(old.as_raw_fd());
+        std::mem::forget(old);
+    }
+    let new = Arc::new(new_eventfd()?);
+    internal_fds::set_sweeper(new.as_raw_fd());
+    *g = Some(new.clone());
+    Ok(new)
+}
+
+/// The progress thread found the eventfd number `lost` (-1: it has none):
+/// replaced, unless another thread replaced it already.
+fn replace_lost(slot: &Mutex<Option<Arc<OwnedFd>>>, lost: i32) {
+    let mut g = crate::sync::lock(slot);
+    if g.as_ref().is_none_or(|fd| fd.as_raw_fd() == lost) {
+        let _ = renew(&mut g);
+    }
 }
 
 /// How often the progress thread looks at contexts with requests in flight
@@ -90,11 +135,18 @@ pub(crate) fn program_threads_ended() {
     }
 }
 
-fn run(efd: Arc<OwnedFd>, contexts: impl Fn() -> Vec<Arc<Kioctx>>) {
+fn run(slot: &'static Mutex<Option<Arc<OwnedFd>>>, contexts: impl Fn() -> Vec<Arc<Kioctx>>) {
     ON_PROGRESS_THREAD.with(|p| p.set(true));
     let mut buf = [0u8; 8];
     let mut timeout = None;
     loop {
+        // None when no eventfd could be made in place of a lost one: the
+        // contexts are then looked at on a timer (ppoll of no descriptor is
+        // a plain sleep), and a new one is tried each time.
+        let efd = crate::sync::lock(slot).as_ref().map_or(-1, |f| f.as_raw_fd());
+        if efd < 0 {
+            timeout = Some(timeout.map_or(PROGRESS_SAFETY_NET, |t: Duration| t.min(PROGRESS_SAFETY_NET)));
+        }
         let suspected = PROGRAM_GONE_SUSPECTED.load(Ordering::SeqCst);
         if suspected && !crate::sys::process::program_threads_left(false) {
             finish_file_io_for_the_end(&contexts);
@@ -112,15 +164,16 @@ fn run(efd: Arc<OwnedFd>, contexts: impl Fn() -> Vec<Arc<Kioctx>>) {
                 timeout = Some(PROGRESS_SAFETY_NET);
             }
         }
-        let r = crate::sys::ppoll_one(efd.as_raw_fd(), timeout, None);
+        let r = crate::sys::ppoll_own_eventfd(efd, timeout);
         UNTIMED.store(false, Ordering::SeqCst);
-        match r {
-            Ok(0) => {}
-            Ok(_) => {
-                let _ = rustix::io::read(efd.as_fd(), &mut buf);
-            }
-            Err(Errno::INTR) => {}
+        let lost = match r {
+            Ok(crate::sys::OwnWake::Timeout) | Err(Errno::INTR) => false,
+            Ok(crate::sys::OwnWake::Ready) => !crate::sys::read_eventfd(efd, &mut buf),
+            Ok(crate::sys::OwnWake::Lost) => true,
             Err(_) => return,
+        };
+        if lost || efd < 0 {
+            replace_lost(slot, efd);
         }
         let asked = LEAVE_ASKED.load(Ordering::SeqCst);
         if asked != LEAVE_DONE.load(Ordering::SeqCst) {
@@ -321,6 +374,7 @@ pub(crate) fn finish_file_io_elsewhere(rounds: u32) {
 
 /// In a `fork` child: no request is pending.
 pub(crate) fn after_fork_in_child() {
+    PROGRESS_STARTED.store(false, Ordering::SeqCst);
     PROGRAM_GONE_SUSPECTED.store(false, Ordering::SeqCst);
     WATCHER_STARTED.store(false, Ordering::SeqCst);
     crate::sys::process::forget_own_threads();

@@ -594,6 +594,22 @@ fn mark_kept(i: usize) {
     KEPT[i / 64].fetch_or(1u64 << (i % 64), Ordering::SeqCst);
 }
 
+/// A number uaio kept for the life of the process
+/// ([`InternalFd::into_permanent`]) was found closed behind its back (a raw
+/// system call) or naming another file: it is no longer counted as uaio's,
+/// and not closed (what it names now, if anything, is not uaio's).
+pub(crate) fn lost_permanent(fd: i32) {
+    let i = fd - FLOOR.load(Ordering::Relaxed);
+    if i < 0 || i as usize >= SPAN {
+        return;
+    }
+    let (w, b) = (i as usize / 64, 1u64 << (i % 64));
+    // Counted out once, by whoever clears the mark.
+    if BITS[w].fetch_and(!b, Ordering::SeqCst) & b != 0 {
+        COUNT.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Stops counting `fd` as uaio's (it is closed, or the program's now).
 fn forget(fd: i32) {
     set(fd, false);

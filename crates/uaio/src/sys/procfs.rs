@@ -13,7 +13,7 @@
 
 use std::os::fd::{AsFd, AsRawFd, IntoRawFd};
 
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
 use super::internal_fds::InternalFd;
 
@@ -62,6 +62,10 @@ impl ProcFile {
 /// The numbers of the files opened so far (-1: not yet).
 static FDS: [AtomicI32; COUNT] = [const { AtomicI32::new(-1) }; COUNT];
 
+/// The device and inode of each file, recorded before its number is
+/// published in [`FDS`] (every opening of a path finds the same file).
+static IDS: [[AtomicU64; 2]; COUNT] = [const { [const { AtomicU64::new(0) }; 2] }; COUNT];
+
 /// uaio's descriptor for `f`, opened on first use; `None` if it cannot be
 /// opened (or no number is left above the floor).
 fn fd(f: ProcFile) -> Option<i32> {
@@ -71,6 +75,9 @@ fn fd(f: ProcFile) -> Option<i32> {
         return Some(known);
     }
     let high = open_high(f.path())?;
+    let (dev, ino) = high.ident().unwrap_or_default();
+    IDS[f as usize][0].store(dev, Ordering::Release);
+    IDS[f as usize][1].store(ino, Ordering::Release);
     match slot.compare_exchange(-1, high.as_raw_fd(), Ordering::AcqRel, Ordering::Acquire) {
         // Kept for the life of the process.
         Ok(_) => Some(high.into_permanent().into_raw_fd()),
@@ -135,11 +142,26 @@ pub(crate) fn after_fork_in_child() {
     }
 }
 
-/// The contents of `f` now (`None` if it cannot be read).
+/// The contents of `f` now (`None` if it cannot be read). The number is
+/// checked to name the file still (one `statx`): a program may close it
+/// behind uaio's back (a raw system call, which uaio cannot refuse), and
+/// the number may then name another file, even one of uaio's own (it read
+/// `aio-max-nr` from a `dirty_*` file and refused every `io_setup`). Such a
+/// number is let go, not closed, and the file opened again.
 pub(crate) fn read(f: ProcFile) -> Option<String> {
-    let fd = fd(f)?;
-    // SAFETY: uaio's own descriptor, open for the life of the process.
-    read_all(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) })
+    for _ in 0..2 {
+        let fd = fd(f)?;
+        let id = (IDS[f as usize][0].load(Ordering::Acquire), IDS[f as usize][1].load(Ordering::Acquire));
+        if super::file_stat(fd).is_some_and(|st| st.ident() == id) {
+            // SAFETY: uaio's own descriptor, open for the life of the
+            // process, and the file it was opened for (just checked).
+            return read_all(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) });
+        }
+        if FDS[f as usize].compare_exchange(fd, -1, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            super::internal_fds::lost_permanent(fd);
+        }
+    }
+    None
 }
 
 /// The contents of the file at `path`, opened for this read only (above

@@ -98,6 +98,52 @@ pub(crate) fn ppoll_one(fd: i32, timeout: Option<std::time::Duration>, sigmask: 
     ppoll_fds(&[fd], timeout, sigmask).map(|ready| ready.count_ones() as usize)
 }
 
+/// What a wait on one of uaio's own eventfds found ([`ppoll_own_eventfd`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OwnWake {
+    /// The time ran out.
+    Timeout,
+    /// The eventfd has a count to read.
+    Ready,
+    /// The number is closed (`POLLNVAL`), or names a file of another kind:
+    /// the program closed it behind uaio's back (a raw system call) and
+    /// something else may have taken it.
+    Lost,
+}
+
+/// `ppoll` for input on `fd`, one of uaio's own eventfds, for at most
+/// `timeout`. An eventfd reports `POLLIN` alone; regular files, pipes,
+/// sockets and `/proc` files report `POLLRDNORM` with it, so a number that
+/// now names one of those is found [`OwnWake::Lost`] before anything reads
+/// from it (an eventfd, timerfd or signalfd of the program's put on the
+/// number cannot be told apart this way).
+pub(crate) fn ppoll_own_eventfd(fd: i32, timeout: Option<std::time::Duration>) -> Result<OwnWake, Errno> {
+    let mut pfd = libc::pollfd { fd, events: libc::POLLIN | libc::POLLRDNORM, revents: 0 };
+    let ts = timeout.map(|d| libc::timespec { tv_sec: d.as_secs() as _, tv_nsec: d.subsec_nanos() as _ });
+    // SAFETY: ppoll(2) with one valid pollfd and a valid timespec or null.
+    let r = unsafe {
+        libc::ppoll(&mut pfd, 1, ts.as_ref().map_or(core::ptr::null(), |t| t as *const _), core::ptr::null())
+    };
+    if r < 0 {
+        return Err(Errno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EINTR)));
+    }
+    Ok(if r == 0 {
+        OwnWake::Timeout
+    } else if pfd.revents & (libc::POLLNVAL | libc::POLLRDNORM) != 0 {
+        OwnWake::Lost
+    } else {
+        OwnWake::Ready
+    })
+}
+
+/// Reads the count of the eventfd at number `fd` into `buf`: `false` when
+/// the read is not an eventfd's (an error, or other than 8 bytes).
+pub(crate) fn read_eventfd(fd: i32, buf: &mut [u8; 8]) -> bool {
+    // SAFETY: read(2) of 8 bytes into a valid buffer; a number that names
+    // nothing fails with EBADF.
+    unsafe { libc::read(fd, buf.as_mut_ptr().cast(), 8) == 8 }
+}
+
 /// `ppoll` for input on each of `fds` (two at most), as [`ppoll_one`]:
 /// which ones are ready (bit `i` for `fds[i]`), 0 on timeout.
 pub(crate) fn ppoll_fds(

@@ -210,7 +210,32 @@ pub(super) fn attempt(job: &Job) -> Option<i32> {
     Some(cur.result(r))
 }
 
+/// The poller's wake eventfd `old` was found closed behind uaio's back (a
+/// raw system call, such as a `close_range` of every descriptor): its
+/// number is let go, never closed (the values are leaked: something else
+/// may have it now), and a new eventfd takes its place (`None` when none
+/// can be made; the poller then looks on a timer). Before, the poller
+/// polled the closed number in a loop (`POLLNVAL` at once), a whole
+/// processor for good.
+fn renew_wake(p: &'static Pool, old: Option<Arc<InternalFd>>) -> Option<Arc<InternalFd>> {
+    let mut st = lock(&p.st);
+    if let Some(old) = old {
+        if st.poll_wake.as_ref().is_some_and(|w| Arc::ptr_eq(w, &old)) {
+            std::mem::forget(st.poll_wake.take());
+        }
+        crate::sys::internal_fds::lost_permanent(old.as_raw_fd());
+        std::mem::forget(old);
+    }
+    let new = new_eventfd().ok().map(Arc::new);
+    st.poll_wake.clone_from(&new);
+    new
+}
+
+/// How often the poller looks when it has no wake eventfd ([`renew_wake`]).
+const UNWOKEN_LOOK: i32 = 50;
+
 pub(super) fn poller(p: &'static Pool, wake: Arc<InternalFd>) {
+    let mut wake = Some(wake);
     let here = Here::pool_thread();
     let mut jobs: Vec<Arc<Job>> = Vec::new();
     let mut fds: Vec<libc::pollfd> = Vec::new();
@@ -230,7 +255,7 @@ pub(super) fn poller(p: &'static Pool, wake: Arc<InternalFd>) {
             }
         }
         fds.clear();
-        fds.push(libc::pollfd { fd: wake.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+        fds.push(libc::pollfd { fd: wake.as_ref().map_or(-1, |w| w.as_raw_fd()), events: libc::POLLIN, revents: 0 });
         // A stream's writes take turns: only its oldest one not done is
         // looked at (a negative number is left out by poll(2)).
         ahead.clear();
@@ -245,13 +270,17 @@ pub(super) fn poller(p: &'static Pool, wake: Arc<InternalFd>) {
             libc::pollfd { fd: if waits { -1 } else { j.fd }, events: poll_events(j), revents: 0 }
         }));
         // SAFETY: poll(2) over a valid array of pollfds.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        let n = unsafe {
+            libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, if wake.is_some() { -1 } else { UNWOKEN_LOOK })
+        };
         if n < 0 {
             continue;
         }
-        if fds[0].revents != 0 {
+        if wake.is_none() || fds[0].revents & libc::POLLNVAL != 0 {
+            wake = renew_wake(p, wake);
+        } else if let (Some(w), true) = (&wake, fds[0].revents != 0) {
             let mut b = [0u8; 8];
-            let _ = rustix::io::read(wake.as_fd(), &mut b);
+            let _ = rustix::io::read(w.as_fd(), &mut b);
         }
         for (j, f) in jobs.iter().zip(fds[1..].iter()) {
             // A job cancelled during the sleep is done: its descriptor
