@@ -257,6 +257,71 @@ static int read_eof(void)
 	return 0;
 }
 
+/* On a block device (a loop device over a file of the temporary
+ * directory; skipped, saying why, where none can be made): a read of
+ * uncached bytes, a buffered write of them and a read of them again, in one
+ * io_submit. The kernel does them in that order inside the call: the first
+ * read returns the old bytes, the second the new ones. */
+static int bdev_rw(void)
+{
+	make_tmpdir();
+	atexit(rm_tmpdir);
+	char img[512], cmd[700], dev[128] = "";
+	snprintf(img, sizeof img, "%s/bdev.img", tmpdir);
+	int f = open(img, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	if (f < 0 || ftruncate(f, 16 << 20) != 0) {
+		printf("bdev: skipped: cannot make the image\n");
+		return 0;
+	}
+	close(f);
+	snprintf(cmd, sizeof cmd, "losetup -f --show %s 2>/dev/null", img);
+	FILE *p = popen(cmd, "r");
+	if (!p || !fgets(dev, sizeof dev, p)) {
+		if (p)
+			pclose(p);
+		unlink(img);
+		printf("bdev: skipped: no loop device can be made here (losetup)\n");
+		return 0;
+	}
+	pclose(p);
+	dev[strcspn(dev, "\n")] = 0;
+	int fd = open(dev, O_RDWR);
+	io_context_t ctx = 0;
+	printf("io_setup %s\n", negret(io_setup(8, &ctx)));
+	enum { LEN = 65536 };
+	static char old[LEN], new[LEN], r0[LEN], r2[LEN];
+	int first_new = 0, second_old = 0, failed = fd < 0;
+	for (int round = 0; round < 20 && fd >= 0; round++) {
+		memset(old, 'a' + round % 26, LEN);
+		memset(new, 'A' + round % 26, LEN);
+		if (pwrite(fd, old, LEN, 0) != LEN || fsync(fd) != 0 || posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) != 0)
+			failed++;
+		struct iocb cb[3], *cbs[3] = { &cb[0], &cb[1], &cb[2] };
+		io_prep_pread(&cb[0], fd, r0, LEN, 0);
+		io_prep_pwrite(&cb[1], fd, new, LEN, 0);
+		io_prep_pread(&cb[2], fd, r2, LEN, 0);
+		struct io_event ev[3];
+		if (io_submit(ctx, 3, cbs) != 3 || reap(ctx, ev, 3) != 3) {
+			failed++;
+			continue;
+		}
+		for (int i = 0; i < 3; i++)
+			failed += (long)ev[i].res != LEN;
+		first_new += memcmp(r0, old, LEN) != 0;
+		second_old += memcmp(r2, new, LEN) != 0;
+	}
+	printf("bdev: first reads not the old bytes: %d, second reads not the new bytes: %d, failed: %d\n", first_new,
+	       second_old, failed);
+	printf("io_destroy %s\n", negret(io_destroy(ctx)));
+	if (fd >= 0)
+		close(fd);
+	snprintf(cmd, sizeof cmd, "losetup -d %s", dev);
+	if (system(cmd) != 0)
+		fprintf(stderr, "losetup -d %s failed\n", dev);
+	unlink(img);
+	return 0;
+}
+
 /* Synchronous buffered writes are in the file when io_submit returns. */
 static int sync_visible(void)
 {
@@ -305,6 +370,8 @@ int main(int argc, char **argv)
 	int dsync = strcmp(mode, "dsync") == 0;
 	if (strcmp(mode, "nowait-behind") == 0)
 		return nowait_behind();
+	if (strcmp(mode, "bdev-rw") == 0)
+		return bdev_rw();
 	if (strcmp(mode, "read-eof") == 0)
 		return read_eof();
 	if (strcmp(mode, "sync-visible") == 0)

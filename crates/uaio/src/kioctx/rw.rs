@@ -56,7 +56,9 @@ pub(super) fn prepare_rw(
     // an earlier write of some of those bytes is still to run (this call's,
     // or any in a backend), which it must not overtake. Looked up here only
     // for a buffered write (a read run inline needs no order), and once.
-    let buffered_write = write && !is_direct(f) && f.is_regular();
+    // (Block devices too: their buffered writes go through the page cache,
+    // and a later read of the same bytes must see them.)
+    let buffered_write = write && !is_direct(f) && f.is_regular_or_block();
     let order = if buffered_write { f.order_key(kind) } else { None };
     let buffered = match order {
         Some(Order::Member(k)) => Some((k, writeback::span_of(f, p.rw_flags, p.off, buffer_len(p)))),
@@ -105,7 +107,7 @@ pub(super) fn prepare_rw(
         (Some((k, span)), _) => call.writes.push((k, span)),
         // A buffered read of a regular file that follows no write: a later
         // write of the call does it first, if it can be done at once.
-        (None, Some(Order::After(k))) if !write && !behind_write && !is_direct(f) && f.is_regular() => {
+        (None, Some(Order::After(k))) if !write && !behind_write && !is_direct(f) && f.is_regular_or_block() => {
             let (iov, niov) = p.iov.as_ref().map_or((std::ptr::null(), 0), |v| (v.as_ptr(), v.len()));
             call.reads.push(BackendRead {
                 at: call.at,
@@ -283,7 +285,8 @@ pub(super) fn read_behind_write(f: &mut FdInfo, off: u64, count: u64, call: &mut
 /// file's length at that point).
 pub(super) fn read_span(f: &mut FdInfo, off: u64, count: u64) -> writeback::Span {
     let end = off.saturating_add(count.max(1));
-    if end > f.size() {
+    // A block device has no size in its stat (0), and no write lengthens it.
+    if !f.is_block() && end > f.size() {
         (off, u64::MAX)
     } else {
         (off, end)

@@ -174,10 +174,25 @@ impl CallSpans {
                 continue;
             }
             let r = self.reads.swap_remove(i);
-            match r.try_now() {
-                Tried::Done(res) => self.settled.push((r.at, Some(res))),
-                Tried::Started => self.settled.push((r.at, None)),
-                Tried::Untouched => {}
+            let stays = match r.try_now() {
+                Tried::Done(res) => {
+                    self.settled.push((r.at, Some(res)));
+                    false
+                }
+                Tried::Started => {
+                    self.settled.push((r.at, None));
+                    true
+                }
+                Tried::Untouched => true,
+            };
+            if stays {
+                // Still for the backend: it takes its turn among the file's
+                // ordered requests there, so that a write of its bytes that
+                // goes to the backend too runs after it, as the kernel's
+                // ran after the read done inside io_submit (before, the two
+                // ran side by side, and the read could return some of the
+                // new bytes and some of the old ones).
+                self.promote.push(r.at);
             }
         }
     }
@@ -204,7 +219,7 @@ impl BackendRead {
         let end = self.off.saturating_add(self.count.max(1));
         crate::writeback::overlap((self.off, end), span)
             || (crate::writeback::overlap((self.off, u64::MAX), span)
-                && sys::file_size(self.fd).is_none_or(|size| end > size))
+                && sys::file_stat(self.fd).is_none_or(|st| st.kind() != libc::S_IFBLK && end > st.size))
     }
 
     /// The read, with `RWF_NOWAIT`: done when it was served whole, or

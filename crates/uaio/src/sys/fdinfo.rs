@@ -191,6 +191,12 @@ impl FdInfo {
         matches!(self.mode() & S_IFMT, libc::S_IFREG | libc::S_IFDIR | libc::S_IFBLK)
     }
 
+    /// A block device.
+    #[inline]
+    pub(crate) fn is_block(&mut self) -> bool {
+        self.mode() & S_IFMT == libc::S_IFBLK
+    }
+
     /// A regular file or a block device (they ignore `O_NONBLOCK`).
     #[inline]
     pub(crate) fn is_regular_or_block(&mut self) -> bool {
