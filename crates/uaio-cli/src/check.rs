@@ -10,7 +10,7 @@ use serde_json::json;
 /// `uaio check` options.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Exit status: 0 when every case agrees, 1 when one differs or kernel AIO does not work here, 2 for a usage error (including a FILTER that matches no case)."
+    after_help = "A case that this machine cannot run (a loop device, a throttled cgroup or a mount it needs cannot be made here) is reported as skipped, with the reason, and counted apart; it does not change the exit status.\n\nExit status: 0 when no case differs, 1 when one differs or kernel AIO does not work here, 2 for a usage error (including a FILTER that matches no case)."
 )]
 pub struct Args {
     /// Print the names of the cases (those matching FILTER) without running them.
@@ -44,6 +44,10 @@ pub fn main(a: &Args) -> ExitCode {
     if let Err(why) = crate::info::kernel_aio_works() {
         eprintln!("uaio check: kernel AIO does not work here: {why}.");
         eprintln!("uaio check: every case compares uaio with kernel AIO, so none was run.");
+        if a.json {
+            let doc = json!({ "error": format!("kernel AIO does not work here: {why}"), "cases": [], "summary": { "run": 0 } });
+            println!("{doc:#}");
+        }
         return ExitCode::FAILURE;
     }
 
@@ -53,7 +57,7 @@ pub fn main(a: &Args) -> ExitCode {
     );
     pb.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} {elapsed} {wide_msg}").expect("a valid template"));
     let start = Instant::now();
-    let (mut differ, mut extensions) = (0, 0);
+    let (mut differ, mut extensions, mut skipped) = (0, 0, 0);
     let mut results = Vec::new();
     crate::interrupt::catch();
     let mut done = 0;
@@ -66,20 +70,30 @@ pub fn main(a: &Args) -> ExitCode {
         let o = uaio_conform::run_case(c);
         pb.inc(1);
         extensions += usize::from(o.extension);
-        if o.failure.is_some() {
-            differ += 1;
-        }
+        // A case that could not run here checked nothing: counted apart,
+        // never as agreeing.
+        let result = match (&o.failure, &o.skipped) {
+            (Some(_), _) => "differ",
+            (None, Some(_)) => "skipped",
+            (None, None) => "agree",
+        };
+        differ += usize::from(result == "differ");
+        skipped += usize::from(result == "skipped");
         if a.json {
             results.push(json!({
                 "name": o.name,
-                "result": if o.failure.is_some() { "differ" } else { "agree" },
+                "result": result,
                 "extension": o.extension,
                 "difference": o.failure,
+                "skipped": o.skipped,
             }));
         } else {
-            pb.suspend(|| match &o.failure {
-                None => println!("ok   {}{}", o.name, if o.extension { "  (documented extension)" } else { "" }),
-                Some(why) => println!("FAIL {}\n{why}", o.name),
+            pb.suspend(|| match (&o.failure, &o.skipped) {
+                (Some(why), _) => println!("FAIL {}\n{why}", o.name),
+                (None, Some(why)) => println!("skip {}: {why}", o.name),
+                (None, None) => {
+                    println!("ok   {}{}", o.name, if o.extension { "  (documented extension)" } else { "" })
+                }
             });
         }
     }
@@ -95,14 +109,14 @@ pub fn main(a: &Args) -> ExitCode {
             "backend": backend,
             "filter": filter,
             "cases": results,
-            "summary": { "run": cases.len(), "agree": cases.len() - differ, "differ": differ, "extensions": extensions, "seconds": secs },
+            "summary": { "run": cases.len(), "agree": cases.len() - differ - skipped, "skipped": skipped, "differ": differ, "extensions": extensions, "seconds": secs },
         });
         println!("{doc:#}");
     } else {
         println!(
-            "{} cases run on kernel AIO and on uaio ({backend}) in {secs:.1} s: {} agree ({extensions} of them documented extensions), {differ} differ",
+            "{} cases run on kernel AIO and on uaio ({backend}) in {secs:.1} s: {} agree ({extensions} of them documented extensions), {skipped} skipped (not runnable here), {differ} differ",
             cases.len(),
-            cases.len() - differ,
+            cases.len() - differ - skipped,
         );
     }
     if differ == 0 {

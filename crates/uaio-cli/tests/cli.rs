@@ -104,6 +104,44 @@ fn check_lists_and_runs_with_json() {
     assert!(last.contains(&format!("{n} agree")) && last.ends_with("0 differ"), "{last}");
 }
 
+#[test]
+fn check_reports_cases_it_cannot_run_as_skipped() {
+    // An unprivileged user can make no loop device, so the no-wait cases
+    // cannot run: they must be named skipped, never counted as agreeing,
+    // and stdout must stay one JSON document.
+    // SAFETY: geteuid(2) cannot fail.
+    if unsafe { libc::geteuid() } != 0 || Command::new("setpriv").arg("--help").output().is_err() {
+        println!("skipped: needs root and setpriv to run uaio check as an unprivileged user");
+        return;
+    }
+    let filter = "nowait/direct_read_of";
+    let run = |json: bool| {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid", "65534", "--regid", "65534", "--clear-groups", env!("CARGO_BIN_EXE_uaio"), "check"]);
+        if json {
+            c.arg("--json");
+        }
+        c.arg(filter).current_dir("/").env("TMPDIR", "/tmp").env_remove("UAIO_BACKEND").output().expect("setpriv")
+    };
+    let o = run(true);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).expect("only JSON on stdout");
+    let cases = v["cases"].as_array().unwrap();
+    assert!(!cases.is_empty());
+    let n = cases.len() as u64;
+    assert!(cases.iter().all(|c| c["result"] == "skipped" && c["skipped"].is_string()), "{v:#}");
+    assert_eq!(
+        (&v["summary"]["skipped"], &v["summary"]["agree"], &v["summary"]["differ"]),
+        (&n.into(), &0.into(), &0.into())
+    );
+    let o = run(false);
+    assert!(o.status.success());
+    let out = text(&o.stdout);
+    assert!(out.lines().filter(|l| l.starts_with("skip ")).count() as u64 == n, "{out}");
+    let last = out.lines().last().unwrap();
+    assert!(last.contains("0 agree") && last.contains(&format!("{n} skipped")), "{last}");
+}
+
 /// The ring the kernel makes for `io_setup(nr)`: `ring->nr` (the second
 /// 32-bit word of the ring header, whose address is the handle).
 fn kernel_ring_nr(nr: i64) -> u32 {

@@ -333,7 +333,9 @@ fn run(e: &mut Env, need: Need, extension: bool, body: Body) {
     let dev = match SlowDevice::new(need) {
         Ok(d) => d,
         Err(why) => {
-            println!("     skipped: {why}");
+            // The reason in detail, apart from the results (stdout may be
+            // a JSON document).
+            eprintln!("     skipped: {why}");
             e.rec("skipped: no throttled loop device here");
             if extension {
                 e.rec(if e.is_kernel() { WAITED } else { LEFT });
