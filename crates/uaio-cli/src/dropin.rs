@@ -192,8 +192,12 @@ pub fn run(backend: Option<&str>, verbose: bool, stats: Option<Option<PathBuf>>,
 }
 
 /// Runs `c` (the program `cmd`) as a child with `UAIO_STATS` set, waits for
-/// it, prints the statistics and returns its exit status (128 + the signal
-/// for a program killed by one, as shells report it).
+/// it, prints the statistics and returns its exit status; a program killed
+/// by a signal is reported the same way: `uaio` then ends by that signal
+/// (without a second core dump), as if the program had run directly
+/// (before, it exited with 128 + the signal, which a shell or a parent's
+/// `waitpid` cannot tell from an exit). The program is killed if `uaio`
+/// dies first (`PR_SET_PDEATHSIG`): it no longer runs on unwatched.
 fn run_with_stats(mut c: std::process::Command, cmd: &OsString, json: Option<&Path>) -> ExitCode {
     if let Some(out) = json {
         // Found out before the program runs, not after it (its records
@@ -233,7 +237,15 @@ fn run_with_stats(mut c: std::process::Command, cmd: &OsString, json: Option<&Pa
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
         (Some(code), _) => ExitCode::from(code as u8),
-        (None, Some(sig)) => ExitCode::from(128 + sig as u8),
+        (None, Some(sig)) => {
+            if status.core_dumped() {
+                let none = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+                // SAFETY: setrlimit(2) with a valid struct: the program
+                // dumped its core already.
+                unsafe { libc::setrlimit(libc::RLIMIT_CORE, &none) };
+            }
+            crate::interrupt::die_of(sig)
+        }
         _ => ExitCode::FAILURE,
     }
 }
@@ -258,14 +270,21 @@ fn forward_signals(c: &mut std::process::Command) -> libc::sigset_t {
         libc::signal(libc::SIGQUIT, libc::SIG_IGN);
         set
     };
+    // SAFETY: getpid(2) cannot fail.
+    let parent = unsafe { libc::getpid() };
     // SAFETY: between fork and exec, only async-signal-safe calls: the
     // dispositions back to default and the mask emptied (ignored signals
-    // and the mask survive exec).
+    // and the mask survive exec), and the death signal set (it survives
+    // exec too), then checked against a parent gone before it was set.
     unsafe {
         c.pre_exec(move || {
             libc::signal(libc::SIGINT, libc::SIG_DFL);
             libc::signal(libc::SIGQUIT, libc::SIG_DFL);
             libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+            if libc::getppid() != parent {
+                libc::_exit(128 + libc::SIGKILL);
+            }
             Ok(())
         });
     }

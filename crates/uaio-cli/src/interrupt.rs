@@ -46,9 +46,14 @@ pub fn signal() -> Option<i32> {
 /// Ends the process as the signal `sig` would have, once the command has
 /// cleaned up after itself.
 pub fn die_of(sig: i32) -> ! {
-    // SAFETY: restoring a signal's default disposition and raising it.
+    // SAFETY: restoring a signal's default disposition, unblocking it in
+    // this thread and raising it there.
     unsafe {
         libc::signal(sig, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, sig);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
         libc::raise(sig);
     }
     std::process::exit(128 + sig)

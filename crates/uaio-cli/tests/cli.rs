@@ -3,6 +3,7 @@
 //! with the ring the kernel really makes), `run` (what the program gets)
 //! and `completions`.
 
+use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Output};
 
 use serde_json::Value;
@@ -463,9 +464,42 @@ fn stress_and_bench_help_go_to_stdout_and_succeed() {
     }
 }
 
+/// A program that `uaio run --stats` runs ends as if run directly: killed
+/// by a signal, `uaio` is too (before, it exited with 128 + the signal,
+/// which a parent cannot tell from an exit); and it dies with `uaio` (it
+/// ran on, orphaned, when `uaio` was killed).
+#[test]
+fn run_stats_ends_as_its_program_and_takes_it_along() {
+    let o = Command::new(env!("CARGO_BIN_EXE_uaio"))
+        .args(["run", "--stats", "--", "sh", "-c", "kill -USR1 $$"])
+        .output()
+        .expect("run uaio");
+    assert_eq!(o.status.signal(), Some(libc::SIGUSR1), "{:?}\n{}", o.status, text(&o.stderr));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_uaio"))
+        .args(["run", "--stats", "--", "sh", "-c", "echo $$; exec sleep 100"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run uaio");
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().expect("stdout")), &mut line)
+        .expect("the program's pid");
+    let pid: libc::pid_t = line.trim().parse().expect("a pid");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
+    let _ = child.wait();
+    // The program goes (reaped by whoever adopted it) within 10 s.
+    let alive = || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "));
+    let start = std::time::Instant::now();
+    while alive() && start.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(!alive(), "the program (pid {pid}) still runs after uaio run --stats was killed");
+}
+
 /// `uaio run --stats` waits for its program: SIGTERM and SIGHUP sent to it
-/// reach the program, whose status (128 + the signal) comes back, and the
-/// statistics are still printed and their file removed.
+/// reach the program, whose status (death by the signal) comes back, and
+/// the statistics are still printed and their file removed.
 #[test]
 fn run_stats_passes_termination_signals_to_the_program() {
     for (sig, name) in [(libc::SIGTERM, "TERM"), (libc::SIGHUP, "HUP")] {
@@ -496,7 +530,7 @@ fn run_stats_passes_termination_signals_to_the_program() {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(child.id() as libc::pid_t, sig) };
         let o = child.wait_with_output().expect("wait");
-        assert_eq!(o.status.code(), Some(128 + sig), "SIG{name}: {:?}\n{}", o.status, text(&o.stderr));
+        assert_eq!(o.status.signal(), Some(sig), "SIG{name}: {:?}\n{}", o.status, text(&o.stderr));
         assert!(text(&o.stderr).contains("uaio run --stats: sh"), "SIG{name}: {}", text(&o.stderr));
         std::thread::sleep(std::time::Duration::from_millis(3500));
         assert!(!marker.exists(), "SIG{name}: the program went on after uaio run was signalled");
