@@ -281,13 +281,25 @@ fn parse(args: &[String]) -> Result<Options, clap::Error> {
     if !bs.is_multiple_of(512) {
         return Err(bad(format!("--bs {bs}: must be a multiple of 512 (O_DIRECT)")));
     }
+    // Each request in flight has a buffer of its own (two threads keep
+    // --depth each): refused here rather than by a worker that cannot
+    // allocate them (it aborted, and the row said only that it failed).
+    let depth = *m.get_one::<usize>("depth").expect("default");
+    let most = qd.iter().copied().chain([2 * depth]).max().unwrap_or(1) as u64;
+    if (bs as u64).saturating_mul(most) > MAX_BUFFERS {
+        return Err(bad(format!(
+            "--bs {bs} with {most} requests in flight needs {} MiB of buffers; at most {} MiB",
+            (bs as u64).saturating_mul(most) >> 20,
+            MAX_BUFFERS >> 20
+        )));
+    }
     Ok(Options {
         file: m.get_one::<PathBuf>("file").cloned(),
         dir: m.get_one::<PathBuf>("dir").expect("default").clone(),
         size: *m.get_one::<u64>("size").expect("default"),
         bs,
         qd,
-        depth: *m.get_one::<usize>("depth").expect("default"),
+        depth,
         duration: *m.get_one::<f64>("duration").expect("default"),
         rounds: *m.get_one::<usize>("rounds").expect("default"),
         workloads: m
@@ -301,6 +313,10 @@ fn parse(args: &[String]) -> Result<Options, clap::Error> {
         list: m.get_flag("list"),
     })
 }
+
+/// The most memory the buffers of one run may take (`--bs` times the most
+/// requests in flight).
+const MAX_BUFFERS: u64 = 1 << 30;
 
 /// Entry point of `uaio bench ARGS`.
 pub fn main(args: &[String]) -> ExitCode {
@@ -444,7 +460,7 @@ fn spawn(job: &Job, engine: Engine) -> Result<Outcome, String> {
     }
     let line = out.lines().rev().find(|l| l.starts_with('{'));
     let Some(v) = line.and_then(|l| serde_json::from_str::<Value>(l).ok()) else {
-        return Err(format!("the worker failed ({status}): {}", err.trim()));
+        return Err(format!("{WORKER_FAILED} ({status}): {}", err.trim()));
     };
     if let Some(e) = v["error"].as_str() {
         return Err(e.to_string());
@@ -500,6 +516,7 @@ fn bench(opts: &Options, workloads: &[Workload]) -> Result<(), String> {
     })?;
     let fs = file::fs_name(&tf.file);
     let mut notes = Notes::default();
+    let mut crashed = 0usize;
     let max_direct_bs = workloads.iter().filter(|w| w.cache == Cache::Direct).map(|w| w.bs).max().unwrap_or(opts.bs);
     let direct_na = if tf.size < max_direct_bs as u64 {
         // (A probe of fewer bytes than a block fails for that reason alone.)
@@ -645,6 +662,9 @@ fn bench(opts: &Options, workloads: &[Workload]) -> Result<(), String> {
                     }
                     Err(why) => {
                         // A failure is not retried: the later rounds are skipped.
+                        if why.starts_with(WORKER_FAILED) {
+                            crashed += 1;
+                        }
                         pb.inc((opts.rounds - round - 1) as u64);
                         cell.failure = Some(why);
                         cell.runs.clear();
@@ -699,8 +719,15 @@ fn bench(opts: &Options, workloads: &[Workload]) -> Result<(), String> {
             println!("chart written to {}", path.display());
         }
     }
+    if crashed > 0 {
+        // The table says which; the exit status must not claim success.
+        return Err(format!("{} ended abnormally (see the table)", plural(crashed, "run")));
+    }
     Ok(())
 }
+
+/// How a run whose worker ended without its result is reported.
+const WORKER_FAILED: &str = "the worker failed";
 
 /// `uname -r`.
 fn kernel_release() -> String {
@@ -739,6 +766,12 @@ mod tests {
         assert!(a(&["--duration", "1e300"]).is_err());
         assert!(a(&["--qd", "4294967297"]).is_err());
         assert!(a(&["--depth", "4294967297"]).is_err());
+        // Buffers for every request in flight: 3 GiB blocks at depth 128
+        // (a worker aborted allocating them), and 16 MiB ones at 128.
+        assert!(a(&["--bs", "3G"]).is_err());
+        assert!(a(&["--bs", "16M"]).is_err());
+        assert!(a(&["--bs", "1M"]).is_ok());
+        assert!(a(&["--bs", "16M", "--qd", "1,32", "--depth", "16"]).is_ok());
         assert_eq!(a(&["--qd", "1,1,32"]).unwrap().qd, vec![1, 32]);
         assert_eq!(a(&["--help"]).unwrap_err().kind(), clap::error::ErrorKind::DisplayHelp);
     }
