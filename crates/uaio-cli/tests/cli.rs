@@ -288,9 +288,17 @@ fn completions_are_generated() {
 /// `uaio ARGS` in a child that a seccomp filter refuses (`EPERM`) the
 /// system calls `refused`, as a container's profile may.
 fn uaio_under_seccomp(args: &[&str], refused: &[libc::c_long]) -> Output {
+    uaio_under_seccomp_with(args, refused, None)
+}
+
+/// [`uaio_under_seccomp`] with `UAIO_BACKEND` set to `backend`.
+fn uaio_under_seccomp_with(args: &[&str], refused: &[libc::c_long], backend: Option<&str>) -> Output {
     let filter = seccomp::Refusal::of(refused);
     let mut c = Command::new(env!("CARGO_BIN_EXE_uaio"));
     c.args(args).env_remove("UAIO_BACKEND");
+    if let Some(b) = backend {
+        c.env("UAIO_BACKEND", b);
+    }
     // SAFETY: the closure runs in the forked child before exec and only
     // makes two prctl calls (async-signal-safe), with no allocation.
     unsafe { std::os::unix::process::CommandExt::pre_exec(&mut c, move || filter.install()) };
@@ -319,6 +327,23 @@ fn info_explains_the_fallback_when_io_uring_is_refused() {
     assert_eq!(v["backend"]["io_uring_setup"]["errno"], libc::EPERM);
     assert_eq!(v["backend"]["seccomp"], 2);
     assert!(v["limits"]["kernel_aio"].as_str().unwrap().contains("seccomp"), "{v}");
+}
+
+/// io_uring asked for with `UAIO_BACKEND=uring` but refused: the thread
+/// pool runs, and the tools name it (they named io_uring: `uaio stress
+/// --backend uring` printed "uaio (io_uring)" over a run on the thread pool).
+#[test]
+fn a_refused_io_uring_asked_for_is_not_named_as_the_backend() {
+    let refused = [libc::SYS_io_uring_setup, libc::SYS_io_uring_enter, libc::SYS_io_uring_register];
+    let o = uaio_under_seccomp_with(&["info", "--json"], &refused, Some("uring"));
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    assert_eq!(v["backend"]["name"], "threads", "{v}");
+    assert!(v["backend"]["reason"].as_str().unwrap().contains("asks for io_uring"), "{v}");
+    let o = uaio_under_seccomp_with(&["stress", "--requests", "50", "--threads", "2"], &refused, Some("uring"));
+    assert!(o.status.success(), "{}\n{}", text(&o.stdout), text(&o.stderr));
+    let out = text(&o.stdout) + &text(&o.stderr);
+    assert!(out.contains("uaio (threads)") && !out.contains("uaio (io_uring)"), "{out}");
 }
 
 #[test]

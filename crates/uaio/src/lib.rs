@@ -207,9 +207,13 @@ pub fn aio_max_nr() -> u64 {
 /// println!("{} ({})", uaio::backend_name(), uaio::backend_reason());
 /// ```
 pub fn backend_reason() -> &'static str {
-    let set =
-        matches!(std::env::var("UAIO_BACKEND").as_deref(), Ok("threads" | "thread" | "pool" | "uring" | "io_uring"));
+    let var = std::env::var("UAIO_BACKEND");
+    let set = matches!(var.as_deref(), Ok("threads" | "thread" | "pool" | "uring" | "io_uring"));
+    let uring_asked = matches!(var.as_deref(), Ok("uring" | "io_uring"));
     match (set, table::choice(), io_uring_available()) {
+        (true, table::Choice::Threads, false) if uring_asked => {
+            "UAIO_BACKEND asks for io_uring, which is not available to this process: the thread pool runs instead"
+        }
         (true, _, _) => "set by UAIO_BACKEND",
         (false, table::Choice::Uring, _) => "automatic: io_uring is available to this process",
         (false, table::Choice::Threads, false) => "automatic: io_uring is not available to this process",

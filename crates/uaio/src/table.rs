@@ -91,7 +91,16 @@ pub(crate) fn choice() -> Choice {
     static C: Leaked<Choice> = Leaked::new();
     *C.get_or_init(|| match std::env::var("UAIO_BACKEND").as_deref() {
         Ok("threads") | Ok("thread") | Ok("pool") => Choice::Threads,
-        Ok("uring") | Ok("io_uring") => Choice::Uring,
+        // Asked for, but refused to this process (seccomp, a sysctl): each
+        // context would fall back to the thread pool, and the process's
+        // backend is named for what runs.
+        Ok("uring") | Ok("io_uring") => {
+            if uring::available() {
+                Choice::Uring
+            } else {
+                Choice::Threads
+            }
+        }
         v => {
             if let Some(v) = v.ok().filter(|v| !v.is_empty()) {
                 // A misspelt setting must not pass for the automatic
