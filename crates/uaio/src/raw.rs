@@ -66,7 +66,21 @@ pub unsafe fn io_setup(nr_events: u32, ctxp: *mut aio_context_t) -> i64 {
             }
             0
         }
-        Err(e) => neg(e),
+        Err(e) => neg(setup_errno(e)),
+    }
+}
+
+/// What `io_setup` answers for a failure of uaio's own: the kernel's call
+/// fails only with `EAGAIN`, `EFAULT`, `EINVAL`, `ENOMEM` or `ENOSYS`, and a
+/// resource uaio could not get for the context (a descriptor, a thread, a
+/// system call a seccomp filter refuses) is `EAGAIN`, as the kernel answers
+/// when it has no room (before, the raw errno came back: `EPERM` when a
+/// filter refused `eventfd2`).
+fn setup_errno(e: Errno) -> Errno {
+    if [Errno::AGAIN, Errno::FAULT, Errno::INVAL, Errno::NOMEM].contains(&e) {
+        e
+    } else {
+        Errno::AGAIN
     }
 }
 
