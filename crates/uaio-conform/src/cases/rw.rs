@@ -370,6 +370,33 @@ pub(crate) fn cases() -> Vec<Case> {
             }
             e.record_file(&f);
         }),
+        c("rw/sync_of_a_file_without_fsync_is_refused_at_submit", |e| {
+            // procfs files and directories, and sysfs directories, have no
+            // fsync: the kernel refuses IOCB_CMD_FSYNC and FDSYNC of them in
+            // io_submit, and a batch stops there (uaio accepted them, and
+            // their events carried -EINVAL). A sysfs file syncs (a no-op).
+            let ctx = e.setup(8);
+            for path in ["/proc/self/status", "/proc", "/sys", "/sys/kernel/mm/transparent_hugepage/enabled"] {
+                let f = open(path, libc::O_RDONLY);
+                for op in [IOCB_CMD_FSYNC, IOCB_CMD_FDSYNC] {
+                    if try_key(e, ctx, path, cb(op, f.as_raw_fd(), 0, 0, 0, 1)) == 1 {
+                        e.reap(ctx, 1);
+                    }
+                }
+            }
+            let file = e.file(b"abcdef", libc::O_RDWR);
+            let proc = open("/proc/self/status", libc::O_RDONLY);
+            let buf = leak_buf(6);
+            let mut cbs = vec![
+                leak(cb(RD, file.as_raw_fd(), buf.as_mut_ptr() as u64, 6, 0, 1)),
+                leak(cb(IOCB_CMD_FSYNC, proc.as_raw_fd(), 0, 0, 0, 2)),
+                leak(cb(RD, file.as_raw_fd(), buf.as_mut_ptr() as u64, 6, 0, 3)),
+            ];
+            let n = e.submit(ctx, &mut cbs);
+            if n > 0 {
+                e.reap(ctx, n);
+            }
+        }),
         c("rw/pipe_ignores_offset", |e| {
             let ctx = e.setup(4);
             let (r, w) = pipe();

@@ -8,6 +8,19 @@ use rustix::io::Errno;
 
 use super::{direct_hint, file_stat, internal_fds, remembered, FileStat, S_IFMT};
 
+/// `statfs` magic of procfs.
+const PROC_MAGIC: i64 = 0x9fa0;
+/// `statfs` magic of sysfs.
+const SYSFS_MAGIC: i64 = 0x6265_6572;
+/// `statfs` magic of cgroup v1.
+const CGROUP_MAGIC: i64 = 0x0027_e0eb;
+/// `statfs` magic of overlayfs.
+const OVERLAYFS_MAGIC: i64 = 0x794c_7630;
+/// `statfs` magic of squashfs.
+const SQUASHFS_MAGIC: i64 = 0x7371_7368;
+/// `statfs` magic of erofs.
+const EROFS_MAGIC: i64 = 0xe0f5_e1e2;
+
 /// What uaio needs to know about a file descriptor to validate a request.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct FdInfo {
@@ -185,10 +198,29 @@ impl FdInfo {
         self.mode() & S_IFMT == libc::S_IFDIR
     }
 
-    /// The file implements `fsync` (regular files, directories, block devices).
+    /// The file implements `fsync` (regular files, directories, block
+    /// devices, but those of the file systems of [`FdInfo::lacks_fsync`]).
     #[inline]
     pub(crate) fn can_fsync(&mut self) -> bool {
-        matches!(self.mode() & S_IFMT, libc::S_IFREG | libc::S_IFDIR | libc::S_IFBLK)
+        matches!(self.mode() & S_IFMT, libc::S_IFREG | libc::S_IFDIR | libc::S_IFBLK) && !self.lacks_fsync()
+    }
+
+    /// A regular file or directory whose file operations have no `fsync`,
+    /// which the kernel's AIO refuses to sync at submission (`EINVAL`; seen
+    /// on Linux 6.18): those of procfs, squashfs and erofs (read-only file
+    /// systems whose files take the generic read-only operations), and the
+    /// directories of sysfs and cgroup v1 (their files sync, doing nothing).
+    fn lacks_fsync(&mut self) -> bool {
+        let kind = self.mode() & S_IFMT;
+        if !matches!(kind, libc::S_IFREG | libc::S_IFDIR) {
+            return false;
+        }
+        let Some(magic) = crate::writeback::fs_magic(self) else { return false };
+        match magic {
+            PROC_MAGIC | SQUASHFS_MAGIC | EROFS_MAGIC => true,
+            SYSFS_MAGIC | CGROUP_MAGIC => kind == libc::S_IFDIR,
+            _ => false,
+        }
     }
 
     /// A block device.
@@ -257,12 +289,11 @@ impl FdInfo {
     /// A regular file whose file system does not open files for
     /// non-blocking I/O (no `FMODE_NOWAIT`): the kernel refuses `RWF_NOWAIT`
     /// on it at submission (`EOPNOTSUPP`). Those known to: tmpfs, ramfs,
-    /// procfs and sysfs (seen on Linux 6.18: a one-byte `RWF_NOWAIT` read
-    /// of such a file fails so).
+    /// procfs, sysfs, overlayfs, squashfs and erofs (seen on Linux 6.18: a
+    /// one-byte `RWF_NOWAIT` read of such a file fails so, and the kernel's
+    /// `io_submit` refuses such a request; before, uaio accepted it from
+    /// the last three and its event carried the error).
     pub(crate) fn lacks_nowait(&mut self) -> bool {
-        /// `statfs` magics of procfs and sysfs.
-        const PROC: i64 = 0x9fa0;
-        const SYSFS: i64 = 0x6265_6572;
         match self.mode() & S_IFMT {
             // No file system opens a directory for non-blocking I/O.
             libc::S_IFDIR => return true,
@@ -271,7 +302,15 @@ impl FdInfo {
         }
         matches!(
             crate::writeback::fs_magic(self),
-            Some(crate::writeback::TMPFS_MAGIC | crate::writeback::RAMFS_MAGIC | PROC | SYSFS)
+            Some(
+                crate::writeback::TMPFS_MAGIC
+                    | crate::writeback::RAMFS_MAGIC
+                    | PROC_MAGIC
+                    | SYSFS_MAGIC
+                    | OVERLAYFS_MAGIC
+                    | SQUASHFS_MAGIC
+                    | EROFS_MAGIC
+            )
         )
     }
 
