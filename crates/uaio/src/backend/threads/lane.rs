@@ -705,6 +705,39 @@ fn lane_done(p: &'static Pool, job: Arc<Job>, res: i64, here: &Here) {
         }
         return;
     }
+    if !asked_nowait && !without_flag && res > 0 && goes_on(&job, res as u64) {
+        // Short where the file goes on: the rest, from where it stopped,
+        // goes to a worker (which gives it to the lane without the flag).
+        // A file system may serve a direct read from the page cache (ext4
+        // mounted data=journal does), where RWF_NOWAIT stops at a page not
+        // in it: taken for the whole answer, the read lost the rest of its
+        // bytes (4,096 of a 6,000-byte file, where the kernel's read 6,000).
+        lock(&job.cur).advance(res as usize);
+        if !job.unclaim_or_cancel(here) {
+            return;
+        }
+        job.lane.store(LANE_REFUSED, Ordering::SeqCst);
+        if let Err(jobs) = p.queue(&mut vec![job]) {
+            for job in jobs {
+                run_unhanded(&job, Route::Worker, here);
+            }
+        }
+        return;
+    }
     let r = lock(&job.cur).result(res as i32);
     job.shared.finish(&job, r, here);
+}
+
+/// Whether a lane job that moved `n` of its bytes with the lane's
+/// `RWF_NOWAIT` has more to move: fewer than it asked for, and, for a read,
+/// short of the end of the file (where a direct read ends short).
+fn goes_on(job: &Job, n: u64) -> bool {
+    let cur = lock(&job.cur);
+    if n >= cur.remaining() {
+        return false;
+    }
+    match job.kind {
+        OpKind::Read | OpKind::Readv => sys::file_size(job.fd).is_some_and(|size| cur.off.saturating_add(n) < size),
+        _ => true,
+    }
 }

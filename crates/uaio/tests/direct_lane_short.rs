@@ -1,0 +1,80 @@
+//! Thread pool: a file system may serve an `O_DIRECT` read from the page
+//! cache (ext4 mounted `data=journal` has no direct I/O and reads through
+//! the cache), where the direct lane's `RWF_NOWAIT` stops at the first page
+//! not in it. That short answer is not the read's: the rest is read by a
+//! worker, and the read returns what the kernel's returns (before, 4,096
+//! of a 6,000-byte file, where the kernel's read 6,000; a black-box attack).
+//! Needs root, a loop device and `mkfs.ext4`; skipped, saying why, without.
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+use std::os::unix::fs::OpenOptionsExt;
+use std::process::Command;
+use std::time::Duration;
+
+use uaio::{AlignedBuf, Backend, Context, Request};
+
+const LONG: Option<Duration> = Some(Duration::from_secs(30));
+
+/// A loop-mounted ext4 image in `data=journal` mode, unmounted on drop.
+struct Journaled {
+    dir: tempfile::TempDir,
+}
+
+impl Journaled {
+    fn mount() -> Result<Journaled, String> {
+        let dir = tempfile::tempdir_in("/var/tmp").map_err(|e| e.to_string())?;
+        let img = dir.path().join("img");
+        std::fs::File::create(&img).and_then(|f| f.set_len(64 << 20)).map_err(|e| format!("image: {e}"))?;
+        let mkfs = Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&img).output();
+        if !mkfs.as_ref().is_ok_and(|o| o.status.success()) {
+            return Err("mkfs.ext4 is not usable here".into());
+        }
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).map_err(|e| e.to_string())?;
+        let ok = Command::new("mount")
+            .args(["-o", "loop,data=journal"])
+            .arg(&img)
+            .arg(&mnt)
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !ok {
+            return Err("cannot loop-mount an ext4 image here (root and a loop device needed)".into());
+        }
+        Ok(Journaled { dir })
+    }
+
+    fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join("mnt").join(name)
+    }
+}
+
+impl Drop for Journaled {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path().join("mnt")).status();
+    }
+}
+
+#[test]
+fn a_direct_read_served_from_the_page_cache_is_read_whole() {
+    let fs = match Journaled::mount() {
+        Ok(fs) => fs,
+        Err(why) => {
+            println!("skipped: {why}");
+            return;
+        }
+    };
+    let data: Vec<u8> = (0..6000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(fs.path("f"), &data).unwrap();
+    let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(fs.path("f")).unwrap();
+    let ctx = Context::builder().entries(8).backend(Backend::Threads).build_for::<AlignedBuf>().unwrap();
+    for round in 0..4 {
+        // The first page cached, the second not (the file's end lies there).
+        // SAFETY: posix_fadvise(2) on an open descriptor.
+        unsafe { libc::posix_fadvise(std::os::fd::AsRawFd::as_raw_fd(&f), 4096, 0, libc::POSIX_FADV_DONTNEED) };
+        let buf = AlignedBuf::with_alignment(8192, 4096).unwrap();
+        ctx.submit(Request::read(&f, buf, 0)).unwrap();
+        let (r, buf) = ctx.wait_one(LONG).unwrap().into_result_and_buf();
+        assert_eq!(r.unwrap(), 6000, "round {round}");
+        assert!(buf.is_some_and(|b| b[..6000] == data[..]), "round {round}: other bytes");
+    }
+}
