@@ -339,11 +339,18 @@ impl FdInfo {
         ["[eventfd]", "[timerfd]", "[signalfd]"].iter().any(|k| name.ends_with(k))
     }
 
-    /// The file can take `RWF_ATOMIC` writes: a regular file or block
-    /// device opened `O_DIRECT` whose atomic write unit (statx) is non-zero.
+    /// The file can take `RWF_ATOMIC` writes at submission (the kernel's
+    /// `FMODE_CAN_ATOMIC_WRITE`): a regular file whose atomic write unit
+    /// (statx) is non-zero, or such a block device opened `O_DIRECT`. A
+    /// file system sets the mode for every open of such a file, and then
+    /// refuses a buffered atomic write itself, in its event (XFS answers
+    /// `-EOPNOTSUPP`; uaio refused it at submission, a black-box attack).
     pub(crate) fn can_atomic_write(&mut self) -> bool {
-        if !matches!(self.mode() & S_IFMT, libc::S_IFREG | libc::S_IFBLK) || self.flags & libc::O_DIRECT as u32 == 0 {
-            return false;
+        let direct = self.flags & libc::O_DIRECT as u32 != 0;
+        match self.mode() & S_IFMT {
+            libc::S_IFREG => {}
+            libc::S_IFBLK if direct => {}
+            _ => return false,
         }
         // SAFETY: statx(2) on the descriptor with an empty path into a zeroed struct.
         unsafe {

@@ -152,3 +152,44 @@ pub fn wait_child_for(pid: i32, limit: std::time::Duration) -> Option<i32> {
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
 }
+
+/// A file system of its own, made with `mkfs.KIND` on an image in
+/// /var/tmp and loop-mounted with `options`; unmounted on drop.
+pub struct LoopFs {
+    dir: tempfile::TempDir,
+}
+
+impl LoopFs {
+    /// Makes and mounts it; `Err` (the reason, for a skip message) where
+    /// that cannot be done here (no `mkfs.KIND`, not root, no loop device).
+    pub fn mount(kind: &str, mkfs_args: &[&str], options: &str) -> Result<LoopFs, String> {
+        use std::process::Command;
+        let dir = tempfile::tempdir_in("/var/tmp").map_err(|e| e.to_string())?;
+        let img = dir.path().join("img");
+        std::fs::File::create(&img).and_then(|f| f.set_len(512 << 20)).map_err(|e| format!("image: {e}"))?;
+        let mkfs = Command::new(format!("mkfs.{kind}")).args(mkfs_args).arg(&img).output();
+        if !mkfs.as_ref().is_ok_and(|o| o.status.success()) {
+            return Err(format!("mkfs.{kind} is not usable here"));
+        }
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).map_err(|e| e.to_string())?;
+        let opts = if options.is_empty() { "loop".to_string() } else { format!("loop,{options}") };
+        let ok =
+            Command::new("mount").args(["-o", &opts]).arg(&img).arg(&mnt).output().is_ok_and(|o| o.status.success());
+        if !ok {
+            return Err(format!("cannot loop-mount a {kind} image here (root and a loop device needed)"));
+        }
+        Ok(LoopFs { dir })
+    }
+
+    /// A path in the mounted file system.
+    pub fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join("mnt").join(name)
+    }
+}
+
+impl Drop for LoopFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(self.dir.path().join("mnt")).status();
+    }
+}
