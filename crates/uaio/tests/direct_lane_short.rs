@@ -8,55 +8,18 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 use std::os::unix::fs::OpenOptionsExt;
-use std::process::Command;
 use std::time::Duration;
 
 use uaio::{AlignedBuf, Backend, Context, Request};
 
+mod util;
+use util::LoopFs;
+
 const LONG: Option<Duration> = Some(Duration::from_secs(30));
-
-/// A loop-mounted ext4 image in `data=journal` mode, unmounted on drop.
-struct Journaled {
-    dir: tempfile::TempDir,
-}
-
-impl Journaled {
-    fn mount() -> Result<Journaled, String> {
-        let dir = tempfile::tempdir_in("/var/tmp").map_err(|e| e.to_string())?;
-        let img = dir.path().join("img");
-        std::fs::File::create(&img).and_then(|f| f.set_len(64 << 20)).map_err(|e| format!("image: {e}"))?;
-        let mkfs = Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&img).output();
-        if !mkfs.as_ref().is_ok_and(|o| o.status.success()) {
-            return Err("mkfs.ext4 is not usable here".into());
-        }
-        let mnt = dir.path().join("mnt");
-        std::fs::create_dir(&mnt).map_err(|e| e.to_string())?;
-        let ok = Command::new("mount")
-            .args(["-o", "loop,data=journal"])
-            .arg(&img)
-            .arg(&mnt)
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !ok {
-            return Err("cannot loop-mount an ext4 image here (root and a loop device needed)".into());
-        }
-        Ok(Journaled { dir })
-    }
-
-    fn path(&self, name: &str) -> std::path::PathBuf {
-        self.dir.path().join("mnt").join(name)
-    }
-}
-
-impl Drop for Journaled {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path().join("mnt")).status();
-    }
-}
 
 #[test]
 fn a_direct_read_served_from_the_page_cache_is_read_whole() {
-    let fs = match Journaled::mount() {
+    let fs = match LoopFs::mount("ext4", &["-q", "-F"], "data=journal") {
         Ok(fs) => fs,
         Err(why) => {
             println!("skipped: {why}");
