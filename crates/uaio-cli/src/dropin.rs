@@ -59,6 +59,12 @@ pub fn install() -> Result<Installed, String> {
         Some(p) if !p.is_empty() => {
             let file =
                 Path::new(&p).canonicalize().map_err(|e| format!("UAIO_LIBAIO={}: {e}", Path::new(&p).display()))?;
+            // Refused here rather than by the dynamic loader in the
+            // program (which then failed with its own words, or ran without
+            // it).
+            if let Err(why) = shared_library(&file) {
+                return Err(format!("UAIO_LIBAIO={}: {why}", Path::new(&p).display()));
+            }
             let dir = private_dir(&format!("link-{:016x}", fnv1a(file.as_os_str().as_encoded_bytes())))?;
             for name in NAMES {
                 place_link(&dir, name, &file)?;
@@ -73,6 +79,75 @@ pub fn install() -> Result<Installed, String> {
             Ok(Installed { dir, file })
         }
     }
+}
+
+/// The ELF header fields `uaio run` looks at: the first 64 bytes.
+fn elf_header(path: &Path) -> std::io::Result<Option<[u8; 64]>> {
+    use std::io::Read;
+    let mut h = [0u8; 64];
+    let mut f = std::fs::File::open(path)?;
+    let n = f.read(&mut h)?;
+    Ok((n == 64 && h[..4] == *b"\x7fELF").then_some(h))
+}
+
+/// Whether `file` is a 64-bit little-endian ELF shared object, as a
+/// replacement of the library must be.
+fn shared_library(file: &Path) -> Result<(), String> {
+    if !file.is_file() {
+        return Err("not a regular file".into());
+    }
+    let h = elf_header(file).map_err(|e| e.to_string())?.ok_or("not an ELF file")?;
+    // ELFCLASS64, ELFDATA2LSB, ET_DYN.
+    if h[4] != 2 || h[5] != 1 || u16::from_le_bytes([h[16], h[17]]) != 3 {
+        return Err("not a 64-bit little-endian ELF shared object".into());
+    }
+    Ok(())
+}
+
+/// Why the program at `path` will not load the drop-in library, if it is
+/// an ELF program that will not: a static program (no dynamic loader), a
+/// 32-bit one (the 64-bit library is skipped), or a set-user or set-group
+/// ID one the loader runs in secure mode (it ignores `LD_LIBRARY_PATH` and
+/// `LD_PRELOAD`). Such a program runs on the kernel's AIO; `uaio run` says
+/// so rather than let it pass for a run on uaio.
+fn why_not_loaded(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let h = elf_header(path).ok()??;
+    if h[4] == 1 {
+        return Some("is a 32-bit program (uaio's library is 64-bit)".into());
+    }
+    if h[4] != 2 || h[5] != 1 {
+        return None;
+    }
+    let md = std::fs::metadata(path).ok()?;
+    // SAFETY: getuid(2) and getgid(2) cannot fail.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    if (md.mode() & 0o4000 != 0 && md.uid() != uid) || (md.mode() & 0o2000 != 0 && md.gid() != gid) {
+        return Some(
+            "is set-user or set-group ID: the dynamic loader ignores LD_LIBRARY_PATH and LD_PRELOAD for it".into(),
+        );
+    }
+    // Program headers: is there a PT_INTERP (a dynamic loader)?
+    let phoff = u64::from_le_bytes(h[0x20..0x28].try_into().ok()?);
+    let (phentsize, phnum) =
+        (u16::from_le_bytes([h[0x36], h[0x37]]) as u64, u16::from_le_bytes([h[0x38], h[0x39]]) as u64);
+    let f = std::fs::File::open(path).ok()?;
+    let mut interp = false;
+    for i in 0..phnum {
+        let mut t = [0u8; 4];
+        std::os::unix::fs::FileExt::read_exact_at(&f, &mut t, phoff + i * phentsize).ok()?;
+        interp |= u32::from_le_bytes(t) == 3;
+    }
+    (!interp).then(|| "is statically linked (no dynamic loader loads libraries into it)".into())
+}
+
+/// The program `cmd` names, found on `PATH` as `exec` finds it.
+fn program_path(cmd: &OsString) -> Option<PathBuf> {
+    let p = Path::new(cmd);
+    if p.as_os_str().as_encoded_bytes().contains(&b'/') {
+        return Some(p.to_path_buf());
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join(p)).find(|c| c.is_file())
 }
 
 /// `uaio lib`: installs the library and prints its directory (or file).
@@ -174,13 +249,20 @@ pub fn run(backend: Option<&str>, verbose: bool, stats: Option<Option<PathBuf>>,
             eprintln!("uaio run: io_uring is not available to this process: the program runs on the thread pool");
         }
     }
+    if let Some(why) = program_path(cmd).as_deref().and_then(why_not_loaded) {
+        eprintln!(
+            "uaio run: {} {why}: uaio's library cannot be used, and the program runs on the kernel's AIO",
+            Path::new(cmd).display()
+        );
+    }
     if verbose {
         // One line, in this form (scripts/fio-compare.sh looks for it).
+        let env = std::env::var("UAIO_BACKEND").ok().filter(|b| !b.is_empty());
         eprintln!(
             "uaio run: {} with {} (backend {})",
             Path::new(cmd).display(),
             lib.file.display(),
-            backend.unwrap_or("auto")
+            backend.or(env.as_deref()).unwrap_or("auto")
         );
     }
     if let Some(json) = stats {

@@ -350,15 +350,19 @@ fn a_refused_io_uring_asked_for_is_not_named_as_the_backend() {
 fn uaio_libaio_replaces_the_built_in_library_under_both_names() {
     let dir = std::env::temp_dir().join(format!("uaio-cli-override-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    // A copy of the built-in library, under another name.
+    let o = uaio(&["lib", "--file"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
     let lib = dir.join("my-libaio.so");
-    std::fs::write(&lib, b"not really a library").unwrap();
+    std::fs::copy(text(&o.stdout).trim(), &lib).unwrap();
     let o = Command::new(env!("CARGO_BIN_EXE_uaio"))
         .args([
             "run",
             "sh",
             "-c",
-            "echo \"$LD_PRELOAD\"; d=\"${LD_LIBRARY_PATH%%:*}\"; cat \"$d/libaio.so.1\" \"$d/libaio.so.1t64\"",
+            "echo \"$LD_PRELOAD\"; d=\"${LD_LIBRARY_PATH%%:*}\"; cmp \"$d/libaio.so.1\" \"$0\" && cmp \"$d/libaio.so.1t64\" \"$0\" && echo same",
         ])
+        .arg(&lib)
         .env("UAIO_LIBAIO", &lib)
         .env("LD_PRELOAD", "")
         .output()
@@ -366,8 +370,40 @@ fn uaio_libaio_replaces_the_built_in_library_under_both_names() {
     let out = text(&o.stdout);
     let mut lines = out.lines();
     assert_eq!(lines.next(), Some(lib.to_str().unwrap()), "{}", text(&o.stderr));
-    assert_eq!(lines.next(), Some("not really a librarynot really a library"));
+    assert_eq!(lines.next(), Some("same"), "{}", text(&o.stderr));
+    // What is not a library is refused, naming the variable (the loader
+    // failed in the program instead, or the program ran without it).
+    let bogus = dir.join("not-a-library");
+    std::fs::write(&bogus, b"not really a library").unwrap();
+    for path in [bogus.as_path(), dir.as_path()] {
+        let o =
+            Command::new(env!("CARGO_BIN_EXE_uaio")).args(["run", "true"]).env("UAIO_LIBAIO", path).output().unwrap();
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+        assert!(text(&o.stderr).contains("UAIO_LIBAIO="), "{}", text(&o.stderr));
+    }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A program the drop-in library cannot reach (statically linked) runs on
+/// the kernel's AIO: `uaio run` says so (it said nothing, and `--verbose`
+/// named the library as if it were used).
+#[test]
+fn run_says_when_the_library_cannot_be_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("s.c");
+    std::fs::write(&src, "int main(void) { return 0; }\n").unwrap();
+    let prog = dir.path().join("s");
+    let built = Command::new("gcc").args(["-static", "-o"]).arg(&prog).arg(&src).output();
+    if !built.is_ok_and(|o| o.status.success()) {
+        println!("skipped: gcc cannot link a static program here");
+        return;
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_uaio")).arg("run").arg(&prog).output().unwrap();
+    assert!(o.status.success());
+    assert!(text(&o.stderr).contains("statically linked"), "{}", text(&o.stderr));
+    // A dynamic program gets no such word.
+    let o = Command::new(env!("CARGO_BIN_EXE_uaio")).args(["run", "true"]).output().unwrap();
+    assert!(o.status.success() && o.stderr.is_empty(), "{}", text(&o.stderr));
 }
 
 /// A program that uses AIO through `syscall()` (python's ctypes, so no
