@@ -508,7 +508,7 @@ fn bench(opts: &Options, workloads: &[Workload]) -> Result<(), String> {
     let t0 = Instant::now();
     let exists = opts.file.as_ref().is_some_and(|p| p.exists());
     if !exists {
-        say!(opts, hidden, "uaio bench: writing a {} MiB test file...", opts.size >> 20);
+        say!(opts, hidden, "uaio bench: writing a test file of {}...", shown_size(opts.size));
     }
     let tf = TestFile::prepare(opts.file.as_deref(), &opts.dir, opts.size).map_err(|e| {
         let where_ = opts.file.clone().unwrap_or_else(|| opts.dir.clone());
@@ -578,9 +578,9 @@ fn bench(opts: &Options, workloads: &[Workload]) -> Result<(), String> {
     say!(
         opts,
         hidden,
-        "test file {} on {fs}, {} MiB; {} CPUs; uaio backends: {}",
+        "test file {} on {fs}, {}; {} CPUs; uaio backends: {}",
         tf.shown,
-        tf.size >> 20,
+        shown_size(tf.size),
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         if backends.is_empty() { "none (kernel AIO only)" } else { &backends }
     );
@@ -728,6 +728,15 @@ fn bench(opts: &Options, workloads: &[Workload]) -> Result<(), String> {
 
 /// How a run whose worker ended without its result is reported.
 const WORKER_FAILED: &str = "the worker failed";
+
+/// A size as the messages show it: MiB, or bytes below one.
+fn shown_size(bytes: u64) -> String {
+    if bytes >= 1 << 20 {
+        format!("{} MiB", bytes >> 20)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
 
 /// `uname -r`.
 fn kernel_release() -> String {
