@@ -138,12 +138,24 @@ impl TestFile {
     /// `dir`, and fills it with `size` bytes of pseudo-random data unless it
     /// already holds that many. The data is synced to the device.
     pub fn prepare(path: Option<&Path>, dir: &Path, size: u64) -> io::Result<TestFile> {
+        let mut created = None;
+        let r = Self::prepare_in(path, dir, size, &mut created);
+        if let (Err(_), Some(p)) = (&r, created) {
+            let _ = std::fs::remove_file(p);
+        }
+        r
+    }
+
+    /// [`TestFile::prepare`]; `created` names the `--file` it created, if
+    /// it did.
+    fn prepare_in(path: Option<&Path>, dir: &Path, size: u64, created: &mut Option<PathBuf>) -> io::Result<TestFile> {
         let (file, path, shown, fresh) = match path {
             Some(p) => {
                 if p.exists() && !std::fs::metadata(p)?.is_file() {
                     // Never write over a device or anything else that is not a plain file.
                     return Err(io::Error::other(format!("{} is not a regular file", p.display())));
                 }
+                let existed = p.exists();
                 let f = match OpenOptions::new().read(true).write(true).create(true).truncate(false).open(p) {
                     Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM | libc::EROFS)) => {
                         // Enough for the reads, if it is long enough.
@@ -160,6 +172,10 @@ impl TestFile {
                     r => r?,
                 };
                 let fresh = f.metadata()?.len() < size;
+                if !existed {
+                    // Made here: a refusal below takes it away again.
+                    *created = Some(p.to_path_buf());
+                }
                 (f, p.to_path_buf(), p.display().to_string(), fresh)
             }
             None => {
