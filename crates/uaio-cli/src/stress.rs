@@ -75,7 +75,7 @@ pub fn command() -> clap::Command {
         .disable_version_flag(true)
         .arg(number("threads", "N", "Worker threads, 1 to 256").default_value("8").value_parser(value_parser!(usize)))
         .arg(
-            number("requests", "N", "Stop after N accepted requests [default: 20000]")
+            number("requests", "N", "Stop once N requests have been accepted (each thread submits batches of 1 to 64, so the count passes N by the batches in progress) [default: 20000]")
                 .value_parser(value_parser!(u64))
                 .conflicts_with("seconds"),
         )
