@@ -329,10 +329,12 @@ check_case fd_conform.closerace fd_conform closerace
 # and when it had to wait for the disk); a synchronous write is in the file
 # when io_submit returns (before: it was not, 50 of 50); a read that meets
 # the end of the file is not lengthened by a write placed after it. On a
-# block device, a read, a write and a read of the same uncached bytes in one
-# call return the old bytes, then the new (before: the second read returned
-# old bytes in 4 of 20 on io_uring, its file's writes were not tracked, and
-# the first read some new bytes, even torn, running beside the write).
+# block device, a read, a write and a read of the same bytes in one call
+# return the old bytes, then the new, with the write buffered or direct
+# (through another descriptor) and the pages cached or not (before: the
+# second read returned old bytes in 4 of 20 on io_uring, and 20 of 20 after
+# a direct write of cached bytes; the first read new bytes, even torn,
+# running beside the write).
 for m in dsync short-fds read-first read-first-shm read-first-cold read-eof nowait-behind sync-visible bdev-rw; do
 	check_case "order_conform.$m" order_conform "$m"
 done

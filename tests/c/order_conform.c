@@ -285,36 +285,49 @@ static int bdev_rw(void)
 	}
 	pclose(p);
 	dev[strcspn(dev, "\n")] = 0;
-	int fd = open(dev, O_RDWR);
+	int fd = open(dev, O_RDWR), direct = open(dev, O_RDWR | O_DIRECT);
 	io_context_t ctx = 0;
 	printf("io_setup %s\n", negret(io_setup(8, &ctx)));
 	enum { LEN = 65536 };
-	static char old[LEN], new[LEN], r0[LEN], r2[LEN];
-	int first_new = 0, second_old = 0, failed = fd < 0;
-	for (int round = 0; round < 20 && fd >= 0; round++) {
-		memset(old, 'a' + round % 26, LEN);
-		memset(new, 'A' + round % 26, LEN);
-		if (pwrite(fd, old, LEN, 0) != LEN || fsync(fd) != 0 || posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) != 0)
-			failed++;
-		struct iocb cb[3], *cbs[3] = { &cb[0], &cb[1], &cb[2] };
-		io_prep_pread(&cb[0], fd, r0, LEN, 0);
-		io_prep_pwrite(&cb[1], fd, new, LEN, 0);
-		io_prep_pread(&cb[2], fd, r2, LEN, 0);
-		struct io_event ev[3];
-		if (io_submit(ctx, 3, cbs) != 3 || reap(ctx, ev, 3) != 3) {
-			failed++;
-			continue;
+	char *old, *new, *r0, *r2;
+	if (posix_memalign((void **)&old, 4096, LEN) || posix_memalign((void **)&new, 4096, LEN) ||
+	    posix_memalign((void **)&r0, 4096, LEN) || posix_memalign((void **)&r2, 4096, LEN))
+		return 2;
+	/* The write buffered, then direct (through another descriptor of the
+	 * device), the reads buffered; the pages cached or not. */
+	for (int how = 0; how < 4; how++) {
+		int wfd = how & 1 ? direct : fd, cached = how & 2;
+		int first_new = 0, second_old = 0, failed = fd < 0 || direct < 0;
+		for (int round = 0; round < 20 && !failed; round++) {
+			memset(old, 'a' + round % 26, LEN);
+			memset(new, 'A' + round % 26, LEN);
+			if (pwrite(fd, old, LEN, 0) != LEN || fsync(fd) != 0)
+				failed++;
+			if (cached ? pread(fd, r0, LEN, 0) != LEN : posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) != 0)
+				failed++;
+			struct iocb cb[3], *cbs[3] = { &cb[0], &cb[1], &cb[2] };
+			io_prep_pread(&cb[0], fd, r0, LEN, 0);
+			io_prep_pwrite(&cb[1], wfd, new, LEN, 0);
+			io_prep_pread(&cb[2], fd, r2, LEN, 0);
+			struct io_event ev[3];
+			if (io_submit(ctx, 3, cbs) != 3 || reap(ctx, ev, 3) != 3) {
+				failed++;
+				continue;
+			}
+			for (int i = 0; i < 3; i++)
+				failed += (long)ev[i].res != LEN;
+			first_new += memcmp(r0, old, LEN) != 0;
+			second_old += memcmp(r2, new, LEN) != 0;
 		}
-		for (int i = 0; i < 3; i++)
-			failed += (long)ev[i].res != LEN;
-		first_new += memcmp(r0, old, LEN) != 0;
-		second_old += memcmp(r2, new, LEN) != 0;
+		printf("bdev, %s write, %s: first reads not the old bytes: %d, second reads not the new bytes: %d, "
+		       "failed: %d\n",
+		       how & 1 ? "direct" : "buffered", cached ? "cached" : "uncached", first_new, second_old, failed);
 	}
-	printf("bdev: first reads not the old bytes: %d, second reads not the new bytes: %d, failed: %d\n", first_new,
-	       second_old, failed);
 	printf("io_destroy %s\n", negret(io_destroy(ctx)));
 	if (fd >= 0)
 		close(fd);
+	if (direct >= 0)
+		close(direct);
 	snprintf(cmd, sizeof cmd, "losetup -d %s", dev);
 	if (system(cmd) != 0)
 		fprintf(stderr, "losetup -d %s failed\n", dev);

@@ -97,9 +97,14 @@ pub(super) fn prepare_rw(
         }
     }
     p.kind = Some(kind);
-    if write && is_direct(f) && f.is_regular() {
+    // (Block devices too: a buffered read of the device after a direct
+    // write of its bytes must see them.)
+    if write && is_direct(f) && f.is_regular_or_block() {
         if let Some(Order::After(k) | Order::Member(k)) = p.order {
             let span = writeback::span_of(f, p.rw_flags, p.off, buffer_len(p));
+            // The call's buffered reads of those bytes placed before it come
+            // first, as for a buffered write.
+            call.settle_reads(k, span);
             call.direct.push((call.at, (k, span)));
         }
     }
