@@ -304,32 +304,43 @@ pub(crate) fn own(fd: i32) -> std::os::fd::OwnedFd {
     unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
 }
 
-/// A tmpfs mounted for one case, unmounted and removed on drop.
-pub(crate) struct Tmpfs {
+/// A file system mounted for one case (a tmpfs, or a pseudo file system
+/// such as tracefs), unmounted and removed on drop.
+pub(crate) struct Mounted {
     dir: std::path::PathBuf,
 }
 
-impl Tmpfs {
+/// A tmpfs mounted for one case.
+pub(crate) type Tmpfs = Mounted;
+
+impl Mounted {
     /// Mounts a tmpfs of `size` bytes on a fresh directory, or says why not.
-    pub(crate) fn mount(size: usize) -> Result<Tmpfs, String> {
+    pub(crate) fn mount(size: usize) -> Result<Mounted, String> {
+        Mounted::of("tmpfs", &format!("size={size}"))
+    }
+
+    /// Mounts a file system of type `kind` (with no device) and `options`
+    /// on a fresh directory, or says why not.
+    pub(crate) fn of(kind: &str, options: &str) -> Result<Mounted, String> {
         static SEQ: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
-            "uaio-conform-tmpfs-{}-{}",
+            "uaio-conform-{kind}-{}-{}",
             std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir: {e}"))?;
         let target = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).expect("path");
-        let opts = std::ffi::CString::new(format!("size={size}")).expect("options");
+        let fstype = std::ffi::CString::new(kind).expect("type");
+        let opts = std::ffi::CString::new(options).expect("options");
         // SAFETY: mount(2) with valid C strings; the data argument is the
-        // option string tmpfs parses.
-        let r = unsafe { libc::mount(c"tmpfs".as_ptr(), target.as_ptr(), c"tmpfs".as_ptr(), 0, opts.as_ptr().cast()) };
+        // option string the file system parses.
+        let r = unsafe { libc::mount(fstype.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, opts.as_ptr().cast()) };
         if r != 0 {
             let e = std::io::Error::last_os_error();
             let _ = std::fs::remove_dir(&dir);
-            return Err(format!("mount -t tmpfs refused: {e}"));
+            return Err(format!("mount -t {kind} refused: {e}"));
         }
-        Ok(Tmpfs { dir })
+        Ok(Mounted { dir })
     }
 
     /// The path of `name` in the file system.
@@ -338,7 +349,7 @@ impl Tmpfs {
     }
 }
 
-impl Drop for Tmpfs {
+impl Drop for Mounted {
     fn drop(&mut self) {
         let target = std::ffi::CString::new(self.dir.as_os_str().as_encoded_bytes()).expect("path");
         // SAFETY: unmounting the file system this value mounted.
