@@ -397,6 +397,36 @@ pub(crate) fn cases() -> Vec<Case> {
                 e.reap(ctx, n);
             }
         }),
+        c("rw/pseudo_files_without_read_iter_or_fsync_are_refused_at_submit", |e| {
+            // tracefs and securityfs files have neither read_iter nor fsync,
+            // and their file systems no non-blocking I/O: the kernel refuses
+            // reads (EINVAL), syncs (EINVAL) and RWF_NOWAIT reads
+            // (EOPNOTSUPP) of them in io_submit (uaio read them, or failed
+            // them in their events). Each on a mount of its own; skipped,
+            // alike on both sides, where it cannot be mounted.
+            let ctx = e.setup(8);
+            for (kind, name) in [("tracefs", "README"), ("securityfs", "lsm")] {
+                let fs = match Mounted::of(kind, "") {
+                    Ok(fs) => fs,
+                    Err(why) => {
+                        e.rec(format!("skipped: {why}"));
+                        continue;
+                    }
+                };
+                let f = open(&fs.path(name), libc::O_RDONLY);
+                let buf = leak_buf(16);
+                let read = cb(RD, f.as_raw_fd(), buf.as_mut_ptr() as u64, 16, 0, 1);
+                let mut nowait = read;
+                nowait.aio_rw_flags = RWF_NOWAIT;
+                for (what, a) in
+                    [("read", read), ("nowait read", nowait), ("fsync", cb(IOCB_CMD_FSYNC, f.as_raw_fd(), 0, 0, 0, 2))]
+                {
+                    if try_key(e, ctx, &format!("{kind} {what}"), a) == 1 {
+                        e.reap(ctx, 1);
+                    }
+                }
+            }
+        }),
         c("rw/pipe_ignores_offset", |e| {
             let ctx = e.setup(4);
             let (r, w) = pipe();

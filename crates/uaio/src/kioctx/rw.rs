@@ -148,14 +148,14 @@ fn check_rw(cb: &iocb, f: &mut FdInfo, p: &mut Prepared, write: bool) -> Result<
         }
         // Anonymous inodes (eventfd, timerfd, signalfd, epoll...) and
         // hugetlbfs files have no `write_iter`.
-        if f.is_anon_inode() || f.is_hugetlbfs() {
+        if f.is_anon_inode() || f.is_hugetlbfs() || f.lacks_rw_iter() {
             return Err(Errno::INVAL);
         }
     } else {
         if !f.readable() {
             return Err(Errno::BADF);
         }
-        if f.is_dir() || (f.is_anon_inode() && !f.anon_reads_iter()) {
+        if f.is_dir() || (f.is_anon_inode() && !f.anon_reads_iter()) || f.lacks_rw_iter() {
             return Err(Errno::INVAL);
         }
     }

@@ -20,6 +20,18 @@ const OVERLAYFS_MAGIC: i64 = 0x794c_7630;
 const SQUASHFS_MAGIC: i64 = 0x7371_7368;
 /// `statfs` magic of erofs.
 const EROFS_MAGIC: i64 = 0xe0f5_e1e2;
+/// `statfs` magic of cgroup v2.
+const CGROUP2_MAGIC: i64 = 0x6367_7270;
+/// `statfs` magic of debugfs.
+const DEBUGFS_MAGIC: i64 = 0x6462_6720;
+/// `statfs` magic of tracefs.
+const TRACEFS_MAGIC: i64 = 0x7472_6163;
+/// `statfs` magic of securityfs.
+const SECURITYFS_MAGIC: i64 = 0x7363_6673;
+/// `statfs` magic of hugetlbfs.
+const HUGETLBFS_MAGIC: i64 = 0x9584_58f6;
+/// `statfs` magic of FUSE.
+const FUSE_MAGIC: i64 = 0x6573_5546;
 
 /// What uaio needs to know about a file descriptor to validate a request.
 #[derive(Debug, Clone, Copy)]
@@ -208,8 +220,9 @@ impl FdInfo {
     /// A regular file or directory whose file operations have no `fsync`,
     /// which the kernel's AIO refuses to sync at submission (`EINVAL`; seen
     /// on Linux 6.18): those of procfs, squashfs and erofs (read-only file
-    /// systems whose files take the generic read-only operations), and the
-    /// directories of sysfs and cgroup v1 (their files sync, doing nothing).
+    /// systems whose files take the generic read-only operations), the
+    /// directories of sysfs and cgroup v1 and v2 (their files sync, doing
+    /// nothing), and the files of debugfs, tracefs and securityfs.
     fn lacks_fsync(&mut self) -> bool {
         let kind = self.mode() & S_IFMT;
         if !matches!(kind, libc::S_IFREG | libc::S_IFDIR) {
@@ -218,7 +231,8 @@ impl FdInfo {
         let Some(magic) = crate::writeback::fs_magic(self) else { return false };
         match magic {
             PROC_MAGIC | SQUASHFS_MAGIC | EROFS_MAGIC => true,
-            SYSFS_MAGIC | CGROUP_MAGIC => kind == libc::S_IFDIR,
+            SYSFS_MAGIC | CGROUP_MAGIC | CGROUP2_MAGIC => kind == libc::S_IFDIR,
+            DEBUGFS_MAGIC | TRACEFS_MAGIC | SECURITYFS_MAGIC => kind == libc::S_IFREG,
             _ => false,
         }
     }
@@ -289,10 +303,11 @@ impl FdInfo {
     /// A regular file whose file system does not open files for
     /// non-blocking I/O (no `FMODE_NOWAIT`): the kernel refuses `RWF_NOWAIT`
     /// on it at submission (`EOPNOTSUPP`). Those known to: tmpfs, ramfs,
-    /// procfs, sysfs, overlayfs, squashfs and erofs (seen on Linux 6.18: a
-    /// one-byte `RWF_NOWAIT` read of such a file fails so, and the kernel's
-    /// `io_submit` refuses such a request; before, uaio accepted it from
-    /// the last three and its event carried the error).
+    /// procfs, sysfs, overlayfs, squashfs, erofs, cgroup v1 and v2,
+    /// debugfs, tracefs, securityfs, hugetlbfs and FUSE (seen on Linux
+    /// 6.18: the kernel's `io_submit` refuses such a request; before, uaio
+    /// accepted it from all but the first four and its event carried the
+    /// error).
     pub(crate) fn lacks_nowait(&mut self) -> bool {
         match self.mode() & S_IFMT {
             // No file system opens a directory for non-blocking I/O.
@@ -310,16 +325,32 @@ impl FdInfo {
                     | OVERLAYFS_MAGIC
                     | SQUASHFS_MAGIC
                     | EROFS_MAGIC
+                    | CGROUP_MAGIC
+                    | CGROUP2_MAGIC
+                    | DEBUGFS_MAGIC
+                    | TRACEFS_MAGIC
+                    | SECURITYFS_MAGIC
+                    | HUGETLBFS_MAGIC
+                    | FUSE_MAGIC
             )
         )
+    }
+
+    /// A regular file of debugfs, tracefs or securityfs, whose file
+    /// operations have neither `read_iter` nor `write_iter` (seen on Linux
+    /// 6.18): the kernel's AIO refuses reads and writes of them at
+    /// submission (`EINVAL`), where uaio's system calls would read them.
+    /// (Files of an anonymous device only: the others pay nothing.)
+    pub(crate) fn lacks_rw_iter(&mut self) -> bool {
+        self.is_regular()
+            && libc::major(self.dev()) == 0
+            && matches!(crate::writeback::fs_magic(self), Some(DEBUGFS_MAGIC | TRACEFS_MAGIC | SECURITYFS_MAGIC))
     }
 
     /// A regular file of hugetlbfs (a `MFD_HUGETLB` memfd too), whose file
     /// operations have `read_iter` but no `write_iter`: the kernel's AIO
     /// refuses writes of it at submission (`EINVAL`).
     pub(crate) fn is_hugetlbfs(&mut self) -> bool {
-        /// `statfs` magic of hugetlbfs.
-        const HUGETLBFS_MAGIC: i64 = 0x9584_58f6;
         self.is_regular() && libc::major(self.dev()) == 0 && crate::writeback::fs_magic(self) == Some(HUGETLBFS_MAGIC)
     }
 
