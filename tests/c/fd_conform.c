@@ -668,7 +668,11 @@ static void closerace(void)
 	}
 	cr_stop = 1;
 	pthread_join(t, NULL);
-	printf("closerace: io_submit accepted or refused with EBADF every request: %d\n", other == 0 && accepted > 0);
+	/* How many of each depends on when the swapper runs (on the kernel
+	 * too: with the swapper preempted between its close and its dup2 for
+	 * the whole loop, every request is refused; before it first runs,
+	 * every one is accepted), so only the kinds of answer are compared. */
+	printf("closerace: io_submit accepted or refused with EBADF every request: %d\n", other == 0);
 	printf("closerace: accepted requests that ended with EBADF: %ld\n", ebadf_events);
 	if (other || refused == 0)
 		fprintf(stderr, "closerace: accepted %ld, refused %ld, other %ld\n", accepted, refused, other);
