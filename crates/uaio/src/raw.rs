@@ -71,11 +71,12 @@ pub unsafe fn io_setup(nr_events: u32, ctxp: *mut aio_context_t) -> i64 {
 }
 
 /// What `io_setup` answers for a failure of uaio's own: the kernel's call
-/// fails only with `EAGAIN`, `EFAULT`, `EINVAL`, `ENOMEM` or `ENOSYS`, and a
+/// fails only with `EAGAIN`, `EFAULT`, `EINVAL`, `ENOMEM` or `ENOSYS` (the
+/// last where AIO is not built, which is never uaio's case), and a
 /// resource uaio could not get for the context (a descriptor, a thread, a
-/// system call a seccomp filter refuses) is `EAGAIN`, as the kernel answers
-/// when it has no room (before, the raw errno came back: `EPERM` when a
-/// filter refused `eventfd2`).
+/// system call a seccomp filter refuses, with whatever errno) is `EAGAIN`,
+/// as the kernel answers when it has no room (before, the raw errno came
+/// back: `EPERM` when a filter refused `eventfd2`).
 fn setup_errno(e: Errno) -> Errno {
     if [Errno::AGAIN, Errno::FAULT, Errno::INVAL, Errno::NOMEM].contains(&e) {
         e

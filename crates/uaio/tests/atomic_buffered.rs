@@ -74,13 +74,7 @@ unsafe fn u_getevents(ctx: u64, min: i64, nr: i64, ev: *mut io_event) -> i64 {
 
 #[test]
 fn a_buffered_atomic_write_is_refused_where_the_kernel_refuses_it() {
-    let fs = match LoopFs::mount("xfs", &["-q", "-f"], "") {
-        Ok(fs) => fs,
-        Err(why) => {
-            println!("skipped: {why}");
-            return;
-        }
-    };
+    let Some(fs) = LoopFs::mount_or_skip("xfs", &["-q", "-f"], "") else { return };
     let f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(fs.path("f")).unwrap();
     let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
     let kernel = one_write(fd, k_setup, k_submit, k_getevents);

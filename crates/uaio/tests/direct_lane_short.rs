@@ -19,13 +19,7 @@ const LONG: Option<Duration> = Some(Duration::from_secs(30));
 
 #[test]
 fn a_direct_read_served_from_the_page_cache_is_read_whole() {
-    let fs = match LoopFs::mount("ext4", &["-q", "-F"], "data=journal") {
-        Ok(fs) => fs,
-        Err(why) => {
-            println!("skipped: {why}");
-            return;
-        }
-    };
+    let Some(fs) = LoopFs::mount_or_skip("ext4", &["-q", "-F"], "data=journal") else { return };
     let data: Vec<u8> = (0..6000u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(fs.path("f"), &data).unwrap();
     let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(fs.path("f")).unwrap();

@@ -13,8 +13,8 @@ use std::time::Duration;
 use uaio::{Backend, Context, Request};
 
 mod util;
+use util::exit_code_of_child;
 use util::seccomp::Refusal;
-use util::wait_child_for;
 
 /// A hang detector: the child's work takes milliseconds.
 const LIMIT: Duration = Duration::from_secs(60);
@@ -58,18 +58,7 @@ fn child() -> i32 {
 
 #[test]
 fn a_filter_refusing_io_uring_enter_alone_sends_contexts_to_the_thread_pool() {
-    // SAFETY: fork(2); the child runs `child` and leaves with _exit.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork");
-    if pid == 0 {
-        let code = std::panic::catch_unwind(child).unwrap_or(99);
-        // SAFETY: ending the forked child without running the parent's
-        // exit handlers.
-        unsafe { libc::_exit(code) };
-    }
-    let status = wait_child_for(pid, LIMIT).expect("the child did not finish: hung");
-    assert!(libc::WIFEXITED(status), "child ended by signal {}", libc::WTERMSIG(status));
-    match libc::WEXITSTATUS(status) {
+    match exit_code_of_child(child, LIMIT) {
         OK => {}
         NO_FILTER => println!("skipped: a seccomp filter cannot be installed here"),
         code => panic!(

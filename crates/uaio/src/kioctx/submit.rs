@@ -174,26 +174,21 @@ impl CallSpans {
                 continue;
             }
             let r = self.reads.swap_remove(i);
-            let stays = match r.try_now() {
+            match r.try_now() {
                 Tried::Done(res) => {
                     self.settled.push((r.at, Some(res)));
-                    false
+                    continue;
                 }
-                Tried::Started => {
-                    self.settled.push((r.at, None));
-                    true
-                }
-                Tried::Untouched => true,
-            };
-            if stays {
-                // Still for the backend: it takes its turn among the file's
-                // ordered requests there, so that a write of its bytes that
-                // goes to the backend too runs after it, as the kernel's
-                // ran after the read done inside io_submit (before, the two
-                // ran side by side, and the read could return some of the
-                // new bytes and some of the old ones).
-                self.promote.push(r.at);
+                Tried::Started => self.settled.push((r.at, None)),
+                Tried::Untouched => {}
             }
+            // Still for the backend: it takes its turn among the file's
+            // ordered requests there, so that a write of its bytes that goes
+            // to the backend too runs after it, as the kernel's ran after
+            // the read done inside io_submit (before, the two ran side by
+            // side, and the read could return some of the new bytes and
+            // some of the old ones).
+            self.promote.push(r.at);
         }
     }
 }

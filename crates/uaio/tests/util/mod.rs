@@ -153,6 +153,24 @@ pub fn wait_child_for(pid: i32, limit: std::time::Duration) -> Option<i32> {
     }
 }
 
+/// Runs `child` in a `fork` child (a panic there is exit code 99) and
+/// returns its exit code; panics if it does not end within `limit` (a
+/// hang) or ends by a signal.
+pub fn exit_code_of_child(child: fn() -> i32, limit: std::time::Duration) -> i32 {
+    // SAFETY: fork(2); the child runs `child` and leaves with _exit.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork");
+    if pid == 0 {
+        let code = std::panic::catch_unwind(child).unwrap_or(99);
+        // SAFETY: ending the forked child without running the parent's
+        // exit handlers.
+        unsafe { libc::_exit(code) };
+    }
+    let status = wait_child_for(pid, limit).expect("the child did not finish: hung");
+    assert!(libc::WIFEXITED(status), "child ended by signal {}", libc::WTERMSIG(status));
+    libc::WEXITSTATUS(status)
+}
+
 /// A file system of its own, made with `mkfs.KIND` on an image in
 /// /var/tmp and loop-mounted with `options`; unmounted on drop.
 pub struct LoopFs {
@@ -180,6 +198,12 @@ impl LoopFs {
             return Err(format!("cannot loop-mount a {kind} image here (root and a loop device needed)"));
         }
         Ok(LoopFs { dir })
+    }
+
+    /// [`LoopFs::mount`], or `None` after printing why the test is
+    /// skipped.
+    pub fn mount_or_skip(kind: &str, mkfs_args: &[&str], options: &str) -> Option<LoopFs> {
+        LoopFs::mount(kind, mkfs_args, options).map_err(|why| println!("skipped: {why}")).ok()
     }
 
     /// A path in the mounted file system.
