@@ -319,6 +319,14 @@ check_case fd_conform.full fd_conform full
 # the answer of the file named then (uaio keeps its look at a number from
 # call to call, and forgets it at the drop-in's close, close_range and dup2).
 check_case fd_conform.reuse fd_conform reuse
+# A number's status flags change (O_DIRECT set and cleared through fcntl,
+# fcntl64 and syscall) between two reads, and a number is closed by an
+# inline system call right after a read: each read gets the answer of the
+# flags and file of its moment, and the read of the closed number is
+# refused in io_submit (uaio takes a number's flags and file from its last
+# call within a clock tick; only a read served inside io_submit skips the
+# check whether it is still open).
+check_case fd_conform.setfl fd_conform setfl
 # A thread closes and replaces the number the main thread submits on: no
 # accepted request ends with EBADF (before, on both backends, thousands).
 check_case fd_conform.closerace fd_conform closerace

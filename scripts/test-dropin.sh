@@ -58,10 +58,12 @@ trap 'rm -rf "$work"' EXIT
 # sigaction() and the signal() family (handlers held back inside uaio's
 # calls), and close(), close_range(), closefrom(), dup2() and dup3() (which
 # leave uaio's own descriptors alone), and fclose() (whose descriptor's
-# kept duplicates go first, as in close()).
+# kept duplicates go first, as in close()), and fcntl() (whose F_SETFL
+# uaio must see, as it keeps a descriptor's status flags between calls).
 expected_exports="FUNC _Exit@@GLIBC_2.2.5
 FUNC __close@@GLIBC_2.2.5
 FUNC __dup2@@GLIBC_2.2.5
+FUNC __fcntl@@GLIBC_2.2.5
 FUNC __sigaction@@GLIBC_2.2.5
 FUNC __sysv_signal@@GLIBC_2.2.5
 FUNC _exit@@GLIBC_2.2.5
@@ -80,6 +82,8 @@ FUNC execveat@@GLIBC_2.34
 FUNC execvp@@GLIBC_2.2.5
 FUNC execvpe@@GLIBC_2.11
 FUNC fclose@@GLIBC_2.2.5
+FUNC fcntl64@@GLIBC_2.28
+FUNC fcntl@@GLIBC_2.2.5
 FUNC fexecve@@GLIBC_2.2.5
 FUNC io_cancel@@LIBAIO_0.4
 FUNC io_cancel@LIBAIO_0.1
@@ -102,6 +106,7 @@ FUNC syscall@@GLIBC_2.2.5
 FUNC sysv_signal@@GLIBC_2.2.5
 OBJECT GLIBC_2.11
 OBJECT GLIBC_2.2.5
+OBJECT GLIBC_2.28
 OBJECT GLIBC_2.34
 OBJECT GLIBC_2.9
 OBJECT LIBAIO_0.1
@@ -117,14 +122,14 @@ exports() {
 check_library() { # LABEL FILE
     local got
     got=$(exports "$2")
-    if [ "$got" = "$expected_exports" ]; then ok "$1: libaio's symbols and versions, and syscall, _exit, _Exit, exec*, sigaction, signal*, close*, dup2, dup3"; else
+    if [ "$got" = "$expected_exports" ]; then ok "$1: libaio's symbols and versions, and syscall, _exit, _Exit, exec*, sigaction, signal*, close*, dup2, dup3, fcntl"; else
         fail "$1: exported symbols differ from libaio's"
         diff <(echo "$expected_exports") <(echo "$got")
     fi
     if readelf -d "$2" | grep -q 'Library soname: \[libaio.so.1\]'; then ok "$1: soname libaio.so.1"; else fail "$1: soname is not libaio.so.1"; fi
     local nodes
     nodes=$(readelf -W -V "$2" | sed -n '/Version definition/,/Version needs/p' | grep -o 'Name: [^ ]*' | cut -d' ' -f2 | tr '\n' ' ')
-    if [ "$nodes" = "libaio.so.1 LIBAIO_0.1 LIBAIO_0.4 LIBAIO_0.5 GLIBC_2.2.5 GLIBC_2.9 GLIBC_2.11 GLIBC_2.34 " ]; then ok "$1: version nodes $nodes"; else fail "$1: version nodes are '$nodes'"; fi
+    if [ "$nodes" = "libaio.so.1 LIBAIO_0.1 LIBAIO_0.4 LIBAIO_0.5 GLIBC_2.2.5 GLIBC_2.9 GLIBC_2.11 GLIBC_2.28 GLIBC_2.34 " ]; then ok "$1: version nodes $nodes"; else fail "$1: version nodes are '$nodes'"; fi
 }
 check_library "cargo build's target/release/libaio.so" target/release/libaio.so
 check_library "the library uaio carries ($lib)" "$lib"

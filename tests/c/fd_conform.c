@@ -97,6 +97,20 @@
  *                            requests held so, the same; a thread's
  *                            requests failed with EFAULT once it ended.)
  *
+ *   fd_conform setfl         a number's status flags change between two
+ *                            reads right after one another: O_DIRECT set
+ *                            (through fcntl, fcntl64 and syscall(SYS_fcntl))
+ *                            and cleared, and a read from a misaligned
+ *                            buffer follows each change at once (the
+ *                            kernel refuses it, in its event, with EINVAL
+ *                            while the number is O_DIRECT and reads 4096
+ *                            bytes otherwise); then the number is closed
+ *                            by an inline system call instruction (which
+ *                            the drop-in library cannot see) right after a
+ *                            read, and io_submit on it answers EBADF (uaio
+ *                            keeps a number's flags and file from one call
+ *                            to the next until the program changes them)
+ *
  * In each mode but race, release and full, before the descriptors go: a POLL on an empty pipe is in
  * flight and a write to a file done. After: the pipe is written and the
  * POLL's event reaped; a write, an fsync and a read of the file, a POLL of
@@ -861,6 +875,109 @@ static double cpu_seconds(void)
 	return u.ru_utime.tv_sec + u.ru_stime.tv_sec + (u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
 }
 
+/* setfl: see the top. */
+#define SETFL_ROUNDS 300
+
+static int inline_close(int fd)
+{
+#if defined(__x86_64__)
+	long ret;
+	__asm__ volatile("syscall" : "=a"(ret) : "a"((long)SYS_close), "D"((long)fd) : "rcx", "r11", "memory");
+	return (int)ret;
+#else
+	return (int)syscall(SYS_close, fd);
+#endif
+}
+
+/* One read of 4096 bytes at offset 0 into `buf`: the event's result, or
+ * io_submit's answer when it refused (*refused set). */
+static long read_once(io_context_t ctx, int fd, char *buf, int *refused)
+{
+	struct iocb cb, *cbs[1] = { &cb };
+	struct io_event ev;
+	struct timespec ts = { 5, 0 };
+	io_prep_pread(&cb, fd, buf, 4096, 0);
+	int r = io_submit(ctx, 1, cbs);
+	*refused = r != 1;
+	if (r != 1)
+		return r < 0 ? r : -1000;
+	return io_getevents(ctx, 1, 1, &ev, &ts) == 1 ? (long)ev.res : -1001;
+}
+
+static void setfl(void)
+{
+	static char data[8192];
+	fill(data, sizeof data, 3);
+	int fd = tmpfile_open("setfl", O_RDWR | O_TRUNC);
+	if (write(fd, data, sizeof data) != (ssize_t)sizeof data || fsync(fd) != 0) {
+		perror("setfl: write");
+		exit(2);
+	}
+	int base = fcntl(fd, F_GETFL);
+	if (fcntl(fd, F_SETFL, base | O_DIRECT) != 0) {
+		printf("setfl: O_DIRECT cannot be set here\n");
+		exit(2);
+	}
+	fcntl(fd, F_SETFL, base);
+	char *aligned = NULL;
+	if (posix_memalign((void **)&aligned, 4096, 3 * 4096) != 0)
+		exit(2);
+	char *odd = aligned + 1;
+	io_context_t ctx = 0;
+	printf("io_setup %s\n", negret(io_setup(8, &ctx)));
+	const char *ways[] = { "fcntl", "fcntl64", "syscall" };
+	/* [way][O_DIRECT?]: misaligned reads answered as the flags ask, and
+	 * anything else (with the first wrong answer). */
+	int right[3][2] = { { 0 } }, wrong[3][2] = { { 0 } };
+	long first_wrong[3][2] = { { 0 } };
+	for (int i = 0; i < SETFL_ROUNDS; i++) {
+		int way = i % 3;
+		for (int direct = 1; direct >= 0; direct--) {
+			/* A read just before, so that the number was looked at a
+			 * moment ago. */
+			int refused;
+			read_once(ctx, fd, aligned, &refused);
+			int fl = direct ? base | O_DIRECT : base;
+			int set = way == 0 ? fcntl(fd, F_SETFL, fl)
+				  : way == 1 ? fcntl64(fd, F_SETFL, fl)
+					     : (int)syscall(SYS_fcntl, fd, F_SETFL, fl);
+			long r = read_once(ctx, fd, odd, &refused);
+			int ok = set == 0 && !refused &&
+				 (direct ? r == -EINVAL : r == 4096 && memcmp(odd, data, 4096) == 0);
+			if (ok) {
+				right[way][direct]++;
+			} else if (wrong[way][direct]++ == 0) {
+				first_wrong[way][direct] = r;
+			}
+		}
+	}
+	for (int way = 0; way < 3; way++)
+		for (int direct = 1; direct >= 0; direct--)
+			printf("O_DIRECT %s by %s: misaligned reads right %d, wrong %d%s%s\n", direct ? "set" : "cleared",
+			       ways[way], right[way][direct], wrong[way][direct], wrong[way][direct] ? ", first " : "",
+			       wrong[way][direct] ? negret(first_wrong[way][direct]) : "");
+	/* Closed by an instruction right after a read: refused in io_submit
+	 * (an event with -EBADF would mean the read was accepted). */
+	int refused_badf = 0, other = 0;
+	char first_other[64] = "";
+	for (int i = 0; i < SETFL_ROUNDS; i++) {
+		int n = dup(fd), refused;
+		read_once(ctx, n, aligned, &refused);
+		inline_close(n);
+		long r = read_once(ctx, n, aligned, &refused);
+		if (refused && r == -EBADF)
+			refused_badf++;
+		else if (other++ == 0)
+			snprintf(first_other, sizeof first_other, ", first: %s %s", refused ? "io_submit" : "event",
+				 negret(r));
+	}
+	printf("reads of a number closed by an inline system call: refused with EBADF %d, other %d%s\n",
+	       refused_badf, other, first_other);
+	printf("io_destroy %s\n", negret(io_destroy(ctx)));
+	close(fd);
+	free(aligned);
+}
+
 int main(int argc, char **argv)
 {
 	const char *mode = argc > 1 ? argv[1] : "close_range";
@@ -873,6 +990,7 @@ int main(int argc, char **argv)
 	} own[] = {
 		{ "closerace", closerace, 0 }, { "reuse", reuse, 0 },	  { "race", race, 1 },
 		{ "lockrace", lockrace, 0 },   { "full", full, 0 },	  { "release", release, 0 },
+		{ "setfl", setfl, 0 },
 	};
 	for (size_t i = 0; i < sizeof own / sizeof own[0]; i++) {
 		if (strcmp(mode, own[i].name) == 0) {

@@ -27,7 +27,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use libc::{c_int, c_long, c_uint, c_void};
+use libc::{c_int, c_long, c_uint, c_ulong, c_void};
 use uaio::raw;
 
 use crate::{next, real_syscall, set_errno};
@@ -86,7 +86,7 @@ pub(crate) fn check_interposed() {
         (unsafe { libc::dladdr(addr, &mut info) } != 0).then_some(info.dli_fbase)
     };
     let this = object_of(check_interposed as *const c_void);
-    let names = [c"close", c"close_range", c"closefrom", c"dup2", c"dup3", c"syscall"];
+    let names = [c"close", c"close_range", c"closefrom", c"dup2", c"dup3", c"fcntl", c"fcntl64", c"syscall"];
     // SAFETY: dlsym of NUL-terminated names in the global scope.
     let all = this.is_some()
         && names.iter().all(|name| object_of(unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) }) == this);
@@ -216,6 +216,46 @@ fn dup_onto_own(old: c_int, new: c_int) -> Option<c_int> {
         return Some(fail(libc::EBUSY));
     }
     None
+}
+
+/// `fcntl(fd, cmd, arg)`: the C library's, with a change of status flags
+/// (`F_SETFL`) made known to uaio ([`raw::program_sets_flags`]), which
+/// otherwise keeps a descriptor's flags from one call to the next. The
+/// third, variadic argument arrives where a third ordinary argument would
+/// on this ABI (an integer or a pointer: `fcntl` takes nothing else), and
+/// goes on unchanged.
+///
+/// # Safety
+/// As `fcntl(2)`.
+pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    real_fcntl(c"fcntl", &NEXT, fd, cmd, arg)
+}
+
+/// `fcntl64`, the name programs built with 64-bit file offsets call
+/// (the same function on a 64-bit system): as [`fcntl`].
+///
+/// # Safety
+/// As `fcntl(2)`.
+pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    real_fcntl(c"fcntl64", &NEXT, fd, cmd, arg)
+}
+
+/// The C library's definition `name` of `fcntl`, called with the
+/// caller's arguments, inside [`raw::program_sets_flags`] for `F_SETFL`.
+fn real_fcntl(name: &std::ffi::CStr, cache: &AtomicUsize, fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
+    let call = || match next::<unsafe extern "C" fn(c_int, c_int, c_ulong) -> c_int>(name, cache) {
+        // SAFETY: the C library's fcntl with the caller's arguments (the
+        // caller's contract covers what `arg` points to).
+        Some(f) => unsafe { f(fd, cmd, arg) },
+        None => sys(libc::SYS_fcntl, fd as c_long, cmd as c_long, arg as c_long),
+    };
+    if cmd == libc::F_SETFL {
+        raw::program_sets_flags(call)
+    } else {
+        call()
+    }
 }
 
 /// `dup2(old, new)`.

@@ -27,7 +27,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use libc::{c_int, c_long, c_uint, c_void, timespec};
+use libc::{c_int, c_long, c_uint, c_ulong, c_void, timespec};
 use uaio::abi::{aio_context_t, aio_sigset, io_event, iocb};
 use uaio::raw;
 
@@ -332,6 +332,7 @@ pub unsafe extern "C" fn syscall(
             libc::SYS_close_range => return fds::close_range(a1 as c_uint, a2 as c_uint, a3 as c_int) as c_long,
             libc::SYS_dup2 => return fds::dup2(a1 as c_int, a2 as c_int) as c_long,
             libc::SYS_dup3 => return fds::dup3(a1 as c_int, a2 as c_int, a3 as c_int) as c_long,
+            libc::SYS_fcntl => return fds::fcntl(a1 as c_int, a2 as c_int, a3 as c_ulong) as c_long,
             SYS_IO_PGETEVENTS => raw::io_pgetevents(
                 a1 as aio_context_t,
                 a2,
@@ -449,6 +450,9 @@ export! {
     "uaio_export___dup2" => "__dup2@@GLIBC_2.2.5": fds::dup2,
     "uaio_export_fclose" => "fclose@@GLIBC_2.2.5": fds::fclose,
     "uaio_export_dup3" => "dup3@@GLIBC_2.9": fds::dup3,
+    "uaio_export_fcntl" => "fcntl@@GLIBC_2.2.5": fds::fcntl,
+    "uaio_export___fcntl" => "__fcntl@@GLIBC_2.2.5": fds::fcntl,
+    "uaio_export_fcntl64" => "fcntl64@@GLIBC_2.28": fds::fcntl64,
     "uaio_export_close_range" => "close_range@@GLIBC_2.34": fds::close_range,
     "uaio_export_closefrom" => "closefrom@@GLIBC_2.34": fds::closefrom;
     "uaio_node_0_1" => "LIBAIO_0.1",
@@ -457,5 +461,6 @@ export! {
     "uaio_node_glibc" => "GLIBC_2.2.5",
     "uaio_node_glibc_2_9" => "GLIBC_2.9",
     "uaio_node_glibc_2_11" => "GLIBC_2.11",
+    "uaio_node_glibc_2_28" => "GLIBC_2.28",
     "uaio_node_glibc_2_34" => "GLIBC_2.34",
 }

@@ -167,6 +167,13 @@ pub fn program_closing<T>(f: impl FnOnce() -> T) -> T {
     crate::sys::remembered::changing(|| crate::sys::internal_fds::program_closing(f))
 }
 
+/// Runs `f`, a change of a descriptor's status flags by the program
+/// (the drop-in library's `fcntl` with `F_SETFL`): what uaio kept about
+/// descriptors from earlier calls is not used while it runs, nor after.
+pub fn program_sets_flags<T>(f: impl FnOnce() -> T) -> T {
+    crate::sys::remembered::changing(f)
+}
+
 /// The program is about to close or replace its descriptors `lo..=hi`
 /// (called by the drop-in library's `close`, `close_range`, `closefrom`,
 /// `dup2`, `dup3` and `fclose`, inside [`program_closing`], before the C library's
@@ -178,11 +185,13 @@ pub fn program_closes(lo: i32, hi: i32) {
 }
 
 /// Tells uaio that every `close`, `close_range`, `closefrom`, `dup2` and
-/// `dup3` of the program runs through [`program_closing`] (the drop-in
-/// library checks that the program's calls reach its own definitions):
-/// what a descriptor number named may then be kept from one call to the
-/// next until one of them runs (`statx` of the file is not repeated at
-/// every `io_submit`). Without it, every call looks at the file again.
+/// `dup3` of the program runs through [`program_closing`], and every
+/// `fcntl(F_SETFL)` through [`program_sets_flags`] (the drop-in library
+/// checks that the program's calls reach its own definitions): what a
+/// descriptor number named, and its status flags, may then be kept from
+/// one call to the next until one of them runs (`statx` and `F_GETFL` are
+/// not repeated at every `io_submit`). Without it, every call looks at the
+/// file again.
 pub fn descriptor_changes_seen() {
     crate::sys::remembered::changes_seen();
 }

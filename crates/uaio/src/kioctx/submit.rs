@@ -729,7 +729,7 @@ impl Kioctx {
         p: &mut Prepared,
         resfd: Option<Resfd>,
     ) -> Result<(), Errno> {
-        fds.get(cb.aio_fildes)?;
+        fds.get(cb.aio_fildes)?.confirm_open()?;
         let resfd = match resfd {
             Some(r) => r,
             None => self.hold_resfd(cb, fds)?,

@@ -44,6 +44,9 @@ pub(crate) struct FdInfo {
     st: Option<FileStat>,
     /// `st` came from an earlier call's look ([`super::remembered`]).
     recalled: bool,
+    /// `flags` came from there too, and whether the number is still open
+    /// was not asked yet ([`FdInfo::confirm_open`]).
+    unconfirmed: bool,
     /// The `remembered` generation `st` stands under, when the memory is
     /// on and no close or replacement ran during the look.
     generation: Option<u64>,
@@ -61,12 +64,30 @@ pub(crate) struct FdInfo {
 
 impl FdInfo {
     /// Looks the descriptor up: `EBADF` when it is not open (or is `O_PATH`,
-    /// which the kernel refuses for I/O).
+    /// which the kernel refuses for I/O). A look this thread took in an
+    /// earlier call may stand for it ([`FdInfo::recalled_whole`]), until
+    /// [`FdInfo::confirm_open`].
     pub(crate) fn get(fd: u32) -> Result<FdInfo, Errno> {
         let fd = fd as i32;
         if fd < 0 {
             return Err(Errno::BADF);
         }
+        if let Some(info) = FdInfo::recalled_whole(fd) {
+            return Ok(info);
+        }
+        let mut info = FdInfo::asked(fd)?;
+        // A descriptor used call after call is looked at once per tick,
+        // even by requests that ask nothing of its file (a cached read):
+        // the calls that follow then make no system call for it on the
+        // way that needs none ([`FdInfo::confirm_open`]).
+        if remembered::generation().is_some_and(|g| remembered::worth_a_look(fd, g)) {
+            info.fetch_stat();
+        }
+        Ok(info)
+    }
+
+    /// The descriptor's status flags asked of the kernel now.
+    fn asked(fd: i32) -> Result<FdInfo, Errno> {
         // SAFETY: F_GETFL on an arbitrary number is harmless; EBADF if closed.
         let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
         if flags < 0 {
@@ -81,12 +102,57 @@ impl FdInfo {
             flags: flags as u32,
             st: None,
             recalled: false,
+            unconfirmed: false,
             generation: None,
             fs: None,
             write_fs: None,
             fs_magic: None,
             eventfd: None,
         })
+    }
+
+    /// This thread's look at `fd` from an earlier call, status flags
+    /// included, where nothing can have changed either since
+    /// ([`remembered::recall_with_flags`]): no system call at all.
+    #[inline]
+    fn recalled_whole(fd: i32) -> Option<FdInfo> {
+        let generation = remembered::generation()?;
+        let (flags, st) = remembered::recall_with_flags(fd, generation)?;
+        if internal_fds::is_internal(fd) {
+            return None;
+        }
+        Some(FdInfo {
+            fd,
+            flags,
+            st: Some(st),
+            recalled: true,
+            unconfirmed: true,
+            generation: Some(generation),
+            fs: None,
+            write_fs: None,
+            fs_magic: None,
+            eventfd: None,
+        })
+    }
+
+    /// Asks the kernel whether a descriptor taken whole from an earlier
+    /// call ([`FdInfo::recalled_whole`]) is still open (`EBADF` if not),
+    /// and with the same status flags (a new look if not): a close or an
+    /// `F_SETFL` the drop-in library did not see (a raw system call, one
+    /// the C library makes inside another function) is then caught as
+    /// before. Every request but a read served whole inside `io_submit`
+    /// asks, once per call and descriptor; that read's own system call
+    /// would have failed on a closed number, with nothing done.
+    pub(crate) fn confirm_open(&mut self) -> Result<(), Errno> {
+        if !self.unconfirmed {
+            return Ok(());
+        }
+        self.unconfirmed = false;
+        let fresh = FdInfo::asked(self.fd)?;
+        if fresh.flags != self.flags {
+            *self = fresh;
+        }
+        Ok(())
     }
 
     /// The file's `stat`, once per call. If the descriptor was closed
@@ -119,6 +185,13 @@ impl FdInfo {
         self.st = Some(st.unwrap_or_default());
         self.recalled = false;
         self.generation = generation.filter(|&g| st.is_some() && remembered::generation() == Some(g));
+    }
+
+    /// Whether the look, status flags included, came from an earlier call
+    /// and was not confirmed since.
+    #[cfg(test)]
+    pub(crate) fn taken_whole(&self) -> bool {
+        self.unconfirmed
     }
 
     /// Whether the call's look at the file came from an earlier call.

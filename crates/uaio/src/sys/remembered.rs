@@ -121,6 +121,43 @@ pub(super) fn recall(fd: i32, flags: u32, generation: u64) -> Option<FileStat> {
     (look.fd == fd && look.flags == flags && look.generation == generation && look.tick == tick).then_some(look.st)
 }
 
+/// What this thread saw `fd` name under `generation` in this coarse clock
+/// tick, with the status flags it had then, when that was a regular file
+/// or a block device: the whole look, `F_GETFL` included, is then taken
+/// from memory. The drop-in library's `fcntl` moves the generation on at
+/// every `F_SETFL` (the only way to change the flags: `O_APPEND`,
+/// `O_DIRECT`, `O_NOATIME`, `O_ASYNC`, `O_NONBLOCK`), so flags are
+/// recalled under the same conditions as the file; a close the library
+/// does not see leaves a number looking open until the tick ends. Other
+/// files are left out: `O_NONBLOCK`, which only they heed, may also change
+/// through `ioctl(FIONBIO)`.
+pub(super) fn recall_with_flags(fd: i32, generation: u64) -> Option<(u32, FileStat)> {
+    let tick = super::coarse_clock_ns();
+    let look = LOOKS.try_with(|l| l[slot(fd)].get()).ok()?;
+    let kind = look.st.mode & libc::S_IFMT;
+    (look.fd == fd
+        && look.generation == generation
+        && look.tick == tick
+        && (kind == libc::S_IFREG || kind == libc::S_IFBLK))
+        .then_some((look.flags, look.st))
+}
+
+/// Whether a look at `fd` now would be kept for the calls that follow
+/// without pushing out another descriptor's: this thread's place for it
+/// is empty, or holds an older look at the same number under `generation`
+/// (a descriptor used call after call, whose look only ran out of its
+/// tick). A number that shares its place with another in turn, or that
+/// names a new file after each close (an open, one read, a close), gets
+/// none, so that it never costs a `statx` its requests would not ask for.
+pub(super) fn worth_a_look(fd: i32, generation: u64) -> bool {
+    LOOKS
+        .try_with(|l| {
+            let look = l[slot(fd)].get();
+            look.fd == -1 || (look.fd == fd && look.generation == generation)
+        })
+        .unwrap_or(false)
+}
+
 /// Keeps what `fd` (with status `flags`) named at a look that began under
 /// `generation`, unless a close or replacement ran since.
 pub(super) fn remember(fd: i32, flags: u32, generation: u64, st: FileStat) {
@@ -136,6 +173,7 @@ mod tests {
     use std::os::fd::AsRawFd;
 
     use super::*;
+    use crate::raw::program_sets_flags;
     use crate::sys::FdInfo;
 
     /// Two looks at `fd` within one coarse clock tick: whether the second
@@ -184,6 +222,46 @@ mod tests {
         crate::raw::program_closing(|| unsafe { libc::dup2(again.as_raw_fd(), fd) });
         let mut f = FdInfo::get(fd as u32).expect("open");
         assert_eq!((f.mode() & libc::S_IFMT, f.recalled()), (libc::S_IFREG, false));
+    }
+
+    #[test]
+    fn a_whole_look_with_its_flags_is_reused_until_the_flags_are_set() {
+        changes_seen();
+        let file = tempfile::tempfile().expect("tempfile");
+        let fd = file.as_raw_fd();
+        // Two calls in a row: the second asks nothing of the kernel (within
+        // one tick; retried as in look_twice).
+        let whole = (0..1000).any(|_| {
+            let _ = FdInfo::get(fd as u32).expect("open").mode();
+            FdInfo::get(fd as u32).expect("open").taken_whole()
+        });
+        assert!(whole, "the second look came from the first");
+        // Every way but the inline read asks whether the number is still
+        // open: closed without the drop-in hooks, it is not.
+        let other = tempfile::tempfile().expect("tempfile");
+        let spare = other.as_raw_fd();
+        let taken = (0..1000).find_map(|_| {
+            let _ = FdInfo::get(spare as u32).expect("open").mode();
+            let f = FdInfo::get(spare as u32).expect("open");
+            f.taken_whole().then_some(f)
+        });
+        let mut f = taken.expect("a whole look at the second file");
+        drop(other);
+        assert_eq!(f.confirm_open().map_err(|e| e.raw_os_error()), Err(libc::EBADF));
+        // The program's F_SETFL (through the drop-in library's fcntl).
+        // SAFETY: F_SETFL on this test's open file.
+        program_sets_flags(|| unsafe { libc::fcntl(fd, libc::F_SETFL, libc::O_APPEND) });
+        let f = FdInfo::get(fd as u32).expect("open");
+        assert!(!f.taken_whole());
+        assert_ne!(f.flags & libc::O_APPEND as u32, 0, "the new flags");
+        // A directory is never taken whole (its O_NONBLOCK may change
+        // through ioctl).
+        let dir = std::fs::File::open("/").expect("root directory");
+        let recalled = (0..50).any(|_| {
+            let _ = FdInfo::get(dir.as_raw_fd() as u32).expect("open").mode();
+            FdInfo::get(dir.as_raw_fd() as u32).expect("open").taken_whole()
+        });
+        assert!(!recalled);
     }
 
     #[test]
