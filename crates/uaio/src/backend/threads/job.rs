@@ -20,7 +20,7 @@ pub(super) const DONE: u8 = 3;
 /// much was transferred already.
 #[derive(Debug)]
 pub(super) struct Cursor {
-    pub(super) iov: Vec<libc::iovec>,
+    pub(super) iov: Iovs,
     pub(super) off: u64,
     pub(super) done: i64,
     /// The file's position moves with the transfer (not a pipe, FIFO or
@@ -35,24 +35,68 @@ pub(super) struct Cursor {
 
 unsafe impl Send for Cursor {}
 
+/// The iovecs a transfer has left: a plain read's or write's one kept in
+/// place (no allocation per request), or a vectored request's copy.
+#[derive(Debug)]
+pub(super) enum Iovs {
+    /// The one iovec, and how many of it are used up (0 or 1).
+    One([libc::iovec; 1], usize),
+    /// Several.
+    Many(Vec<libc::iovec>),
+}
+
+impl Iovs {
+    /// Drops the first `k` iovecs (at most as many as there are).
+    pub(super) fn drop_front(&mut self, k: usize) {
+        match self {
+            Iovs::One(_, used) => *used = (*used + k).min(1),
+            Iovs::Many(v) => {
+                v.drain(..k);
+            }
+        }
+    }
+}
+
+impl std::ops::Deref for Iovs {
+    type Target = [libc::iovec];
+
+    fn deref(&self) -> &[libc::iovec] {
+        match self {
+            Iovs::One(one, used) => &one[*used..],
+            Iovs::Many(v) => v,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Iovs {
+    fn deref_mut(&mut self) -> &mut [libc::iovec] {
+        match self {
+            Iovs::One(one, used) => &mut one[*used..],
+            Iovs::Many(v) => v,
+        }
+    }
+}
+
 impl Cursor {
     /// The buffers of `op` (a read or write): uaio's own iovec array for
     /// vectored requests is copied, since the remainder may be adjusted.
     pub(super) fn new(op: &BackendOp) -> Cursor {
         let iov = match op.kind {
             OpKind::Read | OpKind::Write => {
-                vec![libc::iovec { iov_base: op.addr as *mut libc::c_void, iov_len: op.len as usize }]
+                Iovs::One([libc::iovec { iov_base: op.addr as *mut libc::c_void, iov_len: op.len as usize }], 0)
             }
             OpKind::Readv | OpKind::Writev => {
                 // SAFETY: for vectored requests `addr` is the context's own
                 // array of `len` iovecs (C layout), alive until the request
                 // is harvested, which is after this job completes.
                 let v = unsafe { std::slice::from_raw_parts(op.addr as *const uaio_abi::iovec, op.len as usize) };
-                v.iter()
-                    .map(|e| libc::iovec { iov_base: e.iov_base as *mut libc::c_void, iov_len: e.iov_len as usize })
-                    .collect()
+                Iovs::Many(
+                    v.iter()
+                        .map(|e| libc::iovec { iov_base: e.iov_base as *mut libc::c_void, iov_len: e.iov_len as usize })
+                        .collect(),
+                )
             }
-            _ => Vec::new(),
+            _ => Iovs::Many(Vec::new()),
         };
         let positioned = op.seen.is_none_or(|s| !matches!(s.st.kind(), libc::S_IFIFO | libc::S_IFSOCK));
         Cursor { iov, off: op.off, done: 0, positioned }
@@ -79,7 +123,7 @@ impl Cursor {
             }
         });
         let k = full.count();
-        self.iov.drain(..k);
+        self.iov.drop_front(k);
         if n > 0 {
             let e = &mut self.iov[0];
             // SAFETY: `n` is less than this iovec's length, so the new base
@@ -366,6 +410,8 @@ mod tests {
             iov.push(libc::iovec { iov_base: base.cast(), iov_len: l });
             at += l;
         }
+        // One iovec is kept in place, as a plain read's or write's.
+        let iov = if iov.len() == 1 { Iovs::One([iov[0]], 0) } else { Iovs::Many(iov) };
         (buf, Cursor { iov, off: 100, done: 0, positioned: true })
     }
 
@@ -392,6 +438,18 @@ mod tests {
         assert_eq!(c.iov.len(), 1);
         assert_eq!((c.iov[0].iov_base as usize, c.iov[0].iov_len), (base + 13, 3));
         c.advance(3);
+        assert!(c.iov.is_empty());
+        assert_eq!((c.done, c.off, c.remaining()), (16, 116, 0));
+    }
+
+    #[test]
+    fn advance_moves_through_one_iovec_kept_in_place() {
+        let (buf, mut c) = cursor(&[16]);
+        let base = buf.as_ptr() as usize;
+        c.advance(5);
+        assert_eq!((c.done, c.off, c.remaining()), (5, 105, 11));
+        assert_eq!((c.iov.len(), c.iov[0].iov_base as usize, c.iov[0].iov_len), (1, base + 5, 11));
+        c.advance(11);
         assert!(c.iov.is_empty());
         assert_eq!((c.done, c.off, c.remaining()), (16, 116, 0));
     }

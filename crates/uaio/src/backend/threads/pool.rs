@@ -30,11 +30,11 @@ pub(super) struct PoolState {
     pub(super) husks: usize,
     /// Files with a buffered write queued or running: the writes that wait
     /// behind it, in submission order.
-    pub(super) chains: HashMap<FileKey, VecDeque<Arc<Job>>>,
+    pub(super) chains: KeyMap<FileKey, VecDeque<Arc<Job>>>,
     /// Streams with a write handed to the poller: the last one (the
     /// poller runs a stream's writes one at a time, in this order; see
     /// [`Pool::stream_busy`]).
-    pub(super) streams: HashMap<FileKey, Weak<Job>>,
+    pub(super) streams: KeyMap<FileKey, Weak<Job>>,
 }
 
 impl PoolState {
@@ -68,7 +68,7 @@ pub(super) struct Pool {
     /// The process whose descriptor table the pool's threads use.
     pub(super) owner: i32,
     /// Held duplicates by the application's descriptor number.
-    pub(super) held: Mutex<HashMap<i32, Weak<Held>>>,
+    pub(super) held: Mutex<KeyMap<i32, Weak<Held>>>,
     /// Eventfds lent to `io_pgetevents` sleepers.
     pub(super) spare_efds: Mutex<Vec<InternalFd>>,
     /// Duplicates let go of in another process (a CLONE_VM child, where
@@ -131,7 +131,7 @@ pub(super) fn try_pool() -> Result<&'static Pool, Errno> {
         spin_skips: AtomicU32::new(0),
         // SAFETY: getpid(2) takes no arguments and cannot fail.
         owner: unsafe { libc::getpid() },
-        held: Mutex::new(HashMap::new()),
+        held: Mutex::new(KeyMap::default()),
         spare_efds: Mutex::new(Vec::new()),
         orphans: Mutex::new(Vec::new()),
         norphans: AtomicUsize::new(0),

@@ -8,7 +8,7 @@ use super::*;
 /// the keys cancelled before their job existed.
 #[derive(Debug, Default)]
 pub(super) struct Jobs {
-    pub(super) live: HashMap<u64, Arc<Job>>,
+    pub(super) live: KeyMap<u64, Arc<Job>>,
     /// Keys whose cancellation found no job: a submission still on its way
     /// (it completes them as cancelled), or a request that already
     /// completed. At most one key per slot (its newest): an older one can no
