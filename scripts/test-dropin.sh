@@ -162,16 +162,22 @@ run_probed() {
     (export UAIO_PROBE_TAG="$tag"; exec "$@") >"$work/out" 2>&1 &
     local pid=$!
     local kernel=0 seen=0 mapped=0 p rings
-    local -A lane=()
+    # Per process: the most rings seen at once, and whether a reaper was
+    # ever seen (judged at the end: the lane's ring is made before its
+    # reaper thread names itself, and a look in between sees a ring alone).
+    local -A lane=() most=()
     while kill -0 "$pid" 2>/dev/null; do
         for p in $(grep -ls "UAIO_PROBE_TAG=$tag" /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3); do
             rings=$(grep -cs '\[aio\]' "/proc/$p/maps" || true)
             cat /proc/"$p"/task/*/comm 2>/dev/null | grep -qx uaio-reaper && lane[$p]=2
-            [ "${rings:-0}" -gt "${lane[$p]:-0}" ] && kernel=1
+            [ "${rings:-0}" -gt "${most[$p]:-0}" ] && most[$p]=$rings
             cat /proc/"$p"/task/*/comm 2>/dev/null | grep -qx uaio-progress && seen=1
             [ -n "${MAPS_UNDER:-}" ] && grep -qsF " ${MAPS_UNDER}/" "/proc/$p/maps" && mapped=1
         done
         sleep 0.01
+    done
+    for p in "${!most[@]}"; do
+        [ "${most[$p]}" -gt "${lane[$p]:-0}" ] && kernel=1
     done
     wait "$pid"
     local rc=$?
