@@ -327,6 +327,11 @@ check_case fd_conform.reuse fd_conform reuse
 # call within a clock tick; only a read served inside io_submit skips the
 # check whether it is still open).
 check_case fd_conform.setfl fd_conform setfl
+# freopen() puts another file on a stream's number (the C library closes
+# and reopens it inside): a write, an fsync and a read right after act on
+# the file named then (before, on the thread pool, half the fsyncs ended
+# with EBADF).
+check_case fd_conform.freopen fd_conform freopen
 # A thread closes and replaces the number the main thread submits on: no
 # accepted request ends with EBADF (before, on both backends, thousands).
 check_case fd_conform.closerace fd_conform closerace

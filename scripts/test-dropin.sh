@@ -58,7 +58,8 @@ trap 'rm -rf "$work"' EXIT
 # sigaction() and the signal() family (handlers held back inside uaio's
 # calls), and close(), close_range(), closefrom(), dup2() and dup3() (which
 # leave uaio's own descriptors alone), and fclose() (whose descriptor's
-# kept duplicates go first, as in close()), and fcntl() (whose F_SETFL
+# kept duplicates go first, as in close()), and freopen() (the same for
+# the number it reopens), and fcntl() (whose F_SETFL
 # uaio must see, as it keeps a descriptor's status flags between calls).
 expected_exports="FUNC _Exit@@GLIBC_2.2.5
 FUNC __close@@GLIBC_2.2.5
@@ -85,6 +86,8 @@ FUNC fclose@@GLIBC_2.2.5
 FUNC fcntl64@@GLIBC_2.28
 FUNC fcntl@@GLIBC_2.2.5
 FUNC fexecve@@GLIBC_2.2.5
+FUNC freopen64@@GLIBC_2.2.5
+FUNC freopen@@GLIBC_2.2.5
 FUNC io_cancel@@LIBAIO_0.4
 FUNC io_cancel@LIBAIO_0.1
 FUNC io_destroy@@LIBAIO_0.4
@@ -122,7 +125,7 @@ exports() {
 check_library() { # LABEL FILE
     local got
     got=$(exports "$2")
-    if [ "$got" = "$expected_exports" ]; then ok "$1: libaio's symbols and versions, and syscall, _exit, _Exit, exec*, sigaction, signal*, close*, dup2, dup3, fcntl"; else
+    if [ "$got" = "$expected_exports" ]; then ok "$1: libaio's symbols and versions, and syscall, _exit, _Exit, exec*, sigaction, signal*, close*, dup2, dup3, fclose, freopen, fcntl"; else
         fail "$1: exported symbols differ from libaio's"
         diff <(echo "$expected_exports") <(echo "$got")
     fi

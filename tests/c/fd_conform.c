@@ -111,6 +111,16 @@
  *                            keeps a number's flags and file from one call
  *                            to the next until the program changes them)
  *
+ *   fd_conform freopen       freopen() puts one of two files on a stream's
+ *                            number in turn (the C library closes and
+ *                            reopens it without going through close), and
+ *                            a write, an fsync and a read on the number
+ *                            follow at once, 1,000 times: all succeed on
+ *                            the file named then (before, on the thread
+ *                            pool, 500 of the fsyncs ended with EBADF:
+ *                            uaio still took the number for the earlier
+ *                            file)
+ *
  * In each mode but race, release and full, before the descriptors go: a POLL on an empty pipe is in
  * flight and a write to a file done. After: the pipe is written and the
  * POLL's event reaped; a write, an fsync and a read of the file, a POLL of
@@ -978,6 +988,77 @@ static void setfl(void)
 	free(aligned);
 }
 
+/* freopen: see the top. */
+#define FREOPEN_ROUNDS 1000
+
+static void freopen_mode(void)
+{
+	int a = tmpfile_open("freopen-a", O_RDWR | O_TRUNC), b = tmpfile_open("freopen-b", O_RDWR | O_TRUNC);
+	const char *pa = tmpfiles[0], *pb = tmpfiles[1];
+	static char zeros[FREOPEN_ROUNDS];
+	if (write(a, zeros, sizeof zeros) != (ssize_t)sizeof zeros || write(b, zeros, sizeof zeros) != (ssize_t)sizeof zeros)
+		exit(2);
+	close(a);
+	close(b);
+	FILE *f = fopen(pa, "r+");
+	if (!f)
+		exit(2);
+	int n = fileno(f);
+	io_context_t ctx = 0;
+	printf("io_setup %s\n", negret(io_setup(8, &ctx)));
+	const char *what[] = { "write", "fsync", "read" };
+	int right[3] = { 0 }, wrong[3] = { 0 }, moved = 0;
+	char first_wrong[3][48] = { "", "", "" };
+	for (int i = 0; i < FREOPEN_ROUNDS; i++) {
+		f = freopen(i % 2 ? pa : pb, "r+", f);
+		if (!f || fileno(f) != n) {
+			moved++;
+			break;
+		}
+		/* The byte at i is written in the file named now: 'b' in B for
+		 * even rounds, 'a' in A for odd ones. */
+		char byte = i % 2 ? 'a' : 'b', back[1] = { 0 };
+		for (int k = 0; k < 3; k++) {
+			struct iocb cb, *cbs[1] = { &cb };
+			struct io_event ev;
+			struct timespec ts = { 5, 0 };
+			if (k == 0)
+				io_prep_pwrite(&cb, n, &byte, 1, i);
+			else if (k == 1)
+				io_prep_fsync(&cb, n);
+			else
+				io_prep_pread(&cb, n, back, 1, i);
+			int r = io_submit(ctx, 1, cbs);
+			long res = r == 1 ? (io_getevents(ctx, 1, 1, &ev, &ts) == 1 ? (long)ev.res : -1001) : r;
+			int ok = k == 1 ? res == 0 : res == 1 && (k == 0 || back[0] == byte);
+			if (ok) {
+				right[k]++;
+			} else if (wrong[k]++ == 0) {
+				snprintf(first_wrong[k], sizeof first_wrong[k], ", first %s%s", r == 1 ? "event " : "io_submit ",
+					 negret(res));
+			}
+		}
+	}
+	for (int k = 0; k < 3; k++)
+		printf("%s after freopen: right %d, wrong %d%s\n", what[k], right[k], wrong[k], first_wrong[k]);
+	printf("freopen kept the number: %s\n", moved ? "no" : "yes");
+	fclose(f);
+	/* Each file holds its own rounds' bytes and zeros elsewhere. */
+	for (int which = 0; which < 2; which++) {
+		char got[FREOPEN_ROUNDS];
+		int fd = open(which ? pb : pa, O_RDONLY), bad = 0;
+		if (fd < 0 || read(fd, got, sizeof got) != (ssize_t)sizeof got)
+			exit(2);
+		for (int i = 0; i < FREOPEN_ROUNDS; i++) {
+			char want = (i % 2 == 0) == (which == 1) ? (which ? 'b' : 'a') : 0;
+			bad += got[i] != want;
+		}
+		printf("file %s: bytes not as written %d\n", which ? "B" : "A", bad);
+		close(fd);
+	}
+	printf("io_destroy %s\n", negret(io_destroy(ctx)));
+}
+
 int main(int argc, char **argv)
 {
 	const char *mode = argc > 1 ? argv[1] : "close_range";
@@ -990,7 +1071,7 @@ int main(int argc, char **argv)
 	} own[] = {
 		{ "closerace", closerace, 0 }, { "reuse", reuse, 0 },	  { "race", race, 1 },
 		{ "lockrace", lockrace, 0 },   { "full", full, 0 },	  { "release", release, 0 },
-		{ "setfl", setfl, 0 },
+		{ "setfl", setfl, 0 },	       { "freopen", freopen_mode, 0 },
 	};
 	for (size_t i = 0; i < sizeof own / sizeof own[0]; i++) {
 		if (strcmp(mode, own[i].name) == 0) {

@@ -27,7 +27,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use libc::{c_int, c_long, c_uint, c_ulong, c_void};
+use libc::{c_char, c_int, c_long, c_uint, c_ulong, c_void};
 use uaio::raw;
 
 use crate::{next, real_syscall, set_errno};
@@ -86,7 +86,19 @@ pub(crate) fn check_interposed() {
         (unsafe { libc::dladdr(addr, &mut info) } != 0).then_some(info.dli_fbase)
     };
     let this = object_of(check_interposed as *const c_void);
-    let names = [c"close", c"close_range", c"closefrom", c"dup2", c"dup3", c"fcntl", c"fcntl64", c"syscall"];
+    let names = [
+        c"close",
+        c"close_range",
+        c"closefrom",
+        c"dup2",
+        c"dup3",
+        c"fclose",
+        c"freopen",
+        c"freopen64",
+        c"fcntl",
+        c"fcntl64",
+        c"syscall",
+    ];
     // SAFETY: dlsym of NUL-terminated names in the global scope.
     let all = this.is_some()
         && names.iter().all(|name| object_of(unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) }) == this);
@@ -130,6 +142,67 @@ pub unsafe extern "C" fn fclose(stream: *mut libc::FILE) -> c_int {
             // SAFETY: the C library's fclose of the caller's stream.
             Some(f) => unsafe { f(stream) },
             None => fail(libc::ENOSYS),
+        }
+    })
+}
+
+/// `freopen(path, mode, stream)`: the C library's, which closes the
+/// stream's descriptor without going through `close` and opens the new
+/// file under the same number; uaio forgets what it kept about the number
+/// and lets its duplicates go first, as in [`fclose`].
+///
+/// # Safety
+/// As `freopen(3)`.
+pub unsafe extern "C" fn freopen(path: *const c_char, mode: *const c_char, stream: *mut libc::FILE) -> *mut libc::FILE {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    // SAFETY: the caller's arguments, as freopen's contract wants them.
+    unsafe { real_freopen(c"freopen", &NEXT, path, mode, stream) }
+}
+
+/// `freopen64`, the name programs built with 64-bit file offsets call:
+/// as [`freopen`].
+///
+/// # Safety
+/// As `freopen(3)`.
+pub unsafe extern "C" fn freopen64(
+    path: *const c_char,
+    mode: *const c_char,
+    stream: *mut libc::FILE,
+) -> *mut libc::FILE {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    // SAFETY: as in freopen.
+    unsafe { real_freopen(c"freopen64", &NEXT, path, mode, stream) }
+}
+
+/// The C library's definition `name` of `freopen`, called with the
+/// caller's arguments inside [`raw::program_closing`], after uaio let go
+/// of what it holds on the stream's descriptor.
+///
+/// # Safety
+/// As `freopen(3)`.
+unsafe fn real_freopen(
+    name: &std::ffi::CStr,
+    cache: &AtomicUsize,
+    path: *const c_char,
+    mode: *const c_char,
+    stream: *mut libc::FILE,
+) -> *mut libc::FILE {
+    raw::program_closing(|| {
+        if !stream.is_null() {
+            // SAFETY: the caller's open stream.
+            let fd = unsafe { libc::fileno(stream) };
+            if fd >= 0 && !raw::is_own_fd(fd) {
+                raw::program_closes(fd, fd);
+            }
+        }
+        type Freopen = unsafe extern "C" fn(*const c_char, *const c_char, *mut libc::FILE) -> *mut libc::FILE;
+        match next::<Freopen>(name, cache) {
+            // SAFETY: the C library's freopen with the caller's arguments.
+            Some(f) => unsafe { f(path, mode, stream) },
+            None => {
+                set_errno(libc::ENOSYS);
+                std::ptr::null_mut()
+            }
         }
     })
 }

@@ -449,6 +449,8 @@ export! {
     "uaio_export_dup2" => "dup2@@GLIBC_2.2.5": fds::dup2,
     "uaio_export___dup2" => "__dup2@@GLIBC_2.2.5": fds::dup2,
     "uaio_export_fclose" => "fclose@@GLIBC_2.2.5": fds::fclose,
+    "uaio_export_freopen" => "freopen@@GLIBC_2.2.5": fds::freopen,
+    "uaio_export_freopen64" => "freopen64@@GLIBC_2.2.5": fds::freopen64,
     "uaio_export_dup3" => "dup3@@GLIBC_2.9": fds::dup3,
     "uaio_export_fcntl" => "fcntl@@GLIBC_2.2.5": fds::fcntl,
     "uaio_export___fcntl" => "__fcntl@@GLIBC_2.2.5": fds::fcntl,
