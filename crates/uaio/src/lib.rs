@@ -185,6 +185,19 @@ pub fn live_contexts() -> usize {
     table::live_contexts()
 }
 
+/// The io_uring instances uaio keeps open for later contexts (at most 8):
+/// an instance nothing uses any more after its context was destroyed
+/// waits for the next context of the same sizes instead of being closed,
+/// since the kernel's teardown of one interrupts every thread that ever
+/// submitted to it (see the README). Each holds one descriptor.
+///
+/// ```
+/// assert!(uaio::kept_rings() <= 8);
+/// ```
+pub fn kept_rings() -> usize {
+    backend::uring::kept()
+}
+
 /// The per-process budget of requests (`/proc/sys/fs/aio-max-nr`, which
 /// the kernel applies to the whole host and uaio to each process).
 ///

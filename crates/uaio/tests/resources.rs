@@ -51,8 +51,9 @@ fn status_field(name: &str) -> usize {
 
 fn usage() -> Usage {
     Usage {
-        // The directory's own descriptor is counted, the same every time.
-        fds: std::fs::read_dir("/proc/self/fd").unwrap().count(),
+        // The directory's own descriptor is counted, the same every time;
+        // io_uring instances kept for later contexts (at most 8) are not.
+        fds: std::fs::read_dir("/proc/self/fd").unwrap().count() - uaio::kept_rings(),
         threads: status_field("Threads:"),
         maps: std::fs::read_to_string("/proc/self/maps").unwrap().lines().count(),
         rss_kib: status_field("VmRSS:"),

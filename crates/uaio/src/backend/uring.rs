@@ -145,6 +145,10 @@ pub(crate) struct Ring {
     /// signal (see `Uring::wait`).
     wakes_pushed: AtomicU32,
     wakes_seen: AtomicU32,
+    /// What io_uring_setup answered, and the sizes asked of it: for a
+    /// [`Spare`] made of this ring.
+    params: io_uring_params,
+    sizes: (u32, u32),
 }
 
 // SAFETY: the raw pointers point into mappings owned by this struct; the SQ
@@ -161,9 +165,64 @@ fn ptr_of<T>(p: *const T) -> io_uring_ptr {
 /// `io_uring_setup` for `capacity` requests in flight (an SQ of at least
 /// that many entries, up to 4096, a CQ twice as large): without the SQ
 /// array where the kernel allows it (6.6+), else with it.
-fn setup(capacity: u32) -> Result<(InternalFd, io_uring_params), Errno> {
+/// The SQ and CQ sizes asked of io_uring for a ring of `capacity`.
+fn sizes(capacity: u32) -> (u32, u32) {
     let sq_entries = capacity.clamp(8, 4096).next_power_of_two();
     let cq_entries = (capacity.saturating_mul(2).saturating_add(64)).next_power_of_two().min(65536);
+    (sq_entries, cq_entries)
+}
+
+/// An io_uring instance that no request uses any more, kept open for a
+/// later ring of the same sizes instead of being closed. The kernel tears
+/// an io_uring instance down when its last descriptor is closed, and in
+/// doing so sends every thread that ever submitted to it a notification
+/// that ends whatever blocking system call it is in with `EINTR` where the
+/// call does not restart (`epoll_wait`, `sigtimedwait`, `semtimedop`, a
+/// `recv` with a timeout): a program's thread that made a request through
+/// uaio saw that at each `io_destroy`, and at its first `io_setup` (whose
+/// probe ring was closed at once), where kernel AIO interrupts nothing.
+struct Spare {
+    fd: InternalFd,
+    params: io_uring_params,
+    /// The sizes it was asked for ([`sizes`]).
+    sizes: (u32, u32),
+    /// [`crate::table::forks`] when it was kept: a fork child does not
+    /// take its parent's.
+    forks: u64,
+}
+
+// SAFETY: io_uring_params is plain data; the descriptor is a number.
+unsafe impl Send for Spare {}
+
+/// Kept spares; at most [`SPARES_KEPT`] (beyond that, rings are closed).
+static SPARES: Mutex<Vec<Spare>> = Mutex::new(Vec::new());
+
+/// Spares kept at most: a program that keeps few contexts alive at a time
+/// (one per thread, made and destroyed over and over) finds its sizes
+/// there, and a burst of destroys closes what is beyond.
+const SPARES_KEPT: usize = 8;
+
+/// How many instances are kept now (0 when that cannot be told at once).
+pub(crate) fn kept() -> usize {
+    SPARES.try_lock().map_or(0, |s| s.len())
+}
+
+/// A kept instance of the sizes of a ring of `capacity`, if any. Never
+/// waits: in a fork child the lock may have been taken for good by a
+/// thread of the parent's.
+fn take_spare(capacity: u32) -> Option<(InternalFd, io_uring_params)> {
+    let Ok(mut spares) = SPARES.try_lock() else { return None };
+    let forks = crate::table::forks();
+    // A parent's are of no use here (and closing them in the child leaves
+    // the parent's rings alone).
+    spares.retain(|s| s.forks == forks);
+    let at = spares.iter().position(|s| s.sizes == sizes(capacity))?;
+    let s = spares.swap_remove(at);
+    Some((s.fd, s.params))
+}
+
+fn setup(capacity: u32) -> Result<(InternalFd, io_uring_params), Errno> {
+    let (sq_entries, cq_entries) = sizes(capacity);
     for extra in [IoringSetupFlags::NO_SQARRAY, IoringSetupFlags::empty()] {
         let mut params = io_uring_params::default();
         params.flags = IoringSetupFlags::CQSIZE | IoringSetupFlags::SUBMIT_ALL | IoringSetupFlags::CLAMP | extra;
@@ -189,7 +248,10 @@ impl Uring {
 
 impl Ring {
     fn new(capacity: u32, notify: Option<BorrowedFd<'_>>) -> Result<Ring, Errno> {
-        let (fd, params) = setup(capacity)?;
+        let (fd, params) = match take_spare(capacity) {
+            Some(kept) => kept,
+            None => setup(capacity)?,
+        };
         // Waiting with a timeout and a signal mask needs IORING_ENTER_EXT_ARG (5.11).
         if !params.features.contains(rustix::io_uring::IoringFeatureFlags::EXT_ARG) {
             return Err(Errno::NOSYS);
@@ -238,6 +300,8 @@ impl Ring {
             streams: streams::Streams::default(),
             wakes_pushed: AtomicU32::new(0),
             wakes_seen: AtomicU32::new(0),
+            params,
+            sizes: sizes(capacity),
         };
         // A seccomp filter may let io_uring_setup through and refuse
         // io_uring_enter: one NOP goes through the ring first, so that such
@@ -717,6 +781,49 @@ impl Drop for Ring {
         if self.heads.load(Ordering::SeqCst) > 0 {
             order::forget(self);
         }
+        self.keep_as_spare();
+    }
+}
+
+impl Ring {
+    /// Keeps this ring's io_uring instance as a [`Spare`] when nothing is
+    /// left in it (no request in the kernel, no completion or entry not
+    /// taken, no file held), emptied of the context's registrations: its
+    /// descriptor is duplicated, so that closing this ring's leaves it
+    /// open.
+    fn keep_as_spare(&self) {
+        if self.in_kernel.load(Ordering::SeqCst) != 0 || self.nkept.load(Ordering::SeqCst) != 0 {
+            return;
+        }
+        // SAFETY: live atomics in the CQ ring.
+        let cq_empty = unsafe { (*self.cq_head).load(Ordering::Acquire) == (*self.cq_tail).load(Ordering::Acquire) };
+        let sq_empty = {
+            let sq = crate::sync::lock(&self.sq);
+            // SAFETY: the SQ head is a live atomic in the mapping.
+            sq.pending == 0 && unsafe { (*sq.head).load(Ordering::Acquire) } == sq.local_tail
+        };
+        if !cq_empty || !sq_empty {
+            return;
+        }
+        let Ok(mut spares) = SPARES.try_lock() else { return };
+        if spares.len() >= SPARES_KEPT {
+            return;
+        }
+        // The context's eventfd and files go (ENXIO: none registered).
+        let fd = self.fd.as_fd();
+        for op in [IoringRegisterOp::UnregisterEventfd, IoringRegisterOp::UnregisterFiles] {
+            // SAFETY: both take no argument.
+            match unsafe { io_uring_register(fd, op, std::ptr::null(), 0) } {
+                Ok(_) | Err(Errno::NXIO) => {}
+                Err(_) => return,
+            }
+        }
+        // SAFETY: the CQ flags word is a live atomic: notifications on for
+        // the next user.
+        unsafe { (*self.cq_flags).fetch_and(!IoringCqFlags::EVENTFD_DISABLED.bits(), Ordering::SeqCst) };
+        let Ok(kept) = InternalFd::dup_of(fd) else { return };
+        let params = self.params;
+        spares.push(Spare { fd: kept, params, sizes: self.sizes, forks: crate::table::forks() });
     }
 }
 
@@ -952,6 +1059,41 @@ mod tests {
         rustix::io::write(&w2, b"y").expect("write");
         rustix::io::write(&w, b"x").expect("write");
         assert_eq!(result_of(&u, key), -libc::ECANCELED);
+    }
+
+    /// The CQ head of `u` (how many completions it ever took).
+    fn cq_head(u: &Uring) -> u32 {
+        // SAFETY: a live atomic in the CQ ring.
+        unsafe { (*u.0.cq_head).load(Ordering::Acquire) }
+    }
+
+    #[test]
+    fn an_idle_ring_is_kept_and_serves_the_next_of_its_sizes() {
+        // Sizes no other test asks for, so that no other test takes the
+        // spare meanwhile.
+        const CAPACITY: u32 = 3000;
+        let Some(first) = Uring::new(CAPACITY, None).ok() else {
+            println!("skipped: io_uring is not available here");
+            return;
+        };
+        let (r, w) = pipe();
+        rustix::io::write(&w, b"x").expect("write");
+        first.submit(&[poll_op(1 << 32 | 1, &r)]).expect("submit");
+        assert!(result_of(&first, 1 << 32 | 1) > 0);
+        let taken = cq_head(&first);
+        drop(first);
+        // The same io_uring instance (its completions go on counting), and
+        // it works.
+        let second = Uring::new(CAPACITY, None).expect("a ring");
+        assert!(cq_head(&second) > taken, "the kept instance");
+        second.submit(&[poll_op(2 << 32 | 1, &r)]).expect("submit");
+        assert!(result_of(&second, 2 << 32 | 1) > 0);
+        // One with a request in the kernel is closed, not kept.
+        let (r2, _w2) = pipe();
+        second.submit(&[poll_op(3 << 32 | 1, &r2)]).expect("submit");
+        drop(second);
+        let third = Uring::new(CAPACITY, None).expect("a ring");
+        assert_eq!(cq_head(&third), 1, "a new instance (its probe's completion only)");
     }
 
     #[test]
