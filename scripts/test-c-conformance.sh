@@ -353,7 +353,7 @@ check_case fd_conform.closerace fd_conform closerace
 # second read returned old bytes in 4 of 20 on io_uring, and 20 of 20 after
 # a direct write of cached bytes; the first read new bytes, even torn,
 # running beside the write).
-for m in dsync short-fds read-first read-first-shm read-first-cold read-eof nowait-behind sync-visible bdev-rw; do
+for m in dsync short-fds read-first read-first-shm read-first-cold read-eof nowait-behind sync-visible bdev-rw polls; do
 	check_case "order_conform.$m" order_conform "$m"
 done
 # A process that may start no more threads (RLIMIT_NPROC, an unprivileged

@@ -4,6 +4,11 @@
  * was written and a read before it what was there. Every mode prints the
  * same lines on kernel AIO and on uaio.
  *
+ *   order_conform polls      six POLLs of one pipe (in one io_submit, then
+ *                            in six), the pipe written: their events come
+ *                            newest first, as the kernel wakes the waiters
+ *                            of a file (before, the thread pool gave them
+ *                            oldest first; from a black-box attack)
  *   order_conform dsync      50 rounds of a 4 KiB write with RWF_DSYNC,
  *                            then a read of the same 4 KiB (before, uaio
  *                            sent the write to its backend and tried the
@@ -71,6 +76,7 @@
 #include "conform_common.h"
 
 #include <libaio.h>
+#include <poll.h>
 #include <linux/fs.h>
 #include <sys/resource.h>
 
@@ -377,9 +383,58 @@ static int sync_visible(void)
 	return 0;
 }
 
+/* polls: see the top. */
+static int polls(void)
+{
+	io_context_t ctx = 0;
+	printf("io_setup %s\n", negret(io_setup(64, &ctx)));
+	for (int way = 0; way < 2; way++) {
+		int p[2];
+		if (pipe(p) != 0)
+			return 2;
+		struct iocb cbs[6], *cps[6];
+		for (int i = 0; i < 6; i++) {
+			io_prep_poll(&cbs[i], p[0], POLLIN);
+			cbs[i].data = (void *)(long)i;
+			cps[i] = &cbs[i];
+		}
+		/* In one call, or one call each. */
+		if (way == 0) {
+			printf("one io_submit: %s\n", negret(io_submit(ctx, 6, cps)));
+		} else {
+			int ok = 0;
+			for (int i = 0; i < 6; i++)
+				ok += io_submit(ctx, 1, &cps[i]) == 1;
+			printf("six io_submits: %d accepted\n", ok);
+		}
+		usleep(50000);
+		if (write(p[1], "x", 1) != 1)
+			return 2;
+		struct io_event ev[6];
+		struct timespec ts = { 5, 0 };
+		int got = 0;
+		while (got < 6) {
+			int r = io_getevents(ctx, 1, 6, ev + got, &ts);
+			if (r <= 0)
+				break;
+			got += r;
+		}
+		printf("events in order:");
+		for (int i = 0; i < got; i++)
+			printf(" %ld (res %s)", (long)ev[i].data, negret(ev[i].res));
+		printf("\n");
+		close(p[0]);
+		close(p[1]);
+	}
+	printf("io_destroy %s\n", negret(io_destroy(ctx)));
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *mode = argc > 1 ? argv[1] : "dsync";
+	if (strcmp(mode, "polls") == 0)
+		return polls();
 	int dsync = strcmp(mode, "dsync") == 0;
 	if (strcmp(mode, "nowait-behind") == 0)
 		return nowait_behind();
