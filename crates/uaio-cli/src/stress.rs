@@ -437,14 +437,23 @@ fn figures() -> Figures {
     let all = std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0);
     let fds = all.saturating_sub(uaio::kept_descriptors());
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
+    let field = |name: &str| -> u64 {
         status
             .lines()
             .find_map(|l| l.strip_prefix(name))
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
             .unwrap_or(0)
     };
-    Figures { fds, threads: field("Threads:"), rss_kb: field("VmRSS:") }
+    // io_uring's workers (kernel threads of the process, `iou-wrk-<tid>`)
+    // stay idle while the io_uring instances uaio keeps for later contexts
+    // live, at least one for each thread that had work run by them: the
+    // kernel's, not a leak of uaio's.
+    let workers = if uaio::kept_rings() > 0 {
+        thread_names().iter().filter(|n| n.starts_with("iou-wrk-")).count() as u64
+    } else {
+        0
+    };
+    Figures { fds, threads: field("Threads:").saturating_sub(workers), rss_kb: field("VmRSS:") }
 }
 
 // ---------------------------------------------------------------------------
@@ -2890,6 +2899,9 @@ pub fn main(args: &[String]) -> ExitCode {
     }
     if end_fig.threads > start_fig.threads {
         let mut extra = thread_names();
+        if uaio::kept_rings() > 0 {
+            extra.retain(|n| !n.starts_with("iou-wrk-"));
+        }
         for n in &start_threads {
             if let Some(i) = extra.iter().position(|x| x == n) {
                 extra.remove(i);

@@ -157,16 +157,17 @@ pub fn io_uring_available() -> bool {
 /// the life of the process; and duplicates of the program's files that
 /// requests used, kept while a record lock (`fcntl` `F_SETLK`) is held on
 /// their file, since closing one would release the program's locks (they
-/// are closed by a later call once the locks are gone). A tool that checks
+/// are closed by a later call once the locks are gone); and the io_uring
+/// instances kept for later contexts ([`kept_rings`]). A tool that checks
 /// a program for descriptor leaks leaves these out.
 ///
 /// # Examples
 ///
 /// ```
-/// assert!(uaio::kept_descriptors() <= 9); // nothing locked here
+/// assert!(uaio::kept_descriptors() <= 9 + 8); // nothing locked here
 /// ```
 pub fn kept_descriptors() -> usize {
-    sys::procfs::open_count() + sys::internal_fds::kept_count()
+    sys::procfs::open_count() + sys::internal_fds::kept_count() + kept_rings()
 }
 
 /// Number of live contexts in this process.

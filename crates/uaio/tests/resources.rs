@@ -54,7 +54,14 @@ fn usage() -> Usage {
         // The directory's own descriptor is counted, the same every time;
         // io_uring instances kept for later contexts (at most 8) are not.
         fds: std::fs::read_dir("/proc/self/fd").unwrap().count() - uaio::kept_rings(),
-        threads: status_field("Threads:"),
+        // io_uring's idle workers (kernel threads, `iou-wrk-<tid>`) stay
+        // while the instances uaio keeps for later contexts live.
+        threads: status_field("Threads:")
+            - if uaio::kept_rings() > 0 {
+                thread_names().iter().filter(|n| n.starts_with("iou-wrk-")).count()
+            } else {
+                0
+            },
         maps: std::fs::read_to_string("/proc/self/maps").unwrap().lines().count(),
         rss_kib: status_field("VmRSS:"),
     }
@@ -128,8 +135,11 @@ fn baseline() -> (Usage, Vec<String>, Vec<String>) {
     loop {
         std::thread::sleep(Duration::from_millis(100));
         let now = usage();
-        // Pool threads and io_uring workers leave once idle.
-        let transient = thread_names().iter().any(|n| n.starts_with("uaio-worker") || n.starts_with("iou-wrk"));
+        // Pool threads and io_uring workers leave once idle (the workers
+        // only once no io_uring instance is kept: see `usage`).
+        let kept = uaio::kept_rings() > 0;
+        let transient =
+            thread_names().iter().any(|n| n.starts_with("uaio-worker") || (!kept && n.starts_with("iou-wrk")));
         if now.threads == prev.threads && now.fds == prev.fds && now.maps == prev.maps && !transient {
             return (now, thread_names(), fd_targets());
         }
