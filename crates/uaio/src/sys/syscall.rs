@@ -277,22 +277,6 @@ pub(crate) fn sync_file(fd: i32, data: bool) -> i32 {
 /// library's wrappers are cancellation points, whose bookkeeping around
 /// the call costs as much as a tenth of a cached 4 KiB read. `iov` is an
 /// array of uaio's own (it may be read here), whose buffers were checked.
-/// Whether the kernel takes `RWF_NOAPPEND` (Linux 6.9+), asked once: a
-/// one-byte write to `/dev/null` with it (an unknown flag is refused with
-/// `EOPNOTSUPP` before anything is written).
-pub(crate) fn noappend_supported() -> bool {
-    static KNOWN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *KNOWN.get_or_init(|| {
-        // Made as uaio's own descriptors are, so that no close or dup2 of
-        // the program's can put one of its files under the number first.
-        let open = || rustix::fs::open("/dev/null", rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC, 0.into());
-        let Ok(null) = super::internal_fds::InternalFd::make(open) else { return false };
-        let byte = 0u8;
-        let one = uaio_abi::iovec { iov_base: &byte as *const u8 as u64, iov_len: 1 };
-        prwv2_once(true, std::os::fd::AsRawFd::as_raw_fd(&null), &one, 1, 0, uaio_abi::RWF_NOAPPEND) == 1
-    })
-}
-
 pub(crate) fn prwv2(write: bool, fd: i32, iov: *const uaio_abi::iovec, n: usize, off: i64, flags: u32) -> (i64, bool) {
     let call = |off: i64| prwv2_once(write, fd, iov, n, off, flags);
     match call(off) {
