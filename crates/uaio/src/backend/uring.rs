@@ -162,9 +162,6 @@ fn ptr_of<T>(p: *const T) -> io_uring_ptr {
     io_uring_ptr::new(p as *mut T as *mut core::ffi::c_void)
 }
 
-/// `io_uring_setup` for `capacity` requests in flight (an SQ of at least
-/// that many entries, up to 4096, a CQ twice as large): without the SQ
-/// array where the kernel allows it (6.6+), else with it.
 /// The SQ and CQ sizes asked of io_uring for a ring of `capacity`.
 fn sizes(capacity: u32) -> (u32, u32) {
     let sq_entries = capacity.clamp(8, 4096).next_power_of_two();
@@ -221,6 +218,9 @@ fn take_spare(capacity: u32) -> Option<(InternalFd, io_uring_params)> {
     Some((s.fd, s.params))
 }
 
+/// `io_uring_setup` for `capacity` requests in flight (an SQ of at least
+/// that many entries, up to 4096, a CQ twice as large): without the SQ
+/// array where the kernel allows it (6.6+), else with it.
 fn setup(capacity: u32) -> Result<(InternalFd, io_uring_params), Errno> {
     let (sq_entries, cq_entries) = sizes(capacity);
     for extra in [IoringSetupFlags::NO_SQARRAY, IoringSetupFlags::empty()] {
