@@ -121,6 +121,17 @@
  *                            uaio still took the number for the earlier
  *                            file)
  *
+ *   fd_conform append-after  16 O_DIRECT writes of 4 KiB at offsets 0..60 KiB
+ *                            of a 64 KiB file in one io_submit, and the
+ *                            descriptor's O_APPEND changed right after
+ *                            (set, or cleared), 20 rounds each: the writes
+ *                            land as the flags were at io_submit (the
+ *                            kernel fixes a request's append at
+ *                            submission; before, uaio's backends read the
+ *                            flag when each write ran: 20 of 20 rounds
+ *                            differed with O_APPEND cleared, 13-19 of 20
+ *                            with it set, from a black-box attack)
+ *
  * In each mode but race, release and full, before the descriptors go: a POLL on an empty pipe is in
  * flight and a write to a file done. After: the pipe is written and the
  * POLL's event reaped; a write, an fsync and a read of the file, a POLL of
@@ -988,6 +999,72 @@ static void setfl(void)
 	free(aligned);
 }
 
+/* append-after: see the top. */
+static void append_after(void)
+{
+	char *buf = NULL;
+	if (posix_memalign((void **)&buf, 4096, 16 * 4096) != 0)
+		exit(2);
+	for (int i = 0; i < 16; i++)
+		memset(buf + i * 4096, 'a' + i, 4096);
+	io_context_t ctx = 0;
+	printf("io_setup %s\n", negret(io_setup(32, &ctx)));
+	for (int set = 0; set < 2; set++) {
+		int as_submitted = 0, other = 0, failed = 0;
+		for (int round = 0; round < 20; round++) {
+			int fd = tmpfile_open("append-after", O_RDWR | O_TRUNC | O_DIRECT | (set ? 0 : O_APPEND));
+			if (ftruncate(fd, 65536) != 0)
+				exit(2);
+			struct iocb cbs[16], *cps[16];
+			for (int i = 0; i < 16; i++) {
+				io_prep_pwrite(&cbs[i], fd, buf + i * 4096, 4096, (long long)i * 4096);
+				cps[i] = &cbs[i];
+			}
+			int r = io_submit(ctx, 16, cps);
+			int fl = fcntl(fd, F_GETFL);
+			fcntl(fd, F_SETFL, set ? fl | O_APPEND : fl & ~O_APPEND);
+			struct io_event ev[16];
+			struct timespec ts = { 10, 0 };
+			int got = 0;
+			while (r == 16 && got < 16) {
+				int g = io_getevents(ctx, 1, 16, ev + got, &ts);
+				if (g <= 0)
+					break;
+				got += g;
+			}
+			for (int i = 0; i < got; i++)
+				failed += ev[i].res != 4096;
+			failed += got != 16;
+			/* O_APPEND at submission: 16 blocks after the 64 KiB of
+			 * zeros, in some order; without: blocks a..p at 0..60 KiB. */
+			struct stat st;
+			fstat(fd, &st);
+			/* Read back through a buffered descriptor of the file. */
+			char self[64];
+			snprintf(self, sizeof self, "/proc/self/fd/%d", fd);
+			int rd = open(self, O_RDONLY);
+			int right = 0;
+			if (!set && st.st_size == 131072) {
+				char first[1];
+				right = pread(rd, first, 1, 0) == 1 && first[0] == 0;
+			} else if (set && st.st_size == 65536) {
+				right = 1;
+				for (int i = 0; i < 16; i++) {
+					char c[1];
+					right &= pread(rd, c, 1, (off_t)i * 4096) == 1 && c[0] == 'a' + i;
+				}
+			}
+			close(rd);
+			right ? as_submitted++ : other++;
+			close(fd);
+		}
+		printf("O_APPEND %s right after io_submit: writes placed as at io_submit %d, otherwise %d, failed %d\n",
+		       set ? "set" : "cleared", as_submitted, other, failed);
+	}
+	printf("io_destroy %s\n", negret(io_destroy(ctx)));
+	free(buf);
+}
+
 /* freopen: see the top. */
 #define FREOPEN_ROUNDS 1000
 
@@ -1071,7 +1148,7 @@ int main(int argc, char **argv)
 	} own[] = {
 		{ "closerace", closerace, 0 }, { "reuse", reuse, 0 },	  { "race", race, 1 },
 		{ "lockrace", lockrace, 0 },   { "full", full, 0 },	  { "release", release, 0 },
-		{ "setfl", setfl, 0 },	       { "freopen", freopen_mode, 0 },
+		{ "setfl", setfl, 0 },	       { "freopen", freopen_mode, 0 },	{ "append-after", append_after, 0 },
 	};
 	for (size_t i = 0; i < sizeof own / sizeof own[0]; i++) {
 		if (strcmp(mode, own[i].name) == 0) {

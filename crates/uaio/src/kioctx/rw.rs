@@ -96,6 +96,17 @@ pub(super) fn prepare_rw(
             p.order = Some(Order::Member(k));
         }
     }
+    if write && f.mode() & libc::S_IFMT == libc::S_IFREG {
+        // Where the write lands is fixed now, as the kernel fixes it when
+        // it takes the request: the file's O_APPEND as it is at this
+        // moment, not when the backend runs the write (the program may
+        // change its status flags with F_SETFL meanwhile).
+        if appends(f, p.rw_flags) {
+            p.rw_flags |= RWF_APPEND;
+        } else if sys::noappend_supported() {
+            p.rw_flags |= RWF_NOAPPEND;
+        }
+    }
     p.kind = Some(kind);
     // (Block devices too: a buffered read of the device after a direct
     // write of its bytes must see them.)

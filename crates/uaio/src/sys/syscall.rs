@@ -14,11 +14,13 @@ fn raw_syscall3(nr: usize, a: usize, b: usize, c: usize) -> isize {
 /// One `preadv2`/`pwritev2` system call; `-errno` on failure.
 #[cfg(target_arch = "x86_64")]
 fn prwv2_once(write: bool, fd: i32, iov: *const uaio_abi::iovec, n: usize, off: i64, flags: u32) -> i64 {
-    if n <= 1 && flags == 0 && off >= 0 {
-        // SAFETY: every caller passes an array of uaio's own (copied from
-        // the application at submission, or built on uaio's stack), here
-        // of at most one element, read only when there is one.
-        let (base, len) = if n == 1 { unsafe { ((*iov).iov_base, (*iov).iov_len) } } else { (0, 0) };
+    // SAFETY: every caller passes an array of uaio's own (copied from the
+    // application at submission, or built on uaio's stack), read here only
+    // when it has exactly one element.
+    let (base, len) = if n == 1 { unsafe { ((*iov).iov_base, (*iov).iov_len) } } else { (0, 0) };
+    // Where a write lands does not matter when it moves nothing.
+    let placement = uaio_abi::RWF_APPEND | uaio_abi::RWF_NOAPPEND;
+    if n <= 1 && off >= 0 && (flags == 0 || (len == 0 && flags & !placement == 0)) {
         // One buffer or none, no flag, a position: `pread64`/`pwrite64` do
         // the same transfer as the vectored calls, and the kernel skips
         // copying and importing an iovec array (about 2% of a cached 4 KiB
@@ -271,6 +273,32 @@ pub(crate) fn sync_file(fd: i32, data: bool) -> i32 {
     } else {
         0
     }
+}
+
+/// Whether the kernel takes `RWF_NOAPPEND` (Linux 6.9 and later), told
+/// once by its release number. Not by trying a write with the flag: that
+/// write goes through a descriptor number, which a program that takes over
+/// uaio's numbers with raw `dup2` calls may have put one of its files under
+/// (the probe's byte then landed at the start of the program's file).
+pub(crate) fn noappend_supported() -> bool {
+    static KNOWN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *KNOWN.get_or_init(|| kernel_release().is_some_and(|v| v >= (6, 9)))
+}
+
+/// The running kernel's major and minor version, from `uname(2)`.
+fn kernel_release() -> Option<(u32, u32)> {
+    // SAFETY: uname fills the zeroed structure it is given.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; `u` is a live, writable utsname.
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return None;
+    }
+    let release: Vec<u8> = u.release.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+    let mut parts = release.split(|&c| c == b'.').map(|p| {
+        let digits: Vec<u8> = p.iter().copied().take_while(u8::is_ascii_digit).collect();
+        std::str::from_utf8(&digits).ok()?.parse::<u32>().ok()
+    });
+    Some((parts.next()??, parts.next()??))
 }
 
 /// `preadv2(2)` or `pwritev2(2)`, as [`preadv2`]. Made directly: the C
