@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use rustix::io::Errno;
 use uaio_abi::{aio_context_t, aio_sigset, io_event, iocb};
 
+use crate::backend::BackendOp;
 use crate::kioctx::{Deadline, FdCache, Kioctx, Prepared};
 use crate::sync;
 use crate::sys::spare::Spare;
@@ -274,10 +275,11 @@ pub unsafe fn io_submit(ctx: aio_context_t, nr: i64, iocbpp: *mut *mut iocb) -> 
 }
 
 thread_local! {
-    /// The submitting thread's array of prepared requests, kept between
-    /// calls (taken out for the call, so a call from a signal handler that
-    /// interrupts one makes its own).
-    static PREPS: Spare<Vec<Prepared>> = const { Spare::new() };
+    /// The submitting thread's array of prepared requests, and its room
+    /// for the operations they give the backend, kept between calls (taken
+    /// out for the call, so a call from a signal handler that interrupts
+    /// one makes its own).
+    static PREPS: Spare<(Vec<Prepared>, Vec<BackendOp>)> = const { Spare::new() };
     /// The submitting thread's descriptor facts, emptied for each call (its
     /// room kept), taken out for the call as `PREPS` is.
     static FDS: Spare<FdCache> = const { Spare::new() };
@@ -300,7 +302,8 @@ fn submit_to(c: &Kioctx, nr: i64, iocbpp: *mut *mut iocb) -> i64 {
     // queue behind this one in the io_uring (its submissions run one at a
     // time): reads then go inline, in parallel, whatever the batch size.
     fds.reset(nr < INLINE_BATCH_LIMIT || c.others_submitting());
-    let mut preps = PREPS.try_with(Spare::take).ok().flatten().unwrap_or_default();
+    let mut scratch = PREPS.try_with(Spare::take).ok().flatten().unwrap_or_default();
+    let (preps, ops) = &mut *scratch;
     let mut reserved = c.reserve_slots(nr as u32);
     let mut err = None;
     let mut n = 0usize;
@@ -336,8 +339,8 @@ fn submit_to(c: &Kioctx, nr: i64, iocbpp: *mut *mut iocb) -> i64 {
     }
     c.release_slots(reserved);
     fds.apply_settled(&mut preps[..n]);
-    c.start(&mut preps[..n]);
-    let _ = PREPS.try_with(|v| v.put(preps));
+    c.start(&mut preps[..n], ops);
+    let _ = PREPS.try_with(|v| v.put(scratch));
     let _ = FDS.try_with(|v| v.put(fds));
     match (n, err) {
         (0, Some(e)) => neg(e),

@@ -19,7 +19,10 @@ use crate::writeback;
 impl Kioctx {
     /// Starts validated requests; NOOPs complete at once. The entries are
     /// left emptied (their descriptors and vectors moved out), for reuse.
-    pub(crate) fn start(&self, preps: &mut [Prepared]) {
+    /// `ops` is room for the requests that go to the backend, left empty
+    /// with its capacity kept (a thread's calls reuse it: no allocation
+    /// per call).
+    pub(crate) fn start(&self, preps: &mut [Prepared], ops: &mut Vec<BackendOp>) {
         if preps.is_empty() {
             return;
         }
@@ -29,10 +32,12 @@ impl Kioctx {
         if to_backend {
             self.enter();
         }
-        let ops = self.accept(preps, to_backend);
+        ops.clear();
+        self.accept(preps, ops);
         if !ops.is_empty() {
             let _handing = HandingOver::new();
-            self.hand_over(&ops);
+            self.hand_over(ops);
+            ops.clear();
         }
         if to_backend {
             self.leave();
@@ -46,13 +51,8 @@ impl Kioctx {
 
     /// Under the completion lock, publishes the events of the requests
     /// completed during submission and enters the others in the request
-    /// table; returns the latter as backend operations. `to_backend` tells
-    /// whether any goes there.
-    fn accept(&self, preps: &mut [Prepared], to_backend: bool) -> Vec<BackendOp> {
-        // Allocated only when something goes to the backend (inline
-        // completions, the cached-read fast path, need none), and then
-        // once, with room for every request of the call.
-        let mut ops: Vec<BackendOp> = if to_backend { Vec::with_capacity(preps.len()) } else { Vec::new() };
+    /// table, adding them to `ops` as backend operations.
+    fn accept(&self, preps: &mut [Prepared], ops: &mut Vec<BackendOp>) {
         let mut published = 0u32;
         let mut signals: Vec<(Resfd, u64)> = Vec::new();
         {
@@ -91,7 +91,6 @@ impl Kioctx {
         if published > 0 {
             self.notify_waiters(true);
         }
-        ops
     }
 
     /// Gives `ops` to the backend, and harvests what it completed at once.
