@@ -38,11 +38,20 @@ fn is_socket(fd: i32) -> bool {
 }
 
 /// Whether `fd` is an eventfd: an anonymous inode (no file type bits) that
-/// takes an 8-byte write (adding 0 changes nothing).
+/// procfs names `anon_inode:[eventfd]`, or, where procfs cannot tell, that
+/// takes an 8-byte write (adding 0 changes nothing). By name first: a
+/// program that put one of its files under the number between the two
+/// looks (a raw `dup2` onto a number of uaio's) would have had the write's
+/// 8 bytes land in that file.
 pub(crate) fn is_eventfd(fd: i32) -> bool {
-    let anon = file_stat(fd).is_some_and(|st| st.kind() == 0);
+    if file_stat(fd).is_none_or(|st| st.kind() != 0) {
+        return false;
+    }
+    if let Ok(name) = rustix::fs::readlink(format!("/proc/self/fd/{fd}"), Vec::new()) {
+        return name.as_bytes() == b"anon_inode:[eventfd]";
+    }
     // SAFETY: an 8-byte write from a local buffer, to an anonymous inode.
-    anon && unsafe { libc::write(fd, 0u64.to_ne_bytes().as_ptr().cast(), 8) == 8 }
+    unsafe { libc::write(fd, 0u64.to_ne_bytes().as_ptr().cast(), 8) == 8 }
 }
 
 /// The coarse monotonic clock in nanoseconds: a vDSO read that moves once
@@ -149,5 +158,29 @@ pub(crate) fn append_to(path: &std::path::Path, bytes: &[u8]) {
     unsafe {
         libc::write(fd, bytes.as_ptr().cast(), bytes.len());
         libc::close(fd);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsRawFd;
+
+    /// An eventfd is one; other anonymous inodes, a pipe and a regular
+    /// file are not, and telling leaves the eventfd's counter as it was.
+    #[test]
+    fn is_eventfd_tells_eventfds_from_other_files() {
+        let efd = rustix::event::eventfd(5, rustix::event::EventfdFlags::CLOEXEC).expect("eventfd");
+        assert!(super::is_eventfd(efd.as_raw_fd()));
+        let mut count = [0u8; 8];
+        assert_eq!(rustix::io::read(&efd, &mut count), Ok(8));
+        assert_eq!(u64::from_ne_bytes(count), 5, "the counter changed");
+        let epoll = rustix::event::epoll::create(rustix::event::epoll::CreateFlags::CLOEXEC).expect("epoll");
+        assert!(!super::is_eventfd(epoll.as_raw_fd()));
+        let (r, w) = rustix::pipe::pipe().expect("pipe");
+        assert!(!super::is_eventfd(r.as_raw_fd()) && !super::is_eventfd(w.as_raw_fd()));
+        let file = tempfile::tempfile().expect("file");
+        assert!(!super::is_eventfd(file.as_raw_fd()));
+        assert_eq!(file.metadata().expect("stat").len(), 0, "the file was written");
+        drop(efd);
     }
 }
