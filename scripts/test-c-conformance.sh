@@ -361,6 +361,11 @@ check_case fd_conform.closerace fd_conform closerace
 for m in dsync short-fds read-first read-first-shm read-first-cold read-eof nowait-behind sync-visible bdev-rw polls; do
 	check_case "order_conform.$m" order_conform "$m"
 done
+# With UAIO_READS_IN_SUBMIT=1 (the mode sets it), uncached buffered reads
+# are done inside io_submit, as the kernel does them: each buffer holds the
+# file's bytes when the call returns (sysbench fileio --validate=on in async
+# mode checks it there; by default uaio returns first: 0 of 64 filled).
+check_case order_conform.read-in-submit order_conform read-in-submit
 # A process that may start no more threads (RLIMIT_NPROC, an unprivileged
 # user): direct writes, syncs, a direct read and O_DSYNC writes all complete
 # (before: -ECANCELED on io_uring, whose workers could not be started).

@@ -71,6 +71,17 @@
  *                            and some pwrites were lost under it); an
  *                            io_cancel of the write answers EINVAL, as
  *                            for any request no longer pending
+ *   order_conform read-in-submit  64 reads of 16 KiB of a file dropped
+ *                            from the page cache before each io_submit,
+ *                            one per io_submit, then
+ *                            the same in io_submits of 8, each buffer
+ *                            compared with the file's bytes right after
+ *                            io_submit returns, before its event is
+ *                            reaped (as sysbench's fileio test does with
+ *                            --validate=on in async mode): the kernel reads
+ *                            them inside io_submit; uaio does with
+ *                            UAIO_READS_IN_SUBMIT=1, which the mode sets
+ *                            (by default it returns first: 0 of 64 filled)
  *
  * Build: gcc -O2 -Wall -o order_conform order_conform.c -laio */
 #include "conform_common.h"
@@ -430,9 +441,59 @@ static int polls(void)
 	return 0;
 }
 
+/* read-in-submit: see the list of modes above. */
+static int read_in_submit(void)
+{
+	enum { BLK = 16384, NBLK = 64, BATCH = 8 };
+	setenv("UAIO_READS_IN_SUBMIT", "1", 1);
+	make_tmpdir();
+	atexit(rm_tmpdir);
+	io_context_t ctx = 0;
+	printf("io_setup %s\n", negret(io_setup(64, &ctx)));
+	static char data[NBLK * BLK], bufs[BATCH][BLK];
+	for (int i = 0; i < NBLK * BLK; i++)
+		data[i] = (char)('A' + (i / BLK + i / 977) % 26);
+	int fd = tmpfile_open("reads", O_RDWR | O_TRUNC);
+	if (pwrite(fd, data, sizeof data, 0) != (ssize_t)sizeof data || fsync(fd) != 0)
+		return 2;
+	int filled[2] = { 0, 0 }, whole = 0;
+	for (int k = 0; k < 2; k++) {
+		int batch = k ? BATCH : 1;
+		for (int b = 0; b < NBLK; b += batch) {
+			struct iocb cb[BATCH], *cbs[BATCH];
+			/* Not even read ahead by the call before. */
+			posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+			struct io_event ev[BATCH];
+			memset(bufs, 0, sizeof bufs);
+			for (int i = 0; i < batch; i++) {
+				io_prep_pread(&cb[i], fd, bufs[i], BLK, (long long)(b + i) * BLK);
+				cbs[i] = &cb[i];
+			}
+			int s = io_submit(ctx, batch, cbs);
+			if (s != batch) {
+				printf("io_submit %s\n", negret(s));
+				return 1;
+			}
+			for (int i = 0; i < batch; i++)
+				filled[k] += !memcmp(bufs[i], data + (b + i) * BLK, BLK);
+			int got = reap(ctx, ev, batch);
+			for (int i = 0; i < got; i++)
+				whole += ev[i].res == BLK;
+		}
+	}
+	printf("uncached reads, buffer filled when io_submit returned: one per call %d of %d, %d per call %d of %d\n",
+	       filled[0], NBLK, BATCH, filled[1], NBLK);
+	printf("reads ended whole %d of %d\n", whole, 2 * NBLK);
+	close(fd);
+	printf("io_destroy %s\n", negret(io_destroy(ctx)));
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *mode = argc > 1 ? argv[1] : "dsync";
+	if (strcmp(mode, "read-in-submit") == 0)
+		return read_in_submit();
 	if (strcmp(mode, "polls") == 0)
 		return polls();
 	int dsync = strcmp(mode, "dsync") == 0;

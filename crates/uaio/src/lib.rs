@@ -39,8 +39,8 @@
 //! `pthread_atfork` child handler (a child sees none of its parent's
 //! contexts) and an `atexit` hook (file I/O in flight is finished before
 //! the process exits), and reads `UAIO_BACKEND`, `UAIO_THREADS`,
-//! `UAIO_FAULTS` and `UAIO_DURABLE_SUBMIT`. [`Context`] says more about
-//! each.
+//! `UAIO_FAULTS`, `UAIO_DURABLE_SUBMIT` and `UAIO_READS_IN_SUBMIT`.
+//! [`Context`] says more about each.
 //!
 //! # Features
 //!

@@ -191,6 +191,27 @@ pub(crate) fn note_durable_submit() {
     DURABLE_SUBMIT.store(std::env::var_os("UAIO_DURABLE_SUBMIT").is_some_and(|v| v == "1"), Ordering::Relaxed);
 }
 
+/// `UAIO_READS_IN_SUBMIT=1`: every buffered read of a regular file or
+/// block device runs inside `io_submit` (unless it must follow a write
+/// still in a backend), as kernel AIO reads them there, waiting for the
+/// device when its pages are not cached. Its buffer then holds the bytes
+/// when `io_submit` returns, as some programs assume (sysbench's `fileio`
+/// test with `--validate=on` in its `async` mode checks a read's buffer
+/// right after `io_submit`). Read by [`note_reads_in_submit`] at each
+/// `io_setup`.
+#[inline]
+pub(crate) fn reads_in_submit() -> bool {
+    READS_IN_SUBMIT.load(Ordering::Relaxed)
+}
+
+static READS_IN_SUBMIT: AtomicBool = AtomicBool::new(false);
+
+/// Reads `UAIO_READS_IN_SUBMIT`, as [`note_durable_submit`] reads its
+/// variable.
+pub(crate) fn note_reads_in_submit() {
+    READS_IN_SUBMIT.store(std::env::var_os("UAIO_READS_IN_SUBMIT").is_some_and(|v| v == "1"), Ordering::Relaxed);
+}
+
 /// Whether some buffered write is in a backend now (one atomic load).
 #[inline]
 pub(crate) fn backend_writes_pending() -> bool {

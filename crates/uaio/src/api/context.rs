@@ -112,7 +112,11 @@ impl<B> Drop for Staging<'_, '_, B> {
 ///   buffered write to a regular file, and every `O_DIRECT` write that
 ///   extends its file, done inside `submit` as kernel AIO does them
 ///   (waiting for the device where the kernel's `io_submit` waits), so
-///   that a process killed right after keeps them.
+///   that a process killed right after keeps them; `UAIO_READS_IN_SUBMIT=1`,
+///   read the same way, has every buffered read of a regular file or block
+///   device done inside `submit`, as kernel AIO does them (waiting for the
+///   device when the pages are not cached), so that its buffer holds the
+///   bytes when `submit` returns.
 ///
 /// # Examples
 ///

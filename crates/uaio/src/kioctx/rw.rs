@@ -241,6 +241,9 @@ fn runs_inline(
         // system call, before asking them).
         || (write && empty && !every_write && !behind_write && p.rw_flags & RWF_NOWAIT == 0 && !direct && f.is_regular())
         || (write && !empty && !every_write && !behind_write && durable_write(f, p))
+        // UAIO_READS_IN_SUBMIT=1: a buffered read of a file, as the
+        // kernel's AIO does it, waiting for the device if it must.
+        || (!write && !empty && !direct && !behind_write && writeback::reads_in_submit() && f.is_regular_or_block())
         || f.is_memory_device()
         || (write && f.is_kernel_log())
 }
