@@ -82,6 +82,17 @@
  *                            them inside io_submit; uaio does with
  *                            UAIO_READS_IN_SUBMIT=1, which the mode sets
  *                            (by default it returns first: 0 of 64 filled)
+ *   order_conform write-reuse  64 buffered writes of 16 KiB at offsets
+ *                            that split pages of a file dropped from the
+ *                            page cache (one per io_submit, then in
+ *                            io_submits of 8), each buffer filled with
+ *                            other bytes right after io_submit returns,
+ *                            before the event (as sysbench's fileio test
+ *                            refills its buffer for the next write): the
+ *                            kernel copied the bytes inside io_submit, so
+ *                            the file holds what each buffer held then
+ *                            (before, uaio's backend wrote the refilled
+ *                            bytes)
  *
  * Build: gcc -O2 -Wall -o order_conform order_conform.c -laio */
 #include "conform_common.h"
@@ -489,9 +500,61 @@ static int read_in_submit(void)
 	return 0;
 }
 
+/* write-reuse: see the list of modes above. */
+static int write_reuse(void)
+{
+	enum { BLK = 16384, NBLK = 64, BATCH = 8, SKEW = 100 };
+	make_tmpdir();
+	atexit(rm_tmpdir);
+	io_context_t ctx = 0;
+	printf("io_setup %s\n", negret(io_setup(64, &ctx)));
+	static char old[NBLK * BLK + SKEW], want[NBLK * BLK], bufs[BATCH][BLK], got[NBLK * BLK];
+	memset(old, '.', sizeof old);
+	int kept[2] = { 0, 0 }, whole = 0;
+	for (int k = 0; k < 2; k++) {
+		int batch = k ? BATCH : 1;
+		int fd = tmpfile_open("reuse", O_RDWR | O_TRUNC);
+		if (pwrite(fd, old, sizeof old, 0) != (ssize_t)sizeof old || fsync(fd) != 0)
+			return 2;
+		for (int b = 0; b < NBLK; b += batch) {
+			struct iocb cb[BATCH], *cbs[BATCH];
+			struct io_event ev[BATCH];
+			/* Partial pages not cached: they must be read first. */
+			posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+			for (int i = 0; i < batch; i++) {
+				memset(bufs[i], 'a' + (b + i) % 26, BLK);
+				memcpy(want + (b + i) * BLK, bufs[i], BLK);
+				io_prep_pwrite(&cb[i], fd, bufs[i], BLK, (long long)(b + i) * BLK + SKEW);
+				cbs[i] = &cb[i];
+			}
+			int s = io_submit(ctx, batch, cbs);
+			if (s != batch) {
+				printf("io_submit %s\n", negret(s));
+				return 1;
+			}
+			memset(bufs, 'X', sizeof bufs);
+			int n = reap(ctx, ev, batch);
+			for (int i = 0; i < n; i++)
+				whole += ev[i].res == BLK;
+		}
+		if (pread(fd, got, sizeof got, SKEW) != (ssize_t)sizeof got)
+			return 2;
+		for (int b = 0; b < NBLK; b++)
+			kept[k] += !memcmp(got + b * BLK, want + b * BLK, BLK);
+		close(fd);
+	}
+	printf("buffered writes whose bytes reached the file as at io_submit: one per call %d of %d, %d per call %d of %d\n",
+	       kept[0], NBLK, BATCH, kept[1], NBLK);
+	printf("writes ended whole %d of %d\n", whole, 2 * NBLK);
+	printf("io_destroy %s\n", negret(io_destroy(ctx)));
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *mode = argc > 1 ? argv[1] : "dsync";
+	if (strcmp(mode, "write-reuse") == 0)
+		return write_reuse();
 	if (strcmp(mode, "read-in-submit") == 0)
 		return read_in_submit();
 	if (strcmp(mode, "polls") == 0)

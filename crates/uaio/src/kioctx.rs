@@ -109,6 +109,8 @@ struct Req {
     started: bool,
     /// The iovec array the backend reads (vectored requests).
     _iov: Option<Box<[iovec]>>,
+    /// The copy of a buffered write's bytes the backend writes from.
+    _bounce: Option<Box<[u8]>>,
     /// `aio_lio_opcode`, and when it went to the backend (for `stats`).
     opcode: u16,
     start_ns: u64,

@@ -147,6 +147,12 @@ impl Kioctx {
                 st.unreclaimed += 1;
                 add_signal(&mut signals, &req.resfd);
                 self.counts.published.fetch_add(1, Ordering::SeqCst);
+                // A push to io_uring that failed part way leaves some of
+                // the refused requests in the kernel's hands: the memory
+                // they read (an iovec array, a write's copied bytes) stays
+                // allocated, not freed under them.
+                std::mem::forget(req._iov);
+                std::mem::forget(req._bounce);
             }
             self.ring.publish_tail(st.tail);
         }
@@ -320,6 +326,7 @@ fn enter_request(st: &mut State, p: &mut Prepared, kind: OpKind) -> BackendOp {
         written: p.written,
         started: p.started,
         _iov: p.iov.take(),
+        _bounce: p.bounce.take(),
         opcode: p.opcode,
         start_ns: if st.stats.is_some() { stats::now_ns() } else { 0 },
     });

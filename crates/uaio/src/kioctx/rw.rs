@@ -10,6 +10,7 @@ use super::submit::{buffer_len, BackendRead, CallSpans, Prepared};
 use super::validate::{check_ioprio, check_rw_flags, check_rw_flags_file, import_buffer};
 use crate::backend::{OpKind, Order};
 use crate::sys::{self, FdInfo};
+use crate::uaccess::UserPtr;
 use crate::writeback;
 
 /// A read or write (`aio_prep_rw` and the file's checks): done here when
@@ -107,6 +108,7 @@ pub(super) fn prepare_rw(
             p.rw_flags |= RWF_NOAPPEND;
         }
     }
+    let kind = if buffered.is_some() && !empty { bounce(p, kind) } else { kind };
     p.kind = Some(kind);
     // (Block devices too: a buffered read of the device after a direct
     // write of its bytes must see them.)
@@ -141,6 +143,50 @@ pub(super) fn prepare_rw(
         _ => {}
     }
     Ok(())
+}
+
+/// Largest buffered write whose bytes [`bounce`] copies.
+const BOUNCE_MAX: u64 = 8 << 20;
+
+/// A buffered write to a file that goes to the backend takes its bytes
+/// now, into a buffer the request keeps, as kernel AIO copies them into
+/// the page cache inside `io_submit`: the program may fill its buffer
+/// again as soon as the call returns (sysbench's `fileio` test refills its
+/// one buffer for the next write before reaping; the backend then wrote
+/// the new bytes in the old place). Returns the request's kind now (a
+/// vectored write becomes a plain one). Left as it was, the backend
+/// reading the program's buffer as before, when the copy meets an
+/// unreadable page (the write then stops there, or fails with `EFAULT`, as
+/// the kernel's), for a write over [`BOUNCE_MAX`], or without the memory.
+fn bounce(p: &mut Prepared, kind: OpKind) -> OpKind {
+    let total = buffer_len(p);
+    if total > BOUNCE_MAX {
+        return kind;
+    }
+    let mut bytes: Vec<u8> = Vec::new();
+    if bytes.try_reserve_exact(total as usize).is_err() {
+        return kind;
+    }
+    bytes.resize(total as usize, 0);
+    let one = [iovec { iov_base: p.addr, iov_len: p.len as u64 }];
+    let parts: &[iovec] = p.iov.as_deref().unwrap_or(&one);
+    let mut at = 0usize;
+    for v in parts {
+        let len = v.iov_len as usize;
+        if UserPtr::<u8>::new(v.iov_base).read_slice(&mut bytes[at..at + len]).is_err() {
+            return kind;
+        }
+        at += len;
+    }
+    let bytes = bytes.into_boxed_slice();
+    p.addr = bytes.as_ptr() as u64;
+    p.len = total as u32;
+    p.iov = None;
+    p.bounce = Some(bytes);
+    match kind {
+        OpKind::Writev => OpKind::Write,
+        k => k,
+    }
 }
 
 /// The checks of a read or write before its buffer: I/O priority, `RWF_*`

@@ -47,6 +47,10 @@ pub(crate) struct Prepared {
     pub(super) data: u64,
     pub(super) obj: u64,
     pub(super) iov: Option<Box<[iovec]>>,
+    /// The bytes of a buffered write for the backend, copied from the
+    /// program's buffer during submission (see `rw::bounce`); `addr`
+    /// points into it.
+    pub(super) bounce: Option<Box<[u8]>>,
     /// See [`Req::forever`].
     pub(super) forever: bool,
     /// A buffered write to a regular file for the backend: the bytes it
@@ -391,6 +395,7 @@ impl Prepared {
         self.data = cb.aio_data;
         self.obj = obj;
         self.iov = None;
+        self.bounce = None;
         self.forever = false;
         self.write_span = None;
         self.order = None;
