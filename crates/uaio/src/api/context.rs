@@ -116,7 +116,9 @@ impl<B> Drop for Staging<'_, '_, B> {
 ///   read the same way, has every buffered read of a regular file or block
 ///   device done inside `submit`, as kernel AIO does them (waiting for the
 ///   device when the pages are not cached), so that its buffer holds the
-///   bytes when `submit` returns.
+///   bytes when `submit` returns (a read of bytes a write still in the
+///   backend covers follows that write there; with both variables set,
+///   no such write is left).
 ///
 /// # Examples
 ///
