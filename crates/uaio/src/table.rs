@@ -312,8 +312,7 @@ pub(crate) fn create(nr_events: u32, want: Option<Choice>) -> Result<u64, Errno>
         return Err(Errno::AGAIN);
     }
     let p = process();
-    crate::writeback::note_durable_submit();
-    crate::writeback::note_reads_in_submit();
+    crate::writeback::note_submit_modes();
     // Running out of descriptors is uaio's concern, not the caller's: the
     // kernel never answers EMFILE here.
     let notify = crate::progress::eventfd(&p.progress, move || contexts(p)).map_err(|e| {

@@ -177,7 +177,7 @@ pub(crate) fn follows_write(earlier: &[FileSpan], file: FileKey, span: Span) -> 
 /// page to read, `O_SYNC`, throttling; ext4 finishes a direct write that
 /// extends the file before its `io_submit` returns). A program killed as
 /// `io_submit` returns then keeps such writes whole. Read by
-/// [`note_durable_submit`] at each `io_setup`.
+/// [`note_submit_modes`] at each `io_setup`.
 #[inline]
 pub(crate) fn durable_submit() -> bool {
     DURABLE_SUBMIT.load(Ordering::Relaxed)
@@ -185,19 +185,13 @@ pub(crate) fn durable_submit() -> bool {
 
 static DURABLE_SUBMIT: AtomicBool = AtomicBool::new(false);
 
-/// Reads `UAIO_DURABLE_SUBMIT` (at `io_setup`, which may allocate, unlike
-/// `io_submit`, which a signal handler may call).
-pub(crate) fn note_durable_submit() {
-    DURABLE_SUBMIT.store(std::env::var_os("UAIO_DURABLE_SUBMIT").is_some_and(|v| v == "1"), Ordering::Relaxed);
-}
-
 /// `UAIO_READS_IN_SUBMIT=1`: every buffered read of a regular file or
 /// block device runs inside `io_submit` (unless it must follow a write
 /// still in a backend), as kernel AIO reads them there, waiting for the
 /// device when its pages are not cached. Its buffer then holds the bytes
 /// when `io_submit` returns, as some programs assume (sysbench's `fileio`
 /// test with `--validate=on` in its `async` mode checks a read's buffer
-/// right after `io_submit`). Read by [`note_reads_in_submit`] at each
+/// right after `io_submit`). Read by [`note_submit_modes`] at each
 /// `io_setup`.
 #[inline]
 pub(crate) fn reads_in_submit() -> bool {
@@ -206,10 +200,13 @@ pub(crate) fn reads_in_submit() -> bool {
 
 static READS_IN_SUBMIT: AtomicBool = AtomicBool::new(false);
 
-/// Reads `UAIO_READS_IN_SUBMIT`, as [`note_durable_submit`] reads its
-/// variable.
-pub(crate) fn note_reads_in_submit() {
-    READS_IN_SUBMIT.store(std::env::var_os("UAIO_READS_IN_SUBMIT").is_some_and(|v| v == "1"), Ordering::Relaxed);
+/// Reads `UAIO_DURABLE_SUBMIT` and `UAIO_READS_IN_SUBMIT` (at `io_setup`,
+/// which may allocate, unlike `io_submit`, which a signal handler may
+/// call).
+pub(crate) fn note_submit_modes() {
+    let set = |name: &str| std::env::var_os(name).is_some_and(|v| v == "1");
+    DURABLE_SUBMIT.store(set("UAIO_DURABLE_SUBMIT"), Ordering::Relaxed);
+    READS_IN_SUBMIT.store(set("UAIO_READS_IN_SUBMIT"), Ordering::Relaxed);
 }
 
 /// Whether some buffered write is in a backend now (one atomic load).
