@@ -328,12 +328,23 @@ fn past_size_limit(f: &mut FdInfo, p: &Prepared) -> bool {
     over_limit()
 }
 
-/// Whether a buffered read of `count` bytes at `off` of `f` must follow a
-/// buffered write of some of its bytes still to run (`earlier`: this
-/// call's on their way to the backend; or one in a backend). Costs nothing
-/// while there is none.
+/// Whether a read of `count` bytes at `off` of `f` must follow a write of
+/// some of its bytes still to run: for a buffered read, a buffered write
+/// (this call's on their way to the backend, or one in a backend) or a
+/// direct write of this call; for a direct read, a direct write of this
+/// call (ext4 finishes a direct write that extends the file inside
+/// `io_submit`, so a direct read placed after it in the call returns its
+/// bytes; a direct read follows the file's buffered writes by its order
+/// anyway). Costs nothing while there is none.
 pub(super) fn read_behind_write(f: &mut FdInfo, off: u64, count: u64, call: &mut CallSpans) -> bool {
-    if is_direct(f) || (call.writes.is_empty() && call.direct.is_empty() && !writeback::backend_writes_pending()) {
+    if is_direct(f) {
+        if call.direct.is_empty() {
+            return false;
+        }
+        let Some(Order::After(k)) = f.order_key(OpKind::Read) else { return false };
+        return call.behind_direct(k, read_span(f, off, count));
+    }
+    if call.writes.is_empty() && call.direct.is_empty() && !writeback::backend_writes_pending() {
         return false;
     }
     let Some(Order::After(k)) = f.order_key(OpKind::Read) else { return false };
