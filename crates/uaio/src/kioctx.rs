@@ -99,6 +99,9 @@ struct Req {
     /// buffered writes in a backend (`writeback::backend_write_started`)
     /// until it completes; 0 for other requests.
     write_id: u64,
+    /// A read of a stream: counted among those in a backend until the
+    /// request is gone (see [`rw::StreamRead`]).
+    _stream_read: Option<rw::StreamRead>,
     /// A synchronous buffered write copied during submission, whose sync
     /// the backend runs: the bytes written, its result when the sync
     /// succeeds. It is not cancelled (the kernel's write is done when

@@ -114,6 +114,12 @@ impl BackendOp {
 /// inode, or a block device's device number (whatever node names it).
 pub(crate) type FileKey = (u64, u64);
 
+/// Set in the device half of the key of a stream's reads
+/// ([`order_key`]), which take turns apart from its writes (no device
+/// number has it; a block device's key is `(u64::MAX, rdev)`, never a
+/// stream's).
+const STREAM_READS: u64 = 1 << 62;
+
 /// How a request is ordered with the buffered writes of its file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Order {
@@ -143,7 +149,7 @@ impl Order {
 /// a sync submitted after them covers them, and a direct read or write
 /// submitted after them sees them or replaces them (the kernel writes the
 /// cached range back first). A backend keeps that order for requests with
-/// the same key. Buffered reads are not ordered.
+/// the same key. The reads and writes of a stream take turns (below).
 pub(crate) fn order_key(kind: OpKind, direct: bool, mode: u32, dev: u64, ino: u64, rdev: u64) -> Option<Order> {
     let key = match mode & libc::S_IFMT {
         libc::S_IFREG => (dev, ino),
@@ -156,6 +162,13 @@ pub(crate) fn order_key(kind: OpKind, direct: bool, mode: u32, dev: u64, ino: u6
         // their parts).
         libc::S_IFIFO | libc::S_IFSOCK | libc::S_IFCHR if matches!(kind, OpKind::Write | OpKind::Writev) => {
             return Some(Order::Member((dev, ino)));
+        }
+        // So do its reads (kernel AIO's blocks inside `io_submit` until
+        // bytes arrive, so they are taken in submission order), in a turn
+        // of their own: a read waiting for bytes never holds a write back
+        // (a pipe's two ends are one inode).
+        libc::S_IFIFO | libc::S_IFSOCK | libc::S_IFCHR if matches!(kind, OpKind::Read | OpKind::Readv) => {
+            return Some(Order::Member((dev | STREAM_READS, ino)));
         }
         _ => return None,
     };

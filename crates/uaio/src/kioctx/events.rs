@@ -323,6 +323,7 @@ fn enter_request(st: &mut State, p: &mut Prepared, kind: OpKind) -> BackendOp {
             (Some(span), Some(Order::Member(k))) => writeback::backend_write_started(k, span),
             _ => 0,
         },
+        _stream_read: super::rw::StreamRead::of(kind, p.order),
         written: p.written,
         started: p.started,
         _iov: p.iov.take(),

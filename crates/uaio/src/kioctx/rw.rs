@@ -3,6 +3,8 @@
 //! request inside `io_submit` (when it cannot wait, as the kernel would)
 //! and handing it to the backend.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use rustix::io::Errno;
 use uaio_abi::*;
 
@@ -12,6 +14,45 @@ use crate::backend::{OpKind, Order};
 use crate::sys::{self, FdInfo};
 use crate::uaccess::UserPtr;
 use crate::writeback;
+
+/// Reads of streams (pipes, sockets, character devices) in a backend now,
+/// in the whole process. While there is one, no read of a stream is tried
+/// inside `io_submit` ([`stream_reads_pending`]): it could take the bytes
+/// an earlier read waits for (kernel AIO's `io_submit` waited in that one
+/// until they came). It goes to its backend, which runs a stream's reads
+/// one at a time, in submission order (see [`crate::backend::order_key`]).
+static STREAM_READS: AtomicUsize = AtomicUsize::new(0);
+
+/// One read of a stream in a backend, counted in [`STREAM_READS`] for as
+/// long as its request holds it.
+#[derive(Debug)]
+pub(super) struct StreamRead(());
+
+impl StreamRead {
+    /// Counts a read of a stream handed to the backend (`order`: the one
+    /// [`crate::backend::order_key`] gave it, a turn among its stream's
+    /// reads), or returns `None` for any other request.
+    pub(super) fn of(kind: OpKind, order: Option<Order>) -> Option<StreamRead> {
+        if !matches!((kind, order), (OpKind::Read | OpKind::Readv, Some(Order::Member(_)))) {
+            return None;
+        }
+        STREAM_READS.fetch_add(1, Ordering::SeqCst);
+        Some(StreamRead(()))
+    }
+}
+
+impl Drop for StreamRead {
+    fn drop(&mut self) {
+        STREAM_READS.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Whether a read of a stream is in a backend now, anywhere in the process
+/// (one atomic load).
+#[inline]
+pub(super) fn stream_reads_pending() -> bool {
+    STREAM_READS.load(Ordering::SeqCst) != 0
+}
 
 /// A read or write (`aio_prep_rw` and the file's checks): done here when
 /// it cannot wait, else made ready for the backend. `call`: the buffered

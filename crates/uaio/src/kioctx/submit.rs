@@ -648,7 +648,13 @@ impl Kioctx {
         if sys::internal_fds::is_internal(cb.aio_fildes as i32) {
             return None;
         }
-        if fds.get(cb.aio_fildes).ok()?.flags & libc::O_DIRECT as u32 != 0 {
+        let f = fds.get(cb.aio_fildes).ok()?;
+        if f.flags & libc::O_DIRECT as u32 != 0 {
+            return None;
+        }
+        // A stream's read waits for its turn behind the process's reads of
+        // it in a backend (`rw::StreamRead`): the full path sends it there.
+        if super::rw::stream_reads_pending() && !f.is_regular_or_block() {
             return None;
         }
         let resfd = self.hold_resfd(cb, fds).ok()?;

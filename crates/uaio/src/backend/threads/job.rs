@@ -237,9 +237,10 @@ pub(super) struct Job {
     /// The file whose buffered writes run one after the other, in
     /// submission order (see the module's "Write order").
     pub(super) order: Option<FileKey>,
-    /// A write in the poller to this stream (a pipe, socket or character
-    /// device), whose writes the poller runs one at a time, in submission
-    /// order.
+    /// A read or write in the poller of this stream (a pipe, socket or
+    /// character device; its reads and its writes have keys of their own),
+    /// whose reads, and writes, the poller runs one at a time, in
+    /// submission order.
     pub(super) stream: Option<FileKey>,
     /// Counted by [`Job::io_begins`], not yet by [`Job::io_over`].
     pub(super) io_pending: AtomicBool,

@@ -31,9 +31,9 @@ pub(super) struct PoolState {
     /// Files with a buffered write queued or running: the writes that wait
     /// behind it, in submission order.
     pub(super) chains: KeyMap<FileKey, VecDeque<Arc<Job>>>,
-    /// Streams with a write handed to the poller: the last one (the
-    /// poller runs a stream's writes one at a time, in this order; see
-    /// [`Pool::stream_busy`]).
+    /// Streams with a read or write handed to the poller: the last one
+    /// (the poller runs a stream's reads one at a time, in this order, and
+    /// its writes likewise, under another key; see [`Pool::stream_busy`]).
     pub(super) streams: KeyMap<FileKey, Weak<Job>>,
 }
 
@@ -359,8 +359,9 @@ impl Pool {
         Ok(())
     }
 
-    /// Whether the stream `k` has a write in the poller not done yet: a
-    /// new write of it goes behind that one, untried.
+    /// Whether the stream `k` (its reads' key or its writes') has a
+    /// request in the poller not done yet: a new one goes behind it,
+    /// untried.
     pub(super) fn stream_busy(&self, k: FileKey) -> bool {
         lock(&self.st).streams.get(&k).and_then(Weak::upgrade).is_some_and(|j| !j.is_done())
     }

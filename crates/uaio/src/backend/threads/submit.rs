@@ -118,9 +118,11 @@ impl Threads {
             let st = batch.stat(op);
             return self.start(p, op, Cursor::new(op), Route::Worker, st, here, batch);
         }
-        if let (true, Some(Order::Member(k))) = (write, op.order) {
+        if let Some(Order::Member(k)) = op.order {
             if op.seen.is_some_and(|s| !s.st.is_regular_or_block()) && p.stream_busy(k) {
-                // Behind the stream's write in the poller, untried.
+                // Behind the stream's read or write (as it is) in the
+                // poller, untried: tried now, a read would take the bytes
+                // that one waits for.
                 let st = batch.stat(op);
                 return self.start(p, op, Cursor::new(op), Route::Poller, st, here, batch);
             }

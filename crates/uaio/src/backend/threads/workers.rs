@@ -256,8 +256,9 @@ pub(super) fn poller(p: &'static Pool, wake: Arc<InternalFd>) {
         }
         fds.clear();
         fds.push(libc::pollfd { fd: wake.as_ref().map_or(-1, |w| w.as_raw_fd()), events: libc::POLLIN, revents: 0 });
-        // A stream's writes take turns: only its oldest one not done is
-        // looked at (a negative number is left out by poll(2)).
+        // A stream's reads take turns, and so do its writes: only the
+        // oldest one not done is looked at (a negative number is left out
+        // by poll(2)).
         ahead.clear();
         fds.extend(jobs.iter().map(|j| {
             let waits = j.stream.is_some_and(|k| {

@@ -20,9 +20,13 @@
 //! done, and the file's later writes wait for it; with none, it goes at
 //! once (direct writes are not ordered among themselves, as on the kernel,
 //! except those that append, which the engine makes members of the chain:
-//! their position is the end of the file when they run). The table is a
-//! short list: it holds only
-//! files with a buffered write in io_uring at this moment.
+//! their position is the end of the file when they run). The writes of a
+//! stream (a pipe, socket or character device), and its reads, under a
+//! key of their own, take turns the same way (see
+//! [`crate::backend::order_key`]): io_uring would give the bytes that
+//! arrive to whichever read it tries first. The table is a short list: it
+//! holds only files with a request of such a turn in io_uring at this
+//! moment.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
