@@ -296,6 +296,36 @@ pub(crate) fn open(path: &str, flags: i32) -> std::os::fd::OwnedFd {
     unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
 }
 
+/// Another descriptor of the file of `f`, opened anew with `flags` through
+/// `/proc/self/fd` (a new open file, with status flags of its own), or
+/// the error of `open(2)`.
+pub(crate) fn try_reopen(f: &std::os::fd::OwnedFd, flags: i32) -> Result<std::os::fd::OwnedFd, std::io::Error> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let path = std::ffi::CString::new(format!("/proc/self/fd/{}", f.as_raw_fd())).expect("path");
+    // SAFETY: open(2) of a NUL-terminated path.
+    let fd = unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: freshly opened.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// [`try_reopen`], which must succeed.
+pub(crate) fn reopen(f: &std::os::fd::OwnedFd, flags: i32) -> std::os::fd::OwnedFd {
+    try_reopen(f, flags).expect("reopen")
+}
+
+/// [`try_reopen`] with `O_DIRECT` added to `flags`, or `None`, recorded as
+/// a skip alike on both sides, where the scratch file system refuses it.
+pub(crate) fn reopen_direct(e: &mut Env, f: &std::os::fd::OwnedFd, flags: i32) -> Option<std::os::fd::OwnedFd> {
+    let d = try_reopen(f, flags | libc::O_DIRECT).ok();
+    if d.is_none() {
+        e.rec("skipped: the scratch file system refuses O_DIRECT");
+    }
+    d
+}
+
 /// Wraps a raw descriptor that the case owns.
 pub(crate) fn own(fd: i32) -> std::os::fd::OwnedFd {
     use std::os::fd::FromRawFd;

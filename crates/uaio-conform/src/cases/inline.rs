@@ -63,14 +63,6 @@ fn writes(fd: i32, n: usize, len: usize, off: impl Fn(usize) -> i64) -> Vec<iocb
         .collect()
 }
 
-/// Another descriptor of the file of `f`, opened anew with `flags` through
-/// `/proc/self/fd` (a new open file, with status flags of its own).
-fn reopen(f: &std::os::fd::OwnedFd, flags: i32) -> std::os::fd::OwnedFd {
-    let path = std::ffi::CString::new(format!("/proc/self/fd/{}", f.as_raw_fd())).expect("path");
-    // SAFETY: open(2) of a NUL-terminated path.
-    own(unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC) })
-}
-
 /// A tmpfs of its own holding file `a` (`FILE` bytes of a pattern), opened
 /// read-write; `None`, with the reason recorded alike on both sides, where
 /// the system swaps (tmpfs I/O may wait for swap, and uaio then leaves it

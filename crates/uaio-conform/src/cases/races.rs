@@ -156,15 +156,7 @@ pub(crate) fn cases() -> Vec<Case> {
             const LEN: usize = 4096;
             let aio = aio_of(e);
             let f = e.file(b"", libc::O_RDWR);
-            let path = format!("/proc/self/fd/{}", f.as_raw_fd());
-            let c_path = std::ffi::CString::new(path).expect("path");
-            // SAFETY: open(2) of our own file again, with O_DIRECT.
-            let d = unsafe { libc::open(c_path.as_ptr(), libc::O_RDWR | libc::O_DIRECT | libc::O_CLOEXEC) };
-            if d < 0 {
-                e.rec("skipped: the scratch file system refuses O_DIRECT");
-                return;
-            }
-            let d = own(d);
+            let Some(d) = reopen_direct(e, &f, libc::O_RDWR) else { return };
             let fd = d.as_raw_fd();
             let bufs = anon_pages(N).cast::<u8>();
             let lines = in_child(move |out| {
@@ -423,14 +415,7 @@ pub(crate) fn cases() -> Vec<Case> {
             const BLOCK: usize = 4096;
             let aio = aio_of(e);
             let f = e.file(b"", libc::O_RDWR);
-            let path = std::ffi::CString::new(format!("/proc/self/fd/{}", f.as_raw_fd())).expect("path");
-            // SAFETY: open(2) of our own file again, with O_DIRECT.
-            let d = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_DIRECT | libc::O_CLOEXEC) };
-            if d < 0 {
-                e.rec("skipped: the scratch file system refuses O_DIRECT");
-                return;
-            }
-            let d = own(d);
+            let Some(d) = reopen_direct(e, &f, libc::O_RDWR) else { return };
             let fd = d.as_raw_fd();
             // Which slots' writes io_submit accepted, shared with the child.
             let accepted = anon_shared(SLOTS) as usize;

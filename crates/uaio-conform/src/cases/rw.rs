@@ -193,15 +193,7 @@ fn stream_reads_in_order(e: &mut Env, what: &str, r: &OwnedFd, w: &OwnedFd) {
 fn read_after_extending_direct_writes(e: &mut Env, one_call: bool, direct: bool) {
     let ctx = e.setup(8);
     let fd = e.file(b"", libc::O_RDWR);
-    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
-    let c = std::ffi::CString::new(path).expect("path");
-    // SAFETY: open(2) with a valid C string.
-    let d = unsafe { libc::open(c.as_ptr(), libc::O_RDWR | libc::O_DIRECT | libc::O_CLOEXEC) };
-    if d < 0 {
-        e.rec("O_DIRECT refused by the temporary directory's file system: not tried");
-        return;
-    }
-    let d = own(d);
+    let Some(d) = reopen_direct(e, &fd, libc::O_RDWR) else { return };
     let layout = std::alloc::Layout::from_size_align(6 * 4096, 4096).expect("layout");
     // SAFETY: a non-zero size; leaked on purpose (requests use it).
     let base = unsafe { std::alloc::alloc(layout) };
@@ -676,16 +668,7 @@ pub(crate) fn cases() -> Vec<Case> {
             // order in most runs on both backends).
             let ctx = e.setup(16);
             let fd = e.file(b"", libc::O_RDWR);
-            let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
-            let c = std::ffi::CString::new(path).expect("path");
-            // SAFETY: open(2) with a valid C string.
-            let d =
-                unsafe { libc::open(c.as_ptr(), libc::O_WRONLY | libc::O_DIRECT | libc::O_APPEND | libc::O_CLOEXEC) };
-            if d < 0 {
-                e.rec("O_DIRECT refused by the temporary directory's file system: not tried");
-                return;
-            }
-            let d = own(d);
+            let Some(d) = reopen_direct(e, &fd, libc::O_WRONLY | libc::O_APPEND) else { return };
             let layout = std::alloc::Layout::from_size_align(9 * 4096, 4096).expect("layout");
             // SAFETY: a non-zero size; leaked on purpose (requests use it).
             let base = unsafe { std::alloc::alloc(layout) };
