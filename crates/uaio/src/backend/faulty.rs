@@ -48,7 +48,7 @@ use rustix::io::Errno;
 use rustix::time::{Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags, Timespec};
 use uaio_abi::iovec;
 
-use super::{Backend, BackendOp, OpKind};
+use super::{Backend, BackendOp, OpKind, Refused};
 use crate::sys::process::Leaked;
 
 /// What a rule does to the request it selects.
@@ -255,7 +255,7 @@ impl Backend for Faulty {
         self.inner.name()
     }
 
-    fn submit(&self, ops: &[BackendOp]) -> Result<(), Errno> {
+    fn submit(&self, ops: &[BackendOp]) -> Result<(), Refused> {
         let mut pass: Vec<BackendOp> = Vec::with_capacity(ops.len());
         let mut ready: Vec<(u64, i32)> = Vec::new();
         let mut iovs: Vec<(u64, Box<[iovec]>)> = Vec::new();
@@ -295,15 +295,19 @@ impl Backend for Faulty {
             }
         }
         if !pass.is_empty() {
-            if let Err(e) = self.inner.submit(&pass) {
-                // None of them started: forget them, and inject nothing.
+            if let Err(r) = self.inner.submit(&pass) {
+                // Those not started are forgotten; nothing is injected, and
+                // the requests whose faults were to be injected are
+                // refused too.
                 let mut st = self.lock();
-                for op in &pass {
-                    st.iovs.remove(&op.key);
-                    st.slow.remove(&op.key);
-                    st.timers.remove(&op.key);
+                for key in &r.keys {
+                    st.iovs.remove(key);
+                    st.slow.remove(key);
+                    st.timers.remove(key);
                 }
-                return Err(e);
+                let mut keys = r.keys;
+                keys.extend(ready.iter().map(|&(key, _)| key));
+                return Err(Refused { errno: r.errno, keys });
             }
         }
         if !ready.is_empty() {

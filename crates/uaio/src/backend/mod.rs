@@ -198,15 +198,26 @@ pub(crate) fn poll_companions(mask: u32) -> u32 {
     m
 }
 
+/// A submission a backend could not finish: the error, and the operations
+/// (their keys) it did not start. The others started, and complete as
+/// usual.
+#[derive(Debug)]
+pub(crate) struct Refused {
+    /// Why.
+    pub errno: Errno,
+    /// The keys of the operations not started.
+    pub keys: Vec<u64>,
+}
+
 /// The seam between the engine and an executor.
 pub(crate) trait Backend: Send + Sync + Debug {
     /// Starts `ops`. Never blocks on I/O, with the thread pool's two
     /// documented exceptions (see its module doc): a process that shares
     /// memory but not descriptors with the pool's owner (`CLONE_VM` without
     /// `CLONE_FILES`), and no descriptor number left for uaio's held
-    /// duplicate; the request then runs in the submitting thread. On error
-    /// none of them started.
-    fn submit(&self, ops: &[BackendOp]) -> Result<(), Errno>;
+    /// duplicate; the request then runs in the submitting thread. On error,
+    /// the operations [`Refused`] names did not start; the others did.
+    fn submit(&self, ops: &[BackendOp]) -> Result<(), Refused>;
     /// Hands every available completion to `sink` as `(key, result)`. Calls are
     /// serialised by the caller. Returns how many entries were consumed,
     /// including internal ones that were not passed to `sink`.

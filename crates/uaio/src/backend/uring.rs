@@ -308,7 +308,7 @@ impl Ring {
         // a ring is never used (the context runs on the thread pool). Its
         // completion is taken off the ring at once (before the eventfd is
         // registered: nobody needs to hear of it).
-        u.push(&[sqe(IoringOp::Nop, -1, 0, 0, 0, TAG_PROBE)])?;
+        u.push(&[sqe(IoringOp::Nop, -1, 0, 0, 0, TAG_PROBE)]).map_err(|(_, e)| e)?;
         // SAFETY: live atomics in the CQ ring; nothing else was submitted,
         // so the one completion there (a NOP completes as it is submitted;
         // else it is waited for) is the probe's.
@@ -330,16 +330,26 @@ impl Ring {
         Ok(u)
     }
 
-    fn push(&self, sqes: &[Sqe]) -> Result<(), Errno> {
+    /// Writes `sqes` into the submission queue and enters them. On error,
+    /// how many of them (the first ones) the kernel took before it, and the
+    /// error; the others are taken back.
+    fn push(&self, sqes: &[Sqe]) -> Result<(), (usize, Errno)> {
         #[cfg(test)]
-        if tests::push_fails() {
-            return Err(Errno::NOMEM);
+        if let Some(taken) = tests::push_fails() {
+            let taken = taken.min(sqes.len());
+            if taken > 0 {
+                self.push(&sqes[..taken])?;
+            }
+            return Err((taken, Errno::NOMEM));
         }
         let mut sq = crate::sync::lock(&self.sq);
+        // (The queue holds none of another push: each is entered whole,
+        // or what the kernel did not take is taken back.)
+        let mut written = 0usize;
         for e in sqes {
             // SAFETY: head is a live atomic in the SQ ring.
             if sq.local_tail.wrapping_sub(unsafe { (*sq.head).load(Ordering::Acquire) }) == sq.entries {
-                self.flush(&mut sq)?;
+                self.flush(&mut sq).map_err(|(back, e)| (written - back, e))?;
             }
             let idx = sq.local_tail & sq.mask;
             // SAFETY: idx <= mask < entries, inside the SQE array; the slot is
@@ -352,11 +362,14 @@ impl Ring {
             }
             sq.local_tail = sq.local_tail.wrapping_add(1);
             sq.pending += 1;
+            written += 1;
         }
-        self.flush(&mut sq)
+        self.flush(&mut sq).map_err(|(back, e)| (written - back, e))
     }
 
-    fn flush(&self, sq: &mut Sq) -> Result<(), Errno> {
+    /// Enters what the queue holds. On error, how many entries it took
+    /// back (the last ones written, which the kernel did not take).
+    fn flush(&self, sq: &mut Sq) -> Result<(), (usize, Errno)> {
         // SAFETY: tail is a live atomic in the SQ ring; the release store
         // publishes the SQEs written above.
         unsafe { (*sq.tail).store(sq.local_tail, Ordering::Release) };
@@ -368,11 +381,12 @@ impl Ring {
                 Err(Errno::AGAIN) | Err(Errno::BUSY) => std::thread::yield_now(),
                 Err(e) => {
                     // Take the entries back so the queue stays consistent.
+                    let back = sq.pending as usize;
                     sq.local_tail = sq.local_tail.wrapping_sub(sq.pending);
                     // SAFETY: as above.
                     unsafe { (*sq.tail).store(sq.local_tail, Ordering::Release) };
                     sq.pending = 0;
-                    return Err(e);
+                    return Err((back, e));
                 }
             }
         }
@@ -514,7 +528,7 @@ impl Ring {
 impl Uring {
     /// [`Backend::submit`] with `buf` for the entries of each push (as
     /// many requests at a time as it holds).
-    fn submit_via(&self, ops: &[BackendOp], buf: &mut [Sqe]) -> Result<(), Errno> {
+    fn submit_via(&self, ops: &[BackendOp], buf: &mut [Sqe]) -> Result<(), super::Refused> {
         let me = owners::me();
         me.pushes_to(&self.0);
         for (c, chunk) in ops.chunks(buf.len()).enumerate() {
@@ -558,18 +572,26 @@ impl Uring {
                     }
                 }
             }
-            if let Err(e) = self.0.push(&buf[..n]) {
+            if let Err((taken, e)) = self.0.push(&buf[..n]) {
+                // The kernel took this chunk's first `taken` entries (and
+                // the earlier chunks): those run and complete as usual.
+                self.0.entered(taken);
+                let key_of = |s: &Sqe| s.user_data.u64_();
+                let (took, left) = buf[..n].split_at(taken);
                 let mut o = crate::sync::lock(&self.0.owners);
-                buf[..n].iter().for_each(|s| o.forget(s.user_data.u64_()));
+                left.iter().for_each(|s| o.forget(key_of(s)));
                 drop(o);
-                ops[c * buf.len()..].iter().for_each(|op| {
+                let in_kernel = |key: u64| took.iter().any(|s| key_of(s) == key);
+                ops[c * buf.len()..].iter().filter(|op| !in_kernel(op.key)).for_each(|op| {
                     self.0.streams.forget(op.key);
                 });
-                buf[..n].iter().for_each(|s| self.0.done_with(s.user_data.u64_()));
-                let pushed = |i: usize| i < c * buf.len();
-                let writes = ops.iter().enumerate().filter(|(_, o)| o.order.is_some());
-                order::abandon(&self.0, writes.map(|(i, o)| (o.key, pushed(i))));
-                return Err(e);
+                left.iter().for_each(|s| self.0.done_with(key_of(s)));
+                let pushed = |i: usize, key: u64| i < c * buf.len() || in_kernel(key);
+                let ordered = ops.iter().enumerate().filter(|(_, o)| o.order.is_some());
+                let mut keys = order::abandon(&self.0, ordered.map(|(i, o)| (o.key, pushed(i, o.key))));
+                keys.extend(left.iter().map(key_of));
+                keys.extend(ops.iter().skip((c + 1) * buf.len()).map(|op| op.key));
+                return Err(super::Refused { errno: e, keys });
             }
             self.0.entered(n);
         }
@@ -657,7 +679,7 @@ impl Backend for Uring {
         "io_uring"
     }
 
-    fn submit(&self, ops: &[BackendOp]) -> Result<(), Errno> {
+    fn submit(&self, ops: &[BackendOp]) -> Result<(), super::Refused> {
         // One request (the common `io_submit`) fills one entry: zeroing a
         // whole batch's 2 KiB for it cost a tenth of the backend's share
         // of the call.
@@ -893,24 +915,25 @@ mod tests {
     }
 
     thread_local! {
-        /// Pushes of this thread that succeed before the next one fails
-        /// (`None`: none fails).
-        static PUSHES_BEFORE_FAILURE: std::cell::Cell<Option<u32>> = const { std::cell::Cell::new(None) };
+        /// Pushes of this thread that succeed before the next one fails,
+        /// and how many entries that one has the kernel take before it
+        /// fails (`None`: none fails).
+        static PUSHES_BEFORE_FAILURE: std::cell::Cell<Option<(u32, usize)>> = const { std::cell::Cell::new(None) };
     }
 
-    /// Whether this push of the calling thread is to fail (see
-    /// `PUSHES_BEFORE_FAILURE`).
-    pub(super) fn push_fails() -> bool {
+    /// Whether this push of the calling thread is to fail, and then after
+    /// how many entries (see `PUSHES_BEFORE_FAILURE`).
+    pub(super) fn push_fails() -> Option<usize> {
         PUSHES_BEFORE_FAILURE.with(|c| match c.get() {
-            Some(0) => {
+            Some((0, taken)) => {
                 c.set(None);
-                true
+                Some(taken)
             }
-            Some(n) => {
-                c.set(Some(n - 1));
-                false
+            Some((n, taken)) => {
+                c.set(Some((n - 1, taken)));
+                None
             }
-            None => false,
+            None => None,
         })
     }
 
@@ -1127,6 +1150,38 @@ mod tests {
     }
 
     #[test]
+    fn a_push_failing_part_way_refuses_only_what_the_kernel_did_not_take() {
+        let Some(u) = ring_or_skip() else { return };
+        let (r, w) = pipe();
+        rustix::io::write(&w, b"x").expect("write");
+        // A first chunk goes in whole; the second fails after the kernel
+        // took 5 of its entries. POLLs of a readable pipe complete at once.
+        let n = SUBMIT_BATCH as u64 + 8;
+        let ops: Vec<BackendOp> = (0..n).map(|i| poll_op(1 << 32 | i, &r)).collect();
+        PUSHES_BEFORE_FAILURE.with(|c| c.set(Some((1, 5))));
+        let refused = u.submit(&ops).expect_err("the second push fails");
+        assert_eq!(refused.errno, Errno::NOMEM);
+        let mut keys = refused.keys;
+        keys.sort_unstable();
+        let taken = SUBMIT_BATCH + 5;
+        assert_eq!(keys, ops[taken..].iter().map(|o| o.key).collect::<Vec<u64>>());
+        // Every request taken completes as usual.
+        let mut done = std::collections::HashMap::new();
+        while done.len() < taken {
+            u.drain(&mut |k, r| {
+                done.insert(k, r);
+            });
+            if done.len() < taken {
+                u.wait(1, Some(Duration::from_secs(10)), None).expect("a completion within 10 s");
+            }
+        }
+        for op in &ops[..taken] {
+            assert!(done.get(&op.key).is_some_and(|&r| r & libc::POLLIN as i32 != 0), "{:x}", op.key);
+        }
+        assert_eq!(done.len(), taken, "only the requests taken complete");
+    }
+
+    #[test]
     fn writes_withdrawn_by_a_failed_push_are_not_watched_any_more() {
         let Some(u) = ring_or_skip() else { return };
         let (r, w) = pipe();
@@ -1149,10 +1204,14 @@ mod tests {
             seen: Some(crate::backend::Seen { st, flags: 0, generation: None }),
         };
         let ops: Vec<BackendOp> = (0..SUBMIT_BATCH as u64 + 1).map(|i| write(1 << 32 | i)).collect();
-        PUSHES_BEFORE_FAILURE.with(|c| c.set(Some(1)));
-        assert!(u.submit(&ops).is_err());
+        PUSHES_BEFORE_FAILURE.with(|c| c.set(Some((1, 0))));
+        let refused = u.submit(&ops).expect_err("the second push fails");
         // The first write was in the kernel and completes; the withdrawn
-        // ones never run, and nothing of them is left behind.
+        // ones never run (refused, as the last one), and nothing of them
+        // is left behind.
+        let mut keys = refused.keys;
+        keys.sort_unstable();
+        assert_eq!(keys, ops[1..].iter().map(|o| o.key).collect::<Vec<u64>>());
         assert_eq!(result_of(&u, 1 << 32), 4);
         let mut got = [0u8; 8];
         assert_eq!(rustix::io::read(&r, &mut got).expect("read"), 4);

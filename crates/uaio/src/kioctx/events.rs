@@ -96,8 +96,9 @@ impl Kioctx {
     /// Gives `ops` to the backend, and harvests what it completed at once.
     fn hand_over(&self, ops: &[BackendOp]) {
         crate::progress::requests_in_flight();
-        if let Err(e) = self.backend.submit(ops) {
-            self.fail(ops, e);
+        if let Err(r) = self.backend.submit(ops) {
+            let refused: Vec<BackendOp> = ops.iter().filter(|o| r.keys.contains(&o.key)).copied().collect();
+            self.fail(&refused, r.errno);
         }
         if self.backend.has_completions() {
             self.harvest();
@@ -147,12 +148,6 @@ impl Kioctx {
                 st.unreclaimed += 1;
                 add_signal(&mut signals, &req.resfd);
                 self.counts.published.fetch_add(1, Ordering::SeqCst);
-                // A push to io_uring that failed part way leaves some of
-                // the refused requests in the kernel's hands: the memory
-                // they read (an iovec array, a write's copied bytes) stays
-                // allocated, not freed under them.
-                std::mem::forget(req._iov);
-                std::mem::forget(req._bounce);
             }
             self.ring.publish_tail(st.tail);
         }

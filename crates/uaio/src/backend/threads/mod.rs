@@ -362,7 +362,7 @@ impl Backend for Threads {
         self.uncount();
     }
 
-    fn submit(&self, ops: &[BackendOp]) -> Result<(), Errno> {
+    fn submit(&self, ops: &[BackendOp]) -> Result<(), super::Refused> {
         let p = pool();
         let here = Here::caller(p);
         if p.norphans.load(Ordering::SeqCst) > 0 && here.owner() {

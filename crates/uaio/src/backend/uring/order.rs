@@ -204,15 +204,18 @@ pub(super) fn send(mut next: Option<Waiting>, from: Option<&Ring>) {
         let me = super::owners::me();
         me.pushes_to(&w.ring);
         crate::sync::lock(&w.ring.owners).record(&me, &w.sqe, w.file, w.number);
-        match w.ring.push(&sqes[..if own { 1 } else { 2 }]) {
-            Ok(()) => {
+        let pushed = w.ring.push(&sqes[..if own { 1 } else { 2 }]);
+        if pushed.is_err() && !own {
+            // The wake, last, was not taken.
+            w.ring.wakes_pushed.fetch_sub(1, Ordering::SeqCst);
+        }
+        match pushed {
+            // The write was taken (and perhaps not the wake after it).
+            Ok(()) | Err((1.., _)) => {
                 w.ring.entered(1);
                 w.ring.keep_until_done(key, w.held);
             }
-            Err(e) => {
-                if !own {
-                    w.ring.wakes_pushed.fetch_sub(1, Ordering::SeqCst);
-                }
+            Err((_, e)) => {
                 crate::sync::lock(&w.ring.owners).forget(key);
                 w.ring.complete_here(key, -e.raw_os_error());
                 next = finished(&w.ring, key);
@@ -241,18 +244,22 @@ pub(super) fn withdraw(ring: &Ring, key: u64) -> bool {
     found.is_some()
 }
 
-/// A submission of `ring` failed, and every request of it is reported
-/// failed: of its ordered writes (`(key, pushed)`), each still waiting
-/// leaves its chain, so that none runs after its failure was reported, and
-/// is no longer watched as a stream's write; each that took its file's
-/// place but was not pushed (`!pushed`) passes the place on. Those already
-/// in the kernel run and complete as usual.
-pub(super) fn abandon(ring: &Ring, writes: impl Iterator<Item = (u64, bool)>) {
+/// A submission of `ring` failed part way: of its ordered requests
+/// (`(key, pushed)`), each still waiting leaves its chain and is no longer
+/// watched as a stream's write (it is reported failed: none runs after
+/// that); each that took its file's place but was not pushed (`!pushed`)
+/// passes the place on. Those in the kernel run and complete as usual.
+/// Returns the keys of those withdrawn.
+pub(super) fn abandon(ring: &Ring, writes: impl Iterator<Item = (u64, bool)>) -> Vec<u64> {
+    let mut withdrawn = Vec::new();
     for (key, pushed) in writes {
-        if !withdraw(ring, key) && !pushed {
+        if withdraw(ring, key) {
+            withdrawn.push(key);
+        } else if !pushed {
             send(finished(ring, key), None);
         }
     }
+    withdrawn
 }
 
 /// `ring` goes away: writes it still had in the kernel's place pass it on
