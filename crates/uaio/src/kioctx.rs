@@ -495,8 +495,13 @@ impl Kioctx {
     /// Only requests accepted before the call are waited for (see
     /// [`begin_exit`], which holds new submissions back first). `rounds`
     /// bounds the wait for `io_submit` calls under way in other threads to
-    /// end (naps of 50 µs; see [`wait_until_at_most`]).
-    pub(crate) fn finish_file_io(&self, rounds: u32) {
+    /// end (naps of 50 µs; see [`wait_until_at_most`]). `all`: every
+    /// context of the process, whose completions are drained too: a write
+    /// of this context may wait for its file's turn behind another
+    /// context's (the writes of one file take turns, whatever context they
+    /// came from), and goes to the kernel once that one's completion is
+    /// drained (before, the wait stalled and the process left without it).
+    pub(crate) fn finish_file_io(&self, rounds: u32, all: &[Arc<Kioctx>]) {
         beat();
         wait_until_at_most(&self.submitters, || 0, rounds);
         self.enter();
@@ -504,6 +509,11 @@ impl Kioctx {
         let mut last = keys.len();
         loop {
             self.harvest();
+            for c in all {
+                if !std::ptr::eq(&**c, self) && c.has_completions() {
+                    c.harvest();
+                }
+            }
             let pending = {
                 let st = self.lock();
                 keys.iter().filter(|&&k| st.reqs.get(k as u32 as usize).is_some_and(|r| r.key == k)).count()

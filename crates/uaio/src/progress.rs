@@ -178,8 +178,9 @@ fn run(slot: &'static Mutex<Option<Arc<OwnedFd>>>, contexts: impl Fn() -> Vec<Ar
         let asked = LEAVE_ASKED.load(Ordering::SeqCst);
         if asked != LEAVE_DONE.load(Ordering::SeqCst) {
             let rounds = LEAVE_ROUNDS.load(Ordering::SeqCst);
-            for c in contexts() {
-                c.finish_file_io(rounds);
+            let all = contexts();
+            for c in &all {
+                c.finish_file_io(rounds, &all);
             }
             LEAVE_DONE.store(asked, Ordering::SeqCst);
             let _ = futex::wake(&LEAVE_DONE, futex::Flags::PRIVATE, u32::MAX);
@@ -297,8 +298,9 @@ pub(crate) fn watch_program_threads(contexts: impl Fn() -> Vec<Arc<Kioctx>> + Se
 /// accept nothing more, and the file I/O in flight completes first.
 fn finish_file_io_for_the_end(contexts: &impl Fn() -> Vec<Arc<Kioctx>>) {
     crate::kioctx::begin_exit();
-    for c in contexts() {
-        c.finish_file_io(u32::MAX);
+    let all = contexts();
+    for c in &all {
+        c.finish_file_io(u32::MAX, &all);
     }
 }
 
