@@ -521,7 +521,20 @@ impl Ring {
             OpKind::Read | OpKind::Write | OpKind::Readv | OpKind::Writev => op.ioprio,
             OpKind::Fsync | OpKind::Fdatasync | OpKind::Poll => 0,
         };
-        Sqe { ioprio: ioprio_union { ioprio }, op_flags, ..sqe(opcode, op.fd, addr, len, off, op.key) }
+        let mut s = Sqe { ioprio: ioprio_union { ioprio }, op_flags, ..sqe(opcode, op.fd, addr, len, off, op.key) };
+        // A write to a terminal (a character device) that io_uring tries
+        // inside io_uring_enter, because poll shows room, waits there for
+        // all of it to be taken: the tty write takes no notice of the
+        // non-blocking flag. A pty master's 64 KiB write, with reads of the
+        // slave waiting in the same ring, held io_submit for good (their
+        // completions run in the submitting thread). Such writes go
+        // straight to io_uring's workers.
+        if matches!(op.kind, OpKind::Write | OpKind::Writev)
+            && op.seen.is_some_and(|seen| seen.st.kind() == libc::S_IFCHR)
+        {
+            s.flags |= IoringSqeFlags::ASYNC;
+        }
+        s
     }
 }
 
