@@ -31,10 +31,10 @@ pub(super) struct PoolState {
     /// Files with a buffered write queued or running: the writes that wait
     /// behind it, in submission order.
     pub(super) chains: KeyMap<FileKey, VecDeque<Arc<Job>>>,
-    /// Streams with a read or write handed to the poller: the last one
-    /// (the poller runs a stream's reads one at a time, in this order, and
-    /// its writes likewise, under another key; see [`Pool::stream_busy`]).
-    pub(super) streams: KeyMap<FileKey, Weak<Job>>,
+    /// Streams with a read or write handed to the poller: those (the
+    /// poller runs a stream's reads one at a time, in this order, and its
+    /// writes likewise, under another key; see [`Pool::stream_busy`]).
+    pub(super) streams: KeyMap<FileKey, Vec<Weak<Job>>>,
 }
 
 impl PoolState {
@@ -350,9 +350,16 @@ impl Pool {
         }
         if let Some(k) = job.stream {
             if st.streams.len() >= 64 {
-                st.streams.retain(|_, j| j.upgrade().is_some_and(|j| !j.is_done()));
+                st.streams.retain(|_, jobs| {
+                    jobs.retain(still_to_do);
+                    !jobs.is_empty()
+                });
             }
-            st.streams.insert(k, Arc::downgrade(&job));
+            let jobs = st.streams.entry(k).or_default();
+            if jobs.len() >= 64 {
+                jobs.retain(still_to_do);
+            }
+            jobs.push(Arc::downgrade(&job));
         }
         st.polls.push(job);
         wake_poller(&st);
@@ -363,7 +370,12 @@ impl Pool {
     /// request in the poller not done yet: a new one goes behind it,
     /// untried.
     pub(super) fn stream_busy(&self, k: FileKey) -> bool {
-        lock(&self.st).streams.get(&k).and_then(Weak::upgrade).is_some_and(|j| !j.is_done())
+        // Any of them, not the last only: a later one may be cancelled
+        // while an earlier one still waits.
+        let mut st = lock(&self.st);
+        let Some(jobs) = st.streams.get_mut(&k) else { return false };
+        jobs.retain(still_to_do);
+        !jobs.is_empty()
     }
 
     /// Counts a job cancelled while queued or polling, and sweeps such jobs
@@ -497,4 +509,9 @@ pub(crate) fn threads_alive() -> usize {
     // SAFETY: as in `pool`.
     let st = lock(&unsafe { &*p }.st);
     st.threads + st.poller as usize + st.reapers
+}
+
+/// Whether a stream's job handed to the poller is still there and not done.
+fn still_to_do(j: &Weak<Job>) -> bool {
+    j.upgrade().is_some_and(|j| !j.is_done())
 }
