@@ -9,6 +9,43 @@ use crate::*;
 
 pub(crate) fn cases() -> Vec<Case> {
     vec![
+        // A FIFO open for reading and writing, and a pty's two ends, poll
+        // on two queues: the kernel's AIO poll refuses them in io_submit
+        // (EINVAL) unless they are ready at once. Before, uaio accepted
+        // them and completed them when ready.
+        c("poll/files_that_poll_two_queues", |e| {
+            let ctx = e.setup(8);
+            let dir = e.dir_fd();
+            // SAFETY: mkfifoat(3) of a name in the case's own directory.
+            let made = unsafe { libc::mkfifoat(dir.as_raw_fd(), c"fifo".as_ptr(), 0o600) };
+            assert_eq!(made, 0, "mkfifo");
+            // SAFETY: openat(2) of that FIFO; O_RDWR never waits for a peer.
+            let fifo = own(unsafe { libc::openat(dir.as_raw_fd(), c"fifo".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) });
+            let (r, _w) = pipe();
+            let (mut m, mut s) = (-1, -1);
+            // SAFETY: openpty(3) into two locals, with no name, termios or size.
+            let pty =
+                unsafe { libc::openpty(&mut m, &mut s, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) } == 0;
+            let mut files = vec![("fifo O_RDWR", fifo.as_raw_fd()), ("pipe read end", r.as_raw_fd())];
+            let ends = pty.then(|| (own(m), own(s)));
+            if let Some((m, s)) = &ends {
+                files.push(("pty master", m.as_raw_fd()));
+                files.push(("pty slave", s.as_raw_fd()));
+            } else {
+                e.rec("no pty here: its part skipped");
+            }
+            for (what, fd) in &files {
+                e.rec(*what);
+                let a = leak(cb(IOCB_CMD_POLL, *fd, libc::POLLIN as u64, 0, 0, 1));
+                e.submit(ctx, &mut [a]);
+                // Ready at once for output.
+                let b = leak(cb(IOCB_CMD_POLL, *fd, libc::POLLOUT as u64, 0, 0, 2));
+                e.submit(ctx, &mut [b]);
+                e.getevents(ctx, 1, 2, Some(Duration::from_millis(200)));
+            }
+            // SAFETY: destroying the context made above (its POLLs go).
+            unsafe { e.aio.destroy(ctx) };
+        }),
         c("poll/ready_and_cancel", |e| {
             let ctx = e.setup(4);
             let (r, w) = pipe();

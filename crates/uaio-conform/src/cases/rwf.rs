@@ -8,6 +8,30 @@ use crate::*;
 
 pub(crate) fn cases() -> Vec<Case> {
     vec![
+        // A FIFO opened by its name is not open for non-blocking I/O (only
+        // pipe(2)'s pipes are): the kernel refuses RWF_NOWAIT on it in
+        // io_submit (EOPNOTSUPP). Before, uaio accepted the read and its
+        // event carried the error.
+        c("rwf/nowait_on_a_named_fifo", |e| {
+            let ctx = e.setup(4);
+            let dir = e.dir_fd();
+            // SAFETY: mkfifoat(3) of a name in the case's own directory.
+            let made = unsafe { libc::mkfifoat(dir.as_raw_fd(), c"fifo".as_ptr(), 0o600) };
+            assert_eq!(made, 0, "mkfifo");
+            // SAFETY: openat(2) of that FIFO; O_RDWR never waits for a peer.
+            let fifo = own(unsafe { libc::openat(dir.as_raw_fd(), c"fifo".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) });
+            let (r, w) = pipe();
+            for (what, fd) in [("fifo", fifo.as_raw_fd()), ("pipe", r.as_raw_fd())] {
+                write_fd(if what == "fifo" { fd } else { w.as_raw_fd() }, b"x");
+                let buf = leak_buf(16);
+                let mut a = cb(IOCB_CMD_PREAD, fd, buf.as_mut_ptr() as u64, 16, 0, 1);
+                a.aio_rw_flags = RWF_NOWAIT;
+                e.rec(what);
+                if sub1(e, ctx, a) == 1 {
+                    e.reap(ctx, 1);
+                }
+            }
+        }),
         c("rwf/write_flags_accepted", |e| {
             let ctx = e.setup(16);
             let f = e.file(b"0123456789abcdef", libc::O_RDWR);

@@ -803,6 +803,9 @@ fn prepare_poll(cb: &iocb, f: &mut FdInfo, p: &mut Prepared) -> Result<(), Errno
         p.inline = mask as i64;
         return Ok(());
     }
+    if f.polls_two_queues() && !sys::ready_now(f.fd, p.poll_mask) {
+        return Err(Errno::INVAL);
+    }
     p.kind = Some(OpKind::Poll);
     p.forever = true;
     Ok(())

@@ -10,6 +10,8 @@ use super::{direct_hint, file_stat, internal_fds, remembered, FileStat, S_IFMT};
 
 /// `statfs` magic of procfs.
 const PROC_MAGIC: i64 = 0x9fa0;
+/// The file system of the pipes `pipe(2)` makes.
+const PIPEFS_MAGIC: i64 = 0x5049_5045;
 /// `statfs` magic of sysfs.
 const SYSFS_MAGIC: i64 = 0x6265_6572;
 /// `statfs` magic of cgroup v1.
@@ -388,10 +390,13 @@ impl FdInfo {
     /// 6.18: the kernel's `io_submit` refuses such a request; before, uaio
     /// accepted it from all but the first four and its event carried the
     /// error).
+    /// Nor does a named FIFO (opened through a file system's node: only
+    /// the pipes of pipefs, made by `pipe(2)`, take `RWF_NOWAIT`).
     pub(crate) fn lacks_nowait(&mut self) -> bool {
         match self.mode() & S_IFMT {
             // No file system opens a directory for non-blocking I/O.
             libc::S_IFDIR => return true,
+            libc::S_IFIFO => return crate::writeback::fs_magic(self) != Some(PIPEFS_MAGIC),
             libc::S_IFREG => {}
             _ => return false,
         }
@@ -414,6 +419,20 @@ impl FdInfo {
                     | FUSE_MAGIC
             )
         )
+    }
+
+    /// A file whose poll waits on two queues: a FIFO or pipe open for
+    /// reading and writing (one for each), or a terminal (its input and
+    /// its output). The kernel's AIO poll takes one queue only, and refuses
+    /// a request on such a file (`EINVAL` from `io_submit`) unless it is
+    /// ready at once. (`isatty` asks only of character devices.)
+    pub(crate) fn polls_two_queues(&mut self) -> bool {
+        match self.mode() & S_IFMT {
+            libc::S_IFIFO => self.readable() && self.writable(),
+            // SAFETY: isatty(3) (an ioctl) on a descriptor number.
+            libc::S_IFCHR => unsafe { libc::isatty(self.fd) == 1 },
+            _ => false,
+        }
     }
 
     /// A regular file of debugfs, tracefs or securityfs, whose file

@@ -161,6 +161,16 @@ pub(crate) fn append_to(path: &std::path::Path, bytes: &[u8]) {
     }
 }
 
+/// Whether `fd` is ready for the poll events of `mask` (or has an error or
+/// a hangup) now, without waiting.
+pub(crate) fn ready_now(fd: i32, mask: u32) -> bool {
+    let wanted = mask | (libc::POLLERR | libc::POLLHUP) as u32;
+    let mut pfd = libc::pollfd { fd, events: wanted as i16, revents: 0 };
+    // SAFETY: poll(2) of one pollfd, without waiting.
+    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+    n > 0 && (pfd.revents as u16 as u32) & wanted != 0
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::fd::AsRawFd;
