@@ -326,6 +326,18 @@ pub(crate) fn reopen_direct(e: &mut Env, f: &std::os::fd::OwnedFd, flags: i32) -
     d
 }
 
+/// A FIFO made in the case's directory, opened by its name for reading
+/// and writing (which never waits for a peer).
+pub(crate) fn named_fifo(e: &Env) -> std::os::fd::OwnedFd {
+    use std::os::fd::AsRawFd;
+    let dir = e.dir_fd();
+    // SAFETY: mkfifoat(3) of a name in the case's own directory.
+    let made = unsafe { libc::mkfifoat(dir.as_raw_fd(), c"fifo".as_ptr(), 0o600) };
+    assert_eq!(made, 0, "mkfifo");
+    // SAFETY: openat(2) of that FIFO.
+    own(unsafe { libc::openat(dir.as_raw_fd(), c"fifo".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) })
+}
+
 /// Wraps a raw descriptor that the case owns.
 pub(crate) fn own(fd: i32) -> std::os::fd::OwnedFd {
     use std::os::fd::FromRawFd;

@@ -15,12 +15,7 @@ pub(crate) fn cases() -> Vec<Case> {
         // them and completed them when ready.
         c("poll/files_that_poll_two_queues", |e| {
             let ctx = e.setup(8);
-            let dir = e.dir_fd();
-            // SAFETY: mkfifoat(3) of a name in the case's own directory.
-            let made = unsafe { libc::mkfifoat(dir.as_raw_fd(), c"fifo".as_ptr(), 0o600) };
-            assert_eq!(made, 0, "mkfifo");
-            // SAFETY: openat(2) of that FIFO; O_RDWR never waits for a peer.
-            let fifo = own(unsafe { libc::openat(dir.as_raw_fd(), c"fifo".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) });
+            let fifo = named_fifo(e);
             let (r, _w) = pipe();
             let (mut m, mut s) = (-1, -1);
             // SAFETY: openpty(3) into two locals, with no name, termios or size.

@@ -14,12 +14,7 @@ pub(crate) fn cases() -> Vec<Case> {
         // event carried the error.
         c("rwf/nowait_on_a_named_fifo", |e| {
             let ctx = e.setup(4);
-            let dir = e.dir_fd();
-            // SAFETY: mkfifoat(3) of a name in the case's own directory.
-            let made = unsafe { libc::mkfifoat(dir.as_raw_fd(), c"fifo".as_ptr(), 0o600) };
-            assert_eq!(made, 0, "mkfifo");
-            // SAFETY: openat(2) of that FIFO; O_RDWR never waits for a peer.
-            let fifo = own(unsafe { libc::openat(dir.as_raw_fd(), c"fifo".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) });
+            let fifo = named_fifo(e);
             let (r, w) = pipe();
             for (what, fd) in [("fifo", fifo.as_raw_fd()), ("pipe", r.as_raw_fd())] {
                 write_fd(if what == "fifo" { fd } else { w.as_raw_fd() }, b"x");
