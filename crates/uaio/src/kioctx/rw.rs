@@ -138,20 +138,6 @@ pub(super) fn prepare_rw(
             p.order = Some(Order::Member(k));
         }
     }
-    if write && !empty && is_direct(f) && extends_on_ext4(f, p) {
-        // ext4 finishes a direct write that extends the file inside
-        // io_submit (it waits for the device), so the file's later requests
-        // find it done: a read of its bytes returns them, wherever it comes
-        // from. Such a write takes its turn among the file's ordered
-        // writes, which the file's later reads, syncs and direct writes
-        // follow, and its bytes are known as a write in a backend, which a
-        // later buffered read of them follows (XFS extends the file when
-        // the write completes, as uaio's backends do: not ordered there).
-        if let Some(Order::After(k) | Order::Member(k)) = p.order {
-            p.order = Some(Order::Member(k));
-            p.write_span = Some(writeback::span_of(f, p.rw_flags, p.off, buffer_len(p)));
-        }
-    }
     if write && f.mode() & libc::S_IFMT == libc::S_IFREG {
         // Where the write lands is fixed now, as the kernel fixes it when
         // it takes the request: the file's O_APPEND as it is at this
@@ -359,20 +345,6 @@ fn durable_write(f: &mut FdInfo, p: &Prepared) -> bool {
         return false;
     }
     !is_direct(f) || appends(f, p.rw_flags) || p.off.saturating_add(buffer_len(p)) > f.size()
-}
-
-/// Whether a direct write to a regular file on ext2/3/4 extends it (ends
-/// past its size as this call saw it, or appends). A write inside the size
-/// the thread's earlier call saw within the clock tick costs no `fstat`
-/// (files seldom shrink; one truncated within that tick may have its
-/// extending write taken for one inside it, and left unordered).
-fn extends_on_ext4(f: &mut FdInfo, p: &Prepared) -> bool {
-    if !f.is_regular() {
-        return false;
-    }
-    let end = p.off.saturating_add(buffer_len(p));
-    let extends = appends(f, p.rw_flags) || (f.size_seen().is_none_or(|size| end > size) && end > f.size());
-    extends && writeback::fs_magic(f) == Some(writeback::EXT4_SUPER_MAGIC)
 }
 
 /// Whether a write to a regular file starts at or past the process's

@@ -230,13 +230,6 @@ impl FdInfo {
         self.stat().size
     }
 
-    /// `st_size` of the file as this call saw it, or as the thread's
-    /// earlier call within the clock tick saw it (see [`FdInfo::size`]),
-    /// without a system call; `None` before any look.
-    pub(crate) fn size_seen(&self) -> Option<u64> {
-        self.st.as_ref().map(|st| st.size)
-    }
-
     /// Whether [`FdInfo::size`] costs no system call.
     pub(crate) fn size_known(&self) -> bool {
         self.st.is_some() && !self.recalled
