@@ -160,15 +160,16 @@ pub(crate) fn order_key(kind: OpKind, direct: bool, mode: u32, dev: u64, ino: u6
         // one stream take turns, in submission order, each written whole
         // before the next starts (two in flight at once would interleave
         // their parts).
-        libc::S_IFIFO | libc::S_IFSOCK | libc::S_IFCHR if matches!(kind, OpKind::Write | OpKind::Writev) => {
-            return Some(Order::Member((dev, ino)));
-        }
         // So do its reads (kernel AIO's blocks inside `io_submit` until
         // bytes arrive, so they are taken in submission order), in a turn
         // of their own: a read waiting for bytes never holds a write back
         // (a pipe's two ends are one inode).
-        libc::S_IFIFO | libc::S_IFSOCK | libc::S_IFCHR if matches!(kind, OpKind::Read | OpKind::Readv) => {
-            return Some(Order::Member((dev | STREAM_READS, ino)));
+        libc::S_IFIFO | libc::S_IFSOCK | libc::S_IFCHR => {
+            return match kind {
+                OpKind::Write | OpKind::Writev => Some(Order::Member((dev, ino))),
+                OpKind::Read | OpKind::Readv => Some(Order::Member((dev | STREAM_READS, ino))),
+                _ => None,
+            };
         }
         _ => return None,
     };

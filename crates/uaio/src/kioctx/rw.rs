@@ -378,20 +378,15 @@ fn past_size_limit(f: &mut FdInfo, p: &Prepared) -> bool {
 /// bytes; a direct read follows the file's buffered writes by its order
 /// anyway). Costs nothing while there is none.
 pub(super) fn read_behind_write(f: &mut FdInfo, off: u64, count: u64, call: &mut CallSpans) -> bool {
-    if is_direct(f) {
-        if call.direct.is_empty() {
-            return false;
-        }
-        let Some(Order::After(k)) = f.order_key(OpKind::Read) else { return false };
-        return call.behind_direct(k, read_span(f, off, count));
-    }
-    if call.writes.is_empty() && call.direct.is_empty() && !writeback::backend_writes_pending() {
+    let direct = is_direct(f);
+    let buffered_writes = !direct && (!call.writes.is_empty() || writeback::backend_writes_pending());
+    if call.direct.is_empty() && !buffered_writes {
         return false;
     }
     let Some(Order::After(k)) = f.order_key(OpKind::Read) else { return false };
     let span = read_span(f, off, count);
     // Both looked at: the direct writes it follows are marked.
-    writeback::follows_write(&call.writes, k, span) | call.behind_direct(k, span)
+    (buffered_writes && writeback::follows_write(&call.writes, k, span)) | call.behind_direct(k, span)
 }
 
 /// The bytes of `f` whose writes a buffered read of `count` bytes at `off`
