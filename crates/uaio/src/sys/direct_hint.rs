@@ -41,8 +41,7 @@ pub(crate) fn is_direct(fd: i32) -> bool {
 }
 
 fn lookup(fd: i32) -> bool {
-    // SAFETY: F_GETFL on a descriptor number; a closed one just fails.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    let flags = super::status_flags(fd);
     if flags < 0 {
         return false;
     }

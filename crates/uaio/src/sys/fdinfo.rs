@@ -90,8 +90,7 @@ impl FdInfo {
 
     /// The descriptor's status flags asked of the kernel now.
     fn asked(fd: i32) -> Result<FdInfo, Errno> {
-        // SAFETY: F_GETFL on an arbitrary number is harmless; EBADF if closed.
-        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        let flags = super::status_flags(fd);
         if flags < 0 {
             return Err(Errno::BADF);
         }

@@ -1,7 +1,7 @@
 //! System calls made directly (not through the C library's wrappers, which
 //! are cancellation points, nor through `syscall()`, which uaio's drop-in
 //! library interposes): `preadv2`/`pwritev2`, `kcmp`, `ioprio_get`/`set`,
-//! `close` of uaio's own descriptors;
+//! `close` of uaio's own descriptors, `F_GETFL`;
 //! and whether two descriptors name one open file.
 
 use super::is_socket;
@@ -89,6 +89,24 @@ fn raw_syscall6(nr: usize, a: usize, b: usize, c: usize, d: usize, e: usize, f: 
 #[cfg(target_arch = "x86_64")]
 fn raw_syscall5(nr: usize, a: usize, b: usize, c: usize, d: usize, e: usize) -> isize {
     raw_syscall6(nr, a, b, c, d, e, 0)
+}
+
+/// `F_GETFL` of a descriptor number, made directly: negative (`-errno`)
+/// when it is not open. Through the C library it reached the drop-in
+/// library's own `fcntl` first (which looks for `F_SETFL`), then the C
+/// library's: about 160 instructions around a system call that every
+/// `O_DIRECT` or buffered-write `io_submit` makes.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn status_flags(fd: i32) -> i32 {
+    raw_syscall3(libc::SYS_fcntl as usize, fd as usize, libc::F_GETFL as usize, 0) as i32
+}
+
+/// `F_GETFL` of a descriptor number through the C library (negative when
+/// it is not open).
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) fn status_flags(fd: i32) -> i32 {
+    // SAFETY: F_GETFL on a descriptor number; a closed one just fails.
+    unsafe { libc::fcntl(fd, libc::F_GETFL) }
 }
 
 /// A system call about signals (`rt_sigprocmask`, `rt_sigaction`,

@@ -106,8 +106,7 @@ pub(super) fn new_eventfd() -> Result<InternalFd, Errno> {
 
 /// `F_GETFL` of a descriptor number (negative when it is not open).
 fn get_flags(fd: i32) -> i32 {
-    // SAFETY: F_GETFL on a descriptor number (a closed one fails).
-    unsafe { libc::fcntl(fd, libc::F_GETFL) }
+    crate::sys::status_flags(fd)
 }
 
 /// The process's pool. It exists whenever a [`Threads`] does (created by
