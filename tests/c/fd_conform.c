@@ -109,7 +109,13 @@
  *                            the drop-in library cannot see) right after a
  *                            read, and io_submit on it answers EBADF (uaio
  *                            keeps a number's flags and file from one call
- *                            to the next until the program changes them)
+ *                            to the next until the program changes them);
+ *                            the same for buffered writes, which uaio runs
+ *                            inside io_submit without asking for the flags
+ *                            again; and O_DIRECT set and cleared by an
+ *                            inline system call right after a write: an
+ *                            aligned write that follows writes 4096 bytes,
+ *                            a misaligned one gets EINVAL while O_DIRECT
  *
  *   fd_conform freopen       freopen() puts one of two files on a stream's
  *                            number in turn (the C library closes and
@@ -867,25 +873,31 @@ static void full(void)
 	close(y);
 }
 
-/* close_range(2) by a system call instruction of the program's own, as a
- * static helper or another language's runtime makes it: the drop-in's close
- * functions and its syscall() do not see it. */
-static long asm_close_range(unsigned first, unsigned last, unsigned flags)
+/* A system call of three arguments made by a system call instruction of
+ * the program's own, as a static helper or another language's runtime
+ * makes it: the drop-in's wrappers and its syscall() do not see it.
+ * Returns -errno on failure. */
+static long inline_syscall3(long nr, long a, long b, long c)
 {
 #if defined(__x86_64__)
 	long ret;
-	__asm__ volatile("syscall"
-			 : "=a"(ret)
-			 : "a"((long)SYS_close_range), "D"((long)first), "S"((long)last), "d"((long)flags)
-			 : "rcx", "r11", "memory");
+	__asm__ volatile("syscall" : "=a"(ret) : "a"(nr), "D"(a), "S"(b), "d"(c) : "rcx", "r11", "memory");
+	return ret;
+#else
+	long ret = syscall(nr, a, b, c);
+	return ret < 0 ? -errno : ret;
+#endif
+}
+
+/* close_range(2) made so. */
+static long asm_close_range(unsigned first, unsigned last, unsigned flags)
+{
+	long ret = inline_syscall3(SYS_close_range, first, last, flags);
 	if (ret < 0) {
 		errno = (int)-ret;
 		return -1;
 	}
 	return ret;
-#else
-	return syscall(SYS_close_range, first, last, flags);
-#endif
 }
 
 /* Processor time the process used, in seconds. */
@@ -901,28 +913,36 @@ static double cpu_seconds(void)
 
 static int inline_close(int fd)
 {
-#if defined(__x86_64__)
-	long ret;
-	__asm__ volatile("syscall" : "=a"(ret) : "a"((long)SYS_close), "D"((long)fd) : "rcx", "r11", "memory");
-	return (int)ret;
-#else
-	return (int)syscall(SYS_close, fd);
-#endif
+	return (int)inline_syscall3(SYS_close, fd, 0, 0);
 }
 
-/* One read of 4096 bytes at offset 0 into `buf`: the event's result, or
- * io_submit's answer when it refused (*refused set). */
-static long read_once(io_context_t ctx, int fd, char *buf, int *refused)
+/* fcntl(fd, F_SETFL, fl) made so. */
+static int inline_setfl(int fd, int fl)
+{
+	return (int)inline_syscall3(SYS_fcntl, fd, F_SETFL, fl);
+}
+
+/* One read (or write) of 4096 bytes at offset 0 into (from) `buf`: the
+ * event's result, or io_submit's answer when it refused (*refused set). */
+static long rw_once(io_context_t ctx, int fd, char *buf, int write, int *refused)
 {
 	struct iocb cb, *cbs[1] = { &cb };
 	struct io_event ev;
 	struct timespec ts = { 5, 0 };
-	io_prep_pread(&cb, fd, buf, 4096, 0);
+	if (write)
+		io_prep_pwrite(&cb, fd, buf, 4096, 0);
+	else
+		io_prep_pread(&cb, fd, buf, 4096, 0);
 	int r = io_submit(ctx, 1, cbs);
 	*refused = r != 1;
 	if (r != 1)
 		return r < 0 ? r : -1000;
 	return io_getevents(ctx, 1, 1, &ev, &ts) == 1 ? (long)ev.res : -1001;
+}
+
+static long read_once(io_context_t ctx, int fd, char *buf, int *refused)
+{
+	return rw_once(ctx, fd, buf, 0, refused);
 }
 
 static void setfl(void)
@@ -978,22 +998,64 @@ static void setfl(void)
 			       ways[way], right[way][direct], wrong[way][direct], wrong[way][direct] ? ", first " : "",
 			       wrong[way][direct] ? negret(first_wrong[way][direct]) : "");
 	/* Closed by an instruction right after a read: refused in io_submit
-	 * (an event with -EBADF would mean the read was accepted). */
-	int refused_badf = 0, other = 0;
-	char first_other[64] = "";
-	for (int i = 0; i < SETFL_ROUNDS; i++) {
-		int n = dup(fd), refused;
-		read_once(ctx, n, aligned, &refused);
-		inline_close(n);
-		long r = read_once(ctx, n, aligned, &refused);
-		if (refused && r == -EBADF)
-			refused_badf++;
-		else if (other++ == 0)
-			snprintf(first_other, sizeof first_other, ", first: %s %s", refused ? "io_submit" : "event",
-				 negret(r));
+	 * (an event with -EBADF would mean the read was accepted). The same
+	 * for buffered writes (uaio runs them inside io_submit, and confirms a
+	 * number it looked at in an earlier call only when one does not run
+	 * there); the data written is the file's own. */
+	for (int write = 0; write < 2; write++) {
+		int refused_badf = 0, other = 0;
+		char first_other[64] = "";
+		for (int i = 0; i < SETFL_ROUNDS; i++) {
+			int n = dup(fd), refused;
+			char *buf = write ? data : aligned;
+			rw_once(ctx, n, buf, write, &refused);
+			inline_close(n);
+			long r = rw_once(ctx, n, buf, write, &refused);
+			if (refused && r == -EBADF)
+				refused_badf++;
+			else if (other++ == 0)
+				snprintf(first_other, sizeof first_other, ", first: %s %s",
+					 refused ? "io_submit" : "event", negret(r));
+		}
+		printf("%s a number closed by an inline system call: refused with EBADF %d, other %d%s\n",
+		       write ? "writes to" : "reads of", refused_badf, other, first_other);
 	}
-	printf("reads of a number closed by an inline system call: refused with EBADF %d, other %d%s\n",
-	       refused_badf, other, first_other);
+	/* O_DIRECT set and cleared by an inline system call right after a
+	 * write: a misaligned write that follows at once is refused with
+	 * EINVAL (in its event) while the number is O_DIRECT, and writes 4096
+	 * bytes otherwise; an aligned one writes 4096 bytes either way. */
+	int wright[2][2] = { { 0 } }, wwrong[2][2] = { { 0 } };
+	long wfirst[2][2] = { { 0 } };
+	memcpy(aligned, data, 4096);
+	memcpy(odd, data, 4096);
+	for (int i = 0; i < SETFL_ROUNDS; i++) {
+		int misaligned = i % 2;
+		for (int direct = 1; direct >= 0; direct--) {
+			int refused;
+			rw_once(ctx, fd, aligned, 1, &refused);
+			int set = inline_setfl(fd, direct ? base | O_DIRECT : base);
+			long r = rw_once(ctx, fd, misaligned ? odd : aligned, 1, &refused);
+			int ok = set == 0 && !refused && (direct && misaligned ? r == -EINVAL : r == 4096);
+			if (ok) {
+				wright[misaligned][direct]++;
+			} else if (wwrong[misaligned][direct]++ == 0) {
+				wfirst[misaligned][direct] = refused ? -2000 + r : r;
+			}
+		}
+	}
+	inline_setfl(fd, base);
+	for (int misaligned = 0; misaligned < 2; misaligned++)
+		for (int direct = 1; direct >= 0; direct--)
+			printf("O_DIRECT %s by an inline system call: %s writes right %d, wrong %d%s%s\n",
+			       direct ? "set" : "cleared", misaligned ? "misaligned" : "aligned",
+			       wright[misaligned][direct], wwrong[misaligned][direct],
+			       wwrong[misaligned][direct] ? ", first " : "",
+			       wwrong[misaligned][direct] ? negret(wfirst[misaligned][direct]) : "");
+	char back[8192];
+	printf("file after the writes: %s\n",
+	       pread(fd, back, sizeof back, 0) == (ssize_t)sizeof back && memcmp(back, data, sizeof back) == 0
+		       ? "as written"
+		       : "different");
 	printf("io_destroy %s\n", negret(io_destroy(ctx)));
 	close(fd);
 	free(aligned);

@@ -68,9 +68,20 @@ pub(super) fn prepare_rw(
 ) -> Result<(), Errno> {
     let write = matches!(cb.aio_lio_opcode, IOCB_CMD_PWRITE | IOCB_CMD_PWRITEV);
     let vectored = matches!(cb.aio_lio_opcode, IOCB_CMD_PREADV | IOCB_CMD_PWRITEV);
-    check_rw(cb, f, p, write)?;
-    (p.iov, p.addr, p.len) = import_buffer(cb, vectored)?;
+    // A write's look at its descriptor may be an earlier call's, not yet
+    // confirmed (`Kioctx::prepare_checked`): it is confirmed before any
+    // answer but that of the write's own system call inside io_submit.
+    // Where the flags turn out to have changed, the write is prepared
+    // again with the new look.
+    match check_rw(cb, f, p, write).and_then(|()| import_buffer(cb, vectored)) {
+        Ok(buffer) => (p.iov, p.addr, p.len) = buffer,
+        Err(_) if f.confirm_open()? => return prepare_rw(cb, f, p, call, every_write),
+        Err(e) => return Err(e),
+    }
     if cb.aio_offset != 0 && f.mode() & libc::S_IFMT == libc::S_IFSOCK {
+        if f.confirm_open()? {
+            return prepare_rw(cb, f, p, call, every_write);
+        }
         // A socket's read_iter and write_iter refuse a position
         // (the request's result; pipes ignore it instead).
         return p.complete(-(libc::ESPIPE as i64));
@@ -116,6 +127,11 @@ pub(super) fn prepare_rw(
         || (!write && read_behind_write(f, p.off, buffer_len(p), call));
     if runs_inline(f, p, call, write, empty, behind_write, every_write) {
         let r = inline_rw(cb, f, p, write, empty, behind_write);
+        if r == -(libc::EBADF as i64) && f.confirm_open()? {
+            // Open still, under other flags (closed: EBADF above, nothing
+            // done, as the kernel's io_submit answers).
+            return prepare_rw(cb, f, p, call, every_write);
+        }
         if r == -(libc::EOPNOTSUPP as i64) && p.rw_flags & RWF_NOWAIT != 0 && f.mode() & libc::S_IFMT == libc::S_IFCHR {
             // A character device that does not take RWF_NOWAIT (most but
             // /dev/null, /dev/zero and the random devices): the system call
@@ -124,6 +140,9 @@ pub(super) fn prepare_rw(
             return Err(Errno::OPNOTSUPP);
         }
         return p.complete(r);
+    }
+    if f.confirm_open()? {
+        return prepare_rw(cb, f, p, call, every_write);
     }
     if buffered.is_some() && !behind_write && !every_write && !empty && copies_before_sync(f, p) {
         return copy_then_sync(f, p);

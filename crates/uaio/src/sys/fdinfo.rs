@@ -141,19 +141,21 @@ impl FdInfo {
     /// and with the same status flags (a new look if not): a close or an
     /// `F_SETFL` the drop-in library did not see (a raw system call, one
     /// the C library makes inside another function) is then caught as
-    /// before. Every request but a read served whole inside `io_submit`
-    /// asks, once per call and descriptor; that read's own system call
-    /// would have failed on a closed number, with nothing done.
-    pub(crate) fn confirm_open(&mut self) -> Result<(), Errno> {
+    /// before. Every request but a read served whole inside `io_submit`,
+    /// or a write run there, asks, once per call and descriptor; their own
+    /// system calls would have failed on a closed number, with nothing
+    /// done. Returns whether the look was replaced (the flags had changed).
+    pub(crate) fn confirm_open(&mut self) -> Result<bool, Errno> {
         if !self.unconfirmed {
-            return Ok(());
+            return Ok(false);
         }
         self.unconfirmed = false;
         let fresh = FdInfo::asked(self.fd)?;
         if fresh.flags != self.flags {
             *self = fresh;
+            return Ok(true);
         }
-        Ok(())
+        Ok(false)
     }
 
     /// The file's `stat`, once per call. If the descriptor was closed

@@ -10,8 +10,10 @@
 //! generation on; what was looked at under an older generation, or while
 //! one ran, is not used. A thread keeps what it looked at for the rest of
 //! the coarse clock tick (1–4 ms), for its next calls, and only for the
-//! same status flags (`F_GETFL`, asked at every call, tells a reopened
-//! file apart whenever its flags differ, and a change of them).
+//! same status flags (`F_GETFL`, asked at every call that hands a request
+//! to a backend, tells a reopened file apart whenever its flags differ,
+//! and a change of them; a read or write run inside `io_submit` finds a
+//! closed number by its own system call).
 //!
 //! The memory is used only once the drop-in library has found that the
 //! program's calls of those functions reach its own ([`changes_seen`]): a
