@@ -203,6 +203,22 @@ impl FdInfo {
         self.recalled
     }
 
+    /// What a buffered write to the file meets, as found out by this
+    /// thread in this coarse clock tick for the same look
+    /// ([`remembered::recall_write_fs`]).
+    #[inline]
+    pub(crate) fn recalled_write_fs(&self) -> Option<crate::writeback::WriteFs> {
+        remembered::recall_write_fs(self.fd, self.flags, self.generation?)
+    }
+
+    /// Keeps `k` with this thread's look at the file, for the calls of
+    /// this tick.
+    pub(crate) fn remember_write_fs(&self, k: crate::writeback::WriteFs) {
+        if let Some(g) = self.generation {
+            remembered::remember_write_fs(self.fd, self.flags, g, k);
+        }
+    }
+
     /// `EBADF` when the descriptor was closed between the call's `F_GETFL`
     /// and its look at the file: for the kernel, which finds the file once
     /// before any check of the request, the number named nothing.

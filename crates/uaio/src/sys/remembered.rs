@@ -28,6 +28,7 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use super::FileStat;
+use crate::writeback::WriteFs;
 
 /// Program threads inside [`changing`] now.
 static CHANGING: AtomicUsize = AtomicUsize::new(0);
@@ -48,10 +49,20 @@ struct Look {
     generation: u64,
     tick: u64,
     st: FileStat,
+    /// What the file system makes of a buffered write to the file, once
+    /// found out ([`crate::writeback`] trusts its facts for longer than a
+    /// tick).
+    write_fs: Option<WriteFs>,
 }
 
-const EMPTY: Look =
-    Look { fd: -1, flags: 0, generation: 0, tick: 0, st: FileStat { mode: 0, dev: 0, ino: 0, rdev: 0, size: 0 } };
+const EMPTY: Look = Look {
+    fd: -1,
+    flags: 0,
+    generation: 0,
+    tick: 0,
+    st: FileStat { mode: 0, dev: 0, ino: 0, rdev: 0, size: 0 },
+    write_fs: None,
+};
 
 std::thread_local! {
     static LOOKS: [Cell<Look>; SLOTS] = const { [const { Cell::new(EMPTY) }; SLOTS] };
@@ -167,7 +178,35 @@ pub(super) fn remember(fd: i32, flags: u32, generation: u64, st: FileStat) {
         return;
     }
     let tick = super::coarse_clock_ns();
-    let _ = LOOKS.try_with(|l| l[slot(fd)].set(Look { fd, flags, generation, tick, st }));
+    let _ = LOOKS.try_with(|l| l[slot(fd)].set(Look { fd, flags, generation, tick, st, write_fs: None }));
+}
+
+/// What this thread found a buffered write to `fd` (status `flags`) would
+/// meet ([`WriteFs`]), under `generation` in this coarse clock tick.
+pub(super) fn recall_write_fs(fd: i32, flags: u32, generation: u64) -> Option<WriteFs> {
+    let tick = super::coarse_clock_ns();
+    let look = LOOKS.try_with(|l| l[slot(fd)].get()).ok()?;
+    if look.fd == fd && look.flags == flags && look.generation == generation && look.tick == tick {
+        look.write_fs
+    } else {
+        None
+    }
+}
+
+/// Keeps `k` with this thread's look at `fd` (status `flags`) taken under
+/// `generation` in this tick, if that look is still kept.
+pub(super) fn remember_write_fs(fd: i32, flags: u32, generation: u64, k: WriteFs) {
+    if self::generation() != Some(generation) {
+        return;
+    }
+    let tick = super::coarse_clock_ns();
+    let _ = LOOKS.try_with(|l| {
+        let mut look = l[slot(fd)].get();
+        if look.fd == fd && look.flags == flags && look.generation == generation && look.tick == tick {
+            look.write_fs = Some(k);
+            l[slot(fd)].set(look);
+        }
+    });
 }
 
 #[cfg(test)]
@@ -264,6 +303,36 @@ mod tests {
             FdInfo::get(dir.as_raw_fd() as u32).expect("open").taken_whole()
         });
         assert!(!recalled);
+    }
+
+    #[test]
+    fn what_a_write_meets_is_kept_with_the_look_and_goes_with_it() {
+        use crate::writeback::WriteFs;
+        changes_seen();
+        let file = tempfile::tempfile().expect("tempfile");
+        let fd = file.as_raw_fd();
+        // Kept, then recalled by the next call's look (within one tick;
+        // retried as in look_twice).
+        let kept = |fd: i32| {
+            (0..1000).any(|_| {
+                let mut f = FdInfo::get(fd as u32).expect("open");
+                let _ = f.mode();
+                f.remember_write_fs(WriteFs::Memory);
+                FdInfo::get(fd as u32).expect("open").recalled_write_fs() == Some(WriteFs::Memory)
+            })
+        };
+        assert!(kept(fd));
+        // Another file put on the number through the drop-in library: not
+        // recalled for it.
+        let other = tempfile::tempfile().expect("tempfile");
+        // SAFETY: dup2 of two open descriptors of this test.
+        crate::raw::program_closing(|| unsafe { libc::dup2(other.as_raw_fd(), fd) });
+        assert_eq!(FdInfo::get(fd as u32).expect("open").recalled_write_fs(), None);
+        // New flags: not recalled either.
+        assert!(kept(fd));
+        // SAFETY: F_SETFL on this test's open file.
+        program_sets_flags(|| unsafe { libc::fcntl(fd, libc::F_SETFL, libc::O_APPEND) });
+        assert_eq!(FdInfo::get(fd as u32).expect("open").recalled_write_fs(), None);
     }
 
     #[test]
