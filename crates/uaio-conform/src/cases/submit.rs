@@ -272,6 +272,16 @@ pub(crate) fn cases() -> Vec<Case> {
             a.aio_flags = IOCB_FLAG_RESFD;
             a.aio_resfd = r.as_raw_fd() as u32;
             try_key(e, ctx, "bad fd+non-eventfd resfd", a);
+            // Writes too (uaio confirms a write's descriptor later than a
+            // read's when it looked at it in an earlier call).
+            a.aio_lio_opcode = WR;
+            try_key(e, ctx, "bad fd+non-eventfd resfd, write", a);
+            a.aio_resfd = 999_998;
+            try_key(e, ctx, "bad fd+bad resfd, write", a);
+            let mut a = cb(WR, -1, 0, 0, 0, 1);
+            a.aio_flags = IOCB_FLAG_RESFD;
+            a.aio_resfd = r.as_raw_fd() as u32;
+            try_key(e, ctx, "fd -1+non-eventfd resfd, write", a);
         }),
         c("submit/order/resfd_before_opcode", |e| {
             let ctx = e.setup(4);

@@ -740,20 +740,28 @@ impl Kioctx {
         p: &mut Prepared,
         resfd: Option<Resfd>,
     ) -> Result<(), Errno> {
-        // A look at the descriptor taken whole from an earlier call is
-        // confirmed here (one `F_GETFL`), except a write's: `prepare_rw`
-        // confirms it unless the write runs inside io_submit, whose own
-        // system call fails on a closed number with nothing done (about a
-        // tenth of a cached 4 KiB buffered write).
+        // The kernel looks the file up first. A look at the descriptor
+        // taken whole from an earlier call is confirmed here (one
+        // `F_GETFL`), except a write's: `prepare_rw` confirms it unless the
+        // write runs inside io_submit, whose own system call fails on a
+        // closed number with nothing done (about a tenth of a cached 4 KiB
+        // buffered write); or below, before an error of the resfd or the key.
+        let f = fds.get(cb.aio_fildes)?;
         if !matches!(cb.aio_lio_opcode, IOCB_CMD_PWRITE | IOCB_CMD_PWRITEV) {
-            fds.get(cb.aio_fildes)?.confirm_open()?;
+            f.confirm_open()?;
         }
+        let closed_first = |fds: &mut FdCache, e: Errno| match fds.get(cb.aio_fildes).and_then(|f| f.confirm_open()) {
+            Err(closed) => closed,
+            Ok(_) => e,
+        };
         let resfd = match resfd {
             Some(r) => r,
-            None => self.hold_resfd(cb, fds)?,
+            None => self.hold_resfd(cb, fds).map_err(|e| closed_first(fds, e))?,
         };
         // KIOCB_KEY goes into the application's iocb, as the kernel writes it.
-        aio_key(obj).write(&KIOCB_KEY).map_err(|_| Errno::FAULT)?;
+        if aio_key(obj).write(&KIOCB_KEY).is_err() {
+            return Err(closed_first(fds, Errno::FAULT));
+        }
         let (f, call) = fds.get_with_spans(cb.aio_fildes)?;
         p.reset(cb, obj, resfd);
         match cb.aio_lio_opcode {
