@@ -115,7 +115,11 @@
  *                            again; and O_DIRECT set and cleared by an
  *                            inline system call right after a write: an
  *                            aligned write that follows writes 4096 bytes,
- *                            a misaligned one gets EINVAL while O_DIRECT
+ *                            a misaligned one gets EINVAL while O_DIRECT;
+ *                            a pipe's read end put on the number by an
+ *                            inline dup2 right after a write: a write of
+ *                            part of a page is refused with EBADF and the
+ *                            pipe keeps its bytes
  *
  *   fd_conform freopen       freopen() puts one of two files on a stream's
  *                            number in turn (the C library closes and
@@ -1051,6 +1055,29 @@ static void setfl(void)
 			       wright[misaligned][direct], wwrong[misaligned][direct],
 			       wwrong[misaligned][direct] ? ", first " : "",
 			       wwrong[misaligned][direct] ? negret(wfirst[misaligned][direct]) : "");
+	/* A pipe's read end put on the number by an inline dup2 right after a
+	 * write to the file, then a write of part of a page: refused with
+	 * EBADF, and the pipe keeps its bytes (uaio's look at the number is
+	 * the file's until it asks; a probe it made of the page took a byte
+	 * of the pipe). */
+	int pipe_badf = 0, pipe_intact = 0;
+	for (int i = 0; i < SETFL_ROUNDS; i++) {
+		int n = dup(fd), pp[2], refused;
+		if (pipe(pp) != 0 || write(pp[1], "PIPEDATA", 8) != 8)
+			exit(2);
+		rw_once(ctx, n, aligned, 1, &refused);
+		inline_syscall3(SYS_dup2, pp[0], n, 0);
+		struct iocb cb, *cbs[1] = { &cb };
+		io_prep_pwrite(&cb, n, data, 100, 10);
+		pipe_badf += io_submit(ctx, 1, cbs) == -EBADF;
+		char got[16] = "";
+		pipe_intact += read(pp[0], got, sizeof got) == 8 && memcmp(got, "PIPEDATA", 8) == 0;
+		close(pp[0]);
+		close(pp[1]);
+		close(n);
+	}
+	printf("part-page writes to a pipe's read end put on the number by an inline dup2: refused with EBADF %d, pipe intact %d\n",
+	       pipe_badf, pipe_intact);
 	char back[8192];
 	printf("file after the writes: %s\n",
 	       pread(fd, back, sizeof back, 0) == (ssize_t)sizeof back && memcmp(back, data, sizeof back) == 0

@@ -72,7 +72,7 @@
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use uaio_abi::{iovec, RWF_APPEND, RWF_DSYNC, RWF_NOAPPEND, RWF_NOSIGNAL, RWF_SYNC};
+use uaio_abi::{RWF_APPEND, RWF_DSYNC, RWF_NOAPPEND, RWF_NOSIGNAL, RWF_SYNC};
 
 use crate::backend::FileKey;
 use crate::sys::process::Leaked;
@@ -297,8 +297,7 @@ fn out_of_writeback(fd: i32, off: u64, count: u64) -> bool {
 /// cached and up to date, 0 that it lies at or past the end of the file.
 fn page_ready(fd: i32, at: u64) -> bool {
     let mut b = 0u8;
-    let one = iovec { iov_base: &mut b as *mut u8 as u64, iov_len: 1 };
-    sys::preadv2(fd, &one, 1, at as i64, uaio_abi::RWF_NOWAIT).0 >= 0
+    sys::probe_read(fd, &mut b, at as i64, uaio_abi::RWF_NOWAIT) >= 0
 }
 
 /// [`page_ready`] for a descriptor opened write-only (a log file opened

@@ -527,8 +527,7 @@ impl FdInfo {
             return ok;
         }
         let mut b = 0u8;
-        let one = uaio_abi::iovec { iov_base: &mut b as *mut u8 as u64, iov_len: 1 };
-        let r = super::preadv2(self.fd, &one, 1, i64::MAX - 1, uaio_abi::RWF_DONTCACHE).0;
+        let r = super::probe_read(self.fd, &mut b, i64::MAX - 1, uaio_abi::RWF_DONTCACHE);
         let ok = match r {
             r if r == -(libc::EOPNOTSUPP as i64) => false,
             r if r >= 0 => true,

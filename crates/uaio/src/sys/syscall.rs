@@ -246,6 +246,18 @@ pub(crate) fn preadv2(fd: i32, iov: *const uaio_abi::iovec, n: usize, off: i64, 
     prwv2(false, fd, iov, n, off, flags)
 }
 
+/// A one-byte read at `off` of `fd` into `into`, with `flags`, made to
+/// learn something of the file (a page cached, a flag taken, a buffer
+/// byte writable): `-errno` on failure. Only ever positional: where the
+/// number names a pipe or a socket after all (a look kept from an earlier
+/// call, the number changed by a system call the drop-in library could
+/// not see), `-ESPIPE`, never a read that takes the stream's byte, as
+/// [`preadv2`]'s second try without a position would.
+pub(crate) fn probe_read(fd: i32, into: *mut u8, off: i64, flags: u32) -> i64 {
+    let one = uaio_abi::iovec { iov_base: into as u64, iov_len: 1 };
+    prwv2_once(false, fd, &one, 1, off, flags)
+}
+
 /// Whether a read with `flags` into the `n` iovecs at `iov` that moved
 /// `done` bytes from `off` of `fd` (fewer than asked, before the end of the
 /// file) stopped at a place of the buffer it could not write, rather than
@@ -268,8 +280,8 @@ pub(crate) fn read_stopped_by_fault(
     let mut left = done;
     for e in v {
         if left < e.iov_len {
-            let one = uaio_abi::iovec { iov_base: e.iov_base.wrapping_add(left), iov_len: 1 };
-            return preadv2(fd, &one, 1, off.saturating_add(done) as i64, flags).0 == -(libc::EFAULT as i64);
+            let into = e.iov_base.wrapping_add(left) as *mut u8;
+            return probe_read(fd, into, off.saturating_add(done) as i64, flags) == -(libc::EFAULT as i64);
         }
         left -= e.iov_len;
     }
