@@ -15,7 +15,13 @@ fn try_rw(e: &mut Env, ctx: u64, what: &str, fd: i32, write: bool) {
     let buf = leak_buf(128);
     let op = if write { IOCB_CMD_PWRITE } else { IOCB_CMD_PREAD };
     let n = if write { 8 } else { 128 };
-    let a = leak(cb(op, fd, buf.as_mut_ptr() as u64, n, 0, 1));
+    submit_one(e, ctx, what, cb(op, fd, buf.as_mut_ptr() as u64, n, 0, 1));
+}
+
+/// Submits `a` (whose buffer lives for the rest of the process) alone,
+/// and reaps its event if it was accepted.
+fn submit_one(e: &mut Env, ctx: u64, what: &str, a: iocb) {
+    let a = leak(a);
     e.name_iocb(a);
     let mut p = [a as *mut iocb];
     // SAFETY: a live iocb and a buffer leaked for the rest of the process.
@@ -693,6 +699,26 @@ pub(crate) fn cases() -> Vec<Case> {
         c("rw/reads_after_extending_direct_writes", |e| {
             for (one_call, direct) in [(true, true), (true, false)] {
                 read_after_extending_direct_writes(e, one_call, direct);
+            }
+        }),
+        c("rw/files_without_write_iter", |e| {
+            // Files of /proc other than those of /proc/sys have a `write`
+            // but no `write_iter`, and so has /dev/full: the kernel's AIO
+            // refuses writes of them at submission (EINVAL); a /proc/sys
+            // file takes them. uaio ran them (on io_uring, a write of
+            // /proc/self/comm renamed the thread; a black-box attack). Each
+            // write puts back what the file holds, so that one run by
+            // mistake changes nothing.
+            let ctx = e.setup(8);
+            for path in ["/proc/self/comm", "/proc/self/oom_score_adj", "/proc/sys/vm/dirty_ratio", "/dev/full"] {
+                let Ok(f) = std::fs::OpenOptions::new().read(true).write(true).open(path) else {
+                    e.rec(format!("{path}: skipped: cannot be opened for writing here"));
+                    continue;
+                };
+                let buf = leak_buf(64);
+                // SAFETY: a read into a leaked buffer of 64 bytes.
+                let n = unsafe { libc::pread(f.as_raw_fd(), buf.as_mut_ptr().cast(), 64, 0) }.max(1);
+                submit_one(e, ctx, path, cb(IOCB_CMD_PWRITE, f.as_raw_fd(), buf.as_mut_ptr() as u64, n as u64, 0, 1));
             }
         }),
         c("rw/hugetlbfs_file_has_no_write_iter", |e| {

@@ -265,7 +265,7 @@ fn check_rw(cb: &iocb, f: &mut FdInfo, p: &mut Prepared, write: bool) -> Result<
         }
         // Anonymous inodes (eventfd, timerfd, signalfd, epoll...) and
         // hugetlbfs files have no `write_iter`.
-        if f.is_anon_inode() || f.is_hugetlbfs() || f.lacks_rw_iter() {
+        if f.is_anon_inode() || f.is_hugetlbfs() || f.lacks_rw_iter() || f.lacks_write_iter() {
             return Err(Errno::INVAL);
         }
     } else {

@@ -456,6 +456,27 @@ impl FdInfo {
             && matches!(crate::writeback::fs_magic(self), Some(DEBUGFS_MAGIC | TRACEFS_MAGIC | SECURITYFS_MAGIC))
     }
 
+    /// A file whose operations have `write` but no `write_iter`, which the
+    /// kernel's AIO refuses to write at submission (`EINVAL`), where
+    /// uaio's system calls would write it (with the file's side effects:
+    /// `/proc/self/comm` renames the thread): the regular files of /proc
+    /// but those of /proc/sys (whose handler takes an iterator), and
+    /// `/dev/full` (character 1:7). Seen on Linux 6.18.
+    pub(crate) fn lacks_write_iter(&mut self) -> bool {
+        let st = *self.stat();
+        if st.kind() == libc::S_IFCHR {
+            return libc::major(st.rdev) == 1 && libc::minor(st.rdev) == 7;
+        }
+        if st.kind() != libc::S_IFREG
+            || libc::major(st.dev) != 0
+            || crate::writeback::fs_magic(self) != Some(PROC_MAGIC)
+        {
+            return false;
+        }
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", self.fd)).unwrap_or_default();
+        !link.to_string_lossy().contains("/sys/")
+    }
+
     /// A regular file of hugetlbfs (a `MFD_HUGETLB` memfd too), whose file
     /// operations have `read_iter` but no `write_iter`: the kernel's AIO
     /// refuses writes of it at submission (`EINVAL`).
