@@ -119,7 +119,10 @@
  *                            a pipe's read end put on the number by an
  *                            inline dup2 right after a write: a write of
  *                            part of a page is refused with EBADF and the
- *                            pipe keeps its bytes
+ *                            pipe keeps its bytes; 12 writes of 4 MiB
+ *                            through a number an inline dup2 switches
+ *                            between two files after each: each lands,
+ *                            whole, in the file the number named
  *
  *   fd_conform freopen       freopen() puts one of two files on a stream's
  *                            number in turn (the C library closes and
@@ -1078,6 +1081,49 @@ static void setfl(void)
 	}
 	printf("part-page writes to a pipe's read end put on the number by an inline dup2: refused with EBADF %d, pipe intact %d\n",
 	       pipe_badf, pipe_intact);
+	/* Writes of 4 MiB (which go to a backend) through a number that an
+	 * inline dup2 switches between two files after each: each lands in the
+	 * file the number named at io_submit, whole (the thread pool gave some
+	 * the duplicate it held of the other file, or failed them with EBADF
+	 * after taking a new duplicate for the file the engine had seen). */
+	enum { BIG = 4 << 20, NBIG = 12 };
+	char *big = malloc((size_t)BIG * NBIG);
+	int ba = tmpfile_open("setfl-a", O_RDWR | O_TRUNC), bb = tmpfile_open("setfl-b", O_RDWR | O_TRUNC);
+	int bn = dup(ba), accepted = 0, whole = 0, placed = 0, misplaced = 0;
+	if (!big || bn < 0)
+		exit(2);
+	struct iocb bcb[NBIG];
+	for (int i = 0; i < NBIG; i++) {
+		struct iocb *one = &bcb[i];
+		memset(big + (size_t)i * BIG, 'A' + i, BIG);
+		io_prep_pwrite(one, bn, big + (size_t)i * BIG, BIG, (long long)i * BIG);
+		accepted += io_submit(ctx, 1, &one) == 1;
+		inline_syscall3(SYS_dup2, i % 2 ? ba : bb, bn, 0);
+	}
+	for (int got = 0; got < accepted;) {
+		struct io_event ev[NBIG];
+		struct timespec ts = { 20, 0 };
+		int g = io_getevents(ctx, 1, NBIG, ev, &ts);
+		if (g <= 0)
+			break;
+		for (int i = 0; i < g; i++)
+			whole += ev[i].res == BIG;
+		got += g;
+	}
+	for (int i = 0; i < NBIG; i++) {
+		char in_a = 0, in_b = 0;
+		pread(ba, &in_a, 1, (off_t)i * BIG);
+		pread(bb, &in_b, 1, (off_t)i * BIG);
+		int want_a = i % 2 == 0;
+		placed += (want_a ? in_a : in_b) == 'A' + i;
+		misplaced += (want_a ? in_b : in_a) == 'A' + i;
+	}
+	printf("4 MiB writes through a number an inline dup2 switches after each: accepted %d, whole %d, in the right file %d, in the other %d\n",
+	       accepted, whole, placed, misplaced);
+	close(bn);
+	close(ba);
+	close(bb);
+	free(big);
 	char back[8192];
 	printf("file after the writes: %s\n",
 	       pread(fd, back, sizeof back, 0) == (ssize_t)sizeof back && memcmp(back, data, sizeof back) == 0

@@ -261,7 +261,14 @@ impl FdInfo {
     #[inline]
     pub(crate) fn seen(&mut self) -> crate::backend::Seen {
         let st = *self.stat();
-        crate::backend::Seen { st, flags: self.flags, generation: self.generation }
+        // A look kept from an earlier call stands for the number only as
+        // far as the drop-in library sees the program's changes of it: one
+        // made by a raw system call within the tick is not seen, and a
+        // backend that trusted the generation took a duplicate made of the
+        // number now for the file the number named before (the request then
+        // failed with EBADF, its write lost).
+        let generation = self.generation.filter(|_| !self.recalled);
+        crate::backend::Seen { st, flags: self.flags, generation }
     }
 
     /// How a request of `kind` on this file is ordered with its buffered

@@ -198,7 +198,17 @@ impl Pool {
         if flags < 0 {
             return None;
         }
-        let same = |h: &Held| (h.dev, h.ino) == st.ident() && h.flags == flags;
+        // The number still names the file of the duplicate held for it:
+        // the engine's look may be one kept from an earlier call, which a
+        // `dup2` or `close` the drop-in library cannot see (a raw system
+        // call) leaves standing for the rest of the clock tick, and a
+        // request given the old file's duplicate wrote into the file the
+        // number named before (a black-box attack: 4 MiB writes, a raw
+        // dup2 of another file after each, 3–7 of 24 in the wrong file or
+        // lost, 4 of 5 runs; the kernel's write goes to the file the number
+        // names at io_submit).
+        let same =
+            |h: &Held| (h.dev, h.ino) == st.ident() && h.flags == flags && sys::same_open_file(fd, h.fd.as_raw_fd());
         // Dropped outside the lock: the last reference's drop takes it.
         let known = lock(&self.held).get(&fd).and_then(Weak::upgrade);
         if let Some(h) = known.filter(|h| same(h)) {
