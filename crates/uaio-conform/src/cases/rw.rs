@@ -701,6 +701,41 @@ pub(crate) fn cases() -> Vec<Case> {
                 read_after_extending_direct_writes(e, one_call, direct);
             }
         }),
+        c("rw/empty_write_sends_an_empty_datagram", |e| {
+            // The kernel's AIO hands an empty write to the socket, and a
+            // datagram socket sends an empty datagram (the thread pool's
+            // pwritev2 answered 0 without sending anything; a black-box
+            // attack). Blocking and O_NONBLOCK, plain and vectored.
+            let ctx = e.setup(8);
+            for (nonblock, vectored) in [(false, false), (true, false), (false, true)] {
+                let mut fds = [0i32; 2];
+                let ty = libc::SOCK_DGRAM | libc::SOCK_CLOEXEC | if nonblock { libc::SOCK_NONBLOCK } else { 0 };
+                // SAFETY: socketpair into a valid array.
+                if unsafe { libc::socketpair(libc::AF_UNIX, ty, 0, fds.as_mut_ptr()) } != 0 {
+                    e.rec("skipped: no UNIX datagram socket pair here");
+                    return;
+                }
+                // SAFETY: two new descriptors, owned from here on.
+                let (a, b) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+                let buf = leak_buf(8);
+                let a_cb = if vectored {
+                    let iov = Box::leak(Box::new(iovec { iov_base: buf.as_mut_ptr() as u64, iov_len: 0 }));
+                    cb(IOCB_CMD_PWRITEV, a.as_raw_fd(), iov as *mut iovec as u64, 1, 0, 1)
+                } else {
+                    cb(IOCB_CMD_PWRITE, a.as_raw_fd(), buf.as_mut_ptr() as u64, 0, 0, 1)
+                };
+                submit_one(e, ctx, &format!("empty write, nonblock {nonblock}, vectored {vectored}"), a_cb);
+                let mut got = [0u8; 8];
+                // SAFETY: a non-blocking receive into a local buffer.
+                let n = unsafe { libc::recv(b.as_raw_fd(), got.as_mut_ptr().cast(), 8, libc::MSG_DONTWAIT) };
+                let n = if n < 0 {
+                    -(std::io::Error::last_os_error().raw_os_error().unwrap_or(0) as i64)
+                } else {
+                    n as i64
+                };
+                e.rec(format!("peer's receive: {}", ret(n)));
+            }
+        }),
         c("rw/files_without_write_iter", |e| {
             // Files of /proc other than those of /proc/sys have a `write`
             // but no `write_iter`, and so has /dev/full: the kernel's AIO

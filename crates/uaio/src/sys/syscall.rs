@@ -341,8 +341,52 @@ pub(crate) fn prwv2(write: bool, fd: i32, iov: *const uaio_abi::iovec, n: usize,
         // A socket's read_iter and write_iter refuse a position; a pipe's
         // ignore it.
         r if r == -(libc::ESPIPE as i64) && off != 0 && is_socket(fd) => (r, true),
+        r if r == -(libc::ESPIPE as i64) && write && moves_nothing(iov, n) && is_socket(fd) => {
+            (empty_send(fd, flags), true)
+        }
         r if r == -(libc::ESPIPE as i64) => (call(-1), true),
         r => (r, false),
+    }
+}
+
+/// Whether the `n` iovecs at `iov` (uaio's own array) hold no byte.
+fn moves_nothing(iov: *const uaio_abi::iovec, n: usize) -> bool {
+    if n == 0 {
+        return true;
+    }
+    // SAFETY: the caller's array of `n` iovecs, alive for the call.
+    unsafe { std::slice::from_raw_parts(iov, n) }.iter().all(|e| e.iov_len == 0)
+}
+
+/// An empty write of a socket, as the kernel's AIO hands it to the
+/// socket's `write_iter`: a datagram socket sends an empty datagram, which
+/// `pwritev2` never does (the vectored calls answer 0 for an empty
+/// transfer without asking the file). `RWF_NOWAIT` and `RWF_NOSIGNAL` as
+/// their `send` flags. Returns 0 or `-errno`.
+fn empty_send(fd: i32, flags: u32) -> i64 {
+    let mut msg_flags = 0;
+    if flags & uaio_abi::RWF_NOWAIT != 0 {
+        msg_flags |= libc::MSG_DONTWAIT;
+    }
+    if flags & uaio_abi::RWF_NOSIGNAL != 0 {
+        msg_flags |= libc::MSG_NOSIGNAL;
+    }
+    sendto_empty(fd, msg_flags)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn sendto_empty(fd: i32, msg_flags: i32) -> i64 {
+    raw_syscall6(libc::SYS_sendto as usize, fd as usize, 0, 0, msg_flags as usize, 0, 0) as i64
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn sendto_empty(fd: i32, msg_flags: i32) -> i64 {
+    // SAFETY: an empty send names no memory.
+    let r = unsafe { libc::send(fd, std::ptr::null(), 0, msg_flags) };
+    if r < 0 {
+        -(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO) as i64)
+    } else {
+        r as i64
     }
 }
 
