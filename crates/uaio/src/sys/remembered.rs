@@ -126,12 +126,18 @@ fn slot(fd: i32) -> usize {
     fd as usize % SLOTS
 }
 
+/// This thread's look at `fd` if it was taken with the status `flags`
+/// under `generation`, in this coarse clock tick.
+fn current_look(fd: i32, flags: u32, generation: u64) -> Option<Look> {
+    let tick = super::coarse_clock_ns();
+    let look = LOOKS.try_with(|l| l[slot(fd)].get()).ok()?;
+    (look.fd == fd && look.flags == flags && look.generation == generation && look.tick == tick).then_some(look)
+}
+
 /// What this thread saw `fd` name under `generation` in this coarse clock
 /// tick, with the same status `flags`.
 pub(super) fn recall(fd: i32, flags: u32, generation: u64) -> Option<FileStat> {
-    let tick = super::coarse_clock_ns();
-    let look = LOOKS.try_with(|l| l[slot(fd)].get()).ok()?;
-    (look.fd == fd && look.flags == flags && look.generation == generation && look.tick == tick).then_some(look.st)
+    current_look(fd, flags, generation).map(|look| look.st)
 }
 
 /// What this thread saw `fd` name under `generation` in this coarse clock
@@ -184,13 +190,7 @@ pub(super) fn remember(fd: i32, flags: u32, generation: u64, st: FileStat) {
 /// What this thread found a buffered write to `fd` (status `flags`) would
 /// meet ([`WriteFs`]), under `generation` in this coarse clock tick.
 pub(super) fn recall_write_fs(fd: i32, flags: u32, generation: u64) -> Option<WriteFs> {
-    let tick = super::coarse_clock_ns();
-    let look = LOOKS.try_with(|l| l[slot(fd)].get()).ok()?;
-    if look.fd == fd && look.flags == flags && look.generation == generation && look.tick == tick {
-        look.write_fs
-    } else {
-        None
-    }
+    current_look(fd, flags, generation)?.write_fs
 }
 
 /// Keeps `k` with this thread's look at `fd` (status `flags`) taken under
@@ -199,14 +199,9 @@ pub(super) fn remember_write_fs(fd: i32, flags: u32, generation: u64, k: WriteFs
     if self::generation() != Some(generation) {
         return;
     }
-    let tick = super::coarse_clock_ns();
-    let _ = LOOKS.try_with(|l| {
-        let mut look = l[slot(fd)].get();
-        if look.fd == fd && look.flags == flags && look.generation == generation && look.tick == tick {
-            look.write_fs = Some(k);
-            l[slot(fd)].set(look);
-        }
-    });
+    if let Some(look) = current_look(fd, flags, generation) {
+        let _ = LOOKS.try_with(|l| l[slot(fd)].set(Look { write_fs: Some(k), ..look }));
+    }
 }
 
 #[cfg(test)]

@@ -104,11 +104,6 @@ pub(super) fn new_eventfd() -> Result<InternalFd, Errno> {
     })
 }
 
-/// `F_GETFL` of a descriptor number (negative when it is not open).
-fn get_flags(fd: i32) -> i32 {
-    crate::sys::status_flags(fd)
-}
-
 /// The process's pool. It exists whenever a [`Threads`] does (created by
 /// [`try_pool`] in [`Threads::new`]).
 pub(super) fn pool() -> &'static Pool {
@@ -194,7 +189,7 @@ impl Pool {
         flags: Option<u32>,
         generation: Option<u64>,
     ) -> Option<Arc<Held>> {
-        let flags = flags.map_or_else(|| get_flags(fd), |f| f as i32);
+        let flags = flags.map_or_else(|| sys::status_flags(fd), |f| f as i32);
         if flags < 0 {
             return None;
         }
@@ -253,7 +248,7 @@ impl Pool {
                 return Some((dup, ident, flags));
             }
             if sys::file_stat(fd).map(|s| s.ident()) == Some(now) {
-                let f = get_flags(dup.as_raw_fd());
+                let f = sys::status_flags(dup.as_raw_fd());
                 return Some((dup, now, f));
             }
             // `fd` named another file at each of the three looks (another
