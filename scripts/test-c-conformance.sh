@@ -421,6 +421,13 @@ check_case fork_conform.busy fork_conform busy
 # exit(0): gone at once (before, on io_uring, uaio's thread-local destructor
 # in the child waited for a lock a thread of the parent held at the fork).
 check_case fork_conform.exit-child fork_conform exit-child
+# Contexts made by a vfork or CLONE_VM child, used by its parent after the
+# child's _exit, exit or execve: the parent's next io_submit hung when the
+# child had made the process's first context (its exit counted as the
+# process's), and a parent's io_uring request on the child's context
+# failed with EBADF (the ring's descriptor was the child's).
+check_case fork_conform.vfork fork_conform vfork
+check_case fork_conform.vfork-nokcmp fork_conform vfork-nokcmp
 # A handler's _exit or exit that interrupts io_submit: on the thread pool, accepted
 # writes can still be lost when the interrupted call holds a lock (or
 # malloc's) that the workers need (README, "Leaving with requests in

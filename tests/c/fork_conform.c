@@ -27,12 +27,37 @@
  *                             destructor of the child's copy of its thread
  *                             waited for a lock of the parent's progress
  *                             thread: 2 of 3 runs hung on io_uring)
+ *   fork_conform vfork        contexts made by a child that shares its
+ *                             parent's memory (vfork, or clone(CLONE_VM)
+ *                             running beside the parent), each form in a
+ *                             fresh process, the parent's own context made
+ *                             before or after: the child writes and reads
+ *                             (O_DIRECT)
+ *                             back through its context, then leaves with
+ *                             _exit, exit or execve; the parent then uses
+ *                             the child's context and its own. On the
+ *                             kernel a context belongs to the memory, so
+ *                             the parent's calls work; every call of the
+ *                             parent runs under a watchdog (a fresh process
+ *                             per form, killed after 10 s: uaio's parent
+ *                             hung in its next io_submit, since the child
+ *                             that made the first context counted as the
+ *                             process and its exit as the process's)
+ *   fork_conform vfork-nokcmp the same, each fresh process under a seccomp
+ *                             filter that refuses kcmp(2) with EPERM (as
+ *                             Docker's default profile does)
  */
 #include "conform_common.h"
 
 #include <libaio.h>
 #include <pthread.h>
 #include <signal.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sched.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 
 /* Waits up to ms for pid; kills it when it is still there. Returns its
@@ -286,6 +311,127 @@ static void exit_child(void)
 	close(fd);
 }
 
+/* vfork: see the top. */
+static io_context_t vf_child_ctx;
+static int vf_fd;
+static char vf_out[4096] __attribute__((aligned(4096))), vf_in[4096] __attribute__((aligned(4096)));
+
+/* A write of block `at` of vf_fd through ctx and a read of it back: 0
+ * when both gave the whole block and the same bytes. */
+static int vf_write_read(io_context_t ctx, int at)
+{
+	fill(vf_out, sizeof vf_out, 100 + at);
+	struct iocb w, rd, *p = &w;
+	struct io_event ev;
+	struct timespec ts = { 5, 0 };
+	io_prep_pwrite(&w, vf_fd, vf_out, sizeof vf_out, (long long)at * 4096);
+	if (io_submit(ctx, 1, &p) != 1 || io_getevents(ctx, 1, 1, &ev, &ts) != 1 || ev.res != sizeof vf_out)
+		return 1;
+	memset(vf_in, 0, sizeof vf_in);
+	io_prep_pread(&rd, vf_fd, vf_in, sizeof vf_in, (long long)at * 4096);
+	p = &rd;
+	if (io_submit(ctx, 1, &p) != 1 || io_getevents(ctx, 1, 1, &ev, &ts) != 1 || ev.res != sizeof vf_in)
+		return 2;
+	return memcmp(vf_in, vf_out, sizeof vf_in) != 0 ? 3 : 0;
+}
+
+/* The child's part: a context, one write and read back; leaves as `how`
+ * says ('_': _exit, 'e': exit, 'x': execve of /bin/true). Only calls a
+ * vfork child may make besides the AIO ones (no stdio). */
+static int vf_child(void *arg)
+{
+	int how = *(int *)arg;
+	int r = io_setup(8, &vf_child_ctx);
+	int code = r != 0 ? 10 : vf_write_read(vf_child_ctx, 1);
+	if (how == 'x' && code == 0) {
+		char *argv[] = { "true", NULL };
+		execve("/bin/true", argv, environ);
+		code = 20;
+	}
+	if (how == 'e')
+		exit(code);
+	_exit(code);
+}
+
+/* One form, in the calling (fresh) process: prints one line. */
+static void vf_form(const char *name, int kind, int how, int parent_first)
+{
+	io_context_t mine = 0;
+	int early = parent_first ? io_setup(8, &mine) : 0;
+	vf_child_ctx = 0;
+	pid_t pid;
+	static char stack[256 * 1024] __attribute__((aligned(16)));
+	if (kind == 'v') {
+		pid = vfork();
+		if (pid == 0)
+			vf_child(&how);
+	} else {
+		pid = clone(vf_child, stack + sizeof stack, CLONE_VM | SIGCHLD, &how);
+	}
+	int st = -1;
+	if (pid > 0)
+		waitpid(pid, &st, 0);
+	int child = pid > 0 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+	int on_childs = vf_child_ctx ? vf_write_read(vf_child_ctx, 2) : -1;
+	int late = parent_first ? 0 : io_setup(8, &mine);
+	int on_mine = late == 0 && early == 0 ? vf_write_read(mine, 3) : -1;
+	int d1 = vf_child_ctx ? io_destroy(vf_child_ctx) : -1;
+	int d2 = mine ? io_destroy(mine) : -1;
+	printf("%s: child %d, parent on the child's context %d, own context %d %d, destroyed %d %d\n", name, child,
+	       on_childs, early | late, on_mine, d1, d2);
+}
+
+/* A seccomp filter on the calling process (and its children): kcmp fails
+ * with EPERM, every other call is allowed. */
+static void refuse_kcmp(void)
+{
+	struct sock_filter f[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_kcmp, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog prog = { sizeof f / sizeof f[0], f };
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0) {
+		perror("seccomp");
+		_exit(2);
+	}
+	if (syscall(SYS_kcmp, getpid(), getpid(), 0, 0, 0) != -1 || errno != EPERM) {
+		fprintf(stderr, "kcmp not refused\n");
+		_exit(2);
+	}
+}
+
+static void vfork_forms(int no_kcmp)
+{
+	static const struct {
+		const char *name;
+		int kind, how, parent_first;
+	} forms[] = {
+		{ "vfork, _exit, first context", 'v', '_', 0 },
+		{ "vfork, exit, first context", 'v', 'e', 0 },
+		{ "vfork, execve, first context", 'v', 'x', 0 },
+		{ "vfork, _exit, parent's context first", 'v', '_', 1 },
+		{ "vfork, execve, parent's context first", 'v', 'x', 1 },
+		{ "clone(CLONE_VM), _exit, first context", 'c', '_', 0 },
+		{ "clone(CLONE_VM), exit, parent's context first", 'c', 'e', 1 },
+	};
+	vf_fd = tmpfile_open("vfork", O_RDWR | O_TRUNC | O_DIRECT);
+	for (size_t i = 0; i < sizeof forms / sizeof forms[0]; i++) {
+		pid_t p = fork();
+		if (p == 0) {
+			if (no_kcmp)
+				refuse_kcmp();
+			vf_form(forms[i].name, forms[i].kind, forms[i].how, forms[i].parent_first);
+			_exit(0);
+		}
+		int st = wait_or_kill(p, 10000);
+		if (st == -1)
+			printf("%s: hung, killed after 10 s\n", forms[i].name);
+	}
+	close(vf_fd);
+}
+
 int main(int argc, char **argv)
 {
 	const char *mode = argc > 1 ? argv[1] : "first-setup";
@@ -299,6 +445,12 @@ int main(int argc, char **argv)
 	if (strcmp(mode, "exit-child") == 0) {
 		make_tmpdir();
 		exit_child();
+		rm_tmpdir();
+		return 0;
+	}
+	if (strcmp(mode, "vfork") == 0 || strcmp(mode, "vfork-nokcmp") == 0) {
+		make_tmpdir();
+		vfork_forms(strcmp(mode, "vfork-nokcmp") == 0);
 		rm_tmpdir();
 		return 0;
 	}

@@ -44,8 +44,9 @@ struct Table {
 struct Process {
     table: RwLock<Table>,
     progress: Mutex<Option<Arc<OwnedFd>>>,
-    /// The process this state belongs to (a `vfork` child shares it
-    /// without being it).
+    /// The process this state belongs to, the owner of the memory (a
+    /// `vfork` or `CLONE_VM` child shares it without being it, even when
+    /// its `io_setup` made it, see [`process::memory_owner`]).
     pid: i32,
 }
 
@@ -53,16 +54,13 @@ static PROCESS: Leaked<Process> = Leaked::new();
 static INIT: process::ForkOnce = process::ForkOnce::new();
 
 fn fresh() -> Process {
-    Process {
-        table: RwLock::new(Table::default()),
-        progress: Mutex::new(None),
-        pid: rustix::process::getpid().as_raw_nonzero().get(),
-    }
+    Process { table: RwLock::new(Table::default()), progress: Mutex::new(None), pid: process::memory_owner() }
 }
 
 extern "C" fn after_fork_in_child() {
     // The parent's state is leaked on purpose: other threads may have held
     // its locks at the moment of fork, and its contexts are not ours.
+    process::forget_memory_owner();
     PROCESS.replace(fresh());
     EPOCH.fetch_add(1, Ordering::AcqRel);
     FORKS.fetch_add(1, Ordering::AcqRel);
@@ -313,6 +311,44 @@ pub(crate) fn create(nr_events: u32, want: Option<Choice>) -> Result<u64, Errno>
     }
     let p = process();
     crate::writeback::note_submit_modes();
+    let backend: Box<dyn Backend> = if own_process().is_some() {
+        owner_backend(p, geo.capacity, want)?
+    } else {
+        // A `vfork` or `CLONE_VM` child: as on the kernel, its context
+        // belongs to the memory, which outlives the child, and the parent
+        // may go on using it. Nothing of it may die with the child: no
+        // ring (its descriptor and its io_uring work are the child's), no
+        // progress thread or eventfd. The thread pool's requests run in
+        // the submitting thread of a process that is not the pool's
+        // owner, and on the owner's threads once the owner submits.
+        if want == Some(Choice::Uring) {
+            return Err(Errno::OPNOTSUPP);
+        }
+        Box::new(Threads::new(None)?)
+    };
+    let backend = crate::backend::faulty::wrap(backend)?;
+    let mut t = sync::write(&p.table);
+    if t.budget_used + nr_events as u64 > max {
+        return Err(Errno::AGAIN);
+    }
+    let id = match t.slots.iter().position(Option::is_none) {
+        Some(i) => i,
+        None => {
+            t.slots.push(None);
+            t.slots.len() - 1
+        }
+    };
+    let ctx = Kioctx::new(nr_events, geo, id as u32, backend).map_err(|_| Errno::NOMEM)?;
+    let handle = ctx.handle();
+    t.budget_used += nr_events as u64;
+    t.slots[id] = Some(Arc::new(ctx));
+    Ok(handle)
+}
+
+/// The backend of a new context of the memory's owner `p` (see
+/// [`create`]), with the progress thread and its eventfd started if they
+/// are not yet.
+fn owner_backend(p: &'static Process, capacity: u32, want: Option<Choice>) -> Result<Box<dyn Backend>, Errno> {
     // Running out of descriptors is uaio's concern, not the caller's: the
     // kernel never answers EMFILE here.
     let notify = crate::progress::eventfd(&p.progress, move || contexts(p)).map_err(|e| {
@@ -332,34 +368,17 @@ pub(crate) fn create(nr_events: u32, want: Option<Choice>) -> Result<u64, Errno>
     // otherwise on the thread pool, never failing for uaio's own reasons.
     let ring = match want.unwrap_or_else(choice) {
         Choice::Uring if internal_fds::room_for_one_more(notify.as_fd()) => {
-            Uring::new(geo.capacity, Some(notify.as_fd())).ok()
+            Uring::new(capacity, Some(notify.as_fd())).ok()
         }
         _ => None,
     };
     if want == Some(Choice::Uring) && ring.is_none() {
         return Err(Errno::OPNOTSUPP);
     }
-    let backend: Box<dyn Backend> = match ring {
+    Ok(match ring {
         Some(u) => Box::new(u),
-        None => Box::new(Threads::new(Some(notify.clone()))?),
-    };
-    let backend = crate::backend::faulty::wrap(backend)?;
-    let mut t = sync::write(&p.table);
-    if t.budget_used + nr_events as u64 > max {
-        return Err(Errno::AGAIN);
-    }
-    let id = match t.slots.iter().position(Option::is_none) {
-        Some(i) => i,
-        None => {
-            t.slots.push(None);
-            t.slots.len() - 1
-        }
-    };
-    let ctx = Kioctx::new(nr_events, geo, id as u32, backend).map_err(|_| Errno::NOMEM)?;
-    let handle = ctx.handle();
-    t.budget_used += nr_events as u64;
-    t.slots[id] = Some(Arc::new(ctx));
-    Ok(handle)
+        None => Box::new(Threads::new(Some(notify))?),
+    })
 }
 
 /// Removes the context from the table (later lookups fail), unmaps the

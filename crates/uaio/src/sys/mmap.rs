@@ -33,6 +33,22 @@ impl Mapping {
         Ok(unsafe { Mapping::own(p, len) })
     }
 
+    /// Three private pages, the first and last inaccessible and the middle
+    /// one read-only: a mapping whose middle page shows as a line of its own
+    /// (`start-end r--p`) in the `maps` of every process with this memory.
+    pub(crate) fn marker(page: usize) -> Result<Mapping, Errno> {
+        use rustix::mm::{MapFlags, MprotectFlags, ProtFlags};
+        // SAFETY: a fresh anonymous mapping, at an address the kernel chooses.
+        let p = unsafe {
+            rustix::mm::mmap_anonymous(std::ptr::null_mut(), 3 * page, ProtFlags::empty(), MapFlags::PRIVATE)?
+        };
+        // SAFETY: just mapped, `3 * page` bytes, owned by nobody else.
+        let m = unsafe { Mapping::own(p, 3 * page) };
+        // SAFETY: the middle page of our own mapping.
+        unsafe { rustix::mm::mprotect(m.at::<core::ffi::c_void>(page as u32), page, MprotectFlags::READ)? };
+        Ok(m)
+    }
+
     /// Takes ownership of the mapping of `len` bytes at `p`.
     ///
     /// # Safety

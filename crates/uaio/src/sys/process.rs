@@ -122,6 +122,50 @@ impl ForkOnce {
     }
 }
 
+/// The process whose memory this is (0: not known yet), see
+/// [`memory_owner`].
+static MEMORY_OWNER: AtomicI32 = AtomicI32::new(0);
+
+/// The process id of the process that owns this memory: the calling
+/// process, unless it is a `vfork` or `CLONE_VM` child sharing its
+/// parent's memory, whose uaio state (contexts, threads, descriptors kept
+/// by number) is the parent's; such a child ends without ending the
+/// memory, and its threads and descriptors die with it. Asked once per
+/// memory (a `fork` child asks again, see [`forget_memory_owner`]).
+pub(crate) fn memory_owner() -> i32 {
+    let known = MEMORY_OWNER.load(Ordering::Acquire);
+    if known != 0 {
+        return known;
+    }
+    let me = rustix::process::getpid().as_raw_nonzero().get();
+    let parent = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get());
+    let owner = if parent > 0 && shares_memory_with(parent) { parent } else { me };
+    match MEMORY_OWNER.compare_exchange(0, owner, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => owner,
+        Err(other) => other,
+    }
+}
+
+/// Whether the process `other` shares the calling process's memory: by
+/// `kcmp`, or where that is refused (Docker's default seccomp profile), by
+/// whether `other`'s `maps` shows a mapping made for the purpose (the
+/// same permission as `kcmp`'s is needed to read them, but no system call
+/// a filter may refuse). False when neither can tell.
+fn shares_memory_with(other: i32) -> bool {
+    super::kcmp_memory(other).unwrap_or_else(|| {
+        let page = crate::ring::page_size();
+        let Ok(m) = super::mmap::Mapping::marker(page) else { return false };
+        let start = m.as_ptr() as usize + page;
+        let line = format!("{start:x}-{:x} r--p ", start + page);
+        std::fs::read_to_string(format!("/proc/{other}/maps")).is_ok_and(|t| t.lines().any(|l| l.starts_with(&line)))
+    })
+}
+
+/// In a `fork` child: the memory is a copy, the child's own.
+pub(crate) fn forget_memory_owner() {
+    MEMORY_OWNER.store(0, Ordering::Release);
+}
+
 /// Runs `f` in the child of every later `fork` (`pthread_atfork`).
 pub(crate) fn on_fork_child(f: extern "C" fn()) {
     // SAFETY: registering a plain extern "C" function with no arguments.

@@ -214,6 +214,25 @@ fn same_open_file_kcmp(_a: i32, _b: i32) -> bool {
     false
 }
 
+/// Whether the process `other` shares the calling process's memory, by
+/// `kcmp(KCMP_VM)`; `None` when that cannot be told (no kcmp here, a
+/// seccomp filter, or no permission to compare the two).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn kcmp_memory(other: i32) -> Option<bool> {
+    const SYS_KCMP: usize = 312;
+    const KCMP_VM: usize = 1;
+    let pid = rustix::process::getpid().as_raw_nonzero().get() as usize;
+    let r = raw_syscall5(SYS_KCMP, pid, other as usize, KCMP_VM, 0, 0);
+    (r >= 0).then_some(r == 0)
+}
+
+/// Whether the process `other` shares the calling process's memory (not
+/// told by kcmp on this architecture).
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) fn kcmp_memory(_other: i32) -> Option<bool> {
+    None
+}
+
 const IOPRIO_WHO_PROCESS: usize = 1;
 
 /// The calling thread's I/O priority.

@@ -123,8 +123,9 @@ pub(super) fn try_pool() -> Result<&'static Pool, Errno> {
         spinning: AtomicBool::new(false),
         spin_score: AtomicU32::new(SPIN_SCORE_MAX / 2),
         spin_skips: AtomicU32::new(0),
-        // SAFETY: getpid(2) takes no arguments and cannot fail.
-        owner: unsafe { libc::getpid() },
+        // The memory's owner, not a `vfork` child that happens to make
+        // the first context: the pool's threads are the owner's.
+        owner: crate::sys::process::memory_owner(),
         held: Mutex::new(KeyMap::default()),
         spare_efds: Mutex::new(Vec::new()),
         orphans: Mutex::new(Vec::new()),
