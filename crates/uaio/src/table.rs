@@ -68,6 +68,7 @@ extern "C" fn after_fork_in_child() {
     crate::backend::uring::after_fork_in_child();
     internal_fds::after_fork_in_child();
     crate::sys::procfs::after_fork_in_child();
+    crate::sys::fdinfo::after_fork_in_child();
     crate::sys::direct_hint::after_fork_in_child();
     crate::writeback::after_fork_in_child();
     crate::progress::after_fork_in_child();

@@ -756,6 +756,42 @@ pub(crate) fn cases() -> Vec<Case> {
                 submit_one(e, ctx, path, cb(IOCB_CMD_PWRITE, f.as_raw_fd(), buf.as_mut_ptr() as u64, n as u64, 0, 1));
             }
         }),
+        c("rw/files_without_read_iter", |e| {
+            // Most files of /proc/<pid> (stat, cmdline, environ...),
+            // /proc/kmsg, /dev/kmsg, /dev/cpu_dma_latency, /dev/loop-control
+            // have a `read` but no `read_iter`: the kernel's AIO refuses reads
+            // of them at submission (EINVAL), where uaio read them. Beside
+            // them, files that have one (/proc/version, /proc/self/mounts'
+            // kind of seq_file, a /proc/sys file, /dev/zero) are read.
+            let ctx = e.setup(8);
+            for path in [
+                "/proc/self/stat",
+                "/proc/self/cmdline",
+                "/proc/self/environ",
+                "/proc/kmsg",
+                "/dev/kmsg",
+                "/dev/cpu_dma_latency",
+                "/dev/loop-control",
+                "/proc/version",
+                "/proc/sys/kernel/ostype",
+                "/dev/zero",
+            ] {
+                let opened = std::os::unix::fs::OpenOptionsExt::custom_flags(
+                    std::fs::OpenOptions::new().read(true),
+                    libc::O_NONBLOCK,
+                )
+                .open(path);
+                let Ok(f) = opened else {
+                    e.rec(format!("{path}: skipped: cannot be opened for reading here"));
+                    continue;
+                };
+                let buf = leak_buf(64);
+                submit_one(e, ctx, path, cb(IOCB_CMD_PREAD, f.as_raw_fd(), buf.as_mut_ptr() as u64, 64, 0, 1));
+                let v: &'static iovec = Box::leak(Box::new(iovec { iov_base: buf.as_mut_ptr() as u64, iov_len: 64 }));
+                let what = format!("{path}, vectored");
+                submit_one(e, ctx, &what, cb(IOCB_CMD_PREADV, f.as_raw_fd(), v as *const iovec as u64, 1, 0, 2));
+            }
+        }),
         c("rw/hugetlbfs_file_has_no_write_iter", |e| {
             // A MFD_HUGETLB memfd is a hugetlbfs file: read_iter but no
             // write_iter, so the kernel refuses AIO writes of it in

@@ -272,7 +272,7 @@ fn check_rw(cb: &iocb, f: &mut FdInfo, p: &mut Prepared, write: bool) -> Result<
         if !f.readable() {
             return Err(Errno::BADF);
         }
-        if f.is_dir() || (f.is_anon_inode() && !f.anon_reads_iter()) || f.lacks_rw_iter() {
+        if f.is_dir() || (f.is_anon_inode() && !f.anon_reads_iter()) || f.lacks_rw_iter() || f.lacks_read_iter() {
             return Err(Errno::INVAL);
         }
     }

@@ -484,6 +484,26 @@ impl FdInfo {
         !link.to_string_lossy().contains("/sys/")
     }
 
+    /// A file whose operations have `read` but no `read_iter`, which the
+    /// kernel's AIO refuses to read at submission (`EINVAL`), where uaio's
+    /// system calls would read it: most files of `/proc/<pid>`,
+    /// `/proc/kmsg`, `/dev/kmsg`, `/dev/hwrng`, `/dev/vcs`, ... (seen on
+    /// Linux 6.18). Only regular files of /proc and character devices
+    /// other than the memory devices and terminals are asked about, by
+    /// [`probe_lacks_read_iter`]; a device's answer is kept.
+    pub(crate) fn lacks_read_iter(&mut self) -> bool {
+        let st = *self.stat();
+        match st.kind() {
+            libc::S_IFCHR => !device_reads_iter(st.rdev) && device_lacks_read_iter(st.rdev, self.fd),
+            libc::S_IFREG => {
+                libc::major(st.dev) == 0
+                    && crate::writeback::fs_magic(self) == Some(PROC_MAGIC)
+                    && probe_lacks_read_iter(self.fd)
+            }
+            _ => false,
+        }
+    }
+
     /// A regular file of hugetlbfs (a `MFD_HUGETLB` memfd too), whose file
     /// operations have `read_iter` but no `write_iter`: the kernel's AIO
     /// refuses writes of it at submission (`EINVAL`).
@@ -598,4 +618,74 @@ impl FdInfo {
         self.eventfd = Some(e);
         e
     }
+}
+
+/// Character devices known to read through `read_iter`: `/dev/null`,
+/// `/dev/zero`, `/dev/full`, `/dev/random`, `/dev/urandom` (1:3, 5, 7, 8,
+/// 9) and the terminals (majors 4, 5 and 136-143). Others are asked.
+fn device_reads_iter(rdev: u64) -> bool {
+    let (major, minor) = (libc::major(rdev), libc::minor(rdev));
+    matches!((major, minor), (1, 3 | 5 | 7 | 8 | 9)) || matches!(major, 4 | 5 | 136..=143)
+}
+
+/// [`probe_lacks_read_iter`] of a character device, its answer kept by
+/// device number (the driver's operations do not change).
+fn device_lacks_read_iter(rdev: u64, fd: i32) -> bool {
+    static KNOWN: Mutex<Vec<(u64, bool)>> = Mutex::new(Vec::new());
+    if let Some(&(_, lacks)) = crate::sync::lock(&KNOWN).iter().find(|(d, _)| *d == rdev) {
+        return lacks;
+    }
+    let lacks = probe_lacks_read_iter(fd);
+    let mut known = crate::sync::lock(&KNOWN);
+    if known.len() < 64 && !known.iter().any(|(d, _)| *d == rdev) {
+        known.push((rdev, lacks));
+    }
+    lacks
+}
+
+/// The kernel AIO context of [`probe_lacks_read_iter`] (0: not made yet,
+/// `u64::MAX`: refused), kept for the process once made (`io_destroy`
+/// waits for an RCU grace period, about 30 ms here). A fork child, which
+/// does not inherit kernel AIO contexts, makes its own.
+static READ_ITER_PROBE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Asks the kernel's AIO whether the file of `fd` has `read_iter`: a
+/// one-byte read into an address that is not the program's is refused
+/// with `EINVAL` when the file has none, and with `EFAULT` before any
+/// read when it has (the buffer is checked after the file's operations):
+/// nothing is read, nothing is queued. False when kernel AIO is not
+/// available here (uaio then reads the file).
+fn probe_lacks_read_iter(fd: i32) -> bool {
+    use std::sync::atomic::Ordering;
+    /// The first address of the kernel's half on x86-64.
+    const NOT_USER: u64 = 0xffff_8000_0000_0000;
+    let mut ctx = READ_ITER_PROBE.load(Ordering::Acquire);
+    if ctx == 0 {
+        let made = super::kernel_aio::setup(1).unwrap_or(u64::MAX);
+        ctx = match READ_ITER_PROBE.compare_exchange(0, made, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => made,
+            Err(other) => {
+                if made != u64::MAX {
+                    super::kernel_aio::destroy(made);
+                }
+                other
+            }
+        };
+    }
+    if ctx == u64::MAX {
+        return false;
+    }
+    let cb = uaio_abi::iocb {
+        aio_lio_opcode: uaio_abi::IOCB_CMD_PREAD,
+        aio_fildes: fd as u32,
+        aio_buf: NOT_USER,
+        aio_nbytes: 1,
+        ..Default::default()
+    };
+    super::kernel_aio::submit(ctx, &[&cb as *const uaio_abi::iocb]) == -(libc::EINVAL as isize)
+}
+
+/// In a fork child: the parent's probe context is not the child's.
+pub(crate) fn after_fork_in_child() {
+    READ_ITER_PROBE.store(0, std::sync::atomic::Ordering::Release);
 }

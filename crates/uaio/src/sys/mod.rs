@@ -12,7 +12,7 @@ use std::os::fd::BorrowedFd;
 
 pub(crate) mod deferral;
 pub(crate) mod direct_hint;
-mod fdinfo;
+pub(crate) mod fdinfo;
 mod filestat;
 pub(crate) mod internal_fds;
 pub(crate) mod mmap;
