@@ -339,11 +339,16 @@ pub(crate) fn cases() -> Vec<Case> {
             let cb = leak(cb(IOCB_CMD_POLL, r.as_raw_fd(), libc::POLLIN as u64, 0, 0, 5));
             e.submit(ctx, &mut [&mut *cb]);
             let wfd = w.as_raw_fd();
+            // (The id as the parent sees it: this case runs in the test's
+            // own process, where contexts of other cases may hold lower
+            // ids.)
+            let parent_id = header(ctx).0;
             let lines = in_child(move |out| {
                 // SAFETY: alarm(2); the child is killed if it hangs.
                 unsafe { libc::alarm(20) };
                 out.push(format!("child: ring mapped = {}", mapped(ctx)));
-                out.push(format!("child: (id, head, tail) = {:?}", header(ctx)));
+                let (id, head, tail) = header(ctx);
+                out.push(format!("child: id the parent's = {}, (head, tail) = {:?}", id == parent_id, (head, tail)));
                 write_fd(wfd, b"x");
                 out.push(format!("child: sees the parent's event = {}", wait_ready(ctx, 1)));
                 // SAFETY: the header is readable (inherited mapping).
