@@ -122,7 +122,13 @@
  *                            pipe keeps its bytes; 12 writes of 4 MiB
  *                            through a number an inline dup2 switches
  *                            between two files after each: each lands,
- *                            whole, in the file the number named
+ *                            whole, in the file the number named; 64
+ *                            buffered writes, then 64 reads, of parts of
+ *                            pages not in the page cache, from misaligned
+ *                            buffers, with O_DIRECT set right after their
+ *                            io_submit: all done as buffered I/O (the
+ *                            kernel did them in io_submit; uaio's backends
+ *                            failed every one with EINVAL)
  *
  *   fd_conform freopen       freopen() puts one of two files on a stream's
  *                            number in turn (the C library closes and
@@ -1124,6 +1130,63 @@ static void setfl(void)
 	close(ba);
 	close(bb);
 	free(big);
+	/* Buffered writes and reads of parts of pages that are not in the page
+	 * cache (they wait in a backend), from misaligned buffers, then
+	 * O_DIRECT set on the number through the C library at once: the
+	 * kernel did them in io_submit, as buffered I/O; uaio's backend ran
+	 * them on an open file that was O_DIRECT by then (every one failed
+	 * with EINVAL, nothing written). */
+	enum { PARTS = 64, SPAN = 8 << 20 };
+	int uf = tmpfile_open("setfl-uncached", O_RDWR | O_TRUNC);
+	char *fill_buf = malloc(SPAN);
+	static char ubuf[PARTS][128], uin[PARTS][128];
+	if (!fill_buf)
+		exit(2);
+	memset(fill_buf, 'z', SPAN);
+	if (pwrite(uf, fill_buf, SPAN, 0) != SPAN || fsync(uf) != 0)
+		exit(2);
+	free(fill_buf);
+	int uok = 0, urok = 0, uplaced = 0, uread_right = 0;
+	for (int reads = 0; reads < 2; reads++) {
+		posix_fadvise(uf, 0, 0, POSIX_FADV_DONTNEED);
+		struct iocb ucb[PARTS], *ucbs[PARTS];
+		for (int i = 0; i < PARTS; i++) {
+			off_t at = (off_t)(i % 8) * (1 << 20) + 7 + (i / 8) * 100;
+			memset(ubuf[i], 'a' + i % 26, 100);
+			if (reads)
+				io_prep_pread(&ucb[i], uf, uin[i] + 1, 100, at);
+			else
+				io_prep_pwrite(&ucb[i], uf, ubuf[i] + 1, 100, at);
+			ucbs[i] = &ucb[i];
+		}
+		int fl = fcntl(uf, F_GETFL);
+		int s = io_submit(ctx, PARTS, ucbs);
+		fcntl(uf, F_SETFL, fl | O_DIRECT);
+		for (int got = 0; got < s;) {
+			struct io_event ev[PARTS];
+			struct timespec ts = { 20, 0 };
+			int g = io_getevents(ctx, 1, PARTS, ev, &ts);
+			if (g <= 0)
+				break;
+			for (int i = 0; i < g; i++)
+				*(reads ? &urok : &uok) += ev[i].res == 100;
+			got += g;
+		}
+		fcntl(uf, F_SETFL, fl);
+		for (int i = 0; i < PARTS; i++) {
+			char in[100];
+			off_t at = (off_t)(i % 8) * (1 << 20) + 7 + (i / 8) * 100;
+			if (!reads)
+				uplaced += pread(uf, in, 100, at) == 100 && memcmp(in, ubuf[i] + 1, 100) == 0;
+			else
+				uread_right += memcmp(uin[i] + 1, ubuf[i] + 1, 100) == 0;
+		}
+	}
+	printf("buffered part-page writes of uncached pages, O_DIRECT set right after io_submit: %d of %d written, %d in place\n",
+	       uok, PARTS, uplaced);
+	printf("buffered part-page reads of uncached pages, O_DIRECT set right after io_submit: %d of %d read, %d right\n",
+	       urok, PARTS, uread_right);
+	close(uf);
 	char back[8192];
 	printf("file after the writes: %s\n",
 	       pread(fd, back, sizeof back, 0) == (ssize_t)sizeof back && memcmp(back, data, sizeof back) == 0

@@ -108,6 +108,15 @@ impl BackendOp {
     pub(crate) fn file(&self) -> (u64, u64) {
         self.seen.map_or((0, 0), |s| s.st.ident())
     }
+
+    /// A read or write prepared on an open file without `O_DIRECT`: should
+    /// the program set `O_DIRECT` before it runs (and the request fail
+    /// with `EINVAL`), it runs on a new open file without it
+    /// ([`crate::sys::buffered_again`]).
+    pub(crate) fn buffered(&self) -> bool {
+        matches!(self.kind, OpKind::Read | OpKind::Readv | OpKind::Write | OpKind::Writev)
+            && self.seen.is_some_and(|s| s.flags & libc::O_DIRECT as u32 == 0)
+    }
 }
 
 /// A file as buffered writes are ordered on it: a regular file's device and

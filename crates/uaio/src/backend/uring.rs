@@ -552,7 +552,10 @@ impl Uring {
                 self.0.streams.watch(op);
                 // A buffered write, a sync or a direct transfer behind a
                 // buffered write of its file waits for it.
-                match op.order.map(super::Order::parts).map(|(k, after)| order::admit(&self.0, k, &s, after, op.file()))
+                match op
+                    .order
+                    .map(super::Order::parts)
+                    .map(|(k, after)| order::admit(&self.0, k, &s, after, op.file(), op.buffered()))
                 {
                     Some(order::Admit::Kept) => continue,
                     Some(order::Admit::Drained) => s.flags |= IoringSqeFlags::IO_DRAIN,
@@ -580,7 +583,7 @@ impl Uring {
                 let mut pushed = buf[..n].iter();
                 for op in chunk {
                     if let Some(s) = pushed.as_slice().first().filter(|s| s.user_data.u64_() == op.key) {
-                        o.record_by(by, s, op.file(), op.fd);
+                        o.record_by(by, s, op.file(), op.fd, op.buffered());
                         pushed.next();
                     }
                 }
@@ -646,6 +649,14 @@ impl Uring {
                     if res == -libc::ECANCELED {
                         if let Some((sqe, dup)) = o.refused_by_io_wq(key) {
                             res = dup.map_or(-libc::EBADF, |d| run_blocking(&sqe, d.as_raw_fd()));
+                        }
+                    }
+                    if res == -libc::EINVAL {
+                        // O_DIRECT set by the program since the request was
+                        // prepared: run as prepared, on a new open file
+                        // without it (rare; blocking, as above).
+                        if let Some((sqe, again)) = o.direct_since(key) {
+                            res = run_blocking(&sqe, again.as_raw_fd());
                         }
                     }
                     if ring.streams.any() {

@@ -214,6 +214,29 @@ fn same_open_file_kcmp(_a: i32, _b: i32) -> bool {
     false
 }
 
+/// For a read or write prepared while the open file of `fd` had no
+/// `O_DIRECT`, that failed with `EINVAL` because the program has set
+/// `O_DIRECT` on that open file since (`F_SETFL`): a new open file of the
+/// same file (`/proc/self/fd/N`, checked to be `ident`), without
+/// `O_DIRECT`, for the request to run on as the kernel ran it (which fixed
+/// the request's mode at submission and copied a buffered write at once).
+/// `None` when `fd` has no `O_DIRECT` now, or the file cannot be opened
+/// again (its permissions changed, the number was closed or reused).
+pub(crate) fn buffered_again(fd: i32, write: bool, ident: (u64, u64)) -> Option<super::internal_fds::InternalFd> {
+    let flags = status_flags(fd);
+    if flags < 0 || flags & libc::O_DIRECT == 0 {
+        return None;
+    }
+    let keep = flags & (libc::O_DSYNC | libc::O_SYNC | libc::O_NOATIME);
+    let mode = if write { libc::O_WRONLY } else { libc::O_RDONLY };
+    let how = rustix::fs::OFlags::from_bits_retain((mode | keep | libc::O_CLOEXEC) as u32);
+    let path = format!("/proc/self/fd/{fd}");
+    let again =
+        super::internal_fds::InternalFd::make(|| rustix::fs::open(path.as_str(), how, rustix::fs::Mode::empty()))
+            .ok()?;
+    (super::file_stat(std::os::fd::AsRawFd::as_raw_fd(&again))?.ident() == ident).then_some(again)
+}
+
 /// Whether the process `other` shares the calling process's memory, by
 /// `kcmp(KCMP_VM)`; `None` when that cannot be told (no kcmp here, a
 /// seccomp filter, or no permission to compare the two).

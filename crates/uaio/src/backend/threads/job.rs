@@ -237,6 +237,8 @@ pub(super) struct Job {
     /// The file whose buffered writes run one after the other, in
     /// submission order (see the module's "Write order").
     pub(super) order: Option<FileKey>,
+    /// Prepared without `O_DIRECT` ([`BackendOp::buffered`]).
+    pub(super) buffered: bool,
     /// A read or write in the poller of this stream (a pipe, socket or
     /// character device; its reads and its writes have keys of their own),
     /// whose reads, and writes, the poller runs one at a time, in
@@ -316,7 +318,16 @@ impl Job {
             // What an earlier part moved still counts.
             return cur.result(-libc::EBADF);
         }
-        run_blocking(self.kind, self.fd, &cur, self.rw_flags, self.ioprio)
+        let r = run_blocking(self.kind, self.fd, &cur, self.rw_flags, self.ioprio);
+        if r == -libc::EINVAL && self.buffered {
+            // O_DIRECT set by the program since the request was prepared.
+            let write = matches!(self.kind, OpKind::Write | OpKind::Writev);
+            let ident = lock(&self.hold).as_ref().map(|h| (h.dev, h.ino));
+            if let Some(again) = ident.and_then(|i| sys::buffered_again(self.fd, write, i)) {
+                return run_blocking(self.kind, again.as_raw_fd(), &cur, self.rw_flags, self.ioprio);
+            }
+        }
+        r
     }
 
     /// Whether the held duplicate still names the file it was taken from

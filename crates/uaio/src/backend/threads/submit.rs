@@ -231,6 +231,7 @@ impl Threads {
             hold: Mutex::new(Some(held)),
             cur: Mutex::new(cur),
             order,
+            buffered: op.buffered(),
             stream,
             io_pending: AtomicBool::new(false),
             lane: AtomicU8::new(LANE_UNTRIED),

@@ -50,6 +50,8 @@ pub(super) struct Waiting {
     pub held: Held,
     /// Device and inode of the file (see `owners`).
     pub file: (u64, u64),
+    /// Prepared without `O_DIRECT` (see `Owners::direct_since`).
+    pub buffered: bool,
     /// The program's descriptor number it was submitted on.
     pub number: i32,
 }
@@ -118,7 +120,14 @@ fn id(ring: &Ring) -> usize {
 /// it goes at once with `IOSQE_IO_DRAIN` ([`Admit::Drained`]), which
 /// starts it once everything before it in the ring is done (and nothing
 /// after it before it is done); otherwise at once, unordered.
-pub(super) fn admit(ring: &Arc<Ring>, file: FileKey, sqe: &Sqe, after: bool, ident: (u64, u64)) -> Admit {
+pub(super) fn admit(
+    ring: &Arc<Ring>,
+    file: FileKey,
+    sqe: &Sqe,
+    after: bool,
+    ident: (u64, u64),
+    buffered: bool,
+) -> Admit {
     if after && NCHAINS.load(Ordering::SeqCst) == 0 {
         return Admit::Now;
     }
@@ -131,7 +140,7 @@ pub(super) fn admit(ring: &Arc<Ring>, file: FileKey, sqe: &Sqe, after: bool, ide
         let Some(held) = ring.hold(&mut sqe) else {
             return if c.head.0 == id(ring) && c.waiting.is_empty() { Admit::Drained } else { Admit::Now };
         };
-        c.waiting.push_back(Waiting { ring: ring.clone(), sqe, held, file: ident, number });
+        c.waiting.push_back(Waiting { ring: ring.clone(), sqe, held, file: ident, number, buffered });
         return Admit::Kept;
     }
     if after {
@@ -203,7 +212,7 @@ pub(super) fn send(mut next: Option<Waiting>, from: Option<&Ring>) {
         }
         let me = super::owners::me();
         me.pushes_to(&w.ring);
-        crate::sync::lock(&w.ring.owners).record(&me, &w.sqe, w.file, w.number);
+        crate::sync::lock(&w.ring.owners).record(&me, &w.sqe, w.file, w.number, w.buffered);
         let pushed = w.ring.push(&sqes[..if own { 1 } else { 2 }]);
         if pushed.is_err() && !own {
             // The wake, last, was not taken.

@@ -119,6 +119,8 @@ struct Owner {
     number: i32,
     /// The program asked for its cancellation.
     cancelled: bool,
+    /// A read or write prepared without `O_DIRECT`.
+    buffered: bool,
     /// The file, held when `by` left (see [`hold_file_in`]).
     held: Option<(Held, bool)>,
 }
@@ -162,15 +164,15 @@ impl Owners {
     /// entry whose file is not known (a backend's internal entries) could
     /// not be pushed again and is not recorded, nor is one whose slot is
     /// beyond [`MAX_SLOTS`].
-    pub(super) fn record(&mut self, by: &Arc<Submitter>, sqe: &Sqe, file: (u64, u64), number: i32) {
+    pub(super) fn record(&mut self, by: &Arc<Submitter>, sqe: &Sqe, file: (u64, u64), number: i32, buffered: bool) {
         let by = self.place_of(by);
-        self.record_by(by, sqe, file, number);
+        self.record_by(by, sqe, file, number, buffered);
     }
 
     /// [`Owners::record`], the thread given by its place (from
     /// [`Owners::place_of`], under the same hold of the lock).
     #[inline]
-    pub(super) fn record_by(&mut self, by: u32, sqe: &Sqe, file: (u64, u64), number: i32) {
+    pub(super) fn record_by(&mut self, by: u32, sqe: &Sqe, file: (u64, u64), number: i32, buffered: bool) {
         let key = sqe.user_data.u64_();
         let i = key as u32 as usize;
         if file == (0, 0) || i >= MAX_SLOTS {
@@ -179,7 +181,7 @@ impl Owners {
         if i >= self.slots.len() {
             self.slots.resize_with(i + 1, || None);
         }
-        self.slots[i] = Some(Owner { key, by, sqe: *sqe, file, number, cancelled: false, held: None });
+        self.slots[i] = Some(Owner { key, by, sqe: *sqe, file, number, cancelled: false, buffered, held: None });
     }
 
     /// The place of `by` in [`Owners::subs`], added if it is not there.
@@ -312,6 +314,22 @@ impl Owners {
             return None;
         }
         Some((o.sqe, held.map(|(fd, _)| fd)))
+    }
+
+    /// The request `key`, a read or write prepared without `O_DIRECT` that
+    /// failed with `EINVAL`, if the program has set `O_DIRECT` on its open
+    /// file since: its entry and a new open file of the same file without
+    /// `O_DIRECT` ([`crate::sys::buffered_again`], opened through the
+    /// program's number, which must still name the file), for the caller
+    /// to run it on. The record stays.
+    pub(super) fn direct_since(&mut self, key: u64) -> Option<(Sqe, InternalFd)> {
+        let o = self.slot(key)?.as_ref()?;
+        if !o.buffered || o.cancelled {
+            return None;
+        }
+        let write = matches!(o.sqe.opcode, IoringOp::Write | IoringOp::Writev);
+        let again = crate::sys::buffered_again(o.number, write, o.file)?;
+        Some((o.sqe, again))
     }
 
     /// The request `key` is pushed again as `sqe` by `by` (the caller,
