@@ -656,6 +656,11 @@ static READ_ITER_PROBE: std::sync::atomic::AtomicU64 = std::sync::atomic::Atomic
 /// nothing is read, nothing is queued. False when kernel AIO is not
 /// available here (uaio then reads the file).
 fn probe_lacks_read_iter(fd: i32) -> bool {
+    probe_lacks_read_iter_once(fd, false)
+}
+
+/// [`probe_lacks_read_iter`]; `retried`: with a context made again.
+fn probe_lacks_read_iter_once(fd: i32, retried: bool) -> bool {
     use std::sync::atomic::Ordering;
     /// The first address of the kernel's half on x86-64.
     const NOT_USER: u64 = 0xffff_8000_0000_0000;
@@ -682,7 +687,19 @@ fn probe_lacks_read_iter(fd: i32) -> bool {
         aio_nbytes: 1,
         ..Default::default()
     };
-    super::kernel_aio::submit(ctx, &[&cb as *const uaio_abi::iocb]) == -(libc::EINVAL as isize)
+    if super::kernel_aio::submit(ctx, &[&cb as *const uaio_abi::iocb]) != -(libc::EINVAL as isize) {
+        return false;
+    }
+    // The context's own EINVAL (a child forked by a raw system call, which
+    // ran no fork handler, has none of its parent's kernel contexts): a new
+    // one is made, and asked once more.
+    if super::kernel_aio::submit(ctx, &[]) == 0 {
+        return true;
+    }
+    if READ_ITER_PROBE.compare_exchange(ctx, 0, Ordering::AcqRel, Ordering::Acquire).is_ok() && !retried {
+        return probe_lacks_read_iter_once(fd, true);
+    }
+    false
 }
 
 /// In a fork child: the parent's probe context is not the child's.
