@@ -374,6 +374,9 @@ check_case order_conform.write-reuse order_conform write-reuse
 # user): direct writes, syncs, a direct read and O_DSYNC writes all complete
 # (before: -ECANCELED on io_uring, whose workers could not be started).
 check_case limits_conform.nothreads limits_conform nothreads
+# Many POLLs of one pipe under a low RLIMIT_NOFILE: the thread pool's poll(2)
+# had one entry per request, more than the limit, failed with EINVAL and spun.
+check_case limits_conform.polls limits_conform polls
 check_case exit_inflight.exit exit_inflight exit
 check_case exit_inflight.exec exit_inflight exec
 for fn in execl execle execlp execvp execvpe execve fexecve execveat syscall; do

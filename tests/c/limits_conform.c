@@ -13,12 +13,19 @@
  *                             count (or 0) and the file holds the bytes
  *                             (before, on io_uring, whose workers could
  *                             not be started: all -ECANCELED)
+ *   limits_conform polls      under RLIMIT_NOFILE 64 and 1024, 100 and
+ *                             1100 POLLs of one pipe, then a byte written:
+ *                             every POLL completes with POLLIN (before, on
+ *                             the thread pool, none did, and a thread span:
+ *                             its poll(2) had one entry per request, more
+ *                             than RLIMIT_NOFILE, and got EINVAL at once)
  *
  * Build: gcc -O2 -Wall -pthread -o limits_conform limits_conform.c -laio */
 #include "conform_common.h"
 
 #include <dirent.h>
 #include <libaio.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -141,6 +148,54 @@ static int nothreads(void)
 	return 0;
 }
 
+/* polls: see the top. In a child, which lowers its RLIMIT_NOFILE. */
+static void polls_under(int limit, int n)
+{
+	pid_t pid = fork();
+	if (pid == 0) {
+		struct rlimit r = { (rlim_t)limit, (rlim_t)limit };
+		int pp[2];
+		io_context_t ctx = 0;
+		if (setrlimit(RLIMIT_NOFILE, &r) != 0 || pipe(pp) != 0 || io_setup(n, &ctx) != 0)
+			_exit(2);
+		struct iocb *cb = calloc(n, sizeof *cb), **p = calloc(n, sizeof *p);
+		struct io_event *ev = calloc(n, sizeof *ev);
+		if (!cb || !p || !ev)
+			_exit(2);
+		for (int i = 0; i < n; i++) {
+			io_prep_poll(&cb[i], pp[0], POLLIN);
+			p[i] = &cb[i];
+		}
+		int s = io_submit(ctx, n, p);
+		struct timespec z = { 0, 100000000 };
+		int early = io_getevents(ctx, 0, n, ev, &z);
+		if (write(pp[1], "x", 1) != 1)
+			_exit(2);
+		int got = early > 0 ? early : 0;
+		while (got < s) {
+			struct timespec ts = { 10, 0 };
+			int g = io_getevents(ctx, 1, n - got, ev + got, &ts);
+			if (g <= 0)
+				break;
+			got += g;
+		}
+		int in = 0;
+		for (int i = 0; i < got; i++)
+			in += (ev[i].res & POLLIN) != 0;
+		printf("RLIMIT_NOFILE %d, %d POLLs of one pipe: submitted %d, before the write %d, events %d, with POLLIN %d\n", limit,
+		       n, s, early, got, in);
+		_exit(0);
+	}
+	waitpid(pid, NULL, 0);
+}
+
+static int polls(void)
+{
+	polls_under(64, 100);
+	polls_under(1024, 1100);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -154,6 +209,8 @@ int main(int argc, char **argv)
 	atexit(rm_tmpdir);
 	if (!strcmp(mode, "nothreads"))
 		return nothreads();
+	if (!strcmp(mode, "polls"))
+		return polls();
 	printf("unknown mode\n");
 	return 2;
 }

@@ -210,6 +210,30 @@ pub(super) fn attempt(job: &Job) -> Option<i32> {
     Some(cur.result(r))
 }
 
+/// poll(2) of `fds` with `timeout` (ms). More entries than RLIMIT_NOFILE
+/// (distinct descriptors opened before the program lowered its limit)
+/// are refused by poll(2) with EINVAL: they are then looked at in turns
+/// of that many, without waiting, and the poller naps 5 ms between rounds
+/// that find nothing (the wake eventfd, first, ends the nap).
+fn poll_all(fds: &mut [libc::pollfd], timeout: i32) -> i32 {
+    // SAFETY: poll(2) over a valid array of pollfds.
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+    if n >= 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
+        return n;
+    }
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current.unwrap_or(1024).max(1) as usize;
+    let mut found = 0;
+    for part in fds.chunks_mut(limit) {
+        // SAFETY: as above, over a part of the array.
+        found += unsafe { libc::poll(part.as_mut_ptr(), part.len() as libc::nfds_t, 0) }.max(0);
+    }
+    if found == 0 {
+        // SAFETY: as above, over the first entry (the wake eventfd).
+        found = unsafe { libc::poll(fds.as_mut_ptr(), 1, 5) }.max(0);
+    }
+    found
+}
+
 /// The poller's wake eventfd `old` was found closed behind uaio's back (a
 /// raw system call, such as a `close_range` of every descriptor): its
 /// number is let go, never closed (the values are leaked: something else
@@ -240,6 +264,10 @@ pub(super) fn poller(p: &'static Pool, wake: Arc<InternalFd>) {
     let mut jobs: Vec<Arc<Job>> = Vec::new();
     let mut fds: Vec<libc::pollfd> = Vec::new();
     let mut ahead: Vec<FileKey> = Vec::new();
+    // Per job, its entry in `fds` (`usize::MAX`: not looked at), and the
+    // entry of each descriptor.
+    let mut slots: Vec<usize> = Vec::new();
+    let mut at: std::collections::HashMap<i32, usize> = std::collections::HashMap::new();
     loop {
         p.reap_orphans();
         {
@@ -257,10 +285,16 @@ pub(super) fn poller(p: &'static Pool, wake: Arc<InternalFd>) {
         fds.clear();
         fds.push(libc::pollfd { fd: wake.as_ref().map_or(-1, |w| w.as_raw_fd()), events: libc::POLLIN, revents: 0 });
         // A stream's reads take turns, and so do its writes: only the
-        // oldest one not done is looked at (a negative number is left out
-        // by poll(2)).
+        // oldest one not done is looked at. The jobs on one descriptor (a
+        // held duplicate is shared by the requests on one open file) share
+        // one entry, which asks for what any of them waits for: poll(2)
+        // refuses more entries than RLIMIT_NOFILE (with EINVAL, at once:
+        // 100 POLLs of one pipe under a limit of 100 kept this thread
+        // spinning and never completed, a black-box attack).
         ahead.clear();
-        fds.extend(jobs.iter().map(|j| {
+        at.clear();
+        slots.clear();
+        for j in &jobs {
             let waits = j.stream.is_some_and(|k| {
                 let behind = ahead.contains(&k);
                 if !j.is_done() {
@@ -268,12 +302,18 @@ pub(super) fn poller(p: &'static Pool, wake: Arc<InternalFd>) {
                 }
                 behind
             });
-            libc::pollfd { fd: if waits { -1 } else { j.fd }, events: poll_events(j), revents: 0 }
-        }));
-        // SAFETY: poll(2) over a valid array of pollfds.
-        let n = unsafe {
-            libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, if wake.is_some() { -1 } else { UNWOKEN_LOOK })
-        };
+            if waits {
+                slots.push(usize::MAX);
+                continue;
+            }
+            let i = *at.entry(j.fd).or_insert_with(|| {
+                fds.push(libc::pollfd { fd: j.fd, events: 0, revents: 0 });
+                fds.len() - 1
+            });
+            fds[i].events |= poll_events(j);
+            slots.push(i);
+        }
+        let n = poll_all(&mut fds, if wake.is_some() { -1 } else { UNWOKEN_LOOK });
         if n < 0 {
             continue;
         }
@@ -283,13 +323,18 @@ pub(super) fn poller(p: &'static Pool, wake: Arc<InternalFd>) {
             let mut b = [0u8; 8];
             let _ = rustix::io::read(w.as_fd(), &mut b);
         }
-        let ready = |j: &Arc<Job>, f: &libc::pollfd| {
+        let ready = |j: &Arc<Job>, &slot: &usize| {
+            // What this job waits for (and what poll(2) always reports) of
+            // its entry's events.
+            let revents = fds
+                .get(slot)
+                .map_or(0, |f| f.revents & (poll_events(j) | libc::POLLERR | libc::POLLHUP | libc::POLLNVAL));
             // A job cancelled during the sleep is done: its descriptor
             // number may name another file by now, and is not used.
-            if f.revents == 0 || !j.claim() {
+            if revents == 0 || !j.claim() {
                 return;
             }
-            let res = if j.kind == OpKind::Poll { Some((f.revents as u16) as i32) } else { attempt(j) };
+            let res = if j.kind == OpKind::Poll { Some((revents as u16) as i32) } else { attempt(j) };
             match res {
                 Some(r) => j.shared.finish(j, r, &here),
                 // Again later; or cancelled while we held it, and nothing
@@ -303,7 +348,7 @@ pub(super) fn poller(p: &'static Pool, wake: Arc<InternalFd>) {
         // then the POLLs, newest first, as the kernel wakes the POLLs
         // waiting on one file (each new one waits at the head of the
         // file's queue: six POLLs of a pipe complete 5 4 3 2 1 0).
-        let pairs = || jobs.iter().zip(fds[1..].iter());
+        let pairs = || jobs.iter().zip(slots.iter());
         pairs().filter(|(j, _)| j.kind != OpKind::Poll).for_each(|(j, f)| ready(j, f));
         pairs().rev().filter(|(j, _)| j.kind == OpKind::Poll).for_each(|(j, f)| ready(j, f));
     }
