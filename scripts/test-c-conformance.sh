@@ -415,6 +415,9 @@ check_case exit_inflight.sys_exit-last exit_inflight sys_exit-last
 # under load before).
 check_case exit_inflight.sys_exit-spawning exit_inflight sys_exit-spawning
 check_case exit_inflight.handler-malloc exit_inflight handler-malloc
+# Reads and a POLL of a thread that leaves without its thread-local
+# destructors (main's pthread_exit, syscall(SYS_exit)): io_uring ended them.
+check_case exit_inflight.left-reads exit_inflight left-reads
 # fork while other threads are inside uaio's first io_setup and first
 # requests, or submit and close O_DIRECT files: no child may hang on a lock
 # a thread of its parent held at the fork.

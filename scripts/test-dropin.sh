@@ -60,7 +60,9 @@ trap 'rm -rf "$work"' EXIT
 # leave uaio's own descriptors alone), and fclose() (whose descriptor's
 # kept duplicates go first, as in close()), and freopen() (the same for
 # the number it reopens), and fcntl() (whose F_SETFL
-# uaio must see, as it keeps a descriptor's status flags between calls).
+# uaio must see, as it keeps a descriptor's status flags between calls),
+# and pthread_exit() (the main thread's runs no thread-local destructor,
+# which is where uaio learns that a thread is gone).
 expected_exports="FUNC _Exit@@GLIBC_2.2.5
 FUNC __close@@GLIBC_2.2.5
 FUNC __dup2@@GLIBC_2.2.5
@@ -101,6 +103,8 @@ FUNC io_queue_wait@@LIBAIO_0.4
 FUNC io_queue_wait@LIBAIO_0.1
 FUNC io_setup@@LIBAIO_0.4
 FUNC io_submit@@LIBAIO_0.1
+FUNC pthread_exit@@GLIBC_2.34
+FUNC pthread_exit@GLIBC_2.2.5
 FUNC sigaction@@GLIBC_2.2.5
 FUNC signal@@GLIBC_2.2.5
 FUNC sigset@@GLIBC_2.2.5
@@ -125,7 +129,7 @@ exports() {
 check_library() { # LABEL FILE
     local got
     got=$(exports "$2")
-    if [ "$got" = "$expected_exports" ]; then ok "$1: libaio's symbols and versions, and syscall, _exit, _Exit, exec*, sigaction, signal*, close*, dup2, dup3, fclose, freopen, fcntl"; else
+    if [ "$got" = "$expected_exports" ]; then ok "$1: libaio's symbols and versions, and syscall, _exit, _Exit, exec*, sigaction, signal*, close*, dup2, dup3, fclose, freopen, fcntl, pthread_exit"; else
         fail "$1: exported symbols differ from libaio's"
         diff <(echo "$expected_exports") <(echo "$got")
     fi

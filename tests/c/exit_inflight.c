@@ -68,6 +68,17 @@
  *                              and 30 ms later ends with
  *                              syscall(SYS_exit, 0), the last: status 0
  *                              and every write on the file
+ *   exit_inflight left-reads   a thread submits 16 buffered reads of 256
+ *                              KiB of a file not in the page cache and a
+ *                              POLL of an empty pipe, then ends (main's
+ *                              pthread_exit, which runs no thread-local
+ *                              destructor; another thread's
+ *                              syscall(SYS_exit); or a plain return);
+ *                              another thread writes the pipe and reaps:
+ *                              every read whole and right, the POLL 65
+ *                              (before, on io_uring, io_uring ended the
+ *                              requests of the thread that left: reads
+ *                              -EFAULT, the POLL 0; black-box attack 27)
  *   exit_inflight destroy-exit  40 times: a child submits a 4 MiB O_DIRECT
  *                              write and an fsync, starts a thread that
  *                              destroys the context, and calls exit(0)
@@ -784,6 +795,113 @@ static int kill_durable_runs(void)
 	return 0;
 }
 
+/* left-reads: see the top. */
+enum { LR_N = 16, LR_SZ = 256 << 10 };
+static io_context_t lr_ctx;
+static char *lr_buf[LR_N];
+static int lr_pipe[2];
+
+/* Submits the reads and the POLL, then leaves as `how` says. */
+static void lr_submit(int fd, int how)
+{
+	static struct iocb cb[LR_N + 1];
+	struct iocb *p[LR_N + 1];
+	for (int i = 0; i < LR_N; i++) {
+		io_prep_pread(&cb[i], fd, lr_buf[i], LR_SZ, (long long)i * LR_SZ);
+		cb[i].data = (void *)(long)i;
+		p[i] = &cb[i];
+	}
+	io_prep_poll(&cb[LR_N], lr_pipe[0], POLLIN);
+	cb[LR_N].data = (void *)99L;
+	p[LR_N] = &cb[LR_N];
+	if (io_submit(lr_ctx, LR_N + 1, p) != LR_N + 1)
+		printf("io_submit short\n");
+	if (how == 'p')
+		pthread_exit(NULL);
+	if (how == 's')
+		syscall(SYS_exit, 0);
+}
+
+static int lr_fd;
+static void *lr_thread(void *arg)
+{
+	lr_submit(lr_fd, *(int *)arg);
+	return NULL;
+}
+
+static void *lr_reaper(void *arg)
+{
+	const char *name = arg;
+	sleep_ms(100);
+	if (write(lr_pipe[1], "x", 1) != 1)
+		exit(2);
+	struct io_event ev[LR_N + 1];
+	int got = 0, whole = 0, right = 0;
+	long poll_res = -1;
+	while (got < LR_N + 1) {
+		struct timespec ts = { 10, 0 };
+		int g = io_getevents(lr_ctx, 1, LR_N + 1 - got, ev + got, &ts);
+		if (g <= 0)
+			break;
+		got += g;
+	}
+	for (int i = 0; i < got; i++) {
+		long k = (long)ev[i].data;
+		if (k == 99) {
+			poll_res = ev[i].res;
+			continue;
+		}
+		whole += ev[i].res == LR_SZ;
+		char want[LR_SZ / 64];
+		fill(want, sizeof want, (unsigned)k);
+		right += memcmp(lr_buf[k], want, sizeof want) == 0;
+	}
+	printf("%s: events %d, reads whole %d, right %d, POLL %ld\n", name, got, whole, right, poll_res);
+	exit(0);
+}
+
+static int left_reads(void)
+{
+	int w = tmpfile_open("left", O_RDWR | O_TRUNC);
+	for (int i = 0; i < LR_N; i++) {
+		static char block[LR_SZ];
+		memset(block, 0, sizeof block);
+		fill(block, LR_SZ / 64, (unsigned)i);
+		if (pwrite(w, block, LR_SZ, (off_t)i * LR_SZ) != LR_SZ)
+			return 2;
+	}
+	fsync(w);
+	static const struct {
+		const char *name;
+		int how;
+	} ways[] = { { "main's pthread_exit", 'p' }, { "a thread's syscall(SYS_exit)", 's' }, { "a thread's return", 'r' } };
+	for (size_t k = 0; k < sizeof ways / sizeof ways[0]; k++) {
+		pid_t pid = fork();
+		if (pid == 0) {
+			posix_fadvise(w, 0, 0, POSIX_FADV_DONTNEED);
+			lr_fd = w;
+			if (pipe(lr_pipe) != 0 || io_setup(64, &lr_ctx) != 0)
+				_exit(2);
+			for (int i = 0; i < LR_N; i++)
+				lr_buf[i] = calloc(1, LR_SZ);
+			pthread_t r, t;
+			pthread_create(&r, NULL, lr_reaper, (void *)ways[k].name);
+			if (ways[k].how == 'p') {
+				lr_submit(w, 'p');
+			}
+			int how = ways[k].how;
+			pthread_create(&t, NULL, lr_thread, &how);
+			pthread_join(r, NULL);
+			_exit(3);
+		}
+		int status = 0;
+		reap_within_20s(pid, &status);
+		printf("%s: child exit status %d\n", ways[k].name, WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status));
+	}
+	rm_tmpdir();
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -810,6 +928,8 @@ int main(int argc, char **argv)
 		return kill_memory_runs();
 	if (!strcmp(mode, "kill-durable"))
 		return kill_durable_runs();
+	if (!strcmp(mode, "left-reads"))
+		return left_reads();
 	int fd = tmpfile_open("big", O_RDWR | O_TRUNC);
 	/* The directory and file go away now; the descriptor stays usable. */
 	rm_tmpdir();

@@ -314,6 +314,15 @@ pub unsafe extern "C" fn syscall(
             libc::SYS_io_getevents => {
                 raw::io_getevents(a1 as aio_context_t, a2, a3, a4 as *mut io_event, a5 as *mut timespec)
             }
+            libc::SYS_exit => {
+                // The thread ends without its thread-local destructors.
+                raw::thread_leaving();
+                set_errno(saved);
+                return match real_syscall() {
+                    Some(f) => f(n, a1, a2, a3, a4, a5, a6),
+                    None => kernel_convention(-(libc::ENOSYS as i64)),
+                };
+            }
             libc::SYS_exit_group | libc::SYS_execve | libc::SYS_execveat => {
                 let _hold = if n == libc::SYS_exit_group {
                     raw::before_exit();
@@ -375,6 +384,29 @@ pub unsafe extern "C" fn exit_now(status: c_int) -> ! {
             in("rdi") status as c_long,
             options(noreturn, nostack)
         )
+    }
+}
+
+/// `pthread_exit(3)`: the main thread's ends without thread-local
+/// destructors (the C library runs them for the other threads only), so
+/// uaio is told first ([`raw::thread_leaving`]); then the C library's.
+///
+/// # Safety
+/// Ends the calling thread.
+pub unsafe extern "C" fn pthread_exit(retval: *mut c_void) -> ! {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    // SAFETY: gettid(2) and getpid(2) take no arguments and cannot fail.
+    if unsafe { libc::gettid() == libc::getpid() } {
+        raw::thread_leaving();
+    }
+    match next::<unsafe extern "C" fn(*mut c_void) -> !>(c"pthread_exit", &NEXT) {
+        // SAFETY: the C library's pthread_exit, with the caller's value.
+        Some(f) => unsafe { f(retval) },
+        // No C library after this one: the thread ends by the system call.
+        // SAFETY: exit(2) of the calling thread takes one integer.
+        None => unsafe {
+            std::arch::asm!("syscall", in("rax") libc::SYS_exit, in("rdi") 0, options(noreturn, nostack))
+        },
     }
 }
 
@@ -456,7 +488,9 @@ export! {
     "uaio_export___fcntl" => "__fcntl@@GLIBC_2.2.5": fds::fcntl,
     "uaio_export_fcntl64" => "fcntl64@@GLIBC_2.28": fds::fcntl64,
     "uaio_export_close_range" => "close_range@@GLIBC_2.34": fds::close_range,
-    "uaio_export_closefrom" => "closefrom@@GLIBC_2.34": fds::closefrom;
+    "uaio_export_closefrom" => "closefrom@@GLIBC_2.34": fds::closefrom,
+    "uaio_export_pthread_exit" => "pthread_exit@@GLIBC_2.34": pthread_exit,
+    "uaio_export_pthread_exit_2_2_5" => "pthread_exit@GLIBC_2.2.5": pthread_exit;
     "uaio_node_0_1" => "LIBAIO_0.1",
     "uaio_node_0_4" => "LIBAIO_0.4",
     "uaio_node_0_5" => "LIBAIO_0.5",

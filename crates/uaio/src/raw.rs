@@ -105,6 +105,17 @@ pub fn before_exit() {
     table::finish_file_io_before_exit();
 }
 
+/// The calling thread is about to end without running its thread-local
+/// destructors: call it just before the main thread's `pthread_exit`
+/// (the C library runs no thread-local destructor for it) or a `SYS_exit`
+/// system call. On io_uring, requests end when the thread that submitted
+/// them does; uaio starts what they still had to do again from a living
+/// thread, for the threads it knows to be gone. The drop-in library calls
+/// it from its `pthread_exit` (main thread) and `syscall(SYS_exit)`.
+pub fn thread_leaving() {
+    crate::backend::uring::thread_leaving();
+}
+
 /// Prepares the process for `exec`: call it just before an `execve` (or
 /// any of the C library's `exec` functions) that replaces this process,
 /// and keep what it returns until the `exec` call returns. The kernel lets

@@ -923,6 +923,11 @@ fn short(sqe: &Sqe, res: i32) -> bool {
 
 /// Whether io_uring can be set up in this process (used for the backend
 /// choice and reported by [`crate::backend_name`]).
+/// See [`owners::thread_leaving`].
+pub(crate) fn thread_leaving() {
+    owners::thread_leaving();
+}
+
 pub(crate) fn available() -> bool {
     Uring::new(8, None).is_ok()
 }

@@ -64,6 +64,15 @@ struct Mark(Arc<Submitter>, i32);
 
 impl Drop for Mark {
     fn drop(&mut self) {
+        self.leave();
+    }
+}
+
+impl Mark {
+    /// Marks the thread gone and holds the files of its requests (once:
+    /// a thread told to leave early, see [`thread_leaving`], is marked
+    /// again by its destructor, if it runs).
+    fn leave(&self) {
         if rustix::process::getpid().as_raw_nonzero().get() != self.1 {
             // A fork child's copy of its parent's thread (the child's own
             // thread ends, calling `exit`): the rings and their locks are
@@ -74,7 +83,9 @@ impl Drop for Mark {
             // thread gone.
             return;
         }
-        self.0.gone.store(true, Ordering::SeqCst);
+        if self.0.gone.swap(true, Ordering::SeqCst) {
+            return;
+        }
         if crate::sync::held_here() {
             // Destroyed by `exit` (or `pthread_exit`) called from a signal
             // handler that interrupted a uaio call of this thread, which
@@ -94,6 +105,15 @@ impl Drop for Mark {
 
 thread_local! {
     static ME: Mark = Mark(Arc::new(Submitter::default()), rustix::process::getpid().as_raw_nonzero().get());
+}
+
+/// The calling thread is about to end without its thread-local
+/// destructors (the main thread's `pthread_exit`, a `SYS_exit` system
+/// call): it is marked gone now, as its destructor would have marked it,
+/// so that what io_uring ends of its requests when it exits runs again
+/// from a living thread.
+pub(crate) fn thread_leaving() {
+    let _ = ME.try_with(Mark::leave);
 }
 
 /// The submitter of threads whose thread-local values are gone already.
