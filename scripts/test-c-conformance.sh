@@ -434,6 +434,10 @@ check_case fork_conform.exit-child fork_conform exit-child
 # failed with EBADF (the ring's descriptor was the child's).
 check_case fork_conform.vfork fork_conform vfork
 check_case fork_conform.vfork-nokcmp fork_conform vfork-nokcmp
+# A child forked by a raw system call (no fork handler) uses its parent's
+# context: EINVAL as on the kernel (before, its write landed in the
+# parent's file through the parent's ring, and the child crashed).
+check_case fork_conform.raw-fork fork_conform raw-fork
 # A handler's _exit or exit that interrupts io_submit: on the thread pool, accepted
 # writes can still be lost when the interrupted call holds a lock (or
 # malloc's) that the workers need (README, "Leaving with requests in

@@ -43,6 +43,18 @@
  *                             hung in its next io_submit, since the child
  *                             that made the first context counted as the
  *                             process and its exit as the process's)
+ *   fork_conform raw-fork     a child made by a system call the C library
+ *                             does not see (syscall(SYS_fork),
+ *                             syscall(SYS_clone, SIGCHLD), clone3, an
+ *                             inline fork instruction), so that no
+ *                             pthread_atfork handler runs: its io_submit of
+ *                             a write on its parent's context, its
+ *                             io_getevents there, then a context of its
+ *                             own with a write and a read; the parent's
+ *                             file keeps its bytes and the parent's
+ *                             context still works (before, the child's
+ *                             write landed in the parent's file through
+ *                             the parent's ring and the child crashed)
  *   fork_conform vfork-nokcmp the same, each fresh process under a seccomp
  *                             filter that refuses kcmp(2) with EPERM (as
  *                             Docker's default profile does)
@@ -53,6 +65,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <linux/filter.h>
+#include <linux/sched.h>
 #include <linux/seccomp.h>
 #include <sched.h>
 #include <stddef.h>
@@ -381,6 +394,74 @@ static void vf_form(const char *name, int kind, int how, int parent_first)
 	       on_childs, early | late, on_mine, d1, d2);
 }
 
+/* raw-fork: see the top. */
+static long inline_fork(void)
+{
+	long r;
+	__asm__ volatile("syscall" : "=a"(r) : "a"((long)SYS_fork) : "rcx", "r11", "memory");
+	return r;
+}
+
+static void raw_fork_forms(void)
+{
+	static const char *names[] = { "syscall(SYS_fork)", "syscall(SYS_clone, SIGCHLD)", "clone3", "inline fork" };
+	int fd = tmpfile_open("raw-fork", O_RDWR | O_TRUNC);
+	io_context_t ctx = 0;
+	if (io_setup(8, &ctx) != 0 || pwrite(fd, "AAAAAAAA", 8, 0) != 8)
+		exit(2);
+	for (int k = 0; k < 4; k++) {
+		pid_t pid;
+		if (k == 0)
+			pid = syscall(SYS_fork);
+		else if (k == 1)
+			pid = syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
+		else if (k == 2) {
+			struct clone_args ca;
+			memset(&ca, 0, sizeof ca);
+			ca.exit_signal = SIGCHLD;
+			pid = syscall(SYS_clone3, &ca, sizeof ca);
+		} else
+			pid = inline_fork();
+		if (pid == 0) {
+			struct iocb cb, *cbs[1] = { &cb };
+			struct io_event ev;
+			struct timespec zero = { 0, 0 };
+			io_prep_pwrite(&cb, fd, "CHILD", 5, 0);
+			int sub = io_submit(ctx, 1, cbs);
+			int get = io_getevents(ctx, 0, 1, &ev, &zero);
+			io_context_t own = 0;
+			int set = io_setup(4, &own);
+			char buf[8] = "";
+			int w = -1, r = -1;
+			if (set == 0) {
+				io_prep_pwrite(&cb, fd, "child", 5, 8);
+				w = io_submit(own, 1, cbs) == 1 && io_getevents(own, 1, 1, &ev, NULL) == 1 ? (int)ev.res : -1;
+				io_prep_pread(&cb, fd, buf, 5, 8);
+				r = io_submit(own, 1, cbs) == 1 && io_getevents(own, 1, 1, &ev, NULL) == 1 ? (int)ev.res : -1;
+			}
+			char line[256];
+			int n = snprintf(line, sizeof line,
+					 "%s: child: submit on the parent's context %s, getevents %s; own context %s, write %d, read %d '%.5s'\n",
+					 names[k], negret(sub), negret(get), negret(set), w, r, buf);
+			if (write(1, line, n) != n)
+				_exit(3);
+			syscall(SYS_exit_group, 0);
+		}
+		int st = wait_or_kill(pid, 10000);
+		char b[9] = "";
+		if (pread(fd, b, 8, 0) != 8)
+			exit(2);
+		struct iocb cb, *cbs[1] = { &cb };
+		struct io_event ev;
+		io_prep_pread(&cb, fd, b, 8, 0);
+		int ok = io_submit(ctx, 1, cbs) == 1 && io_getevents(ctx, 1, 1, &ev, NULL) == 1 && ev.res == 8;
+		printf("%s: child status %d, the parent's file starts '%.8s', the parent's context %s\n", names[k],
+		       st >= 0 && WIFEXITED(st) ? WEXITSTATUS(st) : -1, b, ok ? "works" : "fails");
+	}
+	io_destroy(ctx);
+	close(fd);
+}
+
 /* A seccomp filter on the calling process (and its children): kcmp fails
  * with EPERM, every other call is allowed. */
 static void refuse_kcmp(void)
@@ -445,6 +526,12 @@ int main(int argc, char **argv)
 	if (strcmp(mode, "exit-child") == 0) {
 		make_tmpdir();
 		exit_child();
+		rm_tmpdir();
+		return 0;
+	}
+	if (strcmp(mode, "raw-fork") == 0) {
+		make_tmpdir();
+		raw_fork_forms();
 		rm_tmpdir();
 		return 0;
 	}

@@ -72,6 +72,20 @@ extern "C" fn after_fork_in_child() {
     crate::sys::direct_hint::after_fork_in_child();
     crate::writeback::after_fork_in_child();
     crate::progress::after_fork_in_child();
+    process::watch_forks();
+}
+
+/// In a child forked by a raw system call (no fork handler ran, see
+/// [`process::forked_unseen`]): what the handler does, now, before the
+/// child touches any of its parent's state. Its parent's contexts are then
+/// unknown to it (`EINVAL`, as the kernel answers a fork child), where
+/// before it submitted into its parent's rings (a write of the child's
+/// landed; the child crashed).
+#[inline]
+fn notice_unseen_fork() {
+    if process::forked_unseen() {
+        after_fork_in_child();
+    }
 }
 
 /// Which backend executes I/O in this process.
@@ -128,6 +142,7 @@ fn process() -> &'static Process {
         PROCESS.replace(fresh());
         process::on_fork_child(after_fork_in_child);
         process::at_exit(finish_file_io_at_exit);
+        process::watch_forks();
     });
     PROCESS.get().expect("set on first use")
 }
@@ -225,6 +240,7 @@ fn process_if_any() -> Option<&'static Process> {
 /// was removed or moved and no fork happened since ([`EPOCH`]): then the
 /// lookup costs one read of `id` instead of the table's lock.
 pub(crate) fn lookup(handle: u64) -> Option<Arc<Kioctx>> {
+    notice_unseen_fork();
     let epoch = EPOCH.load(Ordering::Acquire);
     // Taken out while in use: a call from a signal handler meanwhile finds
     // nothing and looks in the table.
@@ -305,6 +321,7 @@ pub(crate) fn aio_max_nr() -> u64 {
 /// io_uring and cannot have a ring fails with `EOPNOTSUPP`; one that goes
 /// with the process's choice falls back to the thread pool instead.
 pub(crate) fn create(nr_events: u32, want: Option<Choice>) -> Result<u64, Errno> {
+    notice_unseen_fork();
     let geo = Geometry::for_events(nr_events, possible_cpus(), page_size())?;
     let max = aio_max_nr();
     if nr_events as u64 > max {
@@ -386,6 +403,7 @@ fn owner_backend(p: &'static Process, capacity: u32, want: Option<Choice>) -> Re
 /// application's view of its ring as the kernel's `io_destroy` does, and
 /// returns it.
 pub(crate) fn remove(handle: u64) -> Option<Arc<Kioctx>> {
+    notice_unseen_fork();
     let p = process_if_any()?;
     let mut t = sync::write(&p.table);
     let id = find(&t, handle)?;

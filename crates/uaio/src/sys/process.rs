@@ -122,6 +122,64 @@ impl ForkOnce {
     }
 }
 
+/// A word on a private page of uaio's own that reads 1 while this memory is
+/// the one uaio saw last and 0 in the copy a `fork` makes
+/// (`MADV_WIPEONFORK`), whatever made the fork: null until [`watch_forks`]
+/// first runs, or where the page could not be had.
+static FORK_WATCH: AtomicPtr<std::sync::atomic::AtomicU32> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Arms [`forked_unseen`]: at the first context, and again in a fork child
+/// once uaio has done what a fork asks of it.
+pub(crate) fn watch_forks() {
+    let mut p = FORK_WATCH.load(Ordering::Acquire);
+    if p.is_null() {
+        let page = crate::ring::page_size();
+        // SAFETY: a fresh anonymous private mapping at an address the
+        // kernel chooses, never unmapped (its address is kept below).
+        let Ok(m) = (unsafe {
+            rustix::mm::mmap_anonymous(
+                std::ptr::null_mut(),
+                page,
+                rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+                rustix::mm::MapFlags::PRIVATE,
+            )
+        }) else {
+            return;
+        };
+        // SAFETY: madvise(2) of the page just mapped.
+        if unsafe { libc::madvise(m, page, libc::MADV_WIPEONFORK) } != 0 {
+            // SAFETY: our own mapping, unused.
+            let _ = unsafe { rustix::mm::munmap(m, page) };
+            return;
+        }
+        let word = m.cast::<std::sync::atomic::AtomicU32>();
+        // SAFETY: the page is ours, aligned and mapped for good; the word
+        // is set before its address is shared, so that no thread sees 0
+        // in a memory that was not forked.
+        unsafe { (*word).store(1, Ordering::Release) };
+        p = match FORK_WATCH.compare_exchange(std::ptr::null_mut(), word, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => word,
+            Err(other) => {
+                // SAFETY: ours lost the race and was never shared.
+                let _ = unsafe { rustix::mm::munmap(m, page) };
+                other
+            }
+        };
+    }
+    // SAFETY: the page is mapped for good (see above).
+    unsafe { (*p).store(1, Ordering::Release) };
+}
+
+/// Whether this memory is a `fork` child's copy that uaio's fork handler
+/// did not see: a child made by a raw `fork`, `clone` or `clone3` system
+/// call, which runs no `pthread_atfork` handler. One load.
+#[inline]
+pub(crate) fn forked_unseen() -> bool {
+    let p = FORK_WATCH.load(Ordering::Relaxed);
+    // SAFETY: a non-null address is the word of the page mapped for good.
+    !p.is_null() && unsafe { (*p).load(Ordering::Relaxed) } == 0
+}
+
 /// The process whose memory this is (0: not known yet), see
 /// [`memory_owner`].
 static MEMORY_OWNER: AtomicI32 = AtomicI32::new(0);
