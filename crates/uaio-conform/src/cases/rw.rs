@@ -792,6 +792,69 @@ pub(crate) fn cases() -> Vec<Case> {
                 submit_one(e, ctx, &what, cb(IOCB_CMD_PREADV, f.as_raw_fd(), v as *const iovec as u64, 1, 0, 2));
             }
         }),
+        c("rw/nowait_and_missing_operations", |e| {
+            // RWF_NOWAIT is refused (EOPNOTSUPP) before the access mode
+            // (EBADF) and the missing operation (EINVAL) of a file without
+            // a non-blocking mode: nsfs files, epoll, /dev/kmsg; eventfd
+            // has one (and no write_iter: EINVAL). Writes of character
+            // devices without write_iter (/dev/kvm, /dev/loop-control) are
+            // refused at submission, and so is RWF_NOWAIT on a block
+            // device whose queue has no non-blocking mode (zram). uaio
+            // accepted several and failed them in their events (black-box
+            // attack 28).
+            let ctx = e.setup(8);
+            // SAFETY: plain system calls creating descriptors owned below.
+            let (efd, epfd) = unsafe {
+                (
+                    own(libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)),
+                    own(libc::epoll_create1(libc::EPOLL_CLOEXEC)),
+                )
+            };
+            let buf = leak_buf(4096);
+            let mut forms: Vec<(String, i32, u16, u32)> = vec![
+                ("eventfd write".into(), efd.as_raw_fd(), IOCB_CMD_PWRITE, 0),
+                ("eventfd write, RWF_NOWAIT".into(), efd.as_raw_fd(), IOCB_CMD_PWRITE, RWF_NOWAIT),
+                ("epoll read, RWF_NOWAIT".into(), epfd.as_raw_fd(), IOCB_CMD_PREAD, RWF_NOWAIT),
+                ("epoll write, RWF_NOWAIT".into(), epfd.as_raw_fd(), IOCB_CMD_PWRITE, RWF_NOWAIT),
+            ];
+            let mut files = Vec::new();
+            for (path, write) in [
+                ("/proc/self/ns/net", false),
+                ("/dev/kmsg", false),
+                ("/dev/kvm", true),
+                ("/dev/loop-control", true),
+                ("/dev/zram0", false),
+            ] {
+                let opened = std::os::unix::fs::OpenOptionsExt::custom_flags(
+                    std::fs::OpenOptions::new().read(true).write(write),
+                    libc::O_NONBLOCK,
+                )
+                .open(path);
+                let Ok(f) = opened else {
+                    e.rec(format!("{path}: skipped: cannot be opened here"));
+                    continue;
+                };
+                let fd = f.as_raw_fd();
+                files.push(f);
+                let op = if write { IOCB_CMD_PWRITE } else { IOCB_CMD_PREAD };
+                forms.push((path.to_string(), fd, op, 0));
+                forms.push((format!("{path}, RWF_NOWAIT"), fd, op, RWF_NOWAIT));
+                if !write {
+                    forms.push((
+                        format!("{path}, write on a read-only descriptor, RWF_NOWAIT"),
+                        fd,
+                        IOCB_CMD_PWRITE,
+                        RWF_NOWAIT,
+                    ));
+                }
+            }
+            for (what, fd, op, flags) in forms {
+                let mut a = cb(op, fd, buf.as_mut_ptr() as u64, 8, 0, 1);
+                a.aio_rw_flags = flags;
+                submit_one(e, ctx, &what, a);
+            }
+            drop(files);
+        }),
         c("rw/hugetlbfs_file_has_no_write_iter", |e| {
             // A MFD_HUGETLB memfd is a hugetlbfs file: read_iter but no
             // write_iter, so the kernel refuses AIO writes of it in

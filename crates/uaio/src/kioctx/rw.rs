@@ -259,6 +259,10 @@ fn check_rw(cb: &iocb, f: &mut FdInfo, p: &mut Prepared, write: bool) -> Result<
     }
     check_rw_flags(cb.aio_rw_flags, write)?;
     check_rw_flags_file(cb.aio_rw_flags, f)?;
+    // A file without the operation has no non-blocking mode either (but
+    // eventfd, timerfd and signalfd, which have one and no write_iter):
+    // the kernel's refusal of RWF_NOWAIT (EOPNOTSUPP) comes first.
+    let missing = if cb.aio_rw_flags & RWF_NOWAIT != 0 && !f.is_anon_inode() { Errno::OPNOTSUPP } else { Errno::INVAL };
     if write {
         if !f.writable() {
             return Err(Errno::BADF);
@@ -266,14 +270,14 @@ fn check_rw(cb: &iocb, f: &mut FdInfo, p: &mut Prepared, write: bool) -> Result<
         // Anonymous inodes (eventfd, timerfd, signalfd, epoll...) and
         // hugetlbfs files have no `write_iter`.
         if f.is_anon_inode() || f.is_hugetlbfs() || f.lacks_rw_iter() || f.lacks_write_iter() {
-            return Err(Errno::INVAL);
+            return Err(missing);
         }
     } else {
         if !f.readable() {
             return Err(Errno::BADF);
         }
         if f.is_dir() || (f.is_anon_inode() && !f.anon_reads_iter()) || f.lacks_rw_iter() || f.lacks_read_iter() {
-            return Err(Errno::INVAL);
+            return Err(missing);
         }
     }
     Ok(())

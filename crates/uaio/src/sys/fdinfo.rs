@@ -10,6 +10,8 @@ use super::{direct_hint, file_stat, internal_fds, remembered, FileStat, S_IFMT};
 
 /// `statfs` magic of procfs.
 const PROC_MAGIC: i64 = 0x9fa0;
+/// `NSFS_MAGIC`: the files of `/proc/<pid>/ns`.
+const NSFS_MAGIC: i64 = 0x6e73_6673;
 /// The file system of the pipes `pipe(2)` makes.
 const PIPEFS_MAGIC: i64 = 0x5049_5045;
 /// `statfs` magic of sysfs.
@@ -415,6 +417,21 @@ impl FdInfo {
             libc::S_IFDIR => return true,
             libc::S_IFIFO => return crate::writeback::fs_magic(self) != Some(PIPEFS_MAGIC),
             libc::S_IFREG => {}
+            // Anonymous inodes: eventfd, timerfd and signalfd open with a
+            // non-blocking mode, epoll, inotify, pidfd and the rest do not.
+            0 => return !self.anon_reads_iter(),
+            libc::S_IFBLK => {
+                let (rdev, fd) = (self.stat().rdev, self.fd);
+                return self.readable() && block_lacks_nowait(rdev, fd);
+            }
+            // A character device without read_iter (or write_iter, asked
+            // in the direction the descriptor is open for) has no
+            // non-blocking mode either (/dev/kmsg, /dev/kvm, ...).
+            libc::S_IFCHR => {
+                let (rdev, fd) = (self.stat().rdev, self.fd);
+                let read = !device_has_iter(rdev, false) && self.readable() && device_lacks_iter(rdev, fd, false);
+                return read || (!device_has_iter(rdev, true) && self.writable() && device_lacks_iter(rdev, fd, true));
+            }
             _ => return false,
         }
         matches!(
@@ -423,6 +440,7 @@ impl FdInfo {
                 crate::writeback::TMPFS_MAGIC
                     | crate::writeback::RAMFS_MAGIC
                     | PROC_MAGIC
+                    | NSFS_MAGIC
                     | SYSFS_MAGIC
                     | OVERLAYFS_MAGIC
                     | SQUASHFS_MAGIC
@@ -467,12 +485,15 @@ impl FdInfo {
     /// kernel's AIO refuses to write at submission (`EINVAL`), where
     /// uaio's system calls would write it (with the file's side effects:
     /// `/proc/self/comm` renames the thread): the regular files of /proc
-    /// but those of /proc/sys (whose handler takes an iterator), and
-    /// `/dev/full` (character 1:7). Seen on Linux 6.18.
+    /// but those of /proc/sys (whose handler takes an iterator), and the
+    /// character devices that the kernel's AIO says have none
+    /// ([`probe_lacks_iter`]: `/dev/full`, `/dev/kvm`, `/dev/vsock`,
+    /// `/dev/btrfs-control`, ...; the memory devices and terminals have
+    /// one). Seen on Linux 6.18.
     pub(crate) fn lacks_write_iter(&mut self) -> bool {
         let st = *self.stat();
         if st.kind() == libc::S_IFCHR {
-            return libc::major(st.rdev) == 1 && libc::minor(st.rdev) == 7;
+            return !device_has_iter(st.rdev, true) && device_lacks_iter(st.rdev, self.fd, true);
         }
         if st.kind() != libc::S_IFREG
             || libc::major(st.dev) != 0
@@ -488,17 +509,18 @@ impl FdInfo {
     /// kernel's AIO refuses to read at submission (`EINVAL`), where uaio's
     /// system calls would read it: most files of `/proc/<pid>`,
     /// `/proc/kmsg`, `/dev/kmsg`, `/dev/hwrng`, `/dev/vcs`, ... (seen on
-    /// Linux 6.18). Only regular files of /proc and character devices
-    /// other than the memory devices and terminals are asked about, by
-    /// [`probe_lacks_read_iter`]; a device's answer is kept.
+    /// Linux 6.18), the files of `/proc/<pid>/ns` (nsfs). Only regular
+    /// files of /proc and nsfs and character devices other than the memory
+    /// devices and terminals are asked about, by [`probe_lacks_iter`]; a
+    /// device's answer is kept.
     pub(crate) fn lacks_read_iter(&mut self) -> bool {
         let st = *self.stat();
         match st.kind() {
-            libc::S_IFCHR => !device_reads_iter(st.rdev) && device_lacks_read_iter(st.rdev, self.fd),
+            libc::S_IFCHR => !device_has_iter(st.rdev, false) && device_lacks_iter(st.rdev, self.fd, false),
             libc::S_IFREG => {
                 libc::major(st.dev) == 0
-                    && crate::writeback::fs_magic(self) == Some(PROC_MAGIC)
-                    && probe_lacks_read_iter(self.fd)
+                    && matches!(crate::writeback::fs_magic(self), Some(PROC_MAGIC | NSFS_MAGIC))
+                    && probe_lacks_iter(self.fd, false)
             }
             _ => false,
         }
@@ -620,22 +642,50 @@ impl FdInfo {
     }
 }
 
-/// Character devices known to read through `read_iter`: `/dev/null`,
-/// `/dev/zero`, `/dev/full`, `/dev/random`, `/dev/urandom` (1:3, 5, 7, 8,
-/// 9) and the terminals (majors 4, 5 and 136-143). Others are asked.
-fn device_reads_iter(rdev: u64) -> bool {
+/// Character devices known to read (`write` false) or write through
+/// `read_iter`/`write_iter`: `/dev/null`, `/dev/zero`, `/dev/random`,
+/// `/dev/urandom` (1:3, 5, 8, 9), `/dev/full` for reads (1:7, whose write
+/// has none), and the terminals (majors 4, 5 and 136-143). Others are
+/// asked.
+fn device_has_iter(rdev: u64, write: bool) -> bool {
     let (major, minor) = (libc::major(rdev), libc::minor(rdev));
-    matches!((major, minor), (1, 3 | 5 | 7 | 8 | 9)) || matches!(major, 4 | 5 | 136..=143)
+    matches!((major, minor), (1, 3 | 5 | 8 | 9))
+        || (!write && (major, minor) == (1, 7))
+        || matches!(major, 4 | 5 | 136..=143)
 }
 
-/// [`probe_lacks_read_iter`] of a character device, its answer kept by
-/// device number (the driver's operations do not change).
-fn device_lacks_read_iter(rdev: u64, fd: i32) -> bool {
+/// [`probe_lacks_iter`] of a character device, its answer kept by device
+/// number and direction (the driver's operations do not change).
+fn device_lacks_iter(rdev: u64, fd: i32, write: bool) -> bool {
+    static KNOWN: Mutex<Vec<(u64, bool, bool)>> = Mutex::new(Vec::new());
+    if let Some(&(_, _, lacks)) = crate::sync::lock(&KNOWN).iter().find(|(d, w, _)| *d == rdev && *w == write) {
+        return lacks;
+    }
+    let lacks = probe_lacks_iter(fd, write);
+    let mut known = crate::sync::lock(&KNOWN);
+    if known.len() < 64 && !known.iter().any(|(d, w, _)| *d == rdev && *w == write) {
+        known.push((rdev, write, lacks));
+    }
+    lacks
+}
+
+/// Whether the block device `rdev` (open readable on `fd`) has no
+/// non-blocking mode: a queue without it (a bio-based driver such as
+/// zram) makes the kernel refuse `RWF_NOWAIT` when it takes the request
+/// (`EOPNOTSUPP`, in `io_submit` for AIO). Asked once per device with a
+/// one-byte `RWF_NOWAIT` read: refused with `EOPNOTSUPP` before anything
+/// else where the mode is
+/// missing, and read (or `EAGAIN`, nothing cached; or `EINVAL`, misaligned
+/// for `O_DIRECT`) where it is there: a byte into uaio's own buffer, at
+/// most (the system call checks its buffer before the flags, so it must
+/// be a real one).
+fn block_lacks_nowait(rdev: u64, fd: i32) -> bool {
     static KNOWN: Mutex<Vec<(u64, bool)>> = Mutex::new(Vec::new());
     if let Some(&(_, lacks)) = crate::sync::lock(&KNOWN).iter().find(|(d, _)| *d == rdev) {
         return lacks;
     }
-    let lacks = probe_lacks_read_iter(fd);
+    let mut byte = 0u8;
+    let lacks = super::probe_read(fd, &mut byte, 0, uaio_abi::RWF_NOWAIT) == -(libc::EOPNOTSUPP as i64);
     let mut known = crate::sync::lock(&KNOWN);
     if known.len() < 64 && !known.iter().any(|(d, _)| *d == rdev) {
         known.push((rdev, lacks));
@@ -643,27 +693,29 @@ fn device_lacks_read_iter(rdev: u64, fd: i32) -> bool {
     lacks
 }
 
-/// The kernel AIO context of [`probe_lacks_read_iter`] (0: not made yet,
+/// The first address of the kernel's half on x86-64: never the program's.
+const NOT_USER: u64 = 0xffff_8000_0000_0000;
+
+/// The kernel AIO context of [`probe_lacks_iter`] (0: not made yet,
 /// `u64::MAX`: refused), kept for the process once made (`io_destroy`
 /// waits for an RCU grace period, about 30 ms here). A fork child, which
 /// does not inherit kernel AIO contexts, makes its own.
 static READ_ITER_PROBE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// Asks the kernel's AIO whether the file of `fd` has `read_iter`: a
-/// one-byte read into an address that is not the program's is refused
-/// with `EINVAL` when the file has none, and with `EFAULT` before any
-/// read when it has (the buffer is checked after the file's operations):
-/// nothing is read, nothing is queued. False when kernel AIO is not
-/// available here (uaio then reads the file).
-fn probe_lacks_read_iter(fd: i32) -> bool {
-    probe_lacks_read_iter_once(fd, false)
+/// Asks the kernel's AIO whether the file of `fd` has `read_iter` (or
+/// `write_iter` when `write`): a one-byte read (write) from or into an
+/// address that is not the program's is refused with `EINVAL` when the
+/// file has none, and with `EFAULT` before any transfer when it has (the
+/// buffer is checked after the file's operations): nothing is read or
+/// written, nothing is queued. False when kernel AIO is not available
+/// here (uaio then reads or writes the file).
+fn probe_lacks_iter(fd: i32, write: bool) -> bool {
+    probe_lacks_iter_once(fd, write, false)
 }
 
-/// [`probe_lacks_read_iter`]; `retried`: with a context made again.
-fn probe_lacks_read_iter_once(fd: i32, retried: bool) -> bool {
+/// [`probe_lacks_iter`]; `retried`: with a context made again.
+fn probe_lacks_iter_once(fd: i32, write: bool, retried: bool) -> bool {
     use std::sync::atomic::Ordering;
-    /// The first address of the kernel's half on x86-64.
-    const NOT_USER: u64 = 0xffff_8000_0000_0000;
     let mut ctx = READ_ITER_PROBE.load(Ordering::Acquire);
     if ctx == 0 {
         let made = super::kernel_aio::setup(1).unwrap_or(u64::MAX);
@@ -681,7 +733,7 @@ fn probe_lacks_read_iter_once(fd: i32, retried: bool) -> bool {
         return false;
     }
     let cb = uaio_abi::iocb {
-        aio_lio_opcode: uaio_abi::IOCB_CMD_PREAD,
+        aio_lio_opcode: if write { uaio_abi::IOCB_CMD_PWRITE } else { uaio_abi::IOCB_CMD_PREAD },
         aio_fildes: fd as u32,
         aio_buf: NOT_USER,
         aio_nbytes: 1,
@@ -697,7 +749,7 @@ fn probe_lacks_read_iter_once(fd: i32, retried: bool) -> bool {
         return true;
     }
     if READ_ITER_PROBE.compare_exchange(ctx, 0, Ordering::AcqRel, Ordering::Acquire).is_ok() && !retried {
-        return probe_lacks_read_iter_once(fd, true);
+        return probe_lacks_iter_once(fd, write, true);
     }
     false
 }
