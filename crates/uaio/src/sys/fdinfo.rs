@@ -654,19 +654,36 @@ fn device_has_iter(rdev: u64, write: bool) -> bool {
         || matches!(major, 4 | 5 | 136..=143)
 }
 
+/// Answers about devices, asked once per key and kept (a driver's
+/// operations do not change): at most 64 keys, later ones are asked each
+/// time.
+struct DeviceAnswers<K>(Mutex<Vec<(K, bool)>>);
+
+impl<K: Copy + PartialEq> DeviceAnswers<K> {
+    /// No answer kept yet.
+    const fn new() -> Self {
+        DeviceAnswers(Mutex::new(Vec::new()))
+    }
+
+    /// The answer kept for `key`, or `ask`'s, kept from then on.
+    fn get_or_ask(&self, key: K, ask: impl FnOnce() -> bool) -> bool {
+        if let Some(&(_, answer)) = crate::sync::lock(&self.0).iter().find(|(k, _)| *k == key) {
+            return answer;
+        }
+        let answer = ask();
+        let mut known = crate::sync::lock(&self.0);
+        if known.len() < 64 && !known.iter().any(|(k, _)| *k == key) {
+            known.push((key, answer));
+        }
+        answer
+    }
+}
+
 /// [`probe_lacks_iter`] of a character device, its answer kept by device
-/// number and direction (the driver's operations do not change).
+/// number and direction.
 fn device_lacks_iter(rdev: u64, fd: i32, write: bool) -> bool {
-    static KNOWN: Mutex<Vec<(u64, bool, bool)>> = Mutex::new(Vec::new());
-    if let Some(&(_, _, lacks)) = crate::sync::lock(&KNOWN).iter().find(|(d, w, _)| *d == rdev && *w == write) {
-        return lacks;
-    }
-    let lacks = probe_lacks_iter(fd, write);
-    let mut known = crate::sync::lock(&KNOWN);
-    if known.len() < 64 && !known.iter().any(|(d, w, _)| *d == rdev && *w == write) {
-        known.push((rdev, write, lacks));
-    }
-    lacks
+    static KNOWN: DeviceAnswers<(u64, bool)> = DeviceAnswers::new();
+    KNOWN.get_or_ask((rdev, write), || probe_lacks_iter(fd, write))
 }
 
 /// Whether the block device `rdev` (open readable on `fd`) has no
@@ -680,17 +697,11 @@ fn device_lacks_iter(rdev: u64, fd: i32, write: bool) -> bool {
 /// most (the system call checks its buffer before the flags, so it must
 /// be a real one).
 fn block_lacks_nowait(rdev: u64, fd: i32) -> bool {
-    static KNOWN: Mutex<Vec<(u64, bool)>> = Mutex::new(Vec::new());
-    if let Some(&(_, lacks)) = crate::sync::lock(&KNOWN).iter().find(|(d, _)| *d == rdev) {
-        return lacks;
-    }
-    let mut byte = 0u8;
-    let lacks = super::probe_read(fd, &mut byte, 0, uaio_abi::RWF_NOWAIT) == -(libc::EOPNOTSUPP as i64);
-    let mut known = crate::sync::lock(&KNOWN);
-    if known.len() < 64 && !known.iter().any(|(d, _)| *d == rdev) {
-        known.push((rdev, lacks));
-    }
-    lacks
+    static KNOWN: DeviceAnswers<u64> = DeviceAnswers::new();
+    KNOWN.get_or_ask(rdev, || {
+        let mut byte = 0u8;
+        super::probe_read(fd, &mut byte, 0, uaio_abi::RWF_NOWAIT) == -(libc::EOPNOTSUPP as i64)
+    })
 }
 
 /// The first address of the kernel's half on x86-64: never the program's.
