@@ -377,6 +377,9 @@ check_case limits_conform.nothreads limits_conform nothreads
 # Many POLLs of one pipe under a low RLIMIT_NOFILE: the thread pool's poll(2)
 # had one entry per request, more than the limit, failed with EINVAL and spun.
 check_case limits_conform.polls limits_conform polls
+# io_setup under a low RLIMIT_AS: ENOMEM where the context does not fit, as
+# on the kernel (before: EAGAIN, and up to 2 MiB more needed than now).
+check_case limits_conform.addrspace limits_conform addrspace
 check_case exit_inflight.exit exit_inflight exit
 check_case exit_inflight.exec exit_inflight exec
 for fn in execl execle execlp execvp execvpe execve fexecve execveat syscall; do

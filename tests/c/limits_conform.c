@@ -19,6 +19,14 @@
  *                             the thread pool, none did, and a thread span:
  *                             its poll(2) had one entry per request, more
  *                             than RLIMIT_NOFILE, and got EINVAL at once)
+ *   limits_conform addrspace  io_setup under an RLIMIT_AS of the process's
+ *                             size plus 0 or 100 KiB (64 and 20000 events),
+ *                             1 MiB (64) or 8 MiB (20000): ENOMEM where the context does
+ *                             not fit, 0 where it does (before, EAGAIN
+ *                             from uaio, and EAGAIN up to 2 MiB more than
+ *                             the kernel needs: its threads' stacks). The
+ *                             case that cannot agree (64 events with 100
+ *                             KiB: uaio's threads need more) is not run.
  *
  * Build: gcc -O2 -Wall -pthread -o limits_conform limits_conform.c -laio */
 #include "conform_common.h"
@@ -196,6 +204,52 @@ static int polls(void)
 	return 0;
 }
 
+/* The process's address space in bytes (VmSize). */
+static long vm_size(void)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	char l[256];
+	long kb = -1;
+	while (f && fgets(l, sizeof l, f))
+		if (!strncmp(l, "VmSize:", 7))
+			kb = atol(l + 7);
+	if (f)
+		fclose(f);
+	return kb * 1024;
+}
+
+/* addrspace: see the top. Each in a child, which lowers its RLIMIT_AS. */
+static void setup_under(long extra_kib, int nr)
+{
+	pid_t pid = fork();
+	if (pid == 0) {
+		long size = vm_size();
+		struct rlimit r = { (rlim_t)(size + extra_kib * 1024), (rlim_t)(size + extra_kib * 1024) };
+		if (size <= 0 || setrlimit(RLIMIT_AS, &r) != 0)
+			_exit(2);
+		io_context_t ctx = 0;
+		int s = io_setup(nr, &ctx);
+		int d = s == 0 ? io_destroy(ctx) : 0;
+		printf("RLIMIT_AS size + %ld KiB: io_setup(%d) = %d (%s), io_destroy %d\n", extra_kib, nr, s,
+		       s < 0 ? strerror(-s) : "ok", d);
+		_exit(0);
+	}
+	int st = 0;
+	waitpid(pid, &st, 0);
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+		printf("child ended badly: %d\n", st);
+}
+
+static int addrspace(void)
+{
+	setup_under(0, 64);
+	setup_under(0, 20000);
+	setup_under(100, 20000);
+	setup_under(1024, 64);
+	setup_under(8192, 20000);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -211,6 +265,8 @@ int main(int argc, char **argv)
 		return nothreads();
 	if (!strcmp(mode, "polls"))
 		return polls();
+	if (!strcmp(mode, "addrspace"))
+		return addrspace();
 	printf("unknown mode\n");
 	return 2;
 }

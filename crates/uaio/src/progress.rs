@@ -37,7 +37,7 @@ pub(crate) fn eventfd(
         return renew(&mut g);
     }
     let fd = Arc::new(new_eventfd()?);
-    crate::sys::spawn_thread("uaio-progress", move || run(slot, contexts)).map_err(|_| Errno::AGAIN)?;
+    crate::sys::spawn_thread("uaio-progress", move || run(slot, contexts)).map_err(|_| crate::sys::spawn_errno())?;
     PROGRESS_STARTED.store(true, Ordering::SeqCst);
     internal_fds::set_sweeper(fd.as_raw_fd());
     *g = Some(fd.clone());

@@ -182,6 +182,13 @@ pub(crate) fn ppoll_fds(
     }
 }
 
+/// The stack of each of uaio's threads: they run uaio's own code only
+/// (system calls, queues, no recursion; a program's handler never runs
+/// there, every asynchronous signal being blocked), and the default of
+/// 2 MiB of address space per thread made `io_setup` fail under an
+/// `RLIMIT_AS` that leaves the kernel's AIO room for its ring.
+const THREAD_STACK: usize = 256 << 10;
+
 /// Starts one of uaio's own threads, named `name`, with every asynchronous
 /// signal blocked from its first instruction (the mask is set in the
 /// calling thread around the spawn, and inherited): a signal sent to the
@@ -205,7 +212,7 @@ where
     change_mask(libc::SIG_BLOCK, bit(libc::SIGILL) | bit(libc::SIGFPE) | faults);
     crate::sys::process::own_thread_starting(true);
     let real_time = in_real_time();
-    let r = std::thread::Builder::new().name(name.into()).spawn(move || {
+    let r = std::thread::Builder::new().name(name.into()).stack_size(THREAD_STACK).spawn(move || {
         if real_time {
             // SAFETY: setpriority(2) of the calling thread (PRIO_PROCESS
             // with 0 names it on Linux); refused without CAP_SYS_NICE,
@@ -231,6 +238,38 @@ where
     }
     set_signal_mask(old);
     r
+}
+
+/// The error of an `io_setup` (or other call) that needed one of uaio's
+/// threads and could not start it (`spawn_thread` failed): `ENOMEM` when
+/// the process has no address space left for the thread's stack (an
+/// `RLIMIT_AS` reached; the kernel's `io_setup` answers `ENOMEM` when its
+/// ring does not fit), `EAGAIN` otherwise (a limit on threads:
+/// `RLIMIT_NPROC`, a cgroup's `pids.max`, `threads-max`), which the C
+/// library reports the same way.
+pub(crate) fn spawn_errno() -> Errno {
+    // SAFETY: an anonymous mapping that nothing else knows of, unmapped
+    // at once if made.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            THREAD_STACK,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return if std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOMEM) {
+            Errno::NOMEM
+        } else {
+            Errno::AGAIN
+        };
+    }
+    // SAFETY: the mapping made just above, of that length.
+    unsafe { libc::munmap(p, THREAD_STACK) };
+    Errno::AGAIN
 }
 
 /// Whether the calling thread runs under a real-time policy (`SCHED_FIFO`,
