@@ -12,7 +12,11 @@
  *                             descriptor: each completes with its byte
  *                             count (or 0) and the file holds the bytes
  *                             (before, on io_uring, whose workers could
- *                             not be started: all -ECANCELED)
+ *                             not be started: all -ECANCELED); then 3
+ *                             POLLs of an empty pipe, and a byte written:
+ *                             none completes before, all with POLLIN
+ *                             after (before, on the thread pool, whose
+ *                             poller could not be started: -EAGAIN at once)
  *   limits_conform polls      under RLIMIT_NOFILE 64 and 1024, 100 and
  *                             1100 POLLs of one pipe, then a byte written:
  *                             every POLL completes with POLLIN (before, on
@@ -140,6 +144,31 @@ static int nothreads(void)
 			io_prep_pwrite(&cb, s, buf + i * 4096, 4096, (long long)i * 4096);
 			one(ctx, &cb, "O_DSYNC write");
 		}
+		int pp[2];
+		if (pipe(pp))
+			_exit(2);
+		struct iocb pcb[3], *pps[3];
+		for (int i = 0; i < 3; i++) {
+			io_prep_poll(&pcb[i], pp[0], POLLIN);
+			pps[i] = &pcb[i];
+		}
+		printf("io_submit(3 POLLs of an empty pipe) = %s\n", negret(io_submit(ctx, 3, pps)));
+		struct timespec brief = { 0, 100000000 };
+		int early = io_getevents(ctx, 0, 3, ev, &brief);
+		printf("POLL events before a byte is written: %s\n", negret(early));
+		if (write(pp[1], "x", 1) != 1)
+			_exit(2);
+		int pgot = early > 0 ? early : 0;
+		while (pgot < 3) {
+			int g = io_getevents(ctx, 1, 3 - pgot, ev + pgot, &to);
+			if (g <= 0)
+				break;
+			pgot += g;
+		}
+		int pin = 0;
+		for (int i = 0; i < pgot; i++)
+			pin += ev[i].res == (POLLIN | POLLRDNORM);
+		printf("POLL events: %d, with POLLIN|POLLRDNORM: %d\n", pgot, pin);
 		printf("io_destroy = %s\n", negret(io_destroy(ctx)));
 		char *c = malloc(NW * BLK);
 		printf("direct file holds the writes: %d\n",

@@ -90,8 +90,10 @@ impl<B> Drop for Staging<'_, '_, B> {
 /// - a thread named `uaio-progress` starts and stays for the life of the
 ///   process (it moves completions to the rings when no thread is inside
 ///   uaio); on the thread-pool backend, `uaio-worker` threads
-///   (`UAIO_THREADS` at most, 256 by default) and a `uaio-poller` thread
-///   start on demand and leave when idle or when the last context goes;
+///   (`UAIO_THREADS` at most, 256 by default) start on demand and leave
+///   when idle or when the last context goes, and a `uaio-poller` thread
+///   (which waits for POLLs and stream requests) starts with the first
+///   context and leaves when the last one goes;
 /// - a `SIGSEGV`/`SIGBUS` handler is installed, so that a bad pointer
 ///   handed to the raw calls gives `EFAULT` instead of a crash; faults that
 ///   are not uaio's are passed to the handler that was there before (or to

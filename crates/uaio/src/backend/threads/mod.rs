@@ -200,6 +200,9 @@ impl Threads {
     pub(crate) fn new(notify: Option<Arc<OwnedFd>>) -> Result<Threads, Errno> {
         let p = try_pool()?;
         lock(&p.st).instances += 1;
+        if notify.is_some() {
+            p.start_poller();
+        }
         Ok(Threads {
             shared: Arc::new(Shared {
                 done: Mutex::new(Done::default()),

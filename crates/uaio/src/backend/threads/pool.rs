@@ -341,17 +341,37 @@ impl Pool {
         }
     }
 
-    /// Hands a registered job to the poller; `Err` if there is none.
-    pub(super) fn watch(&'static self, job: Arc<Job>) -> Result<(), Arc<Job>> {
-        let mut st = lock(&self.st);
+    /// Starts the poller if it is not running (it leaves once no context
+    /// is left); false if it could not be started.
+    fn poller_running(&'static self, st: &mut PoolState) -> bool {
         if !st.poller {
-            let Ok(wake) = new_eventfd().map(Arc::new) else { return Err(job) };
+            let Ok(wake) = new_eventfd().map(Arc::new) else { return false };
             let w = wake.clone();
             if sys::spawn_thread("uaio-poller", move || poller(self, w)).is_err() {
-                return Err(job);
+                return false;
             }
             st.poller = true;
             st.poll_wake = Some(wake);
+        }
+        true
+    }
+
+    /// Starts the poller with a context of the pool's owner, if it is not
+    /// running, so that the context's POLLs and waiting stream requests
+    /// have it even once the process may start no more threads (a pids
+    /// cgroup or `RLIMIT_NPROC` at its limit, an `RLIMIT_AS` reached): the
+    /// kernel's need none. A failure here is not the context's: its first
+    /// such request tries again.
+    pub(super) fn start_poller(&'static self) {
+        let mut st = lock(&self.st);
+        let _ = self.poller_running(&mut st);
+    }
+
+    /// Hands a registered job to the poller; `Err` if there is none.
+    pub(super) fn watch(&'static self, job: Arc<Job>) -> Result<(), Arc<Job>> {
+        let mut st = lock(&self.st);
+        if !self.poller_running(&mut st) {
+            return Err(job);
         }
         if let Some(k) = job.stream {
             if st.streams.len() >= 64 {
