@@ -200,6 +200,79 @@ fn a_freed_buffer_may_call_into_its_context() {
     assert_ne!(seen.load(Ordering::SeqCst), 0, "the buffer was dropped, asking its context");
 }
 
+/// A waker that calls into its context when it is woken and when it is
+/// dropped, counting those calls.
+struct Calling {
+    ctx: std::sync::Weak<AsyncContext<'static>>,
+    calls: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Calling {
+    fn call(&self) {
+        if let Some(ctx) = self.ctx.upgrade() {
+            let _ = ctx.pending();
+            self.calls.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl std::task::Wake for Calling {
+    fn wake(self: Arc<Self>) {
+        self.call();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.call();
+    }
+}
+
+impl Drop for Calling {
+    fn drop(&mut self) {
+        self.call();
+    }
+}
+
+/// Wakers are the program's code, and may call into the context when they
+/// are woken or dropped: the context never does either holding its lock.
+/// A future polled with one waker and then another (the context, and the
+/// reactor, let go of the first), a future dropped while it waits (its
+/// waker goes), and a driving future that completes while another waits
+/// (that one's waker is woken to take over). The first deadlocked (a
+/// black-box attack). Run on a thread of its own, so that a deadlock fails
+/// the test instead of hanging it.
+#[test]
+fn wakers_may_call_into_their_context_when_woken_or_dropped() {
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let c = calls.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let _in = rt.enter();
+        let ctx: Arc<AsyncContext<'static>> = Arc::new(AsyncContext::new(8).unwrap());
+        let waker = || std::task::Waker::from(Arc::new(Calling { ctx: Arc::downgrade(&ctx), calls: c.clone() }));
+        let (ra, wa) = rustix::pipe::pipe().unwrap();
+        let (rb, _wb) = rustix::pipe::pipe().unwrap();
+        let mut a = Box::pin(ctx.read(Arc::new(ra), vec![0; 4], 0));
+        let mut b = Box::pin(ctx.poll(Arc::new(rb), PollFlags::IN));
+        for _ in 0..3 {
+            // A new waker each time: the one before goes.
+            assert!(a.as_mut().poll(&mut std::task::Context::from_waker(&waker())).is_pending());
+        }
+        assert!(b.as_mut().poll(&mut std::task::Context::from_waker(&waker())).is_pending());
+        assert!(a.as_mut().poll(&mut std::task::Context::from_waker(&waker())).is_pending());
+        assert_eq!(rustix::io::write(&wa, b"data").unwrap(), 4);
+        // A, the driver, completes; B's waker is woken to take over.
+        let done = rt.block_on(no_hang(a)).0.unwrap();
+        assert_eq!(done, 4);
+        drop(b);
+        while ctx.pending() > 0 {
+            rt.block_on(no_hang(ctx.noop())).unwrap();
+        }
+        tx.send(()).unwrap();
+    });
+    rx.recv_timeout(HANG).expect("deadlock: a waker's call into its context never returned");
+    assert!(calls.load(Ordering::SeqCst) >= 4, "the wakers called into their context");
+}
+
 #[tokio::test]
 async fn dropping_the_context_with_orphans_returns() {
     let (r, _w) = rustix::pipe::pipe().unwrap();

@@ -69,27 +69,35 @@ impl<'fd, B: IoBuffer> Future for Flight<'_, 'fd, B> {
             }
         };
         loop {
+            // The waker this poll replaces, dropped once the lock is
+            // released.
+            let mut replaced = None;
             let mut st = ctx.lock();
             let e = st.slots.entry(me.0);
             match &mut e.value {
                 Some(Slot::Done(res)) => {
                     let res = *res;
                     st.slots.remove(me.0);
-                    AsyncContext::hand_off(&mut st, me);
+                    let next = AsyncContext::hand_off(&mut st, me);
                     this.slot = None;
                     drop(st);
+                    if let Some(w) = next {
+                        w.wake();
+                    }
                     let req = this.req.take().expect("present");
                     let out = if res < 0 { Err(io::Error::from_raw_os_error(-res as i32)) } else { Ok(res as usize) };
                     return Poll::Ready((out, req));
                 }
                 Some(Slot::Waiting(w)) => {
                     if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                        *w = Some(cx.waker().clone());
+                        replaced = w.replace(cx.waker().clone());
                     }
                 }
                 _ => unreachable!("a live future's slot is waiting or done"),
             }
-            match ctx.drive(st, me, cx) {
+            let driven = ctx.drive(st, me, cx);
+            drop(replaced);
+            match driven {
                 Poll::Ready(Ok(())) => continue,
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(_)) => {
@@ -107,6 +115,8 @@ impl<'fd, B: IoBuffer> Future for Flight<'_, 'fd, B> {
 impl<B: IoBuffer> Drop for Flight<'_, '_, B> {
     fn drop(&mut self) {
         let Some(me) = self.slot.take() else { return };
+        // The slot's waker, dropped once the lock is released.
+        let mut waiting = None;
         let mut st = self.ctx.lock();
         match st.slots.entry(me.0).value {
             Some(Slot::Done(_)) => {
@@ -119,9 +129,14 @@ impl<B: IoBuffer> Drop for Flight<'_, '_, B> {
                 // way the request must outlive its completion.
                 let _ = sys::cancel(self.ctx.handle, cb);
                 let req = self.req.take().expect("present while submitted");
-                e.value = Some(Slot::Orphan(Box::new(req)));
+                waiting = e.value.replace(Slot::Orphan(Box::new(req)));
             }
         }
-        AsyncContext::hand_off(&mut st, me);
+        let next = AsyncContext::hand_off(&mut st, me);
+        drop(st);
+        drop(waiting);
+        if let Some(w) = next {
+            w.wake();
+        }
     }
 }

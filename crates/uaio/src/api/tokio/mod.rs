@@ -4,8 +4,8 @@
 use std::fmt;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::sync::{Mutex, MutexGuard};
-use std::task::{Context as TaskContext, Poll, Waker};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context as TaskContext, Poll, Wake, Waker};
 use std::time::Duration;
 
 use ::tokio::io::unix::AsyncFd;
@@ -149,6 +149,46 @@ pub struct AsyncContext<'fd> {
     handle: aio_context_t,
     efd: AsyncFd<OwnedFd>,
     state: Mutex<State<'fd>>,
+    /// The waker the reactor holds for the eventfd (see [`Relay`]).
+    relay: Arc<Relay>,
+}
+
+/// The waker the context hands tokio's reactor for its eventfd: it wakes
+/// the driver's task (the waker of the last [`AsyncContext::drive`]). The
+/// reactor drops the waker it holds when it is given another, inside the
+/// readiness check that `drive` makes under the state lock; handed the
+/// program's waker, it dropped that there, and a waker whose `Drop` calls
+/// into the context waited for the lock for ever. The reactor holds this
+/// one instead, which the context keeps alive, and the program's wakers
+/// go outside the lock.
+#[derive(Default)]
+struct Relay(Mutex<Option<Waker>>);
+
+impl Relay {
+    /// Makes `waker` the one to wake; returns the one it replaces, to be
+    /// dropped once the state lock is released.
+    fn set(&self, waker: &Waker) -> Option<Waker> {
+        let mut w = crate::sync::lock_plain(&self.0);
+        if w.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            return None;
+        }
+        w.replace(waker.clone())
+    }
+}
+
+impl Wake for Relay {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        // As the reactor's own wakers: woken once; the driver's next
+        // readiness check sets it again.
+        let w = crate::sync::lock_plain(&self.0).take();
+        if let Some(w) = w {
+            w.wake();
+        }
+    }
 }
 
 /// Events reaped per `io_getevents` call.
@@ -185,7 +225,12 @@ impl<'fd> AsyncContext<'fd> {
         // same number, until the AsyncFd is dropped.
         let efd = unsafe { AsyncFd::register_with_interest(efd, Interest::READABLE) }.map_err(io::Error::from)?;
         let handle = sys::setup_on(entries, backend)?;
-        Ok(AsyncContext { handle, efd, state: Mutex::new(State { slots: Slots::default(), driver: None }) })
+        Ok(AsyncContext {
+            handle,
+            efd,
+            state: Mutex::new(State { slots: Slots::default(), driver: None }),
+            relay: Arc::default(),
+        })
     }
 
     /// The raw context handle (see [`Context::handle`](crate::Context::handle)).
@@ -285,7 +330,11 @@ impl<'fd> AsyncContext<'fd> {
         match unsafe { sys::submit(self.handle, &mut ptr) } {
             Ok(1) => Ok((index, gen)),
             r => {
-                st.slots.remove(index);
+                // The slot's clone of the waker goes once the lock is
+                // released.
+                let removed = st.slots.remove(index);
+                drop(st);
+                drop(removed);
                 Err(r.err().unwrap_or_else(|| io::Error::from_raw_os_error(libc::EAGAIN)))
             }
         }
@@ -346,21 +395,25 @@ impl<'fd> AsyncContext<'fd> {
     /// with `cx`'s. The call and the record happen under the state lock
     /// (`st`), so the future whose waker the reactor may hold is always
     /// the driver, and a driver that leaves hands the duty on
-    /// ([`AsyncContext::hand_off`]).
+    /// ([`AsyncContext::hand_off`]). The reactor holds the context's
+    /// [`Relay`], which wakes `cx`'s task.
     fn drive(
         &self,
         mut st: MutexGuard<'_, State<'fd>>,
         me: (u32, u64),
         cx: &mut TaskContext<'_>,
     ) -> Poll<io::Result<()>> {
-        let ready = self.efd.poll_read_ready(cx);
+        let replaced = self.relay.set(cx.waker());
+        let relay = Waker::from(self.relay.clone());
+        let ready = self.efd.poll_read_ready(&mut TaskContext::from_waker(&relay));
         st.driver = Some(me);
+        drop(st);
+        drop(replaced);
         let mut guard = match ready {
             Poll::Ready(Ok(g)) => g,
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
             Poll::Pending => return Poll::Pending,
         };
-        drop(st);
         let mut count = [0u8; 8];
         // Read until the eventfd is empty: `try_io` clears the readiness on
         // EAGAIN, so the next completion makes it ready again.
@@ -374,9 +427,13 @@ impl<'fd> AsyncContext<'fd> {
     /// reactor registration, when `me` leaves as the driver, or when there
     /// is none: a future woken to take over may have found its completion
     /// through the eventfd at once and is leaving without registering.
-    fn hand_off(st: &mut State<'fd>, me: (u32, u64)) {
+    /// Returns that future's waker, for the caller to wake once the state
+    /// lock is released (a waker is the program's code, and may call into
+    /// the context).
+    #[must_use = "the waker must be woken once the lock is released"]
+    fn hand_off(st: &mut State<'fd>, me: (u32, u64)) -> Option<Waker> {
         if st.driver.is_some_and(|d| d != me) {
-            return;
+            return None;
         }
         st.driver = None;
         for (i, e) in st.slots.iter_mut() {
@@ -384,10 +441,10 @@ impl<'fd> AsyncContext<'fd> {
                 continue;
             }
             if let Some(Slot::Waiting(Some(w))) = &e.value {
-                w.wake_by_ref();
-                return;
+                return Some(w.clone());
             }
         }
+        None
     }
 
     /// Slow path when the reactor fails: cancel, then wait for the
@@ -404,7 +461,11 @@ impl<'fd> AsyncContext<'fd> {
                 let mut st = self.lock();
                 if let Some(Slot::Done(res)) = st.slots.entry(me.0).value {
                     st.slots.remove(me.0);
-                    AsyncContext::hand_off(&mut st, me);
+                    let next = AsyncContext::hand_off(&mut st, me);
+                    drop(st);
+                    if let Some(w) = next {
+                        w.wake();
+                    }
                     return res;
                 }
             }
