@@ -427,6 +427,11 @@ pub(crate) fn backend_of(handle: u64) -> Option<&'static str> {
     lookup(handle).map(|c| c.backend_name())
 }
 
+/// Event slots in the ring of the context `handle`.
+pub(crate) fn ring_nr_of(handle: u64) -> Option<u32> {
+    lookup(handle).map(|c| c.ring_nr())
+}
+
 /// Whether `addr` lies in uaio's own view of a context's ring (which the
 /// application never sees, but may guess: it can hold the ring's magic).
 pub(crate) fn in_own_ring_view(addr: u64) -> bool {

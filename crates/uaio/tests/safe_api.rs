@@ -66,6 +66,28 @@ fn wait_n<'fd, B: uaio::IoBuffer>(ctx: &Context<'fd, B>, n: usize) -> Vec<Comple
     out
 }
 
+/// A wait for more completions than the context's ring holds is refused
+/// with `EINVAL`, and nothing is lost: before, its event array was sized
+/// by `min` (2^30 aborted the process allocating 32 GiB, `usize::MAX`
+/// panicked, 10^8 took 3 GB; a black-box attack). A wait for as many as
+/// the ring holds allocates no more than one for a few.
+#[test]
+fn a_wait_for_more_than_the_ring_holds_is_einval_and_loses_nothing() {
+    let ctx = Context::new(8).unwrap();
+    ctx.submit(Request::noop().user_data(5)).unwrap();
+    let mut out = Vec::with_capacity(4);
+    for min in [1usize << 30, 1 << 40, usize::MAX] {
+        let e = ctx.wait(min, Some(Duration::ZERO), &mut out).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "min {min}");
+    }
+    assert!(out.is_empty());
+    let got = wait_n(&ctx, 1);
+    assert_eq!(got[0].user_data(), 5);
+    let (n, r) = allocations(|| ctx.wait(1 << 20, Some(Duration::ZERO), &mut out).map(|_| ()));
+    assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EINVAL));
+    assert_eq!(n, 0, "a refused wait allocates nothing");
+}
+
 #[test]
 fn write_then_read_returns_the_buffer() {
     let f = tempfile::tempfile().unwrap();

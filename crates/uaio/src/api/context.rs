@@ -395,7 +395,9 @@ impl<'fd, B: IoBuffer> Context<'fd, B> {
     ///
     /// # Errors
     ///
-    /// `EINTR` when a signal handler ran before anything was ready.
+    /// `EINTR` when a signal handler ran before anything was ready;
+    /// `EINVAL` when `min` is more than the context's ring holds (no call
+    /// could ever reap that many).
     ///
     /// # Examples
     ///
@@ -420,7 +422,14 @@ impl<'fd, B: IoBuffer> Context<'fd, B> {
     /// [`io_getevents(2)`](https://man7.org/linux/man-pages/man2/io_getevents.2.html),
     /// `read_events` in [`fs/aio.c`](https://elixir.bootlin.com/linux/v6.18/source/fs/aio.c)
     pub fn wait(&self, min: usize, timeout: Option<Duration>, out: &mut Vec<Completion<'fd, B>>) -> io::Result<usize> {
-        let max = (out.capacity() - out.len()).max(min).max(1);
+        // Sized by the ring, not by `out` or `min`: a larger array would
+        // be allocated (`min` of 2^30 aborted the process) for events that
+        // cannot come.
+        let most = sys::events_at_most(self.handle);
+        if min > most {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let max = (out.capacity() - out.len()).max(min).clamp(1, most);
         self.reap(min, max, timeout, |c| out.push(c))
     }
 

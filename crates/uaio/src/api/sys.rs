@@ -53,6 +53,12 @@ pub(crate) fn backend_of(h: aio_context_t) -> Backend {
     }
 }
 
+/// The most events one `io_getevents` on `h` can return: the ring's
+/// slots (no more completions can be ready at once).
+pub(crate) fn events_at_most(h: aio_context_t) -> usize {
+    crate::table::ring_nr_of(h).map_or(1, |n| n as usize).max(1)
+}
+
 /// `io_destroy(2)` of a handle this API created: returns once no request
 /// of the context is in flight.
 pub(crate) fn destroy(h: aio_context_t) {
