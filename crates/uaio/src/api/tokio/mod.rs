@@ -94,8 +94,11 @@ struct State<'fd> {
 /// [`AsyncContext::new`]. Once that runtime has shut down, the context has
 /// no reactor: a request that cannot complete at once is cancelled and
 /// resolves to `ECANCELED` (or to its result, if it finished first),
-/// waited for with blocking calls in the polling thread. Make the context
-/// in the runtime that uses it.
+/// waited for with blocking calls in the polling thread. While that
+/// runtime lives but is not driven (a current-thread runtime no thread
+/// runs), the context's futures polled in another runtime wait for it, as
+/// tokio's own I/O types do: their completions are seen by the first
+/// runtime's reactor only. Make the context in the runtime that uses it.
 ///
 /// # Panics
 ///
