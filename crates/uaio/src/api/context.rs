@@ -170,6 +170,8 @@ pub struct Context<'fd, B = Vec<u8>> {
     /// [`crate::table::forks`] when it was made: in a `fork` child the
     /// context is the parent's, whose lock a vanished thread may hold.
     forks: u64,
+    /// The most events one wait can reap: the ring's slots.
+    most: usize,
     inner: Mutex<Inner<'fd, B>>,
 }
 
@@ -217,7 +219,8 @@ impl<'fd, B: IoBuffer> Context<'fd, B> {
     pub(super) fn on(entries: u32, backend: Backend) -> io::Result<Self> {
         let handle = sys::setup_on(entries, backend)?;
         let inner = Inner { slots: Slots::default(), ptrs: Vec::new(), batch: Vec::new() };
-        Ok(Context { handle, id: next_id(), forks: crate::table::forks(), inner: Mutex::new(inner) })
+        let most = sys::events_at_most(handle);
+        Ok(Context { handle, id: next_id(), forks: crate::table::forks(), most, inner: Mutex::new(inner) })
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner<'fd, B>> {
@@ -425,7 +428,7 @@ impl<'fd, B: IoBuffer> Context<'fd, B> {
         // Sized by the ring, not by `out` or `min`: a larger array would
         // be allocated (`min` of 2^30 aborted the process) for events that
         // cannot come.
-        let most = sys::events_at_most(self.handle);
+        let most = self.most;
         if min > most {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }
