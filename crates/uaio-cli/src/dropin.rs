@@ -249,21 +249,24 @@ pub fn run(backend: Option<&str>, verbose: bool, stats: Option<Option<PathBuf>>,
             eprintln!("uaio run: io_uring is not available to this process: the program runs on the thread pool");
         }
     }
-    if let Some(why) = program_path(cmd).as_deref().and_then(why_not_loaded) {
+    let not_loaded = program_path(cmd).as_deref().and_then(why_not_loaded);
+    if let Some(why) = &not_loaded {
         eprintln!(
             "uaio run: {} {why}: uaio's library cannot be used, and the program runs on the kernel's AIO",
             Path::new(cmd).display()
         );
     }
-    if verbose {
-        // One line, in this form (scripts/fio-compare.sh looks for it).
+    if verbose && not_loaded.is_none() {
+        // One line, in this form (scripts/fio-compare.sh looks for it). A
+        // value of UAIO_BACKEND the library does not know leaves it to
+        // choose.
         let env = std::env::var("UAIO_BACKEND").ok().filter(|b| !b.is_empty());
-        eprintln!(
-            "uaio run: {} with {} (backend {})",
-            Path::new(cmd).display(),
-            lib.file.display(),
-            backend.or(env.as_deref()).unwrap_or("auto")
-        );
+        let named = match backend.or(env.as_deref()) {
+            None => "auto".to_string(),
+            Some(b @ ("uring" | "io_uring" | "threads" | "thread" | "pool")) => b.to_string(),
+            Some(b) => format!("auto: UAIO_BACKEND={b} names none"),
+        };
+        eprintln!("uaio run: {} with {} (backend {named})", Path::new(cmd).display(), lib.file.display());
     }
     if let Some(json) = stats {
         return run_with_stats(c, cmd, json.as_deref());

@@ -21,6 +21,7 @@
 //! subcommand, which prints the help to stderr as clap does).
 
 use std::ffi::OsString;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -146,8 +147,18 @@ fn main() -> ExitCode {
             let mut cli = Cli::command()
                 .mut_subcommand("stress", |_| stress::command())
                 .mut_subcommand("bench", |_| bench::command());
-            clap_complete::generate(shell, &mut cli, "uaio", &mut std::io::stdout());
-            ExitCode::SUCCESS
+            // Made in memory, then written: the generator panics when
+            // its writes fail (a full device).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cli, "uaio", &mut script);
+            let mut out = std::io::stdout().lock();
+            match out.write_all(&script).and_then(|()| out.flush()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("uaio: cannot write to standard output: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
     }
 }

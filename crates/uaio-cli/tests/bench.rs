@@ -112,6 +112,47 @@ fn options() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("free"), "{:?}\n{err}", o.status);
     assert_eq!(std::fs::metadata(&big).map(|m| m.len()).unwrap_or(0), 0, "bytes written");
+    // Refused before any run (attack 31): more rounds than the limit, a
+    // chart that cannot be written (after the whole run, before), a file
+    // of /proc (said to need more free space), a directory that takes no
+    // new file (said not to exist).
+    assert_eq!(run(&["--rounds", "100000000000"]).status.code(), Some(2));
+    let refused = |args: &[&str], says: &str| {
+        let o = run(args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.code() == Some(1) && err.contains(says), "{args:?}: {:?}\n{err}", o.status);
+        assert!(!String::from_utf8_lossy(&o.stdout).contains("runs of"), "{args:?} ran");
+    };
+    refused(&["--svg", "/nonexistent/chart.svg"], "cannot write /nonexistent/chart.svg");
+    refused(&["--file", "/proc/self/status"], "/proc or /sys");
+    refused(&["--dir", "/proc"], "no new file can be made in /proc");
+}
+
+/// A direct workload runs whenever the file holds one of its blocks, as
+/// when it is selected alone: the 128 KiB block of the sequential one made
+/// every direct row say the file was too small (attack 31).
+#[test]
+fn each_direct_workload_needs_only_its_own_block() {
+    let out = Command::new(env!("CARGO_BIN_EXE_uaio"))
+        .args(["bench", "--json", "--duration", "0.05", "--rounds", "1", "--size", "64k", "--engines", "kernel"])
+        .args(["--workloads", "direct-read-4k-qd1,direct-seqread"])
+        .output()
+        .expect("run uaio bench");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let rows = v["results"].as_array().expect("results");
+    assert_eq!(rows.len(), 2, "{v}");
+    for r in rows {
+        let why = r["reason"].as_str().unwrap_or("");
+        let name = r["workload"].as_str().unwrap_or("");
+        if name.starts_with("direct-seqread") {
+            assert!(why.contains("smaller than one block (131072 B)"), "{r}");
+        } else {
+            // (O_DIRECT or kernel AIO may be unavailable here, for their
+            // own reasons.)
+            assert!(!why.contains("smaller than one block"), "{r}");
+        }
+    }
 }
 
 /// A `--file` that can only be read (here, on a read-only mount) runs the

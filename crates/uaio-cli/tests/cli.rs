@@ -283,6 +283,13 @@ fn completions_are_generated() {
         })
         .expect("bash -n");
     assert!(check.success(), "the bash completion script parses");
+    // A failed write is said in one line, with status 1: it panicked with
+    // a backtrace (attack 31).
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").expect("/dev/full");
+    let o = Command::new(env!("CARGO_BIN_EXE_uaio")).args(["completions", "bash"]).stdout(full).output().unwrap();
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot write to standard output") && !err.contains("panicked"), "{err}");
 }
 
 /// `uaio ARGS` in a child that a seccomp filter refuses (`EPERM`) the

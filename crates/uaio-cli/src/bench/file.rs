@@ -76,6 +76,8 @@ pub fn fs_name(file: &File) -> String {
         0xF2F5_2010 => "f2fs".into(),
         0x6573_5546 => "fuse".into(),
         0x0102_1997 => "9p".into(),
+        0x9fa0 => "proc".into(),
+        0x6265_6572 => "sysfs".into(),
         m => format!("fs magic {m:#x}"),
     }
 }
@@ -155,6 +157,10 @@ impl TestFile {
                     // Never write over a device or anything else that is not a plain file.
                     return Err(io::Error::other(format!("{} is not a regular file", p.display())));
                 }
+                if p.exists() && pseudo_fs(p) {
+                    // procfs and sysfs files say they are regular, of size 0.
+                    return Err(io::Error::other(format!("{} is a file of /proc or /sys, not of a disk", p.display())));
+                }
                 let existed = p.exists();
                 let f = match OpenOptions::new().read(true).write(true).create(true).truncate(false).open(p) {
                     Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM | libc::EROFS)) => {
@@ -180,7 +186,14 @@ impl TestFile {
             }
             None => {
                 let p = dir.join(format!("uaio-bench-{}.dat", std::process::id()));
-                let f = OpenOptions::new().read(true).write(true).create_new(true).open(&p)?;
+                let f = OpenOptions::new().read(true).write(true).create_new(true).open(&p).map_err(|e| {
+                    if dir.is_dir() {
+                        // ENOENT from /proc, which exists but takes no new file.
+                        io::Error::other(format!("no new file can be made in {} ({e})", dir.display()))
+                    } else {
+                        e
+                    }
+                })?;
                 std::fs::remove_file(&p)?;
                 let proc = PathBuf::from(format!("/proc/{}/fd/{}", std::process::id(), f.as_raw_fd()));
                 (f, proc, format!("{} (unlinked)", p.display()), true)
@@ -320,4 +333,9 @@ pub fn page_size() -> usize {
     } else {
         4096
     }
+}
+
+/// Whether `p` lies on procfs or sysfs.
+fn pseudo_fs(p: &Path) -> bool {
+    File::open(p).is_ok_and(|f| matches!(fs_name(&f).as_str(), "proc" | "sysfs"))
 }

@@ -125,6 +125,9 @@ const MAX_DEPTH: usize = 65536;
 /// The longest measured run, in seconds.
 const MAX_DURATION: f64 = 3600.0;
 
+/// The most rounds (`--rounds`).
+const MAX_ROUNDS: usize = 1000;
+
 /// A queue depth: a positive integer up to [`MAX_DEPTH`].
 fn parse_depth(s: &str) -> Result<usize, String> {
     match s.trim().parse::<usize>() {
@@ -146,7 +149,8 @@ pub fn command() -> clap::Command {
     };
     let count = |s: &str| -> Result<usize, String> {
         match s.parse::<usize>() {
-            Ok(v) if v > 0 => Ok(v),
+            Ok(v) if v > 0 && v <= MAX_ROUNDS => Ok(v),
+            Ok(v) if v > MAX_ROUNDS => Err(format!("at most {MAX_ROUNDS}: {s:?}")),
             _ => Err(format!("not a positive integer: {s:?}")),
         }
     };
@@ -312,6 +316,17 @@ fn parse(args: &[String]) -> Result<Options, clap::Error> {
         svg: m.get_one::<PathBuf>("svg").cloned(),
         list: m.get_flag("list"),
     })
+}
+
+/// Whether a file can be written at `path`: opened for writing (made, and
+/// removed again, if it did not exist).
+fn writable(path: &std::path::Path) -> std::io::Result<()> {
+    let existed = path.exists();
+    std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(path)?;
+    if !existed {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
 }
 
 /// The most memory the buffers of one run may take (`--bs` times the most
@@ -506,6 +521,10 @@ fn bench(opts: &Options, workloads: &[Workload]) -> Result<(), String> {
     let duration = Duration::from_secs_f64(opts.duration);
 
     let t0 = Instant::now();
+    if let Some(path) = &opts.svg {
+        // Refused now, not after the whole run.
+        writable(path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
     let exists = opts.file.as_ref().is_some_and(|p| p.exists());
     if !exists {
         say!(opts, hidden, "uaio bench: writing a test file of {}...", shown_size(opts.size));
@@ -517,12 +536,16 @@ fn bench(opts: &Options, workloads: &[Workload]) -> Result<(), String> {
     let fs = file::fs_name(&tf.file);
     let mut notes = Notes::default();
     let mut crashed = 0usize;
-    let max_direct_bs = workloads.iter().filter(|w| w.cache == Cache::Direct).map(|w| w.bs).max().unwrap_or(opts.bs);
-    let direct_na = if tf.size < max_direct_bs as u64 {
+    // O_DIRECT is probed with the smallest block of the direct workloads
+    // selected; each one whose own block does not fit in the file is left
+    // out alone (below), not every one with it.
+    let min_direct_bs = workloads.iter().filter(|w| w.cache == Cache::Direct).map(|w| w.bs).min().unwrap_or(opts.bs);
+    let smaller_than_block = |bs: usize| format!("the file ({} B) is smaller than one block ({bs} B)", tf.size);
+    let direct_na = if tf.size < min_direct_bs as u64 {
         // (A probe of fewer bytes than a block fails for that reason alone.)
-        Some(format!("the file ({} B) is smaller than one block ({max_direct_bs} B)", tf.size))
+        Some(smaller_than_block(min_direct_bs))
     } else {
-        file::probe_direct(&tf, max_direct_bs)
+        file::probe_direct(&tf, min_direct_bs)
             .err()
             .map(|e| format!("O_DIRECT does not work on {} ({fs}): {e}", tf.shown))
     };
@@ -542,6 +565,7 @@ fn bench(opts: &Options, workloads: &[Workload]) -> Result<(), String> {
                 .cloned()
                 .or_else(|| (e == Engine::Kernel).then(|| w.kernel_reason().map(str::to_string)).flatten())
                 .or_else(|| (w.cache == Cache::Direct).then(|| direct_na.clone()).flatten())
+                .or_else(|| (w.op != Op::Noop && tf.size < w.bs as u64).then(|| smaller_than_block(w.bs)))
                 .or_else(|| {
                     (tf.read_only && matches!(w.op, Op::Write | Op::WriteFsync))
                         .then(|| format!("{} cannot be written", tf.shown))
