@@ -27,6 +27,18 @@ async fn poll_once<F: Future + Unpin>(f: &mut F) -> bool {
     std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *f).poll(cx).is_pending())).await
 }
 
+/// Runs `f` with a current-thread runtime on a thread of its own, so that
+/// a deadlock fails the test (with `deadlock`) instead of hanging it.
+fn on_own_thread(deadlock: &str, f: impl FnOnce(&tokio::runtime::Runtime) + Send + 'static) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        f(&rt);
+        tx.send(()).unwrap();
+    });
+    rx.recv_timeout(HANG).expect(deadlock);
+}
+
 /// A buffer that records when it is freed.
 struct Watched {
     bytes: Vec<u8>,
@@ -179,9 +191,7 @@ unsafe impl IoBuffer for Asking {}
 fn a_freed_buffer_may_call_into_its_context() {
     let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let s = seen.clone();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    on_own_thread("deadlock: the reaping call never returned", move |rt| {
         rt.block_on(async {
             let (r, _w) = rustix::pipe::pipe().unwrap();
             let ctx = Arc::new(AsyncContext::new(8).unwrap());
@@ -194,9 +204,7 @@ fn a_freed_buffer_may_call_into_its_context() {
                 ctx.noop().await.unwrap();
             }
         });
-        tx.send(()).unwrap();
     });
-    rx.recv_timeout(HANG).expect("deadlock: the reaping call never returned");
     assert_ne!(seen.load(Ordering::SeqCst), 0, "the buffer was dropped, asking its context");
 }
 
@@ -243,9 +251,7 @@ impl Drop for Calling {
 fn wakers_may_call_into_their_context_when_woken_or_dropped() {
     let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let c = calls.clone();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    on_own_thread("deadlock: a waker's call into its context never returned", move |rt| {
         let _in = rt.enter();
         let ctx: Arc<AsyncContext<'static>> = Arc::new(AsyncContext::new(8).unwrap());
         let waker = || std::task::Waker::from(Arc::new(Calling { ctx: Arc::downgrade(&ctx), calls: c.clone() }));
@@ -267,9 +273,7 @@ fn wakers_may_call_into_their_context_when_woken_or_dropped() {
         while ctx.pending() > 0 {
             rt.block_on(no_hang(ctx.noop())).unwrap();
         }
-        tx.send(()).unwrap();
     });
-    rx.recv_timeout(HANG).expect("deadlock: a waker's call into its context never returned");
     assert!(calls.load(Ordering::SeqCst) >= 4, "the wakers called into their context");
 }
 

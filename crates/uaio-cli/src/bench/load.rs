@@ -375,12 +375,17 @@ enum Offsets {
     Once { order: Vec<u32>, at: usize, bs: u64 },
 }
 
+/// Why a workload of `bs`-byte blocks cannot run on a file of `size` bytes.
+pub fn smaller_than_block(size: u64, bs: u64) -> String {
+    format!("the file ({size} B) is smaller than one block ({bs} B)")
+}
+
 impl Offsets {
     fn new(w: &Workload, size: u64, seed: u64) -> Result<Offsets, String> {
         let bs = w.bs.max(1) as u64;
         let blocks = size / bs;
         if w.op != Op::Noop && blocks == 0 {
-            return Err(format!("the file ({size} B) is smaller than one block ({bs} B)"));
+            return Err(smaller_than_block(size, bs));
         }
         let mut rng = XorShift(seed | 1);
         Ok(if w.seq {

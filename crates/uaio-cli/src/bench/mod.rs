@@ -540,10 +540,9 @@ fn bench(opts: &Options, workloads: &[Workload]) -> Result<(), String> {
     // selected; each one whose own block does not fit in the file is left
     // out alone (below), not every one with it.
     let min_direct_bs = workloads.iter().filter(|w| w.cache == Cache::Direct).map(|w| w.bs).min().unwrap_or(opts.bs);
-    let smaller_than_block = |bs: usize| format!("the file ({} B) is smaller than one block ({bs} B)", tf.size);
     let direct_na = if tf.size < min_direct_bs as u64 {
         // (A probe of fewer bytes than a block fails for that reason alone.)
-        Some(smaller_than_block(min_direct_bs))
+        Some(load::smaller_than_block(tf.size, min_direct_bs as u64))
     } else {
         file::probe_direct(&tf, min_direct_bs)
             .err()
@@ -565,7 +564,9 @@ fn bench(opts: &Options, workloads: &[Workload]) -> Result<(), String> {
                 .cloned()
                 .or_else(|| (e == Engine::Kernel).then(|| w.kernel_reason().map(str::to_string)).flatten())
                 .or_else(|| (w.cache == Cache::Direct).then(|| direct_na.clone()).flatten())
-                .or_else(|| (w.op != Op::Noop && tf.size < w.bs as u64).then(|| smaller_than_block(w.bs)))
+                .or_else(|| {
+                    (w.op != Op::Noop && tf.size < w.bs as u64).then(|| load::smaller_than_block(tf.size, w.bs as u64))
+                })
                 .or_else(|| {
                     (tf.read_only && matches!(w.op, Op::Write | Op::WriteFsync))
                         .then(|| format!("{} cannot be written", tf.shown))
